@@ -1,0 +1,65 @@
+"""Splits: a random stratified train/validation/test split, and leave-family-out folds.
+
+The random split says how well the model knows the families it trained on; the leave-family-out
+folds say how it does on a family it has never seen, which is what a new malware release looks like.
+Both are seeded and written next to the run, so a reported figure can be traced to its split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from convert.data import BENIGN, Dataset
+
+TRAIN, VAL, TEST = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class Split:
+    """`part[i]` is TRAIN, VAL or TEST for row i; `held_out` are families absent from TRAIN and VAL."""
+
+    part: npt.NDArray[np.int8]
+    held_out: tuple[str, ...] = ()
+
+    def mask(self, which: int) -> npt.NDArray[np.bool_]:
+        return self.part == which
+
+
+def cap_per_family(data: Dataset, cap: int, seed: int) -> npt.NDArray[np.bool_]:
+    """Keeps at most `cap` names of each DGA family (all benign names), so that a handful of
+    prolific generators do not decide what "DGA" means for the model."""
+    rng = np.random.default_rng(seed)
+    keep = data.y == 0
+    for family in np.unique(data.family[data.y == 1]):
+        rows = np.flatnonzero(data.family == family)
+        keep[rng.permutation(rows)[:cap]] = True
+    return keep
+
+
+def random_split(data: Dataset, seed: int, val: float = 0.15, test: float = 0.15) -> Split:
+    """Stratified by family (benign is one stratum), so every family appears in every part."""
+    rng = np.random.default_rng(seed)
+    part = np.full(len(data), TRAIN, dtype=np.int8)
+    for family in np.unique(data.family):
+        rows = rng.permutation(np.flatnonzero(data.family == family))
+        n_test, n_val = round(len(rows) * test), round(len(rows) * val)
+        part[rows[:n_test]] = TEST
+        part[rows[n_test : n_test + n_val]] = VAL
+    return Split(part)
+
+
+def family_folds(data: Dataset, n_folds: int, seed: int) -> list[tuple[str, ...]]:
+    """Deals the DGA families into `n_folds` groups, in a seeded random order."""
+    families = sorted(set(np.unique(data.family).tolist()) - {BENIGN})
+    order = np.random.default_rng(seed).permutation(len(families))
+    return [tuple(sorted(families[i] for i in order[k::n_folds])) for k in range(n_folds)]
+
+
+def leave_family_out(data: Dataset, base: Split, held_out: tuple[str, ...]) -> Split:
+    """The random split with every name of the held-out families moved to TEST."""
+    part = base.part.copy()
+    part[np.isin(data.family, held_out)] = TEST
+    return Split(part, held_out)

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The training runs behind models/REPORT.md, in the order they were run on a 2-core CPU.
+# Each writes runs/<name>/{model.keras,history.csv,scores.npz,run.json}; a finished run is skipped.
+set -u
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+run() { local name=$1; shift; [ -f "runs/$name/scores.npz" ] && return 0
+        echo "== $name $(date -u +%T)"; $PY -m convert.train --out "runs/$name" "$@" > "runs/$name.log" 2>&1; echo "   rc=$? $(date -u +%T)"; }
+mkdir -p runs
+run cnn --arch cnn                                   # the candidate default, all training rows
+for k in 0 1 2 3 4; do run cnn-lfo$k --arch cnn --holdout-fold $k --max-train 150000 --epochs 6; done
+run cnn-registrable-lfo0 --arch cnn --form registrable --holdout-fold 0 --max-train 150000 --epochs 6
+for a in cnn_lstm bilstm lstm; do run $a-lfo0 --arch $a --holdout-fold 0 --max-train 150000 --epochs 4; done

@@ -1,0 +1,87 @@
+"""The chain: a query walks one way through small steps, each of which answers or hands on.
+
+    query log -> name -> allow/deny -> verdict cache -> score -> policy -> block | upstream
+
+A step is any async callable `(request, next_step) -> reply`. The order is assembled in one place
+(`build_chain` in `resolverguard.pipeline`), so it can be read top to bottom like CoreDNS's plugin.cfg.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Protocol
+
+from dnslib import DNSRecord
+
+from resolverguard.config import Action
+from resolverguard.steps.names import RegistrableName
+
+
+class Reason(str, Enum):
+    """Why the verdict is what it is; written to the query log."""
+
+    ALLOW_LIST = "allow list"
+    DENY_LIST = "deny list"
+    MODEL = "model"
+    CACHE = "cache"
+    NOT_SCORED = "not scored"
+    MODEL_ERROR = "model error"
+
+
+@dataclass(slots=True)
+class Verdict:
+    action: Action  # what was done
+    reason: Reason
+    would: Action | None = None  # monitor mode: what enforce mode would have done
+
+
+@dataclass(slots=True)
+class Request:
+    """One query on its way through the chain; steps fill in what they learn."""
+
+    query: DNSRecord
+    packet: bytes
+    client: tuple[str, int]
+    transport: str  # "udp" or "tcp"
+    started: float  # monotonic seconds
+    max_size: int = 65535  # largest reply the client accepts on this transport
+    name: RegistrableName | None = None
+    score: float | None = None
+    score_cached: bool = False
+    verdict: Verdict | None = None
+    upstream_rcode: str | None = None
+    error: str | None = None
+    notes: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def qname(self) -> str:
+        return str(self.query.q.qname)
+
+    @property
+    def qtype(self) -> int:
+        return int(self.query.q.qtype)
+
+
+Reply = bytes | None  # wire-format answer, or None to send nothing
+Next = Callable[[Request], Awaitable[Reply]]
+
+
+class Step(Protocol):
+    async def __call__(self, request: Request, next_step: Next) -> Reply: ...
+
+
+def link(steps: Sequence[Step], last: Next) -> Next:
+    """Folds the steps into one callable; `last` answers whatever reaches the end."""
+    handler = last
+    for step in reversed(steps):
+        handler = _bind(step, handler)
+    return handler
+
+
+def _bind(step: Step, next_step: Next) -> Next:
+    async def run(request: Request) -> Reply:
+        return await step(request, next_step)
+
+    return run

@@ -1,0 +1,149 @@
+"""The one command line: `serve`, `score` and `check`.
+
+Exit codes are part of the contract: 0 success, 2 for an invalid policy or model (with the
+`file:line: key: problem` message on stderr), 1 for anything else that stops the server from starting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import TextIO
+
+from resolverguard.config import Config, load_config, resolve_thresholds
+from resolverguard.errors import ConfigError, ResolverGuardError
+from resolverguard.model import TFLiteScorer, default_model_path, load_metadata, load_model, metadata_path
+from resolverguard.pipeline import build_pipeline, lists_for, resolv_conf_upstreams
+from resolverguard.server import DnsServer
+from resolverguard.steps.names import NameParser
+from resolverguard.steps.policy import Policy
+
+SCORE_BATCH = 256
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args))
+    except ConfigError as err:
+        print(err.location(), file=sys.stderr)
+        return 2
+    except ResolverGuardError as err:
+        print(f"resolverguard: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="resolverguard", description="DNS forwarder that sinkholes DGA domains")
+    sub = p.add_subparsers(required=True, metavar="COMMAND")
+    serve = sub.add_parser("serve", help="run the resolver")
+    serve.add_argument("--config", type=Path, help="policy file (YAML); built-in defaults without one")
+    serve.add_argument("--listen", action="append", metavar="ADDR:PORT", help="overrides the file; repeatable")
+    serve.add_argument("--upstream", action="append", metavar="ADDR[:PORT]", help="overrides the file; repeatable")
+    serve.add_argument("--model", type=Path, help="a .tflite model (its .json metadata beside it)")
+    serve.set_defaults(run=cmd_serve)
+    score = sub.add_parser("score", help="score names: name, scored name, score, action (tab separated)")
+    score.add_argument("--model", type=Path)
+    score.add_argument("--input", type=Path, help="file with one name per line, or - for stdin")
+    score.add_argument("names", nargs="*")
+    score.set_defaults(run=cmd_score)
+    check = sub.add_parser("check", help="validate a policy file (exit 0, or 2 with file:line: key: problem)")
+    check.add_argument("file", type=Path)
+    check.set_defaults(run=cmd_check)
+    return p
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    cfg = load_config(args.file)
+    model_path = cfg.model or default_model_path()
+    resolve_thresholds(cfg, load_metadata(metadata_path(model_path)).thresholds)
+    lists = lists_for(cfg)
+    print(f"{args.file}: ok ({len(lists.allow)} allowed, {len(lists.deny)} denied domains, model {model_path.name})")
+    return 0
+
+
+def _names(args: argparse.Namespace, stdin: TextIO) -> Iterator[str]:
+    yield from args.names
+    if args.input is not None:
+        handle = stdin if str(args.input) == "-" else args.input.open(encoding="utf-8", errors="replace")
+        with handle:
+            for line in handle:
+                if line.strip() and not line.lstrip().startswith("#"):
+                    yield line.strip()
+
+
+def cmd_score(args: argparse.Namespace, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> int:
+    model = load_model(args.model)
+    policy = Policy(resolve_thresholds(Config(), model.metadata.thresholds))
+    parser, form = NameParser(), model.metadata.input_form
+    batch: list[tuple[str, str | None]] = []
+
+    def flush() -> None:
+        texts = [t for _, t in batch if t is not None]
+        scores = iter(model.score(texts).tolist()) if texts else iter(())
+        for name, text in batch:
+            if text is None:
+                stdout.write(f"{name}\t-\t-\tpass\n")
+            else:
+                score = next(scores)
+                stdout.write(f"{name}\t{text}\t{score:.6f}\t{policy.action_for(score).value}\n")
+        batch.clear()
+
+    for name in _names(args, stdin):
+        batch.append((name, parser.parse(name).model_input(form)))
+        if len(batch) >= SCORE_BATCH:
+            flush()
+    flush()
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config) if args.config else Config()
+    cfg = cfg.with_overrides(args.listen, args.upstream)
+    if args.model:
+        cfg = replace(cfg, model=args.model)
+    if not cfg.upstreams:
+        cfg = replace(cfg, upstreams=resolv_conf_upstreams(cfg.listen))
+        if not cfg.upstreams:
+            raise ConfigError("no upstream: give --upstream or set upstreams in the policy", file=cfg.source)
+    model = load_model(cfg.model)
+    try:
+        asyncio.run(_serve(cfg, model))
+    except OSError as err:
+        print(f"resolverguard: cannot listen: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _serve(cfg: Config, model: TFLiteScorer) -> None:
+    from resolverguard.steps.querylog import QueryLog
+
+    log = QueryLog(cfg.query_log)
+    pipeline = build_pipeline(cfg, model, log)
+    server = DnsServer(pipeline.chain, cfg.listen)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await server.start()
+        where = ", ".join(f"{h}:{p}" for h, p in server.bound)
+        upstreams = ", ".join(map(str, cfg.upstreams))
+        print(
+            f"resolverguard: listening on {where} (udp+tcp), forwarding to {upstreams}, "
+            f"model {model.metadata.model_version}, mode {cfg.mode.value}",
+            file=sys.stderr,
+            flush=True,
+        )
+        await stop.wait()
+    finally:
+        await server.stop()
+        log.close()

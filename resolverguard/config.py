@@ -1,0 +1,371 @@
+"""The policy file: YAML parsed and validated once into frozen dataclasses.
+
+Every problem is reported as `file:line: key: problem` (see `ConfigError`), unknown keys included,
+so a typo such as `sinkhol:` is caught by `resolverguard check` instead of silently ignored.
+Named thresholds (`fpr_1e-3`) are resolved against the model metadata in `resolve_thresholds`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from pathlib import Path
+from typing import Any, TypeVar
+
+from resolverguard.errors import ConfigError
+from resolverguard.steps.names import PrivateSuffixMode
+from resolverguard.yamlsource import LocatedDict, LocatedList, read_yaml
+
+T = TypeVar("T")
+
+
+class Action(str, Enum):
+    """What happens to a query."""
+
+    PASS = "pass"
+    LOG = "log"
+    SINKHOLE = "sinkhole"
+    NXDOMAIN = "nxdomain"
+    REFUSE = "refuse"
+    SERVFAIL = "servfail"
+
+    @property
+    def blocks(self) -> bool:
+        """True when the query is answered by us instead of the upstream."""
+        return self not in (Action.PASS, Action.LOG)
+
+
+class Mode(str, Enum):
+    ENFORCE = "enforce"
+    MONITOR = "monitor"  # log what would be blocked, block nothing
+
+
+class OnModelError(str, Enum):
+    PASS = "pass"  # fail open: a broken model must not take the network down
+    SERVFAIL = "servfail"
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Threshold:
+    """`score >= value` triggers `action`; `name` is the metadata threshold it came from, if any."""
+
+    action: Action
+    value: float | None
+    name: str | None = None
+    line: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SinkholeConfig:
+    ipv4: str = "0.0.0.0"
+    ipv6: str = "::"
+    ttl: int = 60
+
+
+@dataclass(frozen=True, slots=True)
+class CacheConfig:
+    size: int = 100_000
+    ttl: float = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class ListsConfig:
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+    allow_files: tuple[Path, ...] = ()
+    deny_files: tuple[Path, ...] = ()
+    deny_action: Action = Action.SINKHOLE
+
+
+DEFAULT_THRESHOLDS = (Threshold(Action.LOG, None, "log"), Threshold(Action.SINKHOLE, None, "sinkhole"))
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Everything `serve` needs; built from a file, from defaults, or both plus CLI overrides."""
+
+    source: str = "<built-in defaults>"
+    listen: tuple[Endpoint, ...] = (Endpoint("127.0.0.1", 5353),)
+    upstreams: tuple[Endpoint, ...] = ()
+    upstream_timeout: float = 2.0
+    model: Path | None = None  # None: the shipped default model
+    mode: Mode = Mode.ENFORCE
+    thresholds: tuple[Threshold, ...] = DEFAULT_THRESHOLDS
+    on_model_error: OnModelError = OnModelError.PASS
+    sinkhole: SinkholeConfig = field(default_factory=SinkholeConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    lists: ListsConfig = field(default_factory=ListsConfig)
+    private_suffixes: PrivateSuffixMode = PrivateSuffixMode.DYNAMIC_DNS
+    query_log: str | None = "-"  # path, "-" for stdout, None for off
+
+    def with_overrides(self, listen: list[str] | None, upstreams: list[str] | None) -> Config:
+        """Applies `serve --listen/--upstream`; flags win over the file."""
+        out = self
+        if listen:
+            out = replace(out, listen=tuple(parse_endpoint(x, 5353, "--listen") for x in listen))
+        if upstreams:
+            out = replace(out, upstreams=tuple(parse_endpoint(x, 53, "--upstream") for x in upstreams))
+        return out
+
+
+class _Reader:
+    """Pulls typed values out of a LocatedDict, raising ConfigError with the key's line."""
+
+    def __init__(self, data: LocatedDict, file: str, prefix: str = "") -> None:
+        self.data, self.file, self.prefix = data, file, prefix
+        self.used: set[str] = set()
+
+    def fail(self, key: str, problem: str, line: int | None = None) -> ConfigError:
+        where = line if line is not None else self.data.lines.get(key, self.data.line)
+        return ConfigError(problem, file=self.file, line=where, key=self.prefix + key)
+
+    def get(self, key: str, default: T, convert: Callable[[Any], T]) -> T:
+        self.used.add(key)
+        if key not in self.data or self.data[key] is None and default is None:
+            return default
+        try:
+            return convert(self.data[key])
+        except ConfigError as err:
+            raise ConfigError(
+                err.problem, file=self.file, line=err.line or self.data.lines[key], key=self.prefix + key + err.key
+            ) from None
+        except (TypeError, ValueError) as err:
+            raise self.fail(key, str(err)) from None
+
+    def section(self, key: str) -> _Reader | None:
+        self.used.add(key)
+        value = self.data.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, LocatedDict):
+            raise self.fail(key, "must be a mapping")
+        return _Reader(value, self.file, f"{self.prefix}{key}.")
+
+    def finish(self) -> None:
+        for key in self.data:
+            if key not in self.used:
+                raise self.fail(str(key), "unknown key")
+
+
+def parse_endpoint(text: Any, default_port: int, what: str = "") -> Endpoint:
+    """`host`, `host:port`, `[v6]:port` or a bare IPv6 address; hosts must be IP addresses."""
+    if not isinstance(text, str | int) or isinstance(text, bool):
+        raise ValueError(f"{what or 'address'} must be a string like 127.0.0.1:53")
+    raw, port = str(text).strip(), default_port
+    if raw.startswith("["):
+        host, _, rest = raw[1:].partition("]")
+        if rest:
+            port = _port(rest.removeprefix(":"))
+    elif raw.count(":") == 1:
+        host, port_text = raw.split(":")
+        port = _port(port_text)
+    else:
+        host = raw
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{raw!r} is not an IP address (with an optional :port)") from None
+    return Endpoint(host, port)
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise ValueError(f"port {text!r} is not between 1 and 65535")
+    return int(text)
+
+
+def _enum(kind: type[Enum]) -> Callable[[Any], Any]:
+    def convert(value: Any) -> Any:
+        try:
+            return kind(value)
+        except ValueError:
+            choices = ", ".join(str(m.value) for m in kind)  # type: ignore[attr-defined]
+            raise ValueError(f"{value!r} is not one of: {choices}") from None
+
+    return convert
+
+
+def _number(low: float, high: float, integer: bool = False) -> Callable[[Any], Any]:
+    def convert(value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int | float) or (integer and not isinstance(value, int)):
+            raise ValueError(f"must be {'an integer' if integer else 'a number'}, not {value!r}")
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low:g} and {high:g}, not {value!r}")
+        return value
+
+    return convert
+
+
+def _list_of(convert: Callable[[Any], T]) -> Callable[[Any], tuple[T, ...]]:
+    def each(value: Any) -> tuple[T, ...]:
+        if isinstance(value, str):
+            value = LocatedList([value])
+            value.lines = [0]
+        if not isinstance(value, LocatedList):
+            raise ValueError("must be a list")
+        out = []
+        for item, line in zip(value, value.lines, strict=False):
+            try:
+                out.append(convert(item))
+            except (TypeError, ValueError) as err:
+                raise ConfigError(str(err), line=line or None, key=f"[{len(out)}]") from None
+        return tuple(out)
+
+    return each
+
+
+def _domain(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip() or " " in value.strip():
+        raise ValueError(f"{value!r} is not a domain name")
+    return value.strip().lower().rstrip(".")
+
+
+def _ip(version: int) -> Callable[[Any], str]:
+    def convert(value: Any) -> str:
+        try:
+            address = ipaddress.ip_address(str(value))
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IPv{version} address") from None
+        if address.version != version:
+            raise ValueError(f"{value!r} is not an IPv{version} address")
+        return str(address)
+
+    return convert
+
+
+def _threshold_value(value: Any) -> float | str:
+    if isinstance(value, str):
+        return value
+    return float(_number(0.0, 1.0)(value))
+
+
+def _threshold_table(reader: _Reader) -> tuple[Threshold, ...]:
+    out = []
+    for key in list(reader.data):
+        reader.used.add(key)
+        try:
+            action = _enum(Action)(key)
+        except ValueError as err:
+            raise reader.fail(str(key), str(err)) from None
+        if action is Action.PASS:
+            raise reader.fail(key, "'pass' takes no threshold: names below every threshold pass")
+        bound = reader.get(key, 0.0, _threshold_value)
+        line = reader.data.lines[key]
+        out.append(
+            Threshold(action, bound, None, line) if isinstance(bound, float) else Threshold(action, None, bound, line)
+        )
+    if not out:
+        raise reader.fail("", "needs at least one action: threshold")
+    return tuple(out)
+
+
+def from_mapping(data: Any, file: str, base: Path) -> Config:
+    """Builds a Config from parsed YAML; relative paths are taken relative to the policy file."""
+    if data is None:
+        return Config(source=file)
+    if not isinstance(data, LocatedDict):
+        raise ConfigError("the policy must be a YAML mapping (key: value)", file=file, line=1)
+    r = _Reader(data, file)
+
+    def path(value: Any) -> Path:
+        if not isinstance(value, str) or not value:
+            raise ValueError("must be a file path")
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else base / p
+
+    defaults = Config()
+    cfg = Config(
+        source=file,
+        listen=r.get("listen", defaults.listen, _list_of(lambda v: parse_endpoint(v, 5353))),
+        upstreams=r.get("upstreams", defaults.upstreams, _list_of(lambda v: parse_endpoint(v, 53))),
+        upstream_timeout=r.get("upstream_timeout", defaults.upstream_timeout, _number(0.05, 30.0)),
+        model=r.get("model", None, path),
+        mode=r.get("mode", defaults.mode, _enum(Mode)),
+        on_model_error=r.get("on_model_error", defaults.on_model_error, _enum(OnModelError)),
+        private_suffixes=r.get("private_suffixes", defaults.private_suffixes, _enum(PrivateSuffixMode)),
+        query_log=_query_log(r, base),
+    )
+    table = r.section("thresholds")
+    sink, cache, lists = r.section("sinkhole"), r.section("cache"), r.section("lists")
+    if table is not None:
+        cfg = replace(cfg, thresholds=_threshold_table(table))
+    if sink is not None:
+        cfg = replace(
+            cfg,
+            sinkhole=SinkholeConfig(
+                sink.get("ipv4", "0.0.0.0", _ip(4)),
+                sink.get("ipv6", "::", _ip(6)),
+                sink.get("ttl", 60, _number(0, 86400, integer=True)),
+            ),
+        )
+        sink.finish()
+    if cache is not None:
+        cfg = replace(
+            cfg,
+            cache=CacheConfig(
+                cache.get("size", 100_000, _number(0, 10**8, integer=True)),
+                float(cache.get("ttl", 3600.0, _number(0, 7 * 86400))),
+            ),
+        )
+        cache.finish()
+    if lists is not None:
+        cfg = replace(
+            cfg,
+            lists=ListsConfig(
+                lists.get("allow", (), _list_of(_domain)),
+                lists.get("deny", (), _list_of(_domain)),
+                lists.get("allow_files", (), _list_of(path)),
+                lists.get("deny_files", (), _list_of(path)),
+                lists.get("deny_action", Action.SINKHOLE, _enum(Action)),
+            ),
+        )
+        lists.finish()
+        if not cfg.lists.deny_action.blocks:
+            raise lists.fail("deny_action", "must be sinkhole, nxdomain, refuse or servfail")
+    r.finish()
+    return cfg
+
+
+def _query_log(r: _Reader, base: Path) -> str | None:
+    def convert(value: Any) -> str | None:
+        if value in (False, "off", "none"):
+            return None
+        if not isinstance(value, str) or not value:
+            raise ValueError("must be a file path, '-' for standard output, or off")
+        return value if value == "-" or Path(value).is_absolute() else str(base / value)
+
+    return r.get("query_log", "-", convert)
+
+
+def load_config(path: Path) -> Config:
+    """Reads and validates a policy file; raises ConfigError naming file:line:key."""
+    return from_mapping(read_yaml(path), str(path), path.resolve().parent)
+
+
+def resolve_thresholds(cfg: Config, named: dict[str, float]) -> tuple[Threshold, ...]:
+    """Replaces named thresholds by the model's calibrated values; strictest action first."""
+    out = []
+    for t in cfg.thresholds:
+        if t.value is not None:
+            out.append(t)
+            continue
+        if t.name not in named:
+            raise ConfigError(
+                f"{t.name!r} is not a threshold of the model (it has: {', '.join(sorted(named)) or 'none'})",
+                file=cfg.source,
+                line=t.line,
+                key=f"thresholds.{t.action.value}",
+            )
+        out.append(replace(t, value=named[t.name]))
+    return tuple(sorted(out, key=lambda t: -(t.value or 0.0)))

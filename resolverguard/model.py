@@ -1,0 +1,178 @@
+"""The model: a `.tflite` file plus the metadata JSON beside it, loaded and checked once at start-up.
+
+Everything serving needs to know about a model lives in the metadata (charset, max length, input
+form, calibrated thresholds) and is read here only, so a model cannot be served with the wrong
+encoder. Anything missing, corrupt or inconsistent is a `ModelError` before the first query.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from resolverguard.encoding import NameEncoder
+from resolverguard.errors import ModelError
+from resolverguard.steps.names import InputForm
+
+METADATA_FORMAT = "resolverguard-model/1"
+
+
+class Scorer(Protocol):
+    """Anything that turns model-input strings into P(DGA) scores (the score step needs no more)."""
+
+    def score(self, texts: Sequence[str]) -> npt.NDArray[np.float32]: ...
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """The contents of `<model>.json`."""
+
+    model_version: str
+    architecture: str
+    encoder: NameEncoder
+    input_form: InputForm
+    thresholds: dict[str, float]
+    tflite_sha256: str | None = None
+    extra: dict[str, Any] | None = None
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any], where: str) -> ModelMetadata:
+        def need(mapping: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
+            if key not in mapping or not isinstance(mapping[key], kind):
+                raise ModelError(f"{where}: metadata key {key!r} is missing or not {getattr(kind, '__name__', kind)}")
+            return mapping[key]
+
+        if raw.get("format") != METADATA_FORMAT:
+            raise ModelError(f"{where}: not a resolverguard model metadata file (format != {METADATA_FORMAT!r})")
+        spec = need(raw, "input", dict)
+        try:
+            encoder = NameEncoder(need(spec, "charset", str), need(spec, "maxlen", int))
+            form = InputForm(spec.get("form", "label"))
+        except ValueError as err:
+            raise ModelError(f"{where}: bad input spec: {err}") from None
+        if spec.get("padding", "pre") != "pre":
+            raise ModelError(f"{where}: only padding 'pre' is supported")
+        thresholds = need(raw, "thresholds", dict)
+        for name, value in thresholds.items():
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+                raise ModelError(f"{where}: threshold {name!r} must be a number in [0, 1]")
+        return cls(
+            need(raw, "model_version", str),
+            str(raw.get("architecture", "unknown")),
+            encoder,
+            form,
+            {k: float(v) for k, v in thresholds.items()},
+            raw.get("tflite_sha256"),
+            raw,
+        )
+
+
+def load_metadata(path: Path) -> ModelMetadata:
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelError(f"{path}: model metadata not found (expected next to the .tflite file)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ModelError(f"{path}: cannot read model metadata: {err}") from None
+    if not isinstance(raw, dict):
+        raise ModelError(f"{path}: model metadata must be a JSON object")
+    return ModelMetadata.from_json(raw, str(path))
+
+
+def metadata_path(model_path: Path) -> Path:
+    return model_path.with_suffix(".json")
+
+
+def _interpreter_class() -> Any:
+    """LiteRT (`ai-edge-litert`) first, the older `tflite-runtime` where only that is installed."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+
+        return Interpreter
+    except ImportError:
+        pass
+    try:
+        from tflite_runtime.interpreter import Interpreter  # type: ignore[import-not-found]
+
+        return Interpreter
+    except ImportError:
+        raise ModelError("no TFLite interpreter: install ai-edge-litert (pip install ai-edge-litert)") from None
+
+
+class TFLiteScorer:
+    """Runs the character model in the LiteRT interpreter on one thread (the resolver's own)."""
+
+    def __init__(self, model_path: Path, metadata: ModelMetadata) -> None:
+        self.path, self.metadata, self.encoder = model_path, metadata, metadata.encoder
+        try:
+            content = model_path.read_bytes()
+        except OSError as err:
+            raise ModelError(f"{model_path}: cannot read model: {err.strerror}") from None
+        if metadata.tflite_sha256 and hashlib.sha256(content).hexdigest() != metadata.tflite_sha256:
+            raise ModelError(f"{model_path}: file does not match the sha256 in its metadata (corrupt or mismatched)")
+        try:
+            self._interp = _interpreter_class()(model_content=content, num_threads=1)
+            self._interp.allocate_tensors()
+        except ModelError:
+            raise
+        except Exception as err:  # the interpreter raises plain ValueError/RuntimeError on bad flatbuffers
+            raise ModelError(f"{model_path}: not a valid TFLite model: {err}") from None
+        self._check_signature()
+        self._batch = 0
+        self._resize(1)
+
+    def _check_signature(self) -> None:
+        inputs, outputs = self._interp.get_input_details(), self._interp.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ModelError(f"{self.path}: expected one input and one output tensor")
+        shape, dtype = list(inputs[0]["shape"]), inputs[0]["dtype"]
+        if len(shape) != 2 or shape[1] != self.encoder.maxlen or dtype != np.int32:
+            raise ModelError(f"{self.path}: input is {shape} {dtype}, metadata says [n, {self.encoder.maxlen}] int32")
+        self._in, self._out = inputs[0]["index"], outputs[0]["index"]
+
+    def _resize(self, n: int) -> None:
+        if n != self._batch:
+            self._interp.resize_tensor_input(self._in, [n, self.encoder.maxlen])
+            self._interp.allocate_tensors()
+            self._batch = n
+            self._rows = np.zeros((n, self.encoder.maxlen), dtype=np.int32)
+
+    def score(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        """P(DGA) per text; raises ModelError on a non-finite output (never a silent NaN verdict)."""
+        if not texts:
+            return np.zeros(0, dtype=np.float32)
+        self._resize(len(texts))
+        for row, text in zip(self._rows, texts, strict=False):
+            self.encoder.encode_one(text, row)
+        self._interp.set_tensor(self._in, self._rows)
+        self._interp.invoke()
+        scores = np.array(self._interp.get_tensor(self._out), dtype=np.float32).reshape(-1)
+        if scores.shape[0] != len(texts) or not np.all(np.isfinite(scores)):
+            raise ModelError("model returned a non-finite or mis-shaped score")
+        return scores
+
+
+def default_model_path() -> Path:
+    """The shipped model: in the source tree, or installed under `<prefix>/share/resolverguard`."""
+    for base in (
+        Path(__file__).resolve().parent.parent / "models",
+        Path(sys.prefix) / "share" / "resolverguard" / "models",
+    ):
+        if (base / "default.tflite").exists():
+            return base / "default.tflite"
+    raise ModelError("no model: models/default.tflite is not shipped with this install; pass --model FILE")
+
+
+def load_model(path: Path | None = None) -> TFLiteScorer:
+    model_path = path or default_model_path()
+    if not model_path.exists():
+        raise ModelError(f"{model_path}: model file not found")
+    return TFLiteScorer(model_path, load_metadata(metadata_path(model_path)))

@@ -1,0 +1,67 @@
+"""Where the chain is assembled, in the one order a query walks (see `resolverguard.chain`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from resolverguard.chain import Next, link
+from resolverguard.config import Config, Endpoint, resolve_thresholds
+from resolverguard.model import TFLiteScorer
+from resolverguard.steps.block import BlockStep
+from resolverguard.steps.cache import CacheStep, VerdictCache
+from resolverguard.steps.lists import DomainLists, ListStep
+from resolverguard.steps.names import NameParser, NameStep
+from resolverguard.steps.policy import Policy, PolicyStep
+from resolverguard.steps.querylog import QueryLog, QueryLogStep
+from resolverguard.steps.score import ScoreStep
+from resolverguard.steps.upstream import UpstreamForwarder, UpstreamStep
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    chain: Next
+    log: QueryLog
+    policy: Policy
+    lists: DomainLists
+
+
+def policy_for(cfg: Config, model: TFLiteScorer) -> Policy:
+    return Policy(resolve_thresholds(cfg, model.metadata.thresholds), cfg.mode, cfg.on_model_error)
+
+
+def lists_for(cfg: Config) -> DomainLists:
+    lc = cfg.lists
+    return DomainLists.build(lc.allow, lc.deny, lc.allow_files, lc.deny_files, lc.deny_action)
+
+
+def build_pipeline(cfg: Config, model: TFLiteScorer, log: QueryLog) -> Pipeline:
+    policy, lists = policy_for(cfg, model), lists_for(cfg)
+    steps = [
+        QueryLogStep(log),
+        NameStep(NameParser(cfg.private_suffixes)),
+        ListStep(lists),
+        CacheStep(VerdictCache(cfg.cache.size, cfg.cache.ttl)),
+        ScoreStep(model, model.metadata.input_form),
+        PolicyStep(policy),
+        BlockStep(cfg.sinkhole),
+    ]
+    upstream = UpstreamStep(UpstreamForwarder(cfg.upstreams, cfg.upstream_timeout))
+    return Pipeline(link(steps, upstream), log, policy, lists)
+
+
+def resolv_conf_upstreams(listen: tuple[Endpoint, ...], path: Path = Path("/etc/resolv.conf")) -> tuple[Endpoint, ...]:
+    """The first nameserver of resolv.conf that is not this resolver itself (no forwarding loop)."""
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return ()
+    ours = {(ep.host, ep.port) for ep in listen}
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 2 and fields[0] == "nameserver":
+            candidate = Endpoint(fields[1].split("%", 1)[0], 53)
+            wildcard = any(ep.port == 53 and ep.host in ("0.0.0.0", "::") for ep in listen)
+            if (candidate.host, candidate.port) not in ours and not wildcard:
+                return (candidate,)
+    return ()

@@ -1,0 +1,174 @@
+"""Sockets: UDP and TCP listeners that hand each query to the chain. No policy lives here.
+
+Each query runs in its own task, so a slow upstream answer never stalls other clients. Anything
+that goes wrong inside the chain becomes SERVFAIL for that one query; a packet we cannot parse gets
+FORMERR (or is dropped when even the header is missing); the listener itself never dies of input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from typing import TextIO
+
+from dnslib import EDNS0, OPCODE, QTYPE, RCODE, DNSError, DNSRecord
+
+from resolverguard.chain import Next, Request
+from resolverguard.config import Endpoint
+from resolverguard.steps.block import empty_reply
+
+UDP_DEFAULT_SIZE = 512
+UDP_MAX_SIZE = 4096  # clamp of the client's advertised EDNS size (DNS flag day 2020 suggests 1232)
+TCP_IDLE_TIMEOUT = 10.0
+TCP_MAX_PIPELINE = 32
+
+
+def header_only_reply(packet: bytes, rcode: int) -> bytes | None:
+    """A bare reply to a packet we could not parse; None if it is not even a query header."""
+    if len(packet) < 12 or packet[2] & 0x80:
+        return None
+    flags = 0x8000 | (packet[2] & 0x79) << 8 | 0x80 | rcode  # QR, opcode and RD copied, RA set
+    return packet[:2] + struct.pack("!HHHHH", flags, 0, 0, 0, 0)
+
+
+def client_udp_size(query: DNSRecord) -> int:
+    for rr in query.ar:
+        if rr.rtype == QTYPE.OPT:
+            return max(UDP_DEFAULT_SIZE, min(int(rr.rclass), UDP_MAX_SIZE))
+    return UDP_DEFAULT_SIZE
+
+
+def truncate(reply: bytes, query: DNSRecord) -> bytes:
+    """The reply cut to header and question with TC set, so the client retries over TCP."""
+    header = DNSRecord.parse(reply).header
+    header.tc = 1
+    out = DNSRecord(header=header, q=query.q)
+    if any(rr.rtype == QTYPE.OPT for rr in query.ar):
+        out.add_ar(EDNS0(udp_len=1232))
+    return out.pack()
+
+
+class DnsServer:
+    def __init__(
+        self,
+        chain: Next,
+        endpoints: Iterable[Endpoint],
+        stderr: TextIO = sys.stderr,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._chain, self._endpoints, self._stderr, self._clock = chain, tuple(endpoints), stderr, clock
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._udp: list[asyncio.DatagramTransport] = []
+        self._tcp: list[asyncio.Server] = []
+        self.bound: list[tuple[str, int]] = []
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for ep in self._endpoints:
+            family = socket.AF_INET6 if ":" in ep.host else socket.AF_INET
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _UdpListener(self), local_addr=(ep.host, ep.port), family=family
+            )
+            self._udp.append(transport)
+            port = transport.get_extra_info("sockname")[1]
+            self._tcp.append(await asyncio.start_server(self._serve_tcp, ep.host, port, family=family))
+            self.bound.append((ep.host, port))
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stops listening, then waits (bounded) for queries already in flight."""
+        for transport in self._udp:
+            transport.close()
+        for server in self._tcp:
+            server.close()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=grace)
+
+    def spawn(self, coro: object) -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def answer(self, packet: bytes, client: tuple[str, int], transport: str) -> bytes | None:
+        """The reply to one packet, or None to stay silent."""
+        started = self._clock()
+        try:
+            query = DNSRecord.parse(packet)
+        except (DNSError, ValueError, IndexError, struct.error, UnicodeDecodeError, TypeError):
+            return header_only_reply(packet, RCODE.FORMERR)
+        if query.header.qr:
+            return None
+        if query.header.opcode != OPCODE.QUERY:
+            return empty_reply(query, RCODE.NOTIMP).pack()
+        if len(query.questions) != 1:
+            return empty_reply(query, RCODE.FORMERR).pack()
+        max_size = client_udp_size(query) if transport == "udp" else 65535
+        request = Request(query, packet, client, transport, started, max_size)
+        try:
+            reply = await self._chain(request)
+        except Exception:  # noqa: BLE001 - one query's bug must not take the listener down
+            traceback.print_exc(file=self._stderr)
+            return empty_reply(query, RCODE.SERVFAIL).pack()
+        if reply is not None and len(reply) > max_size:
+            reply = truncate(reply, query)
+        return reply
+
+    async def _answer_udp(self, transport: asyncio.DatagramTransport, packet: bytes, client: tuple[str, int]) -> None:
+        reply = await self.answer(packet, client, "udp")
+        if reply is not None and not transport.is_closing():
+            transport.sendto(reply, client)
+
+    async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        client = writer.get_extra_info("peername")[:2]
+        lock, slots = asyncio.Lock(), asyncio.Semaphore(TCP_MAX_PIPELINE)
+        pending: set[asyncio.Task[None]] = set()
+
+        async def one(packet: bytes) -> None:
+            try:
+                reply = await self.answer(packet, client, "tcp")
+                if reply is not None:
+                    async with lock:
+                        writer.write(struct.pack("!H", len(reply)) + reply)
+                        await writer.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                slots.release()
+
+        try:
+            while True:
+                size = struct.unpack("!H", await asyncio.wait_for(reader.readexactly(2), TCP_IDLE_TIMEOUT))[0]
+                packet = await asyncio.wait_for(reader.readexactly(size), TCP_IDLE_TIMEOUT)
+                await slots.acquire()
+                task = asyncio.ensure_future(one(packet))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, OSError):
+            pass
+        finally:
+            if pending:
+                await asyncio.wait(pending, timeout=TCP_IDLE_TIMEOUT)
+            writer.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.wait_closed()
+
+
+class _UdpListener(asyncio.DatagramProtocol):
+    def __init__(self, server: DnsServer) -> None:
+        self._server = server
+        self._transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self._transport is not None:
+            self._server.spawn(self._server._answer_udp(self._transport, data, addr[:2]))
+
+    def error_received(self, exc: Exception) -> None:  # ICMP errors for earlier replies: nothing to do
+        pass

@@ -1,0 +1,53 @@
+"""Verdict cache: the model's score per scored name, so popular names are scored once.
+
+Keyed by the string the model reads (every `*.example.com` query shares one entry) and storing the
+score, not the action, so a policy reload or a per-client policy never sees a stale decision.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from cachetools import TLRUCache
+
+from resolverguard.chain import Next, Reply, Request
+
+
+class VerdictCache:
+    """LRU with a TTL; size 0 disables it."""
+
+    def __init__(self, size: int, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._cache: TLRUCache[str, float] | None = None
+        if size > 0 and ttl > 0:
+            self._cache = TLRUCache(maxsize=size, ttu=lambda _k, _v, now: now + ttl, timer=clock)
+
+    def get(self, key: str) -> float | None:
+        return self._cache.get(key) if self._cache is not None else None
+
+    def put(self, key: str, score: float) -> None:
+        if self._cache is not None:
+            self._cache[key] = score
+
+    def __len__(self) -> int:
+        return len(self._cache) if self._cache is not None else 0
+
+
+class CacheStep:
+    """Chain step: fills `request.score` from the cache, and stores what the score step found."""
+
+    def __init__(self, cache: VerdictCache) -> None:
+        self._cache = cache
+
+    async def __call__(self, request: Request, next_step: Next) -> Reply:
+        key = request.name.label if request.name and request.verdict is None else None
+        if key is None:
+            return await next_step(request)
+        cached = self._cache.get(key)
+        if cached is not None:
+            request.score, request.score_cached = cached, True
+            return await next_step(request)
+        reply = await next_step(request)
+        if request.score is not None and not request.score_cached:
+            self._cache.put(key, request.score)
+        return reply

@@ -1,0 +1,132 @@
+"""Allow and deny lists: inline names and list files in the formats people already have.
+
+One line per entry, any of: `example.com`, hosts format (`0.0.0.0 example.com [more names]`) and
+adblock style (`||example.com^`, modifiers after `$` ignored, `@@||x^` exceptions). `#` and `!`
+start comments. A listed domain covers all of its subdomains. Allow wins over deny and the model.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from resolverguard.chain import Next, Reason, Reply, Request, Verdict
+from resolverguard.config import Action
+from resolverguard.errors import ConfigError
+
+_HOSTS_ADDRESSES = frozenset({"0.0.0.0", "127.0.0.1", "::", "::1", "0:0:0:0:0:0:0:0", "255.255.255.255"})
+_NAME = re.compile(r"^(?:\*\.)?([a-z0-9_](?:[a-z0-9_-]{0,62})(?:\.[a-z0-9_-]{1,63})*)\.?$")
+_IGNORED_HOSTS_NAMES = frozenset({"localhost", "localhost.localdomain", "local", "broadcasthost", "ip6-localhost"})
+
+
+@dataclass(frozen=True, slots=True)
+class ListEntry:
+    domain: str
+    exception: bool = False  # adblock `@@` rule: allow rather than deny
+
+
+@dataclass(slots=True)
+class ParseReport:
+    """What a list file held; skipped lines are counted (adblock lists carry cosmetic rules)."""
+
+    entries: int = 0
+    skipped: int = 0
+    first_skipped: list[int] = field(default_factory=list)
+
+
+def parse_line(line: str) -> list[ListEntry] | None:
+    """Entries on one line; [] for blank/comment lines, None for lines we cannot use."""
+    text = line.split("#", 1)[0].strip().lower() if not line.lstrip().startswith("!") else ""
+    if not text:
+        return []
+    if text.startswith(("||", "@@||")):
+        exception = text.startswith("@@")
+        body = text.removeprefix("@@").removeprefix("||").split("$", 1)[0].rstrip("^|")
+        match = _NAME.match(body)
+        return [ListEntry(match.group(1), exception)] if match else None
+    fields = text.split()
+    if fields[0] in _HOSTS_ADDRESSES:
+        names = [n for n in fields[1:] if n not in _IGNORED_HOSTS_NAMES]
+        entries = [_NAME.match(n) for n in names]
+        return [ListEntry(m.group(1)) for m in entries if m] if all(entries) else None
+    match = _NAME.match(fields[0]) if len(fields) == 1 else None
+    return [ListEntry(match.group(1))] if match else None
+
+
+def read_list(path: Path) -> tuple[list[ListEntry], ParseReport]:
+    report, entries = ParseReport(), []
+    try:
+        with path.open(encoding="utf-8", errors="replace") as handle:
+            for number, line in enumerate(handle, start=1):
+                parsed = parse_line(line)
+                if parsed is None:
+                    report.skipped += 1
+                    if len(report.first_skipped) < 5:
+                        report.first_skipped.append(number)
+                    continue
+                entries.extend(parsed)
+    except OSError as err:
+        raise ConfigError(f"cannot read list file: {err.strerror}", file=str(path)) from None
+    report.entries = len(entries)
+    return entries, report
+
+
+class DomainSet:
+    """A set of domains where a member also covers its subdomains (`example.com` covers `a.example.com`)."""
+
+    def __init__(self, domains: Iterable[str] = ()) -> None:
+        self._names = {d.lower().rstrip(".") for d in domains}
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def match(self, qname: str) -> str | None:
+        """The listed domain covering `qname`, or None."""
+        name = qname.lower().rstrip(".")
+        while name:
+            if name in self._names:
+                return name
+            name = name.partition(".")[2]
+        return None
+
+
+@dataclass(frozen=True)
+class DomainLists:
+    allow: DomainSet
+    deny: DomainSet
+    deny_action: Action = Action.SINKHOLE
+
+    @classmethod
+    def build(
+        cls,
+        allow: Iterable[str],
+        deny: Iterable[str],
+        allow_files: Iterable[Path],
+        deny_files: Iterable[Path],
+        deny_action: Action = Action.SINKHOLE,
+    ) -> DomainLists:
+        allowed, denied = set(allow), set(deny)
+        for path in allow_files:
+            allowed.update(e.domain for e in read_list(path)[0])
+        for path in deny_files:
+            for entry in read_list(path)[0]:
+                (allowed if entry.exception else denied).add(entry.domain)
+        return cls(DomainSet(allowed), DomainSet(denied), deny_action)
+
+
+class ListStep:
+    """Chain step: decides allow-/deny-listed names before any scoring happens."""
+
+    def __init__(self, lists: DomainLists) -> None:
+        self._lists = lists
+
+    async def __call__(self, request: Request, next_step: Next) -> Reply:
+        if request.verdict is None:
+            name = request.name.qname if request.name else request.qname
+            if self._lists.allow.match(name):
+                request.verdict = Verdict(Action.PASS, Reason.ALLOW_LIST)
+            elif self._lists.deny.match(name):
+                request.verdict = Verdict(self._lists.deny_action, Reason.DENY_LIST)
+        return await next_step(request)

@@ -1,0 +1,45 @@
+"""Policy step: turns the score (or its absence) into a verdict, honouring monitor mode."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from resolverguard.chain import Next, Reason, Reply, Request, Verdict
+from resolverguard.config import Action, Mode, OnModelError, Threshold
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Resolved thresholds (strictest first), mode and fault handling."""
+
+    thresholds: Sequence[Threshold]
+    mode: Mode = Mode.ENFORCE
+    on_model_error: OnModelError = OnModelError.PASS
+
+    def action_for(self, score: float) -> Action:
+        for threshold in self.thresholds:
+            if threshold.value is not None and score >= threshold.value:
+                return threshold.action
+        return Action.PASS
+
+
+class PolicyStep:
+    def __init__(self, policy: Policy) -> None:
+        self._policy = policy
+
+    async def __call__(self, request: Request, next_step: Next) -> Reply:
+        if request.verdict is None:
+            request.verdict = self._decide(request)
+        if self._policy.mode is Mode.MONITOR and request.verdict.action.blocks:
+            request.verdict = Verdict(Action.LOG, request.verdict.reason, would=request.verdict.action)
+        return await next_step(request)
+
+    def _decide(self, request: Request) -> Verdict:
+        if request.score is not None:
+            reason = Reason.CACHE if request.score_cached else Reason.MODEL
+            return Verdict(self._policy.action_for(request.score), reason)
+        if request.error is not None:
+            servfail = self._policy.on_model_error is OnModelError.SERVFAIL
+            return Verdict(Action.SERVFAIL if servfail else Action.PASS, Reason.MODEL_ERROR)
+        return Verdict(Action.PASS, Reason.NOT_SCORED)

@@ -1,0 +1,25 @@
+"""Score step: asks the model for P(DGA) of the scored name, and never lets a model fault escape.
+
+Any exception from the scorer (a NaN, an interpreter error) is recorded on the request; the policy
+step then applies `on_model_error`, so a broken model costs filtering, never name resolution.
+"""
+
+from __future__ import annotations
+
+from resolverguard.chain import Next, Reply, Request
+from resolverguard.model import Scorer
+from resolverguard.steps.names import InputForm
+
+
+class ScoreStep:
+    def __init__(self, scorer: Scorer, form: InputForm = InputForm.LABEL) -> None:
+        self._scorer, self._form = scorer, form
+
+    async def __call__(self, request: Request, next_step: Next) -> Reply:
+        text = request.name.model_input(self._form) if request.name else None
+        if request.verdict is None and request.score is None and text is not None:
+            try:
+                request.score = float(self._scorer.score([text])[0])
+            except Exception as err:  # noqa: BLE001 - any scorer fault must fail safe, see module doc
+                request.error = f"model error: {type(err).__name__}: {err}"
+        return await next_step(request)

@@ -1,0 +1,160 @@
+"""Real DNS parts for the tests: a small upstream server and an in-process resolverguard.
+
+The upstream is a plain socket server (UDP + TCP on 127.0.0.1, ephemeral port) answering fixed
+records with dnslib. Its knobs reproduce the faults a forwarder meets: never answering, truncating
+every UDP answer, or sending a forged answer with a wrong ID before the real one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from dnslib import AAAA, MX, QTYPE, RR, A, DNSRecord
+
+from resolverguard.config import Config, Endpoint
+from resolverguard.model import Scorer, load_model
+from resolverguard.pipeline import build_pipeline
+from resolverguard.server import DnsServer
+from resolverguard.steps.querylog import QueryLog
+
+DATA = Path(__file__).resolve().parent / "data"
+DIGITS_MODEL = DATA / "digits.tflite"
+UPSTREAM_A = "192.0.2.10"
+
+
+@dataclass
+class Upstream:
+    """A test upstream; `queries` counts what it received."""
+
+    silent: bool = False
+    truncate_udp: bool = False
+    forge_first: bool = False
+    big: bool = False  # pad answers with many A records (over 512 bytes)
+    queries: list[str] = field(default_factory=list)
+    port: int = 0
+
+    def answer(self, data: bytes) -> bytes:
+        query = DNSRecord.parse(data)
+        self.queries.append(str(query.q.qname))
+        reply = query.reply()
+        name, qtype = query.q.qname, query.q.qtype
+        if qtype == QTYPE.A:
+            count = 60 if self.big else 1
+            for i in range(count):
+                reply.add_answer(RR(name, QTYPE.A, rdata=A(UPSTREAM_A if i == 0 else f"198.51.100.{i}"), ttl=300))
+        elif qtype == QTYPE.AAAA:
+            reply.add_answer(RR(name, QTYPE.AAAA, rdata=AAAA("2001:db8::10"), ttl=300))
+        elif qtype == QTYPE.MX:
+            reply.add_answer(RR(name, QTYPE.MX, rdata=MX("mail." + str(name)), ttl=300))
+        return reply.pack()
+
+
+@contextlib.contextmanager
+def run_upstream(upstream: Upstream) -> Iterator[Upstream]:
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", upstream.port))
+    port = udp.getsockname()[1]
+    tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    tcp.bind(("127.0.0.1", port))
+    tcp.listen(16)
+    upstream.port = port
+    stop = threading.Event()
+
+    def serve_udp() -> None:
+        udp.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                data, addr = udp.recvfrom(65535)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if upstream.silent:
+                upstream.queries.append(str(DNSRecord.parse(data).q.qname))
+                continue
+            reply = upstream.answer(data)
+            if upstream.forge_first:
+                udp.sendto(struct.pack("!H", (reply[0] << 8 | reply[1]) ^ 0xFFFF) + reply[2:], addr)
+            if upstream.truncate_udp:
+                cut = DNSRecord.parse(reply)
+                cut.rr, cut.header.tc = [], 1
+                reply = cut.pack()
+            udp.sendto(reply, addr)
+
+    def serve_tcp() -> None:
+        tcp.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = tcp.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(2)
+                try:
+                    size = struct.unpack("!H", conn.recv(2))[0]
+                    data = b""
+                    while len(data) < size:
+                        data += conn.recv(size - len(data))
+                    if not upstream.silent:
+                        reply = upstream.answer(data)
+                        conn.sendall(struct.pack("!H", len(reply)) + reply)
+                except (OSError, struct.error):
+                    pass
+
+    threads = [threading.Thread(target=serve_udp, daemon=True), threading.Thread(target=serve_tcp, daemon=True)]
+    for t in threads:
+        t.start()
+    try:
+        yield upstream
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(2)
+        udp.close()
+        tcp.close()
+
+
+@dataclass
+class RunningResolver:
+    host: str
+    port: int
+    log_path: Path
+
+    def log_lines(self) -> list[dict[str, object]]:
+        import json
+
+        text = self.log_path.read_text() if self.log_path.exists() else ""
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+@contextlib.contextmanager
+def run_resolver(cfg: Config, log_path: Path, scorer: Scorer | None = None) -> Iterator[RunningResolver]:
+    """resolverguard in a thread with its own event loop, on an ephemeral port of 127.0.0.1."""
+    cfg = replace(cfg, listen=(Endpoint("127.0.0.1", 0),), query_log=str(log_path))
+    model = load_model(cfg.model or DIGITS_MODEL)
+    if scorer is not None:
+        model.score = scorer.score  # type: ignore[method-assign]
+    loop = asyncio.new_event_loop()
+    log = QueryLog(cfg.query_log)
+    server = DnsServer(build_pipeline(cfg, model, log).chain, cfg.listen)
+    loop.run_until_complete(server.start())
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield RunningResolver(*server.bound[0], log_path)
+    finally:
+        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        log.close()
+        loop.close()
