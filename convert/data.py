@@ -20,6 +20,12 @@ import numpy.typing as npt
 from resolverguard.steps.names import InputForm, NameParser
 
 BENIGN = "benign"
+# Benign names known only from DNS-volume lists (Cloudflare Radar, Umbrella): these lists rank by
+# query volume and so contain live DGA, tracking and hash names (the data README warns of it). They
+# are never trained on or calibrated with; evaluation reports how many the model flags, as an upper
+# bound on the false-positive rate among less curated names.
+BENIGN_DNS_ONLY = "benign-dnsonly"
+CURATED_PROVIDERS = frozenset({"alexa", "tranco", "majestic"})
 DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
 # Feed files keep the feed's labels; these map them to the generator family names.
@@ -64,7 +70,11 @@ def load(data_dir: Path = DEFAULT_DATA_DIR, form: InputForm = InputForm.LABEL) -
     def scored(name: str) -> str | None:
         return parser.model_input(name, form)
 
-    benign = {lab for lab in map(scored, read_names(data_dir / "benign.txt.gz")) if lab}
+    benign: dict[str, str] = {}
+    for name, curated in read_benign(data_dir):
+        label = scored(name)
+        if label and benign.get(label) != BENIGN:
+            benign[label] = BENIGN if curated else BENIGN_DNS_ONLY
     dga: dict[str, str] = {}
     for path in sorted(data_dir.glob("dga/**/*.txt.gz")):
         family = family_of(path)
@@ -75,10 +85,28 @@ def load(data_dir: Path = DEFAULT_DATA_DIR, form: InputForm = InputForm.LABEL) -
     return build(benign, dga)
 
 
-def build(benign: set[str], dga: dict[str, str]) -> Dataset:
-    """Makes a Dataset from benign labels and DGA label -> family, dropping labels in both."""
-    both = benign & dga.keys()
-    rows = [(lab, 0, BENIGN) for lab in sorted(benign - both)]
+def read_benign(data_dir: Path) -> Iterator[tuple[str, bool]]:
+    """(domain, curated) pairs: curated when a ranked list (Alexa, Tranco, Majestic) or two
+    providers vouch for it. Without the sources file every benign name counts as curated."""
+    sources = data_dir / "benign_sources.tsv.gz"
+    if not sources.exists():
+        yield from ((name, True) for name in read_names(data_dir / "benign.txt.gz"))
+        return
+    for line in read_names(sources):
+        fields = line.split("\t")
+        if len(fields) < 3 or fields[0] == "domain":
+            continue
+        providers = set(fields[2].split(","))
+        yield fields[0], fields[1].isdigit() and int(fields[1]) >= 2 or bool(providers & CURATED_PROVIDERS)
+
+
+def build(benign: dict[str, str] | set[str], dga: dict[str, str]) -> Dataset:
+    """Makes a Dataset from benign labels (-> benign family) and DGA label -> family, dropping
+    labels in both classes."""
+    if isinstance(benign, set):
+        benign = dict.fromkeys(benign, BENIGN)
+    both = benign.keys() & dga.keys()
+    rows = [(lab, 0, fam) for lab, fam in sorted(benign.items()) if lab not in both]
     rows += [(lab, 1, fam) for lab, fam in sorted(dga.items()) if lab not in both]
     digest = hashlib.sha256("\n".join(f"{lab}\t{fam}" for lab, _, fam in rows).encode()).hexdigest()
     labels, y, family = zip(*rows, strict=False) if rows else ((), (), ())

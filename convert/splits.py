@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from convert.data import BENIGN, Dataset
+from convert.data import BENIGN, BENIGN_DNS_ONLY, Dataset
 
 TRAIN, VAL, TEST = 0, 1, 2
 
@@ -48,12 +48,13 @@ def random_split(data: Dataset, seed: int, val: float = 0.15, test: float = 0.15
         n_test, n_val = round(len(rows) * test), round(len(rows) * val)
         part[rows[:n_test]] = TEST
         part[rows[n_test : n_test + n_val]] = VAL
+    part[data.family == BENIGN_DNS_ONLY] = TEST  # evaluation only, see convert.data
     return Split(part)
 
 
 def family_folds(data: Dataset, n_folds: int, seed: int) -> list[tuple[str, ...]]:
     """Deals the DGA families into `n_folds` groups, in a seeded random order."""
-    families = sorted(set(np.unique(data.family).tolist()) - {BENIGN})
+    families = sorted(set(np.unique(data.family).tolist()) - {BENIGN, BENIGN_DNS_ONLY})
     order = np.random.default_rng(seed).permutation(len(families))
     return [tuple(sorted(families[i] for i in order[k::n_folds])) for k in range(n_folds)]
 

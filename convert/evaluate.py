@@ -1,0 +1,210 @@
+"""Evaluation: ROC AUC, TPR at fixed FPR, per-family and leave-family-out recall, threshold tables.
+
+    python -m convert.evaluate --run runs/cnn --lfo 'runs/cnn-lfo*' --out runs/cnn/eval
+
+Works from the `scores.npz` a training run writes (numpy + scikit-learn + matplotlib; no TensorFlow).
+Thresholds are calibrated on the VALIDATION benign names only; every figure is then measured on
+TEST rows, so no number in the report was tuned on the data it is reported on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from convert.data import BENIGN, BENIGN_DNS_ONLY
+from convert.splits import TEST, VAL
+
+FPR_TARGETS = (1e-2, 1e-3, 1e-4)
+DEFAULT_ACTIONS = {"log": "fpr_1e-3", "sinkhole": "fpr_1e-4"}
+
+
+@dataclass(frozen=True)
+class Scores:
+    labels: npt.NDArray[np.str_]
+    y: npt.NDArray[np.int8]
+    family: npt.NDArray[np.str_]
+    part: npt.NDArray[np.int8]
+    score: npt.NDArray[np.float32]
+    held_out: tuple[str, ...]
+
+    @classmethod
+    def load(cls, run: Path) -> Scores:
+        z = np.load(run / "scores.npz")
+        info = json.loads((run / "run.json").read_text())
+        return cls(z["labels"], z["y"], z["family"], z["part"], z["score"], tuple(info.get("held_out", ())))
+
+    def rows(self, part: int, seen_only: bool = True) -> npt.NDArray[np.bool_]:
+        mask = (self.part == part) & (self.family != BENIGN_DNS_ONLY)
+        return mask & ~np.isin(self.family, self.held_out) if seen_only else mask
+
+
+def fpr_name(fpr: float) -> str:
+    return f"fpr_{fpr:.0e}".replace("e-0", "e-")
+
+
+def calibrate(benign_scores: npt.NDArray[np.float32], fprs: Sequence[float] = FPR_TARGETS) -> dict[str, float]:
+    """For each target FPR, the lowest threshold at which at most that share of these benign names
+    score at or above it. Rests on `len(benign_scores) * fpr` names: say so wherever it is used."""
+    ordered = np.sort(benign_scores.astype(np.float64))[::-1]
+    out = {}
+    for fpr in fprs:
+        k = int(np.floor(fpr * len(ordered)))  # benign names allowed at or above the threshold
+        t = float(np.nextafter(ordered[k], 2.0)) if k < len(ordered) else 0.0
+        out[fpr_name(fpr)] = min(t, 1.0)
+    return out
+
+
+def roc_auc(y: npt.NDArray[Any], score: npt.NDArray[Any]) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y, score))
+
+
+def tpr_at_fpr(y: npt.NDArray[Any], score: npt.NDArray[Any], fpr: float) -> float:
+    """Best TPR with FPR <= fpr on this set (the ROC-curve reading; thresholds from the set itself)."""
+    threshold = calibrate(score[y == 0], [fpr])[fpr_name(fpr)]
+    return float((score[y == 1] >= threshold).mean())
+
+
+def rates(y: npt.NDArray[Any], score: npt.NDArray[Any], threshold: float) -> tuple[float, float]:
+    """(FPR, TPR) of `score >= threshold`."""
+    return float((score[y == 0] >= threshold).mean()), float((score[y == 1] >= threshold).mean())
+
+
+def family_recall(s: Scores, mask: npt.NDArray[np.bool_], thresholds: dict[str, float]) -> dict[str, dict[str, Any]]:
+    out = {}
+    for fam in sorted(set(s.family[mask].tolist()) - {BENIGN}):
+        rows = mask & (s.family == fam)
+        out[fam] = {"n": int(rows.sum()), **{k: float((s.score[rows] >= t).mean()) for k, t in thresholds.items()}}
+    return out
+
+
+def evaluate_run(run: Path) -> dict[str, Any]:
+    """Random-split figures of one run (rows of families the run trained on)."""
+    s = Scores.load(run)
+    val, test = s.rows(VAL), s.rows(TEST)
+    thresholds = calibrate(s.score[val & (s.y == 0)])
+    thresholds.update({action: thresholds[name] for action, name in DEFAULT_ACTIONS.items()})
+    y, sc = s.y[test], s.score[test]
+    n_benign = int((y == 0).sum())
+    table = []
+    for t in sorted({0.5, 0.9, 0.99, 0.999, *thresholds.values()}):
+        fpr, tpr = rates(y, sc, t)
+        table.append({"threshold": t, "fpr": fpr, "tpr": tpr, "benign_flagged": int(round(fpr * n_benign))})
+    return {
+        "run": str(run),
+        "test_benign": n_benign,
+        "test_dga": int((y == 1).sum()),
+        "auc": roc_auc(y, sc),
+        "tpr_at_fpr": {fpr_name(f): tpr_at_fpr(y, sc, f) for f in FPR_TARGETS},
+        "benign_names_behind_fpr": {fpr_name(f): f * n_benign for f in FPR_TARGETS},
+        "thresholds": thresholds,
+        "threshold_table": table,
+        "family_recall": family_recall(s, test, {k: thresholds[k] for k in DEFAULT_ACTIONS}),
+        "top_benign": [(str(lab), float(v)) for lab, v in _top_benign(s, test)],
+        "dns_only_benign": _dns_only(s, thresholds),
+    }
+
+
+def _dns_only(s: Scores, thresholds: dict[str, float]) -> dict[str, Any]:
+    """Share of the uncurated (DNS-volume-list-only) benign names flagged at each threshold: an
+    upper bound on the FPR among less popular names, since these lists also hold live DGA names."""
+    rows = s.family == BENIGN_DNS_ONLY
+    top = np.flatnonzero(rows)[np.argsort(-s.score[rows])[:15]]
+    return {
+        "n": int(rows.sum()),
+        "flagged": {k: float((s.score[rows] >= t).mean()) for k, t in thresholds.items()},
+        "top": list(zip(s.labels[top].tolist(), s.score[top].tolist(), strict=True)),
+    }
+
+
+def _top_benign(s: Scores, mask: npt.NDArray[np.bool_], n: int = 25) -> list[tuple[str, float]]:
+    rows = np.flatnonzero(mask & (s.y == 0))
+    top = rows[np.argsort(-s.score[rows])[:n]]
+    return list(zip(s.labels[top].tolist(), s.score[top].tolist(), strict=True))
+
+
+def evaluate_lfo(runs: Sequence[Path]) -> dict[str, Any]:
+    """Recall on families each fold's model never saw, at that fold's own validation thresholds."""
+    per_family: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        s = Scores.load(run)
+        thresholds = calibrate(s.score[s.rows(VAL) & (s.y == 0)])
+        named = {action: thresholds[name] for action, name in DEFAULT_ACTIONS.items()}
+        held = (s.part == TEST) & np.isin(s.family, s.held_out)
+        for fam, rec in family_recall(s, held, named).items():
+            per_family[fam] = {**rec, "fold": run.name}
+    return per_family
+
+
+def plot_roc(runs: dict[str, Path], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_curve
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for name, run in runs.items():
+        s = Scores.load(run)
+        test = s.rows(TEST)
+        fpr, tpr, _ = roc_curve(s.y[test], s.score[test])
+        ax.plot(np.maximum(fpr, 1e-6), tpr, label=name)
+    ax.set_xscale("log")
+    ax.set_xlim(1e-5, 1)
+    ax.set_xlabel("false-positive rate (benign test names, log scale)")
+    ax.set_ylabel("true-positive rate (DGA test names)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def plot_families(seen: dict[str, dict[str, Any]], unseen: dict[str, dict[str, Any]], key: str, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    families = sorted(set(seen) | set(unseen))
+    x = np.arange(len(families))
+    fig, ax = plt.subplots(figsize=(max(8, len(families) * 0.22), 4.5))
+    ax.bar(x - 0.2, [seen.get(f, {}).get(key, np.nan) for f in families], 0.4, label="random split (family seen)")
+    ax.bar(x + 0.2, [unseen.get(f, {}).get(key, np.nan) for f in families], 0.4, label="leave-family-out (unseen)")
+    ax.set_xticks(x, families, rotation=90, fontsize=7)
+    ax.set_ylabel(f"recall at the {key} threshold")
+    ax.set_ylim(0, 1.02)
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m convert.evaluate", description=__doc__.split("\n")[0])
+    p.add_argument("--run", type=Path, required=True, help="training run directory (random split)")
+    p.add_argument("--lfo", default="", help="glob of leave-family-out run directories")
+    p.add_argument("--out", type=Path, required=True)
+    a = p.parse_args(argv)
+    a.out.mkdir(parents=True, exist_ok=True)
+    result = evaluate_run(a.run)
+    lfo_runs = sorted(Path(x) for x in glob.glob(a.lfo)) if a.lfo else []
+    result["leave_family_out"] = evaluate_lfo(lfo_runs) if lfo_runs else {}
+    (a.out / "eval.json").write_text(json.dumps(result, indent=2))
+    plot_roc({a.run.name: a.run}, a.out / "roc.png")
+    plot_families(result["family_recall"], result["leave_family_out"], "sinkhole", a.out / "families.png")
+    print(json.dumps({k: result[k] for k in ("auc", "tpr_at_fpr", "thresholds")}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

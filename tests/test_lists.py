@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from resolverguard.steps.lists import DomainLists, DomainSet, ListEntry, parse_line, read_list
+
+label = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?", fullmatch=True)
+domain = st.lists(label, min_size=2, max_size=4).map(".".join)
+
+
+def test_formats() -> None:
+    assert parse_line("example.com") == [ListEntry("example.com")]
+    assert parse_line("0.0.0.0 ads.example.com tracker.net # comment") == [
+        ListEntry("ads.example.com"),
+        ListEntry("tracker.net"),
+    ]
+    assert parse_line("127.0.0.1 localhost") == []
+    assert parse_line("||ads.x.com^$third-party") == [ListEntry("ads.x.com")]
+    assert parse_line("@@||good.com^") == [ListEntry("good.com", exception=True)]
+    assert parse_line("! adblock comment") == [] and parse_line("   ") == []
+    assert parse_line("/banner/ads/") is None and parse_line("two words") is None
+
+
+@given(domain)
+def test_every_format_yields_the_same_domain(name: str) -> None:
+    for line in (name, f"0.0.0.0 {name}", f"||{name}^", f"{name.upper()}  # note", f"127.0.0.1\t{name}"):
+        assert parse_line(line) == [ListEntry(name)]
+
+
+@given(domain, st.lists(label, max_size=3))
+def test_listed_domain_covers_subdomains(name: str, prefix: list[str]) -> None:
+    s = DomainSet([name])
+    sub = ".".join([*prefix, name])
+    assert s.match(sub) == name and s.match(sub.upper() + ".") == name
+    assert s.match("x" + name) is None or ("x" + name).endswith("." + name)
+
+
+@given(st.text(max_size=200))
+def test_parse_line_never_raises(text: str) -> None:
+    parse_line(text)
+
+
+def test_files_and_exceptions(tmp_path: Path) -> None:
+    deny = tmp_path / "deny.txt"
+    deny.write_text("# my list\n||bad.example^\n0.0.0.0 worse.example\n@@||fine.bad.example^\n##.ad-banner\n/x/\n")
+    entries, report = read_list(deny)
+    assert report.entries == 3 and report.skipped == 1 and report.first_skipped == [6]
+    lists = DomainLists.build([], [], [], [deny])
+    assert lists.deny.match("a.bad.example") == "bad.example"
+    assert lists.allow.match("fine.bad.example") == "fine.bad.example"
