@@ -37,10 +37,12 @@ class Scores:
     held_out: tuple[str, ...]
 
     @classmethod
-    def load(cls, run: Path) -> Scores:
+    def load(cls, run: Path, variant: str | None = None) -> Scores:
+        """The run's Keras scores, or those of its quantized `variant` (see convert.quantize)."""
         z = np.load(run / "scores.npz")
         info = json.loads((run / "run.json").read_text())
-        return cls(z["labels"], z["y"], z["family"], z["part"], z["score"], tuple(info.get("held_out", ())))
+        score = np.load(run / "tflite" / f"{variant}.scores.npy") if variant else z["score"]
+        return cls(z["labels"], z["y"], z["family"], z["part"], score, tuple(info.get("held_out", ())))
 
     def rows(self, part: int, seen_only: bool = True) -> npt.NDArray[np.bool_]:
         mask = (self.part == part) & (self.family != BENIGN_DNS_ONLY)
@@ -88,9 +90,9 @@ def family_recall(s: Scores, mask: npt.NDArray[np.bool_], thresholds: dict[str, 
     return out
 
 
-def evaluate_run(run: Path) -> dict[str, Any]:
+def evaluate_run(run: Path, variant: str | None = None) -> dict[str, Any]:
     """Random-split figures of one run (rows of families the run trained on)."""
-    s = Scores.load(run)
+    s = Scores.load(run, variant)
     val, test = s.rows(VAL), s.rows(TEST)
     thresholds = calibrate(s.score[val & (s.y == 0)])
     thresholds.update({action: thresholds[name] for action, name in DEFAULT_ACTIONS.items()})
@@ -133,11 +135,11 @@ def _top_benign(s: Scores, mask: npt.NDArray[np.bool_], n: int = 25) -> list[tup
     return list(zip(s.labels[top].tolist(), s.score[top].tolist(), strict=True))
 
 
-def evaluate_lfo(runs: Sequence[Path]) -> dict[str, Any]:
+def evaluate_lfo(runs: Sequence[Path], variant: str | None = None) -> dict[str, Any]:
     """Recall on families each fold's model never saw, at that fold's own validation thresholds."""
     per_family: dict[str, dict[str, Any]] = {}
     for run in runs:
-        s = Scores.load(run)
+        s = Scores.load(run, variant if variant and (run / "tflite" / f"{variant}.scores.npy").exists() else None)
         thresholds = calibrate(s.score[s.rows(VAL) & (s.y == 0)])
         named = {action: thresholds[name] for action, name in DEFAULT_ACTIONS.items()}
         held = (s.part == TEST) & np.isin(s.family, s.held_out)
@@ -146,7 +148,7 @@ def evaluate_lfo(runs: Sequence[Path]) -> dict[str, Any]:
     return per_family
 
 
-def plot_roc(runs: dict[str, Path], out: Path) -> None:
+def plot_roc(runs: dict[str, Path], out: Path, variant: str | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -155,7 +157,8 @@ def plot_roc(runs: dict[str, Path], out: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for name, run in runs.items():
-        s = Scores.load(run)
+        has_variant = variant is not None and (run / "tflite" / f"{variant}.scores.npy").exists()
+        s = Scores.load(run, variant if has_variant else None)
         test = s.rows(TEST)
         fpr, tpr, _ = roc_curve(s.y[test], s.score[test])
         ax.plot(np.maximum(fpr, 1e-6), tpr, label=name)
@@ -194,14 +197,15 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m convert.evaluate", description=__doc__.split("\n")[0])
     p.add_argument("--run", type=Path, required=True, help="training run directory (random split)")
     p.add_argument("--lfo", default="", help="glob of leave-family-out run directories")
+    p.add_argument("--variant", help="evaluate the quantized variant's scores (e.g. dynamic-int8)")
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
-    result = evaluate_run(a.run)
+    result = evaluate_run(a.run, a.variant)
     lfo_runs = sorted(Path(x) for x in glob.glob(a.lfo)) if a.lfo else []
-    result["leave_family_out"] = evaluate_lfo(lfo_runs) if lfo_runs else {}
+    result["leave_family_out"] = evaluate_lfo(lfo_runs, a.variant) if lfo_runs else {}
     (a.out / "eval.json").write_text(json.dumps(result, indent=2))
-    plot_roc({a.run.name: a.run}, a.out / "roc.png")
+    plot_roc({a.run.name: a.run}, a.out / "roc.png", a.variant)
     plot_families(result["family_recall"], result["leave_family_out"], "sinkhole", a.out / "families.png")
     print(json.dumps({k: result[k] for k in ("auc", "tpr_at_fpr", "thresholds")}, indent=2))
 

@@ -134,6 +134,9 @@ async def _serve(cfg: Config, model: TFLiteScorer) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
+        if cfg.access.open_resolver:
+            print("resolverguard: WARNING: access.open_resolver is on: anyone who can reach this port may "
+                  "use it, and it can be abused for amplification attacks", file=sys.stderr, flush=True)
         await server.start()
         where = ", ".join(f"{h}:{p}" for h, p in server.bound)
         upstreams = ", ".join(map(str, cfg.upstreams))

@@ -88,6 +88,46 @@ class ListsConfig:
     deny_action: Action = Action.SINKHOLE
 
 
+class ClientPrivacy(str, Enum):
+    """How client addresses appear in the query log."""
+
+    FULL = "full"
+    TRUNCATE = "truncate"  # IPv4 /24, IPv6 /48
+    OMIT = "omit"
+
+
+@dataclass(frozen=True, slots=True)
+class QueryLogConfig:
+    path: str | None = "-"  # a file, "-" for standard output, None for off
+    max_bytes: int = 50 * 1024 * 1024  # rotate when a file grows past this (0: never)
+    keep: int = 5  # rotated files kept (queries.jsonl.1 ... .keep)
+    clients: ClientPrivacy = ClientPrivacy.FULL
+
+
+DEFAULT_ALLOWED_CLIENTS: tuple[str, ...] = (
+    "127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
+    "169.254.0.0/16", "fc00::/7", "fe80::/10",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AccessConfig:
+    """Who may query us. The default admits only loopback and private ranges (no open resolver)."""
+
+    allow_clients: tuple[str, ...] = DEFAULT_ALLOWED_CLIENTS
+    refused: str = "refuse"  # or "drop"
+    open_resolver: bool = False  # must be true to admit 0.0.0.0/0 or ::/0
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitConfig:
+    """Per-client token bucket; qps 0 turns it off."""
+
+    qps: float = 200.0
+    burst: int = 400
+    over_limit: str = "refuse"  # or "drop"
+
+
 DEFAULT_THRESHOLDS = (Threshold(Action.LOG, None, "log"), Threshold(Action.SINKHOLE, None, "sinkhole"))
 
 
@@ -107,7 +147,9 @@ class Config:
     cache: CacheConfig = field(default_factory=CacheConfig)
     lists: ListsConfig = field(default_factory=ListsConfig)
     private_suffixes: PrivateSuffixMode = PrivateSuffixMode.DYNAMIC_DNS
-    query_log: str | None = "-"  # path, "-" for stdout, None for off
+    query_log: QueryLogConfig = field(default_factory=QueryLogConfig)
+    access: AccessConfig = field(default_factory=AccessConfig)
+    rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
 
     def with_overrides(self, listen: list[str] | None, upstreams: list[str] | None) -> Config:
         """Applies `serve --listen/--upstream`; flags win over the file."""
@@ -295,6 +337,8 @@ def from_mapping(data: Any, file: str, base: Path) -> Config:
         on_model_error=r.get("on_model_error", defaults.on_model_error, _enum(OnModelError)),
         private_suffixes=r.get("private_suffixes", defaults.private_suffixes, _enum(PrivateSuffixMode)),
         query_log=_query_log(r, base),
+        access=_access(r.section("access")),
+        rate_limit=_rate_limit(r.section("rate_limit")),
     )
     table = r.section("thresholds")
     sink, cache, lists = r.section("sinkhole"), r.section("cache"), r.section("lists")
@@ -337,15 +381,77 @@ def from_mapping(data: Any, file: str, base: Path) -> Config:
     return cfg
 
 
-def _query_log(r: _Reader, base: Path) -> str | None:
+def _log_target(base: Path) -> Callable[[Any], str | None]:
     def convert(value: Any) -> str | None:
-        if value in (False, "off", "none"):
+        if value in (False, "off", "none", None):
             return None
         if not isinstance(value, str) or not value:
             raise ValueError("must be a file path, '-' for standard output, or off")
         return value if value == "-" or Path(value).is_absolute() else str(base / value)
 
-    return r.get("query_log", "-", convert)
+    return convert
+
+
+def _query_log(r: _Reader, base: Path) -> QueryLogConfig:
+    """`query_log: PATH` (or `-`, `off`), or a mapping with path, max_mb, keep and clients."""
+    if not isinstance(r.data.get("query_log"), LocatedDict):
+        return QueryLogConfig(path=r.get("query_log", "-", _log_target(base)))
+    q = r.section("query_log")
+    assert q is not None
+    out = QueryLogConfig(
+        q.get("path", "-", _log_target(base)),
+        int(q.get("max_mb", 50, _number(0, 100_000)) * 1024 * 1024),
+        q.get("keep", 5, _number(0, 1000, integer=True)),
+        q.get("clients", ClientPrivacy.FULL, _enum(ClientPrivacy)),
+    )
+    q.finish()
+    return out
+
+
+def _refusal(value: Any) -> str:
+    if value not in ("refuse", "drop"):
+        raise ValueError(f"{value!r} is not one of: refuse, drop")
+    return str(value)
+
+
+def _network(value: Any) -> str:
+    try:
+        return str(ipaddress.ip_network(str(value), strict=False))
+    except ValueError:
+        raise ValueError(f"{value!r} is not an address or CIDR network") from None
+
+
+def _access(a: _Reader | None) -> AccessConfig:
+    if a is None:
+        return AccessConfig()
+    out = AccessConfig(
+        a.get("allow_clients", DEFAULT_ALLOWED_CLIENTS, _list_of(_network)),
+        a.get("refused", "refuse", _refusal),
+        a.get("open_resolver", False, _boolean),
+    )
+    if any(ipaddress.ip_network(n).prefixlen == 0 for n in out.allow_clients) and not out.open_resolver:
+        raise a.fail("allow_clients", "admits every address on the Internet; set access.open_resolver: true "
+                     "if you really mean to run an open resolver")
+    a.finish()
+    return out
+
+
+def _rate_limit(r: _Reader | None) -> RateLimitConfig:
+    if r is None:
+        return RateLimitConfig()
+    out = RateLimitConfig(
+        float(r.get("qps", 200.0, _number(0, 1e6))),
+        r.get("burst", 400, _number(1, 10**7, integer=True)),
+        r.get("over_limit", "refuse", _refusal),
+    )
+    r.finish()
+    return out
+
+
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"must be true or false, not {value!r}")
+    return value
 
 
 def load_config(path: Path) -> Config:

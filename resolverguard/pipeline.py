@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from resolverguard.chain import Next, link
+from resolverguard.chain import Next, Step, link
 from resolverguard.config import Config, Endpoint, resolve_thresholds
 from resolverguard.model import TFLiteScorer
+from resolverguard.steps.acl import AclStep, ClientAcl, RateLimitStep, Refusal, TokenBuckets
 from resolverguard.steps.block import BlockStep
 from resolverguard.steps.cache import CacheStep, VerdictCache
 from resolverguard.steps.lists import DomainLists, ListStep
@@ -37,7 +38,11 @@ def lists_for(cfg: Config) -> DomainLists:
 
 def build_pipeline(cfg: Config, model: TFLiteScorer, log: QueryLog) -> Pipeline:
     policy, lists = policy_for(cfg, model), lists_for(cfg)
-    steps = [
+    access, limit = cfg.access, cfg.rate_limit
+    steps: list[Step] = [AclStep(ClientAcl(access.allow_clients), Refusal(drop=access.refused == "drop"))]
+    if limit.qps > 0:
+        steps.append(RateLimitStep(TokenBuckets(limit.qps, limit.burst), Refusal(drop=limit.over_limit == "drop")))
+    steps += [
         QueryLogStep(log),
         NameStep(NameParser(cfg.private_suffixes)),
         ListStep(lists),

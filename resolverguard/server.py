@@ -66,6 +66,7 @@ class DnsServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._udp: list[asyncio.DatagramTransport] = []
         self._tcp: list[asyncio.Server] = []
+        self._connections: set[asyncio.Task[None]] = set()
         self.bound: list[tuple[str, int]] = []
 
     async def start(self) -> None:
@@ -88,6 +89,10 @@ class DnsServer:
             server.close()
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=grace)
+        for connection in list(self._connections):  # idle keep-alive connections: close them now
+            connection.cancel()
+        if self._connections:
+            await asyncio.wait(set(self._connections), timeout=grace)
 
     def spawn(self, coro: object) -> None:
         task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
@@ -124,6 +129,10 @@ class DnsServer:
             transport.sendto(reply, client)
 
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        me = asyncio.current_task()
+        if me is not None:
+            self._connections.add(me)
+            me.add_done_callback(self._connections.discard)
         client = writer.get_extra_info("peername")[:2]
         lock, slots = asyncio.Lock(), asyncio.Semaphore(TCP_MAX_PIPELINE)
         pending: set[asyncio.Task[None]] = set()
@@ -148,7 +157,7 @@ class DnsServer:
                 task = asyncio.ensure_future(one(packet))
                 pending.add(task)
                 task.add_done_callback(pending.discard)
-        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, OSError):
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, OSError, asyncio.CancelledError):
             pass
         finally:
             if pending:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from dnslib import AAAA, MX, QTYPE, RR, A, DNSRecord
 
-from resolverguard.config import Config, Endpoint
+from resolverguard.config import Config, Endpoint, QueryLogConfig
 from resolverguard.model import Scorer, load_model
 from resolverguard.pipeline import build_pipeline
 from resolverguard.server import DnsServer
@@ -138,9 +138,11 @@ class RunningResolver:
 
 
 @contextlib.contextmanager
-def run_resolver(cfg: Config, log_path: Path, scorer: Scorer | None = None) -> Iterator[RunningResolver]:
-    """resolverguard in a thread with its own event loop, on an ephemeral port of 127.0.0.1."""
-    cfg = replace(cfg, listen=(Endpoint("127.0.0.1", 0),), query_log=str(log_path))
+def run_resolver(
+    cfg: Config, log_path: Path, scorer: Scorer | None = None, host: str = "127.0.0.1"
+) -> Iterator[RunningResolver]:
+    """resolverguard in a thread with its own event loop, on an ephemeral port of `host`."""
+    cfg = replace(cfg, listen=(Endpoint(host, 0),), query_log=QueryLogConfig(path=str(log_path)))
     model = load_model(cfg.model or DIGITS_MODEL)
     if scorer is not None:
         model.score = scorer.score  # type: ignore[method-assign]

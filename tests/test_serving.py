@@ -283,3 +283,15 @@ def test_many_queries_in_flight_do_not_wait_for_a_slow_one(upstream, tmp_path: P
     assert all(addresses(x) == [UPSTREAM_A] for x in replies)
     assert elapsed < 8.0  # 40 queries x 0.5 s timeout would be 20 s if they were serialised
     assert len(r.log_lines()) == 40
+
+
+def test_ipv6_listener_udp_and_tcp(upstream, tmp_path: Path) -> None:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    with run_resolver(config_for(upstream), tmp_path / "q.log", host="::1") as r:
+        assert addresses(ask(r, "www.example.com")) == [UPSTREAM_A]
+        assert addresses(ask(r, "xkq3vbh7tz.com", "AAAA", tcp=True)) == ["::"]
+    assert [x["client"] for x in r.log_lines()] == ["::1", "::1"]

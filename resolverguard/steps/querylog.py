@@ -7,7 +7,9 @@ unwritable log is reported once on stderr and DNS service goes on.
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -18,35 +20,107 @@ from typing import Any, TextIO
 from dnslib import QTYPE
 
 from resolverguard.chain import Next, Reply, Request
+from resolverguard.config import ClientPrivacy, QueryLogConfig
+
+
+def client_for_log(address: str, privacy: ClientPrivacy) -> str | None:
+    """The client address as the privacy setting allows: full, network only (/24, /48) or none."""
+    if privacy is ClientPrivacy.FULL:
+        return address
+    if privacy is ClientPrivacy.OMIT:
+        return None
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return None
+    prefix = 24 if ip.version == 4 else 48
+    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
 
 
 class QueryLog:
-    """Appends JSON lines to a file, or to stdout for `-`."""
+    """Appends JSON lines to a file (rotated by size) or to stdout for `-`.
 
-    def __init__(self, target: str | None, stderr: TextIO = sys.stderr) -> None:
-        self._stderr, self._failed = stderr, False
+    Writing never raises: a full disk or an unwritable file is reported on stderr (once per outage)
+    and the lines are counted in `lost`, while DNS service goes on.
+    """
+
+    def __init__(self, config: QueryLogConfig | str | None, stderr: TextIO = sys.stderr) -> None:
+        self.config = config if isinstance(config, QueryLogConfig) else QueryLogConfig(path=config)
+        self._stderr, self._failing = stderr, False
         self._handle: TextIO | None = None
-        if target == "-":
+        self._size = 0
+        self.written = self.lost = 0
+        if self.config.path == "-":
             self._handle = sys.stdout
-        elif target:
-            Path(target).parent.mkdir(parents=True, exist_ok=True)
-            self._handle = open(target, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - lives as long as the server
+        elif self.config.path:
+            self._open()
+
+    def _open(self) -> None:
+        path = Path(str(self.config.path))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._handle = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - lives with the server
+            self._size = path.stat().st_size
+        except OSError as err:
+            self._handle = None
+            self._report(err)
+
+    def _report(self, err: Exception) -> None:
+        if not self._failing:
+            self._failing = True
+            print(f"resolverguard: query log {self.config.path}: {err}; DNS service continues", file=self._stderr)
 
     def write(self, record: dict[str, Any]) -> None:
-        if self._handle is None:
+        if self.config.path is None:
             return
+        if "client" in record:
+            record["client"] = client_for_log(record["client"], self.config.clients)
+        line = json.dumps(record, separators=(",", ":")) + "\n"
+        if self._handle is None and self.config.path != "-":
+            self._open()  # retry after an earlier failure (disk freed, directory created)
         try:
-            self._handle.write(json.dumps(record, separators=(",", ":")) + "\n")
+            if self._handle is None:
+                raise OSError("log file is not open")
+            self._handle.write(line)
+            self._size += len(line)
+            self.written += 1
+            self._failing = False
         except (OSError, ValueError) as err:
-            if not self._failed:
-                self._failed = True
-                print(f"resolverguard: query log write failed, DNS service continues: {err}", file=self._stderr)
+            self.lost += 1
+            self._report(err)
+            return
+        if self.config.max_bytes and self._size >= self.config.max_bytes and self._handle is not sys.stdout:
+            self._rotate()
+
+    def _rotate(self) -> None:
+        """queries.jsonl -> queries.jsonl.1 -> ... -> .keep; the oldest falls off."""
+        path = str(self.config.path)
+        try:
+            if self._handle is not None:
+                self._handle.close()
+            for n in range(self.config.keep - 1, 0, -1):
+                if os.path.exists(f"{path}.{n}"):
+                    os.replace(f"{path}.{n}", f"{path}.{n + 1}")
+            if self.config.keep > 0:
+                os.replace(path, f"{path}.1")
+            else:
+                os.truncate(path, 0)
+        except OSError as err:
+            self._report(err)
+        self._handle = None
+        self._open()
+
+    def flush(self) -> None:
+        if self._handle is not None:
+            try:
+                self._handle.flush()
+            except (OSError, ValueError) as err:
+                self._report(err)
 
     def close(self) -> None:
+        self.flush()
         if self._handle is not None and self._handle is not sys.stdout:
             self._handle.close()
-        elif self._handle is sys.stdout:
-            self._handle.flush()
         self._handle = None
 
 

@@ -1,0 +1,149 @@
+"""Writes models/REPORT.md: the architecture comparison and the default model's evaluation.
+
+    python -m convert.report --default runs/cnn --variant dynamic-int8 --out models/
+
+Every number comes from the run directories (scores.npz, tflite/parity.json, run.json); nothing is
+typed in by hand, so re-running training and this script re-creates the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from convert.evaluate import evaluate_lfo, evaluate_run, plot_families, plot_roc
+
+COMPARE = {  # name -> (random-split run, leave-family-out run on fold 0); all on the same seed and split
+    "cnn": "runs/cnn-lfo0",
+    "lstm": "runs/lstm-lfo0",
+    "bilstm": "runs/bilstm-lfo0",
+    "cnn_lstm": "runs/cnn_lstm-lfo0",
+}
+
+
+def _fmt(x: float | None, digits: int = 4) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.{digits}f}"
+
+
+def comparison_row(name: str, run: Path, variant: str) -> dict[str, Any]:
+    parity = json.loads((run / "tflite" / "parity.json").read_text()) if (run / "tflite" / "parity.json").exists() else {}
+    has = variant in parity and "error" not in parity[variant]
+    ev = evaluate_run(run, variant if has else None)
+    lfo = evaluate_lfo([run], variant if has else None)
+    info = json.loads((run / "run.json").read_text())
+    return {
+        "arch": name,
+        "scores_from": variant if has else "keras",
+        "auc": ev["auc"],
+        "tpr_1e-3": ev["tpr_at_fpr"]["fpr_1e-3"],
+        "tpr_1e-4": ev["tpr_at_fpr"]["fpr_1e-4"],
+        "lfo_recall": float(np.mean([v["sinkhole"] for v in lfo.values()])) if lfo else None,
+        "dns_only_flagged": ev["dns_only_benign"]["flagged"]["sinkhole"],
+        "params": info["params"],
+        "train_rows": info["train_rows"],
+        "epochs": info["epochs_run"],
+        "train_s": info["train_seconds"],
+        "kb": parity.get(variant, {}).get("bytes", 0) / 1024 if has else None,
+        "us1": parity.get(variant, {}).get("us_per_name_batch1") if has else None,
+        "us64": parity.get(variant, {}).get("us_per_name_batch64") if has else None,
+        "held_out": info["held_out"],
+    }
+
+
+def comparison_table(rows: list[dict[str, Any]]) -> str:
+    head = ("| arch | AUC | TPR@FPR 1e-3 | TPR@FPR 1e-4 | unseen-family recall (fold 0) | DNS-only names sinkholed "
+            "| params | .tflite KB | us/name b=1 | us/name b=64 | train rows | epochs | train s |")
+    lines = [head, "|" + "---|" * 13]
+    for r in rows:
+        lines.append(
+            f"| {r['arch']} | {_fmt(r['auc'])} | {_fmt(r['tpr_1e-3'], 3)} | {_fmt(r['tpr_1e-4'], 3)} "
+            f"| {_fmt(r['lfo_recall'], 3)} | {_fmt(r['dns_only_flagged'] * 100, 2)}% | {r['params']:,} "
+            f"| {_fmt(r['kb'], 1)} | {_fmt(r['us1'], 1)} | {_fmt(r['us64'], 1)} | {r['train_rows']:,} "
+            f"| {r['epochs']} | {r['train_s']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def family_table(seen: dict[str, Any], unseen: dict[str, Any], kinds: dict[str, str]) -> str:
+    lines = ["| family | kind | test names | recall@log (seen) | recall@sinkhole (seen) "
+             "| recall@sinkhole (unseen, LFO) | fold |", "|---|---|---|---|---|---|---|"]
+    for fam in sorted(set(seen) | set(unseen)):
+        s, u = seen.get(fam, {}), unseen.get(fam, {})
+        lines.append(f"| {fam} | {kinds.get(fam, '?')} | {s.get('n', u.get('n', 0))} | {_fmt(s.get('log'), 3)} "
+                     f"| {_fmt(s.get('sinkhole'), 3)} | {_fmt(u.get('sinkhole'), 3)} | {u.get('fold', '')} |")
+    return "\n".join(lines)
+
+
+def kinds_from_manifest(data_dir: Path) -> dict[str, str]:
+    path = data_dir / "dga" / "MANIFEST.tsv"
+    out: dict[str, str] = {}
+    if path.exists():
+        for line in path.read_text().splitlines()[1:]:
+            fields = line.split("\t")
+            if len(fields) > 2:
+                out.setdefault(fields[1], fields[2])
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    from convert.data import DEFAULT_DATA_DIR
+
+    p = argparse.ArgumentParser(prog="python -m convert.report", description=__doc__.split("\n")[0])
+    p.add_argument("--default", type=Path, default=Path("runs/cnn"))
+    p.add_argument("--lfo", default="runs/cnn-lfo[0-9]")
+    p.add_argument("--variant", default="dynamic-int8")
+    p.add_argument("--out", type=Path, default=Path("models"))
+    a = p.parse_args(argv)
+    a.out.mkdir(parents=True, exist_ok=True)
+    rows = [comparison_row(n, Path(r), a.variant) for n, r in COMPARE.items() if (Path(r) / "scores.npz").exists()]
+    ev = evaluate_run(a.default, a.variant)
+    lfo_runs = sorted(Path(x) for x in glob.glob(a.lfo))
+    ev["leave_family_out"] = evaluate_lfo(lfo_runs, a.variant)
+    ev["comparison"] = rows
+    parity = json.loads((a.default / "tflite" / "parity.json").read_text())
+    ev["parity"] = parity
+    (a.out / "eval.json").write_text(json.dumps(ev, indent=2))
+    plot_roc({f"{r['arch']} (fold 0)": Path(COMPARE[r["arch"]]) for r in rows} | {"default": a.default},
+             a.out / "roc.png", a.variant)
+    plot_families(ev["family_recall"], ev["leave_family_out"], "sinkhole", a.out / "families.png")
+    kinds = kinds_from_manifest(DEFAULT_DATA_DIR)
+    meta = json.loads((a.out / "default.json").read_text()) if (a.out / "default.json").exists() else {}
+    text = render(ev, rows, parity, kinds, meta, a)
+    (a.out / "REPORT.md").write_text(text)
+    shutil.copy(a.default / "run.json", a.out / "default.run.json")
+    print(text[:3000])
+
+
+def render(ev: dict[str, Any], rows: list[dict[str, Any]], parity: dict[str, Any], kinds: dict[str, str],
+           meta: dict[str, Any], a: argparse.Namespace) -> str:
+    from convert.report_text import narrative
+
+    thr = ev["thresholds"]
+    table = "\n".join(
+        ["| threshold | test FPR | benign flagged | test TPR |", "|---|---|---|---|"]
+        + [f"| {t['threshold']:.6f} | {t['fpr']:.5f} | {t['benign_flagged']} | {t['tpr']:.4f} |"
+           for t in ev["threshold_table"]])
+    par = "\n".join(
+        ["| variant | bytes | max abs diff | mean abs diff | action changes | us/name b=1 | us/name b=64 | ok |",
+         "|---|---|---|---|---|---|---|---|"]
+        + [f"| {v} | {p.get('bytes', 0):,} | {_fmt(p.get('max_abs_diff'), 5)} | {_fmt(p.get('mean_abs_diff'), 6)} "
+           f"| {_fmt(p.get('action_changes', float('nan')) * 100, 3)}% | {_fmt(p.get('us_per_name_batch1'), 1)} "
+           f"| {_fmt(p.get('us_per_name_batch64'), 1)} | {p.get('ok', p.get('error', ''))} |"
+           for v, p in parity.items()])
+    top_benign = ", ".join(f"`{lab}` {s:.3f}" for lab, s in ev["top_benign"][:15])
+    dns = ev["dns_only_benign"]
+    top_dns = ", ".join(f"`{lab}` {s:.3f}" for lab, s in dns["top"][:10])
+    return narrative(ev=ev, meta=meta, variant=a.variant, thresholds=thr, comparison=comparison_table(rows),
+                     threshold_table=table, parity_table=par,
+                     family_table=family_table(ev["family_recall"], ev["leave_family_out"], kinds),
+                     top_benign=top_benign, top_dns=top_dns, dns=dns, rows=rows)
+
+
+if __name__ == "__main__":
+    main()

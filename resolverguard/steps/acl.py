@@ -1,0 +1,118 @@
+"""Client access control and per-client rate limiting: the two steps that keep us from becoming an
+open resolver or an amplifier for somebody else's attack.
+
+Both sit in front of the query log: a flood of refused or rate-limited queries must not fill the
+disk, so they are counted and summarised in at most one stderr line per interval instead.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TextIO
+
+from cachetools import LRUCache
+from dnslib import RCODE
+
+from resolverguard.chain import Next, Reply, Request
+from resolverguard.steps.block import empty_reply
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+class ClientAcl:
+    def __init__(self, networks: Iterable[str | IPNetwork]) -> None:
+        self.networks = tuple(ipaddress.ip_network(n, strict=False) if isinstance(n, str) else n for n in networks)
+
+    def allows(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in net for net in self.networks if net.version == ip.version)
+
+
+class SummaryLine:
+    """Counts events per key and prints at most one summary line per `interval` seconds."""
+
+    def __init__(self, what: str, interval: float = 10.0, stderr: TextIO = sys.stderr,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.what, self.interval, self.stderr, self.clock = what, interval, stderr, clock
+        self.total = 0
+        self._counts: dict[str, int] = {}
+        self._last = clock()
+
+    def count(self, key: str) -> None:
+        self.total += 1
+        if len(self._counts) < 1000 or key in self._counts:
+            self._counts[key] = self._counts.get(key, 0) + 1
+        now = self.clock()
+        if now - self._last >= self.interval:
+            top = sorted(self._counts.items(), key=lambda kv: -kv[1])[:5]
+            print(f"resolverguard: {self.what}: {sum(self._counts.values())} queries in the last "
+                  f"{now - self._last:.0f}s (top clients: {', '.join(f'{k} {v}' for k, v in top)})",
+                  file=self.stderr, flush=True)
+            self._counts.clear()
+            self._last = now
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """How a turned-away query is answered: REFUSED, or nothing at all (`drop`)."""
+
+    drop: bool = False
+
+    def reply(self, request: Request) -> Reply:
+        return None if self.drop else empty_reply(request.query, RCODE.REFUSED).pack()
+
+
+class AclStep:
+    def __init__(self, acl: ClientAcl, refusal: Refusal, summary: SummaryLine | None = None) -> None:
+        self._acl, self._refusal = acl, refusal
+        self.summary = summary or SummaryLine("refused clients outside allow_clients")
+
+    async def __call__(self, request: Request, next_step: Next) -> Reply:
+        if self._acl.allows(request.client[0]):
+            return await next_step(request)
+        self.summary.count(request.client[0])
+        return self._refusal.reply(request)
+
+
+class TokenBuckets:
+    """One token bucket per client address, in a bounded LRU so a spoofed-source flood cannot grow
+    memory: a forgotten client simply starts again with a full bucket."""
+
+    def __init__(self, rate: float, burst: float, clients: int = 65536,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate, self.burst, self.clock = rate, burst, clock
+        self._buckets: LRUCache[str, list[float]] = LRUCache(maxsize=clients)
+
+    def take(self, client: str) -> bool:
+        now = self.clock()
+        bucket = self._buckets.get(client)
+        if bucket is None:
+            self._buckets[client] = [self.burst - 1.0, now]
+            return True
+        tokens = min(self.burst, bucket[0] + (now - bucket[1]) * self.rate)
+        bucket[1] = now
+        if tokens < 1.0:
+            bucket[0] = tokens
+            return False
+        bucket[0] = tokens - 1.0
+        return True
+
+
+class RateLimitStep:
+    def __init__(self, buckets: TokenBuckets, refusal: Refusal, summary: SummaryLine | None = None) -> None:
+        self._buckets, self._refusal = buckets, refusal
+        self.summary = summary or SummaryLine("rate-limited")
+
+    async def __call__(self, request: Request, next_step: Next) -> Reply:
+        if self._buckets.take(request.client[0]):
+            return await next_step(request)
+        self.summary.count(request.client[0])
+        return self._refusal.reply(request)
