@@ -33,8 +33,8 @@ def cnn(vocab: int, maxlen: int) -> keras.Model:
     """Character CNN (Snowman / Farsight style): parallel Conv1D of widths 2-5, global max pool."""
     inp = _inputs(maxlen)
     emb = layers.Embedding(vocab, 32)(inp)
-    pooled = [layers.GlobalMaxPooling1D()(layers.Conv1D(64, w, activation="relu")(emb)) for w in (2, 3, 4, 5)]
-    x = layers.Dense(64, activation="relu")(layers.Concatenate()(pooled))
+    pooled = [layers.GlobalMaxPooling1D()(layers.Conv1D(128, w, activation="relu")(emb)) for w in (2, 3, 4, 5)]
+    x = layers.Dense(128, activation="relu")(layers.Concatenate()(pooled))
     return keras.Model(inp, _head(x, 0.3), name="cnn")
 
 

@@ -25,7 +25,7 @@ BENIGN = "benign"
 # are never trained on or calibrated with; evaluation reports how many the model flags, as an upper
 # bound on the false-positive rate among less curated names.
 BENIGN_DNS_ONLY = "benign-dnsonly"
-CURATED_PROVIDERS = frozenset({"alexa", "tranco", "majestic"})
+DNS_VOLUME_PROVIDERS = frozenset({"cloudflare", "umbrella"})
 DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
 # Feed files keep the feed's labels; these map them to the generator family names.
@@ -86,8 +86,8 @@ def load(data_dir: Path = DEFAULT_DATA_DIR, form: InputForm = InputForm.LABEL) -
 
 
 def read_benign(data_dir: Path) -> Iterator[tuple[str, bool]]:
-    """(domain, curated) pairs: curated when a ranked list (Alexa, Tranco, Majestic) or two
-    providers vouch for it. Without the sources file every benign name counts as curated."""
+    """(domain, curated) pairs: curated when a list other than the DNS-volume ones (Alexa, Tranco,
+    Majestic) has it. Without the sources file every benign name counts as curated."""
     sources = data_dir / "benign_sources.tsv.gz"
     if not sources.exists():
         yield from ((name, True) for name in read_names(data_dir / "benign.txt.gz"))
@@ -96,8 +96,7 @@ def read_benign(data_dir: Path) -> Iterator[tuple[str, bool]]:
         fields = line.split("\t")
         if len(fields) < 3 or fields[0] == "domain":
             continue
-        providers = set(fields[2].split(","))
-        yield fields[0], fields[1].isdigit() and int(fields[1]) >= 2 or bool(providers & CURATED_PROVIDERS)
+        yield fields[0], not set(fields[2].split(",")) <= DNS_VOLUME_PROVIDERS
 
 
 def build(benign: dict[str, str] | set[str], dga: dict[str, str]) -> Dataset:

@@ -32,7 +32,9 @@ def _fmt(x: float | None, digits: int = 4) -> str:
 
 
 def comparison_row(name: str, run: Path, variant: str) -> dict[str, Any]:
-    parity = json.loads((run / "tflite" / "parity.json").read_text()) if (run / "tflite" / "parity.json").exists() else {}
+    parity = (
+        json.loads((run / "tflite" / "parity.json").read_text()) if (run / "tflite" / "parity.json").exists() else {}
+    )
     has = variant in parity and "error" not in parity[variant]
     ev = evaluate_run(run, variant if has else None)
     lfo = evaluate_lfo([run], variant if has else None)
@@ -57,8 +59,10 @@ def comparison_row(name: str, run: Path, variant: str) -> dict[str, Any]:
 
 
 def comparison_table(rows: list[dict[str, Any]]) -> str:
-    head = ("| arch | AUC | TPR@FPR 1e-3 | TPR@FPR 1e-4 | unseen-family recall (fold 0) | DNS-only names sinkholed "
-            "| params | .tflite KB | us/name b=1 | us/name b=64 | train rows | epochs | train s |")
+    head = (
+        "| arch | AUC | TPR@FPR 1e-3 | TPR@FPR 1e-4 | unseen-family recall (fold 0) | DNS-only names sinkholed "
+        "| params | .tflite KB | us/name b=1 | us/name b=64 | train rows | epochs | train s |"
+    )
     lines = [head, "|" + "---|" * 13]
     for r in rows:
         lines.append(
@@ -71,12 +75,17 @@ def comparison_table(rows: list[dict[str, Any]]) -> str:
 
 
 def family_table(seen: dict[str, Any], unseen: dict[str, Any], kinds: dict[str, str]) -> str:
-    lines = ["| family | kind | test names | recall@log (seen) | recall@sinkhole (seen) "
-             "| recall@sinkhole (unseen, LFO) | fold |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| family | kind | test names | recall@log (seen) | recall@sinkhole (seen) "
+        "| recall@sinkhole (unseen, LFO) | fold |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for fam in sorted(set(seen) | set(unseen)):
         s, u = seen.get(fam, {}), unseen.get(fam, {})
-        lines.append(f"| {fam} | {kinds.get(fam, '?')} | {s.get('n', u.get('n', 0))} | {_fmt(s.get('log'), 3)} "
-                     f"| {_fmt(s.get('sinkhole'), 3)} | {_fmt(u.get('sinkhole'), 3)} | {u.get('fold', '')} |")
+        lines.append(
+            f"| {fam} | {kinds.get(fam, '?')} | {s.get('n', u.get('n', 0))} | {_fmt(s.get('log'), 3)} "
+            f"| {_fmt(s.get('sinkhole'), 3)} | {_fmt(u.get('sinkhole'), 3)} | {u.get('fold', '')} |"
+        )
     return "\n".join(lines)
 
 
@@ -109,8 +118,11 @@ def main(argv: list[str] | None = None) -> None:
     parity = json.loads((a.default / "tflite" / "parity.json").read_text())
     ev["parity"] = parity
     (a.out / "eval.json").write_text(json.dumps(ev, indent=2))
-    plot_roc({f"{r['arch']} (fold 0)": Path(COMPARE[r["arch"]]) for r in rows} | {"default": a.default},
-             a.out / "roc.png", a.variant)
+    plot_roc(
+        {f"{r['arch']} (fold 0)": Path(COMPARE[r["arch"]]) for r in rows} | {"default": a.default},
+        a.out / "roc.png",
+        a.variant,
+    )
     plot_families(ev["family_recall"], ev["leave_family_out"], "sinkhole", a.out / "families.png")
     kinds = kinds_from_manifest(DEFAULT_DATA_DIR)
     meta = json.loads((a.out / "default.json").read_text()) if (a.out / "default.json").exists() else {}
@@ -120,29 +132,53 @@ def main(argv: list[str] | None = None) -> None:
     print(text[:3000])
 
 
-def render(ev: dict[str, Any], rows: list[dict[str, Any]], parity: dict[str, Any], kinds: dict[str, str],
-           meta: dict[str, Any], a: argparse.Namespace) -> str:
+def render(
+    ev: dict[str, Any],
+    rows: list[dict[str, Any]],
+    parity: dict[str, Any],
+    kinds: dict[str, str],
+    meta: dict[str, Any],
+    a: argparse.Namespace,
+) -> str:
     from convert.report_text import narrative
 
     thr = ev["thresholds"]
     table = "\n".join(
         ["| threshold | test FPR | benign flagged | test TPR |", "|---|---|---|---|"]
-        + [f"| {t['threshold']:.6f} | {t['fpr']:.5f} | {t['benign_flagged']} | {t['tpr']:.4f} |"
-           for t in ev["threshold_table"]])
+        + [
+            f"| {t['threshold']:.6f} | {t['fpr']:.5f} | {t['benign_flagged']} | {t['tpr']:.4f} |"
+            for t in ev["threshold_table"]
+        ]
+    )
     par = "\n".join(
-        ["| variant | bytes | max abs diff | mean abs diff | action changes | us/name b=1 | us/name b=64 | ok |",
-         "|---|---|---|---|---|---|---|---|"]
-        + [f"| {v} | {p.get('bytes', 0):,} | {_fmt(p.get('max_abs_diff'), 5)} | {_fmt(p.get('mean_abs_diff'), 6)} "
-           f"| {_fmt(p.get('action_changes', float('nan')) * 100, 3)}% | {_fmt(p.get('us_per_name_batch1'), 1)} "
-           f"| {_fmt(p.get('us_per_name_batch64'), 1)} | {p.get('ok', p.get('error', ''))} |"
-           for v, p in parity.items()])
+        [
+            "| variant | bytes | max abs diff | mean abs diff | action changes | us/name b=1 | us/name b=64 | ok |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        + [
+            f"| {v} | {p.get('bytes', 0):,} | {_fmt(p.get('max_abs_diff'), 5)} | {_fmt(p.get('mean_abs_diff'), 6)} "
+            f"| {_fmt(p.get('action_changes', float('nan')) * 100, 3)}% | {_fmt(p.get('us_per_name_batch1'), 1)} "
+            f"| {_fmt(p.get('us_per_name_batch64'), 1)} | {p.get('ok', p.get('error', ''))} |"
+            for v, p in parity.items()
+        ]
+    )
     top_benign = ", ".join(f"`{lab}` {s:.3f}" for lab, s in ev["top_benign"][:15])
     dns = ev["dns_only_benign"]
     top_dns = ", ".join(f"`{lab}` {s:.3f}" for lab, s in dns["top"][:10])
-    return narrative(ev=ev, meta=meta, variant=a.variant, thresholds=thr, comparison=comparison_table(rows),
-                     threshold_table=table, parity_table=par,
-                     family_table=family_table(ev["family_recall"], ev["leave_family_out"], kinds),
-                     top_benign=top_benign, top_dns=top_dns, dns=dns, rows=rows)
+    return narrative(
+        ev=ev,
+        meta=meta,
+        variant=a.variant,
+        thresholds=thr,
+        comparison=comparison_table(rows),
+        threshold_table=table,
+        parity_table=par,
+        family_table=family_table(ev["family_recall"], ev["leave_family_out"], kinds),
+        top_benign=top_benign,
+        top_dns=top_dns,
+        dns=dns,
+        rows=rows,
+    )
 
 
 if __name__ == "__main__":

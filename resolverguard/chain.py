@@ -1,9 +1,10 @@
 """The chain: a query walks one way through small steps, each of which answers or hands on.
 
-    query log -> name -> allow/deny -> verdict cache -> score -> policy -> block | upstream
+    client ACL -> rate limit -> query log -> name -> allow/deny -> verdict cache -> score -> policy
+    -> block | upstream
 
 A step is any async callable `(request, next_step) -> reply`. The order is assembled in one place
-(`build_chain` in `resolverguard.pipeline`), so it can be read top to bottom like CoreDNS's plugin.cfg.
+(`build_pipeline` in `resolverguard.pipeline`), so it reads top to bottom like CoreDNS's plugin.cfg.
 """
 
 from __future__ import annotations

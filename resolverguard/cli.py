@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
@@ -17,9 +16,9 @@ from typing import TextIO
 
 from resolverguard.config import Config, load_config, resolve_thresholds
 from resolverguard.errors import ConfigError, ResolverGuardError
-from resolverguard.model import TFLiteScorer, default_model_path, load_metadata, load_model, metadata_path
-from resolverguard.pipeline import build_pipeline, lists_for, resolv_conf_upstreams
-from resolverguard.server import DnsServer
+from resolverguard.model import default_model_path, load_metadata, load_model, metadata_path
+from resolverguard.pipeline import lists_for, resolv_conf_upstreams
+from resolverguard.service import Service, run_until_signalled
 from resolverguard.steps.names import NameParser
 from resolverguard.steps.policy import Policy
 
@@ -110,43 +109,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     cfg = cfg.with_overrides(args.listen, args.upstream)
     if args.model:
         cfg = replace(cfg, model=args.model)
-    if not cfg.upstreams:
+    from_resolv_conf = not cfg.upstreams
+    if from_resolv_conf:
         cfg = replace(cfg, upstreams=resolv_conf_upstreams(cfg.listen))
         if not cfg.upstreams:
             raise ConfigError("no upstream: give --upstream or set upstreams in the policy", file=cfg.source)
-    model = load_model(cfg.model)
+    # What the command line (or resolv.conf) fixed stays fixed across reloads of the file.
+    fixed = (("listen", args.listen), ("upstreams", args.upstream or from_resolv_conf), ("model", args.model))
+    overrides = {key: getattr(cfg, key) for key, given in fixed if given}
+    service = Service(cfg, load_model(cfg.model), args.config, overrides)
     try:
-        asyncio.run(_serve(cfg, model))
+        asyncio.run(run_until_signalled(service))
     except OSError as err:
         print(f"resolverguard: cannot listen: {err}", file=sys.stderr)
         return 1
     return 0
-
-
-async def _serve(cfg: Config, model: TFLiteScorer) -> None:
-    from resolverguard.steps.querylog import QueryLog
-
-    log = QueryLog(cfg.query_log)
-    pipeline = build_pipeline(cfg, model, log)
-    server = DnsServer(pipeline.chain, cfg.listen)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        if cfg.access.open_resolver:
-            print("resolverguard: WARNING: access.open_resolver is on: anyone who can reach this port may "
-                  "use it, and it can be abused for amplification attacks", file=sys.stderr, flush=True)
-        await server.start()
-        where = ", ".join(f"{h}:{p}" for h, p in server.bound)
-        upstreams = ", ".join(map(str, cfg.upstreams))
-        print(
-            f"resolverguard: listening on {where} (udp+tcp), forwarding to {upstreams}, "
-            f"model {model.metadata.model_version}, mode {cfg.mode.value}",
-            file=sys.stderr,
-            flush=True,
-        )
-        await stop.wait()
-    finally:
-        await server.stop()
-        log.close()

@@ -105,8 +105,15 @@ class QueryLogConfig:
 
 
 DEFAULT_ALLOWED_CLIENTS: tuple[str, ...] = (
-    "127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
-    "169.254.0.0/16", "fc00::/7", "fe80::/10",
+    "127.0.0.0/8",
+    "::1/128",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",
+    "169.254.0.0/16",
+    "fc00::/7",
+    "fe80::/10",
 )
 
 
@@ -126,6 +133,15 @@ class RateLimitConfig:
     qps: float = 200.0
     burst: int = 400
     over_limit: str = "refuse"  # or "drop"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds that make overload a DNS error instead of growing memory."""
+
+    max_inflight: int = 2048  # queries being answered at once; beyond: SERVFAIL at once
+    max_tcp_connections: int = 256  # beyond: new connections are closed
+    tcp_idle_timeout: float = 10.0
 
 
 DEFAULT_THRESHOLDS = (Threshold(Action.LOG, None, "log"), Threshold(Action.SINKHOLE, None, "sinkhole"))
@@ -150,6 +166,7 @@ class Config:
     query_log: QueryLogConfig = field(default_factory=QueryLogConfig)
     access: AccessConfig = field(default_factory=AccessConfig)
     rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
+    limits: Limits = field(default_factory=Limits)
 
     def with_overrides(self, listen: list[str] | None, upstreams: list[str] | None) -> Config:
         """Applies `serve --listen/--upstream`; flags win over the file."""
@@ -339,6 +356,7 @@ def from_mapping(data: Any, file: str, base: Path) -> Config:
         query_log=_query_log(r, base),
         access=_access(r.section("access")),
         rate_limit=_rate_limit(r.section("rate_limit")),
+        limits=_limits(r.section("limits")),
     )
     table = r.section("thresholds")
     sink, cache, lists = r.section("sinkhole"), r.section("cache"), r.section("lists")
@@ -430,8 +448,11 @@ def _access(a: _Reader | None) -> AccessConfig:
         a.get("open_resolver", False, _boolean),
     )
     if any(ipaddress.ip_network(n).prefixlen == 0 for n in out.allow_clients) and not out.open_resolver:
-        raise a.fail("allow_clients", "admits every address on the Internet; set access.open_resolver: true "
-                     "if you really mean to run an open resolver")
+        raise a.fail(
+            "allow_clients",
+            "admits every address on the Internet; set access.open_resolver: true "
+            "if you really mean to run an open resolver",
+        )
     a.finish()
     return out
 
@@ -443,6 +464,18 @@ def _rate_limit(r: _Reader | None) -> RateLimitConfig:
         float(r.get("qps", 200.0, _number(0, 1e6))),
         r.get("burst", 400, _number(1, 10**7, integer=True)),
         r.get("over_limit", "refuse", _refusal),
+    )
+    r.finish()
+    return out
+
+
+def _limits(r: _Reader | None) -> Limits:
+    if r is None:
+        return Limits()
+    out = Limits(
+        r.get("max_inflight", 2048, _number(1, 10**6, integer=True)),
+        r.get("max_tcp_connections", 256, _number(1, 10**5, integer=True)),
+        float(r.get("tcp_idle_timeout", 10.0, _number(0.1, 3600))),
     )
     r.finish()
     return out

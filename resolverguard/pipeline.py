@@ -25,6 +25,7 @@ class Pipeline:
     log: QueryLog
     policy: Policy
     lists: DomainLists
+    cache: VerdictCache
 
 
 def policy_for(cfg: Config, model: TFLiteScorer) -> Policy:
@@ -36,8 +37,11 @@ def lists_for(cfg: Config) -> DomainLists:
     return DomainLists.build(lc.allow, lc.deny, lc.allow_files, lc.deny_files, lc.deny_action)
 
 
-def build_pipeline(cfg: Config, model: TFLiteScorer, log: QueryLog) -> Pipeline:
+def build_pipeline(cfg: Config, model: TFLiteScorer, log: QueryLog, cache: VerdictCache | None = None) -> Pipeline:
+    """The chain for `cfg`. A reload passes the old verdict cache on: scores do not depend on the
+    policy, so a new policy need not re-score every popular name."""
     policy, lists = policy_for(cfg, model), lists_for(cfg)
+    cache = cache or VerdictCache(cfg.cache.size, cfg.cache.ttl)
     access, limit = cfg.access, cfg.rate_limit
     steps: list[Step] = [AclStep(ClientAcl(access.allow_clients), Refusal(drop=access.refused == "drop"))]
     if limit.qps > 0:
@@ -46,13 +50,13 @@ def build_pipeline(cfg: Config, model: TFLiteScorer, log: QueryLog) -> Pipeline:
         QueryLogStep(log),
         NameStep(NameParser(cfg.private_suffixes)),
         ListStep(lists),
-        CacheStep(VerdictCache(cfg.cache.size, cfg.cache.ttl)),
+        CacheStep(cache),
         ScoreStep(model, model.metadata.input_form),
         PolicyStep(policy),
         BlockStep(cfg.sinkhole),
     ]
     upstream = UpstreamStep(UpstreamForwarder(cfg.upstreams, cfg.upstream_timeout))
-    return Pipeline(link(steps, upstream), log, policy, lists)
+    return Pipeline(link(steps, upstream), log, policy, lists, cache)
 
 
 def resolv_conf_upstreams(listen: tuple[Endpoint, ...], path: Path = Path("/etc/resolv.conf")) -> tuple[Endpoint, ...]:

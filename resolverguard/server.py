@@ -20,13 +20,12 @@ from typing import TextIO
 from dnslib import EDNS0, OPCODE, QTYPE, RCODE, DNSError, DNSRecord
 
 from resolverguard.chain import Next, Request
-from resolverguard.config import Endpoint
+from resolverguard.config import Endpoint, Limits
 from resolverguard.steps.block import empty_reply
 
 UDP_DEFAULT_SIZE = 512
 UDP_MAX_SIZE = 4096  # clamp of the client's advertised EDNS size (DNS flag day 2020 suggests 1232)
-TCP_IDLE_TIMEOUT = 10.0
-TCP_MAX_PIPELINE = 32
+TCP_MAX_PIPELINE = 32  # queries in flight on one TCP connection; the reader waits beyond that
 
 
 def header_only_reply(packet: bytes, rcode: int) -> bytes | None:
@@ -55,14 +54,20 @@ def truncate(reply: bytes, query: DNSRecord) -> bytes:
 
 
 class DnsServer:
+    """Listens on every endpoint (UDP and TCP on the same port). `chain` may be replaced at any
+    time (reload): each query uses the chain that was current when it arrived."""
+
     def __init__(
         self,
         chain: Next,
         endpoints: Iterable[Endpoint],
-        stderr: TextIO = sys.stderr,
+        limits: Limits | None = None,
+        stderr: TextIO | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._chain, self._endpoints, self._stderr, self._clock = chain, tuple(endpoints), stderr, clock
+        self.chain, self._endpoints, self._stderr, self._clock = chain, tuple(endpoints), stderr, clock
+        self.limits = limits or Limits()
+        self.shed = 0  # queries answered SERVFAIL at once because max_inflight was reached
         self._tasks: set[asyncio.Task[None]] = set()
         self._udp: list[asyncio.DatagramTransport] = []
         self._tcp: list[asyncio.Server] = []
@@ -94,8 +99,15 @@ class DnsServer:
         if self._connections:
             await asyncio.wait(set(self._connections), timeout=grace)
 
-    def spawn(self, coro: object) -> None:
-        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def accept_udp(self, transport: asyncio.DatagramTransport, packet: bytes, client: tuple[str, int]) -> None:
+        """Starts answering one datagram, or sheds it with SERVFAIL when too many are in flight."""
+        if len(self._tasks) >= self.limits.max_inflight:
+            self.shed += 1
+            reply = header_only_reply(packet, RCODE.SERVFAIL)
+            if reply is not None:
+                transport.sendto(reply, client)
+            return
+        task = asyncio.ensure_future(self._answer_udp(transport, packet, client))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -115,9 +127,9 @@ class DnsServer:
         max_size = client_udp_size(query) if transport == "udp" else 65535
         request = Request(query, packet, client, transport, started, max_size)
         try:
-            reply = await self._chain(request)
+            reply = await self.chain(request)
         except Exception:  # noqa: BLE001 - one query's bug must not take the listener down
-            traceback.print_exc(file=self._stderr)
+            traceback.print_exc(file=self._stderr or sys.stderr)
             return empty_reply(query, RCODE.SERVFAIL).pack()
         if reply is not None and len(reply) > max_size:
             reply = truncate(reply, query)
@@ -130,10 +142,13 @@ class DnsServer:
 
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         me = asyncio.current_task()
-        if me is not None:
-            self._connections.add(me)
-            me.add_done_callback(self._connections.discard)
+        if me is None or len(self._connections) >= self.limits.max_tcp_connections:
+            writer.close()
+            return
+        self._connections.add(me)
+        me.add_done_callback(self._connections.discard)
         client = writer.get_extra_info("peername")[:2]
+        idle = self.limits.tcp_idle_timeout
         lock, slots = asyncio.Lock(), asyncio.Semaphore(TCP_MAX_PIPELINE)
         pending: set[asyncio.Task[None]] = set()
 
@@ -151,8 +166,8 @@ class DnsServer:
 
         try:
             while True:
-                size = struct.unpack("!H", await asyncio.wait_for(reader.readexactly(2), TCP_IDLE_TIMEOUT))[0]
-                packet = await asyncio.wait_for(reader.readexactly(size), TCP_IDLE_TIMEOUT)
+                size = struct.unpack("!H", await asyncio.wait_for(reader.readexactly(2), idle))[0]
+                packet = await asyncio.wait_for(reader.readexactly(size), idle)
                 await slots.acquire()
                 task = asyncio.ensure_future(one(packet))
                 pending.add(task)
@@ -161,7 +176,7 @@ class DnsServer:
             pass
         finally:
             if pending:
-                await asyncio.wait(pending, timeout=TCP_IDLE_TIMEOUT)
+                await asyncio.wait(pending, timeout=idle)
             writer.close()
             with contextlib.suppress(ConnectionError, OSError):
                 await writer.wait_closed()
@@ -177,7 +192,7 @@ class _UdpListener(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         if self._transport is not None:
-            self._server.spawn(self._server._answer_udp(self._transport, data, addr[:2]))
+            self._server.accept_udp(self._transport, data, addr[:2])
 
     def error_received(self, exc: Exception) -> None:  # ICMP errors for earlier replies: nothing to do
         pass

@@ -20,9 +20,7 @@ from dnslib import AAAA, MX, QTYPE, RR, A, DNSRecord
 
 from resolverguard.config import Config, Endpoint, QueryLogConfig
 from resolverguard.model import Scorer, load_model
-from resolverguard.pipeline import build_pipeline
-from resolverguard.server import DnsServer
-from resolverguard.steps.querylog import QueryLog
+from resolverguard.service import Service
 
 DATA = Path(__file__).resolve().parent / "data"
 DIGITS_MODEL = DATA / "digits.tflite"
@@ -147,16 +145,14 @@ def run_resolver(
     if scorer is not None:
         model.score = scorer.score  # type: ignore[method-assign]
     loop = asyncio.new_event_loop()
-    log = QueryLog(cfg.query_log)
-    server = DnsServer(build_pipeline(cfg, model, log).chain, cfg.listen)
-    loop.run_until_complete(server.start())
+    service = Service(cfg, model)
+    loop.run_until_complete(service.start())
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     try:
-        yield RunningResolver(*server.bound[0], log_path)
+        yield RunningResolver(*service.server.bound[0], log_path)
     finally:
-        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(10)
+        asyncio.run_coroutine_threadsafe(service.stop(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(5)
-        log.close()
         loop.close()

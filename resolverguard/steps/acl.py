@@ -22,6 +22,7 @@ from resolverguard.steps.block import empty_reply
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+
 class ClientAcl:
     def __init__(self, networks: Iterable[str | IPNetwork]) -> None:
         self.networks = tuple(ipaddress.ip_network(n, strict=False) if isinstance(n, str) else n for n in networks)
@@ -39,8 +40,13 @@ class ClientAcl:
 class SummaryLine:
     """Counts events per key and prints at most one summary line per `interval` seconds."""
 
-    def __init__(self, what: str, interval: float = 10.0, stderr: TextIO = sys.stderr,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        what: str,
+        interval: float = 10.0,
+        stderr: TextIO | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.what, self.interval, self.stderr, self.clock = what, interval, stderr, clock
         self.total = 0
         self._counts: dict[str, int] = {}
@@ -53,9 +59,12 @@ class SummaryLine:
         now = self.clock()
         if now - self._last >= self.interval:
             top = sorted(self._counts.items(), key=lambda kv: -kv[1])[:5]
-            print(f"resolverguard: {self.what}: {sum(self._counts.values())} queries in the last "
-                  f"{now - self._last:.0f}s (top clients: {', '.join(f'{k} {v}' for k, v in top)})",
-                  file=self.stderr, flush=True)
+            print(
+                f"resolverguard: {self.what}: {sum(self._counts.values())} queries in the last "
+                f"{now - self._last:.0f}s (top clients: {', '.join(f'{k} {v}' for k, v in top)})",
+                file=self.stderr or sys.stderr,
+                flush=True,
+            )
             self._counts.clear()
             self._last = now
 
@@ -86,8 +95,9 @@ class TokenBuckets:
     """One token bucket per client address, in a bounded LRU so a spoofed-source flood cannot grow
     memory: a forgotten client simply starts again with a full bucket."""
 
-    def __init__(self, rate: float, burst: float, clients: int = 65536,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, rate: float, burst: float, clients: int = 65536, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.rate, self.burst, self.clock = rate, burst, clock
         self._buckets: LRUCache[str, list[float]] = LRUCache(maxsize=clients)
 

@@ -44,7 +44,7 @@ class QueryLog:
     and the lines are counted in `lost`, while DNS service goes on.
     """
 
-    def __init__(self, config: QueryLogConfig | str | None, stderr: TextIO = sys.stderr) -> None:
+    def __init__(self, config: QueryLogConfig | str | None, stderr: TextIO | None = None) -> None:
         self.config = config if isinstance(config, QueryLogConfig) else QueryLogConfig(path=config)
         self._stderr, self._failing = stderr, False
         self._handle: TextIO | None = None
@@ -68,7 +68,10 @@ class QueryLog:
     def _report(self, err: Exception) -> None:
         if not self._failing:
             self._failing = True
-            print(f"resolverguard: query log {self.config.path}: {err}; DNS service continues", file=self._stderr)
+            print(
+                f"resolverguard: query log {self.config.path}: {err}; DNS service continues",
+                file=self._stderr or sys.stderr,
+            )
 
     def write(self, record: dict[str, Any]) -> None:
         if self.config.path is None:

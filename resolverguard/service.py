@@ -1,0 +1,108 @@
+"""The running resolver: start, reload on SIGHUP, stop on SIGTERM/SIGINT.
+
+Reload follows `unbound-control reload`: the policy file and its lists are read and validated in
+full first; only a policy that builds completely replaces the running one. A broken file is
+reported with file:line: key and the old policy stays in force. Listen addresses are fixed at start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import TextIO
+
+from resolverguard.config import Config, load_config
+from resolverguard.errors import ConfigError, ResolverGuardError
+from resolverguard.model import TFLiteScorer, load_model
+from resolverguard.pipeline import Pipeline, build_pipeline
+from resolverguard.server import DnsServer
+from resolverguard.steps.querylog import QueryLog
+
+LOG_CLOSE_DELAY = 15.0  # a replaced query log stays open this long for queries still in flight
+
+
+class Service:
+    def __init__(
+        self,
+        cfg: Config,
+        model: TFLiteScorer,
+        config_path: Path | None = None,
+        overrides: dict[str, object] | None = None,
+        stderr: TextIO | None = None,
+    ) -> None:
+        self.cfg, self.model, self.config_path, self.stderr = cfg, model, config_path, stderr
+        self._overrides = overrides or {}
+        self.pipeline: Pipeline = build_pipeline(cfg, model, QueryLog(cfg.query_log, stderr))
+        self.server = DnsServer(self.pipeline.chain, cfg.listen, cfg.limits, stderr)
+        self.reloads = 0
+
+    def say(self, text: str) -> None:
+        print(f"resolverguard: {text}", file=self.stderr or sys.stderr, flush=True)
+
+    async def start(self) -> None:
+        await self.server.start()
+
+    def reload(self) -> bool:
+        """Re-reads the policy; True when the new one is in force, False when the old one stays."""
+        if self.config_path is None:
+            self.say("reload: no policy file (built-in defaults); nothing to reload")
+            return False
+        try:
+            cfg = replace(load_config(self.config_path), **self._overrides)  # type: ignore[arg-type]
+            model = self.model if cfg.model == self.cfg.model else load_model(cfg.model)
+            log = self.pipeline.log if cfg.query_log == self.cfg.query_log else QueryLog(cfg.query_log, self.stderr)
+            cache = self.pipeline.cache if model is self.model else None
+            pipeline = build_pipeline(cfg, model, log, cache)
+        except ConfigError as err:
+            self.say(f"reload rejected, previous policy stays in force: {err.location()}")
+            return False
+        except ResolverGuardError as err:
+            self.say(f"reload rejected, previous policy stays in force: {err}")
+            return False
+        if cfg.listen != self.cfg.listen:
+            self.say("reload: listen addresses change only on restart")
+        old_log = self.pipeline.log
+        self.cfg, self.model, self.pipeline = cfg, model, pipeline
+        self.server.chain = pipeline.chain
+        self.server.limits = cfg.limits
+        if old_log is not log:
+            asyncio.get_running_loop().call_later(LOG_CLOSE_DELAY, old_log.close)
+        self.reloads += 1
+        self.say(
+            f"reloaded {self.config_path} ({len(pipeline.lists.allow)} allowed, "
+            f"{len(pipeline.lists.deny)} denied domains)"
+        )
+        return True
+
+    async def stop(self, grace: float = 5.0) -> None:
+        await self.server.stop(grace)
+        self.pipeline.log.close()
+
+
+async def run_until_signalled(service: Service) -> None:
+    """Serves until SIGTERM or SIGINT; SIGHUP reloads."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, service.reload)
+    try:
+        await service.start()
+        where = ", ".join(f"{h}:{p}" for h, p in service.server.bound)
+        upstreams = ", ".join(map(str, service.cfg.upstreams))
+        if service.cfg.access.open_resolver:
+            service.say(
+                "WARNING: access.open_resolver is on: anyone who can reach this port may use it, "
+                "and it can be abused for amplification attacks"
+            )
+        service.say(
+            f"listening on {where} (udp+tcp), forwarding to {upstreams}, "
+            f"model {service.model.metadata.model_version}, mode {service.cfg.mode.value}"
+        )
+        await stop.wait()
+        service.say("stopping: finishing queries in flight")
+    finally:
+        await service.stop()
