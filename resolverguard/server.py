@@ -36,6 +36,12 @@ def header_only_reply(packet: bytes, rcode: int) -> bytes | None:
     return packet[:2] + struct.pack("!HHHHH", flags, 0, 0, 0, 0)
 
 
+def valid_qname(query: DNSRecord) -> bool:
+    """RFC 1035 limits that dnslib's parser does not enforce: labels <= 63 octets, name <= 255."""
+    labels = query.q.qname.label
+    return all(0 < len(label) <= 63 for label in labels) and sum(len(x) + 1 for x in labels) + 1 <= 255
+
+
 def client_udp_size(query: DNSRecord) -> int:
     for rr in query.ar:
         if rr.rtype == QTYPE.OPT:
@@ -112,7 +118,15 @@ class DnsServer:
         task.add_done_callback(self._tasks.discard)
 
     async def answer(self, packet: bytes, client: tuple[str, int], transport: str) -> bytes | None:
-        """The reply to one packet, or None to stay silent."""
+        """The reply to one packet, or None to stay silent. Never raises: a bug anywhere below
+        becomes SERVFAIL for this one query and a traceback on stderr."""
+        try:
+            return await self._answer(packet, client, transport)
+        except Exception:  # noqa: BLE001 - one query's bug must not take the listener down
+            traceback.print_exc(file=self._stderr or sys.stderr)
+            return header_only_reply(packet, RCODE.SERVFAIL)
+
+    async def _answer(self, packet: bytes, client: tuple[str, int], transport: str) -> bytes | None:
         started = self._clock()
         try:
             query = DNSRecord.parse(packet)
@@ -121,9 +135,9 @@ class DnsServer:
         if query.header.qr:
             return None
         if query.header.opcode != OPCODE.QUERY:
-            return empty_reply(query, RCODE.NOTIMP).pack()
-        if len(query.questions) != 1:
-            return empty_reply(query, RCODE.FORMERR).pack()
+            return header_only_reply(packet, RCODE.NOTIMP)
+        if len(query.questions) != 1 or not valid_qname(query):
+            return header_only_reply(packet, RCODE.FORMERR)
         max_size = client_udp_size(query) if transport == "udp" else 65535
         request = Request(query, packet, client, transport, started, max_size)
         try:

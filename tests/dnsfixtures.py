@@ -15,6 +15,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TextIO
 
 from dnslib import AAAA, MX, QTYPE, RR, A, DNSRecord
 
@@ -75,10 +76,13 @@ def run_upstream(upstream: Upstream) -> Iterator[Upstream]:
                 continue
             except OSError:
                 return
-            if upstream.silent:
-                upstream.queries.append(str(DNSRecord.parse(data).q.qname))
+            try:
+                if upstream.silent:
+                    upstream.queries.append(str(DNSRecord.parse(data).q.qname))
+                    continue
+                reply = upstream.answer(data)
+            except Exception:  # noqa: BLE001 - a test upstream must survive whatever it is sent
                 continue
-            reply = upstream.answer(data)
             if upstream.forge_first:
                 udp.sendto(struct.pack("!H", (reply[0] << 8 | reply[1]) ^ 0xFFFF) + reply[2:], addr)
             if upstream.truncate_udp:
@@ -107,6 +111,8 @@ def run_upstream(upstream: Upstream) -> Iterator[Upstream]:
                         reply = upstream.answer(data)
                         conn.sendall(struct.pack("!H", len(reply)) + reply)
                 except (OSError, struct.error):
+                    pass
+                except Exception:  # noqa: BLE001 - a test upstream must survive whatever it is sent
                     pass
 
     threads = [threading.Thread(target=serve_udp, daemon=True), threading.Thread(target=serve_tcp, daemon=True)]
@@ -137,7 +143,7 @@ class RunningResolver:
 
 @contextlib.contextmanager
 def run_resolver(
-    cfg: Config, log_path: Path, scorer: Scorer | None = None, host: str = "127.0.0.1"
+    cfg: Config, log_path: Path, scorer: Scorer | None = None, host: str = "127.0.0.1", stderr: TextIO | None = None
 ) -> Iterator[RunningResolver]:
     """resolverguard in a thread with its own event loop, on an ephemeral port of `host`."""
     cfg = replace(cfg, listen=(Endpoint(host, 0),), query_log=QueryLogConfig(path=str(log_path)))
@@ -145,7 +151,7 @@ def run_resolver(
     if scorer is not None:
         model.score = scorer.score  # type: ignore[method-assign]
     loop = asyncio.new_event_loop()
-    service = Service(cfg, model)
+    service = Service(cfg, model, stderr=stderr)
     loop.run_until_complete(service.start())
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
