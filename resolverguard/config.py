@@ -132,7 +132,7 @@ class RateLimitConfig:
 
     qps: float = 200.0
     burst: int = 400
-    over_limit: str = "refuse"  # or "drop"
+    over_limit: str = "drop"  # or "refuse"; dropping does not reflect a spoofed flood at its victim
 
 
 @dataclass(frozen=True, slots=True)
@@ -463,7 +463,7 @@ def _rate_limit(r: _Reader | None) -> RateLimitConfig:
     out = RateLimitConfig(
         float(r.get("qps", 200.0, _number(0, 1e6))),
         r.get("burst", 400, _number(1, 10**7, integer=True)),
-        r.get("over_limit", "refuse", _refusal),
+        r.get("over_limit", "drop", _refusal),
     )
     r.finish()
     return out

@@ -8,7 +8,7 @@ from pathlib import Path
 from resolverguard.chain import Next, Step, link
 from resolverguard.config import Config, Endpoint, resolve_thresholds
 from resolverguard.model import TFLiteScorer
-from resolverguard.steps.acl import AclStep, ClientAcl, RateLimitStep, Refusal, TokenBuckets
+from resolverguard.steps.acl import AclGate, ClientAcl, Gate, RateLimitGate, Refusal, TokenBuckets
 from resolverguard.steps.block import BlockStep
 from resolverguard.steps.cache import CacheStep, VerdictCache
 from resolverguard.steps.lists import DomainLists, ListStep
@@ -26,6 +26,7 @@ class Pipeline:
     policy: Policy
     lists: DomainLists
     cache: VerdictCache
+    gates: tuple[Gate, ...]  # asked before a packet is parsed (see resolverguard.steps.acl)
 
 
 def policy_for(cfg: Config, model: TFLiteScorer) -> Policy:
@@ -43,10 +44,10 @@ def build_pipeline(cfg: Config, model: TFLiteScorer, log: QueryLog, cache: Verdi
     policy, lists = policy_for(cfg, model), lists_for(cfg)
     cache = cache or VerdictCache(cfg.cache.size, cfg.cache.ttl)
     access, limit = cfg.access, cfg.rate_limit
-    steps: list[Step] = [AclStep(ClientAcl(access.allow_clients), Refusal(drop=access.refused == "drop"))]
+    gates: list[Gate] = [AclGate(ClientAcl(access.allow_clients), Refusal(drop=access.refused == "drop"))]
     if limit.qps > 0:
-        steps.append(RateLimitStep(TokenBuckets(limit.qps, limit.burst), Refusal(drop=limit.over_limit == "drop")))
-    steps += [
+        gates.append(RateLimitGate(TokenBuckets(limit.qps, limit.burst), Refusal(drop=limit.over_limit == "drop")))
+    steps: list[Step] = [
         QueryLogStep(log),
         NameStep(NameParser(cfg.private_suffixes)),
         ListStep(lists),
@@ -56,7 +57,7 @@ def build_pipeline(cfg: Config, model: TFLiteScorer, log: QueryLog, cache: Verdi
         BlockStep(cfg.sinkhole),
     ]
     upstream = UpstreamStep(UpstreamForwarder(cfg.upstreams, cfg.upstream_timeout))
-    return Pipeline(link(steps, upstream), log, policy, lists, cache)
+    return Pipeline(link(steps, upstream), log, policy, lists, cache, tuple(gates))
 
 
 def resolv_conf_upstreams(listen: tuple[Endpoint, ...], path: Path = Path("/etc/resolv.conf")) -> tuple[Endpoint, ...]:

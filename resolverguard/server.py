@@ -14,17 +14,19 @@ import struct
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TextIO
 
 from dnslib import EDNS0, OPCODE, QTYPE, RCODE, DNSError, DNSRecord
 
 from resolverguard.chain import Next, Request
 from resolverguard.config import Endpoint, Limits
+from resolverguard.steps.acl import Gate
 from resolverguard.steps.block import empty_reply
 
 UDP_DEFAULT_SIZE = 512
 UDP_MAX_SIZE = 4096  # clamp of the client's advertised EDNS size (DNS flag day 2020 suggests 1232)
+UDP_RECEIVE_BUFFER = 4 * 1024 * 1024  # absorbs bursts so one client's burst does not drop another's query
 TCP_MAX_PIPELINE = 32  # queries in flight on one TCP connection; the reader waits beyond that
 
 
@@ -68,11 +70,12 @@ class DnsServer:
         chain: Next,
         endpoints: Iterable[Endpoint],
         limits: Limits | None = None,
+        gates: Sequence[Gate] = (),
         stderr: TextIO | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.chain, self._endpoints, self._stderr, self._clock = chain, tuple(endpoints), stderr, clock
-        self.limits = limits or Limits()
+        self.limits, self.gates = limits or Limits(), tuple(gates)
         self.shed = 0  # queries answered SERVFAIL at once because max_inflight was reached
         self._tasks: set[asyncio.Task[None]] = set()
         self._udp: list[asyncio.DatagramTransport] = []
@@ -87,6 +90,8 @@ class DnsServer:
             transport, _ = await loop.create_datagram_endpoint(
                 lambda: _UdpListener(self), local_addr=(ep.host, ep.port), family=family
             )
+            with contextlib.suppress(OSError):
+                transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
             self._udp.append(transport)
             port = transport.get_extra_info("sockname")[1]
             self._tcp.append(await asyncio.start_server(self._serve_tcp, ep.host, port, family=family))
@@ -105,8 +110,20 @@ class DnsServer:
         if self._connections:
             await asyncio.wait(set(self._connections), timeout=grace)
 
+    def turned_away(self, packet: bytes, address: str) -> tuple[bool, bytes | None]:
+        """Asks the gates (ACL, rate limit) about the source address: (refused?, reply to send)."""
+        for gate in self.gates:
+            if not gate.admit(address):
+                return True, None if gate.refusal.drop else header_only_reply(packet, RCODE.REFUSED)
+        return False, None
+
     def accept_udp(self, transport: asyncio.DatagramTransport, packet: bytes, client: tuple[str, int]) -> None:
         """Starts answering one datagram, or sheds it with SERVFAIL when too many are in flight."""
+        refused, reply = self.turned_away(packet, client[0])
+        if refused:
+            if reply is not None:
+                transport.sendto(reply, client)
+            return
         if len(self._tasks) >= self.limits.max_inflight:
             self.shed += 1
             reply = header_only_reply(packet, RCODE.SERVFAIL)
@@ -168,7 +185,9 @@ class DnsServer:
 
         async def one(packet: bytes) -> None:
             try:
-                reply = await self.answer(packet, client, "tcp")
+                refused, reply = self.turned_away(packet, client[0])
+                if not refused:
+                    reply = await self.answer(packet, client, "tcp")
                 if reply is not None:
                     async with lock:
                         writer.write(struct.pack("!H", len(reply)) + reply)

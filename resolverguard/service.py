@@ -36,7 +36,7 @@ class Service:
         self.cfg, self.model, self.config_path, self.stderr = cfg, model, config_path, stderr
         self._overrides = overrides or {}
         self.pipeline: Pipeline = build_pipeline(cfg, model, QueryLog(cfg.query_log, stderr))
-        self.server = DnsServer(self.pipeline.chain, cfg.listen, cfg.limits, stderr)
+        self.server = DnsServer(self.pipeline.chain, cfg.listen, cfg.limits, self.pipeline.gates, stderr)
         self.reloads = 0
 
     def say(self, text: str) -> None:
@@ -66,8 +66,7 @@ class Service:
             self.say("reload: listen addresses change only on restart")
         old_log = self.pipeline.log
         self.cfg, self.model, self.pipeline = cfg, model, pipeline
-        self.server.chain = pipeline.chain
-        self.server.limits = cfg.limits
+        self.server.chain, self.server.gates, self.server.limits = pipeline.chain, pipeline.gates, cfg.limits
         if old_log is not log:
             asyncio.get_running_loop().call_later(LOG_CLOSE_DELAY, old_log.close)
         self.reloads += 1

@@ -84,7 +84,7 @@ def test_open_acl_needs_explicit_opt_in(tmp_path: Path) -> None:
 
 
 def test_rate_limit_is_per_client(upstream, tmp_path: Path) -> None:
-    cfg = config_for(upstream, rate_limit=RateLimitConfig(qps=2, burst=5))
+    cfg = config_for(upstream, rate_limit=RateLimitConfig(qps=2, burst=5, over_limit="refuse"))
     with run_resolver(cfg, tmp_path / "q.log") as r:
         flood = [ask_from("127.0.0.3", r).rcode() for _ in range(20)]
         polite = ask_from("127.0.0.4", r)

@@ -1,8 +1,9 @@
-"""Client access control and per-client rate limiting: the two steps that keep us from becoming an
-open resolver or an amplifier for somebody else's attack.
+"""The front door: client access control and per-client rate limiting.
 
-Both sit in front of the query log: a flood of refused or rate-limited queries must not fill the
-disk, so they are counted and summarised in at most one stderr line per interval instead.
+These two decide from the source address alone, so the server asks them before it even parses the
+packet (`Gate.admit`): under a flood, a turned-away datagram costs a dictionary lookup, not a DNS
+parse. They also sit in front of the query log: a flood of refused queries must not fill the disk,
+so refusals are counted and summarised in at most one stderr line per interval instead.
 """
 
 from __future__ import annotations
@@ -11,30 +12,12 @@ import ipaddress
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import TextIO
+from dataclasses import dataclass, field
+from typing import Protocol, TextIO
 
 from cachetools import LRUCache
-from dnslib import RCODE
-
-from resolverguard.chain import Next, Reply, Request
-from resolverguard.steps.block import empty_reply
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-class ClientAcl:
-    def __init__(self, networks: Iterable[str | IPNetwork]) -> None:
-        self.networks = tuple(ipaddress.ip_network(n, strict=False) if isinstance(n, str) else n for n in networks)
-
-    def allows(self, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address.split("%", 1)[0])
-        except ValueError:
-            return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        return any(ip in net for net in self.networks if net.version == ip.version)
 
 
 class SummaryLine:
@@ -71,24 +54,53 @@ class SummaryLine:
 
 @dataclass(frozen=True)
 class Refusal:
-    """How a turned-away query is answered: REFUSED, or nothing at all (`drop`)."""
+    """How a turned-away query is answered: REFUSED, or nothing at all (`drop`, which also keeps a
+    spoofed-source flood from being reflected at its victim)."""
 
     drop: bool = False
 
-    def reply(self, request: Request) -> Reply:
-        return None if self.drop else empty_reply(request.query, RCODE.REFUSED).pack()
+
+class Gate(Protocol):
+    refusal: Refusal
+    summary: SummaryLine
+
+    def admit(self, client: str) -> bool: ...
 
 
-class AclStep:
-    def __init__(self, acl: ClientAcl, refusal: Refusal, summary: SummaryLine | None = None) -> None:
-        self._acl, self._refusal = acl, refusal
-        self.summary = summary or SummaryLine("refused clients outside allow_clients")
+class ClientAcl:
+    """allow_clients as networks; answers are memoised per address (bounded) for the flood case."""
 
-    async def __call__(self, request: Request, next_step: Next) -> Reply:
-        if self._acl.allows(request.client[0]):
-            return await next_step(request)
-        self.summary.count(request.client[0])
-        return self._refusal.reply(request)
+    def __init__(self, networks: Iterable[str | IPNetwork]) -> None:
+        self.networks = tuple(ipaddress.ip_network(n, strict=False) if isinstance(n, str) else n for n in networks)
+        self._seen: LRUCache[str, bool] = LRUCache(maxsize=65536)
+
+    def allows(self, address: str) -> bool:
+        known = self._seen.get(address)
+        if known is None:
+            known = self._seen[address] = self._check(address)
+        return known
+
+    def _check(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in net for net in self.networks if net.version == ip.version)
+
+
+@dataclass
+class AclGate:
+    acl: ClientAcl
+    refusal: Refusal
+    summary: SummaryLine = field(default_factory=lambda: SummaryLine("refused clients outside allow_clients"))
+
+    def admit(self, client: str) -> bool:
+        if self.acl.allows(client):
+            return True
+        self.summary.count(client)
+        return False
 
 
 class TokenBuckets:
@@ -116,13 +128,14 @@ class TokenBuckets:
         return True
 
 
-class RateLimitStep:
-    def __init__(self, buckets: TokenBuckets, refusal: Refusal, summary: SummaryLine | None = None) -> None:
-        self._buckets, self._refusal = buckets, refusal
-        self.summary = summary or SummaryLine("rate-limited")
+@dataclass
+class RateLimitGate:
+    buckets: TokenBuckets
+    refusal: Refusal
+    summary: SummaryLine = field(default_factory=lambda: SummaryLine("rate-limited"))
 
-    async def __call__(self, request: Request, next_step: Next) -> Reply:
-        if self._buckets.take(request.client[0]):
-            return await next_step(request)
-        self.summary.count(request.client[0])
-        return self._refusal.reply(request)
+    def admit(self, client: str) -> bool:
+        if self.buckets.take(client):
+            return True
+        self.summary.count(client)
+        return False
