@@ -94,7 +94,10 @@ async def drive(source: str, port: int, qps: float, seconds: float, label: str, 
 def summary(client: Client) -> dict[str, Any]:
     lat = sorted(client.latency)
     sent = client.rcodes.get(-1, 0)
-    pct = lambda q: round(lat[min(len(lat) - 1, int(q * len(lat)))] * 1000, 2) if lat else None
+
+    def pct(q: float) -> float | None:
+        return round(lat[min(len(lat) - 1, int(q * len(lat)))] * 1000, 2) if lat else None
+
     names = {0: "NOERROR", 2: "SERVFAIL", 3: "NXDOMAIN", 5: "REFUSED"}
     return {
         "sent": sent,
