@@ -34,7 +34,10 @@ class Upstream:
 
     silent: bool = False
     truncate_udp: bool = False
-    forge_first: bool = False
+    forge_first: bool = False  # send an answer with the wrong ID before the real one
+    lie_first: bool = False  # send an answer for another question (same ID) before the real one
+    garbage_first: bool = False  # send bytes that are not DNS (same ID) before the real one
+    only_lies: bool = False  # never send the real answer
     big: bool = False  # pad answers with many A records (over 512 bytes)
     queries: list[str] = field(default_factory=list)
     port: int = 0
@@ -85,6 +88,16 @@ def run_upstream(upstream: Upstream) -> Iterator[Upstream]:
                 continue
             if upstream.forge_first:
                 udp.sendto(struct.pack("!H", (reply[0] << 8 | reply[1]) ^ 0xFFFF) + reply[2:], addr)
+            if upstream.lie_first:
+                lie = DNSRecord.parse(data)
+                lie.q.qname = "evil.example.net"
+                lie = lie.reply()
+                lie.add_answer(RR("evil.example.net", QTYPE.A, rdata=A("203.0.113.66"), ttl=86400))
+                udp.sendto(lie.pack(), addr)
+            if upstream.garbage_first:
+                udp.sendto(data[:2] + b"\x81\x80\xff\xff" + bytes(range(40)), addr)
+            if upstream.only_lies:
+                continue
             if upstream.truncate_udp:
                 cut = DNSRecord.parse(reply)
                 cut.rr, cut.header.tc = [], 1

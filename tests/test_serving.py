@@ -163,10 +163,21 @@ def test_truncated_upstream_answer_is_retried_over_tcp(tmp_path: Path) -> None:
     assert len(addresses(big_udp)) == 60 and not big_udp.flags & dns.flags.TC
 
 
-def test_forged_answer_with_wrong_id_is_ignored(tmp_path: Path) -> None:
-    with run_upstream(Upstream(forge_first=True)) as up, run_resolver(config_for(up), tmp_path / "q.log") as r:
+@pytest.mark.parametrize("lie", ["forge_first", "lie_first", "garbage_first"])
+def test_forged_or_garbage_answers_are_ignored(tmp_path: Path, lie: str) -> None:
+    with run_upstream(Upstream(**{lie: True})) as up, run_resolver(config_for(up), tmp_path / "q.log") as r:
         reply = ask(r, "www.example.com")
     assert addresses(reply) == [UPSTREAM_A] and reply.rcode() == dns.rcode.NOERROR
+
+
+def test_upstream_that_only_lies_is_a_servfail_not_a_poisoned_answer(upstream, tmp_path: Path) -> None:
+    with run_upstream(Upstream(lie_first=True, garbage_first=True, only_lies=True)) as liar:
+        with run_resolver(config_for(liar), tmp_path / "q.log") as r:
+            alone = ask(r, "www.example.com")
+        with run_resolver(config_for(liar, upstream), tmp_path / "q2.log") as r:
+            failover = ask(r, "www.example.com")
+    assert alone.rcode() == dns.rcode.SERVFAIL and not alone.answer
+    assert addresses(failover) == [UPSTREAM_A]
 
 
 def test_edns_from_client_reaches_upstream(tmp_path: Path) -> None:
