@@ -55,6 +55,10 @@ def ship_metadata(run: Path, variant: str, content: bytes, lite_scores: np.ndarr
 
 
 def ship(run: Path, variant: str, out: Path) -> dict[str, Any]:
+    """Copies the variant to `out` with its metadata; refuses a variant that failed parity."""
+    parity = json.loads((run / "tflite" / "parity.json").read_text()).get(variant, {})
+    if not parity.get("ok"):
+        raise SystemExit(f"refusing to ship {variant}: parity check failed or missing: {parity}")
     content = (run / "tflite" / f"{variant}.tflite").read_bytes()
     lite_scores = np.load(run / "tflite" / f"{variant}.scores.npy")
     meta = ship_metadata(run, variant, content, lite_scores)

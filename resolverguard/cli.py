@@ -57,7 +57,37 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate a policy file (exit 0, or 2 with file:line: key: problem)")
     check.add_argument("file", type=Path)
     check.set_defaults(run=cmd_check)
+    explain = sub.add_parser("explain", help="show the whole decision for a name under a policy")
+    explain.add_argument("name")
+    explain.add_argument("--config", type=Path)
+    explain.add_argument("--model", type=Path)
+    explain.add_argument("--client", default="127.0.0.1", help="client address the query comes from")
+    explain.set_defaults(run=cmd_explain)
+    top = sub.add_parser("top", help="summarise a query log: actions, top blocked names and clients")
+    top.add_argument("logs", type=Path, nargs="+", metavar="LOGFILE")
+    top.add_argument("--since", help="only lines newer than this, e.g. 30m, 1h, 7d")
+    top.set_defaults(run=cmd_top)
     return p
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from resolverguard.explain import explain
+
+    cfg = load_config(args.config) if args.config else Config()
+    if args.model:
+        cfg = replace(cfg, model=args.model)
+    explain(args.name, cfg, load_model(cfg.model), sys.stdout, args.client)
+    return 0
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    from resolverguard.logtop import top_command
+
+    try:
+        return top_command(args.logs, args.since, sys.stdout)
+    except (OSError, ValueError) as err:
+        print(f"resolverguard top: {err}", file=sys.stderr)
+        return 2
 
 
 def cmd_check(args: argparse.Namespace) -> int:

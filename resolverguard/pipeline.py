@@ -38,6 +38,19 @@ def lists_for(cfg: Config) -> DomainLists:
     return DomainLists.build(lc.allow, lc.deny, lc.allow_files, lc.deny_files, lc.deny_action)
 
 
+def decision_steps(
+    cfg: Config, model: TFLiteScorer, policy: Policy, lists: DomainLists, cache: VerdictCache
+) -> list[Step]:
+    """The steps that decide a verdict (shared by serving and `resolverguard explain`)."""
+    return [
+        NameStep(NameParser(cfg.private_suffixes)),
+        ListStep(lists),
+        CacheStep(cache),
+        ScoreStep(model, model.metadata.input_form),
+        PolicyStep(policy),
+    ]
+
+
 def build_pipeline(cfg: Config, model: TFLiteScorer, log: QueryLog, cache: VerdictCache | None = None) -> Pipeline:
     """The chain for `cfg`. A reload passes the old verdict cache on: scores do not depend on the
     policy, so a new policy need not re-score every popular name."""
@@ -47,15 +60,7 @@ def build_pipeline(cfg: Config, model: TFLiteScorer, log: QueryLog, cache: Verdi
     gates: list[Gate] = [AclGate(ClientAcl(access.allow_clients), Refusal(drop=access.refused == "drop"))]
     if limit.qps > 0:
         gates.append(RateLimitGate(TokenBuckets(limit.qps, limit.burst), Refusal(drop=limit.over_limit == "drop")))
-    steps: list[Step] = [
-        QueryLogStep(log),
-        NameStep(NameParser(cfg.private_suffixes)),
-        ListStep(lists),
-        CacheStep(cache),
-        ScoreStep(model, model.metadata.input_form),
-        PolicyStep(policy),
-        BlockStep(cfg.sinkhole),
-    ]
+    steps: list[Step] = [QueryLogStep(log), *decision_steps(cfg, model, policy, lists, cache), BlockStep(cfg.sinkhole)]
     upstream = UpstreamStep(UpstreamForwarder(cfg.upstreams, cfg.upstream_timeout))
     return Pipeline(link(steps, upstream), log, policy, lists, cache, tuple(gates))
 

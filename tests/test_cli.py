@@ -151,3 +151,41 @@ def test_port_in_use_is_an_error_not_a_traceback() -> None:
         result = rg("serve", "--model", str(DIGITS_MODEL), "--listen", f"127.0.0.1:{port}", "--upstream", "127.0.0.1")
     assert result.returncode == 1 and "cannot listen" in result.stderr
     assert time.monotonic() - started < 30
+
+
+def test_explain_shows_the_decision(tmp_path: Path) -> None:
+    policy = tmp_path / "p.yaml"
+    policy.write_text("lists:\n  allow: [ok9.example]\n")
+    blocked = rg("explain", "--model", str(DIGITS_MODEL), "www.xkq3vbh7tz.com")
+    allowed = rg("explain", "--model", str(DIGITS_MODEL), "--config", str(policy), "a.ok9.example")
+    assert blocked.returncode == 0 and allowed.returncode == 0
+    fields = dict(line.split(":", 1) for line in blocked.stdout.splitlines())
+    assert fields["scored"].strip() == "xkq3vbh7tz" and fields["action"].strip() == "sinkhole (reason: model)"
+    assert "sinkhole >= 0.900000 (sinkhole) <- reached" in fields["thresholds"]
+    fields = dict(line.split(":", 1) for line in allowed.stdout.splitlines())
+    assert fields["allow list"].strip() == "ok9.example" and fields["action"].strip() == "pass (reason: allow list)"
+
+
+def test_top_summarises_a_log_the_resolver_wrote(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from dnsfixtures import run_resolver
+
+    from resolverguard.config import Config, Endpoint, ListsConfig
+
+    log = tmp_path / "q.jsonl"
+    with run_upstream(Upstream()) as up:
+        cfg = replace(Config(upstreams=(Endpoint("127.0.0.1", up.port),)), lists=ListsConfig(deny=("bad.example",)))
+        with run_resolver(cfg, log) as r:
+            for name in ["xkq3vbh7tz.com", "xkq3vbh7tz.com", "www.bad.example", "example.com", "example.org"]:
+                dns.query.udp(dns.message.make_query(name, "A"), r.host, port=r.port, timeout=5)
+    with log.open("a") as handle:
+        handle.write("{not json\n")
+    result = rg("top", "--since", "1h", str(log))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert out.startswith("5 queries, 3 blocked (or would be, in monitor mode), 1 unreadable lines")
+    assert "       3  sinkhole" in out and "       2  pass" in out
+    assert "       2  xkq3vbh7tz.com" in out and "       1  www.bad.example" in out
+    assert "       3  127.0.0.1" in out
+    assert rg("top", "--since", "soon", str(log)).returncode == 2

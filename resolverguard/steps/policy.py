@@ -17,11 +17,16 @@ class Policy:
     mode: Mode = Mode.ENFORCE
     on_model_error: OnModelError = OnModelError.PASS
 
-    def action_for(self, score: float) -> Action:
+    def threshold_for(self, score: float) -> Threshold | None:
+        """The strictest threshold `score` reaches, if any."""
         for threshold in self.thresholds:
             if threshold.value is not None and score >= threshold.value:
-                return threshold.action
-        return Action.PASS
+                return threshold
+        return None
+
+    def action_for(self, score: float) -> Action:
+        threshold = self.threshold_for(score)
+        return threshold.action if threshold else Action.PASS
 
 
 class PolicyStep:

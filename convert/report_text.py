@@ -1,0 +1,164 @@
+"""The words of models/REPORT.md around the computed tables (kept apart so report.py stays code)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:.2f}%"
+
+
+def narrative(
+    *,
+    ev: dict[str, Any],
+    meta: dict[str, Any],
+    variant: str,
+    thresholds: dict[str, float],
+    comparison: str,
+    threshold_table: str,
+    parity_table: str,
+    family_table: str,
+    top_benign: str,
+    top_dns: str,
+    dns: dict[str, Any],
+    rows: list[dict[str, Any]],
+) -> str:
+    lfo = ev["leave_family_out"]
+    char_like = {f: v for f, v in lfo.items() if v["n"] >= 20}
+    caught = sorted((f for f, v in char_like.items() if v["sinkhole"] >= 0.9))
+    missed = sorted((f for f, v in char_like.items() if v["sinkhole"] < 0.5))
+    tpr = ev["tpr_at_fpr"]
+    training = meta.get("training", {})
+    return f"""# The shipped model: `models/default.tflite`
+
+Model version `{meta.get("model_version", "?")}`, architecture `{meta.get("architecture", "?")}`, quantization
+`{variant}`, {meta.get("input", {}).get("maxlen", "?")} characters of the **registrable label** (the label left of
+the public suffix; under dynamic-DNS providers the label under the provider), padded on the left.
+Training data digest `{meta.get("training_data_digest", "?")[:16]}…` (sha256 over the (label, family) pairs).
+Every figure below was computed by `python -m convert.report` from the run directories; the
+thresholds were calibrated on VALIDATION benign names only and all rates are measured on TEST names.
+
+## Summary
+
+| | value |
+|---|---|
+| ROC AUC, random split (test, families seen in training) | {ev["auc"]:.4f} |
+| TPR at FPR 1e-2 / 1e-3 / 1e-4 (test) | {tpr["fpr_1e-2"]:.3f} / {tpr["fpr_1e-3"]:.3f} / {tpr["fpr_1e-4"]:.3f} |
+| benign test names behind those FPRs | {ev["test_benign"]:,} curated benign names: {ev["test_benign"] * 1e-2:.0f} / {ev["test_benign"] * 1e-3:.0f} / {ev["test_benign"] * 1e-4:.1f} names |
+| shipped thresholds (`log` = fpr_1e-3, `sinkhole` = fpr_1e-4) | log {thresholds["log"]:.6f}, sinkhole {thresholds["sinkhole"]:.6f} |
+| DNS-volume-only names (never trained on) sinkholed / logged | {_pct(dns["flagged"]["sinkhole"])} / {_pct(dns["flagged"]["log"])} of {dns["n"]:,} |
+| unseen families (leave-family-out) with recall >= 0.9 at sinkhole | {len(caught)} of {len(char_like)} |
+| `.tflite` size | {ev["parity"].get(variant, {}).get("bytes", 0) / 1024:.1f} KB |
+| LiteRT, one thread, per name at batch 1 / batch 64 | {ev["parity"].get(variant, {}).get("us_per_name_batch1", float("nan")):.1f} us / {ev["parity"].get(variant, {}).get("us_per_name_batch64", float("nan")):.1f} us |
+| training | {training.get("train_rows", "?")} names, {training.get("epochs_run", "?")} epochs, {training.get("train_seconds", "?")} s on 2 CPU cores, {training.get("params", "?")} parameters |
+
+**Against the targets of the training issue.** The random-split targets (AUC >= 0.999, TPR >= 0.97 at
+FPR 1e-3) are **not met**: see "Why the random-split figures are lower than in papers" below. The size
+(<= 1 MB) and speed (<= 30 us per name at batch 1) targets are met.
+
+## Data
+
+* Benign: `shared/data/benign.txt.gz` reduced to the scored label. Names that only the DNS-volume lists
+  (Cloudflare Radar, Cisco Umbrella) vouch for are **held out** of training and calibration: those lists rank
+  by query volume and contain live DGA, ad-fraud and tracking names (the data README warns of it; the top
+  of that set below shows why). They are scored at the end as a stand-in for less curated, long-tail traffic.
+* DGA: every family in `shared/data/dga/` (generated + the 2017 Netlab feed), at most 10,000 names per family
+  so a few prolific generators do not define "DGA". **charbot is never trained on** (it is a benign name with two
+  characters changed, lexically benign by construction; learning it only teaches the model to distrust
+  ordinary names) but is evaluated.
+* Labels in both classes are dropped. Splits: 70/15/15 stratified by family, seed 20261123;
+  leave-family-out: the families dealt into 5 folds (seeded), each fold's families absent from training
+  and validation of that fold's model.
+
+## Architecture comparison
+
+All four on the same footing: fold 0's families held out, the same 150,000 training names, the same
+seed; the unseen-family column is the mean recall of fold 0's held-out families at that model's own
+sinkhole threshold (FPR 1e-4 on its validation benign). Timings: LiteRT, one thread, this 2-core machine
+(measured while training jobs shared the CPU, so read them as upper bounds and as ratios).
+
+{comparison}
+
+## Default model, random split
+
+Thresholds calibrated on validation benign names, then applied to test names:
+
+{threshold_table}
+
+Top-scoring benign TEST names (the false positives at the strictest thresholds): {top_benign}
+
+Top-scoring DNS-volume-only names (not curated; many are live DGA or ad-fraud names): {top_dns}
+
+## Per family: seen (random split) and unseen (leave-family-out)
+
+![ROC](roc.png)
+
+![families](families.png)
+
+{family_table}
+
+Families the model catches even when it never saw them (recall >= 0.9 at the sinkhole threshold):
+{", ".join(caught) or "none"}.
+
+Families it **cannot** catch when unseen (recall < 0.5): {", ".join(missed) or "none"}. The wordlist DGAs
+(gozi, suppobox, nymaim2, bigviktor) build names from dictionary words, which is what benign names are made
+of; charbot is a benign name with two characters changed; short pronounceable or hash-like families sit in
+the same region as short benign brand names. A character model can only learn these from examples, and
+even then at a false-positive cost; allow/deny lists and threat feeds are the answer for them.
+
+## Quantization and parity
+
+Each variant scored the run's validation and test names in LiteRT and was compared with the Keras model:
+
+{parity_table}
+
+`full-int8` quantizes the output too: a sigmoid near 1 then has only a handful of representable values
+above 0.99, so thresholds in the 1e-3..1e-4 FPR region cannot be expressed and actions change; it is
+reported, not shipped. The shipped variant's thresholds were re-calibrated on its own scores.
+
+## Why the random-split figures are lower than in papers
+
+1. Label noise in the benign lists at the 1e-3 level: the highest-scoring benign test names above are random
+   strings and hex digests (ad-fraud, tracking and DGA names that reached the Alexa/Tranco lists). With
+   ~0.1% of "benign" names looking exactly like DGA, TPR at FPR 1e-3 is capped well below 1.
+2. The family mix: wordlist, pronounceable and very short families are a large share of the test DGA names
+   here, and charbot is scored as DGA in the test set although it is benign-looking by construction.
+3. The model sees the label only, never the TLD: the TLD would raise these figures on this split (families
+   use a handful of TLDs) but would tie verdicts to the TLDs today's families happen to use.
+
+## Why this default
+
+{default_reason(rows)}
+
+## Reproduce
+
+    pip install -e '.[train]'
+    python -m convert all          # = convert/sweep.sh, convert.quantize per run, convert.ship, convert.report
+
+or step by step: `python -m convert.train --arch cnn --out runs/cnn`,
+`python -m convert.quantize --run runs/cnn`, `python -m convert.ship --run runs/cnn --variant {variant}`,
+`python -m convert.report`.
+"""
+
+
+def default_reason(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "Only the CNN was trained in this session."
+    by = {r["arch"]: r for r in rows}
+    cnn = by.get("cnn")
+    lines = []
+    for r in rows:
+        lines.append(
+            f"* {r['arch']}: AUC {r['auc']:.4f}, unseen-family recall {r['lfo_recall'] or 0:.3f}, "
+            f"DNS-only names sinkholed {r['dns_only_flagged'] * 100:.2f}%, "
+            f"{r['us1'] or float('nan'):.1f} us/name at batch 1."
+        )
+    if cnn:
+        lines.append(
+            "\nThe CNN is the default: it is the only architecture inside the 30 us/name batch-1 budget with "
+            "room to spare, its convolutions read n-grams anywhere in the label (no dependence on position), "
+            "and the recurrent models did not generalise clearly better to unseen families in the comparison "
+            "above; a slower model would need micro-batching to serve at all."
+        )
+    return "\n".join(lines)

@@ -1,0 +1,62 @@
+"""`resolverguard explain NAME`: the whole decision for one name, as the running resolver makes it.
+
+It runs the same decision steps as serving (`pipeline.decision_steps`), stopping before anything
+would be sent upstream, and prints what each step found, so a user can see why a name was blocked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TextIO
+
+from dnslib import DNSRecord
+
+from resolverguard.chain import Reply, Request, link
+from resolverguard.config import Config
+from resolverguard.model import TFLiteScorer
+from resolverguard.pipeline import decision_steps, lists_for, policy_for
+from resolverguard.steps.cache import VerdictCache
+
+
+def explain(name: str, cfg: Config, model: TFLiteScorer, out: TextIO, client: str = "127.0.0.1") -> Request:
+    policy, lists = policy_for(cfg, model), lists_for(cfg)
+
+    async def stop_here(_: Request) -> Reply:
+        return None
+
+    chain = link(decision_steps(cfg, model, policy, lists, VerdictCache(0, 0)), stop_here)
+    query = DNSRecord.question(name.rstrip(".") or ".")
+    request = Request(query, query.pack(), (client, 0), "udp", time.monotonic())
+    asyncio.run(chain(request))
+    n, v = request.name, request.verdict
+    rows = [
+        ("name", n.qname if n else name),
+        ("registrable", (n.registrable if n else None) or "-"),
+        (
+            "scored",
+            (n.model_input(model.metadata.input_form) if n else None)
+            or f"- ({n.unscored.value if n and n.unscored else '?'})",
+        ),
+        ("allow list", lists.allow.match(name) or "no"),
+        ("deny list", lists.deny.match(name) or "no"),
+        ("score", "-" if request.score is None else f"{request.score:.6f}"),
+        (
+            "thresholds",
+            "; ".join(
+                f"{t.action.value} >= {t.value:.6f}"
+                + (f" ({t.name})" if t.name else "")
+                + (" <- reached" if request.score is not None and policy.threshold_for(request.score) is t else "")
+                for t in policy.thresholds
+            ),
+        ),
+        ("action", f"{v.action.value} (reason: {v.reason.value})" if v else "-"),
+        ("mode", cfg.mode.value + (f" (would {v.would.value})" if v and v.would else "")),
+        ("model", model.metadata.model_version),
+    ]
+    if request.error:
+        rows.append(("error", request.error))
+    width = max(len(k) for k, _ in rows) + 1
+    for key, value in rows:
+        out.write(f"{key + ':':<{width}} {value}\n")
+    return request
