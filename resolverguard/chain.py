@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Protocol
+from typing import Any, Protocol
 
 from dnslib import DNSRecord
 
@@ -49,6 +49,7 @@ class Request:
     started: float  # monotonic seconds
     max_size: int = 65535  # largest reply the client accepts on this transport
     name: RegistrableName | None = None
+    group: Any = None  # resolverguard.steps.groups.ClientGroup, set by the group step
     score: float | None = None
     score_cached: bool = False
     verdict: Verdict | None = None

@@ -14,10 +14,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
-from resolverguard.config import Config, load_config, resolve_thresholds
+from resolverguard.config import DEFAULT_THRESHOLDS, Config, load_config, resolve_thresholds
 from resolverguard.errors import ConfigError, ResolverGuardError
 from resolverguard.model import default_model_path, load_metadata, load_model, metadata_path
-from resolverguard.pipeline import lists_for, resolv_conf_upstreams
+from resolverguard.pipeline import groups_for, resolv_conf_upstreams
 from resolverguard.service import Service, run_until_signalled
 from resolverguard.steps.names import NameParser
 from resolverguard.steps.policy import Policy
@@ -93,9 +93,12 @@ def cmd_top(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     cfg = load_config(args.file)
     model_path = cfg.model or default_model_path()
-    resolve_thresholds(cfg, load_metadata(metadata_path(model_path)).thresholds)
-    lists = lists_for(cfg)
-    print(f"{args.file}: ok ({len(lists.allow)} allowed, {len(lists.deny)} denied domains, model {model_path.name})")
+    groups = groups_for(cfg, load_metadata(metadata_path(model_path)).thresholds)
+    lists = groups.default.lists
+    print(
+        f"{args.file}: ok ({len(lists.allow)} allowed, {len(lists.deny)} denied domains, "
+        f"{len(groups.groups)} client groups, model {model_path.name})"
+    )
     return 0
 
 
@@ -111,7 +114,7 @@ def _names(args: argparse.Namespace, stdin: TextIO) -> Iterator[str]:
 
 def cmd_score(args: argparse.Namespace, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> int:
     model = load_model(args.model)
-    policy = Policy(resolve_thresholds(Config(), model.metadata.thresholds))
+    policy = Policy(resolve_thresholds(DEFAULT_THRESHOLDS, model.metadata.thresholds))
     parser, form = NameParser(), model.metadata.input_form
     batch: list[tuple[str, str | None]] = []
 

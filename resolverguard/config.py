@@ -148,6 +148,20 @@ DEFAULT_THRESHOLDS = (Threshold(Action.LOG, None, "log"), Threshold(Action.SINKH
 
 
 @dataclass(frozen=True, slots=True)
+class ClientGroupConfig:
+    """A named set of clients with its own policy. Keys a group does not set are inherited from the
+    top level; a group's lists replace the top-level lists for its clients."""
+
+    name: str
+    clients: tuple[str, ...]
+    mode: Mode = Mode.ENFORCE
+    thresholds: tuple[Threshold, ...] = DEFAULT_THRESHOLDS
+    on_model_error: OnModelError = OnModelError.PASS
+    sinkhole: SinkholeConfig = field(default_factory=SinkholeConfig)
+    lists: ListsConfig = field(default_factory=ListsConfig)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """Everything `serve` needs; built from a file, from defaults, or both plus CLI overrides."""
 
@@ -167,6 +181,13 @@ class Config:
     access: AccessConfig = field(default_factory=AccessConfig)
     rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
     limits: Limits = field(default_factory=Limits)
+    groups: tuple[ClientGroupConfig, ...] = ()  # per-client policies; first match wins, else the above
+
+    def default_group(self) -> ClientGroupConfig:
+        """The top-level policy, as the group every client falls back to."""
+        return ClientGroupConfig(
+            "default", (), self.mode, self.thresholds, self.on_model_error, self.sinkhole, self.lists
+        )
 
     def with_overrides(self, listen: list[str] | None, upstreams: list[str] | None) -> Config:
         """Applies `serve --listen/--upstream`; flags win over the file."""
@@ -329,6 +350,86 @@ def _threshold_table(reader: _Reader) -> tuple[Threshold, ...]:
     return tuple(out)
 
 
+def _path(base: Path) -> Callable[[Any], Path]:
+    def convert(value: Any) -> Path:
+        if not isinstance(value, str) or not value:
+            raise ValueError("must be a file path")
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else base / p
+
+    return convert
+
+
+def _sinkhole(sink: _Reader) -> SinkholeConfig:
+    out = SinkholeConfig(
+        sink.get("ipv4", "0.0.0.0", _ip(4)),
+        sink.get("ipv6", "::", _ip(6)),
+        sink.get("ttl", 60, _number(0, 86400, integer=True)),
+    )
+    sink.finish()
+    return out
+
+
+def _cache(cache: _Reader) -> CacheConfig:
+    out = CacheConfig(
+        cache.get("size", 100_000, _number(0, 10**8, integer=True)),
+        float(cache.get("ttl", 3600.0, _number(0, 7 * 86400))),
+    )
+    cache.finish()
+    return out
+
+
+def _lists(lists: _Reader, base: Path) -> ListsConfig:
+    out = ListsConfig(
+        lists.get("allow", (), _list_of(_domain)),
+        lists.get("deny", (), _list_of(_domain)),
+        lists.get("allow_files", (), _list_of(_path(base))),
+        lists.get("deny_files", (), _list_of(_path(base))),
+        lists.get("deny_action", Action.SINKHOLE, _enum(Action)),
+    )
+    if not out.deny_action.blocks:
+        raise lists.fail("deny_action", "must be sinkhole, nxdomain, refuse or servfail")
+    lists.finish()
+    return out
+
+
+def _policy_fields(r: _Reader, base: Path, defaults: Config | ClientGroupConfig) -> dict[str, Any]:
+    """The keys a client group may override: mode, thresholds, on_model_error, sinkhole, lists."""
+    fields: dict[str, Any] = {
+        "mode": r.get("mode", defaults.mode, _enum(Mode)),
+        "on_model_error": r.get("on_model_error", defaults.on_model_error, _enum(OnModelError)),
+    }
+    table, sink, lists = r.section("thresholds"), r.section("sinkhole"), r.section("lists")
+    fields["thresholds"] = _threshold_table(table) if table is not None else defaults.thresholds
+    fields["sinkhole"] = _sinkhole(sink) if sink is not None else defaults.sinkhole
+    fields["lists"] = _lists(lists, base) if lists is not None else defaults.lists
+    return fields
+
+
+def _groups(value: Any, file: str, base: Path, top: dict[str, Any]) -> tuple[ClientGroupConfig, ...]:
+    if not isinstance(value, LocatedList):
+        raise ValueError("must be a list of groups (name, clients, and what they change)")
+    out: list[ClientGroupConfig] = []
+    for index, (item, line) in enumerate(zip(value, value.lines, strict=True)):
+        if not isinstance(item, LocatedDict):
+            raise ConfigError("a group must be a mapping", line=line, key=f"[{index}]")
+        g = _Reader(item, file, f"[{index}].")  # the outer reader puts "groups" in front
+        name = g.get("name", "", lambda v: v if isinstance(v, str) and v else _fail("must be a non-empty name"))
+        if not name or any(existing.name == name for existing in out):
+            raise g.fail("name", f"{name!r}: every group needs a unique name")
+        clients = g.get("clients", (), _list_of(_network))
+        if not clients:
+            raise g.fail("clients", "a group needs at least one address or CIDR network")
+        inherited = ClientGroupConfig("default", (), **top)
+        out.append(ClientGroupConfig(name, clients, **_policy_fields(g, base, inherited)))
+        g.finish()
+    return tuple(out)
+
+
+def _fail(problem: str) -> Any:
+    raise ValueError(problem)
+
+
 def from_mapping(data: Any, file: str, base: Path) -> Config:
     """Builds a Config from parsed YAML; relative paths are taken relative to the policy file."""
     if data is None:
@@ -336,65 +437,24 @@ def from_mapping(data: Any, file: str, base: Path) -> Config:
     if not isinstance(data, LocatedDict):
         raise ConfigError("the policy must be a YAML mapping (key: value)", file=file, line=1)
     r = _Reader(data, file)
-
-    def path(value: Any) -> Path:
-        if not isinstance(value, str) or not value:
-            raise ValueError("must be a file path")
-        p = Path(value).expanduser()
-        return p if p.is_absolute() else base / p
-
     defaults = Config()
+    top = _policy_fields(r, base, defaults)
+    cache = r.section("cache")
     cfg = Config(
         source=file,
         listen=r.get("listen", defaults.listen, _list_of(lambda v: parse_endpoint(v, 5353))),
         upstreams=r.get("upstreams", defaults.upstreams, _list_of(lambda v: parse_endpoint(v, 53))),
         upstream_timeout=r.get("upstream_timeout", defaults.upstream_timeout, _number(0.05, 30.0)),
-        model=r.get("model", None, path),
-        mode=r.get("mode", defaults.mode, _enum(Mode)),
-        on_model_error=r.get("on_model_error", defaults.on_model_error, _enum(OnModelError)),
+        model=r.get("model", None, _path(base)),
         private_suffixes=r.get("private_suffixes", defaults.private_suffixes, _enum(PrivateSuffixMode)),
         query_log=_query_log(r, base),
         access=_access(r.section("access")),
         rate_limit=_rate_limit(r.section("rate_limit")),
         limits=_limits(r.section("limits")),
+        cache=_cache(cache) if cache is not None else defaults.cache,
+        groups=r.get("groups", (), lambda v: _groups(v, file, base, top)),
+        **top,
     )
-    table = r.section("thresholds")
-    sink, cache, lists = r.section("sinkhole"), r.section("cache"), r.section("lists")
-    if table is not None:
-        cfg = replace(cfg, thresholds=_threshold_table(table))
-    if sink is not None:
-        cfg = replace(
-            cfg,
-            sinkhole=SinkholeConfig(
-                sink.get("ipv4", "0.0.0.0", _ip(4)),
-                sink.get("ipv6", "::", _ip(6)),
-                sink.get("ttl", 60, _number(0, 86400, integer=True)),
-            ),
-        )
-        sink.finish()
-    if cache is not None:
-        cfg = replace(
-            cfg,
-            cache=CacheConfig(
-                cache.get("size", 100_000, _number(0, 10**8, integer=True)),
-                float(cache.get("ttl", 3600.0, _number(0, 7 * 86400))),
-            ),
-        )
-        cache.finish()
-    if lists is not None:
-        cfg = replace(
-            cfg,
-            lists=ListsConfig(
-                lists.get("allow", (), _list_of(_domain)),
-                lists.get("deny", (), _list_of(_domain)),
-                lists.get("allow_files", (), _list_of(path)),
-                lists.get("deny_files", (), _list_of(path)),
-                lists.get("deny_action", Action.SINKHOLE, _enum(Action)),
-            ),
-        )
-        lists.finish()
-        if not cfg.lists.deny_action.blocks:
-            raise lists.fail("deny_action", "must be sinkhole, nxdomain, refuse or servfail")
     r.finish()
     return cfg
 
@@ -492,19 +552,21 @@ def load_config(path: Path) -> Config:
     return from_mapping(read_yaml(path), str(path), path.resolve().parent)
 
 
-def resolve_thresholds(cfg: Config, named: dict[str, float]) -> tuple[Threshold, ...]:
+def resolve_thresholds(
+    thresholds: tuple[Threshold, ...], named: dict[str, float], file: str = "<policy>", prefix: str = ""
+) -> tuple[Threshold, ...]:
     """Replaces named thresholds by the model's calibrated values; strictest action first."""
     out = []
-    for t in cfg.thresholds:
+    for t in thresholds:
         if t.value is not None:
             out.append(t)
             continue
         if t.name not in named:
             raise ConfigError(
                 f"{t.name!r} is not a threshold of the model (it has: {', '.join(sorted(named)) or 'none'})",
-                file=cfg.source,
+                file=file,
                 line=t.line,
-                key=f"thresholds.{t.action.value}",
+                key=f"{prefix}thresholds.{t.action.value}",
             )
         out.append(replace(t, value=named[t.name]))
     return tuple(sorted(out, key=lambda t: -(t.value or 0.0)))

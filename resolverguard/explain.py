@@ -15,23 +15,26 @@ from dnslib import DNSRecord
 from resolverguard.chain import Reply, Request, link
 from resolverguard.config import Config
 from resolverguard.model import TFLiteScorer
-from resolverguard.pipeline import decision_steps, lists_for, policy_for
+from resolverguard.pipeline import decision_steps, groups_for
 from resolverguard.steps.cache import VerdictCache
 
 
 def explain(name: str, cfg: Config, model: TFLiteScorer, out: TextIO, client: str = "127.0.0.1") -> Request:
-    policy, lists = policy_for(cfg, model), lists_for(cfg)
+    groups = groups_for(cfg, model.metadata.thresholds)
+    group = groups.group_for(client)
+    policy, lists = group.policy, group.lists
 
     async def stop_here(_: Request) -> Reply:
         return None
 
-    chain = link(decision_steps(cfg, model, policy, lists, VerdictCache(0, 0)), stop_here)
+    chain = link(decision_steps(cfg, model, groups, VerdictCache(0, 0)), stop_here)
     query = DNSRecord.question(name.rstrip(".") or ".")
     request = Request(query, query.pack(), (client, 0), "udp", time.monotonic())
     asyncio.run(chain(request))
     n, v = request.name, request.verdict
     rows = [
         ("name", n.qname if n else name),
+        ("client group", f"{group.name} (client {client})"),
         ("registrable", (n.registrable if n else None) or "-"),
         (
             "scored",
@@ -51,7 +54,7 @@ def explain(name: str, cfg: Config, model: TFLiteScorer, out: TextIO, client: st
             ),
         ),
         ("action", f"{v.action.value} (reason: {v.reason.value})" if v else "-"),
-        ("mode", cfg.mode.value + (f" (would {v.would.value})" if v and v.would else "")),
+        ("mode", policy.mode.value + (f" (would {v.would.value})" if v and v.would else "")),
         ("model", model.metadata.model_version),
     ]
     if request.error:

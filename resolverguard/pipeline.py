@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
 from resolverguard.chain import Next, Step, link
-from resolverguard.config import Config, Endpoint, resolve_thresholds
+from resolverguard.config import ClientGroupConfig, Config, Endpoint, resolve_thresholds
 from resolverguard.model import TFLiteScorer
 from resolverguard.steps.acl import AclGate, ClientAcl, Gate, RateLimitGate, Refusal, TokenBuckets
 from resolverguard.steps.block import BlockStep
 from resolverguard.steps.cache import CacheStep, VerdictCache
+from resolverguard.steps.groups import ClientGroup, GroupDirectory, GroupStep
 from resolverguard.steps.lists import DomainLists, ListStep
 from resolverguard.steps.names import NameParser, NameStep
 from resolverguard.steps.policy import Policy, PolicyStep
@@ -23,46 +25,60 @@ from resolverguard.steps.upstream import UpstreamForwarder, UpstreamStep
 class Pipeline:
     chain: Next
     log: QueryLog
-    policy: Policy
-    lists: DomainLists
+    groups: GroupDirectory
     cache: VerdictCache
     gates: tuple[Gate, ...]  # asked before a packet is parsed (see resolverguard.steps.acl)
 
 
-def policy_for(cfg: Config, model: TFLiteScorer) -> Policy:
-    return Policy(resolve_thresholds(cfg, model.metadata.thresholds), cfg.mode, cfg.on_model_error)
+def policy_for(group: ClientGroupConfig, named: dict[str, float], file: str = "<policy>", prefix: str = "") -> Policy:
+    """The group's policy with named thresholds resolved against the model's calibrated ones."""
+    return Policy(resolve_thresholds(group.thresholds, named, file, prefix), group.mode, group.on_model_error)
 
 
-def lists_for(cfg: Config) -> DomainLists:
-    lc = cfg.lists
+def lists_for(group: ClientGroupConfig) -> DomainLists:
+    lc = group.lists
     return DomainLists.build(lc.allow, lc.deny, lc.allow_files, lc.deny_files, lc.deny_action)
 
 
-def decision_steps(
-    cfg: Config, model: TFLiteScorer, policy: Policy, lists: DomainLists, cache: VerdictCache
-) -> list[Step]:
+def groups_for(cfg: Config, named: dict[str, float]) -> GroupDirectory:
+    """Every client group with its resolved policy and loaded lists (lists shared when unchanged)."""
+    default_cfg = cfg.default_group()
+    default = ClientGroup(
+        "default", (), policy_for(default_cfg, named, cfg.source), lists_for(default_cfg), cfg.sinkhole
+    )
+    groups = []
+    for index, g in enumerate(cfg.groups):
+        lists = default.lists if g.lists == cfg.lists else lists_for(g)
+        policy = policy_for(g, named, cfg.source, f"groups[{index}].")
+        networks = tuple(ipaddress.ip_network(n, strict=False) for n in g.clients)
+        groups.append(ClientGroup(g.name, networks, policy, lists, g.sinkhole))
+    return GroupDirectory(groups, default)
+
+
+def decision_steps(cfg: Config, model: TFLiteScorer, groups: GroupDirectory, cache: VerdictCache) -> list[Step]:
     """The steps that decide a verdict (shared by serving and `resolverguard explain`)."""
     return [
+        GroupStep(groups),
         NameStep(NameParser(cfg.private_suffixes)),
-        ListStep(lists),
+        ListStep(groups.default.lists),
         CacheStep(cache),
         ScoreStep(model, model.metadata.input_form),
-        PolicyStep(policy),
+        PolicyStep(groups.default.policy),
     ]
 
 
 def build_pipeline(cfg: Config, model: TFLiteScorer, log: QueryLog, cache: VerdictCache | None = None) -> Pipeline:
     """The chain for `cfg`. A reload passes the old verdict cache on: scores do not depend on the
     policy, so a new policy need not re-score every popular name."""
-    policy, lists = policy_for(cfg, model), lists_for(cfg)
+    groups = groups_for(cfg, model.metadata.thresholds)
     cache = cache or VerdictCache(cfg.cache.size, cfg.cache.ttl)
     access, limit = cfg.access, cfg.rate_limit
     gates: list[Gate] = [AclGate(ClientAcl(access.allow_clients), Refusal(drop=access.refused == "drop"))]
     if limit.qps > 0:
         gates.append(RateLimitGate(TokenBuckets(limit.qps, limit.burst), Refusal(drop=limit.over_limit == "drop")))
-    steps: list[Step] = [QueryLogStep(log), *decision_steps(cfg, model, policy, lists, cache), BlockStep(cfg.sinkhole)]
+    steps: list[Step] = [QueryLogStep(log), *decision_steps(cfg, model, groups, cache), BlockStep(cfg.sinkhole)]
     upstream = UpstreamStep(UpstreamForwarder(cfg.upstreams, cfg.upstream_timeout))
-    return Pipeline(link(steps, upstream), log, policy, lists, cache, tuple(gates))
+    return Pipeline(link(steps, upstream), log, groups, cache, tuple(gates))
 
 
 def resolv_conf_upstreams(listen: tuple[Endpoint, ...], path: Path = Path("/etc/resolv.conf")) -> tuple[Endpoint, ...]:

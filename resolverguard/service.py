@@ -71,8 +71,8 @@ class Service:
             asyncio.get_running_loop().call_later(LOG_CLOSE_DELAY, old_log.close)
         self.reloads += 1
         self.say(
-            f"reloaded {self.config_path} ({len(pipeline.lists.allow)} allowed, "
-            f"{len(pipeline.lists.deny)} denied domains)"
+            f"reloaded {self.config_path} ({len(pipeline.groups.default.lists.allow)} allowed, "
+            f"{len(pipeline.groups.default.lists.deny)} denied domains, {len(pipeline.groups.groups)} client groups)"
         )
         return True
 

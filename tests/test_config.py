@@ -73,7 +73,7 @@ def test_valid_policy_resolves_strictest_first(tmp_path: Path) -> None:
     )
     cfg = load_config(path)
     assert cfg.mode is Mode.MONITOR and cfg.model == DIGITS
-    resolved = resolve_thresholds(cfg, {"fpr_1e-3": 0.9})
+    resolved = resolve_thresholds(cfg.thresholds, {"fpr_1e-3": 0.9})
     assert [(t.action, t.value) for t in resolved] == [
         (Action.NXDOMAIN, 0.999),
         (Action.SINKHOLE, 0.9),

@@ -49,4 +49,5 @@ class BlockStep:
         if request.verdict is None or not request.verdict.action.blocks:
             return await next_step(request)
         zone = request.name.registrable if request.name else None
-        return block_reply(request.query, request.verdict.action, self._sinkhole, zone).pack()
+        sinkhole = request.group.sinkhole if request.group is not None else self._sinkhole
+        return block_reply(request.query, request.verdict.action, sinkhole, zone).pack()

@@ -124,9 +124,10 @@ class ListStep:
 
     async def __call__(self, request: Request, next_step: Next) -> Reply:
         if request.verdict is None:
+            lists = request.group.lists if request.group is not None else self._lists
             name = request.name.qname if request.name else request.qname
-            if self._lists.allow.match(name):
+            if lists.allow.match(name):
                 request.verdict = Verdict(Action.PASS, Reason.ALLOW_LIST)
-            elif self._lists.deny.match(name):
-                request.verdict = Verdict(self._lists.deny_action, Reason.DENY_LIST)
+            elif lists.deny.match(name):
+                request.verdict = Verdict(lists.deny_action, Reason.DENY_LIST)
         return await next_step(request)

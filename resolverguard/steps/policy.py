@@ -34,17 +34,19 @@ class PolicyStep:
         self._policy = policy
 
     async def __call__(self, request: Request, next_step: Next) -> Reply:
+        policy = request.group.policy if request.group is not None else self._policy
         if request.verdict is None:
-            request.verdict = self._decide(request)
-        if self._policy.mode is Mode.MONITOR and request.verdict.action.blocks:
+            request.verdict = self._decide(request, policy)
+        if policy.mode is Mode.MONITOR and request.verdict.action.blocks:
             request.verdict = Verdict(Action.LOG, request.verdict.reason, would=request.verdict.action)
         return await next_step(request)
 
-    def _decide(self, request: Request) -> Verdict:
+    @staticmethod
+    def _decide(request: Request, policy: Policy) -> Verdict:
         if request.score is not None:
             reason = Reason.CACHE if request.score_cached else Reason.MODEL
-            return Verdict(self._policy.action_for(request.score), reason)
+            return Verdict(policy.action_for(request.score), reason)
         if request.error is not None:
-            servfail = self._policy.on_model_error is OnModelError.SERVFAIL
+            servfail = policy.on_model_error is OnModelError.SERVFAIL
             return Verdict(Action.SERVFAIL if servfail else Action.PASS, Reason.MODEL_ERROR)
         return Verdict(Action.PASS, Reason.NOT_SCORED)

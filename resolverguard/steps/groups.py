@@ -1,0 +1,62 @@
+"""Client groups: which policy applies to which client (guests stricter than servers, say).
+
+A group is matched by the client's address, first match in file order, else the default group (the
+top-level policy). The group carries everything policy-dependent (lists, thresholds, mode,
+sinkhole), so the later steps read it from the request; the verdict cache is shared, because a
+score does not depend on who asked.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cachetools import LRUCache
+
+from resolverguard.chain import Next, Reply, Request
+from resolverguard.config import SinkholeConfig
+from resolverguard.steps.lists import DomainLists
+from resolverguard.steps.policy import Policy
+
+
+@dataclass(frozen=True)
+class ClientGroup:
+    name: str
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    policy: Policy
+    lists: DomainLists
+    sinkhole: SinkholeConfig
+
+
+class GroupDirectory:
+    def __init__(self, groups: Sequence[ClientGroup], default: ClientGroup) -> None:
+        self.groups, self.default = tuple(groups), default
+        self._seen: LRUCache[str, ClientGroup] = LRUCache(maxsize=65536)
+
+    def group_for(self, address: str) -> ClientGroup:
+        found = self._seen.get(address)
+        if found is None:
+            found = self._seen[address] = self._match(address)
+        return found
+
+    def _match(self, address: str) -> ClientGroup:
+        try:
+            ip = ipaddress.ip_address(address.split("%", 1)[0])
+        except ValueError:
+            return self.default
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        for group in self.groups:
+            if any(ip.version == net.version and ip in net for net in group.networks):
+                return group
+        return self.default
+
+
+class GroupStep:
+    def __init__(self, directory: GroupDirectory) -> None:
+        self._directory = directory
+
+    async def __call__(self, request: Request, next_step: Next) -> Reply:
+        request.group = self._directory.group_for(request.client[0])
+        return await next_step(request)
