@@ -54,6 +54,8 @@ class Request:
     score_cached: bool = False
     verdict: Verdict | None = None
     upstream_rcode: str | None = None
+    upstream_seconds: float | None = None  # time spent waiting for upstreams
+    inference_seconds: float | None = None  # time spent in the model
     error: str | None = None
     notes: dict[str, object] = field(default_factory=dict)
 

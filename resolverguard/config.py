@@ -182,6 +182,7 @@ class Config:
     rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
     limits: Limits = field(default_factory=Limits)
     groups: tuple[ClientGroupConfig, ...] = ()  # per-client policies; first match wins, else the above
+    metrics: Endpoint | None = None  # Prometheus /metrics listener; off unless set
 
     def default_group(self) -> ClientGroupConfig:
         """The top-level policy, as the group every client falls back to."""
@@ -453,6 +454,7 @@ def from_mapping(data: Any, file: str, base: Path) -> Config:
         limits=_limits(r.section("limits")),
         cache=_cache(cache) if cache is not None else defaults.cache,
         groups=r.get("groups", (), lambda v: _groups(v, file, base, top)),
+        metrics=_metrics(r.section("metrics")),
         **top,
     )
     r.finish()
@@ -525,6 +527,15 @@ def _rate_limit(r: _Reader | None) -> RateLimitConfig:
         r.get("burst", 400, _number(1, 10**7, integer=True)),
         r.get("over_limit", "drop", _refusal),
     )
+    r.finish()
+    return out
+
+
+def _metrics(r: _Reader | None) -> Endpoint | None:
+    """`metrics: {listen: 127.0.0.1:9153}`; absent or `listen: off` means no metrics endpoint."""
+    if r is None:
+        return None
+    out = r.get("listen", None, lambda v: None if v in (False, "off") else parse_endpoint(v, 9153))
     r.finish()
     return out
 

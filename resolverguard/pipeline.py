@@ -14,6 +14,7 @@ from resolverguard.steps.block import BlockStep
 from resolverguard.steps.cache import CacheStep, VerdictCache
 from resolverguard.steps.groups import ClientGroup, GroupDirectory, GroupStep
 from resolverguard.steps.lists import DomainLists, ListStep
+from resolverguard.steps.metrics import Metrics, MetricsStep
 from resolverguard.steps.names import NameParser, NameStep
 from resolverguard.steps.policy import Policy, PolicyStep
 from resolverguard.steps.querylog import QueryLog, QueryLogStep
@@ -67,7 +68,9 @@ def decision_steps(cfg: Config, model: TFLiteScorer, groups: GroupDirectory, cac
     ]
 
 
-def build_pipeline(cfg: Config, model: TFLiteScorer, log: QueryLog, cache: VerdictCache | None = None) -> Pipeline:
+def build_pipeline(
+    cfg: Config, model: TFLiteScorer, log: QueryLog, cache: VerdictCache | None = None, metrics: Metrics | None = None
+) -> Pipeline:
     """The chain for `cfg`. A reload passes the old verdict cache on: scores do not depend on the
     policy, so a new policy need not re-score every popular name."""
     groups = groups_for(cfg, model.metadata.thresholds)
@@ -76,7 +79,10 @@ def build_pipeline(cfg: Config, model: TFLiteScorer, log: QueryLog, cache: Verdi
     gates: list[Gate] = [AclGate(ClientAcl(access.allow_clients), Refusal(drop=access.refused == "drop"))]
     if limit.qps > 0:
         gates.append(RateLimitGate(TokenBuckets(limit.qps, limit.burst), Refusal(drop=limit.over_limit == "drop")))
-    steps: list[Step] = [QueryLogStep(log), *decision_steps(cfg, model, groups, cache), BlockStep(cfg.sinkhole)]
+    steps: list[Step] = [QueryLogStep(log)]
+    if metrics is not None:
+        steps.append(MetricsStep(metrics))
+    steps += [*decision_steps(cfg, model, groups, cache), BlockStep(cfg.sinkhole)]
     upstream = UpstreamStep(UpstreamForwarder(cfg.upstreams, cfg.upstream_timeout))
     return Pipeline(link(steps, upstream), log, groups, cache, tuple(gates))
 

@@ -19,6 +19,7 @@ from resolverguard.errors import ConfigError, ResolverGuardError
 from resolverguard.model import TFLiteScorer, load_model
 from resolverguard.pipeline import Pipeline, build_pipeline
 from resolverguard.server import DnsServer
+from resolverguard.steps.metrics import Metrics
 from resolverguard.steps.querylog import QueryLog
 
 LOG_CLOSE_DELAY = 15.0  # a replaced query log stays open this long for queries still in flight
@@ -35,7 +36,9 @@ class Service:
     ) -> None:
         self.cfg, self.model, self.config_path, self.stderr = cfg, model, config_path, stderr
         self._overrides = overrides or {}
-        self.pipeline: Pipeline = build_pipeline(cfg, model, QueryLog(cfg.query_log, stderr))
+        # Metrics outlive reloads (counters must not reset); the endpoint is opened in start().
+        self.metrics = Metrics() if cfg.metrics is not None else None
+        self.pipeline: Pipeline = build_pipeline(cfg, model, QueryLog(cfg.query_log, stderr), metrics=self.metrics)
         self.server = DnsServer(self.pipeline.chain, cfg.listen, cfg.limits, self.pipeline.gates, stderr)
         self.reloads = 0
 
@@ -44,6 +47,9 @@ class Service:
 
     async def start(self) -> None:
         await self.server.start()
+        if self.metrics is not None and self.cfg.metrics is not None:
+            self.metrics.serve(self.cfg.metrics.host, self.cfg.metrics.port)
+            self.say(f"metrics on http://{self.cfg.metrics}/metrics")
 
     def reload(self) -> bool:
         """Re-reads the policy; True when the new one is in force, False when the old one stays."""
@@ -55,7 +61,7 @@ class Service:
             model = self.model if cfg.model == self.cfg.model else load_model(cfg.model)
             log = self.pipeline.log if cfg.query_log == self.cfg.query_log else QueryLog(cfg.query_log, self.stderr)
             cache = self.pipeline.cache if model is self.model else None
-            pipeline = build_pipeline(cfg, model, log, cache)
+            pipeline = build_pipeline(cfg, model, log, cache, self.metrics)
         except ConfigError as err:
             self.say(f"reload rejected, previous policy stays in force: {err.location()}")
             return False

@@ -6,6 +6,8 @@ step then applies `on_model_error`, so a broken model costs filtering, never nam
 
 from __future__ import annotations
 
+import time
+
 from resolverguard.chain import Next, Reply, Request
 from resolverguard.model import Scorer
 from resolverguard.steps.names import InputForm
@@ -18,8 +20,10 @@ class ScoreStep:
     async def __call__(self, request: Request, next_step: Next) -> Reply:
         text = request.name.model_input(self._form) if request.name else None
         if request.verdict is None and request.score is None and text is not None:
+            started = time.perf_counter()
             try:
                 request.score = float(self._scorer.score([text])[0])
             except Exception as err:  # noqa: BLE001 - any scorer fault must fail safe, see module doc
                 request.error = f"model error: {type(err).__name__}: {err}"
+            request.inference_seconds = time.perf_counter() - started
         return await next_step(request)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import struct
+import time
 from collections.abc import Sequence
 
 from dnslib import RCODE, DNSError, DNSRecord
@@ -105,10 +106,13 @@ class UpstreamStep:
         self._forwarder = forwarder
 
     async def __call__(self, request: Request) -> Reply:
+        started = time.perf_counter()
         try:
             answer = await self._forwarder.resolve(request.packet, request.query)
         except UpstreamError as err:
             request.error, request.upstream_rcode = f"upstream: {err}", "SERVFAIL"
             return empty_reply(request.query, RCODE.SERVFAIL).pack()
+        finally:
+            request.upstream_seconds = time.perf_counter() - started
         request.upstream_rcode = RCODE.get(answer[3] & 0x0F)
         return answer
