@@ -1,0 +1,21 @@
+# resolverguard in a container. Builds from this checkout only (no download at run time; the build
+# installs the serving dependencies from the package index, or from a local wheelhouse if you
+# pass --build-arg PIP_INDEX_URL / PIP_FIND_LINKS for an offline mirror).
+#   docker build -t resolverguard .
+#   docker run -d --name resolverguard -p 53:5353/udp -p 53:5353/tcp \
+#     -v /etc/resolverguard:/etc/resolverguard:ro resolverguard \
+#     serve --config /etc/resolverguard/policy.yaml --listen 0.0.0.0:5353
+FROM python:3.11-slim
+ARG PIP_INDEX_URL
+ARG PIP_FIND_LINKS
+ENV PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY resolverguard ./resolverguard
+COPY convert ./convert
+COPY models ./models
+RUN pip install . && useradd --system --no-create-home resolverguard
+USER resolverguard
+EXPOSE 5353/udp 5353/tcp
+ENTRYPOINT ["resolverguard"]
+CMD ["serve", "--listen", "0.0.0.0:5353"]
