@@ -183,6 +183,7 @@ class Config:
     limits: Limits = field(default_factory=Limits)
     groups: tuple[ClientGroupConfig, ...] = ()  # per-client policies; first match wins, else the above
     metrics: Endpoint | None = None  # Prometheus /metrics listener; off unless set
+    family_model: Path | None | bool = True  # True: the shipped family head if present; False: off
 
     def default_group(self) -> ClientGroupConfig:
         """The top-level policy, as the group every client falls back to."""
@@ -455,6 +456,7 @@ def from_mapping(data: Any, file: str, base: Path) -> Config:
         cache=_cache(cache) if cache is not None else defaults.cache,
         groups=r.get("groups", (), lambda v: _groups(v, file, base, top)),
         metrics=_metrics(r.section("metrics")),
+        family_model=r.get("family_model", True, lambda v: v if isinstance(v, bool) else _path(base)(v)),
         **top,
     )
     r.finish()

@@ -145,30 +145,44 @@ class TFLiteScorer:
             self._batch = n
             self._rows = np.zeros((n, self.encoder.maxlen), dtype=np.int32)
 
-    def score(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
-        """P(DGA) per text; raises ModelError on a non-finite output (never a silent NaN verdict)."""
-        if not texts:
-            return np.zeros(0, dtype=np.float32)
+    def outputs(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        """The model's output rows, (n, k); ModelError on non-finite output (never a silent NaN)."""
         self._resize(len(texts))
         for row, text in zip(self._rows, texts, strict=False):
             self.encoder.encode_one(text, row)
         self._interp.set_tensor(self._in, self._rows)
         self._interp.invoke()
-        scores = np.array(self._interp.get_tensor(self._out), dtype=np.float32).reshape(-1)
-        if scores.shape[0] != len(texts) or not np.all(np.isfinite(scores)):
-            raise ModelError("model returned a non-finite or mis-shaped score")
-        return scores
+        out = np.array(self._interp.get_tensor(self._out), dtype=np.float32).reshape(len(texts), -1)
+        if not np.all(np.isfinite(out)):
+            raise ModelError("model returned a non-finite output")
+        return out
+
+    def score(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        """P(DGA) per text (a one-output model)."""
+        if not texts:
+            return np.zeros(0, dtype=np.float32)
+        scores = self.outputs(texts)
+        if scores.shape[1] != 1:
+            raise ModelError(f"{self.path}: a detector has one output per name, this one has {scores.shape[1]}")
+        return scores[:, 0]
 
 
-def default_model_path() -> Path:
-    """The shipped model: in the source tree, or installed under `<prefix>/share/resolverguard`."""
+def shipped(filename: str) -> Path | None:
+    """A file of the shipped `models/`: in the source tree, or under `<prefix>/share/resolverguard`."""
     for base in (
         Path(__file__).resolve().parent.parent / "models",
         Path(sys.prefix) / "share" / "resolverguard" / "models",
     ):
-        if (base / "default.tflite").exists():
-            return base / "default.tflite"
-    raise ModelError("no model: models/default.tflite is not shipped with this install; pass --model FILE")
+        if (base / filename).exists():
+            return base / filename
+    return None
+
+
+def default_model_path() -> Path:
+    found = shipped("default.tflite")
+    if found is None:
+        raise ModelError("no model: models/default.tflite is not shipped with this install; pass --model FILE")
+    return found
 
 
 def load_model(path: Path | None = None) -> TFLiteScorer:

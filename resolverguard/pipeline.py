@@ -8,10 +8,11 @@ from pathlib import Path
 
 from resolverguard.chain import Next, Step, link
 from resolverguard.config import ClientGroupConfig, Config, Endpoint, resolve_thresholds
-from resolverguard.model import TFLiteScorer
+from resolverguard.model import TFLiteScorer, load_model, shipped
 from resolverguard.steps.acl import AclGate, ClientAcl, Gate, RateLimitGate, Refusal, TokenBuckets
 from resolverguard.steps.block import BlockStep
 from resolverguard.steps.cache import CacheStep, VerdictCache
+from resolverguard.steps.family import FamilyHints, FamilyHintStep
 from resolverguard.steps.groups import ClientGroup, GroupDirectory, GroupStep
 from resolverguard.steps.lists import DomainLists, ListStep
 from resolverguard.steps.metrics import Metrics, MetricsStep
@@ -68,8 +69,21 @@ def decision_steps(cfg: Config, model: TFLiteScorer, groups: GroupDirectory, cac
     ]
 
 
+def family_hints_for(cfg: Config) -> FamilyHints | None:
+    """The family head: the configured file, else the shipped one if there is one, else none."""
+    if cfg.family_model is False:
+        return None
+    path = cfg.family_model if isinstance(cfg.family_model, Path) else shipped("family.tflite")
+    return FamilyHints(load_model(path)) if path is not None else None
+
+
 def build_pipeline(
-    cfg: Config, model: TFLiteScorer, log: QueryLog, cache: VerdictCache | None = None, metrics: Metrics | None = None
+    cfg: Config,
+    model: TFLiteScorer,
+    log: QueryLog,
+    cache: VerdictCache | None = None,
+    metrics: Metrics | None = None,
+    hints: FamilyHints | None = None,
 ) -> Pipeline:
     """The chain for `cfg`. A reload passes the old verdict cache on: scores do not depend on the
     policy, so a new policy need not re-score every popular name."""
@@ -82,7 +96,10 @@ def build_pipeline(
     steps: list[Step] = [QueryLogStep(log)]
     if metrics is not None:
         steps.append(MetricsStep(metrics))
-    steps += [*decision_steps(cfg, model, groups, cache), BlockStep(cfg.sinkhole)]
+    steps += decision_steps(cfg, model, groups, cache)
+    if hints is not None:
+        steps.append(FamilyHintStep(hints))
+    steps.append(BlockStep(cfg.sinkhole))
     upstream = UpstreamStep(UpstreamForwarder(cfg.upstreams, cfg.upstream_timeout))
     return Pipeline(link(steps, upstream), log, groups, cache, tuple(gates))
 

@@ -17,7 +17,7 @@ from typing import TextIO
 from resolverguard.config import Config, load_config
 from resolverguard.errors import ConfigError, ResolverGuardError
 from resolverguard.model import TFLiteScorer, load_model
-from resolverguard.pipeline import Pipeline, build_pipeline
+from resolverguard.pipeline import Pipeline, build_pipeline, family_hints_for
 from resolverguard.server import DnsServer
 from resolverguard.steps.metrics import Metrics
 from resolverguard.steps.querylog import QueryLog
@@ -38,7 +38,9 @@ class Service:
         self._overrides = overrides or {}
         # Metrics outlive reloads (counters must not reset); the endpoint is opened in start().
         self.metrics = Metrics() if cfg.metrics is not None else None
-        self.pipeline: Pipeline = build_pipeline(cfg, model, QueryLog(cfg.query_log, stderr), metrics=self.metrics)
+        self.hints = family_hints_for(cfg)
+        log = QueryLog(cfg.query_log, stderr)
+        self.pipeline: Pipeline = build_pipeline(cfg, model, log, metrics=self.metrics, hints=self.hints)
         self.server = DnsServer(self.pipeline.chain, cfg.listen, cfg.limits, self.pipeline.gates, stderr)
         self.reloads = 0
 
@@ -61,7 +63,8 @@ class Service:
             model = self.model if cfg.model == self.cfg.model else load_model(cfg.model)
             log = self.pipeline.log if cfg.query_log == self.cfg.query_log else QueryLog(cfg.query_log, self.stderr)
             cache = self.pipeline.cache if model is self.model else None
-            pipeline = build_pipeline(cfg, model, log, cache, self.metrics)
+            hints = self.hints if cfg.family_model == self.cfg.family_model else family_hints_for(cfg)
+            pipeline = build_pipeline(cfg, model, log, cache, self.metrics, hints)
         except ConfigError as err:
             self.say(f"reload rejected, previous policy stays in force: {err.location()}")
             return False
@@ -71,7 +74,7 @@ class Service:
         if cfg.listen != self.cfg.listen:
             self.say("reload: listen addresses change only on restart")
         old_log = self.pipeline.log
-        self.cfg, self.model, self.pipeline = cfg, model, pipeline
+        self.cfg, self.model, self.pipeline, self.hints = cfg, model, pipeline, hints
         self.server.chain, self.server.gates, self.server.limits = pipeline.chain, pipeline.gates, cfg.limits
         if old_log is not log:
             asyncio.get_running_loop().call_later(LOG_CLOSE_DELAY, old_log.close)

@@ -306,3 +306,26 @@ def test_ipv6_listener_udp_and_tcp(upstream, tmp_path: Path) -> None:
         assert addresses(ask(r, "www.example.com")) == [UPSTREAM_A]
         assert addresses(ask(r, "xkq3vbh7tz.com", "AAAA", tcp=True)) == ["::"]
     assert [x["client"] for x in r.log_lines()] == ["::1", "::1"]
+
+
+def test_family_hint_is_logged_for_flagged_names_only(upstream, tmp_path: Path) -> None:
+    from dnsfixtures import DATA
+
+    cfg = config_for(upstream, family_model=DATA / "family2.tflite", mode=Mode.MONITOR)
+    with run_resolver(cfg, tmp_path / "q.log") as r:
+        ask(r, "xkq3vbh7tz.com")
+        ask(r, "www.example.com")
+    flagged, benign = r.log_lines()
+    assert flagged["family_hint"] == "with-digits" and flagged["family_p"] > 0.99
+    assert "family_hint" not in benign
+
+
+def test_broken_family_model_is_a_clear_error(upstream, tmp_path: Path) -> None:
+    from dnsfixtures import DIGITS_MODEL
+
+    from resolverguard.errors import ModelError
+    from resolverguard.pipeline import family_hints_for
+
+    with pytest.raises(ModelError, match="families"):
+        family_hints_for(config_for(upstream, family_model=DIGITS_MODEL))  # a detector, not a family head
+    assert family_hints_for(config_for(upstream, family_model=False)) is None

@@ -148,6 +148,7 @@ def record_of(request: Request, now: float, wall: float) -> dict[str, Any]:
         record["would"] = verdict.would.value
     if request.error:
         record["error"] = request.error
+    record.update(request.notes)
     return record
 
 

@@ -1,0 +1,46 @@
+"""Family hint: for a name the detector flagged, the known DGA family it most resembles.
+
+Runs a second small model (`models/family.tflite`, a softmax over the training families) only for
+names whose verdict is log or a block (or would be, in monitor mode), so its cost stays off the path
+of ordinary queries. The hint is logged (`family_hint`, `family_p`); it never changes the verdict,
+and a failure here is ignored rather than allowed to touch the answer.
+"""
+
+from __future__ import annotations
+
+from resolverguard.chain import Next, Reply, Request
+from resolverguard.config import Action
+from resolverguard.errors import ModelError
+from resolverguard.model import TFLiteScorer
+
+
+class FamilyHints:
+    def __init__(self, model: TFLiteScorer) -> None:
+        families = (model.metadata.extra or {}).get("families")
+        if not isinstance(families, list) or not all(isinstance(f, str) for f in families) or not families:
+            raise ModelError(f"{model.path}: family metadata needs a non-empty 'families' list")
+        self.model, self.families = model, families
+
+    def hint(self, text: str) -> tuple[str, float]:
+        probs = self.model.outputs([text])[0]
+        if probs.shape[0] != len(self.families):
+            raise ModelError(f"{self.model.path}: {probs.shape[0]} outputs for {len(self.families)} families")
+        best = int(probs.argmax())
+        return self.families[best], float(probs[best])
+
+
+class FamilyHintStep:
+    def __init__(self, hints: FamilyHints) -> None:
+        self._hints = hints
+
+    async def __call__(self, request: Request, next_step: Next) -> Reply:
+        verdict = request.verdict
+        flagged = verdict is not None and (verdict.action is not Action.PASS or verdict.would is not None)
+        text = request.name.label if request.name else None
+        if flagged and text and request.score is not None:
+            try:
+                family, p = self._hints.hint(text)
+                request.notes["family_hint"], request.notes["family_p"] = family, round(p, 4)
+            except Exception:  # noqa: BLE001 - a hint must never cost the answer
+                pass
+        return await next_step(request)
