@@ -136,6 +136,16 @@ class RateLimitConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AnswerCacheConfig:
+    """The DNS answer cache (size 0 turns it off); TTLs in seconds."""
+
+    size: int = 10_000
+    min_ttl: int = 0
+    max_ttl: int = 86_400
+    negative_max_ttl: int = 3_600
+
+
+@dataclass(frozen=True, slots=True)
 class Limits:
     """Bounds that make overload a DNS error instead of growing memory."""
 
@@ -183,6 +193,7 @@ class Config:
     limits: Limits = field(default_factory=Limits)
     groups: tuple[ClientGroupConfig, ...] = ()  # per-client policies; first match wins, else the above
     metrics: Endpoint | None = None  # Prometheus /metrics listener; off unless set
+    answer_cache: AnswerCacheConfig = field(default_factory=AnswerCacheConfig)
     family_model: Path | None | bool = True  # True: the shipped family head if present; False: off
 
     def default_group(self) -> ClientGroupConfig:
@@ -456,6 +467,7 @@ def from_mapping(data: Any, file: str, base: Path) -> Config:
         cache=_cache(cache) if cache is not None else defaults.cache,
         groups=r.get("groups", (), lambda v: _groups(v, file, base, top)),
         metrics=_metrics(r.section("metrics")),
+        answer_cache=_answer_cache(r.section("answer_cache")),
         family_model=r.get("family_model", True, lambda v: v if isinstance(v, bool) else _path(base)(v)),
         **top,
     )
@@ -529,6 +541,21 @@ def _rate_limit(r: _Reader | None) -> RateLimitConfig:
         r.get("burst", 400, _number(1, 10**7, integer=True)),
         r.get("over_limit", "drop", _refusal),
     )
+    r.finish()
+    return out
+
+
+def _answer_cache(r: _Reader | None) -> AnswerCacheConfig:
+    if r is None:
+        return AnswerCacheConfig()
+    out = AnswerCacheConfig(
+        r.get("size", 10_000, _number(0, 10**7, integer=True)),
+        r.get("min_ttl", 0, _number(0, 86_400, integer=True)),
+        r.get("max_ttl", 86_400, _number(0, 7 * 86_400, integer=True)),
+        r.get("negative_max_ttl", 3_600, _number(0, 86_400, integer=True)),
+    )
+    if out.min_ttl > out.max_ttl:
+        raise r.fail("min_ttl", "must not be larger than max_ttl")
     r.finish()
     return out
 

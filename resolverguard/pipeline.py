@@ -10,6 +10,7 @@ from resolverguard.chain import Next, Step, link
 from resolverguard.config import ClientGroupConfig, Config, Endpoint, resolve_thresholds
 from resolverguard.model import TFLiteScorer, load_model, shipped
 from resolverguard.steps.acl import AclGate, ClientAcl, Gate, RateLimitGate, Refusal, TokenBuckets
+from resolverguard.steps.answers import AnswerCache, AnswerCacheStep
 from resolverguard.steps.block import BlockStep
 from resolverguard.steps.cache import CacheStep, VerdictCache
 from resolverguard.steps.family import FamilyHints, FamilyHintStep
@@ -29,7 +30,8 @@ class Pipeline:
     log: QueryLog
     groups: GroupDirectory
     cache: VerdictCache
-    gates: tuple[Gate, ...]  # asked before a packet is parsed (see resolverguard.steps.acl)
+    gates: tuple[Gate, ...]
+    answers: AnswerCache  # asked before a packet is parsed (see resolverguard.steps.acl)
 
 
 def policy_for(group: ClientGroupConfig, named: dict[str, float], file: str = "<policy>", prefix: str = "") -> Policy:
@@ -84,6 +86,7 @@ def build_pipeline(
     cache: VerdictCache | None = None,
     metrics: Metrics | None = None,
     hints: FamilyHints | None = None,
+    answers: AnswerCache | None = None,
 ) -> Pipeline:
     """The chain for `cfg`. A reload passes the old verdict cache on: scores do not depend on the
     policy, so a new policy need not re-score every popular name."""
@@ -100,8 +103,10 @@ def build_pipeline(
     if hints is not None:
         steps.append(FamilyHintStep(hints))
     steps.append(BlockStep(cfg.sinkhole))
+    answers = answers or AnswerCache(cfg.answer_cache)
+    steps.append(AnswerCacheStep(answers))
     upstream = UpstreamStep(UpstreamForwarder(cfg.upstreams, cfg.upstream_timeout))
-    return Pipeline(link(steps, upstream), log, groups, cache, tuple(gates))
+    return Pipeline(link(steps, upstream), log, groups, cache, tuple(gates), answers)
 
 
 def resolv_conf_upstreams(listen: tuple[Endpoint, ...], path: Path = Path("/etc/resolv.conf")) -> tuple[Endpoint, ...]:

@@ -64,7 +64,9 @@ class Service:
             log = self.pipeline.log if cfg.query_log == self.cfg.query_log else QueryLog(cfg.query_log, self.stderr)
             cache = self.pipeline.cache if model is self.model else None
             hints = self.hints if cfg.family_model == self.cfg.family_model else family_hints_for(cfg)
-            pipeline = build_pipeline(cfg, model, log, cache, self.metrics, hints)
+            same_answers = (cfg.upstreams, cfg.answer_cache) == (self.cfg.upstreams, self.cfg.answer_cache)
+            answers = self.pipeline.answers if same_answers else None
+            pipeline = build_pipeline(cfg, model, log, cache, self.metrics, hints, answers)
         except ConfigError as err:
             self.say(f"reload rejected, previous policy stays in force: {err.location()}")
             return False

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TextIO
 
-from dnslib import AAAA, MX, QTYPE, RR, A, DNSRecord
+from dnslib import AAAA, EDNS0, MX, QTYPE, RCODE, RR, SOA, A, DNSRecord
 
 from resolverguard.config import Config, Endpoint, QueryLogConfig
 from resolverguard.model import Scorer, load_model
@@ -46,7 +46,14 @@ class Upstream:
         query = DNSRecord.parse(data)
         self.queries.append(str(query.q.qname))
         reply = query.reply()
+        if any(rr.rtype == QTYPE.OPT for rr in query.ar):  # like a real server: EDNS answered with EDNS
+            reply.add_ar(EDNS0(udp_len=1232))
         name, qtype = query.q.qname, query.q.qtype
+        if str(name).startswith("nx"):  # NXDOMAIN with a SOA: negative TTL min(60, 30) = 30 s
+            reply.header.rcode = RCODE.NXDOMAIN
+            soa = SOA("ns.example.", "hostmaster.example.", (1, 3600, 600, 86400, 30))
+            reply.add_auth(RR("example.com", QTYPE.SOA, rdata=soa, ttl=60))
+            return reply.pack()
         if qtype == QTYPE.A:
             count = 60 if self.big else 1
             for i in range(count):
@@ -146,6 +153,7 @@ class RunningResolver:
     host: str
     port: int
     log_path: Path
+    service: Service
 
     def log_lines(self) -> list[dict[str, object]]:
         import json
@@ -169,7 +177,7 @@ def run_resolver(
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     try:
-        yield RunningResolver(*service.server.bound[0], log_path)
+        yield RunningResolver(*service.server.bound[0], log_path, service)
     finally:
         asyncio.run_coroutine_threadsafe(service.stop(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)

@@ -1,0 +1,115 @@
+"""The DNS answer cache over real sockets; time is driven by a fake clock on the running cache."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import dns.message
+import dns.query
+import dns.rcode
+import pytest
+from dnsfixtures import UPSTREAM_A, Upstream, run_resolver, run_upstream
+
+from resolverguard.config import AnswerCacheConfig, Config, Endpoint, ListsConfig
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def ask(r, name: str, qtype: str = "A", **kw) -> dns.message.Message:
+    return dns.query.udp(dns.message.make_query(name, qtype, **kw), r.host, port=r.port, timeout=3)
+
+
+@pytest.fixture
+def setup(tmp_path: Path):
+    def start(**cache):
+        up_ctx = run_upstream(Upstream())
+        up = up_ctx.__enter__()
+        cfg = replace(
+            Config(upstreams=(Endpoint("127.0.0.1", up.port),)),
+            answer_cache=AnswerCacheConfig(**cache),
+            lists=ListsConfig(deny=("blocked.example",)),
+        )
+        r_ctx = run_resolver(cfg, tmp_path / "q.log")
+        r = r_ctx.__enter__()
+        clock = Clock()
+        r.service.pipeline.answers.clock = clock
+        started.append((r_ctx, up_ctx))
+        return r, up, clock
+
+    started: list = []
+    yield start
+    for r_ctx, up_ctx in reversed(started):
+        r_ctx.__exit__(None, None, None)
+        up_ctx.__exit__(None, None, None)
+
+
+def test_hit_serves_decremented_ttl_with_the_new_id(setup) -> None:
+    r, up, clock = setup()
+    first = ask(r, "www.example.com")
+    clock.now += 100
+    second = ask(r, "WWW.Example.com")  # case-insensitive key; dnspython checks the reply ID
+    assert first.answer[0].ttl == 300 and second.answer[0].ttl == 200
+    assert [rd.to_text() for rr in second.answer for rd in rr] == [UPSTREAM_A]
+    assert len(up.queries) == 1
+    assert r.log_lines()[1]["answer_cache"] == "hit" and r.log_lines()[1]["upstream_rcode"] == "NOERROR"
+
+
+def test_expiry_goes_back_upstream(setup) -> None:
+    r, up, clock = setup()
+    ask(r, "www.example.com")
+    clock.now += 301
+    assert ask(r, "www.example.com").answer[0].ttl == 300
+    assert len(up.queries) == 2
+
+
+def test_negative_answers_cached_for_the_soa_minimum(setup) -> None:
+    r, up, clock = setup()
+    assert ask(r, "nx1.example.com").rcode() == dns.rcode.NXDOMAIN
+    clock.now += 29
+    again = ask(r, "nx1.example.com")
+    assert again.rcode() == dns.rcode.NXDOMAIN and again.authority[0].ttl == 60 - 29
+    assert len(up.queries) == 1
+    clock.now += 2  # past min(SOA TTL 60, MINIMUM 30)
+    ask(r, "nx1.example.com")
+    assert len(up.queries) == 2
+
+
+def test_size_bound_evicts_least_recently_used(setup) -> None:
+    r, up, _ = setup(size=2)
+    for name in ("a.example.com", "b.example.com", "c.example.com", "a.example.com"):
+        ask(r, name)
+    assert len(up.queries) == 4 and len(r.service.pipeline.answers) == 2
+
+
+def test_ttl_clamps(setup) -> None:
+    r, up, clock = setup(max_ttl=60)
+    ask(r, "www.example.com")
+    clock.now += 61
+    ask(r, "www.example.com")
+    assert len(up.queries) == 2
+
+
+def test_sinkhole_and_servfail_are_never_cached(setup, tmp_path: Path) -> None:
+    r, up, _ = setup()
+    assert [rd.to_text() for rr in ask(r, "blocked.example").answer for rd in rr] == ["0.0.0.0"]
+    assert len(r.service.pipeline.answers) == 0
+    with run_upstream(Upstream(silent=True)) as dead:
+        cfg = Config(upstreams=(Endpoint("127.0.0.1", dead.port),), upstream_timeout=0.3)
+        with run_resolver(cfg, tmp_path / "dead.log") as r2:
+            assert ask(r2, "www.example.com").rcode() == dns.rcode.SERVFAIL
+            assert len(r2.service.pipeline.answers) == 0
+
+
+def test_edns_is_part_of_the_answer_only_for_edns_clients(setup) -> None:
+    r, up, _ = setup()
+    with_edns = ask(r, "www.example.com", use_edns=0)
+    without = ask(r, "www.example.com")
+    assert with_edns.edns == 0 and without.edns == -1  # no OPT for a client that sent none
+    assert len(up.queries) == 1
