@@ -99,6 +99,39 @@ def parity(
     return {"max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()), "action_changes": changed, "ok": ok}
 
 
+def logit_model(model: Any) -> Any:
+    """The trained model without its final sigmoid: same weights, outputs the logit."""
+    import keras
+
+    head = model.layers[-1]
+    linear = keras.layers.Dense(1, activation=None, name="logit")
+    out = linear(head.input)
+    linear.set_weights(head.get_weights())
+    return keras.Model(model.inputs, out)
+
+
+def fit_temperature(logits: npt.NDArray[np.float64], y: npt.NDArray[Any], benign_fpr_logit: float) -> float:
+    """Temperature scaling (Guo et al. 2017): the T minimising validation log-loss of sigmoid(z / T),
+    raised if needed so that the strictest calibrated threshold stays below float32's last steps
+    before 1.0 (a saturated sigmoid cannot tell 0.9999999 from 1.0, and thresholds would collapse)."""
+    def nll(t: float) -> float:
+        z = logits / t
+        return float(np.mean(np.logaddexp(0.0, -z) * y + np.logaddexp(0.0, z) * (1 - y)))
+
+    grid = np.exp(np.linspace(np.log(0.5), np.log(50.0), 400))
+    best = float(grid[int(np.argmin([nll(t) for t in grid]))])
+    return max(best, benign_fpr_logit / 9.0)  # sigmoid(9) = 0.99988: room above the sinkhole threshold
+
+
+def tempered(model: Any, temperature: float) -> Any:
+    """The model served: sigmoid(logit / T). Ranking (AUC, TPR at any FPR) is unchanged."""
+    import keras
+
+    base = logit_model(model)
+    scaled = keras.layers.Rescaling(1.0 / temperature, name="temperature")(base.output)
+    return keras.Model(base.inputs, keras.layers.Activation("sigmoid", name="p_dga")(scaled))
+
+
 def quantize_run(
     run: Path, variants: tuple[str, ...] = VARIANTS, log: Callable[[str], None] = print, bench_seconds: float = 1.5
 ) -> dict[str, Any]:
@@ -106,16 +139,25 @@ def quantize_run(
 
     info = json.loads((run / "run.json").read_text())
     encoder = NameEncoder(info["charset"], info["maxlen"])
-    model = keras.models.load_model(run / "model.keras")
+    trained = keras.models.load_model(run / "model.keras")
     s = Scores.load(run)
     x = encoder.encode(s.labels.tolist())
-    keras_thresholds = calibrate(s.score[s.rows(VAL) & (s.y == 0)])
+    val = s.rows(VAL)
+    logits = logit_model(trained).predict(x, batch_size=4096, verbose=0).reshape(-1).astype(np.float64)
+    strictest = np.sort(logits[val & (s.y == 0)])[::-1][int(1e-4 * (val & (s.y == 0)).sum())]
+    temperature = fit_temperature(logits[val], s.y[val], float(strictest))
+    model = tempered(trained, temperature)
+    reference = (1.0 / (1.0 + np.exp(-logits / temperature))).astype(np.float32)  # Keras scores, tempered
+    np.save(run / "tempered.scores.npy", reference)
+    keras_thresholds = calibrate(reference[val & (s.y == 0)])
     named = {a: keras_thresholds[n] for a, n in DEFAULT_ACTIONS.items()}
     val_rows = np.flatnonzero(s.part == VAL)  # activation ranges from validation names, never test names
     representative = x[np.random.default_rng(0).choice(val_rows, min(500, len(val_rows)), replace=False)]
     out_dir = run / "tflite"
     out_dir.mkdir(exist_ok=True)
     report: dict[str, Any] = {}
+    (out_dir / "temperature.json").write_text(json.dumps({"temperature": temperature}))
+    log(f"temperature {temperature:.3f}")
     for variant in variants:
         try:
             content = convert(model, variant, representative)
@@ -128,7 +170,7 @@ def quantize_run(
         np.save(out_dir / f"{variant}.scores.npy", lite)
         report[variant] = {
             "bytes": len(content),
-            **parity(s.score, lite, named),
+            **parity(reference, lite, named),
             "us_per_name_batch1": microseconds_per_name(content, x, 1, bench_seconds),
             "us_per_name_batch64": microseconds_per_name(content, x, 64, bench_seconds),
         }

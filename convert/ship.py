@@ -48,6 +48,7 @@ def ship_metadata(run: Path, variant: str, content: bytes, lite_scores: np.ndarr
             for f in FPR_TARGETS
         }
         | {a: f"default '{a}' action = {n}" for a, n in DEFAULT_ACTIONS.items()},
+        "temperature": json.loads((run / "tflite" / "temperature.json").read_text())["temperature"],
         "training_data_digest": info["data_digest"],
         "training": {k: info[k] for k in ("seed", "cap", "epochs_run", "train_rows", "params", "train_seconds")},
         "tflite_sha256": hashlib.sha256(content).hexdigest(),

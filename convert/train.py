@@ -33,17 +33,20 @@ class TrainConfig:
     form: InputForm = InputForm.LABEL
     cap: int = 10_000  # DGA names kept per family
     seed: int = 20261123
-    epochs: int = 15
+    epochs: int = 12
     patience: int = 3
     batch_size: int = 512
     max_train: int = 0  # 0 = all training rows; >0 subsamples (CPU budget for the recurrent models)
     folds: int = 5
     holdout_fold: int = -1  # -1 = random split; k = leave the families of fold k out
     maxlen: int = 48
-    # Families never trained on (still evaluated): charbot is benign names with two characters
-    # changed, lexically indistinguishable from benign by construction; training on it only teaches
-    # the model to distrust ordinary names, which is what long-tail users would pay for.
-    exclude: tuple[str, ...] = ("charbot",)
+    # Families never trained on (still evaluated, and reported as not caught). charbot is a benign
+    # name with two characters changed; the wordlist DGAs (gozi, suppobox, nymaim2, bigviktor) glue
+    # dictionary words together. Both are lexically benign by construction: measured on the first
+    # run, training on them bought almost no recall at usable thresholds (<= 0.09 at FPR 1e-3) and
+    # taught the model to distrust word-compound names ("heavyduty", "includehelp"), which is what
+    # long-tail benign names look like. Users would pay for that in false positives.
+    exclude: tuple[str, ...] = ("charbot", "gozi", "suppobox", "nymaim2", "bigviktor")
 
 
 def prepare(cfg: TrainConfig) -> tuple[Dataset, Split]:
