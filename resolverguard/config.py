@@ -180,6 +180,7 @@ class Config:
     upstreams: tuple[Endpoint, ...] = ()
     upstream_timeout: float = 2.0
     model: Path | None = None  # None: the shipped default model
+    scoring: bool = True  # False: lists only, no model (a plain filtering forwarder; benchmarks' baseline)
     mode: Mode = Mode.ENFORCE
     thresholds: tuple[Threshold, ...] = DEFAULT_THRESHOLDS
     on_model_error: OnModelError = OnModelError.PASS
@@ -459,6 +460,7 @@ def from_mapping(data: Any, file: str, base: Path) -> Config:
         upstreams=r.get("upstreams", defaults.upstreams, _list_of(lambda v: parse_endpoint(v, 53))),
         upstream_timeout=r.get("upstream_timeout", defaults.upstream_timeout, _number(0.05, 30.0)),
         model=r.get("model", None, _path(base)),
+        scoring=r.get("scoring", True, _boolean),
         private_suffixes=r.get("private_suffixes", defaults.private_suffixes, _enum(PrivateSuffixMode)),
         query_log=_query_log(r, base),
         access=_access(r.section("access")),

@@ -61,12 +61,12 @@ def groups_for(cfg: Config, named: dict[str, float]) -> GroupDirectory:
 
 def decision_steps(cfg: Config, model: TFLiteScorer, groups: GroupDirectory, cache: VerdictCache) -> list[Step]:
     """The steps that decide a verdict (shared by serving and `resolverguard explain`)."""
+    scoring: list[Step] = [CacheStep(cache), ScoreStep(model, model.metadata.input_form)] if cfg.scoring else []
     return [
         GroupStep(groups),
         NameStep(NameParser(cfg.private_suffixes)),
         ListStep(groups.default.lists),
-        CacheStep(cache),
-        ScoreStep(model, model.metadata.input_form),
+        *scoring,
         PolicyStep(groups.default.policy),
     ]
 
@@ -100,7 +100,7 @@ def build_pipeline(
     if metrics is not None:
         steps.append(MetricsStep(metrics))
     steps += decision_steps(cfg, model, groups, cache)
-    if hints is not None:
+    if hints is not None and cfg.scoring:
         steps.append(FamilyHintStep(hints))
     steps.append(BlockStep(cfg.sinkhole))
     answers = answers or AnswerCache(cfg.answer_cache)

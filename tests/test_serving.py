@@ -329,3 +329,12 @@ def test_broken_family_model_is_a_clear_error(upstream, tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="families"):
         family_hints_for(config_for(upstream, family_model=DIGITS_MODEL))  # a detector, not a family head
     assert family_hints_for(config_for(upstream, family_model=False)) is None
+
+
+def test_scoring_off_is_a_plain_filtering_forwarder(upstream, tmp_path: Path) -> None:
+    cfg = config_for(upstream, scoring=False, lists=ListsConfig(deny=("bad.example",)))
+    with run_resolver(cfg, tmp_path / "q.log") as r:
+        assert addresses(ask(r, "xkq3vbh7tz.com")) == [UPSTREAM_A]
+        assert addresses(ask(r, "bad.example")) == ["0.0.0.0"]
+    lines = r.log_lines()
+    assert [(x["reason"], x["score"]) for x in lines] == [("not scored", None), ("deny list", None)]
