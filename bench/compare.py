@@ -1,0 +1,300 @@
+"""resolverguard against Unbound, in one run, on 127.0.0.1 only.
+
+    sudo apt-get install -y nsd unbound dnsperf      (bench/README.md)
+    python bench/compare.py [--seconds 10]
+
+Starts (a) NSD answering every name from a wildcard root zone, (b) Unbound as a caching forwarder to
+it, (c) resolverguard with scoring off (a plain forwarder), (d) resolverguard with the full chain and
+the shipped model, and drives each with dnsperf over the same query files: `hits` (Zipf over ~10k
+benign names, mostly cached) and `misses` (every registrable name unique, so every query is scored
+and forwarded). For each: QPS, server CPU seconds, peak RSS, and p50/p99 latency measured in a second
+run at 20% of (d)'s peak QPS. Results and the ratios (d)/(c), (d)/(b), (c)/(b) from the same run go
+to bench/results/compare.{md,json}. Every run is bounded in time (dnsperf -l) and count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import random
+import re
+import shutil
+import socket
+import string
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT.parent / "shared" / "data" / "benign.txt.gz"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def benign_names(n: int, rng: random.Random) -> list[str]:
+    if DATA.exists():
+        with gzip.open(DATA, "rt") as handle:
+            names = [line.strip() for line in handle if line.strip()]
+        return rng.sample(names, n)
+    words = ["shop", "news", "mail", "cloud", "green", "river", "blue", "city", "home", "garden", "book"]
+    return [f"{rng.choice(words)}{rng.choice(words)}{i}.com" for i in range(n)]
+
+
+def query_files(work: Path, count: int, rng: random.Random) -> dict[str, Path]:
+    """hits: Zipf(1.1) over 10k benign names; misses: unique registrable names, half DGA-looking."""
+    names = benign_names(10_000, rng)
+    weights = [1 / (rank + 1) ** 1.1 for rank in range(len(names))]
+    hits = rng.choices(names, weights=weights, k=count)
+    misses = []
+    for i in range(count):
+        if i % 2:
+            label = "".join(rng.choice(string.ascii_lowercase + string.digits) for _ in range(rng.randint(8, 16)))
+        else:
+            label = rng.choice(names).split(".")[0] + str(i)
+        misses.append(f"{label}.com")
+    out = {}
+    for kind, items in (("hits", hits), ("misses", misses)):
+        path = work / f"{kind}.txt"
+        path.write_text("".join(f"{n} A\n" for n in items))
+        out[kind] = path
+    return out
+
+
+def start_nsd(work: Path, port: int) -> subprocess.Popen[bytes]:
+    zone = work / "root.zone"
+    zone.write_text(
+        "$TTL 3600\n. IN SOA ns. host. 1 3600 600 86400 300\n. IN NS ns.\nns. IN A 127.0.0.1\n"
+        "* IN A 192.0.2.1\n* IN AAAA 2001:db8::1\n"
+    )
+    conf = work / "nsd.conf"
+    conf.write_text(
+        f'server:\n  ip-address: 127.0.0.1@{port}\n  database: ""\n  zonelistfile: "{work}/zone.list"\n'
+        f'  pidfile: "{work}/nsd.pid"\n  xfrdfile: "{work}/xfrd.state"\n  username: ""\n  server-count: 1\n'
+        f'  chroot: ""\n  logfile: "{work}/nsd.log"\nremote-control:\n  control-enable: no\n'
+        f'zone:\n  name: "."\n  zonefile: "{zone}"\n'
+    )
+    return subprocess.Popen(["nsd", "-d", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def start_unbound(work: Path, port: int, upstream: int) -> subprocess.Popen[bytes]:
+    conf = work / "unbound.conf"
+    conf.write_text(
+        f'server:\n  interface: 127.0.0.1@{port}\n  port: {port}\n  do-daemonize: no\n  username: ""\n'
+        f'  chroot: ""\n  directory: "{work}"\n  pidfile: "{work}/unbound.pid"\n  use-syslog: no\n'
+        "  num-threads: 1\n  do-not-query-localhost: no\n  access-control: 127.0.0.0/8 allow\n"
+        '  module-config: "iterator"\n  qname-minimisation: no\n  verbosity: 0\n'
+        f'forward-zone:\n  name: "."\n  forward-addr: 127.0.0.1@{upstream}\n'
+    )
+    return subprocess.Popen(["unbound", "-d", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def start_resolverguard(work: Path, port: int, upstream: int, scoring: bool) -> subprocess.Popen[bytes]:
+    policy = work / f"rg-{port}.yaml"
+    policy.write_text(
+        f"upstreams: ['127.0.0.1:{upstream}']\nscoring: {str(scoring).lower()}\nquery_log: off\n"
+        "rate_limit:\n  qps: 0\nlimits:\n  max_inflight: 8192\n"
+    )
+    cmd = [sys.executable, "-m", "resolverguard", "serve", "--config", str(policy), "--listen", f"127.0.0.1:{port}"]
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def wait_ready(port: int, timeout: float = 20.0) -> None:
+    query = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07example\x03com\x00\x00\x01\x00\x01"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(0.5)
+            try:
+                s.sendto(query, ("127.0.0.1", port))
+                s.recv(512)
+                return
+            except OSError:
+                time.sleep(0.2)
+    raise RuntimeError(f"nothing answers on 127.0.0.1:{port}")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def dnsperf(port: int, queries: Path, seconds: float, qps: float | None = None) -> dict[str, Any]:
+    cmd = [
+        "dnsperf",
+        "-s",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-d",
+        str(queries),
+        "-l",
+        str(seconds),
+        "-c",
+        "4",
+        "-q",
+        "500",
+        "-t",
+        "2",
+        "-S",
+        "0",
+    ]
+    if qps:
+        cmd += ["-Q", str(int(qps)), "-v"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60).stdout
+    result: dict[str, Any] = {}
+    for key, pattern in (
+        ("qps", r"Queries per second:\s+([\d.]+)"),
+        ("sent", r"Queries sent:\s+(\d+)"),
+        ("completed", r"Queries completed:\s+(\d+)"),
+        ("lost", r"Queries lost:\s+(\d+)"),
+    ):
+        match = re.search(pattern, out)
+        result[key] = float(match.group(1)) if match else None
+    if qps:  # verbose lines: "> NOERROR name A 0.000123"
+        lat = sorted(
+            float(line.rsplit(None, 1)[1])
+            for line in out.splitlines()
+            if line.startswith("> ") and re.match(r".*\s[\d.]+$", line)
+        )
+        if lat:
+            result["p50_ms"] = round(lat[len(lat) // 2] * 1000, 3)
+            result["p99_ms"] = round(lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000, 3)
+    return result
+
+
+def measure(
+    name: str,
+    proc: subprocess.Popen[bytes],
+    port: int,
+    files: dict[str, Path],
+    seconds: float,
+    latency_qps: dict[str, float],
+) -> dict[str, Any]:
+    wait_ready(port)
+    out: dict[str, Any] = {"target": name}
+    for kind, path in files.items():
+        cpu = cpu_seconds(proc.pid)
+        peak = dnsperf(port, path, seconds)
+        peak["cpu_s"] = round(cpu_seconds(proc.pid) - cpu, 2)
+        if latency_qps.get(kind):
+            peak.update({k: v for k, v in dnsperf(port, path, 5, latency_qps[kind]).items() if k.endswith("_ms")})
+        out[kind] = peak
+    out["peak_rss_mb"] = round(peak_rss_mb(proc.pid), 1)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--queries", type=int, default=200_000)
+    a = p.parse_args()
+    for tool in ("nsd", "unbound", "dnsperf"):
+        if shutil.which(tool) is None:
+            sys.exit(f"{tool} is not installed: sudo apt-get install -y nsd unbound dnsperf")
+    work = Path(tempfile.mkdtemp(prefix="rg-bench-"))
+    files = query_files(work, a.queries, random.Random(7))
+    ports = {k: free_port() for k in ("nsd", "unbound", "rg_plain", "rg_full")}
+    procs = [start_nsd(work, ports["nsd"])]
+    try:
+        wait_ready(ports["nsd"])
+        results = {"upstream": measure("(a) NSD alone", procs[0], ports["nsd"], files, a.seconds, {})}
+        # (d) first, to learn its peak; everything's latency is then measured at 20% of it.
+        procs.append(start_resolverguard(work, ports["rg_full"], ports["nsd"], True))
+        full = measure("(d) resolverguard full chain", procs[-1], ports["rg_full"], files, a.seconds, {})
+        latency_qps = {k: 0.2 * (full[k]["qps"] or 0) for k in files}
+        results["rg_full"] = measure(
+            "(d) resolverguard full chain", procs[-1], ports["rg_full"], files, a.seconds, latency_qps
+        )
+        procs.append(start_resolverguard(work, ports["rg_plain"], ports["nsd"], False))
+        results["rg_plain"] = measure(
+            "(c) resolverguard, scoring off", procs[-1], ports["rg_plain"], files, a.seconds, latency_qps
+        )
+        procs.append(start_unbound(work, ports["unbound"], ports["nsd"]))
+        results["unbound"] = measure(
+            "(b) Unbound forwarder", procs[-1], ports["unbound"], files, a.seconds, latency_qps
+        )
+        results["upstream_latency"] = {k: dnsperf(ports["nsd"], v, 5, latency_qps[k]) for k, v in files.items()}
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(10)
+    write(results, a, latency_qps)
+
+
+def ratio(x: float | None, y: float | None) -> float | None:
+    return round(x / y, 3) if x and y else None
+
+
+def write(results: dict[str, Any], a: argparse.Namespace, latency_qps: dict[str, float]) -> None:
+    out = ROOT / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    ratios = {
+        kind: {
+            "(d)/(c)": ratio(results["rg_full"][kind]["qps"], results["rg_plain"][kind]["qps"]),
+            "(d)/(b)": ratio(results["rg_full"][kind]["qps"], results["unbound"][kind]["qps"]),
+            "(c)/(b)": ratio(results["rg_plain"][kind]["qps"], results["unbound"][kind]["qps"]),
+        }
+        for kind in ("hits", "misses")
+    }
+    added = {
+        kind: round(
+            (results["rg_full"][kind].get("p99_ms") or 0) - (results["upstream_latency"][kind].get("p99_ms") or 0), 3
+        )
+        for kind in ("hits", "misses")
+    }
+    payload = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "cores": os.cpu_count(),
+        "seconds": a.seconds,
+        "results": results,
+        "ratios": ratios,
+        "latency_qps": latency_qps,
+        "added_p99_ms": added,
+    }
+    (out / "compare.json").write_text(json.dumps(payload, indent=2))
+    lines = [
+        f"# resolverguard vs Unbound (bench/compare.py), {payload['date']}, {payload['cores']} cores, "
+        f"dnsperf -c 4 -q 500, {a.seconds:g} s per run, loopback only",
+        "",
+        "| target | hits QPS | hits CPU s | hits p50/p99 ms | misses QPS | misses CPU s | misses p50/p99 ms "
+        "| peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for key in ("upstream", "unbound", "rg_plain", "rg_full"):
+        r = results[key]
+        lines.append(
+            f"| {r['target']} | {r['hits']['qps']} | {r['hits']['cpu_s']} "
+            f"| {r['hits'].get('p50_ms', '-')}/{r['hits'].get('p99_ms', '-')} | {r['misses']['qps']} "
+            f"| {r['misses']['cpu_s']} | {r['misses'].get('p50_ms', '-')}/{r['misses'].get('p99_ms', '-')} "
+            f"| {r['peak_rss_mb']} |"
+        )
+    lines += ["", "| ratio (same run) | hits | misses |", "|---|---|---|"]
+    for name in ("(d)/(c)", "(d)/(b)", "(c)/(b)"):
+        lines.append(f"| {name} | {ratios['hits'][name]} | {ratios['misses'][name]} |")
+    lines += [
+        "",
+        f"Latency runs at 20% of (d)'s peak: {', '.join(f'{k} {v:.0f} qps' for k, v in latency_qps.items())}; "
+        f"(d)'s p99 minus the upstream's own p99: hits {added['hits']} ms, misses {added['misses']} ms.",
+    ]
+    (out / "compare.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
