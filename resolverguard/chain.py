@@ -12,12 +12,15 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from dnslib import DNSRecord
 
 from resolverguard.config import Action
 from resolverguard.steps.names import RegistrableName
+
+if TYPE_CHECKING:
+    from resolverguard.steps.groups import ClientGroup
 
 
 class Reason(str, Enum):
@@ -49,7 +52,7 @@ class Request:
     started: float  # monotonic seconds
     max_size: int = 65535  # largest reply the client accepts on this transport
     name: RegistrableName | None = None
-    group: Any = None  # resolverguard.steps.groups.ClientGroup, set by the group step
+    group: ClientGroup | None = None  # set by the group step
     score: float | None = None
     score_cached: bool = False
     verdict: Verdict | None = None
