@@ -4,6 +4,7 @@ another well-formed reply, or stays silent, and keeps answering real queries aft
 from __future__ import annotations
 
 import io
+import os
 import socket
 import struct
 from dataclasses import replace
@@ -18,6 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from resolverguard.config import Config, Endpoint, RateLimitConfig
 
 COUNT = {"udp": 0, "tcp": 0}
+# CI runs a few hundred inputs; a longer campaign: RG_FUZZ_EXAMPLES=5000 python -m pytest tests/test_fuzz.py -s
+EXAMPLES = int(os.environ.get("RG_FUZZ_EXAMPLES", "300"))
 STDERR = io.StringIO()
 
 
@@ -80,14 +83,14 @@ def test_crafted_packets(resolver, packet: bytes) -> None:
     still_serving(resolver)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 @given(packets)
 def test_fuzz_udp(resolver, packet: bytes) -> None:
     COUNT["udp"] += 1
     check_reply(packet, udp_exchange(resolver, packet))
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=max(1, EXAMPLES // 3), deadline=None, suppress_health_check=list(HealthCheck))
 @given(packets)
 def test_fuzz_tcp(resolver, packet: bytes) -> None:
     COUNT["tcp"] += 1
