@@ -51,3 +51,23 @@ def test_files_and_exceptions(tmp_path: Path) -> None:
     lists = DomainLists.build([], [], [], [deny])
     assert lists.deny.match("a.bad.example") == "bad.example"
     assert lists.allow.match("fine.bad.example") == "fine.bad.example"
+
+
+def test_list_directory_is_every_file_in_it(tmp_path: Path) -> None:
+    lists_dir = tmp_path / "deny.d"
+    lists_dir.mkdir()
+    (lists_dir / "a.txt").write_text("ads.example\n")
+    (lists_dir / "b.hosts").write_text("0.0.0.0 tracker.example\n")
+    (lists_dir / ".hidden").write_text("not.read.example\n")
+    lists = DomainLists.build([], [], [], [lists_dir])
+    assert lists.deny.match("x.ads.example") and lists.deny.match("tracker.example")
+    assert lists.deny.match("not.read.example") is None and len(lists.deny) == 2
+
+
+@given(st.lists(domain, max_size=30), domain)
+def test_domain_set_matches_exactly_its_members_and_their_subdomains(members: list[str], other: str) -> None:
+    s = DomainSet(members)
+    for m in members:
+        assert s.match(m) == m
+    covered = any(other == m or other.endswith("." + m) for m in members)
+    assert (s.match(other) is not None) == covered

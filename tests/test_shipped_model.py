@@ -11,10 +11,25 @@ from resolverguard.model import default_model_path, load_model
 from resolverguard.steps.names import NameParser
 
 ROOT = Path(__file__).resolve().parent.parent
-BENIGN = ["google.com", "www.wikipedia.org", "bbc.co.uk", "github.com", "amazon.de", "uni-heidelberg.de",
-          "mail.yandex.ru", "baidu.com", "nytimes.com", "sparkasse.de"]
-DGA = ["xkq3vbh7tzpq.com", "0o21xilej5pqpk.ddns.net", "qxzvbnmkjhgtrw.net", "e7z9t4x6a0v5mk3zo1a0.org",
-       "jxhqzkwpvtrbnm.info"]
+BENIGN = [
+    "google.com",
+    "www.wikipedia.org",
+    "bbc.co.uk",
+    "github.com",
+    "amazon.de",
+    "uni-heidelberg.de",
+    "mail.yandex.ru",
+    "baidu.com",
+    "nytimes.com",
+    "sparkasse.de",
+]
+DGA = [
+    "xkq3vbh7tzpq.com",
+    "0o21xilej5pqpk.ddns.net",
+    "qxzvbnmkjhgtrw.net",
+    "e7z9t4x6a0v5mk3zo1a0.org",
+    "jxhqzkwpvtrbnm.info",
+]
 
 
 @pytest.fixture(scope="module")

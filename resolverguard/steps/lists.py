@@ -7,10 +7,15 @@ start comments. A listed domain covers all of its subdomains. Allow wins over de
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import re
-from collections.abc import Iterable
+from array import array
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from resolverguard.chain import Next, Reason, Reply, Request, Verdict
 from resolverguard.config import Action
@@ -55,38 +60,67 @@ def parse_line(line: str) -> list[ListEntry] | None:
     return [ListEntry(match.group(1))] if match else None
 
 
+def list_files(path: Path) -> list[Path]:
+    """A list file, or every regular file of a list directory (not recursive, sorted by name)."""
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+    return [path]
+
+
+def iter_list(path: Path, report: ParseReport) -> Iterator[ListEntry]:
+    """Streams the entries of a list file (or directory), counting what it skips in `report`."""
+    for file in list_files(path):
+        try:
+            with file.open(encoding="utf-8", errors="replace") as handle:
+                for number, line in enumerate(handle, start=1):
+                    parsed = parse_line(line)
+                    if parsed is None:
+                        report.skipped += 1
+                        if len(report.first_skipped) < 5:
+                            report.first_skipped.append(number)
+                        continue
+                    report.entries += len(parsed)
+                    yield from parsed
+        except OSError as err:
+            raise ConfigError(f"cannot read list file: {err.strerror}", file=str(file)) from None
+
+
 def read_list(path: Path) -> tuple[list[ListEntry], ParseReport]:
-    report, entries = ParseReport(), []
-    try:
-        with path.open(encoding="utf-8", errors="replace") as handle:
-            for number, line in enumerate(handle, start=1):
-                parsed = parse_line(line)
-                if parsed is None:
-                    report.skipped += 1
-                    if len(report.first_skipped) < 5:
-                        report.first_skipped.append(number)
-                    continue
-                entries.extend(parsed)
-    except OSError as err:
-        raise ConfigError(f"cannot read list file: {err.strerror}", file=str(path)) from None
-    report.entries = len(entries)
-    return entries, report
+    report = ParseReport()
+    return list(iter_list(path, report)), report
+
+
+def _key(domain: str) -> int:
+    """64-bit key of a domain; blake2b, so keys are the same in every process and run."""
+    return int.from_bytes(
+        hashlib.blake2b(domain.encode("utf-8", "replace"), digest_size=8).digest(), "little", signed=True
+    )
 
 
 class DomainSet:
-    """A set of domains where a member also covers its subdomains (`example.com` covers `a.example.com`)."""
+    """Domains where a member also covers its subdomains (`example.com` covers `a.example.com`).
+
+    Stored as a sorted numpy array of 64-bit keys, about 8 bytes a domain, so a million-entry
+    blocklist costs ~8 MB instead of the ~100 MB a Python set of strings would; a lookup is one
+    binary search per label of the query name. (A false match needs a 64-bit key collision.)
+    """
 
     def __init__(self, domains: Iterable[str] = ()) -> None:
-        self._names = {d.lower().rstrip(".") for d in domains}
+        keys = array("q", (_key(d.lower().rstrip(".")) for d in domains))
+        self._keys = np.unique(np.frombuffer(keys, dtype=np.int64)) if keys else np.zeros(0, dtype=np.int64)
 
     def __len__(self) -> int:
-        return len(self._names)
+        return int(self._keys.shape[0])
 
     def match(self, qname: str) -> str | None:
         """The listed domain covering `qname`, or None."""
+        if not len(self._keys):
+            return None
         name = qname.lower().rstrip(".")
         while name:
-            if name in self._names:
+            key = _key(name)
+            i = int(np.searchsorted(self._keys, key))
+            if i < len(self._keys) and self._keys[i] == key:
                 return name
             name = name.partition(".")[2]
         return None
@@ -107,13 +141,24 @@ class DomainLists:
         deny_files: Iterable[Path],
         deny_action: Action = Action.SINKHOLE,
     ) -> DomainLists:
-        allowed, denied = set(allow), set(deny)
-        for path in allow_files:
-            allowed.update(e.domain for e in read_list(path)[0])
-        for path in deny_files:
-            for entry in read_list(path)[0]:
-                (allowed if entry.exception else denied).add(entry.domain)
-        return cls(DomainSet(allowed), DomainSet(denied), deny_action)
+        """Streams every file once; only the 8-byte keys are kept, never the list of names."""
+        exceptions: list[str] = []
+
+        def denied() -> Iterator[str]:
+            yield from deny
+            for path in deny_files:
+                for entry in iter_list(path, ParseReport()):
+                    if entry.exception:
+                        exceptions.append(entry.domain)
+                    else:
+                        yield entry.domain
+
+        deny_set = DomainSet(denied())
+        allowed = [*allow, *exceptions]
+        allow_set = DomainSet(
+            itertools.chain(allowed, (e.domain for path in allow_files for e in iter_list(path, ParseReport())))
+        )
+        return cls(allow_set, deny_set, deny_action)
 
 
 class ListStep:
