@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
+from resolverguard.addresses import networks
 from resolverguard.chain import Next, Step, link
 from resolverguard.config import ClientGroupConfig, Config, Endpoint, resolve_thresholds
 from resolverguard.model import TFLiteScorer, load_model, shipped
@@ -54,8 +54,7 @@ def groups_for(cfg: Config, named: dict[str, float]) -> GroupDirectory:
     for index, g in enumerate(cfg.groups):
         lists = default.lists if g.lists == cfg.lists else lists_for(g)
         policy = policy_for(g, named, cfg.source, f"groups[{index}].")
-        networks = tuple(ipaddress.ip_network(n, strict=False) for n in g.clients)
-        groups.append(ClientGroup(g.name, networks, policy, lists, g.sinkhole))
+        groups.append(ClientGroup(g.name, networks(g.clients), policy, lists, g.sinkhole))
     return GroupDirectory(groups, default)
 
 

@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import socket
 import struct
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -23,6 +25,7 @@ from resolverguard.config import Config, Endpoint, QueryLogConfig
 from resolverguard.model import Scorer, load_model
 from resolverguard.service import Service
 
+ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
 DIGITS_MODEL = DATA / "digits.tflite"
 UPSTREAM_A = "192.0.2.10"
@@ -183,3 +186,37 @@ def run_resolver(
         loop.call_soon_threadsafe(loop.stop)
         thread.join(5)
         loop.close()
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(proc: subprocess.Popen[str], text: str, lines: int = 10) -> str:
+    """Reads the process's stderr until a line contains `text` (LiteRT may print an INFO line first)."""
+    for _ in range(lines):
+        line = proc.stderr.readline() if proc.stderr else ""
+        if text in line:
+            return line
+    raise AssertionError(f"never saw {text!r}")
+
+
+def start_serving(policy: Path, port: int, model: Path = DIGITS_MODEL) -> subprocess.Popen[str]:
+    """`resolverguard serve` as a real process on 127.0.0.1:port, once it says it is listening."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "resolverguard",
+        "serve",
+        "--config",
+        str(policy),
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--model",
+        str(model),
+    ]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    wait_for(proc, "listening on")
+    return proc

@@ -13,7 +13,7 @@ from pathlib import Path
 import dns.message
 import dns.query
 import pytest
-from dnsfixtures import DIGITS_MODEL, UPSTREAM_A, Upstream, run_upstream
+from dnsfixtures import DIGITS_MODEL, UPSTREAM_A, Upstream, free_port, run_upstream, start_serving
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,12 +22,6 @@ def rg(*args: str, **kw) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "resolverguard", *args], capture_output=True, text=True, timeout=60, cwd=ROOT, **kw
     )
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_score_prints_one_tab_separated_line_per_name(tmp_path: Path) -> None:
@@ -90,30 +84,8 @@ def test_serve_answers_then_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     policy = tmp_path / "policy.yaml"
     with run_upstream(Upstream()) as up:
         policy.write_text(f"upstreams: ['127.0.0.1:{up.port}']\nquery_log: {log}\nlists:\n  deny: [bad.example]\n")
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "resolverguard",
-                "serve",
-                "--config",
-                str(policy),
-                "--listen",
-                f"127.0.0.1:{port}",
-                "--model",
-                str(DIGITS_MODEL),
-            ],
-            cwd=ROOT,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        proc = start_serving(policy, port)
         try:
-            banner = ""
-            for _ in range(5):  # LiteRT may print an INFO line about its CPU delegate first
-                banner = proc.stderr.readline()
-                if "listening on" in banner:
-                    break
-            assert "listening on 127.0.0.1" in banner, banner
             ok = dns.query.udp(dns.message.make_query("example.com", "A"), "127.0.0.1", port=port, timeout=5)
             bad = dns.query.tcp(dns.message.make_query("www.bad.example", "A"), "127.0.0.1", port=port, timeout=5)
             dga = dns.query.udp(dns.message.make_query("xkq3vbh7tz.com", "A"), "127.0.0.1", port=port, timeout=5)

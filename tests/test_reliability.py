@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import signal
 import socket
-import subprocess
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -16,7 +14,7 @@ import dns.message
 import dns.query
 import dns.rcode
 import pytest
-from dnsfixtures import DIGITS_MODEL, UPSTREAM_A, Upstream, run_resolver, run_upstream
+from dnsfixtures import UPSTREAM_A, Upstream, free_port, run_resolver, run_upstream, start_serving, wait_for
 
 from resolverguard.config import (
     AccessConfig,
@@ -156,42 +154,6 @@ def test_client_privacy() -> None:
     assert client_for_log("2001:db8:1:2::5", ClientPrivacy.TRUNCATE) == "2001:db8:1::/48"
     assert client_for_log("192.168.1.77", ClientPrivacy.OMIT) is None
     assert client_for_log("192.168.1.77", ClientPrivacy.FULL) == "192.168.1.77"
-
-
-def start_serving(policy: Path, port: int) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "resolverguard",
-            "serve",
-            "--config",
-            str(policy),
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--model",
-            str(DIGITS_MODEL),
-        ],
-        cwd=ROOT,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    wait_for(proc, "listening on")
-    return proc
-
-
-def wait_for(proc: subprocess.Popen[str], text: str, lines: int = 10) -> str:
-    for _ in range(lines):
-        line = proc.stderr.readline()
-        if text in line:
-            return line
-    raise AssertionError(f"never saw {text!r}")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def a_records(name: str, port: int) -> list[str]:

@@ -8,7 +8,6 @@ so refusals are counted and summarised in at most one stderr line per interval i
 
 from __future__ import annotations
 
-import ipaddress
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -17,7 +16,7 @@ from typing import Protocol, TextIO
 
 from cachetools import LRUCache
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+from resolverguard.addresses import IPNetwork, client_ip, networks, within
 
 
 class SummaryLine:
@@ -70,8 +69,8 @@ class Gate(Protocol):
 class ClientAcl:
     """allow_clients as networks; answers are memoised per address (bounded) for the flood case."""
 
-    def __init__(self, networks: Iterable[str | IPNetwork]) -> None:
-        self.networks = tuple(ipaddress.ip_network(n, strict=False) if isinstance(n, str) else n for n in networks)
+    def __init__(self, items: Iterable[str | IPNetwork]) -> None:
+        self.networks = networks(items)
         self._seen: LRUCache[str, bool] = LRUCache(maxsize=65536)
 
     def allows(self, address: str) -> bool:
@@ -81,13 +80,8 @@ class ClientAcl:
         return known
 
     def _check(self, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address.split("%", 1)[0])
-        except ValueError:
-            return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        return any(ip in net for net in self.networks if net.version == ip.version)
+        ip = client_ip(address)
+        return ip is not None and within(ip, self.networks)
 
 
 @dataclass

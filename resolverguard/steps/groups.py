@@ -8,12 +8,12 @@ score does not depend on who asked.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cachetools import LRUCache
 
+from resolverguard.addresses import IPNetwork, client_ip, within
 from resolverguard.chain import Next, Reply, Request
 from resolverguard.config import SinkholeConfig
 from resolverguard.steps.lists import DomainLists
@@ -23,7 +23,7 @@ from resolverguard.steps.policy import Policy
 @dataclass(frozen=True)
 class ClientGroup:
     name: str
-    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    networks: tuple[IPNetwork, ...]
     policy: Policy
     lists: DomainLists
     sinkhole: SinkholeConfig
@@ -41,16 +41,8 @@ class GroupDirectory:
         return found
 
     def _match(self, address: str) -> ClientGroup:
-        try:
-            ip = ipaddress.ip_address(address.split("%", 1)[0])
-        except ValueError:
-            return self.default
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        for group in self.groups:
-            if any(ip.version == net.version and ip in net for net in group.networks):
-                return group
-        return self.default
+        ip = client_ip(address)
+        return next((g for g in self.groups if ip is not None and within(ip, g.networks)), self.default)
 
 
 class GroupStep:
