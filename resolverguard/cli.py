@@ -160,7 +160,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # What the command line (or resolv.conf) fixed stays fixed across reloads of the file.
     fixed = (("listen", args.listen), ("upstreams", args.upstream or from_resolv_conf), ("model", args.model))
     overrides = {key: getattr(cfg, key) for key, given in fixed if given}
-    service = Service(cfg, load_model(cfg.model), args.config, overrides)
+    model = load_model(cfg.model)  # also in the parent of workers: a bad model fails here, at once
+    if cfg.workers > 1:
+        from resolverguard.workers import run_workers
+
+        return run_workers(cfg, args.config, overrides)
+    service = Service(cfg, model, args.config, overrides)
     try:
         run_event_loop(run_until_signalled(service))
     except OSError as err:

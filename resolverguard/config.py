@@ -181,6 +181,7 @@ class Config:
     upstream_timeout: float = 2.0
     model: Path | None = None  # None: the shipped default model
     scoring: bool = True  # False: lists only, no model (a plain filtering forwarder; benchmarks' baseline)
+    workers: int = 1  # processes sharing the listen ports (SO_REUSEPORT); changes need a restart
     mode: Mode = Mode.ENFORCE
     thresholds: tuple[Threshold, ...] = DEFAULT_THRESHOLDS
     on_model_error: OnModelError = OnModelError.PASS
@@ -461,6 +462,7 @@ def from_mapping(data: Any, file: str, base: Path) -> Config:
         upstream_timeout=r.get("upstream_timeout", defaults.upstream_timeout, _number(0.05, 30.0)),
         model=r.get("model", None, _path(base)),
         scoring=r.get("scoring", True, _boolean),
+        workers=r.get("workers", 1, _number(1, 64, integer=True)),
         private_suffixes=r.get("private_suffixes", defaults.private_suffixes, _enum(PrivateSuffixMode)),
         query_log=_query_log(r, base),
         access=_access(r.section("access")),

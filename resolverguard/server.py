@@ -71,11 +71,12 @@ class DnsServer:
         endpoints: Iterable[Endpoint],
         limits: Limits | None = None,
         gates: Sequence[Gate] = (),
+        reuse_port: bool = False,
         stderr: TextIO | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.chain, self._endpoints, self._stderr, self._clock = chain, tuple(endpoints), stderr, clock
-        self.limits, self.gates = limits or Limits(), tuple(gates)
+        self.limits, self.gates, self.reuse_port = limits or Limits(), tuple(gates), reuse_port
         self.shed = 0  # queries answered SERVFAIL at once because max_inflight was reached
         self._tasks: set[asyncio.Task[None]] = set()
         self._udp: list[asyncio.DatagramTransport] = []
@@ -88,13 +89,14 @@ class DnsServer:
         for ep in self._endpoints:
             family = socket.AF_INET6 if ":" in ep.host else socket.AF_INET
             transport, _ = await loop.create_datagram_endpoint(
-                lambda: _UdpListener(self), local_addr=(ep.host, ep.port), family=family
+                lambda: _UdpListener(self), local_addr=(ep.host, ep.port), family=family, reuse_port=self.reuse_port
             )
             with contextlib.suppress(OSError):
                 transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
             self._udp.append(transport)
             port = transport.get_extra_info("sockname")[1]
-            self._tcp.append(await asyncio.start_server(self._serve_tcp, ep.host, port, family=family))
+            tcp = await asyncio.start_server(self._serve_tcp, ep.host, port, family=family, reuse_port=self.reuse_port)
+            self._tcp.append(tcp)
             self.bound.append((ep.host, port))
 
     async def stop(self, grace: float = 5.0) -> None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TextIO
 
@@ -25,6 +26,14 @@ from resolverguard.steps.querylog import QueryLog
 LOG_CLOSE_DELAY = 15.0  # a replaced query log stays open this long for queries still in flight
 
 
+@dataclass(frozen=True)
+class WorkerRole:
+    """Set when this Service is one of several worker processes (see resolverguard.workers)."""
+
+    index: int
+    send_line: Callable[[str], None]  # hands a finished query-log line to the parent's writer
+
+
 class Service:
     def __init__(
         self,
@@ -33,19 +42,34 @@ class Service:
         config_path: Path | None = None,
         overrides: dict[str, object] | None = None,
         stderr: TextIO | None = None,
+        worker: WorkerRole | None = None,
     ) -> None:
         self.cfg, self.model, self.config_path, self.stderr = cfg, model, config_path, stderr
-        self._overrides = overrides or {}
+        self._overrides, self.worker = overrides or {}, worker
         # Metrics outlive reloads (counters must not reset); the endpoint is opened in start().
         self.metrics = Metrics() if cfg.metrics is not None else None
         self.hints = family_hints_for(cfg)
-        log = QueryLog(cfg.query_log, stderr)
-        self.pipeline: Pipeline = build_pipeline(cfg, model, log, metrics=self.metrics, hints=self.hints)
-        self.server = DnsServer(self.pipeline.chain, cfg.listen, cfg.limits, self.pipeline.gates, stderr)
+        self.pipeline: Pipeline = build_pipeline(
+            cfg, model, self._query_log(cfg), metrics=self.metrics, hints=self.hints
+        )
+        self.server = DnsServer(
+            self.pipeline.chain,
+            cfg.listen,
+            cfg.limits,
+            self.pipeline.gates,
+            reuse_port=worker is not None,
+            stderr=stderr,
+        )
         self.reloads = 0
 
+    def _query_log(self, cfg: Config) -> QueryLog:
+        if self.worker is None:
+            return QueryLog(cfg.query_log, self.stderr)
+        return QueryLog(cfg.query_log, self.stderr, forward=self.worker.send_line, extra={"worker": self.worker.index})
+
     def say(self, text: str) -> None:
-        print(f"resolverguard: {text}", file=self.stderr or sys.stderr, flush=True)
+        who = f"resolverguard[{self.worker.index}]" if self.worker is not None else "resolverguard"
+        print(f"{who}: {text}", file=self.stderr or sys.stderr, flush=True)
 
     async def start(self) -> None:
         await self.server.start()
@@ -61,7 +85,7 @@ class Service:
         try:
             cfg = replace(load_config(self.config_path), **self._overrides)  # type: ignore[arg-type]
             model = self.model if cfg.model == self.cfg.model else load_model(cfg.model)
-            log = self.pipeline.log if cfg.query_log == self.cfg.query_log else QueryLog(cfg.query_log, self.stderr)
+            log = self.pipeline.log if cfg.query_log == self.cfg.query_log else self._query_log(cfg)
             cache = self.pipeline.cache if model is self.model else None
             hints = self.hints if cfg.family_model == self.cfg.family_model else family_hints_for(cfg)
             same_answers = (cfg.upstreams, cfg.answer_cache) == (self.cfg.upstreams, self.cfg.answer_cache)

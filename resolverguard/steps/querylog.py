@@ -44,12 +44,22 @@ class QueryLog:
     and the lines are counted in `lost`, while DNS service goes on.
     """
 
-    def __init__(self, config: QueryLogConfig | str | None, stderr: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        config: QueryLogConfig | str | None,
+        stderr: TextIO | None = None,
+        forward: Callable[[str], None] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        """`forward`: hand finished lines to another writer instead of a file (worker processes send
+        theirs to the one writer in the parent). `extra`: fields added to every record."""
         self.config = config if isinstance(config, QueryLogConfig) else QueryLogConfig(path=config)
-        self._stderr, self._failing = stderr, False
+        self._stderr, self._failing, self._forward, self._extra = stderr, False, forward, extra or {}
         self._handle: TextIO | None = None
         self._size = 0
         self.written = self.lost = 0
+        if forward is not None:
+            return
         if self.config.path == "-":
             self._handle = sys.stdout
         elif self.config.path:
@@ -78,7 +88,15 @@ class QueryLog:
             return
         if "client" in record:
             record["client"] = client_for_log(record["client"], self.config.clients)
-        line = json.dumps(record, separators=(",", ":")) + "\n"
+        line = json.dumps({**record, **self._extra}, separators=(",", ":")) + "\n"
+        if self._forward is not None:
+            self._forward(line)
+            self.written += 1
+            return
+        self.write_line(line)
+
+    def write_line(self, line: str) -> None:
+        """Appends one finished JSON line (rotating as needed); never raises."""
         if self._handle is None and self.config.path != "-":
             self._open()  # retry after an earlier failure (disk freed, directory created)
         try:
