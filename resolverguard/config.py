@@ -19,6 +19,7 @@ from resolverguard.steps.names import PrivateSuffixMode
 from resolverguard.yamlsource import LocatedDict, LocatedList, read_yaml
 
 T = TypeVar("T")
+D = TypeVar("D")
 
 
 class Action(str, Enum):
@@ -225,7 +226,7 @@ class _Reader:
         where = line if line is not None else self.data.lines.get(key, self.data.line)
         return ConfigError(problem, file=self.file, line=where, key=self.prefix + key)
 
-    def get(self, key: str, default: T, convert: Callable[[Any], T]) -> T:
+    def get(self, key: str, default: D, convert: Callable[[Any], T]) -> T | D:
         self.used.add(key)
         if key not in self.data or self.data[key] is None and default is None:
             return default
@@ -285,7 +286,7 @@ def _enum(kind: type[Enum]) -> Callable[[Any], Any]:
         try:
             return kind(value)
         except ValueError:
-            choices = ", ".join(str(m.value) for m in kind)  # type: ignore[attr-defined]
+            choices = ", ".join(str(m.value) for m in kind)
             raise ValueError(f"{value!r} is not one of: {choices}") from None
 
     return convert

@@ -30,7 +30,11 @@ def explain(name: str, cfg: Config, model: TFLiteScorer, out: TextIO, client: st
     chain = link(decision_steps(cfg, model, groups, VerdictCache(0, 0)), stop_here)
     query = DNSRecord.question(name.rstrip(".") or ".")
     request = Request(query, query.pack(), (client, 0), "udp", time.monotonic())
-    asyncio.run(chain(request))
+
+    async def decide() -> None:
+        await chain(request)
+
+    asyncio.run(decide())
     n, v = request.name, request.verdict
     rows = [
         ("name", n.qname if n else name),

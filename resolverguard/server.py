@@ -58,7 +58,7 @@ def truncate(reply: bytes, query: DNSRecord) -> bytes:
     out = DNSRecord(header=header, q=query.q)
     if any(rr.rtype == QTYPE.OPT for rr in query.ar):
         out.add_ar(EDNS0(udp_len=1232))
-    return out.pack()
+    return bytes(out.pack())
 
 
 class DnsServer:
@@ -163,7 +163,7 @@ class DnsServer:
             reply = await self.chain(request)
         except Exception:  # noqa: BLE001 - one query's bug must not take the listener down
             traceback.print_exc(file=self._stderr or sys.stderr)
-            return empty_reply(query, RCODE.SERVFAIL).pack()
+            return bytes(empty_reply(query, RCODE.SERVFAIL).pack())
         if reply is not None and len(reply) > max_size:
             reply = truncate(reply, query)
         return reply

@@ -28,7 +28,7 @@ class LocatedList(list[Any]):
     lines: list[int]
 
 
-class _LocatingLoader(yaml.SafeLoader):
+class _LocatingLoader(yaml.SafeLoader):  # type: ignore[misc]
     pass
 
 

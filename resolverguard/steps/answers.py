@@ -40,12 +40,12 @@ def cacheable_ttl(record: DNSRecord, cfg: AnswerCacheConfig) -> int | None:
         return None
     if header.rcode == RCODE.NOERROR and record.rr:
         ttl = min(rr.ttl for rr in record.rr)
-        return max(cfg.min_ttl, min(ttl, cfg.max_ttl))
+        return int(max(cfg.min_ttl, min(ttl, cfg.max_ttl)))
     soas = [rr for rr in record.auth if rr.rtype == QTYPE.SOA]
     if not soas:
         return None  # RFC 2308: no SOA, no negative caching
     soa = soas[0]
-    return min(soa.ttl, soa.rdata.times[-1], cfg.negative_max_ttl)
+    return int(min(soa.ttl, soa.rdata.times[-1], cfg.negative_max_ttl))
 
 
 def _aged(rr: RR, elapsed: int) -> RR:
@@ -65,7 +65,7 @@ def served(entry: _Entry, query: DNSRecord, now: float) -> bytes:
     out.auth = [_aged(rr, elapsed) for rr in record.auth]
     client_edns = any(rr.rtype == QTYPE.OPT for rr in query.ar)
     out.ar = [_aged(rr, elapsed) for rr in record.ar if rr.rtype != QTYPE.OPT or client_edns]
-    return out.pack()
+    return bytes(out.pack())
 
 
 class AnswerCache:

@@ -50,4 +50,4 @@ class BlockStep:
             return await next_step(request)
         zone = request.name.registrable if request.name else None
         sinkhole = request.group.sinkhole if request.group is not None else self._sinkhole
-        return block_reply(request.query, request.verdict.action, sinkhole, zone).pack()
+        return bytes(block_reply(request.query, request.verdict.action, sinkhole, zone).pack())

@@ -111,7 +111,7 @@ class UpstreamStep:
             answer = await self._forwarder.resolve(request.packet, request.query)
         except UpstreamError as err:
             request.error, request.upstream_rcode = f"upstream: {err}", "SERVFAIL"
-            return empty_reply(request.query, RCODE.SERVFAIL).pack()
+            return bytes(empty_reply(request.query, RCODE.SERVFAIL).pack())
         finally:
             request.upstream_seconds = time.perf_counter() - started
         request.upstream_rcode = RCODE.get(answer[3] & 0x0F)
