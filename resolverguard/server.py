@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import socket
 import struct
 import sys
@@ -85,19 +86,34 @@ class DnsServer:
         self.bound: list[tuple[str, int]] = []
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
         for ep in self._endpoints:
-            family = socket.AF_INET6 if ":" in ep.host else socket.AF_INET
-            transport, _ = await loop.create_datagram_endpoint(
-                lambda: _UdpListener(self), local_addr=(ep.host, ep.port), family=family, reuse_port=self.reuse_port
-            )
-            with contextlib.suppress(OSError):
-                transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
-            self._udp.append(transport)
-            port = transport.get_extra_info("sockname")[1]
+            # Port 0 (tests, ad-hoc runs) picks a UDP port first; if TCP finds that number taken,
+            # try another pair rather than fail, as a fixed port would.
+            for attempt in range(20):
+                try:
+                    await self._listen(ep)
+                    break
+                except OSError as err:
+                    if ep.port != 0 or err.errno != errno.EADDRINUSE or attempt == 19:
+                        raise
+
+    async def _listen(self, ep: Endpoint) -> None:
+        loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if ":" in ep.host else socket.AF_INET
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _UdpListener(self), local_addr=(ep.host, ep.port), family=family, reuse_port=self.reuse_port
+        )
+        with contextlib.suppress(OSError):
+            transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
+        port = transport.get_extra_info("sockname")[1]
+        try:
             tcp = await asyncio.start_server(self._serve_tcp, ep.host, port, family=family, reuse_port=self.reuse_port)
-            self._tcp.append(tcp)
-            self.bound.append((ep.host, port))
+        except OSError:
+            transport.close()
+            raise
+        self._udp.append(transport)
+        self._tcp.append(tcp)
+        self.bound.append((ep.host, port))
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stops listening, then waits (bounded) for queries already in flight."""
