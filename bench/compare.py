@@ -78,7 +78,7 @@ def start_nsd(work: Path, port: int) -> subprocess.Popen[bytes]:
     conf = work / "nsd.conf"
     conf.write_text(
         f'server:\n  ip-address: 127.0.0.1@{port}\n  database: ""\n  zonelistfile: "{work}/zone.list"\n'
-        f'  pidfile: "{work}/nsd.pid"\n  xfrdfile: "{work}/xfrd.state"\n  username: ""\n  server-count: 1\n'
+        f'  pidfile: "{work}/nsd.pid"\n  xfrdfile: "{work}/xfrd.state"\n  username: ""\n  server-count: 1\n  rrl-ratelimit: 0\n  rrl-whitelist-ratelimit: 0\n'
         f'  chroot: ""\n  logfile: "{work}/nsd.log"\nremote-control:\n  control-enable: no\n'
         f'zone:\n  name: "."\n  zonefile: "{zone}"\n'
     )
@@ -104,7 +104,7 @@ def start_resolverguard(work: Path, port: int, upstream: int, scoring: bool) -> 
         "rate_limit:\n  qps: 0\nlimits:\n  max_inflight: 8192\n"
     )
     cmd = [sys.executable, "-m", "resolverguard", "serve", "--config", str(policy), "--listen", f"127.0.0.1:{port}"]
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=(work / f"rg-{port}.log").open("w"))
 
 
 def wait_ready(port: int, timeout: float = 20.0) -> None:
