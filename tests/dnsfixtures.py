@@ -68,15 +68,30 @@ class Upstream:
         return reply.pack()
 
 
+def _bind_pair(port: int) -> tuple[socket.socket, socket.socket, int]:
+    """A UDP and a TCP socket on the same port; with port 0, retried until both get one."""
+    for _ in range(20):
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.bind(("127.0.0.1", port))
+        chosen = udp.getsockname()[1]
+        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            tcp.bind(("127.0.0.1", chosen))
+        except OSError:
+            udp.close()
+            tcp.close()
+            if port:
+                raise
+            continue
+        tcp.listen(16)
+        return udp, tcp, chosen
+    raise OSError("no free UDP+TCP port pair")
+
+
 @contextlib.contextmanager
 def run_upstream(upstream: Upstream) -> Iterator[Upstream]:
-    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    udp.bind(("127.0.0.1", upstream.port))
-    port = udp.getsockname()[1]
-    tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    tcp.bind(("127.0.0.1", port))
-    tcp.listen(16)
+    udp, tcp, port = _bind_pair(upstream.port)
     upstream.port = port
     stop = threading.Event()
 

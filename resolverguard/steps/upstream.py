@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import socket
 import struct
 import time
 from collections.abc import Sequence
 
-from dnslib import RCODE, DNSError, DNSRecord
+from dnslib import RCODE, DNSRecord
 
 from resolverguard.chain import Reply, Request
 from resolverguard.config import Endpoint
@@ -25,35 +26,34 @@ from resolverguard.steps.block import empty_reply
 _TC = 0x02  # in byte 2 of the header
 
 
-def matches(answer: bytes, qid: int, query: DNSRecord) -> bool:
-    """Is `answer` a reply to our query `qid` for the same question? (drop it if not)."""
-    if len(answer) < 12 or struct.unpack("!H", answer[:2])[0] != qid or not answer[2] & 0x80:
+def question_section(packet: bytes) -> bytes | None:
+    """The raw question (name, type, class) of a one-question message, or None if malformed.
+    The first name of a message is never compressed, so its bytes can be compared directly."""
+    end = 12
+    while end < len(packet):
+        length = packet[end]
+        if length == 0:
+            return packet[12 : end + 5] if end + 5 <= len(packet) else None
+        if length & 0xC0:
+            return None
+        end += length + 1
+    return None
+
+
+def matches(answer: bytes, qid: int, question: bytes) -> bool:
+    """Is `answer` a reply to our query `qid` for the same question (name compared without case)?
+    Anything else is dropped while we keep waiting: the cache-poisoning defence."""
+    if len(answer) < 12 or answer[0] << 8 | answer[1] != qid or not answer[2] & 0x80:
         return False
-    try:
-        parsed = DNSRecord.parse(answer)
-    except (DNSError, ValueError, IndexError, struct.error, UnicodeDecodeError):
-        return False
-    if len(parsed.questions) != 1:
-        return bool(answer[3] & 0x0F) and not parsed.questions  # FORMERR/REFUSED may echo no question
-    q, mine = parsed.q, query.q
-    return (str(q.qname).lower(), q.qtype, q.qclass) == (str(mine.qname).lower(), mine.qtype, mine.qclass)
-
-
-class _Reply(asyncio.DatagramProtocol):
-    def __init__(self, qid: int, query: DNSRecord) -> None:
-        self.qid, self.query = qid, query
-        self.future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        if not self.future.done() and matches(data, self.qid, self.query):
-            self.future.set_result(data)
-
-    def error_received(self, exc: Exception) -> None:  # ICMP port unreachable: fail over at once
-        if not self.future.done():
-            self.future.set_exception(exc)
+    if answer[4:6] == b"\x00\x00":
+        return bool(answer[3] & 0x0F)  # FORMERR/REFUSED/NOTIMP may echo no question
+    return answer[4:6] == b"\x00\x01" and answer[12 : 12 + len(question)].lower() == question.lower()
 
 
 class UpstreamForwarder:
+    """Each attempt uses a new socket (a fresh random source port) and a fresh random ID; the
+    socket is connected, so the kernel itself drops datagrams from any other address."""
+
     def __init__(self, servers: Sequence[Endpoint], timeout: float) -> None:
         if not servers:
             raise UpstreamError("no upstream servers configured")
@@ -61,31 +61,60 @@ class UpstreamForwarder:
 
     async def resolve(self, packet: bytes, query: DNSRecord) -> bytes:
         """The first usable answer, with the client's ID restored; UpstreamError if none."""
+        question = question_section(packet)
+        if question is None:
+            raise UpstreamError("query has no well-formed question")
         problems = []
         for server in self.servers:
             qid = secrets.randbits(16)
             wire = struct.pack("!H", qid) + packet[2:]
             try:
-                answer = await asyncio.wait_for(self._udp(server, wire, qid, query), self.timeout)
+                answer = await self._udp(server, wire, qid, question)
                 if answer[2] & _TC:
-                    answer = await asyncio.wait_for(self._tcp(server, wire, qid, query), self.timeout)
+                    answer = await asyncio.wait_for(self._tcp(server, wire, qid, question), self.timeout)
                 return packet[:2] + answer[2:]
             except (TimeoutError, OSError, UpstreamError, asyncio.IncompleteReadError) as err:
                 problems.append(f"{server}: {type(err).__name__} {err}".strip())
         raise UpstreamError("; ".join(problems))
 
-    async def _udp(self, server: Endpoint, wire: bytes, qid: int, query: DNSRecord) -> bytes:
+    async def _udp(self, server: Endpoint, wire: bytes, qid: int, question: bytes) -> bytes:
+        """One UDP exchange on a plain non-blocking socket (cheaper than a transport per query)."""
         loop = asyncio.get_running_loop()
-        transport, protocol = await loop.create_datagram_endpoint(
-            lambda: _Reply(qid, query), remote_addr=(server.host, server.port)
-        )
-        try:
-            transport.sendto(wire)
-            return await protocol.future
-        finally:
-            transport.close()
+        family = socket.AF_INET6 if ":" in server.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        future: asyncio.Future[bytes] = loop.create_future()
 
-    async def _tcp(self, server: Endpoint, wire: bytes, qid: int, query: DNSRecord) -> bytes:
+        def readable() -> None:
+            while not future.done():
+                try:
+                    data = sock.recv(65535)
+                except BlockingIOError:
+                    return
+                except OSError as err:  # ICMP port unreachable: fail over at once
+                    future.set_exception(err)
+                    return
+                if matches(data, qid, question):
+                    future.set_result(data)
+
+        def expired() -> None:
+            if not future.done():
+                future.set_exception(TimeoutError(f"no answer in {self.timeout:g} s"))
+
+        timer = loop.call_later(self.timeout, expired)
+        try:
+            sock.connect((server.host, server.port))
+            loop.add_reader(sock.fileno(), readable)
+            try:
+                sock.send(wire)
+                return await future
+            finally:
+                loop.remove_reader(sock.fileno())
+        finally:
+            timer.cancel()
+            sock.close()
+
+    async def _tcp(self, server: Endpoint, wire: bytes, qid: int, question: bytes) -> bytes:
         reader, writer = await asyncio.open_connection(server.host, server.port)
         try:
             writer.write(struct.pack("!H", len(wire)) + wire)
@@ -93,7 +122,7 @@ class UpstreamForwarder:
             while True:  # a well-behaved server sends one reply; skip anything that does not match
                 size = struct.unpack("!H", await reader.readexactly(2))[0]
                 answer = await reader.readexactly(size)
-                if matches(answer, qid, query):
+                if matches(answer, qid, question):
                     return answer
         finally:
             writer.close()
