@@ -113,3 +113,40 @@ def test_edns_is_part_of_the_answer_only_for_edns_clients(setup) -> None:
     without = ask(r, "www.example.com")
     assert with_edns.edns == 0 and without.edns == -1  # no OPT for a client that sent none
     assert len(up.queries) == 1
+
+
+def test_fast_path_equals_the_re_encoding_path() -> None:
+    from dnslib import EDNS0, QTYPE, RR, SOA, A, DNSRecord
+
+    from resolverguard.steps.answers import _Entry, served, served_wire, wire_layout
+
+    query = DNSRecord.question("WwW.Example.COM", "A")
+    query.add_ar(EDNS0(udp_len=1232))
+    answer = DNSRecord.question("www.example.com", "A").reply()
+    answer.add_answer(RR("www.example.com", QTYPE.A, rdata=A("192.0.2.1"), ttl=300))
+    answer.add_answer(RR("www.example.com", QTYPE.A, rdata=A("192.0.2.2"), ttl=120))
+    answer.add_auth(RR("example.com", QTYPE.SOA, rdata=SOA("ns.", "h.", (1, 2, 3, 4, 5)), ttl=900))
+    answer.add_ar(EDNS0(udp_len=1232))
+    wire = answer.pack()
+    layout = wire_layout(wire)
+    assert layout is not None and len(layout.ttls) == 3 and layout.opt_at is not None
+    entry = _Entry(DNSRecord.parse(wire), 0.0, 120, layout)
+    for edns in (True, False):
+        q = query if edns else DNSRecord.question("WwW.Example.COM", "A")
+        fast = dns.message.from_wire(served_wire(layout, q.pack(), edns, 100))
+        slow = dns.message.from_wire(served(entry, q, 100.0))
+        assert fast.id == slow.id == q.header.id and fast.question[0].name.to_text() == "WwW.Example.COM."
+        assert fast.authority[0].ttl == 800 and fast.edns == (0 if edns else -1) == slow.edns
+        fast_rr = DNSRecord.parse(served_wire(layout, q.pack(), edns, 100)).rr
+        assert [rr.ttl for rr in fast_rr] == [rr.ttl for rr in DNSRecord.parse(served(entry, q, 100.0)).rr] == [200, 20]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_wire_layout_never_raises_on_garbage(seed: int) -> None:
+    import random
+
+    from resolverguard.steps.answers import wire_layout
+
+    rng = random.Random(seed)
+    for _ in range(2000):
+        wire_layout(bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 80))))

@@ -9,6 +9,7 @@ SERVFAIL, truncated and other error answers are never cached. The key includes t
 
 from __future__ import annotations
 
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,69 @@ class _Entry:
     record: DNSRecord
     stored: float
     ttl: int
+    layout: WireLayout | None  # where the TTLs sit in the wire answer, for the fast path
+
+
+@dataclass(frozen=True, slots=True)
+class WireLayout:
+    """The upstream's answer bytes and where to patch them: served hits are the stored bytes with
+    the ID, the question's letter case and the TTLs rewritten in place, no re-encoding."""
+
+    wire: bytes
+    question_end: int
+    ttls: tuple[tuple[int, int], ...]  # (offset of the 4-byte TTL field, TTL as received)
+    opt_at: int | None  # offset of a trailing OPT record (dropped for clients without EDNS)
+
+
+def _skip_name(wire: bytes, at: int) -> int:
+    while True:
+        length = wire[at]
+        if length & 0xC0 == 0xC0:
+            return at + 2
+        if length & 0xC0:
+            raise ValueError("bad label")
+        at += length + 1
+        if length == 0:
+            return at
+
+
+def wire_layout(wire: bytes) -> WireLayout | None:
+    """Finds every TTL field of a one-question answer; None when its layout is unusual (then hits
+    take the slower, re-encoding path)."""
+    try:
+        qd, an, ns, ar = struct.unpack("!HHHH", wire[4:12])
+        if qd != 1:
+            return None
+        at = _skip_name(wire, 12) + 4
+        question_end, ttls, opt_at = at, [], None
+        for index in range(an + ns + ar):
+            start = at
+            at = _skip_name(wire, at)
+            rtype, _, ttl, rdlength = struct.unpack("!HHIH", wire[at : at + 10])
+            if rtype == QTYPE.OPT:
+                if index != an + ns + ar - 1:
+                    return None
+                opt_at = start
+            else:
+                ttls.append((at + 4, ttl))
+            at += 10 + rdlength
+        return WireLayout(wire, question_end, tuple(ttls), opt_at) if at == len(wire) else None
+    except (IndexError, ValueError, struct.error):
+        return None
+
+
+def served_wire(layout: WireLayout, query_packet: bytes, client_edns: bool, elapsed: int) -> bytes:
+    out = bytearray(layout.wire)
+    out[0:2] = query_packet[0:2]
+    out[2] = (out[2] & 0xFE) | (query_packet[2] & 0x01)  # RD as the client asked
+    out[12 : layout.question_end] = query_packet[12 : layout.question_end]  # the client's letter case
+    for offset, ttl in layout.ttls:
+        out[offset : offset + 4] = max(0, ttl - elapsed).to_bytes(4, "big")
+    if layout.opt_at is not None and not client_edns:
+        del out[layout.opt_at :]
+        arcount = int.from_bytes(out[10:12], "big") - 1
+        out[10:12] = arcount.to_bytes(2, "big")
+    return bytes(out)
 
 
 def cache_key(query: DNSRecord) -> tuple[str, int, int, bool]:
@@ -77,7 +141,7 @@ class AnswerCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, query: DNSRecord) -> bytes | None:
+    def get(self, query: DNSRecord, packet: bytes | None = None) -> bytes | None:
         if self.cfg.size <= 0:
             return None
         key, now = cache_key(query), self.clock()
@@ -88,6 +152,14 @@ class AnswerCache:
             self.misses += 1
             return None
         self.hits += 1
+        client_edns = any(rr.rtype == QTYPE.OPT for rr in query.ar)
+        if (
+            entry.layout is not None
+            and packet is not None
+            and packet[12 : entry.layout.question_end].lower()
+            == entry.layout.wire[12 : entry.layout.question_end].lower()
+        ):
+            return served_wire(entry.layout, packet, client_edns, int(now - entry.stored))
         return served(entry, query, now)
 
     def put(self, query: DNSRecord, answer: bytes) -> None:
@@ -99,7 +171,7 @@ class AnswerCache:
             return
         ttl = cacheable_ttl(record, self.cfg)
         if ttl:
-            self._entries[cache_key(query)] = _Entry(record, self.clock(), ttl)
+            self._entries[cache_key(query)] = _Entry(record, self.clock(), ttl, wire_layout(answer))
 
 
 class AnswerCacheStep:
@@ -107,7 +179,7 @@ class AnswerCacheStep:
         self._cache = cache
 
     async def __call__(self, request: Request, next_step: Next) -> Reply:
-        cached = self._cache.get(request.query)
+        cached = self._cache.get(request.query, request.packet)
         if cached is not None:
             request.notes["answer_cache"] = "hit"
             request.upstream_rcode = RCODE.get(cached[3] & 0x0F)
