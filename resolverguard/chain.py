@@ -18,6 +18,7 @@ from dnslib import DNSRecord
 
 from resolverguard.config import Action
 from resolverguard.steps.names import RegistrableName
+from resolverguard.wire import QueryHead
 
 if TYPE_CHECKING:
     from resolverguard.steps.groups import ClientGroup
@@ -45,7 +46,7 @@ class Verdict:
 class Request:
     """One query on its way through the chain; steps fill in what they learn."""
 
-    query: DNSRecord
+    head: QueryHead  # what the wire says: ID, flags, question, EDNS (see resolverguard.wire)
     packet: bytes
     client: tuple[str, int]
     transport: str  # "udp" or "tcp"
@@ -61,14 +62,22 @@ class Request:
     inference_seconds: float | None = None  # time spent in the model
     error: str | None = None
     notes: dict[str, object] = field(default_factory=dict)
+    parsed: DNSRecord | None = None  # the full dnslib parse, made only when a step needs it
+
+    @property
+    def query(self) -> DNSRecord:
+        """The query as a dnslib record (to build answers from); parsed on first use."""
+        if self.parsed is None:
+            self.parsed = DNSRecord.parse(self.packet)
+        return self.parsed
 
     @property
     def qname(self) -> str:
-        return str(self.query.q.qname)
+        return self.head.qname
 
     @property
     def qtype(self) -> int:
-        return int(self.query.q.qtype)
+        return self.head.qtype
 
 
 Reply = bytes | None  # wire-format answer, or None to send nothing

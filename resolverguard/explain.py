@@ -17,6 +17,7 @@ from resolverguard.config import Config
 from resolverguard.model import TFLiteScorer
 from resolverguard.pipeline import decision_steps, groups_for
 from resolverguard.steps.cache import VerdictCache
+from resolverguard.wire import head_of, parse_query
 
 
 def explain(name: str, cfg: Config, model: TFLiteScorer, out: TextIO, client: str = "127.0.0.1") -> Request:
@@ -29,7 +30,9 @@ def explain(name: str, cfg: Config, model: TFLiteScorer, out: TextIO, client: st
 
     chain = link(decision_steps(cfg, model, groups, VerdictCache(0, 0)), stop_here)
     query = DNSRecord.question(name.rstrip(".") or ".")
-    request = Request(query, query.pack(), (client, 0), "udp", time.monotonic())
+    packet = query.pack()
+    head = parse_query(packet) or head_of(query, packet)
+    request = Request(head, packet, (client, 0), "udp", time.monotonic(), parsed=query)
 
     async def decide() -> None:
         await chain(request)

@@ -23,7 +23,7 @@ from dnslib import EDNS0, OPCODE, QTYPE, RCODE, DNSError, DNSRecord
 from resolverguard.chain import Next, Request
 from resolverguard.config import Endpoint, Limits
 from resolverguard.steps.acl import Gate
-from resolverguard.steps.block import empty_reply
+from resolverguard.wire import head_of, parse_query
 
 UDP_DEFAULT_SIZE = 512
 UDP_MAX_SIZE = 4096  # clamp of the client's advertised EDNS size (DNS flag day 2020 suggests 1232)
@@ -43,13 +43,6 @@ def valid_qname(query: DNSRecord) -> bool:
     """RFC 1035 limits that dnslib's parser does not enforce: labels <= 63 octets, name <= 255."""
     labels = query.q.qname.label
     return all(0 < len(label) <= 63 for label in labels) and sum(len(x) + 1 for x in labels) + 1 <= 255
-
-
-def client_udp_size(query: DNSRecord) -> int:
-    for rr in query.ar:
-        if rr.rtype == QTYPE.OPT:
-            return max(UDP_DEFAULT_SIZE, min(int(rr.rclass), UDP_MAX_SIZE))
-    return UDP_DEFAULT_SIZE
 
 
 def truncate(reply: bytes, query: DNSRecord) -> bytes:
@@ -163,25 +156,33 @@ class DnsServer:
 
     async def _answer(self, packet: bytes, client: tuple[str, int], transport: str) -> bytes | None:
         started = self._clock()
-        try:
-            query = DNSRecord.parse(packet)
-        except (DNSError, ValueError, IndexError, struct.error, UnicodeDecodeError, TypeError):
-            return header_only_reply(packet, RCODE.FORMERR)
-        if query.header.qr:
+        head, parsed = parse_query(packet), None
+        if head is None:  # unusual: the full parser decides between an answer and FORMERR
+            try:
+                parsed = DNSRecord.parse(packet)
+            except (DNSError, ValueError, IndexError, struct.error, UnicodeDecodeError, TypeError):
+                return header_only_reply(packet, RCODE.FORMERR)
+            if len(parsed.questions) == 1 and not parsed.header.qr and valid_qname(parsed):
+                head = head_of(parsed, packet)
+            elif parsed.header.qr:
+                return None
+            elif parsed.header.opcode != OPCODE.QUERY:
+                return header_only_reply(packet, RCODE.NOTIMP)
+            else:
+                return header_only_reply(packet, RCODE.FORMERR)
+        if head.is_response:
             return None
-        if query.header.opcode != OPCODE.QUERY:
+        if head.opcode != OPCODE.QUERY:
             return header_only_reply(packet, RCODE.NOTIMP)
-        if len(query.questions) != 1 or not valid_qname(query):
-            return header_only_reply(packet, RCODE.FORMERR)
-        max_size = client_udp_size(query) if transport == "udp" else 65535
-        request = Request(query, packet, client, transport, started, max_size)
+        max_size = max(UDP_DEFAULT_SIZE, min(head.udp_size, UDP_MAX_SIZE)) if transport == "udp" else 65535
+        request = Request(head, packet, client, transport, started, max_size, parsed=parsed)
         try:
             reply = await self.chain(request)
         except Exception:  # noqa: BLE001 - one query's bug must not take the listener down
             traceback.print_exc(file=self._stderr or sys.stderr)
-            return bytes(empty_reply(query, RCODE.SERVFAIL).pack())
+            return header_only_reply(packet, RCODE.SERVFAIL)
         if reply is not None and len(reply) > max_size:
-            reply = truncate(reply, query)
+            reply = truncate(reply, request.query)
         return reply
 
     async def _answer_udp(self, transport: asyncio.DatagramTransport, packet: bytes, client: tuple[str, int]) -> None:

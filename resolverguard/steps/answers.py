@@ -19,6 +19,7 @@ from dnslib import QTYPE, RCODE, RR, DNSError, DNSRecord
 
 from resolverguard.chain import Next, Reply, Request
 from resolverguard.config import AnswerCacheConfig
+from resolverguard.wire import QueryHead
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,10 +92,8 @@ def served_wire(layout: WireLayout, query_packet: bytes, client_edns: bool, elap
     return bytes(out)
 
 
-def cache_key(query: DNSRecord) -> tuple[str, int, int, bool]:
-    do = any(rr.rtype == QTYPE.OPT and rr.ttl & 0x8000 for rr in query.ar)
-    q = query.q
-    return str(q.qname).lower(), int(q.qtype), int(q.qclass), bool(do)
+def cache_key(head: QueryHead) -> tuple[str, int, int, bool]:
+    return head.qname.lower(), head.qtype, head.qclass, head.do
 
 
 def cacheable_ttl(record: DNSRecord, cfg: AnswerCacheConfig) -> int | None:
@@ -141,10 +140,10 @@ class AnswerCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, query: DNSRecord, packet: bytes | None = None) -> bytes | None:
+    def get(self, request: Request) -> bytes | None:
         if self.cfg.size <= 0:
             return None
-        key, now = cache_key(query), self.clock()
+        key, now = cache_key(request.head), self.clock()
         entry = self._entries.get(key)
         if entry is None or now - entry.stored >= entry.ttl:
             if entry is not None:
@@ -152,17 +151,16 @@ class AnswerCache:
             self.misses += 1
             return None
         self.hits += 1
-        client_edns = any(rr.rtype == QTYPE.OPT for rr in query.ar)
+        layout, packet = entry.layout, request.packet
         if (
-            entry.layout is not None
-            and packet is not None
-            and packet[12 : entry.layout.question_end].lower()
-            == entry.layout.wire[12 : entry.layout.question_end].lower()
+            layout is not None
+            and packet[12 : layout.question_end].lower() == layout.wire[12 : layout.question_end].lower()
         ):
-            return served_wire(entry.layout, packet, client_edns, int(now - entry.stored))
-        return served(entry, query, now)
+            return served_wire(layout, packet, request.head.edns, int(now - entry.stored))
+        return served(entry, request.query, now)
 
-    def put(self, query: DNSRecord, answer: bytes) -> None:
+    def put(self, request: Request, answer: bytes) -> None:
+        """Stores an upstream answer, parsing it once (misses only, never on the hit path)."""
         if self.cfg.size <= 0:
             return
         try:
@@ -171,7 +169,7 @@ class AnswerCache:
             return
         ttl = cacheable_ttl(record, self.cfg)
         if ttl:
-            self._entries[cache_key(query)] = _Entry(record, self.clock(), ttl, wire_layout(answer))
+            self._entries[cache_key(request.head)] = _Entry(record, self.clock(), ttl, wire_layout(answer))
 
 
 class AnswerCacheStep:
@@ -179,12 +177,12 @@ class AnswerCacheStep:
         self._cache = cache
 
     async def __call__(self, request: Request, next_step: Next) -> Reply:
-        cached = self._cache.get(request.query, request.packet)
+        cached = self._cache.get(request)
         if cached is not None:
             request.notes["answer_cache"] = "hit"
             request.upstream_rcode = RCODE.get(cached[3] & 0x0F)
             return cached
         reply = await next_step(request)
         if reply is not None and request.error is None:
-            self._cache.put(request.query, reply)
+            self._cache.put(request, reply)
         return reply

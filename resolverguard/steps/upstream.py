@@ -16,7 +16,7 @@ import struct
 import time
 from collections.abc import Sequence
 
-from dnslib import RCODE, DNSRecord
+from dnslib import RCODE
 
 from resolverguard.chain import Reply, Request
 from resolverguard.config import Endpoint
@@ -59,7 +59,7 @@ class UpstreamForwarder:
             raise UpstreamError("no upstream servers configured")
         self.servers, self.timeout = tuple(servers), timeout
 
-    async def resolve(self, packet: bytes, query: DNSRecord) -> bytes:
+    async def resolve(self, packet: bytes) -> bytes:
         """The first usable answer, with the client's ID restored; UpstreamError if none."""
         question = question_section(packet)
         if question is None:
@@ -137,7 +137,7 @@ class UpstreamStep:
     async def __call__(self, request: Request) -> Reply:
         started = time.perf_counter()
         try:
-            answer = await self._forwarder.resolve(request.packet, request.query)
+            answer = await self._forwarder.resolve(request.packet)
         except UpstreamError as err:
             request.error, request.upstream_rcode = f"upstream: {err}", "SERVFAIL"
             return bytes(empty_reply(request.query, RCODE.SERVFAIL).pack())

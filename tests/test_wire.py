@@ -1,0 +1,44 @@
+"""The fast query reader agrees with dnslib on every packet it accepts, and declines the rest."""
+
+from __future__ import annotations
+
+from dnslib import EDNS0, DNSRecord
+from fuzzing import CRAFTED, packets
+from hypothesis import given, settings
+
+from resolverguard.wire import parse_query
+
+
+def test_plain_and_edns_queries() -> None:
+    q = DNSRecord.question("WwW.Example.com", "AAAA")
+    head = parse_query(q.pack())
+    assert head is not None and (head.qname, head.qtype, head.edns, head.udp_size) == (
+        "WwW.Example.com.",
+        28,
+        False,
+        512,
+    )
+    q.add_ar(EDNS0(udp_len=1400, flags="do"))
+    head = parse_query(q.pack())
+    assert head is not None and (head.edns, head.udp_size, head.do) == (True, 1400, True)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(packets)
+def test_agrees_with_dnslib_or_declines(packet: bytes) -> None:
+    head = parse_query(packet)
+    if head is None:
+        return
+    record = DNSRecord.parse(packet)  # must not raise: we only accept what dnslib can answer
+    assert (record.header.id, str(record.q.qname), record.q.qtype, record.q.qclass) == (
+        head.id,
+        head.qname,
+        head.qtype,
+        head.qclass,
+    )
+    assert len(record.questions) == 1 and record.reply().pack()  # we can answer it
+
+
+def test_crafted_packets_never_crash_it() -> None:
+    for packet in CRAFTED:
+        parse_query(packet)
