@@ -78,7 +78,8 @@ def start_nsd(work: Path, port: int) -> subprocess.Popen[bytes]:
     conf = work / "nsd.conf"
     conf.write_text(
         f'server:\n  ip-address: 127.0.0.1@{port}\n  database: ""\n  zonelistfile: "{work}/zone.list"\n'
-        f'  pidfile: "{work}/nsd.pid"\n  xfrdfile: "{work}/xfrd.state"\n  username: ""\n  server-count: 1\n  rrl-ratelimit: 0\n  rrl-whitelist-ratelimit: 0\n'
+        f'  pidfile: "{work}/nsd.pid"\n  xfrdfile: "{work}/xfrd.state"\n  username: ""\n  server-count: 1\n'
+        "  rrl-ratelimit: 0\n  rrl-whitelist-ratelimit: 0\n"
         f'  chroot: ""\n  logfile: "{work}/nsd.log"\nremote-control:\n  control-enable: no\n'
         f'zone:\n  name: "."\n  zonefile: "{zone}"\n'
     )

@@ -39,10 +39,15 @@ def query(qid: int, name: str) -> bytes:
 
 
 def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
+    """Resident memory of the process and its children (the workers, when there are some)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    kids = [int(c) for c in children.read_text().split()] if children.exists() else []
+    total = 0
+    for p in [pid, *kids]:
+        for line in Path(f"/proc/{p}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total
 
 
 class Client(asyncio.DatagramProtocol):
@@ -109,7 +114,12 @@ def summary(client: Client) -> dict[str, Any]:
 
 
 def scenario(
-    name: str, upstreams: list[tuple[float, bool]], flood: bool, seconds: float, timeout: float = 0.3
+    name: str,
+    upstreams: list[tuple[float, bool]],
+    flood: bool,
+    seconds: float,
+    timeout: float = 0.3,
+    workers: int = 1,
 ) -> dict[str, Any]:
     procs, ports = [], []
     for delay, silent in upstreams:
@@ -122,6 +132,7 @@ def scenario(
     policy.write_text(
         f"upstreams: [{', '.join(f'127.0.0.1:{p}' for p in ports)}]\nupstream_timeout: {timeout}\nquery_log: {log}\n"
         "rate_limit:\n  qps: 500\n  burst: 1000\nlimits:\n  max_inflight: 4096\n"
+        f"workers: {workers}\n"
     )
     port = free_port()
     model = ROOT / "tests" / "data" / "digits.tflite" if not (ROOT / "models" / "default.tflite").exists() else None
@@ -130,8 +141,10 @@ def scenario(
         cmd + (["--model", str(model)] if model else []), cwd=ROOT, stderr=subprocess.PIPE, text=True
     )
     try:
-        for _ in range(10):
-            if "listening on" in server.stderr.readline():
+        seen = 0
+        for _ in range(20):
+            seen += "listening on" in server.stderr.readline()
+            if seen == workers:
                 break
         rss_before = rss_kb(server.pid)
 
@@ -178,6 +191,7 @@ def main() -> None:
         scenario("dead first upstream (failover after 0.3 s)", [(0.0, True), (0.0, False)], False, a.seconds),
         scenario("slow upstream (answers after 1 s, timeout 2 s)", [(1.0, False)], False, a.seconds, timeout=2.0),
         scenario("one client flooding, one steady at 50 qps", [(0.0, False)], True, a.seconds),
+        scenario("the same flood, workers: 2", [(0.0, False)], True, a.seconds, workers=2),
     ]
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
