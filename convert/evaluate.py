@@ -38,10 +38,15 @@ class Scores:
 
     @classmethod
     def load(cls, run: Path, variant: str | None = None) -> Scores:
-        """The run's Keras scores, or those of its quantized `variant` (see convert.quantize)."""
+        """The run's Keras scores; `tempered`: the same with the fitted temperature; or the scores of
+        a quantized `variant` (see convert.quantize)."""
         z = np.load(run / "scores.npz")
         info = json.loads((run / "run.json").read_text())
-        score = np.load(run / "tflite" / f"{variant}.scores.npy") if variant else z["score"]
+        score = z["score"]
+        if variant == "tempered":  # the Keras model with its temperature (convert.quantize), no TFLite
+            score = np.load(run / "tempered.scores.npy")
+        elif variant:
+            score = np.load(run / "tflite" / f"{variant}.scores.npy")
         return cls(z["labels"], z["y"], z["family"], z["part"], score, tuple(info.get("held_out", ())))
 
     def rows(self, part: int, seen_only: bool = True) -> npt.NDArray[np.bool_]:
@@ -139,7 +144,7 @@ def evaluate_lfo(runs: Sequence[Path], variant: str | None = None) -> dict[str, 
     """Recall on families each fold's model never saw, at that fold's own validation thresholds."""
     per_family: dict[str, dict[str, Any]] = {}
     for run in runs:
-        s = Scores.load(run, variant if variant and (run / "tflite" / f"{variant}.scores.npy").exists() else None)
+        s = Scores.load(run, variant)
         thresholds = calibrate(s.score[s.rows(VAL) & (s.y == 0)])
         named = {action: thresholds[name] for action, name in DEFAULT_ACTIONS.items()}
         held = (s.part == TEST) & np.isin(s.family, s.held_out)
@@ -157,8 +162,7 @@ def plot_roc(runs: dict[str, Path], out: Path, variant: str | None = None) -> No
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for name, run in runs.items():
-        has_variant = variant is not None and (run / "tflite" / f"{variant}.scores.npy").exists()
-        s = Scores.load(run, variant if has_variant else None)
+        s = Scores.load(run, variant)
         test = s.rows(TEST)
         fpr, tpr, _ = roc_curve(s.y[test], s.score[test])
         ax.plot(np.maximum(fpr, 1e-6), tpr, label=name)

@@ -62,8 +62,15 @@ def main(argv: list[str] | None = None) -> None:
     model = build(encoder.vocab_size, encoder.maxlen, len(families))
     model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
     tr, va, te = split.mask(TRAIN), split.mask(VAL), split.mask(TEST)
-    model.fit(x[tr], y[tr], validation_data=(x[va], y[va]), batch_size=512, epochs=a.epochs, verbose=2,
-              callbacks=[keras.callbacks.EarlyStopping("val_accuracy", patience=1, restore_best_weights=True)])
+    model.fit(
+        x[tr],
+        y[tr],
+        validation_data=(x[va], y[va]),
+        batch_size=512,
+        epochs=a.epochs,
+        verbose=2,
+        callbacks=[keras.callbacks.EarlyStopping("val_accuracy", patience=1, restore_best_weights=True)],
+    )
     probs = model.predict(x[te], batch_size=4096, verbose=0)
     top1 = probs.argmax(axis=1) == y[te]
     per_family = {f: float(top1[y[te] == i].mean()) for i, f in enumerate(families)}

@@ -114,6 +114,7 @@ def fit_temperature(logits: npt.NDArray[np.float64], y: npt.NDArray[Any], benign
     """Temperature scaling (Guo et al. 2017): the T minimising validation log-loss of sigmoid(z / T),
     raised if needed so that the strictest calibrated threshold stays below float32's last steps
     before 1.0 (a saturated sigmoid cannot tell 0.9999999 from 1.0, and thresholds would collapse)."""
+
     def nll(t: float) -> float:
         z = logits / t
         return float(np.mean(np.logaddexp(0.0, -z) * y + np.logaddexp(0.0, z) * (1 - y)))
@@ -182,10 +183,10 @@ def quantize_run(
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m convert.quantize", description=__doc__.split("\n")[0])
     p.add_argument("--run", type=Path, required=True)
-    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--variants", default=",".join(VARIANTS), help="'' = only fit the temperature")
     p.add_argument("--require", default="", help="variant that must pass parity (exit 1 otherwise)")
     a = p.parse_args(argv)
-    report = quantize_run(a.run, tuple(a.variants.split(",")))
+    report = quantize_run(a.run, tuple(v for v in a.variants.split(",") if v))
     if a.require and not report.get(a.require, {}).get("ok"):
         raise SystemExit(f"parity check failed for {a.require}: {report.get(a.require)}")
 

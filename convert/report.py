@@ -32,28 +32,28 @@ def _fmt(x: float | None, digits: int = 4) -> str:
 
 
 def comparison_row(name: str, run: Path, variant: str) -> dict[str, Any]:
-    parity = (
-        json.loads((run / "tflite" / "parity.json").read_text()) if (run / "tflite" / "parity.json").exists() else {}
-    )
-    has = variant in parity and "error" not in parity[variant]
-    ev = evaluate_run(run, variant if has else None)
-    lfo = evaluate_lfo([run], variant if has else None)
+    """Quality from the Keras model with its fitted temperature (the same for every architecture);
+    size and speed from its quantized `variant` in LiteRT."""
+    parity_path = run / "tflite" / "parity.json"
+    parity = json.loads(parity_path.read_text()).get(variant, {}) if parity_path.exists() else {}
+    ev = evaluate_run(run, "tempered")
+    lfo = evaluate_lfo([run], "tempered")
     info = json.loads((run / "run.json").read_text())
+    trained_on = [v["sinkhole"] for f, v in lfo.items() if f not in info.get("exclude", ())]
     return {
         "arch": name,
-        "scores_from": variant if has else "keras",
         "auc": ev["auc"],
         "tpr_1e-3": ev["tpr_at_fpr"]["fpr_1e-3"],
         "tpr_1e-4": ev["tpr_at_fpr"]["fpr_1e-4"],
-        "lfo_recall": float(np.mean([v["sinkhole"] for v in lfo.values()])) if lfo else None,
+        "lfo_recall": float(np.mean(trained_on)) if trained_on else None,
         "dns_only_flagged": ev["dns_only_benign"]["flagged"]["sinkhole"],
         "params": info["params"],
         "train_rows": info["train_rows"],
         "epochs": info["epochs_run"],
         "train_s": info["train_seconds"],
-        "kb": parity.get(variant, {}).get("bytes", 0) / 1024 if has else None,
-        "us1": parity.get(variant, {}).get("us_per_name_batch1") if has else None,
-        "us64": parity.get(variant, {}).get("us_per_name_batch64") if has else None,
+        "kb": parity["bytes"] / 1024 if "bytes" in parity else None,
+        "us1": parity.get("us_per_name_batch1"),
+        "us64": parity.get("us_per_name_batch64"),
         "held_out": info["held_out"],
     }
 
@@ -113,15 +113,16 @@ def main(argv: list[str] | None = None) -> None:
     rows = [comparison_row(n, Path(r), a.variant) for n, r in COMPARE.items() if (Path(r) / "scores.npz").exists()]
     ev = evaluate_run(a.default, a.variant)
     lfo_runs = sorted(Path(x) for x in glob.glob(a.lfo))
-    ev["leave_family_out"] = evaluate_lfo(lfo_runs, a.variant)
+    ev["leave_family_out"] = evaluate_lfo(lfo_runs, "tempered")
     ev["comparison"] = rows
     parity = json.loads((a.default / "tflite" / "parity.json").read_text())
     ev["parity"] = parity
     (a.out / "eval.json").write_text(json.dumps(ev, indent=2))
     plot_roc(
-        {f"{r['arch']} (fold 0)": Path(COMPARE[r["arch"]]) for r in rows} | {"default": a.default},
+        {f"{r['arch']} (fold 0, 150k names)": Path(COMPARE[r["arch"]]) for r in rows}
+        | {"cnn (shipped run)": a.default},
         a.out / "roc.png",
-        a.variant,
+        "tempered",
     )
     plot_families(ev["family_recall"], ev["leave_family_out"], "sinkhole", a.out / "families.png")
     kinds = kinds_from_manifest(DEFAULT_DATA_DIR)
