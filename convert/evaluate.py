@@ -96,9 +96,12 @@ def family_recall(s: Scores, mask: npt.NDArray[np.bool_], thresholds: dict[str, 
 
 
 def evaluate_run(run: Path, variant: str | None = None) -> dict[str, Any]:
-    """Random-split figures of one run (rows of families the run trained on)."""
+    """Random-split figures of one run: over every family not held out, and (`*_trained`) over the
+    families it was trained on, i.e. without those deliberately excluded (convert.train)."""
     s = Scores.load(run, variant)
     val, test = s.rows(VAL), s.rows(TEST)
+    excluded = tuple(json.loads((run / "run.json").read_text()).get("exclude", ()))
+    trained = test & ~np.isin(s.family, excluded)
     thresholds = calibrate(s.score[val & (s.y == 0)])
     thresholds.update({action: thresholds[name] for action, name in DEFAULT_ACTIONS.items()})
     y, sc = s.y[test], s.score[test]
@@ -113,6 +116,9 @@ def evaluate_run(run: Path, variant: str | None = None) -> dict[str, Any]:
         "test_dga": int((y == 1).sum()),
         "auc": roc_auc(y, sc),
         "tpr_at_fpr": {fpr_name(f): tpr_at_fpr(y, sc, f) for f in FPR_TARGETS},
+        "excluded_from_training": list(excluded),
+        "auc_trained": roc_auc(s.y[trained], s.score[trained]),
+        "tpr_at_fpr_trained": {fpr_name(f): tpr_at_fpr(s.y[trained], s.score[trained], f) for f in FPR_TARGETS},
         "benign_names_behind_fpr": {fpr_name(f): f * n_benign for f in FPR_TARGETS},
         "thresholds": thresholds,
         "threshold_table": table,

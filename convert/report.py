@@ -42,9 +42,9 @@ def comparison_row(name: str, run: Path, variant: str) -> dict[str, Any]:
     trained_on = [v["sinkhole"] for f, v in lfo.items() if f not in info.get("exclude", ())]
     return {
         "arch": name,
-        "auc": ev["auc"],
-        "tpr_1e-3": ev["tpr_at_fpr"]["fpr_1e-3"],
-        "tpr_1e-4": ev["tpr_at_fpr"]["fpr_1e-4"],
+        "auc": ev["auc_trained"],
+        "tpr_1e-3": ev["tpr_at_fpr_trained"]["fpr_1e-3"],
+        "tpr_1e-4": ev["tpr_at_fpr_trained"]["fpr_1e-4"],
         "lfo_recall": float(np.mean(trained_on)) if trained_on else None,
         "dns_only_flagged": ev["dns_only_benign"]["flagged"]["sinkhole"],
         "params": info["params"],
@@ -110,9 +110,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=Path("models"))
     a = p.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
-    rows = [comparison_row(n, Path(r), a.variant) for n, r in COMPARE.items() if (Path(r) / "scores.npz").exists()]
+    rows = [
+        comparison_row(n, Path(r), a.variant) for n, r in COMPARE.items() if (Path(r) / "tempered.scores.npy").exists()
+    ]
     ev = evaluate_run(a.default, a.variant)
-    lfo_runs = sorted(Path(x) for x in glob.glob(a.lfo))
+    lfo_runs = sorted(Path(x) for x in glob.glob(a.lfo) if (Path(x) / "tempered.scores.npy").exists())
     ev["leave_family_out"] = evaluate_lfo(lfo_runs, "tempered")
     ev["comparison"] = rows
     parity = json.loads((a.default / "tflite" / "parity.json").read_text())

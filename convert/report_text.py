@@ -28,7 +28,7 @@ def narrative(
     char_like = {f: v for f, v in lfo.items() if v["n"] >= 20}
     caught = sorted((f for f, v in char_like.items() if v["sinkhole"] >= 0.9))
     missed = sorted((f for f, v in char_like.items() if v["sinkhole"] < 0.5))
-    tpr = ev["tpr_at_fpr"]
+    tpr, tt = ev["tpr_at_fpr"], ev["tpr_at_fpr_trained"]
     training = meta.get("training", {})
     shipped = ev["parity"].get(variant, {})
     kb, us1, us64 = (
@@ -50,8 +50,9 @@ thresholds were calibrated on VALIDATION benign names only and all rates are mea
 
 | | value |
 |---|---|
-| ROC AUC, random split (test, families seen in training) | {ev["auc"]:.4f} |
-| TPR at FPR 1e-2 / 1e-3 / 1e-4 (test) | {tpr["fpr_1e-2"]:.3f} / {tpr["fpr_1e-3"]:.3f} / {tpr["fpr_1e-4"]:.3f} |
+| ROC AUC, random split, families trained on (test) | {ev["auc_trained"]:.4f} |
+| TPR at FPR 1e-2 / 1e-3 / 1e-4, families trained on (test) | {tt["fpr_1e-2"]:.3f} / {tt["fpr_1e-3"]:.3f} / {tt["fpr_1e-4"]:.3f} |
+| ROC AUC / TPR at FPR 1e-3, every family incl. the 5 never trained on | {ev["auc"]:.4f} / {tpr["fpr_1e-3"]:.3f} |
 | benign test names behind those FPRs | {benign:,} curated names: {benign * 1e-2:.0f} / {benign * 1e-3:.0f} / {benign * 1e-4:.1f} |
 | shipped thresholds (`log` = fpr_1e-3, `sinkhole` = fpr_1e-4) | log {thresholds["log"]:.6f}, sinkhole {thresholds["sinkhole"]:.6f} |
 | DNS-volume-only names (never trained on) sinkholed / logged | {_pct(dns["flagged"]["sinkhole"])} / {_pct(dns["flagged"]["log"])} of {dns["n"]:,} |
@@ -72,9 +73,12 @@ FPR 1e-3) are **not met**: see "Why the random-split figures are lower than in p
   by query volume and contain live DGA, ad-fraud and tracking names (the data README warns of it; the top
   of that set below shows why). They are scored at the end as a stand-in for less curated, long-tail traffic.
 * DGA: every family in `shared/data/dga/` (generated + the 2017 Netlab feed), at most 10,000 names per family
-  so a few prolific generators do not define "DGA". **charbot is never trained on** (it is a benign name with two
-  characters changed, lexically benign by construction; learning it only teaches the model to distrust
-  ordinary names) but is evaluated.
+  so a few prolific generators do not define "DGA". **Never trained on, but evaluated**: charbot (a benign
+  name with two characters changed) and the wordlist DGAs gozi, suppobox, nymaim2 and bigviktor (dictionary
+  words glued together). Both kinds are lexically benign by construction. A first model trained with them
+  reached at most 0.09 recall on them at FPR 1e-3 and in exchange scored word-compound benign names such
+  as `heavyduty`, `includehelp`, `alrugaibfurniture` as DGA (0.99+); without them those names score
+  0.3-0.7 and pass, which is what a long-tail user needs.
 * Labels in both classes are dropped. Splits: 70/15/15 stratified by family, seed 20261123;
   leave-family-out: the families dealt into 5 folds (seeded), each fold's families absent from training
   and validation of that fold's model.
@@ -82,9 +86,12 @@ FPR 1e-3) are **not met**: see "Why the random-split figures are lower than in p
 ## Architecture comparison
 
 All four on the same footing: fold 0's families held out, the same 150,000 training names, the same
-seed; the unseen-family column is the mean recall of fold 0's held-out families at that model's own
-sinkhole threshold (FPR 1e-4 on its validation benign). Timings: LiteRT, one thread, this 2-core machine
-(measured while training jobs shared the CPU, so read them as upper bounds and as ratios).
+seed, each with its own fitted temperature; AUC and TPR on the test names of the families they trained
+on; the unseen-family column is the mean recall of fold 0's held-out families (those that are not
+excluded from training anyway) at that model's own sinkhole threshold (FPR 1e-4 on its validation
+benign). The CNN ran 6 epochs, the recurrent models 4 (CPU budget: 2 cores, no GPU in this session).
+Timings: LiteRT, one thread, this 2-core machine, measured while training jobs shared the CPU, so read
+them as upper bounds and as ratios.
 
 {comparison}
 
