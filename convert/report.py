@@ -167,6 +167,17 @@ def render(
         ]
     )
     top_benign = ", ".join(f"`{lab}` {s:.3f}" for lab, s in ev["top_benign"][:15])
+    form_table = "\n".join(
+        [
+            "| model input | AUC | TPR@FPR 1e-3 | TPR@FPR 1e-4 | unseen-family recall (fold 0) | DNS-only names sinkholed |",
+            "|---|---|---|---|---|---|",
+        ]
+        + [
+            f"| {r['arch']} | {_fmt(r['auc'])} | {_fmt(r['tpr_1e-3'], 3)} | {_fmt(r['tpr_1e-4'], 3)} "
+            f"| {_fmt(r['lfo_recall'], 3)} | {_fmt(r['dns_only_flagged'] * 100, 2)}% |"
+            for r in ev["input_form"]
+        ]
+    )
     dns = ev["dns_only_benign"]
     top_dns = ", ".join(f"`{lab}` {s:.3f}" for lab, s in dns["top"][:10])
     return narrative(
