@@ -193,6 +193,7 @@ def render(
         top_dns=top_dns,
         dns=dns,
         rows=rows,
+        form_table=form_table,
     )
 
 
