@@ -118,6 +118,12 @@ def main(argv: list[str] | None = None) -> None:
     lfo_runs = sorted(Path(x) for x in glob.glob(a.lfo) if (Path(x) / "tempered.scores.npy").exists())
     ev["leave_family_out"] = evaluate_lfo(lfo_runs, "tempered")
     ev["comparison"] = rows
+    form_runs = {"label (shipped)": Path("runs/cnn-lfo0"), "label.suffix": Path("runs/cnn-registrable-lfo0")}
+    ev["input_form"] = [
+        dict(comparison_row(n, r, a.variant), arch=n)
+        for n, r in form_runs.items()
+        if (r / "tempered.scores.npy").exists()
+    ]
     parity = json.loads((a.default / "tflite" / "parity.json").read_text())
     ev["parity"] = parity
     (a.out / "eval.json").write_text(json.dumps(ev, indent=2))
@@ -169,7 +175,8 @@ def render(
     top_benign = ", ".join(f"`{lab}` {s:.3f}" for lab, s in ev["top_benign"][:15])
     form_table = "\n".join(
         [
-            "| model input | AUC | TPR@FPR 1e-3 | TPR@FPR 1e-4 | unseen-family recall (fold 0) | DNS-only names sinkholed |",
+            "| model input | AUC | TPR@FPR 1e-3 | TPR@FPR 1e-4 | unseen-family recall (fold 0) "
+            "| DNS-only names sinkholed |",
             "|---|---|---|---|---|---|",
         ]
         + [

@@ -23,6 +23,7 @@ def narrative(
     top_dns: str,
     dns: dict[str, Any],
     rows: list[dict[str, Any]],
+    form_table: str,
 ) -> str:
     lfo = ev["leave_family_out"]
     char_like = {f: v for f, v in lfo.items() if v["n"] >= 20}
