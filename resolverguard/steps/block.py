@@ -7,7 +7,7 @@ minimum is the sinkhole TTL, so stub resolvers cache the block (RFC 2308) for th
 
 from __future__ import annotations
 
-from dnslib import AAAA, EDNS0, QTYPE, RCODE, RR, SOA, A, DNSRecord
+from dnslib import AAAA, EDNS0, QTYPE, RCODE, RR, SOA, A, DNSHeader, DNSRecord
 
 from resolverguard.chain import Next, Reply, Request
 from resolverguard.config import Action, SinkholeConfig
@@ -17,9 +17,7 @@ _RCODES = {Action.NXDOMAIN: RCODE.NXDOMAIN, Action.REFUSE: RCODE.REFUSED, Action
 
 def empty_reply(query: DNSRecord, rcode: int) -> DNSRecord:
     """A reply to `query` with no records, echoing the question and the client's EDNS."""
-    reply = DNSRecord(
-        header=query.header.__class__(id=query.header.id, qr=1, ra=1, rd=query.header.rd, rcode=rcode), q=query.q
-    )
+    reply = DNSRecord(header=DNSHeader(id=query.header.id, qr=1, ra=1, rd=query.header.rd, rcode=rcode), q=query.q)
     if any(rr.rtype == QTYPE.OPT for rr in query.ar):
         reply.add_ar(EDNS0(udp_len=1232))
     return reply
