@@ -98,11 +98,13 @@ def start_unbound(work: Path, port: int, upstream: int) -> subprocess.Popen[byte
     return subprocess.Popen(["unbound", "-d", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def start_resolverguard(work: Path, port: int, upstream: int, scoring: bool) -> subprocess.Popen[bytes]:
+def start_resolverguard(
+    work: Path, port: int, upstream: int, scoring: bool, workers: int = 1
+) -> subprocess.Popen[bytes]:
     policy = work / f"rg-{port}.yaml"
     policy.write_text(
         f"upstreams: ['127.0.0.1:{upstream}']\nscoring: {str(scoring).lower()}\nquery_log: off\n"
-        "rate_limit:\n  qps: 0\nlimits:\n  max_inflight: 8192\n"
+        f"rate_limit:\n  qps: 0\nlimits:\n  max_inflight: 8192\nworkers: {workers}\n"
     )
     cmd = [sys.executable, "-m", "resolverguard", "serve", "--config", str(policy), "--listen", f"127.0.0.1:{port}"]
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=(work / f"rg-{port}.log").open("w"))
@@ -123,16 +125,28 @@ def wait_ready(port: int, timeout: float = 20.0) -> None:
     raise RuntimeError(f"nothing answers on 127.0.0.1:{port}")
 
 
+def family(pid: int) -> list[int]:
+    """The process and its children (worker processes, when there are some)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    return [pid, *(int(c) for c in (children.read_text().split() if children.exists() else []))]
+
+
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for p in family(pid):
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    """Peak resident memory of the largest process of the family (one worker, when several)."""
+    peaks = []
+    for p in family(pid):
+        for line in Path(f"/proc/{p}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                peaks.append(int(line.split()[1]) / 1024)
+    return max(peaks, default=0.0)
 
 
 def dnsperf(port: int, queries: Path, seconds: float, qps: float | None = None) -> dict[str, Any]:
@@ -210,7 +224,7 @@ def main() -> None:
             sys.exit(f"{tool} is not installed: sudo apt-get install -y nsd unbound dnsperf")
     work = Path(tempfile.mkdtemp(prefix="rg-bench-"))
     files = query_files(work, a.queries, random.Random(7))
-    ports = {k: free_port() for k in ("nsd", "unbound", "rg_plain", "rg_full")}
+    ports = {k: free_port() for k in ("nsd", "unbound", "rg_plain", "rg_full", "rg_workers")}
     procs = [start_nsd(work, ports["nsd"])]
     try:
         wait_ready(ports["nsd"])
@@ -225,6 +239,10 @@ def main() -> None:
         procs.append(start_resolverguard(work, ports["rg_plain"], ports["nsd"], False))
         results["rg_plain"] = measure(
             "(c) resolverguard, scoring off", procs[-1], ports["rg_plain"], files, a.seconds, latency_qps
+        )
+        procs.append(start_resolverguard(work, ports["rg_workers"], ports["nsd"], True, workers=2))
+        results["rg_workers"] = measure(
+            "(e) resolverguard full chain, workers: 2", procs[-1], ports["rg_workers"], files, a.seconds, latency_qps
         )
         procs.append(start_unbound(work, ports["unbound"], ports["nsd"]))
         results["unbound"] = measure(
@@ -250,6 +268,7 @@ def write(results: dict[str, Any], a: argparse.Namespace, latency_qps: dict[str,
             "(d)/(c)": ratio(results["rg_full"][kind]["qps"], results["rg_plain"][kind]["qps"]),
             "(d)/(b)": ratio(results["rg_full"][kind]["qps"], results["unbound"][kind]["qps"]),
             "(c)/(b)": ratio(results["rg_plain"][kind]["qps"], results["unbound"][kind]["qps"]),
+            "(e)/(b)": ratio(results["rg_workers"][kind]["qps"], results["unbound"][kind]["qps"]),
         }
         for kind in ("hits", "misses")
     }
@@ -277,7 +296,7 @@ def write(results: dict[str, Any], a: argparse.Namespace, latency_qps: dict[str,
         "| peak RSS MB |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for key in ("upstream", "unbound", "rg_plain", "rg_full"):
+    for key in ("upstream", "unbound", "rg_plain", "rg_full", "rg_workers"):
         r = results[key]
         lines.append(
             f"| {r['target']} | {r['hits']['qps']} | {r['hits']['cpu_s']} "
@@ -286,7 +305,7 @@ def write(results: dict[str, Any], a: argparse.Namespace, latency_qps: dict[str,
             f"| {r['peak_rss_mb']} |"
         )
     lines += ["", "| ratio (same run) | hits | misses |", "|---|---|---|"]
-    for name in ("(d)/(c)", "(d)/(b)", "(c)/(b)"):
+    for name in ("(d)/(c)", "(d)/(b)", "(c)/(b)", "(e)/(b)"):
         lines.append(f"| {name} | {ratios['hits'][name]} | {ratios['misses'][name]} |")
     lines += [
         "",
