@@ -202,6 +202,7 @@ def measure(
     latency_qps: dict[str, float],
 ) -> dict[str, Any]:
     wait_ready(port)
+    time.sleep(2.0)  # with workers, the first to answer may not be the last to start
     out: dict[str, Any] = {"target": name}
     for kind, path in files.items():
         cpu = cpu_seconds(proc.pid)
