@@ -8,6 +8,7 @@ Each step is also its own command: convert.train, convert.quantize, convert.ship
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +33,9 @@ def all_steps() -> None:
         else:
             quantize.quantize_run(run, ())  # the temperature only, for leave-family-out recall
     ship.ship(DEFAULT_RUN, VARIANT, ROOT / "models" / "default.tflite")
+    for name in ("family.tflite", "family.json"):  # the family head (convert.family), if it was trained
+        if (ROOT / "runs" / "family" / name).exists():
+            shutil.copy(ROOT / "runs" / "family" / name, ROOT / "models" / name)
     report.main(["--default", str(DEFAULT_RUN), "--variant", VARIANT, "--out", str(ROOT / "models")])
 
 
