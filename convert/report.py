@@ -201,6 +201,20 @@ def render(
         dns=dns,
         rows=rows,
         form_table=form_table,
+        family_head=family_head_text(Path("runs/family/family.json")),
+    )
+
+
+def family_head_text(path: Path) -> str:
+    if not path.exists():
+        return "Not trained in this run."
+    meta = json.loads(path.read_text())
+    per = sorted(meta["test_top1_accuracy_per_family"].items(), key=lambda kv: kv[1])
+    return (
+        f"`models/family.tflite`: a softmax over {len(meta['families'])} families (dynamic-range int8), "
+        f"test top-1 accuracy {meta['test_top1_accuracy']:.3f} on names of those families. Least separable: "
+        + ", ".join(f"{f} {a:.2f}" for f, a in per[:6])
+        + ". The resolver logs its guess as `family_hint` (with `family_p`) for flagged names only."
     )
 
 

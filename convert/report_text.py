@@ -24,6 +24,7 @@ def narrative(
     dns: dict[str, Any],
     rows: list[dict[str, Any]],
     form_table: str,
+    family_head: str,
 ) -> str:
     lfo = ev["leave_family_out"]
     char_like = {f: v for f, v in lfo.items() if v["n"] >= 20}
@@ -153,6 +154,10 @@ reported, not shipped. The shipped variant's thresholds were re-calibrated on it
    here, and charbot is scored as DGA in the test set although it is benign-looking by construction.
 3. The model sees the label only, never the TLD: the TLD would raise these figures on this split (families
    use a handful of TLDs) but would tie verdicts to the TLDs today's families happen to use.
+
+## Family hint
+
+{family_head}
 
 ## Why this default
 
