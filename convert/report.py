@@ -202,6 +202,9 @@ def render(
         rows=rows,
         form_table=form_table,
         family_head=family_head_text(Path("runs/family/family.json")),
+        probe=Path("runs/probe.md").read_text()
+        if Path("runs/probe.md").exists()
+        else "(run `python -m convert.probe`)",
     )
 
 

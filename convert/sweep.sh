@@ -19,3 +19,5 @@ for k in 1 2 3 4; do run cnn-lfo$k --arch cnn --holdout-fold $k --max-train 1500
 run cnn-registrable-lfo0 --arch cnn --form registrable --holdout-fold 0 --max-train 150000 --epochs 6
 # The family head (a softmax over DGA families, for the family_hint in the query log).
 [ -f runs/family/family.tflite ] || { echo "== family $(date -u +%T)"; $PY -m convert.family --out runs/family > runs/family.log 2>&1; echo "   rc=$? $(date -u +%T)"; }
+# Hand-picked names through both input forms (the input-form section of the report).
+$PY -m convert.probe > runs/probe.md 2>/dev/null
