@@ -16,7 +16,7 @@ from typing import Protocol, TextIO
 
 from cachetools import LRUCache
 
-from resolverguard.addresses import IPNetwork, client_ip, networks, within
+from resolverguard.addresses import IPNetwork, PerAddress, client_ip, networks, within
 
 
 class SummaryLine:
@@ -71,13 +71,7 @@ class ClientAcl:
 
     def __init__(self, items: Iterable[str | IPNetwork]) -> None:
         self.networks = networks(items)
-        self._seen: LRUCache[str, bool] = LRUCache(maxsize=65536)
-
-    def allows(self, address: str) -> bool:
-        known = self._seen.get(address)
-        if known is None:
-            known = self._seen[address] = self._check(address)
-        return known
+        self.allows = PerAddress(self._check)
 
     def _check(self, address: str) -> bool:
         ip = client_ip(address)

@@ -11,9 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from cachetools import LRUCache
-
-from resolverguard.addresses import IPNetwork, client_ip, within
+from resolverguard.addresses import IPNetwork, PerAddress, client_ip, within
 from resolverguard.chain import Next, Reply, Request
 from resolverguard.config import SinkholeConfig
 from resolverguard.steps.lists import DomainLists
@@ -32,13 +30,7 @@ class ClientGroup:
 class GroupDirectory:
     def __init__(self, groups: Sequence[ClientGroup], default: ClientGroup) -> None:
         self.groups, self.default = tuple(groups), default
-        self._seen: LRUCache[str, ClientGroup] = LRUCache(maxsize=65536)
-
-    def group_for(self, address: str) -> ClientGroup:
-        found = self._seen.get(address)
-        if found is None:
-            found = self._seen[address] = self._match(address)
-        return found
+        self.group_for = PerAddress(self._match)
 
     def _match(self, address: str) -> ClientGroup:
         ip = client_ip(address)
