@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 from resolverguard.steps.lists import DomainLists, DomainSet, ListEntry, parse_line, read_list
 
 label = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?", fullmatch=True)
-domain = st.lists(label, min_size=2, max_size=4).map(".".join)
+tld = st.from_regex(r"[a-z][a-z0-9]{1,5}", fullmatch=True)  # a TLD is never all digits (that is an address)
+domain = st.tuples(st.lists(label, min_size=1, max_size=3), tld).map(lambda parts: ".".join([*parts[0], parts[1]]))
 
 
 def test_formats() -> None:
