@@ -9,6 +9,7 @@ A step is any async callable `(request, next_step) -> reply`. The order is assem
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -97,7 +98,5 @@ def link(steps: Sequence[Step], last: Next) -> Next:
 
 
 def _bind(step: Step, next_step: Next) -> Next:
-    async def run(request: Request) -> Reply:
-        return await step(request, next_step)
-
-    return run
+    # A partial, not a wrapper coroutine: one coroutine frame per step and query, not two.
+    return functools.partial(step, next_step=next_step)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING
 
+from cachetools import LRUCache
 from publicsuffixlist import PublicSuffixList
 
 if TYPE_CHECKING:
@@ -140,12 +141,20 @@ class RegistrableName:
 class NameParser:
     """Reduces a query name to the label the model scores, using the bundled Public Suffix List."""
 
-    def __init__(self, private_suffixes: PrivateSuffixMode = PrivateSuffixMode.DYNAMIC_DNS) -> None:
+    def __init__(self, private_suffixes: PrivateSuffixMode = PrivateSuffixMode.DYNAMIC_DNS, memo: int = 65536) -> None:
         self._mode = private_suffixes
         self._all = PublicSuffixList(accept_unknown=False)
         self._icann = PublicSuffixList(accept_unknown=False, only_icann=True)
+        # Two PSL walks cost ~30 us and popular names repeat all day: keep recent answers (bounded).
+        self._memo: LRUCache[str, RegistrableName] = LRUCache(maxsize=memo)
 
     def parse(self, qname: str) -> RegistrableName:
+        found = self._memo.get(qname)
+        if found is None:
+            found = self._memo[qname] = self._parse(qname)
+        return found
+
+    def _parse(self, qname: str) -> RegistrableName:
         name = qname.lower().rstrip(".")
         why = self._why_unscored(name)
         if why is not None:
