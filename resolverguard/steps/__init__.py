@@ -1,0 +1,1 @@
+"""The chain's steps, one module each; `resolverguard.pipeline` puts them in order."""
