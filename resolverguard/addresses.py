@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Iterable, Sequence
-from typing import Generic, TypeVar
-
-from cachetools import LRUCache
-
-T = TypeVar("T")
+from collections.abc import Iterable, Sequence
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -32,18 +27,3 @@ def client_ip(address: str) -> IPAddress | None:
 
 def within(ip: IPAddress, nets: Sequence[IPNetwork]) -> bool:
     return any(ip.version == net.version and ip in net for net in nets)
-
-
-class PerAddress(Generic[T]):
-    """Memoises a function of the client address in a bounded LRU: the ACL and the client groups
-    answer the same question for every query of a client, and a flood must not make it costly."""
-
-    def __init__(self, compute: Callable[[str], T], size: int = 65536) -> None:
-        self._compute = compute
-        self._seen: LRUCache[str, T] = LRUCache(maxsize=size)
-
-    def __call__(self, address: str) -> T:
-        found = self._seen.get(address)
-        if found is None:
-            found = self._seen[address] = self._compute(address)
-        return found

@@ -16,7 +16,8 @@ from typing import Protocol, TextIO
 
 from cachetools import LRUCache
 
-from resolverguard.addresses import IPNetwork, PerAddress, client_ip, networks, within
+from resolverguard.addresses import IPNetwork, client_ip, networks, within
+from resolverguard.memo import BoundedMemo
 
 
 class SummaryLine:
@@ -71,7 +72,7 @@ class ClientAcl:
 
     def __init__(self, items: Iterable[str | IPNetwork]) -> None:
         self.networks = networks(items)
-        self.allows = PerAddress(self._check)
+        self.allows = BoundedMemo(self._check)  # the same answer for every query of a client
 
     def _check(self, address: str) -> bool:
         ip = client_ip(address)

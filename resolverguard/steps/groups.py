@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from resolverguard.addresses import IPNetwork, PerAddress, client_ip, within
+from resolverguard.addresses import IPNetwork, client_ip, within
 from resolverguard.chain import Next, Reply, Request
 from resolverguard.config import SinkholeConfig
+from resolverguard.memo import BoundedMemo
 from resolverguard.steps.lists import DomainLists
 from resolverguard.steps.policy import Policy
 
@@ -30,7 +31,7 @@ class ClientGroup:
 class GroupDirectory:
     def __init__(self, groups: Sequence[ClientGroup], default: ClientGroup) -> None:
         self.groups, self.default = tuple(groups), default
-        self.group_for = PerAddress(self._match)
+        self.group_for = BoundedMemo(self._match)
 
     def _match(self, address: str) -> ClientGroup:
         ip = client_ip(address)

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING
 
-from cachetools import LRUCache
 from publicsuffixlist import PublicSuffixList
+
+from resolverguard.memo import BoundedMemo
 
 if TYPE_CHECKING:
     from resolverguard.chain import Next, Reply, Request
@@ -146,13 +147,7 @@ class NameParser:
         self._all = PublicSuffixList(accept_unknown=False)
         self._icann = PublicSuffixList(accept_unknown=False, only_icann=True)
         # Two PSL walks cost ~30 us and popular names repeat all day: keep recent answers (bounded).
-        self._memo: LRUCache[str, RegistrableName] = LRUCache(maxsize=memo)
-
-    def parse(self, qname: str) -> RegistrableName:
-        found = self._memo.get(qname)
-        if found is None:
-            found = self._memo[qname] = self._parse(qname)
-        return found
+        self.parse = BoundedMemo(self._parse, memo)
 
     def _parse(self, qname: str) -> RegistrableName:
         name = qname.lower().rstrip(".")
