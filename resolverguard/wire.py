@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from dnslib import QTYPE, DNSRecord
+from dnslib import QTYPE, DNSBuffer, DNSRecord
 
 OPT = 41
 _PRINTABLE = frozenset(range(33, 127)) - {ord("."), ord("\\")}
@@ -24,7 +24,7 @@ class QueryHead:
     qname: str  # presentation form with the trailing dot, as dnslib writes it
     qtype: int
     qclass: int
-    question_end: int  # offset just past the question section
+    question: bytes  # the question section as sent (name, type, class), echoed in our answers
     edns: bool
     udp_size: int  # the client's advertised EDNS buffer size (512 without EDNS)
     do: bool  # DNSSEC OK
@@ -87,21 +87,22 @@ def parse_query(packet: bytes) -> QueryHead | None:
     elif question_end != len(packet):
         return None
     qname = ".".join(labels) + "."
-    return QueryHead(qid, flags, qname, qtype, qclass, question_end, edns, udp_size, do)
+    return QueryHead(qid, flags, qname, qtype, qclass, packet[12:question_end], edns, udp_size, do)
 
 
 def head_of(record: DNSRecord, packet: bytes) -> QueryHead:
     """The same head, from a message dnslib parsed (the slow path for unusual queries)."""
     opt = next((rr for rr in record.ar if rr.rtype == QTYPE.OPT), None)
     flags = struct.unpack_from("!H", packet, 2)[0]
-    q = record.q
+    q, buffer = record.q, DNSBuffer()
+    q.pack(buffer)  # unusual queries (compressed question): the question re-encoded, once
     return QueryHead(
         record.header.id,
         flags,
         str(q.qname),
         int(q.qtype),
         int(q.qclass),
-        0,
+        bytes(buffer.data),
         opt is not None,
         int(opt.rclass) if opt is not None else 512,
         bool(opt is not None and opt.ttl & 0x8000),

@@ -7,36 +7,25 @@ minimum is the sinkhole TTL, so stub resolvers cache the block (RFC 2308) for th
 
 from __future__ import annotations
 
-from dnslib import AAAA, EDNS0, QTYPE, RCODE, RR, SOA, A, DNSHeader, DNSRecord
-
+from resolverguard import replies
 from resolverguard.chain import Next, Reply, Request
 from resolverguard.config import Action, SinkholeConfig
+from resolverguard.replies import TYPE_A, TYPE_AAAA
 
-_RCODES = {Action.NXDOMAIN: RCODE.NXDOMAIN, Action.REFUSE: RCODE.REFUSED, Action.SERVFAIL: RCODE.SERVFAIL}
-
-
-def empty_reply(query: DNSRecord, rcode: int) -> DNSRecord:
-    """A reply to `query` with no records, echoing the question and the client's EDNS."""
-    reply = DNSRecord(header=DNSHeader(id=query.header.id, qr=1, ra=1, rd=query.header.rd, rcode=rcode), q=query.q)
-    if any(rr.rtype == QTYPE.OPT for rr in query.ar):
-        reply.add_ar(EDNS0(udp_len=1232))
-    return reply
+NOERROR, SERVFAIL, NXDOMAIN, REFUSED = 0, 2, 3, 5
+_RCODES = {Action.NXDOMAIN: NXDOMAIN, Action.REFUSE: REFUSED, Action.SERVFAIL: SERVFAIL}
 
 
-def block_reply(query: DNSRecord, action: Action, sinkhole: SinkholeConfig, zone: str | None) -> DNSRecord:
-    """The answer for a blocking `action`; `zone` (the registrable domain) owns the synthetic SOA."""
-    reply = empty_reply(query, _RCODES.get(action, RCODE.NOERROR))
-    qname, qtype = query.q.qname, query.q.qtype
-    if action is Action.SINKHOLE and qtype in (QTYPE.A, QTYPE.AAAA):
-        data = A(sinkhole.ipv4) if qtype == QTYPE.A else AAAA(sinkhole.ipv6)
-        reply.add_answer(RR(qname, qtype, rdata=data, ttl=sinkhole.ttl))
-    elif action in (Action.SINKHOLE, Action.NXDOMAIN):
-        owner = zone or str(qname)
-        soa = SOA(
-            "sinkhole.resolverguard.invalid.", "hostmaster.resolverguard.invalid.", (1, 3600, 600, 86400, sinkhole.ttl)
-        )
-        reply.add_auth(RR(owner, QTYPE.SOA, rdata=soa, ttl=sinkhole.ttl))
-    return reply
+def block_reply(request: Request, action: Action, sinkhole: SinkholeConfig) -> bytes:
+    """The answer for a blocking `action`; the synthetic SOA belongs to the registrable domain."""
+    head = request.head
+    if action is Action.SINKHOLE and head.qtype in (TYPE_A, TYPE_AAAA):
+        return replies.address(head, sinkhole.ipv4 if head.qtype == TYPE_A else sinkhole.ipv6, sinkhole.ttl)
+    if action in (Action.SINKHOLE, Action.NXDOMAIN):
+        zone = request.name.registrable if request.name else None
+        labels = zone.count(".") + 1 if zone else 0
+        return replies.negative(head, _RCODES.get(action, NOERROR), labels, sinkhole.ttl)
+    return replies.empty(head, _RCODES[action])
 
 
 class BlockStep:
@@ -46,6 +35,5 @@ class BlockStep:
     async def __call__(self, request: Request, next_step: Next) -> Reply:
         if request.verdict is None or not request.verdict.action.blocks:
             return await next_step(request)
-        zone = request.name.registrable if request.name else None
         sinkhole = request.group.sinkhole if request.group is not None else self._sinkhole
-        return bytes(block_reply(request.query, request.verdict.action, sinkhole, zone).pack())
+        return block_reply(request, request.verdict.action, sinkhole)

@@ -18,10 +18,10 @@ from collections.abc import Sequence
 
 from dnslib import RCODE
 
+from resolverguard import replies
 from resolverguard.chain import Reply, Request
 from resolverguard.config import Endpoint
 from resolverguard.errors import UpstreamError
-from resolverguard.steps.block import empty_reply
 
 _TC = 0x02  # in byte 2 of the header
 
@@ -140,7 +140,7 @@ class UpstreamStep:
             answer = await self._forwarder.resolve(request.packet)
         except UpstreamError as err:
             request.error, request.upstream_rcode = f"upstream: {err}", "SERVFAIL"
-            return bytes(empty_reply(request.query, RCODE.SERVFAIL).pack())
+            return replies.empty(request.head, RCODE.SERVFAIL)
         finally:
             request.upstream_seconds = time.perf_counter() - started
         request.upstream_rcode = RCODE.get(answer[3] & 0x0F)

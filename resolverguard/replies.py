@@ -1,0 +1,71 @@
+"""Answers we make ourselves (blocks, SERVFAIL), written straight onto the wire.
+
+Building a reply with dnslib costs a full parse of the query plus object packing, tens of
+microseconds; a sinkhole answer is a header, the client's own question bytes and one record whose
+owner is a compression pointer to that question. Only the question is echoed (never re-encoded),
+so the client sees its own letter case (0x20 randomisation survives).
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import struct
+
+from resolverguard.wire import QueryHead
+
+QR, RA = 0x8000, 0x0080
+_COPIED = 0x7900  # opcode and RD, as the query had them
+_QUESTION_NAME = b"\xc0\x0c"  # pointer to offset 12: the question's name
+_OPT_1232 = b"\x00" + struct.pack("!HHIH", 41, 1232, 0, 0)  # our EDNS: 1232-byte buffer (flag day 2020)
+TYPE_A, TYPE_AAAA, TYPE_SOA, CLASS_IN = 1, 28, 6, 1
+
+
+def header(head: QueryHead, rcode: int, answers: int = 0, authority: int = 0) -> bytes:
+    """Reply header: the client's ID, QR/RA set, one question, our OPT when the client sent one."""
+    flags = QR | head.flags & _COPIED | RA | rcode
+    return struct.pack("!HHHHHH", head.id, flags, 1, answers, authority, 1 if head.edns else 0)
+
+
+def empty(head: QueryHead, rcode: int) -> bytes:
+    """No records: NXDOMAIN/REFUSED/SERVFAIL without an SOA."""
+    return header(head, rcode) + head.question + (_OPT_1232 if head.edns else b"")
+
+
+def address(head: QueryHead, ip: str, ttl: int) -> bytes:
+    """One A or AAAA record (by the address's family) for the question's name."""
+    rdata = ipaddress.ip_address(ip).packed
+    rtype = TYPE_A if len(rdata) == 4 else TYPE_AAAA
+    record = _QUESTION_NAME + struct.pack("!HHIH", rtype, CLASS_IN, ttl, len(rdata)) + rdata
+    return header(head, 0, answers=1) + head.question + record + (_OPT_1232 if head.edns else b"")
+
+
+def negative(head: QueryHead, rcode: int, zone_labels: int, ttl: int) -> bytes:
+    """NXDOMAIN or NODATA with a synthetic SOA, so stub resolvers cache the answer for `ttl`
+    seconds only (RFC 2308). The SOA's owner is the last `zone_labels` labels of the question's
+    name (the registrable domain), written as a pointer into the question."""
+    owner = struct.pack("!H", 0xC000 | 12 + suffix_offset(head.question, zone_labels))
+    rdata = _soa_rdata(ttl)
+    record = owner + struct.pack("!HHIH", TYPE_SOA, CLASS_IN, ttl, len(rdata)) + rdata
+    return header(head, rcode, authority=1) + head.question + record + (_OPT_1232 if head.edns else b"")
+
+
+def suffix_offset(question: bytes, labels: int) -> int:
+    """Offset (within the question) of the name made of its last `labels` labels; 0 (the whole
+    name) when the name has no more labels than that or `labels` is 0."""
+    starts, at = [], 0
+    while at < len(question) and question[at]:
+        starts.append(at)
+        at += question[at] + 1
+    return starts[-labels] if 0 < labels < len(starts) else 0
+
+
+@functools.lru_cache(maxsize=16)
+def _soa_rdata(ttl: int) -> bytes:
+    """MNAME, RNAME and the five timers; MINIMUM (the negative TTL) is the sinkhole TTL."""
+    names = b"".join(_name(n) for n in ("sinkhole.resolverguard.invalid", "hostmaster.resolverguard.invalid"))
+    return names + struct.pack("!IIIII", 1, 3600, 600, 86400, ttl)
+
+
+def _name(text: str) -> bytes:
+    return b"".join(bytes([len(label)]) + label.encode("ascii") for label in text.split(".")) + b"\x00"
