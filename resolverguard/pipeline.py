@@ -95,11 +95,11 @@ def build_pipeline(
     gates: list[Gate] = [AclGate(ClientAcl(access.allow_clients), Refusal(drop=access.refused == "drop"))]
     if limit.qps > 0:
         gates.append(RateLimitGate(TokenBuckets(limit.qps, limit.burst), Refusal(drop=limit.over_limit == "drop")))
-    steps: list[Step] = [QueryLogStep(log)]
+    steps: list[Step] = [QueryLogStep(log)] if log.enabled else []
     if metrics is not None:
         steps.append(MetricsStep(metrics))
     steps += decision_steps(cfg, model, groups, cache)
-    if hints is not None and cfg.scoring:
+    if hints is not None and cfg.scoring and log.enabled:  # a hint is only ever read in the log
         steps.append(FamilyHintStep(hints))
     steps.append(BlockStep(cfg.sinkhole))
     answers = answers or AnswerCache(cfg.answer_cache)

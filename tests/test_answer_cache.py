@@ -115,30 +115,53 @@ def test_edns_is_part_of_the_answer_only_for_edns_clients(setup) -> None:
     assert len(up.queries) == 1
 
 
-def test_fast_path_equals_the_re_encoding_path() -> None:
+def test_served_answer_is_the_stored_one_with_ttls_id_and_case_rewritten() -> None:
     from dnslib import EDNS0, QTYPE, RR, SOA, A, DNSRecord
 
-    from resolverguard.steps.answers import _Entry, served, served_wire, wire_layout
+    from resolverguard.config import AnswerCacheConfig
+    from resolverguard.steps.answers import cacheable_ttl, served_wire, wire_layout
 
-    query = DNSRecord.question("WwW.Example.COM", "A")
-    query.add_ar(EDNS0(udp_len=1232))
     answer = DNSRecord.question("www.example.com", "A").reply()
     answer.add_answer(RR("www.example.com", QTYPE.A, rdata=A("192.0.2.1"), ttl=300))
     answer.add_answer(RR("www.example.com", QTYPE.A, rdata=A("192.0.2.2"), ttl=120))
     answer.add_auth(RR("example.com", QTYPE.SOA, rdata=SOA("ns.", "h.", (1, 2, 3, 4, 5)), ttl=900))
     answer.add_ar(EDNS0(udp_len=1232))
-    wire = answer.pack()
-    layout = wire_layout(wire)
+    layout = wire_layout(answer.pack())
     assert layout is not None and len(layout.ttls) == 3 and layout.opt_at is not None
-    entry = _Entry(DNSRecord.parse(wire), 0.0, 120, layout)
+    assert layout.answer_ttl == 120 and layout.soa == (900, 5)
+    assert cacheable_ttl(layout, AnswerCacheConfig(min_ttl=0, max_ttl=86400)) == 120
+    assert cacheable_ttl(layout, AnswerCacheConfig(min_ttl=0, max_ttl=60)) == 60
     for edns in (True, False):
-        q = query if edns else DNSRecord.question("WwW.Example.COM", "A")
-        fast = dns.message.from_wire(served_wire(layout, q.pack(), edns, 100))
-        slow = dns.message.from_wire(served(entry, q, 100.0))
-        assert fast.id == slow.id == q.header.id and fast.question[0].name.to_text() == "WwW.Example.COM."
-        assert fast.authority[0].ttl == 800 and fast.edns == (0 if edns else -1) == slow.edns
-        fast_rr = DNSRecord.parse(served_wire(layout, q.pack(), edns, 100)).rr
-        assert [rr.ttl for rr in fast_rr] == [rr.ttl for rr in DNSRecord.parse(served(entry, q, 100.0)).rr] == [200, 20]
+        query = DNSRecord.question("WwW.Example.COM", "A")
+        if edns:
+            query.add_ar(EDNS0(udp_len=1232))
+        served = dns.message.from_wire(served_wire(layout, query.pack(), edns, 100))
+        assert served.id == query.header.id and served.question[0].name.to_text() == "WwW.Example.COM."
+        assert [rr.ttl for rr in served.answer] == [20]  # dnspython merges the rrset: lowest TTL
+        assert [rd.to_text() for rr in served.answer for rd in rr] == ["192.0.2.1", "192.0.2.2"]
+        assert served.authority[0].ttl == 800 and served.edns == (0 if edns else -1)
+
+
+def test_negative_ttl_is_capped_by_the_soa_minimum() -> None:
+    from dnslib import QTYPE, RCODE, RR, SOA, DNSRecord
+
+    from resolverguard.config import AnswerCacheConfig
+    from resolverguard.steps.answers import cacheable_ttl, wire_layout
+
+    nx = DNSRecord.question("nx.example.com", "A").reply()
+    nx.header.rcode = RCODE.NXDOMAIN
+    nx.add_auth(RR("example.com", QTYPE.SOA, rdata=SOA("ns.example.", "h.example.", (1, 2, 3, 4, 30)), ttl=60))
+    layout = wire_layout(nx.pack())
+    assert layout is not None and layout.soa == (60, 30)
+    assert cacheable_ttl(layout, AnswerCacheConfig()) == 30
+    bare = DNSRecord.question("nx.example.com", "A").reply()
+    bare.header.rcode = RCODE.NXDOMAIN
+    layout = wire_layout(bare.pack())
+    assert layout is not None and cacheable_ttl(layout, AnswerCacheConfig()) is None  # no SOA, no caching
+    servfail = DNSRecord.question("x.example.com", "A").reply()
+    servfail.header.rcode = RCODE.SERVFAIL
+    layout = wire_layout(servfail.pack())
+    assert layout is not None and cacheable_ttl(layout, AnswerCacheConfig()) is None
 
 
 @pytest.mark.parametrize("seed", range(3))

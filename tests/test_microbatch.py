@@ -13,7 +13,7 @@ import numpy as np
 from dnsfixtures import Upstream, run_resolver, run_upstream
 
 from resolverguard.config import Config, Endpoint
-from resolverguard.steps.score import MicroBatcher
+from resolverguard.steps.score import batch_scorer
 
 
 class LengthScorer:
@@ -31,8 +31,8 @@ def test_concurrent_names_share_one_call_and_keep_their_own_scores() -> None:
     scorer = LengthScorer()
 
     async def run() -> list[float]:
-        batcher = MicroBatcher(scorer, max_batch=64)
-        return list(await asyncio.gather(*(batcher.score("x" * n) for n in range(1, 41))))
+        batcher = batch_scorer(scorer, max_batch=64)
+        return list(await asyncio.gather(*(batcher.submit("x" * n) for n in range(1, 41))))
 
     scores = asyncio.run(run())
     assert np.allclose(scores, [n / 100 for n in range(1, 41)])
@@ -43,10 +43,10 @@ def test_batch_size_and_delay_bounds() -> None:
     scorer = LengthScorer()
 
     async def run() -> float:
-        batcher = MicroBatcher(scorer, max_batch=16, max_delay=0.002)
-        await asyncio.gather(*(batcher.score("a" * n) for n in range(40)))
+        batcher = batch_scorer(scorer, max_batch=16, max_delay=0.002)
+        await asyncio.gather(*(batcher.submit("a" * n) for n in range(40)))
         lone_started = time.perf_counter()
-        await batcher.score("lone")
+        await batcher.submit("lone")
         return time.perf_counter() - lone_started
 
     lone = asyncio.run(run())
@@ -60,8 +60,8 @@ def test_scorer_failure_reaches_every_waiter() -> None:
             raise RuntimeError("boom")
 
     async def run() -> list[object]:
-        batcher = MicroBatcher(Broken())
-        return await asyncio.gather(*(batcher.score(t) for t in "abc"), return_exceptions=True)
+        batcher = batch_scorer(Broken())
+        return await asyncio.gather(*(batcher.submit(t) for t in "abc"), return_exceptions=True)
 
     assert all(isinstance(x, RuntimeError) for x in asyncio.run(run()))
 

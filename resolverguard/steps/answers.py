@@ -15,19 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cachetools import LRUCache
-from dnslib import QTYPE, RCODE, RR, DNSError, DNSRecord
+from dnslib import QTYPE, RCODE
 
 from resolverguard.chain import Next, Reply, Request
 from resolverguard.config import AnswerCacheConfig
 from resolverguard.wire import QueryHead
-
-
-@dataclass(frozen=True, slots=True)
-class _Entry:
-    record: DNSRecord
-    stored: float
-    ttl: int
-    layout: WireLayout | None  # where the TTLs sit in the wire answer, for the fast path
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +31,23 @@ class WireLayout:
     question_end: int
     ttls: tuple[tuple[int, int], ...]  # (offset of the 4-byte TTL field, TTL as received)
     opt_at: int | None  # offset of a trailing OPT record (dropped for clients without EDNS)
+    answer_ttl: int | None  # lowest TTL in the answer section; None when it is empty
+    soa: tuple[int, int] | None  # the first authority SOA's (TTL, MINIMUM), for negative caching
+
+    @property
+    def rcode(self) -> int:
+        return self.wire[3] & 0x0F
+
+    @property
+    def truncated(self) -> bool:
+        return bool(self.wire[2] & 0x02)
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    layout: WireLayout
+    stored: float
+    ttl: int
 
 
 def _skip_name(wire: bytes, at: int) -> int:
@@ -54,14 +63,14 @@ def _skip_name(wire: bytes, at: int) -> int:
 
 
 def wire_layout(wire: bytes) -> WireLayout | None:
-    """Finds every TTL field of a one-question answer; None when its layout is unusual (then hits
-    take the slower, re-encoding path)."""
+    """Reads a one-question answer once: every TTL field, the answer's lowest TTL and the SOA
+    timers; None when its layout is unusual (then it is not cached at all)."""
     try:
         qd, an, ns, ar = struct.unpack("!HHHH", wire[4:12])
         if qd != 1:
             return None
         at = _skip_name(wire, 12) + 4
-        question_end, ttls, opt_at = at, [], None
+        question_end, ttls, opt_at, answer_ttl, soa = at, [], None, None, None
         for index in range(an + ns + ar):
             start = at
             at = _skip_name(wire, at)
@@ -72,8 +81,14 @@ def wire_layout(wire: bytes) -> WireLayout | None:
                 opt_at = start
             else:
                 ttls.append((at + 4, ttl))
+            if index < an:
+                answer_ttl = ttl if answer_ttl is None else min(answer_ttl, ttl)
+            elif index < an + ns and rtype == QTYPE.SOA and soa is None and rdlength >= 22:
+                soa = (ttl, struct.unpack("!I", wire[at + 6 + rdlength : at + 10 + rdlength])[0])  # MINIMUM
             at += 10 + rdlength
-        return WireLayout(wire, question_end, tuple(ttls), opt_at) if at == len(wire) else None
+        if at != len(wire):
+            return None
+        return WireLayout(wire, question_end, tuple(ttls), opt_at, answer_ttl, soa)
     except (IndexError, ValueError, struct.error):
         return None
 
@@ -96,39 +111,16 @@ def cache_key(head: QueryHead) -> tuple[str, int, int, bool]:
     return head.qname.lower(), head.qtype, head.qclass, head.do
 
 
-def cacheable_ttl(record: DNSRecord, cfg: AnswerCacheConfig) -> int | None:
+def cacheable_ttl(layout: WireLayout, cfg: AnswerCacheConfig) -> int | None:
     """How long an answer may be cached, or None when it must not be."""
-    header = record.header
-    if header.tc or header.rcode not in (RCODE.NOERROR, RCODE.NXDOMAIN):
+    if layout.truncated or layout.rcode not in (RCODE.NOERROR, RCODE.NXDOMAIN):
         return None
-    if header.rcode == RCODE.NOERROR and record.rr:
-        ttl = min(rr.ttl for rr in record.rr)
-        return int(max(cfg.min_ttl, min(ttl, cfg.max_ttl)))
-    soas = [rr for rr in record.auth if rr.rtype == QTYPE.SOA]
-    if not soas:
+    if layout.rcode == RCODE.NOERROR and layout.answer_ttl is not None:
+        return int(max(cfg.min_ttl, min(layout.answer_ttl, cfg.max_ttl)))
+    if layout.soa is None:
         return None  # RFC 2308: no SOA, no negative caching
-    soa = soas[0]
-    return int(min(soa.ttl, soa.rdata.times[-1], cfg.negative_max_ttl))
-
-
-def _aged(rr: RR, elapsed: int) -> RR:
-    if rr.rtype == QTYPE.OPT:
-        return rr  # its TTL field carries EDNS flags, not a TTL
-    return RR(rr.rname, rr.rtype, rr.rclass, max(0, rr.ttl - elapsed), rr.rdata)
-
-
-def served(entry: _Entry, query: DNSRecord, now: float) -> bytes:
-    """The cached answer for this query: its ID, TTLs decremented, OPT only if the client sent one."""
-    elapsed = int(now - entry.stored)
-    record = entry.record
-    out = DNSRecord(header=record.header, q=query.q)
-    out.header.id = query.header.id
-    out.header.rd = query.header.rd
-    out.rr = [_aged(rr, elapsed) for rr in record.rr]
-    out.auth = [_aged(rr, elapsed) for rr in record.auth]
-    client_edns = any(rr.rtype == QTYPE.OPT for rr in query.ar)
-    out.ar = [_aged(rr, elapsed) for rr in record.ar if rr.rtype != QTYPE.OPT or client_edns]
-    return bytes(out.pack())
+    soa_ttl, minimum = layout.soa
+    return int(min(soa_ttl, minimum, cfg.negative_max_ttl))
 
 
 class AnswerCache:
@@ -150,26 +142,21 @@ class AnswerCache:
                 del self._entries[key]
             self.misses += 1
             return None
+        layout = entry.layout
+        if request.head.question.lower() != layout.wire[12 : layout.question_end].lower():
+            self.misses += 1  # same key, other wire form (escapes): ask upstream rather than guess
+            return None
         self.hits += 1
-        layout, packet = entry.layout, request.packet
-        if (
-            layout is not None
-            and packet[12 : layout.question_end].lower() == layout.wire[12 : layout.question_end].lower()
-        ):
-            return served_wire(layout, packet, request.head.edns, int(now - entry.stored))
-        return served(entry, request.query, now)
+        return served_wire(layout, request.packet, request.head.edns, int(now - entry.stored))
 
     def put(self, request: Request, answer: bytes) -> None:
-        """Stores an upstream answer, parsing it once (misses only, never on the hit path)."""
+        """Stores an upstream answer, read once on the wire (misses only, never on the hit path)."""
         if self.cfg.size <= 0:
             return
-        try:
-            record = DNSRecord.parse(answer)
-        except (DNSError, ValueError, IndexError):
-            return
-        ttl = cacheable_ttl(record, self.cfg)
+        layout = wire_layout(answer)
+        ttl = cacheable_ttl(layout, self.cfg) if layout is not None else None
         if ttl:
-            self._entries[cache_key(request.head)] = _Entry(record, self.clock(), ttl, wire_layout(answer))
+            self._entries[cache_key(request.head)] = _Entry(layout, self.clock(), ttl)
 
 
 class AnswerCacheStep:

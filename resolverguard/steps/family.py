@@ -2,12 +2,14 @@
 
 Runs a second small model (`models/family.tflite`, a softmax over the training families) only for
 names whose verdict is log or a block (or would be, in monitor mode), so its cost stays off the path
-of ordinary queries. The hint is logged (`family_hint`, `family_p`); it never changes the verdict,
-and a failure here is ignored rather than allowed to touch the answer.
+of ordinary queries; flagged names arriving together share one (micro-batched) call. The hint is
+logged (`family_hint`, `family_p`), so the step is in the chain only when the query log is on; it
+never changes the verdict, and a failure here is ignored rather than allowed to touch the answer.
 """
 
 from __future__ import annotations
 
+from resolverguard.batching import MicroBatcher
 from resolverguard.chain import Next, Reply, Request
 from resolverguard.config import Action
 from resolverguard.errors import ModelError
@@ -21,17 +23,18 @@ class FamilyHints:
             raise ModelError(f"{model.path}: family metadata needs a non-empty 'families' list")
         self.model, self.families = model, families
 
-    def hint(self, text: str) -> tuple[str, float]:
-        probs = self.model.outputs([text])[0]
-        if probs.shape[0] != len(self.families):
-            raise ModelError(f"{self.model.path}: {probs.shape[0]} outputs for {len(self.families)} families")
-        best = int(probs.argmax())
-        return self.families[best], float(probs[best])
+    def hints(self, texts: list[str]) -> list[tuple[str, float]]:
+        """The most likely family and its probability, per text."""
+        probs = self.model.outputs(texts)
+        if probs.shape[1] != len(self.families):
+            raise ModelError(f"{self.model.path}: {probs.shape[1]} outputs for {len(self.families)} families")
+        best = probs.argmax(axis=1)
+        return [(self.families[int(b)], float(row[b])) for b, row in zip(best, probs, strict=True)]
 
 
 class FamilyHintStep:
     def __init__(self, hints: FamilyHints) -> None:
-        self._hints = hints
+        self._batcher = MicroBatcher(hints.hints)
 
     async def __call__(self, request: Request, next_step: Next) -> Reply:
         verdict = request.verdict
@@ -39,7 +42,7 @@ class FamilyHintStep:
         text = request.name.label if request.name else None
         if flagged and text and request.score is not None:
             try:
-                family, p = self._hints.hint(text)
+                family, p = await self._batcher.submit(text)
                 request.notes["family_hint"], request.notes["family_p"] = family, round(p, 4)
             except Exception:  # noqa: BLE001 - a hint must never cost the answer
                 pass

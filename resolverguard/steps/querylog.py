@@ -83,6 +83,11 @@ class QueryLog:
                 file=self._stderr or sys.stderr,
             )
 
+    @property
+    def enabled(self) -> bool:
+        """`query_log: off` leaves the log step out of the chain: no record is even built."""
+        return self.config.path is not None
+
     def write(self, record: dict[str, Any]) -> None:
         if self.config.path is None:
             return
