@@ -154,7 +154,9 @@ class AnswerCache:
         if self.cfg.size <= 0:
             return
         layout = wire_layout(answer)
-        ttl = cacheable_ttl(layout, self.cfg) if layout is not None else None
+        if layout is None:
+            return
+        ttl = cacheable_ttl(layout, self.cfg)
         if ttl:
             self._entries[cache_key(request.head)] = _Entry(layout, self.clock(), ttl)
 
