@@ -31,7 +31,8 @@ class Pipeline:
     groups: GroupDirectory
     cache: VerdictCache
     gates: tuple[Gate, ...]
-    answers: AnswerCache  # asked before a packet is parsed (see resolverguard.steps.acl)
+    answers: AnswerCache
+    forwarder: UpstreamForwarder  # owns pooled sockets: closed by whoever replaces the pipeline
 
 
 def policy_for(group: ClientGroupConfig, named: dict[str, float], file: str = "<policy>", prefix: str = "") -> Policy:
@@ -86,9 +87,11 @@ def build_pipeline(
     metrics: Metrics | None = None,
     hints: FamilyHints | None = None,
     answers: AnswerCache | None = None,
+    forwarder: UpstreamForwarder | None = None,
 ) -> Pipeline:
     """The chain for `cfg`. A reload passes the old verdict cache on: scores do not depend on the
-    policy, so a new policy need not re-score every popular name."""
+    policy, so a new policy need not re-score every popular name (and the answer cache and upstream
+    sockets, when the upstreams did not change)."""
     groups = groups_for(cfg, model.metadata.thresholds)
     cache = cache or VerdictCache(cfg.cache.size, cfg.cache.ttl)
     access, limit = cfg.access, cfg.rate_limit
@@ -104,8 +107,9 @@ def build_pipeline(
     steps.append(BlockStep(cfg.sinkhole))
     answers = answers or AnswerCache(cfg.answer_cache)
     steps.append(AnswerCacheStep(answers))
-    upstream = UpstreamStep(UpstreamForwarder(cfg.upstreams, cfg.upstream_timeout))
-    return Pipeline(link(steps, upstream), log, groups, cache, tuple(gates), answers)
+    forwarder = forwarder or UpstreamForwarder(cfg.upstreams, cfg.upstream_timeout)
+    upstream = UpstreamStep(forwarder)
+    return Pipeline(link(steps, upstream), log, groups, cache, tuple(gates), answers, forwarder)
 
 
 def resolv_conf_upstreams(listen: tuple[Endpoint, ...], path: Path = Path("/etc/resolv.conf")) -> tuple[Endpoint, ...]:

@@ -23,7 +23,7 @@ from resolverguard.server import DnsServer
 from resolverguard.steps.metrics import Metrics
 from resolverguard.steps.querylog import QueryLog
 
-LOG_CLOSE_DELAY = 15.0  # a replaced query log stays open this long for queries still in flight
+LOG_CLOSE_DELAY = 15.0  # a replaced query log (or upstream socket pool) stays open this long for queries in flight
 
 
 @dataclass(frozen=True)
@@ -88,9 +88,11 @@ class Service:
             log = self.pipeline.log if cfg.query_log == self.cfg.query_log else self._query_log(cfg)
             cache = self.pipeline.cache if model is self.model else None
             hints = self.hints if cfg.family_model == self.cfg.family_model else family_hints_for(cfg)
-            same_answers = (cfg.upstreams, cfg.answer_cache) == (self.cfg.upstreams, self.cfg.answer_cache)
+            same_upstreams = (cfg.upstreams, cfg.upstream_timeout) == (self.cfg.upstreams, self.cfg.upstream_timeout)
+            same_answers = same_upstreams and cfg.answer_cache == self.cfg.answer_cache
             answers = self.pipeline.answers if same_answers else None
-            pipeline = build_pipeline(cfg, model, log, cache, self.metrics, hints, answers)
+            forwarder = self.pipeline.forwarder if same_upstreams else None
+            pipeline = build_pipeline(cfg, model, log, cache, self.metrics, hints, answers, forwarder)
         except ConfigError as err:
             self.say(f"reload rejected, previous policy stays in force: {err.location()}")
             return False
@@ -99,11 +101,13 @@ class Service:
             return False
         if cfg.listen != self.cfg.listen:
             self.say("reload: listen addresses change only on restart")
-        old_log = self.pipeline.log
+        old_log, old_forwarder = self.pipeline.log, self.pipeline.forwarder
         self.cfg, self.model, self.pipeline, self.hints = cfg, model, pipeline, hints
         self.server.chain, self.server.gates, self.server.limits = pipeline.chain, pipeline.gates, cfg.limits
         if old_log is not log:
             asyncio.get_running_loop().call_later(LOG_CLOSE_DELAY, old_log.close)
+        if old_forwarder is not pipeline.forwarder:
+            asyncio.get_running_loop().call_later(LOG_CLOSE_DELAY, old_forwarder.close)
         self.reloads += 1
         self.say(
             f"reloaded {self.config_path} ({len(pipeline.groups.default.lists.allow)} allowed, "
@@ -113,6 +117,7 @@ class Service:
 
     async def stop(self, grace: float = 5.0) -> None:
         await self.server.stop(grace)
+        self.pipeline.forwarder.close()
         self.pipeline.log.close()
 
 

@@ -43,6 +43,7 @@ class Upstream:
     only_lies: bool = False  # never send the real answer
     big: bool = False  # pad answers with many A records (over 512 bytes)
     queries: list[str] = field(default_factory=list)
+    sources: list[tuple[str, int]] = field(default_factory=list)  # (address, port) each UDP query came from
     port: int = 0
 
     def answer(self, data: bytes) -> bytes:
@@ -104,6 +105,7 @@ def run_upstream(upstream: Upstream) -> Iterator[Upstream]:
                 continue
             except OSError:
                 return
+            upstream.sources.append(addr[:2])
             try:
                 if upstream.silent:
                     upstream.queries.append(str(DNSRecord.parse(data).q.qname))

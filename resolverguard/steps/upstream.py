@@ -1,16 +1,17 @@
 """Upstream step: forwards a query to the first upstream that answers, or SERVFAILs.
 
 Guards against cache poisoning the way stub forwarders should: every upstream query gets a fresh
-random ID and a fresh socket (so a fresh random source port), the UDP socket is connected (the
-kernel drops datagrams from other sources), and a reply whose ID or question does not match is
-ignored while we keep waiting. A truncated UDP reply is retried over TCP. The client's own packet
-is forwarded with only the ID changed, so its EDNS options (buffer size, DO bit, cookies) pass on.
+random ID on one of a pool of sockets with random source ports that are replaced as they are used
+(see `UpstreamForwarder`), the UDP sockets are connected (the kernel drops datagrams from other
+sources), and a reply whose ID or question does not match is ignored while we keep waiting. A
+truncated UDP reply is retried over TCP. The client's own packet is forwarded with only the ID
+changed, so its EDNS options (buffer size, DO bit, cookies) pass on.
 """
 
 from __future__ import annotations
 
 import asyncio
-import secrets
+import os
 import socket
 import struct
 import time
@@ -50,14 +51,73 @@ def matches(answer: bytes, qid: int, question: bytes) -> bool:
     return answer[4:6] == b"\x00\x01" and answer[12 : 12 + len(question)].lower() == question.lower()
 
 
-class UpstreamForwarder:
-    """Each attempt uses a new socket (a fresh random source port) and a fresh random ID; the
-    socket is connected, so the kernel itself drops datagrams from any other address."""
+class RandomIds:
+    """16-bit query IDs and pool picks from the OS CSPRNG, read in bulk (one urandom call per
+    2048 draws instead of one each)."""
 
-    def __init__(self, servers: Sequence[Endpoint], timeout: float) -> None:
+    def __init__(self, chunk: int = 4096) -> None:
+        self._chunk, self._bytes, self._at = chunk, b"", 0
+
+    def draw(self) -> int:
+        if self._at + 2 > len(self._bytes):
+            self._bytes, self._at = os.urandom(self._chunk), 0
+        self._at += 2
+        return self._bytes[self._at - 2] << 8 | self._bytes[self._at - 1]
+
+
+class Channel:
+    """One connected UDP socket to one upstream, shared by up to `max_uses` queries in turn and
+    matched by ID and question; the kernel drops datagrams from any other address."""
+
+    def __init__(self, server: Endpoint) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.sock = socket.socket(socket.AF_INET6 if ":" in server.host else socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setblocking(False)
+        self.pending: dict[int, tuple[bytes, asyncio.Future[bytes]]] = {}
+        self.uses, self.retired = 0, False
+        try:
+            self.sock.connect((server.host, server.port))  # binds a fresh random source port
+            self.loop.add_reader(self.sock.fileno(), self._readable)
+        except OSError:
+            self.sock.close()
+            raise
+
+    def _readable(self) -> None:
+        while True:
+            try:
+                data = self.sock.recv(65535)
+            except BlockingIOError:
+                return
+            except OSError as err:  # ICMP port unreachable: everyone waiting here fails over at once
+                for _, future in self.pending.values():
+                    if not future.done():
+                        future.set_exception(err)
+                return
+            if len(data) < 12:
+                continue
+            waiting = self.pending.get(data[0] << 8 | data[1])
+            if waiting is not None and not waiting[1].done() and matches(data, data[0] << 8 | data[1], waiting[0]):
+                waiting[1].set_result(data)
+
+    def close(self) -> None:
+        if self.sock.fileno() >= 0:
+            self.loop.remove_reader(self.sock.fileno())
+            self.sock.close()
+
+
+class UpstreamForwarder:
+    """Forwards over a small pool of UDP sockets per upstream, the way dnsmasq keeps its random
+    ports: each socket has its own random source port and is replaced after `max_uses` queries, and
+    every query gets a fresh random ID. A spoofed answer must guess the ID, which of the pool's
+    ports is in use and the question; a socket per query would cost a socket, a connect and a
+    reader registration each time, more than the rest of the forwarding."""
+
+    def __init__(self, servers: Sequence[Endpoint], timeout: float, pool: int = 32, max_uses: int = 256) -> None:
         if not servers:
             raise UpstreamError("no upstream servers configured")
-        self.servers, self.timeout = tuple(servers), timeout
+        self.servers, self.timeout, self.pool_size, self.max_uses = tuple(servers), timeout, pool, max_uses
+        self._pools: dict[Endpoint, list[Channel]] = {}
+        self._ids = RandomIds()
 
     async def resolve(self, packet: bytes) -> bytes:
         """The first usable answer, with the client's ID restored; UpstreamError if none."""
@@ -66,10 +126,8 @@ class UpstreamForwarder:
             raise UpstreamError("query has no well-formed question")
         problems = []
         for server in self.servers:
-            qid = secrets.randbits(16)
-            wire = struct.pack("!H", qid) + packet[2:]
             try:
-                answer = await self._udp(server, wire, qid, question)
+                answer, wire, qid = await self._udp(server, packet, question)
                 if answer[2] & _TC:
                     answer = await asyncio.wait_for(self._tcp(server, wire, qid, question), self.timeout)
                 return packet[:2] + answer[2:]
@@ -77,42 +135,55 @@ class UpstreamForwarder:
                 problems.append(f"{server}: {type(err).__name__} {err}".strip())
         raise UpstreamError("; ".join(problems))
 
-    async def _udp(self, server: Endpoint, wire: bytes, qid: int, question: bytes) -> bytes:
-        """One UDP exchange on a plain non-blocking socket (cheaper than a transport per query)."""
-        loop = asyncio.get_running_loop()
-        family = socket.AF_INET6 if ":" in server.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_DGRAM)
-        sock.setblocking(False)
-        future: asyncio.Future[bytes] = loop.create_future()
+    def _channel(self, server: Endpoint) -> Channel:
+        """A socket of the server's pool: a new one while the pool is not full, else a random one;
+        a socket that has had its `max_uses` leaves the pool and a new port takes its place."""
+        pool = self._pools.setdefault(server, [])
+        if len(pool) < self.pool_size:
+            pool.append(Channel(server))
+            return pool[-1]
+        at = self._ids.draw() % len(pool)
+        if pool[at].uses >= self.max_uses:
+            used_up, pool[at] = pool[at], Channel(server)
+            used_up.retired = True
+            self._close_when_idle(used_up)
+        return pool[at]
 
-        def readable() -> None:
-            while not future.done():
-                try:
-                    data = sock.recv(65535)
-                except BlockingIOError:
-                    return
-                except OSError as err:  # ICMP port unreachable: fail over at once
-                    future.set_exception(err)
-                    return
-                if matches(data, qid, question):
-                    future.set_result(data)
+    @staticmethod
+    def _close_when_idle(channel: Channel) -> None:
+        if channel.retired and not channel.pending:
+            channel.close()
+
+    async def _udp(self, server: Endpoint, packet: bytes, question: bytes) -> tuple[bytes, bytes, int]:
+        """One UDP exchange: (answer, the query as sent, its ID)."""
+        channel = self._channel(server)
+        qid = self._ids.draw()
+        while qid in channel.pending:
+            qid = self._ids.draw()
+        wire = struct.pack("!H", qid) + packet[2:]
+        future: asyncio.Future[bytes] = channel.loop.create_future()
+        channel.pending[qid] = (question, future)
+        channel.uses += 1
 
         def expired() -> None:
             if not future.done():
                 future.set_exception(TimeoutError(f"no answer in {self.timeout:g} s"))
 
-        timer = loop.call_later(self.timeout, expired)
+        timer = channel.loop.call_later(self.timeout, expired)
         try:
-            sock.connect((server.host, server.port))
-            loop.add_reader(sock.fileno(), readable)
-            try:
-                sock.send(wire)
-                return await future
-            finally:
-                loop.remove_reader(sock.fileno())
+            channel.sock.send(wire)
+            return await future, wire, qid
         finally:
             timer.cancel()
-            sock.close()
+            del channel.pending[qid]
+            self._close_when_idle(channel)
+
+    def close(self) -> None:
+        """Closes every pooled socket (a reload that replaced this forwarder, or shutdown)."""
+        for pool in self._pools.values():
+            for channel in pool:
+                channel.close()
+        self._pools.clear()
 
     async def _tcp(self, server: Endpoint, wire: bytes, qid: int, question: bytes) -> bytes:
         reader, writer = await asyncio.open_connection(server.host, server.port)
