@@ -1,23 +1,35 @@
 """A bounded memo for per-query lookups that repeat: client address -> ACL answer or client group,
-query name -> registrable name. Bounded (LRU) so a flood of new keys costs evictions, not memory."""
+query name -> registrable name. Bounded so a flood of new keys costs evictions, not memory.
+
+Two generations of plain dicts instead of an exact LRU: a hit is one dict lookup (the hot path of
+every query runs three of these), and a key used since the last turnover survives it, which is all
+the recency a memo needs. At most `size` keys are held.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from cachetools import LRUCache
-
 T = TypeVar("T")
 
 
 class BoundedMemo(Generic[T]):
     def __init__(self, compute: Callable[[str], T], size: int = 65536) -> None:
-        self._compute = compute
-        self._seen: LRUCache[str, T] = LRUCache(maxsize=size)
+        self._compute, self._half = compute, max(1, size // 2)
+        self._young: dict[str, T] = {}
+        self._old: dict[str, T] = {}
 
     def __call__(self, key: str) -> T:
-        found = self._seen.get(key)
-        if found is None:
-            found = self._seen[key] = self._compute(key)
+        try:
+            return self._young[key]
+        except KeyError:
+            pass
+        found = self._old.pop(key) if key in self._old else self._compute(key)
+        if len(self._young) >= self._half:
+            self._old, self._young = self._young, {}
+        self._young[key] = found
         return found
+
+    def __len__(self) -> int:
+        return len(self._young) + len(self._old)

@@ -15,8 +15,9 @@ import struct
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterable, Sequence
-from typing import TextIO
+import types
+from collections.abc import Callable, Coroutine, Generator, Iterable, Sequence
+from typing import Any, TextIO
 
 from dnslib import EDNS0, OPCODE, QTYPE, RCODE, DNSError, DNSRecord
 
@@ -53,6 +54,34 @@ def truncate(reply: bytes, query: DNSRecord) -> bytes:
     if any(rr.rtype == QTYPE.OPT for rr in query.ar):
         out.add_ar(EDNS0(udp_len=1232))
     return bytes(out.pack())
+
+
+@types.coroutine
+def _resume(coro: Coroutine[Any, Any, None], waiting_on: Any) -> Generator[Any, Any, None]:
+    """Hands the future a coroutine first waited on to the task, and drives the coroutine on."""
+    while True:
+        try:
+            value = yield waiting_on
+        except BaseException as err:  # cancellation and errors go into the coroutine, as a task would
+            try:
+                waiting_on = coro.throw(err)
+            except StopIteration:
+                return
+        else:
+            try:
+                waiting_on = coro.send(value)
+            except StopIteration:
+                return
+
+
+async def finish(coro: Coroutine[Any, Any, None], waiting_on: Any) -> None:
+    """The rest of a coroutine that was started eagerly, as a task.
+
+    Most queries never wait (answer-cache hits, blocks, cached verdicts): run to completion in the
+    read callback they cost no task and no extra loop turn. Only a query that must wait (for the
+    model's batch, for an upstream) becomes a task, from the point where it first waits; what it
+    waited on is passed to the task unchanged, as asyncio's own eager tasks (Python 3.12) do."""
+    await _resume(coro, waiting_on)
 
 
 class DnsServer:
@@ -141,7 +170,12 @@ class DnsServer:
             if reply is not None:
                 transport.sendto(reply, client)
             return
-        task = asyncio.ensure_future(self._answer_udp(transport, packet, client))
+        answering = self._answer_udp(transport, packet, client)
+        try:  # run it here, in the read callback, until it first has to wait (see `finish`)
+            waiting_on = answering.send(None)
+        except StopIteration:
+            return  # answered without waiting (a cache hit, a block): no task needed
+        task = asyncio.ensure_future(finish(answering, waiting_on))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

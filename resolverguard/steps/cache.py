@@ -9,25 +9,33 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from cachetools import TLRUCache
+from cachetools import LRUCache
 
 from resolverguard.chain import Next, Reply, Request
 
 
 class VerdictCache:
-    """LRU with a TTL; size 0 disables it."""
+    """LRU with a TTL; size 0 disables it. Each entry carries its own expiry time (a plain LRU
+    of (score, expires) is several times cheaper per hit than cachetools' TLRUCache)."""
 
     def __init__(self, size: int, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self._cache: TLRUCache[str, float] | None = None
+        self._cache: LRUCache[str, tuple[float, float]] | None = None
+        self._ttl, self._clock = ttl, clock
         if size > 0 and ttl > 0:
-            self._cache = TLRUCache(maxsize=size, ttu=lambda _k, _v, now: now + ttl, timer=clock)
+            self._cache = LRUCache(maxsize=size)
 
     def get(self, key: str) -> float | None:
-        return self._cache.get(key) if self._cache is not None else None
+        found = self._cache.get(key) if self._cache is not None else None
+        if found is None:
+            return None
+        if found[1] <= self._clock():
+            del self._cache[key]  # type: ignore[union-attr]  # found implies a cache
+            return None
+        return found[0]
 
     def put(self, key: str, score: float) -> None:
         if self._cache is not None:
-            self._cache[key] = score
+            self._cache[key] = (score, self._clock() + self._ttl)
 
     def __len__(self) -> int:
         return len(self._cache) if self._cache is not None else 0
