@@ -97,6 +97,17 @@ def _key(domain: str) -> int:
     )
 
 
+def sorted_unique(keys: np.ndarray) -> np.ndarray:
+    """np.unique without its temporaries: sorts `keys` in place and keeps the first of each run.
+    (np.unique copies, sorts and masks; for a million keys that left ~30 MB of resident memory
+    behind after loading, more than the keys themselves.)"""
+    keys.sort()
+    first = np.empty(len(keys), dtype=bool)
+    first[:1] = True
+    np.not_equal(keys[1:], keys[:-1], out=first[1:])
+    return keys[first]
+
+
 class DomainSet:
     """Domains where a member also covers its subdomains (`example.com` covers `a.example.com`).
 
@@ -107,7 +118,7 @@ class DomainSet:
 
     def __init__(self, domains: Iterable[str] = ()) -> None:
         keys = array("q", (_key(d.lower().rstrip(".")) for d in domains))
-        self._keys = np.unique(np.frombuffer(keys, dtype=np.int64)) if keys else np.zeros(0, dtype=np.int64)
+        self._keys = sorted_unique(np.frombuffer(keys, dtype=np.int64)) if keys else np.zeros(0, dtype=np.int64)
 
     def __len__(self) -> int:
         return int(self._keys.shape[0])

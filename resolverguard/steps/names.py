@@ -142,7 +142,7 @@ class RegistrableName:
 class NameParser:
     """Reduces a query name to the label the model scores, using the bundled Public Suffix List."""
 
-    def __init__(self, private_suffixes: PrivateSuffixMode = PrivateSuffixMode.DYNAMIC_DNS, memo: int = 65536) -> None:
+    def __init__(self, private_suffixes: PrivateSuffixMode = PrivateSuffixMode.DYNAMIC_DNS, memo: int = 16384) -> None:
         self._mode = private_suffixes
         self._all = PublicSuffixList(accept_unknown=False)
         self._icann = PublicSuffixList(accept_unknown=False, only_icann=True)
