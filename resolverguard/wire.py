@@ -15,6 +15,7 @@ from dnslib import QTYPE, DNSBuffer, DNSRecord
 
 OPT = 41
 _PRINTABLE = frozenset(range(33, 127)) - {ord("."), ord("\\")}
+_PRINTABLE_BYTES = bytes(sorted(_PRINTABLE))  # for bytes.translate: what is left is not printable
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +40,7 @@ class QueryHead:
 
 
 def label_text(label: bytes) -> str:
-    if all(b in _PRINTABLE for b in label):
+    if not label.translate(None, _PRINTABLE_BYTES):  # the usual case, checked in C
         return label.decode("ascii")
     return "".join(chr(b) if b in _PRINTABLE else f"\\{b:03d}" for b in label)
 
@@ -51,9 +52,9 @@ def parse_query(packet: bytes) -> QueryHead | None:
     qid, flags, qd, an, ns, ar = struct.unpack_from("!HHHHHH", packet)
     if qd != 1 or an or ns or ar > 1:
         return None
-    at, labels, total = 12, [], 1
+    size, at, labels = len(packet), 12, []
     while True:
-        if at >= len(packet):
+        if at >= size:
             return None
         length = packet[at]
         if length == 0:
@@ -61,16 +62,19 @@ def parse_query(packet: bytes) -> QueryHead | None:
             break
         if length > 63:  # compression pointer or a label too long: let the full parser decide
             return None
-        label = packet[at + 1 : at + 1 + length]
-        try:
-            label.decode("utf-8")  # dnslib, which builds our answers, accepts UTF-8 labels only
-        except UnicodeDecodeError:
+        end = at + 1 + length
+        if end > size or end - 12 > 254:  # past the packet, or a name over 255 octets
             return None
-        labels.append(label_text(label))
-        total += length + 1
-        at += length + 1
-        if total > 255 or at > len(packet):
-            return None
+        label = packet[at + 1 : end]
+        if label.translate(None, _PRINTABLE_BYTES):  # unusual bytes (checked in C): escaped, UTF-8 only
+            try:
+                label.decode("utf-8")  # dnslib, which parses unusual queries, accepts UTF-8 labels only
+            except UnicodeDecodeError:
+                return None
+            labels.append(label_text(label))
+        else:
+            labels.append(label.decode("ascii"))
+        at = end
     if at + 4 > len(packet):
         return None
     qtype, qclass = struct.unpack_from("!HH", packet, at)

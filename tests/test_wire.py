@@ -42,3 +42,15 @@ def test_agrees_with_dnslib_or_declines(packet: bytes) -> None:
 def test_crafted_packets_never_crash_it() -> None:
     for packet in CRAFTED:
         parse_query(packet)
+
+
+def test_name_length_limit_is_255_octets() -> None:
+    def query_for(labels: list[int]) -> bytes:
+        name = b"".join(bytes([n]) + b"a" * n for n in labels) + b"\x00"
+        return b"\x00\x01\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00" + name + b"\x00\x01\x00\x01"
+
+    longest = [63, 63, 63, 61]  # 4 length octets + 250 + root = 255
+    head = parse_query(query_for(longest))
+    assert head is not None and head.question == query_for(longest)[12:]
+    assert parse_query(query_for([63, 63, 63, 62])) is None  # 256 octets: the full parser answers FORMERR
+    assert parse_query(query_for([64])) is None
