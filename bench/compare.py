@@ -5,11 +5,13 @@
 
 Starts (a) NSD answering every name from a wildcard root zone, (b) Unbound as a caching forwarder to
 it, (c) resolverguard with scoring off (a plain forwarder), (d) resolverguard with the full chain and
-the shipped model, and drives each with dnsperf over the same query files: `hits` (Zipf over ~10k
-benign names, mostly cached) and `misses` (every registrable name unique, so every query is scored
-and forwarded). For each: QPS, server CPU seconds, peak RSS, and p50/p99 latency measured in a second
-run at 20% of (d)'s peak QPS. Results and the ratios (d)/(c), (d)/(b), (c)/(b) from the same run go
-to bench/results/compare.{md,json}. Every run is bounded in time (dnsperf -l) and count.
+the shipped model, (d') the same with the query log written to a file, (e) the same with
+`workers: 2`, (f) the same with a 1,000,000-entry hosts blocklist, and drives each with dnsperf
+over the same query files: `hits` (Zipf over ~10k benign names, mostly cached) and `misses` (every
+registrable name unique, so every query is scored and forwarded). For each: QPS, server CPU seconds,
+peak RSS, and p50/p99 latency measured in a second run at 20% of (d)'s peak QPS. Results and the
+ratios from the same run go to bench/results/compare.{md,json}. Every run is bounded in time
+(dnsperf -l) and count.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from lists import write_hosts
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "benign.txt.gz"
@@ -99,12 +103,20 @@ def start_unbound(work: Path, port: int, upstream: int) -> subprocess.Popen[byte
 
 
 def start_resolverguard(
-    work: Path, port: int, upstream: int, scoring: bool, workers: int = 1
+    work: Path,
+    port: int,
+    upstream: int,
+    scoring: bool,
+    workers: int = 1,
+    log: bool = False,
+    deny_file: Path | None = None,
 ) -> subprocess.Popen[bytes]:
     policy = work / f"rg-{port}.yaml"
+    query_log = f"'{work}/queries-{port}.jsonl'" if log else "off"
+    lists = f"lists:\n  deny_files: ['{deny_file}']\n" if deny_file else ""
     policy.write_text(
-        f"upstreams: ['127.0.0.1:{upstream}']\nscoring: {str(scoring).lower()}\nquery_log: off\n"
-        f"rate_limit:\n  qps: 0\nlimits:\n  max_inflight: 8192\nworkers: {workers}\n"
+        f"upstreams: ['127.0.0.1:{upstream}']\nscoring: {str(scoring).lower()}\nquery_log: {query_log}\n"
+        f"rate_limit:\n  qps: 0\nlimits:\n  max_inflight: 8192\nworkers: {workers}\n{lists}"
     )
     cmd = [sys.executable, "-m", "resolverguard", "serve", "--config", str(policy), "--listen", f"127.0.0.1:{port}"]
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=(work / f"rg-{port}.log").open("w"))
@@ -161,7 +173,7 @@ def dnsperf(port: int, queries: Path, seconds: float, qps: float | None = None) 
         "-l",
         str(seconds),
         "-c",
-        "4",
+        "8",
         "-q",
         "500",
         "-t",
@@ -225,7 +237,8 @@ def main() -> None:
             sys.exit(f"{tool} is not installed: sudo apt-get install -y nsd unbound dnsperf")
     work = Path(tempfile.mkdtemp(prefix="rg-bench-"))
     files = query_files(work, a.queries, random.Random(7))
-    ports = {k: free_port() for k in ("nsd", "unbound", "rg_plain", "rg_full", "rg_workers")}
+    ports = {k: free_port() for k in ("nsd", "unbound", "rg_plain", "rg_full", "rg_workers", "rg_log", "rg_list")}
+    blocklist = write_hosts(work / "hosts-1m.txt", 1_000_000, random.Random(1))
     procs = [start_nsd(work, ports["nsd"])]
     try:
         wait_ready(ports["nsd"])
@@ -244,6 +257,14 @@ def main() -> None:
         procs.append(start_resolverguard(work, ports["rg_workers"], ports["nsd"], True, workers=2))
         results["rg_workers"] = measure(
             "(e) resolverguard full chain, workers: 2", procs[-1], ports["rg_workers"], files, a.seconds, latency_qps
+        )
+        procs.append(start_resolverguard(work, ports["rg_log"], ports["nsd"], True, log=True))
+        results["rg_log"] = measure(
+            "(d') full chain + query log file", procs[-1], ports["rg_log"], files, a.seconds, latency_qps
+        )
+        procs.append(start_resolverguard(work, ports["rg_list"], ports["nsd"], True, deny_file=blocklist))
+        results["rg_list"] = measure(
+            "(f) full chain + 1M-entry blocklist", procs[-1], ports["rg_list"], files, a.seconds, latency_qps
         )
         procs.append(start_unbound(work, ports["unbound"], ports["nsd"]))
         results["unbound"] = measure(
@@ -270,6 +291,8 @@ def write(results: dict[str, Any], a: argparse.Namespace, latency_qps: dict[str,
             "(d)/(b)": ratio(results["rg_full"][kind]["qps"], results["unbound"][kind]["qps"]),
             "(c)/(b)": ratio(results["rg_plain"][kind]["qps"], results["unbound"][kind]["qps"]),
             "(e)/(b)": ratio(results["rg_workers"][kind]["qps"], results["unbound"][kind]["qps"]),
+            "(d')/(d)": ratio(results["rg_log"][kind]["qps"], results["rg_full"][kind]["qps"]),
+            "(f)/(d)": ratio(results["rg_list"][kind]["qps"], results["rg_full"][kind]["qps"]),
         }
         for kind in ("hits", "misses")
     }
@@ -291,13 +314,13 @@ def write(results: dict[str, Any], a: argparse.Namespace, latency_qps: dict[str,
     (out / "compare.json").write_text(json.dumps(payload, indent=2))
     lines = [
         f"# resolverguard vs Unbound (bench/compare.py), {payload['date']}, {payload['cores']} cores, "
-        f"dnsperf -c 4 -q 500, {a.seconds:g} s per run, loopback only",
+        f"dnsperf -c 8 -q 500, {a.seconds:g} s per run, loopback only",
         "",
         "| target | hits QPS | hits CPU s | hits p50/p99 ms | misses QPS | misses CPU s | misses p50/p99 ms "
         "| peak RSS MB |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for key in ("upstream", "unbound", "rg_plain", "rg_full", "rg_workers"):
+    for key in ("upstream", "unbound", "rg_plain", "rg_full", "rg_workers", "rg_log", "rg_list"):
         r = results[key]
         lines.append(
             f"| {r['target']} | {r['hits']['qps']} | {r['hits']['cpu_s']} "
@@ -306,7 +329,7 @@ def write(results: dict[str, Any], a: argparse.Namespace, latency_qps: dict[str,
             f"| {r['peak_rss_mb']} |"
         )
     lines += ["", "| ratio (same run) | hits | misses |", "|---|---|---|"]
-    for name in ("(d)/(c)", "(d)/(b)", "(c)/(b)", "(e)/(b)"):
+    for name in ("(d)/(c)", "(d)/(b)", "(c)/(b)", "(e)/(b)", "(d')/(d)", "(f)/(d)"):
         lines.append(f"| {name} | {ratios['hits'][name]} | {ratios['misses'][name]} |")
     lines += [
         "",

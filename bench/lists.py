@@ -30,17 +30,21 @@ def status_kb(field: str) -> int:
     return 0
 
 
+def write_hosts(path: Path, entries: int, rng: random.Random) -> Path:
+    """A hosts-format blocklist of `entries` unique made-up domains (shared with compare.py)."""
+    with path.open("w") as handle:
+        handle.write("# generated blocklist\n")
+        for i in range(entries):
+            label = "".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(5, 14)))
+            handle.write(f"0.0.0.0 {label}{i}.{rng.choice(['com', 'net', 'org', 'info', 'co.uk'])}\n")
+    return path
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--entries", type=int, default=1_000_000)
     a = p.parse_args()
-    rng = random.Random(1)
-    path = Path(tempfile.mkdtemp()) / "hosts.txt"
-    with path.open("w") as handle:
-        handle.write("# generated blocklist\n")
-        for i in range(a.entries):
-            label = "".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(5, 14)))
-            handle.write(f"0.0.0.0 {label}{i}.{rng.choice(['com', 'net', 'org', 'info', 'co.uk'])}\n")
+    path = write_hosts(Path(tempfile.mkdtemp()) / "hosts.txt", a.entries, random.Random(1))
     size_mb = path.stat().st_size / 1e6
     rss_before = status_kb("VmRSS")
     started = time.perf_counter()

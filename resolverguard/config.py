@@ -144,6 +144,7 @@ class AnswerCacheConfig:
     min_ttl: int = 0
     max_ttl: int = 86_400
     negative_max_ttl: int = 3_600
+    prefetch: bool = True  # refresh a popular answer in its last 10% of TTL, before it expires (Unbound's rule)
 
 
 @dataclass(frozen=True, slots=True)
@@ -558,6 +559,7 @@ def _answer_cache(r: _Reader | None) -> AnswerCacheConfig:
         r.get("min_ttl", 0, _number(0, 86_400, integer=True)),
         r.get("max_ttl", 86_400, _number(0, 7 * 86_400, integer=True)),
         r.get("negative_max_ttl", 3_600, _number(0, 86_400, integer=True)),
+        r.get("prefetch", True, _boolean),
     )
     if out.min_ttl > out.max_ttl:
         raise r.fail("min_ttl", "must not be larger than max_ttl")

@@ -70,7 +70,7 @@ def test_expiry_goes_back_upstream(setup) -> None:
 
 
 def test_negative_answers_cached_for_the_soa_minimum(setup) -> None:
-    r, up, clock = setup()
+    r, up, clock = setup(prefetch=False)  # at 29 of 30 s a prefetch would refresh it (tested below)
     assert ask(r, "nx1.example.com").rcode() == dns.rcode.NXDOMAIN
     clock.now += 29
     again = ask(r, "nx1.example.com")
@@ -173,3 +173,39 @@ def test_wire_layout_never_raises_on_garbage(seed: int) -> None:
     rng = random.Random(seed)
     for _ in range(2000):
         wire_layout(bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 80))))
+
+
+def wait_until(condition, seconds: float = 3.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
+
+
+def test_popular_answer_is_refreshed_before_it_expires(setup) -> None:
+    r, up, clock = setup()
+    ask(r, "www.example.com")
+    clock.now += 275  # 25 s of 300 left: inside the last tenth
+    late = ask(r, "www.example.com")
+    assert late.answer[0].ttl == 25  # the client is answered from the cache at once
+    assert wait_until(lambda: len(up.queries) == 2)  # and the answer is fetched again behind it
+    assert wait_until(lambda: r.service.pipeline.answers.prefetches == 1)
+    clock.now += 30  # past the first answer's expiry: the refreshed one serves
+    fresh = ask(r, "www.example.com")
+    assert 265 <= fresh.answer[0].ttl <= 300 and len(up.queries) == 2
+    (line,) = [x for x in r.log_lines()][-1:]
+    assert line["answer_cache"] == "hit"
+
+
+def test_prefetch_can_be_turned_off(setup) -> None:
+    r, up, clock = setup(prefetch=False)
+    ask(r, "www.example.com")
+    clock.now += 275
+    assert ask(r, "www.example.com").answer[0].ttl == 25
+    assert not wait_until(lambda: len(up.queries) > 1, seconds=0.5)
+    clock.now += 30
+    assert ask(r, "www.example.com").answer[0].ttl == 300 and len(up.queries) == 2  # expired: a miss

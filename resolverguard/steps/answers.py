@@ -5,14 +5,18 @@ block step), so a sinkhole answer can never be served as an upstream answer. TTL
 [min_ttl, max_ttl] and served decremented; NXDOMAIN and NODATA are cached per RFC 2308 (for the
 authority SOA's TTL, capped by its MINIMUM and by `negative_max_ttl`; without a SOA not at all).
 SERVFAIL, truncated and other error answers are never cached. The key includes the DNSSEC OK bit.
+
+Prefetch (Unbound's rule): a hit in the last tenth of an answer's TTL is served from the cache and
+also forwarded again in the background, so a name in use never expires into a client-visible miss.
 """
 
 from __future__ import annotations
 
+import asyncio
 import struct
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from cachetools import LRUCache
 from dnslib import QTYPE, RCODE
@@ -123,16 +127,23 @@ def cacheable_ttl(layout: WireLayout, cfg: AnswerCacheConfig) -> int | None:
     return int(min(soa_ttl, minimum, cfg.negative_max_ttl))
 
 
+PREFETCH_FRACTION = 0.1  # refresh in the last tenth of the TTL
+PREFETCH_MIN_TTL = 10  # answers kept for less are not worth a refresh
+
+
 class AnswerCache:
     def __init__(self, cfg: AnswerCacheConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.cfg, self.clock = cfg, clock
         self._entries: LRUCache[tuple[str, int, int, bool], _Entry] = LRUCache(maxsize=max(1, cfg.size))
-        self.hits = self.misses = 0
+        self._refreshing: set[tuple[str, int, int, bool]] = set()
+        self.hits = self.misses = self.prefetches = 0
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, request: Request) -> bytes | None:
+    def get(self, request: Request) -> tuple[bytes, bool] | None:
+        """The cached answer for this query, and whether it is due for a prefetch (at most one
+        refresh per entry is in flight; call `refreshed` when it is done)."""
         if self.cfg.size <= 0:
             return None
         key, now = cache_key(request.head), self.clock()
@@ -147,7 +158,20 @@ class AnswerCache:
             self.misses += 1  # same key, other wire form (escapes): ask upstream rather than guess
             return None
         self.hits += 1
-        return served_wire(layout, request.packet, request.head.edns, int(now - entry.stored))
+        age = now - entry.stored
+        due = (
+            self.cfg.prefetch
+            and entry.ttl >= PREFETCH_MIN_TTL
+            and entry.ttl - age <= entry.ttl * PREFETCH_FRACTION
+            and key not in self._refreshing
+        )
+        if due:
+            self._refreshing.add(key)
+            self.prefetches += 1
+        return served_wire(layout, request.packet, request.head.edns, int(age)), due
+
+    def refreshed(self, request: Request) -> None:
+        self._refreshing.discard(cache_key(request.head))
 
     def put(self, request: Request, answer: bytes) -> None:
         """Stores an upstream answer, read once on the wire (misses only, never on the hit path)."""
@@ -164,14 +188,33 @@ class AnswerCache:
 class AnswerCacheStep:
     def __init__(self, cache: AnswerCache) -> None:
         self._cache = cache
+        self._refreshes: set[asyncio.Task[None]] = set()
 
     async def __call__(self, request: Request, next_step: Next) -> Reply:
         cached = self._cache.get(request)
         if cached is not None:
+            answer, due = cached
             request.notes["answer_cache"] = "hit"
-            request.upstream_rcode = RCODE.get(cached[3] & 0x0F)
-            return cached
+            request.upstream_rcode = RCODE.get(answer[3] & 0x0F)
+            if due:
+                self._refresh_later(request, next_step)
+            return answer
         reply = await next_step(request)
         if reply is not None and request.error is None:
             self._cache.put(request, reply)
         return reply
+
+    def _refresh_later(self, request: Request, next_step: Next) -> None:
+        """Forwards a copy of the query in the background; the client already has its answer."""
+        copy = replace(request, notes={}, error=None, upstream_rcode=None, upstream_seconds=None)
+        task = asyncio.ensure_future(self._refresh(copy, next_step))
+        self._refreshes.add(task)
+        task.add_done_callback(self._refreshes.discard)
+
+    async def _refresh(self, request: Request, next_step: Next) -> None:
+        try:
+            reply = await next_step(request)
+            if reply is not None and request.error is None:
+                self._cache.put(request, reply)
+        finally:
+            self._cache.refreshed(request)
