@@ -21,7 +21,7 @@ from resolverguard.model import TFLiteScorer, load_model
 from resolverguard.pipeline import Pipeline, build_pipeline, family_hints_for
 from resolverguard.server import DnsServer
 from resolverguard.steps.metrics import Metrics
-from resolverguard.steps.querylog import QueryLog
+from resolverguard.steps.querylog import FLUSH_SECONDS, QueryLog
 
 LOG_CLOSE_DELAY = 15.0  # a replaced query log (or upstream socket pool) stays open this long for queries in flight
 
@@ -61,6 +61,7 @@ class Service:
             stderr=stderr,
         )
         self.reloads = 0
+        self._flusher: asyncio.TimerHandle | None = None
 
     def _query_log(self, cfg: Config) -> QueryLog:
         if self.worker is None:
@@ -73,6 +74,7 @@ class Service:
 
     async def start(self) -> None:
         await self.server.start()
+        self._flush_log_later()
         if self.metrics is not None and self.cfg.metrics is not None:
             self.metrics.serve(self.cfg.metrics.host, self.cfg.metrics.port)
             self.say(f"metrics on http://{self.cfg.metrics}/metrics")
@@ -115,7 +117,14 @@ class Service:
         )
         return True
 
+    def _flush_log_later(self) -> None:
+        """Buffered query-log lines reach the file within FLUSH_SECONDS even when traffic stops."""
+        self.pipeline.log.flush()
+        self._flusher = asyncio.get_running_loop().call_later(FLUSH_SECONDS, self._flush_log_later)
+
     async def stop(self, grace: float = 5.0) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
         await self.server.stop(grace)
         self.pipeline.forwarder.close()
         self.pipeline.log.close()

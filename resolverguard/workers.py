@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import queue
 import signal
 import sys
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from resolverguard.config import Config, Endpoint, load_config
-from resolverguard.steps.querylog import QueryLog
+from resolverguard.steps.querylog import FLUSH_SECONDS, QueryLog
 
 STOP = None  # the sentinel that ends the writer thread
 
@@ -89,8 +91,18 @@ def run_workers(cfg: Config, config_path: Path | None, overrides: dict[str, Any]
 
 
 def _write_lines(lines: Any, log: QueryLog) -> None:
+    """The one writer: batches from the workers, flushed at least every FLUSH_SECONDS."""
+    flushed = time.monotonic()
     while True:
-        line = lines.get()
-        if line is STOP:
+        try:
+            batch = lines.get(timeout=FLUSH_SECONDS)
+        except queue.Empty:
+            batch = ""
+        if batch is STOP:
+            log.flush()
             return
-        log.write_line(line)
+        if batch:
+            log.write_line(batch)
+        if time.monotonic() - flushed >= FLUSH_SECONDS:
+            log.flush()
+            flushed = time.monotonic()

@@ -174,10 +174,16 @@ class RunningResolver:
     port: int
     log_path: Path
     service: Service
+    loop: asyncio.AbstractEventLoop
 
     def log_lines(self) -> list[dict[str, object]]:
+        """The query log so far (its buffer flushed first, in the resolver's own loop)."""
         import json
 
+        if self.loop.is_running():
+            done = threading.Event()
+            self.loop.call_soon_threadsafe(lambda: (self.service.pipeline.log.flush(), done.set()))
+            done.wait(5)
         text = self.log_path.read_text() if self.log_path.exists() else ""
         return [json.loads(line) for line in text.splitlines() if line.strip()]
 
@@ -197,7 +203,7 @@ def run_resolver(
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     try:
-        yield RunningResolver(*service.server.bound[0], log_path, service)
+        yield RunningResolver(*service.server.bound[0], log_path, service, loop)
     finally:
         asyncio.run_coroutine_threadsafe(service.stop(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)

@@ -3,10 +3,15 @@
 The log step is the outermost link, so it sees the final verdict, the upstream rcode and the full
 latency, and it logs even when an inner step failed. Writing never raises into the DNS path: an
 unwritable log is reported once on stderr and DNS service goes on.
+
+Lines are buffered and written at most every FLUSH_SECONDS (the service also flushes on a timer
+and on stop, rotation and reload), as Pi-hole FTL and Unbound batch theirs: a write per query cost
+more than the rest of a cached answer. A crash (not a stop) can lose the last fraction of a second.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import os
@@ -37,6 +42,11 @@ def client_for_log(address: str, privacy: ClientPrivacy) -> str | None:
     return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
 
 
+FLUSH_SECONDS = 0.5
+_BUFFER_BYTES = 1 << 16
+_ENCODE = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+
+
 class QueryLog:
     """Appends JSON lines to a file (rotated by size) or to stdout for `-`.
 
@@ -57,6 +67,8 @@ class QueryLog:
         self._stderr, self._failing, self._forward, self._extra = stderr, False, forward, extra or {}
         self._handle: TextIO | None = None
         self._size = 0
+        self._pending: list[str] = []  # lines not yet handed to `forward`
+        self._flushed = time.monotonic()
         self.written = self.lost = 0
         if forward is not None:
             return
@@ -69,7 +81,7 @@ class QueryLog:
         path = Path(str(self.config.path))
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._handle = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - lives with the server
+            self._handle = open(path, "a", encoding="utf-8", buffering=_BUFFER_BYTES)  # noqa: SIM115 - lives with the server
             self._size = path.stat().st_size
         except OSError as err:
             self._handle = None
@@ -91,17 +103,29 @@ class QueryLog:
     def write(self, record: dict[str, Any]) -> None:
         if self.config.path is None:
             return
-        if "client" in record:
+        if "client" in record and self.config.clients is not ClientPrivacy.FULL:
             record["client"] = client_for_log(record["client"], self.config.clients)
-        line = json.dumps({**record, **self._extra}, separators=(",", ":")) + "\n"
+        if self._extra:
+            record.update(self._extra)
+        line = _ENCODE(record) + "\n"
         if self._forward is not None:
-            self._forward(line)
+            self._pending.append(line)
             self.written += 1
-            return
-        self.write_line(line)
+            if len(self._pending) >= 256:
+                self._hand_over()
+        else:
+            self.write_line(line)
+        if time.monotonic() - self._flushed >= FLUSH_SECONDS:
+            self.flush()
+
+    def _hand_over(self) -> None:
+        """Worker processes: pending lines go to the parent's writer as one message."""
+        if self._pending and self._forward is not None:
+            lines, self._pending = "".join(self._pending), []
+            self._forward(lines)
 
     def write_line(self, line: str) -> None:
-        """Appends one finished JSON line (rotating as needed); never raises."""
+        """Appends finished JSON lines (one, or a worker's batch; rotating as needed); never raises."""
         if self._handle is None and self.config.path != "-":
             self._open()  # retry after an earlier failure (disk freed, directory created)
         try:
@@ -109,10 +133,10 @@ class QueryLog:
                 raise OSError("log file is not open")
             self._handle.write(line)
             self._size += len(line)
-            self.written += 1
+            self.written += line.count("\n")
             self._failing = False
         except (OSError, ValueError) as err:
-            self.lost += 1
+            self.lost += line.count("\n")
             self._report(err)
             return
         if self.config.max_bytes and self._size >= self.config.max_bytes and self._handle is not sys.stdout:
@@ -137,6 +161,8 @@ class QueryLog:
         self._open()
 
     def flush(self) -> None:
+        self._flushed = time.monotonic()
+        self._hand_over()
         if self._handle is not None:
             try:
                 self._handle.flush()
@@ -150,10 +176,21 @@ class QueryLog:
         self._handle = None
 
 
+@functools.lru_cache(maxsize=4)
+def _second(whole: int) -> str:
+    return datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def timestamp(wall: float) -> str:
+    """ISO 8601 in UTC with milliseconds, as isoformat writes it; the date part made once a second."""
+    whole = int(wall)
+    return f"{_second(whole)}.{int((wall - whole) * 1000):03d}+00:00"
+
+
 def record_of(request: Request, now: float, wall: float) -> dict[str, Any]:
     verdict, name = request.verdict, request.name
     record: dict[str, Any] = {
-        "time": datetime.fromtimestamp(wall, UTC).isoformat(timespec="milliseconds"),
+        "time": timestamp(wall),
         "client": request.client[0],
         "transport": request.transport,
         "qname": name.qname if name else request.qname.rstrip("."),

@@ -1,0 +1,44 @@
+"""The query log's own mechanics: timestamps, buffering, batches handed over by worker processes."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from resolverguard.config import QueryLogConfig
+from resolverguard.steps.querylog import QueryLog, timestamp
+
+
+@given(st.floats(min_value=0, max_value=4e9, allow_nan=False))
+def test_timestamp_is_isoformat_with_milliseconds(wall: float) -> None:
+    expected = datetime.fromtimestamp(wall, UTC).isoformat(timespec="milliseconds")
+    got = timestamp(wall)
+    assert len(got) == len(expected) and got.endswith("+00:00")
+    apart = datetime.fromisoformat(got) - datetime.fromisoformat(expected)
+    assert abs(apart.total_seconds()) <= 0.001  # datetime rounds to microseconds first; we truncate
+
+
+def test_lines_are_buffered_until_flushed(tmp_path: Path) -> None:
+    path = tmp_path / "q.jsonl"
+    log = QueryLog(QueryLogConfig(path=str(path)))
+    for i in range(10):
+        log.write({"qname": f"n{i}.example", "client": "192.0.2.1"})
+    log.flush()
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    assert [x["qname"] for x in lines] == [f"n{i}.example" for i in range(10)] and log.written == 10
+    log.close()
+
+
+def test_worker_lines_go_to_the_writer_in_batches() -> None:
+    batches: list[str] = []
+    log = QueryLog(QueryLogConfig(path="unused.jsonl"), forward=batches.append, extra={"worker": 1})
+    for i in range(300):
+        log.write({"qname": f"n{i}.example"})
+    assert len(batches) == 1 and batches[0].count("\n") == 256  # one message per 256 lines
+    log.close()  # stopping hands over the rest
+    lines = [json.loads(x) for batch in batches for x in batch.splitlines()]
+    assert len(lines) == 300 and all(x["worker"] == 1 for x in lines)
