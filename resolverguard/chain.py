@@ -36,7 +36,7 @@ class Reason(str, Enum):
     MODEL_ERROR = "model error"
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Verdict:
     action: Action  # what was done
     reason: Reason

@@ -7,6 +7,7 @@ start comments. A listed domain covers all of its subdomains. Allow wins over de
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import itertools
 import re
@@ -20,9 +21,11 @@ import numpy as np
 from resolverguard.chain import Next, Reason, Reply, Request, Verdict
 from resolverguard.config import Action
 from resolverguard.errors import ConfigError
+from resolverguard.memo import BoundedMemo
 
 _HOSTS_ADDRESSES = frozenset({"0.0.0.0", "127.0.0.1", "::", "::1", "0:0:0:0:0:0:0:0", "255.255.255.255"})
 _NAME = re.compile(r"^(?:\*\.)?([a-z0-9_](?:[a-z0-9_-]{0,62})(?:\.[a-z0-9_-]{1,63})*)\.?$")
+_ALLOWED = Verdict(Action.PASS, Reason.ALLOW_LIST)
 _IGNORED_HOSTS_NAMES = frozenset({"localhost", "localhost.localdomain", "local", "broadcasthost", "ip6-localhost"})
 
 
@@ -97,6 +100,15 @@ def _key(domain: str) -> int:
     )
 
 
+def suffix_keys(qname: str) -> list[tuple[str, int]]:
+    """The name and each parent domain with its key, longest first: www.a.com, a.com, com."""
+    name, out = qname.lower().rstrip("."), []
+    while name:
+        out.append((name, _key(name)))
+        name = name.partition(".")[2]
+    return out
+
+
 def sorted_unique(keys: np.ndarray) -> np.ndarray:
     """np.unique without its temporaries: sorts `keys` in place and keeps the first of each run.
     (np.unique copies, sorts and masks; for a million keys that left ~30 MB of resident memory
@@ -111,29 +123,31 @@ def sorted_unique(keys: np.ndarray) -> np.ndarray:
 class DomainSet:
     """Domains where a member also covers its subdomains (`example.com` covers `a.example.com`).
 
-    Stored as a sorted numpy array of 64-bit keys, about 8 bytes a domain, so a million-entry
-    blocklist costs ~8 MB instead of the ~100 MB a Python set of strings would; a lookup is one
-    binary search per label of the query name. (A false match needs a 64-bit key collision.)
+    Stored as a sorted array of 64-bit keys, about 8 bytes a domain, so a million-entry blocklist
+    costs ~8 MB instead of the ~100 MB a Python set of strings would; a lookup is one binary search
+    (bisect, in C) per label of the query name. (A false match needs a 64-bit key collision.)
     """
 
     def __init__(self, domains: Iterable[str] = ()) -> None:
         keys = array("q", (_key(d.lower().rstrip(".")) for d in domains))
-        self._keys = sorted_unique(np.frombuffer(keys, dtype=np.int64)) if keys else np.zeros(0, dtype=np.int64)
+        self._keys = array("q")
+        if keys:
+            self._keys.frombytes(sorted_unique(np.frombuffer(keys, dtype=np.int64)).tobytes())
 
     def __len__(self) -> int:
-        return int(self._keys.shape[0])
+        return len(self._keys)
 
     def match(self, qname: str) -> str | None:
         """The listed domain covering `qname`, or None."""
-        if not len(self._keys):
-            return None
-        name = qname.lower().rstrip(".")
-        while name:
-            key = _key(name)
-            i = int(np.searchsorted(self._keys, key))
-            if i < len(self._keys) and self._keys[i] == key:
+        return self.match_keys(suffix_keys(qname)) if self._keys else None
+
+    def match_keys(self, suffixes: list[tuple[str, int]]) -> str | None:
+        """The same, from `suffix_keys` of the name (made once for the allow and the deny list)."""
+        keys = self._keys
+        for name, key in suffixes:
+            i = bisect.bisect_left(keys, key)
+            if i < len(keys) and keys[i] == key:
                 return name
-            name = name.partition(".")[2]
         return None
 
 
@@ -142,6 +156,23 @@ class DomainLists:
     allow: DomainSet
     deny: DomainSet
     deny_action: Action = Action.SINKHOLE
+    listed: BoundedMemo[Verdict | None] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # The lists never change under a running pipeline (a reload builds new ones), so the
+        # verdict for a name can be remembered: popular names cost one dict lookup.
+        object.__setattr__(self, "listed", BoundedMemo(self._listed, 16384))
+
+    def _listed(self, qname: str) -> Verdict | None:
+        """Allow wins over deny; None when neither list covers the name."""
+        if not self.allow and not self.deny:
+            return None
+        suffixes = suffix_keys(qname)
+        if self.allow and self.allow.match_keys(suffixes):
+            return _ALLOWED
+        if self.deny and self.deny.match_keys(suffixes):
+            return Verdict(self.deny_action, Reason.DENY_LIST)
+        return None
 
     @classmethod
     def build(
@@ -181,9 +212,5 @@ class ListStep:
     async def __call__(self, request: Request, next_step: Next) -> Reply:
         if request.verdict is None:
             lists = request.group.lists if request.group is not None else self._lists
-            name = request.name.qname if request.name else request.qname
-            if lists.allow.match(name):
-                request.verdict = Verdict(Action.PASS, Reason.ALLOW_LIST)
-            elif lists.deny.match(name):
-                request.verdict = Verdict(lists.deny_action, Reason.DENY_LIST)
+            request.verdict = lists.listed(request.name.qname if request.name else request.qname)
         return await next_step(request)
