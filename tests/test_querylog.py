@@ -42,3 +42,46 @@ def test_worker_lines_go_to_the_writer_in_batches() -> None:
     log.close()  # stopping hands over the rest
     lines = [json.loads(x) for batch in batches for x in batch.splitlines()]
     assert len(lines) == 300 and all(x["worker"] == 1 for x in lines)
+
+
+def test_query_line_is_valid_json_with_every_field() -> None:
+    from dnslib import DNSRecord
+
+    from resolverguard.chain import Reason, Request, Verdict
+    from resolverguard.config import Action, ClientPrivacy
+    from resolverguard.steps.names import RegistrableName, Unscored
+    from resolverguard.wire import parse_query
+
+    packet = bytes(DNSRecord.question('we"ird\\\\x.example.com', "TXT").pack())
+    head = parse_query(packet)
+    assert head is not None
+    request = Request(head, packet, ("192.0.2.77", 5353), "udp", started=10.0)
+    request.name = RegistrableName('we"ird\\\\x.example.com', "example.com", "example", Unscored.NOT_HOSTNAME)
+    request.score, request.upstream_rcode, request.error = 0.1234567, None, 'upstream: "dead"\n'
+    request.verdict = Verdict(Action.LOG, Reason.MODEL, would=Action.SINKHOLE)
+    request.notes.update({"family_hint": "conficker", "family_p": 0.5})
+    log = QueryLog(QueryLogConfig(path="unused", clients=ClientPrivacy.TRUNCATE), extra={"worker": 3})
+    from resolverguard.steps.querylog import line_of
+
+    line = line_of(request, now=10.0125, wall=1700000000.5, log=log)
+    assert line.endswith("}\n") and line.count("\n") == 1
+    record = json.loads(line)
+    assert record == {
+        "time": "2023-11-14T22:13:20.500+00:00",
+        "client": "192.0.2.0/24",
+        "transport": "udp",
+        "qname": 'we"ird\\\\x.example.com',
+        "qtype": "TXT",
+        "scored": "example",
+        "score": 0.123457,
+        "action": "log",
+        "reason": "model",
+        "upstream_rcode": None,
+        "latency_ms": 12.5,
+        "unscored": "not a valid hostname",
+        "would": "sinkhole",
+        "error": 'upstream: "dead"\n',
+        "family_hint": "conficker",
+        "family_p": 0.5,
+        "worker": 3,
+    }
