@@ -34,7 +34,7 @@ def empty(head: QueryHead, rcode: int) -> bytes:
 
 def address(head: QueryHead, ip: str, ttl: int) -> bytes:
     """One A or AAAA record (by the address's family) for the question's name."""
-    rdata = ipaddress.ip_address(ip).packed
+    rdata = _packed(ip)
     rtype = TYPE_A if len(rdata) == 4 else TYPE_AAAA
     record = _QUESTION_NAME + struct.pack("!HHIH", rtype, CLASS_IN, ttl, len(rdata)) + rdata
     return header(head, 0, answers=1) + head.question + record + (_OPT_1232 if head.edns else b"")
@@ -58,6 +58,11 @@ def suffix_offset(question: bytes, labels: int) -> int:
         starts.append(at)
         at += question[at] + 1
     return starts[-labels] if 0 < labels < len(starts) else 0
+
+
+@functools.lru_cache(maxsize=16)
+def _packed(ip: str) -> bytes:
+    return ipaddress.ip_address(ip).packed
 
 
 @functools.lru_cache(maxsize=16)

@@ -24,7 +24,7 @@ from dnslib import EDNS0, OPCODE, QTYPE, RCODE, DNSError, DNSRecord
 from resolverguard.chain import Next, Request
 from resolverguard.config import Endpoint, Limits
 from resolverguard.steps.acl import Gate
-from resolverguard.wire import head_of, parse_query
+from resolverguard.wire import NOTIMP, OPCODE_QUERY, head_of, parse_query
 
 UDP_DEFAULT_SIZE = 512
 UDP_MAX_SIZE = 4096  # clamp of the client's advertised EDNS size (DNS flag day 2020 suggests 1232)
@@ -206,8 +206,8 @@ class DnsServer:
                 return header_only_reply(packet, RCODE.FORMERR)
         if head.is_response:
             return None
-        if head.opcode != OPCODE.QUERY:
-            return header_only_reply(packet, RCODE.NOTIMP)
+        if head.opcode != OPCODE_QUERY:
+            return header_only_reply(packet, NOTIMP)
         max_size = max(UDP_DEFAULT_SIZE, min(head.udp_size, UDP_MAX_SIZE)) if transport == "udp" else 65535
         request = Request(head, packet, client, transport, started, max_size, parsed=parsed)
         try:

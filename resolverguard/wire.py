@@ -11,9 +11,20 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from dnslib import QTYPE, DNSBuffer, DNSRecord
+from dnslib import QTYPE, RCODE, DNSBuffer, DNSRecord
 
-OPT = 41
+# Numbers the hot path compares against: plain ints (dnslib's QTYPE/RCODE lookups run Python code).
+OPT, SOA = 41, 6
+NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
+OPCODE_QUERY = 0
+_RCODE_NAMES = tuple(str(RCODE.get(code, str(code))) for code in range(16))
+
+
+def rcode_name(message: bytes) -> str:
+    """The response code of a DNS message, by name ("NOERROR", "NXDOMAIN", ...)."""
+    return _RCODE_NAMES[message[3] & 0x0F]
+
+
 _PRINTABLE = frozenset(range(33, 127)) - {ord("."), ord("\\")}
 _PRINTABLE_BYTES = bytes(sorted(_PRINTABLE))  # for bytes.translate: what is left is not printable
 

@@ -19,11 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from cachetools import LRUCache
-from dnslib import QTYPE, RCODE
 
 from resolverguard.chain import Next, Reply, Request
 from resolverguard.config import AnswerCacheConfig
-from resolverguard.wire import QueryHead
+from resolverguard.wire import NOERROR, NXDOMAIN, OPT, SOA, QueryHead, rcode_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +78,7 @@ def wire_layout(wire: bytes) -> WireLayout | None:
             start = at
             at = _skip_name(wire, at)
             rtype, _, ttl, rdlength = struct.unpack("!HHIH", wire[at : at + 10])
-            if rtype == QTYPE.OPT:
+            if rtype == OPT:
                 if index != an + ns + ar - 1:
                     return None
                 opt_at = start
@@ -87,7 +86,7 @@ def wire_layout(wire: bytes) -> WireLayout | None:
                 ttls.append((at + 4, ttl))
             if index < an:
                 answer_ttl = ttl if answer_ttl is None else min(answer_ttl, ttl)
-            elif index < an + ns and rtype == QTYPE.SOA and soa is None and rdlength >= 22:
+            elif index < an + ns and rtype == SOA and soa is None and rdlength >= 22:
                 soa = (ttl, struct.unpack("!I", wire[at + 6 + rdlength : at + 10 + rdlength])[0])  # MINIMUM
             at += 10 + rdlength
         if at != len(wire):
@@ -117,9 +116,9 @@ def cache_key(head: QueryHead) -> tuple[str, int, int, bool]:
 
 def cacheable_ttl(layout: WireLayout, cfg: AnswerCacheConfig) -> int | None:
     """How long an answer may be cached, or None when it must not be."""
-    if layout.truncated or layout.rcode not in (RCODE.NOERROR, RCODE.NXDOMAIN):
+    if layout.truncated or layout.rcode not in (NOERROR, NXDOMAIN):
         return None
-    if layout.rcode == RCODE.NOERROR and layout.answer_ttl is not None:
+    if layout.rcode == NOERROR and layout.answer_ttl is not None:
         return int(max(cfg.min_ttl, min(layout.answer_ttl, cfg.max_ttl)))
     if layout.soa is None:
         return None  # RFC 2308: no SOA, no negative caching
@@ -195,7 +194,7 @@ class AnswerCacheStep:
         if cached is not None:
             answer, due = cached
             request.notes["answer_cache"] = "hit"
-            request.upstream_rcode = RCODE.get(answer[3] & 0x0F)
+            request.upstream_rcode = rcode_name(answer)
             if due:
                 self._refresh_later(request, next_step)
             return answer

@@ -11,8 +11,8 @@ from resolverguard import replies
 from resolverguard.chain import Next, Reply, Request
 from resolverguard.config import Action, SinkholeConfig
 from resolverguard.replies import TYPE_A, TYPE_AAAA
+from resolverguard.wire import NOERROR, NXDOMAIN, REFUSED, SERVFAIL
 
-NOERROR, SERVFAIL, NXDOMAIN, REFUSED = 0, 2, 3, 5
 _RCODES = {Action.NXDOMAIN: NXDOMAIN, Action.REFUSE: REFUSED, Action.SERVFAIL: SERVFAIL}
 
 

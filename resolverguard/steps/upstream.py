@@ -17,12 +17,11 @@ import struct
 import time
 from collections.abc import Sequence
 
-from dnslib import RCODE
-
 from resolverguard import replies
 from resolverguard.chain import Reply, Request
 from resolverguard.config import Endpoint
 from resolverguard.errors import UpstreamError
+from resolverguard.wire import SERVFAIL, rcode_name
 
 _TC = 0x02  # in byte 2 of the header
 
@@ -211,8 +210,8 @@ class UpstreamStep:
             answer = await self._forwarder.resolve(request.packet)
         except UpstreamError as err:
             request.error, request.upstream_rcode = f"upstream: {err}", "SERVFAIL"
-            return replies.empty(request.head, RCODE.SERVFAIL)
+            return replies.empty(request.head, SERVFAIL)
         finally:
             request.upstream_seconds = time.perf_counter() - started
-        request.upstream_rcode = RCODE.get(answer[3] & 0x0F)
+        request.upstream_rcode = rcode_name(answer)
         return answer
