@@ -118,9 +118,10 @@ class UpstreamForwarder:
         self._pools: dict[Endpoint, list[Channel]] = {}
         self._ids = RandomIds()
 
-    async def resolve(self, packet: bytes) -> bytes:
-        """The first usable answer, with the client's ID restored; UpstreamError if none."""
-        question = question_section(packet)
+    async def resolve(self, packet: bytes, question: bytes | None = None) -> bytes:
+        """The first usable answer, with the client's ID restored; UpstreamError if none.
+        `question`: the packet's raw question section, when the caller has already read it."""
+        question = question or question_section(packet)
         if question is None:
             raise UpstreamError("query has no well-formed question")
         problems = []
@@ -207,7 +208,10 @@ class UpstreamStep:
     async def __call__(self, request: Request) -> Reply:
         started = time.perf_counter()
         try:
-            answer = await self._forwarder.resolve(request.packet)
+            # The wire reader's question is the packet's own bytes; an unusual query that dnslib
+            # parsed (request.parsed) is checked by the forwarder itself.
+            question = request.head.question if request.parsed is None else None
+            answer = await self._forwarder.resolve(request.packet, question)
         except UpstreamError as err:
             request.error, request.upstream_rcode = f"upstream: {err}", "SERVFAIL"
             return replies.empty(request.head, SERVFAIL)
