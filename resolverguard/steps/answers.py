@@ -25,6 +25,10 @@ from resolverguard.config import AnswerCacheConfig
 from resolverguard.wire import NOERROR, NXDOMAIN, OPT, SOA, QueryHead, rcode_name
 
 
+# Bytes, not a tuple of tuples: cached answers then hold no objects the garbage collector tracks.
+TTL_FIELD = struct.Struct("!HI")
+
+
 @dataclass(frozen=True, slots=True)
 class WireLayout:
     """The upstream's answer bytes and where to patch them: served hits are the stored bytes with
@@ -32,7 +36,7 @@ class WireLayout:
 
     wire: bytes
     question_end: int
-    ttls: tuple[tuple[int, int], ...]  # (offset of the 4-byte TTL field, TTL as received)
+    ttls: bytes  # packed (offset of the 4-byte TTL field, TTL as received) pairs, see TTL_FIELD
     opt_at: int | None  # offset of a trailing OPT record (dropped for clients without EDNS)
     answer_ttl: int | None  # lowest TTL in the answer section; None when it is empty
     soa: tuple[int, int] | None  # the first authority SOA's (TTL, MINIMUM), for negative caching
@@ -91,7 +95,8 @@ def wire_layout(wire: bytes) -> WireLayout | None:
             at += 10 + rdlength
         if at != len(wire):
             return None
-        return WireLayout(wire, question_end, tuple(ttls), opt_at, answer_ttl, soa)
+        packed = b"".join(TTL_FIELD.pack(offset, ttl) for offset, ttl in ttls)
+        return WireLayout(wire, question_end, packed, opt_at, answer_ttl, soa)
     except (IndexError, ValueError, struct.error):
         return None
 
@@ -101,7 +106,7 @@ def served_wire(layout: WireLayout, query_packet: bytes, client_edns: bool, elap
     out[0:2] = query_packet[0:2]
     out[2] = (out[2] & 0xFE) | (query_packet[2] & 0x01)  # RD as the client asked
     out[12 : layout.question_end] = query_packet[12 : layout.question_end]  # the client's letter case
-    for offset, ttl in layout.ttls:
+    for offset, ttl in TTL_FIELD.iter_unpack(layout.ttls):
         out[offset : offset + 4] = max(0, ttl - elapsed).to_bytes(4, "big")
     if layout.opt_at is not None and not client_edns:
         del out[layout.opt_at :]
@@ -110,8 +115,10 @@ def served_wire(layout: WireLayout, query_packet: bytes, client_edns: bool, elap
     return bytes(out)
 
 
-def cache_key(head: QueryHead) -> tuple[str, int, int, bool]:
-    return head.qname.lower(), head.qtype, head.qclass, head.do
+def cache_key(head: QueryHead) -> bytes:
+    """The question as sent (name, type, class), letter case folded, and the DNSSEC OK bit.
+    Bytes rather than a tuple: cheaper to make, and not an object the garbage collector tracks."""
+    return head.question.lower() + (b"\x01" if head.do else b"\x00")
 
 
 def cacheable_ttl(layout: WireLayout, cfg: AnswerCacheConfig) -> int | None:
@@ -133,8 +140,8 @@ PREFETCH_MIN_TTL = 10  # answers kept for less are not worth a refresh
 class AnswerCache:
     def __init__(self, cfg: AnswerCacheConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.cfg, self.clock = cfg, clock
-        self._entries: LRUCache[tuple[str, int, int, bool], _Entry] = LRUCache(maxsize=max(1, cfg.size))
-        self._refreshing: set[tuple[str, int, int, bool]] = set()
+        self._entries: LRUCache[bytes, _Entry] = LRUCache(maxsize=max(1, cfg.size))
+        self._refreshing: set[bytes] = set()
         self.hits = self.misses = self.prefetches = 0
 
     def __len__(self) -> int:
@@ -145,6 +152,9 @@ class AnswerCache:
         refresh per entry is in flight; call `refreshed` when it is done)."""
         if self.cfg.size <= 0:
             return None
+        question = request.head.question
+        if request.packet[12 : 12 + len(question)] != question:
+            return None  # an unusual query (compressed question): its bytes cannot be patched in
         key, now = cache_key(request.head), self.clock()
         entry = self._entries.get(key)
         if entry is None or now - entry.stored >= entry.ttl:
@@ -153,9 +163,6 @@ class AnswerCache:
             self.misses += 1
             return None
         layout = entry.layout
-        if request.head.question.lower() != layout.wire[12 : layout.question_end].lower():
-            self.misses += 1  # same key, other wire form (escapes): ask upstream rather than guess
-            return None
         self.hits += 1
         age = now - entry.stored
         due = (
