@@ -24,7 +24,6 @@ from resolverguard.chain import Next, Reply, Request
 from resolverguard.config import AnswerCacheConfig
 from resolverguard.wire import NOERROR, NXDOMAIN, OPT, SOA, QueryHead, rcode_name
 
-
 # Bytes, not a tuple of tuples: cached answers then hold no objects the garbage collector tracks.
 TTL_FIELD = struct.Struct("!HI")
 
