@@ -148,6 +148,7 @@ async def run_until_signalled(service: Service) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+
     def reload() -> None:
         if service.reload():
             settle_memory()

@@ -15,7 +15,7 @@ import os
 import socket
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from resolverguard import replies
 from resolverguard.chain import Reply, Request
@@ -104,6 +104,34 @@ class Channel:
             self.sock.close()
 
 
+class UpstreamHealth:
+    """Which upstreams failed lately: one that timed out or refused is tried last until its
+    backoff ends (1 s, doubling to 60 s while it keeps failing), so a dead first upstream costs
+    one timeout, not one per query. A success clears it. Servers are never dropped: when every
+    one is failing, all are still tried in the configured order."""
+
+    FIRST_BACKOFF, MAX_BACKOFF = 1.0, 60.0
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._down: dict[Endpoint, tuple[float, float]] = {}  # server -> (retry after, backoff)
+
+    def order(self, servers: tuple[Endpoint, ...]) -> tuple[Endpoint, ...]:
+        if not self._down:
+            return servers
+        now = self._clock()
+        healthy = tuple(s for s in servers if s not in self._down or self._down[s][0] <= now)
+        return healthy + tuple(s for s in servers if s not in healthy)
+
+    def failed(self, server: Endpoint) -> None:
+        backoff = min(self.MAX_BACKOFF, self._down[server][1] * 2) if server in self._down else self.FIRST_BACKOFF
+        self._down[server] = (self._clock() + backoff, backoff)
+
+    def answered(self, server: Endpoint) -> None:
+        if self._down:
+            self._down.pop(server, None)
+
+
 class UpstreamForwarder:
     """Forwards over a small pool of UDP sockets per upstream, the way dnsmasq keeps its random
     ports: each socket has its own random source port and is replaced after `max_uses` queries, and
@@ -117,6 +145,7 @@ class UpstreamForwarder:
         self.servers, self.timeout, self.pool_size, self.max_uses = tuple(servers), timeout, pool, max_uses
         self._pools: dict[Endpoint, list[Channel]] = {}
         self._ids = RandomIds()
+        self.health = UpstreamHealth()
 
     async def resolve(self, packet: bytes, question: bytes | None = None) -> bytes:
         """The first usable answer, with the client's ID restored; UpstreamError if none.
@@ -125,13 +154,15 @@ class UpstreamForwarder:
         if question is None:
             raise UpstreamError("query has no well-formed question")
         problems = []
-        for server in self.servers:
+        for server in self.health.order(self.servers):
             try:
                 answer, wire, qid = await self._udp(server, packet, question)
                 if answer[2] & _TC:
                     answer = await asyncio.wait_for(self._tcp(server, wire, qid, question), self.timeout)
+                self.health.answered(server)
                 return packet[:2] + answer[2:]
             except (TimeoutError, OSError, UpstreamError, asyncio.IncompleteReadError) as err:
+                self.health.failed(server)
                 problems.append(f"{server}: {type(err).__name__} {err}".strip())
         raise UpstreamError("; ".join(problems))
 
