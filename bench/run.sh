@@ -13,3 +13,4 @@ fi
 "$PY" bench/compare.py --seconds "${SECONDS_PER_RUN:-10}"
 "$PY" bench/faults.py --seconds 6
 "$PY" bench/lists.py --entries 1000000
+"$PY" bench/model.py
