@@ -209,3 +209,26 @@ def test_prefetch_can_be_turned_off(setup) -> None:
     assert not wait_until(lambda: len(up.queries) > 1, seconds=0.5)
     clock.now += 30
     assert ask(r, "www.example.com").answer[0].ttl == 300 and len(up.queries) == 2  # expired: a miss
+
+
+def test_reused_answer_equals_a_freshly_patched_one() -> None:
+    import itertools
+
+    from dnslib import EDNS0, QTYPE, RR, A, DNSRecord
+
+    from resolverguard.steps.answers import _Entry, served_wire, wire_layout
+
+    answer = DNSRecord.question("www.example.com", "A").reply()
+    answer.add_answer(RR("www.example.com", QTYPE.A, rdata=A("192.0.2.1"), ttl=300))
+    answer.add_ar(EDNS0(udp_len=1232))
+    layout = wire_layout(answer.pack())
+    assert layout is not None
+    entry = _Entry(layout, 0.0, 300)
+    cases = list(itertools.product([5, 6], ["www.example.com", "WWW.example.COM"], [0, 1], [False, True]))
+    for qid, (elapsed, name, rd, edns) in enumerate(c for c in cases for _ in range(2)):  # each twice: reuse
+        query = DNSRecord.question(name, "A")
+        query.header.id, query.header.rd = 1000 + qid, rd
+        if edns:
+            query.add_ar(EDNS0(udp_len=1232))
+        packet = query.pack()
+        assert entry.serve(packet, edns, elapsed) == served_wire(layout, packet, edns, elapsed)
