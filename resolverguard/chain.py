@@ -3,8 +3,12 @@
     client ACL -> rate limit -> query log -> name -> allow/deny -> verdict cache -> score -> policy
     -> block | upstream
 
-A step is any async callable `(request, next_step) -> reply`. The order is assembled in one place
-(`build_pipeline` in `resolverguard.pipeline`), so it reads top to bottom like CoreDNS's plugin.cfg.
+Two kinds of step. A `Step` wraps the rest of the chain, `(request, next_step) -> reply`, for the
+steps that act on the reply too (query log, metrics, answer cache). A `Check` only decides from the
+request: it fills in what it learns and hands on (None), answers (bytes), or hands back something
+to wait for first (the model's batch); consecutive checks run in one loop, so the decision steps
+of a cached query cost no coroutine each. The order is assembled in one place (`build_pipeline` in
+`resolverguard.pipeline`), so it reads top to bottom like CoreDNS's plugin.cfg.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import functools
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from dnslib import DNSRecord
 
@@ -89,14 +93,43 @@ class Step(Protocol):
     async def __call__(self, request: Request, next_step: Next) -> Reply: ...
 
 
-def link(steps: Sequence[Step], last: Next) -> Next:
+Outcome = bytes | Awaitable[None] | None  # an answer, something to wait for, or hand on
+
+
+@runtime_checkable
+class Check(Protocol):
+    def check(self, request: Request) -> Outcome: ...
+
+
+def link(steps: Sequence[Step | Check], last: Next) -> Next:
     """Folds the steps into one callable; `last` answers whatever reaches the end."""
-    handler = last
+    handler: Next = last
+    checks: list[Check] = []
     for step in reversed(steps):
+        if isinstance(step, Check):
+            checks.insert(0, step)
+            continue
+        if checks:
+            handler, checks = _bind_checks(checks, handler), []
         handler = _bind(step, handler)
-    return handler
+    return _bind_checks(checks, handler) if checks else handler
 
 
 def _bind(step: Step, next_step: Next) -> Next:
     # A partial, not a wrapper coroutine: one coroutine frame per step and query, not two.
     return functools.partial(step, next_step=next_step)
+
+
+def _bind_checks(checks: Sequence[Check], next_step: Next) -> Next:
+    return functools.partial(_run_checks, tuple(check.check for check in checks), next_step)
+
+
+async def _run_checks(checks: tuple[Callable[[Request], Outcome], ...], next_step: Next, request: Request) -> Reply:
+    for check in checks:
+        outcome = check(request)
+        if outcome is None:
+            continue
+        if isinstance(outcome, bytes):
+            return outcome
+        await outcome
+    return await next_step(request)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from resolverguard.addresses import networks
-from resolverguard.chain import Next, Step, link
+from resolverguard.chain import Check, Next, Step, link
 from resolverguard.config import ClientGroupConfig, Config, Endpoint, resolve_thresholds
 from resolverguard.model import TFLiteScorer, load_model, shipped
 from resolverguard.steps.acl import AclGate, ClientAcl, Gate, RateLimitGate, Refusal, TokenBuckets
@@ -59,9 +59,10 @@ def groups_for(cfg: Config, named: dict[str, float]) -> GroupDirectory:
     return GroupDirectory(groups, default)
 
 
-def decision_steps(cfg: Config, model: TFLiteScorer, groups: GroupDirectory, cache: VerdictCache) -> list[Step]:
+def decision_steps(cfg: Config, model: TFLiteScorer, groups: GroupDirectory, cache: VerdictCache) -> list[Step | Check]:
     """The steps that decide a verdict (shared by serving and `resolverguard explain`)."""
-    scoring: list[Step] = [CacheStep(cache), ScoreStep(model, model.metadata.input_form)] if cfg.scoring else []
+    form = model.metadata.input_form
+    scoring: list[Step | Check] = [CacheStep(cache, form), ScoreStep(model, form, cache)] if cfg.scoring else []
     return [
         GroupStep(groups),
         NameStep(NameParser(cfg.private_suffixes)),
@@ -93,19 +94,19 @@ def build_pipeline(
     policy, so a new policy need not re-score every popular name (and the answer cache and upstream
     sockets, when the upstreams did not change)."""
     groups = groups_for(cfg, model.metadata.thresholds)
-    cache = cache or VerdictCache(cfg.cache.size, cfg.cache.ttl)
+    cache = cache if cache is not None else VerdictCache(cfg.cache.size, cfg.cache.ttl)
     access, limit = cfg.access, cfg.rate_limit
     gates: list[Gate] = [AclGate(ClientAcl(access.allow_clients), Refusal(drop=access.refused == "drop"))]
     if limit.qps > 0:
         gates.append(RateLimitGate(TokenBuckets(limit.qps, limit.burst), Refusal(drop=limit.over_limit == "drop")))
-    steps: list[Step] = [QueryLogStep(log)] if log.enabled else []
+    steps: list[Step | Check] = [QueryLogStep(log)] if log.enabled else []
     if metrics is not None:
         steps.append(MetricsStep(metrics))
     steps += decision_steps(cfg, model, groups, cache)
     if hints is not None and cfg.scoring and log.enabled:  # a hint is only ever read in the log
         steps.append(FamilyHintStep(hints))
     steps.append(BlockStep(cfg.sinkhole))
-    answers = answers or AnswerCache(cfg.answer_cache)
+    answers = answers if answers is not None else AnswerCache(cfg.answer_cache)
     steps.append(AnswerCacheStep(answers))
     forwarder = forwarder or UpstreamForwarder(cfg.upstreams, cfg.upstream_timeout)
     upstream = UpstreamStep(forwarder)

@@ -8,7 +8,7 @@ minimum is the sinkhole TTL, so stub resolvers cache the block (RFC 2308) for th
 from __future__ import annotations
 
 from resolverguard import replies
-from resolverguard.chain import Next, Reply, Request
+from resolverguard.chain import Outcome, Request
 from resolverguard.config import Action, SinkholeConfig
 from resolverguard.replies import TYPE_A, TYPE_AAAA
 from resolverguard.wire import NOERROR, NXDOMAIN, REFUSED, SERVFAIL
@@ -32,8 +32,8 @@ class BlockStep:
     def __init__(self, sinkhole: SinkholeConfig) -> None:
         self._sinkhole = sinkhole
 
-    async def __call__(self, request: Request, next_step: Next) -> Reply:
+    def check(self, request: Request) -> Outcome:
         if request.verdict is None or not request.verdict.action.blocks:
-            return await next_step(request)
+            return None
         sinkhole = request.group.sinkhole if request.group is not None else self._sinkhole
         return block_reply(request, request.verdict.action, sinkhole)

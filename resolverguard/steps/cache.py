@@ -11,7 +11,8 @@ from collections.abc import Callable
 
 from cachetools import LRUCache
 
-from resolverguard.chain import Next, Reply, Request
+from resolverguard.chain import Outcome, Request
+from resolverguard.steps.names import InputForm
 
 
 class VerdictCache:
@@ -42,20 +43,15 @@ class VerdictCache:
 
 
 class CacheStep:
-    """Chain step: fills `request.score` from the cache, and stores what the score step found."""
+    """Chain step: fills `request.score` from the cache (the score step stores what it finds)."""
 
-    def __init__(self, cache: VerdictCache) -> None:
-        self._cache = cache
+    def __init__(self, cache: VerdictCache, form: InputForm = InputForm.LABEL) -> None:
+        self._cache, self._form = cache, form
 
-    async def __call__(self, request: Request, next_step: Next) -> Reply:
-        key = request.name.label if request.name and request.verdict is None else None
-        if key is None:
-            return await next_step(request)
-        cached = self._cache.get(key)
-        if cached is not None:
-            request.score, request.score_cached = cached, True
-            return await next_step(request)
-        reply = await next_step(request)
-        if request.score is not None and not request.score_cached:
-            self._cache.put(key, request.score)
-        return reply
+    def check(self, request: Request) -> Outcome:
+        key = request.name.model_input(self._form) if request.name and request.verdict is None else None
+        if key is not None:
+            cached = self._cache.get(key)
+            if cached is not None:
+                request.score, request.score_cached = cached, True
+        return None

@@ -10,7 +10,7 @@ never changes the verdict, and a failure here is ignored rather than allowed to 
 from __future__ import annotations
 
 from resolverguard.batching import MicroBatcher
-from resolverguard.chain import Next, Reply, Request
+from resolverguard.chain import Outcome, Request
 from resolverguard.config import Action
 from resolverguard.errors import ModelError
 from resolverguard.model import TFLiteScorer
@@ -36,14 +36,15 @@ class FamilyHintStep:
     def __init__(self, hints: FamilyHints) -> None:
         self._batcher = MicroBatcher(hints.hints)
 
-    async def __call__(self, request: Request, next_step: Next) -> Reply:
+    def check(self, request: Request) -> Outcome:
         verdict = request.verdict
         flagged = verdict is not None and (verdict.action is not Action.PASS or verdict.would is not None)
         text = request.name.label if request.name else None
-        if flagged and text and request.score is not None:
-            try:
-                family, p = await self._batcher.submit(text)
-                request.notes["family_hint"], request.notes["family_p"] = family, round(p, 4)
-            except Exception:  # noqa: BLE001 - a hint must never cost the answer
-                pass
-        return await next_step(request)
+        return self._hint(request, text) if flagged and text and request.score is not None else None
+
+    async def _hint(self, request: Request, text: str) -> None:
+        try:
+            family, p = await self._batcher.submit(text)
+            request.notes["family_hint"], request.notes["family_p"] = family, round(p, 4)
+        except Exception:  # noqa: BLE001 - a hint must never cost the answer
+            pass

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from resolverguard.addresses import IPNetwork, client_ip, within
-from resolverguard.chain import Next, Reply, Request
+from resolverguard.chain import Outcome, Request
 from resolverguard.config import SinkholeConfig
 from resolverguard.memo import BoundedMemo
 from resolverguard.steps.lists import DomainLists
@@ -42,6 +42,6 @@ class GroupStep:
     def __init__(self, directory: GroupDirectory) -> None:
         self._directory = directory
 
-    async def __call__(self, request: Request, next_step: Next) -> Reply:
+    def check(self, request: Request) -> Outcome:
         request.group = self._directory.group_for(request.client[0])
-        return await next_step(request)
+        return None

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from resolverguard.chain import Next, Reason, Reply, Request, Verdict
+from resolverguard.chain import Outcome, Reason, Request, Verdict
 from resolverguard.config import Action
 from resolverguard.errors import ConfigError
 from resolverguard.memo import BoundedMemo
@@ -209,8 +209,8 @@ class ListStep:
     def __init__(self, lists: DomainLists) -> None:
         self._lists = lists
 
-    async def __call__(self, request: Request, next_step: Next) -> Reply:
+    def check(self, request: Request) -> Outcome:
         if request.verdict is None:
             lists = request.group.lists if request.group is not None else self._lists
             request.verdict = lists.listed(request.name.qname if request.name else request.qname)
-        return await next_step(request)
+        return None

@@ -19,7 +19,7 @@ from publicsuffixlist import PublicSuffixList
 from resolverguard.memo import BoundedMemo
 
 if TYPE_CHECKING:
-    from resolverguard.chain import Next, Reply, Request
+    from resolverguard.chain import Outcome, Request
 
 # Dynamic-DNS providers (all in the PSL's private section or well known): anybody can create
 # `<anything>.<provider>` for free, which is exactly what corebot, symmi, kraken and vidro do.
@@ -200,6 +200,6 @@ class NameStep:
     def __init__(self, parser: NameParser) -> None:
         self._parser = parser
 
-    async def __call__(self, request: Request, next_step: Next) -> Reply:
+    def check(self, request: Request) -> Outcome:
         request.name = self._parser.parse(request.qname)
-        return await next_step(request)
+        return None

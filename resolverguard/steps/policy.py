@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from resolverguard.chain import Next, Reason, Reply, Request, Verdict
+from resolverguard.chain import Outcome, Reason, Request, Verdict
 from resolverguard.config import Action, Mode, OnModelError, Threshold
 
 
@@ -33,13 +33,13 @@ class PolicyStep:
     def __init__(self, policy: Policy) -> None:
         self._policy = policy
 
-    async def __call__(self, request: Request, next_step: Next) -> Reply:
+    def check(self, request: Request) -> Outcome:
         policy = request.group.policy if request.group is not None else self._policy
         if request.verdict is None:
             request.verdict = self._decide(request, policy)
         if policy.mode is Mode.MONITOR and request.verdict.action.blocks:
             request.verdict = Verdict(Action.LOG, request.verdict.reason, would=request.verdict.action)
-        return await next_step(request)
+        return None
 
     @staticmethod
     def _decide(request: Request, policy: Policy) -> Verdict:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import time
 
 from resolverguard.batching import MicroBatcher
-from resolverguard.chain import Next, Reply, Request
+from resolverguard.chain import Outcome, Request
 from resolverguard.model import Scorer
+from resolverguard.steps.cache import VerdictCache
 from resolverguard.steps.names import InputForm
 
 
@@ -23,18 +24,30 @@ def batch_scorer(scorer: Scorer, max_batch: int = 64, max_delay: float = 0.0) ->
 
 
 class ScoreStep:
+    """Scores names the lists and the verdict cache left open, and stores the score in the cache."""
+
     def __init__(
-        self, scorer: Scorer, form: InputForm = InputForm.LABEL, max_batch: int = 64, max_delay: float = 0.0
+        self,
+        scorer: Scorer,
+        form: InputForm = InputForm.LABEL,
+        cache: VerdictCache | None = None,
+        max_batch: int = 64,
+        max_delay: float = 0.0,
     ) -> None:
         self._batcher, self._form = batch_scorer(scorer, max_batch, max_delay), form
+        self._cache = cache if cache is not None else VerdictCache(0, 0)  # (an empty cache is falsy)
 
-    async def __call__(self, request: Request, next_step: Next) -> Reply:
-        text = request.name.model_input(self._form) if request.name else None
-        if request.verdict is None and request.score is None and text is not None:
-            started = time.perf_counter()
-            try:
-                request.score = await self._batcher.submit(text)
-            except Exception as err:  # noqa: BLE001 - any scorer fault must fail safe, see module doc
-                request.error = f"model error: {type(err).__name__}: {err}"
-            request.inference_seconds = time.perf_counter() - started
-        return await next_step(request)
+    def check(self, request: Request) -> Outcome:
+        if request.verdict is not None or request.score is not None or request.name is None:
+            return None
+        text = request.name.model_input(self._form)
+        return self._score(request, text) if text is not None else None
+
+    async def _score(self, request: Request, text: str) -> None:
+        started = time.perf_counter()
+        try:
+            request.score = await self._batcher.submit(text)
+            self._cache.put(text, request.score)
+        except Exception as err:  # noqa: BLE001 - any scorer fault must fail safe, see module doc
+            request.error = f"model error: {type(err).__name__}: {err}"
+        request.inference_seconds = time.perf_counter() - started
