@@ -1,0 +1,54 @@
+"""How steps and checks are linked: order, answers that stop the walk, and waiting checks."""
+
+from __future__ import annotations
+
+import asyncio
+
+from dnslib import DNSRecord
+
+from resolverguard.chain import Request, link
+from resolverguard.wire import parse_query
+
+
+def request() -> Request:
+    packet = bytes(DNSRecord.question("www.example.com").pack())
+    head = parse_query(packet)
+    assert head is not None
+    return Request(head, packet, ("127.0.0.1", 5353), "udp", 0.0)
+
+
+def test_checks_and_steps_run_in_order_and_an_answer_stops_the_walk() -> None:
+    seen: list[str] = []
+
+    class Note:
+        def __init__(self, name: str, answer: bytes | None = None, wait: bool = False) -> None:
+            self.name, self.answer, self.wait = name, answer, wait
+
+        def check(self, _: Request):
+            seen.append(self.name)
+            if self.wait:
+
+                async def later() -> None:
+                    await asyncio.sleep(0)
+                    seen.append(self.name + " done")
+
+                return later()
+            return self.answer
+
+    class Wrap:
+        async def __call__(self, req: Request, next_step):
+            seen.append("wrap in")
+            reply = await next_step(req)
+            seen.append("wrap out")
+            return reply
+
+    async def last(_: Request) -> bytes:
+        seen.append("last")
+        return b"upstream"
+
+    chain = link([Note("a"), Wrap(), Note("b", wait=True), Note("c")], last)
+    assert asyncio.run(chain(request())) == b"upstream"
+    assert seen == ["a", "wrap in", "b", "b done", "c", "last", "wrap out"]
+    seen.clear()
+    chain = link([Note("a"), Note("block", answer=b"sinkhole"), Note("never")], last)
+    assert asyncio.run(chain(request())) == b"sinkhole" and seen == ["a", "block"]
