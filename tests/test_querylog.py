@@ -44,7 +44,7 @@ def test_worker_lines_go_to_the_writer_in_batches() -> None:
     assert len(lines) == 300 and all(x["worker"] == 1 for x in lines)
 
 
-def test_query_line_is_valid_json_with_every_field() -> None:
+def test_query_line_is_valid_json_with_every_field(tmp_path: Path) -> None:
     from dnslib import DNSRecord
 
     from resolverguard.chain import Reason, Request, Verdict
@@ -60,7 +60,7 @@ def test_query_line_is_valid_json_with_every_field() -> None:
     request.score, request.upstream_rcode, request.error = 0.1234567, None, 'upstream: "dead"\n'
     request.verdict = Verdict(Action.LOG, Reason.MODEL, would=Action.SINKHOLE)
     request.notes.update({"family_hint": "conficker", "family_p": 0.5})
-    log = QueryLog(QueryLogConfig(path="unused", clients=ClientPrivacy.TRUNCATE), extra={"worker": 3})
+    log = QueryLog(QueryLogConfig(path=str(tmp_path / "q.jsonl"), clients=ClientPrivacy.TRUNCATE), extra={"worker": 3})
     from resolverguard.steps.querylog import line_of
 
     line = line_of(request, now=10.0125, wall=1700000000.5, log=log)

@@ -94,8 +94,9 @@ class Channel:
                 return
             if len(data) < 12:
                 continue
-            waiting = self.pending.get(data[0] << 8 | data[1])
-            if waiting is not None and not waiting[1].done() and matches(data, data[0] << 8 | data[1], waiting[0]):
+            qid = data[0] << 8 | data[1]
+            waiting = self.pending.get(qid)
+            if waiting is not None and not waiting[1].done() and matches(data, qid, waiting[0]):
                 waiting[1].set_result(data)
 
     def close(self) -> None:
