@@ -51,8 +51,7 @@ class QueryHead:
 
 
 def label_text(label: bytes) -> str:
-    if not label.translate(None, _PRINTABLE_BYTES):  # the usual case, checked in C
-        return label.decode("ascii")
+    """A label with unusual bytes in presentation form (`\\ddd` escapes), as dnslib writes it."""
     return "".join(chr(b) if b in _PRINTABLE else f"\\{b:03d}" for b in label)
 
 
