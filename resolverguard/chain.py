@@ -16,35 +16,14 @@ from __future__ import annotations
 import functools
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from dnslib import DNSRecord
 
-from resolverguard.config import Action
-from resolverguard.steps.names import RegistrableName
+from resolverguard.groups import ClientGroup
+from resolverguard.names import RegistrableName
+from resolverguard.verdicts import Verdict
 from resolverguard.wire import QueryHead
-
-if TYPE_CHECKING:
-    from resolverguard.steps.groups import ClientGroup
-
-
-class Reason(str, Enum):
-    """Why the verdict is what it is; written to the query log."""
-
-    ALLOW_LIST = "allow list"
-    DENY_LIST = "deny list"
-    MODEL = "model"
-    CACHE = "cache"
-    NOT_SCORED = "not scored"
-    MODEL_ERROR = "model error"
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    action: Action  # what was done
-    reason: Reason
-    would: Action | None = None  # monitor mode: what enforce mode would have done
 
 
 @dataclass(slots=True)
@@ -83,6 +62,23 @@ class Request:
     @property
     def qtype(self) -> int:
         return self.head.qtype
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """How a turned-away query is answered: REFUSED, or nothing at all (`drop`, which also keeps a
+    spoofed-source flood from being reflected at its victim)."""
+
+    drop: bool = False
+
+
+class Gate(Protocol):
+    """Decides from the source address alone, before the packet is parsed (see steps/acl.py): under
+    a flood, a turned-away datagram costs a dictionary lookup, not a DNS parse."""
+
+    refusal: Refusal
+
+    def admit(self, client: str) -> bool: ...
 
 
 Reply = bytes | None  # wire-format answer, or None to send nothing

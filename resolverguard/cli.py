@@ -7,20 +7,19 @@ Exit codes are part of the contract: 0 success, 2 for an invalid policy or model
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
-from resolverguard.config import DEFAULT_THRESHOLDS, Config, load_config, resolve_thresholds
+from resolverguard.config import Config, load_config, resolve_thresholds
 from resolverguard.errors import ConfigError, ResolverGuardError
 from resolverguard.model import default_model_path, load_metadata, load_model, metadata_path
+from resolverguard.names import NameParser
 from resolverguard.pipeline import groups_for, resolv_conf_upstreams
-from resolverguard.service import Service, run_until_signalled
-from resolverguard.steps.names import NameParser
-from resolverguard.steps.policy import Policy
+from resolverguard.service import Service, run_event_loop, run_until_signalled
+from resolverguard.verdicts import DEFAULT_THRESHOLDS, Policy
 
 SCORE_BATCH = 256
 
@@ -135,16 +134,6 @@ def cmd_score(args: argparse.Namespace, stdin: TextIO = sys.stdin, stdout: TextI
             flush()
     flush()
     return 0
-
-
-def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
-    """uvloop where it is installed (about 3x the packet rate of the default loop), else asyncio."""
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main)
-        return
-    uvloop.run(main)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

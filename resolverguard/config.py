@@ -15,37 +15,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from resolverguard.errors import ConfigError
-from resolverguard.steps.names import PrivateSuffixMode
+from resolverguard.names import PrivateSuffixMode
+from resolverguard.verdicts import DEFAULT_THRESHOLDS, Action, Mode, OnModelError, Threshold
 from resolverguard.yamlsource import LocatedDict, LocatedList, read_yaml
 
 T = TypeVar("T")
 D = TypeVar("D")
-
-
-class Action(str, Enum):
-    """What happens to a query."""
-
-    PASS = "pass"
-    LOG = "log"
-    SINKHOLE = "sinkhole"
-    NXDOMAIN = "nxdomain"
-    REFUSE = "refuse"
-    SERVFAIL = "servfail"
-
-    @property
-    def blocks(self) -> bool:
-        """True when the query is answered by us instead of the upstream."""
-        return self is not Action.PASS and self is not Action.LOG  # identity: cheaper than enum equality
-
-
-class Mode(str, Enum):
-    ENFORCE = "enforce"
-    MONITOR = "monitor"  # log what would be blocked, block nothing
-
-
-class OnModelError(str, Enum):
-    PASS = "pass"  # fail open: a broken model must not take the network down
-    SERVFAIL = "servfail"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,16 +30,6 @@ class Endpoint:
 
     def __str__(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-
-@dataclass(frozen=True, slots=True)
-class Threshold:
-    """`score >= value` triggers `action`; `name` is the metadata threshold it came from, if any."""
-
-    action: Action
-    value: float | None
-    name: str | None = None
-    line: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,9 +119,6 @@ class Limits:
     max_inflight: int = 2048  # queries being answered at once; beyond: SERVFAIL at once
     max_tcp_connections: int = 256  # beyond: new connections are closed
     tcp_idle_timeout: float = 10.0
-
-
-DEFAULT_THRESHOLDS = (Threshold(Action.LOG, None, "log"), Threshold(Action.SINKHOLE, None, "sinkhole"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,22 +6,26 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from resolverguard.addresses import networks
-from resolverguard.chain import Check, Next, Step, link
+from resolverguard.chain import Check, Gate, Next, Refusal, Step, link
 from resolverguard.config import ClientGroupConfig, Config, Endpoint, resolve_thresholds
+from resolverguard.groups import ClientGroup, GroupDirectory
+from resolverguard.lists import DomainLists
 from resolverguard.model import TFLiteScorer, load_model, shipped
-from resolverguard.steps.acl import AclGate, ClientAcl, Gate, RateLimitGate, Refusal, TokenBuckets
+from resolverguard.names import NameParser
+from resolverguard.steps.acl import AclGate, ClientAcl, RateLimitGate, TokenBuckets
 from resolverguard.steps.answers import AnswerCache, AnswerCacheStep
 from resolverguard.steps.block import BlockStep
 from resolverguard.steps.cache import CacheStep, VerdictCache
 from resolverguard.steps.family import FamilyHints, FamilyHintStep
-from resolverguard.steps.groups import ClientGroup, GroupDirectory, GroupStep
-from resolverguard.steps.lists import DomainLists, ListStep
+from resolverguard.steps.groups import GroupStep
+from resolverguard.steps.lists import ListStep
 from resolverguard.steps.metrics import Metrics, MetricsStep
-from resolverguard.steps.names import NameParser, NameStep
-from resolverguard.steps.policy import Policy, PolicyStep
+from resolverguard.steps.names import NameStep
+from resolverguard.steps.policy import PolicyStep
 from resolverguard.steps.querylog import QueryLog, QueryLogStep
 from resolverguard.steps.score import ScoreStep
 from resolverguard.steps.upstream import UpstreamForwarder, UpstreamStep
+from resolverguard.verdicts import Policy
 
 
 @dataclass(frozen=True)

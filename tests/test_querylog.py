@@ -47,9 +47,10 @@ def test_worker_lines_go_to_the_writer_in_batches() -> None:
 def test_query_line_is_valid_json_with_every_field(tmp_path: Path) -> None:
     from dnslib import DNSRecord
 
-    from resolverguard.chain import Reason, Request, Verdict
-    from resolverguard.config import Action, ClientPrivacy
-    from resolverguard.steps.names import RegistrableName, Unscored
+    from resolverguard.chain import Request
+    from resolverguard.config import ClientPrivacy
+    from resolverguard.names import RegistrableName, Unscored
+    from resolverguard.verdicts import Action, Reason, Verdict
     from resolverguard.wire import parse_query
 
     packet = bytes(DNSRecord.question('we"ird\\\\x.example.com', "TXT").pack())

@@ -15,7 +15,8 @@ import dns.rdatatype
 import pytest
 from dnsfixtures import UPSTREAM_A, Upstream, run_resolver, run_upstream
 
-from resolverguard.config import Config, Endpoint, ListsConfig, Mode, OnModelError
+from resolverguard.config import Config, Endpoint, ListsConfig
+from resolverguard.verdicts import Mode, OnModelError
 
 
 def ask(resolver, name: str, qtype: str = "A", tcp: bool = False, timeout: float = 5.0, **kw) -> dns.message.Message:

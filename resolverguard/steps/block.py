@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from resolverguard import replies
 from resolverguard.chain import Outcome, Request
-from resolverguard.config import Action, SinkholeConfig
+from resolverguard.config import SinkholeConfig
 from resolverguard.replies import TYPE_A, TYPE_AAAA
+from resolverguard.verdicts import Action
 from resolverguard.wire import NOERROR, NXDOMAIN, REFUSED, SERVFAIL
 
 _RCODES = {Action.NXDOMAIN: NXDOMAIN, Action.REFUSE: REFUSED, Action.SERVFAIL: SERVFAIL}

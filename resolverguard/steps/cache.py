@@ -12,7 +12,7 @@ from collections.abc import Callable
 from cachetools import LRUCache
 
 from resolverguard.chain import Outcome, Request
-from resolverguard.steps.names import InputForm
+from resolverguard.names import InputForm
 
 
 class VerdictCache:

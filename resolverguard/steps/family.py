@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from resolverguard.batching import MicroBatcher
 from resolverguard.chain import Outcome, Request
-from resolverguard.config import Action
 from resolverguard.errors import ModelError
 from resolverguard.model import TFLiteScorer
+from resolverguard.verdicts import Action
 
 
 class FamilyHints:

@@ -2,31 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-
-from resolverguard.chain import Outcome, Reason, Request, Verdict
-from resolverguard.config import Action, Mode, OnModelError, Threshold
-
-
-@dataclass(frozen=True)
-class Policy:
-    """Resolved thresholds (strictest first), mode and fault handling."""
-
-    thresholds: Sequence[Threshold]
-    mode: Mode = Mode.ENFORCE
-    on_model_error: OnModelError = OnModelError.PASS
-
-    def threshold_for(self, score: float) -> Threshold | None:
-        """The strictest threshold `score` reaches, if any."""
-        for threshold in self.thresholds:
-            if threshold.value is not None and score >= threshold.value:
-                return threshold
-        return None
-
-    def action_for(self, score: float) -> Action:
-        threshold = self.threshold_for(score)
-        return threshold.action if threshold else Action.PASS
+from resolverguard.chain import Outcome, Request
+from resolverguard.verdicts import Action, Mode, OnModelError, Policy, Reason, Verdict
 
 
 class PolicyStep:

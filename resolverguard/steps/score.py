@@ -12,8 +12,8 @@ import time
 from resolverguard.batching import MicroBatcher
 from resolverguard.chain import Outcome, Request
 from resolverguard.model import Scorer
+from resolverguard.names import InputForm
 from resolverguard.steps.cache import VerdictCache
-from resolverguard.steps.names import InputForm
 
 
 def batch_scorer(scorer: Scorer, max_batch: int = 64, max_delay: float = 0.0) -> MicroBatcher[float]:
