@@ -44,7 +44,9 @@ class Request:
     upstream_rcode: str | None = None
     upstream_seconds: float | None = None  # time spent waiting for upstreams
     inference_seconds: float | None = None  # time spent in the model
-    error: str | None = None
+    model_error: str | None = None  # scoring failed ("ExcType: message"); policy applies on_model_error
+    upstream_error: str | None = None  # no upstream answered; the client got SERVFAIL
+    internal_error: str | None = None  # a bug below the query log; the server answers SERVFAIL
     notes: dict[str, object] = field(default_factory=dict)
     parsed: DNSRecord | None = None  # the full dnslib parse, made only when a step needs it
 
@@ -54,6 +56,15 @@ class Request:
         if self.parsed is None:
             self.parsed = DNSRecord.parse(self.packet)
         return self.parsed
+
+    @property
+    def error(self) -> str | None:
+        """The failure as the query log and `explain` show it: what the client felt first."""
+        if self.upstream_error is not None:
+            return f"upstream: {self.upstream_error}"
+        if self.model_error is not None:
+            return f"model error: {self.model_error}"
+        return f"internal: {self.internal_error}" if self.internal_error is not None else None
 
     @property
     def qname(self) -> str:

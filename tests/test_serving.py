@@ -210,6 +210,18 @@ def test_broken_scorer_fails_open_and_logs_the_error(upstream, tmp_path: Path) -
     assert "interpreter exploded" in line["error"]
 
 
+def test_answer_is_cached_although_scoring_failed(upstream, tmp_path: Path) -> None:
+    """Under on_model_error: pass the upstream's answer is sound: a model error must not keep it
+    out of the answer cache (only an upstream failure does)."""
+    with run_resolver(config_for(upstream), tmp_path / "q.log", scorer=Broken()) as r:
+        first, second = ask(r, "xkq3vbh7tz.com"), ask(r, "xkq3vbh7tz.com")
+        lines = r.log_lines()
+    assert addresses(first) == addresses(second) == [UPSTREAM_A]
+    assert len(upstream.queries) == 1
+    assert [line.get("answer_cache") for line in lines] == [None, "hit"]
+    assert all(line["reason"] == "model error" and "interpreter exploded" in line["error"] for line in lines)
+
+
 def test_broken_scorer_servfails_when_policy_says_so(upstream, tmp_path: Path) -> None:
     cfg = config_for(upstream, on_model_error=OnModelError.SERVFAIL)
     with run_resolver(cfg, tmp_path / "q.log", scorer=Broken()) as r:

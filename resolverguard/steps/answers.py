@@ -222,13 +222,13 @@ class AnswerCacheStep:
                 self._refresh_later(request, next_step)
             return answer
         reply = await next_step(request)
-        if reply is not None and request.error is None:
+        if reply is not None and request.upstream_error is None:  # (a model error does not spoil an answer)
             self._cache.put(request, reply)
         return reply
 
     def _refresh_later(self, request: Request, next_step: Next) -> None:
         """Forwards a copy of the query in the background; the client already has its answer."""
-        copy = replace(request, notes={}, error=None, upstream_rcode=None, upstream_seconds=None)
+        copy = replace(request, notes={}, upstream_error=None, upstream_rcode=None, upstream_seconds=None)
         task = asyncio.ensure_future(self._refresh(copy, next_step))
         self._refreshes.add(task)
         task.add_done_callback(self._refreshes.discard)
@@ -236,7 +236,7 @@ class AnswerCacheStep:
     async def _refresh(self, request: Request, next_step: Next) -> None:
         try:
             reply = await next_step(request)
-            if reply is not None and request.error is None:
+            if reply is not None and request.upstream_error is None:
                 self._cache.put(request, reply)
         finally:
             self._cache.refreshed(request)

@@ -23,7 +23,7 @@ class PolicyStep:
         if request.score is not None:
             reason = Reason.CACHE if request.score_cached else Reason.MODEL
             return Verdict(policy.action_for(request.score), reason)
-        if request.error is not None:
+        if request.model_error is not None:
             servfail = policy.on_model_error is OnModelError.SERVFAIL
             return Verdict(Action.SERVFAIL if servfail else Action.PASS, Reason.MODEL_ERROR)
         return Verdict(Action.PASS, Reason.NOT_SCORED)

@@ -243,7 +243,7 @@ class QueryLogStep:
         try:
             return await next_step(request)
         except Exception as err:
-            request.error = request.error or f"internal: {type(err).__name__}: {err}"
+            request.internal_error = f"{type(err).__name__}: {err}"
             raise
         finally:
             self._log.add(line_of(request, self._clock(), self._wall(), self._log))

@@ -49,5 +49,5 @@ class ScoreStep:
             request.score = await self._batcher.submit(text)
             self._cache.put(text, request.score)
         except Exception as err:  # noqa: BLE001 - any scorer fault must fail safe, see module doc
-            request.error = f"model error: {type(err).__name__}: {err}"
+            request.model_error = f"{type(err).__name__}: {err}"
         request.inference_seconds = time.perf_counter() - started

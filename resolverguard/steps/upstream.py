@@ -245,7 +245,7 @@ class UpstreamStep:
             question = request.head.question if request.parsed is None else None
             answer = await self._forwarder.resolve(request.packet, question)
         except UpstreamError as err:
-            request.error, request.upstream_rcode = f"upstream: {err}", "SERVFAIL"
+            request.upstream_error, request.upstream_rcode = str(err), "SERVFAIL"
             return replies.empty(request.head, SERVFAIL)
         finally:
             request.upstream_seconds = time.perf_counter() - started
