@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from resolverguard.addresses import networks
 from resolverguard.chain import Check, Gate, Next, Refusal, Step, link
-from resolverguard.config import ClientGroupConfig, Config, Endpoint, resolve_thresholds
+from resolverguard.config import ClientGroupConfig, Config, Endpoint, QueryLogConfig, resolve_thresholds
 from resolverguard.groups import ClientGroup, GroupDirectory
 from resolverguard.lists import DomainLists
-from resolverguard.model import TFLiteScorer, load_model, shipped
+from resolverguard.model import TFLiteScorer, shipped
 from resolverguard.names import NameParser
 from resolverguard.steps.acl import AclGate, ClientAcl, RateLimitGate, TokenBuckets
 from resolverguard.steps.answers import AnswerCache, AnswerCacheStep
@@ -30,6 +31,9 @@ from resolverguard.verdicts import Policy
 
 @dataclass(frozen=True)
 class Pipeline:
+    """The chain and the stateful parts it was built with; a reload hands it to `build_pipeline`
+    as `previous`, and each stateful part decides itself whether it carries over (`carried`)."""
+
     chain: Next
     log: QueryLog
     groups: GroupDirectory
@@ -37,6 +41,15 @@ class Pipeline:
     gates: tuple[Gate, ...]
     answers: AnswerCache
     forwarder: UpstreamForwarder  # owns pooled sockets: closed by whoever replaces the pipeline
+    hints: FamilyHints | None = None
+
+    def retire(self, successor: Pipeline, close_later: Callable[[Callable[[], None]], object]) -> None:
+        """Closes (through `close_later`, after the queries in flight) what `successor` did not carry
+        over: an open query log and pooled upstream sockets."""
+        if self.log is not successor.log:
+            close_later(self.log.close)
+        if self.forwarder is not successor.forwarder:
+            close_later(self.forwarder.close)
 
 
 def policy_for(group: ClientGroupConfig, named: dict[str, float], file: str = "<policy>", prefix: str = "") -> Policy:
@@ -76,45 +89,52 @@ def decision_steps(cfg: Config, model: TFLiteScorer, groups: GroupDirectory, cac
     ]
 
 
-def family_hints_for(cfg: Config) -> FamilyHints | None:
+def family_hints_for(cfg: Config, previous: FamilyHints | None = None) -> FamilyHints | None:
     """The family head: the configured file, else the shipped one if there is one, else none."""
     if cfg.family_model is False:
         return None
     path = cfg.family_model if isinstance(cfg.family_model, Path) else shipped("family.tflite")
-    return FamilyHints(load_model(path)) if path is not None else None
+    return FamilyHints.carried(previous, path)
 
 
 def build_pipeline(
     cfg: Config,
     model: TFLiteScorer,
-    log: QueryLog,
-    cache: VerdictCache | None = None,
+    make_log: Callable[[QueryLogConfig], QueryLog] = QueryLog,
     metrics: Metrics | None = None,
-    hints: FamilyHints | None = None,
-    answers: AnswerCache | None = None,
-    forwarder: UpstreamForwarder | None = None,
+    previous: Pipeline | None = None,
 ) -> Pipeline:
-    """The chain for `cfg`. A reload passes the old verdict cache on: scores do not depend on the
-    policy, so a new policy need not re-score every popular name (and the answer cache and upstream
-    sockets, when the upstreams did not change)."""
+    """The chain for `cfg`: the one written order of the steps (README "How a query is handled"
+    and `resolverguard.chain` point here). On a reload `previous` is the running pipeline: each
+    stateful part carries its state over when what it depends on did not change (the verdict
+    cache while the model is the same, the answer cache and upstream sockets while the upstreams
+    are, the query log while its settings are)."""
+    old = previous
     groups = groups_for(cfg, model.metadata.thresholds)
-    cache = cache if cache is not None else VerdictCache(cfg.cache.size, cfg.cache.ttl)
+    cache = VerdictCache.carried(old.cache if old else None, cfg.cache.size, cfg.cache.ttl, model)
+    log = QueryLog.carried(old.log if old else None, cfg.query_log, make_log)
+    hints = family_hints_for(cfg, old.hints if old else None)
+    upstreams = (cfg.upstreams, cfg.upstream_timeout)
+    answers = AnswerCache.carried(old.answers if old else None, cfg.answer_cache, upstreams)
+    forwarder = UpstreamForwarder.carried(old.forwarder if old else None, *upstreams)
     access, limit = cfg.access, cfg.rate_limit
+    # Gates run before the chain, on the source address alone (see DnsServer.turned_away).
     gates: list[Gate] = [AclGate(ClientAcl(access.allow_clients), Refusal(drop=access.refused == "drop"))]
     if limit.qps > 0:
         gates.append(RateLimitGate(TokenBuckets(limit.qps, limit.burst), Refusal(drop=limit.over_limit == "drop")))
+    # The chain. Each line's place is a constraint: the query log and metrics wrap everything, so they
+    # see the final verdict and the upstream's rcode; decisions come before any answer; the block step
+    # answers before the answer cache, so a sinkhole answer is never cached as an upstream answer.
     steps: list[Step | Check] = [QueryLogStep(log)] if log.enabled else []
     if metrics is not None:
         steps.append(MetricsStep(metrics))
-    steps += decision_steps(cfg, model, groups, cache)
+    steps += decision_steps(cfg, model, groups, cache)  # group, name, lists, verdict cache, score, policy
     if hints is not None and cfg.scoring and log.enabled:  # a hint is only ever read in the log
         steps.append(FamilyHintStep(hints))
     steps.append(BlockStep(cfg.sinkhole))
-    answers = answers if answers is not None else AnswerCache(cfg.answer_cache)
     steps.append(AnswerCacheStep(answers))
-    forwarder = forwarder or UpstreamForwarder(cfg.upstreams, cfg.upstream_timeout)
-    upstream = UpstreamStep(forwarder)
-    return Pipeline(link(steps, upstream), log, groups, cache, tuple(gates), answers, forwarder)
+    chain = link(steps, UpstreamStep(forwarder))  # whatever reaches the end is forwarded
+    return Pipeline(chain, log, groups, cache, tuple(gates), answers, forwarder, hints)
 
 
 def resolv_conf_upstreams(listen: tuple[Endpoint, ...], path: Path = Path("/etc/resolv.conf")) -> tuple[Endpoint, ...]:

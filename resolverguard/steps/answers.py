@@ -155,11 +155,20 @@ PREFETCH_MIN_TTL = 10  # answers kept for less are not worth a refresh
 
 
 class AnswerCache:
-    def __init__(self, cfg: AnswerCacheConfig, clock: Callable[[], float] = time.monotonic) -> None:
-        self.cfg, self.clock = cfg, clock
+    def __init__(
+        self, cfg: AnswerCacheConfig, clock: Callable[[], float] = time.monotonic, source: object = None
+    ) -> None:
+        """`source`: where the answers come from (the upstreams); answers from other servers are
+        not carried across a reload."""
+        self.cfg, self.clock, self.source = cfg, clock, source
         self._entries: LRUCache[bytes, _Entry] = LRUCache(maxsize=max(1, cfg.size))
         self._refreshing: set[bytes] = set()
         self.hits = self.misses = self.prefetches = 0
+
+    @classmethod
+    def carried(cls, old: AnswerCache | None, cfg: AnswerCacheConfig, source: object) -> AnswerCache:
+        """The running cache across a reload when neither its settings nor the upstreams changed."""
+        return old if old is not None and (old.cfg, old.source) == (cfg, source) else cls(cfg, source=source)
 
     def __len__(self) -> int:
         return len(self._entries)

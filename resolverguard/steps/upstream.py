@@ -148,6 +148,14 @@ class UpstreamForwarder:
         self._ids = RandomIds()
         self.health = UpstreamHealth()
 
+    @classmethod
+    def carried(cls, old: UpstreamForwarder | None, servers: Sequence[Endpoint], timeout: float) -> UpstreamForwarder:
+        """The running forwarder (its sockets and what it knows of the upstreams' health) across a
+        reload that keeps the same upstreams; the one it replaces is closed by the pipeline."""
+        if old is not None and (old.servers, old.timeout) == (tuple(servers), timeout):
+            return old
+        return cls(servers, timeout)
+
     async def resolve(self, packet: bytes, question: bytes | None = None) -> bytes:
         """The first usable answer, with the client's ID restored; UpstreamError if none.
         `question`: the packet's raw question section, when the caller has already read it."""
