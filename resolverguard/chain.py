@@ -1,14 +1,14 @@
 """The chain: a query walks one way through small steps, each of which answers or hands on.
 
-    client ACL -> rate limit -> query log -> name -> allow/deny -> verdict cache -> score -> policy
-    -> block | upstream
+The order is written in one place only, `build_pipeline` in `resolverguard.pipeline` (read it top
+to bottom like CoreDNS's plugin.cfg); this module holds what every step shares.
 
 Two kinds of step. A `Step` wraps the rest of the chain, `(request, next_step) -> reply`, for the
 steps that act on the reply too (query log, metrics, answer cache). A `Check` only decides from the
 request: it fills in what it learns and hands on (None), answers (bytes), or hands back something
 to wait for first (the model's batch); consecutive checks run in one loop, so the decision steps
-of a cached query cost no coroutine each. The order is assembled in one place (`build_pipeline` in
-`resolverguard.pipeline`), so it reads top to bottom like CoreDNS's plugin.cfg.
+of a cached query cost no coroutine each. A `Gate` decides from the source address alone and is
+asked by the server before the packet is even parsed.
 """
 
 from __future__ import annotations
