@@ -22,10 +22,11 @@ from cachetools import LRUCache
 
 from resolverguard.chain import Next, Reply, Request
 from resolverguard.config import AnswerCacheConfig
-from resolverguard.wire import NOERROR, NXDOMAIN, OPT, SOA, QueryHead, rcode_name
+from resolverguard.wire import NOERROR, NXDOMAIN, OPT, RCODE_MASK, SOA, Flag, QueryHead, rcode_name
 
 # Bytes, not a tuple of tuples: cached answers then hold no objects the garbage collector tracks.
 TTL_FIELD = struct.Struct("!HI")
+_TC, _RD = Flag.TC >> 8, Flag.RD >> 8  # bits of header byte 2, as plain ints
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,11 +43,11 @@ class WireLayout:
 
     @property
     def rcode(self) -> int:
-        return self.wire[3] & 0x0F
+        return self.wire[3] & RCODE_MASK
 
     @property
     def truncated(self) -> bool:
-        return bool(self.wire[2] & 0x02)
+        return bool(self.wire[2] & _TC)
 
 
 @dataclass(slots=True)
@@ -66,7 +67,7 @@ class _Entry:
             last is not None
             and self.last_elapsed == elapsed
             and (self.layout.opt_at is None or client_edns == (len(last) == len(self.layout.wire)))
-            and not (last[2] ^ packet[2]) & 0x01
+            and not (last[2] ^ packet[2]) & _RD
             and last[12:end] == packet[12:end]
         ):
             return packet[:2] + last[2:]
@@ -121,7 +122,7 @@ def wire_layout(wire: bytes) -> WireLayout | None:
 def served_wire(layout: WireLayout, query_packet: bytes, client_edns: bool, elapsed: int) -> bytes:
     out = bytearray(layout.wire)
     out[0:2] = query_packet[0:2]
-    out[2] = (out[2] & 0xFE) | (query_packet[2] & 0x01)  # RD as the client asked
+    out[2] = (out[2] & ~_RD) | (query_packet[2] & _RD)  # RD as the client asked
     out[12 : layout.question_end] = query_packet[12 : layout.question_end]  # the client's letter case
     for offset, ttl in TTL_FIELD.iter_unpack(layout.ttls):
         out[offset : offset + 4] = max(0, ttl - elapsed).to_bytes(4, "big")

@@ -21,9 +21,10 @@ from resolverguard import replies
 from resolverguard.chain import Reply, Request
 from resolverguard.config import Endpoint
 from resolverguard.errors import UpstreamError
-from resolverguard.wire import SERVFAIL, rcode_name
+from resolverguard.wire import RCODE_MASK, SERVFAIL, Flag, rcode_name
 
-_TC = 0x02  # in byte 2 of the header
+_TC = Flag.TC >> 8  # the bit in byte 2 of the header (a plain int)
+_QR = Flag.QR >> 8
 
 
 def question_section(packet: bytes) -> bytes | None:
@@ -43,10 +44,10 @@ def question_section(packet: bytes) -> bytes | None:
 def matches(answer: bytes, qid: int, question: bytes) -> bool:
     """Is `answer` a reply to our query `qid` for the same question (name compared without case)?
     Anything else is dropped while we keep waiting: the cache-poisoning defence."""
-    if len(answer) < 12 or answer[0] << 8 | answer[1] != qid or not answer[2] & 0x80:
+    if len(answer) < 12 or answer[0] << 8 | answer[1] != qid or not answer[2] & _QR:
         return False
     if answer[4:6] == b"\x00\x00":
-        return bool(answer[3] & 0x0F)  # FORMERR/REFUSED/NOTIMP may echo no question
+        return bool(answer[3] & RCODE_MASK)  # FORMERR/REFUSED/NOTIMP may echo no question
     return answer[4:6] == b"\x00\x01" and answer[12 : 12 + len(question)].lower() == question.lower()
 
 
