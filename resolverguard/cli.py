@@ -15,6 +15,7 @@ from typing import TextIO
 
 from resolverguard.config import Config, load_config, resolve_thresholds
 from resolverguard.errors import ConfigError, ResolverGuardError
+from resolverguard.lists import ParseReport
 from resolverguard.model import default_model_path, load_metadata, load_model, metadata_path
 from resolverguard.names import NameParser
 from resolverguard.pipeline import groups_for, resolv_conf_upstreams
@@ -98,7 +99,19 @@ def cmd_check(args: argparse.Namespace) -> int:
         f"{args.file}: ok ({len(lists.allow)} allowed, {len(lists.deny)} denied domains, "
         f"{len(groups.groups)} client groups, model {model_path.name})"
     )
+    own = [(f"groups[{i}].lists", g.lists) for i, g in enumerate(groups.groups) if g.lists is not lists]
+    for prefix, group_lists in [("lists", lists), *own]:
+        for kind, path, report in group_lists.reports:
+            print(f"  {prefix}.{kind}: {path}: {list_file_summary(report)}")
     return 0
+
+
+def list_file_summary(report: ParseReport) -> str:
+    """What a list file contained and skipped (adblock lists carry rules a resolver cannot use)."""
+    text = f"{report.entries} entries, {report.skipped} lines skipped"
+    if report.first_skipped:
+        text += f" (first skipped lines: {', '.join(map(str, report.first_skipped))})"
+    return text
 
 
 def _names(args: argparse.Namespace, stdin: TextIO) -> Iterator[str]:

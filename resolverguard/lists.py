@@ -155,6 +155,8 @@ class DomainLists:
     allow: DomainSet
     deny: DomainSet
     deny_action: Action = Action.SINKHOLE
+    # What each list file held and skipped, for `resolverguard check`: ("allow_files" | "deny_files", path, report).
+    reports: tuple[tuple[str, Path, ParseReport], ...] = field(default=(), repr=False, compare=False)
     listed: BoundedMemo[Verdict | None] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -184,11 +186,16 @@ class DomainLists:
     ) -> DomainLists:
         """Streams every file once; only the 8-byte keys are kept, never the list of names."""
         exceptions: list[str] = []
+        reports: list[tuple[str, Path, ParseReport]] = []
+
+        def read(kind: str, path: Path) -> Iterator[ListEntry]:
+            reports.append((kind, path, ParseReport()))
+            return iter_list(path, reports[-1][2])
 
         def denied() -> Iterator[str]:
             yield from deny
             for path in deny_files:
-                for entry in iter_list(path, ParseReport()):
+                for entry in read("deny_files", path):
                     if entry.exception:
                         exceptions.append(entry.domain)
                     else:
@@ -197,6 +204,6 @@ class DomainLists:
         deny_set = DomainSet(denied())
         allowed = [*allow, *exceptions]
         allow_set = DomainSet(
-            itertools.chain(allowed, (e.domain for path in allow_files for e in iter_list(path, ParseReport())))
+            itertools.chain(allowed, (e.domain for path in allow_files for e in read("allow_files", path)))
         )
-        return cls(allow_set, deny_set, deny_action)
+        return cls(allow_set, deny_set, deny_action, tuple(reports))
