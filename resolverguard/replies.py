@@ -17,10 +17,10 @@ from dnslib import EDNS0, DNSRecord
 from resolverguard.wire import AAAA, OPCODE_MASK, OPT, SOA, A, Flag, QueryHead, Rclass
 
 # Plain ints, combined once at import: a reply header costs no enum arithmetic.
-_QR_RA = Flag.QR | Flag.RA
-_COPIED = OPCODE_MASK | Flag.RD  # opcode and RD, as the query had them
+_QR_RA = int(Flag.QR | Flag.RA)
+_COPIED = int(OPCODE_MASK | Flag.RD)  # opcode and RD, as the query had them
 _COPIED_BYTE2 = _COPIED >> 8
-_QR_BYTE2 = Flag.QR >> 8
+_QR_BYTE2 = int(Flag.QR) >> 8
 _CLASS_IN = int(Rclass.IN)
 _QUESTION_NAME = b"\xc0\x0c"  # pointer to offset 12: the question's name
 _OPT_1232 = b"\x00" + struct.pack("!HHIH", OPT, 1232, 0, 0)  # our EDNS: 1232-byte buffer (flag day 2020)

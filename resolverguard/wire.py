@@ -1,8 +1,8 @@
 """Reading DNS bytes (`replies` writes them), and the one home of the protocol's numbers.
 
-The numbers are IntEnums in dnspython's `rcode.py` style, with module-level aliases
-(`SERVFAIL = Rcode.SERVFAIL`): a member compares and combines as a plain int (in C), and an alias
-is one global lookup, so the hot path pays no enum attribute lookup per query.
+The numbers are IntEnums in dnspython's `rcode.py` style, with module-level aliases taken from
+them (`SERVFAIL = int(Rcode.SERVFAIL)`): the hot path compares plain ints, as before, and pays no
+enum attribute lookup per query, while the numbers are written in one place.
 
 Reading a query's header and question straight from the wire:
 
@@ -74,17 +74,11 @@ OPCODE_MASK = 0x7800  # the opcode's four bits in the flags word
 RCODE_MASK = 0x000F
 EDNS_DO = 0x8000  # DNSSEC OK, in the OPT record's TTL field
 
-# Aliases the hot path uses (one global lookup; members compare as ints).
-NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = (
-    Rcode.NOERROR,
-    Rcode.FORMERR,
-    Rcode.SERVFAIL,
-    Rcode.NXDOMAIN,
-    Rcode.NOTIMP,
-    Rcode.REFUSED,
-)
-A, SOA, AAAA, OPT = Rtype.A, Rtype.SOA, Rtype.AAAA, Rtype.OPT
-OPCODE_QUERY = Opcode.QUERY
+# Aliases the hot path uses: plain ints taken from the enums (one global lookup; an int compared
+# with an IntEnum member costs ~5 ns more, as Python tries the subclass's reflected method first).
+NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = (int(code) for code in list(Rcode)[:6])
+A, SOA, AAAA, OPT = int(Rtype.A), int(Rtype.SOA), int(Rtype.AAAA), int(Rtype.OPT)
+OPCODE_QUERY = int(Opcode.QUERY)
 _QR = int(Flag.QR)
 _RCODE_NAMES = tuple(Rcode(code).name if code in Rcode._value2member_map_ else str(code) for code in range(16))
 

@@ -217,7 +217,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(proc: subprocess.Popen[str], text: str, lines: int = 10, timeout: float = 30.0) -> str:
+def wait_for(proc: subprocess.Popen[str], text: str, lines: int = 10, timeout: float = 60.0) -> str:
     """Reads the process's stderr until a line contains `text` (LiteRT may print an INFO line first).
 
     The reads run in a helper thread joined with a deadline, so a server that is stuck (or never

@@ -26,7 +26,7 @@ from resolverguard.wire import NOERROR, NXDOMAIN, OPT, RCODE_MASK, SOA, Flag, Qu
 
 # Bytes, not a tuple of tuples: cached answers then hold no objects the garbage collector tracks.
 TTL_FIELD = struct.Struct("!HI")
-_TC, _RD = Flag.TC >> 8, Flag.RD >> 8  # bits of header byte 2, as plain ints
+_TC, _RD = int(Flag.TC) >> 8, int(Flag.RD) >> 8  # bits of header byte 2, as plain ints
 
 
 @dataclass(frozen=True, slots=True)

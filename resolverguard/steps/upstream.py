@@ -23,8 +23,8 @@ from resolverguard.config import Endpoint
 from resolverguard.errors import UpstreamError
 from resolverguard.wire import RCODE_MASK, SERVFAIL, Flag, rcode_name
 
-_TC = Flag.TC >> 8  # the bit in byte 2 of the header (a plain int)
-_QR = Flag.QR >> 8
+_TC = int(Flag.TC) >> 8  # the bit in byte 2 of the header (a plain int)
+_QR = int(Flag.QR) >> 8
 
 
 def question_section(packet: bytes) -> bytes | None:
