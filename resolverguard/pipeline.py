@@ -1,4 +1,17 @@
-"""Where the chain is assembled, in the one order a query walks (see `resolverguard.chain`)."""
+"""Where the chain is assembled: `build_pipeline` is the one written order a query walks; the
+README and `resolverguard.chain` point here rather than repeat it.
+
+Adding a step touches three places:
+1. `steps/<name>.py`: a class with `check(request) -> Outcome` when it decides from the request
+   alone (answer with bytes, hand on with None, or return something to await), or
+   `async __call__(request, next_step) -> Reply` when it must see the reply too;
+2. its settings: one frozen dataclass with `key(...)` fields and one `section(...)` line in
+   `Config` (see the `resolverguard.config` docstring), and its rows in docs/policy.md;
+3. one line in `build_pipeline`, where its ordering constraint puts it (say why in a comment).
+A step with state that must survive a reload (a cache, sockets) gets a `carried(old, ...)`
+classmethod that returns the old object when what its state depends on is unchanged, and a field
+on `Pipeline` (plus a line in `Pipeline.retire` when the object holds something to close).
+"""
 
 from __future__ import annotations
 
