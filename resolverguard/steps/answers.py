@@ -202,6 +202,11 @@ class AnswerCache:
             self.prefetches += 1
         return entry.serve(request.packet, request.head.edns, int(age)), due
 
+    @property
+    def refreshing(self) -> int:
+        """Prefetches in flight (their answers not stored yet)."""
+        return len(self._refreshing)
+
     def refreshed(self, request: Request) -> None:
         self._refreshing.discard(cache_key(request.head))
 
