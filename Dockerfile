@@ -2,9 +2,9 @@
 # installs the serving dependencies from the package index, or from a local wheelhouse if you
 # pass --build-arg PIP_INDEX_URL / PIP_FIND_LINKS for an offline mirror).
 #   docker build -t resolverguard .
-#   docker run -d --name resolverguard -p 53:5353/udp -p 53:5353/tcp \
+#   docker run -d --name resolverguard -p 53:5335/udp -p 53:5335/tcp \
 #     -v /etc/resolverguard:/etc/resolverguard:ro resolverguard \
-#     serve --config /etc/resolverguard/policy.yaml --listen 0.0.0.0:5353
+#     serve --config /etc/resolverguard/policy.yaml --listen 0.0.0.0:5335
 FROM python:3.11-slim
 ARG PIP_INDEX_URL
 ARG PIP_FIND_LINKS
@@ -12,10 +12,9 @@ ENV PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY resolverguard ./resolverguard
-COPY convert ./convert
 COPY models ./models
 RUN pip install . && useradd --system --no-create-home resolverguard
 USER resolverguard
-EXPOSE 5353/udp 5353/tcp
+EXPOSE 5335/udp 5335/tcp
 ENTRYPOINT ["resolverguard"]
-CMD ["serve", "--listen", "0.0.0.0:5353"]
+CMD ["serve", "--listen", "0.0.0.0:5335"]

@@ -7,6 +7,8 @@ Exit codes are part of the contract: 0 success, 2 for an invalid policy or model
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
@@ -29,7 +31,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.run(args))
+        code = int(args.run(args))
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below, not at exit
+        return code
     except ConfigError as err:
         print(err.location(), file=sys.stderr)
         return 2
@@ -38,10 +42,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `resolverguard top log | head`: the reader left. Point stdout at /dev/null so the flush at
+        # exit does not raise again (the recipe of Python's signal docs), and exit quietly.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell reports a command killed by a closed pipe
+
+
+def version() -> str:
+    """The installed distribution's version; the package's own when run from a source tree."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    from resolverguard import __version__
+
+    try:
+        return dist_version("resolverguard")
+    except PackageNotFoundError:
+        return __version__
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="resolverguard", description="DNS forwarder that sinkholes DGA domains")
+    p.add_argument("--version", action="version", version=f"resolverguard {version()}")
     sub = p.add_subparsers(required=True, metavar="COMMAND")
     serve = sub.add_parser("serve", help="run the resolver")
     serve.add_argument("--config", type=Path, help="policy file (YAML); built-in defaults without one")
@@ -85,6 +108,8 @@ def cmd_top(args: argparse.Namespace) -> int:
 
     try:
         return top_command(args.logs, args.since, sys.stdout)
+    except BrokenPipeError:
+        raise
     except (OSError, ValueError) as err:
         print(f"resolverguard top: {err}", file=sys.stderr)
         return 2
@@ -171,6 +196,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         run_event_loop(run_until_signalled(service))
     except OSError as err:
-        print(f"resolverguard: cannot listen: {err}", file=sys.stderr)
+        print(f"resolverguard: cannot listen: {err}{bind_hint(err, cfg)}", file=sys.stderr)
         return 1
     return 0
+
+
+def bind_hint(err: OSError, cfg: Config) -> str:
+    """What to do about a port that could not be bound, for the two usual causes."""
+    low = [str(ep) for ep in cfg.listen if 0 < ep.port < 1024]
+    if err.errno in (errno.EACCES, errno.EPERM) and low:
+        return (
+            f"\n  ports below 1024 ({', '.join(low)}) need privileges: run under systemd with "
+            "AmbientCapabilities=CAP_NET_BIND_SERVICE (examples/resolverguard.service), or "
+            "`sudo setcap cap_net_bind_service=+ep` on the Python binary, or listen on a port above "
+            "1024 (--listen 127.0.0.1:5335) and forward 53 to it"
+        )
+    if err.errno == errno.EADDRINUSE:
+        return "\n  another program holds that port (`ss -lunp | grep PORT` shows which); pick another with --listen"
+    return ""

@@ -326,6 +326,8 @@ class Limits:
 
 
 THRESHOLDS_SHOWN = "{log: log, sinkhole: sinkhole}"
+# Not 5353: that is mDNS, held by avahi on most desktops. 5335 is what Pi-hole's Unbound guide uses.
+DEFAULT_PORT = 5335
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,7 +353,9 @@ class Config:
 
     source: str = "<built-in defaults>"
     listen: tuple[Endpoint, ...] = key(
-        (Endpoint("127.0.0.1", 5353),), _list_of(lambda v: parse_endpoint(v, 5353)), "addresses to serve on"
+        (Endpoint("127.0.0.1", DEFAULT_PORT),),
+        _list_of(lambda v: parse_endpoint(v, DEFAULT_PORT)),
+        "addresses to serve on",
     )
     upstreams: tuple[Endpoint, ...] = key(
         (),
@@ -396,7 +400,7 @@ class Config:
         """Applies `serve --listen/--upstream`; flags win over the file."""
         out = self
         if listen:
-            out = replace(out, listen=tuple(parse_endpoint(x, 5353, "--listen") for x in listen))
+            out = replace(out, listen=tuple(parse_endpoint(x, DEFAULT_PORT, "--listen") for x in listen))
         if upstreams:
             out = replace(out, upstreams=tuple(parse_endpoint(x, 53, "--upstream") for x in upstreams))
         return out

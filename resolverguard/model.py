@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import site
 import sys
+import sysconfig
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,14 +170,28 @@ class TFLiteScorer:
 
 
 def shipped(filename: str) -> Path | None:
-    """A file of the shipped `models/`: in the source tree, or under `<prefix>/share/resolverguard`."""
-    for base in (
-        Path(__file__).resolve().parent.parent / "models",
-        Path(sys.prefix) / "share" / "resolverguard" / "models",
-    ):
+    """A file of the shipped `models/`: in the source tree, or where `pip install .` put the
+    package's data files (`<base>/share/resolverguard/models`, see pyproject's data-files)."""
+    for base in model_dirs():
         if (base / filename).exists():
             return base / filename
     return None
+
+
+def model_dirs() -> list[Path]:
+    """Where the shipped models may be, first match wins. The install base is found from this
+    file's own place (`<base>/lib/pythonX.Y/site-packages/resolverguard/`), which covers a venv,
+    `--prefix`, `--user` (`~/.local`) and the system alike; sys.prefix, the user base and
+    sysconfig's data path are asked too, for layouts where that walk does not fit."""
+    here = Path(__file__).resolve().parent
+    bases = [here.parents[3]] if len(here.parents) > 3 else []
+    bases += [Path(sys.prefix), Path(site.getuserbase()), Path(sysconfig.get_path("data"))]
+    out = [here.parent / "models"]
+    for base in bases:
+        candidate = base / "share" / "resolverguard" / "models"
+        if candidate not in out:
+            out.append(candidate)
+    return out
 
 
 def default_model_path() -> Path:

@@ -14,7 +14,7 @@ def request() -> Request:
     packet = bytes(DNSRecord.question("www.example.com").pack())
     head = parse_query(packet)
     assert head is not None
-    return Request(head, packet, ("127.0.0.1", 5353), "udp", 0.0)
+    return Request(head, packet, ("127.0.0.1", 5335), "udp", 0.0)
 
 
 def test_checks_and_steps_run_in_order_and_an_answer_stops_the_walk() -> None:

@@ -111,7 +111,7 @@ def test_serve_without_upstream_uses_resolv_conf_not_itself(tmp_path: Path) -> N
     conf = tmp_path / "resolv.conf"
     conf.write_text("# generated\nnameserver 127.0.0.1\nnameserver 192.0.2.53\n")
     assert resolv_conf_upstreams((Endpoint("127.0.0.1", 53),), conf) == (Endpoint("192.0.2.53", 53),)
-    assert resolv_conf_upstreams((Endpoint("127.0.0.1", 5353),), conf) == (Endpoint("127.0.0.1", 53),)
+    assert resolv_conf_upstreams((Endpoint("127.0.0.1", 5335),), conf) == (Endpoint("127.0.0.1", 53),)
     assert resolv_conf_upstreams((Endpoint("127.0.0.1", 53),), tmp_path / "missing") == ()
 
 

@@ -56,7 +56,7 @@ def test_query_line_is_valid_json_with_every_field(tmp_path: Path) -> None:
     packet = bytes(DNSRecord.question('we"ird\\\\x.example.com', "TXT").pack())
     head = parse_query(packet)
     assert head is not None
-    request = Request(head, packet, ("192.0.2.77", 5353), "udp", started=10.0)
+    request = Request(head, packet, ("192.0.2.77", 5335), "udp", started=10.0)
     request.name = RegistrableName('we"ird\\\\x.example.com', "example.com", "example", Unscored.NOT_HOSTNAME)
     request.score, request.upstream_rcode, request.upstream_error = 0.1234567, None, '"dead"\n'
     request.verdict = Verdict(Action.LOG, Reason.MODEL, would=Action.SINKHOLE)

@@ -1,0 +1,72 @@
+"""Writes the README's performance figures from bench/results, so the README never quotes an older run.
+
+    python bench/readme.py           # rewrites the block between the markers in README.md
+    python bench/readme.py --check   # exit 1 when README.md differs from what the results say
+
+The block sits between `<!-- bench:begin -->` and `<!-- bench:end -->`; a test runs `--check`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+
+def _k(qps: float) -> str:
+    return f"~{qps / 1000:.0f}k" if qps >= 10_000 else f"~{qps / 1000:.1f}k"
+
+
+def figures(results: Path = ROOT / "bench" / "results") -> str:
+    """The performance paragraph, every number read from compare.json and lists.json."""
+    compare: dict[str, Any] = json.loads((results / "compare.json").read_text())
+    lists: dict[str, Any] = json.loads((results / "lists.json").read_text())
+    r, ratios = compare["results"], compare["ratios"]
+    full, workers, unbound = r["rg_full"], r["rg_workers"], r["unbound"]
+    slower = (1 / ratios["hits"]["(d)/(b)"], 1 / ratios["misses"]["(d)/(b)"])
+    list_change = abs(1 - ratios["hits"]["(f)/(d)"]) * 100
+    return (
+        f"On the {compare['cores']}-core development machine, with dnsperf on the same cores "
+        f"(`bench/results/compare.md`, run of {compare['date']}): the full chain with the shipped model answers "
+        f"{_k(full['hits']['qps'])} queries/s on cached names and {_k(full['misses']['qps'])}/s on never-seen "
+        f"names (every one scored and forwarded); `workers: 2` {_k(workers['hits']['qps'])} and "
+        f"{_k(workers['misses']['qps'])}; the filter costs {compare['added_p99_ms']['hits']:.2f} ms (cached) and "
+        f"{compare['added_p99_ms']['misses']:.2f} ms (unseen) of p99 latency over the upstream at 20% load; "
+        f"a {lists['entries']:,}-entry blocklist adds ~{lists['rss_growth_mb']:.0f} MB "
+        f"(`bench/results/lists.md`) and changes throughput on cached names by {list_change:.1f}%. "
+        f"Unbound, written in C, answers {_k(unbound['hits']['qps'])}/s and {_k(unbound['misses']['qps'])}/s "
+        f"in the same run, {slower[0]:.1f} and {slower[1]:.1f} times as many at forwarding alone."
+    )
+
+
+def render(readme: str, text: str) -> str:
+    head, _, rest = readme.partition(BEGIN)
+    _, _, tail = rest.partition(END)
+    if not rest:
+        raise SystemExit(f"README.md has no {BEGIN} ... {END} block")
+    return f"{head}{BEGIN}\n{text}\n{END}{tail}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--check", action="store_true", help="exit 1 when README.md is out of date")
+    args = p.parse_args(argv)
+    path = ROOT / "README.md"
+    current = path.read_text(encoding="utf-8")
+    wanted = render(current, figures())
+    if args.check:
+        if wanted != current:
+            print("README.md performance figures differ from bench/results: run python bench/readme.py")
+            return 1
+        return 0
+    path.write_text(wanted, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

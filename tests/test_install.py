@@ -1,0 +1,114 @@
+"""What `pip install .` puts on a machine, and the first-run messages: the install as a user gets it.
+
+The package is installed with pip itself (no build isolation, no dependencies: those come from the
+test's own environment) into a prefix outside `sys.prefix`, the layout of `pip install --user` and
+of a venv other than the running interpreter's; it is then imported from there, never from the source tree.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from resolverguard.cli import bind_hint
+from resolverguard.config import Config, Endpoint
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """site-packages of a `pip install --prefix` of a copy of this checkout."""
+    tmp = tmp_path_factory.mktemp("install")
+    source = tmp / "src"
+    ignore = shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "__pycache__", "runs", ".*_cache")
+    shutil.copytree(ROOT, source, ignore=ignore)
+    prefix = tmp / "prefix"
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--prefix", str(prefix)]
+    result = subprocess.run([*pip, str(source)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    found = list(prefix.glob("lib/python3*/site-packages"))
+    assert len(found) == 1
+    return found[0]
+
+
+def run_installed(site: Path, *code: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    return subprocess.run(
+        [sys.executable, *code], capture_output=True, text=True, timeout=120, cwd=site.parent, env=env
+    )
+
+
+def test_install_ships_both_model_heads_and_finds_them_outside_sys_prefix(installed: Path) -> None:
+    code = (
+        "import sys, resolverguard.model as m; "
+        "print(m.__file__); print(m.shipped('default.tflite')); print(m.shipped('family.tflite')); print(sys.prefix)"
+    )
+    result = run_installed(installed, "-c", code)
+    assert result.returncode == 0, result.stderr
+    module, default, family, prefix = result.stdout.splitlines()
+    base = installed.parents[2]
+    assert Path(module).is_relative_to(installed)  # the installed copy, not the checkout
+    assert default == str(base / "share/resolverguard/models/default.tflite")
+    assert family == str(base / "share/resolverguard/models/family.tflite")
+    assert not base.is_relative_to(prefix)
+
+
+def test_install_has_no_top_level_convert_package(installed: Path) -> None:
+    assert (installed / "resolverguard").is_dir()
+    assert not (installed / "convert").exists()
+    tops = {p.name.split("-")[0] for p in installed.iterdir()}
+    assert tops <= {"resolverguard", "__pycache__"}, tops
+
+
+def test_version_of_the_installed_command(installed: Path) -> None:
+    result = run_installed(installed, "-m", "resolverguard", "--version")
+    assert result.returncode == 0, result.stderr
+    from resolverguard import __version__
+
+    assert result.stdout.strip() == f"resolverguard {__version__}"
+
+
+def test_top_into_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
+    """`top | head`: the reader is gone before we write (its end is closed before we start), so
+    every write fails with EPIPE, deterministically."""
+    log = tmp_path / "q.jsonl"
+    log.write_text('{"ts":"2026-01-01T00:00:00Z","client":"10.0.0.1","qname":"a.example","action":"sinkhole"}\n')
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "resolverguard", "top", str(log)],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+        )
+    finally:
+        os.close(write_end)
+    assert result.returncode == 141
+    assert result.stderr == ""
+
+
+def test_bind_hints_say_what_to_do() -> None:
+    low = Config(listen=(Endpoint("0.0.0.0", 53),))
+    hint = bind_hint(OSError(errno.EACCES, "Permission denied"), low)
+    assert "CAP_NET_BIND_SERVICE" in hint and "0.0.0.0:53" in hint and "5335" in hint
+    assert "another program" in bind_hint(OSError(errno.EADDRINUSE, "in use"), Config())
+    assert bind_hint(OSError(errno.EACCES, "Permission denied"), Config()) == ""  # 5335 needs no privilege
+
+
+def test_default_port_is_not_mdns() -> None:
+    assert Config().listen == (Endpoint("127.0.0.1", 5335),)
+
+
+def test_readme_figures_are_the_bench_results() -> None:
+    result = subprocess.run([sys.executable, "bench/readme.py", "--check"], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stdout
