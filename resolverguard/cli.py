@@ -17,7 +17,6 @@ from typing import TextIO
 
 from resolverguard.config import Config, load_config, resolve_thresholds
 from resolverguard.errors import ConfigError, ResolverGuardError
-from resolverguard.lists import ParseReport
 from resolverguard.model import default_model_path, load_metadata, load_model, metadata_path
 from resolverguard.names import NameParser
 from resolverguard.pipeline import groups_for, resolv_conf_upstreams
@@ -90,7 +89,33 @@ def _parser() -> argparse.ArgumentParser:
     top.add_argument("logs", type=Path, nargs="+", metavar="LOGFILE")
     top.add_argument("--since", help="only lines newer than this, e.g. 30m, 1h, 7d")
     top.set_defaults(run=cmd_top)
+    lists = sub.add_parser("lists", help="list subscriptions: `lists update` downloads every list URL now")
+    lists.add_argument("action", choices=["update"])
+    lists.add_argument("--config", type=Path, required=True, help="the policy file whose list URLs to fetch")
+    lists.set_defaults(run=cmd_lists)
     return p
+
+
+def cmd_lists(args: argparse.Namespace) -> int:
+    """Downloads every list URL of the policy into the cache (the running server re-reads it on
+    its next refresh, or at once through its control socket: see `pause`)."""
+    from resolverguard.pipeline import subscribed
+    from resolverguard.subscriptions import Downloader, default_cache_dir
+
+    cfg = load_config(args.config)
+    urls = subscribed(cfg)
+    if not urls:
+        print(f"{args.config}: no list URLs (lists.allow_files / deny_files)")
+        return 0
+    subs = cfg.subscriptions
+    downloader = Downloader(subs.cache_dir or default_cache_dir(), subs.max_bytes, subs.timeout)
+    try:
+        results = downloader.fetch_all(urls)
+    finally:
+        downloader.close()
+    for result in results:
+        print(result)
+    return 0 if all(r.status in ("updated", "not modified") for r in results) else 1
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -121,22 +146,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     groups = groups_for(cfg, load_metadata(metadata_path(model_path)).thresholds)
     lists = groups.default.lists
     print(
-        f"{args.file}: ok ({len(lists.allow)} allowed, {len(lists.deny)} denied domains, "
+        f"{args.file}: ok ({lists.allowed_count} allowed, {lists.denied_count} denied rules, "
         f"{len(groups.groups)} client groups, model {model_path.name})"
     )
-    own = [(f"groups[{i}].lists", g.lists) for i, g in enumerate(groups.groups) if g.lists is not lists]
-    for prefix, group_lists in [("lists", lists), *own]:
-        for kind, path, report in group_lists.reports:
-            print(f"  {prefix}.{kind}: {path}: {list_file_summary(report)}")
+    for line in groups.list_summaries():
+        print(f"  {line}")
     return 0
-
-
-def list_file_summary(report: ParseReport) -> str:
-    """What a list file contained and skipped (adblock lists carry rules a resolver cannot use)."""
-    text = f"{report.entries} entries, {report.skipped} lines skipped"
-    if report.first_skipped:
-        text += f" (first skipped lines: {', '.join(map(str, report.first_skipped))})"
-    return text
 
 
 def _names(args: argparse.Namespace, stdin: TextIO) -> Iterator[str]:

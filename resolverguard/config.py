@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from resolverguard.errors import ConfigError
+from resolverguard.lists import ListFormat
 from resolverguard.names import PrivateSuffixMode
 from resolverguard.verdicts import DEFAULT_THRESHOLDS, Action, Mode, OnModelError, Threshold
 from resolverguard.yamlsource import LocatedDict, LocatedList, read_yaml
@@ -230,11 +231,68 @@ class CacheConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ListSource:
+    """One entry of `allow_files`/`deny_files`: a file or directory, or a URL (a subscription)."""
+
+    path: Path | None = None
+    url: str | None = None
+    format: ListFormat = ListFormat.AUTO
+
+    def __str__(self) -> str:
+        return self.url or str(self.path)
+
+
+def _list_source(base: Path) -> Callable[[Any], ListSource]:
+    """`path`, `https://...`, or `{url: ..., format: adblock}` / `{path: ..., format: hosts}`."""
+
+    def convert(value: Any) -> ListSource:
+        fmt = ListFormat.AUTO
+        if isinstance(value, LocatedDict):
+            unknown = set(value) - {"url", "path", "format"}
+            if unknown or ("url" in value) == ("path" in value):
+                raise ValueError("a list is a path, a URL, or a mapping with url or path (and format)")
+            fmt = _enum(ListFormat)(value.get("format", "auto"))
+            value = value.get("url", value.get("path"))
+        if isinstance(value, str) and value.startswith(("http://", "https://")):
+            return ListSource(url=value, format=fmt)
+        if isinstance(value, str) and "://" in value:
+            raise ValueError(f"{value!r}: only http:// and https:// lists can be downloaded")
+        return ListSource(path=_path(base)(value), format=fmt)
+
+    return convert
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionsConfig:
+    """Lists given by URL: where their last good copies are kept and how they are fetched."""
+
+    cache_dir: Path | None = path_key(
+        None,
+        _path,
+        "where downloaded lists are kept",
+        shown="$STATE_DIRECTORY/lists, else ~/.cache/resolverguard/lists",
+    )
+    refresh: float = key(86_400.0, _real(0, 30 * 86_400), "seconds between downloads; 0: only on demand")
+    timeout: float = key(60.0, _real(1, 3600), "seconds one download may take")
+    max_bytes: int = key(
+        100 * 2**20,
+        lambda v: int(_number(1, 4096)(v) * 2**20),
+        "largest list downloaded, in MB",
+        yaml="max_mb",
+        shown="100",
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class ListsConfig:
     allow: tuple[str, ...] = key((), _list_of(_domain), "domains always passed (with their subdomains)")
     deny: tuple[str, ...] = key((), _list_of(_domain), "domains always blocked (with their subdomains)")
-    allow_files: tuple[Path, ...] = path_key((), lambda base: _list_of(_path(base)), "list files of allowed domains")
-    deny_files: tuple[Path, ...] = path_key((), lambda base: _list_of(_path(base)), "list files of denied domains")
+    allow_files: tuple[ListSource, ...] = path_key(
+        (), lambda base: _list_of(_list_source(base)), "list files or URLs of allowed domains"
+    )
+    deny_files: tuple[ListSource, ...] = path_key(
+        (), lambda base: _list_of(_list_source(base)), "list files or URLs of denied domains"
+    )
     deny_action: Action = key(Action.SINKHOLE, _blocking_action, "what a denied name gets")
 
 
@@ -373,6 +431,7 @@ class Config:
     sinkhole: SinkholeConfig = section(SinkholeConfig, "sinkhole answers")
     cache: CacheConfig = section(CacheConfig, "the verdict cache")
     lists: ListsConfig = section(ListsConfig, "allow and deny lists")
+    subscriptions: SubscriptionsConfig = section(SubscriptionsConfig, "lists downloaded by URL")
     private_suffixes: PrivateSuffixMode = key(
         PrivateSuffixMode.DYNAMIC_DNS, _enum(PrivateSuffixMode), "which private suffixes count as public"
     )

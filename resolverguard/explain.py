@@ -48,8 +48,7 @@ def explain(name: str, cfg: Config, model: TFLiteScorer, out: TextIO, client: st
             (n.model_input(model.metadata.input_form) if n else None)
             or f"- ({n.unscored.value if n and n.unscored else '?'})",
         ),
-        ("allow list", lists.allow.match(name) or "no"),
-        ("deny list", lists.deny.match(name) or "no"),
+        ("list rule", " ".join(lists.why(name.rstrip(".").lower(), client) or ("none",))),
         ("score", "-" if request.score is None else f"{request.score:.6f}"),
         (
             "thresholds",

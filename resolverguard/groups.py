@@ -32,6 +32,15 @@ class GroupDirectory:
         self.groups, self.default = tuple(groups), default
         self.group_for = BoundedMemo(self._match)
 
+    def list_summaries(self) -> list[str]:
+        """One line per list file or URL of every group (`resolverguard check` and the log)."""
+        own = [(f"groups[{i}].lists", g.lists) for i, g in enumerate(self.groups) if g.lists is not self.default.lists]
+        return [
+            f"{prefix}.{item.kind}: {item.source}: {item.summary()}"
+            for prefix, lists in [("lists", self.default.lists), *own]
+            for item in lists.reports
+        ]
+
     def _match(self, address: str) -> ClientGroup:
         ip = client_ip(address)
         return next((g for g in self.groups if ip is not None and within(ip, g.networks)), self.default)

@@ -21,9 +21,17 @@ from pathlib import Path
 
 from resolverguard.addresses import networks
 from resolverguard.chain import Check, Gate, Next, Refusal, Step, link
-from resolverguard.config import ClientGroupConfig, Config, Endpoint, QueryLogConfig, resolve_thresholds
+from resolverguard.config import (
+    ClientGroupConfig,
+    Config,
+    Endpoint,
+    ListSource,
+    QueryLogConfig,
+    SubscriptionsConfig,
+    resolve_thresholds,
+)
 from resolverguard.groups import ClientGroup, GroupDirectory
-from resolverguard.lists import DomainLists
+from resolverguard.lists import DomainLists, ListFile, ListFormat
 from resolverguard.model import TFLiteScorer, shipped
 from resolverguard.names import NameParser
 from resolverguard.steps.acl import AclGate, ClientAcl, RateLimitGate, TokenBuckets
@@ -39,6 +47,7 @@ from resolverguard.steps.policy import PolicyStep
 from resolverguard.steps.querylog import QueryLog, QueryLogStep
 from resolverguard.steps.score import ScoreStep
 from resolverguard.steps.upstream import UpstreamForwarder, UpstreamStep
+from resolverguard.subscriptions import ages, cached_path, default_cache_dir
 from resolverguard.verdicts import Policy
 
 
@@ -70,20 +79,42 @@ def policy_for(group: ClientGroupConfig, named: dict[str, float], file: str = "<
     return Policy(resolve_thresholds(group.thresholds, named, file, prefix), group.mode, group.on_model_error)
 
 
-def lists_for(group: ClientGroupConfig) -> DomainLists:
-    lc = group.lists
-    return DomainLists.build(lc.allow, lc.deny, lc.allow_files, lc.deny_files, lc.deny_action)
+def lists_for(group: ClientGroupConfig, subs: SubscriptionsConfig | None = None) -> DomainLists:
+    """The group's lists; a URL is read from its last good downloaded copy (empty before the first)."""
+    lc, cache_dir = group.lists, (subs.cache_dir if subs else None) or default_cache_dir()
+
+    def files(sources: tuple[ListSource, ...]) -> list[ListFile]:
+        return [
+            ListFile(cached_path(cache_dir, s.url), s.format, s.url) if s.url else ListFile(s.path or Path(), s.format)
+            for s in sources
+        ]
+
+    urls = [s.url for s in (*lc.allow_files, *lc.deny_files) if s.url]
+    return DomainLists.build(
+        lc.allow, lc.deny, files(lc.allow_files), files(lc.deny_files), lc.deny_action, ages(cache_dir, urls)
+    )
+
+
+def subscribed(cfg: Config) -> list[tuple[str, ListFormat]]:
+    """Every list URL of the policy (top level and groups), once each, with its format."""
+    lists = [cfg.lists, *(g.lists for g in cfg.groups)]
+    found = [(s.url, s.format) for lc in lists for s in (*lc.allow_files, *lc.deny_files) if s.url]
+    return list(dict.fromkeys(found))
 
 
 def groups_for(cfg: Config, named: dict[str, float]) -> GroupDirectory:
     """Every client group with its resolved policy and loaded lists (lists shared when unchanged)."""
     default_cfg = cfg.default_group()
     default = ClientGroup(
-        "default", (), policy_for(default_cfg, named, cfg.source), lists_for(default_cfg), cfg.sinkhole
+        "default",
+        (),
+        policy_for(default_cfg, named, cfg.source),
+        lists_for(default_cfg, cfg.subscriptions),
+        cfg.sinkhole,
     )
     groups = []
     for index, g in enumerate(cfg.groups):
-        lists = default.lists if g.lists == cfg.lists else lists_for(g)
+        lists = default.lists if g.lists == cfg.lists else lists_for(g, cfg.subscriptions)
         policy = policy_for(g, named, cfg.source, f"groups[{index}].")
         groups.append(ClientGroup(g.name, networks(g.clients), policy, lists, g.sinkhole))
     return GroupDirectory(groups, default)

@@ -19,10 +19,11 @@ from typing import Any, TextIO
 from resolverguard.config import Config, QueryLogConfig, load_config
 from resolverguard.errors import ConfigError, ResolverGuardError
 from resolverguard.model import TFLiteScorer, load_model
-from resolverguard.pipeline import Pipeline, build_pipeline
+from resolverguard.pipeline import Pipeline, build_pipeline, subscribed
 from resolverguard.server import DnsServer
 from resolverguard.steps.metrics import Metrics
 from resolverguard.steps.querylog import FLUSH_SECONDS, QueryLog
+from resolverguard.subscriptions import Downloader, FetchResult, ages, default_cache_dir
 
 LOG_CLOSE_DELAY = 15.0  # a replaced query log (or upstream socket pool) stays open this long for queries in flight
 
@@ -60,6 +61,7 @@ class Service:
         )
         self.reloads = 0
         self._flusher: asyncio.TimerHandle | None = None
+        self._refresher: asyncio.Future[None] | None = None
 
     def _query_log(self, cfg: QueryLogConfig) -> QueryLog:
         if self.worker is None:
@@ -73,6 +75,8 @@ class Service:
     async def start(self) -> None:
         await self.server.start()
         self._flush_log_later()
+        self.say_lists()
+        self._refresher = asyncio.ensure_future(self._refresh_lists())
         if self.metrics is not None and self.cfg.metrics is not None:
             self.metrics.serve(self.cfg.metrics.host, self.cfg.metrics.port)
             self.say(f"metrics on http://{self.cfg.metrics}/metrics")
@@ -82,16 +86,30 @@ class Service:
         if self.config_path is None:
             self.say("reload: no policy file (built-in defaults); nothing to reload")
             return False
+        built = self._build()
+        if built is None:
+            return False
+        self._swap(*built, f"reloaded {self.config_path}")
+        return True
+
+    def _build(self) -> tuple[Config, TFLiteScorer, Pipeline] | None:
+        """A complete new pipeline from the policy file (or the running config when there is no
+        file), or None after saying why the old one stays. Safe to run in a worker thread."""
         try:
-            cfg = replace(load_config(self.config_path), **self._overrides)  # type: ignore[arg-type]
+            fresh = self.config_path is not None and load_config(self.config_path)
+            cfg = replace(fresh, **self._overrides) if fresh else self.cfg  # type: ignore[arg-type]
             model = self.model if cfg.model == self.cfg.model else load_model(cfg.model)
             pipeline = build_pipeline(cfg, model, self._query_log, self.metrics, previous=self.pipeline)
         except ConfigError as err:
             self.say(f"reload rejected, previous policy stays in force: {err.location()}")
-            return False
+            return None
         except ResolverGuardError as err:
             self.say(f"reload rejected, previous policy stays in force: {err}")
-            return False
+            return None
+        return cfg, model, pipeline
+
+    def _swap(self, cfg: Config, model: TFLiteScorer, pipeline: Pipeline, what: str) -> None:
+        """Puts a built pipeline in force (on the event loop: one assignment per field, no stall)."""
         if cfg.listen != self.cfg.listen:
             self.say("reload: listen addresses change only on restart")
         loop, old = asyncio.get_running_loop(), self.pipeline
@@ -99,11 +117,54 @@ class Service:
         self.server.chain, self.server.gates, self.server.limits = pipeline.chain, pipeline.gates, cfg.limits
         old.retire(pipeline, lambda close: loop.call_later(LOG_CLOSE_DELAY, close))
         self.reloads += 1
+        lists = pipeline.groups.default.lists
         self.say(
-            f"reloaded {self.config_path} ({len(pipeline.groups.default.lists.allow)} allowed, "
-            f"{len(pipeline.groups.default.lists.deny)} denied domains, {len(pipeline.groups.groups)} client groups)"
+            f"{what} ({lists.allowed_count} allowed, {lists.denied_count} denied rules, "
+            f"{len(pipeline.groups.groups)} client groups)"
         )
-        return True
+        self.say_lists()
+
+    def say_lists(self) -> None:
+        """Per list: entries, skipped lines by reason, age of a downloaded copy."""
+        for line in self.pipeline.groups.list_summaries():
+            self.say(f"list {line}")
+
+    async def update_lists(self) -> list[FetchResult]:
+        """Downloads every list URL now (in a worker thread); when any changed, builds the new
+        pipeline in a worker thread too and swaps it in: answers never wait for a download or a parse."""
+        urls = subscribed(self.cfg)
+        if not urls:
+            return []
+        loop, subs = asyncio.get_running_loop(), self.cfg.subscriptions
+        downloader = Downloader(subs.cache_dir or default_cache_dir(), subs.max_bytes, subs.timeout)
+        try:
+            results = await loop.run_in_executor(None, downloader.fetch_all, urls)
+        finally:
+            downloader.close()
+        for result in results:
+            self.say(f"list update: {result}")
+        if any(r.changed for r in results):
+            built = await loop.run_in_executor(None, self._build)
+            if built is not None:
+                self._swap(*built, "lists updated")
+        return results
+
+    async def _refresh_lists(self) -> None:
+        """Downloads list URLs at start when a copy is missing or older than `refresh`, then every
+        `refresh` seconds."""
+        while True:
+            subs = self.cfg.subscriptions
+            if subs.refresh <= 0:
+                return
+            known = ages(subs.cache_dir or default_cache_dir(), [u for u, _ in subscribed(self.cfg)])
+            urls = [u for u, _ in subscribed(self.cfg)]
+            oldest = max((known.get(u, float("inf")) for u in urls), default=0.0)
+            wait = max(0.0, subs.refresh - oldest)
+            if wait > 0:
+                await asyncio.sleep(min(wait, subs.refresh))
+                continue
+            await self.update_lists()
+            await asyncio.sleep(subs.refresh)
 
     def _flush_log_later(self) -> None:
         """Buffered query-log lines reach the file within FLUSH_SECONDS even when traffic stops."""
@@ -113,6 +174,8 @@ class Service:
     async def stop(self, grace: float = 5.0) -> None:
         if self._flusher is not None:
             self._flusher.cancel()
+        if self._refresher is not None:
+            self._refresher.cancel()
         await self.server.stop(grace)
         self.pipeline.forwarder.close()
         self.pipeline.log.close()

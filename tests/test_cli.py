@@ -135,7 +135,7 @@ def test_explain_shows_the_decision(tmp_path: Path) -> None:
     assert fields["scored"].strip() == "xkq3vbh7tz" and fields["action"].strip() == "sinkhole (reason: model)"
     assert "sinkhole >= 0.900000 (sinkhole) <- reached" in fields["thresholds"]
     fields = dict(line.split(":", 1) for line in allowed.stdout.splitlines())
-    assert fields["allow list"].strip() == "ok9.example" and fields["action"].strip() == "pass (reason: allow list)"
+    assert fields["list rule"].strip() == "allow ok9.example" and fields["action"].strip() == "pass (reason: allow list)"
 
 
 def test_top_summarises_a_log_the_resolver_wrote(tmp_path: Path) -> None:
@@ -176,5 +176,6 @@ def test_check_shows_what_each_list_file_held_and_skipped(tmp_path: Path) -> Non
     result = rg("check", str(policy))
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert f"  lists.deny_files: {deny}: 4 entries, 2 lines skipped (first skipped lines: 4, 5)" in lines
+    skipped = "(1 URL or path rule, 1 not a domain name); first skipped lines: 4, 5"
+    assert f"  lists.deny_files: {deny}: 4 entries, 2 lines skipped {skipped}" in lines
     assert f"  groups[0].lists.allow_files: {allow}: 1 entries, 0 lines skipped" in lines

@@ -15,5 +15,5 @@ class ListStep:
     def check(self, request: Request) -> Outcome:
         if request.verdict is None:
             lists = request.group.lists if request.group is not None else self._lists
-            request.verdict = lists.listed(request.name.qname if request.name else request.qname)
+            request.verdict = lists.listed(request.name.qname if request.name else request.qname, request.client[0])
         return None
