@@ -135,7 +135,8 @@ def test_explain_shows_the_decision(tmp_path: Path) -> None:
     assert fields["scored"].strip() == "xkq3vbh7tz" and fields["action"].strip() == "sinkhole (reason: model)"
     assert "sinkhole >= 0.900000 (sinkhole) <- reached" in fields["thresholds"]
     fields = dict(line.split(":", 1) for line in allowed.stdout.splitlines())
-    assert fields["list rule"].strip() == "allow ok9.example" and fields["action"].strip() == "pass (reason: allow list)"
+    assert fields["list rule"].strip() == "allow ok9.example"
+    assert fields["action"].strip() == "pass (reason: allow list)"
 
 
 def test_top_summarises_a_log_the_resolver_wrote(tmp_path: Path) -> None:
