@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 
 from resolverguard.errors import ConfigError
 from resolverguard.lists import ListFormat
+from resolverguard.localnames import LocalRecord, make_record, parse_record, reverse_zones
 from resolverguard.names import PrivateSuffixMode
 from resolverguard.verdicts import DEFAULT_THRESHOLDS, Action, Mode, OnModelError, Threshold
 from resolverguard.yamlsource import LocatedDict, LocatedList, read_yaml
@@ -283,6 +284,42 @@ class SubscriptionsConfig:
     )
 
 
+def _local_record(value: Any) -> LocalRecord:
+    """`router.lan A 192.168.1.1`, or `{name: ..., type: ..., value: ...}`."""
+    if isinstance(value, LocatedDict):
+        if set(value) != {"name", "type", "value"}:
+            raise ValueError("a record mapping has exactly name, type and value")
+        return make_record(str(value["name"]), str(value["type"]), str(value["value"]))
+    if not isinstance(value, str):
+        raise ValueError("a record is 'name TYPE value', e.g. 'router.lan A 192.168.1.1'")
+    return parse_record(value)
+
+
+@dataclass(frozen=True, slots=True)
+class LocalRecordsConfig:
+    """Names answered by us (local DNS records), as Pi-hole's Local DNS and custom.list do."""
+
+    records: tuple[LocalRecord, ...] = key((), _list_of(_local_record), "'name TYPE value' (A, AAAA, CNAME, PTR)")
+    hosts_files: tuple[Path, ...] = path_key((), lambda base: _list_of(_path(base)), "hosts files (A/AAAA + PTR)")
+    ttl: int = key(300, _number(0, 86_400, integer=True), "TTL of local answers, and of their SOA's negative TTL")
+
+
+def _forward_zones(value: Any) -> tuple[tuple[str, Endpoint], ...]:
+    """`{lan: 192.168.1.1, 192.168.1.0/24: 192.168.1.1:53, 168.192.in-addr.arpa: ...}`: a domain, a
+    reverse zone, or a network that stands for its reverse zones -> the upstream for it."""
+    if not isinstance(value, LocatedDict):
+        raise ValueError("must be a mapping of domain, reverse zone or network -> upstream")
+    out: list[tuple[str, Endpoint]] = []
+    for zone, target in value.items():
+        try:
+            upstream = parse_endpoint(target, 53)
+            zones = reverse_zones(str(zone)) if "/" in str(zone) else (_domain(str(zone)),)
+        except ValueError as err:
+            raise ConfigError(str(err), line=value.lines.get(zone), key=f".{zone}") from None
+        out.extend((z, upstream) for z in zones)
+    return tuple(out)
+
+
 @dataclass(frozen=True, slots=True)
 class ListsConfig:
     allow: tuple[str, ...] = key((), _list_of(_domain), "domains always passed (with their subdomains)")
@@ -432,6 +469,11 @@ class Config:
     cache: CacheConfig = section(CacheConfig, "the verdict cache")
     lists: ListsConfig = section(ListsConfig, "allow and deny lists")
     subscriptions: SubscriptionsConfig = section(SubscriptionsConfig, "lists downloaded by URL")
+    local_records: LocalRecordsConfig = section(LocalRecordsConfig, "names we answer ourselves")
+    conditional_forwarding: tuple[tuple[str, Endpoint], ...] = key(
+        (), _forward_zones, "domain, reverse zone or network -> the upstream for it", shown="{}"
+    )
+    private_zones: bool = key(True, _boolean, "answer private reverse zones and .lan/.home.arpa/.local here")
     private_suffixes: PrivateSuffixMode = key(
         PrivateSuffixMode.DYNAMIC_DNS, _enum(PrivateSuffixMode), "which private suffixes count as public"
     )

@@ -30,8 +30,10 @@ from resolverguard.config import (
     SubscriptionsConfig,
     resolve_thresholds,
 )
+from resolverguard.errors import ConfigError
 from resolverguard.groups import ClientGroup, GroupDirectory
 from resolverguard.lists import DomainLists, ListFile, ListFormat
+from resolverguard.localnames import LocalZone, hosts_records
 from resolverguard.model import TFLiteScorer, shipped
 from resolverguard.names import NameParser
 from resolverguard.steps.acl import AclGate, ClientAcl, RateLimitGate, TokenBuckets
@@ -41,6 +43,7 @@ from resolverguard.steps.cache import CacheStep, VerdictCache
 from resolverguard.steps.family import FamilyHints, FamilyHintStep
 from resolverguard.steps.groups import GroupStep
 from resolverguard.steps.lists import ListStep
+from resolverguard.steps.local import ConditionalForwarding, ConditionalForwardStep, LocalAnswerStep
 from resolverguard.steps.metrics import Metrics, MetricsStep
 from resolverguard.steps.names import NameStep
 from resolverguard.steps.policy import PolicyStep
@@ -64,6 +67,7 @@ class Pipeline:
     answers: AnswerCache
     forwarder: UpstreamForwarder  # owns pooled sockets: closed by whoever replaces the pipeline
     hints: FamilyHints | None = None
+    conditional: ConditionalForwarding | None = None  # owns sockets, like forwarder
 
     def retire(self, successor: Pipeline, close_later: Callable[[Callable[[], None]], object]) -> None:
         """Closes (through `close_later`, after the queries in flight) what `successor` did not carry
@@ -72,6 +76,8 @@ class Pipeline:
             close_later(self.log.close)
         if self.forwarder is not successor.forwarder:
             close_later(self.forwarder.close)
+        if self.conditional is not None and self.conditional is not successor.conditional:
+            close_later(self.conditional.close)
 
 
 def policy_for(group: ClientGroupConfig, named: dict[str, float], file: str = "<policy>", prefix: str = "") -> Policy:
@@ -141,6 +147,17 @@ def family_hints_for(cfg: Config, previous: FamilyHints | None = None) -> Family
     return FamilyHints.carried(previous, path)
 
 
+def local_zone_for(cfg: Config) -> LocalZone:
+    """Local records (inline and from hosts files), forwarded zones and the private-zone default."""
+    records = list(cfg.local_records.records)
+    for path in cfg.local_records.hosts_files:
+        try:
+            records.extend(hosts_records(path.read_text(encoding="utf-8", errors="replace").splitlines()))
+        except OSError as err:
+            raise ConfigError(f"cannot read hosts file: {err.strerror}", file=str(path)) from None
+    return LocalZone.build(records, (zone for zone, _ in cfg.conditional_forwarding), cfg.private_zones)
+
+
 def build_pipeline(
     cfg: Config,
     model: TFLiteScorer,
@@ -172,13 +189,20 @@ def build_pipeline(
     steps: list[Step | Check] = [QueryLogStep(log)] if log.enabled else []
     if metrics is not None:
         steps.append(MetricsStep(metrics))
+    local = local_zone_for(cfg)
+    if local.records or local.private:  # local names are answered before any decision: never scored
+        steps.append(LocalAnswerStep(local, cfg.local_records.ttl))
     steps += decision_steps(cfg, model, groups, cache)  # group, name, lists, verdict cache, score, policy
     if hints is not None and cfg.scoring and log.enabled:  # a hint is only ever read in the log
         steps.append(FamilyHintStep(hints))
     steps.append(BlockStep(cfg.sinkhole))
     steps.append(AnswerCacheStep(answers))
+    old_routes = old.conditional if old else None
+    conditional = ConditionalForwarding.carried(old_routes, cfg.conditional_forwarding, cfg.upstream_timeout)
+    if conditional is not None:  # last before the upstream: a forwarded zone is filtered and cached as any name
+        steps.append(ConditionalForwardStep(conditional, local))
     chain = link(steps, UpstreamStep(forwarder))  # whatever reaches the end is forwarded
-    return Pipeline(chain, log, groups, cache, tuple(gates), answers, forwarder, hints)
+    return Pipeline(chain, log, groups, cache, tuple(gates), answers, forwarder, hints, conditional)
 
 
 def resolv_conf_upstreams(listen: tuple[Endpoint, ...], path: Path = Path("/etc/resolv.conf")) -> tuple[Endpoint, ...]:

@@ -47,6 +47,7 @@ class Reason(str, Enum):
     CACHE = "cache"
     NOT_SCORED = "not scored"
     MODEL_ERROR = "model error"
+    LOCAL = "local"  # a local record or a private zone, answered by us (resolverguard.localnames)
 
 
 @dataclass(frozen=True, slots=True)
