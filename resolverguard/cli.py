@@ -64,7 +64,7 @@ def version() -> str:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="resolverguard", description="DNS forwarder that sinkholes DGA domains")
     p.add_argument("--version", action="version", version=f"resolverguard {version()}")
-    sub = p.add_subparsers(required=True, metavar="COMMAND")
+    sub = p.add_subparsers(required=True, metavar="COMMAND", dest="command_name")
     serve = sub.add_parser("serve", help="run the resolver")
     serve.add_argument("--config", type=Path, help="policy file (YAML); built-in defaults without one")
     serve.add_argument("--listen", action="append", metavar="ADDR:PORT", help="overrides the file; repeatable")
@@ -92,8 +92,54 @@ def _parser() -> argparse.ArgumentParser:
     lists = sub.add_parser("lists", help="list subscriptions: `lists update` downloads every list URL now")
     lists.add_argument("action", choices=["update"])
     lists.add_argument("--config", type=Path, required=True, help="the policy file whose list URLs to fetch")
+    lists.add_argument("--socket", type=Path, help="the running server's control socket (default: the policy's)")
     lists.set_defaults(run=cmd_lists)
+    pause = sub.add_parser("pause", help="pause blocking on the running server, e.g. `pause 5m`")
+    pause.add_argument("duration", help="how long: 30s, 5m, 1h")
+    resume = sub.add_parser("resume", help="end a pause now")
+    status = sub.add_parser("status", help="is blocking on or paused, and for how long")
+    for control in (pause, resume, status):
+        control.add_argument("--config", type=Path, help="the server's policy file (for control_socket)")
+        control.add_argument("--socket", type=Path, help="the control socket (default: control_socket's default)")
+        control.set_defaults(run=cmd_control)
     return p
+
+
+def control_socket(args: argparse.Namespace) -> Path | None:
+    """The socket the running server listens on: --socket, else the policy's, else the default."""
+    from resolverguard.control import default_socket
+
+    if args.socket is not None:
+        return Path(args.socket)
+    where = load_config(args.config).control_socket if args.config else True
+    if where is False:
+        return None
+    return where if isinstance(where, Path) else default_socket()
+
+
+def cmd_control(args: argparse.Namespace) -> int:
+    """`pause DURATION`, `resume`, `status`: one line to the server's control socket, its reply printed."""
+    from resolverguard.control import send
+    from resolverguard.logtop import parse_span
+
+    command = args.command_name
+    if command == "pause":
+        try:
+            command = f"pause {parse_span(args.duration).total_seconds():g}"
+        except ValueError as err:
+            print(f"resolverguard pause: {err}", file=sys.stderr)
+            return 2
+    path = control_socket(args)
+    if path is None:
+        print("resolverguard: control_socket is off in the policy", file=sys.stderr)
+        return 1
+    try:
+        reply = send(path, command)
+    except OSError as err:
+        print(f"resolverguard: no server on {path} ({err.strerror or err}); is it running?", file=sys.stderr)
+        return 1
+    print(reply)
+    return 0 if reply.startswith("ok") else 1
 
 
 def cmd_lists(args: argparse.Namespace) -> int:
@@ -104,6 +150,18 @@ def cmd_lists(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     urls = subscribed(cfg)
+    path = control_socket(args)
+    if urls and path is not None and path.exists():  # a running server downloads and swaps them itself
+        from resolverguard.control import send
+
+        try:
+            reply = send(path, "lists update")
+        except OSError:
+            pass
+        else:
+            print("\n".join(reply.removeprefix("ok: ").split("; ")))
+            failed = " failed" in reply or ": kept" in reply or not reply.startswith("ok")
+            return 1 if failed else 0
     if not urls:
         print(f"{args.config}: no list URLs (lists.allow_files / deny_files)")
         return 0

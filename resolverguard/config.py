@@ -474,6 +474,12 @@ class Config:
         (), _forward_zones, "domain, reverse zone or network -> the upstream for it", shown="{}"
     )
     private_zones: bool = key(True, _boolean, "answer private reverse zones and .lan/.home.arpa/.local here")
+    control_socket: Path | bool = path_key(
+        True,
+        lambda base: lambda v: False if v in (False, "off") else _path(base)(v),
+        "Unix socket for pause/resume/status/lists update; off for none",
+        shown="$RUNTIME_DIRECTORY/control.sock, else $XDG_RUNTIME_DIR/resolverguard/control.sock",
+    )
     private_suffixes: PrivateSuffixMode = key(
         PrivateSuffixMode.DYNAMIC_DNS, _enum(PrivateSuffixMode), "which private suffixes count as public"
     )

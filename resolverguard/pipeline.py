@@ -16,7 +16,7 @@ on `Pipeline` (plus a line in `Pipeline.retire` when the object holds something 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from resolverguard.addresses import networks
@@ -46,6 +46,7 @@ from resolverguard.steps.lists import ListStep
 from resolverguard.steps.local import ConditionalForwarding, ConditionalForwardStep, LocalAnswerStep
 from resolverguard.steps.metrics import Metrics, MetricsStep
 from resolverguard.steps.names import NameStep
+from resolverguard.steps.pause import PauseStep, PauseSwitch
 from resolverguard.steps.policy import PolicyStep
 from resolverguard.steps.querylog import QueryLog, QueryLogStep
 from resolverguard.steps.score import ScoreStep
@@ -68,6 +69,7 @@ class Pipeline:
     forwarder: UpstreamForwarder  # owns pooled sockets: closed by whoever replaces the pipeline
     hints: FamilyHints | None = None
     conditional: ConditionalForwarding | None = None  # owns sockets, like forwarder
+    pause: PauseSwitch = field(default_factory=PauseSwitch)  # the server's, carried across reloads
 
     def retire(self, successor: Pipeline, close_later: Callable[[Callable[[], None]], object]) -> None:
         """Closes (through `close_later`, after the queries in flight) what `successor` did not carry
@@ -193,6 +195,8 @@ def build_pipeline(
     if local.records or local.private:  # local names are answered before any decision: never scored
         steps.append(LocalAnswerStep(local, cfg.local_records.ttl))
     steps += decision_steps(cfg, model, groups, cache)  # group, name, lists, verdict cache, score, policy
+    pause = PauseSwitch.carried(old.pause if old else None)
+    steps.append(PauseStep(pause))  # after the verdict, before anything acts on it
     if hints is not None and cfg.scoring and log.enabled:  # a hint is only ever read in the log
         steps.append(FamilyHintStep(hints))
     steps.append(BlockStep(cfg.sinkhole))
@@ -202,7 +206,7 @@ def build_pipeline(
     if conditional is not None:  # last before the upstream: a forwarded zone is filtered and cached as any name
         steps.append(ConditionalForwardStep(conditional, local))
     chain = link(steps, UpstreamStep(forwarder))  # whatever reaches the end is forwarded
-    return Pipeline(chain, log, groups, cache, tuple(gates), answers, forwarder, hints, conditional)
+    return Pipeline(chain, log, groups, cache, tuple(gates), answers, forwarder, hints, conditional, pause)
 
 
 def resolv_conf_upstreams(listen: tuple[Endpoint, ...], path: Path = Path("/etc/resolv.conf")) -> tuple[Endpoint, ...]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from resolverguard.config import Config, QueryLogConfig, load_config
+from resolverguard.control import ControlServer, default_socket
 from resolverguard.errors import ConfigError, ResolverGuardError
 from resolverguard.model import TFLiteScorer, load_model
 from resolverguard.pipeline import Pipeline, build_pipeline, subscribed
@@ -62,6 +63,8 @@ class Service:
         self.reloads = 0
         self._flusher: asyncio.TimerHandle | None = None
         self._refresher: asyncio.Future[None] | None = None
+        self.control: ControlServer | None = None
+        self._pause_timer: asyncio.TimerHandle | None = None
 
     def _query_log(self, cfg: QueryLogConfig) -> QueryLog:
         if self.worker is None:
@@ -77,6 +80,7 @@ class Service:
         self._flush_log_later()
         self.say_lists()
         self._refresher = asyncio.ensure_future(self._refresh_lists())
+        await self._start_control()
         if self.metrics is not None and self.cfg.metrics is not None:
             self.metrics.serve(self.cfg.metrics.host, self.cfg.metrics.port)
             self.say(f"metrics on http://{self.cfg.metrics}/metrics")
@@ -149,6 +153,66 @@ class Service:
                 self._swap(*built, "lists updated")
         return results
 
+    async def _start_control(self) -> None:
+        """The control socket (`resolverguard pause/resume/status/lists update`); one per server,
+        so with `workers` > 1 none is opened (each worker has its own pipeline)."""
+        where = self.cfg.control_socket
+        if where is False or self.worker is not None:
+            return
+        self.control = ControlServer(where if isinstance(where, Path) else default_socket(), self.command)
+        try:
+            await self.control.start()
+        except OSError as err:
+            self.say(f"control socket not opened ({err}); pause and resume are unavailable")
+            self.control = None
+            return
+        self.say(f"control socket {self.control.path}")
+
+    async def command(self, words: list[str]) -> str:
+        """One control command: `pause SECONDS`, `resume`, `status`, `lists update`, `reload`."""
+        switch = self.pipeline.pause
+        if words[0] == "pause" and len(words) == 2:
+            try:
+                seconds = float(words[1])
+            except ValueError:
+                return f"error: {words[1]!r} is not a number of seconds"
+            if not 0 < seconds <= 86_400 * 7:
+                return "error: a pause lasts between 1 second and 7 days"
+            switch.pause(seconds)
+            if self._pause_timer is not None:
+                self._pause_timer.cancel()
+            self._pause_timer = asyncio.get_running_loop().call_later(seconds, self._pause_ended)
+            self.say(f"blocking paused for {seconds:g} s (resolverguard resume ends it sooner)")
+            return f"ok: blocking paused for {seconds:g} s"
+        if words == ["resume"]:
+            was = switch.resume()
+            if self._pause_timer is not None:
+                self._pause_timer.cancel()
+            if was:
+                self.say("blocking resumed (resolverguard resume)")
+            return "ok: blocking resumed" if was else "ok: blocking was not paused"
+        if words == ["status"]:
+            lists = self.pipeline.groups.default.lists
+            state = f"paused, {switch.remaining():.0f} s left" if switch.active else "blocking"
+            return (
+                f"ok: {state}; {lists.allowed_count} allowed, {lists.denied_count} denied rules; {self.reloads} reloads"
+            )
+        if words == ["lists", "update"]:
+            results = await self.update_lists()
+            return "ok: " + ("; ".join(map(str, results)) or "no list URLs")
+        if words == ["reload"]:
+            return "ok: reloaded" if self.reload() else "error: reload rejected (see the server's log)"
+        return f"error: unknown command {' '.join(words)!r}"
+
+    def _pause_ended(self) -> None:
+        """Says so when a pause runs out (asyncio may fire a timer a clock tick early: wait on)."""
+        switch, self._pause_timer = self.pipeline.pause, None
+        if switch.active:
+            self._pause_timer = asyncio.get_running_loop().call_later(switch.remaining() + 0.01, self._pause_ended)
+        elif switch.until:
+            switch.resume()
+            self.say("blocking resumed (pause ended)")
+
     async def _refresh_lists(self) -> None:
         """Downloads list URLs at start when a copy is missing or older than `refresh`, then every
         `refresh` seconds."""
@@ -176,6 +240,10 @@ class Service:
             self._flusher.cancel()
         if self._refresher is not None:
             self._refresher.cancel()
+        if self._pause_timer is not None:
+            self._pause_timer.cancel()
+        if self.control is not None:
+            await self.control.stop()
         await self.server.stop(grace)
         self.pipeline.forwarder.close()
         self.pipeline.log.close()
