@@ -98,11 +98,48 @@ def _parser() -> argparse.ArgumentParser:
     pause.add_argument("duration", help="how long: 30s, 5m, 1h")
     resume = sub.add_parser("resume", help="end a pause now")
     status = sub.add_parser("status", help="is blocking on or paused, and for how long")
+    importer = sub.add_parser("import", help="write a policy from a Pi-hole, AdGuard Home or Blocky setup")
+    source = importer.add_subparsers(required=True, metavar="FROM", dest="source")
+    pihole = source.add_parser("pihole", help="from gravity.db (v5/v6), custom.list, pihole.toml, setupVars.conf")
+    pihole.add_argument("--gravity", type=Path, required=True, help="/etc/pihole/gravity.db")
+    pihole.add_argument("--custom-list", type=Path, help="/etc/pihole/custom.list (v5 local DNS records)")
+    pihole.add_argument("--toml", type=Path, help="/etc/pihole/pihole.toml (v6: upstreams, hosts, CNAMEs)")
+    pihole.add_argument("--setup-vars", type=Path, help="/etc/pihole/setupVars.conf (v5: upstreams, reverse server)")
+    adguard = source.add_parser("adguardhome", help="from AdGuardHome.yaml")
+    adguard.add_argument("--config", type=Path, required=True, help="AdGuardHome.yaml")
+    blocky = source.add_parser("blocky", help="from Blocky's config.yml")
+    blocky.add_argument("--config", type=Path, required=True, help="config.yml")
+    for each in (pihole, adguard, blocky):
+        each.add_argument("--out", type=Path, required=True, help="folder for policy.yaml and lists/")
+        each.set_defaults(run=cmd_import)
     for control in (pause, resume, status):
         control.add_argument("--config", type=Path, help="the server's policy file (for control_socket)")
         control.add_argument("--socket", type=Path, help="the control socket (default: control_socket's default)")
         control.set_defaults(run=cmd_control)
     return p
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """Writes OUT/policy.yaml and OUT/lists/*, then validates the policy as `check` would."""
+    from resolverguard import importers
+
+    if args.source == "pihole":
+        draft = importers.import_pihole(args.gravity, args.custom_list, args.toml, args.setup_vars)
+    elif args.source == "adguardhome":
+        draft = importers.import_adguardhome(args.config)
+    else:
+        draft = importers.import_blocky(args.config)
+    policy = importers.write(draft, args.out)
+    cfg = load_config(policy)
+    print(
+        f"{policy}: {len(cfg.lists.deny_files)} deny and {len(cfg.lists.allow_files)} allow lists, "
+        f"{len(cfg.local_records.records)} local records, {len(cfg.conditional_forwarding)} forwarded zones, "
+        f"{len(cfg.groups)} client groups"
+    )
+    for note in draft.notes:
+        print(f"  not carried over: {note}")
+    print(f"next: resolverguard lists update --config {policy} && resolverguard serve --config {policy}")
+    return 0
 
 
 def control_socket(args: argparse.Namespace) -> Path | None:

@@ -5,7 +5,8 @@ Formats (`ListFormat`), and what an entry matches, as the tool each comes from d
 * `hosts` (`0.0.0.0 a.example b.example`): each name **exactly**, as Pi-hole's gravity does (and
   AdGuard Home since 0.107.1): `a.example` does not cover `x.a.example`.
 * `domains` (`a.example`): the name and its subdomains (AdGuard Home's domains-only lists, Blocky).
-* `exact` (`a.example`): the name only (a Pi-hole domain list, the importer writes this).
+* `exact` (`a.example`): the name only; hosts lines too, and `||x^` as adblock: Pi-hole's adlists and
+  domain lists, as gravity reads them (the Pi-hole importer writes this).
 * `adblock` (AdGuard / uBlock DNS subset): `||a.example^` name and subdomains, `|a.example^` the name
   only, `@@` an exception (allow), `/re/` a regular expression on the name, `*` inside a pattern a
   wildcard, `$important` beats exceptions, `$client=10.0.0.5|192.168.1.0/24` limits a rule to those
@@ -127,13 +128,13 @@ def parse_line(line: str, fmt: ListFormat = ListFormat.AUTO) -> Parsed:
     if fmt in (ListFormat.AUTO, ListFormat.ADBLOCK, ListFormat.WILDCARD) and _COSMETIC.search(raw):
         return Skip.COSMETIC
     text = raw.lower()
-    if fmt is ListFormat.ADBLOCK or fmt is ListFormat.AUTO and _looks_adblock(text):
+    if fmt is ListFormat.ADBLOCK or fmt in (ListFormat.AUTO, ListFormat.EXACT) and _looks_adblock(text):
         return _adblock(raw)
     text = text.split(" #", 1)[0].split("\t#", 1)[0].strip()
     if (fmt is ListFormat.WILDCARD or fmt is ListFormat.AUTO) and len(text) > 2 and text[0] == text[-1] == "/":
         return _regex_rule(raw.strip()[1:-1], False, False, ())
     fields = text.split()
-    if fmt in (ListFormat.HOSTS, ListFormat.AUTO) and len(fields) >= 2 and _is_ip(fields[0]):
+    if fmt in (ListFormat.HOSTS, ListFormat.AUTO, ListFormat.EXACT) and len(fields) >= 2 and _is_ip(fields[0]):
         names = [n for n in fields[1:] if n not in _IGNORED_HOSTS_NAMES and not _is_ip(n)]
         found = [_NAME.match(n) for n in names]
         if not all(found) or any(n.startswith("*") for n in names):

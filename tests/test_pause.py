@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -43,7 +44,8 @@ def test_pause_resume_and_a_pause_that_ends_by_itself(tmp_path: Path) -> None:
             assert answer(port, "blocked.example") == UPSTREAM_A
             assert answer(port, "xkq3vbh7tz.com") == UPSTREAM_A
             status = rg("status", "--config", str(policy))
-            assert status.returncode == 0 and status.stdout.startswith("ok: paused, 29")
+            left = re.match(r"ok: paused, (\d+) s left", status.stdout)
+            assert status.returncode == 0 and left is not None and 200 < int(left.group(1)) <= 300, status.stdout
             resumed = rg("resume", "--socket", str(sock))
             assert resumed.stdout.strip() == "ok: blocking resumed"
             wait_for(proc, "blocking resumed (resolverguard resume)")
