@@ -169,9 +169,10 @@ def _pihole_lists(db: sqlite3.Connection, draft: PolicyDraft) -> None:
     adlist_groups = _memberships(db, "adlist_by_group", "adlist_id")
     domain_groups = _memberships(db, "domainlist_by_group", "domainlist_id")
     items: dict[int, dict[str, list[str]]] = {}  # group id -> bucket -> lines or urls
+    groups = {row["id"]: row["name"] for row in db.execute('SELECT id, name FROM "group" WHERE enabled = 1')}
 
-    def bucket(groups: set[int], name: str) -> Iterable[list[str]]:
-        for g in groups:
+    def bucket(member_of: set[int], name: str) -> Iterable[list[str]]:
+        for g in member_of & set(groups):  # an item of a disabled group applies to nobody
             yield items.setdefault(g, {}).setdefault(name, [])
 
     for row in adlists:
@@ -181,7 +182,6 @@ def _pihole_lists(db: sqlite3.Connection, draft: PolicyDraft) -> None:
     for row in db.execute("SELECT id, type, domain FROM domainlist WHERE enabled = 1"):
         for target in bucket(domain_groups.get(row["id"], {DEFAULT_GROUP}), kinds[row["type"]]):
             target.append(row["domain"])
-    groups = {row["id"]: row["name"] for row in db.execute('SELECT id, name FROM "group" WHERE enabled = 1')}
     _pihole_top_level(items.get(DEFAULT_GROUP, {}), draft)
     _pihole_groups(db, items, groups, draft)
 

@@ -3,19 +3,17 @@ ETag/Last-Modified, errors, HTML pages, slow and huge answers; resolverguard dow
 
 from __future__ import annotations
 
-import contextlib
 import io
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import replace
 from pathlib import Path
 
 import dns.message
 import dns.query
 import pytest
 from dnsfixtures import UPSTREAM_A, Upstream, run_resolver, run_upstream
+from listserver import ListServer, Served, serve_lists
 
 from resolverguard.config import Config, Endpoint, ListsConfig, ListSource, SubscriptionsConfig, load_config
 from resolverguard.lists import ListFormat
@@ -23,65 +21,6 @@ from resolverguard.pipeline import lists_for
 from resolverguard.subscriptions import Downloader, age, cached_path
 
 LISTS = Path(__file__).resolve().parent / "data" / "lists"
-
-
-@dataclass
-class Served:
-    body: bytes
-    content_type: str = "text/plain"
-    etag: str | None = None
-    status: int = 200
-    delay: float = 0.0
-
-
-@dataclass
-class ListServer:
-    files: dict[str, Served] = field(default_factory=dict)
-    requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
-    port: int = 0
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-
-@contextlib.contextmanager
-def serve_lists() -> Iterator[ListServer]:
-    state = ListServer()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
-            state.requests.append((self.path, dict(self.headers)))
-            item = state.files.get(self.path)
-            if item is None:
-                self.send_error(404)
-                return
-            if item.etag and self.headers.get("If-None-Match") == item.etag:
-                self.send_response(304)
-                self.end_headers()
-                return
-            time.sleep(item.delay)
-            self.send_response(item.status)
-            self.send_header("Content-Type", item.content_type)
-            self.send_header("Content-Length", str(len(item.body)))
-            if item.etag:
-                self.send_header("ETag", item.etag)
-            self.end_headers()
-            with contextlib.suppress(ConnectionError):
-                self.wfile.write(item.body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    state.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield state
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.fixture
