@@ -139,3 +139,15 @@ def test_from_blocky(tmp_path: Path, world) -> None:
         assert a(r, "printer.lan") == ["192.168.1.30"] and a(r, "printer.lan", "AAAA") == ["fd00::30"]
         a(r, "laptop.lan")
     assert router.queries == ["laptop.lan."]
+
+
+def test_the_walkthrough_commands_are_the_cli() -> None:
+    """Every command line of docs/migrate.md parses with the real argument parser."""
+    from resolverguard.cli import _parser
+
+    text = (ROOT / "docs" / "migrate.md").read_text().replace("\\\n", " ")
+    commands = [line.strip().split()[1:] for line in text.splitlines() if line.startswith("    resolverguard ")]
+    assert len(commands) == 9
+    for words in commands:
+        args = _parser().parse_args(words)
+        assert callable(args.run), words
