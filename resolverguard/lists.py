@@ -542,6 +542,11 @@ class DomainLists:
         # verdict for a name can be remembered: popular names cost one dict lookup.
         object.__setattr__(self, "listed_memo", BoundedMemo(self._listed, 16384))
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled without the memo (lists are built in a helper process and sent back: see
+        `resolverguard.service`); the sorted key arrays travel as bytes."""
+        return (DomainLists, (self.tiers, self.deny_action, self.scoped, self.reports))
+
     @property
     def allow(self) -> RuleSet:
         return self.tiers[Tier.ALLOW]

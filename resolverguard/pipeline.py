@@ -15,7 +15,7 @@ on `Pipeline` (plus a line in `Pipeline.retire` when the object holds something 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from resolverguard.config import (
     ClientGroupConfig,
     Config,
     Endpoint,
+    ListsConfig,
     ListSource,
     QueryLogConfig,
     SubscriptionsConfig,
@@ -103,6 +104,15 @@ def lists_for(group: ClientGroupConfig, subs: SubscriptionsConfig | None = None)
     )
 
 
+def prebuilt_lists(cfg: Config) -> dict[ListsConfig, DomainLists]:
+    """Every distinct lists section of the policy, read once (what `groups_for` takes as `built`)."""
+    out: dict[ListsConfig, DomainLists] = {}
+    for group in (cfg.default_group(), *cfg.groups):
+        if group.lists not in out:
+            out[group.lists] = lists_for(group, cfg.subscriptions)
+    return out
+
+
 def subscribed(cfg: Config) -> list[tuple[str, ListFormat]]:
     """Every list URL of the policy (top level and groups), once each, with its format."""
     lists = [cfg.lists, *(g.lists for g in cfg.groups)]
@@ -110,19 +120,23 @@ def subscribed(cfg: Config) -> list[tuple[str, ListFormat]]:
     return list(dict.fromkeys(found))
 
 
-def groups_for(cfg: Config, named: dict[str, float]) -> GroupDirectory:
-    """Every client group with its resolved policy and loaded lists (lists shared when unchanged)."""
+def groups_for(
+    cfg: Config, named: dict[str, float], built: Mapping[ListsConfig, DomainLists] | None = None
+) -> GroupDirectory:
+    """Every client group with its resolved policy and loaded lists (lists shared when unchanged;
+    `built`: lists already read, e.g. by `prebuilt_lists` in another process)."""
+
+    def lists_of(group: ClientGroupConfig) -> DomainLists:
+        found = built.get(group.lists) if built else None
+        return found if found is not None else lists_for(group, cfg.subscriptions)
+
     default_cfg = cfg.default_group()
     default = ClientGroup(
-        "default",
-        (),
-        policy_for(default_cfg, named, cfg.source),
-        lists_for(default_cfg, cfg.subscriptions),
-        cfg.sinkhole,
+        "default", (), policy_for(default_cfg, named, cfg.source), lists_of(default_cfg), cfg.sinkhole
     )
     groups = []
     for index, g in enumerate(cfg.groups):
-        lists = default.lists if g.lists == cfg.lists else lists_for(g, cfg.subscriptions)
+        lists = default.lists if g.lists == cfg.lists else lists_of(g)
         policy = policy_for(g, named, cfg.source, f"groups[{index}].")
         groups.append(ClientGroup(g.name, networks(g.clients), policy, lists, g.sinkhole))
     return GroupDirectory(groups, default)
@@ -166,6 +180,7 @@ def build_pipeline(
     make_log: Callable[[QueryLogConfig], QueryLog] = QueryLog,
     metrics: Metrics | None = None,
     previous: Pipeline | None = None,
+    built: Mapping[ListsConfig, DomainLists] | None = None,
 ) -> Pipeline:
     """The chain for `cfg`: the one written order of the steps (README "How a query is handled"
     and `resolverguard.chain` point here). On a reload `previous` is the running pipeline: each
@@ -173,7 +188,7 @@ def build_pipeline(
     cache while the model is the same, the answer cache and upstream sockets while the upstreams
     are, the query log while its settings are)."""
     old = previous
-    groups = groups_for(cfg, model.metadata.thresholds)
+    groups = groups_for(cfg, model.metadata.thresholds, built)
     cache = VerdictCache.carried(old.cache if old else None, cfg.cache.size, cfg.cache.ttl, model)
     log = QueryLog.carried(old.log if old else None, cfg.query_log, make_log)
     hints = family_hints_for(cfg, old.hints if old else None)
