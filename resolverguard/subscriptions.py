@@ -14,7 +14,6 @@ worker thread or in the `resolverguard lists update` command, never on the event
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -201,23 +200,3 @@ def suspicious(new: Path, size: int, old: Path, content_type: str, fmt: ListForm
 def _why(err: BaseException) -> str:
     reason = getattr(err, "reason", None)
     return f"{type(err).__name__}: {reason or err}"
-
-
-def download_and_read(cfg: Any, force_read: bool = False) -> tuple[list[FetchResult], dict[Any, Any] | None]:
-    """Runs in a helper process (`Service.update_lists`): downloads every list URL of `cfg` and,
-    when one changed, reads every lists section; returns (results, prebuilt lists or None).
-    Reading a million-entry list holds Python's GIL for seconds, and downloads are parsed to be
-    checked: in the serving process that would stall answers (measured: p99 28 ms, max 0.56 s in
-    bench/swap.py with a thread), in a separate process it costs the server nothing but CPU."""
-    from resolverguard.pipeline import prebuilt_lists, subscribed
-
-    with contextlib.suppress(OSError):
-        os.nice(5)  # the server's answers come first on a small machine
-    subs = cfg.subscriptions
-    downloader = Downloader(subs.cache_dir or default_cache_dir(), subs.max_bytes, subs.timeout)
-    try:
-        results = downloader.fetch_all(subscribed(cfg))
-    finally:
-        downloader.close()
-    changed = force_read or any(r.changed for r in results)
-    return results, prebuilt_lists(cfg) if changed else None
