@@ -13,7 +13,10 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY resolverguard ./resolverguard
 COPY models ./models
-RUN pip install . && useradd --system --no-create-home resolverguard
+# Downloaded lists are kept in /var/cache/resolverguard (mount a volume there to keep them across restarts).
+ENV XDG_CACHE_HOME=/var/cache
+RUN pip install . && useradd --system --no-create-home resolverguard \
+    && install -d -o resolverguard -g resolverguard /var/cache/resolverguard
 USER resolverguard
 EXPOSE 5335/udp 5335/tcp
 ENTRYPOINT ["resolverguard"]

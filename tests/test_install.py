@@ -112,3 +112,12 @@ def test_default_port_is_not_mdns() -> None:
 def test_readme_figures_are_the_bench_results() -> None:
     result = subprocess.run([sys.executable, "bench/readme.py", "--check"], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stdout
+
+
+def test_docker_build_context_and_image() -> None:
+    """The image installs the package only (no training side) and keeps local environments out of
+    the build context (a venv would be sent to the daemon and could shadow the install)."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert "COPY convert" not in dockerfile and "5335" in dockerfile and "5353" not in dockerfile
+    assert {".venv", ".git", "**/__pycache__"} <= set(ignored)
