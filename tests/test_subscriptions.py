@@ -197,3 +197,21 @@ def test_lists_update_command(tmp_path: Path, lists_http: ListServer) -> None:
     )
     assert f"lists.deny_files: {url}: 3 entries, 0 lines skipped; downloaded" in check.stdout, check.stdout
     assert "missing.txt: 0 entries, 0 lines skipped; never downloaded yet" in check.stdout
+
+
+@pytest.mark.parametrize(
+    ("entry", "problem"),
+    [
+        ("ftp://lists.example/hosts.txt", "only http:// and https://"),
+        ("{url: 'https://a.example/x', path: x.txt}", "a mapping with url or path"),
+        ("{url: 'https://a.example/x', format: ublock}", "is not one of: auto, hosts"),
+    ],
+)
+def test_list_source_errors_say_where(tmp_path: Path, entry: str, problem: str) -> None:
+    from resolverguard.errors import ConfigError
+
+    policy = tmp_path / "p.yaml"
+    policy.write_text(f"lists:\n  deny_files:\n    - local.txt\n    - {entry}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(policy)
+    assert (err.value.line, err.value.key) == (4, "lists.deny_files[1]") and problem in err.value.problem, err.value
