@@ -113,6 +113,19 @@ def prebuilt_lists(cfg: Config) -> dict[ListsConfig, DomainLists]:
     return out
 
 
+def list_copies(cfg: Config) -> tuple[tuple[str, int], ...]:
+    """(URL, modification time of its cached copy, 0 if none) for every list URL: lists built from
+    these copies need no rebuild while they are unchanged (another worker may have replaced one)."""
+    cache_dir = cfg.subscriptions.cache_dir or default_cache_dir()
+    out = []
+    for url, _ in subscribed(cfg):
+        try:
+            out.append((url, cached_path(cache_dir, url).stat().st_mtime_ns))
+        except OSError:
+            out.append((url, 0))
+    return tuple(out)
+
+
 def subscribed(cfg: Config) -> list[tuple[str, ListFormat]]:
     """Every list URL of the policy (top level and groups), once each, with its format."""
     lists = [cfg.lists, *(g.lists for g in cfg.groups)]

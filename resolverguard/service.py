@@ -25,12 +25,13 @@ from resolverguard.control import ControlServer, default_socket
 from resolverguard.errors import ConfigError, ResolverGuardError
 from resolverguard.lists import DomainLists
 from resolverguard.model import TFLiteScorer, load_model
-from resolverguard.pipeline import Pipeline, build_pipeline, prebuilt_lists, subscribed
+from resolverguard.pipeline import Pipeline, build_pipeline, list_copies, prebuilt_lists, subscribed
 from resolverguard.server import DnsServer
 from resolverguard.steps.metrics import Metrics
 from resolverguard.steps.querylog import FLUSH_SECONDS, QueryLog
 from resolverguard.subscriptions import Downloader, FetchResult, ages, default_cache_dir
 
+Copies = tuple[tuple[str, int], ...]  # see pipeline.list_copies
 LOG_CLOSE_DELAY = 15.0  # a replaced query log (or upstream socket pool) stays open this long for queries in flight
 
 
@@ -56,6 +57,7 @@ class Service:
         self._overrides, self.worker = overrides or {}, worker
         # Metrics outlive reloads (counters must not reset); the endpoint is opened in start().
         self.metrics = Metrics() if cfg.metrics is not None else None
+        self._copies: Copies = list_copies(cfg)  # the downloaded copies the running lists were read from
         self.pipeline: Pipeline = build_pipeline(cfg, model, self._query_log, self.metrics)
         self.server = DnsServer(
             self.pipeline.chain,
@@ -102,14 +104,15 @@ class Service:
         return True
 
     def _build(
-        self, built: Mapping[ListsConfig, DomainLists] | None = None
-    ) -> tuple[Config, TFLiteScorer, Pipeline] | None:
+        self, built: Mapping[ListsConfig, DomainLists] | None = None, copies: Copies | None = None
+    ) -> tuple[Config, TFLiteScorer, Pipeline, Copies] | None:
         """A complete new pipeline from the policy file (or the running config when there is no
         file), or None after saying why the old one stays. Safe to run in a worker thread."""
         try:
             fresh = self.config_path is not None and load_config(self.config_path)
             cfg = replace(fresh, **self._overrides) if fresh else self.cfg  # type: ignore[arg-type]
             model = self.model if cfg.model == self.cfg.model else load_model(cfg.model)
+            copies = copies if copies is not None else list_copies(cfg)
             pipeline = build_pipeline(cfg, model, self._query_log, self.metrics, self.pipeline, built)
         except ConfigError as err:
             self.say(f"reload rejected, previous policy stays in force: {err.location()}")
@@ -117,10 +120,11 @@ class Service:
         except ResolverGuardError as err:
             self.say(f"reload rejected, previous policy stays in force: {err}")
             return None
-        return cfg, model, pipeline
+        return cfg, model, pipeline, copies
 
-    def _swap(self, cfg: Config, model: TFLiteScorer, pipeline: Pipeline, what: str) -> None:
+    def _swap(self, cfg: Config, model: TFLiteScorer, pipeline: Pipeline, copies: Copies, what: str) -> None:
         """Puts a built pipeline in force (on the event loop: one assignment per field, no stall)."""
+        self._copies = copies
         if cfg.listen != self.cfg.listen:
             self.say("reload: listen addresses change only on restart")
         loop, old = asyncio.get_running_loop(), self.pipeline
@@ -149,13 +153,13 @@ class Service:
         loop = asyncio.get_running_loop()
         helper = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
         try:
-            results, built = await loop.run_in_executor(helper, download_and_read, self.cfg)
+            results, built, copies = await loop.run_in_executor(helper, download_and_read, self.cfg, self._copies)
         finally:  # joined off the loop: the helper's exit frees a million-entry heap (~0.3 s measured)
             loop.run_in_executor(None, helper.shutdown)
         for result in results:
             self.say(f"list update: {result}")
         if built is not None:
-            fresh = await loop.run_in_executor(None, self._build, built)
+            fresh = await loop.run_in_executor(None, self._build, built, copies)
             if fresh is not None:
                 self._swap(*fresh, "lists updated")
         return results
@@ -257,10 +261,11 @@ class Service:
 
 
 def download_and_read(
-    cfg: Config, force_read: bool = False
-) -> tuple[list[FetchResult], dict[ListsConfig, DomainLists] | None]:
+    cfg: Config, copies: tuple[tuple[str, int], ...]
+) -> tuple[list[FetchResult], dict[ListsConfig, DomainLists] | None, tuple[tuple[str, int], ...]]:
     """Runs in a helper process (`Service.update_lists`): downloads every list URL of `cfg` and,
-    when one changed, reads every lists section; returns (results, prebuilt lists or None).
+    when a cached copy is not the one the running lists were read from (`copies`: this download,
+    or another worker's), reads every lists section; returns (results, prebuilt lists or None, copies).
     Reading a million-entry list holds Python's GIL for seconds, and downloads are parsed to be
     checked: in the serving process that would stall answers (measured: p99 28 ms, max 0.56 s in
     bench/swap.py with a thread), in a separate process it costs the server nothing but CPU."""
@@ -272,8 +277,8 @@ def download_and_read(
         results = downloader.fetch_all(subscribed(cfg))
     finally:
         downloader.close()
-    changed = force_read or any(r.changed for r in results)
-    return results, prebuilt_lists(cfg) if changed else None
+    now = list_copies(cfg)
+    return results, prebuilt_lists(cfg) if now != copies else None, now
 
 
 def settle_memory() -> None:

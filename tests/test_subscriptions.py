@@ -215,3 +215,32 @@ def test_list_source_errors_say_where(tmp_path: Path, entry: str, problem: str) 
     with pytest.raises(ConfigError) as err:
         load_config(policy)
     assert (err.value.line, err.value.key) == (4, "lists.deny_files[1]") and problem in err.value.problem, err.value
+
+
+def test_a_copy_replaced_by_another_worker_is_read_even_when_the_server_says_not_modified(
+    tmp_path: Path, lists_http: ListServer
+) -> None:
+    """With `workers`, one worker's download makes the others' conditional requests answer 304:
+    they must still read the new copy (the lists are rebuilt when the cached file changed)."""
+    lists_http.files["/filter.txt"] = Served(ADGUARD, etag='"v1"')
+    source = ListSource(url=lists_http.url("/filter.txt"), format=ListFormat.ADBLOCK)
+    cache = tmp_path / "cache"
+    with run_upstream(Upstream()) as up:
+        cfg = Config(
+            upstreams=(Endpoint("127.0.0.1", up.port),),
+            scoring=False,
+            lists=ListsConfig(deny_files=(source,)),
+            subscriptions=SubscriptionsConfig(cache_dir=cache, refresh=1.0, timeout=5.0),
+        )
+        with run_resolver(cfg, tmp_path / "q.jsonl", stderr=io.StringIO()) as r:
+            deadline = time.monotonic() + 20
+            while r.service.pipeline.groups.default.lists.denied_count == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert r.service.pipeline.groups.default.lists.denied_count == 5
+            copy = cached_path(cache, source.url)  # "another worker" stores a newer copy (same ETag meta)
+            copy.write_bytes(ADGUARD + b"||from-another-worker.example^\n")
+            deadline = time.monotonic() + 20
+            while r.service.pipeline.groups.default.lists.denied_count == 5 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert query(r.port, "from-another-worker.example").answer[0].to_text().endswith("0.0.0.0")
+    assert [h.get("If-None-Match") for _, h in lists_http.requests][1:2] == ['"v1"']
