@@ -128,13 +128,25 @@ def within(name: str, zone: str) -> bool:
     return name == zone or name.endswith("." + zone)
 
 
+def covering(name: str, zones: frozenset[str]) -> str | None:
+    """The longest of `zones` that `name` is in (itself or a parent): one set lookup per label,
+    since this runs for every query (scanning ~100 private zones with endswith cost ~6 us)."""
+    while True:
+        if name in zones:
+            return name
+        dot = name.find(".")
+        if dot < 0:
+            return None
+        name = name[dot + 1 :]
+
+
 @dataclass(frozen=True)
 class LocalZone:
     """Local records by name, the forwarded zones, and the private zones answered here."""
 
     records: dict[str, tuple[LocalRecord, ...]] = field(default_factory=dict)
-    forwarded: tuple[str, ...] = ()  # zones sent to their own upstream (longest first)
-    private: tuple[str, ...] = ()  # zones answered NXDOMAIN here unless forwarded
+    forwarded: frozenset[str] = frozenset()  # zones sent to their own upstream
+    private: frozenset[str] = frozenset()  # zones answered NXDOMAIN here unless forwarded
 
     @classmethod
     def build(cls, records: Iterable[LocalRecord], forwarded: Iterable[str], private: bool) -> LocalZone:
@@ -150,15 +162,15 @@ class LocalZone:
                     by_name[pointer] = [LocalRecord(pointer, "PTR", record.name)]
         return cls(
             {k: tuple(v) for k, v in by_name.items()},
-            tuple(sorted(set(forwarded), key=len, reverse=True)),
-            private_zones() if private else (),
+            frozenset(forwarded),
+            frozenset(private_zones()) if private else frozenset(),
         )
 
     def forward_zone(self, name: str) -> str | None:
-        return next((z for z in self.forwarded if within(name, z)), None)
+        return covering(name, self.forwarded) if self.forwarded else None
 
     def private_zone(self, name: str) -> str | None:
-        return next((z for z in self.private if within(name, z)), None)
+        return covering(name, self.private) if self.private else None
 
     def zone_of(self, name: str) -> str:
         """The zone a local answer's SOA is written for: the longest private zone covering the
