@@ -15,5 +15,7 @@ class ListStep:
     def check(self, request: Request) -> Outcome:
         if request.verdict is None:
             lists = request.group.lists if request.group is not None else self._lists
-            request.verdict = lists.listed(request.name.qname if request.name else request.qname, request.client[0])
+            name = request.name.qname if request.name else request.qname
+            # `$client=` rules make the verdict depend on who asks; without them it is memoised by name.
+            request.verdict = lists.listed(name, request.client[0]) if lists.scoped else lists.listed_memo(name)
         return None
