@@ -169,7 +169,6 @@ def rss_kb(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
-@pytest.mark.xfail(strict=True, reason="#14 item 3: gc.freeze keeps every replaced pipeline")
 def test_reloads_do_not_grow_memory(upstream, tmp_path: Path) -> None:
     import signal
 
