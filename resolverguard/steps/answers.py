@@ -199,7 +199,6 @@ class AnswerCache:
         )
         if due:
             self._refreshing.add(key)
-            self.prefetches += 1
         return entry.serve(request.packet, request.head.edns, int(age)), due
 
     @property
@@ -210,16 +209,19 @@ class AnswerCache:
     def refreshed(self, request: Request) -> None:
         self._refreshing.discard(cache_key(request.head))
 
-    def put(self, request: Request, answer: bytes) -> None:
-        """Stores an upstream answer, read once on the wire (misses only, never on the hit path)."""
+    def put(self, request: Request, answer: bytes) -> _Entry | None:
+        """Stores an upstream answer, read once on the wire (misses only, never on the hit path);
+        the entry stored, or None when the answer may not be cached."""
         if self.cfg.size <= 0:
-            return
+            return None
         layout = wire_layout(answer)
         if layout is None:
-            return
+            return None
         ttl = cacheable_ttl(layout, self.cfg)
-        if ttl:
-            self._entries[cache_key(request.head)] = _Entry(layout, self.clock(), ttl)
+        if not ttl:
+            return None
+        entry = self._entries[cache_key(request.head)] = _Entry(layout, self.clock(), ttl)
+        return entry
 
 
 class AnswerCacheStep:
@@ -251,7 +253,7 @@ class AnswerCacheStep:
     async def _refresh(self, request: Request, next_step: Next) -> None:
         try:
             reply = await next_step(request)
-            if reply is not None and request.upstream_error is None:
-                self._cache.put(request, reply)
+            if reply is not None and request.upstream_error is None and self._cache.put(request, reply):
+                self._cache.prefetches += 1  # counted once the fresh answer is stored
         finally:
             self._cache.refreshed(request)
