@@ -21,7 +21,7 @@ from typing import Any, TextIO
 
 from resolverguard.chain import Gate, Next, Request
 from resolverguard.config import Endpoint, Limits
-from resolverguard.replies import header_only, truncated
+from resolverguard.replies import badvers, header_only, truncated
 from resolverguard.wire import IGNORE, NOTIMP, OPCODE_QUERY, REFUSED, SERVFAIL, parse_query, read_unusual
 
 UDP_DEFAULT_SIZE = 512
@@ -174,6 +174,8 @@ class DnsServer:
             return None
         if head.opcode != OPCODE_QUERY:
             return header_only(packet, NOTIMP)
+        if head.edns_version:  # before any step: the same answer for fresh, cached and blocked names
+            return badvers(head)
         max_size = max(UDP_DEFAULT_SIZE, min(head.udp_size, UDP_MAX_SIZE)) if transport == "udp" else 65535
         request = Request(head, packet, client, transport, started, max_size, parsed=parsed)
         try:
@@ -182,7 +184,7 @@ class DnsServer:
             traceback.print_exc(file=self._stderr or sys.stderr)
             return header_only(packet, SERVFAIL)
         if reply is not None and len(reply) > max_size:
-            reply = truncated(reply, request.query)
+            reply = truncated(reply, request.head)
         return reply
 
     async def _answer_udp(self, transport: asyncio.DatagramTransport, packet: bytes, client: tuple[str, int]) -> None:

@@ -113,7 +113,6 @@ def upstream():
 # 1. Truncation reads the header from the wire and sets our flags.
 
 
-@pytest.mark.xfail(strict=True, reason="#14 item 1/8: truncation copies the upstream's AA/RA")
 def test_large_answer_is_truncated_with_the_clients_question_and_our_flags(tmp_path: Path) -> None:
     with run_upstream(Upstream(huge=True, ra=False)) as up, run_resolver(config_for(up), tmp_path / "q.log") as r:
         cut = ask(r, "WwW.ExAmple.COM")
@@ -213,7 +212,6 @@ def test_refused_clients_hold_no_tcp_slot(upstream, tmp_path: Path) -> None:
 # 5. TTLs per RFC 2181 and RFC 2308; max_ttl on what is served.
 
 
-@pytest.mark.xfail(strict=True, reason="#14 item 5: TTL >= 2^31 is served raw and cached")
 def test_ttl_of_2_to_the_31_or_more_is_zero_and_not_cached(tmp_path: Path) -> None:
     with run_upstream(Upstream(ttl=2**31 + 5)) as up, run_resolver(config_for(up), tmp_path / "q.log") as r:
         first, second = ask(r, "www.example.com"), ask(r, "www.example.com")
@@ -221,7 +219,6 @@ def test_ttl_of_2_to_the_31_or_more_is_zero_and_not_cached(tmp_path: Path) -> No
     assert len(up.queries) == 2  # TTL 0: never served from the cache
 
 
-@pytest.mark.xfail(strict=True, reason="#14 item 5: SOA TTL 0xFFFFFFFF caches NXDOMAIN for negative_max_ttl")
 def test_negative_answer_with_huge_soa_ttl_is_not_cached(tmp_path: Path) -> None:
     with (
         run_upstream(Upstream(soa_ttl=0xFFFFFFFF, soa_minimum=86400)) as up,
@@ -232,7 +229,6 @@ def test_negative_answer_with_huge_soa_ttl_is_not_cached(tmp_path: Path) -> None
     assert first.authority[0].ttl == 0 and len(up.queries) == 2
 
 
-@pytest.mark.xfail(strict=True, reason="#14 item 5: max_ttl clamps the cache lifetime, not the TTL served")
 def test_max_ttl_caps_the_ttl_served(upstream, tmp_path: Path) -> None:
     cfg = config_for(upstream, answer_cache=AnswerCacheConfig(max_ttl=60))
     with run_resolver(cfg, tmp_path / "q.log") as r:
@@ -243,14 +239,12 @@ def test_max_ttl_caps_the_ttl_served(upstream, tmp_path: Path) -> None:
 # 6. Broken replies: SERVFAIL or the next upstream, at once.
 
 
-@pytest.mark.xfail(strict=True, reason="#14 item 6: a reply cut mid-record is forwarded byte for byte")
 def test_reply_cut_mid_record_is_servfail(tmp_path: Path) -> None:
     with run_upstream(Upstream(cut=True, big=True)) as up, run_resolver(config_for(up), tmp_path / "q.log") as r:
         reply = ask(r, "www.example.com", use_edns=0, payload=4096)
     assert reply.rcode() == dns.rcode.SERVFAIL and not reply.answer
 
 
-@pytest.mark.xfail(strict=True, reason="#14 item 6: broken replies wait for the timeout instead of failing over")
 @pytest.mark.parametrize("fault", ["cut", "garbage", "wrong question"])
 def test_broken_reply_fails_over_to_the_next_upstream_at_once(upstream, tmp_path: Path, fault: str) -> None:
     faults = {
@@ -271,7 +265,6 @@ def test_broken_reply_fails_over_to_the_next_upstream_at_once(upstream, tmp_path
 # 7. Failover on SERVFAIL and REFUSED.
 
 
-@pytest.mark.xfail(strict=True, reason="#14 item 7: an upstream's SERVFAIL/REFUSED is final")
 @pytest.mark.parametrize("rcode", [dns.rcode.SERVFAIL, dns.rcode.REFUSED])
 def test_servfail_or_refused_fails_over_to_the_next_upstream(upstream, tmp_path: Path, rcode: int) -> None:
     with (
@@ -295,29 +288,6 @@ def test_every_upstream_failing_is_servfail(tmp_path: Path) -> None:
 
 # 8. EDNS and header flags the same on every path: the RFC 8906-style table.
 
-TABLE_FAILS_TODAY = {
-    ("edns0", "cached"),
-    ("edns1", "fresh"),
-    ("edns1", "cached"),
-    ("edns1", "sinkholed"),
-    ("edns1-tcp", "fresh"),
-    ("edns1-tcp", "cached"),
-    ("edns1-tcp", "sinkholed"),
-    ("edns1-option", "fresh"),
-    ("edns1-option", "cached"),
-    ("edns1-option", "sinkholed"),
-    ("edns-option", "cached"),
-    ("edns-flag", "cached"),
-    ("edns-do", "sinkholed"),
-    ("two-opt", "fresh"),
-    ("two-opt", "cached"),
-    ("two-opt", "sinkholed"),
-    ("cd", "cached"),
-    ("cd", "sinkholed"),
-    ("aa", "fresh"),
-    ("aa", "cached"),
-    ("header-z", "fresh"),
-}
 PATHS = ("fresh", "cached", "sinkholed")
 
 
@@ -330,18 +300,7 @@ def table_resolver(tmp_path_factory: pytest.TempPathFactory):
 FRESH = (f"fresh{a}{b}.example.com" for a, b in itertools.product("abcdefghijklmnopqrstuvwxyz", repeat=2))
 
 
-@pytest.mark.parametrize(
-    ("key", "path"),
-    [
-        pytest.param(
-            key,
-            path,
-            marks=[pytest.mark.xfail(strict=True, reason="#14 item 8")] if (key, path) in TABLE_FAILS_TODAY else [],
-        )
-        for key, _, _ in CHECKS
-        for path in PATHS
-    ],
-)
+@pytest.mark.parametrize(("key", "path"), [(key, path) for key, _, _ in CHECKS for path in PATHS])
 def test_rfc8906_check_table(table_resolver, key: str, path: str) -> None:
     r = table_resolver
     check = {k: c for k, _, c in CHECKS}[key]
@@ -352,7 +311,6 @@ def test_rfc8906_check_table(table_resolver, key: str, path: str) -> None:
     assert ok, why
 
 
-@pytest.mark.xfail(strict=True, reason="#14 item 8: forwarded answers copy the upstream's AA and RA")
 def test_forwarded_answer_carries_our_flags_not_the_upstreams(tmp_path: Path) -> None:
     with run_upstream(Upstream(aa=True, ra=False)) as up, run_resolver(config_for(up), tmp_path / "q.log") as r:
         miss = ask(r, "www.example.com", flags=dns.flags.RD | dns.flags.CD)
@@ -364,7 +322,6 @@ def test_forwarded_answer_carries_our_flags_not_the_upstreams(tmp_path: Path) ->
 # 9. Out-of-bailiwick records.
 
 
-@pytest.mark.xfail(strict=True, reason="#14 item 9: records for other names pass through")
 def test_records_outside_the_questions_bailiwick_are_stripped(tmp_path: Path) -> None:
     with (
         run_upstream(Upstream(out_of_bailiwick=True)) as up,
@@ -436,7 +393,6 @@ def test_open_resolver_guard_catches_any_split_of_the_whole_internet(tmp_path: P
     assert info.value.line == 2
 
 
-@pytest.mark.xfail(strict=True, reason="#14 item 11: a 0xff byte in a label is FORMERR")
 def test_label_with_a_non_utf8_byte_is_answered(upstream, tmp_path: Path) -> None:
     with run_resolver(config_for(upstream), tmp_path / "q.log") as r:
         wire = query_wire("xabc.example.com")
@@ -446,7 +402,6 @@ def test_label_with_a_non_utf8_byte_is_answered(upstream, tmp_path: Path) -> Non
     assert addresses(reply.message) == [UPSTREAM_A]
 
 
-@pytest.mark.xfail(strict=True, reason="#14 item 11: ANY is answered in full (RFC 8482 allows a minimal answer)")
 def test_any_gets_a_minimal_answer(upstream, tmp_path: Path) -> None:
     with run_resolver(config_for(upstream), tmp_path / "q.log") as r:
         reply = ask(r, "www.example.com", "ANY", use_edns=0, payload=4096)
