@@ -340,6 +340,9 @@ class Limits:
 
     max_inflight: int = key(2048, _number(1, 10**6, integer=True), "queries answered at once; beyond: SERVFAIL")
     max_tcp_connections: int = key(256, _number(1, 10**5, integer=True), "beyond: new connections are closed")
+    max_tcp_per_client: int = key(
+        16, _number(1, 10**5, integer=True), "TCP connections one client address may hold; beyond: closed"
+    )
     tcp_idle_timeout: float = key(10.0, _real(0.1, 3600), "seconds an idle TCP connection is kept")
 
 

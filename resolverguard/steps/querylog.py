@@ -96,6 +96,8 @@ class QueryLog:
             self._report(err)
 
     def _report(self, err: Exception) -> None:
+        """Once per outage: an outage ends only when a flush reaches the file (a buffered write
+        succeeds even on a full disk; issue #14: the 'once' line was printed 163 times)."""
         if not self._failing:
             self._failing = True
             print(
@@ -153,7 +155,6 @@ class QueryLog:
             self._handle.write(line)
             self._size += len(line)
             self.written += line.count("\n")
-            self._failing = False
         except (OSError, ValueError) as err:
             self.lost += line.count("\n")
             self._report(err)
@@ -187,11 +188,16 @@ class QueryLog:
                 self._handle.flush()
             except (OSError, ValueError) as err:
                 self._report(err)
+            else:
+                self._failing = False
 
     def close(self) -> None:
         self.flush()
         if self._handle is not None and self._handle is not sys.stdout:
-            self._handle.close()
+            try:
+                self._handle.close()  # flushes what is left: may fail like any write
+            except (OSError, ValueError) as err:
+                self._report(err)
         self._handle = None
 
 
