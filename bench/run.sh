@@ -14,3 +14,4 @@ fi
 "$PY" bench/faults.py --seconds 6
 "$PY" bench/lists.py --entries 1000000
 "$PY" bench/model.py
+"$PY" bench/adversarial.py --seconds 8 --reloads 1000
