@@ -145,6 +145,7 @@ def forwarded(answer: bytes, head: QueryHead) -> bytes | None:
     answer for www.example.org reached the client); TTLs of 2^31 or more are 0 (RFC 2181 8); the
     header is ours (RA set, AA and Z cleared, RD and CD as the client sent them: RFC 1035, 4035
     3.2.2); the upstream's OPT is replaced by ours, so EDNS looks the same on every path."""
+    answer = bytes(answer)  # (names read from it must be hashable)
     message = read_message(answer)
     if message is None:
         return None

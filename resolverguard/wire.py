@@ -220,9 +220,10 @@ _MAX_POINTERS = 64  # a name needs at most 127 labels; more jumps than this is a
 ANSWER, AUTHORITY, ADDITIONAL = 0, 1, 2
 
 
-def read_name(wire: bytes, at: int) -> tuple[Name, int]:
+def read_name(wire: bytes, at: int, seen: dict[int, Name] | None = None) -> tuple[Name, int]:
     """The name at `at` (compression pointers followed, backwards only) and the offset after it.
-    Raises ValueError (or IndexError) for a name that runs off the message, loops or is too long."""
+    Raises ValueError (or IndexError) for a name that runs off the message, loops or is too long.
+    `seen`: names already read in this message by offset; most owners are one pointer to one."""
     labels: list[bytes] = []
     end, jumps, size = -1, 0, 0
     while True:
@@ -233,6 +234,11 @@ def read_name(wire: bytes, at: int) -> tuple[Name, int]:
                 raise ValueError("compression pointer forward or in a loop")
             if end < 0:
                 end = at + 2
+            if seen is not None and target in seen:
+                rest = seen[target]
+                if size + sum(len(x) + 1 for x in rest) > 254:
+                    raise ValueError("name over 255 octets")
+                return tuple(labels) + rest, end
             at, jumps = target, jumps + 1
             continue
         if length > 63:
@@ -289,11 +295,15 @@ def read_message(wire: bytes) -> Message | None:
         qd, an, ns, ar = struct.unpack_from("!HHHH", wire, 4)
         if qd != 1:
             return None
-        at = read_name(wire, 12)[1] + 4
+        qname, at = read_name(wire, 12)
+        seen = {12: qname}
+        at += 4
         question_end, records = at, []
         for index in range(an + ns + ar):
             start = at
-            owner, at = read_name(wire, at)
+            owner, at = read_name(wire, at, seen)
+            if wire[start] < 0xC0:
+                seen[start] = owner
             rtype, _, ttl, rdlength = struct.unpack_from("!HHIH", wire, at)
             end = at + 10 + rdlength
             if end > len(wire):
