@@ -45,6 +45,7 @@ class WireLayout:
     opt: bytes  # our OPT record for EDNS clients (its DO bit is part of the cache key)
     answer_ttl: int | None  # lowest TTL in the answer section; None when it is empty
     soa: tuple[int, int] | None  # the first authority SOA's (TTL, MINIMUM), for negative caching
+    clamped: bool = False  # some TTL is served other than received (min_ttl/max_ttl)
 
     @property
     def rcode(self) -> int:
@@ -123,7 +124,8 @@ def wire_layout(wire: bytes, min_ttl: int = 0, max_ttl: int = TTL_LIMIT, edns_op
         if opt_at is not None:
             wire = wire[:10] + (ar - 1).to_bytes(2, "big") + wire[12:opt_at]
         packed = b"".join(TTL_FIELD.pack(offset, min(max(ttl, min_ttl), max_ttl)) for offset, ttl in ttls)
-        return WireLayout(wire, question_end, packed, edns_opt, answer_ttl, soa)
+        clamped = any(not min_ttl <= ttl <= max_ttl for _, ttl in ttls)
+        return WireLayout(wire, question_end, packed, edns_opt, answer_ttl, soa, clamped)
     except (IndexError, ValueError, struct.error):
         return None
 
@@ -251,7 +253,7 @@ class AnswerCacheStep:
         if reply is not None and request.upstream_error is None:  # (a model error does not spoil an answer)
             entry = self._cache.put(request, reply)
             question = request.head.question
-            if entry is not None and request.packet[12 : 12 + len(question)] == question:
+            if entry is not None and entry.layout.clamped and request.packet[12 : 12 + len(question)] == question:
                 return entry.serve(request.packet, request.head.edns, 0)  # as a hit would be: TTLs clamped
         return reply
 
