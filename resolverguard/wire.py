@@ -17,6 +17,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import NamedTuple
 
 from dnslib import DNSBuffer, DNSError, DNSRecord
 
@@ -260,9 +261,9 @@ def within(name: Name, zone: Name) -> bool:
     return len(zone) <= len(name) and name[len(name) - len(zone) :] == zone
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """Where one resource record sits in a message."""
+class Record(NamedTuple):
+    """Where one resource record sits in a message. A NamedTuple, not a frozen dataclass: one is
+    made per record of every upstream answer, and it is built in a third of the time."""
 
     section: int  # ANSWER, AUTHORITY or ADDITIONAL
     start: int  # its owner name
