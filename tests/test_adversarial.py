@@ -342,6 +342,52 @@ def test_full_disk_query_log_is_reported_once(upstream) -> None:
     assert len(reports) == 1, reports
 
 
+def test_query_log_on_a_full_disk_keeps_whole_lines_and_recovers(upstream, tmp_path: Path) -> None:
+    """A real full "disk": the server process may write files of 12 kB at most (RLIMIT_FSIZE; Python
+    ignores SIGXFSZ, so writes fail with EFBIG). Every line in the file must stay whole JSON; once
+    the operator moves the full file away, the next queries are logged again."""
+    import json
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    from dnsfixtures import DIGITS_MODEL, ROOT
+
+    port, policy, log = free_port(), tmp_path / "policy.yaml", tmp_path / "q.jsonl"
+    policy.write_text(f"upstreams: ['127.0.0.1:{upstream.port}']\nquery_log: {log}\nrate_limit: {{qps: 0}}\n")
+    cmd = [sys.executable, "-m", "resolverguard", "serve", "--config", str(policy), "--listen", f"127.0.0.1:{port}"]
+    proc = subprocess.Popen(
+        [*cmd, "--model", str(DIGITS_MODEL)],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (12_000, 12_000)),  # noqa: PLW1509
+    )
+
+    def ask_some(prefix: str, n: int) -> None:
+        for i in range(n):
+            query = dns.message.make_query(f"{prefix}{i}.example.com", "A")
+            assert dns.query.udp(query, "127.0.0.1", port=port, timeout=3).rcode() == dns.rcode.NOERROR
+
+    try:
+        wait_for(proc, "listening on")
+        ask_some("full", 150)  # ~35 kB of lines: flushes fail part-way through a line
+        time.sleep(1.5)
+        log.rename(tmp_path / "q.jsonl.full")  # the operator makes room
+        time.sleep(1.5)
+        ask_some("after", 20)
+        time.sleep(1.0)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    full = (tmp_path / "q.jsonl.full").read_text().splitlines()
+    assert full and all(json.loads(line)["qname"].startswith("full") for line in full)  # no torn line
+    after = {json.loads(line)["qname"] for line in log.read_text().splitlines()}
+    assert {f"after{i}.example.com" for i in range(20)} <= after
+    assert sum("query log" in line for line in err.splitlines()) == 1, err
+
+
 def test_closed_tcp_clients_print_no_tracebacks(upstream, tmp_path: Path) -> None:
     port, policy = free_port(), tmp_path / "policy.yaml"
     with run_upstream(Upstream(huge=True)) as big:
