@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import dns.flags
 import dns.message
 import dns.query
 import dns.rcode
@@ -169,3 +170,14 @@ def test_reverse_zones_of_networks() -> None:
     assert reverse_zones("10.0.0.0/8") == ("10.in-addr.arpa",)
     assert len(reverse_zones("192.168.16.0/20")) == 16
     assert reverse_zones("fd12:3456::/32") == ("6.5.4.3.2.1.d.f.ip6.arpa",)
+
+
+def test_local_answers_carry_our_opt_for_edns_clients(upstreams, tmp_path: Path) -> None:
+    main, router = upstreams
+    with run_resolver(config(main, router, tmp_path), tmp_path / "q.log") as r:
+        for name in ("router.lan", "unknown.lan", "intranet.corp.example"):
+            query = dns.message.make_query(name, "A", use_edns=0, want_dnssec=True)
+            reply = dns.query.udp(query, r.host, port=r.port, timeout=5)
+            assert reply.edns == 0 and reply.payload == 1232 and reply.ednsflags & dns.flags.DO, name
+            plain = dns.query.udp(dns.message.make_query(name, "A"), r.host, port=r.port, timeout=5)
+            assert plain.edns == -1, name

@@ -20,10 +20,10 @@ from resolverguard.chain import Next, Outcome, Reply, Request
 from resolverguard.config import Endpoint
 from resolverguard.errors import UpstreamError
 from resolverguard.localnames import LocalRecord, LocalZone
-from resolverguard.replies import empty
+from resolverguard.replies import empty, minimal_any, opt
 from resolverguard.steps.upstream import UpstreamForwarder
 from resolverguard.verdicts import Action, Reason, Verdict
-from resolverguard.wire import SERVFAIL, rcode_name
+from resolverguard.wire import ANY, SERVFAIL, rcode_name
 
 _LOCAL = Verdict(Action.PASS, Reason.LOCAL)
 _RDATA = {"A": A, "AAAA": AAAA, "CNAME": CNAME, "PTR": PTR}
@@ -65,7 +65,7 @@ class LocalAnswerStep:
             owner, seen = alias.value, seen + 1
         if not reply.rr:
             return self._negative(request, name, RCODE.NOERROR)
-        return bytes(reply.pack())
+        return with_opt(reply, request)
 
     def _rr(self, record: LocalRecord, owner: object) -> RR:
         return RR(owner, getattr(QTYPE, record.rtype), rdata=_RDATA[record.rtype](record.value), ttl=self.ttl)
@@ -77,7 +77,17 @@ class LocalAnswerStep:
         zone = self.zone.zone_of(name)
         soa = SOA(f"localhost.{zone}", f"hostmaster.{zone}", (1, 3600, 600, 86400, self.ttl))
         reply.add_auth(RR(zone, QTYPE.SOA, rdata=soa, ttl=self.ttl))
-        return bytes(reply.pack())
+        return with_opt(reply, request)
+
+
+def with_opt(reply: DNSRecord, request: Request) -> bytes:
+    """The packed reply with our OPT record when the client sent one (as every answer of ours)."""
+    wire = bytes(reply.pack())
+    extra = opt(request.head)
+    if not extra:
+        return wire
+    count = int.from_bytes(wire[10:12], "big") + 1
+    return wire[:10] + count.to_bytes(2, "big") + wire[12:] + extra
 
 
 class ConditionalForwarding:
@@ -114,8 +124,10 @@ class ConditionalForwardStep:
         started = time.perf_counter()
         forwarder = self.routes.forwarders[self.routes.route[zone]]
         try:
+            if request.head.qtype == ANY:  # as the upstream step answers ANY (RFC 8482)
+                return minimal_any(request.head)
             question = request.head.question if request.parsed is None else None
-            answer = await forwarder.resolve(request.packet, question)
+            answer = await forwarder.resolve(request.packet, question, request.head)
         except UpstreamError as err:
             request.upstream_error, request.upstream_rcode = str(err), "SERVFAIL"
             return empty(request.head, SERVFAIL)
