@@ -244,3 +244,30 @@ def test_a_copy_replaced_by_another_worker_is_read_even_when_the_server_says_not
                 time.sleep(0.05)
             assert query(r.port, "from-another-worker.example").answer[0].to_text().endswith("0.0.0.0")
     assert [h.get("If-None-Match") for _, h in lists_http.requests][1:2] == ['"v1"']
+
+
+def test_an_update_that_cannot_read_a_list_keeps_the_lists_in_force(tmp_path: Path, lists_http: ListServer) -> None:
+    import asyncio
+
+    local = tmp_path / "local.txt"
+    local.write_text("local-blocked.example\n")
+    lists_http.files["/filter.txt"] = Served(ADGUARD, etag='"v1"')
+    source = ListSource(url=lists_http.url("/filter.txt"), format=ListFormat.ADBLOCK)
+    stderr = io.StringIO()
+    with run_upstream(Upstream()) as up:
+        cfg = Config(
+            upstreams=(Endpoint("127.0.0.1", up.port),),
+            scoring=False,
+            lists=ListsConfig(deny_files=(source, ListSource(path=local))),
+            subscriptions=SubscriptionsConfig(cache_dir=tmp_path / "cache", refresh=0),
+        )
+        with run_resolver(cfg, tmp_path / "q.jsonl", stderr=stderr) as r:
+            local.unlink()  # the download changes, then reading the lists fails on the missing file
+            update = asyncio.run_coroutine_threadsafe(r.service.update_lists(), r.loop).result(60)
+            assert update == []
+            assert query(r.port, "local-blocked.example").answer[0].to_text().endswith("0.0.0.0")
+            assert "list update failed, the lists in force stay: ConfigError" in stderr.getvalue()
+            local.write_text("local-blocked.example\n")
+            update = asyncio.run_coroutine_threadsafe(r.service.update_lists(), r.loop).result(60)
+            assert [u.status for u in update] == ["not modified"]  # downloaded by the failed attempt
+            assert query(r.port, "ads.example.com").answer[0].to_text().endswith("0.0.0.0")
