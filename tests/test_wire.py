@@ -6,7 +6,7 @@ import struct
 
 from dnslib import EDNS0, DNSError, DNSRecord
 from fuzzing import CRAFTED, packets
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 
 from resolverguard.wire import parse_query
 
@@ -27,25 +27,23 @@ def test_plain_and_edns_queries() -> None:
 
 @settings(max_examples=1500, deadline=None)
 @given(packets)
+@example(b"\x00\x01\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x03a.b\x03com\x00\x00\x01\x00\x01")  # a '.' inside a label
 def test_agrees_with_dnslib_or_declines(packet: bytes) -> None:
     head = parse_query(packet)
     if head is None:
         return
+    import dns.name
+
+    # Names are compared through dnspython: dnslib leaves a "." inside a label unescaped ("a.b" as one
+    # label reads as two), while our `\\ddd` escapes must name the same bytes.
+    name, used = dns.name.from_wire(packet, 12)
+    assert dns.name.from_text(head.qname) == name
+    assert (head.qtype, head.qclass) == struct.unpack_from("!HH", packet, 12 + used)
     try:
         record = DNSRecord.parse(packet)
     except DNSError:  # dnslib takes UTF-8 labels only; any byte is legal in a label (RFC 2181 11)
-        import dns.name
-
-        name, used = dns.name.from_wire(packet, 12)
-        assert dns.name.from_text(head.qname) == name  # our `\\ddd` escapes name the same bytes
-        assert (head.qtype, head.qclass) == struct.unpack_from("!HH", packet, 12 + used)
         return
-    assert (record.header.id, str(record.q.qname), record.q.qtype, record.q.qclass) == (
-        head.id,
-        head.qname,
-        head.qtype,
-        head.qclass,
-    )
+    assert (record.header.id, record.q.qtype, record.q.qclass) == (head.id, head.qtype, head.qclass)
     assert len(record.questions) == 1 and record.reply().pack()  # we can answer it
 
 
