@@ -221,10 +221,11 @@ class DnsServer:
 
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         me = asyncio.current_task()
-        client = writer.get_extra_info("peername")[:2]
-        if me is None or not self.admits_connection(client[0]):
+        peer = writer.get_extra_info("peername")  # None when the client reset before we got here
+        if me is None or not peer or not self.admits_connection(peer[0]):
             writer.close()
             return
+        client: tuple[str, int] = peer[:2]
         self._connections.add(me)
         self._tcp_clients[client[0]] = self._tcp_clients.get(client[0], 0) + 1
         me.add_done_callback(lambda _: self._tcp_closed(me, client[0]))
