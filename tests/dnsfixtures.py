@@ -270,10 +270,12 @@ def wait_for(proc: subprocess.Popen[str], text: str, lines: int = 10, timeout: f
     The reads run in a helper thread joined with a deadline, so a server that is stuck (or never
     prints the line) fails the test after `timeout` seconds instead of hanging the suite."""
     found: list[str] = []
+    seen: list[str] = []
 
     def read() -> None:
         for _ in range(lines):
             line = proc.stderr.readline() if proc.stderr else ""
+            seen.append(line)
             if text in line:
                 found.append(line)
                 return
@@ -286,8 +288,8 @@ def wait_for(proc: subprocess.Popen[str], text: str, lines: int = 10, timeout: f
     if found:
         return found[0]
     if reader.is_alive():
-        raise AssertionError(f"no {text!r} within {timeout:g} s")
-    raise AssertionError(f"never saw {text!r}")
+        raise AssertionError(f"no {text!r} within {timeout:g} s; stderr so far: {''.join(seen)!r}")
+    raise AssertionError(f"never saw {text!r}; stderr: {''.join(seen)!r}")
 
 
 def start_serving(policy: Path, port: int, model: Path = DIGITS_MODEL) -> subprocess.Popen[str]:
