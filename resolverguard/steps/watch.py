@@ -1,0 +1,186 @@
+"""Client watch step: reads every answer a client gets, and blocks for the clients it flagged.
+
+It sits after the decision steps and before the block step and the answer cache, so it sees each
+query's verdict (an allow-listed name is never touched), can turn it into a block before the block
+step answers, and reads every answer on the way back: from the upstream, from the answer cache and
+the model's sinkholes alike. It never waits on anything: reading an answer is its rcode byte and
+answer count; what an NXDOMAIN means (the typo check, the rule) runs just after the answer has
+been sent (`call_soon`), and alerts leave through `resolverguard.alerts` on a thread.
+
+When nobody is flagged and no likely C2 is known, a query costs two empty-dict checks on the way
+in and, on the way out, one dict lookup for its registrable name (see `WatchState.resolved`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections import Counter as Tally
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TextIO
+
+from resolverguard.addresses import client_ip, networks, within
+from resolverguard.alerts import AlertHook
+from resolverguard.chain import Next, Reason, Reply, Request, Verdict
+from resolverguard.config import Action, ClientWatchConfig, Mode, WatchAction
+from resolverguard.steps.querylog import QueryLog, timestamp
+from resolverguard.watch import Flag, LikelyC2, WatchState, watch_key
+
+if TYPE_CHECKING:
+    from resolverguard.steps.family import FamilyHints
+    from resolverguard.steps.metrics import Metrics
+
+_NXDOMAIN, _NOERROR = 3, 0
+_MODEL_REASONS = (Reason.MODEL, Reason.CACHE)
+
+
+class ClientWatchStep:
+    def __init__(
+        self,
+        cfg: ClientWatchConfig,
+        state: WatchState,
+        log: QueryLog | None = None,
+        metrics: Metrics | None = None,
+        hints: FamilyHints | None = None,
+        hook: AlertHook | None = None,
+        stderr: TextIO | None = None,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.cfg, self.state, self._log, self._metrics, self._hints = cfg, state, log, metrics, hints
+        self._hook, self._stderr, self._wall = hook, stderr, wall
+        self._exempt = networks(cfg.exempt_clients)
+        self._quarantine = cfg.action is WatchAction.QUARANTINE
+
+    async def __call__(self, request: Request, next_step: Next) -> Reply:
+        state, verdict, name = self.state, request.verdict, request.name
+        allowed = verdict is not None and verdict.reason is Reason.ALLOW_LIST  # allow wins over the watch
+        if (state.flagged or state.likely_c2) and name is not None and not allowed:
+            self._decide(request)
+        reply = await next_step(request)
+        if reply is None or name is None or name.registrable is None or len(reply) < 12:
+            return reply
+        rcode = reply[3] & 0x0F
+        verdict = request.verdict
+        if verdict is not None and verdict.action.blocks:
+            if verdict.reason in _MODEL_REASONS:  # the model sinkholed it: evidence as good as an NXDOMAIN
+                self._later(request, name.qname)
+        elif rcode == _NOERROR:
+            if reply[6] or reply[7]:
+                key = watch_key(name)
+                if key is not None:
+                    found = state.resolved(request.client[0], key)
+                    if found:
+                        self._announce_c2(found)
+        elif rcode == _NXDOMAIN:
+            self._later(request, name.qname)
+        return reply
+
+    def _decide(self, request: Request) -> None:
+        """Blocks a likely C2 for everyone, and a flagged client's suspect names (quarantine)."""
+        assert request.name is not None
+        key = watch_key(request.name)
+        if key is None or not self._quarantine:
+            return
+        state, reason = self.state, None
+        if state.likely_c2 and state.c2_until(key) is not None:
+            reason = Reason.LIKELY_C2
+        elif state.flagged:
+            flag = state.flag_of(request.client[0])
+            if flag is not None and state.quarantines(flag, key):
+                reason = Reason.CLIENT_WATCH
+        if reason is None:
+            return
+        group = request.group
+        if group is not None and group.policy.mode is Mode.MONITOR:
+            request.verdict = Verdict(Action.LOG, reason, would=self.cfg.block_action)
+        else:
+            request.verdict = Verdict(self.cfg.block_action, reason)
+
+    def _later(self, request: Request, qname: str) -> None:
+        """The rule runs after the answer is on its way: its typo check costs ~0.2 ms."""
+        client = request.client[0]
+        if self._exempt and _exempt(client, self._exempt):
+            return
+        assert request.name is not None
+        key = watch_key(request.name)
+        if key is None:
+            return
+        asyncio.get_running_loop().call_soon(self._nxdomain, client, key, request.score)
+
+    def _nxdomain(self, client: str, key: str, score: float | None) -> None:
+        try:
+            flag = self.state.nxdomain(client, key, score)
+            if flag is not None:
+                self._announce_flag(flag)
+        except Exception as err:  # noqa: BLE001 - the watch must never take DNS down
+            print(f"resolverguard: client watch: {type(err).__name__}: {err}", file=self._stderr or sys.stderr)
+
+    # -- telling people --------------------------------------------------------------------
+    def _until(self, until: float) -> str:
+        return timestamp(self._wall() + until - self.state.clock())
+
+    def _announce_flag(self, flag: Flag) -> None:
+        names = [f.key for f in flag.names]
+        hint = self._family_hint([f.label for f in flag.names])
+        until = self._until(flag.until) if self._quarantine else None
+        event: dict[str, Any] = {
+            "time": timestamp(self._wall()),
+            "event": "client_flagged",
+            "client": flag.client,
+            "names": names,
+            "family_hint": hint,
+            "until": until,
+            "action": self.cfg.action.value,
+            "points": round(flag.points, 2),
+            "cluster": flag.describe(),
+        }
+        if self._log is not None:
+            self._log.write(dict(event))
+        shown = ", ".join(names[:6]) + (f" (+{len(names) - 6} more)" if len(names) > 6 else "")
+        print(
+            f"resolverguard: ALERT client {flag.client} flagged by the client watch: {len(names)} NXDOMAIN names "
+            f"like a DGA ({flag.describe()}{', like ' + hint if hint else ''}): {shown}; "
+            f"{'quarantined until ' + until if until else 'logged only'}",
+            file=self._stderr or sys.stderr,
+            flush=True,
+        )
+        if self._metrics is not None:
+            self._metrics.watch_flags.inc()
+        if self._hook is not None:
+            self._hook.submit(event)
+        found = self.state.c2_at_flag(flag)
+        if found:
+            self._announce_c2(found)
+
+    def _announce_c2(self, found: list[LikelyC2]) -> None:
+        for c2 in found:
+            until = self._until(c2.until) if self._quarantine else None
+            event: dict[str, Any] = {"time": timestamp(self._wall()), "event": "likely_c2", "name": c2.name}
+            event.update(client=c2.client, until=until)
+            if self._log is not None:
+                self._log.write(event)
+            print(
+                f"resolverguard: ALERT likely C2 {c2.name} (resolved for {c2.client} during its NXDOMAIN burst); "
+                f"{'blocked for every client until ' + until if until else 'logged only'}",
+                file=self._stderr or sys.stderr,
+                flush=True,
+            )
+            if self._metrics is not None:
+                self._metrics.watch_c2.inc()
+
+    def _family_hint(self, labels: list[str]) -> str | None:
+        """The family most of the names resemble, from the family head when there is one."""
+        if self._hints is None or not labels:
+            return None
+        try:
+            votes = Tally(family for family, _ in self._hints.hints(labels))
+        except Exception:  # noqa: BLE001 - a hint must never cost the alert
+            return None
+        family, count = votes.most_common(1)[0]
+        return f"{family} ({count}/{len(labels)})"
+
+
+def _exempt(client: str, nets: tuple[Any, ...]) -> bool:
+    ip = client_ip(client)
+    return ip is not None and within(ip, nets)

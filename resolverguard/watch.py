@@ -1,0 +1,404 @@
+"""Client watch: the evidence that a client is walking a DGA's list, read from the answers it gets.
+
+A name classifier cannot tell `mightsquare.net` (suppobox, a wordlist DGA) from a real shop, but a
+resolver sees what no classifier sees: an infected machine asks for name after name that does not
+exist, until the one its operator registered resolves; then it stops walking and beacons to it.
+A benign client rarely gets NXDOMAIN for a registrable domain nobody uses, and when it does the
+name is a typo of a real one, a dead link, or a browser probe (a single label, never registrable).
+(The idea of Pleiades, Antonakakis et al. 2012, and FANCI, Schüppen et al. 2018.)
+
+Everything here is plain state with an injected clock, so the rule can be tested and measured
+without sockets: `WatchState.nxdomain` adds evidence and may raise a `Flag`; `resolved` keeps the
+network's recently resolved names and each client's ring of new ones, from which a flag picks the
+likely C2; `block_reason` is what the watch check asks per query.
+
+Evidence (the rule; the measurements behind it are in docs/client-watch.md):
+  * only NXDOMAIN for a registrable domain that is *unknown* counts: not resolved on this network
+    recently, not a popular name, not one edit away from either (typos), not a single label or a
+    local name. Subdomains of a known registrable (dead hostnames) do not count.
+  * each unknown name is worth 1 point; +`alike_bonus` when it looks like a name already in the
+    window (same suffix, same character classes, length within 2), as a family's names do and
+    unrelated typos do not; +`score_bonus` when the model already found it suspicious.
+  * a client is flagged when its window (the last `window_names` such names within
+    `window_seconds`) holds `flag_at` points.
+
+Bounded: at most `max_clients` clients with evidence (oldest forgotten first), `window_names`
+names each, `max_flagged` flags (kept apart, so a flood of new addresses cannot evict a flag),
+`known_names` network-resolved names and `recent_resolved` new names per client; see
+`WatchLimits.bytes_bound` for what that costs.
+"""
+
+from __future__ import annotations
+
+import gzip
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from resolverguard.steps.names import DYNAMIC_DNS_SUFFIXES, RegistrableName
+
+POPULAR_LABELS = Path(__file__).resolve().parent / "data" / "popular-labels.txt.gz"
+_EDIT_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789-"
+MAX_BRUTE_LENGTH = 24  # longer labels skip the brute-force check against the network's names (~0.1 ms)
+MIN_TYPO_LENGTH = 5  # shorter labels are one edit from too many real names (measured: bench/watch_rule.py)
+
+
+@dataclass(frozen=True, slots=True)
+class WatchRule:
+    """How evidence adds up to a flag, and what a flag does for how long."""
+
+    flag_at: float = 4.0  # points in the window that flag a client
+    alike_bonus: float = 0.5  # a name like one already in the window
+    score_bonus: float = 1.0  # a name the model scored at or above `suspicious_score`
+    suspicious_score: float | None = None  # the model's log threshold (resolved from the model)
+    window_seconds: float = 600.0
+    window_names: int = 16
+    quarantine_seconds: float = 3600.0  # how long a flag lasts
+    c2_seconds: float = 86400.0  # how long a likely C2 stays blocked for everyone
+    burst_gap: float = 60.0  # a new name resolved this close to an NX of the burst may be its C2
+    max_c2_per_flag: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class WatchLimits:
+    max_clients: int = 10_000
+    max_flagged: int = 1_000
+    known_names: int = 50_000
+    recent_resolved: int = 8
+    max_c2: int = 10_000
+
+    def bytes_bound(self, window_names: int) -> int:
+        """A generous upper bound on the state's memory, for the docs and the 100k-client test:
+        ~400 bytes per evidence name (tuple + facts + strings), ~300 per client, ~200 per known
+        or recent name."""
+        return (
+            self.max_clients * (300 + window_names * 400 + self.recent_resolved * 200)
+            + self.max_flagged * (1000 + window_names * 100)
+            + (self.known_names + self.max_c2) * 200
+        )
+
+
+def watch_key(name: RegistrableName) -> str | None:
+    """The registrable domain a DGA would register; under a dynamic-DNS provider the label below
+    it (`x.mooo.com`, not `mooo.com`: several providers are not in the Public Suffix List)."""
+    reg = name.registrable
+    if reg is None or name.label is None:
+        return None
+    if reg in DYNAMIC_DNS_SUFFIXES and len(name.qname) > len(reg):
+        return name.qname[: -len(reg) - 1].rsplit(".", 1)[-1] + "." + reg
+    return reg
+
+
+def shape_of(label: str) -> str:
+    """The character classes of a label: `a` letters only, `a0` with digits, `a-` with hyphens."""
+    digits = any(c.isdigit() for c in label)
+    return ("a" if not label.isdigit() else "") + ("0" if digits else "") + ("-" if "-" in label else "")
+
+
+@dataclass(frozen=True, slots=True)
+class NameFacts:
+    """What is cheap to know about one NXDOMAIN name, kept in the client's window."""
+
+    key: str  # registrable domain (see watch_key)
+    label: str
+    suffix: str
+    shape: str
+    score: float | None
+
+    @classmethod
+    def of(cls, key: str, score: float | None) -> NameFacts:
+        label, _, suffix = key.partition(".")
+        return cls(key, label, suffix, shape_of(label), score)
+
+    def alike(self, other: NameFacts) -> bool:
+        """Same suffix, same character classes, similar length: how a family's names resemble
+        each other (measured: a random pair of long-tail benign names matches ~5% of the time)."""
+        same_kind = self.suffix == other.suffix and self.shape == other.shape
+        return same_kind and abs(len(self.label) - len(other.label)) <= 2
+
+
+class PopularNames:
+    """Popular labels (bundled) plus labels resolved on this network: a name one edit away from
+    one of them is a typo, not a DGA name.
+
+    One edit is checked with deletions only (the symmetric-delete idea of SymSpell): `q` is one
+    insert, delete, substitute or swap from `p` when `q` is `p`, a deletion of `p`, `p` is a
+    deletion of `q`, or they share a deletion. Deletions of the popular labels are kept as 64-bit
+    hashes in a sorted array (~4 MB for 56k labels instead of ~40 MB of strings), so a check is
+    ~20 lookups (~15 us) instead of ~800 generated variants (~170 us, measured). Labels known from
+    the network are checked for the cheap kinds only (exact, one extra letter, swapped letters).
+    """
+
+    def __init__(self, labels: Iterable[str]) -> None:
+        self.labels = frozenset(labels)
+        hashes = (hash(d) for label in self.labels if len(label) >= MIN_TYPO_LENGTH for d in _deletions(label))
+        self._deletions = np.unique(np.fromiter(hashes, dtype=np.int64))
+
+    @classmethod
+    def bundled(cls, path: Path = POPULAR_LABELS) -> PopularNames:
+        with gzip.open(path, "rt", encoding="ascii") as f:
+            return cls(line.strip() for line in f if line.strip())
+
+    def typo_of_known(self, label: str, known: Callable[[str], bool]) -> bool:
+        """True when the label is a popular or known label, or one edit from one (see above)."""
+        if self._hit(label, known):
+            return True
+        if label.startswith("www") and self._hit(label[3:], known):
+            return True  # wwwexample.com: the dot forgotten
+        if len(label) < MIN_TYPO_LENGTH:
+            return False
+        deletions = list(_deletions(label))
+        if any(self._hit(d, known) for d in deletions):
+            return True  # one letter too many
+        swaps = (label[:i] + label[i + 1] + label[i] + label[i + 2 :] for i in range(len(label) - 1))
+        if any(self._hit(s, known) for s in swaps):
+            return True
+        if self._shares_deletion([label, *deletions]):  # a popular name with one letter missing or replaced
+            return True
+        return len(label) <= MAX_BRUTE_LENGTH and any(known(v) for v in _missing_or_replaced(label))
+
+    def _hit(self, label: str, known: Callable[[str], bool]) -> bool:
+        return label in self.labels or known(label)
+
+    def _shares_deletion(self, variants: list[str]) -> bool:
+        table = self._deletions
+        if not len(table):
+            return False
+        wanted = np.fromiter((hash(v) for v in variants), dtype=np.int64, count=len(variants))
+        at = np.minimum(np.searchsorted(table, wanted), len(table) - 1)
+        return bool((table[at] == wanted).any())
+
+
+def _missing_or_replaced(label: str) -> Iterable[str]:
+    """Every label one inserted or one replaced letter away (~75 per letter): for the network's
+    own names, which have no deletion index."""
+    for i in range(len(label) + 1):
+        head, tail = label[:i], label[i:]
+        for c in _EDIT_ALPHABET:
+            yield head + c + tail
+            if tail:
+                yield head + c + tail[1:]
+
+
+def _deletions(label: str) -> Iterable[str]:
+    return (label[:i] + label[i + 1 :] for i in range(len(label)))
+
+
+@dataclass(slots=True)
+class _Evidence:
+    """One client's window of unknown NXDOMAIN names and its ring of newly resolved names."""
+
+    names: deque[tuple[float, NameFacts, float]]  # (when, facts, points)
+    resolved: deque[tuple[float, str]]  # (when, registrable) new names that resolved for it
+    c2_marked: int = 0  # likely C2 names this client's flags recorded (at most max_c2_per_flag per flag)
+
+    def prune(self, now: float, window: float) -> None:
+        while self.names and now - self.names[0][0] > window:
+            self.names.popleft()
+
+    @property
+    def points(self) -> float:
+        return sum(points for _, _, points in self.names)
+
+
+@dataclass(frozen=True, slots=True)
+class Flag:
+    """A client the watch flagged: the names that convinced it, and until when it lasts."""
+
+    client: str
+    since: float
+    until: float
+    names: tuple[NameFacts, ...]
+    points: float
+
+    def cluster_match(self, facts: NameFacts) -> bool:
+        return any(facts.alike(seen) for seen in self.names)
+
+    def describe(self) -> str:
+        """The cluster in words, for the alert: `12-16 letters, .com .net`."""
+        lengths = sorted(len(f.label) for f in self.names)
+        suffixes = sorted({f.suffix for f in self.names})
+        shapes = {"a": "letters", "a0": "letters+digits", "0": "digits"}
+        kinds = sorted({shapes.get(f.shape, "with hyphens") for f in self.names})
+        shown = " ".join("." + s for s in suffixes[:4]) + (" ..." if len(suffixes) > 4 else "")
+        return f"{lengths[0]}-{lengths[-1]} chars, {'/'.join(kinds)}, {shown}"
+
+
+@dataclass(frozen=True, slots=True)
+class LikelyC2:
+    name: str
+    client: str
+    until: float
+
+
+@dataclass(slots=True)
+class WatchState:
+    """The network's watch: per-client evidence, flags, likely C2 names and recently resolved
+    names. Lives across reloads (the service hands it to the next pipeline); `rule` may change."""
+
+    rule: WatchRule = field(default_factory=WatchRule)
+    limits: WatchLimits = field(default_factory=WatchLimits)
+    popular: PopularNames = field(default_factory=lambda: PopularNames(()))
+    clock: Callable[[], float] = time.monotonic
+    clients: dict[str, _Evidence] = field(default_factory=dict)  # insertion order = least recent first
+    flagged: dict[str, Flag] = field(default_factory=dict)
+    likely_c2: dict[str, LikelyC2] = field(default_factory=dict)
+    # registrable -> the one client that resolved it, or "" once several have (insertion order: oldest first)
+    known: dict[str, str] = field(default_factory=dict)
+    known_labels: dict[str, None] = field(default_factory=dict)
+    flags_raised: int = 0
+    c2_found: int = 0
+
+    # -- what the answers tell us ------------------------------------------------------------
+    def resolved(self, client: str, key: str) -> list[LikelyC2]:
+        """A NOERROR answer with records for `key`. Called for every answered query, so the common
+        case (a name already known to several clients) is one dict lookup and a compare."""
+        first = self.known.get(key)
+        if first is not None:
+            if first and first != client:
+                self.known[key] = ""  # now shared: not "new" for anyone
+            return []
+        self._remember(key, client)
+        now = self.clock()
+        evidence = self.clients.get(client)
+        if evidence is None:
+            evidence = self._evidence_for(client)
+        evidence.resolved.append((now, key))
+        flag = self.flagged.get(client)
+        if flag is None or now >= flag.until:
+            return []
+        return self._mark_c2(client, [(now, key)], evidence, now)
+
+    def _remember(self, key: str, client: str) -> None:
+        known, labels = self.known, self.known_labels
+        while len(known) >= self.limits.known_names:
+            old = next(iter(known))
+            del known[old]
+            labels.pop(old.partition(".")[0], None)
+        known[key] = client
+        labels[key.partition(".")[0]] = None
+
+    def nxdomain(self, client: str, key: str, score: float | None) -> Flag | None:
+        """An NXDOMAIN for `key` (a registrable name); the new Flag when this one raised it."""
+        label = key.partition(".")[0]
+        if key in self.known or self.popular.typo_of_known(label, self.known_labels.__contains__):
+            return None
+        now, rule = self.clock(), self.rule
+        evidence = self._evidence_for(client)
+        evidence.prune(now, rule.window_seconds)
+        if any(facts.key == key for _, facts, _ in evidence.names):
+            return None  # asked again: one name is one piece of evidence
+        facts = NameFacts.of(key, score)
+        points = 1.0
+        if any(facts.alike(seen) for _, seen, _ in evidence.names):
+            points += rule.alike_bonus
+        if score is not None and rule.suspicious_score is not None and score >= rule.suspicious_score:
+            points += rule.score_bonus
+        evidence.names.append((now, facts, points))
+        if len(evidence.names) > rule.window_names:
+            evidence.names.popleft()
+        current = self.flagged.get(client)
+        if current is not None and now < current.until:
+            return None
+        total = evidence.points
+        if total < rule.flag_at:
+            return None
+        return self._flag(client, evidence, total, now)
+
+    def _flag(self, client: str, evidence: _Evidence, total: float, now: float) -> Flag:
+        flagged = self.flagged
+        flagged.pop(client, None)
+        while len(flagged) >= self.limits.max_flagged:
+            del flagged[min(flagged, key=lambda c: flagged[c].until)]  # the flag that ends first goes
+        flag = Flag(client, now, now + self.rule.quarantine_seconds, tuple(f for _, f, _ in evidence.names), total)
+        evidence.c2_marked = 0
+        flagged[client] = flag
+        self.flags_raised += 1
+        return flag
+
+    def c2_at_flag(self, flag: Flag) -> list[LikelyC2]:
+        """The new names that resolved for the client during its burst, before the flag was raised:
+        the name the malware stopped walking at is among them."""
+        evidence = self.clients.get(flag.client)
+        if evidence is None:
+            return []
+        return self._mark_c2(flag.client, list(evidence.resolved), evidence, flag.since)
+
+    def _mark_c2(
+        self, client: str, candidates: list[tuple[float, str]], evidence: _Evidence, now: float
+    ) -> list[LikelyC2]:
+        """Candidates resolved within `burst_gap` of one of the client's NXDOMAINs, that nobody
+        else resolved and that are not popular names, become likely C2 (a few per flag at most,
+        so a flagged client cannot get a whole list of names blocked for everybody)."""
+        rule, out = self.rule, list[LikelyC2]()
+        nx_times = [when for when, _, _ in evidence.names]
+        for when, key in sorted(candidates, key=lambda c: _gap(c[0], nx_times)):
+            if evidence.c2_marked + len(out) >= rule.max_c2_per_flag:
+                break
+            if _gap(when, nx_times) > rule.burst_gap or key in self.likely_c2:
+                continue
+            if self.known.get(key, client) != client or key.partition(".")[0] in self.popular.labels:
+                continue
+            out.append(LikelyC2(key, client, now + rule.c2_seconds))
+        evidence.c2_marked += len(out)
+        for c2 in out:
+            while len(self.likely_c2) >= self.limits.max_c2:
+                del self.likely_c2[next(iter(self.likely_c2))]
+            self.likely_c2[c2.name] = c2
+            self.c2_found += 1
+        return out
+
+    def _evidence_for(self, client: str) -> _Evidence:
+        clients = self.clients
+        evidence = clients.pop(client, None)
+        if evidence is None:
+            evidence = _Evidence(deque(), deque(maxlen=self.limits.recent_resolved))
+            while len(clients) >= self.limits.max_clients:
+                del clients[next(iter(clients))]  # the client heard from least recently
+        clients[client] = evidence
+        return evidence
+
+    # -- what a query gets --------------------------------------------------------------------
+    def c2_until(self, key: str) -> float | None:
+        """When the likely-C2 block of `key` ends, or None when it is not (or no longer) one."""
+        c2 = self.likely_c2.get(key)
+        if c2 is None:
+            return None
+        if self.clock() >= c2.until:
+            del self.likely_c2[key]
+            return None
+        return c2.until
+
+    def flag_of(self, client: str) -> Flag | None:
+        """The client's flag while it lasts (an expired one is dropped here)."""
+        flag = self.flagged.get(client)
+        if flag is None:
+            return None
+        if self.clock() >= flag.until:
+            del self.flagged[client]
+            return None
+        return flag
+
+    def quarantines(self, flag: Flag, key: str) -> bool:
+        """A flagged client's name is blocked when it looks like its NX cluster, or when it is a
+        new registrable nobody else on the network resolved recently (and not a popular name)."""
+        if flag.cluster_match(NameFacts.of(key, None)):
+            return True
+        label = key.partition(".")[0]
+        return self.known.get(key, flag.client) == flag.client and label not in self.popular.labels
+
+    def unflag(self, client: str) -> bool:
+        """Ends a flag now (allow list, operator); the client's window starts empty again."""
+        self.clients.pop(client, None)
+        return self.flagged.pop(client, None) is not None
+
+    def forget_c2(self, name: str) -> bool:
+        return self.likely_c2.pop(name, None) is not None
+
+
+def _gap(when: float, times: list[float]) -> float:
+    return min((abs(when - t) for t in times), default=float("inf"))

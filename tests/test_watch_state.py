@@ -1,0 +1,155 @@
+"""The client watch's rule and state, driven by an injected clock (no sockets): what counts as
+evidence, when a client is flagged, which name becomes a likely C2, and that memory stays bounded."""
+
+from __future__ import annotations
+
+import gc
+import gzip
+import sys
+from pathlib import Path
+
+import pytest
+
+from resolverguard.watch import MAX_BRUTE_LENGTH, PopularNames, WatchLimits, WatchRule, WatchState
+
+DGA = Path("/work/shared/data/dga")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(scope="module")
+def popular() -> PopularNames:
+    return PopularNames.bundled()
+
+
+def state_for(popular: PopularNames, clock: Clock, **rule: object) -> WatchState:
+    return WatchState(WatchRule(**rule), WatchLimits(), popular, clock)  # type: ignore[arg-type]
+
+
+def walk(state: WatchState, clock: Clock, client: str, names: list[str], step: float = 1.0) -> int | None:
+    """Feeds NXDOMAINs one by one; how many it took to flag the client (None: never)."""
+    for count, name in enumerate(names, 1):
+        clock.now += step
+        if state.nxdomain(client, name, None) is not None:
+            return count
+    return None
+
+
+def test_alike_names_flag_at_the_third_and_unlike_ones_at_the_fourth(popular: PopularNames) -> None:
+    clock = Clock()
+    state = state_for(popular, clock)
+    alike = ["qzkvbrtw.com", "pwxmnbvq.com", "lkjhgfzx.com", "zzqqwvbn.com"]
+    unlike = ["qzkvbrtw.com", "pw-xmnb.org", "lkjhgfzx77.net", "zq.info", "mnbvcxzlkq.biz"]
+    # 1 + (1 + alike) + (1 + alike) = 4 points = flag_at: the rule's numbers, not a hard-coded count
+    rule = state.rule
+    assert 1 + 2 * (1 + rule.alike_bonus) >= rule.flag_at > 1 + (1 + rule.alike_bonus)
+    assert walk(state, clock, "10.0.0.1", alike) == 3
+    assert walk(state, clock, "10.0.0.2", unlike) == rule.flag_at
+
+
+def test_typos_probes_and_known_names_are_no_evidence(popular: PopularNames) -> None:
+    clock = Clock()
+    state = state_for(popular, clock)
+    state.resolved("10.0.0.9", "myneighbourhoodshop.de")  # the network resolves it
+    typos = ["gooogle.com", "amazonn.com", "facebok.com", "wikipeida.org", "youtube.cm", "wwwnetflix.com"]
+    known = ["myneighbourhoodshop.de", "myneighborhoodshop.de"]  # known, and one edit from known
+    assert walk(state, clock, "10.0.0.1", typos + known) is None
+    assert "10.0.0.1" not in state.clients or not state.clients["10.0.0.1"].names
+
+
+def test_window_forgets_old_evidence(popular: PopularNames) -> None:
+    clock = Clock()
+    state = state_for(popular, clock, window_seconds=60.0)
+    names = ["qzkvbrtw.com", "pw-xmnb.org", "lkjhgfzx77.net", "mnbvcxzlkq.biz"]
+    assert walk(state, clock, "10.0.0.1", names, step=30.0) is None  # never more than 2 in a minute
+
+
+@pytest.mark.parametrize("family", ["dircrypt", "suppobox", "ramnit", "pykspa", "qsnatch"])
+def test_family_walk_is_flagged_within_five_names(popular: PopularNames, family: str) -> None:
+    with gzip.open(DGA / f"{family}.txt.gz", "rt") as f:
+        names = [next(f).strip() for _ in range(40)]
+    clock = Clock()
+    state = state_for(popular, clock)
+    taken = walk(state, clock, "10.0.0.1", names)
+    assert taken is not None and taken <= 5
+
+
+def test_the_name_that_resolved_in_the_burst_becomes_likely_c2(popular: PopularNames) -> None:
+    clock = Clock()
+    state = state_for(popular, clock)
+    state.resolved("10.0.0.2", "wikipedia.org")
+    clock.now += 1
+    state.resolved("10.0.0.1", "wikipedia.org")  # shared: never a C2
+    walk(state, clock, "10.0.0.1", ["qzkvbrtw.com", "pw-xmnb.org"])
+    clock.now += 1
+    assert state.resolved("10.0.0.1", "c2walkedto.net") == []  # not flagged yet: only remembered
+    clock.now += 1
+    flag = state.nxdomain("10.0.0.1", "lkjhgfzx77.net", None)
+    clock.now += 1
+    flag = flag or state.nxdomain("10.0.0.1", "mnbvcxzlkq.biz", None)
+    assert flag is not None
+    found = state.c2_at_flag(flag)
+    assert [c.name for c in found] == ["c2walkedto.net"]
+    assert state.c2_until("c2walkedto.net") is not None and state.c2_until("wikipedia.org") is None
+    # quarantine: new names and cluster look-alikes for the flagged client, popular names pass
+    assert state.quarantines(flag, "brandnewthing.io") and not state.quarantines(flag, "wikipedia.org")
+    clock.now += state.rule.c2_seconds
+    assert state.c2_until("c2walkedto.net") is None and state.flag_of("10.0.0.1") is None
+
+
+def test_a_name_another_client_resolved_is_never_a_likely_c2(popular: PopularNames) -> None:
+    clock = Clock()
+    state = state_for(popular, clock)
+    state.resolved("10.0.0.1", "sharedshop.net")
+    state.resolved("10.0.0.2", "sharedshop.net")
+    flag = None
+    for name in ["qzkvbrtw.com", "pw-xmnb.org", "lkjhgfzx77.net", "mnbvcxzlkq.biz"]:
+        clock.now += 1
+        flag = flag or state.nxdomain("10.0.0.1", name, None)
+    assert flag is not None and state.c2_at_flag(flag) == []
+
+
+def deep_size(*roots: object) -> int:
+    """Bytes held by the objects reachable from `roots` (each counted once)."""
+    seen: set[int] = set()
+    stack, total = list(roots), 0
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen or isinstance(obj, type):
+            continue
+        seen.add(id(obj))
+        total += sys.getsizeof(obj)
+        stack.extend(gc.get_referents(obj))
+    return total
+
+
+def test_memory_stays_bounded_under_100k_clients(popular: PopularNames) -> None:
+    clock = Clock()
+    limits = WatchLimits(max_clients=2000, max_flagged=100, known_names=5000)
+    state = WatchState(WatchRule(), limits, popular, clock)
+    for i in range(100_000):
+        clock.now += 0.001
+        client = f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}"
+        for j in range(3):  # labels over MAX_BRUTE_LENGTH: the typo check's cheap path, and long strings
+            state.nxdomain(client, f"q{i:07d}x{j}{'z' * MAX_BRUTE_LENGTH}.com", None)
+        state.resolved(client, f"n{i}.net")
+    assert len(state.clients) == limits.max_clients and len(state.flagged) <= limits.max_flagged
+    assert len(state.known) <= limits.known_names
+    held = deep_size(state.clients, state.flagged, state.known, state.known_labels, state.likely_c2)
+    assert held <= limits.bytes_bound(state.rule.window_names)
+
+
+def test_a_flood_of_new_clients_cannot_evict_a_flag(popular: PopularNames) -> None:
+    clock = Clock()
+    state = WatchState(WatchRule(), WatchLimits(max_clients=100), popular, clock)
+    walk(state, clock, "10.0.0.1", ["qzkvbrtw.com", "pwxmnbvq.com", "lkjhgfzx.com"])
+    for i in range(1000):
+        state.nxdomain(f"10.1.{i >> 8}.{i & 255}", "zzqqwvbn.com", None)
+    assert state.flag_of("10.0.0.1") is not None
+    assert all(state.flag_of(f"10.1.{i >> 8}.{i & 255}") is None for i in range(1000))
