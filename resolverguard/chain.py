@@ -38,6 +38,8 @@ class Reason(str, Enum):
     CACHE = "cache"
     NOT_SCORED = "not scored"
     MODEL_ERROR = "model error"
+    CLIENT_WATCH = "client watch"  # a flagged client's suspect name (quarantine)
+    LIKELY_C2 = "likely c2"  # resolved for a flagged client during its NXDOMAIN burst: blocked for all
 
 
 @dataclass(frozen=True, slots=True)

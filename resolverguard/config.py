@@ -14,8 +14,10 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
 
+from resolverguard.alerts import HookConfig
 from resolverguard.errors import ConfigError
 from resolverguard.steps.names import PrivateSuffixMode
+from resolverguard.watch import WatchLimits, WatchRule
 from resolverguard.yamlsource import LocatedDict, LocatedList, read_yaml
 
 T = TypeVar("T")
@@ -156,6 +158,24 @@ class Limits:
     tcp_idle_timeout: float = 10.0
 
 
+class WatchAction(str, Enum):
+    LOG = "log"  # alert only
+    QUARANTINE = "quarantine"  # alert, and block the client's DGA-like and new names; block its C2 for all
+
+
+@dataclass(frozen=True, slots=True)
+class ClientWatchConfig:
+    """The `client_watch:` section (docs/policy.md explains each key)."""
+
+    enabled: bool = False
+    action: WatchAction = WatchAction.QUARANTINE
+    block_action: Action = Action.SINKHOLE
+    rule: WatchRule = field(default_factory=WatchRule)
+    limits: WatchLimits = field(default_factory=WatchLimits)
+    exempt_clients: tuple[str, ...] = ()  # never watched (a mail server, a scanner)
+    on_flag: HookConfig = field(default_factory=HookConfig)
+
+
 DEFAULT_THRESHOLDS = (Threshold(Action.LOG, None, "log"), Threshold(Action.SINKHOLE, None, "sinkhole"))
 
 
@@ -199,6 +219,7 @@ class Config:
     metrics: Endpoint | None = None  # Prometheus /metrics listener; off unless set
     answer_cache: AnswerCacheConfig = field(default_factory=AnswerCacheConfig)
     family_model: Path | None | bool = True  # True: the shipped family head if present; False: off
+    client_watch: ClientWatchConfig = field(default_factory=ClientWatchConfig)
 
     def default_group(self) -> ClientGroupConfig:
         """The top-level policy, as the group every client falls back to."""
@@ -475,6 +496,7 @@ def from_mapping(data: Any, file: str, base: Path) -> Config:
         metrics=_metrics(r.section("metrics")),
         answer_cache=_answer_cache(r.section("answer_cache")),
         family_model=r.get("family_model", True, lambda v: v if isinstance(v, bool) else _path(base)(v)),
+        client_watch=_client_watch(r.section("client_watch")),
         **top,
     )
     r.finish()
@@ -586,6 +608,64 @@ def _limits(r: _Reader | None) -> Limits:
     )
     r.finish()
     return out
+
+
+def _client_watch(r: _Reader | None) -> ClientWatchConfig:
+    """`client_watch:`: the rule's numbers, what a flag does, and the alert hook."""
+    if r is None:
+        return ClientWatchConfig()
+    d, dr, dl = ClientWatchConfig(), WatchRule(), WatchLimits()
+    rule = WatchRule(
+        flag_at=float(r.get("flag_at", dr.flag_at, _number(1, 1000))),
+        alike_bonus=float(r.get("alike_bonus", dr.alike_bonus, _number(0, 100))),
+        score_bonus=float(r.get("score_bonus", dr.score_bonus, _number(0, 100))),
+        suspicious_score=r.get("suspicious_score", None, lambda v: float(_number(0.0, 1.0)(v))),
+        window_seconds=float(r.get("window", dr.window_seconds, _number(1, 86400))),
+        window_names=r.get("window_names", dr.window_names, _number(1, 1000, integer=True)),
+        quarantine_seconds=float(r.get("quarantine_ttl", dr.quarantine_seconds, _number(1, 30 * 86400))),
+        c2_seconds=float(r.get("likely_c2_ttl", dr.c2_seconds, _number(1, 30 * 86400))),
+        burst_gap=float(r.get("burst_gap", dr.burst_gap, _number(0, 3600))),
+        max_c2_per_flag=r.get("max_c2_per_flag", dr.max_c2_per_flag, _number(0, 100, integer=True)),
+    )
+    limits = WatchLimits(
+        max_clients=r.get("max_clients", dl.max_clients, _number(1, 10**7, integer=True)),
+        max_flagged=r.get("max_flagged", dl.max_flagged, _number(1, 10**6, integer=True)),
+        known_names=r.get("known_names", dl.known_names, _number(1, 10**7, integer=True)),
+    )
+    out = ClientWatchConfig(
+        enabled=r.get("enabled", True, _boolean),
+        action=r.get("action", d.action, _enum(WatchAction)),
+        block_action=r.get("block_action", d.block_action, _enum(Action)),
+        rule=rule,
+        limits=limits,
+        exempt_clients=r.get("exempt_clients", (), _list_of(_network)),
+        on_flag=_hook(r.section("on_flag")),
+    )
+    if not out.block_action.blocks:
+        raise r.fail("block_action", "must be sinkhole, nxdomain, refuse or servfail")
+    r.finish()
+    return out
+
+
+def _hook(r: _Reader | None) -> HookConfig:
+    """`on_flag: {command: [argv...]}` or `on_flag: {url: http://...}`, and `timeout`."""
+    if r is None:
+        return HookConfig()
+    out = HookConfig(
+        r.get("command", (), _list_of(lambda v: v if isinstance(v, str) and v else _fail("must be a string"))),
+        r.get("url", None, _url),
+        float(r.get("timeout", 5.0, _number(0.1, 60))),
+    )
+    if out.command and out.url:
+        raise r.fail("url", "set either command or url, not both")
+    r.finish()
+    return out
+
+
+def _url(value: Any) -> str:
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+        raise ValueError(f"{value!r} is not an http:// or https:// URL")
+    return value
 
 
 def _boolean(value: Any) -> bool:

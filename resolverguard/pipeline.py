@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TextIO
 
 from resolverguard.addresses import networks
+from resolverguard.alerts import AlertHook
 from resolverguard.chain import Check, Next, Step, link
 from resolverguard.config import ClientGroupConfig, Config, Endpoint, resolve_thresholds
 from resolverguard.model import TFLiteScorer, load_model, shipped
@@ -22,6 +24,8 @@ from resolverguard.steps.policy import Policy, PolicyStep
 from resolverguard.steps.querylog import QueryLog, QueryLogStep
 from resolverguard.steps.score import ScoreStep
 from resolverguard.steps.upstream import UpstreamForwarder, UpstreamStep
+from resolverguard.steps.watch import ClientWatchStep
+from resolverguard.watch import PopularNames, WatchState
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,8 @@ class Pipeline:
     gates: tuple[Gate, ...]
     answers: AnswerCache
     forwarder: UpstreamForwarder  # owns pooled sockets: closed by whoever replaces the pipeline
+    watch: WatchState | None = None  # the client watch's evidence and flags, carried across reloads
+    hook: AlertHook | None = None  # its alert hook's worker thread
 
 
 def policy_for(group: ClientGroupConfig, named: dict[str, float], file: str = "<policy>", prefix: str = "") -> Policy:
@@ -89,6 +95,9 @@ def build_pipeline(
     hints: FamilyHints | None = None,
     answers: AnswerCache | None = None,
     forwarder: UpstreamForwarder | None = None,
+    watch: WatchState | None = None,
+    hook: AlertHook | None = None,
+    stderr: TextIO | None = None,
 ) -> Pipeline:
     """The chain for `cfg`. A reload passes the old verdict cache on: scores do not depend on the
     policy, so a new policy need not re-score every popular name (and the answer cache and upstream
@@ -103,6 +112,11 @@ def build_pipeline(
     if metrics is not None:
         steps.append(MetricsStep(metrics))
     steps += decision_steps(cfg, model, groups, cache)
+    watch = watch_state_for(cfg, model.metadata.thresholds, watch)
+    if watch is not None:  # after the verdict, before the block step and the answer cache: sees every answer
+        hook = hook or (AlertHook(cfg.client_watch.on_flag, stderr) if cfg.client_watch.on_flag.enabled else None)
+        watch_log = log if log.enabled else None
+        steps.append(ClientWatchStep(cfg.client_watch, watch, watch_log, metrics, hints, hook, stderr))
     if hints is not None and cfg.scoring and log.enabled:  # a hint is only ever read in the log
         steps.append(FamilyHintStep(hints))
     steps.append(BlockStep(cfg.sinkhole))
@@ -110,7 +124,23 @@ def build_pipeline(
     steps.append(AnswerCacheStep(answers))
     forwarder = forwarder or UpstreamForwarder(cfg.upstreams, cfg.upstream_timeout)
     upstream = UpstreamStep(forwarder)
-    return Pipeline(link(steps, upstream), log, groups, cache, tuple(gates), answers, forwarder)
+    return Pipeline(link(steps, upstream), log, groups, cache, tuple(gates), answers, forwarder, watch, hook)
+
+
+def watch_state_for(cfg: Config, named: dict[str, float], old: WatchState | None) -> WatchState | None:
+    """The client watch's state: the old one when reloading (flags and evidence survive a reload),
+    with the new rule; None when the watch is off. The model's log threshold is what makes a name
+    "suspicious" to the rule unless the policy sets its own."""
+    watch_cfg = cfg.client_watch
+    if not watch_cfg.enabled:
+        return None
+    rule = watch_cfg.rule
+    if rule.suspicious_score is None and "log" in named:
+        rule = replace(rule, suspicious_score=named["log"])
+    if old is None:
+        return WatchState(rule, watch_cfg.limits, PopularNames.bundled())
+    old.rule, old.limits = rule, watch_cfg.limits
+    return old
 
 
 def resolv_conf_upstreams(listen: tuple[Endpoint, ...], path: Path = Path("/etc/resolv.conf")) -> tuple[Endpoint, ...]:

@@ -51,7 +51,7 @@ class Service:
         self.metrics = Metrics() if cfg.metrics is not None else None
         self.hints = family_hints_for(cfg)
         self.pipeline: Pipeline = build_pipeline(
-            cfg, model, self._query_log(cfg), metrics=self.metrics, hints=self.hints
+            cfg, model, self._query_log(cfg), metrics=self.metrics, hints=self.hints, stderr=stderr
         )
         self.server = DnsServer(
             self.pipeline.chain,
@@ -95,7 +95,10 @@ class Service:
             same_answers = same_upstreams and cfg.answer_cache == self.cfg.answer_cache
             answers = self.pipeline.answers if same_answers else None
             forwarder = self.pipeline.forwarder if same_upstreams else None
-            pipeline = build_pipeline(cfg, model, log, cache, self.metrics, hints, answers, forwarder)
+            hook = self.pipeline.hook if cfg.client_watch.on_flag == self.cfg.client_watch.on_flag else None
+            pipeline = build_pipeline(
+                cfg, model, log, cache, self.metrics, hints, answers, forwarder, self.pipeline.watch, hook, self.stderr
+            )
         except ConfigError as err:
             self.say(f"reload rejected, previous policy stays in force: {err.location()}")
             return False
@@ -104,7 +107,9 @@ class Service:
             return False
         if cfg.listen != self.cfg.listen:
             self.say("reload: listen addresses change only on restart")
-        old_log, old_forwarder = self.pipeline.log, self.pipeline.forwarder
+        old_log, old_forwarder, old_hook = self.pipeline.log, self.pipeline.forwarder, self.pipeline.hook
+        if old_hook is not None and old_hook is not pipeline.hook:
+            old_hook.close()
         self.cfg, self.model, self.pipeline, self.hints = cfg, model, pipeline, hints
         self.server.chain, self.server.gates, self.server.limits = pipeline.chain, pipeline.gates, cfg.limits
         if old_log is not log:
@@ -128,6 +133,8 @@ class Service:
             self._flusher.cancel()
         await self.server.stop(grace)
         self.pipeline.forwarder.close()
+        if self.pipeline.hook is not None:
+            self.pipeline.hook.close(wait=1.0)
         self.pipeline.log.close()
 
 
