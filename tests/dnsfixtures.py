@@ -42,6 +42,7 @@ class Upstream:
     garbage_first: bool = False  # send bytes that are not DNS (same ID) before the real one
     only_lies: bool = False  # never send the real answer
     big: bool = False  # pad answers with many A records (over 512 bytes)
+    missing: frozenset[str] = frozenset()  # names (and their subdomains) answered NXDOMAIN, besides "nx..."
     queries: list[str] = field(default_factory=list)
     sources: list[tuple[str, int]] = field(default_factory=list)  # (address, port) each UDP query came from
     port: int = 0
@@ -53,7 +54,9 @@ class Upstream:
         if any(rr.rtype == QTYPE.OPT for rr in query.ar):  # like a real server: EDNS answered with EDNS
             reply.add_ar(EDNS0(udp_len=1232))
         name, qtype = query.q.qname, query.q.qtype
-        if str(name).startswith("nx"):  # NXDOMAIN with a SOA: negative TTL min(60, 30) = 30 s
+        text = str(name).rstrip(".").lower()
+        missing = text.startswith("nx") or any(text == m or text.endswith("." + m) for m in self.missing)
+        if missing:  # NXDOMAIN with a SOA: negative TTL min(60, 30) = 30 s
             reply.header.rcode = RCODE.NXDOMAIN
             soa = SOA("ns.example.", "hostmaster.example.", (1, 3600, 600, 86400, 30))
             reply.add_auth(RR("example.com", QTYPE.SOA, rdata=soa, ttl=60))

@@ -170,7 +170,8 @@ class ClientWatchStep:
                 self._metrics.watch_c2.inc()
 
     def _family_hint(self, labels: list[str]) -> str | None:
-        """The family most of the names resemble, from the family head when there is one."""
+        """The family most of the names resemble (the family head's vote per name; a hint only
+        with a majority, since an unseen family spreads its votes)."""
         if self._hints is None or not labels:
             return None
         try:
@@ -178,7 +179,7 @@ class ClientWatchStep:
         except Exception:  # noqa: BLE001 - a hint must never cost the alert
             return None
         family, count = votes.most_common(1)[0]
-        return f"{family} ({count}/{len(labels)})"
+        return f"{family} ({count}/{len(labels)})" if count * 2 >= len(labels) else None  # no majority: no hint
 
 
 def _exempt(client: str, nets: tuple[Any, ...]) -> bool:
