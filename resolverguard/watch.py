@@ -61,6 +61,7 @@ class WatchRule:
     c2_seconds: float = 86400.0  # how long a likely C2 stays blocked for everyone
     burst_gap: float = 60.0  # a new name resolved this close to an NX of the burst may be its C2
     max_c2_per_flag: int = 3
+    max_probes_per_flag: int = 32  # quarantined look-alike names resolved in the background, per flag
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +196,7 @@ class _Evidence:
     names: deque[tuple[float, NameFacts, float]]  # (when, facts, points)
     resolved: deque[tuple[float, str]]  # (when, registrable) new names that resolved for it
     c2_marked: int = 0  # likely C2 names this client's flags recorded (at most max_c2_per_flag per flag)
+    probed: set[str] = field(default_factory=set)  # names resolved in the background since the flag
 
     def prune(self, now: float, window: float) -> None:
         while self.names and now - self.names[0][0] > window:
@@ -273,6 +275,15 @@ class WatchState:
             return []
         return self._mark_c2(client, [(now, key)], evidence, now)
 
+    def probe_resolved(self, client: str, key: str) -> list[LikelyC2]:
+        """A look-alike name the quarantine blocked resolved in the background (`should_probe`).
+        Unlike an ordinary answer, one other client may have resolved it already: another
+        infected client that found the C2 before it could be flagged. Two or more may not."""
+        flag, evidence = self.flag_of(client), self.clients.get(client)
+        if flag is None or evidence is None or self.known.get(key) == "":
+            return []
+        return self._mark_c2(client, [(self.clock(), key)], evidence, self.clock(), one_other=True)
+
     def _remember(self, key: str, client: str) -> None:
         known, labels = self.known, self.known_labels
         while len(known) >= self.limits.known_names:
@@ -316,6 +327,7 @@ class WatchState:
             del flagged[min(flagged, key=lambda c: flagged[c].until)]  # the flag that ends first goes
         flag = Flag(client, now, now + self.rule.quarantine_seconds, tuple(f for _, f, _ in evidence.names), total)
         evidence.c2_marked = 0
+        evidence.probed.clear()
         flagged[client] = flag
         self.flags_raised += 1
         return flag
@@ -329,7 +341,7 @@ class WatchState:
         return self._mark_c2(flag.client, list(evidence.resolved), evidence, flag.since)
 
     def _mark_c2(
-        self, client: str, candidates: list[tuple[float, str]], evidence: _Evidence, now: float
+        self, client: str, candidates: list[tuple[float, str]], evidence: _Evidence, now: float, one_other: bool = False
     ) -> list[LikelyC2]:
         """Candidates resolved within `burst_gap` of one of the client's NXDOMAINs, that nobody
         else resolved and that are not popular names, become likely C2 (a few per flag at most,
@@ -341,7 +353,8 @@ class WatchState:
                 break
             if _gap(when, nx_times) > rule.burst_gap or key in self.likely_c2:
                 continue
-            if self.known.get(key, client) != client or key.partition(".")[0] in self.popular.labels:
+            owner = self.known.get(key, client)  # "" once two or more clients resolved it
+            if owner == "" or (owner != client and not one_other) or key.partition(".")[0] in self.popular.labels:
                 continue
             out.append(LikelyC2(key, client, now + rule.c2_seconds))
         evidence.c2_marked += len(out)
@@ -390,6 +403,23 @@ class WatchState:
             return True
         label = key.partition(".")[0]
         return self.known.get(key, flag.client) == flag.client and label not in self.popular.labels
+
+    def should_probe(self, flag: Flag, key: str, score: float | None) -> bool:
+        """Whether a name the quarantine just blocked should still be resolved in the background,
+        to learn whether it is the C2 the walk was looking for (then it is blocked for everybody,
+        which stops other infected clients that found it before they could be flagged). Only names
+        like the NX cluster or that the model finds suspicious, each once, a few per flag."""
+        evidence = self.clients.get(flag.client)
+        if evidence is None or key in evidence.probed or len(evidence.probed) >= self.rule.max_probes_per_flag:
+            return False
+        suspicious = self.rule.suspicious_score
+        if not (
+            flag.cluster_match(NameFacts.of(key, None))
+            or (score is not None and suspicious is not None and score >= suspicious)
+        ):
+            return False
+        evidence.probed.add(key)
+        return True
 
     def unflag(self, client: str) -> bool:
         """Ends a flag now (allow list, operator); the client's window starts empty again."""

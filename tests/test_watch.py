@@ -223,3 +223,21 @@ def test_reload_keeps_flags_and_likely_c2(upstream: Upstream, tmp_path: Path) ->
         while not done:
             time.sleep(0.02)
         assert addresses(ask(r, C2, OTHER)) == [UPSTREAM_A]  # the watch off: nothing of it is left
+
+
+def test_a_look_alike_name_the_quarantine_blocked_is_resolved_aside_and_becomes_likely_c2(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    """Another infected client that found the C2 before it could be flagged is stopped too."""
+    cfg = config_for(upstream)
+    with run_resolver(cfg, tmp_path / "q.log") as r:
+        assert ask(r, WALK[0], OTHER).rcode() == dns.rcode.NXDOMAIN
+        assert addresses(ask(r, C2, OTHER)) == [UPSTREAM_A]  # OTHER found its C2 at the second name
+        walk_until_flagged(r, INFECTED, cfg.client_watch.rule)
+        assert addresses(ask(r, C2, INFECTED)) == ["0.0.0.0"]  # quarantined, and resolved aside
+        (c2,) = events(r, "likely_c2")
+        assert c2["name"] == C2 and c2["client"] == INFECTED
+        assert addresses(ask(r, C2, OTHER)) == ["0.0.0.0"]  # OTHER's beacons stop
+        assert addresses(ask(r, "zzzunlikeanything-at-all.org", INFECTED)) == ["0.0.0.0"]
+        time.sleep(0.3)
+        assert [e["name"] for e in events(r, "likely_c2")] == [C2]  # an unlike new name is not probed

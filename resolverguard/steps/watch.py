@@ -18,6 +18,7 @@ import sys
 import time
 from collections import Counter as Tally
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TextIO
 
 from resolverguard.addresses import client_ip, networks, within
@@ -51,15 +52,22 @@ class ClientWatchStep:
         self._hook, self._stderr, self._wall = hook, stderr, wall
         self._exempt = networks(cfg.exempt_clients)
         self._quarantine = cfg.action is WatchAction.QUARANTINE
+        self._probes: set[asyncio.Task[None]] = set()
 
     async def __call__(self, request: Request, next_step: Next) -> Reply:
         state, verdict, name = self.state, request.verdict, request.name
         allowed = verdict is not None and verdict.reason is Reason.ALLOW_LIST  # allow wins over the watch
         if (state.flagged or state.likely_c2) and name is not None and not allowed:
-            self._decide(request)
+            self._decide(request, next_step)
         reply = await next_step(request)
-        if reply is None or name is None or name.registrable is None or len(reply) < 12:
-            return reply
+        if reply is not None and name is not None and name.registrable is not None and len(reply) >= 12:
+            self._observe(request, reply)
+        return reply
+
+    def _observe(self, request: Request, reply: bytes) -> None:
+        """What the answer says: a name resolved, an NXDOMAIN, or the model's sinkhole."""
+        name, state = request.name, self.state
+        assert name is not None
         rcode = reply[3] & 0x0F
         verdict = request.verdict
         if verdict is not None and verdict.action.blocks:
@@ -74,15 +82,14 @@ class ClientWatchStep:
                         self._announce_c2(found)
         elif rcode == _NXDOMAIN:
             self._later(request, name.qname)
-        return reply
 
-    def _decide(self, request: Request) -> None:
+    def _decide(self, request: Request, next_step: Next) -> None:
         """Blocks a likely C2 for everyone, and a flagged client's suspect names (quarantine)."""
         assert request.name is not None
         key = watch_key(request.name)
         if key is None or not self._quarantine:
             return
-        state, reason = self.state, None
+        state, reason, flag = self.state, None, None
         if state.likely_c2 and state.c2_until(key) is not None:
             reason = Reason.LIKELY_C2
         elif state.flagged:
@@ -91,11 +98,34 @@ class ClientWatchStep:
                 reason = Reason.CLIENT_WATCH
         if reason is None:
             return
+        if reason is Reason.CLIENT_WATCH and flag is not None and state.should_probe(flag, key, request.score):
+            self._probe(request, next_step)
         group = request.group
         if group is not None and group.policy.mode is Mode.MONITOR:
             request.verdict = Verdict(Action.LOG, reason, would=self.cfg.block_action)
         else:
             request.verdict = Verdict(self.cfg.block_action, reason)
+
+    def _probe(self, request: Request, next_step: Next) -> None:
+        """Resolves a quarantined look-alike name in the background (the client already has its
+        block answer); if it resolves, `_observe` records the likely C2."""
+        copy = replace(request, verdict=Verdict(Action.PASS, Reason.CLIENT_WATCH), notes={}, error=None)
+        task = asyncio.ensure_future(self._resolve(copy, next_step))
+        self._probes.add(task)
+        task.add_done_callback(self._probes.discard)
+
+    async def _resolve(self, request: Request, next_step: Next) -> None:
+        try:
+            reply = await next_step(request)
+        except Exception:  # noqa: BLE001 - a probe is best effort
+            return
+        if reply is None or len(reply) < 12 or request.name is None:
+            return
+        key = watch_key(request.name)
+        if reply[3] & 0x0F == _NOERROR and (reply[6] or reply[7]) and key is not None:
+            found = self.state.probe_resolved(request.client[0], key)
+            if found:
+                self._announce_c2(found)
 
     def _later(self, request: Request, qname: str) -> None:
         """The rule runs after the answer is on its way: its typo check costs ~0.2 ms."""
