@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from resolverguard.steps.lists import DomainLists  # noqa: E402
+from resolverguard.lists import DomainLists  # noqa: E402
 
 
 def status_kb(field: str) -> int:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from resolverguard.steps.names import InputForm, NameParser
+from resolverguard.names import InputForm, NameParser
 
 BENIGN = "benign"
 # Benign names known only from DNS-volume lists (Cloudflare Radar, Umbrella): these lists rank by

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from resolverguard.encoding import NameEncoder
-from resolverguard.steps.names import InputForm, NameParser
+from resolverguard.names import InputForm, NameParser
 
 NAMES = [
     "myhome.ddns.net",

@@ -22,7 +22,7 @@ import numpy as np
 from convert.data import DEFAULT_DATA_DIR, Dataset, load
 from convert.splits import TEST, TRAIN, VAL, Split, cap_per_family, family_folds, leave_family_out, random_split
 from resolverguard.encoding import NameEncoder
-from resolverguard.steps.names import InputForm
+from resolverguard.names import InputForm
 
 
 @dataclass(frozen=True)

@@ -15,30 +15,27 @@ import subprocess
 import sys
 import threading
 import urllib.request
-from dataclasses import dataclass
 from typing import Any, TextIO
+
+from resolverguard.config import AlertHookConfig
 
 QUEUE_SIZE = 64
 
 
-@dataclass(frozen=True, slots=True)
-class HookConfig:
-    command: tuple[str, ...] = ()  # argv; the alert JSON arrives on stdin
-    url: str | None = None  # http(s) URL the alert JSON is POSTed to
-    timeout: float = 5.0
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.command) or self.url is not None
-
-
 class AlertHook:
-    def __init__(self, cfg: HookConfig, stderr: TextIO | None = None) -> None:
+    def __init__(self, cfg: AlertHookConfig, stderr: TextIO | None = None) -> None:
         self.cfg, self._stderr = cfg, stderr
         self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(QUEUE_SIZE)
         self.sent = self.failed = self.dropped = 0
         self._thread = threading.Thread(target=self._run, name="resolverguard-alerts", daemon=True)
         self._thread.start()
+
+    @classmethod
+    def carried(cls, old: AlertHook | None, cfg: AlertHookConfig, stderr: TextIO | None) -> AlertHook | None:
+        """The running hook when its settings did not change on reload; a new one (or none)."""
+        if not cfg.enabled:
+            return None
+        return old if old is not None and old.cfg == cfg else cls(cfg, stderr)
 
     def submit(self, alert: dict[str, Any]) -> None:
         """Queues one alert; never blocks the caller (the event loop)."""

@@ -1,14 +1,14 @@
 """The chain: a query walks one way through small steps, each of which answers or hands on.
 
-    client ACL -> rate limit -> query log -> name -> allow/deny -> verdict cache -> score -> policy
-    -> block | upstream
+The order is written in one place only, `build_pipeline` in `resolverguard.pipeline` (read it top
+to bottom like CoreDNS's plugin.cfg); this module holds what every step shares.
 
 Two kinds of step. A `Step` wraps the rest of the chain, `(request, next_step) -> reply`, for the
 steps that act on the reply too (query log, metrics, answer cache). A `Check` only decides from the
 request: it fills in what it learns and hands on (None), answers (bytes), or hands back something
 to wait for first (the model's batch); consecutive checks run in one loop, so the decision steps
-of a cached query cost no coroutine each. The order is assembled in one place (`build_pipeline` in
-`resolverguard.pipeline`), so it reads top to bottom like CoreDNS's plugin.cfg.
+of a cached query cost no coroutine each. A `Gate` decides from the source address alone and is
+asked by the server before the packet is even parsed.
 """
 
 from __future__ import annotations
@@ -16,37 +16,14 @@ from __future__ import annotations
 import functools
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from dnslib import DNSRecord
 
-from resolverguard.config import Action
-from resolverguard.steps.names import RegistrableName
+from resolverguard.groups import ClientGroup
+from resolverguard.names import RegistrableName
+from resolverguard.verdicts import Verdict
 from resolverguard.wire import QueryHead
-
-if TYPE_CHECKING:
-    from resolverguard.steps.groups import ClientGroup
-
-
-class Reason(str, Enum):
-    """Why the verdict is what it is; written to the query log."""
-
-    ALLOW_LIST = "allow list"
-    DENY_LIST = "deny list"
-    MODEL = "model"
-    CACHE = "cache"
-    NOT_SCORED = "not scored"
-    MODEL_ERROR = "model error"
-    CLIENT_WATCH = "client watch"  # a flagged client's suspect name (quarantine)
-    LIKELY_C2 = "likely c2"  # resolved for a flagged client during its NXDOMAIN burst: blocked for all
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    action: Action  # what was done
-    reason: Reason
-    would: Action | None = None  # monitor mode: what enforce mode would have done
 
 
 @dataclass(slots=True)
@@ -67,7 +44,9 @@ class Request:
     upstream_rcode: str | None = None
     upstream_seconds: float | None = None  # time spent waiting for upstreams
     inference_seconds: float | None = None  # time spent in the model
-    error: str | None = None
+    model_error: str | None = None  # scoring failed ("ExcType: message"); policy applies on_model_error
+    upstream_error: str | None = None  # no upstream answered; the client got SERVFAIL
+    internal_error: str | None = None  # a bug below the query log; the server answers SERVFAIL
     notes: dict[str, object] = field(default_factory=dict)
     parsed: DNSRecord | None = None  # the full dnslib parse, made only when a step needs it
 
@@ -79,12 +58,38 @@ class Request:
         return self.parsed
 
     @property
+    def error(self) -> str | None:
+        """The failure as the query log and `explain` show it: what the client felt first."""
+        if self.upstream_error is not None:
+            return f"upstream: {self.upstream_error}"
+        if self.model_error is not None:
+            return f"model error: {self.model_error}"
+        return f"internal: {self.internal_error}" if self.internal_error is not None else None
+
+    @property
     def qname(self) -> str:
         return self.head.qname
 
     @property
     def qtype(self) -> int:
         return self.head.qtype
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """How a turned-away query is answered: REFUSED, or nothing at all (`drop`, which also keeps a
+    spoofed-source flood from being reflected at its victim)."""
+
+    drop: bool = False
+
+
+class Gate(Protocol):
+    """Decides from the source address alone, before the packet is parsed (see steps/acl.py): under
+    a flood, a turned-away datagram costs a dictionary lookup, not a DNS parse."""
+
+    refusal: Refusal
+
+    def admit(self, client: str) -> bool: ...
 
 
 Reply = bytes | None  # wire-format answer, or None to send nothing

@@ -7,20 +7,20 @@ Exit codes are part of the contract: 0 success, 2 for an invalid policy or model
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
-from resolverguard.config import DEFAULT_THRESHOLDS, Config, load_config, resolve_thresholds
+from resolverguard.config import Config, load_config, resolve_thresholds
 from resolverguard.errors import ConfigError, ResolverGuardError
+from resolverguard.lists import ParseReport
 from resolverguard.model import default_model_path, load_metadata, load_model, metadata_path
+from resolverguard.names import NameParser
 from resolverguard.pipeline import groups_for, resolv_conf_upstreams
-from resolverguard.service import Service, run_until_signalled
-from resolverguard.steps.names import NameParser
-from resolverguard.steps.policy import Policy
+from resolverguard.service import Service, run_event_loop, run_until_signalled
+from resolverguard.verdicts import DEFAULT_THRESHOLDS, Policy
 
 SCORE_BATCH = 256
 
@@ -99,7 +99,19 @@ def cmd_check(args: argparse.Namespace) -> int:
         f"{args.file}: ok ({len(lists.allow)} allowed, {len(lists.deny)} denied domains, "
         f"{len(groups.groups)} client groups, model {model_path.name})"
     )
+    own = [(f"groups[{i}].lists", g.lists) for i, g in enumerate(groups.groups) if g.lists is not lists]
+    for prefix, group_lists in [("lists", lists), *own]:
+        for kind, path, report in group_lists.reports:
+            print(f"  {prefix}.{kind}: {path}: {list_file_summary(report)}")
     return 0
+
+
+def list_file_summary(report: ParseReport) -> str:
+    """What a list file contained and skipped (adblock lists carry rules a resolver cannot use)."""
+    text = f"{report.entries} entries, {report.skipped} lines skipped"
+    if report.first_skipped:
+        text += f" (first skipped lines: {', '.join(map(str, report.first_skipped))})"
+    return text
 
 
 def _names(args: argparse.Namespace, stdin: TextIO) -> Iterator[str]:
@@ -135,16 +147,6 @@ def cmd_score(args: argparse.Namespace, stdin: TextIO = sys.stdin, stdout: TextI
             flush()
     flush()
     return 0
-
-
-def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
-    """uvloop where it is installed (about 3x the packet rate of the default loop), else asyncio."""
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main)
-        return
-    uvloop.run(main)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -3,277 +3,70 @@
 Every problem is reported as `file:line: key: problem` (see `ConfigError`), unknown keys included,
 so a typo such as `sinkhol:` is caught by `resolverguard check` instead of silently ignored.
 Named thresholds (`fpr_1e-3`) are resolved against the model metadata in `resolve_thresholds`.
+
+The dataclasses are the schema. Each field that a policy may set says, in its `key(...)`, once:
+its default, how a YAML value is read (type and bounds) and what it means; `read_section` reads any
+section from that, and `schema_keys` lists every key with its default (a test holds docs/policy.md
+to it). Adding a section for a new step (say `client_watch:`) is therefore:
+
+    @dataclass(frozen=True, slots=True)
+    class ClientWatchConfig:
+        window: float = key(60.0, _real(1, 3600), "seconds a client's names are counted over")
+        max_names: int = key(500, _number(1, 10**6, integer=True), "distinct names before a warning")
+
+plus one line in `Config`:
+
+        client_watch: ClientWatchConfig = section(ClientWatchConfig, "what the client watch step looks for")
+
+and a row per key in docs/policy.md. A cross-key rule goes in the section's `problem()` method
+(see `AnswerCacheConfig`), which names the key to blame.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterator
+from dataclasses import Field, dataclass, field, fields, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
 
-from resolverguard.alerts import HookConfig
 from resolverguard.errors import ConfigError
-from resolverguard.steps.names import PrivateSuffixMode
-from resolverguard.watch import WatchLimits, WatchRule
+from resolverguard.names import PrivateSuffixMode
+from resolverguard.verdicts import DEFAULT_THRESHOLDS, Action, Mode, OnModelError, Threshold
 from resolverguard.yamlsource import LocatedDict, LocatedList, read_yaml
 
 T = TypeVar("T")
 D = TypeVar("D")
+S = TypeVar("S")
 
-
-class Action(str, Enum):
-    """What happens to a query."""
-
-    PASS = "pass"
-    LOG = "log"
-    SINKHOLE = "sinkhole"
-    NXDOMAIN = "nxdomain"
-    REFUSE = "refuse"
-    SERVFAIL = "servfail"
-
-    @property
-    def blocks(self) -> bool:
-        """True when the query is answered by us instead of the upstream."""
-        return self is not Action.PASS and self is not Action.LOG  # identity: cheaper than enum equality
-
-
-class Mode(str, Enum):
-    ENFORCE = "enforce"
-    MONITOR = "monitor"  # log what would be blocked, block nothing
-
-
-class OnModelError(str, Enum):
-    PASS = "pass"  # fail open: a broken model must not take the network down
-    SERVFAIL = "servfail"
+Read = Callable[[Any], Any]
 
 
 @dataclass(frozen=True, slots=True)
-class Endpoint:
-    host: str
-    port: int
+class Key:
+    """How one policy key is read and documented, written once beside the field it fills."""
 
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-
-@dataclass(frozen=True, slots=True)
-class Threshold:
-    """`score >= value` triggers `action`; `name` is the metadata threshold it came from, if any."""
-
-    action: Action
-    value: float | None
-    name: str | None = None
-    line: int | None = None
+    read: Read | None  # YAML value -> field value (raises ValueError); None: read by `from_mapping` itself
+    doc: str
+    yaml: str = ""  # the key in the file when it is not the field's name
+    shown: str | None = None  # the default as docs/policy.md shows it, when it is not the value itself
+    relative: bool = False  # `read` takes the policy file's folder first (paths relative to the file)
 
 
-@dataclass(frozen=True, slots=True)
-class SinkholeConfig:
-    ipv4: str = "0.0.0.0"
-    ipv6: str = "::"
-    ttl: int = 60
+def key(default: Any, read: Read | None, doc: str, *, yaml: str = "", shown: str | None = None) -> Any:
+    return field(default=default, metadata={"key": Key(read, doc, yaml, shown)})
 
 
-@dataclass(frozen=True, slots=True)
-class CacheConfig:
-    size: int = 100_000
-    ttl: float = 3600.0
+def path_key(default: Any, read: Callable[[Path], Read], doc: str, *, shown: str | None = None) -> Any:
+    """A key whose value is read relative to the policy file's folder."""
+    return field(default=default, metadata={"key": Key(read, doc, "", shown, relative=True)})
 
 
-@dataclass(frozen=True, slots=True)
-class ListsConfig:
-    allow: tuple[str, ...] = ()
-    deny: tuple[str, ...] = ()
-    allow_files: tuple[Path, ...] = ()
-    deny_files: tuple[Path, ...] = ()
-    deny_action: Action = Action.SINKHOLE
-
-
-class ClientPrivacy(str, Enum):
-    """How client addresses appear in the query log."""
-
-    FULL = "full"
-    TRUNCATE = "truncate"  # IPv4 /24, IPv6 /48
-    OMIT = "omit"
-
-
-@dataclass(frozen=True, slots=True)
-class QueryLogConfig:
-    path: str | None = "-"  # a file, "-" for standard output, None for off
-    max_bytes: int = 50 * 1024 * 1024  # rotate when a file grows past this (0: never)
-    keep: int = 5  # rotated files kept (queries.jsonl.1 ... .keep)
-    clients: ClientPrivacy = ClientPrivacy.FULL
-
-
-DEFAULT_ALLOWED_CLIENTS: tuple[str, ...] = (
-    "127.0.0.0/8",
-    "::1/128",
-    "10.0.0.0/8",
-    "172.16.0.0/12",
-    "192.168.0.0/16",
-    "100.64.0.0/10",
-    "169.254.0.0/16",
-    "fc00::/7",
-    "fe80::/10",
-)
-
-
-@dataclass(frozen=True, slots=True)
-class AccessConfig:
-    """Who may query us. The default admits only loopback and private ranges (no open resolver)."""
-
-    allow_clients: tuple[str, ...] = DEFAULT_ALLOWED_CLIENTS
-    refused: str = "refuse"  # or "drop"
-    open_resolver: bool = False  # must be true to admit 0.0.0.0/0 or ::/0
-
-
-@dataclass(frozen=True, slots=True)
-class RateLimitConfig:
-    """Per-client token bucket; qps 0 turns it off."""
-
-    qps: float = 200.0
-    burst: int = 400
-    over_limit: str = "drop"  # or "refuse"; dropping does not reflect a spoofed flood at its victim
-
-
-@dataclass(frozen=True, slots=True)
-class AnswerCacheConfig:
-    """The DNS answer cache (size 0 turns it off); TTLs in seconds."""
-
-    size: int = 10_000
-    min_ttl: int = 0
-    max_ttl: int = 86_400
-    negative_max_ttl: int = 3_600
-    prefetch: bool = True  # refresh a popular answer in its last 10% of TTL, before it expires (Unbound's rule)
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """Bounds that make overload a DNS error instead of growing memory."""
-
-    max_inflight: int = 2048  # queries being answered at once; beyond: SERVFAIL at once
-    max_tcp_connections: int = 256  # beyond: new connections are closed
-    tcp_idle_timeout: float = 10.0
-
-
-class WatchAction(str, Enum):
-    LOG = "log"  # alert only
-    QUARANTINE = "quarantine"  # alert, and block the client's DGA-like and new names; block its C2 for all
-
-
-@dataclass(frozen=True, slots=True)
-class ClientWatchConfig:
-    """The `client_watch:` section (docs/policy.md explains each key)."""
-
-    enabled: bool = False
-    action: WatchAction = WatchAction.QUARANTINE
-    block_action: Action = Action.SINKHOLE
-    rule: WatchRule = field(default_factory=WatchRule)
-    limits: WatchLimits = field(default_factory=WatchLimits)
-    exempt_clients: tuple[str, ...] = ()  # never watched (a mail server, a scanner)
-    on_flag: HookConfig = field(default_factory=HookConfig)
-
-
-DEFAULT_THRESHOLDS = (Threshold(Action.LOG, None, "log"), Threshold(Action.SINKHOLE, None, "sinkhole"))
-
-
-@dataclass(frozen=True, slots=True)
-class ClientGroupConfig:
-    """A named set of clients with its own policy. Keys a group does not set are inherited from the
-    top level; a group's lists replace the top-level lists for its clients."""
-
-    name: str
-    clients: tuple[str, ...]
-    mode: Mode = Mode.ENFORCE
-    thresholds: tuple[Threshold, ...] = DEFAULT_THRESHOLDS
-    on_model_error: OnModelError = OnModelError.PASS
-    sinkhole: SinkholeConfig = field(default_factory=SinkholeConfig)
-    lists: ListsConfig = field(default_factory=ListsConfig)
-
-
-@dataclass(frozen=True, slots=True)
-class Config:
-    """Everything `serve` needs; built from a file, from defaults, or both plus CLI overrides."""
-
-    source: str = "<built-in defaults>"
-    listen: tuple[Endpoint, ...] = (Endpoint("127.0.0.1", 5353),)
-    upstreams: tuple[Endpoint, ...] = ()
-    upstream_timeout: float = 2.0
-    model: Path | None = None  # None: the shipped default model
-    scoring: bool = True  # False: lists only, no model (a plain filtering forwarder; benchmarks' baseline)
-    workers: int = 1  # processes sharing the listen ports (SO_REUSEPORT); changes need a restart
-    mode: Mode = Mode.ENFORCE
-    thresholds: tuple[Threshold, ...] = DEFAULT_THRESHOLDS
-    on_model_error: OnModelError = OnModelError.PASS
-    sinkhole: SinkholeConfig = field(default_factory=SinkholeConfig)
-    cache: CacheConfig = field(default_factory=CacheConfig)
-    lists: ListsConfig = field(default_factory=ListsConfig)
-    private_suffixes: PrivateSuffixMode = PrivateSuffixMode.DYNAMIC_DNS
-    query_log: QueryLogConfig = field(default_factory=QueryLogConfig)
-    access: AccessConfig = field(default_factory=AccessConfig)
-    rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
-    limits: Limits = field(default_factory=Limits)
-    groups: tuple[ClientGroupConfig, ...] = ()  # per-client policies; first match wins, else the above
-    metrics: Endpoint | None = None  # Prometheus /metrics listener; off unless set
-    answer_cache: AnswerCacheConfig = field(default_factory=AnswerCacheConfig)
-    family_model: Path | None | bool = True  # True: the shipped family head if present; False: off
-    client_watch: ClientWatchConfig = field(default_factory=ClientWatchConfig)
-
-    def default_group(self) -> ClientGroupConfig:
-        """The top-level policy, as the group every client falls back to."""
-        return ClientGroupConfig(
-            "default", (), self.mode, self.thresholds, self.on_model_error, self.sinkhole, self.lists
-        )
-
-    def with_overrides(self, listen: list[str] | None, upstreams: list[str] | None) -> Config:
-        """Applies `serve --listen/--upstream`; flags win over the file."""
-        out = self
-        if listen:
-            out = replace(out, listen=tuple(parse_endpoint(x, 5353, "--listen") for x in listen))
-        if upstreams:
-            out = replace(out, upstreams=tuple(parse_endpoint(x, 53, "--upstream") for x in upstreams))
-        return out
-
-
-class _Reader:
-    """Pulls typed values out of a LocatedDict, raising ConfigError with the key's line."""
-
-    def __init__(self, data: LocatedDict, file: str, prefix: str = "") -> None:
-        self.data, self.file, self.prefix = data, file, prefix
-        self.used: set[str] = set()
-
-    def fail(self, key: str, problem: str, line: int | None = None) -> ConfigError:
-        where = line if line is not None else self.data.lines.get(key, self.data.line)
-        return ConfigError(problem, file=self.file, line=where, key=self.prefix + key)
-
-    def get(self, key: str, default: D, convert: Callable[[Any], T]) -> T | D:
-        self.used.add(key)
-        if key not in self.data or self.data[key] is None and default is None:
-            return default
-        try:
-            return convert(self.data[key])
-        except ConfigError as err:
-            raise ConfigError(
-                err.problem, file=self.file, line=err.line or self.data.lines[key], key=self.prefix + key + err.key
-            ) from None
-        except (TypeError, ValueError) as err:
-            raise self.fail(key, str(err)) from None
-
-    def section(self, key: str) -> _Reader | None:
-        self.used.add(key)
-        value = self.data.get(key)
-        if value is None:
-            return None
-        if not isinstance(value, LocatedDict):
-            raise self.fail(key, "must be a mapping")
-        return _Reader(value, self.file, f"{self.prefix}{key}.")
-
-    def finish(self) -> None:
-        for key in self.data:
-            if key not in self.used:
-                raise self.fail(str(key), "unknown key")
+def section(cls: type[Any], doc: str, *, scalar: str = "") -> Any:
+    """A nested mapping read by `read_section`; `scalar`: the key a plain value stands for
+    (`query_log: /var/log/q.jsonl` means `query_log: {path: ...}`)."""
+    return field(default_factory=cls, metadata={"section": cls, "doc": doc, "scalar": scalar})
 
 
 def parse_endpoint(text: Any, default_port: int, what: str = "") -> Endpoint:
@@ -362,6 +155,427 @@ def _ip(version: int) -> Callable[[Any], str]:
     return convert
 
 
+def _real(low: float, high: float) -> Read:
+    number = _number(low, high)
+    return lambda value: float(number(value))
+
+
+def _blocking_action(value: Any) -> Action:
+    action: Action = _enum(Action)(value)
+    if not action.blocks:
+        raise ValueError("must be sinkhole, nxdomain, refuse or servfail")
+    return action
+
+
+def _path(base: Path) -> Callable[[Any], Path]:
+    def convert(value: Any) -> Path:
+        if not isinstance(value, str) or not value:
+            raise ValueError("must be a file path")
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else base / p
+
+    return convert
+
+
+def _log_target(base: Path) -> Callable[[Any], str | None]:
+    def convert(value: Any) -> str | None:
+        if value in (False, "off", "none", None):
+            return None
+        if not isinstance(value, str) or not value:
+            raise ValueError("must be a file path, '-' for standard output, or off")
+        return value if value == "-" or Path(value).is_absolute() else str(base / value)
+
+    return convert
+
+
+def _refusal(value: Any) -> str:
+    if value not in ("refuse", "drop"):
+        raise ValueError(f"{value!r} is not one of: refuse, drop")
+    return str(value)
+
+
+def _network(value: Any) -> str:
+    try:
+        return str(ipaddress.ip_network(str(value), strict=False))
+    except ValueError:
+        raise ValueError(f"{value!r} is not an address or CIDR network") from None
+
+
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"must be true or false, not {value!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class SinkholeConfig:
+    ipv4: str = key("0.0.0.0", _ip(4), "address in sinkhole answers to A queries")
+    ipv6: str = key("::", _ip(6), "address in sinkhole answers to AAAA queries")
+    ttl: int = key(60, _number(0, 86400, integer=True), "TTL of sinkhole answers, and their SOA's negative TTL")
+
+
+@dataclass(frozen=True, slots=True)
+class CacheConfig:
+    size: int = key(100_000, _number(0, 10**8, integer=True), "scores kept in the verdict cache")
+    ttl: float = key(3600.0, _real(0, 7 * 86400), "seconds a score is kept")
+
+
+@dataclass(frozen=True, slots=True)
+class ListsConfig:
+    allow: tuple[str, ...] = key((), _list_of(_domain), "domains always passed (with their subdomains)")
+    deny: tuple[str, ...] = key((), _list_of(_domain), "domains always blocked (with their subdomains)")
+    allow_files: tuple[Path, ...] = path_key((), lambda base: _list_of(_path(base)), "list files of allowed domains")
+    deny_files: tuple[Path, ...] = path_key((), lambda base: _list_of(_path(base)), "list files of denied domains")
+    deny_action: Action = key(Action.SINKHOLE, _blocking_action, "what a denied name gets")
+
+
+class ClientPrivacy(str, Enum):
+    """How client addresses appear in the query log."""
+
+    FULL = "full"
+    TRUNCATE = "truncate"  # IPv4 /24, IPv6 /48
+    OMIT = "omit"
+
+
+@dataclass(frozen=True, slots=True)
+class QueryLogConfig:
+    path: str | None = path_key("-", _log_target, "a file, '-' for standard output, off for none")
+    max_bytes: int = key(
+        50 * 1024 * 1024,
+        lambda v: int(_number(0, 100_000)(v) * 1024 * 1024),
+        "rotate when a file grows past this many MB (0: never)",
+        yaml="max_mb",
+        shown="50",
+    )
+    keep: int = key(5, _number(0, 1000, integer=True), "rotated files kept (queries.jsonl.1 ... .keep)")
+    clients: ClientPrivacy = key(ClientPrivacy.FULL, _enum(ClientPrivacy), "full, truncate (/24, /48) or omit")
+
+
+DEFAULT_ALLOWED_CLIENTS: tuple[str, ...] = (
+    "127.0.0.0/8",
+    "::1/128",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",
+    "169.254.0.0/16",
+    "fc00::/7",
+    "fe80::/10",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AccessConfig:
+    """Who may query us. The default admits only loopback and private ranges (no open resolver)."""
+
+    allow_clients: tuple[str, ...] = key(
+        DEFAULT_ALLOWED_CLIENTS, _list_of(_network), "clients we answer", shown="loopback and private ranges"
+    )
+    refused: str = key("refuse", _refusal, "refuse (REFUSED) or drop (silence) for other clients")
+    open_resolver: bool = key(False, _boolean, "must be true to admit 0.0.0.0/0 or ::/0")
+
+    def problem(self) -> tuple[str, str] | None:
+        if any(ipaddress.ip_network(n).prefixlen == 0 for n in self.allow_clients) and not self.open_resolver:
+            return (
+                "allow_clients",
+                "admits every address on the Internet; set access.open_resolver: true "
+                "if you really mean to run an open resolver",
+            )
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitConfig:
+    """Per-client token bucket; qps 0 turns it off."""
+
+    qps: float = key(200.0, _real(0, 1e6), "queries per second per client; 0 turns the limit off")
+    burst: int = key(400, _number(1, 10**7, integer=True), "queries a client may send at once")
+    over_limit: str = key("drop", _refusal, "drop (no reflection of a spoofed flood) or refuse")
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerCacheConfig:
+    """The DNS answer cache (size 0 turns it off); TTLs in seconds."""
+
+    size: int = key(10_000, _number(0, 10**7, integer=True), "answers kept; 0 turns the answer cache off")
+    min_ttl: int = key(0, _number(0, 86_400, integer=True), "lowest TTL an answer is kept and served with")
+    max_ttl: int = key(86_400, _number(0, 7 * 86_400, integer=True), "highest TTL an answer is kept with")
+    negative_max_ttl: int = key(3_600, _number(0, 86_400, integer=True), "longest NXDOMAIN/NODATA is kept")
+    prefetch: bool = key(True, _boolean, "refresh a popular answer in its last 10% of TTL (Unbound's rule)")
+
+    def problem(self) -> tuple[str, str] | None:
+        return ("min_ttl", "must not be larger than max_ttl") if self.min_ttl > self.max_ttl else None
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds that make overload a DNS error instead of growing memory."""
+
+    max_inflight: int = key(2048, _number(1, 10**6, integer=True), "queries answered at once; beyond: SERVFAIL")
+    max_tcp_connections: int = key(256, _number(1, 10**5, integer=True), "beyond: new connections are closed")
+    tcp_idle_timeout: float = key(10.0, _real(0.1, 3600), "seconds an idle TCP connection is kept")
+
+
+class WatchAction(str, Enum):
+    """What a client watch flag does (docs/client-watch.md)."""
+
+    LOG = "log"  # alert only
+    QUARANTINE = "quarantine"  # alert; block the client's DGA-like and new names; block its C2 for every client
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError("must be a non-empty string")
+    return value
+
+
+def _url(value: Any) -> str:
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+        raise ValueError(f"{value!r} is not an http:// or https:// URL")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class AlertHookConfig:
+    """`client_watch.on_flag`: who is told, once per flag, off the event loop."""
+
+    command: tuple[str, ...] = key((), _list_of(_text), "argv run once per flag, the alert JSON on stdin", shown="none")
+    url: str | None = key(None, _url, "http(s) URL the alert JSON is POSTed to once per flag", shown="none")
+    timeout: float = key(5.0, _real(0.1, 60), "seconds the command or the POST may take")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.command) or self.url is not None
+
+    def problem(self) -> tuple[str, str] | None:
+        return ("url", "set either command or url, not both") if self.command and self.url else None
+
+
+@dataclass(frozen=True, slots=True)
+class ClientWatchConfig:
+    """`client_watch:`, the rule and what a flag does (docs/client-watch.md has the measurements).
+    `enabled`, `action` and `block_action` may differ per client group; the rest is network-wide."""
+
+    enabled: bool = key(False, _boolean, "watch each client's answers for a DGA walk")
+    action: WatchAction = key(WatchAction.QUARANTINE, _enum(WatchAction), "log (alert only) or quarantine")
+    block_action: Action = key(Action.SINKHOLE, _blocking_action, "what a name the watch blocks gets")
+    flag_at: float = key(4.0, _real(1, 1000), "points in a client's window that flag it")
+    alike_bonus: float = key(0.5, _real(0, 100), "extra points for a name like one already in the window")
+    score_bonus: float = key(1.0, _real(0, 100), "extra points for a name the model scores as suspicious")
+    suspicious_score: float | None = key(None, _real(0, 1), "what suspicious means", shown="the model's log threshold")
+    window: float = key(600.0, _real(1, 86400), "seconds a client's NXDOMAIN names are counted over")
+    window_names: int = key(16, _number(1, 1000, integer=True), "NXDOMAIN names kept per client")
+    quarantine_ttl: float = key(3600.0, _real(1, 30 * 86400), "seconds a flag lasts")
+    likely_c2_ttl: float = key(86400.0, _real(1, 30 * 86400), "seconds a likely C2 stays blocked for every client")
+    burst_gap: float = key(60.0, _real(0, 3600), "seconds from an NXDOMAIN of the burst a C2 may resolve")
+    max_c2_per_flag: int = key(3, _number(0, 100, integer=True), "likely C2 names one flag may record")
+    max_probes_per_flag: int = key(32, _number(0, 1000, integer=True), "blocked look-alikes resolved aside per flag")
+    max_clients: int = key(10_000, _number(1, 10**7, integer=True), "clients with evidence kept (oldest forgotten)")
+    max_flagged: int = key(1_000, _number(1, 10**6, integer=True), "flags kept")
+    known_names: int = key(50_000, _number(1, 10**7, integer=True), "resolved registrable names remembered")
+    exempt_clients: tuple[str, ...] = key((), _list_of(_network), "clients never watched (a mail server, a scanner)")
+    on_flag: AlertHookConfig = section(AlertHookConfig, "the alert hook")
+
+
+GROUP_WATCH_KEYS = ("enabled", "action", "block_action")  # what a client group may set in its client_watch
+
+
+THRESHOLDS_SHOWN = "{log: log, sinkhole: sinkhole}"
+
+
+@dataclass(frozen=True, slots=True)
+class ClientGroupConfig:
+    """A named set of clients with its own policy. Keys a group does not set are inherited from the
+    top level (whose schema in `Config` they share); a group's lists replace the top-level lists."""
+
+    name: str
+    clients: tuple[str, ...]
+    mode: Mode
+    thresholds: tuple[Threshold, ...]
+    on_model_error: OnModelError
+    sinkhole: SinkholeConfig
+    lists: ListsConfig
+    client_watch: ClientWatchConfig
+
+
+GROUP_POLICY_KEYS = (
+    "mode",
+    "thresholds",
+    "on_model_error",
+    "sinkhole",
+    "lists",
+    "client_watch",
+)  # a group may override
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Everything `serve` needs; built from a file, from defaults, or both plus CLI overrides."""
+
+    source: str = "<built-in defaults>"
+    listen: tuple[Endpoint, ...] = key(
+        (Endpoint("127.0.0.1", 5353),), _list_of(lambda v: parse_endpoint(v, 5353)), "addresses to serve on"
+    )
+    upstreams: tuple[Endpoint, ...] = key(
+        (),
+        _list_of(lambda v: parse_endpoint(v, 53)),
+        "resolvers to forward to",
+        shown="first nameserver of /etc/resolv.conf that is not us",
+    )
+    upstream_timeout: float = key(2.0, _real(0.05, 30.0), "seconds per upstream before the next is tried")
+    model: Path | None = path_key(None, _path, "a .tflite model", shown="the shipped models/default.tflite")
+    scoring: bool = key(True, _boolean, "false: lists only, no model (a plain filtering forwarder)")
+    workers: int = key(1, _number(1, 64, integer=True), "processes sharing the listen ports; restart to change")
+    mode: Mode = key(Mode.ENFORCE, _enum(Mode), "monitor logs what it would block and blocks nothing")
+    thresholds: tuple[Threshold, ...] = key(DEFAULT_THRESHOLDS, None, "action -> score", shown=THRESHOLDS_SHOWN)
+    on_model_error: OnModelError = key(OnModelError.PASS, _enum(OnModelError), "pass (fail open) or servfail")
+    sinkhole: SinkholeConfig = section(SinkholeConfig, "sinkhole answers")
+    cache: CacheConfig = section(CacheConfig, "the verdict cache")
+    lists: ListsConfig = section(ListsConfig, "allow and deny lists")
+    private_suffixes: PrivateSuffixMode = key(
+        PrivateSuffixMode.DYNAMIC_DNS, _enum(PrivateSuffixMode), "which private suffixes count as public"
+    )
+    query_log: QueryLogConfig = section(QueryLogConfig, "the query log", scalar="path")
+    access: AccessConfig = section(AccessConfig, "who may query us")
+    rate_limit: RateLimitConfig = section(RateLimitConfig, "per-client rate limit")
+    limits: Limits = section(Limits, "overload bounds")
+    groups: tuple[ClientGroupConfig, ...] = key((), None, "per-client policies; first match wins", shown="[]")
+    metrics: Endpoint | None = key(None, None, "Prometheus /metrics listener", yaml="metrics.listen", shown="off")
+    answer_cache: AnswerCacheConfig = section(AnswerCacheConfig, "the DNS answer cache")
+    family_model: Path | None | bool = path_key(
+        True,
+        lambda base: lambda v: v if isinstance(v, bool) else _path(base)(v),
+        "the family head; false turns it off",
+        shown="the shipped models/family.tflite",
+    )
+    client_watch: ClientWatchConfig = section(ClientWatchConfig, "the client watch: DGA walks seen in the answers")
+
+    def default_group(self) -> ClientGroupConfig:
+        """The top-level policy, as the group every client falls back to."""
+        return ClientGroupConfig(
+            "default", (), self.mode, self.thresholds, self.on_model_error, self.sinkhole, self.lists, self.client_watch
+        )
+
+    def with_overrides(self, listen: list[str] | None, upstreams: list[str] | None) -> Config:
+        """Applies `serve --listen/--upstream`; flags win over the file."""
+        out = self
+        if listen:
+            out = replace(out, listen=tuple(parse_endpoint(x, 5353, "--listen") for x in listen))
+        if upstreams:
+            out = replace(out, upstreams=tuple(parse_endpoint(x, 53, "--upstream") for x in upstreams))
+        return out
+
+
+class _Reader:
+    """Pulls typed values out of a LocatedDict, raising ConfigError with the key's line."""
+
+    def __init__(self, data: LocatedDict, file: str, prefix: str = "") -> None:
+        self.data, self.file, self.prefix = data, file, prefix
+        self.used: set[str] = set()
+
+    def fail(self, key: str, problem: str, line: int | None = None) -> ConfigError:
+        where = line if line is not None else self.data.lines.get(key, self.data.line)
+        return ConfigError(problem, file=self.file, line=where, key=self.prefix + key)
+
+    def get(self, key: str, default: D, convert: Callable[[Any], T]) -> T | D:
+        self.used.add(key)
+        if key not in self.data or self.data[key] is None and default is None:
+            return default
+        try:
+            return convert(self.data[key])
+        except ConfigError as err:
+            raise ConfigError(
+                err.problem, file=self.file, line=err.line or self.data.lines[key], key=self.prefix + key + err.key
+            ) from None
+        except (TypeError, ValueError) as err:
+            raise self.fail(key, str(err)) from None
+
+    def section(self, key: str) -> _Reader | None:
+        self.used.add(key)
+        value = self.data.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, LocatedDict):
+            raise self.fail(key, "must be a mapping")
+        return _Reader(value, self.file, f"{self.prefix}{key}.")
+
+    def finish(self) -> None:
+        for key in self.data:
+            if key not in self.used:
+                raise self.fail(str(key), "unknown key")
+
+
+def _reader_of(f: Field[Any], base: Path) -> Read:
+    spec: Key = f.metadata["key"]
+    assert spec.read is not None
+    return spec.read(base) if spec.relative else spec.read
+
+
+def read_keys(cls: type[Any], r: _Reader, base: Path, defaults: Any, only: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The values of `cls`'s plain keys and sections found in `r` (the defaults' where absent)."""
+    out: dict[str, Any] = {}
+    for f in fields(cls):
+        if only and f.name not in only:
+            continue
+        default = getattr(defaults, f.name)
+        if "section" in f.metadata:
+            out[f.name] = read_section(f.metadata["section"], r, f.name, base, default, f.metadata["scalar"])
+        elif "key" in f.metadata and f.metadata["key"].read is not None:
+            out[f.name] = r.get(f.metadata["key"].yaml or f.name, default, _reader_of(f, base))
+    return out
+
+
+def read_section(cls: type[S], r: _Reader, name: str, base: Path, default: S, scalar: str = "") -> S:
+    """Section `name` of `r` as a `cls`: every key by its schema, then the section's own
+    cross-key `problem()`, then unknown keys; `default` when the section is absent."""
+    if scalar and name in r.data and not isinstance(r.data[name], LocatedDict):
+        f = next(f for f in fields(cls) if f.name == scalar)  # type: ignore[arg-type]
+        return replace(default, **{scalar: r.get(name, getattr(default, scalar), _reader_of(f, base))})  # type: ignore[type-var]
+    sub = r.section(name)
+    if sub is None:
+        return default
+    out: S = replace(default, **read_keys(cls, sub, base, default))  # type: ignore[type-var]
+    problem = getattr(out, "problem", lambda: None)()
+    if problem is not None:
+        raise sub.fail(*problem)
+    sub.finish()
+    return out
+
+
+def shown(value: Any) -> str:
+    """A default as docs/policy.md writes it (YAML spelling)."""
+    if isinstance(value, Enum):
+        return str(value.value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, tuple):
+        return "[" + ", ".join(map(str, value)) + "]"
+    return str(value)
+
+
+def schema_keys(cls: type[Any] = Config, prefix: str = "") -> Iterator[tuple[str, Any, Key | str]]:
+    """(dotted key, default, Key or the section's doc) for every key a policy may set; what
+    docs/policy.md must list."""
+    defaults = cls()
+    for f in fields(cls):
+        if "section" in f.metadata:
+            yield from schema_keys(f.metadata["section"], f"{prefix}{f.name}.")
+        elif "key" in f.metadata:
+            spec: Key = f.metadata["key"]
+            yield prefix + (spec.yaml or f.name), getattr(defaults, f.name), spec
+
+
 def _threshold_value(value: Any) -> float | str:
     if isinstance(value, str):
         return value
@@ -388,66 +602,15 @@ def _threshold_table(reader: _Reader) -> tuple[Threshold, ...]:
     return tuple(out)
 
 
-def _path(base: Path) -> Callable[[Any], Path]:
-    def convert(value: Any) -> Path:
-        if not isinstance(value, str) or not value:
-            raise ValueError("must be a file path")
-        p = Path(value).expanduser()
-        return p if p.is_absolute() else base / p
-
-    return convert
+def _fail(problem: str) -> Any:
+    raise ValueError(problem)
 
 
-def _sinkhole(sink: _Reader) -> SinkholeConfig:
-    out = SinkholeConfig(
-        sink.get("ipv4", "0.0.0.0", _ip(4)),
-        sink.get("ipv6", "::", _ip(6)),
-        sink.get("ttl", 60, _number(0, 86400, integer=True)),
-    )
-    sink.finish()
-    return out
-
-
-def _cache(cache: _Reader) -> CacheConfig:
-    out = CacheConfig(
-        cache.get("size", 100_000, _number(0, 10**8, integer=True)),
-        float(cache.get("ttl", 3600.0, _number(0, 7 * 86400))),
-    )
-    cache.finish()
-    return out
-
-
-def _lists(lists: _Reader, base: Path) -> ListsConfig:
-    out = ListsConfig(
-        lists.get("allow", (), _list_of(_domain)),
-        lists.get("deny", (), _list_of(_domain)),
-        lists.get("allow_files", (), _list_of(_path(base))),
-        lists.get("deny_files", (), _list_of(_path(base))),
-        lists.get("deny_action", Action.SINKHOLE, _enum(Action)),
-    )
-    if not out.deny_action.blocks:
-        raise lists.fail("deny_action", "must be sinkhole, nxdomain, refuse or servfail")
-    lists.finish()
-    return out
-
-
-def _policy_fields(r: _Reader, base: Path, defaults: Config | ClientGroupConfig) -> dict[str, Any]:
-    """The keys a client group may override: mode, thresholds, on_model_error, sinkhole, lists."""
-    fields: dict[str, Any] = {
-        "mode": r.get("mode", defaults.mode, _enum(Mode)),
-        "on_model_error": r.get("on_model_error", defaults.on_model_error, _enum(OnModelError)),
-    }
-    table, sink, lists = r.section("thresholds"), r.section("sinkhole"), r.section("lists")
-    fields["thresholds"] = _threshold_table(table) if table is not None else defaults.thresholds
-    fields["sinkhole"] = _sinkhole(sink) if sink is not None else defaults.sinkhole
-    fields["lists"] = _lists(lists, base) if lists is not None else defaults.lists
-    return fields
-
-
-def _groups(value: Any, file: str, base: Path, top: dict[str, Any]) -> tuple[ClientGroupConfig, ...]:
+def _groups(value: Any, file: str, base: Path, top: Config) -> tuple[ClientGroupConfig, ...]:
     if not isinstance(value, LocatedList):
         raise ValueError("must be a list of groups (name, clients, and what they change)")
     out: list[ClientGroupConfig] = []
+    inherited = top.default_group()
     for index, (item, line) in enumerate(zip(value, value.lines, strict=True)):
         if not isinstance(item, LocatedDict):
             raise ConfigError("a group must be a mapping", line=line, key=f"[{index}]")
@@ -458,134 +621,32 @@ def _groups(value: Any, file: str, base: Path, top: dict[str, Any]) -> tuple[Cli
         clients = g.get("clients", (), _list_of(_network))
         if not clients:
             raise g.fail("clients", "a group needs at least one address or CIDR network")
-        inherited = ClientGroupConfig("default", (), **top)
-        out.append(ClientGroupConfig(name, clients, **_policy_fields(g, base, inherited)))
+        group = replace(inherited, name=name, clients=clients, **_policy_fields(g, base, inherited))
+        _network_wide_watch_keys(g, group.client_watch, inherited.client_watch)
+        out.append(group)
         g.finish()
     return tuple(out)
 
 
-def _fail(problem: str) -> Any:
-    raise ValueError(problem)
+def _network_wide_watch_keys(g: _Reader, mine: ClientWatchConfig, top: ClientWatchConfig) -> None:
+    """The watch's rule and bounds are one for the network (its evidence is network-wide): a group
+    may only turn it on or off and choose what a flag does (GROUP_WATCH_KEYS)."""
+    for f in fields(ClientWatchConfig):
+        if f.name not in GROUP_WATCH_KEYS and getattr(mine, f.name) != getattr(top, f.name):
+            sub = g.section("client_watch")
+            assert sub is not None
+            raise sub.fail(
+                f.name,
+                f"is network-wide: set it in the top-level client_watch (a group may set "
+                f"{', '.join(GROUP_WATCH_KEYS)})",
+            )
 
 
-def from_mapping(data: Any, file: str, base: Path) -> Config:
-    """Builds a Config from parsed YAML; relative paths are taken relative to the policy file."""
-    if data is None:
-        return Config(source=file)
-    if not isinstance(data, LocatedDict):
-        raise ConfigError("the policy must be a YAML mapping (key: value)", file=file, line=1)
-    r = _Reader(data, file)
-    defaults = Config()
-    top = _policy_fields(r, base, defaults)
-    cache = r.section("cache")
-    cfg = Config(
-        source=file,
-        listen=r.get("listen", defaults.listen, _list_of(lambda v: parse_endpoint(v, 5353))),
-        upstreams=r.get("upstreams", defaults.upstreams, _list_of(lambda v: parse_endpoint(v, 53))),
-        upstream_timeout=r.get("upstream_timeout", defaults.upstream_timeout, _number(0.05, 30.0)),
-        model=r.get("model", None, _path(base)),
-        scoring=r.get("scoring", True, _boolean),
-        workers=r.get("workers", 1, _number(1, 64, integer=True)),
-        private_suffixes=r.get("private_suffixes", defaults.private_suffixes, _enum(PrivateSuffixMode)),
-        query_log=_query_log(r, base),
-        access=_access(r.section("access")),
-        rate_limit=_rate_limit(r.section("rate_limit")),
-        limits=_limits(r.section("limits")),
-        cache=_cache(cache) if cache is not None else defaults.cache,
-        groups=r.get("groups", (), lambda v: _groups(v, file, base, top)),
-        metrics=_metrics(r.section("metrics")),
-        answer_cache=_answer_cache(r.section("answer_cache")),
-        family_model=r.get("family_model", True, lambda v: v if isinstance(v, bool) else _path(base)(v)),
-        client_watch=_client_watch(r.section("client_watch")),
-        **top,
-    )
-    r.finish()
-    return cfg
-
-
-def _log_target(base: Path) -> Callable[[Any], str | None]:
-    def convert(value: Any) -> str | None:
-        if value in (False, "off", "none", None):
-            return None
-        if not isinstance(value, str) or not value:
-            raise ValueError("must be a file path, '-' for standard output, or off")
-        return value if value == "-" or Path(value).is_absolute() else str(base / value)
-
-    return convert
-
-
-def _query_log(r: _Reader, base: Path) -> QueryLogConfig:
-    """`query_log: PATH` (or `-`, `off`), or a mapping with path, max_mb, keep and clients."""
-    if not isinstance(r.data.get("query_log"), LocatedDict):
-        return QueryLogConfig(path=r.get("query_log", "-", _log_target(base)))
-    q = r.section("query_log")
-    assert q is not None
-    out = QueryLogConfig(
-        q.get("path", "-", _log_target(base)),
-        int(q.get("max_mb", 50, _number(0, 100_000)) * 1024 * 1024),
-        q.get("keep", 5, _number(0, 1000, integer=True)),
-        q.get("clients", ClientPrivacy.FULL, _enum(ClientPrivacy)),
-    )
-    q.finish()
-    return out
-
-
-def _refusal(value: Any) -> str:
-    if value not in ("refuse", "drop"):
-        raise ValueError(f"{value!r} is not one of: refuse, drop")
-    return str(value)
-
-
-def _network(value: Any) -> str:
-    try:
-        return str(ipaddress.ip_network(str(value), strict=False))
-    except ValueError:
-        raise ValueError(f"{value!r} is not an address or CIDR network") from None
-
-
-def _access(a: _Reader | None) -> AccessConfig:
-    if a is None:
-        return AccessConfig()
-    out = AccessConfig(
-        a.get("allow_clients", DEFAULT_ALLOWED_CLIENTS, _list_of(_network)),
-        a.get("refused", "refuse", _refusal),
-        a.get("open_resolver", False, _boolean),
-    )
-    if any(ipaddress.ip_network(n).prefixlen == 0 for n in out.allow_clients) and not out.open_resolver:
-        raise a.fail(
-            "allow_clients",
-            "admits every address on the Internet; set access.open_resolver: true "
-            "if you really mean to run an open resolver",
-        )
-    a.finish()
-    return out
-
-
-def _rate_limit(r: _Reader | None) -> RateLimitConfig:
-    if r is None:
-        return RateLimitConfig()
-    out = RateLimitConfig(
-        float(r.get("qps", 200.0, _number(0, 1e6))),
-        r.get("burst", 400, _number(1, 10**7, integer=True)),
-        r.get("over_limit", "drop", _refusal),
-    )
-    r.finish()
-    return out
-
-
-def _answer_cache(r: _Reader | None) -> AnswerCacheConfig:
-    if r is None:
-        return AnswerCacheConfig()
-    out = AnswerCacheConfig(
-        r.get("size", 10_000, _number(0, 10**7, integer=True)),
-        r.get("min_ttl", 0, _number(0, 86_400, integer=True)),
-        r.get("max_ttl", 86_400, _number(0, 7 * 86_400, integer=True)),
-        r.get("negative_max_ttl", 3_600, _number(0, 86_400, integer=True)),
-        r.get("prefetch", True, _boolean),
-    )
-    if out.min_ttl > out.max_ttl:
-        raise r.fail("min_ttl", "must not be larger than max_ttl")
-    r.finish()
+def _policy_fields(r: _Reader, base: Path, defaults: Config | ClientGroupConfig) -> dict[str, Any]:
+    """The keys a client group may override (GROUP_POLICY_KEYS), read by the group schema."""
+    out = read_keys(Config, r, base, defaults, only=GROUP_POLICY_KEYS)
+    table = r.section("thresholds")
+    out["thresholds"] = _threshold_table(table) if table is not None else defaults.thresholds
     return out
 
 
@@ -598,80 +659,23 @@ def _metrics(r: _Reader | None) -> Endpoint | None:
     return out
 
 
-def _limits(r: _Reader | None) -> Limits:
-    if r is None:
-        return Limits()
-    out = Limits(
-        r.get("max_inflight", 2048, _number(1, 10**6, integer=True)),
-        r.get("max_tcp_connections", 256, _number(1, 10**5, integer=True)),
-        float(r.get("tcp_idle_timeout", 10.0, _number(0.1, 3600))),
+def from_mapping(data: Any, file: str, base: Path) -> Config:
+    """Builds a Config from parsed YAML; relative paths are taken relative to the policy file."""
+    if data is None:
+        return Config(source=file)
+    if not isinstance(data, LocatedDict):
+        raise ConfigError("the policy must be a YAML mapping (key: value)", file=file, line=1)
+    r = _Reader(data, file)
+    defaults = Config(source=file)
+    top = replace(defaults, **_policy_fields(r, base, defaults))
+    cfg = replace(top, **read_keys(Config, r, base, top))
+    cfg = replace(
+        cfg,
+        groups=r.get("groups", (), lambda v: _groups(v, file, base, top)),
+        metrics=_metrics(r.section("metrics")),
     )
     r.finish()
-    return out
-
-
-def _client_watch(r: _Reader | None) -> ClientWatchConfig:
-    """`client_watch:`: the rule's numbers, what a flag does, and the alert hook."""
-    if r is None:
-        return ClientWatchConfig()
-    d, dr, dl = ClientWatchConfig(), WatchRule(), WatchLimits()
-    rule = WatchRule(
-        flag_at=float(r.get("flag_at", dr.flag_at, _number(1, 1000))),
-        alike_bonus=float(r.get("alike_bonus", dr.alike_bonus, _number(0, 100))),
-        score_bonus=float(r.get("score_bonus", dr.score_bonus, _number(0, 100))),
-        suspicious_score=r.get("suspicious_score", None, lambda v: float(_number(0.0, 1.0)(v))),
-        window_seconds=float(r.get("window", dr.window_seconds, _number(1, 86400))),
-        window_names=r.get("window_names", dr.window_names, _number(1, 1000, integer=True)),
-        quarantine_seconds=float(r.get("quarantine_ttl", dr.quarantine_seconds, _number(1, 30 * 86400))),
-        c2_seconds=float(r.get("likely_c2_ttl", dr.c2_seconds, _number(1, 30 * 86400))),
-        burst_gap=float(r.get("burst_gap", dr.burst_gap, _number(0, 3600))),
-        max_c2_per_flag=r.get("max_c2_per_flag", dr.max_c2_per_flag, _number(0, 100, integer=True)),
-    )
-    limits = WatchLimits(
-        max_clients=r.get("max_clients", dl.max_clients, _number(1, 10**7, integer=True)),
-        max_flagged=r.get("max_flagged", dl.max_flagged, _number(1, 10**6, integer=True)),
-        known_names=r.get("known_names", dl.known_names, _number(1, 10**7, integer=True)),
-    )
-    out = ClientWatchConfig(
-        enabled=r.get("enabled", True, _boolean),
-        action=r.get("action", d.action, _enum(WatchAction)),
-        block_action=r.get("block_action", d.block_action, _enum(Action)),
-        rule=rule,
-        limits=limits,
-        exempt_clients=r.get("exempt_clients", (), _list_of(_network)),
-        on_flag=_hook(r.section("on_flag")),
-    )
-    if not out.block_action.blocks:
-        raise r.fail("block_action", "must be sinkhole, nxdomain, refuse or servfail")
-    r.finish()
-    return out
-
-
-def _hook(r: _Reader | None) -> HookConfig:
-    """`on_flag: {command: [argv...]}` or `on_flag: {url: http://...}`, and `timeout`."""
-    if r is None:
-        return HookConfig()
-    out = HookConfig(
-        r.get("command", (), _list_of(lambda v: v if isinstance(v, str) and v else _fail("must be a string"))),
-        r.get("url", None, _url),
-        float(r.get("timeout", 5.0, _number(0.1, 60))),
-    )
-    if out.command and out.url:
-        raise r.fail("url", "set either command or url, not both")
-    r.finish()
-    return out
-
-
-def _url(value: Any) -> str:
-    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
-        raise ValueError(f"{value!r} is not an http:// or https:// URL")
-    return value
-
-
-def _boolean(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"must be true or false, not {value!r}")
-    return value
+    return cfg
 
 
 def load_config(path: Path) -> Config:

@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from resolverguard.encoding import NameEncoder
 from resolverguard.errors import ModelError
-from resolverguard.steps.names import InputForm
+from resolverguard.names import InputForm
 
 METADATA_FORMAT = "resolverguard-model/1"
 

@@ -1,35 +1,56 @@
-"""Where the chain is assembled, in the one order a query walks (see `resolverguard.chain`)."""
+"""Where the chain is assembled: `build_pipeline` is the one written order a query walks; the
+README and `resolverguard.chain` point here rather than repeat it.
+
+Adding a step touches three places:
+1. `steps/<name>.py`: a class with `check(request) -> Outcome` when it decides from the request
+   alone (answer with bytes, hand on with None, or return something to await), or
+   `async __call__(request, next_step) -> Reply` when it must see the reply too;
+2. its settings: one frozen dataclass with `key(...)` fields and one `section(...)` line in
+   `Config` (see the `resolverguard.config` docstring), and its rows in docs/policy.md;
+3. one line in `build_pipeline`, where its ordering constraint puts it (say why in a comment).
+A step with state that must survive a reload (a cache, sockets) gets a `carried(old, ...)`
+classmethod that returns the old object when what its state depends on is unchanged, and a field
+on `Pipeline` (plus a line in `Pipeline.retire` when the object holds something to close).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
 from resolverguard.addresses import networks
 from resolverguard.alerts import AlertHook
-from resolverguard.chain import Check, Next, Step, link
-from resolverguard.config import ClientGroupConfig, Config, Endpoint, resolve_thresholds
-from resolverguard.model import TFLiteScorer, load_model, shipped
-from resolverguard.steps.acl import AclGate, ClientAcl, Gate, RateLimitGate, Refusal, TokenBuckets
+from resolverguard.chain import Check, Gate, Next, Refusal, Step, link
+from resolverguard.config import ClientGroupConfig, Config, Endpoint, QueryLogConfig, resolve_thresholds
+from resolverguard.groups import ClientGroup, GroupDirectory
+from resolverguard.lists import DomainLists
+from resolverguard.model import TFLiteScorer, shipped
+from resolverguard.names import NameParser
+from resolverguard.steps.acl import AclGate, ClientAcl, RateLimitGate, TokenBuckets
 from resolverguard.steps.answers import AnswerCache, AnswerCacheStep
 from resolverguard.steps.block import BlockStep
 from resolverguard.steps.cache import CacheStep, VerdictCache
 from resolverguard.steps.family import FamilyHints, FamilyHintStep
-from resolverguard.steps.groups import ClientGroup, GroupDirectory, GroupStep
-from resolverguard.steps.lists import DomainLists, ListStep
+from resolverguard.steps.groups import GroupStep
+from resolverguard.steps.lists import ListStep
 from resolverguard.steps.metrics import Metrics, MetricsStep
-from resolverguard.steps.names import NameParser, NameStep
-from resolverguard.steps.policy import Policy, PolicyStep
+from resolverguard.steps.names import NameStep
+from resolverguard.steps.policy import PolicyStep
 from resolverguard.steps.querylog import QueryLog, QueryLogStep
 from resolverguard.steps.score import ScoreStep
 from resolverguard.steps.upstream import UpstreamForwarder, UpstreamStep
-from resolverguard.steps.watch import ClientWatchStep
-from resolverguard.watch import PopularNames, WatchState
+from resolverguard.steps.watch import ClientWatchStep, watch_limits, watch_rule
+from resolverguard.verdicts import Policy
+from resolverguard.watch import WatchState
 
 
 @dataclass(frozen=True)
 class Pipeline:
+    """The chain and the stateful parts it was built with; a reload hands it to `build_pipeline`
+    as `previous`, and each stateful part decides itself whether it carries over (`carried`)."""
+
     chain: Next
     log: QueryLog
     groups: GroupDirectory
@@ -37,8 +58,19 @@ class Pipeline:
     gates: tuple[Gate, ...]
     answers: AnswerCache
     forwarder: UpstreamForwarder  # owns pooled sockets: closed by whoever replaces the pipeline
-    watch: WatchState | None = None  # the client watch's evidence and flags, carried across reloads
+    hints: FamilyHints | None = None
+    watch: WatchState | None = None  # the client watch's evidence, flags and likely C2 names
     hook: AlertHook | None = None  # its alert hook's worker thread
+
+    def retire(self, successor: Pipeline, close_later: Callable[[Callable[[], None]], object]) -> None:
+        """Closes (through `close_later`, after the queries in flight) what `successor` did not carry
+        over: an open query log and pooled upstream sockets."""
+        if self.log is not successor.log:
+            close_later(self.log.close)
+        if self.forwarder is not successor.forwarder:
+            close_later(self.forwarder.close)
+        if self.hook is not None and self.hook is not successor.hook:
+            self.hook.close()
 
 
 def policy_for(group: ClientGroupConfig, named: dict[str, float], file: str = "<policy>", prefix: str = "") -> Policy:
@@ -55,13 +87,18 @@ def groups_for(cfg: Config, named: dict[str, float]) -> GroupDirectory:
     """Every client group with its resolved policy and loaded lists (lists shared when unchanged)."""
     default_cfg = cfg.default_group()
     default = ClientGroup(
-        "default", (), policy_for(default_cfg, named, cfg.source), lists_for(default_cfg), cfg.sinkhole
+        "default",
+        (),
+        policy_for(default_cfg, named, cfg.source),
+        lists_for(default_cfg),
+        cfg.sinkhole,
+        cfg.client_watch,
     )
     groups = []
     for index, g in enumerate(cfg.groups):
         lists = default.lists if g.lists == cfg.lists else lists_for(g)
         policy = policy_for(g, named, cfg.source, f"groups[{index}].")
-        groups.append(ClientGroup(g.name, networks(g.clients), policy, lists, g.sinkhole))
+        groups.append(ClientGroup(g.name, networks(g.clients), policy, lists, g.sinkhole, g.client_watch))
     return GroupDirectory(groups, default)
 
 
@@ -78,69 +115,66 @@ def decision_steps(cfg: Config, model: TFLiteScorer, groups: GroupDirectory, cac
     ]
 
 
-def family_hints_for(cfg: Config) -> FamilyHints | None:
+def family_hints_for(cfg: Config, previous: FamilyHints | None = None) -> FamilyHints | None:
     """The family head: the configured file, else the shipped one if there is one, else none."""
     if cfg.family_model is False:
         return None
     path = cfg.family_model if isinstance(cfg.family_model, Path) else shipped("family.tflite")
-    return FamilyHints(load_model(path)) if path is not None else None
+    return FamilyHints.carried(previous, path)
 
 
 def build_pipeline(
     cfg: Config,
     model: TFLiteScorer,
-    log: QueryLog,
-    cache: VerdictCache | None = None,
+    make_log: Callable[[QueryLogConfig], QueryLog] = QueryLog,
     metrics: Metrics | None = None,
-    hints: FamilyHints | None = None,
-    answers: AnswerCache | None = None,
-    forwarder: UpstreamForwarder | None = None,
-    watch: WatchState | None = None,
-    hook: AlertHook | None = None,
+    previous: Pipeline | None = None,
     stderr: TextIO | None = None,
 ) -> Pipeline:
-    """The chain for `cfg`. A reload passes the old verdict cache on: scores do not depend on the
-    policy, so a new policy need not re-score every popular name (and the answer cache and upstream
-    sockets, when the upstreams did not change)."""
+    """The chain for `cfg`: the one written order of the steps (README "How a query is handled"
+    and `resolverguard.chain` point here). On a reload `previous` is the running pipeline: each
+    stateful part carries its state over when what it depends on did not change (the verdict
+    cache while the model is the same, the answer cache and upstream sockets while the upstreams
+    are, the query log while its settings are)."""
+    old = previous
     groups = groups_for(cfg, model.metadata.thresholds)
-    cache = cache if cache is not None else VerdictCache(cfg.cache.size, cfg.cache.ttl)
+    cache = VerdictCache.carried(old.cache if old else None, cfg.cache.size, cfg.cache.ttl, model)
+    log = QueryLog.carried(old.log if old else None, cfg.query_log, make_log)
+    hints = family_hints_for(cfg, old.hints if old else None)
+    upstreams = (cfg.upstreams, cfg.upstream_timeout)
+    answers = AnswerCache.carried(old.answers if old else None, cfg.answer_cache, upstreams)
+    forwarder = UpstreamForwarder.carried(old.forwarder if old else None, *upstreams)
     access, limit = cfg.access, cfg.rate_limit
+    # Gates run before the chain, on the source address alone (see DnsServer.turned_away).
     gates: list[Gate] = [AclGate(ClientAcl(access.allow_clients), Refusal(drop=access.refused == "drop"))]
     if limit.qps > 0:
         gates.append(RateLimitGate(TokenBuckets(limit.qps, limit.burst), Refusal(drop=limit.over_limit == "drop")))
+    # The chain. Each line's place is a constraint: the query log and metrics wrap everything, so they
+    # see the final verdict and the upstream's rcode; decisions come before any answer; the block step
+    # answers before the answer cache, so a sinkhole answer is never cached as an upstream answer.
     steps: list[Step | Check] = [QueryLogStep(log)] if log.enabled else []
     if metrics is not None:
         steps.append(MetricsStep(metrics))
-    steps += decision_steps(cfg, model, groups, cache)
-    watch = watch_state_for(cfg, model.metadata.thresholds, watch)
-    if watch is not None:  # after the verdict, before the block step and the answer cache: sees every answer
-        hook = hook or (AlertHook(cfg.client_watch.on_flag, stderr) if cfg.client_watch.on_flag.enabled else None)
-        watch_log = log if log.enabled else None
-        steps.append(ClientWatchStep(cfg.client_watch, watch, watch_log, metrics, hints, hook, stderr))
+    steps += decision_steps(cfg, model, groups, cache)  # group, name, lists, verdict cache, score, policy
+    watch, hook = None, None
+    if cfg.client_watch.enabled or any(g.client_watch.enabled for g in cfg.groups):
+        # After the verdict (an allow-listed name is never touched, and the watch may block), before the
+        # block step and the answer cache: it sees every answer, cached ones and the model's sinkholes too.
+        watch = WatchState.carried(
+            old.watch if old else None,
+            watch_rule(cfg.client_watch, model.metadata.thresholds),
+            watch_limits(cfg.client_watch),
+        )
+        hook = AlertHook.carried(old.hook if old else None, cfg.client_watch.on_flag, stderr)
+        steps.append(
+            ClientWatchStep(cfg.client_watch, watch, log if log.enabled else None, metrics, hints, hook, stderr)
+        )
     if hints is not None and cfg.scoring and log.enabled:  # a hint is only ever read in the log
         steps.append(FamilyHintStep(hints))
     steps.append(BlockStep(cfg.sinkhole))
-    answers = answers if answers is not None else AnswerCache(cfg.answer_cache)
     steps.append(AnswerCacheStep(answers))
-    forwarder = forwarder or UpstreamForwarder(cfg.upstreams, cfg.upstream_timeout)
-    upstream = UpstreamStep(forwarder)
-    return Pipeline(link(steps, upstream), log, groups, cache, tuple(gates), answers, forwarder, watch, hook)
-
-
-def watch_state_for(cfg: Config, named: dict[str, float], old: WatchState | None) -> WatchState | None:
-    """The client watch's state: the old one when reloading (flags and evidence survive a reload),
-    with the new rule; None when the watch is off. The model's log threshold is what makes a name
-    "suspicious" to the rule unless the policy sets its own."""
-    watch_cfg = cfg.client_watch
-    if not watch_cfg.enabled:
-        return None
-    rule = watch_cfg.rule
-    if rule.suspicious_score is None and "log" in named:
-        rule = replace(rule, suspicious_score=named["log"])
-    if old is None:
-        return WatchState(rule, watch_cfg.limits, PopularNames.bundled())
-    old.rule, old.limits = rule, watch_cfg.limits
-    return old
+    chain = link(steps, UpstreamStep(forwarder))  # whatever reaches the end is forwarded
+    return Pipeline(chain, log, groups, cache, tuple(gates), answers, forwarder, hints, watch, hook)
 
 
 def resolv_conf_upstreams(listen: tuple[Endpoint, ...], path: Path = Path("/etc/resolv.conf")) -> tuple[Endpoint, ...]:

@@ -12,18 +12,23 @@ import functools
 import ipaddress
 import struct
 
-from resolverguard.wire import QueryHead
+from dnslib import EDNS0, DNSRecord
 
-QR, RA = 0x8000, 0x0080
-_COPIED = 0x7900  # opcode and RD, as the query had them
+from resolverguard.wire import AAAA, OPCODE_MASK, OPT, SOA, A, Flag, QueryHead, Rclass
+
+# Plain ints, combined once at import: a reply header costs no enum arithmetic.
+_QR_RA = int(Flag.QR | Flag.RA)
+_COPIED = int(OPCODE_MASK | Flag.RD)  # opcode and RD, as the query had them
+_COPIED_BYTE2 = _COPIED >> 8
+_QR_BYTE2 = int(Flag.QR) >> 8
+_CLASS_IN = int(Rclass.IN)
 _QUESTION_NAME = b"\xc0\x0c"  # pointer to offset 12: the question's name
-_OPT_1232 = b"\x00" + struct.pack("!HHIH", 41, 1232, 0, 0)  # our EDNS: 1232-byte buffer (flag day 2020)
-TYPE_A, TYPE_AAAA, TYPE_SOA, CLASS_IN = 1, 28, 6, 1
+_OPT_1232 = b"\x00" + struct.pack("!HHIH", OPT, 1232, 0, 0)  # our EDNS: 1232-byte buffer (flag day 2020)
 
 
 def header(head: QueryHead, rcode: int, answers: int = 0, authority: int = 0) -> bytes:
     """Reply header: the client's ID, QR/RA set, one question, our OPT when the client sent one."""
-    flags = QR | head.flags & _COPIED | RA | rcode
+    flags = _QR_RA | head.flags & _COPIED | rcode
     return struct.pack("!HHHHHH", head.id, flags, 1, answers, authority, 1 if head.edns else 0)
 
 
@@ -35,8 +40,8 @@ def empty(head: QueryHead, rcode: int) -> bytes:
 def address(head: QueryHead, ip: str, ttl: int) -> bytes:
     """One A or AAAA record (by the address's family) for the question's name."""
     rdata = _packed(ip)
-    rtype = TYPE_A if len(rdata) == 4 else TYPE_AAAA
-    record = _QUESTION_NAME + struct.pack("!HHIH", rtype, CLASS_IN, ttl, len(rdata)) + rdata
+    rtype = A if len(rdata) == 4 else AAAA
+    record = _QUESTION_NAME + struct.pack("!HHIH", rtype, _CLASS_IN, ttl, len(rdata)) + rdata
     return header(head, 0, answers=1) + head.question + record + (_OPT_1232 if head.edns else b"")
 
 
@@ -46,8 +51,27 @@ def negative(head: QueryHead, rcode: int, zone_labels: int, ttl: int) -> bytes:
     name (the registrable domain), written as a pointer into the question."""
     owner = struct.pack("!H", 0xC000 | 12 + suffix_offset(head.question, zone_labels))
     rdata = _soa_rdata(ttl)
-    record = owner + struct.pack("!HHIH", TYPE_SOA, CLASS_IN, ttl, len(rdata)) + rdata
+    record = owner + struct.pack("!HHIH", SOA, _CLASS_IN, ttl, len(rdata)) + rdata
     return header(head, rcode, authority=1) + head.question + record + (_OPT_1232 if head.edns else b"")
+
+
+def header_only(packet: bytes, rcode: int) -> bytes | None:
+    """A bare reply to a packet we could not (or would not) read; None if it is not even a query
+    header. Needs no parse: the ID, opcode and RD are copied from the first bytes."""
+    if len(packet) < 12 or packet[2] & _QR_BYTE2:
+        return None
+    flags = _QR_RA | (packet[2] & _COPIED_BYTE2) << 8 | rcode
+    return packet[:2] + struct.pack("!HHHHH", flags, 0, 0, 0, 0)
+
+
+def truncated(reply: bytes, query: DNSRecord) -> bytes:
+    """The reply cut to header and question with TC set, so the client retries over TCP."""
+    header = DNSRecord.parse(reply).header
+    header.tc = 1
+    out = DNSRecord(header=header, q=query.q)
+    if any(rr.rtype == OPT for rr in query.ar):
+        out.add_ar(EDNS0(udp_len=1232))
+    return bytes(out.pack())
 
 
 def suffix_offset(question: bytes, labels: int) -> int:

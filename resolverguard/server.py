@@ -19,41 +19,15 @@ import types
 from collections.abc import Callable, Coroutine, Generator, Iterable, Sequence
 from typing import Any, TextIO
 
-from dnslib import EDNS0, OPCODE, QTYPE, RCODE, DNSError, DNSRecord
-
-from resolverguard.chain import Next, Request
+from resolverguard.chain import Gate, Next, Request
 from resolverguard.config import Endpoint, Limits
-from resolverguard.steps.acl import Gate
-from resolverguard.wire import NOTIMP, OPCODE_QUERY, head_of, parse_query
+from resolverguard.replies import header_only, truncated
+from resolverguard.wire import IGNORE, NOTIMP, OPCODE_QUERY, REFUSED, SERVFAIL, parse_query, read_unusual
 
 UDP_DEFAULT_SIZE = 512
 UDP_MAX_SIZE = 4096  # clamp of the client's advertised EDNS size (DNS flag day 2020 suggests 1232)
 UDP_RECEIVE_BUFFER = 4 * 1024 * 1024  # absorbs bursts so one client's burst does not drop another's query
 TCP_MAX_PIPELINE = 32  # queries in flight on one TCP connection; the reader waits beyond that
-
-
-def header_only_reply(packet: bytes, rcode: int) -> bytes | None:
-    """A bare reply to a packet we could not parse; None if it is not even a query header."""
-    if len(packet) < 12 or packet[2] & 0x80:
-        return None
-    flags = 0x8000 | (packet[2] & 0x79) << 8 | 0x80 | rcode  # QR, opcode and RD copied, RA set
-    return packet[:2] + struct.pack("!HHHHH", flags, 0, 0, 0, 0)
-
-
-def valid_qname(query: DNSRecord) -> bool:
-    """RFC 1035 limits that dnslib's parser does not enforce: labels <= 63 octets, name <= 255."""
-    labels = query.q.qname.label
-    return all(0 < len(label) <= 63 for label in labels) and sum(len(x) + 1 for x in labels) + 1 <= 255
-
-
-def truncate(reply: bytes, query: DNSRecord) -> bytes:
-    """The reply cut to header and question with TC set, so the client retries over TCP."""
-    header = DNSRecord.parse(reply).header
-    header.tc = 1
-    out = DNSRecord(header=header, q=query.q)
-    if any(rr.rtype == QTYPE.OPT for rr in query.ar):
-        out.add_ar(EDNS0(udp_len=1232))
-    return bytes(out.pack())
 
 
 @types.coroutine
@@ -154,7 +128,7 @@ class DnsServer:
         """Asks the gates (ACL, rate limit) about the source address: (refused?, reply to send)."""
         for gate in self.gates:
             if not gate.admit(address):
-                return True, None if gate.refusal.drop else header_only_reply(packet, RCODE.REFUSED)
+                return True, None if gate.refusal.drop else header_only(packet, REFUSED)
         return False, None
 
     def accept_udp(self, transport: asyncio.DatagramTransport, packet: bytes, client: tuple[str, int]) -> None:
@@ -166,7 +140,7 @@ class DnsServer:
             return
         if len(self._tasks) >= self.limits.max_inflight:
             self.shed += 1
-            reply = header_only_reply(packet, RCODE.SERVFAIL)
+            reply = header_only(packet, SERVFAIL)
             if reply is not None:
                 transport.sendto(reply, client)
             return
@@ -186,37 +160,29 @@ class DnsServer:
             return await self._answer(packet, client, transport)
         except Exception:  # noqa: BLE001 - one query's bug must not take the listener down
             traceback.print_exc(file=self._stderr or sys.stderr)
-            return header_only_reply(packet, RCODE.SERVFAIL)
+            return header_only(packet, SERVFAIL)
 
     async def _answer(self, packet: bytes, client: tuple[str, int], transport: str) -> bytes | None:
         started = self._clock()
         head, parsed = parse_query(packet), None
         if head is None:  # unusual: the full parser decides between an answer and FORMERR
-            try:
-                parsed = DNSRecord.parse(packet)
-            except (DNSError, ValueError, IndexError, struct.error, UnicodeDecodeError, TypeError):
-                return header_only_reply(packet, RCODE.FORMERR)
-            if len(parsed.questions) == 1 and not parsed.header.qr and valid_qname(parsed):
-                head = head_of(parsed, packet)
-            elif parsed.header.qr:
-                return None
-            elif parsed.header.opcode != OPCODE.QUERY:
-                return header_only_reply(packet, RCODE.NOTIMP)
-            else:
-                return header_only_reply(packet, RCODE.FORMERR)
+            unusual = read_unusual(packet)
+            if isinstance(unusual, int):
+                return None if unusual == IGNORE else header_only(packet, unusual)
+            head, parsed = unusual
         if head.is_response:
             return None
         if head.opcode != OPCODE_QUERY:
-            return header_only_reply(packet, NOTIMP)
+            return header_only(packet, NOTIMP)
         max_size = max(UDP_DEFAULT_SIZE, min(head.udp_size, UDP_MAX_SIZE)) if transport == "udp" else 65535
         request = Request(head, packet, client, transport, started, max_size, parsed=parsed)
         try:
             reply = await self.chain(request)
         except Exception:  # noqa: BLE001 - one query's bug must not take the listener down
             traceback.print_exc(file=self._stderr or sys.stderr)
-            return header_only_reply(packet, RCODE.SERVFAIL)
+            return header_only(packet, SERVFAIL)
         if reply is not None and len(reply) > max_size:
-            reply = truncate(reply, request.query)
+            reply = truncated(reply, request.query)
         return reply
 
     async def _answer_udp(self, transport: asyncio.DatagramTransport, packet: bytes, client: tuple[str, int]) -> None:

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from resolverguard.steps.names import DYNAMIC_DNS_SUFFIXES, RegistrableName
+from resolverguard.names import DYNAMIC_DNS_SUFFIXES, RegistrableName
 
 POPULAR_LABELS = Path(__file__).resolve().parent / "data" / "popular-labels.txt.gz"
 _EDIT_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789-"
@@ -254,6 +254,15 @@ class WatchState:
     known_labels: dict[str, None] = field(default_factory=dict)
     flags_raised: int = 0
     c2_found: int = 0
+
+    @classmethod
+    def carried(cls, old: WatchState | None, rule: WatchRule, limits: WatchLimits) -> WatchState:
+        """Flags, likely C2 names and evidence survive a reload (an infected client must not be
+        released by an unrelated policy change); the new rule and bounds apply from now on."""
+        if old is None:
+            return cls(rule, limits, PopularNames.bundled())
+        old.rule, old.limits = rule, limits
+        return old
 
     # -- what the answers tell us ------------------------------------------------------------
     def resolved(self, client: str, key: str) -> list[LikelyC2]:

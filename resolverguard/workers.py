@@ -35,9 +35,8 @@ def worker_config(config_path: Path | None, overrides: dict[str, Any], index: in
 
 
 def worker_main(config_path: Path | None, overrides: dict[str, Any], index: int, lines: Any) -> None:
-    from resolverguard.cli import run_event_loop
     from resolverguard.model import load_model
-    from resolverguard.service import Service, WorkerRole, run_until_signalled
+    from resolverguard.service import Service, WorkerRole, run_event_loop, run_until_signalled
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
     cfg = worker_config(config_path, overrides, index)

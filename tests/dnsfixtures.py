@@ -220,12 +220,29 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(proc: subprocess.Popen[str], text: str, lines: int = 10) -> str:
-    """Reads the process's stderr until a line contains `text` (LiteRT may print an INFO line first)."""
-    for _ in range(lines):
-        line = proc.stderr.readline() if proc.stderr else ""
-        if text in line:
-            return line
+def wait_for(proc: subprocess.Popen[str], text: str, lines: int = 10, timeout: float = 60.0) -> str:
+    """Reads the process's stderr until a line contains `text` (LiteRT may print an INFO line first).
+
+    The reads run in a helper thread joined with a deadline, so a server that is stuck (or never
+    prints the line) fails the test after `timeout` seconds instead of hanging the suite."""
+    found: list[str] = []
+
+    def read() -> None:
+        for _ in range(lines):
+            line = proc.stderr.readline() if proc.stderr else ""
+            if text in line:
+                found.append(line)
+                return
+            if not line:
+                return  # end of stream: the process exited
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout)
+    if found:
+        return found[0]
+    if reader.is_alive():
+        raise AssertionError(f"no {text!r} within {timeout:g} s")
     raise AssertionError(f"never saw {text!r}")
 
 

@@ -194,6 +194,7 @@ def test_popular_answer_is_refreshed_before_it_expires(setup) -> None:
     assert late.answer[0].ttl == 25  # the client is answered from the cache at once
     assert wait_until(lambda: len(up.queries) == 2)  # and the answer is fetched again behind it
     assert wait_until(lambda: r.service.pipeline.answers.prefetches == 1)
+    assert wait_until(lambda: r.service.pipeline.answers.refreshing == 0)  # the refreshed answer is stored
     clock.now += 30  # past the first answer's expiry: the refreshed one serves
     fresh = ask(r, "www.example.com")
     assert 265 <= fresh.answer[0].ttl <= 300 and len(up.queries) == 2

@@ -161,3 +161,20 @@ def test_top_summarises_a_log_the_resolver_wrote(tmp_path: Path) -> None:
     assert "       2  xkq3vbh7tz.com" in out and "       1  www.bad.example" in out
     assert "       3  127.0.0.1" in out
     assert rg("top", "--since", "soon", str(log)).returncode == 2
+
+
+def test_check_shows_what_each_list_file_held_and_skipped(tmp_path: Path) -> None:
+    deny = tmp_path / "deny.txt"
+    deny.write_text("# ads\n||ads.example^\n0.0.0.0 a.example b.example\n/banner/ads/\ntwo words\nok.example\n")
+    allow = tmp_path / "allow.txt"
+    allow.write_text("good.example\n")
+    policy = tmp_path / "p.yaml"
+    policy.write_text(
+        f"model: {DIGITS_MODEL}\nlists:\n  deny_files: [deny.txt]\n"
+        "groups:\n  - name: guests\n    clients: [10.0.0.0/8]\n    lists: {allow_files: [allow.txt]}\n"
+    )
+    result = rg("check", str(policy))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert f"  lists.deny_files: {deny}: 4 entries, 2 lines skipped (first skipped lines: 4, 5)" in lines
+    assert f"  groups[0].lists.allow_files: {allow}: 1 entries, 0 lines skipped" in lines

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from resolverguard.config import Action, Mode, load_config, resolve_thresholds
+from resolverguard.config import load_config, resolve_thresholds
 from resolverguard.errors import ConfigError
+from resolverguard.verdicts import Action, Mode
 
 ROOT = Path(__file__).resolve().parent.parent
 DIGITS = ROOT / "tests" / "data" / "digits.tflite"

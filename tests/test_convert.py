@@ -19,7 +19,7 @@ from convert.ship import ship  # noqa: E402
 from convert.train import TrainConfig, train  # noqa: E402
 from resolverguard.encoding import NameEncoder  # noqa: E402
 from resolverguard.model import load_model  # noqa: E402
-from resolverguard.steps.names import NameParser  # noqa: E402
+from resolverguard.names import NameParser  # noqa: E402
 
 WORDS = ["shop", "news", "mail", "cloud", "green", "river", "blue", "city", "home"]
 WORDS += ["garden", "book", "travel", "photo", "music", "sport", "bank", "tech", "data"]

@@ -5,7 +5,7 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from resolverguard.steps.lists import DomainLists, DomainSet, ListEntry, parse_line, read_list
+from resolverguard.lists import DomainLists, DomainSet, ListEntry, parse_line, read_list
 
 label = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?", fullmatch=True)
 tld = st.from_regex(r"[a-z][a-z0-9]{1,5}", fullmatch=True)  # a TLD is never all digits (that is an address)

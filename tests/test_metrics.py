@@ -50,6 +50,28 @@ def test_metrics_endpoint_counts_actions_cache_and_timings(tmp_path: Path) -> No
     assert samples[("resolverguard_query_seconds_count", ())] == 4
 
 
+def test_failures_are_counted_by_kind(tmp_path: Path) -> None:
+    """A model error and an upstream error are told apart by their own fields, not by parsing text."""
+
+    class Broken:
+        def score(self, texts):
+            raise RuntimeError("interpreter exploded")
+
+    port = free_tcp_port()
+    with run_upstream(Upstream(silent=True)) as up:
+        cfg = replace(
+            Config(upstreams=(Endpoint("127.0.0.1", up.port),), upstream_timeout=0.2),
+            metrics=Endpoint("127.0.0.1", port),
+        )
+        with run_resolver(cfg, tmp_path / "q.log", scorer=Broken()) as r:
+            for name in ("xkq3vbh7tz.com", "printer.lan"):  # scored (model error + upstream error), not scored
+                dns.query.udp(dns.message.make_query(name, "A"), r.host, port=r.port, timeout=3)
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    samples = {s.name: s.value for family in text_string_to_metric_families(text) for s in family.samples}
+    assert samples["resolverguard_model_errors_total"] == 1
+    assert samples["resolverguard_upstream_errors_total"] == 2
+
+
 def test_metrics_config(tmp_path: Path) -> None:
     from resolverguard.config import load_config
 

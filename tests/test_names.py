@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from resolverguard.steps.names import InputForm, NameParser, PrivateSuffixMode, Unscored
+from resolverguard.names import InputForm, NameParser, PrivateSuffixMode, Unscored
 
 parser = NameParser()
 

@@ -47,9 +47,10 @@ def test_worker_lines_go_to_the_writer_in_batches() -> None:
 def test_query_line_is_valid_json_with_every_field(tmp_path: Path) -> None:
     from dnslib import DNSRecord
 
-    from resolverguard.chain import Reason, Request, Verdict
-    from resolverguard.config import Action, ClientPrivacy
-    from resolverguard.steps.names import RegistrableName, Unscored
+    from resolverguard.chain import Request
+    from resolverguard.config import ClientPrivacy
+    from resolverguard.names import RegistrableName, Unscored
+    from resolverguard.verdicts import Action, Reason, Verdict
     from resolverguard.wire import parse_query
 
     packet = bytes(DNSRecord.question('we"ird\\\\x.example.com', "TXT").pack())
@@ -57,7 +58,7 @@ def test_query_line_is_valid_json_with_every_field(tmp_path: Path) -> None:
     assert head is not None
     request = Request(head, packet, ("192.0.2.77", 5353), "udp", started=10.0)
     request.name = RegistrableName('we"ird\\\\x.example.com', "example.com", "example", Unscored.NOT_HOSTNAME)
-    request.score, request.upstream_rcode, request.error = 0.1234567, None, 'upstream: "dead"\n'
+    request.score, request.upstream_rcode, request.upstream_error = 0.1234567, None, '"dead"\n'
     request.verdict = Verdict(Action.LOG, Reason.MODEL, would=Action.SINKHOLE)
     request.notes.update({"family_hint": "conficker", "family_p": 0.5})
     log = QueryLog(QueryLogConfig(path=str(tmp_path / "q.jsonl"), clients=ClientPrivacy.TRUNCATE), extra={"worker": 3})

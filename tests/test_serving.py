@@ -15,7 +15,8 @@ import dns.rdatatype
 import pytest
 from dnsfixtures import UPSTREAM_A, Upstream, run_resolver, run_upstream
 
-from resolverguard.config import Config, Endpoint, ListsConfig, Mode, OnModelError
+from resolverguard.config import Config, Endpoint, ListsConfig
+from resolverguard.verdicts import Mode, OnModelError
 
 
 def ask(resolver, name: str, qtype: str = "A", tcp: bool = False, timeout: float = 5.0, **kw) -> dns.message.Message:
@@ -207,6 +208,18 @@ def test_broken_scorer_fails_open_and_logs_the_error(upstream, tmp_path: Path) -
     (line,) = r.log_lines()
     assert (line["action"], line["reason"]) == ("pass", "model error")
     assert "interpreter exploded" in line["error"]
+
+
+def test_answer_is_cached_although_scoring_failed(upstream, tmp_path: Path) -> None:
+    """Under on_model_error: pass the upstream's answer is sound: a model error must not keep it
+    out of the answer cache (only an upstream failure does)."""
+    with run_resolver(config_for(upstream), tmp_path / "q.log", scorer=Broken()) as r:
+        first, second = ask(r, "xkq3vbh7tz.com"), ask(r, "xkq3vbh7tz.com")
+        lines = r.log_lines()
+    assert addresses(first) == addresses(second) == [UPSTREAM_A]
+    assert len(upstream.queries) == 1
+    assert [line.get("answer_cache") for line in lines] == [None, "hit"]
+    assert all(line["reason"] == "model error" and "interpreter exploded" in line["error"] for line in lines)
 
 
 def test_broken_scorer_servfails_when_policy_says_so(upstream, tmp_path: Path) -> None:

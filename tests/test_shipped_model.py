@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from resolverguard.model import default_model_path, load_model
-from resolverguard.steps.names import NameParser
+from resolverguard.names import NameParser
 
 ROOT = Path(__file__).resolve().parent.parent
 BENIGN = [

@@ -21,14 +21,26 @@ import dns.rcode
 import pytest
 from dnsfixtures import UPSTREAM_A, RunningResolver, Upstream, run_resolver, run_upstream
 
-from resolverguard.alerts import HookConfig
-from resolverguard.config import ClientWatchConfig, Config, Endpoint, ListsConfig, WatchAction, load_config
+from resolverguard.config import (
+    AlertHookConfig,
+    ClientWatchConfig,
+    Config,
+    Endpoint,
+    ListsConfig,
+    WatchAction,
+    load_config,
+)
+from resolverguard.steps.watch import watch_rule
 from resolverguard.watch import WatchRule
 
 INFECTED, OTHER, THIRD = "127.0.0.2", "127.0.0.3", "127.0.0.4"
 # letters only: the test model (tests/data/digits.tflite) scores these ~0, as an unseen family would
 WALK = ["nxqzkvbrtw.com", "nxplmkojiu.com", "nxwsxedcrf.com", "nxtgbyhnuj.com", "nxikolpmnb.com"]
 C2 = "kvbrtwqzab.com"
+
+
+def rule_of(cfg: Config) -> WatchRule:
+    return watch_rule(cfg.client_watch, {})
 
 
 def names_to_flag(rule: WatchRule) -> int:
@@ -90,7 +102,7 @@ def test_infected_client_is_flagged_and_its_c2_blocked_for_everyone(upstream: Up
         assert addresses(ask(r, "wikipedia.org", OTHER)) == [UPSTREAM_A]
         assert ask(r, WALK[0], INFECTED).rcode() == dns.rcode.NXDOMAIN
         assert addresses(ask(r, C2, INFECTED)) == [UPSTREAM_A]  # found before the flag: the walk stops here...
-        walk_until_flagged(r, INFECTED, cfg.client_watch.rule)  # ...in this test it goes on
+        walk_until_flagged(r, INFECTED, rule_of(cfg))  # ...in this test it goes on
         (flagged,) = events(r, "client_flagged")
         (c2,) = events(r, "likely_c2")
         # the C2 is in the answer cache, yet now blocked for every client
@@ -104,7 +116,7 @@ def test_infected_client_is_flagged_and_its_c2_blocked_for_everyone(upstream: Up
         assert last_line(r, "freshnewsite.org", INFECTED)["reason"] == "client watch"
         metrics = r.service.pipeline.watch
         assert metrics is not None and metrics.flags_raised == 1 and metrics.c2_found == 1
-    needed = names_to_flag(cfg.client_watch.rule)
+    needed = names_to_flag(rule_of(cfg))
     assert flagged["client"] == INFECTED and flagged["names"] == WALK[:needed] and flagged["until"]
     assert c2["name"] == C2 and c2["client"] == INFECTED and c2["until"]
     assert f"ALERT client {INFECTED} flagged" in stderr.getvalue() and f"likely C2 {C2}" in stderr.getvalue()
@@ -128,9 +140,9 @@ def test_benign_client_with_typos_and_probes_is_never_flagged(upstream: Upstream
 def test_watch_sees_nxdomains_served_from_the_answer_cache(upstream: Upstream, tmp_path: Path) -> None:
     cfg = config_for(upstream)
     with run_resolver(cfg, tmp_path / "q.log") as r:
-        walk_until_flagged(r, INFECTED, cfg.client_watch.rule)
+        walk_until_flagged(r, INFECTED, rule_of(cfg))
         asked = len(upstream.queries)
-        walk_until_flagged(r, OTHER, cfg.client_watch.rule)  # same family, same names: all from the cache
+        walk_until_flagged(r, OTHER, rule_of(cfg))  # same family, same names: all from the cache
         assert len(upstream.queries) == asked
         deadline = time.monotonic() + 3
         while len(events(r, "client_flagged")) < 2 and time.monotonic() < deadline:
@@ -141,13 +153,13 @@ def test_watch_sees_nxdomains_served_from_the_answer_cache(upstream: Upstream, t
 def test_allow_list_wins_over_the_watch_and_log_action_blocks_nothing(upstream: Upstream, tmp_path: Path) -> None:
     cfg = replace(config_for(upstream), lists=ListsConfig(allow=("freshnewsite.org",)))
     with run_resolver(cfg, tmp_path / "q.log") as r:
-        walk_until_flagged(r, INFECTED, cfg.client_watch.rule)
+        walk_until_flagged(r, INFECTED, rule_of(cfg))
         assert events(r, "client_flagged")
         assert addresses(ask(r, "freshnewsite.org", INFECTED)) == [UPSTREAM_A]
         assert addresses(ask(r, "othernewsite.org", INFECTED)) == ["0.0.0.0"]
     cfg = config_for(upstream, action=WatchAction.LOG)
     with run_resolver(cfg, tmp_path / "q2.log") as r:
-        walk_until_flagged(r, INFECTED, cfg.client_watch.rule)
+        walk_until_flagged(r, INFECTED, rule_of(cfg))
         (flagged,) = events(r, "client_flagged")
         assert flagged["until"] is None and flagged["action"] == "log"
         assert addresses(ask(r, "othernewsite.org", INFECTED)) == [UPSTREAM_A]
@@ -182,10 +194,10 @@ def hook_server() -> Iterator[tuple[str, list[dict[str, Any]]]]:
 
 def test_alert_hook_fires_once_per_flag(upstream: Upstream, tmp_path: Path, hook_server: Any) -> None:
     url, received = hook_server
-    cfg = config_for(upstream, on_flag=HookConfig(url=url, timeout=2.0))
+    cfg = config_for(upstream, on_flag=AlertHookConfig(url=url, timeout=2.0))
     with run_resolver(cfg, tmp_path / "q.log") as r:
-        walk_until_flagged(r, INFECTED, cfg.client_watch.rule)
-        for name in WALK[names_to_flag(cfg.client_watch.rule) :] + ["nxmorewalk.com", "nxevenmore.com"]:
+        walk_until_flagged(r, INFECTED, rule_of(cfg))
+        for name in WALK[names_to_flag(rule_of(cfg)) :] + ["nxmorewalk.com", "nxevenmore.com"]:
             ask(r, name, INFECTED)  # still walking while flagged: no new alert
         deadline = time.monotonic() + 5
         while not received and time.monotonic() < deadline:
@@ -206,7 +218,7 @@ def test_reload_keeps_flags_and_likely_c2(upstream: Upstream, tmp_path: Path) ->
     with run_resolver(cfg, log) as r:
         ask(r, WALK[0], INFECTED)
         ask(r, C2, INFECTED)
-        walk_until_flagged(r, INFECTED, cfg.client_watch.rule)
+        walk_until_flagged(r, INFECTED, rule_of(cfg))
         assert events(r, "likely_c2")
         r.service.config_path = policy
         done: list[bool] = []
@@ -233,7 +245,7 @@ def test_a_look_alike_name_the_quarantine_blocked_is_resolved_aside_and_becomes_
     with run_resolver(cfg, tmp_path / "q.log") as r:
         assert ask(r, WALK[0], OTHER).rcode() == dns.rcode.NXDOMAIN
         assert addresses(ask(r, C2, OTHER)) == [UPSTREAM_A]  # OTHER found its C2 at the second name
-        walk_until_flagged(r, INFECTED, cfg.client_watch.rule)
+        walk_until_flagged(r, INFECTED, rule_of(cfg))
         assert addresses(ask(r, C2, INFECTED)) == ["0.0.0.0"]  # quarantined, and resolved aside
         (c2,) = events(r, "likely_c2")
         assert c2["name"] == C2 and c2["client"] == INFECTED

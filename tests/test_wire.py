@@ -54,3 +54,22 @@ def test_name_length_limit_is_255_octets() -> None:
     assert head is not None and head.question == query_for(longest)[12:]
     assert parse_query(query_for([63, 63, 63, 62])) is None  # 256 octets: the full parser answers FORMERR
     assert parse_query(query_for([64])) is None
+
+
+def test_protocol_numbers_agree_with_dnspython_and_dnslib() -> None:
+    """The one set of IntEnums carries the same numbers and names as the libraries we test with."""
+    import dns.flags
+    import dns.opcode
+    import dns.rcode
+    import dns.rdatatype
+    from dnslib import RCODE
+
+    from resolverguard.wire import Flag, Opcode, Rcode, Rtype, rcode_name
+
+    assert all(dns.rcode.Rcode[m.name] == m for m in Rcode)
+    assert all(dns.rdatatype.RdataType[m.name] == m for m in Rtype)
+    assert all(dns.opcode.Opcode[m.name] == m for m in Opcode)
+    assert all(dns.flags.Flag[m.name] == m for m in Flag)
+    assert [rcode_name(bytes([0, 0, 0x80, code])) for code in range(16)] == [
+        str(RCODE.get(code, str(code))) for code in range(16)
+    ]

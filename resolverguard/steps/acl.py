@@ -12,11 +12,12 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol, TextIO
+from typing import TextIO
 
 from cachetools import LRUCache
 
 from resolverguard.addresses import IPNetwork, client_ip, networks, within
+from resolverguard.chain import Refusal
 from resolverguard.memo import BoundedMemo
 
 
@@ -50,21 +51,6 @@ class SummaryLine:
             )
             self._counts.clear()
             self._last = now
-
-
-@dataclass(frozen=True)
-class Refusal:
-    """How a turned-away query is answered: REFUSED, or nothing at all (`drop`, which also keeps a
-    spoofed-source flood from being reflected at its victim)."""
-
-    drop: bool = False
-
-
-class Gate(Protocol):
-    refusal: Refusal
-    summary: SummaryLine
-
-    def admit(self, client: str) -> bool: ...
 
 
 class ClientAcl:

@@ -22,10 +22,11 @@ from cachetools import LRUCache
 
 from resolverguard.chain import Next, Reply, Request
 from resolverguard.config import AnswerCacheConfig
-from resolverguard.wire import NOERROR, NXDOMAIN, OPT, SOA, QueryHead, rcode_name
+from resolverguard.wire import NOERROR, NXDOMAIN, OPT, RCODE_MASK, SOA, Flag, QueryHead, rcode_name
 
 # Bytes, not a tuple of tuples: cached answers then hold no objects the garbage collector tracks.
 TTL_FIELD = struct.Struct("!HI")
+_TC, _RD = int(Flag.TC) >> 8, int(Flag.RD) >> 8  # bits of header byte 2, as plain ints
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,11 +43,11 @@ class WireLayout:
 
     @property
     def rcode(self) -> int:
-        return self.wire[3] & 0x0F
+        return self.wire[3] & RCODE_MASK
 
     @property
     def truncated(self) -> bool:
-        return bool(self.wire[2] & 0x02)
+        return bool(self.wire[2] & _TC)
 
 
 @dataclass(slots=True)
@@ -66,7 +67,7 @@ class _Entry:
             last is not None
             and self.last_elapsed == elapsed
             and (self.layout.opt_at is None or client_edns == (len(last) == len(self.layout.wire)))
-            and not (last[2] ^ packet[2]) & 0x01
+            and not (last[2] ^ packet[2]) & _RD
             and last[12:end] == packet[12:end]
         ):
             return packet[:2] + last[2:]
@@ -121,7 +122,7 @@ def wire_layout(wire: bytes) -> WireLayout | None:
 def served_wire(layout: WireLayout, query_packet: bytes, client_edns: bool, elapsed: int) -> bytes:
     out = bytearray(layout.wire)
     out[0:2] = query_packet[0:2]
-    out[2] = (out[2] & 0xFE) | (query_packet[2] & 0x01)  # RD as the client asked
+    out[2] = (out[2] & ~_RD) | (query_packet[2] & _RD)  # RD as the client asked
     out[12 : layout.question_end] = query_packet[12 : layout.question_end]  # the client's letter case
     for offset, ttl in TTL_FIELD.iter_unpack(layout.ttls):
         out[offset : offset + 4] = max(0, ttl - elapsed).to_bytes(4, "big")
@@ -155,11 +156,20 @@ PREFETCH_MIN_TTL = 10  # answers kept for less are not worth a refresh
 
 
 class AnswerCache:
-    def __init__(self, cfg: AnswerCacheConfig, clock: Callable[[], float] = time.monotonic) -> None:
-        self.cfg, self.clock = cfg, clock
+    def __init__(
+        self, cfg: AnswerCacheConfig, clock: Callable[[], float] = time.monotonic, source: object = None
+    ) -> None:
+        """`source`: where the answers come from (the upstreams); answers from other servers are
+        not carried across a reload."""
+        self.cfg, self.clock, self.source = cfg, clock, source
         self._entries: LRUCache[bytes, _Entry] = LRUCache(maxsize=max(1, cfg.size))
         self._refreshing: set[bytes] = set()
         self.hits = self.misses = self.prefetches = 0
+
+    @classmethod
+    def carried(cls, old: AnswerCache | None, cfg: AnswerCacheConfig, source: object) -> AnswerCache:
+        """The running cache across a reload when neither its settings nor the upstreams changed."""
+        return old if old is not None and (old.cfg, old.source) == (cfg, source) else cls(cfg, source=source)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -192,6 +202,11 @@ class AnswerCache:
             self.prefetches += 1
         return entry.serve(request.packet, request.head.edns, int(age)), due
 
+    @property
+    def refreshing(self) -> int:
+        """Prefetches in flight (their answers not stored yet)."""
+        return len(self._refreshing)
+
     def refreshed(self, request: Request) -> None:
         self._refreshing.discard(cache_key(request.head))
 
@@ -222,13 +237,13 @@ class AnswerCacheStep:
                 self._refresh_later(request, next_step)
             return answer
         reply = await next_step(request)
-        if reply is not None and request.error is None:
+        if reply is not None and request.upstream_error is None:  # (a model error does not spoil an answer)
             self._cache.put(request, reply)
         return reply
 
     def _refresh_later(self, request: Request, next_step: Next) -> None:
         """Forwards a copy of the query in the background; the client already has its answer."""
-        copy = replace(request, notes={}, error=None, upstream_rcode=None, upstream_seconds=None)
+        copy = replace(request, notes={}, upstream_error=None, upstream_rcode=None, upstream_seconds=None)
         task = asyncio.ensure_future(self._refresh(copy, next_step))
         self._refreshes.add(task)
         task.add_done_callback(self._refreshes.discard)
@@ -236,7 +251,7 @@ class AnswerCacheStep:
     async def _refresh(self, request: Request, next_step: Next) -> None:
         try:
             reply = await next_step(request)
-            if reply is not None and request.error is None:
+            if reply is not None and request.upstream_error is None:
                 self._cache.put(request, reply)
         finally:
             self._cache.refreshed(request)

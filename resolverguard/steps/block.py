@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from resolverguard import replies
 from resolverguard.chain import Outcome, Request
-from resolverguard.config import Action, SinkholeConfig
-from resolverguard.replies import TYPE_A, TYPE_AAAA
-from resolverguard.wire import NOERROR, NXDOMAIN, REFUSED, SERVFAIL
+from resolverguard.config import SinkholeConfig
+from resolverguard.verdicts import Action
+from resolverguard.wire import AAAA, NOERROR, NXDOMAIN, REFUSED, SERVFAIL, A
 
 _RCODES = {Action.NXDOMAIN: NXDOMAIN, Action.REFUSE: REFUSED, Action.SERVFAIL: SERVFAIL}
 
@@ -19,8 +19,8 @@ _RCODES = {Action.NXDOMAIN: NXDOMAIN, Action.REFUSE: REFUSED, Action.SERVFAIL: S
 def block_reply(request: Request, action: Action, sinkhole: SinkholeConfig) -> bytes:
     """The answer for a blocking `action`; the synthetic SOA belongs to the registrable domain."""
     head = request.head
-    if action is Action.SINKHOLE and head.qtype in (TYPE_A, TYPE_AAAA):
-        return replies.address(head, sinkhole.ipv4 if head.qtype == TYPE_A else sinkhole.ipv6, sinkhole.ttl)
+    if action is Action.SINKHOLE and head.qtype in (A, AAAA):
+        return replies.address(head, sinkhole.ipv4 if head.qtype == A else sinkhole.ipv6, sinkhole.ttl)
     if action in (Action.SINKHOLE, Action.NXDOMAIN):
         zone = request.name.registrable if request.name else None
         labels = zone.count(".") + 1 if zone else 0

@@ -12,18 +12,26 @@ from collections.abc import Callable
 from cachetools import LRUCache
 
 from resolverguard.chain import Outcome, Request
-from resolverguard.steps.names import InputForm
+from resolverguard.names import InputForm
 
 
 class VerdictCache:
     """LRU with a TTL; size 0 disables it. Each entry carries its own expiry time (a plain LRU
     of (score, expires) is several times cheaper per hit than cachetools' TLRUCache)."""
 
-    def __init__(self, size: int, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, size: int, ttl: float, clock: Callable[[], float] = time.monotonic, scorer: object = None
+    ) -> None:
         self._cache: LRUCache[str, tuple[float, float]] | None = None
-        self._ttl, self._clock = ttl, clock
+        self._ttl, self._clock, self.scorer = ttl, clock, scorer
         if size > 0 and ttl > 0:
             self._cache = LRUCache(maxsize=size)
+
+    @classmethod
+    def carried(cls, old: VerdictCache | None, size: int, ttl: float, scorer: object) -> VerdictCache:
+        """The running cache across a reload while the model is the same: scores do not depend on
+        the policy, so a new policy need not re-score every popular name."""
+        return old if old is not None and old.scorer is scorer else cls(size, ttl, scorer=scorer)
 
     def get(self, key: str) -> float | None:
         found = self._cache.get(key) if self._cache is not None else None

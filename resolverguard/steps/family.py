@@ -9,14 +9,23 @@ never changes the verdict, and a failure here is ignored rather than allowed to 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from resolverguard.batching import MicroBatcher
 from resolverguard.chain import Outcome, Request
-from resolverguard.config import Action
 from resolverguard.errors import ModelError
-from resolverguard.model import TFLiteScorer
+from resolverguard.model import TFLiteScorer, load_model
+from resolverguard.verdicts import Action
 
 
 class FamilyHints:
+    @staticmethod
+    def carried(old: FamilyHints | None, path: Path | None) -> FamilyHints | None:
+        """The loaded family head across a reload that names the same file (None: no hints)."""
+        if old is not None and old.model.path == path:
+            return old
+        return FamilyHints(load_model(path)) if path is not None else None
+
     def __init__(self, model: TFLiteScorer) -> None:
         families = (model.metadata.extra or {}).get("families")
         if not isinstance(families, list) or not all(isinstance(f, str) for f in families) or not families:

@@ -1,41 +1,9 @@
-"""Client groups: which policy applies to which client (guests stricter than servers, say).
-
-A group is matched by the client's address, first match in file order, else the default group (the
-top-level policy). The group carries everything policy-dependent (lists, thresholds, mode,
-sinkhole), so the later steps read it from the request; the verdict cache is shared, because a
-score does not depend on who asked.
-"""
+"""Group step: which client group (`resolverguard.groups`) a query's client belongs to."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-
-from resolverguard.addresses import IPNetwork, client_ip, within
 from resolverguard.chain import Outcome, Request
-from resolverguard.config import SinkholeConfig
-from resolverguard.memo import BoundedMemo
-from resolverguard.steps.lists import DomainLists
-from resolverguard.steps.policy import Policy
-
-
-@dataclass(frozen=True)
-class ClientGroup:
-    name: str
-    networks: tuple[IPNetwork, ...]
-    policy: Policy
-    lists: DomainLists
-    sinkhole: SinkholeConfig
-
-
-class GroupDirectory:
-    def __init__(self, groups: Sequence[ClientGroup], default: ClientGroup) -> None:
-        self.groups, self.default = tuple(groups), default
-        self.group_for = BoundedMemo(self._match)
-
-    def _match(self, address: str) -> ClientGroup:
-        ip = client_ip(address)
-        return next((g for g in self.groups if ip is not None and within(ip, g.networks)), self.default)
+from resolverguard.groups import GroupDirectory
 
 
 class GroupStep:

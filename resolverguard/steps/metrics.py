@@ -71,9 +71,9 @@ class Metrics:
             self.inference.observe(request.inference_seconds)
         if request.upstream_seconds is not None:
             self.upstream.observe(request.upstream_seconds)
-        if request.upstream_rcode == "SERVFAIL" and request.error and request.error.startswith("upstream"):
+        if request.upstream_error is not None:
             self.upstream_errors.inc()
-        if request.error and request.error.startswith("model error"):
+        if request.model_error is not None:
             self.model_errors.inc()
 
 

@@ -2,31 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-
-from resolverguard.chain import Outcome, Reason, Request, Verdict
-from resolverguard.config import Action, Mode, OnModelError, Threshold
-
-
-@dataclass(frozen=True)
-class Policy:
-    """Resolved thresholds (strictest first), mode and fault handling."""
-
-    thresholds: Sequence[Threshold]
-    mode: Mode = Mode.ENFORCE
-    on_model_error: OnModelError = OnModelError.PASS
-
-    def threshold_for(self, score: float) -> Threshold | None:
-        """The strictest threshold `score` reaches, if any."""
-        for threshold in self.thresholds:
-            if threshold.value is not None and score >= threshold.value:
-                return threshold
-        return None
-
-    def action_for(self, score: float) -> Action:
-        threshold = self.threshold_for(score)
-        return threshold.action if threshold else Action.PASS
+from resolverguard.chain import Outcome, Request
+from resolverguard.verdicts import Action, Mode, OnModelError, Policy, Reason, Verdict
 
 
 class PolicyStep:
@@ -46,7 +23,7 @@ class PolicyStep:
         if request.score is not None:
             reason = Reason.CACHE if request.score_cached else Reason.MODEL
             return Verdict(policy.action_for(request.score), reason)
-        if request.error is not None:
+        if request.model_error is not None:
             servfail = policy.on_model_error is OnModelError.SERVFAIL
             return Verdict(Action.SERVFAIL if servfail else Action.PASS, Reason.MODEL_ERROR)
         return Verdict(Action.PASS, Reason.NOT_SCORED)

@@ -56,6 +56,12 @@ class QueryLog:
     and the lines are counted in `lost`, while DNS service goes on.
     """
 
+    @staticmethod
+    def carried(old: QueryLog | None, config: QueryLogConfig, make: Callable[[QueryLogConfig], QueryLog]) -> QueryLog:
+        """The open log across a reload that keeps its settings (`make` opens a new one: a worker's
+        log forwards its lines, see `resolverguard.workers`); the pipeline closes the one replaced."""
+        return old if old is not None and old.config == config else make(config)
+
     def __init__(
         self,
         config: QueryLogConfig | str | None,
@@ -243,7 +249,7 @@ class QueryLogStep:
         try:
             return await next_step(request)
         except Exception as err:
-            request.error = request.error or f"internal: {type(err).__name__}: {err}"
+            request.internal_error = f"{type(err).__name__}: {err}"
             raise
         finally:
             self._log.add(line_of(request, self._clock(), self._wall(), self._log))

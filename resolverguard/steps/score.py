@@ -12,8 +12,8 @@ import time
 from resolverguard.batching import MicroBatcher
 from resolverguard.chain import Outcome, Request
 from resolverguard.model import Scorer
+from resolverguard.names import InputForm
 from resolverguard.steps.cache import VerdictCache
-from resolverguard.steps.names import InputForm
 
 
 def batch_scorer(scorer: Scorer, max_batch: int = 64, max_delay: float = 0.0) -> MicroBatcher[float]:
@@ -49,5 +49,5 @@ class ScoreStep:
             request.score = await self._batcher.submit(text)
             self._cache.put(text, request.score)
         except Exception as err:  # noqa: BLE001 - any scorer fault must fail safe, see module doc
-            request.error = f"model error: {type(err).__name__}: {err}"
+            request.model_error = f"{type(err).__name__}: {err}"
         request.inference_seconds = time.perf_counter() - started

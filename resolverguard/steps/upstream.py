@@ -21,9 +21,10 @@ from resolverguard import replies
 from resolverguard.chain import Reply, Request
 from resolverguard.config import Endpoint
 from resolverguard.errors import UpstreamError
-from resolverguard.wire import SERVFAIL, rcode_name
+from resolverguard.wire import RCODE_MASK, SERVFAIL, Flag, rcode_name
 
-_TC = 0x02  # in byte 2 of the header
+_TC = int(Flag.TC) >> 8  # the bit in byte 2 of the header (a plain int)
+_QR = int(Flag.QR) >> 8
 
 
 def question_section(packet: bytes) -> bytes | None:
@@ -43,10 +44,10 @@ def question_section(packet: bytes) -> bytes | None:
 def matches(answer: bytes, qid: int, question: bytes) -> bool:
     """Is `answer` a reply to our query `qid` for the same question (name compared without case)?
     Anything else is dropped while we keep waiting: the cache-poisoning defence."""
-    if len(answer) < 12 or answer[0] << 8 | answer[1] != qid or not answer[2] & 0x80:
+    if len(answer) < 12 or answer[0] << 8 | answer[1] != qid or not answer[2] & _QR:
         return False
     if answer[4:6] == b"\x00\x00":
-        return bool(answer[3] & 0x0F)  # FORMERR/REFUSED/NOTIMP may echo no question
+        return bool(answer[3] & RCODE_MASK)  # FORMERR/REFUSED/NOTIMP may echo no question
     return answer[4:6] == b"\x00\x01" and answer[12 : 12 + len(question)].lower() == question.lower()
 
 
@@ -148,6 +149,14 @@ class UpstreamForwarder:
         self._ids = RandomIds()
         self.health = UpstreamHealth()
 
+    @classmethod
+    def carried(cls, old: UpstreamForwarder | None, servers: Sequence[Endpoint], timeout: float) -> UpstreamForwarder:
+        """The running forwarder (its sockets and what it knows of the upstreams' health) across a
+        reload that keeps the same upstreams; the one it replaces is closed by the pipeline."""
+        if old is not None and (old.servers, old.timeout) == (tuple(servers), timeout):
+            return old
+        return cls(servers, timeout)
+
     async def resolve(self, packet: bytes, question: bytes | None = None) -> bytes:
         """The first usable answer, with the client's ID restored; UpstreamError if none.
         `question`: the packet's raw question section, when the caller has already read it."""
@@ -245,7 +254,7 @@ class UpstreamStep:
             question = request.head.question if request.parsed is None else None
             answer = await self._forwarder.resolve(request.packet, question)
         except UpstreamError as err:
-            request.error, request.upstream_rcode = f"upstream: {err}", "SERVFAIL"
+            request.upstream_error, request.upstream_rcode = str(err), "SERVFAIL"
             return replies.empty(request.head, SERVFAIL)
         finally:
             request.upstream_seconds = time.perf_counter() - started

@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from resolverguard.addresses import client_ip, networks, within
 from resolverguard.alerts import AlertHook
-from resolverguard.chain import Next, Reason, Reply, Request, Verdict
-from resolverguard.config import Action, ClientWatchConfig, Mode, WatchAction
+from resolverguard.chain import Next, Reply, Request
+from resolverguard.config import ClientWatchConfig, WatchAction
 from resolverguard.steps.querylog import QueryLog, timestamp
-from resolverguard.watch import Flag, LikelyC2, WatchState, watch_key
+from resolverguard.verdicts import Action, Mode, Reason, Verdict
+from resolverguard.watch import Flag, LikelyC2, WatchLimits, WatchRule, WatchState, watch_key
 
 if TYPE_CHECKING:
     from resolverguard.steps.family import FamilyHints
@@ -34,6 +35,28 @@ if TYPE_CHECKING:
 
 _NXDOMAIN, _NOERROR = 3, 0
 _MODEL_REASONS = (Reason.MODEL, Reason.CACHE)
+
+
+def watch_rule(cfg: ClientWatchConfig, named: dict[str, float]) -> WatchRule:
+    """The rule from the policy; "suspicious" is the model's log threshold unless the policy says."""
+    suspicious = cfg.suspicious_score if cfg.suspicious_score is not None else named.get("log")
+    return WatchRule(
+        cfg.flag_at,
+        cfg.alike_bonus,
+        cfg.score_bonus,
+        suspicious,
+        cfg.window,
+        cfg.window_names,
+        cfg.quarantine_ttl,
+        cfg.likely_c2_ttl,
+        cfg.burst_gap,
+        cfg.max_c2_per_flag,
+        cfg.max_probes_per_flag,
+    )
+
+
+def watch_limits(cfg: ClientWatchConfig) -> WatchLimits:
+    return WatchLimits(cfg.max_clients, cfg.max_flagged, cfg.known_names)
 
 
 class ClientWatchStep:
@@ -51,7 +74,6 @@ class ClientWatchStep:
         self.cfg, self.state, self._log, self._metrics, self._hints = cfg, state, log, metrics, hints
         self._hook, self._stderr, self._wall = hook, stderr, wall
         self._exempt = networks(cfg.exempt_clients)
-        self._quarantine = cfg.action is WatchAction.QUARANTINE
         self._probes: set[asyncio.Task[None]] = set()
 
     async def __call__(self, request: Request, next_step: Next) -> Reply:
@@ -83,16 +105,22 @@ class ClientWatchStep:
         elif rcode == _NXDOMAIN:
             self._later(request, name.qname)
 
+    def _group_watch(self, request: Request) -> ClientWatchConfig:
+        """The client's group's `client_watch` (enabled, action, block_action may differ per group)."""
+        group = request.group
+        return group.watch if group is not None else self.cfg
+
     def _decide(self, request: Request, next_step: Next) -> None:
         """Blocks a likely C2 for everyone, and a flagged client's suspect names (quarantine)."""
         assert request.name is not None
+        mine = self._group_watch(request)
         key = watch_key(request.name)
-        if key is None or not self._quarantine:
+        if key is None or not mine.enabled or mine.action is not WatchAction.QUARANTINE:
             return
         state, reason, flag = self.state, None, None
         if state.likely_c2 and state.c2_until(key) is not None:
             reason = Reason.LIKELY_C2
-        elif state.flagged:
+        elif state.flagged and not (self._exempt and _exempt(request.client[0], self._exempt)):
             flag = state.flag_of(request.client[0])
             if flag is not None and state.quarantines(flag, key):
                 reason = Reason.CLIENT_WATCH
@@ -102,14 +130,14 @@ class ClientWatchStep:
             self._probe(request, next_step)
         group = request.group
         if group is not None and group.policy.mode is Mode.MONITOR:
-            request.verdict = Verdict(Action.LOG, reason, would=self.cfg.block_action)
+            request.verdict = Verdict(Action.LOG, reason, would=mine.block_action)
         else:
-            request.verdict = Verdict(self.cfg.block_action, reason)
+            request.verdict = Verdict(mine.block_action, reason)
 
     def _probe(self, request: Request, next_step: Next) -> None:
         """Resolves a quarantined look-alike name in the background (the client already has its
         block answer); if it resolves, `_observe` records the likely C2."""
-        copy = replace(request, verdict=Verdict(Action.PASS, Reason.CLIENT_WATCH), notes={}, error=None)
+        copy = replace(request, verdict=Verdict(Action.PASS, Reason.CLIENT_WATCH), notes={}, upstream_error=None)
         task = asyncio.ensure_future(self._resolve(copy, next_step))
         self._probes.add(task)
         task.add_done_callback(self._probes.discard)
@@ -128,21 +156,22 @@ class ClientWatchStep:
                 self._announce_c2(found)
 
     def _later(self, request: Request, qname: str) -> None:
-        """The rule runs after the answer is on its way: its typo check costs ~0.2 ms."""
-        client = request.client[0]
-        if self._exempt and _exempt(client, self._exempt):
+        """The rule runs after the answer is on its way (its typo check costs ~10-100 us)."""
+        client, mine = request.client[0], self._group_watch(request)
+        if not mine.enabled or (self._exempt and _exempt(client, self._exempt)):
             return
         assert request.name is not None
         key = watch_key(request.name)
         if key is None:
             return
-        asyncio.get_running_loop().call_soon(self._nxdomain, client, key, request.score)
+        quarantine = mine.action is WatchAction.QUARANTINE
+        asyncio.get_running_loop().call_soon(self._nxdomain, client, key, request.score, quarantine)
 
-    def _nxdomain(self, client: str, key: str, score: float | None) -> None:
+    def _nxdomain(self, client: str, key: str, score: float | None, quarantine: bool) -> None:
         try:
             flag = self.state.nxdomain(client, key, score)
             if flag is not None:
-                self._announce_flag(flag)
+                self._announce_flag(flag, quarantine)
         except Exception as err:  # noqa: BLE001 - the watch must never take DNS down
             print(f"resolverguard: client watch: {type(err).__name__}: {err}", file=self._stderr or sys.stderr)
 
@@ -150,10 +179,10 @@ class ClientWatchStep:
     def _until(self, until: float) -> str:
         return timestamp(self._wall() + until - self.state.clock())
 
-    def _announce_flag(self, flag: Flag) -> None:
+    def _announce_flag(self, flag: Flag, quarantine: bool) -> None:
         names = [f.key for f in flag.names]
         hint = self._family_hint([f.label for f in flag.names])
-        until = self._until(flag.until) if self._quarantine else None
+        until = self._until(flag.until) if quarantine else None
         event: dict[str, Any] = {
             "time": timestamp(self._wall()),
             "event": "client_flagged",
@@ -161,7 +190,7 @@ class ClientWatchStep:
             "names": names,
             "family_hint": hint,
             "until": until,
-            "action": self.cfg.action.value,
+            "action": "quarantine" if quarantine else "log",
             "points": round(flag.points, 2),
             "cluster": flag.describe(),
         }
@@ -184,8 +213,9 @@ class ClientWatchStep:
             self._announce_c2(found)
 
     def _announce_c2(self, found: list[LikelyC2]) -> None:
+        blocks = self.cfg.action is WatchAction.QUARANTINE  # the top level's action: the C2 is the network's
         for c2 in found:
-            until = self._until(c2.until) if self._quarantine else None
+            until = self._until(c2.until) if blocks else None
             event: dict[str, Any] = {"time": timestamp(self._wall()), "event": "likely_c2", "name": c2.name}
             event.update(client=c2.client, until=until)
             if self._log is not None:
