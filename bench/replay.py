@@ -34,8 +34,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, field
+from collections import Counter
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -47,7 +47,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from traffic import (  # noqa: E402  (bench/ is a folder of scripts, not a package)
     BENIGN_ROLES,
     DGA_ROLES,
-    Lookup,
     Trace,
     TraceParams,
     generate,
@@ -100,7 +99,10 @@ def families_for(model: Path, data: Path, override: str | None) -> tuple[list[st
         meta = json.loads(model.with_suffix(".json").read_text())
         training = meta.get("training") or {}
         if training.get("held_out_families"):
-            chosen, why = list(training["held_out_families"]), f"{model.with_suffix('.json').name}: training.held_out_families"
+            chosen, why = (
+                list(training["held_out_families"]),
+                f"{model.with_suffix('.json').name}: training.held_out_families",
+            )
         elif training.get("families"):
             trained = set(training["families"])
             chosen = [f for f in available if f not in trained]
@@ -164,12 +166,26 @@ class Resolver:
     """`resolverguard serve` as a process; stderr drained by a thread (an alert per flagged client
     must never fill the pipe and stall the resolver)."""
 
-    def __init__(self, policy: Path, port: int, upstream: int, model: Path | None) -> None:
-        cmd = [sys.executable, "-m", "resolverguard", "serve", "--config", str(policy),
-               "--listen", f"127.0.0.1:{port}", "--upstream", f"127.0.0.1:{upstream}"]
+    def __init__(self, policy: Path, port: int, upstream: int, model: Path | None, source: Path) -> None:
+        cmd = [
+            sys.executable,
+            "-m",
+            "resolverguard",
+            "serve",
+            "--config",
+            str(policy),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--upstream",
+            f"127.0.0.1:{upstream}",
+        ]
         if model is not None:
             cmd += ["--model", str(model)]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+        # `python -m` puts the working directory first on sys.path: the checkout named runs, whatever the venv holds
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(source), os.environ.get("PYTHONPATH")]))}
+        self.proc = subprocess.Popen(
+            cmd, cwd=source, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+        )
         self.lines: list[str] = []
         self.ready = threading.Event()
         threading.Thread(target=self._drain, daemon=True).start()
@@ -283,25 +299,32 @@ def read_log(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-async def run_pass(name: str, trace: Trace, policy: dict[str, Any], log_path: Path, model: Path | None,
-                   upstream: TruthUpstream) -> PassRun:
+async def run_pass(
+    name: str, trace: Trace, policy: dict[str, Any], log_path: Path, plan: Plan, upstream: TruthUpstream
+) -> PassRun:
     """One resolver process, the whole trace through it, then its log."""
     policy_path = log_path.with_suffix(".yaml")
     policy_path.write_text(yaml.safe_dump(policy, sort_keys=False))
     before = upstream.queries
     port = free_port()
-    resolver = Resolver(policy_path, port, upstream.port, model)
+    resolver = Resolver(policy_path, port, upstream.port, plan.model, plan.source)
     version = await asyncio.get_running_loop().run_in_executor(None, resolver.wait_ready)
     started = time.perf_counter()
     try:
         answers, sent_at, lag = await play(trace, port)
     finally:
         resolver.stop()
-    return PassRun(name, answers, sent_at, lag, read_log(log_path), resolver.lines, version,
-                   time.perf_counter() - started, upstream.queries - before)
-
-
-# ---------------------------------------------------------------- judging
+    return PassRun(
+        name,
+        answers,
+        sent_at,
+        lag,
+        read_log(log_path),
+        resolver.lines,
+        version,
+        time.perf_counter() - started,
+        upstream.queries - before,
+    )
 
 
 def judge(answer: Answer | None, qname: str, exists: bool, sinkhole: str) -> str:
@@ -344,22 +367,28 @@ def flags_from_log(trace: Trace, log: list[dict[str, Any]]) -> dict[str, Any]:
             if line.get("qname") in dga_names.get(client, ()):
                 seen[client] += 1
         elif event == "client_flagged" and client in by_address and client not in flagged:
-            flagged[client] = {"dga_lookups_before": seen[client], "time": _log_time(line.get("time")),
-                               "names": line.get("names"), "family_hint": line.get("family_hint")}
+            flagged[client] = {
+                "dga_lookups_before": seen[client],
+                "time": _log_time(line.get("time")),
+                "names": line.get("names"),
+                "family_hint": line.get("family_hint"),
+            }
         elif event == "likely_c2":
             likely_c2.append({"name": line.get("name"), "client": client})
     return {"flagged": flagged, "likely_c2": likely_c2}
 
 
 def summarize(trace: Trace, run: PassRun, sinkhole: str, families: list[str]) -> dict[str, Any]:
-    verdicts = [judge(a, q.qname, q.qname in trace.exists, sinkhole) for a, q in zip(run.answers, trace.lookups)]
+    verdicts = [
+        judge(a, q.qname, q.qname in trace.exists, sinkhole) for a, q in zip(run.answers, trace.lookups, strict=True)
+    ]
     clients = {c.index: c for c in trace.clients}
     events = flags_from_log(trace, run.log)
     flagged = events["flagged"]
     out: dict[str, Any] = {"families": {}, "pace": {}}
 
     def count(select: Any) -> tuple[int, int]:
-        picked = [v for v, q in zip(verdicts, trace.lookups) if select(q)]
+        picked = [v for v, q in zip(verdicts, trace.lookups, strict=True) if select(q)]
         return sum(v == "blocked" for v in picked), len(picked)
 
     for family in families:
@@ -370,16 +399,27 @@ def summarize(trace: Trace, run: PassRun, sinkhole: str, families: list[str]) ->
         out["pace"][pace] = _family_row(trace, verdicts, members, flagged, run)
     benign_ids = {c.index for c in trace.clients if not c.family}
     blocked, total = count(lambda q: q.client in benign_ids)
-    by_role = {role: dict(zip(("blocked", "lookups"), count(lambda q, r=role: q.client in benign_ids and q.role == r)))
-               for role in BENIGN_ROLES}
+    by_role = {
+        role: dict(
+            zip(("blocked", "lookups"), count(lambda q, r=role: q.client in benign_ids and q.role == r), strict=True)
+        )
+        for role in BENIGN_ROLES
+    }
     blocked_names = Counter(
-        (q.qname, q.role) for v, q in zip(verdicts, trace.lookups) if v == "blocked" and not clients[q.client].family
+        (q.qname, q.role)
+        for v, q in zip(verdicts, trace.lookups, strict=True)
+        if v == "blocked" and not clients[q.client].family
     )
     benign_flagged = sorted(a for a in flagged if not clients[_index(trace, a)].family)
     out["benign"] = {
-        "clients": len(benign_ids), "lookups": total, "blocked": blocked, "blocked_share": _share(blocked, total),
-        "by_role": by_role, "blocked_names": [{"name": n, "role": r, "times": k} for (n, r), k in blocked_names.most_common(20)],
-        "flagged": len(benign_flagged), "flagged_clients": benign_flagged,
+        "clients": len(benign_ids),
+        "lookups": total,
+        "blocked": blocked,
+        "blocked_share": _share(blocked, total),
+        "by_role": by_role,
+        "blocked_names": [{"name": n, "role": r, "times": k} for (n, r), k in blocked_names.most_common(20)],
+        "flagged": len(benign_flagged),
+        "flagged_clients": benign_flagged,
     }
     rows = [r for r in out["families"].values() if r["c2_all_share"] is not None]
     out["mean_c2_all_share"] = round(statistics.mean(r["c2_all_share"] for r in rows), 4) if rows else None
@@ -388,14 +428,18 @@ def summarize(trace: Trace, run: PassRun, sinkhole: str, families: list[str]) ->
     log_lines = [x for x in run.log if "event" not in x]
     log_blocked = [x for x in log_lines if x.get("action") in BLOCKING_ACTIONS]
     out["health"] = {
-        "lookups": len(verdicts), "verdicts": dict(Counter(verdicts)),
-        "blocked_by_answers": answered_blocked, "blocked_by_log": len(log_blocked),
-        "log_lines": len(log_lines), "log_block_reasons": dict(Counter(str(x.get("reason")) for x in log_blocked)),
+        "lookups": len(verdicts),
+        "verdicts": dict(Counter(verdicts)),
+        "blocked_by_answers": answered_blocked,
+        "blocked_by_log": len(log_blocked),
+        "log_lines": len(log_lines),
+        "log_block_reasons": dict(Counter(str(x.get("reason")) for x in log_blocked)),
         "likely_c2_events": events["likely_c2"][:50],
         "lag_p99_ms": round(1000 * sorted(run.lag)[int(0.99 * (len(run.lag) - 1))], 1) if run.lag else None,
         "lag_max_ms": round(1000 * max(run.lag), 1) if run.lag else None,
         "latency_p99_ms": _p99([a.latency for a in run.answers if a]),
-        "upstream_queries": run.upstream_queries, "wall_seconds": round(run.wall_seconds, 1),
+        "upstream_queries": run.upstream_queries,
+        "wall_seconds": round(run.wall_seconds, 1),
         "stderr_alerts": sum("flag" in line.lower() for line in run.stderr),
     }
     return out
@@ -409,12 +453,14 @@ def _index(trace: Trace, address: str) -> int:
     return next(c.index for c in trace.clients if c.address == address)
 
 
-def _family_row(trace: Trace, verdicts: list[str], members: list[Any], flagged: dict[str, Any], run: PassRun) -> dict[str, Any]:
+def _family_row(
+    trace: Trace, verdicts: list[str], members: list[Any], flagged: dict[str, Any], run: PassRun
+) -> dict[str, Any]:
     ids = {c.index for c in members}
     first_c2: dict[int, str] = {}
     c2_blocked = c2_total = browse_blocked = browse_total = walk = 0
     first_walk_time: dict[int, float] = {}
-    for i, (v, q) in enumerate(zip(verdicts, trace.lookups)):
+    for i, (v, q) in enumerate(zip(verdicts, trace.lookups, strict=True)):
         if q.client not in ids:
             continue
         if q.role in ("c2", "beacon"):
@@ -434,15 +480,29 @@ def _family_row(trace: Trace, verdicts: list[str], members: list[Any], flagged: 
         seconds = None
         if f and f["time"] is not None and c.index in first_walk_time:
             seconds = round(f["time"] - first_walk_time[c.index], 2)
-        until.append({"client": c.address, "pace": c.pace, "walk": len(c.walk),
-                      "dga_lookups_before_flag": f["dga_lookups_before"] if f else None, "seconds_to_flag": seconds})
+        until.append(
+            {
+                "client": c.address,
+                "pace": c.pace,
+                "walk": len(c.walk),
+                "dga_lookups_before_flag": f["dga_lookups_before"] if f else None,
+                "seconds_to_flag": seconds,
+            }
+        )
     first_blocked = sum(v == "blocked" for v in first_c2.values())
     return {
-        "clients": len(members), "walk_lookups": walk,
-        "c2_first_blocked": first_blocked, "c2_first_total": len(first_c2), "c2_first_share": _share(first_blocked, len(first_c2)),
-        "c2_all_blocked": c2_blocked, "c2_all_total": c2_total, "c2_all_share": _share(c2_blocked, c2_total),
-        "browsing_blocked": browse_blocked, "browsing_total": browse_total,
-        "flagged": sum(1 for c in members if c.address in flagged), "until_flagged": until,
+        "clients": len(members),
+        "walk_lookups": walk,
+        "c2_first_blocked": first_blocked,
+        "c2_first_total": len(first_c2),
+        "c2_first_share": _share(first_blocked, len(first_c2)),
+        "c2_all_blocked": c2_blocked,
+        "c2_all_total": c2_total,
+        "c2_all_share": _share(c2_blocked, c2_total),
+        "browsing_blocked": browse_blocked,
+        "browsing_total": browse_total,
+        "flagged": sum(1 for c in members if c.address in flagged),
+        "until_flagged": until,
     }
 
 
@@ -454,68 +514,89 @@ def _pct(x: float | None) -> str:
 
 
 def _until(row: dict[str, Any]) -> str:
-    return ", ".join("-" if u["dga_lookups_before_flag"] is None else str(u["dga_lookups_before_flag"])
-                     for u in row["until_flagged"])
+    return ", ".join(
+        "-" if u["dga_lookups_before_flag"] is None else str(u["dga_lookups_before_flag"]) for u in row["until_flagged"]
+    )
 
 
-def markdown(result: dict[str, Any]) -> str:
-    t = result["trace"]
-    lines = [
+TABLE_HEAD = (
+    "| clients | walk lookups (NX) | C2 first blocked | C2 all blocked | own browsing blocked | flagged "
+    "| lookups until flagged |"
+)
+
+
+def _row(label: str, r: dict[str, Any]) -> str:
+    first = f"{r['c2_first_blocked']}/{r['c2_first_total']} ({_pct(r['c2_first_share'])})"
+    every = f"{r['c2_all_blocked']}/{r['c2_all_total']} ({_pct(r['c2_all_share'])})"
+    return (
+        f"| {label} | {r['clients']} | {r['walk_lookups']} | {first} | {every} | "
+        f"{r['browsing_blocked']}/{r['browsing_total']} | {r['flagged']}/{r['clients']} | {_until(r)} |"
+    )
+
+
+def _header(result: dict[str, Any]) -> list[str]:
+    t, m = result["trace"], result["model"]
+    return [
         "# Replay: C2 lookups blocked, and the cost to benign clients",
         "",
         f"`{result['command']}`",
         "",
-        f"Model `{result['model']['path']}` version {result['model']['version']}; policy `{result['policy']}` as deployed "
-        "(listen, upstream and query log path changed). "
-        f"Families ({result['families_why']}): {', '.join(result['families'])}.",
+        f"Model `{m['path']}` version {m['version']}; policy `{result['policy']}` as deployed (listen, upstream "
+        f"and query log path changed). Families ({result['families_why']}): {', '.join(result['families'])}.",
         "",
         f"Trace: seed {t['params']['seed']}, {t['params']['duration']:.0f} s, {t['benign_clients']} benign clients, "
-        f"{t['infected_clients']} infected ({t['params']['infected_per_family']} per family, alternately fast and slow "
-        f"walkers), {t['lookups']} lookups ({t['by_role']}); {t['exists']} names exist, the rest NXDOMAIN. "
+        f"{t['infected_clients']} infected ({t['params']['infected_per_family']} per family, alternately fast and "
+        f"slow walkers), {t['lookups']} lookups ({t['by_role']}); {t['exists']} names exist, the rest NXDOMAIN. "
         f"Whole run {result['wall_seconds']:.0f} s.",
         "",
-        "Blocked = the answer the client got was the sinkhole address, REFUSED, or NXDOMAIN for a name that exists. "
-        "\"C2 first\" = each infected client's first lookup of its C2 (the end of its walk); \"C2 all\" = that and "
-        "every beacon. \"Lookups until flagged\" = the client's DGA lookups in the query log before its "
-        "`client_flagged` event, one figure per client (\"-\": never flagged).",
+        "Blocked = the answer the client got was the sinkhole address, REFUSED, or NXDOMAIN for a name that "
+        'exists. "C2 first" = each infected client\'s first lookup of its C2 (the end of its walk); "C2 all" = '
+        'that and every beacon. "Lookups until flagged" = the client\'s DGA lookups in the query log before its '
+        '`client_flagged` event, one figure per client ("-": never flagged).',
         "",
     ]
+
+
+def _pass_section(name: str, p: dict[str, Any]) -> list[str]:
+    b, h = p["benign"], p["health"]
+    lines = [f"## {name}", "", "| family " + TABLE_HEAD, "|---|---:|---:|---:|---:|---:|---:|---|"]
+    lines += [_row(fam, r) for fam, r in p["families"].items()]
+    lines += [_row(f"*{pace} walkers*", r) for pace, r in p["pace"].items()]
+    lines.append(
+        f"| *benign clients* | {b['clients']} | - | - | - | {b['blocked']}/{b['lookups']} | "
+        f"{b['flagged']}/{b['clients']} | |"
+    )
+    roles = ", ".join(f"{r} {v['blocked']}/{v['lookups']}" for r, v in b["by_role"].items())
+    flagged = f" ({', '.join(b['flagged_clients'])})" if b["flagged_clients"] else ""
+    lines += [
+        "",
+        f"C2 lookups blocked, mean over families: {_pct(p['mean_c2_all_share'])}; "
+        f"lowest family: {_pct(p['min_c2_all_share'])}.",
+        "",
+        f"Benign clients: {b['blocked']} of {b['lookups']} lookups blocked ({100 * (b['blocked_share'] or 0):.3f}%); "
+        f"{b['flagged']} of {b['clients']} clients flagged{flagged}. Blocked by role: {roles}.",
+    ]
+    if b["blocked_names"]:
+        names = ", ".join(f"`{x['name']}` ({x['role']}, {x['times']}x)" for x in b["blocked_names"])
+        lines.append(f"Benign names blocked: {names}.")
+    return [
+        *lines,
+        "",
+        f"Health: answers {h['verdicts']}; blocked by the answers {h['blocked_by_answers']}, by the log "
+        f"{h['blocked_by_log']} ({h['log_block_reasons']}); {h['log_lines']} log lines; likely-C2 events "
+        f"{len(h['likely_c2_events'])}; send lag p99 {h['lag_p99_ms']} ms (max {h['lag_max_ms']}); answer "
+        f"latency p99 {h['latency_p99_ms']} ms; upstream asked {h['upstream_queries']} times; "
+        f"pass {h['wall_seconds']} s.",
+        "",
+    ]
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = _header(result)
     if result.get("pending"):
         lines += [f"**{result['pending']}**", ""]
     for name, p in result["passes"].items():
-        b = p["benign"]
-        lines += [
-            f"## {name}",
-            "",
-            "| family | clients | walk lookups (NX) | C2 first blocked | C2 all blocked | own browsing blocked | flagged | lookups until flagged |",
-            "|---|---:|---:|---:|---:|---:|---:|---|",
-        ]
-        for fam, r in [*p["families"].items(), *((f"*{k} walkers*", v) for k, v in p["pace"].items())]:
-            lines.append(
-                f"| {fam} | {r['clients']} | {r['walk_lookups']} | {r['c2_first_blocked']}/{r['c2_first_total']} "
-                f"({_pct(r['c2_first_share'])}) | {r['c2_all_blocked']}/{r['c2_all_total']} ({_pct(r['c2_all_share'])}) | "
-                f"{r['browsing_blocked']}/{r['browsing_total']} | {r['flagged']}/{r['clients']} | {_until(r)} |"
-            )
-        h = p["health"]
-        lines += [
-            "",
-            f"C2 lookups blocked, mean over families: {_pct(p['mean_c2_all_share'])}; lowest family: {_pct(p['min_c2_all_share'])}.",
-            "",
-            f"Benign clients: {b['blocked']} of {b['lookups']} lookups blocked ({_pct(b['blocked_share'])}, "
-            f"{100 * (b['blocked_share'] or 0):.3f}%); {b['flagged']} of {b['clients']} clients flagged"
-            + (f" ({', '.join(b['flagged_clients'])})" if b["flagged_clients"] else "") + ". By role: "
-            + ", ".join(f"{r} {v['blocked']}/{v['lookups']}" for r, v in b["by_role"].items()) + ".",
-        ]
-        if b["blocked_names"]:
-            lines.append("Benign names blocked: " + ", ".join(f"`{x['name']}` ({x['role']}, {x['times']}x)" for x in b["blocked_names"]) + ".")
-        lines += [
-            "",
-            f"Health: answers {h['verdicts']}; blocked by the answers {h['blocked_by_answers']}, by the log "
-            f"{h['blocked_by_log']} ({h['log_block_reasons']}); {h['log_lines']} log lines; likely-C2 events "
-            f"{len(h['likely_c2_events'])}; send lag p99 {h['lag_p99_ms']} ms (max {h['lag_max_ms']}); answer latency "
-            f"p99 {h['latency_p99_ms']} ms; upstream asked {h['upstream_queries']} times; pass {h['wall_seconds']} s.",
-            "",
-        ]
+        lines += _pass_section(name, p)
     return "\n".join(lines)
 
 
@@ -528,21 +609,36 @@ def trace_summary(trace: Trace) -> dict[str, Any]:
         "by_role": dict(Counter(q.role for q in trace.lookups)),
         "exists": len(trace.exists),
         "truncated": trace.truncated,
-        "infected": [{"client": c.address, "family": c.family, "pace": c.pace, "walk": len(c.walk), "c2": c.c2,
-                      "beacon_every": c.beacon_every} for c in trace.clients if c.family],
+        "infected": [
+            {
+                "client": c.address,
+                "family": c.family,
+                "pace": c.pace,
+                "walk": len(c.walk),
+                "c2": c.c2,
+                "beacon_every": c.beacon_every,
+            }
+            for c in trace.clients
+            if c.family
+        ],
     }
 
 
 @dataclass(frozen=True)
 class Plan:
+    """What to run: the policy and model as deployed, the families, the checkout, which passes."""
+
     policy: Path
     model: Path | None
     families: list[str]
     families_why: str
-    params: TraceParams
-    out: Path | None
-    command: str = ""
-    passes: tuple[str, ...] = field(default=())
+    command: str
+    source: Path = ROOT
+    passes: str = "both"  # with a client_watch section: both, on or off
+
+
+def _shown(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 async def replay(plan: Plan, trace: Trace) -> dict[str, Any]:
@@ -550,6 +646,8 @@ async def replay(plan: Plan, trace: Trace) -> dict[str, Any]:
     raw = yaml.safe_load(plan.policy.read_text()) or {}
     has_watch = isinstance(raw.get("client_watch"), dict)
     passes = [("watch on", None), ("watch off", False)] if has_watch else [("model only", None)]
+    if has_watch and plan.passes != "both":
+        passes = [x for x in passes if x[0] == f"watch {plan.passes}"]
     upstream = TruthUpstream(trace.exists)
     await upstream.start()
     results: dict[str, Any] = {}
@@ -558,7 +656,7 @@ async def replay(plan: Plan, trace: Trace) -> dict[str, Any]:
             for name, watch in passes:
                 log_path = Path(tmp) / f"{name.replace(' ', '-')}.log"
                 policy = policy_for_pass(plan.policy, log_path, watch)
-                run = await run_pass(name, trace, policy, log_path, plan.model, upstream)
+                run = await run_pass(name, trace, policy, log_path, plan, upstream)
                 results[name] = (summarize(trace, run, sinkhole_v4(policy), plan.families), run.model_version)
                 print(f"{name}: {json.dumps(_headline(results[name][0]))}", file=sys.stderr)
     finally:
@@ -566,24 +664,33 @@ async def replay(plan: Plan, trace: Trace) -> dict[str, Any]:
     model_path = plan.model or DEFAULT_MODEL
     return {
         "command": plan.command,
-        "policy": str(plan.policy),
-        "model": {"path": str(model_path.relative_to(ROOT) if model_path.is_relative_to(ROOT) else model_path),
-                  "version": next(iter(results.values()))[1]},
+        "source": str(plan.source),
+        "policy": _shown(plan.policy),
+        "model": {
+            "path": _shown(model_path),
+            "version": next(iter(results.values()))[1],
+        },
         "families": plan.families,
         "families_why": plan.families_why,
         "trace": trace_summary(trace),
         "passes": {k: v[0] for k, v in results.items()},
-        "pending": None if has_watch else "Watch-on pass pending: the policy has no `client_watch:` section yet "
+        "pending": None
+        if has_watch
+        else "Watch-on pass pending: the policy has no `client_watch:` section yet "
         "(only the model and lists are judged here).",
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
 
 
 def _headline(p: dict[str, Any]) -> dict[str, Any]:
-    return {"c2_all": {f: r["c2_all_share"] for f, r in p["families"].items()},
-            "c2_first": {f: r["c2_first_share"] for f, r in p["families"].items()},
-            "benign_blocked": p["benign"]["blocked"], "benign_lookups": p["benign"]["lookups"],
-            "benign_flagged": p["benign"]["flagged"], "flagged": {f: r["flagged"] for f, r in p["families"].items()}}
+    return {
+        "c2_all": {f: r["c2_all_share"] for f, r in p["families"].items()},
+        "c2_first": {f: r["c2_first_share"] for f, r in p["families"].items()},
+        "benign_blocked": p["benign"]["blocked"],
+        "benign_lookups": p["benign"]["lookups"],
+        "benign_flagged": p["benign"]["flagged"],
+        "flagged": {f: r["flagged"] for f, r in p["families"].items()},
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -597,17 +704,26 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--benign-clients", type=int, default=TraceParams.benign_clients)
     p.add_argument("--infected-per-family", type=int, default=TraceParams.infected_per_family)
     p.add_argument("--max-queries", type=int, default=TraceParams.max_queries)
+    p.add_argument("--passes", choices=("both", "on", "off"), default="both", help="with a client_watch section")
+    p.add_argument("--source", type=Path, default=ROOT, help="the checkout whose resolverguard is run")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "replay", help="writes OUT.md and OUT.json")
     a = p.parse_args(argv)
     families, why = families_for(a.model or DEFAULT_MODEL, a.data, a.families)
     print(f"families: {', '.join(families)} ({why})", file=sys.stderr)
-    params = TraceParams(seed=a.seed, duration=a.duration, benign_clients=a.benign_clients,
-                         infected_per_family=a.infected_per_family, max_queries=a.max_queries)
+    params = TraceParams(
+        seed=a.seed,
+        duration=a.duration,
+        benign_clients=a.benign_clients,
+        infected_per_family=a.infected_per_family,
+        max_queries=a.max_queries,
+    )
     benign = load_benign(a.data / "benign_sources.tsv.gz", a.seed)
     trace = generate(params, benign, {f: load_family(a.data / "dga" / f"{f}.txt.gz") for f in families})
-    print(f"trace: {len(trace.lookups)} lookups, {len(trace.clients)} clients, {params.duration:.0f} s", file=sys.stderr)
+    print(
+        f"trace: {len(trace.lookups)} lookups, {len(trace.clients)} clients, {params.duration:.0f} s", file=sys.stderr
+    )
     command = "python bench/replay.py " + shlex.join(sys.argv[1:] if argv is None else argv)
-    plan = Plan(a.policy, a.model, families, why, params, a.out, command.strip())
+    plan = Plan(a.policy.resolve(), a.model, families, why, command.strip(), a.source.resolve(), a.passes)
     result = asyncio.run(replay(plan, trace))
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")

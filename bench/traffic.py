@@ -9,7 +9,10 @@ What a client does (all A queries; times in seconds from the start of the trace)
 - page loads: a site drawn by Zipf over the popular names (or, sometimes, a long-tail name), its own
   hosts (www, cdn, api, static, ...), third-party popular names, sometimes a CDN hash name;
 - typos of popular names (NXDOMAIN), then the right name a few seconds later;
-- browser start-up probes: Chromium asks for 3 random single labels of 7-15 letters (NXDOMAIN);
+- dead links: now and then (`dead_share` of page loads) a page pulls a long-tail name that no longer
+  exists (NXDOMAIN); a fixed twentieth of the long-tail names is dead, the same for every client;
+- browser start-up probes: Chromium asks for 3 random single labels of 7-15 letters (NXDOMAIN); on a
+  client with a search domain (a router's `lan`, `home`, `fritz.box`) the stub asks `label.lan` too;
 - some clients reach a home server under a dynamic-DNS provider (myhome.duckdns.org) now and then.
 Infected clients also browse, and walk their family's list in file order from a random place: every
 name NXDOMAIN until the registered one (the C2, at a random position of the walk, possibly the first);
@@ -32,7 +35,9 @@ from pathlib import Path
 HOSTS = ("www", "cdn", "api", "static", "img", "m", "assets", "login", "media", "mail")
 DDNS_SUFFIXES = ("duckdns.org", "ddns.net", "no-ip.org", "dynu.net", "freeddns.org")
 DDNS_WORDS = ("home", "nas", "cloud", "media", "family", "pi", "casa", "plex", "vpn", "cam", "files", "photos")
-BENIGN_ROLES = ("page", "longtail", "cdn", "typo", "probe", "ddns")
+BENIGN_ROLES = ("page", "longtail", "cdn", "typo", "dead", "probe", "ddns")
+NX_ROLES = ("walk", "typo", "dead", "probe")
+SEARCH_DOMAINS = ("lan", "home", "fritz.box")
 DGA_ROLES = ("walk", "c2", "beacon")
 FIRST_CLIENT = 10  # clients are 127.0.1.10, .11, ...
 
@@ -49,11 +54,13 @@ class TraceParams:
     longtail_share: float = 0.2  # page loads of a long-tail site instead of a popular one
     typo_share: float = 0.03  # page loads that start with a mistyped name
     cdn_share: float = 0.3  # page loads that fetch one CDN hash name
+    dead_share: float = 0.02  # page loads that also pull a dead long-tail name
+    search_share: float = 0.3  # clients whose stub appends a search domain to single labels
     ddns_share: float = 0.3  # clients that reach a home server under a dynamic-DNS provider
     zipf_s: float = 1.0
     fast_gap: tuple[float, float] = (0.02, 0.1)  # seconds between names, fast walkers
     fast_max_walk: int = 300  # a fast walker's C2 is at position 0..fast_max_walk
-    slow_gap: tuple[float, float] = (8.0, 20.0)  # seconds between names, slow walkers
+    slow_gap: tuple[float, float] = (5.0, 15.0)  # seconds between names, slow walkers (4-12 a minute)
     walk_start: tuple[float, float] = (3.0, 20.0)  # when the walk begins
     beacon: tuple[float, float] = (5.0, 60.0)  # seconds between beacons to the C2
     max_queries: int = 40_000  # hard bound on the trace
@@ -89,6 +96,7 @@ class BenignNames:
     popular: tuple[str, ...]
     longtail: tuple[str, ...]
     known: frozenset[str] = field(default_factory=frozenset)
+    dead: tuple[str, ...] = ()  # long-tail names that no longer resolve (dead links)
 
 
 @dataclass(frozen=True)
@@ -121,7 +129,9 @@ def load_benign(path: Path, seed: int = 0) -> BenignNames:
     for n in sorted(levels, reverse=True):
         rng.shuffle(levels[n])
         popular += levels[n]
-    return BenignNames(tuple(popular), tuple(tail), frozenset(known))
+    dead = tail[::20]  # old Alexa names expire: a twentieth of the tail plays the dead links
+    alive = [name for i, name in enumerate(tail) if i % 20]
+    return BenignNames(tuple(popular), tuple(alive), frozenset(known), tuple(dead))
 
 
 def load_family(path: Path) -> tuple[str, ...]:
@@ -221,12 +231,18 @@ class _Builder:
                 self.add(t, client, rng.choice(("www.", "", f"{rng.choice(HOSTS)}.")) + self.popular(), "page", True)
         if rng.random() < p.cdn_share:
             self.add(t + rng.uniform(0.005, 0.1), client, cdn_name(site, rng), "cdn", True)
+        if self.benign.dead and rng.random() < p.dead_share:
+            dead = rng.choice(("www.", "")) + rng.choice(self.benign.dead)
+            self.add(t + rng.uniform(0.005, 0.1), client, dead, "dead", False)
 
     def browse(self, client: int) -> None:
         rng, p = self.rng, self.params
         t = rng.uniform(0.0, 5.0)
+        search = rng.choice(SEARCH_DOMAINS) if rng.random() < p.search_share else ""
         for _ in range(3):  # Chromium's start-up probes: random single labels, 7-15 letters
             label = "".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(7, 15)))
+            if search:
+                self.add(t, client, f"{label}.{search}", "probe", False)
             self.add(t, client, label, "probe", False)
             t += rng.uniform(0.001, 0.01)
         if rng.random() < p.ddns_share:
@@ -289,7 +305,7 @@ def generate(params: TraceParams, benign: BenignNames, families: dict[str, tuple
     lookups = sorted(builder.lookups, key=lambda q: (q.t, q.client))
     truncated = len(lookups) > params.max_queries
     lookups = lookups[: params.max_queries]
-    nx = {q.qname for q in lookups if q.role in ("walk", "typo", "probe")}
+    nx = {q.qname for q in lookups if q.role in NX_ROLES}
     if nx & builder.exists:  # a walk name that is also a benign name: the truth would be ambiguous
         raise ValueError(f"names both NXDOMAIN and existing: {sorted(nx & builder.exists)[:5]}")
     return Trace(params, tuple(clients), tuple(lookups), frozenset(builder.exists), truncated)

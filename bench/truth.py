@@ -58,8 +58,9 @@ class TruthUpstream:
         if qname not in self.exists:
             reply.header.rcode = RCODE.NXDOMAIN
         zone = zone_of(qname)
-        soa = SOA(f"ns1.{zone}".rstrip(".") + ".", f"hostmaster.{zone}".rstrip(".") + ".",
-                  (1, 3600, 600, 86400, NEGATIVE_TTL))
+        soa = SOA(
+            f"ns1.{zone}".rstrip(".") + ".", f"hostmaster.{zone}".rstrip(".") + ".", (1, 3600, 600, 86400, NEGATIVE_TTL)
+        )
         reply.add_auth(RR(zone, QTYPE.SOA, rdata=soa, ttl=NEGATIVE_TTL))
         return reply.pack()
 
