@@ -434,6 +434,7 @@ def summarize(trace: Trace, run: PassRun, sinkhole: str, families: list[str]) ->
         "blocked_by_log": len(log_blocked),
         "log_lines": len(log_lines),
         "log_block_reasons": dict(Counter(str(x.get("reason")) for x in log_blocked)),
+        "log_actions": dict(Counter(str(x.get("action")) for x in log_lines)),
         "likely_c2_events": events["likely_c2"][:50],
         "lag_p99_ms": round(1000 * sorted(run.lag)[int(0.99 * (len(run.lag) - 1))], 1) if run.lag else None,
         "lag_max_ms": round(1000 * max(run.lag), 1) if run.lag else None,
@@ -458,7 +459,7 @@ def _family_row(
 ) -> dict[str, Any]:
     ids = {c.index for c in members}
     first_c2: dict[int, str] = {}
-    c2_blocked = c2_total = browse_blocked = browse_total = walk = 0
+    c2_blocked = c2_total = browse_blocked = browse_total = walk = walk_blocked = 0
     first_walk_time: dict[int, float] = {}
     for i, (v, q) in enumerate(zip(verdicts, trace.lookups, strict=True)):
         if q.client not in ids:
@@ -469,6 +470,7 @@ def _family_row(
             first_c2.setdefault(q.client, v)
         elif q.role == "walk":
             walk += 1
+            walk_blocked += v == "blocked"
         else:
             browse_total += 1
             browse_blocked += v == "blocked"
@@ -493,6 +495,7 @@ def _family_row(
     return {
         "clients": len(members),
         "walk_lookups": walk,
+        "walk_blocked": walk_blocked,
         "c2_first_blocked": first_blocked,
         "c2_first_total": len(first_c2),
         "c2_first_share": _share(first_blocked, len(first_c2)),
@@ -520,7 +523,7 @@ def _until(row: dict[str, Any]) -> str:
 
 
 TABLE_HEAD = (
-    "| clients | walk lookups (NX) | C2 first blocked | C2 all blocked | own browsing blocked | flagged "
+    "| clients | walk lookups, NX (blocked) | C2 first blocked | C2 all blocked | own browsing blocked | flagged "
     "| lookups until flagged |"
 )
 
@@ -529,7 +532,7 @@ def _row(label: str, r: dict[str, Any]) -> str:
     first = f"{r['c2_first_blocked']}/{r['c2_first_total']} ({_pct(r['c2_first_share'])})"
     every = f"{r['c2_all_blocked']}/{r['c2_all_total']} ({_pct(r['c2_all_share'])})"
     return (
-        f"| {label} | {r['clients']} | {r['walk_lookups']} | {first} | {every} | "
+        f"| {label} | {r['clients']} | {r['walk_lookups']} ({r['walk_blocked']}) | {first} | {every} | "
         f"{r['browsing_blocked']}/{r['browsing_total']} | {r['flagged']}/{r['clients']} | {_until(r)} |"
     )
 
@@ -583,7 +586,8 @@ def _pass_section(name: str, p: dict[str, Any]) -> list[str]:
         *lines,
         "",
         f"Health: answers {h['verdicts']}; blocked by the answers {h['blocked_by_answers']}, by the log "
-        f"{h['blocked_by_log']} ({h['log_block_reasons']}); {h['log_lines']} log lines; likely-C2 events "
+        f"{h['blocked_by_log']} ({h['log_block_reasons']}); {h['log_lines']} log lines, actions "
+        f"{h['log_actions']}; likely-C2 events "
         f"{len(h['likely_c2_events'])}; send lag p99 {h['lag_p99_ms']} ms (max {h['lag_max_ms']}); answer "
         f"latency p99 {h['latency_p99_ms']} ms; upstream asked {h['upstream_queries']} times; "
         f"pass {h['wall_seconds']} s.",

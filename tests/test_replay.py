@@ -8,7 +8,6 @@ import asyncio
 import random
 import string
 import sys
-from pathlib import Path
 
 import dns.asyncquery
 import dns.message
