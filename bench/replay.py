@@ -9,14 +9,15 @@ never trained on, walking their lists to the registered C2, then beaconing) is p
 through a real `resolverguard serve` process, one 127.0.1.x source address per client, against an
 upstream that answers from the trace's truth (bench/truth.py). The policy is the file given, as
 deployed; only listen, upstreams and the query log path are changed. When the policy has a
-`client_watch:` section the same trace is played twice: as given ("watch on") and with
-`client_watch.enabled: false` ("watch off"); without one, once ("model only").
+`client_watch:` section the same trace is played through two resolvers at once (each lookup sent to
+both at the same moment, each resolver with its own upstream): the policy as given ("watch on") and with
+`client_watch.enabled: false` ("watch off"); without one, through one ("model only").
 
 Blocked is judged from the answer the client receives: the policy's sinkhole address, REFUSED, or
 NXDOMAIN for a name that exists. The query log is read for a cross-check (its blocking actions
 counted) and for the `client_flagged` / `likely_c2` events of the client watch.
-Bounded: the trace is capped at `max_queries` lookups; each pass lasts the trace's duration plus a
-few seconds; the whole run (two passes of the default 120 s trace) takes about 4.5 minutes.
+Bounded: the trace is capped at `max_queries` lookups; the run lasts the trace's duration (150 s by
+default) plus the resolvers' start and at most 3 s of waiting for answers: under 3 minutes.
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ class Answer:
 
 @dataclass
 class PassRun:
-    """What one pass saw: one answer (or None) per lookup, send times, the log, stderr."""
+    """What one pass saw: one answer (or None) per lookup, send times, the log, stderr; the upstream
+    count is that pass's own upstream's."""
 
     name: str
     answers: list[Answer | None]
@@ -183,6 +185,7 @@ class Resolver:
             cmd += ["--model", str(model)]
         # `python -m` puts the working directory first on sys.path: the checkout named runs, whatever the venv holds
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(source), os.environ.get("PYTHONPATH")]))}
+        self.port = port
         self.proc = subprocess.Popen(
             cmd, cwd=source, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
         )
@@ -257,31 +260,44 @@ class _ClientSocket(asyncio.DatagramProtocol):
         pass
 
 
-async def play(trace: Trace, port: int) -> tuple[list[Answer | None], list[float], list[float]]:
-    """Sends every lookup at its time from its client's address; waits for the stragglers."""
+async def _client_sockets(
+    trace: Trace, port: int, answers: list[Answer | None], started: dict[int, float]
+) -> dict[int, _ClientSocket]:
+    """One socket per client, bound to the client's own 127.0.1.x address, talking to one resolver."""
     loop = asyncio.get_running_loop()
-    answers: list[Answer | None] = [None] * len(trace.lookups)
-    started: dict[int, float] = {}
-    sent_at = [0.0] * len(trace.lookups)
-    lag = [0.0] * len(trace.lookups)
     sockets: dict[int, _ClientSocket] = {}
     for c in trace.clients:
         _, proto = await loop.create_datagram_endpoint(
             lambda: _ClientSocket(answers, started), local_addr=(c.address, 0), remote_addr=("127.0.0.1", port)
         )
         sockets[c.index] = proto
+    return sockets
+
+
+async def play(trace: Trace, ports: list[int]) -> tuple[list[list[Answer | None]], list[float], list[float]]:
+    """Sends every lookup at its time from its client's address, to every resolver at once (the passes
+    see the same lookups at the same moments); waits for the stragglers. Returns the answers per
+    resolver, the wall-clock send time and the send lag of each lookup."""
+    loop = asyncio.get_running_loop()
+    answers: list[list[Answer | None]] = [[None] * len(trace.lookups) for _ in ports]
+    started: list[dict[int, float]] = [{} for _ in ports]
+    sockets = [await _client_sockets(trace, port, answers[k], started[k]) for k, port in enumerate(ports)]
+    sent_at = [0.0] * len(trace.lookups)
+    lag = [0.0] * len(trace.lookups)
     t0 = loop.time() + 0.2
     for i, q in enumerate(trace.lookups):
         delay = t0 + q.t - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
-        lag[i] = max(0.0, loop.time() - (t0 + q.t))
-        started[i], sent_at[i] = time.perf_counter(), time.time()
-        sockets[q.client].send(i, q.qname)
+        lag[i], sent_at[i] = max(0.0, loop.time() - (t0 + q.t)), time.time()
+        for k in range(len(ports)):
+            started[k][i] = time.perf_counter()
+            sockets[k][q.client].send(i, q.qname)
     deadline = loop.time() + ANSWER_TIMEOUT
-    while loop.time() < deadline and any(s.pending for s in sockets.values()):
+    everyone = [s for per_port in sockets for s in per_port.values()]
+    while loop.time() < deadline and any(s.pending for s in everyone):
         await asyncio.sleep(0.05)
-    for s in sockets.values():
+    for s in everyone:
         if s.transport:
             s.transport.close()
     return answers, sent_at, lag
@@ -299,32 +315,39 @@ def read_log(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-async def run_pass(
-    name: str, trace: Trace, policy: dict[str, Any], log_path: Path, plan: Plan, upstream: TruthUpstream
-) -> PassRun:
-    """One resolver process, the whole trace through it, then its log."""
-    policy_path = log_path.with_suffix(".yaml")
-    policy_path.write_text(yaml.safe_dump(policy, sort_keys=False))
-    before = upstream.queries
-    port = free_port()
-    resolver = Resolver(policy_path, port, upstream.port, plan.model, plan.source)
-    version = await asyncio.get_running_loop().run_in_executor(None, resolver.wait_ready)
-    started = time.perf_counter()
+@dataclass(frozen=True)
+class PassSetup:
+    name: str
+    policy: dict[str, Any]
+    log_path: Path
+
+
+async def run_passes(trace: Trace, setups: list[PassSetup], plan: Plan) -> list[PassRun]:
+    """One resolver process per pass, each with its own truth upstream, all started first; then the
+    trace through all of them at once; then their logs."""
+    loop = asyncio.get_running_loop()
+    upstreams = [TruthUpstream(trace.exists) for _ in setups]
+    resolvers: list[Resolver] = []
     try:
-        answers, sent_at, lag = await play(trace, port)
+        for setup, upstream in zip(setups, upstreams, strict=True):
+            await upstream.start()
+            policy_path = setup.log_path.with_suffix(".yaml")
+            policy_path.write_text(yaml.safe_dump(setup.policy, sort_keys=False))
+            resolvers.append(Resolver(policy_path, free_port(), upstream.port, plan.model, plan.source))
+        versions = [await loop.run_in_executor(None, r.wait_ready) for r in resolvers]
+        started = time.perf_counter()
+        answers, sent_at, lag = await play(trace, [r.port for r in resolvers])
+        wall = time.perf_counter() - started
     finally:
-        resolver.stop()
-    return PassRun(
-        name,
-        answers,
-        sent_at,
-        lag,
-        read_log(log_path),
-        resolver.lines,
-        version,
-        time.perf_counter() - started,
-        upstream.queries - before,
-    )
+        for r in resolvers:
+            r.stop()
+        for u in upstreams:
+            if u.port:
+                await u.stop()
+    return [
+        PassRun(s.name, a, sent_at, lag, read_log(s.log_path), r.lines, v, wall, u.queries)
+        for s, a, r, v, u in zip(setups, answers, resolvers, versions, upstreams, strict=True)
+    ]
 
 
 def judge(answer: Answer | None, qname: str, exists: bool, sinkhole: str) -> str:
@@ -652,19 +675,16 @@ async def replay(plan: Plan, trace: Trace) -> dict[str, Any]:
     passes = [("watch on", None), ("watch off", False)] if has_watch else [("model only", None)]
     if has_watch and plan.passes != "both":
         passes = [x for x in passes if x[0] == f"watch {plan.passes}"]
-    upstream = TruthUpstream(trace.exists)
-    await upstream.start()
     results: dict[str, Any] = {}
-    try:
-        with tempfile.TemporaryDirectory(prefix="replay-") as tmp:
-            for name, watch in passes:
-                log_path = Path(tmp) / f"{name.replace(' ', '-')}.log"
-                policy = policy_for_pass(plan.policy, log_path, watch)
-                run = await run_pass(name, trace, policy, log_path, plan, upstream)
-                results[name] = (summarize(trace, run, sinkhole_v4(policy), plan.families), run.model_version)
-                print(f"{name}: {json.dumps(_headline(results[name][0]))}", file=sys.stderr)
-    finally:
-        await upstream.stop()
+    with tempfile.TemporaryDirectory(prefix="replay-") as tmp:
+        setups = []
+        for name, watch in passes:
+            log_path = Path(tmp) / f"{name.replace(' ', '-')}.log"
+            setups.append(PassSetup(name, policy_for_pass(plan.policy, log_path, watch), log_path))
+        runs = await run_passes(trace, setups, plan)
+    for setup, run in zip(setups, runs, strict=True):
+        results[run.name] = (summarize(trace, run, sinkhole_v4(setup.policy), plan.families), run.model_version)
+        print(f"{run.name}: {json.dumps(_headline(results[run.name][0]))}", file=sys.stderr)
     model_path = plan.model or DEFAULT_MODEL
     return {
         "command": plan.command,

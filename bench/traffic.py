@@ -47,10 +47,10 @@ class TraceParams:
     """Everything the trace depends on besides the data; written into the results."""
 
     seed: int = 20261201
-    duration: float = 120.0  # seconds of traffic
-    benign_clients: int = 24
+    duration: float = 150.0  # seconds of traffic
+    benign_clients: int = 64
     infected_per_family: int = 4
-    page_gap: float = 8.0  # mean seconds between a client's page loads (exponential)
+    page_gap: float = 10.0  # mean seconds between a client's page loads (exponential)
     longtail_share: float = 0.2  # page loads of a long-tail site instead of a popular one
     typo_share: float = 0.03  # page loads that start with a mistyped name
     cdn_share: float = 0.3  # page loads that fetch one CDN hash name
@@ -223,7 +223,7 @@ class _Builder:
         else:
             site, role = self.popular(), "page"
         self.add(t, client, rng.choice(("www.", "")) + site, role, True)
-        for _ in range(rng.randint(1, 6)):
+        for _ in range(rng.randint(2, 12)):
             t += rng.uniform(0.005, 0.15)
             if rng.random() < 0.5:
                 self.add(t, client, f"{rng.choice(HOSTS)}.{site}", role, True)
