@@ -459,6 +459,8 @@ def summarize(trace: Trace, run: PassRun, sinkhole: str, families: list[str]) ->
         "log_block_reasons": dict(Counter(str(x.get("reason")) for x in log_blocked)),
         "log_actions": dict(Counter(str(x.get("action")) for x in log_lines)),
         "likely_c2_events": events["likely_c2"][:50],
+        "likely_c2_right": sum(1 for e in events["likely_c2"] if _is_c2(trace, str(e["name"]))),
+        "likely_c2_wrong": sorted({str(e["name"]) for e in events["likely_c2"] if not _is_c2(trace, str(e["name"]))}),
         "lag_p99_ms": round(1000 * sorted(run.lag)[int(0.99 * (len(run.lag) - 1))], 1) if run.lag else None,
         "lag_max_ms": round(1000 * max(run.lag), 1) if run.lag else None,
         "latency_p99_ms": _p99([a.latency for a in run.answers if a]),
@@ -467,6 +469,11 @@ def summarize(trace: Trace, run: PassRun, sinkhole: str, families: list[str]) ->
         "stderr_alerts": sum("flag" in line.lower() for line in run.stderr),
     }
     return out
+
+
+def _is_c2(trace: Trace, name: str) -> bool:
+    """A likely-C2 event names a registrable name: right when it is a C2 of the trace or one's parent."""
+    return any(c.c2 == name or c.c2.endswith("." + name) for c in trace.clients if c.family)
 
 
 def _p99(values: list[float]) -> float | None:
@@ -540,8 +547,10 @@ def _pct(x: float | None) -> str:
 
 
 def _until(row: dict[str, Any]) -> str:
+    """Per client: DGA lookups before the flag / NXDOMAIN names walked before the C2 ("-" never flagged)."""
     return ", ".join(
-        "-" if u["dga_lookups_before_flag"] is None else str(u["dga_lookups_before_flag"]) for u in row["until_flagged"]
+        f"{'-' if u['dga_lookups_before_flag'] is None else u['dga_lookups_before_flag']}/{u['walk']}"
+        for u in row["until_flagged"]
     )
 
 
@@ -578,7 +587,8 @@ def _header(result: dict[str, Any]) -> list[str]:
         "Blocked = the answer the client got was the sinkhole address, REFUSED, or NXDOMAIN for a name that "
         'exists. "C2 first" = each infected client\'s first lookup of its C2 (the end of its walk); "C2 all" = '
         'that and every beacon. "Lookups until flagged" = the client\'s DGA lookups in the query log before its '
-        '`client_flagged` event, one figure per client ("-": never flagged).',
+        '`client_flagged` event / the NXDOMAIN names it walked before its C2, one pair per client ("-": never '
+        "flagged; a client whose C2 came first, /0, has nothing to give it away before the C2).",
         "",
     ]
 
@@ -611,7 +621,8 @@ def _pass_section(name: str, p: dict[str, Any]) -> list[str]:
         f"Health: answers {h['verdicts']}; blocked by the answers {h['blocked_by_answers']}, by the log "
         f"{h['blocked_by_log']} ({h['log_block_reasons']}); {h['log_lines']} log lines, actions "
         f"{h['log_actions']}; likely-C2 events "
-        f"{len(h['likely_c2_events'])}; send lag p99 {h['lag_p99_ms']} ms (max {h['lag_max_ms']}); answer "
+        f"{len(h['likely_c2_events'])} ({h['likely_c2_right']} a C2 of the trace; not: "
+        f"{h['likely_c2_wrong'] or 'none'}); send lag p99 {h['lag_p99_ms']} ms (max {h['lag_max_ms']}); answer "
         f"latency p99 {h['latency_p99_ms']} ms; upstream asked {h['upstream_queries']} times; "
         f"pass {h['wall_seconds']} s.",
         "",
