@@ -61,6 +61,7 @@ DATA = Path(os.environ.get("RESOLVERGUARD_DATA", ROOT.parent / "shared" / "data"
 DEFAULT_MODEL = ROOT / "models" / "default.tflite"
 # What models/REPORT.md says the shipped model never trained on, for metadata that does not list it.
 REPORT_HELD_OUT = ("charbot", "gozi", "suppobox", "nymaim2", "bigviktor")
+MAX_DURATION = 270.0  # seconds of trace; with the resolvers' start and the last answers, under 5 minutes
 ANSWER_TIMEOUT = 3.0  # seconds a client waits for an answer before counting the lookup as lost
 BLOCKING_ACTIONS = ("sinkhole", "nxdomain", "refuse")
 
@@ -571,6 +572,7 @@ def _row(label: str, r: dict[str, Any]) -> str:
 
 def _header(result: dict[str, Any]) -> list[str]:
     t, m = result["trace"], result["model"]
+    cut = " (cut at --max-queries)" if t["truncated"] else ""
     return [
         "# Replay: C2 lookups blocked, and the cost to benign clients",
         "",
@@ -581,7 +583,7 @@ def _header(result: dict[str, Any]) -> list[str]:
         "",
         f"Trace: seed {t['params']['seed']}, {t['params']['duration']:.0f} s, {t['benign_clients']} benign clients, "
         f"{t['infected_clients']} infected ({t['params']['infected_per_family']} per family, alternately fast and "
-        f"slow walkers), {t['lookups']} lookups ({t['by_role']}); {t['exists']} names exist, the rest NXDOMAIN. "
+        f"slow walkers), {t['lookups']} lookups{cut} ({t['by_role']}); {t['exists']} names exist, the rest NXDOMAIN. "
         f"Whole run {result['wall_seconds']:.0f} s.",
         "",
         "Blocked = the answer the client got was the sinkhole address, REFUSED, or NXDOMAIN for a name that "
@@ -743,6 +745,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--source", type=Path, default=ROOT, help="the checkout whose resolverguard is run")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "replay", help="writes OUT.md and OUT.json")
     a = p.parse_args(argv)
+    if not 0 < a.duration <= MAX_DURATION:
+        p.error(f"--duration must be in (0, {MAX_DURATION:.0f}] s: the whole run stays under 5 minutes")
     families, why = families_for(a.model or DEFAULT_MODEL, a.data, a.families)
     print(f"families: {', '.join(families)} ({why})", file=sys.stderr)
     params = TraceParams(
