@@ -16,7 +16,9 @@ Evidence (the rule; the measurements behind it are in docs/client-watch.md):
   * only NXDOMAIN for a registrable domain that is *unknown* counts: not resolved on this network
     recently, not a popular name, not one edit away from either (typos), not a single label or a
     local name. Subdomains of a known registrable (dead hostnames) do not count.
-  * each unknown name is worth 1 point; +`alike_bonus` when it looks like a name already in the
+  * each unknown name is worth 1 point (`page_weight` when it came within `page_gap` of one of the
+    client's answers: a page load's dead link, measured as the cause of every benign flag on the
+    replay traces); +`alike_bonus` when it looks like a name already in the
     window (same suffix, same character classes, length within 2), as a family's names do and
     unrelated typos do not; +`score_bonus` when the model already found it suspicious.
   * a client is flagged when its window (the last `window_names` such names within
@@ -44,6 +46,7 @@ from resolverguard.names import DYNAMIC_DNS_SUFFIXES, RegistrableName
 POPULAR_LABELS = Path(__file__).resolve().parent / "data" / "popular-labels.txt.gz"
 _EDIT_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789-"
 MAX_BRUTE_LENGTH = 24  # longer labels skip the brute-force check against the network's names (~0.1 ms)
+BEACON_GAP = 2.0  # seconds between two lookups of a name for the second to count as a beacon
 MIN_TYPO_LENGTH = 5  # shorter labels are one edit from too many real names (measured: bench/watch_rule.py)
 
 
@@ -51,17 +54,19 @@ MIN_TYPO_LENGTH = 5  # shorter labels are one edit from too many real names (mea
 class WatchRule:
     """How evidence adds up to a flag, and what a flag does for how long."""
 
-    flag_at: float = 4.0  # points in the window that flag a client
+    flag_at: float = 2.5  # points in the window that flag a client
     alike_bonus: float = 0.5  # a name like one already in the window
     score_bonus: float = 1.0  # a name the model scored at or above `suspicious_score`
     suspicious_score: float | None = None  # the model's log threshold (resolved from the model)
-    window_seconds: float = 600.0
+    window_seconds: float = 120.0
     window_names: int = 16
     quarantine_seconds: float = 3600.0  # how long a flag lasts
     c2_seconds: float = 86400.0  # how long a likely C2 stays blocked for everyone
     burst_gap: float = 60.0  # a new name resolved this close to an NX of the burst may be its C2
     max_c2_per_flag: int = 3
     max_probes_per_flag: int = 32  # quarantined look-alike names resolved in the background, per flag
+    page_gap: float = 1.0  # an NXDOMAIN this soon after one of the client's answers is part of a page load...
+    page_weight: float = 0.5  # ...a dead link, more likely than a DGA walk: it counts this much
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,13 +195,30 @@ def _deletions(label: str) -> Iterable[str]:
 
 
 @dataclass(slots=True)
+class _Resolved:
+    """A new name that resolved for a client: a likely C2 if it came in the NX burst and is asked
+    again (the malware's beacons; a page's long-tail name is asked once, then cached)."""
+
+    when: float
+    key: str
+    suspicious: bool  # the model scored it at or above suspicious_score
+    lookups: int = 1  # lookups at least BEACON_GAP apart (a page's www/cdn/api names come together)
+    last: float = 0.0
+
+    def asked(self, now: float) -> None:
+        if now - max(self.when, self.last) >= BEACON_GAP:
+            self.lookups += 1
+        self.last = now
+
+
+@dataclass(slots=True)
 class _Evidence:
     """One client's window of unknown NXDOMAIN names and its ring of newly resolved names."""
 
     names: deque[tuple[float, NameFacts, float]]  # (when, facts, points)
-    resolved: deque[tuple[float, str]]  # (when, registrable) new names that resolved for it
+    resolved: deque[_Resolved]  # new names that resolved for it (nobody else had), most recent last
     c2_marked: int = 0  # likely C2 names this client's flags recorded (at most max_c2_per_flag per flag)
-    probed: set[str] = field(default_factory=set)  # names resolved in the background since the flag
+    probed: dict[str, _Resolved] = field(default_factory=dict)  # quarantined look-alikes since the flag
 
     def prune(self, now: float, window: float) -> None:
         while self.names and now - self.names[0][0] > window:
@@ -252,6 +274,7 @@ class WatchState:
     # registrable -> the one client that resolved it, or "" once several have (insertion order: oldest first)
     known: dict[str, str] = field(default_factory=dict)
     known_labels: dict[str, None] = field(default_factory=dict)
+    last_answer: dict[str, float] = field(default_factory=dict)  # client -> when a name last resolved for it
     flags_raised: int = 0
     c2_found: int = 0
 
@@ -265,12 +288,19 @@ class WatchState:
         return old
 
     # -- what the answers tell us ------------------------------------------------------------
-    def resolved(self, client: str, key: str) -> list[LikelyC2]:
-        """A NOERROR answer with records for `key`. Called for every answered query, so the common
-        case (a name already known to several clients) is one dict lookup and a compare."""
+    def resolved(self, client: str, key: str, score: float | None = None, when: float | None = None) -> list[LikelyC2]:
+        """A NOERROR answer with records for `key` (`when`: the query's arrival, else now). Called for
+        every answered query, so the common case (a name already known to several clients) is two
+        dict operations and a compare."""
+        last = self.last_answer
+        if len(last) >= 2 * self.limits.max_clients:
+            last.clear()  # bounded, crudely: a lost entry only makes one dead link count in full
+        last[client] = when if when is not None else self.clock()
         first = self.known.get(key)
         if first is not None:
-            if first and first != client:
+            if first == client:
+                return self._asked_again(client, key)
+            if first:
                 self.known[key] = ""  # now shared: not "new" for anyone
             return []
         self._remember(key, client)
@@ -278,11 +308,23 @@ class WatchState:
         evidence = self.clients.get(client)
         if evidence is None:
             evidence = self._evidence_for(client)
-        evidence.resolved.append((now, key))
-        flag = self.flagged.get(client)
-        if flag is None or now >= flag.until:
+        suspicious = (
+            score is not None and self.rule.suspicious_score is not None and score >= self.rule.suspicious_score
+        )
+        evidence.resolved.append(_Resolved(now, key, suspicious))
+        return []
+
+    def _asked_again(self, client: str, key: str) -> list[LikelyC2]:
+        """The one client that resolved `key` asks for it again: a beacon, if it is in the ring."""
+        evidence = self.clients.get(client)
+        if evidence is None:
             return []
-        return self._mark_c2(client, [(now, key)], evidence, now)
+        entry = next((r for r in evidence.resolved if r.key == key), None)
+        if entry is None:
+            return []
+        entry.asked(self.clock())
+        flag = self.flag_of(client)
+        return [] if flag is None else self._mark_c2(flag, [entry], evidence, self.clock())
 
     def probe_resolved(self, client: str, key: str) -> list[LikelyC2]:
         """A look-alike name the quarantine blocked resolved in the background (`should_probe`).
@@ -291,7 +333,8 @@ class WatchState:
         flag, evidence = self.flag_of(client), self.clients.get(client)
         if flag is None or evidence is None or self.known.get(key) == "":
             return []
-        return self._mark_c2(client, [(self.clock(), key)], evidence, self.clock(), one_other=True)
+        entry = _Resolved(self.clock(), key, True, lookups=2)  # probed at its second lookup: see should_probe
+        return self._mark_c2(flag, [entry], evidence, self.clock(), one_other=True)
 
     def _remember(self, key: str, client: str) -> None:
         known, labels = self.known, self.known_labels
@@ -313,7 +356,7 @@ class WatchState:
         if any(facts.key == key for _, facts, _ in evidence.names):
             return None  # asked again: one name is one piece of evidence
         facts = NameFacts.of(key, score)
-        points = 1.0
+        points = rule.page_weight if now - self.last_answer.get(client, -1e18) <= rule.page_gap else 1.0
         if any(facts.alike(seen) for _, seen, _ in evidence.names):
             points += rule.alike_bonus
         if score is not None and rule.suspicious_score is not None and score >= rule.suspicious_score:
@@ -347,20 +390,31 @@ class WatchState:
         evidence = self.clients.get(flag.client)
         if evidence is None:
             return []
-        return self._mark_c2(flag.client, list(evidence.resolved), evidence, flag.since)
+        return self._mark_c2(flag, list(evidence.resolved), evidence, flag.since)
 
     def _mark_c2(
-        self, client: str, candidates: list[tuple[float, str]], evidence: _Evidence, now: float, one_other: bool = False
+        self,
+        flag: Flag,
+        candidates: list[_Resolved],
+        evidence: _Evidence,
+        now: float,
+        one_other: bool = False,
     ) -> list[LikelyC2]:
-        """Candidates resolved within `burst_gap` of one of the client's NXDOMAINs, that nobody
-        else resolved and that are not popular names, become likely C2 (a few per flag at most,
-        so a flagged client cannot get a whole list of names blocked for everybody)."""
-        rule, out = self.rule, list[LikelyC2]()
+        """Candidates resolved within `burst_gap` of one of the client's NXDOMAINs, asked at least
+        twice (beacons), that look like its NX cluster (or that the model found suspicious), that
+        nobody else resolved and that are not popular names, become likely C2. A few per flag at
+        most, so a flagged client cannot get a list of names blocked for everybody. Measured on
+        replay traces (bench/watch_sim.py): without the look-alike condition the infected clients'
+        own browsing gave ~10 wrong C2 per trace, without the second lookup still ~1."""
+        rule, out, client = self.rule, list[LikelyC2](), flag.client
         nx_times = [when for when, _, _ in evidence.names]
-        for when, key in sorted(candidates, key=lambda c: _gap(c[0], nx_times)):
+        for entry in sorted(candidates, key=lambda c: _gap(c.when, nx_times)):
+            key = entry.key
             if evidence.c2_marked + len(out) >= rule.max_c2_per_flag:
                 break
-            if _gap(when, nx_times) > rule.burst_gap or key in self.likely_c2:
+            if entry.lookups < 2 or _gap(entry.when, nx_times) > rule.burst_gap or key in self.likely_c2:
+                continue
+            if not (entry.suspicious or flag.cluster_match(NameFacts.of(key, None))):
                 continue
             owner = self.known.get(key, client)  # "" once two or more clients resolved it
             if owner == "" or (owner != client and not one_other) or key.partition(".")[0] in self.popular.labels:
@@ -413,22 +467,40 @@ class WatchState:
         label = key.partition(".")[0]
         return self.known.get(key, flag.client) == flag.client and label not in self.popular.labels
 
+    def quarantined(self, flag: Flag, key: str, score: float | None) -> tuple[bool, list[LikelyC2]]:
+        """The quarantine blocked `key` for the flagged client: whether to resolve it aside
+        (`should_probe`), and the likely C2 this lookup revealed: a name that had resolved for the
+        client before the flag (in its ring) and is asked again now is the beacon of a C2 found
+        before the walk gave the client away."""
+        evidence = self.clients.get(flag.client)
+        entry = None if evidence is None else next((r for r in evidence.resolved if r.key == key), None)
+        if evidence is not None and entry is not None:
+            entry.asked(self.clock())
+            return False, self._mark_c2(flag, [entry], evidence, self.clock())
+        return self.should_probe(flag, key, score), []
+
     def should_probe(self, flag: Flag, key: str, score: float | None) -> bool:
         """Whether a name the quarantine just blocked should still be resolved in the background,
         to learn whether it is the C2 the walk was looking for (then it is blocked for everybody,
         which stops other infected clients that found it before they could be flagged). Only names
-        like the NX cluster or that the model finds suspicious, each once, a few per flag."""
+        like the NX cluster or that the model finds suspicious, at their second lookup, once each,
+        a few per flag."""
         evidence = self.clients.get(flag.client)
-        if evidence is None or key in evidence.probed or len(evidence.probed) >= self.rule.max_probes_per_flag:
+        if evidence is None:
             return False
-        suspicious = self.rule.suspicious_score
-        if not (
-            flag.cluster_match(NameFacts.of(key, None))
-            or (score is not None and suspicious is not None and score >= suspicious)
-        ):
-            return False
-        evidence.probed.add(key)
-        return True
+        seen, now = evidence.probed.get(key), self.clock()
+        if seen is None:
+            suspicious = self.rule.suspicious_score
+            alike = flag.cluster_match(NameFacts.of(key, None))
+            if not (alike or (score is not None and suspicious is not None and score >= suspicious)):
+                return False
+            if len(evidence.probed) >= self.rule.max_probes_per_flag:
+                return False
+            evidence.probed[key] = _Resolved(now, key, False)
+            return False  # a beacon asks again; a page's name is asked once
+        before = seen.lookups
+        seen.asked(now)
+        return before == 1 and seen.lookups == 2
 
     def unflag(self, client: str) -> bool:
         """Ends a flag now (allow list, operator); the client's window starts empty again."""

@@ -31,7 +31,7 @@ from resolverguard.config import (
     load_config,
 )
 from resolverguard.steps.watch import watch_rule
-from resolverguard.watch import WatchRule
+from resolverguard.watch import BEACON_GAP, WatchRule
 
 INFECTED, OTHER, THIRD = "127.0.0.2", "127.0.0.3", "127.0.0.4"
 # letters only: the test model (tests/data/digits.tflite) scores these ~0, as an unseen family would
@@ -88,6 +88,8 @@ def config_for(up: Upstream, **watch: Any) -> Config:
 
 
 def walk_until_flagged(r: RunningResolver, client: str, rule: WatchRule) -> None:
+    """Walks until the rule flags the client; a second first, so no name counts as a page's dead link."""
+    time.sleep(rule.page_gap)
     needed = names_to_flag(rule)
     for name in WALK[: needed - 1]:
         assert ask(r, name, client).rcode() == dns.rcode.NXDOMAIN
@@ -101,8 +103,10 @@ def test_infected_client_is_flagged_and_its_c2_blocked_for_everyone(upstream: Up
     with run_resolver(cfg, tmp_path / "q.log", stderr=stderr) as r:
         assert addresses(ask(r, "wikipedia.org", OTHER)) == [UPSTREAM_A]
         assert ask(r, WALK[0], INFECTED).rcode() == dns.rcode.NXDOMAIN
-        assert addresses(ask(r, C2, INFECTED)) == [UPSTREAM_A]  # found before the flag: the walk stops here...
-        walk_until_flagged(r, INFECTED, rule_of(cfg))  # ...in this test it goes on
+        assert addresses(ask(r, C2, INFECTED)) == [UPSTREAM_A]  # found before the flag...
+        time.sleep(BEACON_GAP)
+        assert addresses(ask(r, C2, INFECTED)) == [UPSTREAM_A]  # ...and beaconed to
+        walk_until_flagged(r, INFECTED, rule_of(cfg))  # in this test the walk goes on
         (flagged,) = events(r, "client_flagged")
         (c2,) = events(r, "likely_c2")
         # the C2 is in the answer cache, yet now blocked for every client
@@ -114,8 +118,8 @@ def test_infected_client_is_flagged_and_its_c2_blocked_for_everyone(upstream: Up
         assert addresses(ask(r, "freshnewsite.org", OTHER)) == [UPSTREAM_A]
         assert last_line(r, C2, OTHER)["reason"] == "likely c2"
         assert last_line(r, "freshnewsite.org", INFECTED)["reason"] == "client watch"
-        metrics = r.service.pipeline.watch
-        assert metrics is not None and metrics.flags_raised == 1 and metrics.c2_found == 1
+        watch = r.service.pipeline.watch
+        assert watch is not None and watch.flags_raised == 1 and watch.c2_found == 1
     needed = names_to_flag(rule_of(cfg))
     assert flagged["client"] == INFECTED and flagged["names"] == WALK[:needed] and flagged["until"]
     assert c2["name"] == C2 and c2["client"] == INFECTED and c2["until"]
@@ -218,6 +222,8 @@ def test_reload_keeps_flags_and_likely_c2(upstream: Upstream, tmp_path: Path) ->
     with run_resolver(cfg, log) as r:
         ask(r, WALK[0], INFECTED)
         ask(r, C2, INFECTED)
+        time.sleep(BEACON_GAP)
+        ask(r, C2, INFECTED)
         walk_until_flagged(r, INFECTED, rule_of(cfg))
         assert events(r, "likely_c2")
         r.service.config_path = policy
@@ -246,10 +252,13 @@ def test_a_look_alike_name_the_quarantine_blocked_is_resolved_aside_and_becomes_
         assert ask(r, WALK[0], OTHER).rcode() == dns.rcode.NXDOMAIN
         assert addresses(ask(r, C2, OTHER)) == [UPSTREAM_A]  # OTHER found its C2 at the second name
         walk_until_flagged(r, INFECTED, rule_of(cfg))
-        assert addresses(ask(r, C2, INFECTED)) == ["0.0.0.0"]  # quarantined, and resolved aside
+        assert addresses(ask(r, C2, INFECTED)) == ["0.0.0.0"]  # quarantined
+        time.sleep(BEACON_GAP)
+        assert addresses(ask(r, C2, INFECTED)) == ["0.0.0.0"]  # a beacon: resolved aside
         (c2,) = events(r, "likely_c2")
         assert c2["name"] == C2 and c2["client"] == INFECTED
         assert addresses(ask(r, C2, OTHER)) == ["0.0.0.0"]  # OTHER's beacons stop
-        assert addresses(ask(r, "zzzunlikeanything-at-all.org", INFECTED)) == ["0.0.0.0"]
-        time.sleep(0.3)
+        for _ in range(2):
+            assert addresses(ask(r, "zzzunlikeanything-at-all.org", INFECTED)) == ["0.0.0.0"]
+            time.sleep(BEACON_GAP)
         assert [e["name"] for e in events(r, "likely_c2")] == [C2]  # an unlike new name is not probed

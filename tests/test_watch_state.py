@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import gc
 import gzip
+import math
 import sys
 from pathlib import Path
 
 import pytest
 
-from resolverguard.watch import MAX_BRUTE_LENGTH, PopularNames, WatchLimits, WatchRule, WatchState
+from resolverguard.watch import BEACON_GAP, MAX_BRUTE_LENGTH, PopularNames, WatchLimits, WatchRule, WatchState
 
 DGA = Path("/work/shared/data/dga")
 
@@ -41,16 +42,30 @@ def walk(state: WatchState, clock: Clock, client: str, names: list[str], step: f
     return None
 
 
-def test_alike_names_flag_at_the_third_and_unlike_ones_at_the_fourth(popular: PopularNames) -> None:
+def test_alike_names_flag_at_the_second_and_unlike_ones_at_the_third(popular: PopularNames) -> None:
     clock = Clock()
     state = state_for(popular, clock)
     alike = ["qzkvbrtw.com", "pwxmnbvq.com", "lkjhgfzx.com", "zzqqwvbn.com"]
     unlike = ["qzkvbrtw.com", "pw-xmnb.org", "lkjhgfzx77.net", "zq.info", "mnbvcxzlkq.biz"]
-    # 1 + (1 + alike) + (1 + alike) = 4 points = flag_at: the rule's numbers, not a hard-coded count
-    rule = state.rule
-    assert 1 + 2 * (1 + rule.alike_bonus) >= rule.flag_at > 1 + (1 + rule.alike_bonus)
-    assert walk(state, clock, "10.0.0.1", alike) == 3
-    assert walk(state, clock, "10.0.0.2", unlike) == rule.flag_at
+    rule = state.rule  # 1 + (1 + alike) reaches flag_at, 1 + 1 does not, 1 + 1 + 1 does: the rule's numbers
+    assert 1 + (1 + rule.alike_bonus) >= rule.flag_at > 2 and rule.flag_at <= 3
+    assert walk(state, clock, "10.0.0.1", alike) == 2
+    assert walk(state, clock, "10.0.0.2", unlike) == 3
+
+
+def test_a_dead_link_in_a_page_load_counts_half(popular: PopularNames) -> None:
+    clock = Clock()
+    state = state_for(popular, clock)
+    unlike = ["qzkvbrtw.com", "pw-xmnb.org", "lkjhgfzx77.net", "mnbvcxzlkq.biz", "zq-1.info"]
+    taken = None
+    for count, name in enumerate(unlike, 1):
+        clock.now += 10
+        state.resolved("10.0.0.1", "wikipedia.org", when=clock.now)  # the page
+        clock.now += 0.05
+        if state.nxdomain("10.0.0.1", name, None) is not None:  # its dead link
+            taken = count
+            break
+    assert taken == math.ceil(state.rule.flag_at / state.rule.page_weight)
 
 
 def test_typos_probes_and_known_names_are_no_evidence(popular: PopularNames) -> None:
@@ -67,7 +82,7 @@ def test_window_forgets_old_evidence(popular: PopularNames) -> None:
     clock = Clock()
     state = state_for(popular, clock, window_seconds=60.0)
     names = ["qzkvbrtw.com", "pw-xmnb.org", "lkjhgfzx77.net", "mnbvcxzlkq.biz"]
-    assert walk(state, clock, "10.0.0.1", names, step=30.0) is None  # never more than 2 in a minute
+    assert walk(state, clock, "10.0.0.1", names, step=40.0) is None  # never more than 2 in a minute
 
 
 @pytest.mark.parametrize("family", ["dircrypt", "suppobox", "ramnit", "pykspa", "qsnatch"])
@@ -80,37 +95,46 @@ def test_family_walk_is_flagged_within_five_names(popular: PopularNames, family:
     assert taken is not None and taken <= 5
 
 
-def test_the_name_that_resolved_in_the_burst_becomes_likely_c2(popular: PopularNames) -> None:
+def test_a_name_that_resolved_in_the_burst_and_is_asked_again_becomes_likely_c2(popular: PopularNames) -> None:
     clock = Clock()
     state = state_for(popular, clock)
     state.resolved("10.0.0.2", "wikipedia.org")
-    clock.now += 1
+    clock.now += 5
     state.resolved("10.0.0.1", "wikipedia.org")  # shared: never a C2
-    walk(state, clock, "10.0.0.1", ["qzkvbrtw.com", "pw-xmnb.org"])
+    walk(state, clock, "10.0.0.1", ["qzkvbrtw.com"], step=5)
+    clock.now += 5
+    assert state.resolved("10.0.0.1", "zxcvbnmasd.biz") == []  # not flagged yet: only remembered
     clock.now += 1
-    assert state.resolved("10.0.0.1", "c2walkedto.net") == []  # not flagged yet: only remembered
-    clock.now += 1
-    flag = state.nxdomain("10.0.0.1", "lkjhgfzx77.net", None)
-    clock.now += 1
-    flag = flag or state.nxdomain("10.0.0.1", "mnbvcxzlkq.biz", None)
-    assert flag is not None
-    found = state.c2_at_flag(flag)
-    assert [c.name for c in found] == ["c2walkedto.net"]
-    assert state.c2_until("c2walkedto.net") is not None and state.c2_until("wikipedia.org") is None
+    state.resolved("10.0.0.1", "zxcvbnmasd.biz")  # a page's second name, not a beacon yet
+    clock.now += BEACON_GAP
+    state.resolved("10.0.0.1", "zxcvbnmasd.biz")  # the beacon
+    state.resolved("10.0.0.1", "unlikename-here.org")
+    clock.now += BEACON_GAP
+    state.resolved("10.0.0.1", "unlikename-here.org")  # asked again, but not like the walk
+    clock.now += 5
+    flag = walk(state, clock, "10.0.0.1", ["lkjhgfzx77.net", "mnbvcxzlkq.biz"], step=5)
+    assert flag == 2
+    flag_ = state.flag_of("10.0.0.1")
+    assert flag_ is not None
+    found = state.c2_at_flag(flag_)
+    assert [c.name for c in found] == ["zxcvbnmasd.biz"]
+    assert state.c2_until("zxcvbnmasd.biz") is not None and state.c2_until("wikipedia.org") is None
     # quarantine: new names and cluster look-alikes for the flagged client, popular names pass
-    assert state.quarantines(flag, "brandnewthing.io") and not state.quarantines(flag, "wikipedia.org")
+    assert state.quarantines(flag_, "brandnewthing.io") and not state.quarantines(flag_, "wikipedia.org")
     clock.now += state.rule.c2_seconds
-    assert state.c2_until("c2walkedto.net") is None and state.flag_of("10.0.0.1") is None
+    assert state.c2_until("zxcvbnmasd.biz") is None and state.flag_of("10.0.0.1") is None
 
 
 def test_a_name_another_client_resolved_is_never_a_likely_c2(popular: PopularNames) -> None:
     clock = Clock()
     state = state_for(popular, clock)
-    state.resolved("10.0.0.1", "sharedshop.net")
-    state.resolved("10.0.0.2", "sharedshop.net")
+    state.resolved("10.0.0.1", "sharedshop.biz")  # like the walk below, and asked again: but shared
+    state.resolved("10.0.0.2", "sharedshop.biz")
+    clock.now += BEACON_GAP
+    state.resolved("10.0.0.1", "sharedshop.biz")
     flag = None
     for name in ["qzkvbrtw.com", "pw-xmnb.org", "lkjhgfzx77.net", "mnbvcxzlkq.biz"]:
-        clock.now += 1
+        clock.now += 2
         flag = flag or state.nxdomain("10.0.0.1", name, None)
     assert flag is not None and state.c2_at_flag(flag) == []
 
@@ -148,7 +172,7 @@ def test_memory_stays_bounded_under_100k_clients(popular: PopularNames) -> None:
 def test_a_flood_of_new_clients_cannot_evict_a_flag(popular: PopularNames) -> None:
     clock = Clock()
     state = WatchState(WatchRule(), WatchLimits(max_clients=100), popular, clock)
-    walk(state, clock, "10.0.0.1", ["qzkvbrtw.com", "pwxmnbvq.com", "lkjhgfzx.com"])
+    assert walk(state, clock, "10.0.0.1", ["qzkvbrtw.com", "pwxmnbvq.com", "lkjhgfzx.com"]) is not None
     for i in range(1000):
         state.nxdomain(f"10.1.{i >> 8}.{i & 255}", "zzqqwvbn.com", None)
     assert state.flag_of("10.0.0.1") is not None

@@ -99,7 +99,7 @@ class ClientWatchStep:
             if reply[6] or reply[7]:
                 key = watch_key(name)
                 if key is not None:
-                    found = state.resolved(request.client[0], key)
+                    found = state.resolved(request.client[0], key, request.score, request.started)
                     if found:
                         self._announce_c2(found)
         elif rcode == _NXDOMAIN:
@@ -126,8 +126,12 @@ class ClientWatchStep:
                 reason = Reason.CLIENT_WATCH
         if reason is None:
             return
-        if reason is Reason.CLIENT_WATCH and flag is not None and state.should_probe(flag, key, request.score):
-            self._probe(request, next_step)
+        if reason is Reason.CLIENT_WATCH and flag is not None:
+            probe, found = state.quarantined(flag, key, request.score)
+            if probe:
+                self._probe(request, next_step)
+            if found:
+                self._announce_c2(found)
         group = request.group
         if group is not None and group.policy.mode is Mode.MONITOR:
             request.verdict = Verdict(Action.LOG, reason, would=mine.block_action)
