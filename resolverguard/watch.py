@@ -333,7 +333,8 @@ class WatchState:
         flag, evidence = self.flag_of(client), self.clients.get(client)
         if flag is None or evidence is None or self.known.get(key) == "":
             return []
-        entry = _Resolved(self.clock(), key, True, lookups=2)  # probed at its second lookup: see should_probe
+        asked = evidence.probed.get(key)  # its first lookup is what counts for the burst, not the probe's
+        entry = _Resolved(asked.when if asked else self.clock(), key, True, lookups=2)  # see should_probe
         return self._mark_c2(flag, [entry], evidence, self.clock(), one_other=True)
 
     def _remember(self, key: str, client: str) -> None:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import io
 import json
 import math
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,7 +21,7 @@ import dns.message
 import dns.query
 import dns.rcode
 import pytest
-from dnsfixtures import UPSTREAM_A, RunningResolver, Upstream, run_resolver, run_upstream
+from dnsfixtures import DIGITS_MODEL, ROOT, UPSTREAM_A, RunningResolver, Upstream, run_resolver, run_upstream
 
 from resolverguard.config import (
     AlertHookConfig,
@@ -262,3 +264,32 @@ def test_a_look_alike_name_the_quarantine_blocked_is_resolved_aside_and_becomes_
             assert addresses(ask(r, "zzzunlikeanything-at-all.org", INFECTED)) == ["0.0.0.0"]
             time.sleep(BEACON_GAP)
         assert [e["name"] for e in events(r, "likely_c2")] == [C2]  # an unlike new name is not probed
+
+
+def test_top_and_explain_show_the_flag_and_the_likely_c2(upstream: Upstream, tmp_path: Path) -> None:
+    log = tmp_path / "q.jsonl"
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(f"query_log: {log}\nclient_watch: {{enabled: true}}\n")
+    cfg = replace(load_config(policy), upstreams=(Endpoint("127.0.0.1", upstream.port),), upstream_timeout=0.5)
+    with run_resolver(cfg, log) as r:
+        ask(r, WALK[0], INFECTED)
+        ask(r, C2, INFECTED)
+        time.sleep(BEACON_GAP)
+        ask(r, C2, INFECTED)
+        walk_until_flagged(r, INFECTED, rule_of(cfg))
+        assert events(r, "likely_c2")
+    run = [sys.executable, "-m", "resolverguard"]
+    top = subprocess.run([*run, "top", str(log)], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert top.returncode == 0, top.stderr
+    assert "clients flagged by the client watch:" in top.stdout and INFECTED in top.stdout
+    assert "likely C2 names (blocked for every client):\n  " in top.stdout and C2 in top.stdout
+    assert "queries per action" in top.stdout and "    ?" not in top.stdout  # events are not queries
+    explain = [*run, "explain", C2, "--config", str(policy), "--model", str(DIGITS_MODEL)]
+    infected = subprocess.run([*explain, "--client", INFECTED], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    other = subprocess.run([*explain, "--client", OTHER], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    rows = dict(line.split(":", 1) for line in infected.stdout.splitlines())
+    assert rows["client watch"].strip() == "on (quarantine)"
+    assert rows["client flagged"].strip().startswith("yes, at ") and WALK[0] in rows["client flagged"]
+    assert rows["likely C2"].strip().startswith(f"yes: resolved for {INFECTED}")
+    rows = dict(line.split(":", 1) for line in other.stdout.splitlines())
+    assert rows["client flagged"].strip() == "no (per the query log)" and "likely C2" in rows
