@@ -216,7 +216,7 @@ class _Evidence:
     """One client's window of unknown NXDOMAIN names and its ring of newly resolved names."""
 
     names: deque[tuple[float, NameFacts, float]]  # (when, facts, points)
-    resolved: deque[_Resolved]  # new names that resolved for it (nobody else had), most recent last
+    resolved: dict[str, _Resolved]  # new names that resolved for it (nobody else had), oldest first
     c2_marked: int = 0  # likely C2 names this client's flags recorded (at most max_c2_per_flag per flag)
     probed: dict[str, _Resolved] = field(default_factory=dict)  # quarantined look-alikes since the flag
 
@@ -311,7 +311,10 @@ class WatchState:
         suspicious = (
             score is not None and self.rule.suspicious_score is not None and score >= self.rule.suspicious_score
         )
-        evidence.resolved.append(_Resolved(now, key, suspicious))
+        ring = evidence.resolved
+        if len(ring) >= self.limits.recent_resolved:
+            del ring[next(iter(ring))]
+        ring[key] = _Resolved(now, key, suspicious)
         return []
 
     def _asked_again(self, client: str, key: str) -> list[LikelyC2]:
@@ -319,7 +322,7 @@ class WatchState:
         evidence = self.clients.get(client)
         if evidence is None:
             return []
-        entry = next((r for r in evidence.resolved if r.key == key), None)
+        entry = evidence.resolved.get(key)
         if entry is None:
             return []
         entry.asked(self.clock())
@@ -391,7 +394,7 @@ class WatchState:
         evidence = self.clients.get(flag.client)
         if evidence is None:
             return []
-        return self._mark_c2(flag, list(evidence.resolved), evidence, flag.since)
+        return self._mark_c2(flag, list(evidence.resolved.values()), evidence, flag.since)
 
     def _mark_c2(
         self,
@@ -433,7 +436,7 @@ class WatchState:
         clients = self.clients
         evidence = clients.pop(client, None)
         if evidence is None:
-            evidence = _Evidence(deque(), deque(maxlen=self.limits.recent_resolved))
+            evidence = _Evidence(deque(), {})
             while len(clients) >= self.limits.max_clients:
                 del clients[next(iter(clients))]  # the client heard from least recently
         clients[client] = evidence
@@ -474,7 +477,7 @@ class WatchState:
         client before the flag (in its ring) and is asked again now is the beacon of a C2 found
         before the walk gave the client away."""
         evidence = self.clients.get(flag.client)
-        entry = None if evidence is None else next((r for r in evidence.resolved if r.key == key), None)
+        entry = None if evidence is None else evidence.resolved.get(key)
         if evidence is not None and entry is not None:
             entry.asked(self.clock())
             return False, self._mark_c2(flag, [entry], evidence, self.clock())
