@@ -6,12 +6,14 @@ from __future__ import annotations
 import gc
 import gzip
 import math
+import random
+import string
 import sys
 from pathlib import Path
 
 import pytest
 
-from resolverguard.watch import BEACON_GAP, MAX_BRUTE_LENGTH, PopularNames, WatchLimits, WatchRule, WatchState
+from resolverguard.watch import BEACON_GAP, NearbyLabels, PopularNames, WatchLimits, WatchRule, WatchState
 
 DGA = Path("/work/shared/data/dga")
 
@@ -160,8 +162,8 @@ def test_memory_stays_bounded_under_100k_clients(popular: PopularNames) -> None:
     for i in range(100_000):
         clock.now += 0.001
         client = f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}"
-        for j in range(3):  # labels over MAX_BRUTE_LENGTH: the typo check's cheap path, and long strings
-            state.nxdomain(client, f"q{i:07d}x{j}{'z' * MAX_BRUTE_LENGTH}.com", None)
+        for j in range(3):
+            state.nxdomain(client, f"q{i:07d}x{j}{'z' * 24}.com", None)
         state.resolved(client, f"n{i}.net")
     assert len(state.clients) == limits.max_clients and len(state.flagged) <= limits.max_flagged
     assert len(state.known) <= limits.known_names
@@ -177,3 +179,33 @@ def test_a_flood_of_new_clients_cannot_evict_a_flag(popular: PopularNames) -> No
         state.nxdomain(f"10.1.{i >> 8}.{i & 255}", "zzqqwvbn.com", None)
     assert state.flag_of("10.0.0.1") is not None
     assert all(state.flag_of(f"10.1.{i >> 8}.{i & 255}") is None for i in range(1000))
+
+
+def _one_edit_by_brute_force(a: str, b: str) -> bool:
+    letters = "abcdefghijklmnopqrstuvwxyz0123456789-"
+    variants = {a}
+    for i in range(len(a) + 1):
+        variants.update(a[:i] + c + a[i:] for c in letters)
+    for i in range(len(a)):
+        variants.add(a[:i] + a[i + 1 :])
+        variants.update(a[:i] + c + a[i + 1 :] for c in letters)
+        if i + 1 < len(a):
+            variants.add(a[:i] + a[i + 1] + a[i] + a[i + 2 :])
+    return b in variants
+
+
+def test_nearby_labels_finds_exactly_the_labels_one_edit_away() -> None:
+    rng = random.Random(5)
+    known = ["".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(5, 14))) for _ in range(400)]
+    index = NearbyLabels()
+    for label in known + known[:50]:  # some twice: a label can come from two registrables
+        index.add(label)
+    for label in known[:50]:
+        index.remove(label)  # still there once
+    for label in known[350:]:
+        index.remove(label)  # gone
+    present = known[:350]
+    queries = [q for p in known for q in (p[1:], p[:3] + "x" + p[3:], p[:2] + p[3] + p[2] + p[4:], "zz" + p[2:])]
+    queries += ["".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(5, 14))) for _ in range(200)]
+    for q in queries:
+        assert index.near(q) == any(_one_edit_by_brute_force(p, q) for p in present), q
