@@ -166,9 +166,9 @@ def build_pipeline(
             watch_limits(cfg.client_watch),
         )
         hook = AlertHook.carried(old.hook if old else None, cfg.client_watch.on_flag, stderr)
-        steps.append(
-            ClientWatchStep(cfg.client_watch, watch, log if log.enabled else None, metrics, hints, hook, stderr)
-        )
+        watch_log = log if log.enabled else None
+        aside = UpstreamStep(forwarder)  # a probe goes straight to the upstream, past the block step
+        steps.append(ClientWatchStep(cfg.client_watch, watch, watch_log, metrics, hints, hook, stderr, aside))
     if hints is not None and cfg.scoring and log.enabled:  # a hint is only ever read in the log
         steps.append(FamilyHintStep(hints))
     steps.append(BlockStep(cfg.sinkhole))

@@ -359,17 +359,24 @@ class WatchState:
     # -- what the answers tell us ------------------------------------------------------------
     def resolved(self, client: str, key: str, score: float | None = None, when: float | None = None) -> list[LikelyC2]:
         """A NOERROR answer with records for `key` (`when`: the query's arrival, else now). Called for
-        every answered query, so the common case (a name already known to several clients) is two
-        dict operations and a compare."""
+        every answered query, cached ones too (measured in process: ~0.5 us of a ~6 us cached
+        answer), so the common cases return early: a name several clients use is two dict
+        operations; a name only this client uses, four (its beacon count, see `_Resolved`)."""
+        if when is None:
+            when = self.clock()
         last = self.last_answer
-        if len(last) >= 2 * self.limits.max_clients:
+        last[client] = when
+        if len(last) > 2 * self.limits.max_clients:
             last.clear()  # bounded, crudely: a lost entry only makes one dead link count in full
-        last[client] = when if when is not None else self.clock()
         first = self.known.get(key)
         if first is not None:
             if first == client:
-                return self._asked_again(client, key)
-            if first:
+                evidence = self.clients.get(client)
+                if evidence is not None:
+                    entry = evidence.resolved.get(key)
+                    if entry is not None and entry.lookups < 2:
+                        return self._asked_again(client, evidence, entry, when)
+            elif first:
                 self.known[key] = ""  # now shared: not "new" for anyone
             return []
         self._remember(key, client)
@@ -386,17 +393,11 @@ class WatchState:
         ring[key] = _Resolved(now, key, suspicious)
         return []
 
-    def _asked_again(self, client: str, key: str) -> list[LikelyC2]:
-        """The one client that resolved `key` asks for it again: a beacon, if it is in the ring."""
-        evidence = self.clients.get(client)
-        if evidence is None:
-            return []
-        entry = evidence.resolved.get(key)
-        if entry is None:
-            return []
-        entry.asked(self.clock())
-        flag = self.flag_of(client)
-        return [] if flag is None else self._mark_c2(flag, [entry], evidence, self.clock())
+    def _asked_again(self, client: str, evidence: _Evidence, entry: _Resolved, when: float) -> list[LikelyC2]:
+        """The one client that resolved a new name asks for it again: perhaps a beacon."""
+        entry.asked(when)
+        flag = self.flag_of(client) if self.flagged else None
+        return [] if flag is None else self._mark_c2(flag, [entry], evidence, when)
 
     def probe_resolved(self, client: str, key: str) -> list[LikelyC2]:
         """A look-alike name the quarantine blocked resolved in the background (`should_probe`).

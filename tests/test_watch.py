@@ -21,7 +21,7 @@ import dns.message
 import dns.query
 import dns.rcode
 import pytest
-from dnsfixtures import DIGITS_MODEL, ROOT, UPSTREAM_A, RunningResolver, Upstream, run_resolver, run_upstream
+from dnsfixtures import DIGITS_MODEL, ROOT, UPSTREAM_A, RunningResolver, Upstream, free_port, run_resolver, run_upstream
 
 from resolverguard.config import (
     AlertHookConfig,
@@ -100,7 +100,7 @@ def walk_until_flagged(r: RunningResolver, client: str, rule: WatchRule) -> None
 
 
 def test_infected_client_is_flagged_and_its_c2_blocked_for_everyone(upstream: Upstream, tmp_path: Path) -> None:
-    cfg = config_for(upstream)
+    cfg = replace(config_for(upstream), metrics=Endpoint("127.0.0.1", free_port()))
     stderr = io.StringIO()
     with run_resolver(cfg, tmp_path / "q.log", stderr=stderr) as r:
         assert addresses(ask(r, "wikipedia.org", OTHER)) == [UPSTREAM_A]
@@ -120,8 +120,13 @@ def test_infected_client_is_flagged_and_its_c2_blocked_for_everyone(upstream: Up
         assert addresses(ask(r, "freshnewsite.org", OTHER)) == [UPSTREAM_A]
         assert last_line(r, C2, OTHER)["reason"] == "likely c2"
         assert last_line(r, "freshnewsite.org", INFECTED)["reason"] == "client watch"
-        watch = r.service.pipeline.watch
+        watch, metrics = r.service.pipeline.watch, r.service.metrics
         assert watch is not None and watch.flags_raised == 1 and watch.c2_found == 1
+        assert metrics is not None
+        assert metrics.registry.get_sample_value("resolverguard_clients_flagged_total") == 1
+        assert metrics.registry.get_sample_value("resolverguard_likely_c2_total") == 1
+        blocked = {"action": "sinkhole", "reason": "likely c2"}
+        assert metrics.registry.get_sample_value("resolverguard_queries_total", blocked) == 2
     needed = names_to_flag(rule_of(cfg))
     assert flagged["client"] == INFECTED and flagged["names"] == WALK[:needed] and flagged["until"]
     assert c2["name"] == C2 and c2["client"] == INFECTED and c2["until"]

@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from resolverguard.addresses import client_ip, networks, within
 from resolverguard.alerts import AlertHook
-from resolverguard.chain import Next, Reply, Request
+from resolverguard.chain import Next, Outcome, Reply, Request
 from resolverguard.config import ClientWatchConfig, WatchAction
+from resolverguard.names import DYNAMIC_DNS_SUFFIXES
 from resolverguard.steps.querylog import QueryLog, timestamp
 from resolverguard.verdicts import Action, Mode, Reason, Verdict
 from resolverguard.watch import Flag, LikelyC2, WatchLimits, WatchRule, WatchState, watch_key
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 
 _NXDOMAIN, _NOERROR = 3, 0
 _MODEL_REASONS = (Reason.MODEL, Reason.CACHE)
+_PASS, _LOG = Action.PASS, Action.LOG
 
 
 def watch_rule(cfg: ClientWatchConfig, named: dict[str, float]) -> WatchRule:
@@ -69,48 +71,52 @@ class ClientWatchStep:
         hints: FamilyHints | None = None,
         hook: AlertHook | None = None,
         stderr: TextIO | None = None,
+        resolve_aside: Next | None = None,
         wall: Callable[[], float] = time.time,
     ) -> None:
+        """`resolve_aside`: how a probe reaches the upstream (the upstream step), None: no probes."""
         self.cfg, self.state, self._log, self._metrics, self._hints = cfg, state, log, metrics, hints
-        self._hook, self._stderr, self._wall = hook, stderr, wall
+        self._hook, self._stderr, self._wall, self._resolve_aside = hook, stderr, wall, resolve_aside
         self._exempt = networks(cfg.exempt_clients)
         self._probes: set[asyncio.Task[None]] = set()
 
-    async def __call__(self, request: Request, next_step: Next) -> Reply:
-        state, verdict, name = self.state, request.verdict, request.name
+    def check(self, request: Request) -> Outcome:
+        """On the way in: nothing to do unless someone is flagged or a likely C2 is known."""
+        state, verdict = self.state, request.verdict
         allowed = verdict is not None and verdict.reason is Reason.ALLOW_LIST  # allow wins over the watch
-        if (state.flagged or state.likely_c2) and name is not None and not allowed:
-            self._decide(request, next_step)
-        reply = await next_step(request)
-        if reply is not None and name is not None and name.registrable is not None and len(reply) >= 12:
-            self._observe(request, reply)
-        return reply
+        if (state.flagged or state.likely_c2) and request.name is not None and not allowed:
+            self._decide(request)
+        return None
 
-    def _observe(self, request: Request, reply: bytes) -> None:
-        """What the answer says: a name resolved, an NXDOMAIN, or the model's sinkhole."""
-        name, state = request.name, self.state
-        assert name is not None
-        rcode = reply[3] & 0x0F
+    def seen(self, request: Request, reply: Reply) -> None:
+        """On the way out: what the answer says (a name resolved, an NXDOMAIN, the model's sinkhole).
+        Runs for every answer, cached ones too: the resolved case comes first and stays short."""
+        name = request.name
+        if reply is None or name is None or name.label is None or len(reply) < 12:
+            return
         verdict = request.verdict
-        if verdict is not None and verdict.action.blocks:
-            if verdict.reason in _MODEL_REASONS:  # the model sinkholed it: evidence as good as an NXDOMAIN
-                self._later(request, name.qname)
-        elif rcode == _NOERROR:
-            if reply[6] or reply[7]:
-                key = watch_key(name)
+        action = verdict.action if verdict is not None else _PASS
+        if action is _PASS or action is _LOG:  # an answer we did not make ourselves
+            rcode = reply[3] & 0x0F
+            if rcode == _NOERROR and (reply[6] or reply[7]):  # records: it resolved (NODATA says nothing)
+                key = name.registrable
+                if key in DYNAMIC_DNS_SUFFIXES:
+                    key = watch_key(name)
                 if key is not None:
-                    found = state.resolved(request.client[0], key, request.score, request.started)
+                    found = self.state.resolved(request.client[0], key, request.score, request.started)
                     if found:
                         self._announce_c2(found)
-        elif rcode == _NXDOMAIN:
-            self._later(request, name.qname)
+            elif rcode == _NXDOMAIN:
+                self._later(request, name.qname)
+        elif verdict is not None and verdict.reason in _MODEL_REASONS:
+            self._later(request, name.qname)  # the model sinkholed it: evidence as good as an NXDOMAIN
 
     def _group_watch(self, request: Request) -> ClientWatchConfig:
         """The client's group's `client_watch` (enabled, action, block_action may differ per group)."""
         group = request.group
         return group.watch if group is not None else self.cfg
 
-    def _decide(self, request: Request, next_step: Next) -> None:
+    def _decide(self, request: Request) -> None:
         """Blocks a likely C2 for everyone, and a flagged client's suspect names (quarantine)."""
         assert request.name is not None
         mine = self._group_watch(request)
@@ -128,8 +134,8 @@ class ClientWatchStep:
             return
         if reason is Reason.CLIENT_WATCH and flag is not None:
             probe, found = state.quarantined(flag, key, request.score)
-            if probe:
-                self._probe(request, next_step)
+            if probe and self._resolve_aside is not None:
+                self._probe(request, self._resolve_aside)
             if found:
                 self._announce_c2(found)
         group = request.group
@@ -140,7 +146,7 @@ class ClientWatchStep:
 
     def _probe(self, request: Request, next_step: Next) -> None:
         """Resolves a quarantined look-alike name in the background (the client already has its
-        block answer); if it resolves, `_observe` records the likely C2."""
+        block answer) straight at the upstream; if it resolves, it is recorded as the likely C2."""
         copy = replace(request, verdict=Verdict(Action.PASS, Reason.CLIENT_WATCH), notes={}, upstream_error=None)
         task = asyncio.ensure_future(self._resolve(copy, next_step))
         self._probes.add(task)
