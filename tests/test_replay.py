@@ -116,8 +116,12 @@ def test_a_short_replay_counts_what_the_resolver_blocked() -> None:
     trace = generate(SMALL, BENIGN, FAMILIES)
     plan = replay.Plan(ROOT / "examples" / "home-gateway.yaml", DIGITS_MODEL, list(FAMILIES), "test", "test")
     result = asyncio.run(replay.replay(plan, trace))
-    assert list(result["passes"]) == ["model only"]  # no client_watch section in the example yet
-    p = result["passes"]["model only"]
+    # the example has client_watch on: the same trace through the policy as given and with the watch off
+    assert list(result["passes"]) == ["watch on", "watch off"]
+    on = result["passes"]["watch on"]
+    assert on["benign"]["flagged"] == 0 and on["families"]["wordfam"]["flagged"] > 0
+    assert on["families"]["wordfam"]["c2_all_share"] > 0  # what the model alone cannot block (below)
+    p = result["passes"]["watch off"]  # the model alone
     digit, word = p["families"]["digitfam"], p["families"]["wordfam"]
     assert digit["c2_first_share"] == digit["c2_all_share"] == 1.0 and digit["c2_all_total"] > 2
     assert word["c2_first_share"] == word["c2_all_share"] == 0.0 and word["c2_all_total"] > 2
