@@ -92,13 +92,15 @@ def start_nsd(work: Path, port: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(["nsd", "-d", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def start_unbound(work: Path, port: int, upstream: int) -> subprocess.Popen[bytes]:
-    conf = work / "unbound.conf"
+def start_unbound(work: Path, port: int, upstream: int, extra: str = "") -> subprocess.Popen[bytes]:
+    """Unbound as a caching forwarder; `extra`: more `server:` lines (two-space indented)."""
+    conf = work / f"unbound-{port}.conf"
     conf.write_text(
         f'server:\n  interface: 127.0.0.1@{port}\n  port: {port}\n  do-daemonize: no\n  username: ""\n'
         f'  chroot: ""\n  directory: "{work}"\n  pidfile: "{work}/unbound.pid"\n  use-syslog: no\n'
         "  num-threads: 1\n  do-not-query-localhost: no\n  access-control: 127.0.0.0/8 allow\n"
         '  module-config: "iterator"\n  qname-minimisation: no\n  verbosity: 0\n'
+        f"{extra}"
         f'forward-zone:\n  name: "."\n  forward-addr: 127.0.0.1@{upstream}\n'
     )
     return subprocess.Popen(["unbound", "-d", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

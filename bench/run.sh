@@ -14,3 +14,5 @@ fi
 "$PY" bench/faults.py --seconds 6
 "$PY" bench/lists.py --entries 1000000
 "$PY" bench/model.py
+"$PY" bench/adversarial.py --seconds 8 --reloads 1000
+"$PY" bench/fuzz.py --packets 1000000 --seconds 300

@@ -88,6 +88,7 @@ class Gate(Protocol):
     a flood, a turned-away datagram costs a dictionary lookup, not a DNS parse."""
 
     refusal: Refusal
+    at_accept: bool  # asked once per TCP connection as well (the ACL), not only per message
 
     def admit(self, client: str) -> bool: ...
 

@@ -266,7 +266,6 @@ DEFAULT_ALLOWED_CLIENTS: tuple[str, ...] = (
     "10.0.0.0/8",
     "172.16.0.0/12",
     "192.168.0.0/16",
-    "100.64.0.0/10",
     "169.254.0.0/16",
     "fc00::/7",
     "fe80::/10",
@@ -281,16 +280,35 @@ class AccessConfig:
         DEFAULT_ALLOWED_CLIENTS, _list_of(_network), "clients we answer", shown="loopback and private ranges"
     )
     refused: str = key("refuse", _refusal, "refuse (REFUSED) or drop (silence) for other clients")
-    open_resolver: bool = key(False, _boolean, "must be true to admit 0.0.0.0/0 or ::/0")
+    open_resolver: bool = key(
+        False, _boolean, "must be true to admit more public addresses than an IPv4 /8 or an IPv6 /32"
+    )
 
     def problem(self) -> tuple[str, str] | None:
-        if any(ipaddress.ip_network(n).prefixlen == 0 for n in self.allow_clients) and not self.open_resolver:
+        if not self.open_resolver and admits_much_of_the_internet(self.allow_clients):
             return (
                 "allow_clients",
-                "admits every address on the Internet; set access.open_resolver: true "
-                "if you really mean to run an open resolver",
+                "admits a large part of the Internet (more public addresses than an IPv4 /8 or an IPv6 /32); "
+                "set access.open_resolver: true if you really mean to run an open resolver",
             )
         return None
+
+
+OPEN_RESOLVER_V4, OPEN_RESOLVER_V6 = 2**24, 2**96  # public addresses in an IPv4 /8 and an IPv6 /32
+
+
+def admits_much_of_the_internet(items: tuple[str, ...]) -> bool:
+    """Does the allow list admit more public addresses than one IPv4 /8 or one IPv6 /32?
+
+    Counting addresses, not looking for a /0, is what catches `0.0.0.0/1` + `128.0.0.0/1` (the
+    whole Internet in two lines) or a /2 (a quarter of it); private ranges do not count."""
+    nets = [ipaddress.ip_network(n, strict=False) for n in items]
+    for version, limit in ((4, OPEN_RESOLVER_V4), (6, OPEN_RESOLVER_V6)):
+        same = [n for n in nets if n.version == version]
+        collapsed = ipaddress.collapse_addresses(same)  # type: ignore[type-var]
+        if sum(n.num_addresses for n in collapsed if not n.is_private) > limit:
+            return True
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,6 +340,9 @@ class Limits:
 
     max_inflight: int = key(2048, _number(1, 10**6, integer=True), "queries answered at once; beyond: SERVFAIL")
     max_tcp_connections: int = key(256, _number(1, 10**5, integer=True), "beyond: new connections are closed")
+    max_tcp_per_client: int = key(
+        16, _number(1, 10**5, integer=True), "TCP connections one client address may hold; beyond: closed"
+    )
     tcp_idle_timeout: float = key(10.0, _real(0.1, 3600), "seconds an idle TCP connection is kept")
 
 

@@ -21,13 +21,14 @@ from typing import Any, TextIO
 
 from resolverguard.chain import Gate, Next, Request
 from resolverguard.config import Endpoint, Limits
-from resolverguard.replies import header_only, truncated
+from resolverguard.replies import badvers, header_only, truncated
 from resolverguard.wire import IGNORE, NOTIMP, OPCODE_QUERY, REFUSED, SERVFAIL, parse_query, read_unusual
 
 UDP_DEFAULT_SIZE = 512
 UDP_MAX_SIZE = 4096  # clamp of the client's advertised EDNS size (DNS flag day 2020 suggests 1232)
 UDP_RECEIVE_BUFFER = 4 * 1024 * 1024  # absorbs bursts so one client's burst does not drop another's query
 TCP_MAX_PIPELINE = 32  # queries in flight on one TCP connection; the reader waits beyond that
+BUG_REPORT_SECONDS = 10.0  # at most one traceback per this many seconds
 
 
 @types.coroutine
@@ -79,6 +80,9 @@ class DnsServer:
         self._udp: list[asyncio.DatagramTransport] = []
         self._tcp: list[asyncio.Server] = []
         self._connections: set[asyncio.Task[None]] = set()
+        self._tcp_clients: dict[str, int] = {}  # open TCP connections per client address
+        self._bug_reported: float | None = None  # when a traceback was last printed
+        self._bugs_unreported = 0
         self.bound: list[tuple[str, int]] = []
 
     async def start(self) -> None:
@@ -159,8 +163,21 @@ class DnsServer:
         try:
             return await self._answer(packet, client, transport)
         except Exception:  # noqa: BLE001 - one query's bug must not take the listener down
-            traceback.print_exc(file=self._stderr or sys.stderr)
+            self._report_bug()
             return header_only(packet, SERVFAIL)
+
+    def _report_bug(self) -> None:
+        """The current exception's traceback, at most one per BUG_REPORT_SECONDS: a bug that every
+        query hits must not flood stderr (issue #14); the ones left out are counted in the next."""
+        now = self._clock()
+        if self._bug_reported is not None and now - self._bug_reported < BUG_REPORT_SECONDS:
+            self._bugs_unreported += 1
+            return
+        out = self._stderr or sys.stderr
+        if self._bugs_unreported:
+            print(f"resolverguard: {self._bugs_unreported} more failed queries (tracebacks left out)", file=out)
+        traceback.print_exc(file=out)
+        self._bug_reported, self._bugs_unreported = now, 0
 
     async def _answer(self, packet: bytes, client: tuple[str, int], transport: str) -> bytes | None:
         started = self._clock()
@@ -174,15 +191,17 @@ class DnsServer:
             return None
         if head.opcode != OPCODE_QUERY:
             return header_only(packet, NOTIMP)
+        if head.edns_version:  # before any step: the same answer for fresh, cached and blocked names
+            return badvers(head)
         max_size = max(UDP_DEFAULT_SIZE, min(head.udp_size, UDP_MAX_SIZE)) if transport == "udp" else 65535
         request = Request(head, packet, client, transport, started, max_size, parsed=parsed)
         try:
             reply = await self.chain(request)
         except Exception:  # noqa: BLE001 - one query's bug must not take the listener down
-            traceback.print_exc(file=self._stderr or sys.stderr)
+            self._report_bug()
             return header_only(packet, SERVFAIL)
         if reply is not None and len(reply) > max_size:
-            reply = truncated(reply, request.query)
+            reply = truncated(reply, request.head)
         return reply
 
     async def _answer_udp(self, transport: asyncio.DatagramTransport, packet: bytes, client: tuple[str, int]) -> None:
@@ -190,14 +209,25 @@ class DnsServer:
         if reply is not None and not transport.is_closing():
             transport.sendto(reply, client)
 
+    def admits_connection(self, address: str) -> bool:
+        """May this address open one more TCP connection? Global and per-client slots, and the
+        gates that decide per client rather than per message (the ACL): a refused client must not
+        hold a slot until its idle timeout (issue #14: refused connections locked allowed ones out)."""
+        if len(self._connections) >= self.limits.max_tcp_connections:
+            return False
+        if self._tcp_clients.get(address, 0) >= self.limits.max_tcp_per_client:
+            return False
+        return all(gate.admit(address) for gate in self.gates if gate.at_accept)
+
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         me = asyncio.current_task()
-        if me is None or len(self._connections) >= self.limits.max_tcp_connections:
+        client = writer.get_extra_info("peername")[:2]
+        if me is None or not self.admits_connection(client[0]):
             writer.close()
             return
         self._connections.add(me)
-        me.add_done_callback(self._connections.discard)
-        client = writer.get_extra_info("peername")[:2]
+        self._tcp_clients[client[0]] = self._tcp_clients.get(client[0], 0) + 1
+        me.add_done_callback(lambda _: self._tcp_closed(me, client[0]))
         idle = self.limits.tcp_idle_timeout
         lock, slots = asyncio.Lock(), asyncio.Semaphore(TCP_MAX_PIPELINE)
         pending: set[asyncio.Task[None]] = set()
@@ -207,20 +237,29 @@ class DnsServer:
                 refused, reply = self.turned_away(packet, client[0])
                 if not refused:
                     reply = await self.answer(packet, client, "tcp")
-                if reply is not None:
-                    async with lock:
-                        writer.write(struct.pack("!H", len(reply)) + reply)
-                        await writer.drain()
-            except (ConnectionError, OSError):
+                if reply is None:
+                    return
+                async with lock:
+                    if writer.is_closing():
+                        return
+                    writer.write(struct.pack("!H", len(reply)) + reply)
+                    # A client that stops reading blocks this write: the idle timeout holds here too
+                    # (issue #14: such clients kept their slot for minutes).
+                    await asyncio.wait_for(writer.drain(), idle)
+            except TimeoutError:
+                writer.transport.abort()
+            except (ConnectionError, OSError, RuntimeError):  # uvloop: RuntimeError once the handle is closed
                 pass
             finally:
                 slots.release()
 
         try:
-            while True:
+            while not writer.is_closing():
                 size = struct.unpack("!H", await asyncio.wait_for(reader.readexactly(2), idle))[0]
                 packet = await asyncio.wait_for(reader.readexactly(size), idle)
                 await slots.acquire()
+                if writer.is_closing():
+                    break
                 task = asyncio.ensure_future(one(packet))
                 pending.add(task)
                 task.add_done_callback(pending.discard)
@@ -229,9 +268,19 @@ class DnsServer:
         finally:
             if pending:
                 await asyncio.wait(pending, timeout=idle)
+            for task in pending:  # still not done after another idle timeout: give up on them
+                task.cancel()
             writer.close()
-            with contextlib.suppress(ConnectionError, OSError):
+            with contextlib.suppress(ConnectionError, OSError, RuntimeError):
                 await writer.wait_closed()
+
+    def _tcp_closed(self, task: asyncio.Task[None], address: str) -> None:
+        self._connections.discard(task)
+        left = self._tcp_clients.get(address, 0) - 1
+        if left > 0:
+            self._tcp_clients[address] = left
+        else:
+            self._tcp_clients.pop(address, None)
 
 
 class _UdpListener(asyncio.DatagramProtocol):

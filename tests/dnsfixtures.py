@@ -2,7 +2,9 @@
 
 The upstream is a plain socket server (UDP + TCP on 127.0.0.1, ephemeral port) answering fixed
 records with dnslib. Its knobs reproduce the faults a forwarder meets: never answering, truncating
-every UDP answer, or sending a forged answer with a wrong ID before the real one.
+every UDP answer, sending a forged answer with a wrong ID before the real one, and the hostile or
+broken answers of issue #14: huge answers, replies cut mid-record, SERVFAIL/REFUSED, records out of
+the question's bailiwick, TTLs >= 2^31, authoritative-server flags (AA=1, RA=0), slow answers.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TextIO
 
-from dnslib import AAAA, EDNS0, MX, QTYPE, RCODE, RR, SOA, A, DNSRecord
+from dnslib import AAAA, EDNS0, MX, QTYPE, RCODE, RR, SOA, A, DNSError, DNSRecord
 
 from resolverguard.config import Config, Endpoint, QueryLogConfig
 from resolverguard.model import Scorer, load_model
@@ -43,33 +45,70 @@ class Upstream:
     only_lies: bool = False  # never send the real answer
     big: bool = False  # pad answers with many A records (over 512 bytes)
     missing: frozenset[str] = frozenset()  # names (and their subdomains) answered NXDOMAIN, besides "nx..."
+    huge: bool = False  # ~4 KB answers (250 A records): the amplification/truncation case
+    rcode: int | None = None  # answer every query with this rcode and no records (SERVFAIL, REFUSED)
+    cut: bool = False  # send the reply cut in the middle of its last record
+    out_of_bailiwick: bool = False  # add `victim.com A 6.6.6.6` to the answer and additional sections
+    ttl: int = 300  # TTL of the address records
+    soa_ttl: int = 60  # TTL of the NXDOMAIN answer's SOA record
+    soa_minimum: int = 30  # its MINIMUM field
+    aa: bool = True  # AA flag in answers (dnslib's default reply is authoritative)
+    ra: bool = True  # RA flag in answers
+    delay: float = 0.0  # UDP answers sent this many seconds late (from a timer, so others are not held)
     queries: list[str] = field(default_factory=list)
     sources: list[tuple[str, int]] = field(default_factory=list)  # (address, port) each UDP query came from
     port: int = 0
 
     def answer(self, data: bytes) -> bytes:
-        query = DNSRecord.parse(data)
+        try:
+            query = DNSRecord.parse(data)
+        except DNSError:  # names dnslib rejects (non-UTF-8 labels) are legal DNS: answer with dnspython
+            return self._answer_unusual(data)
         self.queries.append(str(query.q.qname))
-        reply = query.reply()
-        if any(rr.rtype == QTYPE.OPT for rr in query.ar):  # like a real server: EDNS answered with EDNS
-            reply.add_ar(EDNS0(udp_len=1232))
+        reply = query.reply(ra=int(self.ra), aa=int(self.aa))
+        opt = next((rr for rr in query.ar if rr.rtype == QTYPE.OPT), None)
+        if opt is not None:  # like a real server: EDNS answered with EDNS, DO copied (RFC 3225)
+            reply.add_ar(EDNS0(udp_len=1232, flags="do" if opt.ttl & 0x8000 else ""))
         name, qtype = query.q.qname, query.q.qtype
+        if self.rcode is not None:
+            reply.header.rcode = self.rcode
+            return reply.pack()
         text = str(name).rstrip(".").lower()
         missing = text.startswith("nx") or any(text == m or text.endswith("." + m) for m in self.missing)
-        if missing:  # NXDOMAIN with a SOA: negative TTL min(60, 30) = 30 s
+        if missing:  # NXDOMAIN with a SOA: negative TTL min(60, 30) = 30 s by default
             reply.header.rcode = RCODE.NXDOMAIN
-            soa = SOA("ns.example.", "hostmaster.example.", (1, 3600, 600, 86400, 30))
-            reply.add_auth(RR("example.com", QTYPE.SOA, rdata=soa, ttl=60))
+            soa = SOA("ns.example.", "hostmaster.example.", (1, 3600, 600, 86400, self.soa_minimum))
+            reply.add_auth(RR("example.com", QTYPE.SOA, rdata=soa, ttl=self.soa_ttl))
             return reply.pack()
         if qtype == QTYPE.A:
-            count = 60 if self.big else 1
+            count = 250 if self.huge else 60 if self.big else 1
             for i in range(count):
-                reply.add_answer(RR(name, QTYPE.A, rdata=A(UPSTREAM_A if i == 0 else f"198.51.100.{i}"), ttl=300))
+                address = UPSTREAM_A if i == 0 else f"198.51.{100 + i // 250}.{i % 250}"
+                reply.add_answer(RR(name, QTYPE.A, rdata=A(address), ttl=self.ttl))
         elif qtype == QTYPE.AAAA:
-            reply.add_answer(RR(name, QTYPE.AAAA, rdata=AAAA("2001:db8::10"), ttl=300))
+            reply.add_answer(RR(name, QTYPE.AAAA, rdata=AAAA("2001:db8::10"), ttl=self.ttl))
         elif qtype == QTYPE.MX:
-            reply.add_answer(RR(name, QTYPE.MX, rdata=MX("mail." + str(name)), ttl=300))
-        return reply.pack()
+            reply.add_answer(RR(name, QTYPE.MX, rdata=MX("mail." + str(name)), ttl=self.ttl))
+        elif qtype == QTYPE.ANY:  # a name with many record types: what an amplification attack asks for
+            for i in range(20):
+                reply.add_answer(RR(name, QTYPE.A, rdata=A(f"198.51.100.{i + 1}"), ttl=self.ttl))
+                reply.add_answer(RR(name, QTYPE.AAAA, rdata=AAAA(f"2001:db8::{i + 1:x}"), ttl=self.ttl))
+                reply.add_answer(RR(name, QTYPE.MX, rdata=MX(f"mx{i}." + str(name)), ttl=self.ttl))
+        if self.out_of_bailiwick:
+            reply.add_answer(RR("victim.com", QTYPE.A, rdata=A("6.6.6.6"), ttl=86400))
+            reply.add_ar(RR("victim.com", QTYPE.A, rdata=A("6.6.6.6"), ttl=86400))
+        wire = reply.pack()
+        return wire[:-3] if self.cut else wire
+
+    def _answer_unusual(self, data: bytes) -> bytes:
+        import dns.message
+        import dns.rrset
+
+        query = dns.message.from_wire(data)
+        self.queries.append(query.question[0].name.to_text())
+        reply = dns.message.make_response(query)
+        reply.answer.append(dns.rrset.from_text(query.question[0].name, self.ttl, "IN", "A", UPSTREAM_A))
+        return bytes(reply.to_wire())
 
 
 def _bind_pair(port: int) -> tuple[socket.socket, socket.socket, int]:
@@ -91,6 +130,11 @@ def _bind_pair(port: int) -> tuple[socket.socket, socket.socket, int]:
         tcp.listen(16)
         return udp, tcp, chosen
     raise OSError("no free UDP+TCP port pair")
+
+
+def _send_quietly(sock: socket.socket, data: bytes, addr: tuple[str, int]) -> None:
+    with contextlib.suppress(OSError):  # the upstream may have stopped meanwhile
+        sock.sendto(data, addr)
 
 
 @contextlib.contextmanager
@@ -132,7 +176,10 @@ def run_upstream(upstream: Upstream) -> Iterator[Upstream]:
                 cut = DNSRecord.parse(reply)
                 cut.rr, cut.header.tc = [], 1
                 reply = cut.pack()
-            udp.sendto(reply, addr)
+            if upstream.delay:
+                threading.Timer(upstream.delay, _send_quietly, (udp, reply, addr)).start()
+            else:
+                udp.sendto(reply, addr)
 
     def serve_tcp() -> None:
         tcp.settimeout(0.1)

@@ -119,6 +119,7 @@ def test_served_answer_is_the_stored_one_with_ttls_id_and_case_rewritten() -> No
     from dnslib import EDNS0, QTYPE, RR, SOA, A, DNSRecord
 
     from resolverguard.config import AnswerCacheConfig
+    from resolverguard.replies import edns_record
     from resolverguard.steps.answers import cacheable_ttl, served_wire, wire_layout
 
     answer = DNSRecord.question("www.example.com", "A").reply()
@@ -126,8 +127,8 @@ def test_served_answer_is_the_stored_one_with_ttls_id_and_case_rewritten() -> No
     answer.add_answer(RR("www.example.com", QTYPE.A, rdata=A("192.0.2.2"), ttl=120))
     answer.add_auth(RR("example.com", QTYPE.SOA, rdata=SOA("ns.", "h.", (1, 2, 3, 4, 5)), ttl=900))
     answer.add_ar(EDNS0(udp_len=1232))
-    layout = wire_layout(answer.pack())
-    assert layout is not None and len(layout.ttls) == 3 * 6 and layout.opt_at is not None
+    layout = wire_layout(answer.pack(), edns_opt=edns_record(False))
+    assert layout is not None and len(layout.ttls) == 3 * 6 and len(layout.wire) == len(answer.pack()) - 11  # no OPT
     assert layout.answer_ttl == 120 and layout.soa == (900, 5)
     assert cacheable_ttl(layout, AnswerCacheConfig(min_ttl=0, max_ttl=86400)) == 120
     assert cacheable_ttl(layout, AnswerCacheConfig(min_ttl=0, max_ttl=60)) == 60
@@ -217,12 +218,13 @@ def test_reused_answer_equals_a_freshly_patched_one() -> None:
 
     from dnslib import EDNS0, QTYPE, RR, A, DNSRecord
 
+    from resolverguard.replies import edns_record
     from resolverguard.steps.answers import _Entry, served_wire, wire_layout
 
     answer = DNSRecord.question("www.example.com", "A").reply()
     answer.add_answer(RR("www.example.com", QTYPE.A, rdata=A("192.0.2.1"), ttl=300))
     answer.add_ar(EDNS0(udp_len=1232))
-    layout = wire_layout(answer.pack())
+    layout = wire_layout(answer.pack(), edns_opt=edns_record(False))
     assert layout is not None
     entry = _Entry(layout, 0.0, 300)
     cases = list(itertools.product([5, 6], ["www.example.com", "WWW.example.COM"], [0, 1], [False, True]))

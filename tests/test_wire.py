@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dnslib import EDNS0, DNSRecord
+import struct
+
+from dnslib import EDNS0, DNSError, DNSRecord
 from fuzzing import CRAFTED, packets
 from hypothesis import given, settings
 
@@ -29,7 +31,15 @@ def test_agrees_with_dnslib_or_declines(packet: bytes) -> None:
     head = parse_query(packet)
     if head is None:
         return
-    record = DNSRecord.parse(packet)  # must not raise: we only accept what dnslib can answer
+    try:
+        record = DNSRecord.parse(packet)
+    except DNSError:  # dnslib takes UTF-8 labels only; any byte is legal in a label (RFC 2181 11)
+        import dns.name
+
+        name, used = dns.name.from_wire(packet, 12)
+        assert dns.name.from_text(head.qname) == name  # our `\\ddd` escapes name the same bytes
+        assert (head.qtype, head.qclass) == struct.unpack_from("!HH", packet, 12 + used)
+        return
     assert (record.header.id, str(record.q.qname), record.q.qtype, record.q.qclass) == (
         head.id,
         head.qname,
@@ -73,3 +83,64 @@ def test_protocol_numbers_agree_with_dnspython_and_dnslib() -> None:
     assert [rcode_name(bytes([0, 0, 0x80, code])) for code in range(16)] == [
         str(RCODE.get(code, str(code))) for code in range(16)
     ]
+
+
+@settings(max_examples=500, deadline=None)
+@given(packets)
+def test_read_message_never_raises(packet: bytes) -> None:
+    from resolverguard.wire import read_message
+
+    read_message(packet)  # None or a message: never an exception, whatever the bytes
+
+
+def _answer(*records, auth=(), additional=()):
+    from dnslib import RR, DNSRecord
+
+    reply = DNSRecord.question("www.example.org", "A").reply()
+    for owner, rtype, rdata in records:
+        reply.add_answer(RR(owner, rtype, rdata=rdata, ttl=300))
+    for owner, rtype, rdata in auth:
+        reply.add_auth(RR(owner, rtype, rdata=rdata, ttl=300))
+    for owner, rtype, rdata in additional:
+        reply.add_ar(RR(owner, rtype, rdata=rdata, ttl=300))
+    return bytes(reply.pack())
+
+
+def test_a_reply_cut_anywhere_is_malformed() -> None:
+    from dnslib import QTYPE, A
+
+    from resolverguard.wire import read_message
+
+    wire = _answer(("www.example.org", QTYPE.A, A("192.0.2.1")), ("www.example.org", QTYPE.A, A("192.0.2.2")))
+    assert read_message(wire) is not None
+    assert all(read_message(wire[:cut]) is None for cut in range(len(wire)))
+    assert read_message(wire + b"\x00") is None  # bytes left over
+
+
+def test_forwarded_answer_keeps_the_chain_and_the_zone_and_drops_the_rest() -> None:
+    import dns.message
+    from dnslib import CNAME, NS, QTYPE, SOA, A
+
+    from resolverguard.replies import forwarded
+
+    soa = SOA("ns.example.org", "h.example.org", (1, 2, 3, 4, 5))
+    wire = _answer(
+        ("www.example.org", QTYPE.CNAME, CNAME("edge.cdn.example.net")),
+        ("victim.com", QTYPE.A, A("6.6.6.6")),
+        ("edge.cdn.example.net", QTYPE.A, A("192.0.2.7")),
+        auth=[("example.org", QTYPE.SOA, soa), ("com", QTYPE.NS, NS("ns.victim.com")), ("org", QTYPE.NS, NS("a0.org"))],
+        additional=[("a0.org", QTYPE.A, A("192.0.2.53")), ("ns.victim.com", QTYPE.A, A("6.6.6.6"))],
+    )
+    head = parse_query(bytes(DNSRecord.question("www.example.org", "A").pack()))
+    assert head is not None
+    out = dns.message.from_wire(forwarded(wire, head))
+    kept = sorted(f"{rr.name} {rr.rdtype.name}" for sec in (out.answer, out.authority, out.additional) for rr in sec)
+    assert kept == sorted(
+        [
+            "www.example.org. CNAME",
+            "edge.cdn.example.net. A",
+            "example.org. SOA",
+            "org. NS",
+            "a0.org. A",
+        ]
+    )

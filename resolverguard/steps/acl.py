@@ -70,6 +70,7 @@ class AclGate:
     acl: ClientAcl
     refusal: Refusal
     summary: SummaryLine = field(default_factory=lambda: SummaryLine("refused clients outside allow_clients"))
+    at_accept: bool = True  # a refused client gets no TCP connection at all
 
     def admit(self, client: str) -> bool:
         if self.acl.allows(client):
@@ -108,6 +109,7 @@ class RateLimitGate:
     buckets: TokenBuckets
     refusal: Refusal
     summary: SummaryLine = field(default_factory=lambda: SummaryLine("rate-limited"))
+    at_accept: bool = False  # a connection is not a query: tokens are taken per message
 
     def admit(self, client: str) -> bool:
         if self.buckets.take(client):

@@ -22,24 +22,30 @@ from cachetools import LRUCache
 
 from resolverguard.chain import Next, Reply, Request
 from resolverguard.config import AnswerCacheConfig
+from resolverguard.replies import edns_record
 from resolverguard.wire import NOERROR, NXDOMAIN, OPT, RCODE_MASK, SOA, Flag, QueryHead, rcode_name
 
 # Bytes, not a tuple of tuples: cached answers then hold no objects the garbage collector tracks.
 TTL_FIELD = struct.Struct("!HI")
 _TC, _RD = int(Flag.TC) >> 8, int(Flag.RD) >> 8  # bits of header byte 2, as plain ints
+_CD = int(Flag.CD)  # a bit of header byte 3
+TTL_LIMIT = 0x7FFFFFFF  # RFC 2181 8: TTLs are 31 bits
 
 
 @dataclass(frozen=True, slots=True)
 class WireLayout:
     """The upstream's answer bytes and where to patch them: served hits are the stored bytes with
-    the ID, the question's letter case and the TTLs rewritten in place, no re-encoding."""
+    the ID, the question's letter case and the TTLs rewritten in place, no re-encoding. The answer
+    is stored without its OPT record: an EDNS client gets ours appended (`opt`), whoever asked
+    first, so EDNS looks the same on a hit as on a miss."""
 
     wire: bytes
     question_end: int
-    ttls: bytes  # packed (offset of the 4-byte TTL field, TTL as received) pairs, see TTL_FIELD
-    opt_at: int | None  # offset of a trailing OPT record (dropped for clients without EDNS)
+    ttls: bytes  # packed (offset of the 4-byte TTL field, TTL as served) pairs, see TTL_FIELD
+    opt: bytes  # our OPT record for EDNS clients (its DO bit is part of the cache key)
     answer_ttl: int | None  # lowest TTL in the answer section; None when it is empty
     soa: tuple[int, int] | None  # the first authority SOA's (TTL, MINIMUM), for negative caching
+    clamped: bool = False  # some TTL is served other than received (min_ttl/max_ttl)
 
     @property
     def rcode(self) -> int:
@@ -61,13 +67,14 @@ class _Entry:
     def serve(self, packet: bytes, client_edns: bool, elapsed: int) -> bytes:
         """The stored answer for this query. A popular name is asked many times a second: while
         the whole seconds elapsed (so every TTL) are the same, the answer last served is reused
-        with only its ID replaced, when its question bytes (letter case), RD bit and EDNS match."""
+        with only its ID replaced, when its question bytes (letter case), RD/CD bits and EDNS match."""
         last, end = self.last, self.layout.question_end
         if (
             last is not None
             and self.last_elapsed == elapsed
-            and (self.layout.opt_at is None or client_edns == (len(last) == len(self.layout.wire)))
+            and client_edns == (len(last) != len(self.layout.wire))
             and not (last[2] ^ packet[2]) & _RD
+            and not (last[3] ^ packet[3]) & _CD
             and last[12:end] == packet[12:end]
         ):
             return packet[:2] + last[2:]
@@ -87,9 +94,10 @@ def _skip_name(wire: bytes, at: int) -> int:
             return at
 
 
-def wire_layout(wire: bytes) -> WireLayout | None:
-    """Reads a one-question answer once: every TTL field, the answer's lowest TTL and the SOA
-    timers; None when its layout is unusual (then it is not cached at all)."""
+def wire_layout(wire: bytes, min_ttl: int = 0, max_ttl: int = TTL_LIMIT, edns_opt: bytes = b"") -> WireLayout | None:
+    """Reads a one-question answer once: every TTL field (served clamped to [min_ttl, max_ttl]),
+    the answer's lowest TTL and the SOA timers; None when its layout is unusual (then it is not
+    cached at all). A trailing OPT record is cut off; `edns_opt` is what EDNS clients get instead."""
     try:
         qd, an, ns, ar = struct.unpack("!HHHH", wire[4:12])
         if qd != 1:
@@ -113,8 +121,11 @@ def wire_layout(wire: bytes) -> WireLayout | None:
             at += 10 + rdlength
         if at != len(wire):
             return None
-        packed = b"".join(TTL_FIELD.pack(offset, ttl) for offset, ttl in ttls)
-        return WireLayout(wire, question_end, packed, opt_at, answer_ttl, soa)
+        if opt_at is not None:
+            wire = wire[:10] + (ar - 1).to_bytes(2, "big") + wire[12:opt_at]
+        packed = b"".join(TTL_FIELD.pack(offset, min(max(ttl, min_ttl), max_ttl)) for offset, ttl in ttls)
+        clamped = any(not min_ttl <= ttl <= max_ttl for _, ttl in ttls)
+        return WireLayout(wire, question_end, packed, edns_opt, answer_ttl, soa, clamped)
     except (IndexError, ValueError, struct.error):
         return None
 
@@ -123,13 +134,13 @@ def served_wire(layout: WireLayout, query_packet: bytes, client_edns: bool, elap
     out = bytearray(layout.wire)
     out[0:2] = query_packet[0:2]
     out[2] = (out[2] & ~_RD) | (query_packet[2] & _RD)  # RD as the client asked
+    out[3] = (out[3] & ~_CD) | (query_packet[3] & _CD)  # CD as well (RFC 4035 3.2.2)
     out[12 : layout.question_end] = query_packet[12 : layout.question_end]  # the client's letter case
     for offset, ttl in TTL_FIELD.iter_unpack(layout.ttls):
         out[offset : offset + 4] = max(0, ttl - elapsed).to_bytes(4, "big")
-    if layout.opt_at is not None and not client_edns:
-        del out[layout.opt_at :]
-        arcount = int.from_bytes(out[10:12], "big") - 1
-        out[10:12] = arcount.to_bytes(2, "big")
+    if client_edns:
+        out[10:12] = (int.from_bytes(out[10:12], "big") + 1).to_bytes(2, "big")
+        out += layout.opt
     return bytes(out)
 
 
@@ -199,7 +210,6 @@ class AnswerCache:
         )
         if due:
             self._refreshing.add(key)
-            self.prefetches += 1
         return entry.serve(request.packet, request.head.edns, int(age)), due
 
     @property
@@ -210,16 +220,19 @@ class AnswerCache:
     def refreshed(self, request: Request) -> None:
         self._refreshing.discard(cache_key(request.head))
 
-    def put(self, request: Request, answer: bytes) -> None:
-        """Stores an upstream answer, read once on the wire (misses only, never on the hit path)."""
+    def put(self, request: Request, answer: bytes) -> _Entry | None:
+        """Stores an upstream answer, read once on the wire (misses only, never on the hit path);
+        the entry stored, or None when the answer may not be cached."""
         if self.cfg.size <= 0:
-            return
-        layout = wire_layout(answer)
+            return None
+        layout = wire_layout(answer, self.cfg.min_ttl, self.cfg.max_ttl, edns_record(request.head.do))
         if layout is None:
-            return
+            return None
         ttl = cacheable_ttl(layout, self.cfg)
-        if ttl:
-            self._entries[cache_key(request.head)] = _Entry(layout, self.clock(), ttl)
+        if not ttl:
+            return None
+        entry = self._entries[cache_key(request.head)] = _Entry(layout, self.clock(), ttl)
+        return entry
 
 
 class AnswerCacheStep:
@@ -238,7 +251,10 @@ class AnswerCacheStep:
             return answer
         reply = await next_step(request)
         if reply is not None and request.upstream_error is None:  # (a model error does not spoil an answer)
-            self._cache.put(request, reply)
+            entry = self._cache.put(request, reply)
+            question = request.head.question
+            if entry is not None and entry.layout.clamped and request.packet[12 : 12 + len(question)] == question:
+                return entry.serve(request.packet, request.head.edns, 0)  # as a hit would be: TTLs clamped
         return reply
 
     def _refresh_later(self, request: Request, next_step: Next) -> None:
@@ -251,7 +267,7 @@ class AnswerCacheStep:
     async def _refresh(self, request: Request, next_step: Next) -> None:
         try:
             reply = await next_step(request)
-            if reply is not None and request.upstream_error is None:
-                self._cache.put(request, reply)
+            if reply is not None and request.upstream_error is None and self._cache.put(request, reply):
+                self._cache.prefetches += 1  # counted once the fresh answer is stored
         finally:
             self._cache.refreshed(request)

@@ -11,6 +11,7 @@ more than the rest of a cached answer. A crash (not a stop) can lose the last fr
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import ipaddress
 import json
@@ -44,6 +45,7 @@ def client_for_log(address: str, privacy: ClientPrivacy) -> str | None:
 
 
 FLUSH_SECONDS = 0.5
+RETRY_SECONDS = 1.0  # a log file that failed is reopened at most this often
 _BUFFER_BYTES = 1 << 16
 _ENCODE = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 _STRING = json.encoder.encode_basestring_ascii  # one JSON string, quoted and escaped (in C)
@@ -75,6 +77,9 @@ class QueryLog:
         self._stderr, self._failing, self._forward, self._extra = stderr, False, forward, extra or {}
         self._handle: TextIO | None = None
         self._size = 0
+        self._good: int | None = None  # file size after the last flush that reached it: a line boundary
+        self._unflushed = 0  # lines buffered since then
+        self._retry_at = 0.0  # after a failure, the file is reopened no sooner than this
         self._pending: list[str] = []  # lines not yet handed to `forward`
         self._flushed = time.monotonic()
         self.written = self.lost = 0
@@ -90,12 +95,34 @@ class QueryLog:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._handle = open(path, "a", encoding="utf-8", buffering=_BUFFER_BYTES)  # noqa: SIM115 - lives with the server
-            self._size = path.stat().st_size
+            self._size = self._good = path.stat().st_size
         except OSError as err:
             self._handle = None
+            self._retry_at = time.monotonic() + RETRY_SECONDS
             self._report(err)
 
+    def _broken(self, err: Exception) -> None:
+        """A write or flush failed (a full disk): what the buffer held is lost and counted, the
+        file is cut back to its last whole line (issue #14: a failed flush left torn lines) and
+        closed; the next write reopens it, at most once per RETRY_SECONDS."""
+        self._report(err)
+        self.lost += self._unflushed
+        self.written -= self._unflushed
+        self._unflushed = 0
+        if self._handle is None or self._handle is sys.stdout:
+            return
+        with contextlib.suppress(OSError, ValueError):
+            self._handle.close()  # its flush fails again; the file is closed all the same
+        self._handle = None
+        if self._good is not None:
+            with contextlib.suppress(OSError):
+                path = str(self.config.path)
+                os.truncate(path, whole_lines_end(path, self._good))
+        self._retry_at = time.monotonic() + RETRY_SECONDS
+
     def _report(self, err: Exception) -> None:
+        """Once per outage: an outage ends only when a flush reaches the file (a buffered write
+        succeeds even on a full disk; issue #14: the 'once' line was printed 163 times)."""
         if not self._failing:
             self._failing = True
             print(
@@ -145,19 +172,23 @@ class QueryLog:
 
     def write_line(self, line: str) -> None:
         """Appends finished JSON lines (one, or a worker's batch; rotating as needed); never raises."""
+        count = line.count("\n")
         if self._handle is None and self.config.path != "-":
+            if time.monotonic() < self._retry_at:
+                self.lost += count
+                return
             self._open()  # retry after an earlier failure (disk freed, directory created)
         try:
             if self._handle is None:
                 raise OSError("log file is not open")
             self._handle.write(line)
-            self._size += len(line)
-            self.written += line.count("\n")
-            self._failing = False
         except (OSError, ValueError) as err:
-            self.lost += line.count("\n")
-            self._report(err)
+            self.lost += count
+            self._broken(err)
             return
+        self._size += len(line)  # JSON lines are ASCII: characters are bytes
+        self.written += count
+        self._unflushed += count
         if self.config.max_bytes and self._size >= self.config.max_bytes and self._handle is not sys.stdout:
             self._rotate()
 
@@ -167,6 +198,7 @@ class QueryLog:
         try:
             if self._handle is not None:
                 self._handle.close()
+            self._good = None
             for n in range(self.config.keep - 1, 0, -1):
                 if os.path.exists(f"{path}.{n}"):
                     os.replace(f"{path}.{n}", f"{path}.{n + 1}")
@@ -186,13 +218,30 @@ class QueryLog:
             try:
                 self._handle.flush()
             except (OSError, ValueError) as err:
-                self._report(err)
+                self._broken(err)
+            else:
+                self._failing, self._good, self._unflushed = False, self._size, 0
 
     def close(self) -> None:
         self.flush()
         if self._handle is not None and self._handle is not sys.stdout:
-            self._handle.close()
+            try:
+                self._handle.close()  # flushes what is left: may fail like any write
+            except (OSError, ValueError) as err:
+                self._report(err)
         self._handle = None
+
+
+def whole_lines_end(path: str, good: int) -> int:
+    """Where the file's last whole line ends: the lines a failed flush did write are kept, its torn
+    last line is not. Only what was written after `good` (a known line boundary) is read."""
+    size = os.stat(path).st_size  # 0 for a device such as /dev/full: nothing to cut
+    if size <= good:
+        return size
+    with open(path, "rb") as handle:
+        handle.seek(good)
+        tail = handle.read(size - good)
+    return good + tail.rfind(b"\n") + 1
 
 
 @functools.lru_cache(maxsize=4)

@@ -21,7 +21,7 @@ from resolverguard import replies
 from resolverguard.chain import Reply, Request
 from resolverguard.config import Endpoint
 from resolverguard.errors import UpstreamError
-from resolverguard.wire import RCODE_MASK, SERVFAIL, Flag, rcode_name
+from resolverguard.wire import ANY, RCODE_MASK, REFUSED, SERVFAIL, Flag, QueryHead, rcode_name
 
 _TC = int(Flag.TC) >> 8  # the bit in byte 2 of the header (a plain int)
 _QR = int(Flag.QR) >> 8
@@ -73,7 +73,8 @@ class Channel:
         self.loop = asyncio.get_running_loop()
         self.sock = socket.socket(socket.AF_INET6 if ":" in server.host else socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setblocking(False)
-        self.pending: dict[int, tuple[bytes, asyncio.Future[bytes]]] = {}
+        # qid -> (question, future, whether a bad reply fails over at once: another upstream is left)
+        self.pending: dict[int, tuple[bytes, asyncio.Future[bytes], bool]] = {}
         self.uses, self.retired = 0, False
         try:
             self.sock.connect((server.host, server.port))  # binds a fresh random source port
@@ -89,7 +90,7 @@ class Channel:
             except BlockingIOError:
                 return
             except OSError as err:  # ICMP port unreachable: everyone waiting here fails over at once
-                for _, future in self.pending.values():
+                for _, future, _ in self.pending.values():
                     if not future.done():
                         future.set_exception(err)
                 return
@@ -97,8 +98,12 @@ class Channel:
                 continue
             qid = data[0] << 8 | data[1]
             waiting = self.pending.get(qid)
-            if waiting is not None and not waiting[1].done() and matches(data, qid, waiting[0]):
+            if waiting is None or waiting[1].done():
+                continue
+            if matches(data, qid, waiting[0]):
                 waiting[1].set_result(data)
+            elif waiting[2]:  # our ID, from the upstream's address, but not an answer to our question
+                waiting[1].set_exception(UpstreamError("reply that is not an answer to the question"))
 
     def close(self) -> None:
         if self.sock.fileno() >= 0:
@@ -157,23 +162,43 @@ class UpstreamForwarder:
             return old
         return cls(servers, timeout)
 
-    async def resolve(self, packet: bytes, question: bytes | None = None) -> bytes:
+    async def resolve(self, packet: bytes, question: bytes | None = None, head: QueryHead | None = None) -> bytes:
         """The first usable answer, with the client's ID restored; UpstreamError if none.
-        `question`: the packet's raw question section, when the caller has already read it."""
+        `question`: the packet's raw question section, when the caller has already read it.
+        `head`: the client's query, to pass the answer on as ours (`replies.forwarded`).
+
+        The next upstream is tried at once (issue #14) after a reply that is malformed or cut
+        mid-record, one with our ID that answers another question (while another upstream is
+        left; the last one is waited for until its timeout), and after SERVFAIL or REFUSED; the
+        last upstream's SERVFAIL or REFUSED is passed on."""
         question = question or question_section(packet)
         if question is None:
             raise UpstreamError("query has no well-formed question")
-        problems = []
-        for server in self.health.order(self.servers):
+        problems, servers = [], self.health.order(self.servers)
+        for index, server in enumerate(servers):
+            more = index + 1 < len(servers)
             try:
-                answer, wire, qid = await self._udp(server, packet, question)
+                answer, wire, qid = await self._udp(server, packet, question, more)
                 if answer[2] & _TC:
                     answer = await asyncio.wait_for(self._tcp(server, wire, qid, question), self.timeout)
-                self.health.answered(server)
-                return packet[:2] + answer[2:]
+                answer = packet[:2] + answer[2:]
+                if head is not None:
+                    ours = replies.forwarded(answer, head)
+                    if ours is None:
+                        raise UpstreamError("malformed reply")
+                    answer = ours
             except (TimeoutError, OSError, UpstreamError, asyncio.IncompleteReadError) as err:
                 self.health.failed(server)
                 problems.append(f"{server}: {type(err).__name__} {err}".strip())
+                continue
+            rcode = answer[3] & RCODE_MASK
+            if more and rcode in (SERVFAIL, REFUSED):
+                if rcode == REFUSED:  # a server that refuses us is misconfigured; SERVFAIL may be one name's
+                    self.health.failed(server)
+                problems.append(f"{server}: {rcode_name(answer)}")
+                continue
+            self.health.answered(server)
+            return answer
         raise UpstreamError("; ".join(problems))
 
     def _channel(self, server: Endpoint) -> Channel:
@@ -195,7 +220,9 @@ class UpstreamForwarder:
         if channel.retired and not channel.pending:
             channel.close()
 
-    async def _udp(self, server: Endpoint, packet: bytes, question: bytes) -> tuple[bytes, bytes, int]:
+    async def _udp(
+        self, server: Endpoint, packet: bytes, question: bytes, fail_fast: bool = False
+    ) -> tuple[bytes, bytes, int]:
         """One UDP exchange: (answer, the query as sent, its ID)."""
         channel = self._channel(server)
         qid = self._ids.draw()
@@ -203,7 +230,7 @@ class UpstreamForwarder:
             qid = self._ids.draw()
         wire = struct.pack("!H", qid) + packet[2:]
         future: asyncio.Future[bytes] = channel.loop.create_future()
-        channel.pending[qid] = (question, future)
+        channel.pending[qid] = (question, future, fail_fast)
         channel.uses += 1
 
         def expired() -> None:
@@ -251,8 +278,10 @@ class UpstreamStep:
         try:
             # The wire reader's question is the packet's own bytes; an unusual query that dnslib
             # parsed (request.parsed) is checked by the forwarder itself.
+            if request.head.qtype == ANY:
+                return replies.minimal_any(request.head)
             question = request.head.question if request.parsed is None else None
-            answer = await self._forwarder.resolve(request.packet, question)
+            answer = await self._forwarder.resolve(request.packet, question, request.head)
         except UpstreamError as err:
             request.upstream_error, request.upstream_rcode = str(err), "SERVFAIL"
             return replies.empty(request.head, SERVFAIL)
