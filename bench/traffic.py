@@ -13,7 +13,9 @@ What a client does (all A queries; times in seconds from the start of the trace)
   exists (NXDOMAIN); a fixed twentieth of the long-tail names is dead, the same for every client;
 - browser start-up probes: Chromium asks for 3 random single labels of 7-15 letters (NXDOMAIN); on a
   client with a search domain (a router's `lan`, `home`, `fritz.box`) the stub asks `label.lan` too;
-- some clients reach a home server under a dynamic-DNS provider (myhome.duckdns.org) now and then.
+- some clients reach a home server under a dynamic-DNS provider (myhome.duckdns.org) now and then;
+- a few run a mail server's DNSBL checks or an antivirus's cloud lookups: random-looking names under one
+  popular domain (`1.2.3.4.zen.spamhaus.org`, `<26 chars>.sophosxl.net`), nine in ten NXDOMAIN.
 Infected clients also browse, and walk their family's list in file order from a random place: every
 name NXDOMAIN until the registered one (the C2, at a random position of the walk, possibly the first);
 then they stop walking and look the C2 up again every `beacon` seconds until the end. Half of a
@@ -35,8 +37,7 @@ from pathlib import Path
 HOSTS = ("www", "cdn", "api", "static", "img", "m", "assets", "login", "media", "mail")
 DDNS_SUFFIXES = ("duckdns.org", "ddns.net", "no-ip.org", "dynu.net", "freeddns.org")
 DDNS_WORDS = ("home", "nas", "cloud", "media", "family", "pi", "casa", "plex", "vpn", "cam", "files", "photos")
-BENIGN_ROLES = ("page", "longtail", "cdn", "typo", "dead", "probe", "ddns")
-NX_ROLES = ("walk", "typo", "dead", "probe")
+BENIGN_ROLES = ("page", "longtail", "cdn", "typo", "dead", "probe", "ddns", "reputation")
 SEARCH_DOMAINS = ("lan", "home", "fritz.box")
 DGA_ROLES = ("walk", "c2", "beacon")
 FIRST_CLIENT = 10  # clients are 127.0.1.10, .11, ...
@@ -57,6 +58,7 @@ class TraceParams:
     dead_share: float = 0.02  # page loads that also pull a dead long-tail name
     search_share: float = 0.3  # clients whose stub appends a search domain to single labels
     ddns_share: float = 0.3  # clients that reach a home server under a dynamic-DNS provider
+    reputation_share: float = 0.06  # clients that make DNSBL / antivirus reputation lookups
     zipf_s: float = 1.0
     fast_gap: tuple[float, float] = (0.02, 0.1)  # seconds between names, fast walkers
     fast_max_walk: int = 300  # a fast walker's C2 is at position 0..fast_max_walk
@@ -197,13 +199,13 @@ class _Builder:
     zipf: _Zipf
     lookups: list[Lookup] = field(default_factory=list)
     exists: set[str] = field(default_factory=set)
+    nx: set[str] = field(default_factory=set)
     runs: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # family -> [first, last] walked
 
     def add(self, t: float, client: int, qname: str, role: str, exists: bool, family: str = "") -> None:
         if t < self.params.duration:
             self.lookups.append(Lookup(round(t, 4), client, qname, role, family))
-            if exists:
-                self.exists.add(qname)
+            (self.exists if exists else self.nx).add(qname)
 
     def popular(self) -> str:
         return self.benign.popular[self.zipf.draw(self.rng)]
@@ -251,9 +253,23 @@ class _Builder:
             every = rng.uniform(20.0, 60.0)
             for k in range(int(p.duration / every) + 1):
                 self.add(t + rng.uniform(0, 5) + k * every, client, name, "ddns", True)
+        if rng.random() < p.reputation_share:
+            self.reputation(t, client)
         while t < p.duration:
             self.page_load(t, client)
             t += rng.expovariate(1.0 / p.page_gap)
+
+    def reputation(self, t: float, client: int) -> None:
+        """A mail server's DNSBL checks or an antivirus's cloud lookups, every 1-8 s: random-looking
+        names under one popular domain; a listed address or a known file resolves (one in ten)."""
+        rng = self.rng
+        while t < self.params.duration:
+            if rng.random() < 0.5:
+                name = ".".join(str(rng.randint(1, 254)) for _ in range(4)) + ".zen.spamhaus.org"
+            else:
+                name = "".join(rng.choice(string.ascii_lowercase + string.digits) for _ in range(26)) + ".sophosxl.net"
+            self.add(t, client, name, "reputation", rng.random() < 0.1)
+            t += rng.uniform(1.0, 8.0)
 
     def free_run(self, family: str, length: int, size: int) -> int:
         """Where a walk of `length` names starts, apart from the family's other walks, so that no
@@ -305,7 +321,6 @@ def generate(params: TraceParams, benign: BenignNames, families: dict[str, tuple
     lookups = sorted(builder.lookups, key=lambda q: (q.t, q.client))
     truncated = len(lookups) > params.max_queries
     lookups = lookups[: params.max_queries]
-    nx = {q.qname for q in lookups if q.role in NX_ROLES}
-    if nx & builder.exists:  # a walk name that is also a benign name: the truth would be ambiguous
-        raise ValueError(f"names both NXDOMAIN and existing: {sorted(nx & builder.exists)[:5]}")
+    if builder.nx & builder.exists:  # e.g. a walk name that is also a benign name: the truth would be ambiguous
+        raise ValueError(f"names both NXDOMAIN and existing: {sorted(builder.nx & builder.exists)[:5]}")
     return Trace(params, tuple(clients), tuple(lookups), frozenset(builder.exists), truncated)

@@ -50,6 +50,7 @@ SMALL = TraceParams(
     dead_share=0.2,
     typo_share=0.2,
     ddns_share=1.0,
+    reputation_share=0.5,
     fast_gap=(0.01, 0.03),
     fast_max_walk=60,
     slow_gap=(0.5, 1.0),
@@ -73,7 +74,7 @@ def test_the_trace_is_seeded_and_keeps_its_truth() -> None:
         assert all(q.qname == c.c2 and q.t > c2_time for q in mine if q.role == "beacon")
         assert c.c2 in trace.exists and not set(c.walk) & trace.exists
     roles = {q.role for q in trace.lookups}
-    assert {"page", "typo", "dead", "probe", "ddns", "walk", "c2", "beacon"} <= roles
+    assert {"page", "typo", "dead", "probe", "ddns", "reputation", "walk", "c2", "beacon"} <= roles
     assert {c.pace for c in trace.clients if c.family} == {"fast", "slow"}
 
 
