@@ -7,12 +7,13 @@ from __future__ import annotations
 import io
 import json
 import math
+import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,18 @@ import dns.message
 import dns.query
 import dns.rcode
 import pytest
-from dnsfixtures import DIGITS_MODEL, ROOT, UPSTREAM_A, RunningResolver, Upstream, free_port, run_resolver, run_upstream
+from dnsfixtures import (
+    DIGITS_MODEL,
+    ROOT,
+    UPSTREAM_A,
+    RunningResolver,
+    Upstream,
+    free_port,
+    run_resolver,
+    run_upstream,
+    start_serving,
+    wait_for,
+)
 
 from resolverguard.config import (
     AlertHookConfig,
@@ -41,6 +53,14 @@ WALK = ["nxqzkvbrtw.com", "nxplmkojiu.com", "nxwsxedcrf.com", "nxtgbyhnuj.com", 
 C2 = "kvbrtwqzab.com"
 
 
+@dataclass
+class RunningResolverAt:
+    """A resolver running as its own process (`start_serving`)."""
+
+    host: str
+    port: int
+
+
 def rule_of(cfg: Config) -> WatchRule:
     return watch_rule(cfg.client_watch, {})
 
@@ -50,7 +70,7 @@ def names_to_flag(rule: WatchRule) -> int:
     return 1 + math.ceil((rule.flag_at - 1) / (1 + rule.alike_bonus))
 
 
-def ask(r: RunningResolver, name: str, client: str, qtype: str = "A") -> dns.message.Message:
+def ask(r: RunningResolver | RunningResolverAt, name: str, client: str, qtype: str = "A") -> dns.message.Message:
     return dns.query.udp(dns.message.make_query(name, qtype), r.host, port=r.port, timeout=5, source=client)
 
 
@@ -299,3 +319,40 @@ def test_top_and_explain_show_the_flag_and_the_likely_c2(upstream: Upstream, tmp
     assert rows["likely C2"].strip().startswith(f"yes: resolved for {INFECTED}")
     rows = dict(line.split(":", 1) for line in other.stdout.splitlines())
     assert rows["client flagged"].strip() == "no (per the query log)" and "likely C2" in rows
+
+
+def test_a_real_server_keeps_its_flags_across_sighup_and_runs_the_command_hook_once(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    alerts, log, policy = tmp_path / "alerts.jsonl", tmp_path / "q.jsonl", tmp_path / "policy.yaml"
+    policy.write_text(
+        f"upstreams: [127.0.0.1:{upstream.port}]\nupstream_timeout: 0.5\nquery_log: {log}\n"
+        "client_watch:\n  enabled: true\n"
+        f"  on_flag: {{command: [sh, -c, 'cat >> {alerts}; echo >> {alerts}']}}\n"
+    )
+    port = free_port()
+    proc = start_serving(policy, port)
+    try:
+        r = RunningResolverAt("127.0.0.1", port)
+        ask(r, WALK[0], INFECTED)
+        ask(r, C2, INFECTED)
+        time.sleep(BEACON_GAP)
+        ask(r, C2, INFECTED)
+        time.sleep(1.0)  # not a page's dead link
+        for name in WALK[:4]:
+            ask(r, name, INFECTED)
+        wait_for(proc, "likely C2", lines=50)
+        proc.send_signal(signal.SIGHUP)
+        wait_for(proc, "reloaded", lines=50)
+        assert addresses(ask(r, C2, OTHER)) == ["0.0.0.0"]
+        assert addresses(ask(r, "freshnewsite.org", INFECTED)) == ["0.0.0.0"]
+        ask(r, "nxstillwalking.com", INFECTED)
+        deadline = time.monotonic() + 10
+        while not (alerts.exists() and alerts.read_text().strip()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    (alert,) = [json.loads(line) for line in alerts.read_text().splitlines() if line.strip()]
+    assert alert["event"] == "client_flagged" and alert["client"] == INFECTED
