@@ -79,12 +79,13 @@ class WatchLimits:
 
     def bytes_bound(self, window_names: int) -> int:
         """A generous upper bound on the state's memory, for the docs and the 100k-client test:
-        ~400 bytes per evidence name (tuple + facts + strings), ~300 per client, ~200 per known
-        or recent name."""
+        ~400 bytes per evidence name (tuple + facts + strings), ~300 per client, ~200 per recent
+        name or likely C2, ~600 per known name."""
         return (
             self.max_clients * (300 + window_names * 400 + self.recent_resolved * 200)
             + self.max_flagged * (1000 + window_names * 100)
-            + (self.known_names + self.max_c2) * 200
+            + self.known_names * 600  # the name, its owner, its label filed twice in NearbyLabels
+            + self.max_c2 * 200
         )
 
 
