@@ -430,12 +430,13 @@ class WatchState:
         flagged = current is not None and now < current.until
         if key in self.known:
             return None
+        seen = self.clients.get(client)
+        if seen is not None and any(facts.key == key for _, facts, _ in seen.names):
+            return None  # asked again (a retry, a cached NXDOMAIN): one name is one piece of evidence
         if not flagged and self.popular.typo_of_known(key.partition(".")[0], self.known_labels):
             return None
         evidence = self._evidence_for(client)
         evidence.prune(now, rule.window_seconds)
-        if any(facts.key == key for _, facts, _ in evidence.names):
-            return None  # asked again: one name is one piece of evidence
         facts = NameFacts.of(key, score)
         points = rule.page_weight if now - self.last_answer.get(client, -1e18) <= rule.page_gap else 1.0
         if any(facts.alike(seen) for _, seen, _ in evidence.names):
