@@ -114,6 +114,7 @@ def start_resolverguard(
     workers: int = 1,
     log: bool = False,
     deny_file: Path | None = None,
+    watch: bool = False,
 ) -> subprocess.Popen[bytes]:
     policy = work / f"rg-{port}.yaml"
     query_log = f"'{work}/queries-{port}.jsonl'" if log else "off"
@@ -121,6 +122,7 @@ def start_resolverguard(
     policy.write_text(
         f"upstreams: ['127.0.0.1:{upstream}']\nscoring: {str(scoring).lower()}\nquery_log: {query_log}\n"
         f"rate_limit:\n  qps: 0\nlimits:\n  max_inflight: 8192\nworkers: {workers}\n{lists}"
+        + ("client_watch:\n  enabled: true\n  action: log\n" if watch else "")  # log: the bench client walks DGA names
     )
     cmd = [sys.executable, "-m", "resolverguard", "serve", "--config", str(policy), "--listen", f"127.0.0.1:{port}"]
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=(work / f"rg-{port}.log").open("w"))
@@ -241,12 +243,16 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--queries", type=int, default=200_000)
+    p.add_argument("--watch", action="store_true", help="only (d) against (g) = (d) + client_watch, alternated")
     a = p.parse_args()
     for tool in ("nsd", "unbound", "dnsperf"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is not installed: sudo apt-get install -y nsd unbound dnsperf")
     work = Path(tempfile.mkdtemp(prefix="rg-bench-"))
     files = query_files(work, a.queries, random.Random(7))
+    if a.watch:
+        compare_watch(work, files, a)
+        return
     ports = {k: free_port() for k in ("nsd", "unbound", "rg_plain", "rg_full", "rg_workers", "rg_log", "rg_list")}
     blocklist = write_hosts(work / "hosts-1m.txt", 1_000_000, random.Random(1))
     procs = [start_nsd(work, ports["nsd"])]
@@ -286,6 +292,46 @@ def main() -> None:
             proc.terminate()
             proc.wait(10)
     write(results, a, latency_qps)
+
+
+def compare_watch(work: Path, files: dict[str, Path], a: argparse.Namespace) -> None:
+    """The client watch's cost: (d) the full chain and (g) the same with `client_watch` on, measured
+    alternately twice (d, g, d, g) so that drift in the machine's load hits both alike; QPS ratio
+    (g)/(d) of the summed runs, to results/compare_watch.{md,json}."""
+    ports = {k: free_port() for k in ("nsd", "d", "g")}
+    procs = [start_nsd(work, ports["nsd"])]
+    runs: dict[str, list[dict[str, Any]]] = {"d": [], "g": []}
+    try:
+        wait_ready(ports["nsd"])
+        procs.append(start_resolverguard(work, ports["d"], ports["nsd"], True))
+        procs.append(start_resolverguard(work, ports["g"], ports["nsd"], True, watch=True))
+        for _ in range(2):
+            for key, proc in (("d", procs[1]), ("g", procs[2])):
+                runs[key].append(measure(key, proc, ports[key], files, a.seconds, {}))
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(10)
+    total = {k: {kind: sum(r[kind]["qps"] or 0 for r in v) for kind in files} for k, v in runs.items()}
+    ratios = {kind: ratio(total["g"][kind], total["d"][kind]) for kind in files}
+    out = ROOT / "bench" / "results"
+    (out / "compare_watch.json").write_text(json.dumps({"runs": runs, "ratios": ratios}, indent=2) + "\n")
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    lines = [
+        f"# Client watch cost (bench/compare.py --watch), {stamp}, {os.cpu_count()} cores, {a.seconds:g} s per run",
+        "",
+        "| run | (d) hits QPS | (g) hits QPS | (d) misses QPS | (g) misses QPS |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for i in range(2):
+        d, g = runs["d"][i], runs["g"][i]
+        lines.append(
+            f"| {i + 1} | {d['hits']['qps']:.0f} | {g['hits']['qps']:.0f} | {d['misses']['qps']:.0f} |"
+            f" {g['misses']['qps']:.0f} |"
+        )
+    lines += ["", f"(g)/(d): hits {ratios['hits']}, misses {ratios['misses']}", ""]
+    (out / "compare_watch.md").write_text("\n".join(lines))
+    print("\n".join(lines))
 
 
 def ratio(x: float | None, y: float | None) -> float | None:

@@ -441,6 +441,70 @@ class Limits:
     tcp_idle_timeout: float = key(10.0, _real(0.1, 3600), "seconds an idle TCP connection is kept")
 
 
+class WatchAction(str, Enum):
+    """What a client watch flag does (docs/client-watch.md)."""
+
+    LOG = "log"  # alert only
+    QUARANTINE = "quarantine"  # alert; block the client's DGA-like and new names; block its C2 for every client
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError("must be a non-empty string")
+    return value
+
+
+def _url(value: Any) -> str:
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+        raise ValueError(f"{value!r} is not an http:// or https:// URL")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class AlertHookConfig:
+    """`client_watch.on_flag`: who is told, once per flag, off the event loop."""
+
+    command: tuple[str, ...] = key((), _list_of(_text), "argv run once per flag, the alert JSON on stdin", shown="none")
+    url: str | None = key(None, _url, "http(s) URL the alert JSON is POSTed to once per flag", shown="none")
+    timeout: float = key(5.0, _real(0.1, 60), "seconds the command or the POST may take")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.command) or self.url is not None
+
+    def problem(self) -> tuple[str, str] | None:
+        return ("url", "set either command or url, not both") if self.command and self.url else None
+
+
+@dataclass(frozen=True, slots=True)
+class ClientWatchConfig:
+    """`client_watch:`, the rule and what a flag does (docs/client-watch.md has the measurements).
+    `enabled`, `action` and `block_action` may differ per client group; the rest is network-wide."""
+
+    enabled: bool = key(False, _boolean, "watch each client's answers for a DGA walk")
+    action: WatchAction = key(WatchAction.QUARANTINE, _enum(WatchAction), "log (alert only) or quarantine")
+    block_action: Action = key(Action.SINKHOLE, _blocking_action, "what a name the watch blocks gets")
+    flag_at: float = key(2.5, _real(1, 1000), "points in a client's window that flag it")
+    alike_bonus: float = key(0.5, _real(0, 100), "extra points for a name like one already in the window")
+    score_bonus: float = key(1.0, _real(0, 100), "extra points for a name the model scores as suspicious")
+    suspicious_score: float | None = key(None, _real(0, 1), "what suspicious means", shown="the model's log threshold")
+    window: float = key(120.0, _real(1, 86400), "seconds a client's NXDOMAIN names are counted over")
+    window_names: int = key(16, _number(1, 1000, integer=True), "NXDOMAIN names kept per client")
+    quarantine_ttl: float = key(3600.0, _real(1, 30 * 86400), "seconds a flag lasts")
+    likely_c2_ttl: float = key(86400.0, _real(1, 30 * 86400), "seconds a likely C2 stays blocked for every client")
+    burst_gap: float = key(60.0, _real(0, 3600), "seconds from an NXDOMAIN of the burst a C2 may resolve")
+    max_c2_per_flag: int = key(3, _number(0, 100, integer=True), "likely C2 names one flag may record")
+    max_probes_per_flag: int = key(32, _number(0, 1000, integer=True), "blocked look-alikes resolved aside per flag")
+    max_clients: int = key(10_000, _number(1, 10**7, integer=True), "clients with evidence kept (oldest forgotten)")
+    max_flagged: int = key(1_000, _number(1, 10**6, integer=True), "flags kept")
+    known_names: int = key(50_000, _number(1, 10**7, integer=True), "resolved registrable names remembered")
+    exempt_clients: tuple[str, ...] = key((), _list_of(_network), "clients never watched (a mail server, a scanner)")
+    on_flag: AlertHookConfig = section(AlertHookConfig, "the alert hook")
+
+
+GROUP_WATCH_KEYS = ("enabled", "action", "block_action")  # what a client group may set in its client_watch
+
+
 THRESHOLDS_SHOWN = "{log: log, sinkhole: sinkhole}"
 # Not 5353: that is mDNS, held by avahi on most desktops. 5335 is what Pi-hole's Unbound guide uses.
 DEFAULT_PORT = 5335
@@ -458,9 +522,17 @@ class ClientGroupConfig:
     on_model_error: OnModelError
     sinkhole: SinkholeConfig
     lists: ListsConfig
+    client_watch: ClientWatchConfig
 
 
-GROUP_POLICY_KEYS = ("mode", "thresholds", "on_model_error", "sinkhole", "lists")  # what a group may override
+GROUP_POLICY_KEYS = (
+    "mode",
+    "thresholds",
+    "on_model_error",
+    "sinkhole",
+    "lists",
+    "client_watch",
+)  # a group may override
 
 
 @dataclass(frozen=True, slots=True)
@@ -517,11 +589,12 @@ class Config:
         "the family head; false turns it off",
         shown="the shipped models/family.tflite",
     )
+    client_watch: ClientWatchConfig = section(ClientWatchConfig, "the client watch: DGA walks seen in the answers")
 
     def default_group(self) -> ClientGroupConfig:
         """The top-level policy, as the group every client falls back to."""
         return ClientGroupConfig(
-            "default", (), self.mode, self.thresholds, self.on_model_error, self.sinkhole, self.lists
+            "default", (), self.mode, self.thresholds, self.on_model_error, self.sinkhole, self.lists, self.client_watch
         )
 
     def with_overrides(self, listen: list[str] | None, upstreams: list[str] | None) -> Config:
@@ -680,9 +753,25 @@ def _groups(value: Any, file: str, base: Path, top: Config) -> tuple[ClientGroup
         clients = g.get("clients", (), _list_of(_network))
         if not clients:
             raise g.fail("clients", "a group needs at least one address or CIDR network")
-        out.append(replace(inherited, name=name, clients=clients, **_policy_fields(g, base, inherited)))
+        group = replace(inherited, name=name, clients=clients, **_policy_fields(g, base, inherited))
+        _network_wide_watch_keys(g, group.client_watch, inherited.client_watch)
+        out.append(group)
         g.finish()
     return tuple(out)
+
+
+def _network_wide_watch_keys(g: _Reader, mine: ClientWatchConfig, top: ClientWatchConfig) -> None:
+    """The watch's rule and bounds are one for the network (its evidence is network-wide): a group
+    may only turn it on or off and choose what a flag does (GROUP_WATCH_KEYS)."""
+    for f in fields(ClientWatchConfig):
+        if f.name not in GROUP_WATCH_KEYS and getattr(mine, f.name) != getattr(top, f.name):
+            sub = g.section("client_watch")
+            assert sub is not None
+            raise sub.fail(
+                f.name,
+                f"is network-wide: set it in the top-level client_watch (a group may set "
+                f"{', '.join(GROUP_WATCH_KEYS)})",
+            )
 
 
 def _policy_fields(r: _Reader, base: Path, defaults: Config | ClientGroupConfig) -> dict[str, Any]:

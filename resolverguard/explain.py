@@ -8,16 +8,56 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TextIO
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
 
 from dnslib import DNSRecord
 
 from resolverguard.chain import Reply, Request, link
-from resolverguard.config import Config
+from resolverguard.config import ClientWatchConfig, Config
+from resolverguard.logtop import watch_events
 from resolverguard.model import TFLiteScorer
 from resolverguard.pipeline import decision_steps, groups_for
 from resolverguard.steps.cache import VerdictCache
 from resolverguard.wire import head_of, parse_query
+
+
+def watch_rows(
+    cfg: Config, watch: ClientWatchConfig, client: str, registrable: str | None, now: datetime | None = None
+) -> list[tuple[str, str]]:
+    """What the client watch says about this client and name. Its state lives in the running
+    resolver, so this reads the events it wrote to the query log (a file, when the policy has one)."""
+    if not watch.enabled:
+        return [("client watch", "off for this client's group")]
+    rows = [("client watch", f"on ({watch.action.value})")]
+    path = cfg.query_log.path
+    if path in (None, "-") or not Path(str(path)).exists():
+        return [*rows, ("client flagged", "unknown (the query log is not a file this command can read)")]
+    now = now or datetime.now(UTC)
+    events = watch_events([Path(str(path))])
+
+    def current(e: dict[str, Any]) -> bool:
+        until = e.get("until")
+        try:
+            return until is None or datetime.fromisoformat(str(until)) > now
+        except ValueError:
+            return False
+
+    flags = [e for e in events if e.get("event") == "client_flagged" and e.get("client") == client and current(e)]
+    if flags:
+        last = flags[-1]
+        until = f"quarantined until {last['until']}" if last.get("until") else "logged only"
+        names = ", ".join(map(str, (last.get("names") or [])[:6]))
+        rows.append(("client flagged", f"yes, at {last.get('time')}; {until}; NXDOMAIN names: {names}"))
+    else:
+        rows.append(("client flagged", "no (per the query log)"))
+    c2 = [e for e in events if e.get("event") == "likely_c2" and e.get("name") == registrable and current(e)]
+    if c2:
+        rows.append(
+            ("likely C2", f"yes: resolved for {c2[-1].get('client')} in its burst; blocked until {c2[-1].get('until')}")
+        )
+    return rows
 
 
 def explain(name: str, cfg: Config, model: TFLiteScorer, out: TextIO, client: str = "127.0.0.1") -> Request:
@@ -63,6 +103,7 @@ def explain(name: str, cfg: Config, model: TFLiteScorer, out: TextIO, client: st
         ("mode", policy.mode.value + (f" (would {v.would.value})" if v and v.would else "")),
         ("model", model.metadata.model_version),
     ]
+    rows += watch_rows(cfg, group.watch, client, n.registrable if n else None)
     if request.error:
         rows.append(("error", request.error))
     width = max(len(k) for k, _ in rows) + 1

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from resolverguard.addresses import IPNetwork, client_ip, within
-from resolverguard.config import SinkholeConfig
+from resolverguard.config import ClientWatchConfig, SinkholeConfig
 from resolverguard.lists import DomainLists
 from resolverguard.memo import BoundedMemo
 from resolverguard.verdicts import Policy
@@ -25,6 +25,7 @@ class ClientGroup:
     policy: Policy
     lists: DomainLists
     sinkhole: SinkholeConfig
+    watch: ClientWatchConfig = ClientWatchConfig()  # enabled / action / block_action for this group
 
 
 class GroupDirectory:

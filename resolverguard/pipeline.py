@@ -18,8 +18,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 from resolverguard.addresses import networks
+from resolverguard.alerts import AlertHook
 from resolverguard.chain import Check, Gate, Next, Refusal, Step, link
 from resolverguard.config import (
     ClientGroupConfig,
@@ -52,8 +54,10 @@ from resolverguard.steps.policy import PolicyStep
 from resolverguard.steps.querylog import QueryLog, QueryLogStep
 from resolverguard.steps.score import ScoreStep
 from resolverguard.steps.upstream import UpstreamForwarder, UpstreamStep
+from resolverguard.steps.watch import ClientWatchStep, watch_limits, watch_rule
 from resolverguard.subscriptions import ages, cached_path, default_cache_dir
 from resolverguard.verdicts import Policy
+from resolverguard.watch import WatchState
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,8 @@ class Pipeline:
     hints: FamilyHints | None = None
     conditional: ConditionalForwarding | None = None  # owns sockets, like forwarder
     pause: PauseSwitch = field(default_factory=PauseSwitch)  # the server's, carried across reloads
+    watch: WatchState | None = None  # the client watch's evidence, flags and likely C2 names
+    hook: AlertHook | None = None  # its alert hook's worker thread
 
     def retire(self, successor: Pipeline, close_later: Callable[[Callable[[], None]], object]) -> None:
         """Closes (through `close_later`, after the queries in flight) what `successor` did not carry
@@ -81,6 +87,8 @@ class Pipeline:
             close_later(self.forwarder.close)
         if self.conditional is not None and self.conditional is not successor.conditional:
             close_later(self.conditional.close)
+        if self.hook is not None and self.hook is not successor.hook:
+            self.hook.close()
 
 
 def policy_for(group: ClientGroupConfig, named: dict[str, float], file: str = "<policy>", prefix: str = "") -> Policy:
@@ -145,13 +153,18 @@ def groups_for(
 
     default_cfg = cfg.default_group()
     default = ClientGroup(
-        "default", (), policy_for(default_cfg, named, cfg.source), lists_of(default_cfg), cfg.sinkhole
+        "default",
+        (),
+        policy_for(default_cfg, named, cfg.source),
+        lists_of(default_cfg),
+        cfg.sinkhole,
+        cfg.client_watch,
     )
     groups = []
     for index, g in enumerate(cfg.groups):
         lists = default.lists if g.lists == cfg.lists else lists_of(g)
         policy = policy_for(g, named, cfg.source, f"groups[{index}].")
-        groups.append(ClientGroup(g.name, networks(g.clients), policy, lists, g.sinkhole))
+        groups.append(ClientGroup(g.name, networks(g.clients), policy, lists, g.sinkhole, g.client_watch))
     return GroupDirectory(groups, default)
 
 
@@ -194,6 +207,7 @@ def build_pipeline(
     metrics: Metrics | None = None,
     previous: Pipeline | None = None,
     built: Mapping[ListsConfig, DomainLists] | None = None,
+    stderr: TextIO | None = None,
 ) -> Pipeline:
     """The chain for `cfg`: the one written order of the steps (README "How a query is handled"
     and `resolverguard.chain` point here). On a reload `previous` is the running pipeline: each
@@ -223,6 +237,19 @@ def build_pipeline(
     if local.records or local.private:  # local names are answered before any decision: never scored
         steps.append(LocalAnswerStep(local, cfg.local_records.ttl))
     steps += decision_steps(cfg, model, groups, cache)  # group, name, lists, verdict cache, score, policy
+    watch, hook = None, None
+    if cfg.client_watch.enabled or any(g.client_watch.enabled for g in cfg.groups):
+        # After the verdict (an allow-listed name is never touched, and the watch may block), before the
+        # block step and the answer cache: it sees every answer, cached ones and the model's sinkholes too.
+        watch = WatchState.carried(
+            old.watch if old else None,
+            watch_rule(cfg.client_watch, model.metadata.thresholds),
+            watch_limits(cfg.client_watch),
+        )
+        hook = AlertHook.carried(old.hook if old else None, cfg.client_watch.on_flag, stderr)
+        watch_log = log if log.enabled else None
+        aside = UpstreamStep(forwarder)  # a probe goes straight to the upstream, past the block step
+        steps.append(ClientWatchStep(cfg.client_watch, watch, watch_log, metrics, hints, hook, stderr, aside))
     pause = PauseSwitch.carried(old.pause if old else None)
     steps.append(PauseStep(pause))  # after the verdict, before anything acts on it
     if hints is not None and cfg.scoring and log.enabled:  # a hint is only ever read in the log
@@ -234,7 +261,9 @@ def build_pipeline(
     if conditional is not None:  # last before the upstream: a forwarded zone is filtered and cached as any name
         steps.append(ConditionalForwardStep(conditional, local))
     chain = link(steps, UpstreamStep(forwarder))  # whatever reaches the end is forwarded
-    return Pipeline(chain, log, groups, cache, tuple(gates), answers, forwarder, hints, conditional, pause)
+    return Pipeline(
+        chain, log, groups, cache, tuple(gates), answers, forwarder, hints, conditional, pause, watch, hook
+    )
 
 
 def resolv_conf_upstreams(listen: tuple[Endpoint, ...], path: Path = Path("/etc/resolv.conf")) -> tuple[Endpoint, ...]:

@@ -58,7 +58,7 @@ class Service:
         # Metrics outlive reloads (counters must not reset); the endpoint is opened in start().
         self.metrics = Metrics() if cfg.metrics is not None else None
         self._copies: Copies = list_copies(cfg)  # the downloaded copies the running lists were read from
-        self.pipeline: Pipeline = build_pipeline(cfg, model, self._query_log, self.metrics)
+        self.pipeline: Pipeline = build_pipeline(cfg, model, self._query_log, self.metrics, stderr=stderr)
         self.server = DnsServer(
             self.pipeline.chain,
             cfg.listen,
@@ -114,7 +114,9 @@ class Service:
             cfg = replace(fresh, **self._overrides) if fresh else self.cfg  # type: ignore[arg-type]
             model = self.model if cfg.model == self.cfg.model else load_model(cfg.model)
             copies = copies if copies is not None else list_copies(cfg)
-            pipeline = build_pipeline(cfg, model, self._query_log, self.metrics, self.pipeline, built)
+            pipeline = build_pipeline(
+                cfg, model, self._query_log, self.metrics, previous=self.pipeline, built=built, stderr=self.stderr
+            )
         except ConfigError as err:
             self.say(f"reload rejected, previous policy stays in force: {err.location()}")
             return None
@@ -265,6 +267,8 @@ class Service:
             await self.control.stop()
         await self.server.stop(grace)
         self.pipeline.forwarder.close()
+        if self.pipeline.hook is not None:
+            self.pipeline.hook.close(wait=1.0)
         self.pipeline.log.close()
 
 

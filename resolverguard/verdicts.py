@@ -48,6 +48,8 @@ class Reason(str, Enum):
     NOT_SCORED = "not scored"
     MODEL_ERROR = "model error"
     LOCAL = "local"  # a local record or a private zone, answered by us (resolverguard.localnames)
+    CLIENT_WATCH = "client watch"  # a flagged client's suspect name (quarantine)
+    LIKELY_C2 = "likely c2"  # resolved for a flagged client during its NXDOMAIN burst: blocked for all
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,6 +44,8 @@ class Upstream:
     garbage_first: bool = False  # send bytes that are not DNS (same ID) before the real one
     only_lies: bool = False  # never send the real answer
     big: bool = False  # pad answers with many A records (over 512 bytes)
+    missing: frozenset[str] = frozenset()  # names (and their subdomains) answered NXDOMAIN, besides "nx..."
+    tld_soa: bool = False  # NXDOMAIN with the SOA of the name's TLD, as the Internet answers (cacheable)
     huge: bool = False  # ~4 KB answers (250 A records): the amplification/truncation case
     rcode: int | None = None  # answer every query with this rcode and no records (SERVFAIL, REFUSED)
     cut: bool = False  # send the reply cut in the middle of its last record
@@ -72,10 +74,13 @@ class Upstream:
         if self.rcode is not None:
             reply.header.rcode = self.rcode
             return reply.pack()
-        if str(name).startswith("nx"):  # NXDOMAIN with a SOA: negative TTL min(60, 30) = 30 s by default
+        text = str(name).rstrip(".").lower()
+        missing = text.startswith("nx") or any(text == m or text.endswith("." + m) for m in self.missing)
+        if missing:  # NXDOMAIN with a SOA: negative TTL min(60, 30) = 30 s by default
             reply.header.rcode = RCODE.NXDOMAIN
             soa = SOA("ns.example.", "hostmaster.example.", (1, 3600, 600, 86400, self.soa_minimum))
-            reply.add_auth(RR("example.com", QTYPE.SOA, rdata=soa, ttl=self.soa_ttl))
+            zone = text.rsplit(".", 1)[-1] if self.tld_soa else "example.com"
+            reply.add_auth(RR(zone, QTYPE.SOA, rdata=soa, ttl=self.soa_ttl))
             return reply.pack()
         if qtype == QTYPE.A:
             count = 250 if self.huge else 60 if self.big else 1

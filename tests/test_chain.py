@@ -52,3 +52,28 @@ def test_checks_and_steps_run_in_order_and_an_answer_stops_the_walk() -> None:
     seen.clear()
     chain = link([Note("a"), Note("block", answer=b"sinkhole"), Note("never")], last)
     assert asyncio.run(chain(request())) == b"sinkhole" and seen == ["a", "block"]
+
+
+def test_a_watcher_reads_the_reply_its_run_ends_with_whoever_made_it() -> None:
+    replies: list[tuple[str, bytes | None]] = []
+
+    class Watch:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def check(self, _: Request) -> None:
+            return None
+
+        def seen(self, _: Request, reply: bytes | None) -> None:
+            replies.append((self.name, reply))
+
+    class Answer:
+        def check(self, _: Request) -> bytes:
+            return b"sinkhole"
+
+    async def last(_: Request) -> bytes:
+        return b"upstream"
+
+    assert asyncio.run(link([Watch("w")], last)(request())) == b"upstream"
+    assert asyncio.run(link([Watch("w"), Answer()], last)(request())) == b"sinkhole"  # a later check answered
+    assert replies == [("w", b"upstream"), ("w", b"sinkhole")]

@@ -46,6 +46,10 @@ class Metrics:
         )
         self.upstream_errors = Counter("resolverguard_upstream_errors", "Queries no upstream answered", registry=r)
         self.model_errors = Counter("resolverguard_model_errors", "Queries whose scoring failed", registry=r)
+        self.watch_flags = Counter("resolverguard_clients_flagged", "Clients flagged by the client watch", registry=r)
+        self.watch_c2 = Counter(
+            "resolverguard_likely_c2", "Names recorded as likely C2 by the client watch (blocked for all)", registry=r
+        )
         self.latency = Histogram(
             "resolverguard_query_seconds", "Time from arrival to answer", buckets=LATENCY_BUCKETS, registry=r
         )

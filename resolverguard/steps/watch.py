@@ -1,0 +1,260 @@
+"""Client watch step: reads every answer a client gets, and blocks for the clients it flagged.
+
+A `Watcher` (resolverguard.chain): its check runs after the decision checks, so it sees each
+query's verdict (an allow-listed name is never touched) and can turn it into a block before the
+block step answers; its `seen` reads the answer the check run ends with, whoever made it: the
+upstream, the answer cache, or the model's sinkhole. It never waits on anything: reading an answer
+is its rcode byte and answer count; what an NXDOMAIN means (the typo check, the rule) runs just
+after the answer has been sent (`call_soon`), and alerts leave through `resolverguard.alerts` on a
+thread.
+
+When nobody is flagged and no likely C2 is known, a cached answer costs two empty-dict checks on
+the way in and two to four dict operations on the way out (measured in process: ~0.6 us of ~6 us;
+bench/results/compare_watch.md). With `workers: N` each process watches the queries the kernel
+hands it, so a client's names are split between them: run the watch with one worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections import Counter as Tally
+from collections.abc import Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, TextIO
+
+from resolverguard.addresses import client_ip, networks, within
+from resolverguard.alerts import AlertHook
+from resolverguard.chain import Next, Outcome, Reply, Request
+from resolverguard.config import ClientWatchConfig, WatchAction
+from resolverguard.names import DYNAMIC_DNS_SUFFIXES
+from resolverguard.steps.querylog import QueryLog, timestamp
+from resolverguard.verdicts import Action, Mode, Reason, Verdict
+from resolverguard.watch import Flag, LikelyC2, WatchLimits, WatchRule, WatchState, watch_key
+
+if TYPE_CHECKING:
+    from resolverguard.steps.family import FamilyHints
+    from resolverguard.steps.metrics import Metrics
+
+_NXDOMAIN, _NOERROR = 3, 0
+_MODEL_REASONS = (Reason.MODEL, Reason.CACHE)
+_PASS, _LOG = Action.PASS, Action.LOG
+
+
+def watch_rule(cfg: ClientWatchConfig, named: dict[str, float]) -> WatchRule:
+    """The rule from the policy; "suspicious" is the model's log threshold unless the policy says."""
+    suspicious = cfg.suspicious_score if cfg.suspicious_score is not None else named.get("log")
+    return WatchRule(
+        cfg.flag_at,
+        cfg.alike_bonus,
+        cfg.score_bonus,
+        suspicious,
+        cfg.window,
+        cfg.window_names,
+        cfg.quarantine_ttl,
+        cfg.likely_c2_ttl,
+        cfg.burst_gap,
+        cfg.max_c2_per_flag,
+        cfg.max_probes_per_flag,
+    )
+
+
+def watch_limits(cfg: ClientWatchConfig) -> WatchLimits:
+    return WatchLimits(cfg.max_clients, cfg.max_flagged, cfg.known_names)
+
+
+class ClientWatchStep:
+    def __init__(
+        self,
+        cfg: ClientWatchConfig,
+        state: WatchState,
+        log: QueryLog | None = None,
+        metrics: Metrics | None = None,
+        hints: FamilyHints | None = None,
+        hook: AlertHook | None = None,
+        stderr: TextIO | None = None,
+        resolve_aside: Next | None = None,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        """`resolve_aside`: how a probe reaches the upstream (the upstream step), None: no probes."""
+        self.cfg, self.state, self._log, self._metrics, self._hints = cfg, state, log, metrics, hints
+        self._hook, self._stderr, self._wall, self._resolve_aside = hook, stderr, wall, resolve_aside
+        self._exempt = networks(cfg.exempt_clients)
+        self._probes: set[asyncio.Task[None]] = set()
+
+    def check(self, request: Request) -> Outcome:
+        """On the way in: nothing to do unless someone is flagged or a likely C2 is known."""
+        state, verdict = self.state, request.verdict
+        allowed = verdict is not None and verdict.reason is Reason.ALLOW_LIST  # allow wins over the watch
+        if (state.flagged or state.likely_c2) and request.name is not None and not allowed:
+            self._decide(request)
+        return None
+
+    def seen(self, request: Request, reply: Reply) -> None:
+        """On the way out: what the answer says (a name resolved, an NXDOMAIN, the model's sinkhole).
+        Runs for every answer, cached ones too: the resolved case comes first and stays short."""
+        name = request.name
+        if reply is None or name is None or name.label is None or len(reply) < 12:
+            return
+        verdict = request.verdict
+        action = verdict.action if verdict is not None else _PASS
+        if action is _PASS or action is _LOG:  # an answer we did not make ourselves
+            rcode = reply[3] & 0x0F
+            if rcode == _NOERROR and (reply[6] or reply[7]):  # records: it resolved (NODATA says nothing)
+                key = name.registrable
+                if key in DYNAMIC_DNS_SUFFIXES:
+                    key = watch_key(name)
+                if key is not None:
+                    found = self.state.resolved(request.client[0], key, request.score, request.started)
+                    if found:
+                        self._announce_c2(found)
+            elif rcode == _NXDOMAIN:
+                self._later(request, name.qname)
+        elif verdict is not None and verdict.reason in _MODEL_REASONS:
+            self._later(request, name.qname)  # the model sinkholed it: evidence as good as an NXDOMAIN
+
+    def _group_watch(self, request: Request) -> ClientWatchConfig:
+        """The client's group's `client_watch` (enabled, action, block_action may differ per group)."""
+        group = request.group
+        return group.watch if group is not None else self.cfg
+
+    def _decide(self, request: Request) -> None:
+        """Blocks a likely C2 for everyone, and a flagged client's suspect names (quarantine)."""
+        assert request.name is not None
+        mine = self._group_watch(request)
+        key = watch_key(request.name)
+        if key is None or not mine.enabled or mine.action is not WatchAction.QUARANTINE:
+            return
+        state, reason, flag = self.state, None, None
+        if state.likely_c2 and state.c2_until(key) is not None:
+            reason = Reason.LIKELY_C2
+        elif state.flagged and not (self._exempt and _exempt(request.client[0], self._exempt)):
+            flag = state.flag_of(request.client[0])
+            if flag is not None and state.quarantines(flag, key):
+                reason = Reason.CLIENT_WATCH
+        if reason is None:
+            return
+        if reason is Reason.CLIENT_WATCH and flag is not None:
+            probe, found = state.quarantined(flag, key, request.score)
+            if probe and self._resolve_aside is not None:
+                self._probe(request, self._resolve_aside)
+            if found:
+                self._announce_c2(found)
+        group = request.group
+        if group is not None and group.policy.mode is Mode.MONITOR:
+            request.verdict = Verdict(Action.LOG, reason, would=mine.block_action)
+        else:
+            request.verdict = Verdict(mine.block_action, reason)
+
+    def _probe(self, request: Request, next_step: Next) -> None:
+        """Resolves a quarantined look-alike name in the background (the client already has its
+        block answer) straight at the upstream; if it resolves, it is recorded as the likely C2."""
+        copy = replace(request, verdict=Verdict(Action.PASS, Reason.CLIENT_WATCH), notes={}, upstream_error=None)
+        task = asyncio.ensure_future(self._resolve(copy, next_step))
+        self._probes.add(task)
+        task.add_done_callback(self._probes.discard)
+
+    async def _resolve(self, request: Request, next_step: Next) -> None:
+        try:
+            reply = await next_step(request)
+        except Exception:  # noqa: BLE001 - a probe is best effort
+            return
+        if reply is None or len(reply) < 12 or request.name is None:
+            return
+        key = watch_key(request.name)
+        if reply[3] & 0x0F == _NOERROR and (reply[6] or reply[7]) and key is not None:
+            found = self.state.probe_resolved(request.client[0], key)
+            if found:
+                self._announce_c2(found)
+
+    def _later(self, request: Request, qname: str) -> None:
+        """The rule runs after the answer is on its way (its typo check costs ~10-40 us)."""
+        client, mine = request.client[0], self._group_watch(request)
+        if not mine.enabled or (self._exempt and _exempt(client, self._exempt)):
+            return
+        assert request.name is not None
+        key = watch_key(request.name)
+        if key is None:
+            return
+        quarantine = mine.action is WatchAction.QUARANTINE
+        asyncio.get_running_loop().call_soon(self._nxdomain, client, key, request.score, quarantine)
+
+    def _nxdomain(self, client: str, key: str, score: float | None, quarantine: bool) -> None:
+        try:
+            flag = self.state.nxdomain(client, key, score)
+            if flag is not None:
+                self._announce_flag(flag, quarantine)
+        except Exception as err:  # noqa: BLE001 - the watch must never take DNS down
+            print(f"resolverguard: client watch: {type(err).__name__}: {err}", file=self._stderr or sys.stderr)
+
+    # -- telling people --------------------------------------------------------------------
+    def _until(self, until: float) -> str:
+        return timestamp(self._wall() + until - self.state.clock())
+
+    def _announce_flag(self, flag: Flag, quarantine: bool) -> None:
+        names = [f.key for f in flag.names]
+        hint = self._family_hint([f.label for f in flag.names])
+        until = self._until(flag.until) if quarantine else None
+        event: dict[str, Any] = {
+            "time": timestamp(self._wall()),
+            "event": "client_flagged",
+            "client": flag.client,
+            "names": names,
+            "family_hint": hint,
+            "until": until,
+            "action": "quarantine" if quarantine else "log",
+            "points": round(flag.points, 2),
+            "cluster": flag.describe(),
+        }
+        if self._log is not None:
+            self._log.write(dict(event))
+        shown = ", ".join(names[:6]) + (f" (+{len(names) - 6} more)" if len(names) > 6 else "")
+        print(
+            f"resolverguard: ALERT client {flag.client} flagged by the client watch: {len(names)} NXDOMAIN names "
+            f"like a DGA ({flag.describe()}{', like ' + hint if hint else ''}): {shown}; "
+            f"{'quarantined until ' + until if until else 'logged only'}",
+            file=self._stderr or sys.stderr,
+            flush=True,
+        )
+        if self._metrics is not None:
+            self._metrics.watch_flags.inc()
+        if self._hook is not None:
+            self._hook.submit(event)
+        found = self.state.c2_at_flag(flag)
+        if found:
+            self._announce_c2(found)
+
+    def _announce_c2(self, found: list[LikelyC2]) -> None:
+        blocks = self.cfg.action is WatchAction.QUARANTINE  # the top level's action: the C2 is the network's
+        for c2 in found:
+            until = self._until(c2.until) if blocks else None
+            event: dict[str, Any] = {"time": timestamp(self._wall()), "event": "likely_c2", "name": c2.name}
+            event.update(client=c2.client, until=until)
+            if self._log is not None:
+                self._log.write(event)
+            print(
+                f"resolverguard: ALERT likely C2 {c2.name} (resolved for {c2.client} during its NXDOMAIN burst); "
+                f"{'blocked for every client until ' + until if until else 'logged only'}",
+                file=self._stderr or sys.stderr,
+                flush=True,
+            )
+            if self._metrics is not None:
+                self._metrics.watch_c2.inc()
+
+    def _family_hint(self, labels: list[str]) -> str | None:
+        """The family most of the names resemble (the family head's vote per name; a hint only
+        with a majority, since an unseen family spreads its votes)."""
+        if self._hints is None or not labels:
+            return None
+        try:
+            votes = Tally(family for family, _ in self._hints.hints(labels))
+        except Exception:  # noqa: BLE001 - a hint must never cost the alert
+            return None
+        family, count = votes.most_common(1)[0]
+        return f"{family} ({count}/{len(labels)})" if count * 2 >= len(labels) else None  # no majority: no hint
+
+
+def _exempt(client: str, nets: tuple[Any, ...]) -> bool:
+    ip = client_ip(client)
+    return ip is not None and within(ip, nets)

@@ -1,0 +1,212 @@
+"""The client watch's rule and state, driven by an injected clock (no sockets): what counts as
+evidence, when a client is flagged, which name becomes a likely C2, and that memory stays bounded."""
+
+from __future__ import annotations
+
+import gc
+import gzip
+import math
+import random
+import string
+import sys
+from pathlib import Path
+
+import pytest
+
+from resolverguard.watch import BEACON_GAP, NearbyLabels, PopularNames, WatchLimits, WatchRule, WatchState
+
+DGA = Path("/work/shared/data/dga")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(scope="module")
+def popular() -> PopularNames:
+    return PopularNames.bundled()
+
+
+def state_for(popular: PopularNames, clock: Clock, **rule: object) -> WatchState:
+    return WatchState(WatchRule(**rule), WatchLimits(), popular, clock)  # type: ignore[arg-type]
+
+
+def walk(state: WatchState, clock: Clock, client: str, names: list[str], step: float = 1.0) -> int | None:
+    """Feeds NXDOMAINs one by one; how many it took to flag the client (None: never)."""
+    for count, name in enumerate(names, 1):
+        clock.now += step
+        if state.nxdomain(client, name, None) is not None:
+            return count
+    return None
+
+
+def test_alike_names_flag_at_the_second_and_unlike_ones_at_the_third(popular: PopularNames) -> None:
+    clock = Clock()
+    state = state_for(popular, clock)
+    alike = ["qzkvbrtw.com", "pwxmnbvq.com", "lkjhgfzx.com", "zzqqwvbn.com"]
+    unlike = ["qzkvbrtw.com", "pw-xmnb.org", "lkjhgfzx77.net", "zq.info", "mnbvcxzlkq.biz"]
+    rule = state.rule  # 1 + (1 + alike) reaches flag_at, 1 + 1 does not, 1 + 1 + 1 does: the rule's numbers
+    assert 1 + (1 + rule.alike_bonus) >= rule.flag_at > 2 and rule.flag_at <= 3
+    assert walk(state, clock, "10.0.0.1", alike) == 2
+    assert walk(state, clock, "10.0.0.2", unlike) == 3
+
+
+def test_a_dead_link_in_a_page_load_counts_half(popular: PopularNames) -> None:
+    clock = Clock()
+    state = state_for(popular, clock)
+    unlike = ["qzkvbrtw.com", "pw-xmnb.org", "lkjhgfzx77.net", "mnbvcxzlkq.biz", "zq-1.info"]
+    taken = None
+    for count, name in enumerate(unlike, 1):
+        clock.now += 10
+        state.resolved("10.0.0.1", "wikipedia.org", when=clock.now)  # the page
+        clock.now += 0.05
+        if state.nxdomain("10.0.0.1", name, None) is not None:  # its dead link
+            taken = count
+            break
+    assert taken == math.ceil(state.rule.flag_at / state.rule.page_weight)
+
+
+def test_typos_probes_and_known_names_are_no_evidence(popular: PopularNames) -> None:
+    clock = Clock()
+    state = state_for(popular, clock)
+    state.resolved("10.0.0.9", "myneighbourhoodshop.de")  # the network resolves it
+    typos = ["gooogle.com", "amazonn.com", "facebok.com", "wikipeida.org", "youtube.cm", "wwwnetflix.com"]
+    known = ["myneighbourhoodshop.de", "myneighborhoodshop.de"]  # known, and one edit from known
+    assert walk(state, clock, "10.0.0.1", typos + known) is None
+    assert "10.0.0.1" not in state.clients or not state.clients["10.0.0.1"].names
+
+
+def test_window_forgets_old_evidence(popular: PopularNames) -> None:
+    clock = Clock()
+    state = state_for(popular, clock, window_seconds=60.0)
+    names = ["qzkvbrtw.com", "pw-xmnb.org", "lkjhgfzx77.net", "mnbvcxzlkq.biz"]
+    assert walk(state, clock, "10.0.0.1", names, step=40.0) is None  # never more than 2 in a minute
+
+
+@pytest.mark.parametrize("family", ["dircrypt", "suppobox", "ramnit", "pykspa", "qsnatch"])
+def test_family_walk_is_flagged_within_five_names(popular: PopularNames, family: str) -> None:
+    with gzip.open(DGA / f"{family}.txt.gz", "rt") as f:
+        names = [next(f).strip() for _ in range(40)]
+    clock = Clock()
+    state = state_for(popular, clock)
+    taken = walk(state, clock, "10.0.0.1", names)
+    assert taken is not None and taken <= 5
+
+
+def test_a_name_that_resolved_in_the_burst_and_is_asked_again_becomes_likely_c2(popular: PopularNames) -> None:
+    clock = Clock()
+    state = state_for(popular, clock)
+    state.resolved("10.0.0.2", "wikipedia.org")
+    clock.now += 5
+    state.resolved("10.0.0.1", "wikipedia.org")  # shared: never a C2
+    walk(state, clock, "10.0.0.1", ["qzkvbrtw.com"], step=5)
+    clock.now += 5
+    assert state.resolved("10.0.0.1", "zxcvbnmasd.biz") == []  # not flagged yet: only remembered
+    clock.now += 1
+    state.resolved("10.0.0.1", "zxcvbnmasd.biz")  # a page's second name, not a beacon yet
+    clock.now += BEACON_GAP
+    state.resolved("10.0.0.1", "zxcvbnmasd.biz")  # the beacon
+    state.resolved("10.0.0.1", "unlikename-here.org")
+    clock.now += BEACON_GAP
+    state.resolved("10.0.0.1", "unlikename-here.org")  # asked again, but not like the walk
+    clock.now += 5
+    flag = walk(state, clock, "10.0.0.1", ["lkjhgfzx77.net", "mnbvcxzlkq.biz"], step=5)
+    assert flag == 2
+    flag_ = state.flag_of("10.0.0.1")
+    assert flag_ is not None
+    found = state.c2_at_flag(flag_)
+    assert [c.name for c in found] == ["zxcvbnmasd.biz"]
+    assert state.c2_until("zxcvbnmasd.biz") is not None and state.c2_until("wikipedia.org") is None
+    # quarantine: new names and cluster look-alikes for the flagged client, popular names pass
+    assert state.quarantines(flag_, "brandnewthing.io") and not state.quarantines(flag_, "wikipedia.org")
+    clock.now += state.rule.c2_seconds
+    assert state.c2_until("zxcvbnmasd.biz") is None and state.flag_of("10.0.0.1") is None
+
+
+def test_a_name_another_client_resolved_is_never_a_likely_c2(popular: PopularNames) -> None:
+    clock = Clock()
+    state = state_for(popular, clock)
+    state.resolved("10.0.0.1", "sharedshop.biz")  # like the walk below, and asked again: but shared
+    state.resolved("10.0.0.2", "sharedshop.biz")
+    clock.now += BEACON_GAP
+    state.resolved("10.0.0.1", "sharedshop.biz")
+    flag = None
+    for name in ["qzkvbrtw.com", "pw-xmnb.org", "lkjhgfzx77.net", "mnbvcxzlkq.biz"]:
+        clock.now += 2
+        flag = flag or state.nxdomain("10.0.0.1", name, None)
+    assert flag is not None and state.c2_at_flag(flag) == []
+
+
+def deep_size(*roots: object) -> int:
+    """Bytes held by the objects reachable from `roots` (each counted once)."""
+    seen: set[int] = set()
+    stack, total = list(roots), 0
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen or isinstance(obj, type):
+            continue
+        seen.add(id(obj))
+        total += sys.getsizeof(obj)
+        stack.extend(gc.get_referents(obj))
+    return total
+
+
+def test_memory_stays_bounded_under_100k_clients(popular: PopularNames) -> None:
+    clock = Clock()
+    limits = WatchLimits(max_clients=2000, max_flagged=100, known_names=5000)
+    state = WatchState(WatchRule(), limits, popular, clock)
+    for i in range(100_000):
+        clock.now += 0.001
+        client = f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}"
+        for j in range(3):
+            state.nxdomain(client, f"q{i:07d}x{j}{'z' * 24}.com", None)
+        state.resolved(client, f"n{i}.net")
+    assert len(state.clients) == limits.max_clients and len(state.flagged) <= limits.max_flagged
+    assert len(state.known) <= limits.known_names
+    held = deep_size(state.clients, state.flagged, state.known, state.known_labels, state.likely_c2)
+    assert held <= limits.bytes_bound(state.rule.window_names)
+
+
+def test_a_flood_of_new_clients_cannot_evict_a_flag(popular: PopularNames) -> None:
+    clock = Clock()
+    state = WatchState(WatchRule(), WatchLimits(max_clients=100), popular, clock)
+    assert walk(state, clock, "10.0.0.1", ["qzkvbrtw.com", "pwxmnbvq.com", "lkjhgfzx.com"]) is not None
+    for i in range(1000):
+        state.nxdomain(f"10.1.{i >> 8}.{i & 255}", "zzqqwvbn.com", None)
+    assert state.flag_of("10.0.0.1") is not None
+    assert all(state.flag_of(f"10.1.{i >> 8}.{i & 255}") is None for i in range(1000))
+
+
+def _one_edit_away(a: str) -> set[str]:
+    """Every label one insert, delete, replace or swap from `a`, and `a` (by brute force)."""
+    letters = "abcdefghijklmnopqrstuvwxyz0123456789-"
+    variants = {a}
+    for i in range(len(a) + 1):
+        variants.update(a[:i] + c + a[i:] for c in letters)
+    for i in range(len(a)):
+        variants.add(a[:i] + a[i + 1 :])
+        variants.update(a[:i] + c + a[i + 1 :] for c in letters)
+        if i + 1 < len(a):
+            variants.add(a[:i] + a[i + 1] + a[i] + a[i + 2 :])
+    return variants
+
+
+def test_nearby_labels_finds_exactly_the_labels_one_edit_away() -> None:
+    rng = random.Random(5)
+    known = ["".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(5, 14))) for _ in range(400)]
+    index = NearbyLabels()
+    for label in known + known[:50]:  # some twice: a label can come from two registrables
+        index.add(label)
+    for label in known[:50]:
+        index.remove(label)  # still there once
+    for label in known[350:]:
+        index.remove(label)  # gone
+    present = known[:350]
+    queries = [q for p in known for q in (p[1:], p[:3] + "x" + p[3:], p[:2] + p[3] + p[2] + p[4:], "zz" + p[2:])]
+    queries += ["".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(5, 14))) for _ in range(200)]
+    for q in queries:
+        assert index.near(q) == bool(_one_edit_away(q) & set(present)), q
