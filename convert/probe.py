@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from convert.data import InputForm, NameParser
 from resolverguard.encoding import NameEncoder
-from resolverguard.steps.names import InputForm, NameParser
 
 NAMES = [
     "myhome.ddns.net",

@@ -104,6 +104,8 @@ def logit_model(model: Any) -> Any:
     import keras
 
     head = model.layers[-1]
+    if isinstance(head, keras.layers.Activation):  # a separate sigmoid (cnn_ngram): its input is the logit
+        return keras.Model(model.inputs, head.input)
     linear = keras.layers.Dense(1, activation=None, name="logit")
     out = linear(head.input)
     linear.set_weights(head.get_weights())
