@@ -24,7 +24,9 @@ calibrated on or counted as false positives; the report shows how many the model
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
+from typing import Any
 
 _HEX_RUN = re.compile(r"[0-9a-f]{12,}")
 _CONSONANT_RUN = re.compile(r"[bcdfghjklmnpqrstvwxz]{8,}")
@@ -57,3 +59,21 @@ def _count(text: str, test: Callable[[str], bool]) -> int:
 def _switches(text: str) -> int:
     """How often the label switches between a digit and a non-digit."""
     return sum(1 for a, b in zip(text, text[1:], strict=False) if a.isdigit() != b.isdigit())
+
+
+def cleaning_report(sources: Iterable[tuple[str, str]], examples: int = 8) -> dict[str, dict[str, Any]]:
+    """What the rule removed from each benign pool: (domain, pool) pairs in; per pool the number of
+    names, the number removed per reason and the first few removed names per reason."""
+    names: Counter[str] = Counter()
+    removed: dict[str, Counter[str]] = defaultdict(Counter)
+    shown: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    for domain, pool in sources:
+        names[pool] += 1
+        why = machine_made(domain)
+        if why:
+            removed[pool][why] += 1
+            if len(shown[pool][why]) < examples:
+                shown[pool][why].append(domain)
+    return {
+        pool: {"names": n, "removed": dict(removed[pool]), "examples": dict(shown[pool])} for pool, n in names.items()
+    }

@@ -114,6 +114,13 @@ def read_benign(data_dir: Path) -> Iterator[tuple[str, bool]]:
         yield fields[0], not providers <= DNS_VOLUME_PROVIDERS or len(providers) > 1
 
 
+def benign_pools(data_dir: Path) -> Iterator[tuple[str, str]]:
+    """(domain, pool) for every benign-list name: BENIGN (trusted) or BENIGN_DNS_ONLY (long tail),
+    before cleaning; what `convert.clean.cleaning_report` counts."""
+    for name, trusted in read_benign(data_dir):
+        yield name, BENIGN if trusted else BENIGN_DNS_ONLY
+
+
 def build(benign: dict[str, str] | set[str], dga: dict[str, str]) -> Dataset:
     """Makes a Dataset from benign labels (-> benign family) and DGA label -> family, dropping
     labels in both classes."""

@@ -19,4 +19,20 @@ SUF="--form registrable --suffix-dropout 0.5"
 exp label --arch cnn
 exp suffix --arch cnn $SUF
 exp suffix-fam --arch cnn $SUF --balance family
+exp suffix-fam-words --arch cnn $SUF --balance family --compounds --exclude charbot
+exp suffix-ngram --arch cnn_ngram $SUF
+exp suffix-w128 --arch cnn $SUF --width 128
 [ "${STAGE:-all}" = experiments ] && exit 0
+# The chosen configuration (convert.experiments.CHOSEN = suffix) on all training names: the shipped model.
+CHOSEN_ARGS="--arch cnn $SUF --width 64"
+run cnn $CHOSEN_ARGS --epochs 8 --patience 2
+# Architecture comparison: the chosen data configuration, fold 0 held out, 60k names, 3 epochs each.
+A="--holdout-fold 0 --max-train 60000 --epochs 3 --patience 2 $SUF"
+run a-cnn-lfo0 --arch cnn --width 64 $A
+run a-cnn_lstm-lfo0 --arch cnn_lstm $A
+run a-bilstm-lfo0 --arch bilstm $A
+run a-lstm-lfo0 --arch lstm $A
+# The family head (a softmax over DGA families, for the family_hint in the query log).
+[ -f runs/family/family.tflite ] || { echo "== family $(date -u +%T)"; nice -n 10 $PY -m convert.family --out runs/family > runs/family.log 2>&1; echo "   rc=$? $(date -u +%T)"; }
+# Hand-picked names through both input forms (the input-form section of the report).
+$PY -m convert.probe > runs/probe.md 2>/dev/null
