@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,22 @@ class Scores:
         elif variant:
             score = np.load(run / "tflite" / f"{variant}.scores.npy")
         return cls(z["labels"], z["y"], z["family"], z["part"], score, tuple(info.get("held_out", ())))
+
+    def calibration(self) -> npt.NDArray[np.bool_]:
+        """The benign names thresholds are calibrated on: the validation benign names and one half of
+        the long-tail names. The trusted lists alone under-represent what a resolver sees (CDN, API and
+        regional names only one DNS-volume list knows); with half of those the calibration pool is
+        ~185k names, so FPR 1e-4 rests on ~18 of them. The other half is the long-tail test set."""
+        return (self.rows(VAL) & (self.y == 0)) | ((self.family == BENIGN_DNS_ONLY) & self._tail_half())
+
+    def long_tail(self) -> npt.NDArray[np.bool_]:
+        """The long-tail test names: the half of the one-DNS-list names never calibrated on."""
+        return (self.family == BENIGN_DNS_ONLY) & ~self._tail_half()
+
+    def _tail_half(self) -> npt.NDArray[np.bool_]:
+        """A fixed half by a hash of the label (the part before the first dot), the same in every run
+        and input form."""
+        return np.array([zlib.crc32(t.split(".", 1)[0].encode()) % 2 == 0 for t in self.labels.tolist()], dtype=bool)
 
     def rows(self, part: int, seen_only: bool = True) -> npt.NDArray[np.bool_]:
         mask = (self.part == part) & ~np.isin(self.family, BENIGN_FAMILIES[1:])
@@ -126,10 +143,10 @@ def evaluate_run(run: Path, variant: str | None = None) -> dict[str, Any]:
     """Random-split figures of one run: over every family not held out, and (`*_trained`) over the
     families it was trained on, i.e. without those deliberately excluded (convert.train)."""
     s = Scores.load(run, variant)
-    val, test = s.rows(VAL), s.rows(TEST)
+    test = s.rows(TEST)
     excluded = tuple(json.loads((run / "run.json").read_text()).get("exclude", ()))
     trained = test & ~np.isin(s.family, excluded)
-    thresholds = calibrate(s.score[val & (s.y == 0)])
+    thresholds = calibrate(s.score[s.calibration()])
     thresholds.update({action: thresholds[name] for action, name in DEFAULT_ACTIONS.items()})
     y, sc = s.y[test], s.score[test]
     n_benign = int((y == 0).sum())
@@ -158,7 +175,7 @@ def evaluate_run(run: Path, variant: str | None = None) -> dict[str, Any]:
 def _dns_only(s: Scores, thresholds: dict[str, float]) -> dict[str, Any]:
     """Share of the uncurated (DNS-volume-list-only) benign names flagged at each threshold: an
     upper bound on the FPR among less popular names, since these lists also hold live DGA names."""
-    rows = s.family == BENIGN_DNS_ONLY
+    rows = s.long_tail()
     top = np.flatnonzero(rows)[np.argsort(-s.score[rows])[:15]]
     return {
         "n": int(rows.sum()),
@@ -178,7 +195,7 @@ def evaluate_lfo(runs: Sequence[Path], variant: str | None = None) -> dict[str, 
     per_family: dict[str, dict[str, Any]] = {}
     for run in runs:
         s = Scores.load(run, variant)
-        thresholds = calibrate(s.score[s.rows(VAL) & (s.y == 0)])
+        thresholds = calibrate(s.score[s.calibration()])
         named = {action: thresholds[name] for action, name in DEFAULT_ACTIONS.items()}
         held = (s.part == TEST) & np.isin(s.family, s.held_out)
         for fam, rec in family_recall(s, held, named).items():

@@ -2,7 +2,8 @@
 
     python -m convert.experiments                      # prints the table of every runs/x-*-lfo[0-4]
 
-A configuration is the set of runs `runs/<name>-lfo0..4`, one per fold of families held out. Each
+A configuration is the set of runs `runs/<name>-lfo0..4`, one per fold of families held out
+(`x-*`: the budget protocol the choice is made on; `f-*`: the chosen one at full size). Each
 fold's model is calibrated on its own validation benign names (FPR 1e-3 = log, 1e-4 = sinkhole) and
 scored on the families it never saw; the table gives the mean recall over all families (each
 family held out exactly once), how many reach 0.9 at the sinkhole threshold, and the long-tail
@@ -20,16 +21,17 @@ from typing import Any
 
 import numpy as np
 
-from convert.data import BENIGN_DNS_ONLY, BENIGN_MACHINE
+from convert.data import BENIGN_MACHINE
 from convert.evaluate import DEFAULT_ACTIONS, Scores, calibrate, family_recall
-from convert.splits import TEST, VAL
+from convert.splits import TEST
 
 LFO_RUN = re.compile(r"^(?P<config>.+)-lfo(?P<fold>\d)$")
-CHOSEN = "suffix"  # the configuration shipped (runs/cnn) and reported per family; chosen by the table
+CHOSEN = "x-suffix"  # the configuration shipped (runs/cnn); chosen by the table on the budget protocol
+FULL = "f-suffix"  # the same configuration at the shipped model's size: its per-family unseen recall
 HARD = ("charbot", "gozi", "suppobox", "nymaim2", "bigviktor")  # lexically benign by construction
 
 
-def configs(root: Path = Path("runs"), pattern: str = "x-*-lfo[0-9]") -> dict[str, list[Path]]:
+def configs(root: Path = Path("runs"), pattern: str = "[xf]-*-lfo[0-9]") -> dict[str, list[Path]]:
     """Configuration name -> its finished fold runs."""
     out: dict[str, list[Path]] = {}
     for path in sorted(Path(p) for p in glob.glob(str(root / pattern))):
@@ -41,10 +43,10 @@ def configs(root: Path = Path("runs"), pattern: str = "x-*-lfo[0-9]") -> dict[st
 
 def fold_result(run: Path, variant: str = "logit") -> dict[str, Any]:
     s = Scores.load(run, variant)
-    val_benign = s.score[s.rows(VAL) & (s.y == 0)]
+    val_benign = s.score[s.calibration()]
     named = {a: calibrate(val_benign)[n] for a, n in DEFAULT_ACTIONS.items()}
     held = (s.part == TEST) & np.isin(s.family, s.held_out)
-    tail = s.score[s.family == BENIGN_DNS_ONLY]
+    tail = s.score[s.long_tail()]
     machine = s.score[s.family == BENIGN_MACHINE]
     return {
         "families": family_recall(s, held, named),

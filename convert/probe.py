@@ -16,7 +16,6 @@ import numpy as np
 from convert.data import InputForm, NameParser
 from convert.evaluate import DEFAULT_ACTIONS, Scores, calibrate
 from convert.experiments import CHOSEN
-from convert.splits import VAL
 from resolverguard.encoding import NameEncoder
 
 NAMES = [
@@ -38,7 +37,7 @@ NAMES = [
 ]
 RUNS = {
     "label": (Path("runs/x-label-lfo0"), InputForm.LABEL),
-    f"label.suffix ({CHOSEN})": (Path(f"runs/x-{CHOSEN}-lfo0"), InputForm.REGISTRABLE),
+    f"label.suffix ({CHOSEN})": (Path(f"runs/{CHOSEN}-lfo0"), InputForm.REGISTRABLE),
 }
 
 
@@ -55,7 +54,7 @@ def main() -> None:
         z = model.predict(encoder.encode([parser.model_input(n, form) or "" for n in NAMES]), verbose=0).ravel()
         p = 1.0 / (1.0 + np.exp(-z.astype(np.float64)))
         s = Scores.load(run, "logit")
-        thresholds = calibrate(s.score[s.rows(VAL) & (s.y == 0)])
+        thresholds = calibrate(s.score[s.calibration()])
         named = {action: thresholds[n] for action, n in DEFAULT_ACTIONS.items()}
         columns[name] = [f"{v:.3f} {_action(v, named)}" for v in p]
     print("| name | " + " | ".join(columns) + " |")

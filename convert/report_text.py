@@ -45,7 +45,7 @@ def _delta(experiments: dict[str, dict[str, Any]], name: str, base: str) -> str:
     )
 
 
-def choice_text(experiments: dict[str, dict[str, Any]], chosen: str) -> str:
+def choice_text(experiments: dict[str, dict[str, Any]]) -> str:
     """Each experiment against the one it changes, and the reading behind the choice."""
     steps = [
         ("x-suffix", "x-label", "the input form: `label.suffix` with suffix dropout 0.5"),
@@ -59,12 +59,13 @@ def choice_text(experiments: dict[str, dict[str, Any]], chosen: str) -> str:
         "What each change did, against the configuration it changes (one seed each: differences of about "
         "0.01-0.02 in mean recall are within what a second seed moves):\n\n"
         + "\n".join(lines)
-        + f"""
+        + """
 
-**Chosen: `{chosen}`** (`label.suffix`, suffix dropout 0.5, class balance, CNN width 64), the best mean
+**Chosen: `x-suffix`** (`label.suffix`, suffix dropout 0.5, class balance, CNN width 64), the best mean
 recall at the sinkhole threshold with long-tail rates level with the label-only model. The suffix
-helps some families a lot (bazarbackdoor_buggy shares `.bazaar`-like suffixes with bazarbackdoor,
-corebot and bumblebee gain 0.2) and costs little on hash-like families (darkcracks, sisron -0.2).
+helps some families a lot (bazarbackdoor_buggy +0.56: its `.bazaar` resembles the `.bazar` of
+bazarbackdoor, trained on in that fold; corebot and bumblebee +0.2) and loses on two hash-like
+families (darkcracks, sisron -0.22); the mean gain (+0.03) is small and from one seed.
 Per-family balance did not help: the small families it lifts are few, and the prolific ones lose.
 Bringing the wordlist families back gives **zero** recall on a wordlist family left out (the four use
 different dictionaries, so one teaches nothing about another) and costs 0.03 on the character
@@ -85,8 +86,9 @@ training in total. That forced:
   differences of 0.01-0.02 between configurations are within seed noise;
 * the architecture comparison on fold 0 only, 60,000 names and 3 epochs (the LSTMs need 5-10x the
   CNN's time per name), so it ranks the architectures, it does not measure what each could reach;
-* the shipped model trains 8 epochs on all training names of the chosen configuration; its own
-  leave-family-out recall was not measured (5 more full-size trainings);
+* the shipped model trains 8 epochs on all training names of the chosen configuration; the same
+  configuration was then trained 5 more times at that size, one per fold (`f-suffix`), for the
+  per-family unseen recall and the targets; nothing was chosen on those runs;
 * no sweep over the suffix-dropout rate, the cap per family or the learning rate."""
 
 
@@ -118,9 +120,11 @@ def narrative(
     shipped = ev["parity"].get(variant, {})
     us1, us64 = shipped.get("us_per_name_batch1"), shipped.get("us_per_name_batch64")
     dns = ev["dns_only_benign"]
-    cal = ev["calibration"]["calibration (validation benign)"]
+    cal = ev["calibration"]["calibration (validation benign + half of the long tail)"]
     sink = cal["fpr_1e-4"]
     form = meta.get("input", {}).get("form", "?")
+    full = ev["chosen"].startswith("f-")
+    protocol = "at the shipped model's size: all training names, 8 epochs" if full else "budget protocol"
     reads = "the registrable domain (`label.suffix`)" if form == "registrable" else "the registrable label"
     return f"""# The shipped model: `models/default.tflite`
 
@@ -157,9 +161,10 @@ Three benign pools, from `benign_sources.tsv.gz` (which lists vouch for each nam
 * **trusted**: names a curated list carries (Alexa, Tranco, Majestic) or that **both** DNS-volume lists
   (Cloudflare Radar and Umbrella) carry: two independent vantage points, and the variety (CDNs, APIs,
   regional services) the curated lists lack. Training, calibration and test benign come from here.
-* **long tail**: names only ONE DNS-volume list carries. Never trained on or calibrated with; it is the
-  long-tail stand-in the targets are measured on. These lists rank by query volume and contain live DGA,
-  tracking and ad-fraud names (the data README found 125 DGA names in them), so its rates are upper bounds.
+* **long tail**: names only ONE DNS-volume list carries. Never trained on. A fixed half of it (by a hash
+  of the label) joins the calibration pool, the other half is the long-tail test set the targets are
+  measured on. These lists rank by query volume and contain live DGA, tracking and ad-fraud names (the
+  data README found 125 DGA names in them), so its rates are upper bounds.
 * **machine-made**: names of either pool that the cleaning rule below removes. Scored and reported only.
 
 **The cleaning rule** (`convert/clean.py`) looks at the label's shape, never at a model score or a DGA
@@ -178,8 +183,12 @@ word-salad names such as `minutegregariousstructure.org` that are in the lists t
 the label noise, not a guarantee. The rates on the removed names are reported with every threshold below.
 
 **Splits.** DGA names 70/15/15 per family (at most 10,000 per family); trusted benign 35% training,
-**50% calibration (validation)**, 15% test, so the FPR 1e-4 threshold rests on ~{sink["n"] // 10_000} names
-instead of 3. Leave-family-out: the 56 families dealt into 5 seeded folds; each fold's model never sees
+**50% validation**, 15% test. Thresholds are calibrated on the validation benign names **plus one half
+of the long tail**: {sink["n"]:,} names, so the FPR 1e-4 threshold rests on {sink["flagged"]} names instead of 3.
+Calibrating on the trusted names alone was the first design; on the shipped run it put the sinkhole
+threshold where {_pct(ev.get("trusted_only", {}).get("long_tail_sinkhole", float("nan")))} of the long-tail test
+names were sinkholed (target 0.1%): the trusted lists do not look like what a resolver sees, and
+the threshold has to be set on names that do. Leave-family-out: the 56 families dealt into 5 seeded folds; each fold's model never sees
 its families in training or validation, and is calibrated on its own validation benign names.
 
 **Augmentation** (training rows only, `convert/augment.py`): *suffix dropout* gives half of the training
@@ -191,8 +200,10 @@ domain lists is used (those are kept for independent evaluation).
 
 ## Calibration: how many names each threshold rests on
 
-The shipped file's thresholds, calibrated on the validation benign names with its own (quantized)
-scores, applied to each benign set; intervals are exact binomial (Clopper-Pearson) 95% intervals:
+The shipped file's thresholds, calibrated on the calibration pool with its own (quantized) scores,
+applied to each benign set; intervals are exact binomial (Clopper-Pearson) 95% intervals. The previous
+model (`models/default.tflite` before this change, label input, its own shipped thresholds) on the same
+held-out names: {ev.get("previous", "not measured")}.
 
 {calibration_table}
 
@@ -206,7 +217,7 @@ DGAs) from the mean. Long-tail and machine-made rates are averaged over the five
 
 {experiments_table}
 
-{choice_text(experiments, ev["chosen"])}
+{choice_text(experiments)}
 
 ## What the model reads: the label alone, or label + public suffix
 
@@ -238,8 +249,8 @@ Top-scoring long-tail names (one DNS-volume list only, after cleaning): {top_dns
 
 ## Per family: seen (random split) and unseen (leave-family-out)
 
-The unseen columns are the 5-fold leave-family-out runs of the chosen configuration (budget protocol);
-the seen columns are the shipped run's random split.
+The unseen columns are the 5-fold leave-family-out runs `{ev["chosen"]}` of the chosen configuration
+({protocol}); the seen columns are the shipped run's random split.
 
 ![ROC](roc.png)
 

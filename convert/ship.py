@@ -20,7 +20,6 @@ import numpy.typing as npt
 
 from convert.data import InputForm
 from convert.evaluate import DEFAULT_ACTIONS, FPR_TARGETS, Scores, calibrate, fpr_name, threshold_support
-from convert.splits import VAL
 from resolverguard.encoding import NameEncoder
 from resolverguard.model import ModelMetadata, load_metadata, metadata_path
 
@@ -31,7 +30,7 @@ def ship_metadata(run: Path, variant: str, lite_scores: npt.NDArray[np.float32])
     families the model trained on (the replay benchmark uses only the others)."""
     info = json.loads((run / "run.json").read_text())
     s = Scores.load(run)
-    val_benign = s.rows(VAL) & (s.y == 0)
+    val_benign = s.calibration()
     thresholds = calibrate(lite_scores[val_benign], FPR_TARGETS)
     thresholds.update({action: thresholds[name] for action, name in DEFAULT_ACTIONS.items()})
     support = threshold_support(lite_scores[val_benign], {fpr_name(f): thresholds[fpr_name(f)] for f in FPR_TARGETS})
@@ -40,7 +39,7 @@ def ship_metadata(run: Path, variant: str, lite_scores: npt.NDArray[np.float32])
     extra = {
         "quantization": variant,
         "threshold_meaning": {
-            name: f"score at which {f:g} of validation benign names score at or above "
+            name: f"score at which {f:g} of the calibration benign names score at or above "
             f"({sup['n']} names, {sup['flagged']} at or above; FPR 95% interval "
             f"{sup['ci95'][0]:.1e}..{sup['ci95'][1]:.1e})"
             for f in FPR_TARGETS

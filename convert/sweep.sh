@@ -36,3 +36,5 @@ run a-lstm-lfo0 --arch lstm $A
 [ -f runs/family/family.tflite ] || { echo "== family $(date -u +%T)"; nice -n 10 $PY -m convert.family --out runs/family > runs/family.log 2>&1; echo "   rc=$? $(date -u +%T)"; }
 # Hand-picked names through both input forms (the input-form section of the report).
 $PY -m convert.probe > runs/probe.md 2>/dev/null
+# The chosen configuration at the shipped model's size, once per fold: its own leave-family-out recall.
+for k in 0 1 2 3 4; do run "f-suffix-lfo$k" --holdout-fold "$k" $CHOSEN_ARGS --epochs 8 --patience 2; done

@@ -73,6 +73,7 @@ def sourced_dir(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
         curated = handle.read().split()
     rows = [f"{n}\t1\talexa\talexa_2020" for n in curated + MACHINE + HUMAN]
     rows += ["onlycloudflare.com\t1\tcloudflare\tcf", "bothdnslists.com\t2\tcloudflare,umbrella\tcf,umb"]
+    rows += [f"{a}{b}tail.net\t1\tumbrella\tumb" for a in WORDS[:10] for b in WORDS[10:]]  # 80 long-tail names
     rows += ["e89d45b16370ee7e43daeaf6ce8d.com\t1\tcloudflare\tcf"]
     write_gz(root / "benign_sources.tsv.gz", ["domain\tn_providers\tproviders\tsources", *rows])
     write_gz(root / "benign.txt.gz", sorted(curated + MACHINE + HUMAN))
@@ -177,7 +178,7 @@ def test_suffix_form_with_augmentation_and_family_folds(sourced_dir: Path, tmp_p
         train(TrainConfig("cnn", run, holdout_fold=k, **cfg, **extra))  # type: ignore[arg-type]
     summary = summarise(runs)
     assert summary["n_families"] == 3 and summary["folds"] == 3
-    assert summary["config"]["form"] == "registrable" and summary["tail_n"] == 1
+    assert summary["config"]["form"] == "registrable" and 20 < summary["tail_n"] < 61
     assert 0.0 <= summary["mean_recall"]["sinkhole"] <= summary["mean_recall"]["log"] <= 1.0
     quantize_run(runs[0], ("float32",), log=lambda _: None, bench_seconds=0.05)
     meta = ship(runs[0], "float32", tmp_path / "ship" / "m.tflite")
@@ -186,6 +187,24 @@ def test_suffix_form_with_augmentation_and_family_folds(sourced_dir: Path, tmp_p
     model = load_model(tmp_path / "ship" / "m.tflite")
     assert model.metadata.input_form is InputForm.REGISTRABLE
     assert model.score(["myhome.ddns.net", "shopnews.com"]).shape == (2,)
+
+
+def test_long_tail_is_split_between_calibration_and_test(tmp_path: Path) -> None:
+    """Half of the one-DNS-list names calibrate, the other half test; the same half in both input forms."""
+    from convert.evaluate import Scores
+
+    labels = np.array([f"shop{i}.com" for i in range(300)] + ["news.de", "blog.net"])
+    family = np.array([BENIGN_DNS_ONLY] * 300 + [BENIGN, BENIGN])
+    part = np.array([2] * 300 + [1, 2], dtype=np.int8)
+    y, score = np.zeros(302, dtype=np.int8), np.zeros(302, dtype=np.float32)
+    halves = []
+    for texts in (labels, np.array([t.split(".")[0] for t in labels.tolist()])):
+        s = Scores(texts, y, family, part, score, ())
+        cal, tail = s.calibration(), s.long_tail()
+        assert not (cal & tail).any() and (cal | tail)[:300].all() and 100 < tail.sum() < 200
+        assert cal[300] and not cal[301] and not tail[300:].any()  # validation benign in, test benign out
+        halves.append(tail)
+    assert (halves[0] == halves[1]).all()
 
 
 def test_family_head_trains_through_the_shared_fit_and_writer(data_dir: Path, tmp_path: Path) -> None:
