@@ -199,10 +199,15 @@ def main(argv: list[str] | None = None) -> None:
     a.out.mkdir(parents=True, exist_ok=True)
     rows = [comparison_row(n, Path(r), a.variant) for n, r in COMPARE.items() if (Path(r) / "scores.npz").exists()]
     ev = evaluate_run(a.default, a.variant)
-    experiments = {name: summarise(runs) for name, runs in configs().items()}
+    found = configs()
+    experiments = {name: summarise(runs) for name, runs in found.items()}
+    first_design = {name: summarise(runs, trusted_only=True) for name, runs in found.items()}
     ev["chosen"] = FULL if FULL in experiments else CHOSEN
     ev["leave_family_out"] = experiments.get(ev["chosen"], {}).get("families", {})
     ev["experiments"] = {n: {k: v for k, v in r.items() if k != "families"} for n, r in experiments.items()}
+    ev["experiments_trusted_only"] = {
+        n: {k: v for k, v in r.items() if k != "families"} for n, r in first_design.items()
+    }
     ev["comparison"] = rows
     ev["calibration"] = calibration(a.default, a.variant)
     ev["trusted_only"] = trusted_only(a.default, a.variant)
@@ -219,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     plot_families(ev["family_recall"], ev["leave_family_out"], "sinkhole", a.out / "families.png")
     meta = json.loads((a.out / "default.json").read_text()) if (a.out / "default.json").exists() else {}
-    text = render(ev, rows, experiments, kinds_from_manifest(DEFAULT_DATA_DIR), meta, a)
+    text = render(ev, rows, experiments, kinds_from_manifest(DEFAULT_DATA_DIR), meta, a, first_design)
     (a.out / "REPORT.md").write_text(text)
     shutil.copy(a.default / "run.json", a.out / "default.run.json")
     print(text[:3000])
@@ -232,7 +237,9 @@ def render(
     kinds: dict[str, str],
     meta: dict[str, Any],
     a: argparse.Namespace,
+    first_design: dict[str, dict[str, Any]],
 ) -> str:
+    from convert.experiments import first_design_table
     from convert.experiments import table as experiments_table
     from convert.report_text import narrative
 
@@ -262,6 +269,7 @@ def render(
         variant=a.variant,
         experiments=experiments,
         experiments_table=experiments_table(experiments),
+        first_design_table=first_design_table(first_design),
         comparison=comparison_table(rows),
         threshold_table=table,
         calibration_table=calibration_table(ev["calibration"]),
