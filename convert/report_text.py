@@ -183,10 +183,11 @@ names or on names never trained or calibrated on.
 * Families never seen: the previous REPORT.md gave ~0.2 mean recall at its sinkhole threshold (a
   threshold resting on 3 names; on the long-tail names above it sinkholes ~0.09%). This configuration,
   with the threshold set at the same kind of long-tail rate (0.1% of the long-tail calibration half:
-  the "long-tail 0.1%" column), reaches {chosen.get("mean_recall", {}).get("tail_target", float("nan")):.3f}; the
-  label-only configuration retrained the same way reaches {experiments.get("x-label", {}).get("mean_recall", {}).get("tail_target", float("nan")):.3f}.
+  the "long-tail 0.1%" column), reaches {chosen.get("mean_recall", {}).get("tail_target", float("nan")):.3f} at full size; on the budget protocol
+  {experiments.get("x-suffix", {}).get("mean_recall", {}).get("tail_target", float("nan")):.3f}, against {experiments.get("x-label", {}).get("mean_recall", {}).get("tail_target", float("nan")):.3f} for the label-only configuration of the previous model.
 * Families trained on, random split: TPR at FPR 1e-4 {tt["fpr_1e-4"]:.3f} (previous REPORT.md: 0.262), AUC
-  {ev["auc_trained"]:.4f} (0.9937); half the size and about half the time per name.
+  {ev["auc_trained"]:.4f} (0.9937); half the size, and faster per name (`bench/results/model.md` measures both in one run:
+  `runs/previous` is the previous model).
 * Dynamic-DNS home servers pass (probe below, and `tests/test_shipped_model.py`).
 
 So it replaced the previous model. The cost, stated plainly: its sinkhole threshold is **stricter**
@@ -315,6 +316,22 @@ hash-like families sit in the same region as short benign brand names. A charact
 these from examples, and even then at a false-positive cost; allow/deny lists, threat feeds and the
 client watch (NXDOMAIN bursts) are the answer for them.
 
+## How far from the targets, and what limits it
+
+* **Unseen-family recall at the sinkhole threshold** ({chosen.get("mean_recall", {}).get("sinkhole", float("nan")):.3f} for a target of 0.6;
+  {chosen.get("families_ge_0.9", {}).get("sinkhole", 0)} families >= 0.9 for a target of 30). The threshold is set by the ~18 highest-scoring
+  benign calibration names, and those are random-looking strings (see the top benign names above and
+  the long-tail names): label noise the shape rule cannot remove without becoming a DGA detector
+  itself. Only the most random families (verblecon's hex, newgoz, bamital) score above them when
+  unseen. Set at the long-tail target instead, the same models reach
+  {chosen.get("mean_recall", {}).get("tail_target", float("nan")):.3f}; at the log threshold {chosen.get("mean_recall", {}).get("log", float("nan")):.3f}. What would move it: benign data
+  whose random-looking names are vetted (so the threshold can drop), more and more varied families
+  (each new family mostly teaches the model that one family), and signals beyond the name (the client
+  watch).
+* **Random split TPR at FPR 1e-4** ({tt["fpr_1e-4"]:.3f} for 0.8): the same benign tail, measured on
+  35k test names (3.5 names behind 1e-4), with pronounceable and short families among the trained ones.
+* **Long tail**: met at the shipped thresholds, because they are calibrated on names like it.
+
 ## Quantization and parity
 
 Each variant scored the run's validation and test names in LiteRT and was compared with the Keras model:
@@ -342,4 +359,11 @@ or step by step: `python -m convert.train --arch cnn --out runs/cnn ...` (the ar
 `convert/sweep.sh`), `python -m convert.quantize --run runs/cnn`,
 `python -m convert.ship --run runs/cnn --variant {variant}`, `python -m convert.probe > runs/probe.md`,
 `python -m convert.report`. `python -m convert.experiments` prints the experiments table alone.
+The comparison with the previous model needs it in `runs/previous/` (`tflite/dynamic-int8.tflite` and
+`default.json` from git history); without it that line says "not measured".
+
+Time on this 2-core CPU, shared with other jobs while it ran: about 95 minutes in all: the 30
+experiment runs ~45 min, the shipped run + the architecture comparison + the family head ~15 min, the 5
+full-size folds ~30 min, quantization, parity, shipping and this report ~5 min. A finished run is
+skipped, so an interrupted `python -m convert all` resumes where it stopped.
 """
