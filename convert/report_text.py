@@ -23,6 +23,15 @@ def _log_tpr(ev: dict[str, Any]) -> float:
     return float(rows[0]["tpr"]) if rows else float("nan")
 
 
+def _unseen_ranking(rows: list[dict[str, Any]]) -> str:
+    ranked = sorted(rows, key=lambda r: -(r["lfo_recall"] or 0.0))
+    order = ", ".join(f"{r['arch']} {r['lfo_recall'] or 0.0:.3f}" for r in ranked)
+    return (
+        f"Unseen-family recall of this one fold, highest first: {order}; with ~18 names behind the "
+        "threshold, one fold and 60k training names, differences of a few hundredths are noise."
+    )
+
+
 def targets(ev: dict[str, Any], chosen: dict[str, Any], us1: float | None) -> str:
     """The issue's targets against what this run measured."""
     dns = ev["dns_only_benign"]["flagged"]
@@ -289,8 +298,7 @@ upper bounds and as ratios.
 
 The CNN stays the architecture: best AUC and TPR here, and the only one inside the ~20 us per name
 budget at batch 1 (`bench/results/model.md` times all four in one run; the recurrent models cost
-3-15x more unbatched). On the unseen-family recall of this one fold, with ~18 names behind the
-threshold and 60k training names, the four are within noise of each other.
+3-15x more unbatched). {_unseen_ranking(rows)}
 
 ## Default model, random split
 
