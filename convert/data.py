@@ -17,14 +17,24 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from resolverguard.names import InputForm, NameParser
+from convert.clean import machine_made
+
+# The one import of the name layer in convert/ (it moves with the domain-layer refactor): the
+# rest of convert/ takes these from here.
+from resolverguard.names import DYNAMIC_DNS_SUFFIXES, InputForm, NameParser
+
+__all__ = ["DYNAMIC_DNS_SUFFIXES", "InputForm", "NameParser"]
 
 BENIGN = "benign"
-# Benign names known only from DNS-volume lists (Cloudflare Radar, Umbrella): these lists rank by
+# Benign names known to ONE DNS-volume list only (Cloudflare Radar or Umbrella): these lists rank by
 # query volume and so contain live DGA, tracking and hash names (the data README warns of it). They
-# are never trained on or calibrated with; evaluation reports how many the model flags, as an upper
-# bound on the false-positive rate among less curated names.
+# are never trained on or calibrated with; evaluation reports how many the model flags (after the
+# cleaning rule), as the long-tail false-positive rate. Names BOTH DNS-volume lists carry are
+# benign training data (two independent vantage points, and the variety the curated lists lack).
 BENIGN_DNS_ONLY = "benign-dnsonly"
+# Benign-list names the cleaning rule (convert.clean) calls machine-made: scored and reported only.
+BENIGN_MACHINE = "benign-machine"
+BENIGN_FAMILIES = (BENIGN, BENIGN_DNS_ONLY, BENIGN_MACHINE)
 DNS_VOLUME_PROVIDERS = frozenset({"cloudflare", "umbrella"})
 DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
@@ -71,10 +81,14 @@ def load(data_dir: Path = DEFAULT_DATA_DIR, form: InputForm = InputForm.LABEL) -
         return parser.model_input(name, form)
 
     benign: dict[str, str] = {}
-    for name, curated in read_benign(data_dir):
+    rank = {BENIGN: 0, BENIGN_DNS_ONLY: 1, BENIGN_MACHINE: 2}
+    for name, trusted in read_benign(data_dir):
         label = scored(name)
-        if label and benign.get(label) != BENIGN:
-            benign[label] = BENIGN if curated else BENIGN_DNS_ONLY
+        if not label:
+            continue
+        pool = BENIGN_MACHINE if machine_made(label) else BENIGN if trusted else BENIGN_DNS_ONLY
+        if label not in benign or rank[pool] < rank[benign[label]]:
+            benign[label] = pool
     dga: dict[str, str] = {}
     for path in sorted(data_dir.glob("dga/**/*.txt.gz")):
         family = family_of(path)
@@ -86,8 +100,8 @@ def load(data_dir: Path = DEFAULT_DATA_DIR, form: InputForm = InputForm.LABEL) -
 
 
 def read_benign(data_dir: Path) -> Iterator[tuple[str, bool]]:
-    """(domain, curated) pairs: curated when a list other than the DNS-volume ones (Alexa, Tranco,
-    Majestic) has it. Without the sources file every benign name counts as curated."""
+    """(domain, trusted) pairs: trusted when a list other than the DNS-volume ones (Alexa, Tranco,
+    Majestic) has it, or both DNS-volume lists do. Without the sources file every name is trusted."""
     sources = data_dir / "benign_sources.tsv.gz"
     if not sources.exists():
         yield from ((name, True) for name in read_names(data_dir / "benign.txt.gz"))
@@ -96,17 +110,49 @@ def read_benign(data_dir: Path) -> Iterator[tuple[str, bool]]:
         fields = line.split("\t")
         if len(fields) < 3 or fields[0] == "domain":
             continue
-        yield fields[0], not set(fields[2].split(",")) <= DNS_VOLUME_PROVIDERS
+        providers = set(fields[2].split(","))
+        yield fields[0], not providers <= DNS_VOLUME_PROVIDERS or len(providers) > 1
+
+
+def benign_pools(data_dir: Path) -> Iterator[tuple[str, str]]:
+    """(domain, pool) for every benign-list name: BENIGN (trusted) or BENIGN_DNS_ONLY (long tail),
+    before cleaning; what `convert.clean.cleaning_report` counts."""
+    for name, trusted in read_benign(data_dir):
+        yield name, BENIGN if trusted else BENIGN_DNS_ONLY
 
 
 def build(benign: dict[str, str] | set[str], dga: dict[str, str]) -> Dataset:
     """Makes a Dataset from benign labels (-> benign family) and DGA label -> family, dropping
     labels in both classes."""
     if isinstance(benign, set):
-        benign = dict.fromkeys(benign, BENIGN)
+        benign = {lab: BENIGN_MACHINE if machine_made(lab) else BENIGN for lab in benign}
     both = benign.keys() & dga.keys()
     rows = [(lab, 0, fam) for lab, fam in sorted(benign.items()) if lab not in both]
     rows += [(lab, 1, fam) for lab, fam in sorted(dga.items()) if lab not in both]
     digest = hashlib.sha256("\n".join(f"{lab}\t{fam}" for lab, _, fam in rows).encode()).hexdigest()
     labels, y, family = zip(*rows, strict=False) if rows else ((), (), ())
     return Dataset(np.array(labels, dtype=np.str_), np.array(y, dtype=np.int8), np.array(family, dtype=np.str_), digest)
+
+
+CACHE_VERSION = "2"  # bump when load() or the cleaning rule changes what a cached Dataset holds
+
+
+def load_cached(data_dir: Path, form: InputForm, cache_dir: Path | None) -> Dataset:
+    """`load`, kept as an .npz keyed by the data files' names, sizes and mtimes: parsing 1.2M names
+    through the Public Suffix List costs about a minute, and a sweep loads the same data 30 times.
+    `cache_dir` None: no cache (tests, one-off runs)."""
+    if cache_dir is None:
+        return load(data_dir, form)
+    files = sorted([data_dir / "benign.txt.gz", data_dir / "benign_sources.tsv.gz", *data_dir.glob("dga/**/*.txt.gz")])
+    stamp = "\n".join(
+        f"{p.relative_to(data_dir)}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files if p.exists()
+    )
+    key = hashlib.sha256(f"{CACHE_VERSION}\n{form.value}\n{stamp}".encode()).hexdigest()[:16]
+    path = cache_dir / f"data-{form.value}-{key}.npz"
+    if path.exists():
+        z = np.load(path)
+        return Dataset(z["labels"], z["y"], z["family"], str(z["digest"]))
+    data = load(data_dir, form)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    np.savez(path, labels=data.labels, y=data.y, family=data.family, digest=np.array(data.digest))
+    return data

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from convert.data import BENIGN, BENIGN_DNS_ONLY
+from convert.data import BENIGN_DNS_ONLY, BENIGN_FAMILIES
 from convert.splits import TEST, VAL
 
 FPR_TARGETS = (1e-2, 1e-3, 1e-4)
@@ -43,14 +44,32 @@ class Scores:
         z = np.load(run / "scores.npz")
         info = json.loads((run / "run.json").read_text())
         score = z["score"]
-        if variant == "tempered":  # the Keras model with its temperature (convert.quantize), no TFLite
+        if variant == "logit":  # float64 sigmoid of the saved logit: no float32 ties near 1.0
+            score = 1.0 / (1.0 + np.exp(-z["logit"].astype(np.float64)))
+        elif variant == "tempered":  # the Keras model with its temperature (convert.quantize), no TFLite
             score = np.load(run / "tempered.scores.npy")
         elif variant:
             score = np.load(run / "tflite" / f"{variant}.scores.npy")
         return cls(z["labels"], z["y"], z["family"], z["part"], score, tuple(info.get("held_out", ())))
 
+    def calibration(self) -> npt.NDArray[np.bool_]:
+        """The benign names thresholds are calibrated on: the validation benign names and one half of
+        the long-tail names. The trusted lists alone under-represent what a resolver sees (CDN, API and
+        regional names only one DNS-volume list knows); with half of those the calibration pool is
+        ~185k names, so FPR 1e-4 rests on ~18 of them. The other half is the long-tail test set."""
+        return (self.rows(VAL) & (self.y == 0)) | ((self.family == BENIGN_DNS_ONLY) & self._tail_half())
+
+    def long_tail(self) -> npt.NDArray[np.bool_]:
+        """The long-tail test names: the half of the one-DNS-list names never calibrated on."""
+        return (self.family == BENIGN_DNS_ONLY) & ~self._tail_half()
+
+    def _tail_half(self) -> npt.NDArray[np.bool_]:
+        """A fixed half by a hash of the label (the part before the first dot), the same in every run
+        and input form."""
+        return np.array([zlib.crc32(t.split(".", 1)[0].encode()) % 2 == 0 for t in self.labels.tolist()], dtype=bool)
+
     def rows(self, part: int, seen_only: bool = True) -> npt.NDArray[np.bool_]:
-        mask = (self.part == part) & (self.family != BENIGN_DNS_ONLY)
+        mask = (self.part == part) & ~np.isin(self.family, BENIGN_FAMILIES[1:])
         return mask & ~np.isin(self.family, self.held_out) if seen_only else mask
 
 
@@ -61,12 +80,37 @@ def fpr_name(fpr: float) -> str:
 def calibrate(benign_scores: npt.NDArray[np.float32], fprs: Sequence[float] = FPR_TARGETS) -> dict[str, float]:
     """For each target FPR, the lowest threshold at which at most that share of these benign names
     score at or above it. Rests on `len(benign_scores) * fpr` names: say so wherever it is used."""
-    ordered = np.sort(benign_scores.astype(np.float64))[::-1]
+    ordered = np.sort(benign_scores)[::-1]
     out = {}
     for fpr in fprs:
         k = int(np.floor(fpr * len(ordered)))  # benign names allowed at or above the threshold
-        t = float(np.nextafter(ordered[k], 2.0)) if k < len(ordered) else 0.0
+        # The next value above the k-th score in the scores' own precision: serving compares float32
+        # scores with the threshold in float32, where a float64 step above would round back onto it.
+        t = float(np.nextafter(ordered[k], ordered.dtype.type(2.0))) if k < len(ordered) else 0.0
         out[fpr_name(fpr)] = min(t, 1.0)
+    return out
+
+
+def fpr_interval(flagged: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Clopper-Pearson (exact binomial) interval for a false-positive rate seen as `flagged` of `n`:
+    what a threshold calibrated on n names can promise about names it has not seen."""
+    from scipy.stats import beta
+
+    tail = (1 - level) / 2
+    lo = float(beta.ppf(tail, flagged, n - flagged + 1)) if flagged > 0 else 0.0
+    hi = float(beta.ppf(1 - tail, flagged + 1, n - flagged)) if flagged < n else 1.0
+    return lo, hi
+
+
+def threshold_support(benign_scores: npt.NDArray[Any], thresholds: dict[str, float]) -> dict[str, dict[str, Any]]:
+    """For each threshold: how many of these benign names score at or above it, of how many, and the
+    95% interval of the FPR that count implies."""
+    n = len(benign_scores)
+    out = {}
+    for name, t in thresholds.items():
+        k = int((benign_scores >= t).sum())
+        lo, hi = fpr_interval(k, n) if n else (0.0, 1.0)
+        out[name] = {"threshold": t, "flagged": k, "n": n, "fpr": k / n if n else float("nan"), "ci95": [lo, hi]}
     return out
 
 
@@ -89,7 +133,7 @@ def rates(y: npt.NDArray[Any], score: npt.NDArray[Any], threshold: float) -> tup
 
 def family_recall(s: Scores, mask: npt.NDArray[np.bool_], thresholds: dict[str, float]) -> dict[str, dict[str, Any]]:
     out = {}
-    for fam in sorted(set(s.family[mask].tolist()) - {BENIGN}):
+    for fam in sorted(set(s.family[mask].tolist()) - set(BENIGN_FAMILIES)):
         rows = mask & (s.family == fam)
         out[fam] = {"n": int(rows.sum()), **{k: float((s.score[rows] >= t).mean()) for k, t in thresholds.items()}}
     return out
@@ -99,10 +143,10 @@ def evaluate_run(run: Path, variant: str | None = None) -> dict[str, Any]:
     """Random-split figures of one run: over every family not held out, and (`*_trained`) over the
     families it was trained on, i.e. without those deliberately excluded (convert.train)."""
     s = Scores.load(run, variant)
-    val, test = s.rows(VAL), s.rows(TEST)
+    test = s.rows(TEST)
     excluded = tuple(json.loads((run / "run.json").read_text()).get("exclude", ()))
     trained = test & ~np.isin(s.family, excluded)
-    thresholds = calibrate(s.score[val & (s.y == 0)])
+    thresholds = calibrate(s.score[s.calibration()])
     thresholds.update({action: thresholds[name] for action, name in DEFAULT_ACTIONS.items()})
     y, sc = s.y[test], s.score[test]
     n_benign = int((y == 0).sum())
@@ -131,7 +175,7 @@ def evaluate_run(run: Path, variant: str | None = None) -> dict[str, Any]:
 def _dns_only(s: Scores, thresholds: dict[str, float]) -> dict[str, Any]:
     """Share of the uncurated (DNS-volume-list-only) benign names flagged at each threshold: an
     upper bound on the FPR among less popular names, since these lists also hold live DGA names."""
-    rows = s.family == BENIGN_DNS_ONLY
+    rows = s.long_tail()
     top = np.flatnonzero(rows)[np.argsort(-s.score[rows])[:15]]
     return {
         "n": int(rows.sum()),
@@ -151,7 +195,7 @@ def evaluate_lfo(runs: Sequence[Path], variant: str | None = None) -> dict[str, 
     per_family: dict[str, dict[str, Any]] = {}
     for run in runs:
         s = Scores.load(run, variant)
-        thresholds = calibrate(s.score[s.rows(VAL) & (s.y == 0)])
+        thresholds = calibrate(s.score[s.calibration()])
         named = {action: thresholds[name] for action, name in DEFAULT_ACTIONS.items()}
         held = (s.part == TEST) & np.isin(s.family, s.held_out)
         for fam, rec in family_recall(s, held, named).items():

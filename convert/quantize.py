@@ -104,6 +104,8 @@ def logit_model(model: Any) -> Any:
     import keras
 
     head = model.layers[-1]
+    if isinstance(head, keras.layers.Activation):  # a separate sigmoid (cnn_ngram): its input is the logit
+        return keras.Model(model.inputs, head.input)
     linear = keras.layers.Dense(1, activation=None, name="logit")
     out = linear(head.input)
     linear.set_weights(head.get_weights())
@@ -145,12 +147,13 @@ def quantize_run(
     x = encoder.encode(s.labels.tolist())
     val = s.rows(VAL)
     logits = logit_model(trained).predict(x, batch_size=4096, verbose=0).reshape(-1).astype(np.float64)
-    strictest = np.sort(logits[val & (s.y == 0)])[::-1][int(1e-4 * (val & (s.y == 0)).sum())]
+    cal = s.calibration()
+    strictest = np.sort(logits[cal])[::-1][int(1e-4 * cal.sum())]
     temperature = fit_temperature(logits[val], s.y[val], float(strictest))
     model = tempered(trained, temperature)
     reference = (1.0 / (1.0 + np.exp(-logits / temperature))).astype(np.float32)  # Keras scores, tempered
     np.save(run / "tempered.scores.npy", reference)
-    keras_thresholds = calibrate(reference[val & (s.y == 0)])
+    keras_thresholds = calibrate(reference[cal])
     named = {a: keras_thresholds[n] for a, n in DEFAULT_ACTIONS.items()}
     val_rows = np.flatnonzero(s.part == VAL)  # activation ranges from validation names, never test names
     representative = x[np.random.default_rng(0).choice(val_rows, min(500, len(val_rows)), replace=False)]

@@ -1,15 +1,15 @@
-"""Writes models/REPORT.md: the architecture comparison and the default model's evaluation.
+"""Writes models/REPORT.md: data cleaning, calibration, the experiments, the architecture comparison
+and the default model's evaluation.
 
     python -m convert.report --default runs/cnn --variant dynamic-int8 --out models/
 
-Every number comes from the run directories (scores.npz, tflite/parity.json, run.json); nothing is
-typed in by hand, so re-running training and this script re-creates the report.
+Every number comes from the run directories (scores.npz, tflite/parity.json, run.json) and the data
+files; nothing is typed in by hand, so re-running training and this script re-creates the report.
 """
 
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import shutil
 from pathlib import Path
@@ -17,14 +17,26 @@ from typing import Any
 
 import numpy as np
 
-from convert.evaluate import evaluate_lfo, evaluate_run, plot_families, plot_roc
+from convert.clean import cleaning_report
+from convert.data import BENIGN_DNS_ONLY, BENIGN_MACHINE, DEFAULT_DATA_DIR, benign_pools
+from convert.evaluate import (
+    FPR_TARGETS,
+    Scores,
+    calibrate,
+    evaluate_lfo,
+    evaluate_run,
+    fpr_name,
+    plot_families,
+    plot_roc,
+    threshold_support,
+)
+from convert.experiments import CHOSEN, FULL, configs, summarise
+from convert.splits import TEST, VAL
 
-COMPARE = {  # name -> (random-split run, leave-family-out run on fold 0); all on the same seed and split
-    "cnn": "runs/cnn-lfo0",
-    "lstm": "runs/lstm-lfo0",
-    "bilstm": "runs/bilstm-lfo0",
-    "cnn_lstm": "runs/cnn_lstm-lfo0",
-}
+# The architecture comparison: the chosen data configuration, fold 0's families held out, the same
+# 60k training names and 3 epochs for each (the recurrent models cost 5-10x the CNN on this CPU).
+PREVIOUS = Path("runs/previous")  # the model this one replaces: tflite/dynamic-int8.tflite + default.json
+COMPARE = {arch: f"runs/a-{arch}-lfo0" for arch in ("cnn", "lstm", "bilstm", "cnn_lstm")}
 
 
 def _fmt(x: float | None, digits: int = 4) -> str:
@@ -32,12 +44,12 @@ def _fmt(x: float | None, digits: int = 4) -> str:
 
 
 def comparison_row(name: str, run: Path, variant: str) -> dict[str, Any]:
-    """Quality from the Keras model with its fitted temperature (the same for every architecture);
-    size and speed from its quantized `variant` in LiteRT."""
+    """Quality from the Keras model's logits (the same for every architecture); size and speed from
+    its quantized `variant` in LiteRT."""
     parity_path = run / "tflite" / "parity.json"
     parity = json.loads(parity_path.read_text()).get(variant, {}) if parity_path.exists() else {}
-    ev = evaluate_run(run, "tempered")
-    lfo = evaluate_lfo([run], "tempered")
+    ev = evaluate_run(run, "logit")
+    lfo = evaluate_lfo([run], "logit")
     info = json.loads((run / "run.json").read_text())
     trained_on = [v["sinkhole"] for f, v in lfo.items() if f not in info.get("exclude", ())]
     return {
@@ -60,7 +72,7 @@ def comparison_row(name: str, run: Path, variant: str) -> dict[str, Any]:
 
 def comparison_table(rows: list[dict[str, Any]]) -> str:
     head = (
-        "| arch | AUC | TPR@FPR 1e-3 | TPR@FPR 1e-4 | unseen-family recall (fold 0) | DNS-only names sinkholed "
+        "| arch | AUC | TPR@FPR 1e-3 | TPR@FPR 1e-4 | unseen-family recall @sinkhole (fold 0) | long-tail sinkholed "
         "| params | .tflite KB | us/name b=1 | us/name b=64 | train rows | epochs | train s |"
     )
     lines = [head, "|" + "---|" * 13]
@@ -101,42 +113,118 @@ def kinds_from_manifest(data_dir: Path) -> dict[str, str]:
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
-    from convert.data import DEFAULT_DATA_DIR
+def calibration(run: Path, variant: str) -> dict[str, Any]:
+    """The shipped thresholds (calibrated on the validation benign names with the shipped file's own
+    scores) and what they do on each benign set, with the 95% interval of each rate."""
+    s = Scores.load(run, variant)
+    val = s.score[s.calibration()]
+    thresholds = calibrate(val)
+    named = {fpr_name(f): thresholds[fpr_name(f)] for f in FPR_TARGETS}
+    sets = {
+        "calibration (validation benign + half of the long tail)": val,
+        "test benign": s.score[s.rows(TEST) & (s.y == 0)],
+        "long tail (one DNS list only, cleaned; the half not calibrated on)": s.score[s.long_tail()],
+        "machine-made (removed by the cleaning rule)": s.score[s.family == BENIGN_MACHINE],
+    }
+    return {name: threshold_support(scores, named) for name, scores in sets.items()}
 
+
+def trusted_only(run: Path, variant: str) -> dict[str, float]:
+    """The first design, for the record: thresholds from the trusted validation benign names alone."""
+    s = Scores.load(run, variant)
+    thresholds = calibrate(s.score[s.rows(VAL) & (s.y == 0)])
+    tail = s.score[s.long_tail()]
+    return {
+        "long_tail_sinkhole": float((tail >= thresholds["fpr_1e-4"]).mean()),
+        "long_tail_log": float((tail >= thresholds["fpr_1e-3"]).mean()),
+    }
+
+
+def previous_model(run: Path, previous: Path = PREVIOUS) -> str:
+    """The model shipped before this one, on the same held-out names, at its own shipped thresholds
+    (it reads the label alone: the part before the first dot of the label.suffix string)."""
+    from convert.quantize import run_tflite
+    from resolverguard.encoding import NameEncoder
+
+    if not (previous / "tflite" / "dynamic-int8.tflite").exists():
+        return "not measured (runs/previous missing)"
+    meta = json.loads((previous / "default.json").read_text())
+    encoder = NameEncoder(meta["input"]["charset"], meta["input"]["maxlen"])
+    content = (previous / "tflite" / "dynamic-int8.tflite").read_bytes()
+    s = Scores.load(run)
+    parts = []
+    for name, mask in (("long-tail test half", s.long_tail()), ("machine-made", s.family == BENIGN_MACHINE)):
+        scores = run_tflite(content, encoder.encode([t.split(".", 1)[0] for t in s.labels[mask].tolist()]))
+        rates = {a: float((scores >= meta["thresholds"][a]).mean()) for a in ("sinkhole", "log")}
+        parts.append(f"{name} sinkholed {rates['sinkhole'] * 100:.3f}%, logged {rates['log'] * 100:.2f}%")
+    return f"`{meta['model_version']}`: " + "; ".join(parts)
+
+
+def calibration_table(cal: dict[str, Any]) -> str:
+    lines = ["| benign set | names | " + " | ".join(f"at {t}: flagged, FPR [95% interval]" for t in _fprs()) + " |"]
+    lines.append("|---|---|" + "---|" * len(_fprs()))
+    for name, per in cal.items():
+        n = next(iter(per.values()))["n"]
+        cells = [f"{v['flagged']}, {v['fpr']:.2e} [{v['ci95'][0]:.1e}, {v['ci95'][1]:.1e}]" for v in per.values()]
+        lines.append(f"| {name} | {n:,} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _fprs() -> list[str]:
+    return [fpr_name(f) for f in FPR_TARGETS]
+
+
+def cleaning_table(report: dict[str, Any]) -> str:
+    reasons = ("hex", "alnum", "consonants")
+    titles = {BENIGN_DNS_ONLY: "long tail (one DNS-volume list)", "benign": "trusted (training + calibration)"}
+    lines = ["| benign pool | names (eTLD+1) | " + " | ".join(reasons) + " | removed | examples |"]
+    lines.append("|---|---|" + "---|" * (len(reasons) + 2))
+    for pool, r in sorted(report.items()):
+        removed = sum(r["removed"].values())
+        shown = "; ".join(f"{why}: " + ", ".join(f"`{d}`" for d in ex[:4]) for why, ex in r["examples"].items())
+        lines.append(
+            f"| {titles.get(pool, pool)} | {r['names']:,} | "
+            + " | ".join(str(r["removed"].get(why, 0)) for why in reasons)
+            + f" | {removed:,} ({removed / r['names'] * 100:.2f}%) | {shown} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m convert.report", description=__doc__.split("\n")[0])
     p.add_argument("--default", type=Path, default=Path("runs/cnn"))
-    p.add_argument("--lfo", default="runs/cnn-lfo[0-9]")
     p.add_argument("--variant", default="dynamic-int8")
     p.add_argument("--out", type=Path, default=Path("models"))
     a = p.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
-    rows = [
-        comparison_row(n, Path(r), a.variant) for n, r in COMPARE.items() if (Path(r) / "tempered.scores.npy").exists()
-    ]
+    rows = [comparison_row(n, Path(r), a.variant) for n, r in COMPARE.items() if (Path(r) / "scores.npz").exists()]
     ev = evaluate_run(a.default, a.variant)
-    lfo_runs = sorted(Path(x) for x in glob.glob(a.lfo) if (Path(x) / "tempered.scores.npy").exists())
-    ev["leave_family_out"] = evaluate_lfo(lfo_runs, "tempered")
+    found = configs()
+    experiments = {name: summarise(runs) for name, runs in found.items()}
+    first_design = {name: summarise(runs, trusted_only=True) for name, runs in found.items()}
+    ev["chosen"] = FULL if FULL in experiments else CHOSEN
+    ev["leave_family_out"] = experiments.get(ev["chosen"], {}).get("families", {})
+    ev["experiments"] = {n: {k: v for k, v in r.items() if k != "families"} for n, r in experiments.items()}
+    ev["experiments_trusted_only"] = {
+        n: {k: v for k, v in r.items() if k != "families"} for n, r in first_design.items()
+    }
     ev["comparison"] = rows
-    form_runs = {"label (shipped)": Path("runs/cnn-lfo0"), "label.suffix": Path("runs/cnn-registrable-lfo0")}
-    ev["input_form"] = [
-        dict(comparison_row(n, r, a.variant), arch=n)
-        for n, r in form_runs.items()
-        if (r / "tempered.scores.npy").exists()
-    ]
+    ev["calibration"] = calibration(a.default, a.variant)
+    ev["trusted_only"] = trusted_only(a.default, a.variant)
+    ev["previous"] = previous_model(a.default)
+    ev["cleaning"] = cleaning_report(benign_pools(DEFAULT_DATA_DIR))
     parity = json.loads((a.default / "tflite" / "parity.json").read_text())
     ev["parity"] = parity
     (a.out / "eval.json").write_text(json.dumps(ev, indent=2))
     plot_roc(
-        {f"{r['arch']} (fold 0, 150k names)": Path(COMPARE[r["arch"]]) for r in rows}
-        | {"cnn (shipped run)": a.default},
+        {f"{r['arch']} (fold 0, {r['train_rows'] // 1000}k names)": Path(COMPARE[r["arch"]]) for r in rows}
+        | {f"{a.default.name} (shipped run)": a.default},
         a.out / "roc.png",
-        "tempered",
+        "logit",
     )
     plot_families(ev["family_recall"], ev["leave_family_out"], "sinkhole", a.out / "families.png")
-    kinds = kinds_from_manifest(DEFAULT_DATA_DIR)
     meta = json.loads((a.out / "default.json").read_text()) if (a.out / "default.json").exists() else {}
-    text = render(ev, rows, parity, kinds, meta, a)
+    text = render(ev, rows, experiments, kinds_from_manifest(DEFAULT_DATA_DIR), meta, a, first_design)
     (a.out / "REPORT.md").write_text(text)
     shutil.copy(a.default / "run.json", a.out / "default.run.json")
     print(text[:3000])
@@ -145,14 +233,16 @@ def main(argv: list[str] | None = None) -> None:
 def render(
     ev: dict[str, Any],
     rows: list[dict[str, Any]],
-    parity: dict[str, Any],
+    experiments: dict[str, dict[str, Any]],
     kinds: dict[str, str],
     meta: dict[str, Any],
     a: argparse.Namespace,
+    first_design: dict[str, dict[str, Any]],
 ) -> str:
+    from convert.experiments import first_design_table
+    from convert.experiments import table as experiments_table
     from convert.report_text import narrative
 
-    thr = ev["thresholds"]
     table = "\n".join(
         ["| threshold | test FPR | benign flagged | test TPR |", "|---|---|---|---|"]
         + [
@@ -169,38 +259,26 @@ def render(
             f"| {v} | {p.get('bytes', 0):,} | {_fmt(p.get('max_abs_diff'), 5)} | {_fmt(p.get('mean_abs_diff'), 6)} "
             f"| {_fmt(p.get('action_changes', float('nan')) * 100, 3)}% | {_fmt(p.get('us_per_name_batch1'), 1)} "
             f"| {_fmt(p.get('us_per_name_batch64'), 1)} | {p.get('ok', p.get('error', ''))} |"
-            for v, p in parity.items()
-        ]
-    )
-    top_benign = ", ".join(f"`{lab}` {s:.3f}" for lab, s in ev["top_benign"][:15])
-    form_table = "\n".join(
-        [
-            "| model input | AUC | TPR@FPR 1e-3 | TPR@FPR 1e-4 | unseen-family recall (fold 0) "
-            "| DNS-only names sinkholed |",
-            "|---|---|---|---|---|---|",
-        ]
-        + [
-            f"| {r['arch']} | {_fmt(r['auc'])} | {_fmt(r['tpr_1e-3'], 3)} | {_fmt(r['tpr_1e-4'], 3)} "
-            f"| {_fmt(r['lfo_recall'], 3)} | {_fmt(r['dns_only_flagged'] * 100, 2)}% |"
-            for r in ev["input_form"]
+            for v, p in ev["parity"].items()
         ]
     )
     dns = ev["dns_only_benign"]
-    top_dns = ", ".join(f"`{lab}` {s:.3f}" for lab, s in dns["top"][:10])
     return narrative(
         ev=ev,
         meta=meta,
         variant=a.variant,
-        thresholds=thr,
+        experiments=experiments,
+        experiments_table=experiments_table(experiments),
+        first_design_table=first_design_table(first_design),
         comparison=comparison_table(rows),
         threshold_table=table,
+        calibration_table=calibration_table(ev["calibration"]),
+        cleaning_table=cleaning_table(ev["cleaning"]),
         parity_table=par,
         family_table=family_table(ev["family_recall"], ev["leave_family_out"], kinds),
-        top_benign=top_benign,
-        top_dns=top_dns,
-        dns=dns,
+        top_benign=", ".join(f"`{lab}` {s:.3f}" for lab, s in ev["top_benign"][:15]),
+        top_dns=", ".join(f"`{lab}` {s:.3f}" for lab, s in dns["top"][:10]),
         rows=rows,
-        form_table=form_table,
         family_head=family_head_text(Path("runs/family/family.json")),
         probe=Path("runs/probe.md").read_text()
         if Path("runs/probe.md").exists()

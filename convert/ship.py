@@ -10,49 +10,60 @@ Keras model it came from.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
-from convert.evaluate import DEFAULT_ACTIONS, FPR_TARGETS, Scores, calibrate, fpr_name
-from convert.splits import VAL
-from resolverguard.model import METADATA_FORMAT, metadata_path
+from convert.data import InputForm
+from convert.evaluate import DEFAULT_ACTIONS, FPR_TARGETS, Scores, calibrate, fpr_name, threshold_support
+from resolverguard.encoding import NameEncoder
+from resolverguard.model import ModelMetadata, load_metadata, metadata_path
 
 
-def ship_metadata(run: Path, variant: str, content: bytes, lite_scores: np.ndarray) -> dict[str, Any]:
+def ship_metadata(run: Path, variant: str, lite_scores: npt.NDArray[np.float32]) -> ModelMetadata:
+    """The shipped model's metadata: thresholds from the shipped file's own scores on the validation
+    benign names, each with how many names it rests on and the 95% interval of its FPR, and which
+    families the model trained on (the replay benchmark uses only the others)."""
     info = json.loads((run / "run.json").read_text())
     s = Scores.load(run)
-    val_benign = s.rows(VAL) & (s.y == 0)
+    val_benign = s.calibration()
     thresholds = calibrate(lite_scores[val_benign], FPR_TARGETS)
     thresholds.update({action: thresholds[name] for action, name in DEFAULT_ACTIONS.items()})
-    return {
-        "format": METADATA_FORMAT,
-        "model_version": f"{info['arch']}-{variant}-{datetime.now(UTC).strftime('%Y%m%d')}-{info['data_digest'][:8]}",
-        "architecture": info["arch"],
+    support = threshold_support(lite_scores[val_benign], {fpr_name(f): thresholds[fpr_name(f)] for f in FPR_TARGETS})
+    trained = info.get("trained_families", [])
+    every = sorted(set(s.family[s.y == 1].tolist()) | set(trained))
+    extra = {
         "quantization": variant,
-        "input": {
-            "form": info["form"],
-            "charset": info["charset"],
-            "maxlen": info["maxlen"],
-            "padding": "pre",
-            "dtype": "int32",
-        },
-        "thresholds": thresholds,
         "threshold_meaning": {
-            fpr_name(f): f"score at which {f:g} of validation benign names score at or above "
-            f"({int(val_benign.sum())} names, so about {f * val_benign.sum():.0f} names)"
+            name: f"score at which {f:g} of the calibration benign names score at or above "
+            f"({sup['n']} names, {sup['flagged']} at or above; FPR 95% interval "
+            f"{sup['ci95'][0]:.1e}..{sup['ci95'][1]:.1e})"
             for f in FPR_TARGETS
+            for name, sup in [(fpr_name(f), support[fpr_name(f)])]
         }
         | {a: f"default '{a}' action = {n}" for a, n in DEFAULT_ACTIONS.items()},
+        "threshold_support": support,
         "temperature": json.loads((run / "tflite" / "temperature.json").read_text())["temperature"],
         "training_data_digest": info["data_digest"],
-        "training": {k: info[k] for k in ("seed", "cap", "epochs_run", "train_rows", "params", "train_seconds")},
-        "tflite_sha256": hashlib.sha256(content).hexdigest(),
+        "training": {
+            **{k: info.get(k) for k in ("seed", "cap", "epochs_run", "train_rows", "params", "train_seconds")},
+            **{k: info.get(k) for k in ("balance", "suffix_dropout", "compounds", "width")},
+            "families": trained,
+            "held_out_families": [f for f in every if f not in trained],
+        },
     }
+    return ModelMetadata(
+        model_version=f"{info['arch']}-{variant}-{datetime.now(UTC).strftime('%Y%m%d')}-{info['data_digest'][:8]}",
+        architecture=info["arch"],
+        encoder=NameEncoder(info["charset"], info["maxlen"]),
+        input_form=InputForm(info["form"]),
+        thresholds=thresholds,
+        extra=extra,
+    )
 
 
 def ship(run: Path, variant: str, out: Path) -> dict[str, Any]:
@@ -62,11 +73,11 @@ def ship(run: Path, variant: str, out: Path) -> dict[str, Any]:
         raise SystemExit(f"refusing to ship {variant}: parity check failed or missing: {parity}")
     content = (run / "tflite" / f"{variant}.tflite").read_bytes()
     lite_scores = np.load(run / "tflite" / f"{variant}.scores.npy")
-    meta = ship_metadata(run, variant, content, lite_scores)
+    meta = ship_metadata(run, variant, lite_scores)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(content)
-    metadata_path(out).write_text(json.dumps(meta, indent=2) + "\n")
-    return meta
+    meta.write(out, content)
+    return load_metadata(metadata_path(out)).extra or {}
 
 
 def main(argv: list[str] | None = None) -> None:

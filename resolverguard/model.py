@@ -13,7 +13,7 @@ import site
 import sys
 import sysconfig
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -35,7 +35,9 @@ class Scorer(Protocol):
 
 @dataclass(frozen=True)
 class ModelMetadata:
-    """The contents of `<model>.json`."""
+    """The contents of `<model>.json`: read here (`from_json`) and written here (`write`), by the
+    detector's ship step and the family head alike, so the file has one definition. Keys serving
+    does not interpret (training figures, the family list) travel in `extra`."""
 
     model_version: str
     architecture: str
@@ -75,6 +77,35 @@ class ModelMetadata:
             raw.get("tflite_sha256"),
             raw,
         )
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object `from_json` reads back; keys of `extra` come first, the checked ones win."""
+        raw = {k: v for k, v in (self.extra or {}).items() if k not in _OWN_KEYS}
+        return {
+            "format": METADATA_FORMAT,
+            "model_version": self.model_version,
+            "architecture": self.architecture,
+            **{k: v for k, v in raw.items() if k in _LEADING_KEYS},
+            "input": {
+                "form": self.input_form.value,
+                "charset": self.encoder.charset,
+                "maxlen": self.encoder.maxlen,
+                "padding": "pre",
+                "dtype": "int32",
+            },
+            "thresholds": dict(self.thresholds),
+            **{k: v for k, v in raw.items() if k not in _LEADING_KEYS},
+            "tflite_sha256": self.tflite_sha256,
+        }
+
+    def write(self, model_path: Path, content: bytes) -> None:
+        """Writes the metadata beside `model_path` with the sha256 of `content`, the model's bytes."""
+        meta = replace(self, tflite_sha256=hashlib.sha256(content).hexdigest())
+        metadata_path(model_path).write_text(json.dumps(meta.to_json(), indent=2) + "\n", encoding="utf-8")
+
+
+_OWN_KEYS = frozenset({"format", "model_version", "architecture", "input", "thresholds", "tflite_sha256"})
+_LEADING_KEYS = frozenset({"quantization"})
 
 
 def load_metadata(path: Path) -> ModelMetadata:

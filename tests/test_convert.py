@@ -1,5 +1,7 @@
 """A tiny end-to-end training run: every architecture trains one epoch on names this test makes,
-converts to TFLite, passes the parity check, and the shipped result loads and scores in serving."""
+converts to TFLite, passes the parity check, and the shipped result loads and scores in serving.
+Also the pieces around it on data the tests make: the benign cleaning rule, the suffix and compound
+augmentations, per-family weights, threshold calibration with its interval, the family head."""
 
 from __future__ import annotations
 
@@ -13,13 +15,17 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
-from convert.data import BENIGN, load  # noqa: E402
+from convert import family  # noqa: E402
+from convert.augment import compound_copies, drop_suffixes, suffix_pool  # noqa: E402
+from convert.clean import machine_made  # noqa: E402
+from convert.data import BENIGN, BENIGN_DNS_ONLY, BENIGN_MACHINE, InputForm, NameParser, load  # noqa: E402
+from convert.evaluate import calibrate, fpr_interval, threshold_support  # noqa: E402
+from convert.experiments import summarise  # noqa: E402
 from convert.quantize import quantize_run  # noqa: E402
 from convert.ship import ship  # noqa: E402
-from convert.train import TrainConfig, train  # noqa: E402
+from convert.train import TrainConfig, sample_weights, train  # noqa: E402
 from resolverguard.encoding import NameEncoder  # noqa: E402
-from resolverguard.model import load_model  # noqa: E402
-from resolverguard.names import NameParser  # noqa: E402
+from resolverguard.model import ModelMetadata, load_metadata, load_model, metadata_path  # noqa: E402
 
 WORDS = ["shop", "news", "mail", "cloud", "green", "river", "blue", "city", "home"]
 WORDS += ["garden", "book", "travel", "photo", "music", "sport", "bank", "tech", "data"]
@@ -46,9 +52,89 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "hexy": lambda: "".join(rng.choice("0123456789abcdef") for _ in range(16)) + ".net",
         "dyn": lambda: "".join(rng.choice(letters + string.digits) for _ in range(14)) + ".ddns.net",
     }
-    for family, make in families.items():
-        write_gz(root / "dga" / f"{family}.txt.gz", [make() for _ in range(200)])
+    for name, make in families.items():
+        write_gz(root / "dga" / f"{name}.txt.gz", [make() for _ in range(200)])
     return root
+
+
+MACHINE = ["c43a3cd8f99413891.com", "91dq37ut8n.com", "wjnkcfrrgk.net", "b25b0814-8b7f-c56c.com"]
+HUMAN = ["web2print.de", "club1906.com", "bcbsfl.com", "watchtvfree.me", "xn--80aesfpebagmfblc0a.xn--p1ai"]
+HUMAN += ["kindergarten-sonnenschein.de", "mp3.com", "24h-news.net"]
+
+
+@pytest.fixture(scope="module")
+def sourced_dir(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same data with a sources file: which lists vouch for each benign name."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("sourced")
+    shutil.copytree(data_dir / "dga", root / "dga")
+    with gzip.open(data_dir / "benign.txt.gz", "rt") as handle:
+        curated = handle.read().split()
+    rows = [f"{n}\t1\talexa\talexa_2020" for n in curated + MACHINE + HUMAN]
+    rows += ["onlycloudflare.com\t1\tcloudflare\tcf", "bothdnslists.com\t2\tcloudflare,umbrella\tcf,umb"]
+    rows += [f"{a}{b}tail.net\t1\tumbrella\tumb" for a in WORDS[:10] for b in WORDS[10:]]  # 80 long-tail names
+    rows += ["e89d45b16370ee7e43daeaf6ce8d.com\t1\tcloudflare\tcf"]
+    write_gz(root / "benign_sources.tsv.gz", ["domain\tn_providers\tproviders\tsources", *rows])
+    write_gz(root / "benign.txt.gz", sorted(curated + MACHINE + HUMAN))
+    return root
+
+
+def test_cleaning_rule_removes_machine_made_labels_only() -> None:
+    assert [machine_made(n) for n in MACHINE] == ["hex", "alnum", "consonants", "hex"]
+    assert [machine_made(n) for n in HUMAN] == [None] * len(HUMAN)
+    assert machine_made("012345678901.com") is None  # digits only (a number), not a hex digest
+    assert machine_made("a1b2c3d4.com") == "alnum" and machine_made("abc1234.com") is None
+
+
+def test_loader_pools_benign_names_by_source_and_cleaning(sourced_dir: Path) -> None:
+    data = load(sourced_dir)
+    pool = dict(zip(data.labels.tolist(), data.family.tolist(), strict=True))
+    assert {pool[NameParser().model_input(n)] for n in MACHINE} == {BENIGN_MACHINE}
+    assert {pool[NameParser().model_input(n)] for n in HUMAN} == {BENIGN}
+    assert pool["onlycloudflare"] == BENIGN_DNS_ONLY and pool["bothdnslists"] == BENIGN
+    assert pool["e89d45b16370ee7e43daeaf6ce8d"] == BENIGN_MACHINE  # cleaned in the long-tail pool too
+
+
+def test_suffix_dropout_changes_suffixes_only() -> None:
+    rng = np.random.default_rng(0)
+    texts = np.array([f"name{i}.com" for i in range(2000)])
+    out = drop_suffixes(texts, 0.5, rng)
+    changed = out != texts
+    assert 0.4 < changed.mean() < 0.6
+    assert [t.split(".", 1)[0] for t in out.tolist()] == [t.split(".", 1)[0] for t in texts.tolist()]
+    every = {s for group in suffix_pool() for s in group}
+    assert {t.split(".", 1)[1] for t in out[changed].tolist()} <= every
+    assert any(t.endswith(".ddns.net") for t in out.tolist())  # long suffixes are not cut off
+
+
+def test_compound_copies_are_new_hyphen_free_spellings() -> None:
+    texts = np.array(["kinder-garten.de", "kindergarten.de", "heavy-duty.info", "24h-news.net", "a-b.com"])
+    assert compound_copies(texts).tolist() == ["heavyduty.info"]
+
+
+def test_family_balance_gives_every_family_the_same_weight() -> None:
+    y = np.array([0] * 60 + [1] * 30 + [1] * 10)
+    fam = np.array(["benign"] * 60 + ["big"] * 30 + ["small"] * 10)
+    w = sample_weights(y, fam, "family")
+    assert w[fam == "big"].sum() == pytest.approx(w[fam == "small"].sum())
+    assert w[y == 1].sum() == pytest.approx(w[y == 0].sum())
+    plain = sample_weights(y, fam, "class")
+    assert plain[fam == "big"].sum() == pytest.approx(3 * plain[fam == "small"].sum())
+
+
+def test_calibration_rests_on_the_names_it_reports() -> None:
+    rng = np.random.default_rng(1)
+    benign = rng.random(200_000).astype(np.float32)
+    thresholds = calibrate(benign)
+    support = threshold_support(benign, thresholds)
+    for name, fpr in (("fpr_1e-2", 1e-2), ("fpr_1e-3", 1e-3), ("fpr_1e-4", 1e-4)):
+        assert support[name]["flagged"] == int(fpr * len(benign))  # 20 names behind 1e-4 here
+        lo, hi = support[name]["ci95"]
+        assert lo < support[name]["fpr"] < hi and lo < fpr < hi
+    narrow, wide = fpr_interval(20, 200_000), fpr_interval(2, 20_000)
+    assert narrow[1] - narrow[0] < wide[1] - wide[0]
+    assert fpr_interval(0, 3000)[0] == 0.0 and fpr_interval(0, 3000)[1] == pytest.approx(3.69 / 3000, rel=0.01)
 
 
 def test_loader_uses_the_resolver_name_step(data_dir: Path) -> None:
@@ -61,10 +147,10 @@ def test_loader_uses_the_resolver_name_step(data_dir: Path) -> None:
     assert set(data.labels[data.family == BENIGN].tolist()) == {parser.model_input(n) for n in raw}
 
 
-@pytest.mark.parametrize("arch", ["cnn", "lstm", "bilstm", "cnn_lstm"])
+@pytest.mark.parametrize("arch", ["cnn", "lstm", "bilstm", "cnn_lstm", "cnn_ngram"])
 def test_architecture_trains_quantizes_and_ships(arch: str, data_dir: Path, tmp_path: Path) -> None:
     run = tmp_path / arch
-    train(TrainConfig(arch, run, data_dir=data_dir, epochs=1, cap=1000, folds=3, maxlen=24, batch_size=64))
+    train(TrainConfig(arch, run, data_dir=data_dir, epochs=1, cap=1000, folds=3, maxlen=24, batch_size=64, cache=None))
     report = quantize_run(run, ("float32", "dynamic-int8"), log=lambda _: None, bench_seconds=0.05)
     assert report["float32"]["ok"] and report["float32"]["max_abs_diff"] < 1e-4
     assert report["dynamic-int8"]["max_abs_diff"] < 0.1 and report["dynamic-int8"]["bytes"] > 0
@@ -79,3 +165,66 @@ def test_architecture_trains_quantizes_and_ships(arch: str, data_dir: Path, tmp_
     lite = np.load(run / "tflite" / "float32.scores.npy")
     assert served.shape == (4,) and np.all((served >= 0) & (served <= 1))
     assert lite.dtype == np.float32 and np.isfinite(lite).all()
+    assert meta["training"]["families"] == ["dyn", "hexy", "randa"] and meta["training"]["held_out_families"] == []
+
+
+def test_suffix_form_with_augmentation_and_family_folds(sourced_dir: Path, tmp_path: Path) -> None:
+    """The `label.suffix` input with suffix dropout, compounds and family balance, left out one fold of
+    families: the experiments table reads it, and the shipped model scores `label.suffix` strings."""
+    cfg = dict(data_dir=sourced_dir, epochs=1, cap=1000, folds=3, maxlen=32, batch_size=64, cache=None)
+    extra = dict(form=InputForm.REGISTRABLE, suffix_dropout=0.5, compounds=True, balance="family")
+    runs = [tmp_path / f"x-suf-lfo{k}" for k in range(3)]
+    for k, run in enumerate(runs):
+        train(TrainConfig("cnn", run, holdout_fold=k, **cfg, **extra))  # type: ignore[arg-type]
+    summary = summarise(runs)
+    assert summary["n_families"] == 3 and summary["folds"] == 3
+    assert summary["config"]["form"] == "registrable" and 20 < summary["tail_n"] < 61
+    assert 0.0 <= summary["mean_recall"]["sinkhole"] <= summary["mean_recall"]["log"] <= 1.0
+    quantize_run(runs[0], ("float32",), log=lambda _: None, bench_seconds=0.05)
+    meta = ship(runs[0], "float32", tmp_path / "ship" / "m.tflite")
+    assert meta["input"]["form"] == "registrable" and len(meta["training"]["held_out_families"]) == 1
+    assert meta["threshold_support"]["fpr_1e-4"]["n"] > 0
+    model = load_model(tmp_path / "ship" / "m.tflite")
+    assert model.metadata.input_form is InputForm.REGISTRABLE
+    assert model.score(["myhome.ddns.net", "shopnews.com"]).shape == (2,)
+
+
+def test_long_tail_is_split_between_calibration_and_test(tmp_path: Path) -> None:
+    """Half of the one-DNS-list names calibrate, the other half test; the same half in both input forms."""
+    from convert.evaluate import Scores
+
+    labels = np.array([f"shop{i}.com" for i in range(300)] + ["news.de", "blog.net"])
+    family = np.array([BENIGN_DNS_ONLY] * 300 + [BENIGN, BENIGN])
+    part = np.array([2] * 300 + [1, 2], dtype=np.int8)
+    y, score = np.zeros(302, dtype=np.int8), np.zeros(302, dtype=np.float32)
+    halves = []
+    for texts in (labels, np.array([t.split(".")[0] for t in labels.tolist()])):
+        s = Scores(texts, y, family, part, score, ())
+        cal, tail = s.calibration(), s.long_tail()
+        assert not (cal & tail).any() and (cal | tail)[:300].all() and 100 < tail.sum() < 200
+        assert cal[300] and not cal[301] and not tail[300:].any()  # validation benign in, test benign out
+        halves.append(tail)
+    assert (halves[0] == halves[1]).all()
+
+
+def test_family_head_trains_through_the_shared_fit_and_writer(data_dir: Path, tmp_path: Path) -> None:
+    family.main(["--out", str(tmp_path), "--data", str(data_dir), "--epochs", "1", "--maxlen", "24", "--cache", ""])
+    meta = load_metadata(metadata_path(tmp_path / "family.tflite"))
+    assert (meta.extra or {})["families"] == ["dyn", "hexy", "randa"] and meta.encoder.maxlen == 24
+    model = load_model(tmp_path / "family.tflite")
+    assert model.outputs(["abcdef0123456789"]).shape == (1, 3)
+
+
+def test_metadata_writer_round_trips(tmp_path: Path) -> None:
+    meta = ModelMetadata("v1", "cnn", NameEncoder(maxlen=16), InputForm.REGISTRABLE, {"log": 0.5}, None, {"x": [1]})
+    meta.write(tmp_path / "m.tflite", b"model bytes")
+    back = load_metadata(tmp_path / "m.json")
+    assert (back.model_version, back.architecture, back.input_form, back.thresholds) == (
+        "v1",
+        "cnn",
+        meta.input_form,
+        {"log": 0.5},
+    )
+    assert back.encoder == meta.encoder and (back.extra or {})["x"] == [1] and back.tflite_sha256
+    back.write(tmp_path / "again.tflite", b"model bytes")
+    assert (tmp_path / "again.json").read_text() == (tmp_path / "m.json").read_text()

@@ -1,0 +1,140 @@
+"""The experiments table: every training configuration scored by 5-fold leave-family-out recall.
+
+    python -m convert.experiments                      # prints the table of every runs/x-*-lfo[0-4]
+
+A configuration is the set of runs `runs/<name>-lfo0..4`, one per fold of families held out
+(`x-*`: the budget protocol the choice is made on; `f-*`: the chosen one at full size). Each
+fold's model is calibrated on its own validation benign names (FPR 1e-3 = log, 1e-4 = sinkhole) and
+scored on the families it never saw; the table gives the mean recall over all families (each
+family held out exactly once), how many reach 0.9 at the sinkhole threshold, and the long-tail
+benign rates (single-DNS-list names, cleaned, never trained on) averaged over the folds. This is
+the number configurations are chosen by; the random split never is.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from convert.data import BENIGN_DNS_ONLY, BENIGN_MACHINE
+from convert.evaluate import DEFAULT_ACTIONS, Scores, calibrate, family_recall
+from convert.splits import TEST, VAL
+
+LFO_RUN = re.compile(r"^(?P<config>.+)-lfo(?P<fold>\d)$")
+CHOSEN = "x-suffix"  # the configuration shipped (runs/cnn); chosen by the table on the budget protocol
+FULL = "f-suffix"  # the same configuration at the shipped model's size: its per-family unseen recall
+TAIL_TARGET = 1e-3  # the issue's long-tail sinkhole target (0.1%)
+HARD = ("charbot", "gozi", "suppobox", "nymaim2", "bigviktor")  # lexically benign by construction
+
+
+def configs(root: Path = Path("runs"), pattern: str = "[xf]-*-lfo[0-9]") -> dict[str, list[Path]]:
+    """Configuration name -> its finished fold runs."""
+    out: dict[str, list[Path]] = {}
+    for path in sorted(Path(p) for p in glob.glob(str(root / pattern))):
+        m = LFO_RUN.match(path.name)
+        if m and (path / "scores.npz").exists():
+            out.setdefault(m["config"], []).append(path)
+    return out
+
+
+def fold_result(run: Path, variant: str = "logit", trusted_only: bool = False) -> dict[str, Any]:
+    """One fold model: recall of its held-out families and long-tail rates at its own thresholds
+    (`trusted_only`: calibrated on the trusted validation benign names alone, the first design)."""
+    s = Scores.load(run, variant)
+    val_benign = s.score[s.rows(VAL) & (s.y == 0)] if trusted_only else s.score[s.calibration()]
+    named = {a: calibrate(val_benign)[n] for a, n in DEFAULT_ACTIONS.items()}
+    held = (s.part == TEST) & np.isin(s.family, s.held_out)
+    # The issue's long-tail target as an operating point: the threshold at which 0.1% of the long-tail
+    # calibration half is flagged, i.e. how much a sinkhole set exactly at that target would catch.
+    at_target = calibrate(s.score[(s.family == BENIGN_DNS_ONLY) & ~s.long_tail()], [TAIL_TARGET])
+    recall_at_target = family_recall(s, held, {"tail_target": next(iter(at_target.values()))})
+    tail = s.score[s.long_tail()]
+    machine = s.score[s.family == BENIGN_MACHINE]
+    return {
+        "families": {f: v | recall_at_target[f] | {"fold": run.name} for f, v in family_recall(s, held, named).items()},
+        "tail": {a: float((tail >= t).mean()) for a, t in named.items()},
+        "tail_n": int(len(tail)),
+        "tail_at_target": float((tail >= next(iter(at_target.values()))).mean()),
+        "machine": {a: float((machine >= t).mean()) for a, t in named.items()},
+        "calibration_names": int(len(val_benign)),
+        "info": json.loads((run / "run.json").read_text()),
+    }
+
+
+def summarise(runs: list[Path], variant: str = "logit", trusted_only: bool = False) -> dict[str, Any]:
+    """Mean family recall over the folds' held-out families, with the long-tail rates."""
+    folds = [fold_result(r, variant, trusted_only) for r in runs]
+    families = {f: v for fold in folds for f, v in fold["families"].items()}
+    rec = {a: [v[a] for v in families.values()] for a in (*DEFAULT_ACTIONS, "tail_target")}
+    easy = [v["sinkhole"] for f, v in families.items() if f not in HARD]
+    info = folds[0]["info"] if folds else {}
+    return {
+        "folds": len(folds),
+        "families": families,
+        "n_families": len(families),
+        "mean_recall": {a: float(np.mean(r)) if r else float("nan") for a, r in rec.items()},
+        "mean_recall_sinkhole_char": float(np.mean(easy)) if easy else float("nan"),
+        "families_ge_0.9": {a: int(sum(x >= 0.9 for x in r)) for a, r in rec.items()},
+        "tail": {a: float(np.mean([f["tail"][a] for f in folds])) for a in DEFAULT_ACTIONS},
+        "tail_at_target": float(np.mean([f["tail_at_target"] for f in folds])),
+        "tail_n": folds[0]["tail_n"] if folds else 0,
+        "machine": {a: float(np.mean([f["machine"][a] for f in folds])) for a in DEFAULT_ACTIONS},
+        "calibration_names": folds[0]["calibration_names"] if folds else 0,
+        "train_rows": info.get("train_rows"),
+        "epochs": info.get("epochs_run"),
+        "train_seconds": float(sum(f["info"].get("train_seconds", 0) for f in folds)),
+        "config": {
+            k: info.get(k) for k in ("arch", "form", "width", "balance", "suffix_dropout", "compounds", "exclude")
+        },
+    }
+
+
+def table(results: dict[str, dict[str, Any]]) -> str:
+    lines = [
+        "| configuration | arch | input | width | balance | suffix dropout | compounds | wordlist trained "
+        "| mean recall @sinkhole (all / char) | families >= 0.9 @sinkhole | mean recall @log "
+        "| long-tail sinkholed / logged | mean recall @long-tail 0.1% (long tail flagged) "
+        "| machine-made sinkholed | folds | train rows | train s (all folds) |",
+        "|" + "---|" * 17,
+    ]
+    for name, r in results.items():
+        c = r["config"]
+        wordlist = "no" if "gozi" in (c.get("exclude") or ()) else "yes"
+        lines.append(
+            f"| {name} | {c['arch']} | {c['form']} | {c['width'] or 'default'} | {c['balance']} "
+            f"| {c['suffix_dropout']} | {'yes' if c['compounds'] else 'no'} | {wordlist} "
+            f"| {r['mean_recall']['sinkhole']:.3f} / {r['mean_recall_sinkhole_char']:.3f} "
+            f"| {r['families_ge_0.9']['sinkhole']}/{r['n_families']} | {r['mean_recall']['log']:.3f} "
+            f"| {r['tail']['sinkhole'] * 100:.3f}% / {r['tail']['log'] * 100:.2f}% "
+            f"| {r['mean_recall']['tail_target']:.3f} ({r['tail_at_target'] * 100:.3f}%) "
+            f"| {r['machine']['sinkhole'] * 100:.1f}% | {r['folds']} | {r['train_rows']:,} | {r['train_seconds']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def first_design_table(results: dict[str, dict[str, Any]]) -> str:
+    """The same runs with thresholds from the trusted validation benign names alone."""
+    lines = [
+        "| configuration | mean recall @sinkhole | families >= 0.9 | mean recall @log | long tail sinkholed / logged |",
+        "|---|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        lines.append(
+            f"| {name} | {r['mean_recall']['sinkhole']:.3f} | {r['families_ge_0.9']['sinkhole']}/{r['n_families']} "
+            f"| {r['mean_recall']['log']:.3f} | {r['tail']['sinkhole'] * 100:.3f}% / {r['tail']['log'] * 100:.2f}% |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    results = {name: summarise(runs) for name, runs in configs().items()}
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()
