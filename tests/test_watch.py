@@ -120,6 +120,25 @@ def walk_until_flagged(r: RunningResolver, client: str, rule: WatchRule) -> None
     assert ask(r, WALK[needed - 1], client).rcode() == dns.rcode.NXDOMAIN
 
 
+def find_c2_and_beacon(r: RunningResolver | RunningResolverAt, client: str = INFECTED) -> None:
+    """An infected client's first walk name (NXDOMAIN), its C2 found, and one beacon to it."""
+    ask(r, WALK[0], client)
+    ask(r, C2, client)
+    time.sleep(BEACON_GAP)
+    ask(r, C2, client)
+
+
+def reload_in_loop(r: RunningResolver, timeout: float = 5.0) -> bool:
+    """`Service.reload` run on the resolver's own loop, as SIGHUP runs it; its result."""
+    done: list[bool] = []
+    r.loop.call_soon_threadsafe(lambda: done.append(r.service.reload()))
+    deadline = time.monotonic() + timeout
+    while not done and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert done, "reload did not finish"
+    return done[0]
+
+
 def test_infected_client_is_flagged_and_its_c2_blocked_for_everyone(upstream: Upstream, tmp_path: Path) -> None:
     cfg = replace(config_for(upstream), metrics=Endpoint("127.0.0.1", free_port()))
     stderr = io.StringIO()
@@ -248,26 +267,15 @@ def test_reload_keeps_flags_and_likely_c2(upstream: Upstream, tmp_path: Path) ->
     )
     cfg = load_config(policy)
     with run_resolver(cfg, log) as r:
-        ask(r, WALK[0], INFECTED)
-        ask(r, C2, INFECTED)
-        time.sleep(BEACON_GAP)
-        ask(r, C2, INFECTED)
+        find_c2_and_beacon(r)
         walk_until_flagged(r, INFECTED, rule_of(cfg))
         assert events(r, "likely_c2")
         r.service.config_path = policy
-        done: list[bool] = []
-        r.loop.call_soon_threadsafe(lambda: done.append(r.service.reload()))
-        deadline = time.monotonic() + 5
-        while not done and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert done == [True] and r.service.reloads == 1
+        assert reload_in_loop(r) and r.service.reloads == 1
         assert addresses(ask(r, C2, OTHER)) == ["0.0.0.0"]
         assert addresses(ask(r, "freshnewsite.org", INFECTED)) == ["0.0.0.0"]
         policy.write_text(policy.read_text().replace("enabled: true", "enabled: false"))
-        done.clear()
-        r.loop.call_soon_threadsafe(lambda: done.append(r.service.reload()))
-        while not done:
-            time.sleep(0.02)
+        assert reload_in_loop(r)
         assert addresses(ask(r, C2, OTHER)) == [UPSTREAM_A]  # the watch off: nothing of it is left
 
 
@@ -298,10 +306,7 @@ def test_top_and_explain_show_the_flag_and_the_likely_c2(upstream: Upstream, tmp
     policy.write_text(f"query_log: {log}\nclient_watch: {{enabled: true}}\n")
     cfg = replace(load_config(policy), upstreams=(Endpoint("127.0.0.1", upstream.port),), upstream_timeout=0.5)
     with run_resolver(cfg, log) as r:
-        ask(r, WALK[0], INFECTED)
-        ask(r, C2, INFECTED)
-        time.sleep(BEACON_GAP)
-        ask(r, C2, INFECTED)
+        find_c2_and_beacon(r)
         walk_until_flagged(r, INFECTED, rule_of(cfg))
         assert events(r, "likely_c2")
     run = [sys.executable, "-m", "resolverguard"]
@@ -334,10 +339,7 @@ def test_a_real_server_keeps_its_flags_across_sighup_and_runs_the_command_hook_o
     proc = start_serving(policy, port)
     try:
         r = RunningResolverAt("127.0.0.1", port)
-        ask(r, WALK[0], INFECTED)
-        ask(r, C2, INFECTED)
-        time.sleep(BEACON_GAP)
-        ask(r, C2, INFECTED)
+        find_c2_and_beacon(r)
         time.sleep(1.0)  # not a page's dead link
         for name in WALK[:4]:
             ask(r, name, INFECTED)
