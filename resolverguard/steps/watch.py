@@ -192,6 +192,12 @@ class ClientWatchStep:
     def _until(self, until: float) -> str:
         return timestamp(self._wall() + until - self.state.clock())
 
+    def _alert(self, event: dict[str, Any], line: str) -> None:
+        """An alert as the user meets it: one event line in the query log and one line on stderr."""
+        if self._log is not None:
+            self._log.write(event)
+        print(f"resolverguard: ALERT {line}", file=self._stderr or sys.stderr, flush=True)
+
     def _announce_flag(self, flag: Flag, quarantine: bool) -> None:
         names = [f.key for f in flag.names]
         hint = self._family_hint([f.label for f in flag.names])
@@ -207,15 +213,12 @@ class ClientWatchStep:
             "points": round(flag.points, 2),
             "cluster": flag.describe(),
         }
-        if self._log is not None:
-            self._log.write(dict(event))
         shown = ", ".join(names[:6]) + (f" (+{len(names) - 6} more)" if len(names) > 6 else "")
-        print(
-            f"resolverguard: ALERT client {flag.client} flagged by the client watch: {len(names)} NXDOMAIN names "
+        self._alert(
+            dict(event),
+            f"client {flag.client} flagged by the client watch: {len(names)} NXDOMAIN names "
             f"like a DGA ({flag.describe()}{', like ' + hint if hint else ''}): {shown}; "
             f"{'quarantined until ' + until if until else 'logged only'}",
-            file=self._stderr or sys.stderr,
-            flush=True,
         )
         if self._metrics is not None:
             self._metrics.watch_flags.inc()
@@ -231,13 +234,10 @@ class ClientWatchStep:
             until = self._until(c2.until) if blocks else None
             event: dict[str, Any] = {"time": timestamp(self._wall()), "event": "likely_c2", "name": c2.name}
             event.update(client=c2.client, until=until)
-            if self._log is not None:
-                self._log.write(event)
-            print(
-                f"resolverguard: ALERT likely C2 {c2.name} (resolved for {c2.client} during its NXDOMAIN burst); "
+            self._alert(
+                event,
+                f"likely C2 {c2.name} (resolved for {c2.client} during its NXDOMAIN burst); "
                 f"{'blocked for every client until ' + until if until else 'logged only'}",
-                file=self._stderr or sys.stderr,
-                flush=True,
             )
             if self._metrics is not None:
                 self._metrics.watch_c2.inc()
