@@ -50,7 +50,9 @@ class Unbound:
         return dns.query.udp(dns.message.make_query(name, qtype), "127.0.0.1", port=self.port, timeout=timeout)
 
     def control(self, *words: str) -> str:
-        out = subprocess.run([UNBOUND_CONTROL, "-c", str(self.conf), *words], capture_output=True, text=True, timeout=30)
+        out = subprocess.run(
+            [UNBOUND_CONTROL, "-c", str(self.conf), *words], capture_output=True, text=True, timeout=30
+        )
         assert out.returncode == 0, out.stderr + out.stdout
         return out.stdout
 
@@ -61,7 +63,7 @@ class Unbound:
 def unbound_conf(work: Path, port: int, upstream: int, threads: int) -> Path:
     conf = work / "unbound.conf"
     conf.write_text(
-        f"server:\n  interface: 127.0.0.1@{port}\n  port: {port}\n  do-daemonize: no\n  username: \"\"\n"
+        f'server:\n  interface: 127.0.0.1@{port}\n  port: {port}\n  do-daemonize: no\n  username: ""\n'
         f'  chroot: ""\n  directory: "{work}"\n  pidfile: "{work}/unbound.pid"\n  use-syslog: no\n'
         f'  logfile: "{work}/unbound.log"\n  verbosity: 1\n  num-threads: {threads}\n'
         "  do-not-query-localhost: no\n  access-control: 127.0.0.0/8 allow\n  qname-minimisation: no\n"
@@ -98,7 +100,16 @@ def run_service(work: Path, socket_path: Path, policy: str = "") -> Iterator[sub
     """`resolverguard unbound-service` with the shipped model, its query log in work/queries.jsonl."""
     config = work / "policy.yaml"
     config.write_text(f"query_log: '{work}/queries.jsonl'\n{policy}")
-    cmd = [sys.executable, "-m", "resolverguard", "unbound-service", "--config", str(config), "--socket", str(socket_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "resolverguard",
+        "unbound-service",
+        "--config",
+        str(config),
+        "--socket",
+        str(socket_path),
+    ]
     proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(proc, "verdict service for Unbound")
