@@ -281,11 +281,15 @@ class Message:
 
     question_end: int
     records: tuple[Record, ...]
+    qname: Name = ()  # the question's name
 
     def target(self, wire: bytes, record: Record) -> Name | None:
         """The name a CNAME/DNAME/NS/MX/SRV record points to."""
-        skip = {CNAME: 0, DNAME: 0, NS: 0, MX: 2, SRV: 6}.get(record.rtype)
+        skip = _TARGET_AT.get(record.rtype)
         return None if skip is None else read_name(wire, record.rdata_at + skip)[0]
+
+
+_TARGET_AT = {CNAME: 0, DNAME: 0, NS: 0, MX: 2, SRV: 6}  # where in the rdata a record's target name starts
 
 
 def read_message(wire: bytes) -> Message | None:
@@ -314,6 +318,6 @@ def read_message(wire: bytes) -> Message | None:
             at = end
         if at != len(wire) or question_end > len(wire):
             return None
-        return Message(question_end, tuple(records))
+        return Message(question_end, tuple(records), qname)
     except (IndexError, ValueError, struct.error):
         return None
