@@ -168,14 +168,14 @@ class NameParser:
         return self.parse(name).model_input(form)
 
     def _why_unscored(self, name: str) -> Unscored | None:
-        if not name or len(name) > 253 or any(not part for part in name.split(".")):
+        if not name or len(name) > 253 or "" in name.split("."):  # (an empty label: "a..b", ".a")
             return Unscored.NOT_HOSTNAME
         if "." not in name:
             return Unscored.SINGLE_LABEL
         tld = name.rsplit(".", 1)[1]
         if tld == "arpa" and not name.endswith("home.arpa"):
             return Unscored.REVERSE
-        if tld in LOCAL_SUFFIXES or any(name.endswith("." + s) for s in ("home.arpa",)):
+        if tld in LOCAL_SUFFIXES or name.endswith(".home.arpa"):
             return Unscored.LOCAL
         return None
 
