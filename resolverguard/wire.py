@@ -237,6 +237,8 @@ def read_name(wire: bytes, at: int, seen: dict[int, Name] | None = None) -> tupl
                 end = at + 2
             if seen is not None and target in seen:
                 rest = seen[target]
+                if not size:  # a bare pointer (most owners): `rest` was checked when it was read
+                    return rest, end
                 if size + sum(len(x) + 1 for x in rest) > 254:
                     raise ValueError("name over 255 octets")
                 return tuple(labels) + rest, end
