@@ -301,7 +301,7 @@ def reload_under_load(
     """`reloads` reloads (`unbound-control reload` and SIGHUP alternated, 0.1 s apart) while
     dnsperf asks at `qps`: queries sent, answered, lost, and whether Unbound is still up."""
     wait_ready(port)
-    seconds = reloads * 0.1 + 4
+    seconds = reloads * 0.2 + 4  # (each unbound-control call takes its own time too)
     cmd = ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(queries), "-l", str(seconds), "-c", "8"]
     load = subprocess.Popen([*cmd, "-Q", str(int(qps)), "-t", "2", "-S", "0"], stdout=subprocess.PIPE, text=True)
     time.sleep(1.0)
@@ -338,7 +338,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--queries", type=int, default=200_000)
-    p.add_argument("--misses", type=int, default=0, help="never-seen names in the misses file (default 100k/s of run)")
+    p.add_argument("--misses", type=int, default=0, help="never-seen names (default 200k per second of run)")
     p.add_argument("--reloads", type=int, default=100)
     p.add_argument("--watch", action="store_true", help="only (d) against (g) = (d) + client_watch, alternated")
     a = p.parse_args()
@@ -346,7 +346,7 @@ def main() -> None:
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is not installed: sudo apt-get install -y nsd unbound dnsperf")
     work = Path(tempfile.mkdtemp(prefix="rg-bench-"))
-    misses = a.misses or int(a.seconds * 100_000)
+    misses = a.misses or int(a.seconds * 200_000)
     files = query_files(work, a.queries, random.Random(7), misses)
     if a.watch:
         compare_watch(work, files, a)
