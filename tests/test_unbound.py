@@ -2,7 +2,8 @@
 port, pidfile and control socket, no root), forwarding to the test's stub upstream, with the module
 asking a real `resolverguard unbound-service` process; dnspython is the client.
 
-`.ci/run` installs unbound and python3-unbound; without them these tests are skipped with that reason.
+`.ci/run` installs unbound and python3-unbound; without them the tests that run Unbound are skipped
+with that reason (the service's protocol and the module's imports are checked everywhere).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from resolverguard.unboundservice import MODULE_FILE
 UNBOUND = shutil.which("unbound") or "/usr/sbin/unbound"
 UNBOUND_CONTROL = shutil.which("unbound-control") or "/usr/sbin/unbound-control"
 DIST_PACKAGES = "/usr/lib/python3/dist-packages"  # where Debian's python3-unbound puts unboundmodule.py
-pytestmark = pytest.mark.skipif(
+needs_unbound = pytest.mark.skipif(
     not Path(UNBOUND).exists() or not Path(DIST_PACKAGES, "unboundmodule.py").exists(),
     reason="needs Debian's unbound and python3-unbound (apt-get install unbound python3-unbound; .ci/run does)",
 )
@@ -135,6 +136,7 @@ def upstream() -> Iterator[Upstream]:
         yield up
 
 
+@needs_unbound
 def test_a_benign_name_resolves_and_a_dga_name_gets_the_sinkhole_stored_in_unbounds_cache(
     tmp_path: Path, upstream: Upstream
 ) -> None:
@@ -159,6 +161,7 @@ def test_a_benign_name_resolves_and_a_dga_name_gets_the_sinkhole_stored_in_unbou
     assert benign["action"] == "pass"
 
 
+@needs_unbound
 def test_a_client_group_in_monitor_mode_is_logged_not_blocked_and_not_cached_for_others(
     tmp_path: Path, upstream: Upstream
 ) -> None:
@@ -170,6 +173,7 @@ def test_a_client_group_in_monitor_mode_is_logged_not_blocked_and_not_cached_for
     assert [(x["action"], x.get("would")) for x in lines if x["qname"] == DGA] == [("log", "sinkhole")]
 
 
+@needs_unbound
 def test_with_the_service_down_names_pass_and_are_counted_then_blocking_resumes(
     tmp_path: Path, upstream: Upstream
 ) -> None:
@@ -190,6 +194,7 @@ def answer_ok(unbound: Unbound, name: str, want: str) -> bool:
     return False
 
 
+@needs_unbound
 @pytest.mark.parametrize("threads", [1, 2])
 def test_reload_and_sighup_under_queries_keep_unbound_up_and_every_answer_right(
     tmp_path: Path, upstream: Upstream, threads: int
@@ -228,6 +233,7 @@ def test_reload_and_sighup_under_queries_keep_unbound_up_and_every_answer_right(
     assert "fatal" not in unbound.log_text()
 
 
+@needs_unbound
 def test_unbound_module_prints_lines_that_unbound_checkconf_accepts(tmp_path: Path) -> None:
     sock = tmp_path / "v.sock"
     out = subprocess.run(
@@ -244,3 +250,53 @@ def test_unbound_module_prints_lines_that_unbound_checkconf_accepts(tmp_path: Pa
     env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": DIST_PACKAGES}
     check = subprocess.run(["unbound-checkconf", str(conf)], capture_output=True, text=True, env=env)
     assert check.returncode == 0, check.stderr + check.stdout
+
+
+def test_the_module_imports_only_the_standard_library_and_unbounds_own() -> None:
+    """What keeps `unbound-control reload` safe: Unbound re-initialises Python, and numpy (or anything
+    that loads it: LiteRT, resolverguard itself) cannot be imported twice in one process."""
+    import ast
+
+    tree = ast.parse(MODULE_FILE.read_text(encoding="utf-8"))
+    imported = {
+        alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+    }
+    imported |= {
+        node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
+    }
+    assert imported - {"unboundmodule"} <= set(sys.stdlib_module_names), imported
+
+
+def ask_service(sock_path: Path, *lines: bytes) -> list[bytes]:
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(str(sock_path))
+        answers = []
+        for line in lines:
+            s.sendall(line)
+            data = b""
+            while not data.endswith(b"\n"):
+                data += s.recv(4096)
+            answers.append(data)
+    return answers
+
+
+def test_the_service_answers_the_modules_lines_pass_block_and_fail_open_on_nonsense(tmp_path: Path) -> None:
+    sock = tmp_path / "verdicts.sock"
+    policy = "lists:\n  deny: [bad.example]\nsinkhole:\n  ttl: 30\n"
+    with run_service(tmp_path, sock, policy):
+        benign, dga, mx, denied, nonsense = ask_service(
+            sock,
+            b"example.com.\t1\t192.0.2.7\n",
+            f"{DGA}.\t1\t-\n".encode(),
+            f"{DGA}.\t15\t-\n".encode(),
+            b"www.bad.example.\t28\t::1\n",
+            b"no tabs here\n",
+        )
+    assert benign == b"P\n" and nonsense == b"P\n"
+    assert dga == f"B\t0\t1\t{DGA}. 30 IN A 0.0.0.0\t\n".encode()
+    soa = f"{DGA}. 30 IN SOA sinkhole.resolverguard.invalid. hostmaster.resolverguard.invalid. 1 3600 600 86400 30"
+    assert mx == f"B\t0\t1\t\t{soa}\n".encode()
+    assert denied == b"B\t0\t1\twww.bad.example. 30 IN AAAA ::\t\n"
