@@ -7,7 +7,7 @@ NSD's answer to a wildcard query (answer + NS + glue, as bench/compare.py's upst
 7 rounds, trees alternated round by round, so a loaded machine slows every tree alike and the
 minimum is the work itself (trees.py, over real sockets, is what a user sees but swings with load).
 
-    python bench/misspath.py ../before-checkout .      # prints a Markdown table, per-step us
+    python bench/misspath.py ../before-checkout .      # per-step us, to results/misspath.md
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROUNDS, NAMES = 7, 4000
@@ -75,11 +76,22 @@ def main() -> None:
             for step, us in probe(tree, round_).items():
                 best[tree][step] = min(best[tree].get(step, float("inf")), us)
     steps = list(best[trees[0]])
-    print("| tree | " + " | ".join(steps) + " | sum |")
-    print("|---|" + "---:|" * (len(steps) + 1))
+    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    lines = [
+        f"# Python work per never-seen name (bench/misspath.py), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        "",
+        f"Microseconds per name, best of {ROUNDS} rounds of {NAMES} names, trees alternated; load average after: "
+        f"{load}. Each tree in its own process with PYTHONPATH=tree.",
+        "",
+        "| tree | " + " | ".join(steps) + " | sum |",
+        "|---|" + "---:|" * (len(steps) + 1),
+    ]
     for tree in trees:
         cells = [f"{best[tree][s]:.2f}" for s in steps]
-        print(f"| {tree} | " + " | ".join(cells) + f" | {sum(best[tree].values()):.2f} |")
+        lines.append(f"| {tree} | " + " | ".join(cells) + f" | {sum(best[tree].values()):.2f} |")
+    out = Path(__file__).resolve().parent / "results" / "misspath.md"
+    out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":
