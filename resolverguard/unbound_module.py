@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 import threading
 import time
 from typing import Any
@@ -90,8 +91,13 @@ class VerdictClient:
         if time.monotonic() < self._retry_at.get(me, 0.0):
             return None
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
         try:
+            # The kernel's timeouts on a blocking socket, not Python's (settimeout polls before every
+            # send and recv: two more system calls per name on the Unbound thread). A timeout is then
+            # an OSError (EAGAIN) like any other failure: the name passes.
+            timeval = struct.pack("ll", int(self.timeout), int(self.timeout % 1 * 1_000_000))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
             sock.connect(self.path)
         except OSError as err:
             sock.close()
