@@ -77,12 +77,14 @@ def unbound_conf(work: Path, port: int, upstream: int, threads: int) -> Path:
 
 
 @contextlib.contextmanager
-def run_unbound(work: Path, upstream: int, socket_path: Path, threads: int = 1) -> Iterator[Unbound]:
+def run_unbound(
+    work: Path, upstream: int, socket_path: Path, threads: int = 1, timeout: float = 3.0
+) -> Iterator[Unbound]:
     port = free_port()
     conf = unbound_conf(work, port, upstream, threads)
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": DIST_PACKAGES}
     env["RESOLVERGUARD_SOCKET"] = str(socket_path)
-    env["RESOLVERGUARD_TIMEOUT"] = "3"  # a busy test machine must not turn a slow verdict into a pass
+    env["RESOLVERGUARD_TIMEOUT"] = str(timeout)  # 3 s: a busy test machine must not turn a slow verdict into a pass
     proc = subprocess.Popen([UNBOUND, "-d", "-c", str(conf)], env=env, stderr=subprocess.DEVNULL)
     unbound = Unbound(port, conf, work / "unbound.log", proc)
     try:
@@ -302,3 +304,19 @@ def test_the_service_answers_the_modules_lines_pass_block_and_fail_open_on_nonse
     soa = f"{DGA}. 30 IN SOA sinkhole.resolverguard.invalid. hostmaster.resolverguard.invalid. 1 3600 600 86400 30"
     assert mx == f"B\t0\t1\t\t{soa}\n".encode()
     assert denied == b"B\t0\t1\twww.bad.example. 30 IN AAAA ::\t\n"
+
+
+@needs_unbound
+def test_a_service_that_never_answers_costs_one_timeout_then_names_pass(tmp_path: Path, upstream: Upstream) -> None:
+    import socket
+
+    sock = tmp_path / "silent.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as silent:
+        silent.bind(str(sock))
+        silent.listen(8)  # accepts (the kernel's backlog) and never reads or answers
+        with run_unbound(tmp_path, upstream.port, sock, timeout=0.3) as unbound:
+            started = time.monotonic()
+            assert addresses(unbound.ask(f"a.{DGA}", timeout=5)) == [UPSTREAM_A]
+            assert 0.3 <= time.monotonic() - started < 3
+            assert addresses(unbound.ask(f"b.{DGA}", timeout=5)) == [UPSTREAM_A]  # within RETRY_SECONDS: not asked
+            assert "names pass unscored" in unbound.log_text()
