@@ -4,7 +4,8 @@ A miss costs the name step (PSL walks), the upstream answer's checks (`replies.f
 full, bailiwick, header and OPT rewritten) and the answer cache's read of it (`wire_layout`). Each
 is timed per checkout in its own process (PYTHONPATH=tree) on the same inputs: unique names, and
 NSD's answer to a wildcard query (answer + NS + glue, as bench/compare.py's upstream sends). Best of
-7 rounds, trees alternated round by round, so a loaded machine slows every tree alike and the
+7 rounds of process CPU time (not wall time: time spent preempted by other jobs is not counted),
+trees alternated round by round, so a loaded machine slows every tree alike and the
 minimum is the work itself (trees.py, over real sockets, is what a user sees but swings with load).
 
     python bench/misspath.py ../before-checkout .      # per-step us, to results/misspath.md
@@ -39,18 +40,18 @@ reply.additional.append(dns.rrset.from_text("ns.", 3600, "IN", "A", "127.0.0.1")
 answer, head = reply.to_wire(), parse_query(query.to_wire())
 parser = NameParser()
 out = {}
-start = time.perf_counter()
+start = time.process_time()
 for name in names:
     parser.parse(name)
-out["name step (PSL, memo miss)"] = (time.perf_counter() - start) / len(names) * 1e6
-start = time.perf_counter()
+out["name step (PSL, memo miss)"] = (time.process_time() - start) / len(names) * 1e6
+start = time.process_time()
 for _ in names:
     ours = replies.forwarded(answer, head)
-out["replies.forwarded"] = (time.perf_counter() - start) / len(names) * 1e6
-start = time.perf_counter()
+out["replies.forwarded"] = (time.process_time() - start) / len(names) * 1e6
+start = time.process_time()
 for _ in names:
     wire_layout(ours)
-out["answer cache wire_layout"] = (time.perf_counter() - start) / len(names) * 1e6
+out["answer cache wire_layout"] = (time.process_time() - start) / len(names) * 1e6
 print(json.dumps(out))
 """.replace("{n}", str(NAMES))
 
