@@ -81,7 +81,8 @@ def main() -> None:
     lines = [
         f"# Python work per never-seen name (bench/misspath.py), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         "",
-        f"Microseconds per name, best of {ROUNDS} rounds of {NAMES} names, trees alternated; load average after: "
+        f"CPU microseconds per name (process time), best of {ROUNDS} rounds of {NAMES} names, trees alternated; "
+        f"load after: "
         f"{load}. Each tree in its own process with PYTHONPATH=tree.",
         "",
         "| tree | " + " | ".join(steps) + " | sum |",
