@@ -32,7 +32,8 @@ def figures(results: Path = ROOT / "bench" / "results") -> str:
     list_change = abs(1 - ratios["hits"]["(f)/(d)"]) * 100
     return (
         f"On the {compare['cores']}-core development machine, with dnsperf on the same cores "
-        f"(`bench/results/compare.md`, run of {compare['date']}): the full chain with the shipped model answers "
+        f"(`bench/results/compare.md`, run of {compare['date']}{load_note(compare)}): "
+        "the full chain with the shipped model answers "
         f"{_k(full['hits']['qps'])} queries/s on cached names and {_k(full['misses']['qps'])}/s on never-seen "
         f"names (every one scored and forwarded); `workers: 2` {_k(workers['hits']['qps'])} and "
         f"{_k(workers['misses']['qps'])}; the filter costs {compare['added_p99_ms']['hits']:.2f} ms (cached) and "
@@ -43,6 +44,14 @@ def figures(results: Path = ROOT / "bench" / "results") -> str:
         f"in the same run, {slower[0]:.1f} and {slower[1]:.1f} times as many at forwarding alone."
         + module_figures(compare)
     )
+
+
+def load_note(compare: dict[str, Any]) -> str:
+    """The machine's load during the run, when it was busy (then only the ratios mean much)."""
+    load = compare.get("load")
+    if not load or float(load["before"].split()[0]) < 1.0:
+        return ""
+    return f", load average {load['before'].split()[0]} before and {load['after'].split()[0]} after: a busy machine"
 
 
 def module_figures(compare: dict[str, Any]) -> str:
