@@ -320,3 +320,17 @@ def test_a_service_that_never_answers_costs_one_timeout_then_names_pass(tmp_path
             assert 0.3 <= time.monotonic() - started < 3
             assert addresses(unbound.ask(f"b.{DGA}", timeout=5)) == [UPSTREAM_A]  # within RETRY_SECONDS: not asked
             assert "names pass unscored" in unbound.log_text()
+
+
+def test_sighup_rereads_the_services_policy_and_a_broken_one_keeps_the_old(tmp_path: Path) -> None:
+    sock = tmp_path / "verdicts.sock"
+    with run_service(tmp_path, sock) as service:
+        assert ask_service(sock, f"{DGA}.\t1\t-\n".encode())[0].startswith(b"B\t")
+        (tmp_path / "policy.yaml").write_text(f"lists:\n  allow: [{DGA}]\n")
+        service.send_signal(signal.SIGHUP)
+        wait_for(service, "reloaded")
+        assert ask_service(sock, f"www.{DGA}.\t1\t-\n".encode()) == [b"P\n"]
+        (tmp_path / "policy.yaml").write_text("thresholds:\n  sinkhole: 7\n")
+        service.send_signal(signal.SIGHUP)
+        assert "policy.yaml:2: thresholds.sinkhole" in wait_for(service, "reload rejected")
+        assert ask_service(sock, f"www.{DGA}.\t1\t-\n".encode()) == [b"P\n"]  # the allow list stays in force
