@@ -13,6 +13,9 @@ once dies importing it again (numpy/numpy#28271); one LiteRT interpreter shared 
 gives wrong scores. The standard library survives re-initialisation, and the model lives in the
 service, where all of Unbound's threads share one batching event loop.
 
+Only queries a client waits for are asked about; Unbound's own lookups (nameserver addresses while
+recursing, DNSSEC keys, prefetch of a name already decided) pass, so recursion costs no extra round trips.
+
 Fail open: when the service is down, slow (RESOLVERGUARD_TIMEOUT, default 0.25 s) or answers
 nonsense, the name passes and is counted (`passed_unasked`, logged every 1,000 and at unload); a
 thread that could not connect tries again after RETRY_SECONDS, not on every query.
@@ -166,8 +169,14 @@ def operate(id: int, event: int, qstate: Any, qdata: Any) -> bool:  # noqa: A002
     if event not in (MODULE_EVENT_NEW, MODULE_EVENT_PASS):
         qstate.ext_state[id] = MODULE_ERROR
         return True
+    client = client_of(qstate)
+    if client == "-" or _client is None:
+        # No client waits for it: Unbound's own lookups (nameserver addresses, DNSSEC keys, prefetch
+        # of a name already decided). The client's own query is what is filtered; these pass unasked.
+        qstate.ext_state[id] = MODULE_WAIT_MODULE
+        return True
     qinfo = qstate.qinfo
-    answer = _client.ask(qinfo.qname_str, qinfo.qtype, client_of(qstate)) if _client is not None else None
+    answer = _client.ask(qinfo.qname_str, qinfo.qtype, client)
     if answer is None or answer[0] != "B" or len(answer) != 5:
         qstate.ext_state[id] = MODULE_WAIT_MODULE  # pass: on to the iterator
         return True

@@ -43,7 +43,6 @@ from resolverguard.pipeline import decision_steps, groups_for
 from resolverguard.server import finish
 from resolverguard.service import settle_memory
 from resolverguard.steps.cache import VerdictCache
-from resolverguard.steps.pause import PauseStep, PauseSwitch
 from resolverguard.steps.querylog import FLUSH_SECONDS, QueryLog, QueryLogStep
 from resolverguard.verdicts import Action
 from resolverguard.wire import AAAA, NOERROR, NXDOMAIN, REFUSED, SERVFAIL, A, QueryHead
@@ -81,7 +80,7 @@ class VerdictLine:
 
     def __init__(self, groups: GroupDirectory) -> None:
         # Only a decision that holds for every client may go into Unbound's shared cache.
-        self._cacheable = not groups.groups and not any(lists.scoped for lists in [groups.default.lists])
+        self._cacheable = not groups.groups and not groups.default.lists.scoped
 
     def check(self, request: Request) -> Outcome:
         verdict = request.verdict
@@ -101,19 +100,18 @@ class VerdictChain:
     chain: Any  # resolverguard.chain.Next
     log: QueryLog
     cache: VerdictCache
-    pause: PauseSwitch
 
     @classmethod
     def build(cls, cfg: Config, model: TFLiteScorer, stderr: TextIO | None, old: VerdictChain | None) -> VerdictChain:
         """The query log, then the decision steps `resolverguard serve` runs (group, name, lists,
-        verdict cache, score, policy), the pause switch, and the answer line."""
+        verdict cache, score, policy), and the answer line. (No pause switch yet: the service has no
+        control socket; stopping it lets every name pass.)"""
         groups = groups_for(cfg, model.metadata.thresholds)
         cache = VerdictCache.carried(old.cache if old else None, cfg.cache.size, cfg.cache.ttl, model)
         log = QueryLog.carried(old.log if old else None, cfg.query_log, lambda c: QueryLog(c, stderr))
-        pause = PauseSwitch.carried(old.pause if old else None)
         steps: list[Step | Check] = [QueryLogStep(log)] if log.enabled else []
-        steps += [*decision_steps(cfg, model, groups, cache), PauseStep(pause), VerdictLine(groups)]
-        return cls(link(steps, _never), log, cache, pause)
+        steps += [*decision_steps(cfg, model, groups, cache), VerdictLine(groups)]
+        return cls(link(steps, _never), log, cache)
 
 
 class VerdictService:
