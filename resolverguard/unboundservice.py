@@ -108,7 +108,9 @@ class VerdictChain:
         control socket; stopping it lets every name pass.)"""
         groups = groups_for(cfg, model.metadata.thresholds)
         cache = VerdictCache.carried(old.cache if old else None, cfg.cache.size, cfg.cache.ttl, model)
-        log = QueryLog.carried(old.log if old else None, cfg.query_log, lambda c: QueryLog(c, stderr))
+        log = QueryLog.carried(
+            old.log if old else None, cfg.query_log, cfg.query_store, lambda c, store: QueryLog(c, stderr, store=store)
+        )
         steps: list[Step | Check] = [QueryLogStep(log)] if log.enabled else []
         steps += [*decision_steps(cfg, model, groups, cache), VerdictLine(groups)]
         return cls(link(steps, _never), log, cache)
