@@ -16,6 +16,7 @@ from dnslib import DNSRecord
 
 from resolverguard.chain import Reply, Request, link
 from resolverguard.config import ClientWatchConfig, Config
+from resolverguard.groups import GroupDirectory
 from resolverguard.logtop import watch_events
 from resolverguard.model import TFLiteScorer
 from resolverguard.pipeline import decision_steps, groups_for
@@ -60,10 +61,12 @@ def watch_rows(
     return rows
 
 
-def explain(name: str, cfg: Config, model: TFLiteScorer, out: TextIO, client: str = "127.0.0.1") -> Request:
-    groups = groups_for(cfg, model.metadata.thresholds)
-    group = groups.group_for(client)
-    policy, lists = group.policy, group.lists
+async def decide(
+    name: str, cfg: Config, model: TFLiteScorer, groups: GroupDirectory, client: str = "127.0.0.1"
+) -> Request:
+    """Runs the decision steps for one query of `name` from `client` and stops before anything is
+    sent upstream. A coroutine, so the dashboard runs it on the resolver's own loop with the
+    running lists (`groups`) and model; the CLI runs it with `asyncio.run`."""
 
     async def stop_here(_: Request) -> Reply:
         return None
@@ -73,11 +76,16 @@ def explain(name: str, cfg: Config, model: TFLiteScorer, out: TextIO, client: st
     packet = query.pack()
     head = parse_query(packet) or head_of(query, packet)
     request = Request(head, packet, (client, 0), "udp", time.monotonic(), parsed=query)
+    await chain(request)
+    return request
 
-    async def decide() -> None:
-        await chain(request)
 
-    asyncio.run(decide())
+def decision_rows(
+    name: str, request: Request, model: TFLiteScorer, groups: GroupDirectory, client: str
+) -> list[tuple[str, str]]:
+    """What each decision step found, as (label, text) rows: printed by `explain`, shown by the dashboard."""
+    group = groups.group_for(client)
+    policy, lists = group.policy, group.lists
     n, v = request.name, request.verdict
     rows = [
         ("name", n.qname if n else name),
@@ -103,9 +111,20 @@ def explain(name: str, cfg: Config, model: TFLiteScorer, out: TextIO, client: st
         ("mode", policy.mode.value + (f" (would {v.would.value})" if v and v.would else "")),
         ("model", model.metadata.model_version),
     ]
-    rows += watch_rows(cfg, group.watch, client, n.registrable if n else None)
     if request.error:
         rows.append(("error", request.error))
+    return rows
+
+
+def explain(name: str, cfg: Config, model: TFLiteScorer, out: TextIO, client: str = "127.0.0.1") -> Request:
+    groups = groups_for(cfg, model.metadata.thresholds)
+    request = asyncio.run(decide(name, cfg, model, groups, client))
+    n = request.name
+    rows = decision_rows(name, request, model, groups, client)
+    error = rows.pop() if request.error else None
+    rows += watch_rows(cfg, groups.group_for(client).watch, client, n.registrable if n else None)
+    if error is not None:
+        rows.append(error)
     width = max(len(k) for k, _ in rows) + 1
     for key, value in rows:
         out.write(f"{key + ':':<{width}} {value}\n")
