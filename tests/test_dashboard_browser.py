@@ -27,6 +27,7 @@ from dnsfixtures import UPSTREAM_A
 
 from resolverguard.config import load_config
 from resolverguard.steps.watch import watch_rule
+from resolverguard.watch import BEACON_GAP
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -40,6 +41,7 @@ CHROMIUM_ARGS = [
 ]
 INFECTED, LAPTOP = "127.0.0.2", "127.0.0.3"
 WALK = ["nxqzkvbrtw.com", "nxplmkojiu.com", "nxwsxedcrf.com", "nxtgbyhnuj.com", "nxikolpmnb.com"]
+C2 = "kvbrtwqzab.com"
 DGA = "xkq3vbh7tz.com"  # the test model (digits) blocks it
 
 
@@ -102,10 +104,17 @@ def browser() -> Iterator[Any]:
 
 
 def infect(s: Served) -> None:
-    """An infected client's DGA walk: alike unknown names answered NXDOMAIN until the watch flags it."""
+    """An infected client (as tests/test_watch.py simulates one): its DGA walk's first name fails,
+    its C2 resolves and is beaconed to, and the walk goes on until the watch flags it."""
     rule = watch_rule(load_config(s.policy).client_watch, {})
     time.sleep(rule.page_gap)  # no name of the walk may count as a page's dead link
-    for name in WALK[: 1 + math.ceil((rule.flag_at - 1) / (1 + rule.alike_bonus))]:
+    walk = WALK[: 1 + math.ceil((rule.flag_at - 1) / (1 + rule.alike_bonus))]
+    assert ask(s, walk[0], INFECTED).rcode() == dns.rcode.NXDOMAIN
+    assert address(ask(s, C2, INFECTED)) == UPSTREAM_A
+    time.sleep(BEACON_GAP)
+    assert address(ask(s, C2, INFECTED)) == UPSTREAM_A
+    time.sleep(rule.page_gap)
+    for name in walk[1:]:
         assert ask(s, name, INFECTED).rcode() == dns.rcode.NXDOMAIN
 
 
@@ -177,6 +186,8 @@ def test_a_user_finds_a_block_allows_it_sees_an_infected_client_and_pauses(
         assert eventually(flagged), page.inner_text("main")
         flag_row = page.locator("table.flagged tr", has_text=INFECTED).first
         assert WALK[0] in flag_row.inner_text()
+        assert INFECTED in page.locator("table.c2 tr", has_text=C2).first.inner_text()
+        assert address(ask(s, C2, LAPTOP)) == "0.0.0.0"  # a likely C2 is blocked for every client
         page.screenshot(path=str(shots / "clients.png"), full_page=True)
 
         # Pause blocking, see a denied name pass, resume, see it blocked again.
@@ -192,7 +203,8 @@ def test_a_user_finds_a_block_allows_it_sees_an_infected_client_and_pauses(
         assert address(ask(s, "blocked.example")) == "0.0.0.0"
 
         # Readable on a phone: one column, nothing wider than the screen.
-        phone = browser.new_page(viewport={"width": 390, "height": 844})
+        phone = browser.new_page()
+        phone.set_viewport_size({"width": 390, "height": 844})
         phone.goto(s.web + "/")
         phone.wait_for_selector("#chart")
         assert phone.evaluate("document.documentElement.scrollWidth") <= 390

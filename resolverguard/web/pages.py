@@ -373,6 +373,7 @@ async def clients_page(request: web.Request) -> web.StreamResponse:
                 )
                 for c in c2
             ],
+            "c2",
         )
     )
     parts.append("<h2>All clients (24 hours)</h2>")
@@ -407,7 +408,7 @@ async def lists_page(request: web.Request) -> web.StreamResponse:
         + "</p>",
         "<h2>Model</h2>",
         table(
-            ["", ""],
+            ["model", ""],
             [
                 ("version", esc(meta.model_version)),
                 ("architecture", esc(meta.architecture)),
@@ -431,11 +432,10 @@ async def lists_page(request: web.Request) -> web.StreamResponse:
 
 
 def report_path(d: Dashboard) -> Path | None:
+    """REPORT.md beside the model in use (the shipped model's report only when it is the shipped model)."""
     model = d.service.cfg.model or shipped("default.tflite")
-    for candidate in ([model.parent / "REPORT.md"] if model else []) + [shipped("REPORT.md")]:
-        if candidate is not None and candidate.exists():
-            return candidate
-    return None
+    report = model.parent / "REPORT.md" if model is not None else None
+    return report if report is not None and report.exists() else None
 
 
 async def model_report(request: web.Request) -> web.StreamResponse:
