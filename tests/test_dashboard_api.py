@@ -3,6 +3,7 @@ rate limit, and actions that change what the resolver answers (checked with dnsp
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import dns.message
@@ -193,3 +194,40 @@ def test_reload_through_the_api_and_a_broken_policy_kept_out(served: Served) -> 
         assert answer(served, "blocked.example") == "0.0.0.0"  # the old policy stays in force
     finally:
         served.policy.write_text(good)
+
+
+def test_reads_answer_from_the_store_the_resolver_fills(tmp_path: Path) -> None:
+    with serve_dashboard(tmp_path, f"query_store: {tmp_path / 'store.sqlite'}\n") as s:
+        for name in ("www.blocked.example", "blocked.example", "wikipedia.org", "xkq3vbh7tz.com"):
+            answer(s, name)
+        script = s.client()
+        auth = {"Authorization": f"Bearer {PASSWORD}"}
+
+        def stats() -> dict[str, object]:
+            return dict(script.open("/api/v1/stats?since=1h&buckets=4", headers=auth).json())
+
+        deadline = time.monotonic() + 15
+        while stats()["total"] != 4 and time.monotonic() < deadline:  # the writer batches (~0.5 s)
+            time.sleep(0.2)
+        view = stats()
+        assert view["total"] == 4 and view["by_action"] == {"sinkhole": 3, "pass": 1} and view["clients"] == 1
+        assert len(view["series"]) == 4 and sum(b["blocked"] for b in view["series"]) == 3  # type: ignore[attr-defined]
+        under = script.open("/api/v1/queries?name=blocked.example", headers=auth).json()
+        assert sorted(q["qname"] for q in under) == ["blocked.example", "www.blocked.example"]
+        assert all(q["reason"] == "deny list" and q["client"] == "127.0.0.1" for q in under)
+        model = script.open("/api/v1/queries?reason=model&action=sinkhole", headers=auth).json()
+        assert [q["qname"] for q in model] == ["xkq3vbh7tz.com"] and model[0]["score"] > 0.9
+        page = script.open("/api/v1/queries?limit=2", headers=auth).json()
+        older = script.open(f"/api/v1/queries?limit=2&before_id={page[-1]['id']}", headers=auth).json()
+        assert len(page) == len(older) == 2 and {q["id"] for q in page}.isdisjoint(q["id"] for q in older)
+        top = script.open("/api/v1/top/names?since=1h", headers=auth).json()
+        assert sorted((t["name"], t["queries"]) for t in top) == [
+            ("blocked.example", 1),
+            ("www.blocked.example", 1),
+            ("xkq3vbh7tz.com", 1),
+        ]
+        clients = script.open("/api/v1/top/clients?action=any", headers=auth).json()
+        assert clients == [{"client": "127.0.0.1", "queries": 4}]
+        assert script.open("/api/v1/clients/flagged", headers=auth).json() == []
+        none = script.open("/api/v1/queries?client=10.9.9.9", headers=auth).json()
+        assert none == []

@@ -14,6 +14,7 @@ from aiohttp import web
 from resolverguard.explain import decide, decision_rows
 from resolverguard.web import actions, inputs
 from resolverguard.web.inputs import BadInput, TimeRange
+from resolverguard.web.reads import StoreUnavailable
 
 if TYPE_CHECKING:
     from resolverguard.web.app import Dashboard
@@ -56,6 +57,8 @@ def json_endpoint(read: Endpoint) -> Callable[[web.Request], Awaitable[web.Strea
             return error(400, err.problem, field=err.field)
         except NoStore:
             return error(503, "no query store: set query_store in the policy")
+        except StoreUnavailable as err:
+            return error(503, str(err))
         if isinstance(result, web.StreamResponse):
             return result
         return web.json_response(plain(result))

@@ -22,7 +22,7 @@ from aiohttp import web
 
 from resolverguard.web import api, pages
 from resolverguard.web.auth import BearerCache, LoginLimiter, PasswordHash, Session, Sessions, csrf_ok
-from resolverguard.web.reads import StoreReads, store_path
+from resolverguard.web.reads import MAX_READS, StoreReads, store_path
 
 if TYPE_CHECKING:
     from resolverguard.config import DashboardConfig
@@ -55,6 +55,7 @@ class Dashboard:
         self.limiter = LoginLimiter(settings.login_attempts, settings.login_window, clock)
         self.bearers = BearerCache()
         self._runner: web.AppRunner | None = None
+        self._read_gate = asyncio.Semaphore(MAX_READS)
         self.port = settings.listen.port
 
     @property
@@ -64,7 +65,7 @@ class Dashboard:
     def reads(self) -> StoreReads | None:
         """The running policy's store (None without one)."""
         path = store_path(self.service.cfg)
-        return StoreReads(path) if path is not None else None
+        return StoreReads(path, self._read_gate) if path is not None else None
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._guard], client_max_size=MAX_BODY)

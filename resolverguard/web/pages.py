@@ -19,6 +19,7 @@ from resolverguard.verdicts import Action, Reason
 from resolverguard.web import actions, charts, inputs
 from resolverguard.web.api import NoStore, dash, explanation
 from resolverguard.web.inputs import BadInput, TimeRange
+from resolverguard.web.reads import StoreUnavailable
 
 if TYPE_CHECKING:
     from resolverguard.web.app import Dashboard
@@ -489,6 +490,8 @@ def store_missing(handler: Any) -> Any:
             result: web.StreamResponse = await handler(request)
         except NoStore:
             return page("No store", no_store(), request.get("session"))
+        except StoreUnavailable as err:
+            return page("Store unavailable", f'<p class="flash bad">{esc(err)}</p>', request.get("session"), 503)
         except BadInput as err:
             return page("Bad request", f'<p class="flash bad">{esc(err)}</p>', request.get("session"), 400)
         return result
