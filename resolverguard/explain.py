@@ -14,7 +14,7 @@ from typing import Any, TextIO
 
 from dnslib import DNSRecord
 
-from resolverguard.chain import Reply, Request, link
+from resolverguard.chain import Next, Reply, Request, link
 from resolverguard.config import ClientWatchConfig, Config
 from resolverguard.groups import GroupDirectory
 from resolverguard.logtop import watch_events
@@ -61,17 +61,21 @@ def watch_rows(
     return rows
 
 
-async def decide(
-    name: str, cfg: Config, model: TFLiteScorer, groups: GroupDirectory, client: str = "127.0.0.1"
-) -> Request:
-    """Runs the decision steps for one query of `name` from `client` and stops before anything is
-    sent upstream. A coroutine, so the dashboard runs it on the resolver's own loop with the
-    running lists (`groups`) and model; the CLI runs it with `asyncio.run`."""
+def decision_chain(cfg: Config, model: TFLiteScorer, groups: GroupDirectory) -> Next:
+    """The decision steps, ending before anything would be sent upstream. Building it costs ~70 ms
+    (the name parser loads the Public Suffix List), so the dashboard builds one per running
+    pipeline, in a worker thread, and keeps it."""
 
     async def stop_here(_: Request) -> Reply:
         return None
 
-    chain = link(decision_steps(cfg, model, groups, VerdictCache(0, 0)), stop_here)
+    return link(decision_steps(cfg, model, groups, VerdictCache(0, 0)), stop_here)
+
+
+async def decide(name: str, chain: Next, client: str = "127.0.0.1") -> Request:
+    """Runs `chain` (a `decision_chain`) for one query of `name` from `client`. A coroutine, so the
+    dashboard runs it on the resolver's own loop with the running lists and model; the CLI runs it
+    with `asyncio.run`."""
     query = DNSRecord.question(name.rstrip(".") or ".")
     packet = query.pack()
     head = parse_query(packet) or head_of(query, packet)
@@ -118,7 +122,7 @@ def decision_rows(
 
 def explain(name: str, cfg: Config, model: TFLiteScorer, out: TextIO, client: str = "127.0.0.1") -> Request:
     groups = groups_for(cfg, model.metadata.thresholds)
-    request = asyncio.run(decide(name, cfg, model, groups, client))
+    request = asyncio.run(decide(name, decision_chain(cfg, model, groups), client))
     n = request.name
     rows = decision_rows(name, request, model, groups, client)
     error = rows.pop() if request.error else None

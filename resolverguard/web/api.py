@@ -3,7 +3,6 @@ worker thread; actions run on the loop through the same code as the dashboard's 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -14,7 +13,7 @@ from aiohttp import web
 from resolverguard.explain import decide, decision_rows
 from resolverguard.web import actions, inputs
 from resolverguard.web.inputs import BadInput, TimeRange
-from resolverguard.web.reads import StoreUnavailable
+from resolverguard.web.reads import StoreUnavailable, call, plain
 
 if TYPE_CHECKING:
     from resolverguard.web.app import Dashboard
@@ -25,17 +24,6 @@ MAX_BUCKETS = 500
 
 def error(status: int, message: str, **extra: Any) -> web.Response:
     return web.json_response({"error": message, **extra}, status=status)
-
-
-def plain(value: Any) -> Any:
-    """Store rows (frozen dataclasses), tuples and dicts as JSON-ready values."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, list | tuple):
-        return [plain(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
-    return value
 
 
 def dash(request: web.Request) -> Dashboard:
@@ -61,7 +49,7 @@ def json_endpoint(read: Endpoint) -> Callable[[web.Request], Awaitable[web.Strea
             return error(503, str(err))
         if isinstance(result, web.StreamResponse):
             return result
-        return web.json_response(plain(result))
+        return web.json_response(plain(result))  # store reads come back plain already
 
     return handle
 
@@ -101,7 +89,8 @@ async def status(request: web.Request) -> dict[str, Any]:
 async def stats(request: web.Request) -> Any:
     span = TimeRange.of(request.query)
     buckets = inputs.integer(request.query.get("buckets"), "buckets", 48, 1, MAX_BUCKETS)
-    return await store(request)(lambda s: s.overview(span.since, span.until, buckets))
+    (view,) = await store(request)(call("overview", span.since, span.until, buckets), as_plain=True)
+    return view
 
 
 async def queries(request: web.Request) -> Any:
@@ -112,18 +101,19 @@ async def queries(request: web.Request) -> Any:
     act, why = inputs.action(q.get("action")), inputs.reason(q.get("reason"))
     limit = inputs.integer(q.get("limit"), "limit", 100, 1, inputs.MAX_LIMIT)
     before = inputs.integer(q.get("before_id"), "before_id", 0, 0, 2**62) or None
-    return await store(request)(
-        lambda s: s.search(
-            since=span.since,
-            until=span.until,
-            client=client,
-            name=name,
-            action=act,
-            reason=why,
-            limit=limit,
-            before_id=before,
-        )
+    search = call(
+        "search",
+        since=span.since,
+        until=span.until,
+        client=client,
+        name=name,
+        action=act,
+        reason=why,
+        limit=limit,
+        before_id=before,
     )
+    (rows,) = await store(request)(search, as_plain=True)
+    return rows
 
 
 def _top(kind: str) -> Endpoint:
@@ -132,9 +122,8 @@ def _top(kind: str) -> Endpoint:
         limit = inputs.integer(request.query.get("limit"), "limit", 10, 1, inputs.MAX_LIMIT)
         raw = request.query.get("action", "sinkhole" if kind == "names" else "")
         act = inputs.action(raw) if raw != "any" else None
-        rows = await store(request)(
-            lambda s: (s.top_names if kind == "names" else s.top_clients)(span.since, span.until, act, limit)
-        )
+        method = "top_names" if kind == "names" else "top_clients"
+        (rows,) = await store(request)(call(method, span.since, span.until, act, limit))
         key = "name" if kind == "names" else "client"
         return [{key: k, "queries": n} for k, n in rows]
 
@@ -143,12 +132,14 @@ def _top(kind: str) -> Endpoint:
 
 async def flagged(request: web.Request) -> Any:
     span = TimeRange.of(request.query, default_span=7 * 86_400)
-    return await store(request)(lambda s: s.flagged_clients(span.since))
+    (rows,) = await store(request)(call("flagged_clients", span.since), as_plain=True)
+    return rows
 
 
 async def likely_c2(request: web.Request) -> Any:
     span = TimeRange.of(request.query, default_span=7 * 86_400)
-    return await store(request)(lambda s: s.likely_c2(span.since))
+    (rows,) = await store(request)(call("likely_c2", span.since), as_plain=True)
+    return rows
 
 
 async def explain(request: web.Request) -> Any:
@@ -161,7 +152,7 @@ async def explanation(d: Dashboard, name: str, client: str) -> dict[str, Any]:
     """The decision for `name` from `client`, by the running lists and model, on the loop."""
     service = d.service
     groups = service.pipeline.groups
-    request = await decide(name, service.cfg, service.model, groups, client)
+    request = await decide(name, await d.decision_chain(), client)
     policy = groups.group_for(client).policy
     verdict = request.verdict
     return {

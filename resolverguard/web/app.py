@@ -3,7 +3,8 @@
 Why aiohttp: it is asyncio-native (one loop, no second server thread racing the chain), well kept
 (aio-libs, releases every few months), serves HTTP/1.1 with keep-alive and has no template or ORM
 layer we would not use. Everything here is a coroutine on the DNS loop; the two expensive things
-leave it: password hashing (scrypt, ~50 ms) and store reads, both through `asyncio.to_thread`.
+leave it: password hashing (scrypt, ~50 ms) and store reads, both in worker threads
+(resolverguard.web.reads has the measurement behind threads rather than a helper process).
 
 One guard (`_guard`) decides every request: public paths (login, static files, health) pass; the
 API wants a session cookie or `Authorization: Bearer <password>` and answers 401 otherwise; pages
@@ -20,12 +21,15 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from resolverguard.chain import Next
+from resolverguard.explain import decision_chain
 from resolverguard.web import api, pages
 from resolverguard.web.auth import BearerCache, LoginLimiter, PasswordHash, Session, Sessions, csrf_ok
 from resolverguard.web.reads import MAX_READS, StoreReads, store_path
 
 if TYPE_CHECKING:
     from resolverguard.config import DashboardConfig
+    from resolverguard.pipeline import Pipeline
     from resolverguard.service import Service
 
 COOKIE = "rg_session"
@@ -56,6 +60,8 @@ class Dashboard:
         self.bearers = BearerCache()
         self._runner: web.AppRunner | None = None
         self._read_gate = asyncio.Semaphore(MAX_READS)
+        self._explainer: tuple[Pipeline, Next] | None = None
+        self._explainer_lock = asyncio.Lock()
         self.port = settings.listen.port
 
     @property
@@ -66,6 +72,17 @@ class Dashboard:
         """The running policy's store (None without one)."""
         path = store_path(self.service.cfg)
         return StoreReads(path, self._read_gate) if path is not None else None
+
+    async def decision_chain(self) -> Next:
+        """`explain`'s decision steps for the running pipeline: built once per pipeline (a reload
+        makes a new one), in a worker thread, since building one takes ~70 ms."""
+        async with self._explainer_lock:
+            service = self.service
+            pipeline = service.pipeline
+            if self._explainer is None or self._explainer[0] is not pipeline:
+                chain = await asyncio.to_thread(decision_chain, service.cfg, service.model, pipeline.groups)
+                self._explainer = (pipeline, chain)
+            return self._explainer[1]
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._guard], client_max_size=MAX_BODY)

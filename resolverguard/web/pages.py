@@ -19,7 +19,7 @@ from resolverguard.verdicts import Action, Reason
 from resolverguard.web import actions, charts, inputs
 from resolverguard.web.api import NoStore, dash, explanation
 from resolverguard.web.inputs import BadInput, TimeRange
-from resolverguard.web.reads import StoreUnavailable
+from resolverguard.web.reads import StoreUnavailable, call
 
 if TYPE_CHECKING:
     from resolverguard.web.app import Dashboard
@@ -175,12 +175,10 @@ async def overview(request: web.Request) -> web.StreamResponse:
         return page("Overview", "".join(parts), session, active="/")
     started = time.perf_counter()
     view, names, clients, flagged = await reads(
-        lambda s: (
-            s.overview(span.since, span.until, 48),
-            s.top_names(span.since, span.until, "sinkhole", 10),
-            s.top_clients(span.since, span.until, None, 10),
-            s.flagged_clients(span.since),
-        )
+        call("overview", span.since, span.until, 48),
+        call("top_names", span.since, span.until, "sinkhole", 10),
+        call("top_clients", span.since, span.until, None, 10),
+        call("flagged_clients", span.since),
     )
     blocked = sum(n for a, n in view.by_action.items() if a in BLOCKING)
     share = f"{100 * blocked / view.total:.1f}%" if view.total else "-"
@@ -261,8 +259,9 @@ async def query_log(request: web.Request) -> web.StreamResponse:
     except BadInput as err:
         parts.append(f'<p class="flash bad">{esc(err)}</p>')
         return page("Query log", "".join(parts), session, 400, active="/queries")
-    rows = await reads(
-        lambda s: s.search(
+    (rows,) = await reads(
+        call(
+            "search",
             since=span.since,
             until=span.until,
             client=client,
@@ -314,10 +313,8 @@ async def name_page(request: web.Request) -> web.StreamResponse:
     else:
         span = TimeRange.of({"since": "7d"})
         askers, recent = await reads(
-            lambda s: (
-                s.clients_of(name, span.since, span.until, 20),
-                s.search(since=span.since, until=span.until, name=name, limit=20),
-            )
+            call("clients_of", name, span.since, span.until, 20),
+            call("search", since=span.since, until=span.until, name=name, limit=20),
         )
         parts.append("<h2>Who asked (7 days)</h2>")
         parts.append(table(["client", "queries"], [(client_link(c), esc(n)) for c, n in askers]))
@@ -333,11 +330,9 @@ async def clients_page(request: web.Request) -> web.StreamResponse:
         return page("Clients", "".join(parts) + no_store(), session, active="/clients")
     week, day = TimeRange.of({"since": "7d"}), TimeRange.of({"since": "24h"})
     flagged, c2, top = await reads(
-        lambda s: (
-            s.flagged_clients(week.since),
-            s.likely_c2(week.since),
-            s.top_clients(day.since, day.until, None, 50),
-        )
+        call("flagged_clients", week.since),
+        call("likely_c2", week.since),
+        call("top_clients", day.since, day.until, None, 50),
     )
     parts.append("<h2>Flagged clients (7 days)</h2>")
     parts.append(
