@@ -59,9 +59,7 @@ def plain(value: Any) -> Any:
 
 def store_path(cfg: Config) -> Path | None:
     """Where the running policy's query store is, or None when it has none."""
-    section: Any = getattr(cfg, "query_store", None)
-    path = getattr(section, "path", None) if section is not None else None
-    return Path(path) if path is not None else None
+    return cfg.query_store.path
 
 
 def run_reads(path: str, reads: tuple[Read, ...], as_plain: bool) -> list[Any]:
