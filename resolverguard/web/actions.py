@@ -40,7 +40,7 @@ def list_file(cfg: Config, which: Which) -> Path | None:
     return None
 
 
-def _append(path: Path, name: str, which: Which) -> bool:
+def append_name(path: Path, name: str, which: Which) -> bool:
     """Appends `name` unless the file already has it as a line; True when it wrote. Runs in a
     worker thread (a list file may have a million lines)."""
     try:
@@ -74,7 +74,7 @@ async def add_to_list(service: Service, name: str, which: Which) -> ActionResult
             409,
         )
     try:
-        wrote = await asyncio.to_thread(_append, path, name, which)
+        wrote = await asyncio.to_thread(append_name, path, name, which)
     except OSError as err:
         return ActionResult(False, f"cannot write {path}: {err.strerror or err}", 500)
     if not wrote:
