@@ -98,7 +98,21 @@ async def hammer(base: str, clients: int, seconds: float, max_requests: int, rea
     }
 
 
+async def busiest(base: str, what: str) -> str:
+    """The most asked name or the busiest client of the last 24 hours (what a user clicks first)."""
+    headers = {"Authorization": f"Bearer {PASSWORD}"}
+    url = f"{base}/api/v1/top/{what}s?since=24h&action=any&limit=1"
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session,
+        session.get(url, headers=headers) as r,
+    ):
+        rows = await r.json()
+    return str(rows[0][what]) if rows else ""
+
+
 async def render_pages(base: str, renders: int, name: str, client: str) -> dict[str, dict[str, float]]:
+    name = name or await busiest(base, "name") or "xkq3vbh7tz.com"
+    client = client or await busiest(base, "client") or "10.0.0.7"
     pages = {
         "overview (24h)": "/",
         "overview (30d)": "/?since=30d",
@@ -135,8 +149,8 @@ def main() -> None:
     p.add_argument("--max-requests", type=int, default=50_000)
     p.add_argument("--renders", type=int, default=3)
     p.add_argument("--only", help="hammer only the read paths containing this text (e.g. explain)")
-    p.add_argument("--name", default="xkq3vbh7tz.com", help="the name page to render")
-    p.add_argument("--client", default="10.0.0.7", help="the client to search for")
+    p.add_argument("--name", default="", help="the name page to render (default: the most asked)")
+    p.add_argument("--client", default="", help="the client to search for (default: the busiest)")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "dashboard")
     a = p.parse_args()
     tmp = Path(tempfile.mkdtemp())
@@ -146,7 +160,8 @@ def main() -> None:
     policy = tmp / "policy.yaml"
     policy.write_text(
         f"listen: ['127.0.0.1:{port}']\nupstreams: ['127.0.0.1:{up_port}']\nrate_limit: {{qps: 0}}\n"
-        f"query_log: {tmp / 'q.jsonl'}\nquery_store: {store}\ncontrol_socket: {tmp / 'control.sock'}\n"
+        f"query_log: {tmp / 'q.jsonl'}\nquery_store: {{path: {store}, max_mb: 0, retention_days: 31}}\n"
+        f"control_socket: {tmp / 'control.sock'}\n"
         f"dashboard:\n  enabled: true\n  listen: 127.0.0.1:{web_port}\n"
         f"  password_hash: '{PasswordHash.make(PASSWORD).text}'\n"
     )

@@ -231,3 +231,18 @@ def test_reads_answer_from_the_store_the_resolver_fills(tmp_path: Path) -> None:
         assert script.open("/api/v1/clients/flagged", headers=auth).json() == []
         none = script.open("/api/v1/queries?client=10.9.9.9", headers=auth).json()
         assert none == []
+
+
+def test_a_new_password_by_reload_ends_sessions_and_old_tokens(tmp_path: Path) -> None:
+    with serve_dashboard(tmp_path) as s:
+        browser, script = s.client(), s.client()
+        browser.login()
+        old = {"Authorization": f"Bearer {PASSWORD}"}
+        assert script.open("/api/v1/status", headers=old).status == 200
+        new_password = "a different passphrase"
+        text = s.policy.read_text().replace(PASSWORD_HASH, PasswordHash.make(new_password).text)
+        s.policy.write_text(text)
+        assert script.post_json("/api/v1/reload", {}, token=PASSWORD).status == 200
+        assert browser.get("/api/v1/status").status == 401
+        assert script.open("/api/v1/status", headers=old).status == 401
+        assert script.open("/api/v1/status", headers={"Authorization": f"Bearer {new_password}"}).status == 200

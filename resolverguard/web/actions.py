@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Literal
 from resolverguard.config import Config
 
 if TYPE_CHECKING:
-    from resolverguard.service import Service
+    from resolverguard.web.context import Resolver
 
 Which = Literal["allow", "deny"]
 
@@ -64,7 +64,7 @@ def _ends_with_newline(path: Path) -> bool:
         return handle.read(1) == b"\n"
 
 
-async def add_to_list(service: Service, name: str, which: Which) -> ActionResult:
+async def add_to_list(service: Resolver, name: str, which: Which) -> ActionResult:
     """`name` (already validated) into the policy's list file, then a reload."""
     path = list_file(service.cfg, which)
     if path is None:
@@ -84,17 +84,17 @@ async def add_to_list(service: Service, name: str, which: Which) -> ActionResult
     return ActionResult(True, f"{name} added to {path}; policy reloaded")
 
 
-async def pause(service: Service, minutes: float) -> ActionResult:
+async def pause(service: Resolver, minutes: float) -> ActionResult:
     reply = await service.command(["pause", f"{minutes * 60:g}"])
     return ActionResult(reply.startswith("ok"), reply, 200 if reply.startswith("ok") else 400)
 
 
-async def resume(service: Service) -> ActionResult:
+async def resume(service: Resolver) -> ActionResult:
     reply = await service.command(["resume"])
     return ActionResult(True, reply)
 
 
-async def reload(service: Service) -> ActionResult:
+async def reload(service: Resolver) -> ActionResult:
     if await service.reload_off_loop():
         return ActionResult(True, f"reloaded {service.config_path}")
     return ActionResult(False, "reload rejected: the previous policy stays in force (see the server's log)", 409)

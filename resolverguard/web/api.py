@@ -6,17 +6,15 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
 from resolverguard.explain import decide, decision_rows
 from resolverguard.web import actions, inputs
+from resolverguard.web.context import Context, dash
 from resolverguard.web.inputs import BadInput, TimeRange
 from resolverguard.web.reads import StoreUnavailable, call, plain
-
-if TYPE_CHECKING:
-    from resolverguard.web.app import Dashboard
 
 V1 = "/api/v1"
 MAX_BUCKETS = 500
@@ -24,12 +22,6 @@ MAX_BUCKETS = 500
 
 def error(status: int, message: str, **extra: Any) -> web.Response:
     return web.json_response({"error": message, **extra}, status=status)
-
-
-def dash(request: web.Request) -> Dashboard:
-    from resolverguard.web.app import dashboard_of
-
-    return dashboard_of(request)
 
 
 Endpoint = Callable[[web.Request], Awaitable[Any]]
@@ -148,7 +140,7 @@ async def explain(request: web.Request) -> Any:
     return await explanation(dash(request), name, client)
 
 
-async def explanation(d: Dashboard, name: str, client: str) -> dict[str, Any]:
+async def explanation(d: Context, name: str, client: str) -> dict[str, Any]:
     """The decision for `name` from `client`, by the running lists and model, on the loop."""
     service = d.service
     groups = service.pipeline.groups

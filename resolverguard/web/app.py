@@ -17,7 +17,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -25,12 +25,12 @@ from resolverguard.chain import Next
 from resolverguard.explain import decision_chain
 from resolverguard.web import api, pages
 from resolverguard.web.auth import BearerCache, LoginLimiter, PasswordHash, Session, Sessions, csrf_ok
+from resolverguard.web.context import DASHBOARD, Resolver
 from resolverguard.web.reads import MAX_READS, StoreReads, store_path
 
 if TYPE_CHECKING:
     from resolverguard.config import DashboardConfig
     from resolverguard.pipeline import Pipeline
-    from resolverguard.service import Service
 
 COOKIE = "rg_session"
 STATIC = Path(__file__).resolve().parent / "static"
@@ -52,12 +52,13 @@ class Dashboard:
     gone on restart). Settings are read from `service.cfg.dashboard` on each use, so a reload that
     changes the password takes effect at once; the listen address is fixed at start."""
 
-    def __init__(self, service: Service, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, service: Resolver, clock: Callable[[], float] = time.monotonic) -> None:
         self.service = service
         settings = service.cfg.dashboard
         self.sessions = Sessions(settings.session_hours * 3600, clock)
         self.limiter = LoginLimiter(settings.login_attempts, settings.login_window, clock)
         self.bearers = BearerCache()
+        self._password_hash = settings.password_hash
         self._runner: web.AppRunner | None = None
         self._read_gate = asyncio.Semaphore(MAX_READS)
         self._explainer: tuple[Pipeline, Next] | None = None
@@ -86,7 +87,7 @@ class Dashboard:
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._guard], client_max_size=MAX_BODY)
-        app["dashboard"] = self
+        app[DASHBOARD] = self
         app.router.add_get("/login", pages.login_page)
         app.router.add_post("/login", self.login)
         app.router.add_post("/logout", self.logout)
@@ -100,10 +101,8 @@ class Dashboard:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.listen.host, self.settings.listen.port, reuse_address=True)
         await site.start()
-        server = getattr(site, "_server", None)
-        sockets = getattr(server, "sockets", None) or []
-        if sockets:  # port 0 in tests: the one the kernel chose
-            self.port = int(sockets[0].getsockname()[1])
+        if self._runner.addresses:  # port 0 in tests: the one the kernel chose
+            self.port = int(self._runner.addresses[0][1])
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -138,7 +137,18 @@ class Dashboard:
             response.headers.setdefault("Cache-Control", "no-store")
         return response
 
+    def _follow_reloads(self) -> None:
+        """A reload may change the password or the login limit: a new password ends every session
+        and forgets every bearer token checked against the old one."""
+        settings = self.settings
+        self.limiter.attempts, self.limiter.window = settings.login_attempts, settings.login_window
+        if settings.password_hash != self._password_hash:
+            self._password_hash = settings.password_hash
+            self.sessions = Sessions(settings.session_hours * 3600, self.sessions.clock)
+            self.bearers = BearerCache()
+
     async def _decide(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        self._follow_reloads()
         is_api = request.path.startswith("/api/")
         if request.path.startswith(PUBLIC):
             return await handler(request)
@@ -200,9 +210,3 @@ class Dashboard:
         response = web.HTTPSeeOther("/login")
         response.del_cookie(COOKIE, path="/")
         raise response
-
-
-def dashboard_of(request: web.Request) -> Dashboard:
-    found: Any = request.app["dashboard"]
-    assert isinstance(found, Dashboard)
-    return found

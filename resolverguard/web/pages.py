@@ -17,12 +17,12 @@ from aiohttp import web
 from resolverguard.model import shipped
 from resolverguard.verdicts import Action, Reason
 from resolverguard.web import actions, charts, inputs
-from resolverguard.web.api import NoStore, dash, explanation
+from resolverguard.web.api import NoStore, explanation
+from resolverguard.web.context import Context, dash
 from resolverguard.web.inputs import BadInput, TimeRange
 from resolverguard.web.reads import StoreUnavailable, call
 
 if TYPE_CHECKING:
-    from resolverguard.web.app import Dashboard
     from resolverguard.web.auth import Session
 
 NAV = (("/", "Overview"), ("/queries", "Query log"), ("/clients", "Clients"), ("/lists", "Lists & model"))
@@ -97,7 +97,7 @@ def flash(request: web.Request) -> str:
     return f'<p class="flash {"ok" if ok else "bad"}" role="status">{esc(msg[:300])}</p>' if msg else ""
 
 
-def pause_bar(d: Dashboard, session: Session, back: str) -> str:
+def pause_bar(d: Context, session: Session, back: str) -> str:
     switch = d.service.pipeline.pause
     if switch.active:
         left = switch.remaining()
@@ -427,7 +427,7 @@ async def lists_page(request: web.Request) -> web.StreamResponse:
     return page("Lists & model", "".join(parts), session, active="/lists")
 
 
-def report_path(d: Dashboard) -> Path | None:
+def report_path(d: Context) -> Path | None:
     """REPORT.md beside the model in use (the shipped model's report only when it is the shipped model)."""
     model = d.service.cfg.model or shipped("default.tflite")
     report = model.parent / "REPORT.md" if model is not None else None
