@@ -35,6 +35,8 @@ from typing import Any
 
 from lists import write_hosts
 
+from resolverguard.store import day_table
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "benign.txt.gz"
 
@@ -115,9 +117,13 @@ def start_resolverguard(
     log: bool = False,
     deny_file: Path | None = None,
     watch: bool = False,
+    writer: str = "process",
+    store: bool = False,
 ) -> subprocess.Popen[bytes]:
     policy = work / f"rg-{port}.yaml"
-    query_log = f"'{work}/queries-{port}.jsonl'" if log else "off"
+    query_log = f"{{path: '{work}/queries-{port}.jsonl', writer: {writer}}}" if log else "off"
+    if store:
+        query_log += f"\nquery_store: '{work}/store-{port}.db'"
     lists = f"lists:\n  deny_files: ['{deny_file}']\n" if deny_file else ""
     policy.write_text(
         f"upstreams: ['127.0.0.1:{upstream}']\nscoring: {str(scoring).lower()}\nquery_log: {query_log}\n"
@@ -244,6 +250,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--queries", type=int, default=200_000)
     p.add_argument("--watch", action="store_true", help="only (d) against (g) = (d) + client_watch, alternated")
+    p.add_argument("--log", action="store_true", help="only (d) against (d') log file, (d't) thread, (d's) store")
     a = p.parse_args()
     for tool in ("nsd", "unbound", "dnsperf"):
         if shutil.which(tool) is None:
@@ -252,6 +259,9 @@ def main() -> None:
     files = query_files(work, a.queries, random.Random(7))
     if a.watch:
         compare_watch(work, files, a)
+        return
+    if a.log:
+        compare_log(work, files, a)
         return
     ports = {k: free_port() for k in ("nsd", "unbound", "rg_plain", "rg_full", "rg_workers", "rg_log", "rg_list")}
     blocklist = write_hosts(work / "hosts-1m.txt", 1_000_000, random.Random(1))
@@ -332,6 +342,114 @@ def compare_watch(work: Path, files: dict[str, Path], a: argparse.Namespace) -> 
     lines += ["", f"(g)/(d): hits {ratios['hits']}, misses {ratios['misses']}", ""]
     (out / "compare_watch.md").write_text("\n".join(lines))
     print("\n".join(lines))
+
+
+STORE_TARGET = "d's"
+LOG_TARGETS = {  # key: (row, start_resolverguard keywords)
+    "d": ("(d) full chain, no query log", {}),
+    "d'": ("(d') + query log file (writer: process, the default)", {"log": True}),
+    "d't": ("(d't) + query log file, writer: thread", {"log": True, "writer": "thread"}),
+    "d's": ("(d's) + query log file + query store", {"log": True, "store": True}),
+}
+
+
+def compare_log(work: Path, files: dict[str, Path], a: argparse.Namespace) -> None:
+    """What the query log and the query store cost (issues #16, #17): (d) against (d') with the
+    log file, (d't) with its writer in a thread and (d's) with the store as well, each measured
+    twice in turn (d, d', d't, d's, d, ...) so that drift in the machine's load hits all alike;
+    QPS ratios of the summed runs, to results/compare_log.{md,json}. The load average is
+    written beside them: on a shared machine, ratios from one run are what to compare."""
+    ports = {k: free_port() for k in ("nsd", *LOG_TARGETS)}
+    procs = [start_nsd(work, ports["nsd"])]
+    runs: dict[str, list[dict[str, Any]]] = {k: [] for k in LOG_TARGETS}
+    load_before = os.getloadavg()
+    try:
+        wait_ready(ports["nsd"])
+        targets = {}
+        for key, (_, options) in LOG_TARGETS.items():
+            targets[key] = start_resolverguard(work, ports[key], ports["nsd"], True, **options)  # type: ignore[arg-type]
+            procs.append(targets[key])
+        for _ in range(2):
+            for key, proc in targets.items():
+                runs[key].append(measure(key, proc, ports[key], files, a.seconds, {}))
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(10)
+    load_after = os.getloadavg()
+    stored = stored_rows(work / f"store-{ports[STORE_TARGET]}.db")
+    total = {k: {kind: sum(r[kind]["qps"] or 0 for r in v) for kind in files} for k, v in runs.items()}
+    ratios = {
+        name: {kind: ratio(total[x][kind], total[y][kind]) for kind in files}
+        for name, x, y in (
+            ("(d')/(d)", "d'", "d"),
+            ("(d't)/(d)", "d't", "d"),
+            ("(d's)/(d)", "d's", "d"),
+            ("(d's)/(d')", "d's", "d'"),
+        )
+    }
+    # CPU per answered query (the server and its children: the writer process is counted): the cost
+    # itself, which a loaded machine distorts far less than the QPS it allows.
+    cpu_us = {
+        k: {
+            kind: round(1e6 * sum(r[kind]["cpu_s"] for r in v) / max(1.0, sum(r[kind]["completed"] or 0 for r in v)), 2)
+            for kind in files
+        }
+        for k, v in runs.items()
+    }
+    cpu_ratios = {
+        name: {kind: ratio(cpu_us[y][kind], cpu_us[x][kind]) for kind in files}
+        for name, x, y in (("(d')/(d)", "d'", "d"), ("(d't)/(d)", "d't", "d"), ("(d's)/(d)", "d's", "d"))
+    }
+    out = ROOT / "bench" / "results"
+    payload = {
+        "runs": runs,
+        "ratios": ratios,
+        "cpu_us_per_query": cpu_us,
+        "cpu_ratios": cpu_ratios,
+        "load": [load_before, load_after],
+        "store_rows": stored,
+    }
+    (out / "compare_log.json").write_text(json.dumps(payload, indent=2) + "\n")
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    lines = [
+        f"# Query log and query store cost (bench/compare.py --log), {stamp}, {os.cpu_count()} cores, "
+        f"dnsperf -c 8 -q 500, {a.seconds:g} s per run, each target measured twice in turn",
+        "",
+        f"Load average (1/5/15 min) before: {' '.join(f'{x:.2f}' for x in load_before)}, after: "
+        f"{' '.join(f'{x:.2f}' for x in load_after)} (other work shared the machine; ratios from one run).",
+        "",
+        "| target | hits QPS, run 1 / run 2 | misses QPS, run 1 / run 2 | CPU us per query (hits, misses) |",
+        "|---|---:|---:|---:|",
+    ]
+    for key, (row, _) in LOG_TARGETS.items():
+        one, two = runs[key]
+        lines.append(
+            f"| {row} | {one['hits']['qps']:.0f} / {two['hits']['qps']:.0f} "
+            f"| {one['misses']['qps']:.0f} / {two['misses']['qps']:.0f} "
+            f"| {cpu_us[key]['hits']}, {cpu_us[key]['misses']} |"
+        )
+    lines += ["", "| QPS ratio (summed runs) | hits | misses |", "|---|---:|---:|"]
+    lines += [f"| {name} | {r['hits']} | {r['misses']} |" for name, r in ratios.items()]
+    lines += [
+        "",
+        "| CPU ratio: (d)'s CPU per query / the target's (the QPS ratio if the server were CPU-bound "
+        "on a core of its own) | hits | misses |",
+        "|---|---:|---:|",
+    ]
+    lines += [f"| {name} | {r['hits']} | {r['misses']} |" for name, r in cpu_ratios.items()]
+    lines += ["", f"Rows in (d's)'s store at the end: {stored} (every query it answered, warm-ups included).", ""]
+    (out / "compare_log.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+def stored_rows(path: Path) -> int:
+    """Rows in a query store (all day tables): the store kept up when it holds every answer."""
+    import sqlite3
+
+    with sqlite3.connect(path) as db:
+        days = [r[0] for r in db.execute("SELECT day FROM store_days")]
+        return sum(db.execute(f"SELECT COUNT(*) FROM {day_table(d)}").fetchone()[0] for d in days)
 
 
 def ratio(x: float | None, y: float | None) -> float | None:

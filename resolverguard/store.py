@@ -14,10 +14,10 @@ Shape, and why:
 - Names are also stored reversed (`moc.elpmaxe.www`): "this name or any name under it" is then a
   range on an index (`rname >= 'moc.elpmaxe.' AND rname < 'moc.elpmaxe/'`), with no LIKE and so no
   pattern metacharacters to escape.
-- Counts per minute and action (`query_minutes`) and per hour, client and action (`client_hours`)
-  are kept by the writer as it inserts: the overview of a 10 M-row month then sums ~200 k small
-  rows instead of counting 10 M (bench/store_scale.py measures it). Their resolution is the minute
-  and the hour: a range counts every minute (hour) it touches.
+- Counts per minute and per hour by action, and per hour and per day by client and action, are
+  summed by the writer from each batch it inserts: the overview of a 10 M-row month then sums
+  ~3 k hour rows instead of counting 10 M (bench/store_scale.py measures it). Their resolution is
+  the minute (the hour for ranges over two days): a range counts every slot it touches.
 - Every value reaches SQL as a bound parameter; the only names put into SQL text are day tables,
   which are built here from an integer day, never read from input.
 - The SQL sticks to what SQLite and PostgreSQL both run (`?` placeholders become `%s` there; the
@@ -43,6 +43,7 @@ DAY = 86_400
 BLOCKING_ACTIONS = ("sinkhole", "nxdomain", "refuse", "servfail")  # verdicts.Action.blocks, as text
 MAX_LIMIT = 1000  # most rows one read returns, whatever it is asked for
 MAX_BUCKETS = 1000
+NOT_PASSED = "action <> 'pass'"  # the condition of the day tables' partial action index
 
 # One query as the writer hands it over: the query log's fields the dashboard reads.
 StoredQuery = tuple[
@@ -115,17 +116,32 @@ class Dialect:
 
     query_id: str  # the id column of a day table (ids are given, not generated)
     event_id: str  # the id column of an event table (generated)
+    slot: str  # a row's slot number, floor(time / {unit}), as this SQL writes it
 
 
-SQLITE = Dialect(query_id="INTEGER PRIMARY KEY", event_id="INTEGER PRIMARY KEY")
+SQLITE = Dialect(
+    query_id="INTEGER PRIMARY KEY", event_id="INTEGER PRIMARY KEY", slot="CAST(time / {unit} AS INTEGER)"
+)  # CAST truncates: floor for the positive times stored
+
+# Counts kept beside the rows, per time slot: (table, slot length in seconds). Queries by action per
+# minute (ranges up to two days) and per hour (longer ones); clients per hour and per day.
+QUERY_COUNTS = (("query_minutes", 60), ("query_hours", 3600))
+CLIENT_COUNTS = (("client_hours", 3600), ("client_days", DAY))
+SHORT_RANGE = 2 * DAY  # up to this span the overview counts by the minute, beyond it by the hour
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS store_meta (name TEXT PRIMARY KEY, value BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS store_days (day INTEGER PRIMARY KEY)",
-    "CREATE TABLE IF NOT EXISTS query_minutes (minute BIGINT NOT NULL, action TEXT NOT NULL,"
-    " queries BIGINT NOT NULL, PRIMARY KEY (minute, action))",
-    "CREATE TABLE IF NOT EXISTS client_hours (hour BIGINT NOT NULL, client TEXT NOT NULL, action TEXT NOT NULL,"
-    " queries BIGINT NOT NULL, PRIMARY KEY (hour, client, action))",
+    *(
+        f"CREATE TABLE IF NOT EXISTS {table} (slot BIGINT NOT NULL, action TEXT NOT NULL,"
+        " queries BIGINT NOT NULL, PRIMARY KEY (slot, action))"
+        for table, _ in QUERY_COUNTS
+    ),
+    *(
+        f"CREATE TABLE IF NOT EXISTS {table} (slot BIGINT NOT NULL, client TEXT NOT NULL, action TEXT NOT NULL,"
+        " queries BIGINT NOT NULL, PRIMARY KEY (slot, client, action))"
+        for table, _ in CLIENT_COUNTS
+    ),
     "CREATE TABLE IF NOT EXISTS flagged_clients (id {event_id}, time DOUBLE PRECISION NOT NULL, client TEXT,"
     " until DOUBLE PRECISION, names TEXT NOT NULL, family TEXT, mode TEXT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS flagged_clients_time ON flagged_clients (time)",
@@ -138,10 +154,31 @@ _DAY_SCHEMA = (
     "CREATE TABLE IF NOT EXISTS {t} (id {query_id}, time DOUBLE PRECISION NOT NULL, client TEXT,"
     " qname TEXT NOT NULL, rname TEXT NOT NULL, qtype TEXT NOT NULL, action TEXT NOT NULL, reason TEXT NOT NULL,"
     " score REAL, upstream_rcode TEXT, latency_ms REAL NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS {t}_time ON {t} (time)",
+    # No index on time: ids grow with time, so the primary key orders a day by time already.
     "CREATE INDEX IF NOT EXISTS {t}_client ON {t} (client, id)",
-    "CREATE INDEX IF NOT EXISTS {t}_rname ON {t} (rname)",
-    "CREATE INDEX IF NOT EXISTS {t}_action ON {t} (action, id)",
+    # Only what was not passed: ~90% of the rows pass and are found by scanning the newest first,
+    # while blocks and logs (the dashboard's lists) are found at once; a third of the insert cost.
+    "CREATE INDEX IF NOT EXISTS {t}_action ON {t} (action, id) WHERE action <> 'pass'",
+)
+_COUNT_QUERIES = (
+    "INSERT INTO {table} (slot, action, queries) SELECT {slot}, action, COUNT(*) FROM {t}"
+    " WHERE id >= ? AND id <= ? GROUP BY {slot}, action"
+    " ON CONFLICT (slot, action) DO UPDATE SET queries = {table}.queries + excluded.queries"
+)
+_COUNT_CLIENTS = (
+    "INSERT INTO {table} (slot, client, action, queries) SELECT {slot}, COALESCE(client, ''), action, COUNT(*)"
+    " FROM {t} WHERE id >= ? AND id <= ? GROUP BY {slot}, COALESCE(client, ''), action"
+    " ON CONFLICT (slot, client, action) DO UPDATE SET queries = {table}.queries + excluded.queries"
+)
+# Made once a day is over (`index_finished_days`), never row by row: reversed names arrive in no
+# order, and an index kept up per row cost more than the rest of the insert (measured: 3.4 us a row
+# without it, 10.8 with it, at 300 k rows a day; every batch dirtied a page per row for the WAL).
+# Today's table is scanned for a name (a day of a home network: tens of ms).
+# (rname, client) answers "who asked for this name" from the index alone; the blocked names' index
+# answers "top blocked names" without reading the rows.
+_FINISHED_DAY_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS {t}_rname ON {t} (rname, client)",
+    "CREATE INDEX IF NOT EXISTS {t}_blocked ON {t} (action, qname) WHERE action <> 'pass'",
 )
 _COLUMNS = "id, time, client, qname, qtype, action, reason, score, upstream_rcode, latency_ms"
 
@@ -179,6 +216,7 @@ class QueryStore:
         self._db, self.path, self._dialect = connection, path, dialect
         self._lock = threading.Lock()  # one statement at a time: readers are called from pool threads
         self._days: set[int] = set()  # day tables this writer knows exist
+        self._indexed: set[int] = set()  # days whose name index this writer made or found
 
     # -- opening -------------------------------------------------------------------------------
     @classmethod
@@ -189,6 +227,7 @@ class QueryStore:
             where.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(str(where), isolation_level=None, check_same_thread=False, timeout=10.0)
             db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA cache_size=-65536")
             db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a power cut loses the last commits, never the file
             store = cls(db, str(where))
             store._create()
@@ -261,32 +300,25 @@ class QueryStore:
             "UPDATE store_meta SET value = value + ? WHERE name = 'next_id' RETURNING value", (len(queries),)
         ).fetchone()
         first = int(end) - len(queries)
-        by_day: dict[int, list[tuple[Any, ...]]] = {}
-        minutes: Counter[tuple[int, str]] = Counter()
-        hours: Counter[tuple[int, str, str]] = Counter()
-        for n, (when, client, qname, qtype, action, reason, score, rcode, latency) in enumerate(queries):
-            by_day.setdefault(int(when // DAY), []).append(
-                (first + n, when, client, qname, reversed_name(qname), qtype, action, reason, score, rcode, latency)
-            )
-            minutes[int(when // 60), action] += 1
-            hours[int(when // 3600), client or "", action] += 1
-        for day, rows in by_day.items():
+        rows = [
+            (first + n, when, client, qname, qname.lower().rstrip(".")[::-1], qtype, action, reason, score, rcode, ms)
+            for n, (when, client, qname, qtype, action, reason, score, rcode, ms) in enumerate(queries)
+        ]
+        low, high = int(rows[0][1] // DAY), int(rows[-1][1] // DAY)
+        days = {low: rows} if low == high else _by_day(rows)
+        for day, some in days.items():
             table = self._day_table(day)
             self._db.executemany(
                 f"INSERT INTO {table} (id, time, client, qname, rname, qtype, action, reason, score,"  # noqa: S608 - a day table
                 " upstream_rcode, latency_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
+                some,
             )
-        self._db.executemany(
-            "INSERT INTO query_minutes (minute, action, queries) VALUES (?, ?, ?)"
-            " ON CONFLICT (minute, action) DO UPDATE SET queries = query_minutes.queries + excluded.queries",
-            [(m, a, n) for (m, a), n in minutes.items()],
-        )
-        self._db.executemany(
-            "INSERT INTO client_hours (hour, client, action, queries) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (hour, client, action) DO UPDATE SET queries = client_hours.queries + excluded.queries",
-            [(h, c, a, n) for (h, c, a), n in hours.items()],
-        )
+            # The counts, summed in SQL from the rows just written (the range of their ids).
+            ids = (some[0][0], some[-1][0])
+            for statement, counts in ((_COUNT_QUERIES, QUERY_COUNTS), (_COUNT_CLIENTS, CLIENT_COUNTS)):
+                for name, unit in counts:
+                    slot = self._dialect.slot.format(unit=unit)
+                    self._db.execute(statement.format(table=name, slot=slot, t=table), ids)
 
     def _day_table(self, day: int) -> str:
         table = day_table(day)
@@ -319,6 +351,18 @@ class QueryStore:
                     (when, str(event.get("name")), event.get("client"), until),
                 )
 
+    def index_finished_days(self, now: float) -> int:
+        """Builds the name index of each day table before today's that lacks one; returns how many."""
+        today, made = int(now // DAY), 0
+        with self._lock:
+            for day in sorted(self._known_days()):
+                if day < today and day not in self._indexed:
+                    for statement in _FINISHED_DAY_INDEXES:
+                        self._db.execute(statement.format(t=day_table(day)))
+                    self._indexed.add(day)
+                    made += 1
+        return made
+
     def expire(self, now: float, retention_days: int, max_bytes: int) -> list[str]:
         """Drops whole day tables: those older than `retention_days`, then the oldest while the
         store is over `max_bytes` (0: no size bound; the newest day is always kept). Returns the
@@ -335,8 +379,8 @@ class QueryStore:
             if dropped:
                 cut = (days[0] if days else int(now // DAY)) * DAY
                 self._db.execute("BEGIN IMMEDIATE")
-                self._db.execute("DELETE FROM query_minutes WHERE minute < ?", (cut // 60,))
-                self._db.execute("DELETE FROM client_hours WHERE hour < ?", (cut // 3600,))
+                for name, unit in (*QUERY_COUNTS, *CLIENT_COUNTS):
+                    self._db.execute(f"DELETE FROM {name} WHERE slot < ?", (cut // unit,))  # noqa: S608 - ours
                 self._db.execute("DELETE FROM flagged_clients WHERE time < ?", (cut,))
                 self._db.execute("DELETE FROM likely_c2 WHERE time < ?", (cut,))
                 self._db.execute("COMMIT")
@@ -363,44 +407,57 @@ class QueryStore:
         return self._known_days(int(since // DAY), int(until // DAY))
 
     def overview(self, since: float, until: float, buckets: int = 48) -> Overview:
-        """Queries by action, distinct clients and a series of `buckets` equal buckets (at least a
-        minute each) over [since, until), from the minute and hour counts."""
+        """Queries by action, distinct clients and a series of `buckets` equal buckets over
+        [since, until), from the counts: by the minute for ranges up to SHORT_RANGE (every minute
+        the range touches counts), by the hour beyond; clients to the hour."""
         since, until = _since_until(since, until)
         buckets = max(1, min(int(buckets), MAX_BUCKETS))
-        low, high = int(since // 60), -int(-until // 60)  # every minute the range touches
-        start = low * 60
-        width = max(60, -int(-(high * 60 - start) // buckets))
-        width = -(-width // 60) * 60  # whole minutes: a minute never straddles two buckets
+        table, unit = QUERY_COUNTS[0] if until - since <= SHORT_RANGE else QUERY_COUNTS[1]
+        low, high = int(since // unit), -int(-until // unit)  # every slot the range touches
+        width = max(1, -(-(high - low) // buckets))  # slots per bucket: a slot never straddles two
         marks = ", ".join("?" * len(BLOCKING_ACTIONS))
         with self._lock:
             self._db.execute("BEGIN")
             try:
-                by_action = dict(
-                    self._db.execute(
-                        "SELECT action, SUM(queries) FROM query_minutes WHERE minute >= ? AND minute < ?"
-                        " GROUP BY action",
-                        (low, high),
-                    ).fetchall()
-                )
                 series = self._db.execute(
-                    f"SELECT (minute * 60 - ?) / ?, SUM(queries), SUM(CASE WHEN action IN ({marks}) THEN queries"  # noqa: S608 - placeholders only
-                    " ELSE 0 END) FROM query_minutes WHERE minute >= ? AND minute < ? GROUP BY (minute * 60 - ?) / ?",
-                    (start, width, *BLOCKING_ACTIONS, low, high, start, width),
+                    f"SELECT (slot - ?) / ?, action IN ({marks}), action, SUM(queries) FROM {table}"  # noqa: S608 - ours
+                    " WHERE slot >= ? AND slot < ? GROUP BY (slot - ?) / ?, action",
+                    (low, width, *BLOCKING_ACTIONS, low, high, low, width),
                 ).fetchall()
-                (clients,) = self._db.execute(
-                    "SELECT COUNT(DISTINCT client) FROM client_hours WHERE hour >= ? AND hour < ? AND client <> ''",
-                    (int(since // 3600), -int(-until // 3600)),
-                ).fetchone()
+                clients = self._clients_between(since, until)
             finally:
                 self._db.execute("COMMIT")
-        counts = {int(b): (int(q), int(x)) for b, q, x in series}
-        count = min(buckets, -(-(high * 60 - start) // width)) if high > low else 0
+        by_action: Counter[str] = Counter()
+        per_bucket: dict[int, list[int]] = {}
+        for bucket, blocked, action, queries in series:
+            by_action[str(action)] += int(queries)
+            counts = per_bucket.setdefault(int(bucket), [0, 0])
+            counts[0] += int(queries)
+            counts[1] += int(queries) if blocked else 0
+        count = -(-(high - low) // width) if high > low else 0
         return Overview(
-            total=sum(int(v) for v in by_action.values()),
-            by_action={str(k): int(v) for k, v in by_action.items()},
-            clients=int(clients or 0),
-            series=[Bucket(float(start + b * width), *counts.get(b, (0, 0))) for b in range(count)],
+            total=sum(by_action.values()),
+            by_action=dict(by_action),
+            clients=clients,
+            series=[Bucket(float((low + b * width) * unit), *per_bucket.get(b, (0, 0))) for b in range(count)],
         )
+
+    def _client_counts(self, select: str, where: str = "") -> str:
+        """A UNION ALL of the day counts for the whole days inside the hours [since, until)
+        touches and of the hour counts for the hours at either end; its parameters: `_client_slots(...)`."""
+        return (
+            f"SELECT {select} FROM client_days WHERE slot >= ? AND slot < ? AND client <> ''{where}"
+            f" UNION ALL SELECT {select} FROM client_hours"
+            f" WHERE ((slot >= ? AND slot < ?) OR (slot >= ? AND slot < ?)) AND client <> ''{where}"
+        )
+
+    def _clients_between(self, since: float, until: float) -> int:
+        inner = self._client_counts("client")
+        (found,) = self._db.execute(
+            f"SELECT COUNT(DISTINCT client) FROM ({inner}) AS c",
+            _client_slots(since, until),  # noqa: S608 - fixed
+        ).fetchone()
+        return int(found or 0)
 
     def search(
         self,
@@ -419,10 +476,15 @@ class QueryStore:
         since, until = _since_until(since, until)
         limit = _limit(limit)
         where, params = ["time >= ?", "time < ?"], list[Any]([since, until])
-        for column, value in (("client", client), ("action", action), ("reason", reason)):
+        # With a client, its index leads and `+action` (a no-op in SQL) keeps the planner off the
+        # action index: a quiet client's few rows beat a month of blocks checked one by one.
+        lead = "+" if client is not None else ""
+        for column, value in (("client", client), (f"{lead}action", action), ("reason", reason)):
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(value)
+        if action is not None and action != "pass" and client is None:
+            where.append(NOT_PASSED)  # lets the planner use the partial index of what was not passed
         if name is not None:
             where.append("(rname = ? OR (rname >= ? AND rname < ?))")
             params.extend(name_range(name))
@@ -445,18 +507,25 @@ class QueryStore:
     def _grouped(
         self, since: float, until: float, column: str, where: str, params: Sequence[Any], limit: int
     ) -> list[tuple[str, int]]:
+        """COUNT(*) by `column` over the day tables in range, most first. A day wholly inside the
+        range gets no time condition, so a covering index can answer it without the rows."""
         since, until = _since_until(since, until)
+        parts, values = [], list[Any]()
         with self._lock:
-            days = self._days_between(since, until)
-            if not days:
+            for day in self._days_between(since, until):
+                whole = since <= day * DAY and (day + 1) * DAY <= until
+                parts.append(
+                    f"SELECT {column} AS k FROM {day_table(day)} WHERE "  # noqa: S608 - fixed text
+                    + ("1 = 1 " if whole else "time >= ? AND time < ? ")
+                    + where
+                )
+                values.extend((*params,) if whole else (since, until, *params))
+            if not parts:
                 return []
-            inner = " UNION ALL ".join(
-                f"SELECT {column} AS k FROM {day_table(d)} WHERE time >= ? AND time < ? {where}"  # noqa: S608
-                for d in days
-            )
             found = self._db.execute(
-                f"SELECT k, COUNT(*) FROM ({inner}) AS q WHERE k IS NOT NULL GROUP BY k ORDER BY 2 DESC, 1 LIMIT ?",  # noqa: S608
-                (*[p for _ in days for p in (since, until, *params)], _limit(limit)),
+                f"SELECT k, COUNT(*) FROM ({' UNION ALL '.join(parts)}) AS q WHERE k IS NOT NULL"  # noqa: S608
+                " GROUP BY k ORDER BY 2 DESC, 1 LIMIT ?",
+                (*values, _limit(limit)),
             ).fetchall()
         return [(str(k), int(n)) for k, n in found]
 
@@ -466,22 +535,22 @@ class QueryStore:
         """The most asked names in [since, until), only those with `action` unless it is None."""
         if action is None:
             return self._grouped(since, until, "qname", "", (), limit)
-        return self._grouped(since, until, "qname", "AND action = ?", (action,), limit)
+        extra = "" if action == "pass" else f" AND {NOT_PASSED}"
+        return self._grouped(since, until, "qname", f"AND action = ?{extra}", (action,), limit)
 
     def top_clients(
         self, since: float, until: float, action: str | None = None, limit: int = 10
     ) -> list[tuple[str, int]]:
-        """The clients that asked most in the hours [since, until) touches (from the hour counts)."""
+        """The clients that asked most in the hours [since, until) touches (from the counts)."""
         since, until = _since_until(since, until)
-        where, params = "hour >= ? AND hour < ? AND client <> ''", list[Any]([int(since // 3600), -int(-until // 3600)])
-        if action is not None:
-            where += " AND action = ?"
-            params.append(action)
+        where = " AND action = ?" if action is not None else ""
+        days, hours, tail = _client_slots(since, until, split=True)
+        extra = (action,) if action is not None else ()
+        inner = self._client_counts("client, queries", where)
         with self._lock:
             found = self._db.execute(
-                f"SELECT client, SUM(queries) FROM client_hours WHERE {where}"  # noqa: S608 - fixed text
-                " GROUP BY client ORDER BY 2 DESC, 1 LIMIT ?",
-                (*params, _limit(limit)),
+                f"SELECT client, SUM(queries) FROM ({inner}) AS c GROUP BY client ORDER BY 2 DESC, 1 LIMIT ?",  # noqa: S608
+                (*days, *extra, *hours, *tail, *extra, _limit(limit)),
             ).fetchall()
         return [(str(c), int(n)) for c, n in found]
 
@@ -518,6 +587,26 @@ class QueryStore:
                 clients = seen.clients + ((client,) if client and client not in seen.clients else ())
                 rows[name] = LikelyC2Row(name, seen.time, _later(seen.until, until), clients)
         return list(rows.values())
+
+
+def _client_slots(since: float, until: float, split: bool = False) -> Any:
+    """For `_client_counts`: the whole days inside the hours [since, until) touches, then the hours
+    before and after them. `split`: as three pairs, for statements that put more between them."""
+    low, high = int(since // 3600), -int(-until // 3600)
+    first_day, end_day = -(-low // 24), high // 24
+    if first_day >= end_day:  # no whole day: all hours
+        days, hours, tail = (0, 0), (low, high), (0, 0)
+    else:
+        days, hours, tail = (first_day, end_day), (low, first_day * 24), (end_day * 24, high)
+    return (days, hours, tail) if split else (*days, *hours, *tail)
+
+
+def _by_day(rows: list[tuple[Any, ...]]) -> dict[int, list[tuple[Any, ...]]]:
+    """A batch that spans midnight (UTC), split by day, in order."""
+    out: dict[int, list[tuple[Any, ...]]] = {}
+    for row in rows:
+        out.setdefault(int(row[1] // DAY), []).append(row)
+    return out
 
 
 def _later(a: float | None, b: float | None) -> float | None:

@@ -7,10 +7,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from resolverguard.config import QueryLogConfig
+from resolverguard.config import LogWriter, QueryLogConfig
 from resolverguard.logwriter import RecordWriter
 from resolverguard.steps.querylog import QueryLog, timestamp
 
@@ -24,9 +25,10 @@ def test_timestamp_is_isoformat_with_milliseconds(wall: float) -> None:
     assert abs(apart.total_seconds()) <= 0.001  # datetime rounds to microseconds first; we truncate
 
 
-def test_lines_are_buffered_until_flushed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("writer", list(LogWriter))
+def test_lines_are_buffered_until_flushed(tmp_path: Path, writer: LogWriter) -> None:
     path = tmp_path / "q.jsonl"
-    log = QueryLog(QueryLogConfig(path=str(path)))
+    log = QueryLog(QueryLogConfig(path=str(path), writer=writer))
     for i in range(10):
         log.write({"qname": f"n{i}.example", "client": "192.0.2.1"})
     log.flush()

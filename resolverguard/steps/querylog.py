@@ -44,6 +44,7 @@ __all__ = ["FLUSH_SECONDS", "QueryLog", "QueryLogStep", "client_for_log", "line_
 
 BATCH = 256  # records per hand-over: one message to the writer instead of one per query
 SYNC_SECONDS = 10.0  # how long a flush waits for the writer to confirm
+MAX_BACKLOG = 1000  # batches waiting for the writer (~256 k queries, tens of MB) before new ones are dropped
 
 
 class QueryLog:
@@ -79,11 +80,12 @@ class QueryLog:
         self._stderr, self._forward, self._extra = stderr, forward, extra or None
         self._pending: list[Any] = []
         self._synced = 0
+        self._behind = False  # batches are being dropped (said once per episode)
         self._lock = threading.Lock()  # flush and close may come from another thread than the loop
         self._inbox: Any = None
         self._outbox: Any = None
         self._writer: threading.Thread | multiprocessing.process.BaseProcess | None = None
-        self.written = self.lost = 0
+        self.written = self._writer_lost = self._dropped = 0
         if forward is not None or not self.enabled:
             return
         if self.store is not None and self.store.path is not None:
@@ -107,6 +109,12 @@ class QueryLog:
                 daemon=True,
             )
         self._writer.start()
+
+    @property
+    def lost(self) -> int:
+        """Records that never became lines: the writer's failures (as of the last flush) and
+        batches dropped here because the writer was gone or too far behind."""
+        return self._writer_lost + self._dropped
 
     @property
     def enabled(self) -> bool:
@@ -148,9 +156,14 @@ class QueryLog:
                 self._forward(message)
                 self.written += len(batch)
             elif self._inbox is not None:
+                if self._inbox.qsize() >= MAX_BACKLOG:  # the writer cannot keep up: answers come first
+                    self._dropped += len(batch)
+                    self._behind = self._behind or self._say_once("query log: the writer is behind; lines dropped")
+                    return
+                self._behind = False
                 self._inbox.put(message)
         except Exception as err:  # noqa: BLE001 - a writer that is gone must not break DNS
-            self.lost += len(batch)
+            self._dropped += len(batch)
             self._say(f"query log: cannot hand over to the writer ({type(err).__name__}: {err}); DNS continues")
 
     def flush(self) -> None:
@@ -174,7 +187,7 @@ class QueryLog:
             if message[0] == "said":
                 self._say(message[1])
             elif message[0] == "synced" and message[1] == self._synced:
-                self.written, self.lost = message[2], message[3]
+                self.written, self._writer_lost = message[2], message[3]
                 return
         self._say("query log: the writer did not answer; lines may be missing")
 
@@ -184,6 +197,10 @@ class QueryLog:
                 message = self._outbox.get_nowait()
                 if message[0] == "said":
                     self._say(message[1])
+
+    def _say_once(self, text: str) -> bool:
+        self._say(f"{text} (counted in lost); DNS service continues")
+        return True
 
     def _say(self, text: str) -> None:
         print(f"resolverguard: {text}", file=self._stderr or sys.stderr, flush=True)
