@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -153,6 +154,7 @@ def main() -> None:
     p.add_argument("--client", default="", help="the client to search for (default: the busiest)")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "dashboard")
     a = p.parse_args()
+    load_before = os.getloadavg()
     tmp = Path(tempfile.mkdtemp())
     store = a.store or tmp / "store.sqlite"
     up_port, port, web_port = free_port(), free_port(), free_port()
@@ -213,7 +215,9 @@ def main() -> None:
         "lost": client.lost,
         "api": load,
         "pages": pages,
-        "cores": len(__import__("os").sched_getaffinity(0)),
+        "cores": len(os.sched_getaffinity(0)),
+        "load_before": [round(x, 2) for x in load_before],
+        "load_after": [round(x, 2) for x in os.getloadavg()],
     }
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
@@ -228,7 +232,8 @@ def markdown(r: dict[str, Any]) -> str:
     rows = [f"# Dashboard cost and page times (bench/dashboard.py, {stamp})", ""]
     rows += [
         f"Store: {r['store']} ({r['store_mb']} MB). DNS at {r['qps']} qps; {r['api_clients']} concurrent API "
-        f"clients; {r['seconds_per_phase']:g} s per phase; {r['cores']} cores.",
+        f"clients; {r['seconds_per_phase']:g} s per phase; {r['cores']} cores; load average before "
+        f"{r['load_before']}, after {r['load_after']} (a shared machine when these are high: rerun idle).",
         "",
         "| DNS phase | answers | p50 ms | p99 ms | max ms |",
         "|---|---|---|---|---|",
