@@ -4,6 +4,7 @@ rate limit, and actions that change what the resolver answers (checked with dnsp
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import dns.message
@@ -23,9 +24,9 @@ def answer(s: Served, name: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Served:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     with serve_dashboard(tmp_path_factory.mktemp("dash")) as s:
-        yield s  # type: ignore[misc]
+        yield s
 
 
 def test_no_credentials_is_401_and_health_is_open(served: Served) -> None:
