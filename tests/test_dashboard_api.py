@@ -41,6 +41,15 @@ def test_no_credentials_is_401_and_health_is_open(served: Served) -> None:
     assert page.status == 303 and page.headers["Location"].startswith("/login")
 
 
+def test_login_goes_back_to_the_page_asked_for_and_never_elsewhere(served: Served) -> None:
+    for target, landing in (("/clients", "/clients"), ("//evil.example/x", "/"), ("https://evil.example/", "/")):
+        browser = served.client()
+        reply = browser.form("/login", {"password": PASSWORD, "next": target})
+        assert reply.status == 303 and reply.headers["Location"] == landing, target
+    asked = served.client().get("/queries", since="1h")
+    assert asked.status == 303 and asked.headers["Location"] == "/login?next=%2Fqueries%3Fsince%3D1h"
+
+
 def test_bearer_token_and_a_wrong_one(served: Served) -> None:
     script = served.client()
     assert script.open("/api/v1/status", headers={"Authorization": "Bearer not-it"}).status == 401

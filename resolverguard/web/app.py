@@ -18,6 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlencode
 
 from aiohttp import web
 
@@ -162,7 +163,8 @@ class Dashboard:
         if session is None:
             if is_api:
                 return api.error(401, "log in first (session cookie) or send Authorization: Bearer <password>")
-            raise web.HTTPSeeOther(f"/login?next={request.path_qs}" if request.method == "GET" else "/login")
+            back = "/login?" + urlencode({"next": request.path_qs})
+            raise web.HTTPSeeOther(back if request.method == "GET" else "/login")
         if request.method not in ("GET", "HEAD", "OPTIONS") and not await self._csrf_checked(request, session):
             return api.error(403, "missing or wrong CSRF token") if is_api else pages.forbidden()
         request["session"] = session
@@ -189,12 +191,10 @@ class Dashboard:
         password = form.get("password")
         if not isinstance(password, str) or not await self.password_ok(password):
             self.limiter.failed(client)
-            return pages.login_page_with("Wrong password.", 401)
+            return pages.login_page_with("Wrong password.", 401, next_path=pages.local_path(form.get("next")))
         self.limiter.succeeded(client)
         session = self.sessions.create()
-        target = form.get("next")
-        local = isinstance(target, str) and target.startswith("/") and not target.startswith("//")
-        response = web.HTTPSeeOther(target if local and isinstance(target, str) else "/")
+        response = web.HTTPSeeOther(pages.local_path(form.get("next")))
         response.set_cookie(
             COOKIE,
             session.id,

@@ -126,24 +126,28 @@ def forbidden() -> web.Response:
 # -- login ---------------------------------------------------------------------------------------
 
 
-def login_page_with(message: str = "", status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+def local_path(target: object, default: str = "/") -> str:
+    """`target` when it is a path on this server (no `//host` or scheme): no open redirect."""
+    ok = isinstance(target, str) and target.startswith("/") and not target.startswith("//") and "\\" not in target
+    return target if ok and isinstance(target, str) else default
+
+
+def login_page_with(
+    message: str = "", status: int = 200, headers: Mapping[str, str] | None = None, next_path: str = "/"
+) -> web.Response:
     note = f'<p class="flash bad" role="alert">{esc(message)}</p>' if message else ""
     body = f"""<section class="login"><h1>Log in</h1>{note}
 <form method="post" action="/login">
-<input type="hidden" name="next" value="{{next}}">
+<input type="hidden" name="next" value="{esc(local_path(next_path))}">
 <label>Password <input type="password" name="password" autocomplete="current-password" required autofocus></label>
 <button type="submit" class="primary">Log in</button></form></section>"""
-    response = page("Log in", body.replace("{next}", ""), None, status)
+    response = page("Log in", body, None, status)
     response.headers.update(headers or {})
     return response
 
 
 async def login_page(request: web.Request) -> web.StreamResponse:
-    response = login_page_with()
-    target = request.query.get("next", "/")
-    if target.startswith("/") and not target.startswith("//") and isinstance(response.text, str):
-        response.text = response.text.replace('name="next" value=""', f'name="next" value="{esc(target)}"')
-    return response
+    return login_page_with(next_path=request.query.get("next", "/"))
 
 
 # -- pages ---------------------------------------------------------------------------------------
@@ -446,8 +450,7 @@ async def model_report(request: web.Request) -> web.StreamResponse:
 
 
 def back_to(form: Mapping[str, Any], outcome: actions.ActionResult) -> web.HTTPSeeOther:
-    target = form.get("back")
-    target = target if isinstance(target, str) and target.startswith("/") and not target.startswith("//") else "/"
+    target = local_path(form.get("back"))
     sep = "&" if "?" in target else "?"
     return web.HTTPSeeOther(f"{target}{sep}{urlencode({'msg': outcome.message, 'ok': int(outcome.ok)})}")
 
