@@ -4,6 +4,7 @@ rate limit, and actions that change what the resolver answers (checked with dnsp
 from __future__ import annotations
 
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,8 +47,10 @@ def test_login_goes_back_to_the_page_asked_for_and_never_elsewhere(served: Serve
         browser = served.client()
         reply = browser.form("/login", {"password": PASSWORD, "next": target})
         assert reply.status == 303 and reply.headers["Location"] == landing, target
-    asked = served.client().get("/queries", since="1h")
-    assert asked.status == 303 and asked.headers["Location"] == "/login?next=%2Fqueries%3Fsince%3D1h"
+    asked = served.client().get("/queries", since="1h", client="10.0.0.1")
+    where = urllib.parse.urlsplit(asked.headers["Location"])
+    assert asked.status == 303 and where.path == "/login"
+    assert urllib.parse.parse_qs(where.query) == {"next": ["/queries?since=1h&client=10.0.0.1"]}
 
 
 def test_bearer_token_and_a_wrong_one(served: Served) -> None:
