@@ -190,6 +190,19 @@ def _log_target(base: Path) -> Callable[[Any], str | None]:
     return convert
 
 
+def _store_target(base: Path) -> Callable[[Any], Path | str | None]:
+    """An SQLite file (relative to the policy's folder) or a PostgreSQL URL, kept as written."""
+
+    def convert(value: Any) -> Path | str | None:
+        if value in (False, "off", "none", None):
+            return None
+        if isinstance(value, str) and value.startswith(("postgresql://", "postgres://")):
+            return value
+        return _path(base)(value)
+
+    return convert
+
+
 def _refusal(value: Any) -> str:
     if value not in ("refuse", "drop"):
         raise ValueError(f"{value!r} is not one of: refuse, drop")
@@ -367,11 +380,8 @@ class QueryLogConfig:
 class QueryStoreConfig:
     """The query store (resolverguard.store): the queries and alerts the dashboard reads."""
 
-    path: Path | None = path_key(
-        None,
-        lambda base: lambda v: None if v in (False, "off", "none") else _path(base)(v),
-        "an SQLite file, or off",
-        shown="off",
+    path: Path | str | None = path_key(
+        None, lambda base: _store_target(base), "an SQLite file, a postgresql:// URL, or off", shown="off"
     )
     retention_days: int = key(30, _number(1, 3660, integer=True), "days kept; older days are dropped whole")
     max_bytes: int = key(

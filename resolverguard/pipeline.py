@@ -84,7 +84,7 @@ class Pipeline:
         """Closes (through `close_later`, after the queries in flight) what `successor` did not carry
         over: an open query log and pooled upstream sockets."""
         if self.log is not successor.log:
-            close_later(self.log.close)
+            close_later(self.log.close_soon)
         if self.forwarder is not successor.forwarder:
             close_later(self.forwarder.close)
         if self.conditional is not None and self.conditional is not successor.conditional:

@@ -19,7 +19,17 @@ import dns.message
 import dns.query
 import dns.rcode
 import pytest
-from dnsfixtures import DIGITS_MODEL, ROOT, UPSTREAM_A, Upstream, free_port, run_resolver, run_upstream, start_serving
+from dnsfixtures import (
+    DIGITS_MODEL,
+    ROOT,
+    UPSTREAM_A,
+    Upstream,
+    free_port,
+    run_resolver,
+    run_upstream,
+    start_serving,
+    wait_for,
+)
 from test_watch import C2, INFECTED, OTHER, addresses, ask, config_for, find_c2_and_beacon, rule_of, walk_until_flagged
 
 from resolverguard.config import QueryStoreConfig
@@ -224,3 +234,24 @@ def test_a_store_that_breaks_at_run_time_never_breaks_dns(upstream: Upstream, tm
     assert "query store" in stderr.getvalue() and "DNS service continues" in stderr.getvalue()
     assert stderr.getvalue().count("query store") == 1  # once per outage, not once per batch
     assert len([x for x in lines if x["qname"].startswith("after")]) == 20  # the file is written all the same
+
+
+def test_with_two_workers_the_parent_writes_every_query_once_to_the_store(upstream: Upstream, tmp_path: Path) -> None:
+    port, policy, db = free_port(), tmp_path / "policy.yaml", tmp_path / "queries.db"
+    policy.write_text(
+        f"workers: 2\nupstreams: ['127.0.0.1:{upstream.port}']\nquery_log: off\nquery_store: {db}\n"
+        "rate_limit: {qps: 0}\n"
+    )
+    proc = start_serving(policy, port)
+    try:
+        wait_for(proc, "listening on")  # the second worker
+        for i in range(60):
+            assert addresses(ask_from(f"w{i}.example.com", port)) == [UPSTREAM_A]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    store = QueryStore.open_for_reading(db)
+    rows = store.search(since=time.time() - 3600, until=time.time() + 1, limit=1000)
+    store.close()
+    assert sorted(r.qname for r in rows) == sorted(f"w{i}.example.com" for i in range(60))
+    assert len({r.id for r in rows}) == 60

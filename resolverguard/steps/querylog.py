@@ -43,7 +43,7 @@ from resolverguard.store import QueryStore
 __all__ = ["FLUSH_SECONDS", "QueryLog", "QueryLogStep", "client_for_log", "line_of", "record_of", "timestamp"]
 
 BATCH = 256  # records per hand-over: one message to the writer instead of one per query
-SYNC_SECONDS = 10.0  # how long a flush waits for the writer to confirm
+SYNC_SECONDS = 120.0  # how long a flush or stop waits for a writer that is alive to write its backlog
 MAX_BACKLOG = 1000  # batches waiting for the writer (~256 k queries, tens of MB) before new ones are dropped
 
 
@@ -181,8 +181,10 @@ class QueryLog:
         deadline = time.monotonic() + SYNC_SECONDS
         while (left := deadline - time.monotonic()) > 0:
             try:
-                message = self._outbox.get(timeout=left)
+                message = self._outbox.get(timeout=min(left, 1.0))
             except queue.Empty:
+                if self._writer.is_alive():
+                    continue  # a backlog on a busy machine: wait while the writer lives
                 break
             if message[0] == "said":
                 self._say(message[1])
@@ -204,6 +206,11 @@ class QueryLog:
 
     def _say(self, text: str) -> None:
         print(f"resolverguard: {text}", file=self._stderr or sys.stderr, flush=True)
+
+    def close_soon(self) -> None:
+        """`close` in a thread: a log replaced by a reload must not hold the event loop while its
+        writer finishes (the service's stop closes the log in force itself, and waits)."""
+        threading.Thread(target=self.close, name="query-log-close", daemon=True).start()
 
     def close(self) -> None:
         """Hands over the rest, lets the writer finish and stop."""
