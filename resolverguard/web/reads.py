@@ -15,7 +15,6 @@ import asyncio
 import dataclasses
 import sqlite3
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -57,9 +56,15 @@ def plain(value: Any) -> Any:
     return value
 
 
-def store_path(cfg: Config) -> Path | None:
-    """Where the running policy's query store is, or None when it has none."""
-    return cfg.query_store.path
+def store_path(cfg: Config) -> str | None:
+    """Where the running policy's query store is (a file or a postgresql:// URL), or None."""
+    where = cfg.query_store.path
+    return None if where is None else str(where)
+
+
+def shown(where: str) -> str:
+    """A store's name for a message: a URL without its credentials."""
+    return where.rsplit("@", 1)[-1] if "://" in where else where
 
 
 def run_reads(path: str, reads: tuple[Read, ...], as_plain: bool) -> list[Any]:
@@ -69,11 +74,11 @@ def run_reads(path: str, reads: tuple[Read, ...], as_plain: bool) -> list[Any]:
     try:
         store = QueryStore.open_for_reading(path)
     except (StoreError, sqlite3.Error, OSError) as err:
-        raise StoreUnavailable(f"the query store {path} cannot be read: {err}") from None
+        raise StoreUnavailable(f"the query store {shown(path)} cannot be read: {err}") from None
     try:
         out = [getattr(store, r.method)(*r.args, **r.kwargs) for r in reads if r.method in READ_METHODS]
-    except sqlite3.Error as err:
-        raise StoreUnavailable(f"the query store {path} cannot be read: {err}") from None
+    except Exception as err:  # noqa: BLE001 - sqlite3.Error or psycopg.Error: a page says so, DNS goes on
+        raise StoreUnavailable(f"the query store {shown(path)} cannot be read: {type(err).__name__}") from None
     finally:
         store.close()
     return [plain(x) for x in out] if as_plain else out
@@ -82,7 +87,7 @@ def run_reads(path: str, reads: tuple[Read, ...], as_plain: bool) -> list[Any]:
 class StoreReads:
     """`await reads(call("overview", since, until), call("top_names", ...))` -> their results."""
 
-    def __init__(self, path: Path, gate: asyncio.Semaphore) -> None:
+    def __init__(self, path: str, gate: asyncio.Semaphore) -> None:
         self.path, self.gate = path, gate
 
     async def __call__(self, *reads: Read, as_plain: bool = False) -> list[Any]:
@@ -93,4 +98,4 @@ class StoreReads:
 
     async def _one(self, read: Read, as_plain: bool) -> list[Any]:
         async with self.gate:
-            return await asyncio.to_thread(run_reads, str(self.path), (read,), as_plain)
+            return await asyncio.to_thread(run_reads, self.path, (read,), as_plain)
