@@ -188,6 +188,9 @@ def test_a_user_finds_a_block_allows_it_sees_an_infected_client_and_pauses(
         assert WALK[0] in flag_row.inner_text()
         assert INFECTED in page.locator("table.c2 tr", has_text=C2).first.inner_text()
         assert address(ask(s, C2, LAPTOP)) == "0.0.0.0"  # a likely C2 is blocked for every client
+        page.click(f"table.c2 a:text-is('{C2}')")
+        assert "likely C2" in page.inner_text("#watch-note")
+        page.goto(s.web + "/clients")
         page.screenshot(path=str(shots / "clients.png"), full_page=True)
 
         # Pause blocking, see a denied name pass, resume, see it blocked again.

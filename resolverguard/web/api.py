@@ -10,7 +10,9 @@ from typing import Any
 
 from aiohttp import web
 
+from resolverguard.chain import Request
 from resolverguard.explain import decide, decision_rows
+from resolverguard.watch import WatchState
 from resolverguard.web import actions, inputs
 from resolverguard.web.context import Context, dash
 from resolverguard.web.inputs import BadInput, TimeRange
@@ -147,6 +149,12 @@ async def explanation(d: Context, name: str, client: str) -> dict[str, Any]:
     request = await decide(name, await d.decision_chain(), client)
     policy = groups.group_for(client).policy
     verdict = request.verdict
+    rows = decision_rows(name, request, service.model, groups, client)
+    c2_until, flagged_until = watch_now(service.pipeline.watch, request, client)
+    if c2_until is not None:
+        rows.append(("likely C2", f"yes: the client watch blocks it for every client until {utc(c2_until)}"))
+    if flagged_until is not None:
+        rows.append(("client flagged", f"yes: {client} is quarantined until {utc(flagged_until)}"))
     return {
         "name": name,
         "client": client,
@@ -154,9 +162,29 @@ async def explanation(d: Context, name: str, client: str) -> dict[str, Any]:
         "action": verdict.action.value if verdict else None,
         "reason": verdict.reason.value if verdict else None,
         "would": verdict.would.value if verdict and verdict.would else None,
+        "likely_c2_until": c2_until,
+        "client_flagged_until": flagged_until,
         "thresholds": [{"action": t.action.value, "value": t.value, "name": t.name} for t in policy.thresholds],
-        "rows": [{"label": k, "text": v} for k, v in decision_rows(name, request, service.model, groups, client)],
+        "rows": [{"label": k, "text": v} for k, v in rows],
     }
+
+
+def watch_now(watch: WatchState | None, request: Request, client: str) -> tuple[float | None, float | None]:
+    """(UNIX time a likely-C2 block of the name ends, time the client's flag ends), each None when
+    there is none. The watch keeps both in the running resolver, not in the decision steps (it
+    acts on answers), so `explain` reads its state. Monotonic deadlines become wall-clock times."""
+    if watch is None:
+        return None, None
+    offset = time.time() - watch.clock()
+    name = request.name
+    key = name.registrable if name is not None else None
+    c2 = watch.c2_until(key) if key else None
+    flag = watch.flag_of(client)
+    return (None if c2 is None else c2 + offset), (None if flag is None else flag.until + offset)
+
+
+def utc(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
 
 
 async def body(request: web.Request) -> Mapping[str, Any]:
@@ -227,7 +255,3 @@ def routes(app: web.Application) -> None:
     }
     for path, act in posts.items():
         app.router.add_post(f"{V1}/{path}", json_endpoint(act))
-
-
-def now() -> float:
-    return time.time()

@@ -295,7 +295,8 @@ async def name_page(request: web.Request) -> web.StreamResponse:
         return page("Name", f'<h1>Name</h1><p class="flash bad">{esc(err)}</p>', session, 400)
     found = await explanation(d, name, client)
     back = f"/name/{quote(name)}"
-    blocked = (found["action"] in BLOCKING) or (found["would"] in BLOCKING)
+    c2_until = found["likely_c2_until"]
+    blocked = (found["action"] in BLOCKING) or (found["would"] in BLOCKING) or c2_until is not None
     buttons = action_form("/action/allow", {"name": name, "back": back}, f"Allow {name}", session, "primary")
     if not blocked:
         buttons += action_form("/action/deny", {"name": name, "back": back}, f"Block {name}", session, "danger")
@@ -306,6 +307,13 @@ async def name_page(request: web.Request) -> web.StreamResponse:
         f"<h1>{esc(name)}</h1>",
         f'<div class="cards"><div class="card"><b id="score">{esc(score)}</b><span>model score</span></div>'
         f'<div class="card"><b>{verdict}</b><span>{esc(found["reason"] or "")}</span></div></div>',
+        (
+            f'<p class="flash bad" id="watch-note">The client watch found this name to be a likely C2 (command and '
+            f"control server of malware): it is blocked for every client until {esc(clock(c2_until))} UTC. "
+            "Allowing it overrides that.</p>"
+            if c2_until is not None
+            else ""
+        ),
         f'<div class="actions">{buttons}</div>',
         charts.score_bar(found["score"], found["thresholds"]),
         "<h2>Why</h2>",
