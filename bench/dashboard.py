@@ -99,10 +99,10 @@ async def hammer(base: str, clients: int, seconds: float, max_requests: int, rea
     }
 
 
-async def busiest(base: str, what: str) -> str:
-    """The most asked name or the busiest client of the last 24 hours (what a user clicks first)."""
+async def busiest(base: str, what: str, action: str = "any") -> str:
+    """The most asked name (or the most blocked one) or the busiest client of the last 24 hours."""
     headers = {"Authorization": f"Bearer {PASSWORD}"}
-    url = f"{base}/api/v1/top/{what}s?since=24h&action=any&limit=1"
+    url = f"{base}/api/v1/top/{what}s?since=24h&action={action}&limit=1"
     async with (
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session,
         session.get(url, headers=headers) as r,
@@ -114,13 +114,15 @@ async def busiest(base: str, what: str) -> str:
 async def render_pages(base: str, renders: int, name: str, client: str) -> dict[str, dict[str, float]]:
     name = name or await busiest(base, "name") or "xkq3vbh7tz.com"
     client = client or await busiest(base, "client") or "10.0.0.7"
+    blocked = await busiest(base, "name", "sinkhole") or name
     pages = {
         "overview (24h)": "/",
         "overview (30d)": "/?since=30d",
         "query log": "/queries",
         "query log, one client": f"/queries?client={client}",
         "query log, blocked": "/queries?action=sinkhole",
-        "name": f"/name/{name}",
+        "name (the most asked: the worst case)": f"/name/{name}",
+        "name (the most blocked)": f"/name/{blocked}",
         "clients": "/clients",
         "lists and model": "/lists",
     }
