@@ -9,7 +9,8 @@
 query store on, the dashboard on with a password). A DNS client (bench/swap.py's) sends `--qps`
 queries a second over 200 names and times each: first alone (`idle`), then while `--clients`
 concurrent API clients (aiohttp, bearer token) loop over the read endpoints as fast as they are
-answered (`hammered`, at most `--max-requests` requests), then alone again (`after`). Added
+answered (`hammered`, at most `--max-requests` requests), then over /api/v1/health only (what HTTP
+serving and the load generator, on the same cores, cost without any store read), then alone again. Added
 latency is hammered minus idle. Then each page is fetched `--renders` times by a logged-in client
 and timed end to end (server render + transfer). `--store` points the server at an existing store
 (e.g. the 10 M-row one bench/store_fill.py makes; the store helper's generator); without it the
@@ -193,6 +194,8 @@ def main() -> None:
         reads = [r for r in READS if a.only is None or a.only in r]
         load = asyncio.run(hammer(base, a.clients, a.seconds, a.max_requests, reads))
         t2 = time.perf_counter()
+        health = asyncio.run(hammer(base, a.clients, a.seconds, a.max_requests, ["/api/v1/health"]))
+        t2h = time.perf_counter()
         time.sleep(a.seconds)
         t3 = time.perf_counter()
         client.stop.set()
@@ -202,7 +205,8 @@ def main() -> None:
         server.terminate()
         server.wait(20)
         upstream.terminate()
-    idle, hammered, after = (summary(latencies(client, s, e)) for s, e in ((t0, t1), (t1, t2), (t2, t3)))
+    spans = ((t0, t1), (t1, t2), (t2, t2h), (t2h, t3))
+    idle, hammered, health_only, after = (summary(latencies(client, s, e)) for s, e in spans)
     result = {
         "store": str(a.store) if a.store else "filled by the bench only",
         "store_mb": round(store.stat().st_size / 2**20, 1) if store.exists() else 0,
@@ -211,7 +215,9 @@ def main() -> None:
         "seconds_per_phase": a.seconds,
         "dns_idle": idle,
         "dns_hammered": hammered,
+        "dns_health_only": health_only,
         "dns_after": after,
+        "api_health_only": health,
         "added_p99_ms": round(hammered["p99_ms"] - idle["p99_ms"], 3),
         "added_p50_ms": round(hammered["p50_ms"] - idle["p50_ms"], 3),
         "lost": client.lost,
@@ -240,7 +246,13 @@ def markdown(r: dict[str, Any]) -> str:
         "| DNS phase | answers | p50 ms | p99 ms | max ms |",
         "|---|---|---|---|---|",
     ]
-    for key, label in (("dns_idle", "idle"), ("dns_hammered", "API hammered"), ("dns_after", "idle again")):
+    phases = (
+        ("dns_idle", "idle"),
+        ("dns_hammered", "API hammered (store reads, explain)"),
+        ("dns_health_only", "API hammered, /health only (HTTP serving + the load generator)"),
+        ("dns_after", "idle again"),
+    )
+    for key, label in phases:
         s = r[key]
         rows.append(f"| {label} | {s['answers']} | {s['p50_ms']} | {s['p99_ms']} | {s['max_ms']} |")
     api = r["api"]
@@ -249,7 +261,8 @@ def markdown(r: dict[str, Any]) -> str:
         f"Added DNS latency while hammered: p99 {r['added_p99_ms']} ms, p50 {r['added_p50_ms']} ms; "
         f"lost answers {r['lost']}.",
         f"API: {api['requests']} requests ({api['requests_per_s']}/s), statuses {api['statuses']}, "
-        f"p50 {api['api_p50_ms']} ms, p99 {api['api_p99_ms']} ms.",
+        f"p50 {api['api_p50_ms']} ms, p99 {api['api_p99_ms']} ms. /health only: "
+        f"{r['api_health_only']['requests_per_s']}/s.",
         "",
         "| page | median ms | max ms |",
         "|---|---|---|",
