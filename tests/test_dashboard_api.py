@@ -259,3 +259,17 @@ def test_a_new_password_by_reload_ends_sessions_and_old_tokens(tmp_path: Path) -
         assert browser.get("/api/v1/status").status == 401
         assert script.open("/api/v1/status", headers=old).status == 401
         assert script.open("/api/v1/status", headers={"Authorization": f"Bearer {new_password}"}).status == 200
+
+
+def test_without_a_store_reads_are_503_and_pages_say_what_to_set(served: Served) -> None:
+    script, browser = served.client(), served.client()
+    reply = script.open("/api/v1/stats", headers={"Authorization": f"Bearer {PASSWORD}"})
+    assert reply.status == 503 and "query_store" in reply.json()["error"]
+    browser.login()
+    for path in ("/", "/queries", "/clients", "/name/example.com"):
+        page = browser.get(path)
+        assert page.status == 200 and "No query store" in page.body, path
+    assert "Lists and model" in browser.get("/lists").body
+    assert browser.get("/static/style.css").status == 200
+    bad = browser.get("/name/not_a..name")
+    assert bad.status == 400 and "not a domain name" in bad.body
