@@ -62,8 +62,9 @@ class QueryLog:
     ) -> QueryLog:
         """The open log across a reload that keeps its settings (`make` opens a new one: a worker's
         log forwards its batches, see `resolverguard.workers`); the pipeline closes the one replaced."""
-        same = old is not None and old.config == config and old.store == _used(store)
-        return old if old is not None and same else make(config, store)
+        if old is not None and old.config == config and old.store == _used(store):
+            return old
+        return make(config, store)
 
     def __init__(
         self,
