@@ -127,6 +127,7 @@ class Service:
             if built is None:
                 return False
             self._swap(*built, f"reloaded {self.config_path}")
+            settle_memory()  # as after SIGHUP: the old pipeline was frozen at start (issue #14's leak)
             return True
 
     def _build(

@@ -273,3 +273,26 @@ def test_without_a_store_reads_are_503_and_pages_say_what_to_set(served: Served)
     assert browser.get("/static/style.css").status == 200
     bad = browser.get("/name/not_a..name")
     assert bad.status == 400 and "not a domain name" in bad.body
+
+
+def test_reloads_through_the_api_do_not_grow_memory(tmp_path: Path) -> None:
+    """As tests/test_adversarial.py holds SIGHUP to it: a reload unfreezes what start froze."""
+    with serve_dashboard(tmp_path) as s:
+        script = s.client()
+
+        def reloads(n: int) -> None:
+            for _ in range(n):
+                assert script.post_json("/api/v1/reload", {}, token=PASSWORD).json()["ok"]
+
+        reloads(10)  # allocator arenas and caches warm up first
+        before = rss_kb(s.proc.pid)
+        reloads(100)
+        grown_mb = (rss_kb(s.proc.pid) - before) / 1024
+    assert grown_mb < 5, f"{grown_mb:.1f} MB after 100 reloads"
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
