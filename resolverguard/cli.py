@@ -106,6 +106,9 @@ def _parser() -> argparse.ArgumentParser:
     pause.add_argument("duration", help="how long: 30s, 5m, 1h")
     resume = sub.add_parser("resume", help="end a pause now")
     status = sub.add_parser("status", help="is blocking on or paused, and for how long")
+    password = sub.add_parser("dashboard-password", help="hash a dashboard password for dashboard.password_hash")
+    password.add_argument("--stdin", action="store_true", help="read the password from standard input (scripts)")
+    password.set_defaults(run=cmd_dashboard_password)
     importer = sub.add_parser("import", help="write a policy from a Pi-hole, AdGuard Home or Blocky setup")
     source = importer.add_subparsers(required=True, metavar="FROM", dest="source")
     pihole = source.add_parser("pihole", help="from gravity.db (v5/v6), custom.list, pihole.toml, setupVars.conf")
@@ -228,6 +231,27 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if args.model:
         cfg = replace(cfg, model=args.model)
     explain(args.name, cfg, load_model(cfg.model), sys.stdout, args.client)
+    return 0
+
+
+def cmd_dashboard_password(args: argparse.Namespace) -> int:
+    """Prints the scrypt hash of a password for `dashboard.password_hash`; the password itself is
+    never written anywhere (asked twice at a terminal, or one line on stdin with --stdin)."""
+    import getpass
+
+    from resolverguard.web.auth import PasswordHash
+
+    if args.stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass("dashboard password: ")
+        if getpass.getpass("again: ") != password:
+            print("resolverguard: the two passwords differ", file=sys.stderr)
+            return 2
+    if len(password) < 8:
+        print("resolverguard: use at least 8 characters", file=sys.stderr)
+        return 2
+    print(PasswordHash.make(password).text)
     return 0
 
 

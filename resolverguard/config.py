@@ -543,6 +543,37 @@ class ClientWatchConfig:
 GROUP_WATCH_KEYS = ("enabled", "action", "block_action")  # what a client group may set in its client_watch
 
 
+def _password_hash(value: Any) -> str:
+    """What `resolverguard dashboard-password` prints (resolverguard.web.auth has the format)."""
+    from resolverguard.web.auth import PasswordHash
+
+    return PasswordHash.parse(value).text
+
+
+@dataclass(frozen=True, slots=True)
+class DashboardConfig:
+    """`dashboard:`, the web dashboard and HTTP API (docs/api.md). Off by default; whenever it is on,
+    a password is required, and a non-loopback address is refused without one."""
+
+    enabled: bool = key(False, _boolean, "serve the dashboard and the HTTP API")
+    listen: Endpoint = key(
+        Endpoint("127.0.0.1", 8053), lambda v: parse_endpoint(v, 8053), "address of the dashboard and /api/v1"
+    )
+    password_hash: str | None = key(
+        None, _password_hash, "the login password, hashed (`resolverguard dashboard-password`)", shown="none"
+    )
+    session_hours: float = key(12.0, _real(0.1, 24 * 30), "hours a login lasts")
+    login_attempts: int = key(5, _number(1, 1000, integer=True), "failed logins a client may make per window")
+    login_window: float = key(300.0, _real(1, 86_400), "seconds failed logins are counted over")
+
+    def problem(self) -> tuple[str, str] | None:
+        if not self.enabled or self.password_hash is not None:
+            return None
+        if not ipaddress.ip_address(self.listen.host).is_loopback:
+            return ("listen", f"{self.listen} is not a loopback address: refusing to serve it without password_hash")
+        return ("password_hash", "needed when the dashboard is on (make one with `resolverguard dashboard-password`)")
+
+
 THRESHOLDS_SHOWN = "{log: log, sinkhole: sinkhole}"
 # Not 5353: that is mDNS, held by avahi on most desktops. 5335 is what Pi-hole's Unbound guide uses.
 DEFAULT_PORT = 5335
@@ -629,6 +660,7 @@ class Config:
         shown="the shipped models/family.tflite",
     )
     client_watch: ClientWatchConfig = section(ClientWatchConfig, "the client watch: DGA walks seen in the answers")
+    dashboard: DashboardConfig = section(DashboardConfig, "the web dashboard and HTTP API")
 
     def default_group(self) -> ClientGroupConfig:
         """The top-level policy, as the group every client falls back to."""

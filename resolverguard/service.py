@@ -18,7 +18,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from resolverguard.config import Config, ListsConfig, QueryLogConfig, QueryStoreConfig, load_config
 from resolverguard.control import ControlServer, default_socket
@@ -30,6 +30,9 @@ from resolverguard.server import DnsServer
 from resolverguard.steps.metrics import Metrics
 from resolverguard.steps.querylog import FLUSH_SECONDS, QueryLog
 from resolverguard.subscriptions import Downloader, FetchResult, ages, default_cache_dir
+
+if TYPE_CHECKING:
+    from resolverguard.web.app import Dashboard
 
 Copies = tuple[tuple[str, int], ...]  # see pipeline.list_copies
 LOG_CLOSE_DELAY = 15.0  # a replaced query log (or upstream socket pool) stays open this long for queries in flight
@@ -72,6 +75,7 @@ class Service:
         self._refresher: asyncio.Future[None] | None = None
         self._updating = asyncio.Lock()
         self.control: ControlServer | None = None
+        self.dashboard: Dashboard | None = None
         self._pause_timer: asyncio.TimerHandle | None = None
 
     def _query_log(self, cfg: QueryLogConfig, store: QueryStoreConfig | None) -> QueryLog:
@@ -93,6 +97,12 @@ class Service:
         if self.metrics is not None and self.cfg.metrics is not None:
             self.metrics.serve(self.cfg.metrics.host, self.cfg.metrics.port)
             self.say(f"metrics on http://{self.cfg.metrics}/metrics")
+        if self.cfg.dashboard.enabled and self.worker is None:  # one dashboard per server, as the control socket
+            from resolverguard.web.app import Dashboard
+
+            self.dashboard = Dashboard(self)
+            await self.dashboard.start()
+            self.say(f"dashboard on http://{self.cfg.dashboard.listen}/")
 
     def reload(self) -> bool:
         """Re-reads the policy; True when the new one is in force, False when the old one stays."""
@@ -104,6 +114,21 @@ class Service:
             return False
         self._swap(*built, f"reloaded {self.config_path}")
         return True
+
+    async def reload_off_loop(self) -> bool:
+        """`reload` for the dashboard: the same checks and swap, but the new pipeline is built in a
+        worker thread (as `update_lists` builds one), so a click never stalls answers for the time
+        it takes to read the lists; one at a time with list updates."""
+        if self.config_path is None:
+            self.say("reload: no policy file (built-in defaults); nothing to reload")
+            return False
+        async with self._updating:
+            built = await asyncio.get_running_loop().run_in_executor(None, self._build)
+            if built is None:
+                return False
+            self._swap(*built, f"reloaded {self.config_path}")
+            settle_memory()  # as after SIGHUP: the old pipeline was frozen at start (issue #14's leak)
+            return True
 
     def _build(
         self, built: Mapping[ListsConfig, DomainLists] | None = None, copies: Copies | None = None
@@ -267,6 +292,8 @@ class Service:
             self._pause_timer.cancel()
         if self.control is not None:
             await self.control.stop()
+        if self.dashboard is not None:
+            await self.dashboard.stop()
         await self.server.stop(grace)
         self.pipeline.forwarder.close()
         if self.pipeline.hook is not None:

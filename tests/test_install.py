@@ -67,6 +67,12 @@ def test_install_has_no_top_level_convert_package(installed: Path) -> None:
     assert tops <= {"resolverguard", "__pycache__"}, tops
 
 
+def test_install_ships_the_dashboards_assets(installed: Path) -> None:
+    """The dashboard fetches nothing from elsewhere: its stylesheet and script are package data."""
+    static = installed / "resolverguard" / "web" / "static"
+    assert {p.name for p in static.iterdir()} >= {"style.css", "dashboard.js"}
+
+
 def test_version_of_the_installed_command(installed: Path) -> None:
     result = run_installed(installed, "-m", "resolverguard", "--version")
     assert result.returncode == 0, result.stderr
