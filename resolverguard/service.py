@@ -30,6 +30,7 @@ from resolverguard.server import DnsServer
 from resolverguard.steps.metrics import Metrics
 from resolverguard.steps.querylog import FLUSH_SECONDS, QueryLog
 from resolverguard.subscriptions import Downloader, FetchResult, ages, default_cache_dir
+from resolverguard.sync import FleetSync
 
 Copies = tuple[tuple[str, int], ...]  # see pipeline.list_copies
 LOG_CLOSE_DELAY = 15.0  # a replaced query log (or upstream socket pool) stays open this long for queries in flight
@@ -73,6 +74,11 @@ class Service:
         self._updating = asyncio.Lock()
         self.control: ControlServer | None = None
         self._pause_timer: asyncio.TimerHandle | None = None
+        # the fleet link (sync.redis); fixed at start, like the listen addresses
+        registry = self.metrics.registry if self.metrics is not None else None
+        self.sync = FleetSync(cfg.sync, stderr, registry) if cfg.sync.enabled else None
+        if self.sync is not None:
+            self.sync.attach(self.pipeline.watch)
 
     def _query_log(self, cfg: QueryLogConfig) -> QueryLog:
         if self.worker is None:
@@ -89,6 +95,8 @@ class Service:
         self.say_lists()
         self._refresher = asyncio.ensure_future(self._refresh_lists())
         await self._start_control()
+        if self.sync is not None:
+            self.sync.start()
         if self.metrics is not None and self.cfg.metrics is not None:
             self.metrics.serve(self.cfg.metrics.host, self.cfg.metrics.port)
             self.say(f"metrics on http://{self.cfg.metrics}/metrics")
@@ -130,6 +138,10 @@ class Service:
         self._copies = copies
         if cfg.listen != self.cfg.listen:
             self.say("reload: listen addresses change only on restart")
+        if cfg.sync != self.cfg.sync:
+            self.say("reload: the sync section changes only on restart")
+        if self.sync is not None:
+            self.sync.attach(pipeline.watch)
         loop, old = asyncio.get_running_loop(), self.pipeline
         self.cfg, self.model, self.pipeline = cfg, model, pipeline
         self.server.chain, self.server.gates, self.server.limits = pipeline.chain, pipeline.gates, cfg.limits
@@ -265,6 +277,8 @@ class Service:
             self._pause_timer.cancel()
         if self.control is not None:
             await self.control.stop()
+        if self.sync is not None:
+            await self.sync.stop()
         await self.server.stop(grace)
         self.pipeline.forwarder.close()
         if self.pipeline.hook is not None:

@@ -1,0 +1,131 @@
+"""Real fleet parts for the tests: Debian's `redis-server` and `dnsdist` as processes on 127.0.0.1.
+
+Both are installed by `.ci/run` (apt-get install redis-server dnsdist); a test that needs one
+skips, saying so, when the binary is missing on a developer's machine. Redis runs without
+persistence, as a cache: when it is killed and started again it comes back empty, which is the
+hard case for convergence (every instance must write back what it knows).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from dnsfixtures import free_port
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def need(binary: str) -> str:
+    found = shutil.which(binary) or (f"/usr/sbin/{binary}" if Path(f"/usr/sbin/{binary}").exists() else None)
+    if found is None:
+        pytest.skip(f"{binary} is not installed (.ci/run installs it: apt-get install redis-server dnsdist)")
+    return found
+
+
+def tcp_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_listening(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"nothing listens on 127.0.0.1:{port} after {timeout:g} s")
+
+
+@dataclass
+class RedisServer:
+    """A `redis-server` the test can kill and start again on the same port."""
+
+    port: int = field(default_factory=tcp_port)
+    password: str | None = None
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        cmd = [
+            need("redis-server"),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]
+        if self.password:
+            cmd += ["--requirepass", self.password]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_listening(self.port)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash: connections reset, nothing saved."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(5)
+            self.proc = None
+
+
+@contextlib.contextmanager
+def run_redis(password: str | None = None) -> Iterator[RedisServer]:
+    server = RedisServer(password=password)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+def dnsdist_config(listen: int, backends: Sequence[tuple[str, int]], check_interval: int = 1) -> str:
+    """examples/dnsdist.conf with the test's addresses: the example is what is tested."""
+    text = (EXAMPLES / "dnsdist.conf").read_text(encoding="utf-8")
+    servers = "\n".join(
+        f'newServer({{address="{host}:{port}", name="rg{i}", checkInterval={check_interval}, '
+        f'checkName="health.resolverguard.test.", mustResolve=false, maxCheckFailures=1}})'
+        for i, (host, port) in enumerate(backends)
+    )
+    text = text.replace('setLocal("0.0.0.0:53")', f'setLocal("127.0.0.1:{listen}")')
+    start, end = text.index("-- BACKENDS BEGIN"), text.index("-- BACKENDS END")
+    return text[:start] + servers + "\n" + text[end:]
+
+
+@contextlib.contextmanager
+def run_dnsdist(backends: Sequence[tuple[str, int]], workdir: Path, check_interval: int = 1) -> Iterator[int]:
+    """dnsdist in the foreground (`--supervised`) on a free UDP/TCP port in front of `backends`."""
+    port = free_port()
+    conf = workdir / "dnsdist.conf"
+    conf.write_text(dnsdist_config(port, backends, check_interval), encoding="utf-8")
+    check = subprocess.run([need("dnsdist"), "--check-config", "-C", str(conf)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    log = (workdir / "dnsdist.log").open("wb")
+    proc = subprocess.Popen(
+        [need("dnsdist"), "--supervised", "--disable-syslog", "-C", str(conf)], stdout=log, stderr=log
+    )
+    try:
+        wait_listening(port)
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        log.close()
