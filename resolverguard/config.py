@@ -651,6 +651,9 @@ class Config:
         shown="the shipped models/family.tflite",
     )
     client_watch: ClientWatchConfig = section(ClientWatchConfig, "the client watch: DGA walks seen in the answers")
+    proxy_protocol: tuple[str, ...] = key(
+        (), _list_of(_network), "load balancers (dnsdist) whose queries carry a PROXY v2 header with the real client"
+    )
     sync: SyncConfig = section(SyncConfig, "state shared with other instances through Redis", scalar="redis")
 
     def default_group(self) -> ClientGroupConfig:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TextIO
 
+from resolverguard.addresses import networks
 from resolverguard.config import Config, ListsConfig, QueryLogConfig, load_config
 from resolverguard.control import ControlServer, default_socket
 from resolverguard.errors import ConfigError, ResolverGuardError
@@ -67,6 +68,7 @@ class Service:
             self.pipeline.gates,
             reuse_port=worker is not None,
             stderr=stderr,
+            proxies=networks(cfg.proxy_protocol),
         )
         self.reloads = 0
         self._flusher: asyncio.TimerHandle | None = None
@@ -145,6 +147,7 @@ class Service:
         loop, old = asyncio.get_running_loop(), self.pipeline
         self.cfg, self.model, self.pipeline = cfg, model, pipeline
         self.server.chain, self.server.gates, self.server.limits = pipeline.chain, pipeline.gates, cfg.limits
+        self.server.proxies = networks(cfg.proxy_protocol)
         old.retire(pipeline, lambda close: loop.call_later(LOG_CLOSE_DELAY, close))
         self.reloads += 1
         lists = pipeline.groups.default.lists

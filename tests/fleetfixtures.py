@@ -9,6 +9,7 @@ hard case for convergence (every instance must write back what it knows).
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import socket
 import subprocess
@@ -72,7 +73,9 @@ class RedisServer:
         ]
         if self.password:
             cmd += ["--requirepass", self.password]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         wait_listening(self.port)
 
     def kill(self) -> None:
@@ -93,31 +96,34 @@ def run_redis(password: str | None = None) -> Iterator[RedisServer]:
         server.kill()
 
 
-def dnsdist_config(listen: int, backends: Sequence[tuple[str, int]], check_interval: int = 1) -> str:
-    """examples/dnsdist.conf with the test's addresses: the example is what is tested."""
+def dnsdist_config(listen: int, backends: Sequence[tuple[str, int]]) -> str:
+    """examples/dnsdist.conf with the test's addresses: its first newServer line is the template
+    of every backend (address and name replaced), so the example's settings are what is tested."""
     text = (EXAMPLES / "dnsdist.conf").read_text(encoding="utf-8")
-    servers = "\n".join(
-        f'newServer({{address="{host}:{port}", name="rg{i}", checkInterval={check_interval}, '
-        f'checkName="health.resolverguard.test.", mustResolve=false, maxCheckFailures=1}})'
-        for i, (host, port) in enumerate(backends)
-    )
-    text = text.replace('setLocal("0.0.0.0:53")', f'setLocal("127.0.0.1:{listen}")')
     start, end = text.index("-- BACKENDS BEGIN"), text.index("-- BACKENDS END")
-    return text[:start] + servers + "\n" + text[end:]
+    template = next(line for line in text[start:end].splitlines() if line.startswith("newServer("))
+    address = re.search(r'address="[^"]*"', template)
+    name = re.search(r'name="[^"]*"', template)
+    assert address and name, template
+    servers = [
+        template.replace(address.group(), f'address="{host}:{port}"').replace(name.group(), f'name="rg{i}"')
+        for i, (host, port) in enumerate(backends)
+    ]
+    text = text[:start] + "\n".join(servers) + "\n" + text[end:]
+    return text.replace('setLocal("0.0.0.0:53")', f'setLocal("127.0.0.1:{listen}")')
 
 
 @contextlib.contextmanager
-def run_dnsdist(backends: Sequence[tuple[str, int]], workdir: Path, check_interval: int = 1) -> Iterator[int]:
+def run_dnsdist(backends: Sequence[tuple[str, int]], workdir: Path) -> Iterator[int]:
     """dnsdist in the foreground (`--supervised`) on a free UDP/TCP port in front of `backends`."""
     port = free_port()
     conf = workdir / "dnsdist.conf"
-    conf.write_text(dnsdist_config(port, backends, check_interval), encoding="utf-8")
+    conf.write_text(dnsdist_config(port, backends), encoding="utf-8")
     check = subprocess.run([need("dnsdist"), "--check-config", "-C", str(conf)], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
     log = (workdir / "dnsdist.log").open("wb")
-    proc = subprocess.Popen(
-        [need("dnsdist"), "--supervised", "--disable-syslog", "-C", str(conf)], stdout=log, stderr=log
-    )
+    cmd = [need("dnsdist"), "--supervised", "--disable-syslog", "-C", str(conf)]
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     try:
         wait_listening(port)
         yield port
