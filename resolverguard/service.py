@@ -30,7 +30,16 @@ from resolverguard.pipeline import Pipeline, build_pipeline, list_copies, prebui
 from resolverguard.server import DnsServer
 from resolverguard.steps.metrics import Metrics
 from resolverguard.steps.querylog import FLUSH_SECONDS, QueryLog
-from resolverguard.subscriptions import Downloader, FetchResult, ages, default_cache_dir
+from resolverguard.subscriptions import (
+    Downloader,
+    FetchResult,
+    ages,
+    cached_path,
+    default_cache_dir,
+    read_copy,
+    read_meta,
+    store_copy,
+)
 from resolverguard.sync import FleetSync
 
 Copies = tuple[tuple[str, int], ...]  # see pipeline.list_copies
@@ -169,13 +178,19 @@ class Service:
         if not subscribed(self.cfg):
             return []
         async with self._updating:  # a scheduled refresh and `lists update` never run at once
-            return await self._update_lists()
+            results = await self._update_lists()
+        if self.sync is not None:
+            await self._push_lists(results)
+        return results
 
-    async def _update_lists(self) -> list[FetchResult]:
+    async def _update_lists(self, fetch: bool = True) -> list[FetchResult]:
+        """`fetch` False: only re-reads the cached copies (another instance downloaded them)."""
         loop = asyncio.get_running_loop()
         helper = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
         try:
-            results, built, copies = await loop.run_in_executor(helper, download_and_read, self.cfg, self._copies)
+            results, built, copies = await loop.run_in_executor(
+                helper, download_and_read, self.cfg, self._copies, fetch
+            )
         except Exception as err:  # noqa: BLE001 - a list that cannot be read must not stop the refresher
             self.say(f"list update failed, the lists in force stay: {type(err).__name__}: {err}")
             return []
@@ -251,11 +266,14 @@ class Service:
 
     async def _refresh_lists(self) -> None:
         """Downloads list URLs at start when a copy is missing or older than `refresh`, then every
-        `refresh` seconds."""
+        `refresh` seconds. With `sync`, one instance of the fleet downloads (it holds the lists
+        lock in Redis) and the others take its copies from Redis instead."""
         while True:
             subs = self.cfg.subscriptions
             if subs.refresh <= 0:
                 return
+            if self.sync is not None:
+                await self._pull_lists()
             known = ages(subs.cache_dir or default_cache_dir(), [u for u, _ in subscribed(self.cfg)])
             urls = [u for u, _ in subscribed(self.cfg)]
             oldest = max((known.get(u, float("inf")) for u in urls), default=0.0)
@@ -263,8 +281,40 @@ class Service:
             if wait > 0:
                 await asyncio.sleep(min(wait, subs.refresh))
                 continue
+            hold = subs.timeout * (len(urls) + 1)  # the longest the lock may be held: every download's timeout
+            if self.sync is not None and not await self.sync.lists_lock(hold):
+                await self.sync.lists_unlocked(hold)  # another instance downloads: take its copies next
+                continue
             await self.update_lists()
             await asyncio.sleep(subs.refresh)
+
+    async def _push_lists(self, results: list[FetchResult]) -> None:
+        """Shares the copies this instance just downloaded (or confirmed) with the fleet."""
+        assert self.sync is not None
+        subs, loop = self.cfg.subscriptions, asyncio.get_running_loop()
+        cache_dir, keep = subs.cache_dir or default_cache_dir(), max(2 * subs.refresh, 86_400.0)
+        for result in results:
+            if result.status in ("updated", "not modified"):
+                copy = await loop.run_in_executor(None, read_copy, cache_dir, result.url)
+                if copy is not None:
+                    await self.sync.push_list(result.url, copy, keep, subs.timeout)
+        await self.sync.unlock_lists()
+
+    async def _pull_lists(self) -> None:
+        """Copies another instance downloaded after ours, into our cache; then the lists are re-read."""
+        assert self.sync is not None
+        subs, loop = self.cfg.subscriptions, asyncio.get_running_loop()
+        cache_dir, pulled = subs.cache_dir or default_cache_dir(), 0
+        for url, _ in subscribed(self.cfg):
+            mine = read_meta(cached_path(cache_dir, url)).get("checked")
+            copy = await self.sync.pull_list(url, mine if isinstance(mine, int | float) else None, subs.timeout)
+            if copy is not None:
+                await loop.run_in_executor(None, store_copy, cache_dir, url, *copy)
+                pulled += 1
+        if pulled:
+            self.say(f"lists: {pulled} copies another instance downloaded taken from Redis")
+            async with self._updating:
+                await self._update_lists(fetch=False)
 
     def _flush_log_later(self) -> None:
         """Buffered query-log lines reach the file within FLUSH_SECONDS even when traffic stops."""
@@ -290,7 +340,7 @@ class Service:
 
 
 def download_and_read(
-    cfg: Config, copies: tuple[tuple[str, int], ...]
+    cfg: Config, copies: tuple[tuple[str, int], ...], fetch: bool = True
 ) -> tuple[list[FetchResult], dict[ListsConfig, DomainLists] | None, tuple[tuple[str, int], ...]]:
     """Runs in a helper process (`Service.update_lists`): downloads every list URL of `cfg` and,
     when a cached copy is not the one the running lists were read from (`copies`: this download,
@@ -300,12 +350,13 @@ def download_and_read(
     bench/swap.py with a thread), in a separate process it costs the server nothing but CPU."""
     with contextlib.suppress(OSError):
         os.nice(5)  # the server's answers come first on a small machine
-    subs = cfg.subscriptions
-    downloader = Downloader(subs.cache_dir or default_cache_dir(), subs.max_bytes, subs.timeout)
-    try:
-        results = downloader.fetch_all(subscribed(cfg))
-    finally:
-        downloader.close()
+    subs, results = cfg.subscriptions, []
+    if fetch:
+        downloader = Downloader(subs.cache_dir or default_cache_dir(), subs.max_bytes, subs.timeout)
+        try:
+            results = downloader.fetch_all(subscribed(cfg))
+        finally:
+            downloader.close()
     now = list_copies(cfg)
     return results, prebuilt_lists(cfg) if now != copies else None, now
 

@@ -21,6 +21,9 @@ log line each and the `resolverguard_sync_up` gauge. On every (re)connection an 
 writes what it knows that Redis does not (SET NX), so findings made while Redis was away reach the
 others once it is back.
 
+List subscriptions: one instance downloads (it holds a lock key), puts each copy in Redis, and the
+others take it from there before their own refresh is due (`Service._refresh_lists`).
+
 What is *not* shared, and why: the verdict cache. A score costs ~10-25 us in process, a Redis
 round trip from this client ~100-200 us on loopback (bench/results/fleet.md): fetching a score
 would be slower than computing it, and pushing every score to every instance costs each receiver
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import socket
@@ -304,6 +308,72 @@ class FleetSync:
             if self.metrics is not None:
                 self.metrics.adopted.labels(finding.kind).inc()
         return changed
+
+    # -- list subscriptions -------------------------------------------------------------------
+    async def lists_lock(self, seconds: float) -> bool:
+        """True when this instance may download the lists now: it took the fleet's lock (held for
+        `seconds` at most), or Redis is away (then every instance downloads its own, as without
+        sync). False while another instance downloads: pull its copies after it (`pull_lists`)."""
+        try:
+            got = await asyncio.wait_for(
+                self.redis.set(self._lists_key("lock"), self.origin, nx=True, px=int(seconds * 1000)), self.cfg.timeout
+            )
+        except _FAILURES as err:
+            self._failed(err)
+            return True
+        return bool(got)
+
+    async def lists_unlocked(self, seconds: float) -> None:
+        """Waits (at most `seconds`) until no instance holds the lists lock."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                if not await asyncio.wait_for(self.redis.exists(self._lists_key("lock")), self.cfg.timeout):
+                    return
+            except _FAILURES:
+                return
+            await asyncio.sleep(0.2)
+
+    async def unlock_lists(self) -> None:
+        with contextlib.suppress(*_FAILURES):
+            key = self._lists_key("lock")
+            if await asyncio.wait_for(self.redis.get(key), self.cfg.timeout) == self.origin.encode():
+                await asyncio.wait_for(self.redis.delete(key), self.cfg.timeout)
+
+    async def push_list(self, url: str, copy: tuple[bytes, dict[str, Any]], keep: float, timeout: float) -> bool:
+        """Shares this instance's copy of `url` (after its download) for `keep` seconds."""
+        data, meta = copy
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hset(self._lists_key(url), mapping={"body": data, "meta": json.dumps(meta)})
+            pipe.pexpire(self._lists_key(url), int(keep * 1000))
+            await asyncio.wait_for(pipe.execute(), timeout)
+        except _FAILURES as err:
+            self._failed(err)
+            return False
+        return True
+
+    async def pull_list(
+        self, url: str, newer_than: float | None, timeout: float
+    ) -> tuple[bytes, dict[str, Any]] | None:
+        """The fleet's copy of `url` when it was checked after `newer_than` (our copy's time)."""
+        try:
+            raw = await asyncio.wait_for(self.redis.hget(self._lists_key(url), "meta"), self.cfg.timeout)
+            if raw is None:
+                return None
+            meta = json.loads(raw)
+            checked = meta.get("checked") if isinstance(meta, dict) else None
+            if not isinstance(checked, int | float) or (newer_than is not None and checked <= newer_than):
+                return None
+            data = await asyncio.wait_for(self.redis.hget(self._lists_key(url), "body"), timeout)
+        except (*_FAILURES, json.JSONDecodeError) as err:
+            self._failed(err)
+            return None
+        return (data, meta) if isinstance(data, bytes) and data else None
+
+    def _lists_key(self, what: str) -> str:
+        digest = what if what == "lock" else hashlib.sha256(what.encode()).hexdigest()[:24]
+        return f"{self.cfg.prefix}:lists:{digest}"
 
     # -- health --------------------------------------------------------------------------------
     def _connected(self, caught: int) -> None:

@@ -17,6 +17,7 @@ import dns.rcode
 import pytest
 from dnsfixtures import UPSTREAM_A, RunningResolver, Upstream, run_resolver, run_upstream
 from fleetfixtures import RedisServer, run_redis
+from listserver import Served, serve_lists
 from test_watch import (
     C2,
     INFECTED,
@@ -30,7 +31,15 @@ from test_watch import (
     walk_until_flagged,
 )
 
-from resolverguard.config import Config, ConfigError, SyncConfig, load_config
+from resolverguard.config import (
+    Config,
+    ConfigError,
+    ListsConfig,
+    ListSource,
+    SubscriptionsConfig,
+    SyncConfig,
+    load_config,
+)
 from resolverguard.sync import Finding
 
 
@@ -118,6 +127,30 @@ def test_findings_expire_in_redis_with_their_block(upstream: Upstream, tmp_path:
             assert addresses(ask(b, C2, OTHER)) == [UPSTREAM_A]
             sync = b.service.sync
             assert sync is not None and sync.adopted == 0
+
+
+def denied(r: RunningResolver) -> int:
+    return r.service.pipeline.groups.default.lists.denied_count
+
+
+def test_a_list_is_downloaded_by_one_instance_and_shared(upstream: Upstream, tmp_path: Path) -> None:
+    with run_redis() as redis, serve_lists() as http:
+        http.files["/deny.txt"] = Served(b"ads.example.com\ntracker.example.net\n", etag='"v1"')
+        source = ListSource(url=http.url("/deny.txt"))
+
+        def cfg_for(name: str) -> Config:  # each instance its own cache directory, as on its own machine
+            subs = SubscriptionsConfig(cache_dir=tmp_path / name, refresh=3600.0, timeout=5.0)
+            lists = ListsConfig(deny_files=(source,))
+            return replace(synced(upstream, redis), lists=lists, subscriptions=subs)
+
+        stderr = io.StringIO()
+        with instance(cfg_for("a"), tmp_path / "a.log") as a:
+            assert until(lambda: denied(a) == 2, 20), "A never downloaded the list"
+            with instance(cfg_for("b"), tmp_path / "b.log", stderr) as b:
+                assert until(lambda: denied(b) == 2, 20), "B never got the list"
+                assert blocked(b, "ads.example.com", OTHER)
+        assert [path for path, _ in http.requests] == ["/deny.txt"]  # one download for the fleet
+        assert "copies another instance downloaded taken from Redis" in stderr.getvalue()
 
 
 class Asker:
