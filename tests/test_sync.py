@@ -229,6 +229,34 @@ def test_auth_a_wrong_password_is_a_lost_link_not_a_lost_answer(upstream: Upstre
         assert "wrong" not in stderr.getvalue()  # the password is never printed
 
 
+def test_the_redis_acl_user_docs_scale_out_gives_is_enough(upstream: Upstream, tmp_path: Path) -> None:
+    """docs/scale-out.md's `ACL SETUSER` line, run as written (its prefix replaced by the test's):
+    a C2 travels, a late instance catches up and a list is shared with nothing more."""
+    import redis as redis_py
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "scale-out.md").read_text(encoding="utf-8")
+    words = next(line.split() for line in doc.splitlines() if line.strip().startswith("ACL SETUSER"))
+    words = [w.replace("acme:", "rg-test:").replace(">PASSWORD", ">fleet-pw") for w in words]
+    with run_redis() as redis, serve_lists() as http:
+        redis_py.Redis(port=redis.port).execute_command(*words)
+        http.files["/deny.txt"] = Served(b"ads.example.com\n")
+        user_url = f"redis://resolverguard:fleet-pw@127.0.0.1:{redis.port}/0"
+        cfg = replace(synced(upstream, redis), sync=SyncConfig(redis=user_url, prefix="rg-test", timeout=0.3))
+        cfg = replace(cfg, lists=ListsConfig(deny_files=(ListSource(url=http.url("/deny.txt")),)))
+        subs = SubscriptionsConfig(refresh=3600.0, timeout=5.0)
+        stderr = io.StringIO()
+        a_cfg = replace(cfg, subscriptions=replace(subs, cache_dir=tmp_path / "a"))
+        with instance(a_cfg, tmp_path / "a.log", stderr) as a:
+            infect(a)
+            assert until(lambda: denied(a) == 1, 20)
+            b_cfg = replace(cfg, subscriptions=replace(subs, cache_dir=tmp_path / "b"))
+            with instance(b_cfg, tmp_path / "b.log", stderr) as b:
+                assert until(lambda: blocked(b, C2, OTHER))
+                assert until(lambda: denied(b) == 1, 20)
+        assert "unreachable" not in stderr.getvalue() and "NOPERM" not in stderr.getvalue()
+        assert len(http.requests) == 1
+
+
 def test_foreign_messages_on_the_channel_are_ignored() -> None:
     for raw in (b"hello", b"[]", b'{"kind": "c2"}', b'{"kind": "x", "key": "a", "client": "b", "until": 1}'):
         with pytest.raises(ValueError):
