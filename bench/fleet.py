@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -233,8 +234,9 @@ def udp_port() -> int:
         return int(s.getsockname()[1])
 
 
-def dnsperf_all(port: int, queries: Path, seconds: float, senders: int) -> float:
-    """QPS summed over `senders` dnsperf processes, each from its own address (the client hash)."""
+def dnsperf_all(port: int, queries: Path, seconds: float, senders: int) -> tuple[float, int]:
+    """QPS summed over `senders` dnsperf processes, each from its own address (the client hash),
+    and how many answers were not NOERROR."""
     procs = [
         subprocess.Popen(
             [
@@ -262,15 +264,15 @@ def dnsperf_all(port: int, queries: Path, seconds: float, senders: int) -> float
         )
         for i in range(senders)
     ]
-    total = 0.0
+    total, other = 0.0, 0
     for p in procs:
         out, _ = p.communicate(timeout=seconds + 30)
         for line in out.splitlines():
             if "Queries per second" in line:
                 total += float(line.split()[-1])
-            if "Response codes:" in line and not (line.split()[2:3] == ["NOERROR"] and "(100.00%)" in line):
-                raise AssertionError(f"not every answer was NOERROR: {line.strip()}")
-    return total
+            if "Response codes:" in line:  # e.g. "NOERROR 11593 (99.55%), SERVFAIL 52 (0.45%)"
+                other += sum(int(n) for code, n in re.findall(r"([A-Z]+) (\d+) \(", line) if code != "NOERROR")
+    return total, other
 
 
 def throughput(up: Upstream, work: Path, seconds: float, senders: int = 8) -> dict[str, Any]:
@@ -303,12 +305,14 @@ def throughput(up: Upstream, work: Path, seconds: float, senders: int = 8) -> di
             dnsdist_procs.append(proc)
             wait_listening(dport)
             time.sleep(2.5)  # health checks mark the backends up (rise=2, one a second)
-            dnsperf_all(dport, queries, 2, senders)  # warm every instance's answer cache
-            out[n] = round(dnsperf_all(dport, queries, seconds, senders))
+            dnsperf_all(dport, queries, 3, senders)  # warm every instance's answer cache (misses: ignored)
+            qps, other = dnsperf_all(dport, queries, seconds, senders)
+            out[n], out[f"{n}: not NOERROR"] = round(qps), other
             proc.terminate()
             proc.wait(5)
-        dnsperf_all(ports[0], queries, 2, senders)
-        out["one direct"] = round(dnsperf_all(ports[0], queries, seconds, senders))
+        dnsperf_all(ports[0], queries, 3, senders)
+        qps, other = dnsperf_all(ports[0], queries, seconds, senders)
+        out["one direct"], out["one direct: not NOERROR"] = round(qps), other
     finally:
         for p in [*procs, *dnsdist_procs]:
             p.terminate()
@@ -395,11 +399,11 @@ def write(results: dict[str, Any], a: argparse.Namespace) -> None:
             "",
             f"dnsperf x{t['senders']} (one 127.0.1.x address each), {t['seconds']:g} s per run, QPS:",
             "",
-            "| setup | QPS |",
-            "|---|---|",
-            f"| one instance, direct | {t['one direct']} |",
-            f"| one instance behind dnsdist | {t['one behind dnsdist']} |",
-            f"| two instances behind dnsdist | {t['two behind dnsdist']} |",
+            "| setup | QPS | answers not NOERROR |",
+            "|---|---|---|",
+            f"| one instance, direct | {t['one direct']} | {t['one direct: not NOERROR']} |",
+            f"| one instance behind dnsdist | {t['one behind dnsdist']} | {t['one behind dnsdist: not NOERROR']} |",
+            f"| two instances behind dnsdist | {t['two behind dnsdist']} | {t['two behind dnsdist: not NOERROR']} |",
             "",
             f"Two over one behind dnsdist: **{t['ratio_two_over_one_behind_dnsdist']}x**; one behind dnsdist over "
             f"direct: {t['ratio_one_behind_dnsdist_over_direct']}x. dnsperf, dnsdist and the instances share "

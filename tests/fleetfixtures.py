@@ -52,25 +52,20 @@ class RedisServer:
 
     port: int = field(default_factory=tcp_port)
     password: str | None = None
+    tls: Path | None = None  # a folder with ca.pem, server.pem, server.key (`make_certificates`): TLS only
     proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
-        return f"redis://{auth}127.0.0.1:{self.port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        cmd = [
-            need("redis-server"),
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ]
+        port = ["--port", "0", "--tls-port", str(self.port)] if self.tls else ["--port", str(self.port)]
+        cmd = [need("redis-server"), *port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        if self.tls:
+            cmd += ["--tls-cert-file", str(self.tls / "server.pem"), "--tls-key-file", str(self.tls / "server.key")]
+            cmd += ["--tls-ca-cert-file", str(self.tls / "ca.pem"), "--tls-auth-clients", "no"]
         if self.password:
             cmd += ["--requirepass", self.password]
         self.proc = subprocess.Popen(
@@ -86,9 +81,25 @@ class RedisServer:
             self.proc = None
 
 
+def make_certificates(folder: Path) -> Path:
+    """A throwaway CA and a server certificate for 127.0.0.1 signed by it (openssl)."""
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def openssl(*args: str) -> None:
+        subprocess.run([need("openssl"), *args], cwd=folder, check=True, capture_output=True)
+
+    subject = ["-nodes", "-newkey", "rsa:2048"]
+    openssl("req", "-x509", *subject, "-days", "2", "-subj", "/CN=test CA", "-keyout", "ca.key", "-out", "ca.pem")
+    openssl("req", *subject, "-subj", "/CN=127.0.0.1", "-keyout", "server.key", "-out", "server.csr")
+    (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    sign = ["-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2", "-extfile", "san.ext"]
+    openssl("x509", "-req", "-in", "server.csr", *sign, "-out", "server.pem")
+    return folder
+
+
 @contextlib.contextmanager
-def run_redis(password: str | None = None) -> Iterator[RedisServer]:
-    server = RedisServer(password=password)
+def run_redis(password: str | None = None, tls: Path | None = None) -> Iterator[RedisServer]:
+    server = RedisServer(password=password, tls=tls)
     server.start()
     try:
         yield server

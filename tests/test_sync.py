@@ -16,7 +16,7 @@ import dns.exception
 import dns.rcode
 import pytest
 from dnsfixtures import UPSTREAM_A, RunningResolver, Upstream, run_resolver, run_upstream
-from fleetfixtures import RedisServer, run_redis
+from fleetfixtures import RedisServer, make_certificates, run_redis
 from listserver import Served, serve_lists
 from test_watch import (
     C2,
@@ -255,6 +255,25 @@ def test_the_redis_acl_user_docs_scale_out_gives_is_enough(upstream: Upstream, t
                 assert until(lambda: denied(b) == 1, 20)
         assert "unreachable" not in stderr.getvalue() and "NOPERM" not in stderr.getvalue()
         assert len(http.requests) == 1
+
+
+def test_tls_with_a_private_ca(upstream: Upstream, tmp_path: Path) -> None:
+    certs = make_certificates(tmp_path / "certs")
+    with run_redis(tls=certs) as redis:
+        assert redis.url.startswith("rediss://")
+        cfg = synced(upstream, redis)
+        cfg = replace(cfg, sync=replace(cfg.sync, tls_ca=certs / "ca.pem"))
+        with instance(cfg, tmp_path / "a.log") as a, instance(cfg, tmp_path / "b.log") as b:
+            infect(a)
+            assert until(lambda: blocked(b, C2, OTHER))
+        untrusted = replace(cfg, sync=replace(cfg.sync, tls_ca=None))  # the system's CAs do not know ours
+        stderr = io.StringIO()
+        with run_resolver(untrusted, tmp_path / "c.log", stderr=stderr) as c:
+            assert until(lambda: "unreachable" in stderr.getvalue(), 5)
+            assert addresses(ask(c, C2, OTHER)) == [UPSTREAM_A]
+            sync = c.service.sync
+            assert sync is not None and not sync.connected.is_set()
+        assert "certificate" in stderr.getvalue().lower()
 
 
 def test_foreign_messages_on_the_channel_are_ignored() -> None:
