@@ -15,7 +15,7 @@ from pathlib import Path
 import dns.exception
 import dns.rcode
 import pytest
-from dnsfixtures import UPSTREAM_A, RunningResolver, Upstream, run_resolver, run_upstream
+from dnsfixtures import UPSTREAM_A, RunningResolver, Upstream, free_port, run_resolver, run_upstream
 from fleetfixtures import RedisServer, make_certificates, run_redis
 from listserver import Served, serve_lists
 from test_watch import (
@@ -34,6 +34,7 @@ from test_watch import (
 from resolverguard.config import (
     Config,
     ConfigError,
+    Endpoint,
     ListsConfig,
     ListSource,
     SubscriptionsConfig,
@@ -194,19 +195,27 @@ def test_redis_killed_mid_run_no_answer_lost_and_state_converges(upstream: Upstr
     with run_redis() as redis:
         cfg = synced(upstream, redis)
         err_a, err_b = io.StringIO(), io.StringIO()
-        with instance(cfg, tmp_path / "a.log", err_a) as a, instance(cfg, tmp_path / "b.log", err_b) as b:
+        with_metrics = replace(cfg, metrics=Endpoint("127.0.0.1", free_port()))
+        with instance(cfg, tmp_path / "a.log", err_a) as a, instance(with_metrics, tmp_path / "b.log", err_b) as b:
             sync_a, sync_b = a.service.sync, b.service.sync
             assert sync_a is not None and sync_b is not None
+            assert b.service.metrics is not None
+            registry = b.service.metrics.registry
+            assert registry.get_sample_value("resolverguard_sync_up") == 1
             with Asker([a, b]) as asker:
                 time.sleep(0.3)
                 redis.kill()
                 assert until(lambda: not sync_a.connected.is_set() and not sync_b.connected.is_set(), 5)
+                assert registry.get_sample_value("resolverguard_sync_up") == 0
+                assert (registry.get_sample_value("resolverguard_sync_errors_total") or 0) >= 1
                 infect(a)  # found while Redis is away: B cannot know yet...
                 assert addresses(ask(b, C2, OTHER)) == [UPSTREAM_A]
                 time.sleep(0.5)
                 redis.start()  # ...until Redis is back (empty: A writes back what it found)
                 assert until(lambda: sync_a.connected.is_set() and sync_b.connected.is_set(), 40)
                 assert until(lambda: blocked(b, C2, OTHER), 5), "B never learned the C2 A found while Redis was down"
+                assert registry.get_sample_value("resolverguard_sync_up") == 1
+                assert registry.get_sample_value("resolverguard_sync_adopted_total", {"kind": "c2"}) == 1
                 time.sleep(0.3)
             assert asker.lost == [] and asker.answered == asker.asked and asker.asked > 50
             for err in (err_a, err_b):  # one line for the loss and one for the return, not one per retry
