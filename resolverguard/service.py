@@ -245,8 +245,10 @@ class Service:
         if words == ["status"]:
             lists = self.pipeline.groups.default.lists
             state = f"paused, {switch.remaining():.0f} s left" if switch.active else "blocking"
+            sync = "" if self.sync is None else f"; redis sync {'up' if self.sync.connected.is_set() else 'down'}"
             return (
                 f"ok: {state}; {lists.allowed_count} allowed, {lists.denied_count} denied rules; {self.reloads} reloads"
+                f"{sync}"
             )
         if words == ["lists", "update"]:
             results = await self.update_lists()

@@ -147,10 +147,13 @@ class FleetSync:
         self.connections = 0
         self._queue: asyncio.Queue[Finding] = asyncio.Queue(QUEUE)
         self._tasks: list[asyncio.Task[None]] = []
+        self._resync = False
 
     # -- wiring --------------------------------------------------------------------------------
     def attach(self, watch: WatchState | None) -> None:
         """Publishes what `watch` finds from now on (None: the watch is off; nothing to share)."""
+        if watch is not self.watch and watch is not None:
+            self._resync = True  # a new state (the watch was turned on by a reload): catch it up
         self.watch = watch
         if watch is not None:
             watch.on_found = self.found
@@ -238,11 +241,15 @@ class FleetSync:
         pubsub = self.redis.pubsub()
         try:
             await asyncio.wait_for(pubsub.subscribe(self.channel), timeout)  # first: nothing slips between
+            self._resync = False
             caught = await self._catch_up()
             await self._write_back()
             self._connected(caught)
             next_ping = time.monotonic() + PING_EVERY
             while self.connected.is_set():  # cleared when a publish failed: reconnect, write back
+                if self._resync:
+                    self._resync = False
+                    await self._catch_up()
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=PING_EVERY)
                 if message is not None and message.get("type") == "message":
                     self._apply_raw(message["data"])

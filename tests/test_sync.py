@@ -4,6 +4,7 @@ dnspython asking the others. Redis is killed and started again (empty) mid-run."
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import threading
@@ -27,6 +28,7 @@ from test_watch import (
     ask,
     config_for,
     find_c2_and_beacon,
+    reload_in_loop,
     rule_of,
     walk_until_flagged,
 )
@@ -115,6 +117,26 @@ def test_an_instance_started_later_catches_up(upstream: Upstream, tmp_path: Path
                 assert blocked(b, C2, OTHER)
         with instance(cfg, tmp_path / "c.log") as c:  # A gone too: Redis keeps the findings until they expire
             assert blocked(c, C2, OTHER)
+
+
+def test_a_watch_turned_on_by_a_reload_catches_up(upstream: Upstream, tmp_path: Path) -> None:
+    with run_redis() as redis:
+        policy = tmp_path / "b.yaml"
+        policy.write_text(
+            f"upstreams: [127.0.0.1:{upstream.port}]\nupstream_timeout: 0.5\nquery_log: {tmp_path / 'b.log'}\n"
+            f"client_watch: {{enabled: false}}\nsync: {{redis: '{redis.url}', prefix: rg-test}}\n"
+        )
+        with (
+            instance(synced(upstream, redis), tmp_path / "a.log") as a,
+            instance(load_config(policy), tmp_path / "b.log") as b,
+        ):
+            infect(a)
+            assert addresses(ask(b, C2, OTHER)) == [UPSTREAM_A]  # B's watch is off: nothing to apply
+            policy.write_text(policy.read_text().replace("enabled: false", "enabled: true"))
+            b.service.config_path = policy
+            assert reload_in_loop(b)
+            assert until(lambda: blocked(b, C2, OTHER)), "B's new watch never caught up from Redis"
+            assert "redis sync up" in asyncio.run_coroutine_threadsafe(b.service.command(["status"]), b.loop).result(5)
 
 
 def test_findings_expire_in_redis_with_their_block(upstream: Upstream, tmp_path: Path) -> None:
