@@ -18,7 +18,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from resolverguard.addresses import networks
 from resolverguard.config import Config, ListsConfig, QueryLogConfig, load_config
@@ -40,7 +40,9 @@ from resolverguard.subscriptions import (
     read_meta,
     store_copy,
 )
-from resolverguard.sync import FleetSync
+
+if TYPE_CHECKING:
+    from resolverguard.sync import FleetSync
 
 Copies = tuple[tuple[str, int], ...]  # see pipeline.list_copies
 LOG_CLOSE_DELAY = 15.0  # a replaced query log (or upstream socket pool) stays open this long for queries in flight
@@ -86,9 +88,11 @@ class Service:
         self.control: ControlServer | None = None
         self._pause_timer: asyncio.TimerHandle | None = None
         # the fleet link (sync.redis); fixed at start, like the listen addresses
-        registry = self.metrics.registry if self.metrics is not None else None
-        self.sync = FleetSync(cfg.sync, stderr, registry) if cfg.sync.enabled else None
-        if self.sync is not None:
+        self.sync: FleetSync | None = None
+        if cfg.sync.enabled:
+            from resolverguard.sync import FleetSync  # redis-py is imported only by a fleet's instances
+
+            self.sync = FleetSync(cfg.sync, stderr, self.metrics.registry if self.metrics is not None else None)
             self.sync.attach(self.pipeline.watch)
 
     def _query_log(self, cfg: QueryLogConfig) -> QueryLog:
