@@ -4,15 +4,24 @@
     python bench/compare.py [--seconds 10]
 
 Starts (a) NSD answering every name from a wildcard root zone, (b) Unbound as a caching forwarder to
-it, (c) resolverguard with scoring off (a plain forwarder), (d) resolverguard with the full chain and
-the shipped model, (d') the same with the query log written to a file, (e) the same with
+it with 1 thread and (b2) with 2, (m) Unbound with the resolverguard module (`module-config: "python
+iterator"`) asking `resolverguard unbound-service` (full chain, shipped model, query log off) with 1
+thread and (m2) with 2, (c) resolverguard with scoring off (a plain forwarder), (d) resolverguard with
+the full chain and the shipped model, (d') the same with the query log written to a file, (e) the same with
 `workers: 2`, (f) the same with a 1,000,000-entry hosts blocklist, and drives each with dnsperf
 over the same query files: `hits` (Zipf over ~10k benign names; every name is asked once before the
 timed run, so it measures the steady state of an office whose popular names are cached) and
 `misses` (every registrable name unique, so every query is scored and forwarded). For each: QPS,
-server CPU seconds, peak RSS, and p50/p99 latency measured in a second run at 20% of (d)'s peak
-QPS. Results and the ratios from the same run go to bench/results/compare.{md,json}. Every run is
-bounded in time (dnsperf -l) and count.
+server CPU seconds (Unbound and the verdict service together for the module), peak RSS, and p50/p99
+latency measured in a second run (on names of their own) at 20% of (d)'s peak QPS; the module's added
+p99 is (m) against (b) at 20% of (m)'s peak. Then 100 reloads under load (`unbound-control reload` and
+SIGHUP alternated, under dnsperf at 20% of (m2)'s miss peak) for (b2) and (m2): queries lost, whether
+Unbound is still up.
+
+Fair to Unbound: it gets the receive buffer resolverguard sets (`so-rcvbuf: 4m`), and the misses file
+holds more names than any target asks in a run (checked; the run fails otherwise), so no miss becomes
+a cache hit. Results, ratios from the same run and the machine's load (uptime before and after) go to
+bench/results/compare.{md,json}. Every run is bounded in time (dnsperf -l) and count.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import socket
 import string
 import subprocess
@@ -34,6 +44,8 @@ from pathlib import Path
 from typing import Any
 
 from lists import write_hosts
+
+from resolverguard.store import day_table
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "benign.txt.gz"
@@ -54,24 +66,33 @@ def benign_names(n: int, rng: random.Random) -> list[str]:
     return [f"{rng.choice(words)}{rng.choice(words)}{i}.com" for i in range(n)]
 
 
-def query_files(work: Path, count: int, rng: random.Random) -> dict[str, Path]:
-    """hits: Zipf(1.1) over 10k benign names; misses: unique registrable names, half DGA-looking."""
+def miss_names(names: list[str], count: int, rng: random.Random, tag: str = "") -> list[str]:
+    """Unique registrable names, half DGA-looking (random), half benign labels with a number."""
+    out = []
+    alphabet = string.ascii_lowercase + string.digits
+    for i in range(count):
+        if i % 2:
+            label = "".join(rng.choice(alphabet) for _ in range(rng.randint(8, 16))) + f"{tag}{i}"
+        else:
+            label = rng.choice(names).split(".")[0] + f"{tag}{i}"
+        out.append(f"{label}.com")
+    return out
+
+
+def query_files(work: Path, count: int, rng: random.Random, misses: int | None = None) -> dict[str, Path]:
+    """hits: Zipf(1.1) over 10k benign names; misses: `misses` unique registrable names (default
+    `count`), half DGA-looking; latency runs ask names of their own (`<kind>.latency.txt`)."""
     names = benign_names(10_000, rng)
     weights = [1 / (rank + 1) ** 1.1 for rank in range(len(names))]
     hits = rng.choices(names, weights=weights, k=count)
-    misses = []
-    for i in range(count):
-        if i % 2:
-            label = "".join(rng.choice(string.ascii_lowercase + string.digits) for _ in range(rng.randint(8, 16)))
-        else:
-            label = rng.choice(names).split(".")[0] + str(i)
-        misses.append(f"{label}.com")
     (work / "warm.txt").write_text("".join(f"{n} A\n" for n in dict.fromkeys(hits)))  # each hits name once
     out = {}
-    for kind, items in (("hits", hits), ("misses", misses)):
+    for kind, items in (("hits", hits), ("misses", miss_names(names, misses or count, rng))):
         path = work / f"{kind}.txt"
         path.write_text("".join(f"{n} A\n" for n in items))
         out[kind] = path
+    (work / "hits.latency.txt").write_text((work / "hits.txt").read_text())
+    (work / "misses.latency.txt").write_text("".join(f"{n} A\n" for n in miss_names(names, 200_000, rng, "l")))
     return out
 
 
@@ -92,18 +113,50 @@ def start_nsd(work: Path, port: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(["nsd", "-d", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def start_unbound(work: Path, port: int, upstream: int, extra: str = "") -> subprocess.Popen[bytes]:
-    """Unbound as a caching forwarder; `extra`: more `server:` lines (two-space indented)."""
-    conf = work / f"unbound-{port}.conf"
+UNBOUND_PYTHONPATH = "/usr/lib/python3/dist-packages"  # Debian's python3-unbound (docs/unbound.md)
+
+
+def unbound_conf(work: Path, port: int) -> Path:
+    return work / f"unbound-{port}.conf"
+
+
+def start_unbound(
+    work: Path, port: int, upstream: int, extra: str = "", threads: int = 1, verdicts: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """Unbound as a caching forwarder with resolverguard's receive buffer (4 MB) and a control
+    socket; `extra`: more `server:` lines (two-space indented); `verdicts`: load the resolverguard
+    module, asking the verdict service on that socket."""
+    conf = unbound_conf(work, port)
+    modules = "python iterator" if verdicts else "iterator"
+    module = f'python:\n  python-script: "{ROOT / "resolverguard" / "unbound_module.py"}"\n' if verdicts else ""
     conf.write_text(
         f'server:\n  interface: 127.0.0.1@{port}\n  port: {port}\n  do-daemonize: no\n  username: ""\n'
-        f'  chroot: ""\n  directory: "{work}"\n  pidfile: "{work}/unbound.pid"\n  use-syslog: no\n'
-        "  num-threads: 1\n  do-not-query-localhost: no\n  access-control: 127.0.0.0/8 allow\n"
-        '  module-config: "iterator"\n  qname-minimisation: no\n  verbosity: 0\n'
-        f"{extra}"
+        f'  chroot: ""\n  directory: "{work}"\n  pidfile: "{work}/unbound-{port}.pid"\n  use-syslog: no\n'
+        f'  logfile: "{work}/unbound-{port}.log"\n  so-rcvbuf: 4m\n'
+        f"  num-threads: {threads}\n  do-not-query-localhost: no\n  access-control: 127.0.0.0/8 allow\n"
+        f'  module-config: "{modules}"\n  qname-minimisation: no\n  verbosity: 0\n'
+        f"{extra}{module}"
+        f'remote-control:\n  control-enable: yes\n  control-interface: "{work}/unbound-{port}.ctl"\n'
         f'forward-zone:\n  name: "."\n  forward-addr: 127.0.0.1@{upstream}\n'
     )
-    return subprocess.Popen(["unbound", "-d", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = dict(os.environ, PYTHONPATH=UNBOUND_PYTHONPATH, RESOLVERGUARD_SOCKET=str(verdicts or ""))
+    return subprocess.Popen(
+        ["unbound", "-d", "-c", str(conf)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+def start_verdicts(work: Path, name: str) -> tuple[subprocess.Popen[bytes], Path]:
+    """`resolverguard unbound-service` with (d)'s policy (full chain, shipped model, query log off)."""
+    policy, sock = work / f"verdicts-{name}.yaml", work / f"verdicts-{name}.sock"
+    policy.write_text("query_log: off\n")
+    cmd = [sys.executable, "-m", "resolverguard", "unbound-service", "--config", str(policy), "--socket", str(sock)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=(work / f"verdicts-{name}.log").open("w"))
+    deadline = time.monotonic() + 60
+    while not sock.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the verdict service did not start: {(work / f'verdicts-{name}.log').read_text()}")
+        time.sleep(0.1)
+    return proc, sock
 
 
 def start_resolverguard(
@@ -115,9 +168,13 @@ def start_resolverguard(
     log: bool = False,
     deny_file: Path | None = None,
     watch: bool = False,
+    writer: str = "process",
+    store: bool = False,
 ) -> subprocess.Popen[bytes]:
     policy = work / f"rg-{port}.yaml"
-    query_log = f"'{work}/queries-{port}.jsonl'" if log else "off"
+    query_log = f"{{path: '{work}/queries-{port}.jsonl', writer: {writer}}}" if log else "off"
+    if store:
+        query_log += f"\nquery_store: '{work}/store-{port}.db'"
     lists = f"lists:\n  deny_files: ['{deny_file}']\n" if deny_file else ""
     policy.write_text(
         f"upstreams: ['127.0.0.1:{upstream}']\nscoring: {str(scoring).lower()}\nquery_log: {query_log}\n"
@@ -128,7 +185,7 @@ def start_resolverguard(
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=(work / f"rg-{port}.log").open("w"))
 
 
-def wait_ready(port: int, timeout: float = 20.0) -> None:
+def wait_ready(port: int, timeout: float = 120.0) -> None:
     query = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07example\x03com\x00\x00\x01\x00\x01"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -218,7 +275,11 @@ def measure(
     files: dict[str, Path],
     seconds: float,
     latency_qps: dict[str, float],
+    helpers: tuple[subprocess.Popen[bytes], ...] = (),
 ) -> dict[str, Any]:
+    """Peak QPS and CPU per query file, then p50/p99 at `latency_qps` on the latency names;
+    `helpers`: processes whose CPU counts too (the module's verdict service)."""
+    pids = [proc.pid, *(h.pid for h in helpers)]
     wait_ready(port)
     time.sleep(2.0)  # with workers, the first to answer may not be the last to start
     out: dict[str, Any] = {"target": name}
@@ -229,31 +290,80 @@ def measure(
                 capture_output=True,
                 timeout=120,
             )
-        cpu = cpu_seconds(proc.pid)
+        cpu = sum(cpu_seconds(p) for p in pids)
         peak = dnsperf(port, path, seconds)
-        peak["cpu_s"] = round(cpu_seconds(proc.pid) - cpu, 2)
+        peak["cpu_s"] = round(sum(cpu_seconds(p) for p in pids) - cpu, 2)
         if latency_qps.get(kind):
-            peak.update({k: v for k, v in dnsperf(port, path, 5, latency_qps[kind]).items() if k.endswith("_ms")})
+            latency = dnsperf(port, path.with_name(f"{kind}.latency.txt"), 5, latency_qps[kind])
+            peak.update({k: v for k, v in latency.items() if k.endswith("_ms")})
         out[kind] = peak
-    out["peak_rss_mb"] = round(peak_rss_mb(proc.pid), 1)
+    out["peak_rss_mb"] = round(max(peak_rss_mb(p) for p in pids), 1)
     return out
+
+
+def reload_under_load(
+    work: Path, port: int, proc: subprocess.Popen[bytes], queries: Path, qps: float, reloads: int
+) -> dict[str, Any]:
+    """`reloads` reloads (`unbound-control reload` and SIGHUP alternated, 0.1 s apart) while
+    dnsperf asks at `qps`: queries sent, answered, lost, and whether Unbound is still up."""
+    wait_ready(port)
+    seconds = reloads * 0.2 + 4  # (each unbound-control call takes its own time too)
+    cmd = ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(queries), "-l", str(seconds), "-c", "8"]
+    load = subprocess.Popen([*cmd, "-Q", str(int(qps)), "-t", "2", "-S", "0"], stdout=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    failed = 0
+    for i in range(reloads):
+        if i % 2:
+            proc.send_signal(signal.SIGHUP)
+        else:
+            control = ["unbound-control", "-c", str(unbound_conf(work, port)), "reload"]
+            failed += subprocess.run(control, capture_output=True, timeout=30).returncode != 0
+        time.sleep(0.1)
+    out, _ = load.communicate(timeout=seconds + 60)
+    result: dict[str, Any] = {"reloads": reloads, "qps": round(qps), "control_failures": failed}
+    for key, pattern in (("sent", r"Queries sent:\s+(\d+)"), ("completed", r"Queries completed:\s+(\d+)")):
+        match = re.search(pattern, out)
+        result[key] = int(match.group(1)) if match else None
+    lost = re.search(r"Queries lost:\s+(\d+)", out)
+    result["lost"] = int(lost.group(1)) if lost else None
+    result["alive"] = proc.poll() is None
+    try:
+        wait_ready(port, timeout=5)
+        result["answers_after"] = True
+    except RuntimeError:
+        result["answers_after"] = False
+    return result
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages, as uptime prints them (the machine may be shared)."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--queries", type=int, default=200_000)
+    p.add_argument("--misses", type=int, default=0, help="never-seen names (default 200k per second of run)")
+    p.add_argument("--reloads", type=int, default=100)
     p.add_argument("--watch", action="store_true", help="only (d) against (g) = (d) + client_watch, alternated")
+    p.add_argument("--log", action="store_true", help="only (d) against (d') log file, (d't) thread, (d's) store")
     a = p.parse_args()
     for tool in ("nsd", "unbound", "dnsperf"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is not installed: sudo apt-get install -y nsd unbound dnsperf")
     work = Path(tempfile.mkdtemp(prefix="rg-bench-"))
-    files = query_files(work, a.queries, random.Random(7))
+    misses = a.misses or int(a.seconds * 200_000)
+    files = query_files(work, a.queries, random.Random(7), misses)
     if a.watch:
         compare_watch(work, files, a)
         return
-    ports = {k: free_port() for k in ("nsd", "unbound", "rg_plain", "rg_full", "rg_workers", "rg_log", "rg_list")}
+    if a.log:
+        compare_log(work, files, a)
+        return
+    load_before = load_average()
+    keys = ("nsd", "unbound", "unbound2", "module", "module2", "rg_plain", "rg_full", "rg_workers", "rg_log", "rg_list")
+    ports = {k: free_port() for k in keys}
     blocklist = write_hosts(work / "hosts-1m.txt", 1_000_000, random.Random(1))
     procs = [start_nsd(work, ports["nsd"])]
     try:
@@ -282,16 +392,55 @@ def main() -> None:
         results["rg_list"] = measure(
             "(f) full chain + 1M-entry blocklist", procs[-1], ports["rg_list"], files, a.seconds, latency_qps
         )
+        # The module: its own peak first, then latency at 20% of it for the module and plain Unbound alike.
+        service, sock = start_verdicts(work, "m")
+        procs.append(service)
+        procs.append(start_unbound(work, ports["module"], ports["nsd"], verdicts=sock))
+        module = measure("(m) Unbound + module, 1 thread", procs[-1], ports["module"], files, a.seconds, {}, (service,))
+        module_qps = {k: 0.2 * (module[k]["qps"] or 0) for k in files}
+        results["module"] = measure(
+            "(m) Unbound + module, 1 thread", procs[-1], ports["module"], files, a.seconds, module_qps, (service,)
+        )
         procs.append(start_unbound(work, ports["unbound"], ports["nsd"]))
         results["unbound"] = measure(
-            "(b) Unbound forwarder", procs[-1], ports["unbound"], files, a.seconds, latency_qps
+            "(b) Unbound forwarder, 1 thread", procs[-1], ports["unbound"], files, a.seconds, module_qps
         )
-        results["upstream_latency"] = {k: dnsperf(ports["nsd"], v, 5, latency_qps[k]) for k, v in files.items()}
+        service2, sock2 = start_verdicts(work, "m2")
+        procs.append(service2)
+        procs.append(start_unbound(work, ports["module2"], ports["nsd"], threads=2, verdicts=sock2))
+        module2 = procs[-1]
+        results["module2"] = measure(
+            "(m2) Unbound + module, 2 threads", module2, ports["module2"], files, a.seconds, module_qps, (service2,)
+        )
+        procs.append(start_unbound(work, ports["unbound2"], ports["nsd"], threads=2))
+        unbound2 = procs[-1]
+        results["unbound2"] = measure(
+            "(b2) Unbound forwarder, 2 threads", unbound2, ports["unbound2"], files, a.seconds, module_qps
+        )
+        results["upstream_latency"] = {
+            k: dnsperf(ports["nsd"], v.with_name(f"{k}.latency.txt"), 5, latency_qps[k]) for k, v in files.items()
+        }
+        reload_qps = 0.2 * (results["module2"]["misses"]["qps"] or 0)
+        reload_names = files["misses"].with_name("misses.latency.txt")
+        results["reload_module2"] = reload_under_load(
+            work, ports["module2"], module2, reload_names, reload_qps, a.reloads
+        )
+        results["reload_unbound2"] = reload_under_load(
+            work, ports["unbound2"], unbound2, reload_names, reload_qps, a.reloads
+        )
     finally:
         for proc in procs:
             proc.terminate()
             proc.wait(10)
-    write(results, a, latency_qps)
+    results["misses_file"] = misses
+    results["load"] = {"before": load_before, "after": load_average()}
+    largest = max(r["misses"]["sent"] or 0 for r in results.values() if isinstance(r, dict) and "misses" in r)
+    if largest >= misses:
+        sys.exit(
+            f"a target asked {largest:.0f} misses from a {misses}-name file: rerun with --misses {2 * largest:.0f}"
+        )
+    results["misses_largest_volume"] = largest
+    write(results, a, latency_qps, module_qps)
 
 
 def compare_watch(work: Path, files: dict[str, Path], a: argparse.Namespace) -> None:
@@ -334,22 +483,159 @@ def compare_watch(work: Path, files: dict[str, Path], a: argparse.Namespace) -> 
     print("\n".join(lines))
 
 
+STORE_TARGET = "d's"
+LOG_TARGETS = {  # key: (row, start_resolverguard keywords)
+    "d": ("(d) full chain, no query log", {}),
+    "d'": ("(d') + query log file (writer: process, the default)", {"log": True}),
+    "d't": ("(d't) + query log file, writer: thread", {"log": True, "writer": "thread"}),
+    "d's": ("(d's) + query log file + query store", {"log": True, "store": True}),
+}
+
+
+def compare_log(work: Path, files: dict[str, Path], a: argparse.Namespace) -> None:
+    """What the query log and the query store cost (issues #16, #17): (d) against (d') with the
+    log file, (d't) with its writer in a thread and (d's) with the store as well, each measured
+    twice in turn (d, d', d't, d's, d, ...) so that drift in the machine's load hits all alike;
+    QPS ratios of the summed runs, to results/compare_log.{md,json}. The load average is
+    written beside them: on a shared machine, ratios from one run are what to compare."""
+    ports = {k: free_port() for k in ("nsd", *LOG_TARGETS)}
+    procs = [start_nsd(work, ports["nsd"])]
+    runs: dict[str, list[dict[str, Any]]] = {k: [] for k in LOG_TARGETS}
+    load_before = os.getloadavg()
+    try:
+        wait_ready(ports["nsd"])
+        targets = {}
+        for key, (_, options) in LOG_TARGETS.items():
+            targets[key] = start_resolverguard(work, ports[key], ports["nsd"], True, **options)  # type: ignore[arg-type]
+            procs.append(targets[key])
+        for _ in range(2):
+            for key, proc in targets.items():
+                runs[key].append(measure(key, proc, ports[key], files, a.seconds, {}))
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(10)
+    load_after = os.getloadavg()
+    stored = stored_rows(work / f"store-{ports[STORE_TARGET]}.db")
+    total = {k: {kind: sum(r[kind]["qps"] or 0 for r in v) for kind in files} for k, v in runs.items()}
+    ratios = {
+        name: {kind: ratio(total[x][kind], total[y][kind]) for kind in files}
+        for name, x, y in (
+            ("(d')/(d)", "d'", "d"),
+            ("(d't)/(d)", "d't", "d"),
+            ("(d's)/(d)", "d's", "d"),
+            ("(d's)/(d')", "d's", "d'"),
+        )
+    }
+    # CPU per answered query (the server and its children: the writer process is counted): the cost
+    # itself, which a loaded machine distorts far less than the QPS it allows.
+    cpu_us = {
+        k: {
+            kind: round(1e6 * sum(r[kind]["cpu_s"] for r in v) / max(1.0, sum(r[kind]["completed"] or 0 for r in v)), 2)
+            for kind in files
+        }
+        for k, v in runs.items()
+    }
+    cpu_ratios = {
+        name: {kind: ratio(cpu_us[y][kind], cpu_us[x][kind]) for kind in files}
+        for name, x, y in (("(d')/(d)", "d'", "d"), ("(d't)/(d)", "d't", "d"), ("(d's)/(d)", "d's", "d"))
+    }
+    out = ROOT / "bench" / "results"
+    payload = {
+        "runs": runs,
+        "ratios": ratios,
+        "cpu_us_per_query": cpu_us,
+        "cpu_ratios": cpu_ratios,
+        "load": [load_before, load_after],
+        "store_rows": stored,
+    }
+    (out / "compare_log.json").write_text(json.dumps(payload, indent=2) + "\n")
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    lines = [
+        f"# Query log and query store cost (bench/compare.py --log), {stamp}, {os.cpu_count()} cores, "
+        f"dnsperf -c 8 -q 500, {a.seconds:g} s per run, each target measured twice in turn",
+        "",
+        f"Load average (1/5/15 min) before: {' '.join(f'{x:.2f}' for x in load_before)}, after: "
+        f"{' '.join(f'{x:.2f}' for x in load_after)} (other work shared the machine; ratios from one run).",
+        "",
+        "| target | hits QPS, run 1 / run 2 | misses QPS, run 1 / run 2 | CPU us per query (hits, misses) |",
+        "|---|---:|---:|---:|",
+    ]
+    for key, (row, _) in LOG_TARGETS.items():
+        one, two = runs[key]
+        lines.append(
+            f"| {row} | {one['hits']['qps']:.0f} / {two['hits']['qps']:.0f} "
+            f"| {one['misses']['qps']:.0f} / {two['misses']['qps']:.0f} "
+            f"| {cpu_us[key]['hits']}, {cpu_us[key]['misses']} |"
+        )
+    lines += ["", "| QPS ratio (summed runs) | hits | misses |", "|---|---:|---:|"]
+    lines += [f"| {name} | {r['hits']} | {r['misses']} |" for name, r in ratios.items()]
+    lines += [
+        "",
+        "| CPU ratio: (d)'s CPU per query / the target's (the QPS ratio if the server were CPU-bound "
+        "on a core of its own) | hits | misses |",
+        "|---|---:|---:|",
+    ]
+    lines += [f"| {name} | {r['hits']} | {r['misses']} |" for name, r in cpu_ratios.items()]
+    lines += ["", f"Rows in (d's)'s store at the end: {stored} (every query it answered, warm-ups included).", ""]
+    (out / "compare_log.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+def stored_rows(path: Path) -> int:
+    """Rows in a query store (all day tables): the store kept up when it holds every answer."""
+    import sqlite3
+
+    with sqlite3.connect(path) as db:
+        days = [r[0] for r in db.execute("SELECT day FROM store_days")]
+        return sum(db.execute(f"SELECT COUNT(*) FROM {day_table(d)}").fetchone()[0] for d in days)
+
+
 def ratio(x: float | None, y: float | None) -> float | None:
     return round(x / y, 3) if x and y else None
 
 
-def write(results: dict[str, Any], a: argparse.Namespace, latency_qps: dict[str, float]) -> None:
+TARGETS = (
+    "upstream",
+    "unbound",
+    "unbound2",
+    "module",
+    "module2",
+    "rg_plain",
+    "rg_full",
+    "rg_workers",
+    "rg_log",
+    "rg_list",
+)
+RATIOS = {  # name: (numerator, denominator), all from the same run
+    "(m)/(b)": ("module", "unbound"),
+    "(m2)/(b2)": ("module2", "unbound2"),
+    "(b2)/(b)": ("unbound2", "unbound"),
+    "(d)/(c)": ("rg_full", "rg_plain"),
+    "(d)/(b)": ("rg_full", "unbound"),
+    "(c)/(b)": ("rg_plain", "unbound"),
+    "(e)/(b)": ("rg_workers", "unbound"),
+    "(e)/(b2)": ("rg_workers", "unbound2"),
+    "(d')/(d)": ("rg_log", "rg_full"),
+    "(f)/(d)": ("rg_list", "rg_full"),
+}
+
+
+def added_p99(results: dict[str, Any], target: str, base: str) -> dict[str, float]:
+    """p99 of `target` minus p99 of `base` (both measured at the same rate), per query file."""
+    return {
+        kind: round((results[target][kind].get("p99_ms") or 0) - (results[base][kind].get("p99_ms") or 0), 3)
+        for kind in ("hits", "misses")
+    }
+
+
+def write(
+    results: dict[str, Any], a: argparse.Namespace, latency_qps: dict[str, float], module_qps: dict[str, float]
+) -> None:
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     ratios = {
-        kind: {
-            "(d)/(c)": ratio(results["rg_full"][kind]["qps"], results["rg_plain"][kind]["qps"]),
-            "(d)/(b)": ratio(results["rg_full"][kind]["qps"], results["unbound"][kind]["qps"]),
-            "(c)/(b)": ratio(results["rg_plain"][kind]["qps"], results["unbound"][kind]["qps"]),
-            "(e)/(b)": ratio(results["rg_workers"][kind]["qps"], results["unbound"][kind]["qps"]),
-            "(d')/(d)": ratio(results["rg_log"][kind]["qps"], results["rg_full"][kind]["qps"]),
-            "(f)/(d)": ratio(results["rg_list"][kind]["qps"], results["rg_full"][kind]["qps"]),
-        }
+        kind: {name: ratio(results[x][kind]["qps"], results[y][kind]["qps"]) for name, (x, y) in RATIOS.items()}
         for kind in ("hits", "misses")
     }
     added = {
@@ -362,36 +648,63 @@ def write(results: dict[str, Any], a: argparse.Namespace, latency_qps: dict[str,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "cores": os.cpu_count(),
         "seconds": a.seconds,
+        "load": results.pop("load"),
+        "misses_file": results.pop("misses_file"),
+        "misses_largest_volume": results.pop("misses_largest_volume"),
         "results": results,
         "ratios": ratios,
         "latency_qps": latency_qps,
+        "module_latency_qps": module_qps,
         "added_p99_ms": added,
+        "module_added_p99_ms": added_p99(results, "module", "unbound"),
+        "module2_added_p99_ms": added_p99(results, "module2", "unbound2"),
     }
     (out / "compare.json").write_text(json.dumps(payload, indent=2))
     lines = [
         f"# resolverguard vs Unbound (bench/compare.py), {payload['date']}, {payload['cores']} cores, "
         f"dnsperf -c 8 -q 500, {a.seconds:g} s per run, loopback only",
         "",
+        f"Load average (1/5/15 min) before {payload['load']['before']}, after {payload['load']['after']}"
+        " (other jobs on the machine lower every target alike only when the load is steady: compare ratios, and"
+        " rerun on an idle machine for the figures). Unbound and resolverguard both get a 4 MB receive buffer;"
+        f" the misses file holds {payload['misses_file']:,} never-seen names, more than any target asked in a run"
+        f" ({payload['misses_largest_volume']:,.0f}).",
+        "",
         "| target | hits QPS | hits CPU s | hits p50/p99 ms | misses QPS | misses CPU s | misses p50/p99 ms "
         "| peak RSS MB |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for key in ("upstream", "unbound", "rg_plain", "rg_full", "rg_workers", "rg_log", "rg_list"):
+    for key in TARGETS:
         r = results[key]
         lines.append(
-            f"| {r['target']} | {r['hits']['qps']} | {r['hits']['cpu_s']} "
-            f"| {r['hits'].get('p50_ms', '-')}/{r['hits'].get('p99_ms', '-')} | {r['misses']['qps']} "
+            f"| {r['target']} | {r['hits']['qps'] or 0:.0f} | {r['hits']['cpu_s']} "
+            f"| {r['hits'].get('p50_ms', '-')}/{r['hits'].get('p99_ms', '-')} | {r['misses']['qps'] or 0:.0f} "
             f"| {r['misses']['cpu_s']} | {r['misses'].get('p50_ms', '-')}/{r['misses'].get('p99_ms', '-')} "
             f"| {r['peak_rss_mb']} |"
         )
     lines += ["", "| ratio (same run) | hits | misses |", "|---|---|---|"]
-    for name in ("(d)/(c)", "(d)/(b)", "(c)/(b)", "(e)/(b)", "(d')/(d)", "(f)/(d)"):
+    for name in RATIOS:
         lines.append(f"| {name} | {ratios['hits'][name]} | {ratios['misses'][name]} |")
+    m1, m2 = payload["module_added_p99_ms"], payload["module2_added_p99_ms"]
     lines += [
         "",
-        f"Latency runs at 20% of (d)'s peak: {', '.join(f'{k} {v:.0f} qps' for k, v in latency_qps.items())}; "
-        f"(d)'s p99 minus the upstream's own p99: hits {added['hits']} ms, misses {added['misses']} ms.",
+        f"Latency runs (names of their own): resolverguard standalone at 20% of (d)'s peak "
+        f"({', '.join(f'{k} {v:.0f} qps' for k, v in latency_qps.items())}); (d)'s p99 minus the upstream's own "
+        f"p99 at that rate: hits {added['hits']} ms, misses {added['misses']} ms. Unbound with and without the "
+        f"module at 20% of (m)'s peak ({', '.join(f'{k} {v:.0f} qps' for k, v in module_qps.items())}); added "
+        f"p99, (m) - (b): hits {m1['hits']} ms, misses {m1['misses']} ms; (m2) - (b2): hits {m2['hits']} ms, "
+        f"misses {m2['misses']} ms.",
+        "",
+        "| reloads under load (`unbound-control reload` and SIGHUP alternated, 0.1 s apart; dnsperf on never-seen"
+        " names) | reloads | qps | sent | answered | lost | control failed | alive after | answers after |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
+    for key, label in (("reload_unbound2", "(b2) Unbound, 2 threads"), ("reload_module2", "(m2) + module, 2 threads")):
+        r = results[key]
+        lines.append(
+            f"| {label} | {r['reloads']} | {r['qps']} | {r['sent']} | {r['completed']} | {r['lost']} "
+            f"| {r['control_failures']} | {r['alive']} | {r['answers_after']} |"
+        )
     (out / "compare.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

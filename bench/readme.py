@@ -32,7 +32,8 @@ def figures(results: Path = ROOT / "bench" / "results") -> str:
     list_change = abs(1 - ratios["hits"]["(f)/(d)"]) * 100
     return (
         f"On the {compare['cores']}-core development machine, with dnsperf on the same cores "
-        f"(`bench/results/compare.md`, run of {compare['date']}): the full chain with the shipped model answers "
+        f"(`bench/results/compare.md`, run of {compare['date']}{load_note(compare)}): "
+        "the full chain with the shipped model answers "
         f"{_k(full['hits']['qps'])} queries/s on cached names and {_k(full['misses']['qps'])}/s on never-seen "
         f"names (every one scored and forwarded); `workers: 2` {_k(workers['hits']['qps'])} and "
         f"{_k(workers['misses']['qps'])}; the filter costs {compare['added_p99_ms']['hits']:.2f} ms (cached) and "
@@ -41,6 +42,31 @@ def figures(results: Path = ROOT / "bench" / "results") -> str:
         f"(`bench/results/lists.md`) and changes throughput on cached names by {list_change:.1f}%. "
         f"Unbound, written in C, answers {_k(unbound['hits']['qps'])}/s and {_k(unbound['misses']['qps'])}/s "
         f"in the same run, {slower[0]:.1f} and {slower[1]:.1f} times as many at forwarding alone."
+        + module_figures(compare)
+    )
+
+
+def load_note(compare: dict[str, Any]) -> str:
+    """The machine's load during the run, when it was busy (then only the ratios mean much)."""
+    load = compare.get("load")
+    if not load or float(load["before"].split()[0]) < 1.0:
+        return ""
+    return f", load average {load['before'].split()[0]} before and {load['after'].split()[0]} after: a busy machine"
+
+
+def module_figures(compare: dict[str, Any]) -> str:
+    """The Unbound module's sentence (docs/unbound.md), when the run measured it."""
+    ratios, r = compare["ratios"], compare["results"]
+    if "(m)/(b)" not in ratios["hits"]:
+        return ""
+    lost = (r["reload_unbound2"]["lost"], r["reload_module2"]["lost"], r["reload_module2"]["sent"])
+    return (
+        f" As a module inside Unbound (docs/unbound.md), against Unbound alone in the same run: cached names "
+        f"{ratios['hits']['(m)/(b)']:.2f}x with 1 thread and {ratios['hits']['(m2)/(b2)']:.2f}x with 2, never-seen "
+        f"names {ratios['misses']['(m)/(b)']:.2f}x and {ratios['misses']['(m2)/(b2)']:.2f}x; added p99 latency at "
+        f"20% load {compare['module_added_p99_ms']['misses']:.2f} ms on never-seen names; "
+        f"{r['reload_module2']['reloads']} reloads under load: Unbound stayed up, and lost {lost[1]} of {lost[2]} "
+        f"queries in flight (Unbound without the module {lost[0]})."
     )
 
 

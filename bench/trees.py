@@ -2,7 +2,8 @@
 tree's `resolverguard serve` (scoring off) measured in turn with dnsperf, twice, alternated.
 
 Used to find which change made never-seen names slower (results/trees.md); bounded: 7 s of dnsperf
-per tree and round, loopback only.
+per tree and round, loopback only. The server's CPU time per answered miss is printed too: on a
+loaded machine QPS swings with the other jobs, CPU per query much less.
 
     python bench/trees.py ../old-checkout ../new-checkout
 """
@@ -28,6 +29,7 @@ def main() -> None:
     nsd = C.start_nsd(work, nsd_port)
     C.wait_ready(nsd_port)
     results: dict[str, list[tuple[int, int]]] = {t: [] for t in trees}
+    cpu_per_miss: dict[str, list[float]] = {t: [] for t in trees}  # server CPU us per answered miss
     try:
         for _ in range(2):
             for tree in trees:
@@ -47,16 +49,22 @@ def main() -> None:
                 )
                 try:
                     C.wait_ready(port)
-                    misses = C.dnsperf(port, files["misses"], 4)["qps"]
+                    cpu = C.cpu_seconds(proc.pid)
+                    miss = C.dnsperf(port, files["misses"], 4)
+                    per_miss = (C.cpu_seconds(proc.pid) - cpu) / max(1.0, miss["completed"] or 0) * 1e6
                     hits = C.dnsperf(port, files["hits"], 3)["qps"]
-                    results[tree].append((round(misses or 0), round(hits or 0)))
+                    results[tree].append((round(miss["qps"] or 0), round(hits or 0)))
+                    cpu_per_miss[tree].append(per_miss)
                 finally:
                     proc.terminate()
                     proc.wait(10)
     finally:
         nsd.terminate()
+    print("| tree | misses QPS (rounds) | hits QPS (rounds) | server CPU us per miss (rounds) |")
+    print("|---|---|---|---|")
     for tree, runs in results.items():
-        print(f"| {tree} | {' / '.join(str(m) for m, _ in runs)} | {' / '.join(str(h) for _, h in runs)} |")
+        cpu = " / ".join(f"{us:.1f}" for us in cpu_per_miss[tree])
+        print(f"| {tree} | {' / '.join(str(m) for m, _ in runs)} | {' / '.join(str(h) for _, h in runs)} | {cpu} |")
 
 
 if __name__ == "__main__":

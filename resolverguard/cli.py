@@ -71,6 +71,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--upstream", action="append", metavar="ADDR[:PORT]", help="overrides the file; repeatable")
     serve.add_argument("--model", type=Path, help="a .tflite model (its .json metadata beside it)")
     serve.set_defaults(run=cmd_serve)
+    module = sub.add_parser("unbound-module", help="print the unbound.conf lines and the path of the Unbound module")
+    module.add_argument("--socket", type=Path, help="the verdict service's socket (/run/resolverguard/unbound.sock)")
+    module.set_defaults(run=cmd_unbound_module)
+    verdicts = sub.add_parser("unbound-service", help="the verdict service the Unbound module asks (docs/unbound.md)")
+    verdicts.add_argument("--config", type=Path, help="policy file (YAML); built-in defaults without one")
+    verdicts.add_argument("--socket", type=Path, help="Unix socket to listen on (/run/resolverguard/unbound.sock)")
+    verdicts.add_argument("--model", type=Path, help="a .tflite model (its .json metadata beside it)")
+    verdicts.set_defaults(run=cmd_unbound_service)
     score = sub.add_parser("score", help="score names: name, scored name, score, action (tab separated)")
     score.add_argument("--model", type=Path)
     score.add_argument("--input", type=Path, help="file with one name per line, or - for stdin")
@@ -307,6 +315,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
         run_event_loop(run_until_signalled(service))
     except OSError as err:
         print(f"resolverguard: cannot listen: {err}{bind_hint(err, cfg)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_unbound_module(args: argparse.Namespace) -> int:
+    from resolverguard.unboundservice import DEFAULT_SOCKET, module_config
+
+    print(module_config(args.socket or DEFAULT_SOCKET), end="")
+    return 0
+
+
+def cmd_unbound_service(args: argparse.Namespace) -> int:
+    """The verdict service: the policy's decisions for the Unbound module, on a Unix socket."""
+    from resolverguard.unboundservice import DEFAULT_SOCKET, VerdictService, run_service
+
+    cfg = load_config(args.config) if args.config else Config()
+    if args.model:
+        cfg = replace(cfg, model=args.model)
+    service = VerdictService(cfg, load_model(cfg.model), args.socket or DEFAULT_SOCKET, args.config)
+    try:
+        run_event_loop(run_service(service))
+    except OSError as err:
+        print(f"resolverguard: cannot listen on {service.path}: {err}", file=sys.stderr)
         return 1
     return 0
 

@@ -191,6 +191,19 @@ def _log_target(base: Path) -> Callable[[Any], str | None]:
     return convert
 
 
+def _store_target(base: Path) -> Callable[[Any], Path | str | None]:
+    """An SQLite file (relative to the policy's folder) or a PostgreSQL URL, kept as written."""
+
+    def convert(value: Any) -> Path | str | None:
+        if value in (False, "off", "none", None):
+            return None
+        if isinstance(value, str) and value.startswith(("postgresql://", "postgres://")):
+            return value
+        return _path(base)(value)
+
+    return convert
+
+
 def _refusal(value: Any) -> str:
     if value not in ("refuse", "drop"):
         raise ValueError(f"{value!r} is not one of: refuse, drop")
@@ -342,6 +355,13 @@ class ClientPrivacy(str, Enum):
     OMIT = "omit"
 
 
+class LogWriter(str, Enum):
+    """Where the query log's writer runs (bench/compare.py measures both)."""
+
+    PROCESS = "process"  # a child process: formatting and disk never take the resolver's GIL
+    THREAD = "thread"  # a thread in the resolver's process
+
+
 @dataclass(frozen=True, slots=True)
 class QueryLogConfig:
     path: str | None = path_key("-", _log_target, "a file, '-' for standard output, off for none")
@@ -354,6 +374,24 @@ class QueryLogConfig:
     )
     keep: int = key(5, _number(0, 1000, integer=True), "rotated files kept (queries.jsonl.1 ... .keep)")
     clients: ClientPrivacy = key(ClientPrivacy.FULL, _enum(ClientPrivacy), "full, truncate (/24, /48) or omit")
+    writer: LogWriter = key(LogWriter.PROCESS, _enum(LogWriter), "process or thread: where lines are made and written")
+
+
+@dataclass(frozen=True, slots=True)
+class QueryStoreConfig:
+    """The query store (resolverguard.store): the queries and alerts the dashboard reads."""
+
+    path: Path | str | None = path_key(
+        None, lambda base: _store_target(base), "an SQLite file, a postgresql:// URL, or off", shown="off"
+    )
+    retention_days: int = key(30, _number(1, 3660, integer=True), "days kept; older days are dropped whole")
+    max_bytes: int = key(
+        1024 * 1024 * 1024,
+        lambda v: int(_number(0, 10_000_000)(v) * 1024 * 1024),
+        "drop the oldest days while the store holds more than this many MB (0: no bound)",
+        yaml="max_mb",
+        shown="1024",
+    )
 
 
 DEFAULT_ALLOWED_CLIENTS: tuple[str, ...] = (
@@ -638,6 +676,7 @@ class Config:
         PrivateSuffixMode.DYNAMIC_DNS, _enum(PrivateSuffixMode), "which private suffixes count as public"
     )
     query_log: QueryLogConfig = section(QueryLogConfig, "the query log", scalar="path")
+    query_store: QueryStoreConfig = section(QueryStoreConfig, "the query store", scalar="path")
     access: AccessConfig = section(AccessConfig, "who may query us")
     rate_limit: RateLimitConfig = section(RateLimitConfig, "per-client rate limit")
     limits: Limits = section(Limits, "overload bounds")

@@ -30,6 +30,7 @@ from resolverguard.config import (
     ListsConfig,
     ListSource,
     QueryLogConfig,
+    QueryStoreConfig,
     SubscriptionsConfig,
     resolve_thresholds,
 )
@@ -51,10 +52,11 @@ from resolverguard.steps.metrics import Metrics, MetricsStep
 from resolverguard.steps.names import NameStep
 from resolverguard.steps.pause import PauseStep, PauseSwitch
 from resolverguard.steps.policy import PolicyStep
-from resolverguard.steps.querylog import QueryLog, QueryLogStep
+from resolverguard.steps.querylog import QueryLog, QueryLogStep, open_log
 from resolverguard.steps.score import ScoreStep
 from resolverguard.steps.upstream import UpstreamForwarder, UpstreamStep
 from resolverguard.steps.watch import ClientWatchStep, watch_limits, watch_rule
+from resolverguard.store import StoreError
 from resolverguard.subscriptions import ages, cached_path, default_cache_dir
 from resolverguard.verdicts import Policy
 from resolverguard.watch import WatchState
@@ -82,7 +84,7 @@ class Pipeline:
         """Closes (through `close_later`, after the queries in flight) what `successor` did not carry
         over: an open query log and pooled upstream sockets."""
         if self.log is not successor.log:
-            close_later(self.log.close)
+            close_later(self.log.close_soon)
         if self.forwarder is not successor.forwarder:
             close_later(self.forwarder.close)
         if self.conditional is not None and self.conditional is not successor.conditional:
@@ -200,10 +202,21 @@ def local_zone_for(cfg: Config) -> LocalZone:
     return LocalZone.build(records, (zone for zone, _ in cfg.conditional_forwarding), cfg.private_zones)
 
 
+def query_log_for(
+    cfg: Config, old: QueryLog | None, make: Callable[[QueryLogConfig, QueryStoreConfig | None], QueryLog]
+) -> QueryLog:
+    """The query log (and the store it feeds): carried over while its settings stay; a store that
+    cannot be opened is a policy error (at start the server does not start, a reload is rejected)."""
+    try:
+        return QueryLog.carried(old, cfg.query_log, cfg.query_store, make)
+    except StoreError as err:
+        raise ConfigError(str(err), file=cfg.source, key="query_store.path") from None
+
+
 def build_pipeline(
     cfg: Config,
     model: TFLiteScorer,
-    make_log: Callable[[QueryLogConfig], QueryLog] = QueryLog,
+    make_log: Callable[[QueryLogConfig, QueryStoreConfig | None], QueryLog] = open_log,
     metrics: Metrics | None = None,
     previous: Pipeline | None = None,
     built: Mapping[ListsConfig, DomainLists] | None = None,
@@ -217,7 +230,7 @@ def build_pipeline(
     old = previous
     groups = groups_for(cfg, model.metadata.thresholds, built)
     cache = VerdictCache.carried(old.cache if old else None, cfg.cache.size, cfg.cache.ttl, model)
-    log = QueryLog.carried(old.log if old else None, cfg.query_log, make_log)
+    log = query_log_for(cfg, old.log if old else None, make_log)
     hints = family_hints_for(cfg, old.hints if old else None)
     upstreams = (cfg.upstreams, cfg.upstream_timeout)
     answers = AnswerCache.carried(old.answers if old else None, cfg.answer_cache, upstreams)

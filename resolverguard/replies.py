@@ -35,6 +35,7 @@ from resolverguard.wire import (
     A,
     Flag,
     Message,
+    Name,
     QueryHead,
     Rclass,
     read_message,
@@ -163,10 +164,47 @@ def bailiwick(wire: bytes, message: Message) -> list[bool]:
     """Which records are about the question: in the answer section the name asked and its
     CNAME/DNAME chain; in the authority section the zones above it (SOA, NS) and their DNSSEC
     denial records; in the additional section addresses of the names those records point to."""
+    records, qname = message.records, message.qname or read_name(wire, 12)[0]
+    chain, keep = {qname}, [False] * len(records)
+    for i, r in enumerate(records):  # the usual answer, owned by the name asked, is decided in this pass
+        if r.section != ANSWER:
+            break
+        if r.owner != qname or r.rtype == CNAME or r.rtype == DNAME:
+            _answer_chain(wire, message, chain, keep)  # a CNAME/DNAME chain, or records about other names
+            break
+        keep[i] = True
+    zones, targets = set(), set()
+    for i, r in enumerate(records):
+        if r.section == AUTHORITY and r.rtype != OPT and _covers(chain, r.owner):
+            keep[i] = True
+            zones.add(r.owner)
+    for i, r in enumerate(records):
+        if r.section == AUTHORITY and not keep[i] and r.rtype in (NSEC, NSEC3, RRSIG):
+            keep[i] = any(within(r.owner, z) for z in zones)
+        if keep[i] and r.rtype in _POINTING:
+            targets.add(message.target(wire, r))
+        elif r.section == ADDITIONAL:
+            keep[i] = r.rtype == OPT or r.owner in targets or r.owner in chain
+    return keep
+
+
+_POINTING = frozenset((NS, MX, SRV))  # records whose target's addresses may ride in the additional section
+
+
+def _covers(chain: set[Name], owner: Name) -> bool:
+    """Is any name of the chain at or below `owner`? (A loop, not any(): no generator per record.)"""
+    for name in chain:  # noqa: SIM110 - see the docstring
+        if within(name, owner):
+            return True
+    return False
+
+
+def _answer_chain(wire: bytes, message: Message, chain: set[Name], keep: list[bool]) -> None:
+    """Marks the answer records owned by the name asked or its CNAME/DNAME chain (which may be out
+    of order: each pass adds at least one record), and adds the chain's names to `chain`."""
     records = message.records
-    chain, keep = {read_name(wire, 12)[0]}, [False] * len(records)
     changed = True
-    while changed:  # a chain may be out of order; each pass adds at least one record
+    while changed:
         changed = False
         for i, r in enumerate(records):
             if keep[i] or r.section != ANSWER:
@@ -175,20 +213,6 @@ def bailiwick(wire: bytes, message: Message) -> list[bool]:
                 keep[i] = changed = True
                 if r.rtype == CNAME:
                     chain.add(message.target(wire, r) or ())
-    zones, targets = set(), set()
-    for i, r in enumerate(records):
-        if r.section == AUTHORITY and r.rtype != OPT and any(within(n, r.owner) for n in chain):
-            keep[i] = True
-            zones.add(r.owner)
-    for i, r in enumerate(records):
-        if r.section == AUTHORITY and not keep[i] and r.rtype in (NSEC, NSEC3, RRSIG):
-            keep[i] = any(within(r.owner, z) for z in zones)
-        if keep[i] and r.rtype in (NS, MX, SRV):
-            targets.add(message.target(wire, r))
-    for i, r in enumerate(records):
-        if r.section == ADDITIONAL:
-            keep[i] = r.rtype == OPT or r.owner in targets or r.owner in chain
-    return keep
 
 
 def _without(wire: bytes, keep: list[bool]) -> bytes | None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from resolverguard.addresses import networks
-from resolverguard.config import Config, ListsConfig, QueryLogConfig, load_config
+from resolverguard.config import Config, ListsConfig, QueryLogConfig, QueryStoreConfig, load_config
 from resolverguard.control import ControlServer, default_socket
 from resolverguard.errors import ConfigError, ResolverGuardError
 from resolverguard.lists import DomainLists
@@ -53,7 +53,7 @@ class WorkerRole:
     """Set when this Service is one of several worker processes (see resolverguard.workers)."""
 
     index: int
-    send_line: Callable[[str], None]  # hands a finished query-log line to the parent's writer
+    send_line: Callable[[Any], None]  # hands a batch of query-log records to the parent's writer
 
 
 class Service:
@@ -95,10 +95,11 @@ class Service:
             self.sync = FleetSync(cfg.sync, stderr, self.metrics.registry if self.metrics is not None else None)
             self.sync.attach(self.pipeline.watch)
 
-    def _query_log(self, cfg: QueryLogConfig) -> QueryLog:
+    def _query_log(self, cfg: QueryLogConfig, store: QueryStoreConfig | None) -> QueryLog:
         if self.worker is None:
-            return QueryLog(cfg, self.stderr)
-        return QueryLog(cfg, self.stderr, forward=self.worker.send_line, extra={"worker": self.worker.index})
+            return QueryLog(cfg, self.stderr, store=store)
+        extra = {"worker": self.worker.index}  # the parent's writer owns the file and the store
+        return QueryLog(cfg, self.stderr, forward=self.worker.send_line, extra=extra, store=store)
 
     def say(self, text: str) -> None:
         who = f"resolverguard[{self.worker.index}]" if self.worker is not None else "resolverguard"
@@ -323,8 +324,9 @@ class Service:
                 await self._update_lists(fetch=False)
 
     def _flush_log_later(self) -> None:
-        """Buffered query-log lines reach the file within FLUSH_SECONDS even when traffic stops."""
-        self.pipeline.log.flush()
+        """Kept query-log records reach the writer within FLUSH_SECONDS even when traffic stops
+        (without waiting for it: the writer flushes on its own clock)."""
+        self.pipeline.log.hand_over()
         self._flusher = asyncio.get_running_loop().call_later(FLUSH_SECONDS, self._flush_log_later)
 
     async def stop(self, grace: float = 5.0) -> None:

@@ -237,6 +237,8 @@ def read_name(wire: bytes, at: int, seen: dict[int, Name] | None = None) -> tupl
                 end = at + 2
             if seen is not None and target in seen:
                 rest = seen[target]
+                if not size:  # a bare pointer (most owners): `rest` was checked when it was read
+                    return rest, end
                 if size + sum(len(x) + 1 for x in rest) > 254:
                     raise ValueError("name over 255 octets")
                 return tuple(labels) + rest, end
@@ -281,11 +283,15 @@ class Message:
 
     question_end: int
     records: tuple[Record, ...]
+    qname: Name = ()  # the question's name
 
     def target(self, wire: bytes, record: Record) -> Name | None:
         """The name a CNAME/DNAME/NS/MX/SRV record points to."""
-        skip = {CNAME: 0, DNAME: 0, NS: 0, MX: 2, SRV: 6}.get(record.rtype)
+        skip = _TARGET_AT.get(record.rtype)
         return None if skip is None else read_name(wire, record.rdata_at + skip)[0]
+
+
+_TARGET_AT = {CNAME: 0, DNAME: 0, NS: 0, MX: 2, SRV: 6}  # where in the rdata a record's target name starts
 
 
 def read_message(wire: bytes) -> Message | None:
@@ -314,6 +320,6 @@ def read_message(wire: bytes) -> Message | None:
             at = end
         if at != len(wire) or question_end > len(wire):
             return None
-        return Message(question_end, tuple(records))
+        return Message(question_end, tuple(records), qname)
     except (IndexError, ValueError, struct.error):
         return None

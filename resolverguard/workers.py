@@ -2,8 +2,9 @@
 
 Each worker is a fresh process (spawned, not forked: it loads its own model and builds its own
 caches) that binds the same addresses with SO_REUSEPORT, so the kernel spreads clients over them.
-Workers do not write the query log themselves: they send finished lines to this parent process,
-whose single writer owns the file (rotation included). On SIGTERM the parent stops the workers,
+Workers do not write the query log themselves: they send batches of records to this parent process,
+whose single writer (resolverguard.logwriter, in a thread: the parent answers no queries) makes the
+lines and the store's rows and owns the file (rotation included) and the store. On SIGTERM the parent stops the workers,
 each finishes its queries in flight and flushes its lines, and only then is the log closed, so no
 line is lost. SIGHUP is passed on: every worker reloads (and rejects a bad policy) by itself.
 """
@@ -12,19 +13,16 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import queue
 import signal
 import sys
 import threading
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from resolverguard.config import Config, Endpoint, load_config
-from resolverguard.steps.querylog import FLUSH_SECONDS, QueryLog
-
-STOP = None  # the sentinel that ends the writer thread
+from resolverguard.logwriter import Message, RecordWriter, serve_inbox
+from resolverguard.store import QueryStore, StoreError
 
 
 def worker_config(config_path: Path | None, overrides: dict[str, Any], index: int) -> Config:
@@ -49,10 +47,18 @@ def run_workers(cfg: Config, config_path: Path | None, overrides: dict[str, Any]
     if any(ep.port == 0 for ep in cfg.listen):
         print("resolverguard: workers need fixed listen ports (not :0)", file=sys.stderr)
         return 2
+    store = cfg.query_store if cfg.query_store.path is not None else None
+    if store is not None and store.path is not None:
+        try:
+            QueryStore.open_for_writing(store.path).close()  # a clear error now, not after the workers start
+        except StoreError as err:
+            print(f"{cfg.source}: query_store.path: {err}", file=sys.stderr)
+            return 2
     ctx = multiprocessing.get_context("spawn")
     lines = ctx.Queue()
-    log = QueryLog(cfg.query_log)
-    writer = threading.Thread(target=_write_lines, args=(lines, log), daemon=True)
+    log = RecordWriter(cfg.query_log, store, say)
+    done: list[Message] = []
+    writer = threading.Thread(target=serve_inbox, args=(lines, done.append, log), name="query-log", daemon=True)
     writer.start()
     fixed = {**overrides, "listen": cfg.listen, "upstreams": cfg.upstreams, "model": cfg.model}
     procs = [
@@ -83,25 +89,10 @@ def run_workers(cfg: Config, config_path: Path | None, overrides: dict[str, Any]
         if not stopping.is_set() and any(p.exitcode not in (None, 0) for p in procs):
             forward(signal.SIGTERM, None)  # one worker failed (bad port, bad model): stop them all
             stopping.set()
-    lines.put(STOP)
+    lines.put(("stop", 0))  # after every worker's last batch: the writer closes the file and the store
     writer.join(30)
-    log.close()
     return max((p.exitcode or 0) for p in procs)
 
 
-def _write_lines(lines: Any, log: QueryLog) -> None:
-    """The one writer: batches from the workers, flushed at least every FLUSH_SECONDS."""
-    flushed = time.monotonic()
-    while True:
-        try:
-            batch = lines.get(timeout=FLUSH_SECONDS)
-        except queue.Empty:
-            batch = ""
-        if batch is STOP:
-            log.flush()
-            return
-        if batch:
-            log.write_line(batch)
-        if time.monotonic() - flushed >= FLUSH_SECONDS:
-            log.flush()
-            flushed = time.monotonic()
+def say(text: str) -> None:
+    print(f"resolverguard: {text}", file=sys.stderr, flush=True)

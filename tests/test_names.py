@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -62,3 +65,41 @@ def test_parse_never_raises_and_label_is_a_hostname_label(text: str) -> None:
         assert name.registrable is not None and name.registrable.startswith(name.label + ".")
     else:
         assert name.unscored is not None
+
+
+@functools.cache
+def suffix_lists() -> tuple[Any, Any, NameParser]:
+    from publicsuffixlist import PublicSuffixList
+
+    icann, every = PublicSuffixList(accept_unknown=False, only_icann=True), PublicSuffixList(accept_unknown=False)
+    return icann, every, NameParser(PrivateSuffixMode.DYNAMIC_DNS, memo=0)
+
+
+def two_walks(name: str) -> str | None:
+    """The registrable name as `dynamic-dns` mode defined it before the one-walk shortcut: both
+    PSL walks on every name (the reference the shortcut must match exactly)."""
+    from resolverguard.names import DYNAMIC_DNS_SUFFIXES
+
+    icann = suffix_lists()[0].privatesuffix(name)
+    private = suffix_lists()[1].privatesuffix(name)
+    if private is None or private == icann:
+        return icann
+    return private if private.split(".", 1)[1] in DYNAMIC_DNS_SUFFIXES else icann
+
+
+def test_dynamic_dns_mode_with_one_psl_walk_matches_two_walks_on_every_kind_of_name() -> None:
+    from resolverguard.names import DYNAMIC_DNS_SUFFIXES
+
+    parser = suffix_lists()[2]
+    suffixes = [*DYNAMIC_DNS_SUFFIXES, "github.io", "blogspot.com", "co.uk", "com", "s3.amazonaws.com", "bazar"]
+    names = [f"{a}{b}" for a in ("", "x7k2.", "www.x7k2.", "a.b.c.") for b in suffixes]
+    names += [s.split(".", 1)[1] for s in DYNAMIC_DNS_SUFFIXES if "." in s]  # the provider's own zone
+    for name in names:
+        assert parser._registrable(name) == two_walks(name), name
+
+
+@given(st.lists(st.sampled_from(["ddns", "net", "no-ip", "co", "uk", "github", "io", "x9", "com", "www"]), max_size=5))
+def test_dynamic_dns_shortcut_matches_two_walks_on_label_mixes(labels: list[str]) -> None:
+    name = ".".join(labels)
+    if name:
+        assert suffix_lists()[2]._registrable(name) == two_walks(name)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from resolverguard.config import QueryLogConfig
+from resolverguard.config import LogWriter, QueryLogConfig
+from resolverguard.logwriter import RecordWriter
 from resolverguard.steps.querylog import QueryLog, timestamp
 
 
@@ -22,9 +25,10 @@ def test_timestamp_is_isoformat_with_milliseconds(wall: float) -> None:
     assert abs(apart.total_seconds()) <= 0.001  # datetime rounds to microseconds first; we truncate
 
 
-def test_lines_are_buffered_until_flushed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("writer", list(LogWriter))
+def test_lines_are_buffered_until_flushed(tmp_path: Path, writer: LogWriter) -> None:
     path = tmp_path / "q.jsonl"
-    log = QueryLog(QueryLogConfig(path=str(path)))
+    log = QueryLog(QueryLogConfig(path=str(path), writer=writer))
     for i in range(10):
         log.write({"qname": f"n{i}.example", "client": "192.0.2.1"})
     log.flush()
@@ -33,14 +37,19 @@ def test_lines_are_buffered_until_flushed(tmp_path: Path) -> None:
     log.close()
 
 
-def test_worker_lines_go_to_the_writer_in_batches() -> None:
-    batches: list[str] = []
+def test_worker_records_go_to_the_writer_in_batches(tmp_path: Path) -> None:
+    batches: list[tuple[Any, ...]] = []
     log = QueryLog(QueryLogConfig(path="unused.jsonl"), forward=batches.append, extra={"worker": 1})
     for i in range(300):
         log.write({"qname": f"n{i}.example"})
-    assert len(batches) == 1 and batches[0].count("\n") == 256  # one message per 256 lines
+    assert len(batches) == 1 and len(batches[0][2]) == 256  # one message per 256 records
     log.close()  # stopping hands over the rest
-    lines = [json.loads(x) for batch in batches for x in batch.splitlines()]
+    path = tmp_path / "q.jsonl"
+    writer = RecordWriter(QueryLogConfig(path=str(path)), None, print)  # the parent's writer
+    for _, extra, items in batches:
+        writer.write(extra, items)
+    writer.close()
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
     assert len(lines) == 300 and all(x["worker"] == 1 for x in lines)
 
 
@@ -65,6 +74,7 @@ def test_query_line_is_valid_json_with_every_field(tmp_path: Path) -> None:
     from resolverguard.steps.querylog import line_of
 
     line = line_of(request, now=10.0125, wall=1700000000.5, log=log)
+    log.close()
     assert line.endswith("}\n") and line.count("\n") == 1
     record = json.loads(line)
     assert record == {

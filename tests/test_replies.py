@@ -6,10 +6,32 @@ import dns.flags
 import dns.message
 import dns.rcode
 import dns.rdatatype
+import dns.rrset
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from resolverguard import replies
-from resolverguard.wire import QueryHead, parse_query
+from resolverguard.wire import (
+    ADDITIONAL,
+    ANSWER,
+    AUTHORITY,
+    CNAME,
+    DNAME,
+    MX,
+    NS,
+    NSEC,
+    NSEC3,
+    OPT,
+    RRSIG,
+    SRV,
+    Message,
+    QueryHead,
+    parse_query,
+    read_message,
+    read_name,
+    within,
+)
 
 
 def head_for(name: str, qtype: str = "A", **kw) -> QueryHead:
@@ -61,3 +83,82 @@ def test_suffix_offset_walks_labels() -> None:
     assert replies.suffix_offset(question, 2) == 2
     assert replies.suffix_offset(question, 1) == 6
     assert replies.suffix_offset(question, 3) == 0 and replies.suffix_offset(question, 9) == 0
+
+
+def bailiwick_walk(wire: bytes, message: Message) -> list[bool]:
+    """The bailiwick rule as first written (every record walked in three passes, the CNAME/DNAME
+    chain to a fixed point): the reference the one-pass fast path must match exactly."""
+    records = message.records
+    chain, keep = {read_name(wire, 12)[0]}, [False] * len(records)
+    changed = True
+    while changed:
+        changed = False
+        for i, r in enumerate(records):
+            if keep[i] or r.section != ANSWER:
+                continue
+            if r.owner in chain or (r.rtype == DNAME and any(within(n, r.owner) for n in chain)):
+                keep[i] = changed = True
+                if r.rtype == CNAME:
+                    chain.add(message.target(wire, r) or ())
+    zones, targets = set(), set()
+    for i, r in enumerate(records):
+        if r.section == AUTHORITY and r.rtype != OPT and any(within(n, r.owner) for n in chain):
+            keep[i] = True
+            zones.add(r.owner)
+    for i, r in enumerate(records):
+        if r.section == AUTHORITY and not keep[i] and r.rtype in (NSEC, NSEC3, RRSIG):
+            keep[i] = any(within(r.owner, z) for z in zones)
+        if keep[i] and r.rtype in (NS, MX, SRV):
+            targets.add(message.target(wire, r))
+    for i, r in enumerate(records):
+        if r.section == ADDITIONAL:
+            keep[i] = r.rtype == OPT or r.owner in targets or r.owner in chain
+    return keep
+
+
+_NAMES = ["www.example.com.", "example.com.", "com.", ".", "cdn.example.net.", "victim.com.", "ns1.example.com."]
+_RECORDS = {
+    "A": "192.0.2.1",
+    "CNAME": "cdn.example.net.",
+    "DNAME": "example.net.",
+    "NS": "ns1.example.com.",
+    "MX": "10 mail.example.com.",
+    "SOA": "ns. host. 1 2 3 4 5",
+    "NSEC": "z.example.com. A",
+    "TXT": '"x"',
+}
+
+
+@settings(max_examples=1000, deadline=None, derandomize=True)
+@example(
+    [("answer", "www.example.com.", "A"), ("answer", "www.example.com.", "CNAME"), ("answer", "cdn.example.net.", "A")]
+)
+@example(
+    [
+        ("answer", "cdn.example.net.", "A"),
+        ("answer", "www.example.com.", "CNAME"),
+        ("additional", "cdn.example.net.", "A"),
+    ]
+)
+@example([("answer", "example.com.", "DNAME"), ("authority", "example.com.", "NSEC"), ("authority", "com.", "SOA")])
+@example([("answer", "www.example.com.", "MX"), ("authority", "com.", "NS"), ("additional", "ns1.example.com.", "A")])
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["answer", "authority", "additional"]),
+            st.sampled_from(_NAMES),
+            st.sampled_from(sorted(_RECORDS)),
+        ),
+        max_size=8,
+    )
+)
+def test_bailiwick_fast_path_keeps_exactly_what_the_full_walk_keeps(records: list[tuple[str, str, str]]) -> None:
+    query = dns.message.make_query("www.example.com", "A")
+    reply = dns.message.make_response(query)
+    for section, owner, rtype in records:
+        rrset = dns.rrset.from_text(owner, 300, "IN", rtype, _RECORDS[rtype])
+        getattr(reply, section).append(rrset)
+    wire = reply.to_wire()
+    message = read_message(wire)
+    assert message is not None
+    assert replies.bailiwick(wire, message) == bailiwick_walk(wire, message)

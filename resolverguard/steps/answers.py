@@ -94,12 +94,15 @@ def _skip_name(wire: bytes, at: int) -> int:
             return at
 
 
+_COUNTS, _RECORD_HEAD = struct.Struct("!HHHH"), struct.Struct("!HHIH")  # unpack_from: no slice per record
+
+
 def wire_layout(wire: bytes, min_ttl: int = 0, max_ttl: int = TTL_LIMIT, edns_opt: bytes = b"") -> WireLayout | None:
     """Reads a one-question answer once: every TTL field (served clamped to [min_ttl, max_ttl]),
     the answer's lowest TTL and the SOA timers; None when its layout is unusual (then it is not
     cached at all). A trailing OPT record is cut off; `edns_opt` is what EDNS clients get instead."""
     try:
-        qd, an, ns, ar = struct.unpack("!HHHH", wire[4:12])
+        qd, an, ns, ar = _COUNTS.unpack_from(wire, 4)
         if qd != 1:
             return None
         at = _skip_name(wire, 12) + 4
@@ -107,7 +110,7 @@ def wire_layout(wire: bytes, min_ttl: int = 0, max_ttl: int = TTL_LIMIT, edns_op
         for index in range(an + ns + ar):
             start = at
             at = _skip_name(wire, at)
-            rtype, _, ttl, rdlength = struct.unpack("!HHIH", wire[at : at + 10])
+            rtype, _, ttl, rdlength = _RECORD_HEAD.unpack_from(wire, at)
             if rtype == OPT:
                 if index != an + ns + ar - 1:
                     return None

@@ -1,0 +1,704 @@
+"""The query store: every query the log holds, and the client watch's alerts, in SQLite (issue #16).
+
+Why a database next to the JSON lines: the dashboard asks "what did this client ask for", "who asked
+for this name", "how many blocks per hour this month", and grepping a month of rotated files for each
+answer takes seconds. The JSON-lines log stays for log shippers.
+
+Shape, and why:
+- One table per UTC day (`queries_20261201`), dropped whole when it ages out or the store grows past
+  its size: retention costs one DROP TABLE, never a DELETE of millions of rows or a VACUUM. SQLite
+  reuses the freed pages for the next days, so the file stops growing at about `max_bytes` plus a day.
+- Ids come from one counter (`store_meta.next_id`) reserved per batch inside the batch's
+  transaction, so they grow across day tables (keyset paging by id works across days) and two
+  writers (the old and new log across a reload) never collide.
+- Names are also stored reversed (`moc.elpmaxe.www`): "this name or any name under it" is then a
+  range on an index (`rname >= 'moc.elpmaxe.' AND rname < 'moc.elpmaxe/'`), with no LIKE and so no
+  pattern metacharacters to escape.
+- Counts per minute and per hour by action, and per hour and per day by client and action, are
+  summed by the writer from each batch it inserts: the overview of a 10 M-row month then sums
+  ~3 k hour rows instead of counting 10 M (bench/store_scale.py measures it). Their resolution is
+  the minute (the hour for ranges over two days): a range counts every slot it touches.
+- Every value reaches SQL as a bound parameter; the only names put into SQL text are day tables,
+  which are built here from an integer day, never read from input.
+- The SQL sticks to what SQLite and PostgreSQL both run (`?` placeholders become `%s` there; the
+  few differences live in `Dialect`), so a PostgreSQL backend (#18) is a connection, not a rewrite.
+
+Writes come from one writer (resolverguard.logwriter), off the event loop; reads open their own
+connection (`QueryStore.open_for_reading`) and are meant to run in a worker thread.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+DAY = 86_400
+BLOCKING_ACTIONS = ("sinkhole", "nxdomain", "refuse", "servfail")  # verdicts.Action.blocks, as text
+MAX_LIMIT = 1000  # most rows one read returns, whatever it is asked for
+MAX_BUCKETS = 1000
+NOT_PASSED = "action <> 'pass'"  # the condition of the day tables' partial action index
+
+# One query as the writer hands it over: the query log's fields the dashboard reads.
+StoredQuery = tuple[
+    float,  # time (UNIX seconds)
+    str | None,  # client, as the privacy setting allows
+    str,  # qname
+    str,  # qtype
+    str,  # action
+    str,  # reason
+    float | None,  # score
+    str | None,  # upstream_rcode
+    float,  # latency_ms
+]
+
+
+class StoreError(Exception):
+    """The store cannot be opened or written (a bad path, a full disk, a file that is not SQLite)."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueryRow:
+    id: int
+    time: float
+    client: str | None
+    qname: str
+    qtype: str
+    action: str
+    reason: str
+    score: float | None
+    upstream_rcode: str | None
+    latency_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    start: float
+    queries: int
+    blocked: int
+
+
+@dataclass(frozen=True, slots=True)
+class Overview:
+    total: int
+    by_action: dict[str, int]
+    clients: int
+    series: list[Bucket]
+
+
+@dataclass(frozen=True, slots=True)
+class FlaggedClientRow:
+    client: str | None
+    time: float
+    until: float | None
+    names: tuple[str, ...]
+    family: str | None
+    mode: str
+
+
+@dataclass(frozen=True, slots=True)
+class LikelyC2Row:
+    name: str
+    time: float
+    until: float | None
+    clients: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """What differs between the SQL backends; everything else is shared text."""
+
+    query_id: str  # the id column of a day table (ids are given, not generated)
+    event_id: str  # the id column of an event table (generated)
+    slot: str  # a row's slot number, floor(time / {unit}), as this SQL writes it
+    begin_write: str  # a transaction that takes the write lock at once (no upgrade deadlock)
+    not_indexed: str  # a prefix that keeps the planner from using an index on a column ("" if it plans well)
+    used_bytes: tuple[str, ...]  # statements whose results multiply to the bytes the data occupies
+
+
+SQLITE = Dialect(
+    query_id="INTEGER PRIMARY KEY",
+    event_id="INTEGER PRIMARY KEY",
+    slot="CAST(time / {unit} AS INTEGER)",  # CAST truncates: floor for the positive times stored
+    begin_write="BEGIN IMMEDIATE",
+    not_indexed="+",
+    used_bytes=(
+        "SELECT (SELECT page_count FROM pragma_page_count()) - (SELECT freelist_count FROM pragma_freelist_count())",
+        "SELECT page_size FROM pragma_page_size()",
+    ),
+)
+POSTGRES = Dialect(
+    query_id="BIGINT PRIMARY KEY",
+    event_id="BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY",
+    slot="CAST(FLOOR(time / {unit}) AS BIGINT)",
+    begin_write="BEGIN",  # the counter's row lock (UPDATE store_meta) orders two writers
+    not_indexed="",
+    used_bytes=("SELECT pg_database_size(current_database())",),  # a dropped table's files go at once
+)
+
+# Counts kept beside the rows, per time slot: (table, slot length in seconds). Queries by action per
+# minute (ranges up to two days) and per hour (longer ones); clients per hour and per day.
+QUERY_COUNTS = (("query_minutes", 60), ("query_hours", 3600))
+CLIENT_COUNTS = (("client_hours", 3600), ("client_days", DAY))
+SHORT_RANGE = 2 * DAY  # up to this span the overview counts by the minute, beyond it by the hour
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS store_meta (name TEXT PRIMARY KEY, value BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS store_days (day INTEGER PRIMARY KEY)",
+    *(
+        f"CREATE TABLE IF NOT EXISTS {table} (slot BIGINT NOT NULL, action TEXT NOT NULL,"
+        " queries BIGINT NOT NULL, PRIMARY KEY (slot, action))"
+        for table, _ in QUERY_COUNTS
+    ),
+    *(
+        f"CREATE TABLE IF NOT EXISTS {table} (slot BIGINT NOT NULL, client TEXT NOT NULL, action TEXT NOT NULL,"
+        " queries BIGINT NOT NULL, PRIMARY KEY (slot, client, action))"
+        for table, _ in CLIENT_COUNTS
+    ),
+    "CREATE TABLE IF NOT EXISTS flagged_clients (id {event_id}, time DOUBLE PRECISION NOT NULL, client TEXT,"
+    " until DOUBLE PRECISION, names TEXT NOT NULL, family TEXT, mode TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS flagged_clients_time ON flagged_clients (time)",
+    "CREATE TABLE IF NOT EXISTS likely_c2 (id {event_id}, time DOUBLE PRECISION NOT NULL, name TEXT NOT NULL,"
+    " client TEXT, until DOUBLE PRECISION)",
+    "CREATE INDEX IF NOT EXISTS likely_c2_time ON likely_c2 (time)",
+    "INSERT INTO store_meta (name, value) VALUES ('next_id', 1) ON CONFLICT (name) DO NOTHING",
+)
+_DAY_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS {t} (id {query_id}, time DOUBLE PRECISION NOT NULL, client TEXT,"
+    " qname TEXT NOT NULL, rname TEXT NOT NULL, qtype TEXT NOT NULL, action TEXT NOT NULL, reason TEXT NOT NULL,"
+    " score DOUBLE PRECISION, upstream_rcode TEXT, latency_ms DOUBLE PRECISION NOT NULL)",
+    # No index on time: ids grow with time, so the primary key orders a day by time already.
+    "CREATE INDEX IF NOT EXISTS {t}_client ON {t} (client, id)",
+    # Only what was not passed: ~90% of the rows pass and are found by scanning the newest first,
+    # while blocks and logs (the dashboard's lists) are found at once; a third of the insert cost.
+    "CREATE INDEX IF NOT EXISTS {t}_action ON {t} (action, id) WHERE action <> 'pass'",
+)
+_COUNT_QUERIES = (
+    "INSERT INTO {table} (slot, action, queries) SELECT {slot}, action, COUNT(*) FROM {t}"
+    " WHERE id >= ? AND id <= ? GROUP BY {slot}, action"
+    " ON CONFLICT (slot, action) DO UPDATE SET queries = {table}.queries + excluded.queries"
+)
+_COUNT_CLIENTS = (
+    "INSERT INTO {table} (slot, client, action, queries) SELECT {slot}, COALESCE(client, ''), action, COUNT(*)"
+    " FROM {t} WHERE id >= ? AND id <= ? GROUP BY {slot}, COALESCE(client, ''), action"
+    " ON CONFLICT (slot, client, action) DO UPDATE SET queries = {table}.queries + excluded.queries"
+)
+# Made once a day is over (`index_finished_days`), never row by row: reversed names arrive in no
+# order, and an index kept up per row cost more than the rest of the insert (measured: 3.4 us a row
+# without it, 10.8 with it, at 300 k rows a day; every batch dirtied a page per row for the WAL).
+# Today's table is scanned for a name (a day of a home network: tens of ms).
+# (rname, client) answers "who asked for this name" from the index alone; the blocked names' index
+# answers "top blocked names" without reading the rows.
+_FINISHED_DAY_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS {t}_rname ON {t} (rname, client)",
+    "CREATE INDEX IF NOT EXISTS {t}_blocked ON {t} (action, qname) WHERE action <> 'pass'",
+)
+_COLUMNS = "id, time, client, qname, qtype, action, reason, score, upstream_rcode, latency_ms"
+
+
+def day_table(day: int) -> str:
+    """The table of UNIX day `day` (an int, so nothing from outside ever reaches SQL text)."""
+    return f"queries_{datetime.fromtimestamp(int(day) * DAY, UTC):%Y%m%d}"
+
+
+def reversed_name(name: str) -> str:
+    """`www.example.com` -> `moc.elpmaxe.www`: names under a domain share a prefix."""
+    return name.lower().rstrip(".")[::-1]
+
+
+def name_range(name: str) -> tuple[str, str, str]:
+    """(exact, low, high) for "this name or any name under it": rname = exact or low <= rname < high."""
+    exact = reversed_name(name)
+    return exact, exact + ".", exact + "/"  # '/' sorts right after '.'
+
+
+def _since_until(since: float, until: float) -> tuple[float, float]:
+    if not (since == since and until == until) or until < since:  # NaN or reversed: an empty range
+        return 0.0, 0.0
+    return float(since), float(until)
+
+
+def _limit(limit: int) -> int:
+    return max(1, min(int(limit), MAX_LIMIT))
+
+
+class QueryStore:
+    """One connection to the store: the writer's (`open_for_writing`) or a reader's."""
+
+    def __init__(self, connection: Any, path: str, dialect: Dialect = SQLITE) -> None:
+        """`connection`: sqlite3's, or a `PostgresConnection` (the same execute/executemany)."""
+        self._db, self.path, self._dialect = connection, path, dialect
+        self._lock = threading.Lock()  # one statement at a time: readers are called from pool threads
+        self._days: set[int] = set()  # day tables this writer knows exist
+        self._indexed: set[int] = set()  # days whose name index this writer made or found
+
+    # -- opening -------------------------------------------------------------------------------
+    @classmethod
+    def open_for_writing(cls, path: str | Path) -> QueryStore:
+        """Creates the store (folder, file, schema) when missing; raises StoreError saying why not.
+        `path`: an SQLite file, or a `postgresql://` URL (psycopg; the database must exist)."""
+        if is_postgres(path):
+            store = cls(PostgresConnection.open(str(path)), str(path), POSTGRES)
+            try:
+                store._create()
+            except Exception as err:  # noqa: BLE001 - psycopg.Error; its module is imported lazily
+                store.close()
+                raise StoreError(f"cannot open the query store {_safe(str(path))}: {err}") from None
+            return store
+        where = Path(path)
+        try:
+            where.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(str(where), isolation_level=None, check_same_thread=False, timeout=10.0)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA cache_size=-65536")
+            db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a power cut loses the last commits, never the file
+            store = cls(db, str(where))
+            store._create()
+        except (OSError, sqlite3.Error) as err:
+            raise StoreError(f"cannot open the query store {where}: {err}") from None
+        return store
+
+    @classmethod
+    def open_for_reading(cls, path: str | Path) -> QueryStore:
+        """Its own read-only connection, safe to use from any one thread at a time (calls are
+        serialised by a lock): the dashboard's reads run in `asyncio.to_thread`."""
+        if is_postgres(path):
+            store = cls(PostgresConnection.open(str(path)), str(path), POSTGRES)
+            try:
+                store._db.execute("SELECT value FROM store_meta WHERE name = 'next_id'").fetchone()
+            except Exception as err:  # noqa: BLE001 - psycopg.Error
+                store.close()
+                raise StoreError(f"cannot read the query store {_safe(str(path))}: {err}") from None
+            return store
+        where = Path(path)
+        if not where.is_file():
+            raise StoreError(f"no query store at {where} (is query_store.path set and the resolver running?)")
+        try:
+            db = sqlite3.connect(
+                f"{where.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+            )
+            db.execute("PRAGMA query_only=1")
+            db.execute("SELECT value FROM store_meta WHERE name = 'next_id'").fetchone()
+        except sqlite3.Error as err:
+            raise StoreError(f"cannot read the query store {where}: {err}") from None
+        return cls(db, str(where))
+
+    def _create(self) -> None:
+        for statement in _SCHEMA:
+            self._db.execute(statement.format(event_id=self._dialect.event_id))
+        self._days = set(self._known_days())
+        if self._days:  # a counter lost or behind (a restored copy): ids must still only grow
+            (top,) = self._db.execute(f"SELECT MAX(id) FROM {day_table(max(self._days))}").fetchone()  # noqa: S608
+            self._db.execute(
+                "UPDATE store_meta SET value = ? WHERE name = 'next_id' AND value <= ?", ((top or 0) + 1, top or 0)
+            )
+
+    def _known_days(self, low: int | None = None, high: int | None = None) -> list[int]:
+        """Day tables, newest first, optionally only those between `low` and `high`."""
+        if low is None or high is None:
+            rows = self._db.execute("SELECT day FROM store_days ORDER BY day DESC").fetchall()
+        else:
+            rows = self._db.execute(
+                "SELECT day FROM store_days WHERE day >= ? AND day <= ? ORDER BY day DESC", (low, high)
+            ).fetchall()
+        return [int(r[0]) for r in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- writing (the log writer only) ---------------------------------------------------------
+    def add(self, queries: Sequence[StoredQuery], events: Iterable[dict[str, Any]] = ()) -> None:
+        """One batch in one transaction: the queries (ids reserved from the counter), the minute
+        and hour counts, and the watch's alert events. Raises sqlite3.Error; the writer counts."""
+        events = list(events)
+        if not queries and not events:
+            return
+        with self._lock:
+            self._db.execute(self._dialect.begin_write)
+            try:
+                self._add_queries(queries)
+                self._add_events(events)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _add_queries(self, queries: Sequence[StoredQuery]) -> None:
+        if not queries:
+            return
+        (end,) = self._db.execute(
+            "UPDATE store_meta SET value = value + ? WHERE name = 'next_id' RETURNING value", (len(queries),)
+        ).fetchone()
+        first = int(end) - len(queries)
+        rows = [
+            (first + n, when, client, qname, qname.lower().rstrip(".")[::-1], qtype, action, reason, score, rcode, ms)
+            for n, (when, client, qname, qtype, action, reason, score, rcode, ms) in enumerate(queries)
+        ]
+        low, high = int(rows[0][1] // DAY), int(rows[-1][1] // DAY)
+        days = {low: rows} if low == high else _by_day(rows)
+        for day, some in days.items():
+            table = self._day_table(day)
+            self._db.executemany(
+                f"INSERT INTO {table} (id, time, client, qname, rname, qtype, action, reason, score,"  # noqa: S608 - a day table
+                " upstream_rcode, latency_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                some,
+            )
+            # The counts, summed in SQL from the rows just written (the range of their ids).
+            ids = (some[0][0], some[-1][0])
+            for statement, counts in ((_COUNT_QUERIES, QUERY_COUNTS), (_COUNT_CLIENTS, CLIENT_COUNTS)):
+                for name, unit in counts:
+                    slot = self._dialect.slot.format(unit=unit)
+                    self._db.execute(statement.format(table=name, slot=slot, t=table), ids)
+
+    def _day_table(self, day: int) -> str:
+        table = day_table(day)
+        if day not in self._days:
+            for statement in _DAY_SCHEMA:
+                self._db.execute(statement.format(t=table, query_id=self._dialect.query_id))
+            self._db.execute("INSERT INTO store_days (day) VALUES (?) ON CONFLICT (day) DO NOTHING", (day,))
+            self._days.add(day)
+        return table
+
+    def _add_events(self, events: list[dict[str, Any]]) -> None:
+        for event in events:
+            when = _event_time(event.get("time"))
+            until = _event_time(event.get("until")) if event.get("until") else None
+            if event.get("event") == "client_flagged":
+                self._db.execute(
+                    "INSERT INTO flagged_clients (time, client, until, names, family, mode) VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        when,
+                        event.get("client"),
+                        until,
+                        json.dumps(list(event.get("names") or [])),
+                        event.get("family_hint"),
+                        str(event.get("action") or "log"),
+                    ),
+                )
+            elif event.get("event") == "likely_c2":
+                self._db.execute(
+                    "INSERT INTO likely_c2 (time, name, client, until) VALUES (?, ?, ?, ?)",
+                    (when, str(event.get("name")), event.get("client"), until),
+                )
+
+    def index_finished_days(self, now: float) -> int:
+        """Builds the name index of each day table before today's that lacks one; returns how many."""
+        today, made = int(now // DAY), 0
+        with self._lock:
+            for day in sorted(self._known_days()):
+                if day < today and day not in self._indexed:
+                    for statement in _FINISHED_DAY_INDEXES:
+                        self._db.execute(statement.format(t=day_table(day)))
+                    self._indexed.add(day)
+                    made += 1
+        return made
+
+    def expire(self, now: float, retention_days: int, max_bytes: int) -> list[str]:
+        """Drops whole day tables: those older than `retention_days`, then the oldest while the
+        store is over `max_bytes` (0: no size bound; the newest day is always kept). Returns the
+        tables dropped. No VACUUM: the freed pages hold the next days' rows."""
+        dropped: list[str] = []
+        with self._lock:
+            days = sorted(self._known_days())
+            first_kept = int(now // DAY) - retention_days + 1
+            for day in [d for d in days if d < first_kept]:
+                dropped.append(self._drop(day))
+                days.remove(day)
+            while max_bytes and len(days) > 1 and self._used_bytes() > max_bytes:
+                dropped.append(self._drop(days.pop(0)))
+            if dropped:
+                cut = (days[0] if days else int(now // DAY)) * DAY
+                self._db.execute(self._dialect.begin_write)
+                for name, unit in (*QUERY_COUNTS, *CLIENT_COUNTS):
+                    self._db.execute(f"DELETE FROM {name} WHERE slot < ?", (cut // unit,))  # noqa: S608 - ours
+                self._db.execute("DELETE FROM flagged_clients WHERE time < ?", (cut,))
+                self._db.execute("DELETE FROM likely_c2 WHERE time < ?", (cut,))
+                self._db.execute("COMMIT")
+        return dropped
+
+    def _drop(self, day: int) -> str:
+        table = day_table(day)
+        self._db.execute(self._dialect.begin_write)
+        self._db.execute(f"DROP TABLE IF EXISTS {table}")
+        self._db.execute("DELETE FROM store_days WHERE day = ?", (day,))
+        self._db.execute("COMMIT")
+        self._days.discard(day)
+        return table
+
+    def _used_bytes(self) -> int:
+        """Bytes the store's data occupies (pages in use, not the free pages a drop left)."""
+        used = 1
+        for statement in self._dialect.used_bytes:
+            used *= int(self._db.execute(statement).fetchone()[0])
+        return used
+
+    # -- reading -------------------------------------------------------------------------------
+    def _days_between(self, since: float, until: float) -> list[int]:
+        return self._known_days(int(since // DAY), int(until // DAY))
+
+    def overview(self, since: float, until: float, buckets: int = 48) -> Overview:
+        """Queries by action, distinct clients and a series of `buckets` equal buckets over
+        [since, until), from the counts: by the minute for ranges up to SHORT_RANGE (every minute
+        the range touches counts), by the hour beyond; clients to the hour."""
+        since, until = _since_until(since, until)
+        buckets = max(1, min(int(buckets), MAX_BUCKETS))
+        table, unit = QUERY_COUNTS[0] if until - since <= SHORT_RANGE else QUERY_COUNTS[1]
+        low, high = int(since // unit), -int(-until // unit)  # every slot the range touches
+        width = max(1, -(-(high - low) // buckets))  # slots per bucket: a slot never straddles two
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                series = self._db.execute(
+                    "SELECT b, action, SUM(queries) FROM (SELECT (slot - ?) / ? AS b, action, queries"  # noqa: S608
+                    f" FROM {table} WHERE slot >= ? AND slot < ?) AS s GROUP BY b, action",
+                    (low, width, low, high),
+                ).fetchall()
+                clients = self._clients_between(since, until)
+            finally:
+                self._db.execute("COMMIT")
+        by_action: Counter[str] = Counter()
+        per_bucket: dict[int, list[int]] = {}
+        for bucket, action, queries in series:
+            blocked = action in BLOCKING_ACTIONS
+            by_action[str(action)] += int(queries)
+            counts = per_bucket.setdefault(int(bucket), [0, 0])
+            counts[0] += int(queries)
+            counts[1] += int(queries) if blocked else 0
+        count = -(-(high - low) // width) if high > low else 0
+        return Overview(
+            total=sum(by_action.values()),
+            by_action=dict(by_action),
+            clients=clients,
+            series=[Bucket(float((low + b * width) * unit), *per_bucket.get(b, (0, 0))) for b in range(count)],
+        )
+
+    def _client_counts(self, select: str, where: str = "") -> str:
+        """A UNION ALL of the day counts for the whole days inside the hours [since, until)
+        touches and of the hour counts for the hours at either end; its parameters: `_client_slots(...)`."""
+        return (
+            f"SELECT {select} FROM client_days WHERE slot >= ? AND slot < ? AND client <> ''{where}"
+            f" UNION ALL SELECT {select} FROM client_hours"
+            f" WHERE ((slot >= ? AND slot < ?) OR (slot >= ? AND slot < ?)) AND client <> ''{where}"
+        )
+
+    def _clients_between(self, since: float, until: float) -> int:
+        inner = self._client_counts("client")
+        (found,) = self._db.execute(
+            f"SELECT COUNT(DISTINCT client) FROM ({inner}) AS c",
+            _client_slots(since, until),  # noqa: S608 - fixed
+        ).fetchone()
+        return int(found or 0)
+
+    def search(
+        self,
+        *,
+        since: float,
+        until: float,
+        client: str | None = None,
+        name: str | None = None,
+        action: str | None = None,
+        reason: str | None = None,
+        limit: int = 100,
+        before_id: int | None = None,
+    ) -> list[QueryRow]:
+        """Queries in [since, until) matching every filter given, newest first; `name` matches the
+        name and any name under it; page with `before_id` (the last id of the previous page)."""
+        since, until = _since_until(since, until)
+        limit = _limit(limit)
+        where, params = ["time >= ?", "time < ?"], list[Any]([since, until])
+        # With a client, its index leads and `+action` (a no-op in SQL) keeps the planner off the
+        # action index: a quiet client's few rows beat a month of blocks checked one by one.
+        lead = self._dialect.not_indexed if client is not None else ""
+        for column, value in (("client", client), (f"{lead}action", action), ("reason", reason)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if action is not None and action != "pass" and client is None:
+            where.append(NOT_PASSED)  # lets the planner use the partial index of what was not passed
+        if name is not None:
+            where.append("(rname = ? OR (rname >= ? AND rname < ?))")
+            params.extend(name_range(name))
+        if before_id is not None:
+            where.append("id < ?")
+            params.append(int(before_id))
+        rows: list[QueryRow] = []
+        with self._lock:
+            for day in self._days_between(since, until):
+                found = self._db.execute(
+                    f"SELECT {_COLUMNS} FROM {day_table(day)} WHERE {' AND '.join(where)}"  # noqa: S608 - fixed text
+                    " ORDER BY id DESC LIMIT ?",
+                    (*params, limit - len(rows)),
+                ).fetchall()
+                rows.extend(QueryRow(*row) for row in found)
+                if len(rows) >= limit:
+                    break
+        return rows
+
+    def _grouped(
+        self, since: float, until: float, column: str, where: str, params: Sequence[Any], limit: int
+    ) -> list[tuple[str, int]]:
+        """COUNT(*) by `column` over the day tables in range, most first. A day wholly inside the
+        range gets no time condition, so a covering index can answer it without the rows."""
+        since, until = _since_until(since, until)
+        parts, values = [], list[Any]()
+        with self._lock:
+            for day in self._days_between(since, until):
+                whole = since <= day * DAY and (day + 1) * DAY <= until
+                parts.append(
+                    f"SELECT {column} AS k FROM {day_table(day)} WHERE "  # noqa: S608 - fixed text
+                    + ("1 = 1 " if whole else "time >= ? AND time < ? ")
+                    + where
+                )
+                values.extend((*params,) if whole else (since, until, *params))
+            if not parts:
+                return []
+            found = self._db.execute(
+                f"SELECT k, COUNT(*) FROM ({' UNION ALL '.join(parts)}) AS q WHERE k IS NOT NULL"  # noqa: S608
+                " GROUP BY k ORDER BY 2 DESC, 1 LIMIT ?",
+                (*values, _limit(limit)),
+            ).fetchall()
+        return [(str(k), int(n)) for k, n in found]
+
+    def top_names(
+        self, since: float, until: float, action: str | None = "sinkhole", limit: int = 10
+    ) -> list[tuple[str, int]]:
+        """The most asked names in [since, until), only those with `action` unless it is None."""
+        if action is None:
+            return self._grouped(since, until, "qname", "", (), limit)
+        extra = "" if action == "pass" else f" AND {NOT_PASSED}"
+        return self._grouped(since, until, "qname", f"AND action = ?{extra}", (action,), limit)
+
+    def top_clients(
+        self, since: float, until: float, action: str | None = None, limit: int = 10
+    ) -> list[tuple[str, int]]:
+        """The clients that asked most in the hours [since, until) touches (from the counts)."""
+        since, until = _since_until(since, until)
+        where = " AND action = ?" if action is not None else ""
+        days, hours, tail = _client_slots(since, until, split=True)
+        extra = (action,) if action is not None else ()
+        inner = self._client_counts("client, queries", where)
+        with self._lock:
+            found = self._db.execute(
+                f"SELECT client, SUM(queries) FROM ({inner}) AS c GROUP BY client ORDER BY 2 DESC, 1 LIMIT ?",  # noqa: S608
+                (*days, *extra, *hours, *tail, *extra, _limit(limit)),
+            ).fetchall()
+        return [(str(c), int(n)) for c, n in found]
+
+    def clients_of(self, name: str, since: float, until: float, limit: int = 20) -> list[tuple[str, int]]:
+        """Who asked for `name` (or a name under it) in [since, until), most queries first."""
+        return self._grouped(
+            since, until, "client", "AND (rname = ? OR (rname >= ? AND rname < ?))", name_range(name), limit
+        )
+
+    def flagged_clients(self, since: float) -> list[FlaggedClientRow]:
+        """Clients the watch flagged since `since`, newest first."""
+        with self._lock:
+            found = self._db.execute(
+                "SELECT client, time, until, names, family, mode FROM flagged_clients WHERE time >= ?"
+                " ORDER BY time DESC, id DESC LIMIT ?",
+                (float(since), MAX_LIMIT),
+            ).fetchall()
+        return [FlaggedClientRow(c, t, u, tuple(json.loads(n)), f, m) for c, t, u, n, f, m in found]
+
+    def likely_c2(self, since: float) -> list[LikelyC2Row]:
+        """Names the watch found to be likely C2 since `since`, one row per name (the clients it
+        was found for), newest first."""
+        with self._lock:
+            found = self._db.execute(
+                "SELECT name, time, until, client FROM likely_c2 WHERE time >= ? ORDER BY time DESC, id DESC LIMIT ?",
+                (float(since), MAX_LIMIT),
+            ).fetchall()
+        rows: dict[str, LikelyC2Row] = {}
+        for name, when, until, client in found:
+            seen = rows.get(name)
+            if seen is None:
+                rows[name] = LikelyC2Row(name, when, until, (client,) if client else ())
+            else:
+                clients = seen.clients + ((client,) if client and client not in seen.clients else ())
+                rows[name] = LikelyC2Row(name, seen.time, _later(seen.until, until), clients)
+        return list(rows.values())
+
+
+def _client_slots(since: float, until: float, split: bool = False) -> Any:
+    """For `_client_counts`: the whole days inside the hours [since, until) touches, then the hours
+    before and after them. `split`: as three pairs, for statements that put more between them."""
+    low, high = int(since // 3600), -int(-until // 3600)
+    first_day, end_day = -(-low // 24), high // 24
+    if first_day >= end_day:  # no whole day: all hours
+        days, hours, tail = (0, 0), (low, high), (0, 0)
+    else:
+        days, hours, tail = (first_day, end_day), (low, first_day * 24), (end_day * 24, high)
+    return (days, hours, tail) if split else (*days, *hours, *tail)
+
+
+def is_postgres(path: str | Path) -> bool:
+    return isinstance(path, str) and path.startswith(("postgresql://", "postgres://"))
+
+
+def _safe(url: str) -> str:
+    """A URL as an error message may show it: without its password."""
+    head, at, tail = url.rpartition("@")
+    if not at:
+        return url
+    scheme, _, user = head.partition("://")
+    return f"{scheme}://{user.split(':', 1)[0]}@{tail}"
+
+
+class PostgresConnection:
+    """psycopg behind the few methods the store calls on an sqlite3 connection: the SQL is shared,
+    only `?` placeholders become `%s` (the store's SQL has no literal `%` or `?`)."""
+
+    def __init__(self, connection: Any) -> None:
+        self._db = connection
+
+    @classmethod
+    def open(cls, url: str) -> PostgresConnection:
+        try:
+            import psycopg
+        except ImportError:
+            raise StoreError(
+                "a postgresql:// query store needs psycopg: pip install 'resolverguard[postgres]'"
+            ) from None
+        try:
+            return cls(psycopg.connect(url, autocommit=True))
+        except psycopg.Error as err:
+            raise StoreError(f"cannot connect to the query store {_safe(url)}: {err}") from None
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self._db.execute(sql.replace("?", "%s"), tuple(params) or None)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        with self._db.cursor() as cursor:
+            cursor.executemany(sql.replace("?", "%s"), rows)
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def _by_day(rows: list[tuple[Any, ...]]) -> dict[int, list[tuple[Any, ...]]]:
+    """A batch that spans midnight (UTC), split by day, in order."""
+    out: dict[int, list[tuple[Any, ...]]] = {}
+    for row in rows:
+        out.setdefault(int(row[1] // DAY), []).append(row)
+    return out
+
+
+def _later(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+def _event_time(value: Any) -> float:
+    """An event's time as UNIX seconds (the log writes ISO 8601 text)."""
+    if isinstance(value, int | float):
+        return float(value)
+    try:
+        return datetime.fromisoformat(str(value)).timestamp()
+    except ValueError:
+        return 0.0

@@ -1,0 +1,277 @@
+"""The verdict service behind the Unbound module: resolverguard's decisions, asked over a Unix socket.
+
+Why a separate process (measured in issue #17's prototype): a module that imports numpy dies on
+`unbound-control reload` and SIGHUP (Unbound re-initialises Python and numpy cannot be imported twice
+in one process, numpy/numpy#28271), and one LiteRT interpreter shared by Unbound's threads gives wrong
+scores. So the module Unbound loads (`resolverguard/unbound_module.py`) imports only the standard
+library and asks this service, which holds the same policy file, lists, thresholds, client groups,
+verdict cache, model and query log as `resolverguard serve`, through the same decision steps
+(`pipeline.decision_steps`). Requests from all of Unbound's threads arrive on one event loop, so
+names asked in the same loop turn are scored in one batch (`resolverguard.batching`).
+
+The protocol is one line each way per query, on one connection per Unbound thread (the module asks,
+waits, then asks again; it never pipelines):
+
+    ask:    QNAME <TAB> QTYPE <TAB> CLIENT-ADDRESS-or-"-" <LF>
+    answer: "P" <LF>                                           pass: Unbound resolves as usual
+            "B" <TAB> RCODE <TAB> CACHE <TAB> ANSWER <TAB> AUTHORITY <LF>
+
+`ANSWER` and `AUTHORITY` are one resource record each in presentation form (or empty), what the
+module hands to Unbound's `DNSMessage`; `CACHE` is 1 when the block holds for every client (no client
+groups or client-scoped list rules), so the module may store it in Unbound's message cache for its
+TTL and repeats never reach Python again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from resolverguard.chain import Check, Outcome, Request, Step, link
+from resolverguard.config import Config, load_config
+from resolverguard.errors import ConfigError, ResolverGuardError
+from resolverguard.groups import GroupDirectory
+from resolverguard.model import TFLiteScorer, load_model
+from resolverguard.pipeline import decision_steps, groups_for
+from resolverguard.server import finish
+from resolverguard.service import settle_memory
+from resolverguard.steps.cache import VerdictCache
+from resolverguard.steps.querylog import FLUSH_SECONDS, QueryLog, QueryLogStep
+from resolverguard.verdicts import Action
+from resolverguard.wire import AAAA, NOERROR, NXDOMAIN, REFUSED, SERVFAIL, A, QueryHead
+
+DEFAULT_SOCKET = Path("/run/resolverguard/unbound.sock")
+MODULE_FILE = Path(__file__).resolve().parent / "unbound_module.py"
+PASS_LINE = b"P\n"
+_RCODES = {Action.NXDOMAIN: NXDOMAIN, Action.REFUSE: REFUSED, Action.SERVFAIL: SERVFAIL}
+_SOA_TAIL = "sinkhole.resolverguard.invalid. hostmaster.resolverguard.invalid. 1 3600 600 86400"
+_RD = 0x0100
+
+
+def block_line(request: Request, action: Action, cacheable: bool) -> bytes:
+    """The answer line for a blocking verdict: the same records the standalone block step writes
+    (`steps/block.py`): A/AAAA get the sinkhole address, other types NODATA with a SOA whose
+    minimum is the sinkhole TTL, NXDOMAIN the same SOA; REFUSED and SERVFAIL no records."""
+    group, qname = request.group, request.qname
+    if group is None:  # the group step always runs first; a request without one is a bug
+        raise ValueError("no client group on the request")
+    sinkhole = group.sinkhole
+    if action in (Action.REFUSE, Action.SERVFAIL):
+        return f"B\t{_RCODES[action]}\t0\t\t\n".encode()
+    cache = int(cacheable)
+    if action is Action.SINKHOLE and request.qtype in (A, AAAA):
+        kind, address = ("A", sinkhole.ipv4) if request.qtype == A else ("AAAA", sinkhole.ipv6)
+        return f"B\t{NOERROR}\t{cache}\t{qname} {sinkhole.ttl} IN {kind} {address}\t\n".encode()
+    zone = f"{request.name.registrable}." if request.name and request.name.registrable else qname
+    soa = f"{zone} {sinkhole.ttl} IN SOA {_SOA_TAIL} {sinkhole.ttl}"
+    rcode = NXDOMAIN if action is Action.NXDOMAIN else NOERROR
+    return f"B\t{rcode}\t{cache}\t\t{soa}\n".encode()
+
+
+class VerdictLine:
+    """Last check of the service's chain: the verdict as the answer line (a block, or pass)."""
+
+    def __init__(self, groups: GroupDirectory) -> None:
+        # Only a decision that holds for every client may go into Unbound's shared cache.
+        self._cacheable = not groups.groups and not groups.default.lists.scoped
+
+    def check(self, request: Request) -> Outcome:
+        verdict = request.verdict
+        if verdict is None or not verdict.action.blocks:
+            return PASS_LINE
+        return block_line(request, verdict.action, self._cacheable)
+
+
+async def _never(request: Request) -> bytes | None:
+    raise AssertionError("VerdictLine answers every query")  # pragma: no cover - link needs a last step
+
+
+@dataclass(frozen=True)
+class VerdictChain:
+    """The decision chain for one policy, and the state a reload carries over."""
+
+    chain: Any  # resolverguard.chain.Next
+    log: QueryLog
+    cache: VerdictCache
+
+    @classmethod
+    def build(cls, cfg: Config, model: TFLiteScorer, stderr: TextIO | None, old: VerdictChain | None) -> VerdictChain:
+        """The query log, then the decision steps `resolverguard serve` runs (group, name, lists,
+        verdict cache, score, policy), and the answer line. (No pause switch yet: the service has no
+        control socket; stopping it lets every name pass.)"""
+        groups = groups_for(cfg, model.metadata.thresholds)
+        cache = VerdictCache.carried(old.cache if old else None, cfg.cache.size, cfg.cache.ttl, model)
+        log = QueryLog.carried(
+            old.log if old else None, cfg.query_log, cfg.query_store, lambda c, store: QueryLog(c, stderr, store=store)
+        )
+        steps: list[Step | Check] = [QueryLogStep(log)] if log.enabled else []
+        steps += [*decision_steps(cfg, model, groups, cache), VerdictLine(groups)]
+        return cls(link(steps, _never), log, cache)
+
+
+class VerdictService:
+    """Answers the module's lines on a Unix socket; SIGHUP re-reads the policy (a broken one is
+    rejected and the old stays, as `resolverguard serve` does)."""
+
+    def __init__(
+        self, cfg: Config, model: TFLiteScorer, path: Path, config_path: Path | None, stderr: TextIO | None = None
+    ) -> None:
+        self.cfg, self.model, self.path, self.config_path, self.stderr = cfg, model, path, config_path, stderr
+        self.current = VerdictChain.build(cfg, model, stderr, None)
+        self.asked = self.blocked = 0
+        self._server: asyncio.AbstractServer | None = None
+        self._flusher: asyncio.TimerHandle | None = None
+
+    def say(self, text: str) -> None:
+        print(f"resolverguard: {text}", file=self.stderr or sys.stderr, flush=True)
+
+    async def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()  # a socket left by a service that was killed
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_unix_server(lambda: ModuleConnection(self), str(self.path))
+        os.chmod(self.path, 0o666)  # Unbound runs as its own user; the socket is the only way in
+        self._flush_log_later()
+
+    def _flush_log_later(self) -> None:
+        self.current.log.flush()
+        self._flusher = asyncio.get_running_loop().call_later(FLUSH_SECONDS, self._flush_log_later)
+
+    def reload(self) -> bool:
+        if self.config_path is None:
+            self.say("reload: no policy file; nothing to reload")
+            return False
+        try:
+            cfg = load_config(self.config_path)
+            model = self.model if cfg.model == self.cfg.model else load_model(cfg.model)
+            fresh = VerdictChain.build(cfg, model, self.stderr, self.current)
+        except ConfigError as err:
+            self.say(f"reload rejected, previous policy stays in force: {err.location()}")
+            return False
+        except ResolverGuardError as err:
+            self.say(f"reload rejected, previous policy stays in force: {err}")
+            return False
+        old, self.current, self.cfg, self.model = self.current, fresh, cfg, model
+        if old.log is not fresh.log:
+            old.log.close()
+        self.say(f"reloaded {self.config_path}")
+        return True
+
+    def answer(self, line: bytes, reply: Any) -> None:
+        """Runs one asked line through the chain; `reply(bytes)` gets the answer line, at once
+        when nothing must wait (lists, cached verdicts) or when the model's batch is done."""
+        self.asked += 1
+        request = self.request(line)
+        if request is None:
+            reply(PASS_LINE)  # a line we cannot read must never block a name: fail open
+            return
+        coro = self._decide(request, reply)
+        try:
+            waiting_on = coro.send(None)
+        except StopIteration:
+            return
+        asyncio.ensure_future(finish(coro, waiting_on))
+
+    async def _decide(self, request: Request, reply: Any) -> None:
+        try:
+            line = await self.current.chain(request)
+        except Exception as err:  # noqa: BLE001 - a bug in one decision must pass the name, not stop the service
+            self.say(f"internal error, name passed: {type(err).__name__}: {err}")
+            line = PASS_LINE
+        if line != PASS_LINE:
+            self.blocked += 1
+        reply(line or PASS_LINE)
+
+    @staticmethod
+    def request(line: bytes) -> Request | None:
+        try:
+            qname, qtype, client = line.decode("ascii", "replace").split("\t")
+            fqdn = qname if qname.endswith(".") else qname + "."
+            head = QueryHead(0, _RD, fqdn, int(qtype), 1, b"", False, 512, False)
+        except ValueError:
+            return None
+        address = (client if client != "-" else "", 0)
+        return Request(head, b"", address, "unbound", time.monotonic())
+
+    async def stop(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        self.current.log.close()
+
+
+class ModuleConnection(asyncio.Protocol):
+    """One Unbound thread's connection: lines in, lines out, in order (the module waits for each)."""
+
+    def __init__(self, service: VerdictService) -> None:
+        self._service, self._buffer = service, b""
+        self._transport: asyncio.WriteTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        while (end := self._buffer.find(b"\n")) >= 0:
+            line, self._buffer = self._buffer[:end], self._buffer[end + 1 :]
+            self._service.answer(line, self._write)
+        if len(self._buffer) > 4096 and self._transport is not None:  # no name is that long: not the module
+            self._transport.close()
+
+    def _write(self, line: bytes) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(line)
+
+
+def module_config(socket_path: Path, module: Path = MODULE_FILE) -> str:
+    """What `resolverguard unbound-module` prints: the lines for unbound.conf and the environment
+    Unbound needs (Debian's embedded Python does not look in dist-packages by itself)."""
+    return (
+        f"# resolverguard module: {module}\n"
+        "# unbound.conf (server: module-config puts the module before the iterator):\n"
+        "server:\n"
+        '    module-config: "python iterator"   # "python validator iterator" with DNSSEC validation\n'
+        "python:\n"
+        f'    python-script: "{module}"\n'
+        "# Unbound's environment (e.g. systemctl edit unbound, [Service] section):\n"
+        "#   Environment=PYTHONPATH=/usr/lib/python3/dist-packages\n"
+        f"#   Environment=RESOLVERGUARD_SOCKET={socket_path}\n"
+        "# and the verdict service it asks (fails open while the service is down):\n"
+        f"#   resolverguard unbound-service --config /etc/resolverguard/policy.yaml --socket {socket_path}\n"
+    )
+
+
+async def run_service(service: VerdictService) -> None:
+    """Serves until SIGTERM or SIGINT; SIGHUP reloads the policy."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    def reload() -> None:
+        if service.reload():
+            settle_memory()
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    try:
+        await service.start()
+        settle_memory()
+        service.say(
+            f"verdict service for Unbound on {service.path}, model {service.model.metadata.model_version}, "
+            f"mode {service.cfg.mode.value}"
+        )
+        await stop.wait()
+    finally:
+        await service.stop()

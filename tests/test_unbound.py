@@ -1,0 +1,336 @@
+"""resolverguard as an Unbound module: Debian's Unbound started by the test on 127.0.0.1 (its own config,
+port, pidfile and control socket, no root), forwarding to the test's stub upstream, with the module
+asking a real `resolverguard unbound-service` process; dnspython is the client.
+
+`.ci/run` installs unbound and python3-unbound; without them the tests that run Unbound are skipped
+with that reason (the service's protocol and the module's imports are checked everywhere).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import dns.message
+import dns.query
+import dns.rcode
+import dns.rdatatype
+import pytest
+from dnsfixtures import ROOT, UPSTREAM_A, Upstream, free_port, run_upstream, wait_for
+
+from resolverguard.unboundservice import MODULE_FILE
+
+UNBOUND = shutil.which("unbound") or "/usr/sbin/unbound"
+UNBOUND_CONTROL = shutil.which("unbound-control") or "/usr/sbin/unbound-control"
+DIST_PACKAGES = "/usr/lib/python3/dist-packages"  # where Debian's python3-unbound puts unboundmodule.py
+needs_unbound = pytest.mark.skipif(
+    not Path(UNBOUND).exists() or not Path(DIST_PACKAGES, "unboundmodule.py").exists(),
+    reason="needs Debian's unbound and python3-unbound (apt-get install unbound python3-unbound; .ci/run does)",
+)
+DGA = "xkq3vbh7tzpq.com"  # the shipped model's sinkhole example (README)
+
+
+@dataclass
+class Unbound:
+    port: int
+    conf: Path
+    log: Path
+    proc: subprocess.Popen[bytes]
+
+    def ask(self, name: str, qtype: str = "A", timeout: float = 2.0) -> dns.message.Message:
+        return dns.query.udp(dns.message.make_query(name, qtype), "127.0.0.1", port=self.port, timeout=timeout)
+
+    def control(self, *words: str) -> str:
+        out = subprocess.run(
+            [UNBOUND_CONTROL, "-c", str(self.conf), *words], capture_output=True, text=True, timeout=30
+        )
+        assert out.returncode == 0, out.stderr + out.stdout
+        return out.stdout
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+def unbound_conf(work: Path, port: int, upstream: int, threads: int) -> Path:
+    conf = work / "unbound.conf"
+    conf.write_text(
+        f'server:\n  interface: 127.0.0.1@{port}\n  port: {port}\n  do-daemonize: no\n  username: ""\n'
+        f'  chroot: ""\n  directory: "{work}"\n  pidfile: "{work}/unbound.pid"\n  use-syslog: no\n'
+        f'  logfile: "{work}/unbound.log"\n  verbosity: 1\n  num-threads: {threads}\n'
+        "  do-not-query-localhost: no\n  access-control: 127.0.0.0/8 allow\n  qname-minimisation: no\n"
+        '  module-config: "python iterator"\n'
+        f'python:\n  python-script: "{MODULE_FILE}"\n'
+        f'remote-control:\n  control-enable: yes\n  control-interface: "{work}/control.sock"\n'
+        f'forward-zone:\n  name: "."\n  forward-addr: 127.0.0.1@{upstream}\n'
+    )
+    return conf
+
+
+@contextlib.contextmanager
+def run_unbound(
+    work: Path, upstream: int, socket_path: Path, threads: int = 1, timeout: float = 3.0
+) -> Iterator[Unbound]:
+    port = free_port()
+    conf = unbound_conf(work, port, upstream, threads)
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": DIST_PACKAGES}
+    env["RESOLVERGUARD_SOCKET"] = str(socket_path)
+    env["RESOLVERGUARD_TIMEOUT"] = str(timeout)  # 3 s: a busy test machine must not turn a slow verdict into a pass
+    proc = subprocess.Popen([UNBOUND, "-d", "-c", str(conf)], env=env, stderr=subprocess.DEVNULL)
+    unbound = Unbound(port, conf, work / "unbound.log", proc)
+    try:
+        deadline = time.monotonic() + 30
+        while "start of service" not in unbound.log_text():
+            assert proc.poll() is None, f"unbound exited: {unbound.log_text()}"
+            assert time.monotonic() < deadline, f"unbound did not start: {unbound.log_text()}"
+            time.sleep(0.05)
+        yield unbound
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+@contextlib.contextmanager
+def run_service(work: Path, socket_path: Path, policy: str = "") -> Iterator[subprocess.Popen[str]]:
+    """`resolverguard unbound-service` with the shipped model, its query log in work/queries.jsonl."""
+    config = work / "policy.yaml"
+    config.write_text(f"query_log: '{work}/queries.jsonl'\n{policy}")
+    cmd = [
+        sys.executable,
+        "-m",
+        "resolverguard",
+        "unbound-service",
+        "--config",
+        str(config),
+        "--socket",
+        str(socket_path),
+    ]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(proc, "verdict service for Unbound")
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+def logged(work: Path) -> list[dict[str, object]]:
+    time.sleep(0.7)  # the service flushes its query log every 0.5 s
+    path = work / "queries.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def addresses(reply: dns.message.Message) -> list[str]:
+    return [rr.to_text() for rrset in reply.answer for rr in rrset]
+
+
+@pytest.fixture
+def upstream() -> Iterator[Upstream]:
+    with run_upstream(Upstream()) as up:
+        yield up
+
+
+@needs_unbound
+def test_a_benign_name_resolves_and_a_dga_name_gets_the_sinkhole_stored_in_unbounds_cache(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    sock = tmp_path / "verdicts.sock"
+    with run_service(tmp_path, sock), run_unbound(tmp_path, upstream.port, sock) as unbound:
+        assert addresses(unbound.ask("example.com")) == [UPSTREAM_A]
+        assert addresses(unbound.ask(DGA)) == ["0.0.0.0"]
+        assert addresses(unbound.ask(f"www.{DGA}", "AAAA")) == ["::"]
+        mx = unbound.ask(DGA, "MX")  # other types: NODATA with the sinkhole SOA, as `serve` answers
+        assert mx.rcode() == dns.rcode.NOERROR and not mx.answer
+        assert [rrset.rdtype for rrset in mx.authority] == [dns.rdatatype.SOA]
+        assert mx.authority[0].ttl == 60
+        again = unbound.ask(DGA)
+        assert addresses(again) == ["0.0.0.0"] and 0 < again.answer[0].ttl <= 60
+        lines = logged(tmp_path)
+    assert f"{DGA}." not in upstream.queries and "example.com." in upstream.queries
+    dga_a = [x for x in lines if x["qname"] == DGA and x["qtype"] == "A"]
+    assert len(dga_a) == 1, "the repeat was answered from Unbound's cache, never reaching Python"
+    assert dga_a[0]["action"] == "sinkhole" and dga_a[0]["reason"] == "model"
+    assert dga_a[0]["transport"] == "unbound" and dga_a[0]["client"] == "127.0.0.1"
+    benign = next(x for x in lines if x["qname"] == "example.com")
+    assert benign["action"] == "pass"
+
+
+@needs_unbound
+def test_a_client_group_in_monitor_mode_is_logged_not_blocked_and_not_cached_for_others(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    policy = "groups:\n  - name: lab\n    clients: [127.0.0.0/8]\n    mode: monitor\n"
+    sock = tmp_path / "verdicts.sock"
+    with run_service(tmp_path, sock, policy), run_unbound(tmp_path, upstream.port, sock) as unbound:
+        assert addresses(unbound.ask(DGA)) == [UPSTREAM_A]
+        lines = logged(tmp_path)
+    assert [(x["action"], x.get("would")) for x in lines if x["qname"] == DGA] == [("log", "sinkhole")]
+
+
+@needs_unbound
+def test_with_the_service_down_names_pass_and_are_counted_then_blocking_resumes(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    sock = tmp_path / "verdicts.sock"
+    with run_unbound(tmp_path, upstream.port, sock) as unbound:
+        assert addresses(unbound.ask(f"a.{DGA}")) == [UPSTREAM_A]  # fail open: resolution never waits on us
+        assert "unreachable" in unbound.log_text() and "passed_unasked=1" in unbound.log_text()
+        with run_service(tmp_path, sock):
+            time.sleep(1.1)  # the module tries again after RETRY_SECONDS
+            assert addresses(unbound.ask(f"b.{DGA}")) == ["0.0.0.0"]
+
+
+def answer_ok(unbound: Unbound, name: str, want: str) -> bool:
+    """One query as a stub resolver asks: three tries, 1 s apart."""
+    for _ in range(3):
+        with contextlib.suppress(dns.exception.Timeout):
+            return addresses(unbound.ask(name, timeout=1.0)) == [want]
+    return False
+
+
+@needs_unbound
+@pytest.mark.parametrize("threads", [1, 2])
+def test_reload_and_sighup_under_queries_keep_unbound_up_and_every_answer_right(
+    tmp_path: Path, upstream: Upstream, threads: int
+) -> None:
+    sock = tmp_path / "verdicts.sock"
+    results: list[bool] = []
+    stop = threading.Event()
+    with run_service(tmp_path, sock), run_unbound(tmp_path, upstream.port, sock, threads) as unbound:
+
+        def ask_forever(worker: int) -> None:
+            i = 0
+            while not stop.is_set():
+                i += 1
+                benign = answer_ok(unbound, f"host{worker}-{i}.example.com", UPSTREAM_A)
+                results.append(benign and answer_ok(unbound, f"w{worker}n{i}.{DGA}", "0.0.0.0"))
+
+        askers = [threading.Thread(target=ask_forever, args=(w,)) for w in range(4)]
+        for t in askers:
+            t.start()
+        try:
+            for n in range(6):
+                time.sleep(0.3)
+                if n % 2:
+                    unbound.proc.send_signal(signal.SIGHUP)
+                else:
+                    unbound.control("reload")
+        finally:
+            time.sleep(0.5)
+            stop.set()
+            for t in askers:
+                t.join(20)
+        assert unbound.proc.poll() is None, unbound.log_text()
+        assert unbound.log_text().count("resolverguard: module loaded") == 7  # started, then 6 reloads
+        assert addresses(unbound.ask(f"after.{DGA}")) == ["0.0.0.0"]
+    wrong = f"{results.count(False)} of {len(results)} wrong or lost; unbound log: {unbound.log_text()[-3000:]}"
+    assert len(results) >= 20 and all(results), wrong
+    assert "fatal" not in unbound.log_text()
+
+
+@needs_unbound
+def test_unbound_module_prints_lines_that_unbound_checkconf_accepts(tmp_path: Path) -> None:
+    sock = tmp_path / "v.sock"
+    out = subprocess.run(
+        [sys.executable, "-m", "resolverguard", "unbound-module", "--socket", str(sock)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert str(MODULE_FILE) in out and MODULE_FILE.exists() and f"RESOLVERGUARD_SOCKET={sock}" in out
+    conf = tmp_path / "unbound.conf"
+    base = f'server:\n  username: ""\n  chroot: ""\n  directory: "{tmp_path}"\n'
+    conf.write_text(base + "\n".join(line for line in out.splitlines() if not line.startswith("server:")) + "\n")
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": DIST_PACKAGES}
+    check = subprocess.run(["unbound-checkconf", str(conf)], capture_output=True, text=True, env=env)
+    assert check.returncode == 0, check.stderr + check.stdout
+
+
+def test_the_module_imports_only_the_standard_library_and_unbounds_own() -> None:
+    """What keeps `unbound-control reload` safe: Unbound re-initialises Python, and numpy (or anything
+    that loads it: LiteRT, resolverguard itself) cannot be imported twice in one process."""
+    import ast
+
+    tree = ast.parse(MODULE_FILE.read_text(encoding="utf-8"))
+    imported = {
+        alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+    }
+    imported |= {
+        node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
+    }
+    assert imported - {"unboundmodule"} <= set(sys.stdlib_module_names), imported
+
+
+def ask_service(sock_path: Path, *lines: bytes) -> list[bytes]:
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(str(sock_path))
+        answers = []
+        for line in lines:
+            s.sendall(line)
+            data = b""
+            while not data.endswith(b"\n"):
+                data += s.recv(4096)
+            answers.append(data)
+    return answers
+
+
+def test_the_service_answers_the_modules_lines_pass_block_and_fail_open_on_nonsense(tmp_path: Path) -> None:
+    sock = tmp_path / "verdicts.sock"
+    policy = "lists:\n  deny: [bad.example]\nsinkhole:\n  ttl: 30\n"
+    with run_service(tmp_path, sock, policy):
+        benign, dga, mx, denied, nonsense = ask_service(
+            sock,
+            b"example.com.\t1\t192.0.2.7\n",
+            f"{DGA}.\t1\t-\n".encode(),
+            f"{DGA}.\t15\t-\n".encode(),
+            b"www.bad.example.\t28\t::1\n",
+            b"no tabs here\n",
+        )
+    assert benign == b"P\n" and nonsense == b"P\n"
+    assert dga == f"B\t0\t1\t{DGA}. 30 IN A 0.0.0.0\t\n".encode()
+    soa = f"{DGA}. 30 IN SOA sinkhole.resolverguard.invalid. hostmaster.resolverguard.invalid. 1 3600 600 86400 30"
+    assert mx == f"B\t0\t1\t\t{soa}\n".encode()
+    assert denied == b"B\t0\t1\twww.bad.example. 30 IN AAAA ::\t\n"
+
+
+@needs_unbound
+def test_a_service_that_never_answers_costs_one_timeout_then_names_pass(tmp_path: Path, upstream: Upstream) -> None:
+    import socket
+
+    sock = tmp_path / "silent.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as silent:
+        silent.bind(str(sock))
+        silent.listen(8)  # accepts (the kernel's backlog) and never reads or answers
+        with run_unbound(tmp_path, upstream.port, sock, timeout=0.3) as unbound:
+            started = time.monotonic()
+            assert addresses(unbound.ask(f"a.{DGA}", timeout=5)) == [UPSTREAM_A]
+            assert 0.3 <= time.monotonic() - started < 3
+            assert addresses(unbound.ask(f"b.{DGA}", timeout=5)) == [UPSTREAM_A]  # within RETRY_SECONDS: not asked
+            assert "names pass unscored" in unbound.log_text()
+
+
+def test_sighup_rereads_the_services_policy_and_a_broken_one_keeps_the_old(tmp_path: Path) -> None:
+    sock = tmp_path / "verdicts.sock"
+    with run_service(tmp_path, sock) as service:
+        assert ask_service(sock, f"{DGA}.\t1\t-\n".encode())[0].startswith(b"B\t")
+        (tmp_path / "policy.yaml").write_text(f"lists:\n  allow: [{DGA}]\n")
+        service.send_signal(signal.SIGHUP)
+        wait_for(service, "reloaded")
+        assert ask_service(sock, f"www.{DGA}.\t1\t-\n".encode()) == [b"P\n"]
+        (tmp_path / "policy.yaml").write_text("thresholds:\n  sinkhole: 7\n")
+        service.send_signal(signal.SIGHUP)
+        assert "policy.yaml:2: thresholds.sinkhole" in wait_for(service, "reload rejected")
+        assert ask_service(sock, f"www.{DGA}.\t1\t-\n".encode()) == [b"P\n"]  # the allow list stays in force
