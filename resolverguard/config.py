@@ -30,6 +30,7 @@ from dataclasses import Field, dataclass, field, fields, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from resolverguard.errors import ConfigError
 from resolverguard.lists import ListFormat
@@ -540,6 +541,66 @@ class ClientWatchConfig:
     on_flag: AlertHookConfig = section(AlertHookConfig, "the alert hook")
 
 
+def _redis_url(value: Any) -> str | None:
+    """`redis://[user:password@]host[:port][/db]`, `rediss://` (TLS) or `unix:///path`; off: no sync."""
+    if value in (False, "off", None):
+        return None
+    if not isinstance(value, str) or not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError(f"{value!r} is not a redis://, rediss:// or unix:// URL")
+    parsed = urlsplit(value)
+    try:
+        port = parsed.port
+    except ValueError:
+        raise ValueError(f"{_redacted(value)!r}: the port is not a number between 0 and 65535") from None
+    if parsed.scheme == "unix" and not parsed.path:
+        raise ValueError(f"{value!r}: a unix:// URL needs the socket's path")
+    if parsed.scheme != "unix" and (not parsed.hostname or port == 0):
+        raise ValueError(f"{_redacted(value)!r}: a redis URL needs a host (and a port from 1 to 65535)")
+    if parsed.path.strip("/") and parsed.scheme != "unix" and not parsed.path.strip("/").isdigit():
+        raise ValueError(f"{_redacted(value)!r}: the path is a database number, e.g. /0")
+    return value
+
+
+def _redacted(url: str) -> str:
+    """The URL without its password, for errors and log lines."""
+    parsed = urlsplit(url)
+    if parsed.password is None:
+        return url
+    host = parsed.netloc.rpartition("@")[2]
+    return parsed._replace(netloc=f"{parsed.username or ''}:***@{host}").geturl()
+
+
+def _key_prefix(value: Any) -> str:
+    text = _text(value)
+    if any(c in text for c in " *?[]"):
+        raise ValueError(f"{text!r}: a key prefix may not hold spaces or glob characters (* ? [ ])")
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class SyncConfig:
+    """`sync:`, what instances share through Redis (docs/scale-out.md); off unless `redis` is set."""
+
+    redis: str | None = key(None, _redis_url, "Redis URL the instances share state through", shown="off")
+    prefix: str = key("resolverguard", _key_prefix, "prefix of every Redis key and channel (one per fleet)")
+    timeout: float = key(0.5, _real(0.01, 30), "seconds one Redis call may take before it counts as down")
+    tls_ca: Path | None = path_key(
+        None, _path, "CA file a rediss:// server's certificate is checked with", shown="the system's CAs"
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return self.redis is not None
+
+    def problem(self) -> tuple[str, str] | None:
+        if self.tls_ca is not None and not (self.redis or "").startswith("rediss://"):
+            return ("tls_ca", "is only used with a rediss:// (TLS) URL in redis")
+        return None
+
+    def redacted(self) -> str:
+        return _redacted(self.redis or "off")
+
+
 GROUP_WATCH_KEYS = ("enabled", "action", "block_action")  # what a client group may set in its client_watch
 
 
@@ -661,6 +722,10 @@ class Config:
     )
     client_watch: ClientWatchConfig = section(ClientWatchConfig, "the client watch: DGA walks seen in the answers")
     dashboard: DashboardConfig = section(DashboardConfig, "the web dashboard and HTTP API")
+    proxy_protocol: tuple[str, ...] = key(
+        (), _list_of(_network), "load balancers (dnsdist) whose queries carry a PROXY v2 header with the real client"
+    )
+    sync: SyncConfig = section(SyncConfig, "state shared with other instances through Redis", scalar="redis")
 
     def default_group(self) -> ClientGroupConfig:
         """The top-level policy, as the group every client falls back to."""

@@ -19,8 +19,10 @@ import types
 from collections.abc import Callable, Coroutine, Generator, Iterable, Sequence
 from typing import Any, TextIO
 
+from resolverguard.addresses import IPNetwork, client_ip, within
 from resolverguard.chain import Gate, Next, Request
 from resolverguard.config import Endpoint, Limits
+from resolverguard.proxyheader import FIXED, ProxyHeader, header_size, read_proxy_header
 from resolverguard.replies import badvers, header_only, truncated
 from resolverguard.wire import IGNORE, NOTIMP, OPCODE_QUERY, REFUSED, SERVFAIL, parse_query, read_unusual
 
@@ -72,9 +74,14 @@ class DnsServer:
         reuse_port: bool = False,
         stderr: TextIO | None = None,
         clock: Callable[[], float] = time.monotonic,
+        proxies: Sequence[IPNetwork] = (),
     ) -> None:
+        """`proxies`: load balancers whose queries carry a PROXY v2 header naming the real client
+        (resolverguard.proxyheader); a query from one of them without a valid header is dropped."""
         self.chain, self._endpoints, self._stderr, self._clock = chain, tuple(endpoints), stderr, clock
         self.limits, self.gates, self.reuse_port = limits or Limits(), tuple(gates), reuse_port
+        self.proxies = tuple(proxies)
+        self.proxy_errors = 0  # queries from a proxy without a valid PROXY v2 header (dropped)
         self.shed = 0  # queries answered SERVFAIL at once because max_inflight was reached
         self._tasks: set[asyncio.Task[None]] = set()
         self._udp: list[asyncio.DatagramTransport] = []
@@ -135,20 +142,33 @@ class DnsServer:
                 return True, None if gate.refusal.drop else header_only(packet, REFUSED)
         return False, None
 
+    def from_proxy(self, address: str) -> bool:
+        ip = client_ip(address)
+        return ip is not None and within(ip, self.proxies)
+
     def accept_udp(self, transport: asyncio.DatagramTransport, packet: bytes, client: tuple[str, int]) -> None:
-        """Starts answering one datagram, or sheds it with SERVFAIL when too many are in flight."""
+        """Starts answering one datagram, or sheds it with SERVFAIL when too many are in flight.
+        From a proxy, the client is the one its header names; the reply goes to the proxy."""
+        sender = client
+        if self.proxies and self.from_proxy(client[0]):
+            header = read_proxy_header(packet)
+            if header is None:
+                self.proxy_errors += 1
+                return
+            packet = packet[header.size :]
+            client = header.client or client
         refused, reply = self.turned_away(packet, client[0])
         if refused:
             if reply is not None:
-                transport.sendto(reply, client)
+                transport.sendto(reply, sender)
             return
         if len(self._tasks) >= self.limits.max_inflight:
             self.shed += 1
             reply = header_only(packet, SERVFAIL)
             if reply is not None:
-                transport.sendto(reply, client)
+                transport.sendto(reply, sender)
             return
-        answering = self._answer_udp(transport, packet, client)
+        answering = self._answer_udp(transport, packet, client, sender)
         try:  # run it here, in the read callback, until it first has to wait (see `finish`)
             waiting_on = answering.send(None)
         except StopIteration:
@@ -204,10 +224,12 @@ class DnsServer:
             reply = truncated(reply, request.head)
         return reply
 
-    async def _answer_udp(self, transport: asyncio.DatagramTransport, packet: bytes, client: tuple[str, int]) -> None:
+    async def _answer_udp(
+        self, transport: asyncio.DatagramTransport, packet: bytes, client: tuple[str, int], sender: tuple[str, int]
+    ) -> None:
         reply = await self.answer(packet, client, "udp")
         if reply is not None and not transport.is_closing():
-            transport.sendto(reply, client)
+            transport.sendto(reply, sender)
 
     def admits_connection(self, address: str) -> bool:
         """May this address open one more TCP connection? Global and per-client slots, and the
@@ -222,10 +244,12 @@ class DnsServer:
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         me = asyncio.current_task()
         peer = writer.get_extra_info("peername")  # None when the client reset before we got here
-        if me is None or not peer or not self.admits_connection(peer[0]):
+        client: tuple[str, int] | None = peer[:2] if peer else None
+        if client is not None and self.proxies and self.from_proxy(client[0]):
+            client = await self._proxied_client(reader, client)
+        if me is None or client is None or not self.admits_connection(client[0]):
             writer.close()
             return
-        client: tuple[str, int] = peer[:2]
         self._connections.add(me)
         self._tcp_clients[client[0]] = self._tcp_clients.get(client[0], 0) + 1
         me.add_done_callback(lambda _: self._tcp_closed(me, client[0]))
@@ -274,6 +298,23 @@ class DnsServer:
             writer.close()
             with contextlib.suppress(ConnectionError, OSError, RuntimeError):
                 await writer.wait_closed()
+
+    async def _proxied_client(self, reader: asyncio.StreamReader, proxy: tuple[str, int]) -> tuple[str, int] | None:
+        """The client a proxy's connection speaks for (its PROXY v2 header), or None when the
+        header is missing, malformed or slower than the idle timeout (the connection is closed)."""
+        idle = self.limits.tcp_idle_timeout
+        header: ProxyHeader | None = None
+        try:
+            fixed = await asyncio.wait_for(reader.readexactly(FIXED), idle)
+            size = header_size(fixed)
+            if size is not None:
+                header = read_proxy_header(fixed + await asyncio.wait_for(reader.readexactly(size - FIXED), idle))
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, OSError):
+            header = None
+        if header is None:
+            self.proxy_errors += 1
+            return None
+        return header.client or proxy
 
     def _tcp_closed(self, task: asyncio.Task[None], address: str) -> None:
         self._connections.discard(task)

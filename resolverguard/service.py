@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from resolverguard.addresses import networks
 from resolverguard.config import Config, ListsConfig, QueryLogConfig, QueryStoreConfig, load_config
 from resolverguard.control import ControlServer, default_socket
 from resolverguard.errors import ConfigError, ResolverGuardError
@@ -29,9 +30,19 @@ from resolverguard.pipeline import Pipeline, build_pipeline, list_copies, prebui
 from resolverguard.server import DnsServer
 from resolverguard.steps.metrics import Metrics
 from resolverguard.steps.querylog import FLUSH_SECONDS, QueryLog
-from resolverguard.subscriptions import Downloader, FetchResult, ages, default_cache_dir
+from resolverguard.subscriptions import (
+    Downloader,
+    FetchResult,
+    ages,
+    cached_path,
+    default_cache_dir,
+    read_copy,
+    read_meta,
+    store_copy,
+)
 
 if TYPE_CHECKING:
+    from resolverguard.sync import FleetSync
     from resolverguard.web.app import Dashboard
 
 Copies = tuple[tuple[str, int], ...]  # see pipeline.list_copies
@@ -69,6 +80,7 @@ class Service:
             self.pipeline.gates,
             reuse_port=worker is not None,
             stderr=stderr,
+            proxies=networks(cfg.proxy_protocol),
         )
         self.reloads = 0
         self._flusher: asyncio.TimerHandle | None = None
@@ -77,6 +89,13 @@ class Service:
         self.control: ControlServer | None = None
         self.dashboard: Dashboard | None = None
         self._pause_timer: asyncio.TimerHandle | None = None
+        # the fleet link (sync.redis); fixed at start, like the listen addresses
+        self.sync: FleetSync | None = None
+        if cfg.sync.enabled:
+            from resolverguard.sync import FleetSync  # redis-py is imported only by a fleet's instances
+
+            self.sync = FleetSync(cfg.sync, stderr, self.metrics.registry if self.metrics is not None else None)
+            self.sync.attach(self.pipeline.watch)
 
     def _query_log(self, cfg: QueryLogConfig, store: QueryStoreConfig | None) -> QueryLog:
         if self.worker is None:
@@ -94,6 +113,8 @@ class Service:
         self.say_lists()
         self._refresher = asyncio.ensure_future(self._refresh_lists())
         await self._start_control()
+        if self.sync is not None:
+            self.sync.start()
         if self.metrics is not None and self.cfg.metrics is not None:
             self.metrics.serve(self.cfg.metrics.host, self.cfg.metrics.port)
             self.say(f"metrics on http://{self.cfg.metrics}/metrics")
@@ -156,9 +177,14 @@ class Service:
         self._copies = copies
         if cfg.listen != self.cfg.listen:
             self.say("reload: listen addresses change only on restart")
+        if cfg.sync != self.cfg.sync:
+            self.say("reload: the sync section changes only on restart")
+        if self.sync is not None:
+            self.sync.attach(pipeline.watch)
         loop, old = asyncio.get_running_loop(), self.pipeline
         self.cfg, self.model, self.pipeline = cfg, model, pipeline
         self.server.chain, self.server.gates, self.server.limits = pipeline.chain, pipeline.gates, cfg.limits
+        self.server.proxies = networks(cfg.proxy_protocol)
         old.retire(pipeline, lambda close: loop.call_later(LOG_CLOSE_DELAY, close))
         self.reloads += 1
         lists = pipeline.groups.default.lists
@@ -180,13 +206,19 @@ class Service:
         if not subscribed(self.cfg):
             return []
         async with self._updating:  # a scheduled refresh and `lists update` never run at once
-            return await self._update_lists()
+            results = await self._update_lists()
+        if self.sync is not None:
+            await self._push_lists(results)
+        return results
 
-    async def _update_lists(self) -> list[FetchResult]:
+    async def _update_lists(self, fetch: bool = True) -> list[FetchResult]:
+        """`fetch` False: only re-reads the cached copies (another instance downloaded them)."""
         loop = asyncio.get_running_loop()
         helper = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
         try:
-            results, built, copies = await loop.run_in_executor(helper, download_and_read, self.cfg, self._copies)
+            results, built, copies = await loop.run_in_executor(
+                helper, download_and_read, self.cfg, self._copies, fetch
+            )
         except Exception as err:  # noqa: BLE001 - a list that cannot be read must not stop the refresher
             self.say(f"list update failed, the lists in force stay: {type(err).__name__}: {err}")
             return []
@@ -241,8 +273,10 @@ class Service:
         if words == ["status"]:
             lists = self.pipeline.groups.default.lists
             state = f"paused, {switch.remaining():.0f} s left" if switch.active else "blocking"
+            sync = "" if self.sync is None else f"; redis sync {'up' if self.sync.connected.is_set() else 'down'}"
             return (
                 f"ok: {state}; {lists.allowed_count} allowed, {lists.denied_count} denied rules; {self.reloads} reloads"
+                f"{sync}"
             )
         if words == ["lists", "update"]:
             results = await self.update_lists()
@@ -262,11 +296,14 @@ class Service:
 
     async def _refresh_lists(self) -> None:
         """Downloads list URLs at start when a copy is missing or older than `refresh`, then every
-        `refresh` seconds."""
+        `refresh` seconds. With `sync`, one instance of the fleet downloads (it holds the lists
+        lock in Redis) and the others take its copies from Redis instead."""
         while True:
             subs = self.cfg.subscriptions
             if subs.refresh <= 0:
                 return
+            if self.sync is not None:
+                await self._pull_lists()
             known = ages(subs.cache_dir or default_cache_dir(), [u for u, _ in subscribed(self.cfg)])
             urls = [u for u, _ in subscribed(self.cfg)]
             oldest = max((known.get(u, float("inf")) for u in urls), default=0.0)
@@ -274,8 +311,40 @@ class Service:
             if wait > 0:
                 await asyncio.sleep(min(wait, subs.refresh))
                 continue
+            hold = subs.timeout * (len(urls) + 1)  # the longest the lock may be held: every download's timeout
+            if self.sync is not None and not await self.sync.lists_lock(hold):
+                await self.sync.lists_unlocked(hold)  # another instance downloads: take its copies next
+                continue
             await self.update_lists()
             await asyncio.sleep(subs.refresh)
+
+    async def _push_lists(self, results: list[FetchResult]) -> None:
+        """Shares the copies this instance just downloaded (or confirmed) with the fleet."""
+        assert self.sync is not None
+        subs, loop = self.cfg.subscriptions, asyncio.get_running_loop()
+        cache_dir, keep = subs.cache_dir or default_cache_dir(), max(2 * subs.refresh, 86_400.0)
+        for result in results:
+            if result.status in ("updated", "not modified"):
+                copy = await loop.run_in_executor(None, read_copy, cache_dir, result.url)
+                if copy is not None:
+                    await self.sync.push_list(result.url, copy, keep, subs.timeout)
+        await self.sync.unlock_lists()
+
+    async def _pull_lists(self) -> None:
+        """Copies another instance downloaded after ours, into our cache; then the lists are re-read."""
+        assert self.sync is not None
+        subs, loop = self.cfg.subscriptions, asyncio.get_running_loop()
+        cache_dir, pulled = subs.cache_dir or default_cache_dir(), 0
+        for url, _ in subscribed(self.cfg):
+            mine = read_meta(cached_path(cache_dir, url)).get("checked")
+            copy = await self.sync.pull_list(url, mine if isinstance(mine, int | float) else None, subs.timeout)
+            if copy is not None:
+                await loop.run_in_executor(None, store_copy, cache_dir, url, *copy)
+                pulled += 1
+        if pulled:
+            self.say(f"lists: {pulled} copies another instance downloaded taken from Redis")
+            async with self._updating:
+                await self._update_lists(fetch=False)
 
     def _flush_log_later(self) -> None:
         """Kept query-log records reach the writer within FLUSH_SECONDS even when traffic stops
@@ -294,6 +363,8 @@ class Service:
             await self.control.stop()
         if self.dashboard is not None:
             await self.dashboard.stop()
+        if self.sync is not None:
+            await self.sync.stop()
         await self.server.stop(grace)
         self.pipeline.forwarder.close()
         if self.pipeline.hook is not None:
@@ -302,7 +373,7 @@ class Service:
 
 
 def download_and_read(
-    cfg: Config, copies: tuple[tuple[str, int], ...]
+    cfg: Config, copies: tuple[tuple[str, int], ...], fetch: bool = True
 ) -> tuple[list[FetchResult], dict[ListsConfig, DomainLists] | None, tuple[tuple[str, int], ...]]:
     """Runs in a helper process (`Service.update_lists`): downloads every list URL of `cfg` and,
     when a cached copy is not the one the running lists were read from (`copies`: this download,
@@ -312,12 +383,13 @@ def download_and_read(
     bench/swap.py with a thread), in a separate process it costs the server nothing but CPU."""
     with contextlib.suppress(OSError):
         os.nice(5)  # the server's answers come first on a small machine
-    subs = cfg.subscriptions
-    downloader = Downloader(subs.cache_dir or default_cache_dir(), subs.max_bytes, subs.timeout)
-    try:
-        results = downloader.fetch_all(subscribed(cfg))
-    finally:
-        downloader.close()
+    subs, results = cfg.subscriptions, []
+    if fetch:
+        downloader = Downloader(subs.cache_dir or default_cache_dir(), subs.max_bytes, subs.timeout)
+        try:
+            results = downloader.fetch_all(subscribed(cfg))
+        finally:
+            downloader.close()
     now = list_copies(cfg)
     return results, prebuilt_lists(cfg) if now != copies else None, now
 

@@ -182,6 +182,29 @@ class Downloader:
         self.pool.clear()
 
 
+def read_copy(cache_dir: Path, url: str) -> tuple[bytes, dict[str, Any]] | None:
+    """The cached copy of `url` and its metadata (what resolverguard.sync shares with other
+    instances), or None when there is none."""
+    body = cached_path(cache_dir, url)
+    try:
+        return body.read_bytes(), read_meta(body)
+    except OSError:
+        return None
+
+
+def store_copy(cache_dir: Path, url: str, data: bytes, meta: dict[str, Any]) -> None:
+    """Puts a copy another instance downloaded in place of ours (body then metadata, each
+    replaced atomically, as a download does)."""
+    body = cached_path(cache_dir, url)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    partial = body.with_suffix(f".shared{os.getpid()}")
+    partial.write_bytes(data)
+    os.replace(partial, body)
+    temp = _meta_path(body).with_suffix(f".json.shared{os.getpid()}")
+    temp.write_text(json.dumps(meta), encoding="utf-8")
+    os.replace(temp, _meta_path(body))
+
+
 def suspicious(new: Path, size: int, old: Path, content_type: str, fmt: ListFormat) -> str | None:
     """Why a downloaded copy must not replace the cached one, or None when it looks like a list."""
     if size == 0:

@@ -349,6 +349,8 @@ class WatchState:
     last_answer: dict[str, float] = field(default_factory=dict)  # client -> when a name last resolved for it
     flags_raised: int = 0
     c2_found: int = 0
+    # told of each flag and likely C2 this instance finds (resolverguard.sync publishes them to the fleet)
+    on_found: Callable[[Flag | LikelyC2], None] | None = None
 
     @classmethod
     def carried(cls, old: WatchState | None, rule: WatchRule, limits: WatchLimits) -> WatchState:
@@ -591,6 +593,31 @@ class WatchState:
 
     def forget_c2(self, name: str) -> bool:
         return self.likely_c2.pop(name, None) is not None
+
+    # -- what another instance found (resolverguard.sync) --------------------------------------
+    def adopt_c2(self, name: str, client: str, until: float) -> bool:
+        """A likely C2 another instance found, blocked here until `until` (this state's clock);
+        True when it is new here or lasts longer than what was known."""
+        known = self.likely_c2.get(name)
+        if until <= self.clock() or (known is not None and known.until >= until):
+            return False
+        while name not in self.likely_c2 and len(self.likely_c2) >= self.limits.max_c2:
+            self.likely_c2.popitem(last=False)
+        self.likely_c2[name] = LikelyC2(name, client, until)
+        return True
+
+    def adopt_flag(self, client: str, names: Iterable[str], until: float, points: float) -> bool:
+        """A client another instance flagged (it moved here, e.g. its instance died): quarantined
+        here too, with the names that convinced the other instance as its cluster."""
+        known = self.flagged.get(client)
+        now = self.clock()
+        if until <= now or (known is not None and known.until >= until):
+            return False
+        flagged = self.flagged
+        while client not in flagged and len(flagged) >= self.limits.max_flagged:
+            del flagged[min(flagged, key=lambda c: flagged[c].until)]
+        flagged[client] = Flag(client, now, until, tuple(NameFacts.of(n, None) for n in names), points)
+        return True
 
 
 def _gap(when: float, times: list[float]) -> float:

@@ -224,6 +224,8 @@ class ClientWatchStep:
             self._metrics.watch_flags.inc()
         if self._hook is not None:
             self._hook.submit(event)
+        if self.state.on_found is not None:
+            self.state.on_found(flag)
         found = self.state.c2_at_flag(flag)
         if found:
             self._announce_c2(found)
@@ -241,6 +243,8 @@ class ClientWatchStep:
             )
             if self._metrics is not None:
                 self._metrics.watch_c2.inc()
+            if self.state.on_found is not None:
+                self.state.on_found(c2)
 
     def _family_hint(self, labels: list[str]) -> str | None:
         """The family most of the names resemble (the family head's vote per name; a hint only
