@@ -15,6 +15,7 @@ on `Pipeline` (plus a line in `Pipeline.retire` when the object holds something 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,6 +201,10 @@ def local_zone_for(cfg: Config) -> LocalZone:
     return LocalZone.build(records, (zone for zone, _ in cfg.conditional_forwarding), cfg.private_zones)
 
 
+def _say(text: str, stderr: TextIO | None) -> None:
+    print(f"resolverguard: {text}", file=stderr or sys.stderr, flush=True)
+
+
 def build_pipeline(
     cfg: Config,
     model: TFLiteScorer,
@@ -221,7 +226,9 @@ def build_pipeline(
     hints = family_hints_for(cfg, old.hints if old else None)
     upstreams = (cfg.upstreams, cfg.upstream_timeout)
     answers = AnswerCache.carried(old.answers if old else None, cfg.answer_cache, upstreams)
-    forwarder = UpstreamForwarder.carried(old.forwarder if old else None, *upstreams)
+    forwarder = UpstreamForwarder.carried(
+        old.forwarder if old else None, *upstreams, cfg.encrypted_upstreams, lambda text: _say(text, stderr)
+    )
     access, limit = cfg.access, cfg.rate_limit
     # Gates run before the chain, on the source address alone (see DnsServer.turned_away).
     gates: list[Gate] = [AclGate(ClientAcl(access.allow_clients), Refusal(drop=access.refused == "drop"))]
