@@ -94,7 +94,10 @@ class Service:
             self.say(f"metrics on http://{self.cfg.metrics}/metrics")
 
     def reload(self) -> bool:
-        """Re-reads the policy; True when the new one is in force, False when the old one stays."""
+        """Re-reads the policy right here; True when the new one is in force, False when the old
+        one stays. It holds the event loop while it reads the lists (a million entries: ~20 s with
+        no answer), so the server reloads with `reload_off_loop`; this is for callers without a
+        loop to keep answering (tests, small policies)."""
         if self.config_path is None:
             self.say("reload: no policy file (built-in defaults); nothing to reload")
             return False
@@ -103,6 +106,33 @@ class Service:
             return False
         self._swap(*built, f"reloaded {self.config_path}")
         return True
+
+    async def reload_off_loop(self) -> bool:
+        """What SIGHUP and `resolverguard reload` run: the policy and its lists are read in a
+        helper process (`read_policy`; in a thread the parse would hold the GIL for seconds, as
+        `download_and_read` found), the pipeline is assembled in a thread from what it sent back,
+        and only the swap runs on the loop. Answers go on meanwhile (bench/results/swap-reload.md)."""
+        if self.config_path is None:
+            self.say("reload: no policy file (built-in defaults); nothing to reload")
+            return False
+        async with self._updating:  # a reload and a list update never build at once
+            loop = asyncio.get_running_loop()
+            helper = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            try:
+                read = await loop.run_in_executor(helper, read_policy, self.config_path, self._overrides)
+            except Exception as err:  # noqa: BLE001 - a helper that died must not take the server with it
+                self.say(f"reload failed, previous policy stays in force: {type(err).__name__}: {err}")
+                return False
+            finally:  # joined off the loop: the helper's exit frees a million-entry heap
+                loop.run_in_executor(None, helper.shutdown)
+            if isinstance(read, str):
+                self.say(f"reload rejected, previous policy stays in force: {read}")
+                return False
+            fresh = await loop.run_in_executor(None, self._build, *read)
+            if fresh is None:
+                return False
+            self._swap(*fresh, f"reloaded {self.config_path}")
+            return True
 
     def _build(
         self, built: Mapping[ListsConfig, DomainLists] | None = None, copies: Copies | None = None
@@ -222,7 +252,7 @@ class Service:
             results = await self.update_lists()
             return "ok: " + ("; ".join(map(str, results)) or "no list URLs")
         if words == ["reload"]:
-            return "ok: reloaded" if self.reload() else "error: reload rejected (see the server's log)"
+            return "ok: reloaded" if await self.reload_off_loop() else "error: reload rejected (see the server's log)"
         return f"error: unknown command {' '.join(words)!r}"
 
     def _pause_ended(self) -> None:
@@ -293,6 +323,23 @@ def download_and_read(
     return results, prebuilt_lists(cfg) if now != copies else None, now
 
 
+def read_policy(
+    path: Path, overrides: Mapping[str, object]
+) -> tuple[dict[ListsConfig, DomainLists], tuple[tuple[str, int], ...]] | str:
+    """Runs in a helper process (`Service.reload_off_loop`): reads the policy and every lists
+    section it names; returns (prebuilt lists, the downloaded copies they were read from), or
+    what is wrong with the policy (`file:line: key: problem`) as text, which pickles everywhere."""
+    with contextlib.suppress(OSError):
+        os.nice(5)  # the server's answers come first on a small machine
+    try:
+        cfg = replace(load_config(path), **overrides)  # type: ignore[arg-type]
+        return prebuilt_lists(cfg), list_copies(cfg)
+    except ConfigError as err:
+        return err.location()
+    except ResolverGuardError as err:
+        return str(err)
+
+
 def settle_memory() -> None:
     """Moves what startup (or a reload) built to the collector's permanent generation.
 
@@ -315,11 +362,18 @@ async def run_until_signalled(service: Service) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    def reload() -> None:
-        if service.reload():
+    reloading: set[asyncio.Task[None]] = set()  # held until done (the loop keeps only weak references)
+
+    async def reload() -> None:
+        if await service.reload_off_loop():
             settle_memory()
 
-    loop.add_signal_handler(signal.SIGHUP, reload)
+    def on_sighup() -> None:
+        task = asyncio.ensure_future(reload())
+        reloading.add(task)
+        task.add_done_callback(reloading.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_sighup)
     try:
         await service.start()
         settle_memory()
