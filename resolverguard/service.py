@@ -41,6 +41,7 @@ class WorkerRole:
 
     index: int
     send_line: Callable[[str], None]  # hands a finished query-log line to the parent's writer
+    control: Path | None = None  # its private control socket, which the parent's fans out to
 
 
 class Service:
@@ -205,10 +206,12 @@ class Service:
         return results
 
     async def _start_control(self) -> None:
-        """The control socket (`resolverguard pause/resume/status/lists update`); one per server,
-        so with `workers` > 1 none is opened (each worker has its own pipeline)."""
+        """The control socket (`resolverguard pause/resume/status/lists update`). A worker (of
+        `workers` > 1) listens on the private one its parent passes its commands to."""
         where = self.cfg.control_socket
-        if where is False or self.worker is not None:
+        if self.worker is not None:
+            where = self.worker.control or False
+        if where is False:
             return
         self.control = ControlServer(where if isinstance(where, Path) else default_socket(), self.command)
         try:

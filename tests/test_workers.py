@@ -34,3 +34,56 @@ def test_two_workers_share_the_port_and_lose_no_log_line(tmp_path: Path) -> None
     lines = [json.loads(x) for x in log.read_text().splitlines()]
     assert sorted(x["qname"] for x in lines) == sorted(f"h{i}.example.com" for i in range(300))
     assert set(collections.Counter(x["worker"] for x in lines)) == {0, 1}  # the kernel used both
+
+
+def test_the_control_socket_reaches_every_worker(tmp_path: Path) -> None:
+    """With `workers: 2`, `resolverguard pause` through the one control socket stops blocking in
+    both workers (the query log shows both answering while paused), and `resume` restarts it in both."""
+    import subprocess
+    import sys
+
+    from resolverguard.control import send
+
+    port, policy, log, sock = free_port(), tmp_path / "policy.yaml", tmp_path / "q.jsonl", tmp_path / "run" / "c.sock"
+    with run_upstream(Upstream()) as up:
+        policy.write_text(
+            f"workers: 2\nupstreams: ['127.0.0.1:{up.port}']\nquery_log: {log}\nrate_limit: {{qps: 0}}\n"
+            f"control_socket: {sock}\nanswer_cache: {{size: 0}}\nlists:\n  deny: [blocked.example]\n"
+        )
+        proc = start_serving(policy, port)
+        wait_for(proc, "listening on")  # the second worker
+
+        def rg(*args: str) -> str:
+            cmd = [sys.executable, "-m", "resolverguard", *args, "--socket", str(sock)]
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=60).stdout.strip()
+
+        def blocked_answers(count: int, tag: str) -> list[str]:
+            def one(i: int) -> str:
+                query = dns.message.make_query(f"{tag}{i}.blocked.example", "A")
+                return str(dns.query.udp(query, "127.0.0.1", port=port, timeout=5).answer[0][0])
+
+            with concurrent.futures.ThreadPoolExecutor(8) as pool:
+                return list(pool.map(one, range(count)))
+
+        try:
+            assert set(blocked_answers(40, "before")) == {"0.0.0.0"}
+            assert rg("pause", "5m") == "ok: blocking paused for 300 s (all 2 workers)"
+            status = rg("status")
+            assert status.startswith("ok: ") and "paused, " in status, status
+            assert status.endswith("(all 2 workers)") or status.count("paused, ") == 2, status
+            assert set(blocked_answers(60, "paused")) == {UPSTREAM_A}  # every worker let it through
+            assert rg("resume") == "ok: blocking resumed (all 2 workers)"
+            assert set(blocked_answers(40, "after")) == {"0.0.0.0"}
+            policy.write_text(policy.read_text().replace("deny: [blocked.example]", "deny: [other.example]"))
+            assert send(sock, "reload") == "ok: reloaded (all 2 workers)"
+            assert set(blocked_answers(40, "reloaded")) == {UPSTREAM_A}  # neither worker blocks it now
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(20) == 0
+    lines = [json.loads(x) for x in log.read_text().splitlines()]
+    during = [x for x in lines if x["qname"].startswith("paused")]
+    assert len(during) == 60 and {x["worker"] for x in during} == {0, 1}, during  # both workers were paused
+    after = [x for x in lines if x["qname"].startswith("after")]
+    assert {x["worker"] for x in after} == {0, 1} and {x["action"] for x in after} == {"sinkhole"}
+    assert {x["worker"] for x in lines if x["qname"].startswith("reloaded")} == {0, 1}
+    assert not sock.exists()  # the parent removed its socket on the way out
