@@ -696,6 +696,14 @@ class Config:
             out = replace(out, listen=tuple(parse_endpoint(x, DEFAULT_PORT, "--listen") for x in listen))
         if upstreams:
             out = replace(out, upstreams=tuple(parse_upstream(x, "--upstream") for x in upstreams))
+            bootstrap = out.encrypted_upstreams.bootstrap
+            for upstream in out.upstreams:
+                if isinstance(upstream, EncryptedUpstream) and not (upstream.address or bootstrap):
+                    raise ConfigError(
+                        f"{upstream} needs an address: {upstream.scheme}://{upstream.name}@IP, or a bootstrap "
+                        "in the policy's encrypted_upstreams",
+                        file="--upstream",
+                    )
         return out
 
 

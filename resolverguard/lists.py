@@ -416,7 +416,7 @@ class DomainSet:
     def _sorted(keys: array[int]) -> array[int]:
         out = array("q")
         if keys:
-            out.frombytes(memoryview(sorted_unique(np.frombuffer(keys, dtype=np.int64))).cast("B"))  # no bytes copy
+            out.frombytes(sorted_unique(np.frombuffer(keys, dtype=np.int64)).view(np.uint8).data)  # no bytes copy
         return out
 
     def __len__(self) -> int:

@@ -276,4 +276,9 @@ def test_bad_encrypted_upstreams_name_file_line_and_key(
 def test_the_command_line_takes_encrypted_upstreams_too() -> None:
     cfg = Config().with_overrides(None, ["tls://dns.test@127.0.0.1:8853"])
     assert cfg.upstreams == (parse_upstream("tls://dns.test@127.0.0.1:8853"),)
-    assert replace(cfg, upstreams=()).upstreams == ()
+    with pytest.raises(ConfigError, match="needs an address"):
+        Config().with_overrides(None, ["https://dns.test/dns-query"])  # nothing to find dns.test with
+    with_bootstrap = replace(
+        Config(), encrypted_upstreams=EncryptedUpstreamsConfig(bootstrap=(Endpoint("9.9.9.9", 53),))
+    )
+    assert with_bootstrap.with_overrides(None, ["https://dns.test/dns-query"]).upstreams[0].address is None  # type: ignore[union-attr]
