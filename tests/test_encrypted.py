@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import socket
+import ssl
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -17,7 +18,7 @@ import dns.query
 import dns.rcode
 import pytest
 from dnsfixtures import UPSTREAM_A, Upstream, run_resolver, run_upstream
-from dnslib import DNSRecord
+from dnslib import RR, DNSRecord
 from tlsfixtures import Certificates, EncryptedServer, make_certificates, run_unbound_tls
 
 from resolverguard.config import (
@@ -282,3 +283,45 @@ def test_the_command_line_takes_encrypted_upstreams_too() -> None:
         Config(), encrypted_upstreams=EncryptedUpstreamsConfig(bootstrap=(Endpoint("9.9.9.9", 53),))
     )
     assert with_bootstrap.with_overrides(None, ["https://dns.test/dns-query"]).upstreams[0].address is None  # type: ignore[union-attr]
+
+
+def test_a_query_the_server_drops_with_its_connection_is_sent_again_on_a_new_one(servers: Servers) -> None:
+    """A DoT server of our own that answers one query per connection and closes the connection on
+    the next one unanswered (a server's idle close racing our query): the query is sent again on
+    a fresh connection, once, and answered."""
+
+    async def run() -> tuple[list[str], int, int]:
+        accepted = 0
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal accepted
+            accepted += 1
+            for answered in range(2):
+                size = int.from_bytes(await reader.readexactly(2), "big")
+                query = DNSRecord.parse(await reader.readexactly(size))
+                if answered:  # the second query on this connection: closed unanswered
+                    break
+                reply = query.reply()
+                reply.add_answer(*RR.fromZone(f"{query.q.qname} 60 A {UPSTREAM_A}"))
+                wire = reply.pack()
+                writer.write(len(wire).to_bytes(2, "big") + wire)
+            writer.close()
+
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(servers.certs.cert, servers.certs.key)
+        server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=context)
+        port = server.sockets[0].getsockname()[1]
+        upstream = EncryptedUpstream("tls", "dns.test", "127.0.0.1", port)
+        forwarder = UpstreamForwarder((upstream,), 2.0, encrypted=EncryptedUpstreamsConfig(ca_file=servers.certs.ca))
+        names = []
+        for i in range(3):
+            answer = DNSRecord.parse(await forwarder.resolve(DNSRecord.question(f"drop{i}.example.com").pack()))
+            names.append(str(answer.rr[0].rdata))
+        connects = forwarder._clients[upstream].connects  # type: ignore[union-attr]
+        forwarder.close()
+        server.close()
+        return names, connects, accepted
+
+    names, connects, accepted = asyncio.run(run())
+    assert names == [UPSTREAM_A] * 3
+    assert connects == accepted == 3  # each later query found its connection closed and opened one more

@@ -114,16 +114,21 @@ class TlsConnection:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, idle: float) -> None:
         self.reader, self.writer, self.idle = reader, writer, idle
         self.loop = asyncio.get_running_loop()
-        self.pending: dict[int, tuple[bytes, asyncio.Future[bytes]]] = {}
+        self.pending: dict[int, asyncio.Future[bytes]] = {}  # ID -> who waits for its answer
         self.closed, self.used = False, 0
         self._idle_timer: asyncio.TimerHandle | None = self.loop.call_later(idle, self.close)
         self._reading = asyncio.ensure_future(self._read())
 
-    async def exchange(self, wire: bytes, qid: int, question: bytes, matches: Callable[[bytes], bool]) -> bytes:
+    async def exchange(self, query: bytes, ids: Callable[[], int], matches: Callable[[bytes, int], bool]) -> bytes:
+        """Sends `query` under a fresh random ID no other query in flight here has."""
         if self.closed:
             raise ConnectionLost("connection closed")
+        qid = ids()
+        while qid in self.pending:
+            qid = ids()
+        wire = struct.pack("!H", qid) + query[2:]
         future: asyncio.Future[bytes] = self.loop.create_future()
-        self.pending[qid] = (question, future)
+        self.pending[qid] = future
         self.used += 1
         if self._idle_timer is not None:
             self._idle_timer.cancel()
@@ -131,7 +136,7 @@ class TlsConnection:
         try:
             self.writer.write(struct.pack("!H", len(wire)) + wire)
             answer = await future
-            if not matches(answer):
+            if not matches(answer, qid):
                 raise UpstreamError("reply that is not an answer to the question")
             return answer
         finally:
@@ -146,15 +151,15 @@ class TlsConnection:
                 size = struct.unpack("!H", await self.reader.readexactly(2))[0]
                 answer = await self.reader.readexactly(size)
                 waiting = self.pending.get(answer[0] << 8 | answer[1]) if size >= 12 else None
-                if waiting is not None and not waiting[1].done():
-                    waiting[1].set_result(answer)
+                if waiting is not None and not waiting.done():
+                    waiting.set_result(answer)
         except asyncio.IncompleteReadError:
             pass
         except (OSError, ssl.SSLError) as err:
             reason = ConnectionLost(f"connection lost: {type(err).__name__} {err}")
         finally:
             self.closed = True
-            for _, future in self.pending.values():
+            for future in self.pending.values():
                 if not future.done():
                     future.set_exception(reason)
             self.close()
@@ -174,20 +179,23 @@ class DotClient:
     """One DoT upstream: its shared connection, opened on first use and again after it closed.
     Queries that arrive while it is being opened wait for the same handshake."""
 
-    def __init__(self, server: EncryptedUpstream, context: ssl.SSLContext, lookup: Lookup, idle: float) -> None:
+    def __init__(
+        self, server: EncryptedUpstream, context: ssl.SSLContext, lookup: Lookup, idle: float, timeout: float
+    ) -> None:
         self.server, self.context, self.lookup, self.idle = server, context, lookup, idle
+        self.timeout = timeout  # for the connection and handshake, which outlive the query that started them
         self.connection: TlsConnection | None = None
         self._opening: asyncio.Future[TlsConnection] | None = None
         self.connects = 0  # how many connections were opened (connection reuse is tested by it)
 
-    async def exchange(self, wire: bytes, qid: int, question: bytes, matches: Callable[[bytes], bool]) -> bytes:
+    async def exchange(self, query: bytes, ids: Callable[[], int], matches: Callable[[bytes, int], bool]) -> bytes:
         """The answer over the open connection; a connection found closed under a query that was
         sent on it (the server's idle close raced us) is replaced once, then the error stands."""
         for attempt in range(2):
             connection = await self._open()
             fresh = connection.used == 0
             try:
-                return await connection.exchange(wire, qid, question, matches)
+                return await connection.exchange(query, ids, matches)
             except ConnectionLost:
                 if fresh or attempt:
                     raise
@@ -204,9 +212,12 @@ class DotClient:
     async def _connect(self) -> TlsConnection:
         address = self.server.address or await self.lookup(self.server.name)
         try:
-            reader, writer = await asyncio.open_connection(
-                address, self.server.port, ssl=self.context, server_hostname=self.server.name
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(address, self.server.port, ssl=self.context, server_hostname=self.server.name),
+                self.timeout,
             )
+        except TimeoutError:
+            raise UpstreamError(f"no TLS connection in {self.timeout:g} s") from None
         except (OSError, ssl.SSLError) as err:
             raise refused_certificate(err, self.server) or UpstreamError(
                 f"connect: {type(err).__name__} {err}"

@@ -244,19 +244,14 @@ class UpstreamForwarder:
         if isinstance(client, DohClient):
             wire = b"\x00\x00" + query[2:]
             return await client.exchange(wire, lambda answer: matches(answer, 0, question))
-        qid = self._ids.draw()
-        connection = client.connection
-        while connection is not None and qid in connection.pending:
-            qid = self._ids.draw()
-        wire = struct.pack("!H", qid) + query[2:]
-        return await client.exchange(wire, qid, question, lambda answer: matches(answer, qid, question))
+        return await client.exchange(query, self._ids.draw, lambda answer, qid: matches(answer, qid, question))
 
     def _client(self, server: EncryptedUpstream) -> DotClient | DohClient:
         client = self._clients.get(server)
         if client is None:
             context, idle = tls_context(self.encrypted.ca_file), self.encrypted.idle_timeout
             if server.scheme == "tls":
-                client = DotClient(server, context, self._lookup, idle)
+                client = DotClient(server, context, self._lookup, idle, self.timeout)
             else:
                 client = DohClient(server, context, self._lookup, idle, self.encrypted.doh_method, self.timeout)
             self._clients[server] = client
