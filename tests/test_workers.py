@@ -16,7 +16,10 @@ from dnsfixtures import UPSTREAM_A, Upstream, free_port, run_upstream, start_ser
 def test_two_workers_share_the_port_and_lose_no_log_line(tmp_path: Path) -> None:
     port, policy, log = free_port(), tmp_path / "policy.yaml", tmp_path / "q.jsonl"
     with run_upstream(Upstream()) as up:
-        policy.write_text(f"workers: 2\nupstreams: ['127.0.0.1:{up.port}']\nquery_log: {log}\nrate_limit: {{qps: 0}}\n")
+        policy.write_text(
+            f"workers: 2\nupstreams: ['127.0.0.1:{up.port}']\nquery_log: {log}\nrate_limit: {{qps: 0}}\n"
+            "control_socket: off\n"  # not the default path, which other servers on this machine may use
+        )
         proc = start_serving(policy, port)
         wait_for(proc, "listening on")  # the second worker
 
