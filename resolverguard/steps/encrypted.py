@@ -219,7 +219,7 @@ class DotClient:
                 self.timeout,
             )
         except TimeoutError:
-            raise UpstreamError(f"no TLS connection in {self.timeout:g} s") from None
+            raise TimeoutError(f"no TLS connection in {self.timeout:g} s") from None
         except (OSError, ssl.SSLError) as err:
             raise refused_certificate(err, self.server) or UpstreamError(
                 f"connect: {type(err).__name__} {err}"

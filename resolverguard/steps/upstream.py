@@ -267,7 +267,11 @@ class UpstreamForwarder:
         must be found in the log, not only in each query's log line."""
         if not isinstance(server, EncryptedUpstream):
             return
-        problem = str(err) or type(err).__name__
+        # A timeout reads the same whether the query's or the handshake's fired first (both are
+        # `timeout`): one line for a dead upstream, not two taking turns.
+        problem = (
+            f"no answer in {self.timeout:g} s" if isinstance(err, TimeoutError) else str(err) or type(err).__name__
+        )
         if self._told.get(server) != problem:
             self._told[server] = problem
             self._say_line(f"upstream {server}: {problem}")
