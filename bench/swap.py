@@ -2,6 +2,10 @@
 no answer slower than 10 ms p99 during the swap).
 
     python bench/swap.py [--entries 1000000] [--qps 500]     -> bench/results/swap.{md,json}
+    python bench/swap.py --via reload                        -> bench/results/swap-reload.{md,json}
+
+`--via reload`: the list is a local file that the policy starts to name, and SIGHUP reloads it
+(the window ends at the server's "reloaded").
 
 A hosts list is served by http.server on 127.0.0.1; `resolverguard serve` (a real process, with the
 bench upstream) subscribes to it. A client sends `--qps` queries a second over 200 names (answer-cache
@@ -18,6 +22,7 @@ import contextlib
 import json
 import os
 import random
+import signal
 import socket
 import struct
 import subprocess
@@ -93,6 +98,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--entries", type=int, default=1_000_000)
     p.add_argument("--qps", type=int, default=500)
+    p.add_argument("--via", choices=("update", "reload"), default="update")
     a = p.parse_args()
     tmp = Path(tempfile.mkdtemp())
     write_hosts(tmp / "hosts.txt", a.entries, random.Random(1))
@@ -102,11 +108,15 @@ def main() -> None:
     upstream = subprocess.Popen([sys.executable, str(ROOT / "bench" / "upstream.py"), "--port", str(up_port)])
     sock = tmp / "control.sock"
     policy = tmp / "policy.yaml"
-    policy.write_text(
+    base = (
         f"listen: ['127.0.0.1:{port}']\nupstreams: ['127.0.0.1:{up_port}']\nquery_log: off\nrate_limit: {{qps: 0}}\n"
         f"control_socket: {sock}\nsubscriptions: {{refresh: 0, cache_dir: {tmp / 'cache'}}}\n"
-        f"lists:\n  deny_files: [{{url: 'http://127.0.0.1:{http.server_address[1]}/hosts.txt', format: hosts}}]\n"
     )
+    if a.via == "update":
+        url = f"http://127.0.0.1:{http.server_address[1]}/hosts.txt"
+        policy.write_text(base + f"lists:\n  deny_files: [{{url: '{url}', format: hosts}}]\n")
+    else:
+        policy.write_text(base)
     serve = [sys.executable, "-m", "resolverguard", "serve", "--config", str(policy)]
     server = subprocess.Popen(serve, cwd=ROOT, stderr=subprocess.PIPE, text=True)
     lines: list[tuple[float, str]] = []
@@ -124,14 +134,23 @@ def main() -> None:
         time.sleep(5)
         rss_before = rss_mb(server.pid)
         started = time.perf_counter()
-        update = subprocess.run(
-            [sys.executable, "-m", "resolverguard", "lists", "update", "--config", str(policy)],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            timeout=600,
-        )
-        done = next((t for t, line in lines if "lists updated" in line), time.perf_counter())
+        if a.via == "update":
+            update = subprocess.run(
+                [sys.executable, "-m", "resolverguard", "lists", "update", "--config", str(policy)],
+                capture_output=True,
+                text=True,
+                cwd=ROOT,
+                timeout=600,
+            ).stdout
+            done = next((t for t, line in lines if "lists updated" in line), time.perf_counter())
+        else:
+            policy.write_text(base + f"lists:\n  deny_files: [{{path: '{tmp / 'hosts.txt'}', format: hosts}}]\n")
+            server.send_signal(signal.SIGHUP)
+            deadline = time.perf_counter() + 600
+            while not any("reloaded" in line for _, line in lines) and time.perf_counter() < deadline:
+                time.sleep(0.05)
+            done = next((t for t, line in lines if "reloaded" in line), time.perf_counter())
+            update = next((line for _, line in lines if "reloaded" in line), "no reload seen")
         time.sleep(3)
         client.stop.set()
         client.join(5)
@@ -146,7 +165,8 @@ def main() -> None:
     result = {
         "entries": a.entries,
         "qps": a.qps,
-        "update": update.stdout.strip(),
+        "via": a.via,
+        "update": update.strip(),
         "swap_window_s": round(done - started, 2),
         "before_p50_ms": round(percentile(before, 0.5) * 1000, 3),
         "before_p99_ms": round(percentile(before, 0.99) * 1000, 3),
@@ -167,10 +187,12 @@ def main() -> None:
         "switch_interval_s": sys.getswitchinterval(),
     }
     out = ROOT / "bench" / "results"
-    (out / "swap.json").write_text(json.dumps(result, indent=2) + "\n")
+    name = "swap" if a.via == "update" else "swap-reload"
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     rows = "\n".join(f"| {k} | {v} |" for k, v in result.items())
-    (out / "swap.md").write_text(
-        f"# List swap under load (bench/swap.py, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})\n\n"
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    (out / f"{name}.md").write_text(
+        f"# List swap under load (bench/swap.py --via {a.via}, {when})\n\n"
         f"| measure | value |\n|---|---|\n{rows}\n"
     )
     print(json.dumps(result, indent=2))

@@ -68,7 +68,12 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the resolver")
     serve.add_argument("--config", type=Path, help="policy file (YAML); built-in defaults without one")
     serve.add_argument("--listen", action="append", metavar="ADDR:PORT", help="overrides the file; repeatable")
-    serve.add_argument("--upstream", action="append", metavar="ADDR[:PORT]", help="overrides the file; repeatable")
+    serve.add_argument(
+        "--upstream",
+        action="append",
+        metavar="ADDR[:PORT]|tls://NAME@ADDR|https://NAME@ADDR/PATH",
+        help="overrides the file; repeatable",
+    )
     serve.add_argument("--model", type=Path, help="a .tflite model (its .json metadata beside it)")
     serve.set_defaults(run=cmd_serve)
     module = sub.add_parser("unbound-module", help="print the unbound.conf lines and the path of the Unbound module")

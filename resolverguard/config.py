@@ -93,6 +93,48 @@ def parse_endpoint(text: Any, default_port: int, what: str = "") -> Endpoint:
     return Endpoint(host, port)
 
 
+def parse_upstream(text: Any, what: str = "") -> Upstream:
+    """A plain resolver (`9.9.9.9`, `[2620:fe::fe]:53`), DNS over TLS (`tls://name@ip[:port]`,
+    `tls://ip`, `tls://name` with a bootstrap) or DNS over HTTPS (`https://name/dns-query`, with a
+    bootstrap or a pinned address: `https://name@ip/dns-query`)."""
+    if isinstance(text, str) and text.strip().lower().startswith(("tls://", "https://")):
+        return _encrypted(text.strip())
+    return parse_endpoint(text, 53, what)
+
+
+def _encrypted(text: str) -> EncryptedUpstream:
+    """`tls://` or `https://` upstreams. The name (SNI and the name the certificate must carry) is
+    the host, or what stands before `@`; the address after `@` saves the bootstrap lookup."""
+    parts = urlsplit(text)
+    scheme, default_port = ("tls", 853) if parts.scheme.lower() == "tls" else ("https", 443)
+    if parts.query or parts.fragment or parts.password is not None:
+        raise ValueError(f"{text!r}: no query, fragment or password may follow the address")
+    if scheme == "tls" and parts.path not in ("", "/"):
+        raise ValueError(f"{text!r}: a tls:// upstream has no path")
+    try:
+        port = parts.port or default_port
+        host = parts.hostname or ""
+    except ValueError as err:
+        raise ValueError(f"{text!r}: {err}") from None
+    name, address = (parts.username, host) if parts.username else (host, None)
+    if _is_ip(host) and not parts.username:
+        address = host
+    if address is not None and not _is_ip(address):
+        raise ValueError(f"{text!r}: {address!r} after @ must be an IP address")
+    if not name or " " in name or (not _is_ip(name) and "." not in name and name != "localhost"):
+        raise ValueError(f"{text!r} has no host name")
+    path = (parts.path or "/dns-query") if scheme == "https" else ""
+    return EncryptedUpstream(scheme, name.lower().rstrip("."), address, port, path)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _port(text: str) -> int:
     if not text.isdigit() or not 0 < int(text) < 65536:
         raise ValueError(f"port {text!r} is not between 1 and 65535")
@@ -230,6 +272,54 @@ class Endpoint:
 
     def __str__(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class EncryptedUpstream:
+    """DNS over TLS (RFC 7858) or over HTTPS (RFC 8484). `name` is what the certificate must be
+    valid for (and the SNI and HTTP host); `address` is where to connect, None when the
+    bootstrap resolvers look the name up (never ourselves: we would ask ourselves the way out)."""
+
+    scheme: str  # "tls" or "https"
+    name: str
+    address: str | None
+    port: int
+    path: str = ""  # the DoH URL's path
+
+    def __str__(self) -> str:
+        def bracketed(host: str) -> str:
+            return f"[{host}]" if ":" in host else host
+
+        pinned = f"@{bracketed(self.address)}" if self.address and self.address != self.name else ""
+        port = "" if self.port == (853 if self.scheme == "tls" else 443) else f":{self.port}"
+        return f"{self.scheme}://{bracketed(self.name)}{pinned}{port}{self.path}"
+
+
+Upstream = Endpoint | EncryptedUpstream
+
+
+@dataclass(frozen=True, slots=True)
+class EncryptedUpstreamsConfig:
+    """What tls:// and https:// upstreams share: how their names are found and trusted."""
+
+    bootstrap: tuple[Endpoint, ...] = key(
+        (), _list_of(lambda v: parse_endpoint(v, 53)), "plain resolvers that look up tls:// and https:// host names"
+    )
+    ca_file: Path | None = path_key(None, _path, "CA certificates (PEM) to trust", shown="the system's")
+    doh_method: str = key("post", lambda v: _one_of(v, ("post", "get")), "post or get (RFC 8484 4.1)")
+    padding: bool = key(True, _boolean, "pad queries to a multiple of 128 octets (RFC 8467)")
+    idle_timeout: float = key(30.0, _real(1, 3600), "seconds an unused connection is kept open")
+
+    def problem(self) -> tuple[str, str] | None:
+        if self.ca_file is not None and not self.ca_file.is_file():
+            return "ca_file", f"{self.ca_file}: no such file"
+        return None
+
+
+def _one_of(value: Any, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"{value!r} is not one of: {', '.join(choices)}")
+    return str(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -675,13 +765,14 @@ class Config:
         _list_of(lambda v: parse_endpoint(v, DEFAULT_PORT)),
         "addresses to serve on",
     )
-    upstreams: tuple[Endpoint, ...] = key(
+    upstreams: tuple[Upstream, ...] = key(
         (),
-        _list_of(lambda v: parse_endpoint(v, 53)),
-        "resolvers to forward to",
+        _list_of(parse_upstream),
+        "resolvers to forward to: ip[:port], tls://name@ip[:853], https://name/dns-query",
         shown="first nameserver of /etc/resolv.conf that is not us",
     )
     upstream_timeout: float = key(2.0, _real(0.05, 30.0), "seconds per upstream before the next is tried")
+    encrypted_upstreams: EncryptedUpstreamsConfig = section(EncryptedUpstreamsConfig, "tls:// and https:// upstreams")
     model: Path | None = path_key(None, _path, "a .tflite model", shown="the shipped models/default.tflite")
     scoring: bool = key(True, _boolean, "false: lists only, no model (a plain filtering forwarder)")
     workers: int = key(1, _number(1, 64, integer=True), "processes sharing the listen ports; restart to change")
@@ -739,7 +830,15 @@ class Config:
         if listen:
             out = replace(out, listen=tuple(parse_endpoint(x, DEFAULT_PORT, "--listen") for x in listen))
         if upstreams:
-            out = replace(out, upstreams=tuple(parse_endpoint(x, 53, "--upstream") for x in upstreams))
+            out = replace(out, upstreams=tuple(parse_upstream(x, "--upstream") for x in upstreams))
+            bootstrap = out.encrypted_upstreams.bootstrap
+            for upstream in out.upstreams:
+                if isinstance(upstream, EncryptedUpstream) and not (upstream.address or bootstrap):
+                    raise ConfigError(
+                        f"{upstream} needs an address: {upstream.scheme}://{upstream.name}@IP, or a bootstrap "
+                        "in the policy's encrypted_upstreams",
+                        file="--upstream",
+                    )
         return out
 
 
@@ -943,7 +1042,25 @@ def from_mapping(data: Any, file: str, base: Path) -> Config:
         metrics=_metrics(r.section("metrics")),
     )
     r.finish()
+    _check_bootstrap(cfg, data, file)
     return cfg
+
+
+def _check_bootstrap(cfg: Config, data: LocatedDict, file: str) -> None:
+    """An encrypted upstream named without an address needs a bootstrap resolver to find it."""
+    if cfg.encrypted_upstreams.bootstrap:
+        return
+    for index, upstream in enumerate(cfg.upstreams):
+        if isinstance(upstream, EncryptedUpstream) and upstream.address is None:
+            items = data.get("upstreams")
+            line = items.lines[index] if isinstance(items, LocatedList) else data.lines.get("upstreams")
+            raise ConfigError(
+                f"{upstream} needs an address: write {upstream.scheme}://{upstream.name}@IP, "
+                "or list plain resolvers in encrypted_upstreams.bootstrap",
+                file=file,
+                line=line,
+                key=f"upstreams[{index}]",
+            )
 
 
 def load_config(path: Path) -> Config:

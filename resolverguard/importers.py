@@ -2,7 +2,7 @@
 
 `resolverguard import pihole|adguardhome|blocky ... --out DIR` writes `DIR/policy.yaml`, commented
 line by line with where each setting came from, and the list files it names. Nothing is guessed
-silently: what has no counterpart here (MAC-address clients, DoH upstreams, blocked services) is
+silently: what has no counterpart here (MAC-address clients, DNS over QUIC, blocked services) is
 written as a comment saying so, and `resolverguard check DIR/policy.yaml` validates the result.
 
 Semantics are kept: Pi-hole's adlists and exact domains match exactly (`format: exact`), its regex
@@ -24,9 +24,12 @@ from typing import Any
 
 import yaml
 
+from resolverguard.config import EncryptedUpstream, parse_upstream
 from resolverguard.errors import ConfigError
 
 DEFAULT_GROUP = 0  # Pi-hole's "Default" group
+# AdGuard Home's own default bootstrap (Quad9's unfiltered resolvers), used when a config names none
+DEFAULT_BOOTSTRAP = ("9.9.9.10", "149.112.112.10", "2620:fe::10", "2620:fe::fe:10")
 Group = dict[str, Any]  # a client group as the policy file writes it
 
 
@@ -36,6 +39,8 @@ class PolicyDraft:
 
     source: str
     upstreams: list[str] = field(default_factory=list)
+    bootstrap: list[str] = field(default_factory=list)  # plain resolvers that find encrypted upstreams
+    bootstrap_from: str = ""  # where `bootstrap` came from, for the comment above it
     deny_files: list[dict[str, str]] = field(default_factory=list)
     allow_files: list[dict[str, str]] = field(default_factory=list)
     records: list[str] = field(default_factory=list)
@@ -75,6 +80,13 @@ def render(draft: PolicyDraft) -> str:
         out += ["# The upstream resolvers it used.", "upstreams:", *(f"  - {_flow(u)}" for u in draft.upstreams), ""]
     else:
         out += ["# No plain DNS upstream found: the first nameserver of /etc/resolv.conf is used.", ""]
+    if any(isinstance(u, EncryptedUpstream) and u.address is None for u in map(parse_upstream, draft.upstreams)):
+        out += [
+            f"# Plain resolvers that find the tls:// and https:// upstreams' addresses ({draft.bootstrap_from}).",
+            "encrypted_upstreams:",
+            f"  bootstrap: {_flow(draft.bootstrap or list(DEFAULT_BOOTSTRAP))}",
+            "",
+        ]
     out += ["# Block and allow lists (URLs are downloaded and refreshed daily; see subscriptions).", "lists:"]
     for key, entries in (("deny_files", draft.deny_files), ("allow_files", draft.allow_files)):
         if entries:
@@ -286,17 +298,34 @@ def _reverse_server(cidr: str, target: str, domain: str, draft: PolicyDraft) -> 
 
 
 def _add_upstream(text: str, draft: PolicyDraft, what: str) -> bool:
-    """A plain DNS upstream (`ip` or `ip:port`); encrypted ones are noted (not supported yet)."""
+    """A plain DNS upstream (`ip` or `ip:port`) or an encrypted one (`tls://`, `https://`); what we
+    cannot speak (DNS over QUIC, DNS stamps, names without a scheme) is noted."""
     candidate = text.strip()
-    host = candidate.rsplit(":", 1)[0] if candidate.count(":") == 1 else candidate.strip("[]").split("]:")[0]
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        draft.notes.append(f"{what} {candidate!r}: only plain DNS to an IP address is supported here")
+    if candidate.lower().startswith(("tls://", "https://")):
+        try:
+            candidate = str(parse_upstream(candidate))
+        except ValueError as err:
+            draft.notes.append(f"{what} {candidate!r}: {err}")
+            return False
+    elif not _add_check(candidate):
+        why = "DNS over QUIC and DNS stamps are not supported; give its tls:// or https:// address"
+        plain = "only plain DNS to an IP address, tls:// and https:// are supported here"
+        draft.notes.append(f"{what} {candidate!r}: {why if '://' in candidate else plain}")
         return False
     if candidate not in draft.upstreams:
         draft.upstreams.append(candidate)
     return True
+
+
+def _add_bootstrap(entries: Iterable[Any], draft: PolicyDraft, what: str) -> None:
+    """Plain resolvers (`ip`, `ip:port`, `udp://ip`) of a bootstrap setting; others are noted."""
+    for entry in entries:
+        text = str(entry).strip().removeprefix("udp://").removeprefix("tcp+udp:").removeprefix("udp:")
+        if _add_check(text):
+            draft.bootstrap.append(text)
+        else:
+            draft.notes.append(f"{what} {str(entry)!r}: a bootstrap resolver must be plain DNS to an IP address")
+    draft.bootstrap_from = what if draft.bootstrap else draft.bootstrap_from
 
 
 # AdGuard Home -----------------------------------------------------------------------------------
@@ -312,6 +341,8 @@ def import_adguardhome(config: Path) -> PolicyDraft:
     dns, filtering = data.get("dns") or {}, data.get("filtering") or {}
     for line in dns.get("upstream_dns") or []:
         _adguard_upstream(str(line), draft)
+    draft.bootstrap_from = "AdGuard Home's default bootstrap"
+    _add_bootstrap(dns.get("bootstrap_dns") or [], draft, "AdGuard Home bootstrap_dns")
     for item in data.get("filters") or []:
         if item.get("enabled", True):
             draft.deny_files.append({"url": str(item["url"]), "format": "adblock"})
@@ -411,7 +442,9 @@ def import_blocky(config: Path) -> PolicyDraft:
     draft = PolicyDraft(f"Blocky ({config.name})")
     upstreams = data.get("upstreams", {}).get("groups", {}) or {}
     for line in upstreams.get("default", []) or []:
-        _add_upstream(str(line).removeprefix("udp:").removeprefix("tcp+udp:"), draft, "Blocky upstream")
+        _add_upstream(_blocky_upstream(str(line)), draft, "Blocky upstream")
+    draft.bootstrap_from = "Blocky's bootstrapDns names none: AdGuard Home's default"
+    _blocky_bootstrap(data.get("bootstrapDns"), draft)
     blocking = data.get("blocking") or {}
     deny = blocking.get("denylists") or blocking.get("blackLists") or {}
     allow = blocking.get("allowlists") or blocking.get("whiteLists") or {}
@@ -440,6 +473,27 @@ def import_blocky(config: Path) -> PolicyDraft:
         else:
             draft.notes.append(f"conditional {zone}: {first!r} is not plain DNS to an IP address")
     return draft
+
+
+def _blocky_upstream(line: str) -> str:
+    """Blocky's `[net:]host[:port][/path][#commonName]` in our syntax: `tcp-tls:1.1.1.1:853#one.one`
+    is `tls://one.one@1.1.1.1:853` (the common name is what the certificate must carry)."""
+    line = line.strip()
+    for prefix in ("udp:", "tcp+udp:"):
+        if line.startswith(prefix):
+            return line.removeprefix(prefix)
+    if not line.startswith("tcp-tls:"):
+        return line
+    address, _, name = line.removeprefix("tcp-tls:").partition("#")
+    return f"tls://{name}@{address}" if name else f"tls://{address}"
+
+
+def _blocky_bootstrap(value: Any, draft: PolicyDraft) -> None:
+    """`bootstrapDns`: one entry, a list, or `{upstream: ..., ips: [...]}` mappings; the plain ones
+    are ours to use (an encrypted bootstrap is noted)."""
+    entries = value if isinstance(value, list) else [value] if value else []
+    plain = [e.get("upstream", "") if isinstance(e, dict) else e for e in entries]
+    _add_bootstrap(plain, draft, "Blocky bootstrapDns")
 
 
 def _blocky_source(entry: str, file_name: str, kind: str, draft: PolicyDraft, into: Group | None) -> None:

@@ -15,6 +15,7 @@ on `Pipeline` (plus a line in `Pipeline.retire` when the object holds something 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -213,6 +214,10 @@ def query_log_for(
         raise ConfigError(str(err), file=cfg.source, key="query_store.path") from None
 
 
+def _say(text: str, stderr: TextIO | None) -> None:
+    print(f"resolverguard: {text}", file=stderr or sys.stderr, flush=True)
+
+
 def build_pipeline(
     cfg: Config,
     model: TFLiteScorer,
@@ -234,7 +239,9 @@ def build_pipeline(
     hints = family_hints_for(cfg, old.hints if old else None)
     upstreams = (cfg.upstreams, cfg.upstream_timeout)
     answers = AnswerCache.carried(old.answers if old else None, cfg.answer_cache, upstreams)
-    forwarder = UpstreamForwarder.carried(old.forwarder if old else None, *upstreams)
+    forwarder = UpstreamForwarder.carried(
+        old.forwarder if old else None, *upstreams, cfg.encrypted_upstreams, lambda text: _say(text, stderr)
+    )
     access, limit = cfg.access, cfg.rate_limit
     # Gates run before the chain, on the source address alone (see DnsServer.turned_away).
     gates: list[Gate] = [AclGate(ClientAcl(access.allow_clients), Refusal(drop=access.refused == "drop"))]

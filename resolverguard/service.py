@@ -55,6 +55,7 @@ class WorkerRole:
 
     index: int
     send_line: Callable[[Any], None]  # hands a batch of query-log records to the parent's writer
+    control: Path | None = None  # its private control socket, which the parent's fans out to
 
 
 class Service:
@@ -126,7 +127,10 @@ class Service:
             self.say(f"dashboard on http://{self.cfg.dashboard.listen}/")
 
     def reload(self) -> bool:
-        """Re-reads the policy; True when the new one is in force, False when the old one stays."""
+        """Re-reads the policy right here; True when the new one is in force, False when the old
+        one stays. It holds the event loop while it reads the lists (a million entries: ~20 s with
+        no answer), so the server reloads with `reload_off_loop`; this is for callers without a
+        loop to keep answering (tests, small policies)."""
         if self.config_path is None:
             self.say("reload: no policy file (built-in defaults); nothing to reload")
             return False
@@ -137,18 +141,31 @@ class Service:
         return True
 
     async def reload_off_loop(self) -> bool:
-        """`reload` for the dashboard: the same checks and swap, but the new pipeline is built in a
-        worker thread (as `update_lists` builds one), so a click never stalls answers for the time
-        it takes to read the lists; one at a time with list updates."""
+        """What SIGHUP and `resolverguard reload` run: the policy and its lists are read in a
+        helper process (`read_policy`; in a thread the parse would hold the GIL for seconds, as
+        `download_and_read` found), the pipeline is assembled in a thread from what it sent back,
+        and only the swap runs on the loop. Answers go on meanwhile (bench/results/swap-reload.md)."""
         if self.config_path is None:
             self.say("reload: no policy file (built-in defaults); nothing to reload")
             return False
-        async with self._updating:
-            built = await asyncio.get_running_loop().run_in_executor(None, self._build)
-            if built is None:
+        async with self._updating:  # a reload and a list update never build at once
+            loop = asyncio.get_running_loop()
+            helper = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            try:
+                read = await loop.run_in_executor(helper, read_policy, self.config_path, self._overrides)
+            except Exception as err:  # noqa: BLE001 - a helper that died must not take the server with it
+                self.say(f"reload failed, previous policy stays in force: {type(err).__name__}: {err}")
                 return False
-            self._swap(*built, f"reloaded {self.config_path}")
-            settle_memory()  # as after SIGHUP: the old pipeline was frozen at start (issue #14's leak)
+            finally:  # joined off the loop: the helper's exit frees a million-entry heap
+                loop.run_in_executor(None, helper.shutdown)
+            if isinstance(read, str):
+                self.say(f"reload rejected, previous policy stays in force: {read}")
+                return False
+            fresh = await loop.run_in_executor(None, self._build, *read)
+            if fresh is None:
+                return False
+            self._swap(*fresh, f"reloaded {self.config_path}")
+            settle_memory()  # the old pipeline was frozen at start (issue #14's leak): 100 API reloads grew 39 MB
             return True
 
     def _build(
@@ -233,10 +250,12 @@ class Service:
         return results
 
     async def _start_control(self) -> None:
-        """The control socket (`resolverguard pause/resume/status/lists update`); one per server,
-        so with `workers` > 1 none is opened (each worker has its own pipeline)."""
+        """The control socket (`resolverguard pause/resume/status/lists update`). A worker (of
+        `workers` > 1) listens on the private one its parent passes its commands to."""
         where = self.cfg.control_socket
-        if where is False or self.worker is not None:
+        if self.worker is not None:
+            where = self.worker.control or False
+        if where is False:
             return
         self.control = ControlServer(where if isinstance(where, Path) else default_socket(), self.command)
         try:
@@ -282,7 +301,7 @@ class Service:
             results = await self.update_lists()
             return "ok: " + ("; ".join(map(str, results)) or "no list URLs")
         if words == ["reload"]:
-            return "ok: reloaded" if self.reload() else "error: reload rejected (see the server's log)"
+            return "ok: reloaded" if await self.reload_off_loop() else "error: reload rejected (see the server's log)"
         return f"error: unknown command {' '.join(words)!r}"
 
     def _pause_ended(self) -> None:
@@ -394,6 +413,23 @@ def download_and_read(
     return results, prebuilt_lists(cfg) if now != copies else None, now
 
 
+def read_policy(
+    path: Path, overrides: Mapping[str, object]
+) -> tuple[dict[ListsConfig, DomainLists], tuple[tuple[str, int], ...]] | str:
+    """Runs in a helper process (`Service.reload_off_loop`): reads the policy and every lists
+    section it names; returns (prebuilt lists, the downloaded copies they were read from), or
+    what is wrong with the policy (`file:line: key: problem`) as text, which pickles everywhere."""
+    with contextlib.suppress(OSError):
+        os.nice(5)  # the server's answers come first on a small machine
+    try:
+        cfg = replace(load_config(path), **overrides)  # type: ignore[arg-type]
+        return prebuilt_lists(cfg), list_copies(cfg)
+    except ConfigError as err:
+        return err.location()
+    except ResolverGuardError as err:
+        return str(err)
+
+
 def settle_memory() -> None:
     """Moves what startup (or a reload) built to the collector's permanent generation.
 
@@ -416,11 +452,17 @@ async def run_until_signalled(service: Service) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    def reload() -> None:
-        if service.reload():
-            settle_memory()
+    reloading: set[asyncio.Task[None]] = set()  # held until done (the loop keeps only weak references)
 
-    loop.add_signal_handler(signal.SIGHUP, reload)
+    async def reload() -> None:
+        await service.reload_off_loop()  # settles memory itself after a swap
+
+    def on_sighup() -> None:
+        task = asyncio.ensure_future(reload())
+        reloading.add(task)
+        task.add_done_callback(reloading.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_sighup)
     try:
         await service.start()
         settle_memory()

@@ -133,6 +133,8 @@ dns:
   upstream_dns:
     - 127.0.0.1:{port}
     - https://dns10.quad9.net/dns-query
+    - tls://dns10.quad9.net
+    - quic://dns.adguard-dns.com
     - "[/lan/]127.0.0.1:{router}"
     - "[/1.168.192.in-addr.arpa/]127.0.0.1:{router}"
   bootstrap_dns: [9.9.9.10]
@@ -180,6 +182,9 @@ upstreams:
     default:
       - 127.0.0.1:{port}
       - https://dns.example/dns-query
+      - tcp-tls:1.1.1.1:853#cloudflare-dns.com
+bootstrapDns:
+  - upstream: tcp+udp:9.9.9.9
 blocking:
   denylists:
     ads:

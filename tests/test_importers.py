@@ -24,7 +24,7 @@ from migration import (
     pihole_gravity,
 )
 
-from resolverguard.config import load_config
+from resolverguard.config import EncryptedUpstream, Endpoint, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 LISTS = Path(__file__).resolve().parent / "data" / "lists"
@@ -106,9 +106,14 @@ def test_from_adguardhome(tmp_path: Path, world) -> None:
     config = tmp_path / "AdGuardHome.yaml"
     config.write_text(ADGUARDHOME_YAML.format(port=main.port, router=router.port, lists_url=lists.url("")))
     result = rg("import", "adguardhome", "--config", str(config), "--out", str(tmp_path / "imported"))
-    assert "https://dns10.quad9.net/dns-query" in result.stdout and "*.dev.lan" in result.stdout
+    assert "quic://dns.adguard-dns.com" in result.stdout and "*.dev.lan" in result.stdout  # noted: no DoQ here
     policy = import_and_update(tmp_path, "adguardhome", "--config", str(config))
     cfg = load_config(policy)
+    assert cfg.upstreams[1:] == (
+        EncryptedUpstream("https", "dns10.quad9.net", None, 443, "/dns-query"),
+        EncryptedUpstream("tls", "dns10.quad9.net", None, 853),
+    )
+    assert cfg.encrypted_upstreams.bootstrap == (Endpoint("9.9.9.10", 53),)  # its bootstrap_dns
     assert [(g.name, g.clients, g.mode.value) for g in cfg.groups] == [("work laptop", ("192.168.1.70/32",), "monitor")]
     with run_resolver(cfg, tmp_path / "q.jsonl") as r:
         assert a(r, "ads.example.com") == ["0.0.0.0"] and a(r, "youtube.com") == [UPSTREAM_A]
@@ -129,6 +134,11 @@ def test_from_blocky(tmp_path: Path, world) -> None:
     config.write_text(BLOCKY_YAML.format(port=main.port, router=router.port, lists_url=lists.url("")))
     policy = import_and_update(tmp_path, "blocky", "--config", str(config))
     cfg = load_config(policy)
+    assert cfg.upstreams[1:] == (
+        EncryptedUpstream("https", "dns.example", None, 443, "/dns-query"),
+        EncryptedUpstream("tls", "cloudflare-dns.com", "1.1.1.1", 853),  # Blocky's #commonName
+    )
+    assert cfg.encrypted_upstreams.bootstrap == (Endpoint("9.9.9.9", 53),)  # its bootstrapDns
     with run_resolver(cfg, tmp_path / "q.jsonl") as r:
         assert a(r, "x.wild.example") == ["0.0.0.0"] and a(r, "track3.example") == ["0.0.0.0"]
         assert a(r, "inline-blocked.example") == ["0.0.0.0"] and a(r, "a.inline-wild.example") == ["0.0.0.0"]

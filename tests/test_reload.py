@@ -50,3 +50,30 @@ def test_reload_carries_what_did_not_change_and_replaces_what_did(tmp_path: Path
             assert moved.answers is not before.answers and moved.forwarder is not before.forwarder
             assert ask(r, "www.example.com") == [UPSTREAM_A] and len(second.queries) == 1
     assert [line["qname"] for line in r.log_lines()] == ["www.example.com"] * 3
+
+
+def test_reload_off_loop_reads_the_lists_elsewhere_while_answers_go_on(tmp_path: Path) -> None:
+    """SIGHUP's reload: the policy names a new 50,000-entry list; queries sent while it is read get
+    answers (on the loop the parse would hold every answer until the swap), then the list is in force.
+    A broken policy is rejected the same way with file:line: key, and the list stays."""
+    policy, log, hosts = tmp_path / "policy.yaml", tmp_path / "q.log", tmp_path / "hosts.txt"
+    hosts.write_text("".join(f"0.0.0.0 blocked{i}.example.net\n" for i in range(50_000)))
+    with run_upstream(Upstream()) as up:
+        base = f"upstreams: [127.0.0.1:{up.port}]\nquery_log: {log}\nrate_limit: {{qps: 0}}\n"
+        policy.write_text(base)
+        stderr = io.StringIO()
+        with run_resolver(load_config(policy), log, stderr=stderr) as r:
+            r.service.config_path = policy
+            policy.write_text(base + f"lists:\n  deny_files: [{{path: '{hosts}', format: hosts}}]\n")
+            reloading = asyncio.run_coroutine_threadsafe(r.service.reload_off_loop(), r.loop)
+            during = 0
+            while not reloading.done():
+                answer = ask(r, f"during{during}.example.com")
+                during += answer == [UPSTREAM_A] and not reloading.done()
+            assert reloading.result(60) is True
+            assert during >= 3, during  # answered while the lists were read
+            assert ask(r, "blocked49999.example.net") == ["0.0.0.0"]
+            policy.write_text(base + "mode: enforc\n")
+            assert asyncio.run_coroutine_threadsafe(r.service.reload_off_loop(), r.loop).result(60) is False
+            assert ask(r, "blocked7.example.net") == ["0.0.0.0"]  # the old policy stays
+    assert f"{policy}:4: mode:" in stderr.getvalue()

@@ -186,6 +186,7 @@ def test_lists_update_command(tmp_path: Path, lists_http: ListServer) -> None:
     policy.write_text(
         f"lists:\n  deny_files:\n    - {{url: '{url}', format: wildcard}}\n"
         f"    - {lists_http.url('/missing.txt')}\nsubscriptions: {{cache_dir: cache}}\n"
+        "control_socket: off\n"  # no server: a live one on the default path would do the update instead
     )
     cmd = [sys.executable, "-m", "resolverguard", "lists", "update", "--config", str(policy)]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=60)

@@ -16,7 +16,10 @@ from dnsfixtures import UPSTREAM_A, Upstream, free_port, run_upstream, start_ser
 def test_two_workers_share_the_port_and_lose_no_log_line(tmp_path: Path) -> None:
     port, policy, log = free_port(), tmp_path / "policy.yaml", tmp_path / "q.jsonl"
     with run_upstream(Upstream()) as up:
-        policy.write_text(f"workers: 2\nupstreams: ['127.0.0.1:{up.port}']\nquery_log: {log}\nrate_limit: {{qps: 0}}\n")
+        policy.write_text(
+            f"workers: 2\nupstreams: ['127.0.0.1:{up.port}']\nquery_log: {log}\nrate_limit: {{qps: 0}}\n"
+            "control_socket: off\n"  # not the default path, which other servers on this machine may use
+        )
         proc = start_serving(policy, port)
         wait_for(proc, "listening on")  # the second worker
 
@@ -34,3 +37,102 @@ def test_two_workers_share_the_port_and_lose_no_log_line(tmp_path: Path) -> None
     lines = [json.loads(x) for x in log.read_text().splitlines()]
     assert sorted(x["qname"] for x in lines) == sorted(f"h{i}.example.com" for i in range(300))
     assert set(collections.Counter(x["worker"] for x in lines)) == {0, 1}  # the kernel used both
+
+
+def test_the_control_socket_reaches_every_worker(tmp_path: Path) -> None:
+    """With `workers: 2`, `resolverguard pause` through the one control socket stops blocking in
+    both workers (the query log shows both answering while paused), and `resume` restarts it in both."""
+    import subprocess
+    import sys
+
+    from resolverguard.control import send
+
+    port, policy, log, sock = free_port(), tmp_path / "policy.yaml", tmp_path / "q.jsonl", tmp_path / "run" / "c.sock"
+    with run_upstream(Upstream()) as up:
+        policy.write_text(
+            f"workers: 2\nupstreams: ['127.0.0.1:{up.port}']\nquery_log: {log}\nrate_limit: {{qps: 0}}\n"
+            f"control_socket: {sock}\nanswer_cache: {{size: 0}}\nlists:\n  deny: [blocked.example]\n"
+        )
+        proc = start_serving(policy, port)
+        wait_for(proc, "listening on")  # the second worker
+
+        def rg(*args: str) -> str:
+            cmd = [sys.executable, "-m", "resolverguard", *args, "--socket", str(sock)]
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=60).stdout.strip()
+
+        def blocked_answers(count: int, tag: str) -> list[str]:
+            def one(i: int) -> str:
+                query = dns.message.make_query(f"{tag}{i}.blocked.example", "A")
+                return str(dns.query.udp(query, "127.0.0.1", port=port, timeout=5).answer[0][0])
+
+            with concurrent.futures.ThreadPoolExecutor(8) as pool:
+                return list(pool.map(one, range(count)))
+
+        try:
+            assert set(blocked_answers(40, "before")) == {"0.0.0.0"}
+            assert rg("pause", "5m") == "ok: blocking paused for 300 s (all 2 workers)"
+            status = rg("status")
+            assert status.startswith("ok: ") and "paused, " in status, status
+            assert status.endswith("(all 2 workers)") or status.count("paused, ") == 2, status
+            assert set(blocked_answers(60, "paused")) == {UPSTREAM_A}  # every worker let it through
+            assert rg("resume") == "ok: blocking resumed (all 2 workers)"
+            assert set(blocked_answers(40, "after")) == {"0.0.0.0"}
+            policy.write_text(policy.read_text().replace("deny: [blocked.example]", "deny: [other.example]"))
+            assert send(sock, "reload") == "ok: reloaded (all 2 workers)"
+            assert set(blocked_answers(40, "reloaded")) == {UPSTREAM_A}  # neither worker blocks it now
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(20) == 0
+    lines = [json.loads(x) for x in log.read_text().splitlines()]
+    during = [x for x in lines if x["qname"].startswith("paused")]
+    assert len(during) == 60 and {x["worker"] for x in during} == {0, 1}, during  # both workers were paused
+    after = [x for x in lines if x["qname"].startswith("after")]
+    assert {x["worker"] for x in after} == {0, 1} and {x["action"] for x in after} == {"sinkhole"}
+    assert {x["worker"] for x in lines if x["qname"].startswith("reloaded")} == {0, 1}
+    assert not sock.exists()  # the parent removed its socket on the way out
+
+
+def test_lists_update_through_the_parent_reaches_every_worker_and_downloads_once(tmp_path: Path) -> None:
+    """`resolverguard lists update` with `workers: 2`: one worker downloads the changed list, the
+    other finds the copy current (304) and reads it; both then block what it lists."""
+    import subprocess
+    import sys
+
+    from listserver import Served, serve_lists
+
+    port, policy, log, sock = free_port(), tmp_path / "policy.yaml", tmp_path / "q.jsonl", tmp_path / "run" / "c.sock"
+    with run_upstream(Upstream()) as up, serve_lists() as lists:
+        lists.files["/deny.txt"] = Served(b"old.example\n", etag='"v1"')
+        policy.write_text(
+            f"workers: 2\nupstreams: ['127.0.0.1:{up.port}']\nquery_log: {log}\nrate_limit: {{qps: 0}}\n"
+            f"control_socket: {sock}\nanswer_cache: {{size: 0}}\n"
+            f"subscriptions: {{cache_dir: {tmp_path / 'cache'}, refresh: 0}}\n"
+            f"lists:\n  deny_files: [{{url: '{lists.url('/deny.txt')}', format: domains}}]\n"
+        )
+        subprocess.run([sys.executable, "-m", "resolverguard", "lists", "update", "--config", str(policy)], timeout=60)
+        proc = start_serving(policy, port)
+        wait_for(proc, "listening on")  # the second worker
+        try:
+            lists.files["/deny.txt"] = Served(b"new.example\n", etag='"v2"')
+            lists.requests.clear()
+            cmd = [sys.executable, "-m", "resolverguard", "lists", "update", "--config", str(policy)]
+            update = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+            assert update.returncode == 0, update.stdout + update.stderr
+            assert "worker 0: " in update.stdout and "worker 1: " in update.stdout, update.stdout
+            assert "updated" in update.stdout and "not modified" in update.stdout, update.stdout
+            assert len(lists.requests) == 2  # one download, one conditional request answered 304
+
+            def answers(tag: str) -> set[str]:
+                def one(i: int) -> str:
+                    query = dns.message.make_query(f"{tag}{i}.new.example", "A")
+                    return str(dns.query.udp(query, "127.0.0.1", port=port, timeout=5).answer[0][0])
+
+                with concurrent.futures.ThreadPoolExecutor(8) as pool:
+                    return set(pool.map(one, range(40)))
+
+            assert answers("w") == {"0.0.0.0"}
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(20) == 0
+    lines = [json.loads(x) for x in log.read_text().splitlines()]
+    assert {x["worker"] for x in lines if x["qname"].endswith(".new.example")} == {0, 1}  # both blocked it

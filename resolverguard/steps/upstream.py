@@ -17,10 +17,13 @@ import struct
 import time
 from collections.abc import Callable, Sequence
 
+from dnslib import QTYPE, DNSError, DNSRecord
+
 from resolverguard import replies
 from resolverguard.chain import Reply, Request
-from resolverguard.config import Endpoint
+from resolverguard.config import EncryptedUpstream, EncryptedUpstreamsConfig, Endpoint, Upstream
 from resolverguard.errors import UpstreamError
+from resolverguard.steps.encrypted import DohClient, DotClient, padded, tls_context
 from resolverguard.wire import ANY, RCODE_MASK, REFUSED, SERVFAIL, Flag, QueryHead, rcode_name
 
 _TC = int(Flag.TC) >> 8  # the bit in byte 2 of the header (a plain int)
@@ -121,20 +124,20 @@ class UpstreamHealth:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._down: dict[Endpoint, tuple[float, float]] = {}  # server -> (retry after, backoff)
+        self._down: dict[Upstream, tuple[float, float]] = {}  # server -> (retry after, backoff)
 
-    def order(self, servers: tuple[Endpoint, ...]) -> tuple[Endpoint, ...]:
+    def order(self, servers: tuple[Upstream, ...]) -> tuple[Upstream, ...]:
         if not self._down:
             return servers
         now = self._clock()
         healthy = tuple(s for s in servers if s not in self._down or self._down[s][0] <= now)
         return healthy + tuple(s for s in servers if s not in healthy)
 
-    def failed(self, server: Endpoint) -> None:
+    def failed(self, server: Upstream) -> None:
         backoff = min(self.MAX_BACKOFF, self._down[server][1] * 2) if server in self._down else self.FIRST_BACKOFF
         self._down[server] = (self._clock() + backoff, backoff)
 
-    def answered(self, server: Endpoint) -> None:
+    def answered(self, server: Upstream) -> None:
         if self._down:
             self._down.pop(server, None)
 
@@ -144,23 +147,47 @@ class UpstreamForwarder:
     ports: each socket has its own random source port and is replaced after `max_uses` queries, and
     every query gets a fresh random ID. A spoofed answer must guess the ID, which of the pool's
     ports is in use and the question; a socket per query would cost a socket, a connect and a
-    reader registration each time, more than the rest of the forwarding."""
+    reader registration each time, more than the rest of the forwarding.
 
-    def __init__(self, servers: Sequence[Endpoint], timeout: float, pool: int = 32, max_uses: int = 256) -> None:
+    tls:// and https:// upstreams (steps/encrypted.py) keep one shared connection each and go
+    through the same order, health and failover as plain ones."""
+
+    def __init__(
+        self,
+        servers: Sequence[Upstream],
+        timeout: float,
+        pool: int = 32,
+        max_uses: int = 256,
+        encrypted: EncryptedUpstreamsConfig | None = None,
+        say: Callable[[str], None] | None = None,
+    ) -> None:
         if not servers:
             raise UpstreamError("no upstream servers configured")
         self.servers, self.timeout, self.pool_size, self.max_uses = tuple(servers), timeout, pool, max_uses
+        self.encrypted, self._say = encrypted or EncryptedUpstreamsConfig(), say
         self._pools: dict[Endpoint, list[Channel]] = {}
         self._ids = RandomIds()
         self.health = UpstreamHealth()
+        self._clients: dict[EncryptedUpstream, DotClient | DohClient] = {}
+        bootstrap = self.encrypted.bootstrap
+        self._bootstrap = Bootstrap(bootstrap, timeout) if bootstrap else None
+        self._told: dict[Upstream, str] = {}  # the last problem said of each encrypted upstream
 
     @classmethod
-    def carried(cls, old: UpstreamForwarder | None, servers: Sequence[Endpoint], timeout: float) -> UpstreamForwarder:
+    def carried(
+        cls,
+        old: UpstreamForwarder | None,
+        servers: Sequence[Upstream],
+        timeout: float,
+        encrypted: EncryptedUpstreamsConfig | None = None,
+        say: Callable[[str], None] | None = None,
+    ) -> UpstreamForwarder:
         """The running forwarder (its sockets and what it knows of the upstreams' health) across a
         reload that keeps the same upstreams; the one it replaces is closed by the pipeline."""
-        if old is not None and (old.servers, old.timeout) == (tuple(servers), timeout):
+        encrypted = encrypted or EncryptedUpstreamsConfig()
+        if old is not None and (old.servers, old.timeout, old.encrypted) == (tuple(servers), timeout, encrypted):
             return old
-        return cls(servers, timeout)
+        return cls(servers, timeout, encrypted=encrypted, say=say)
 
     async def resolve(self, packet: bytes, question: bytes | None = None, head: QueryHead | None = None) -> bytes:
         """The first usable answer, with the client's ID restored; UpstreamError if none.
@@ -178,9 +205,12 @@ class UpstreamForwarder:
         for index, server in enumerate(servers):
             more = index + 1 < len(servers)
             try:
-                answer, wire, qid = await self._udp(server, packet, question, more)
-                if answer[2] & _TC:
-                    answer = await asyncio.wait_for(self._tcp(server, wire, qid, question), self.timeout)
+                if isinstance(server, EncryptedUpstream):
+                    answer = await asyncio.wait_for(self._encrypted(server, packet, question, head), self.timeout)
+                else:
+                    answer, wire, qid = await self._udp(server, packet, question, more)
+                    if answer[2] & _TC:
+                        answer = await asyncio.wait_for(self._tcp(server, wire, qid, question), self.timeout)
                 answer = packet[:2] + answer[2:]
                 if head is not None:
                     ours = replies.forwarded(answer, head)
@@ -190,6 +220,7 @@ class UpstreamForwarder:
             except (TimeoutError, OSError, UpstreamError, asyncio.IncompleteReadError) as err:
                 self.health.failed(server)
                 problems.append(f"{server}: {type(err).__name__} {err}".strip())
+                self._tell(server, err)
                 continue
             rcode = answer[3] & RCODE_MASK
             if more and rcode in (SERVFAIL, REFUSED):
@@ -198,8 +229,56 @@ class UpstreamForwarder:
                 problems.append(f"{server}: {rcode_name(answer)}")
                 continue
             self.health.answered(server)
+            if server in self._told:
+                del self._told[server]
+                self._say_line(f"upstream {server} answers again")
             return answer
         raise UpstreamError("; ".join(problems))
+
+    async def _encrypted(
+        self, server: EncryptedUpstream, packet: bytes, question: bytes, head: QueryHead | None
+    ) -> bytes:
+        """One exchange with a tls:// or https:// upstream (bounded by the caller's timeout)."""
+        client = self._client(server)
+        query = padded(packet, head is not None) if self.encrypted.padding else packet
+        if isinstance(client, DohClient):
+            wire = b"\x00\x00" + query[2:]
+            return await client.exchange(wire, lambda answer: matches(answer, 0, question))
+        return await client.exchange(query, self._ids.draw, lambda answer, qid: matches(answer, qid, question))
+
+    def _client(self, server: EncryptedUpstream) -> DotClient | DohClient:
+        client = self._clients.get(server)
+        if client is None:
+            context, idle = tls_context(self.encrypted.ca_file), self.encrypted.idle_timeout
+            if server.scheme == "tls":
+                client = DotClient(server, context, self._lookup, idle, self.timeout)
+            else:
+                client = DohClient(server, context, self._lookup, idle, self.encrypted.doh_method, self.timeout)
+            self._clients[server] = client
+        return client
+
+    async def _lookup(self, name: str) -> str:
+        if self._bootstrap is None:
+            raise UpstreamError(f"{name}: no address and no encrypted_upstreams.bootstrap to look it up")
+        return await self._bootstrap.address(name)
+
+    def _tell(self, server: Upstream, err: BaseException) -> None:
+        """Says (once, until it changes) why an encrypted upstream failed: a refused certificate
+        must be found in the log, not only in each query's log line."""
+        if not isinstance(server, EncryptedUpstream):
+            return
+        # A timeout reads the same whether the query's or the handshake's fired first (both are
+        # `timeout`): one line for a dead upstream, not two taking turns.
+        problem = (
+            f"no answer in {self.timeout:g} s" if isinstance(err, TimeoutError) else str(err) or type(err).__name__
+        )
+        if self._told.get(server) != problem:
+            self._told[server] = problem
+            self._say_line(f"upstream {server}: {problem}")
+
+    def _say_line(self, text: str) -> None:
+        if self._say is not None:
+            self._say(text)
 
     def _channel(self, server: Endpoint) -> Channel:
         """A socket of the server's pool: a new one while the pool is not full, else a random one;
@@ -247,11 +326,17 @@ class UpstreamForwarder:
             self._close_when_idle(channel)
 
     def close(self) -> None:
-        """Closes every pooled socket (a reload that replaced this forwarder, or shutdown)."""
+        """Closes every pooled socket and encrypted connection (a reload that replaced this
+        forwarder, or shutdown)."""
         for pool in self._pools.values():
             for channel in pool:
                 channel.close()
         self._pools.clear()
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()
+        if self._bootstrap is not None:
+            self._bootstrap.close()
 
     async def _tcp(self, server: Endpoint, wire: bytes, qid: int, question: bytes) -> bytes:
         reader, writer = await asyncio.open_connection(server.host, server.port)
@@ -265,6 +350,40 @@ class UpstreamForwarder:
                     return answer
         finally:
             writer.close()
+
+
+class Bootstrap:
+    """The addresses of encrypted upstreams' names, asked of the plain `bootstrap` resolvers (never
+    of ourselves: a resolver that needs itself to reach its upstream cannot start) and kept for
+    the answer's TTL, at least a minute and at most a day. IPv4 first, then IPv6."""
+
+    MIN_TTL, MAX_TTL = 60.0, 86_400.0
+
+    def __init__(
+        self, servers: Sequence[Endpoint], timeout: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._forwarder = UpstreamForwarder(servers, timeout)
+        self._clock = clock
+        self._known: dict[str, tuple[str, float]] = {}  # name -> (address, until)
+
+    async def address(self, name: str) -> str:
+        known = self._known.get(name)
+        if known is not None and known[1] > self._clock():
+            return known[0]
+        for qtype in ("A", "AAAA"):
+            try:
+                answer = DNSRecord.parse(await self._forwarder.resolve(DNSRecord.question(name, qtype).pack()))
+            except DNSError as err:
+                raise UpstreamError(f"bootstrap: {name}: {err}") from None
+            found = [rr for rr in answer.rr if rr.rtype == getattr(QTYPE, qtype)]
+            if found:
+                ttl = min(self.MAX_TTL, max(self.MIN_TTL, found[0].ttl))
+                self._known[name] = (str(found[0].rdata), self._clock() + ttl)
+                return str(found[0].rdata)
+        raise UpstreamError(f"bootstrap: no address for {name}")
+
+    def close(self) -> None:
+        self._forwarder.close()
 
 
 class UpstreamStep:
