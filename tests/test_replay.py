@@ -14,6 +14,7 @@ import dns.message
 import dns.rcode
 import dns.rdatatype
 from dnsfixtures import DIGITS_MODEL, ROOT
+
 from resolverguard.model import load_model
 
 sys.path.insert(0, str(ROOT / "bench"))
