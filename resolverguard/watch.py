@@ -186,11 +186,21 @@ class NearbyLabels:
     n-letter label untouched, so each label is filed under both; a query looks in the buckets of
     lengths n-1, n, n+1 and checks the few labels there exactly (`one_edit`). Generating every
     variant instead cost ~200 us per name with 50k known labels (measured; this: ~10 us), and
-    the index grows and shrinks with the network's names, which a sorted array cannot."""
+    the index grows and shrinks with the network's names, which a sorted array cannot.
+
+    Filing is lazy: `add` only counts the label (exact lookups stay exact) and queues it; `near`,
+    which runs for a client's unknown NXDOMAIN (rare), files the queue first, at most
+    `FILE_PER_LOOKUP` labels a time. A label that leaves before it was ever needed is never filed:
+    on a stream of new names (every query a never-seen name, bench/compare.py's misses) filing
+    each one cost ~1.5 us of the watch's ~4 us per answer (bench/results/watch_cost.md)."""
+
+    FILE_PER_LOOKUP = 4096  # ~5 ms on the loop at most; the rest is filed by the next lookups
 
     def __init__(self) -> None:
         self._buckets: dict[str, list[str]] = {}
         self._count: dict[str, int] = {}  # a label can come from several registrables (google.com, google.de)
+        # counted, not yet in the buckets, oldest first (an OrderedDict: see WatchState.clients)
+        self._unfiled: OrderedDict[str, None] = OrderedDict()
 
     def __contains__(self, label: object) -> bool:
         return label in self._count
@@ -202,8 +212,7 @@ class NearbyLabels:
         seen = self._count.get(label, 0)
         self._count[label] = seen + 1
         if not seen and len(label) >= MIN_TYPO_LENGTH:
-            for key in _bucket_keys(label, len(label)):
-                self._buckets.setdefault(key, []).append(label)
+            self._unfiled[label] = None
 
     def remove(self, label: str) -> None:
         seen = self._count.get(label, 0)
@@ -211,18 +220,30 @@ class NearbyLabels:
             self._count[label] = seen - 1
             return
         self._count.pop(label, None)
-        if seen and len(label) >= MIN_TYPO_LENGTH:
+        if not seen or len(label) < MIN_TYPO_LENGTH:
+            return
+        if self._unfiled.pop(label, 0) is None:
+            return  # never filed
+        for key in _bucket_keys(label, len(label)):
+            bucket = self._buckets.get(key)
+            if bucket is not None and label in bucket:
+                bucket.remove(label)
+                if not bucket:
+                    del self._buckets[key]
+
+    def _file(self) -> None:
+        unfiled, buckets = self._unfiled, self._buckets
+        for _ in range(min(len(unfiled), self.FILE_PER_LOOKUP)):
+            label, _ = unfiled.popitem(last=False)
             for key in _bucket_keys(label, len(label)):
-                bucket = self._buckets.get(key)
-                if bucket is not None and label in bucket:
-                    bucket.remove(label)
-                    if not bucket:
-                        del self._buckets[key]
+                buckets.setdefault(key, []).append(label)
 
     def near(self, label: str) -> bool:
         """True when a known label is one edit from `label` (or is it)."""
         if label in self._count:
             return True
+        if self._unfiled:
+            self._file()
         size = len(label)
         for n in (size - 1, size, size + 1):
             if n < MIN_TYPO_LENGTH:
@@ -262,6 +283,11 @@ def one_edit(a: str, b: str) -> bool:
 
 def _deletions(label: str) -> Iterable[str]:
     return (label[:i] + label[i + 1 :] for i in range(len(label)))
+
+
+# A flagged client's NXDOMAIN in its window: its time marks the burst a likely C2 must fall in; it
+# is no evidence (0 points, like nothing: no suffix) and costs no NameFacts, no typo check, no scan.
+_ONLY_WHEN = NameFacts("", "", "\x00", "", None)
 
 
 @dataclass(slots=True)
@@ -383,17 +409,14 @@ class WatchState:
                 self.known[key] = ""  # now shared: not "new" for anyone
             return []
         self._remember(key, client)
-        now = self.clock()
-        evidence = self.clients.get(client)
-        if evidence is None:
-            evidence = self._evidence_for(client)
+        evidence = self._evidence_for(client)
         suspicious = (
             score is not None and self.rule.suspicious_score is not None and score >= self.rule.suspicious_score
         )
         ring = evidence.resolved
         if len(ring) >= self.limits.recent_resolved:
-            del ring[next(iter(ring))]
-        ring[key] = _Resolved(now, key, suspicious)
+            del ring[next(iter(ring))]  # a small dict: walking its few deleted slots is cheap
+        ring[key] = _Resolved(when, key, suspicious)
         return []
 
     def _asked_again(self, client: str, evidence: _Evidence, entry: _Resolved, when: float) -> list[LikelyC2]:
@@ -427,13 +450,19 @@ class WatchState:
         typo check (~10-40 us) is spent on clients not yet flagged."""
         now, rule = self.clock(), self.rule
         current = self.flagged.get(client)
-        flagged = current is not None and now < current.until
         if key in self.known:
+            return None
+        if current is not None and now < current.until:
+            evidence = self._evidence_for(client)
+            evidence.prune(now, rule.window_seconds)
+            evidence.names.append((now, _ONLY_WHEN, 0.0))  # only the time counts now (the C2's burst)
+            if len(evidence.names) > rule.window_names:
+                evidence.names.popleft()
             return None
         seen = self.clients.get(client)
         if seen is not None and any(facts.key == key for _, facts, _ in seen.names):
             return None  # asked again (a retry, a cached NXDOMAIN): one name is one piece of evidence
-        if not flagged and self.popular.typo_of_known(key.partition(".")[0], self.known_labels):
+        if self.popular.typo_of_known(key.partition(".")[0], self.known_labels):
             return None
         evidence = self._evidence_for(client)
         evidence.prune(now, rule.window_seconds)
@@ -446,8 +475,6 @@ class WatchState:
         evidence.names.append((now, facts, points))
         if len(evidence.names) > rule.window_names:
             evidence.names.popleft()
-        if flagged:
-            return None
         total = evidence.points
         if total < rule.flag_at:
             return None
@@ -458,7 +485,8 @@ class WatchState:
         flagged.pop(client, None)
         while len(flagged) >= self.limits.max_flagged:
             del flagged[min(flagged, key=lambda c: flagged[c].until)]  # the flag that ends first goes
-        flag = Flag(client, now, now + self.rule.quarantine_seconds, tuple(f for _, f, _ in evidence.names), total)
+        names = tuple(f for _, f, _ in evidence.names if f is not _ONLY_WHEN)
+        flag = Flag(client, now, now + self.rule.quarantine_seconds, names, total)
         evidence.c2_marked = 0
         evidence.probed.clear()
         flagged[client] = flag

@@ -85,9 +85,8 @@ class ClientWatchStep:
 
     def check(self, request: Request) -> Outcome:
         """On the way in: nothing to do unless someone is flagged or a likely C2 is known."""
-        state, verdict = self.state, request.verdict
-        allowed = verdict is not None and verdict.reason is Reason.ALLOW_LIST  # allow wins over the watch
-        if (state.flagged or state.likely_c2) and request.name is not None and not allowed:
+        state = self.state
+        if state.flagged or state.likely_c2:
             self._decide(request)
         return None
 
@@ -120,19 +119,24 @@ class ClientWatchStep:
         return group.watch if group is not None else self.cfg
 
     def _decide(self, request: Request) -> None:
-        """Blocks a likely C2 for everyone, and a flagged client's suspect names (quarantine)."""
-        assert request.name is not None
+        """Blocks a likely C2 for everyone, and a flagged client's suspect names (quarantine). The
+        cheap questions first: with a client flagged somewhere, another client's query costs one
+        dict lookup here."""
+        name, verdict, state = request.name, request.verdict, self.state
+        if name is None or (verdict is not None and verdict.reason is Reason.ALLOW_LIST):  # allow wins
+            return
+        flag = state.flag_of(request.client[0]) if state.flagged else None
+        if flag is None and not state.likely_c2:
+            return
         mine = self._group_watch(request)
-        key = watch_key(request.name)
+        key = watch_key(name)
         if key is None or not mine.enabled or mine.action is not WatchAction.QUARANTINE:
             return
-        state, reason, flag = self.state, None, None
+        reason = None
         if state.likely_c2 and state.c2_until(key) is not None:
-            reason = Reason.LIKELY_C2
-        elif state.flagged and not (self._exempt and _exempt(request.client[0], self._exempt)):
-            flag = state.flag_of(request.client[0])
-            if flag is not None and state.quarantines(flag, key):
-                reason = Reason.CLIENT_WATCH
+            reason, flag = Reason.LIKELY_C2, None
+        elif flag is not None and not (self._exempt and _exempt(request.client[0], self._exempt)):
+            reason = Reason.CLIENT_WATCH if state.quarantines(flag, key) else None
         if reason is None:
             return
         if reason is Reason.CLIENT_WATCH and flag is not None:
@@ -178,6 +182,10 @@ class ClientWatchStep:
         if key is None:
             return
         quarantine = mine.action is WatchAction.QUARANTINE
+        state = self.state
+        if state.flagged and state.flag_of(client) is not None:  # only the time is noted: no need to wait
+            self._nxdomain(client, key, request.score, quarantine)
+            return
         asyncio.get_running_loop().call_soon(self._nxdomain, client, key, request.score, quarantine)
 
     def _nxdomain(self, client: str, key: str, score: float | None, quarantine: bool) -> None:
