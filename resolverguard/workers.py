@@ -1,7 +1,9 @@
 """`workers: N`: N resolver processes sharing the listen ports, one query-log writer.
 
 Each worker is a fresh process (spawned, not forked: it loads its own model and builds its own
-caches) that binds the same addresses with SO_REUSEPORT, so the kernel spreads clients over them.
+caches) that binds the same addresses with SO_REUSEPORT, so the kernel spreads clients over them:
+by a hash of the client's address (resolverguard.reuseport), so that one client's queries all
+reach one worker and its client watch sees the whole of a client's NXDOMAIN walk.
 Workers do not write the query log themselves: they send finished lines to this parent process,
 whose single writer owns the file (rotation included). On SIGTERM the parent stops the workers,
 each finishes its queries in flight and flushes its lines, and only then is the log closed, so no
@@ -34,13 +36,16 @@ def worker_config(config_path: Path | None, overrides: dict[str, Any], index: in
     return cfg
 
 
-def worker_main(config_path: Path | None, overrides: dict[str, Any], index: int, lines: Any) -> None:
+def worker_main(
+    config_path: Path | None, overrides: dict[str, Any], index: int, lines: Any, bind_lock: Any, workers: int
+) -> None:
     from resolverguard.model import load_model
     from resolverguard.service import Service, WorkerRole, run_event_loop, run_until_signalled
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
     cfg = worker_config(config_path, overrides, index)
-    service = Service(cfg, load_model(cfg.model), config_path, overrides, worker=WorkerRole(index, lines.put))
+    role = WorkerRole(index, lines.put, bind_lock, workers)
+    service = Service(cfg, load_model(cfg.model), config_path, overrides, worker=role)
     run_event_loop(run_until_signalled(service))
 
 
@@ -50,13 +55,15 @@ def run_workers(cfg: Config, config_path: Path | None, overrides: dict[str, Any]
         print("resolverguard: workers need fixed listen ports (not :0)", file=sys.stderr)
         return 2
     ctx = multiprocessing.get_context("spawn")
-    lines = ctx.Queue()
+    lines, bind_lock = ctx.Queue(), ctx.Lock()
     log = QueryLog(cfg.query_log)
     writer = threading.Thread(target=_write_lines, args=(lines, log), daemon=True)
     writer.start()
     fixed = {**overrides, "listen": cfg.listen, "upstreams": cfg.upstreams, "model": cfg.model}
     procs = [
-        ctx.Process(target=worker_main, args=(config_path, fixed, i, lines), name=f"resolverguard-{i}")
+        ctx.Process(
+            target=worker_main, args=(config_path, fixed, i, lines, bind_lock, cfg.workers), name=f"resolverguard-{i}"
+        )
         for i in range(cfg.workers)
     ]
     for proc in procs:
