@@ -67,6 +67,7 @@ class WatchRule:
     max_probes_per_flag: int = 32  # quarantined look-alike names resolved in the background, per flag
     page_gap: float = 1.0  # an NXDOMAIN this soon after one of the client's answers is part of a page load...
     page_weight: float = 0.5  # ...a dead link, more likely than a DGA walk: it counts this much
+    beacon_points: float = 1.5  # a new name of the burst's suffix, resolved in it, asked again (0: off)
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,6 +374,7 @@ class WatchState:
     known: OrderedDict[str, str] = field(default_factory=OrderedDict)
     known_labels: NearbyLabels = field(default_factory=NearbyLabels)
     last_answer: dict[str, float] = field(default_factory=dict)  # client -> when a name last resolved for it
+    raised: list[Flag] = field(default_factory=list)  # flags `resolved` raised, for the step to announce
     flags_raised: int = 0
     c2_found: int = 0
 
@@ -423,7 +425,38 @@ class WatchState:
         """The one client that resolved a new name asks for it again: perhaps a beacon."""
         entry.asked(when)
         flag = self.flag_of(client) if self.flagged else None
-        return [] if flag is None else self._mark_c2(flag, [entry], evidence, when)
+        if flag is None:
+            return self._beacon_evidence(client, evidence, entry, when) if self.rule.beacon_points else []
+        return self._mark_c2(flag, [entry], evidence, when)
+
+    def _beacon_evidence(self, client: str, evidence: _Evidence, entry: _Resolved, when: float) -> list[LikelyC2]:
+        """The early C2: a slow walker whose C2 came 1st or 2nd in its walk stops walking before its
+        NXDOMAINs flag it. A name that resolved for this client alone within `burst_gap` of its
+        unknown NXDOMAINs, under the suffix of one of them (a generator's names share their TLDs;
+        a dynamic-DNS home server, which a benign client also asks again and again, is no such
+        name), and is asked again (the beacon) adds `beacon_points`, once. The full look-alike test
+        was measured too: it misses most early C2s (bench/results/watch_sim.md). A flag it raises
+        marks that name the likely C2 at once when it also looks like the walk; else the quarantine
+        blocks it for this client (nobody else resolved it)."""
+        rule = self.rule
+        if entry.lookups != 2 or self.known.get(entry.key) != client:
+            return []
+        evidence.prune(when, rule.window_seconds)
+        walk = [(t, facts) for t, facts, _ in evidence.names if facts is not _ONLY_WHEN]
+        if not walk or _gap(entry.when, [t for t, _ in walk]) > rule.burst_gap:
+            return []
+        facts = NameFacts.of(entry.key, None)
+        if facts.suffix in DYNAMIC_DNS_SUFFIXES or not any(facts.suffix == seen.suffix for _, seen in walk):
+            return []
+        if facts.label in self.popular.labels:
+            return []
+        total = evidence.points + rule.beacon_points
+        if total < rule.flag_at:
+            return []
+        flag = self._flag(client, evidence, total, when)
+        if len(self.raised) < self.limits.max_flagged:  # the step takes them at once; bounded all the same
+            self.raised.append(flag)
+        return self.c2_at_flag(flag)
 
     def probe_resolved(self, client: str, key: str) -> list[LikelyC2]:
         """A look-alike name the quarantine blocked resolved in the background (`should_probe`).

@@ -10,8 +10,8 @@ thread.
 
 When nobody is flagged and no likely C2 is known, a cached answer costs two empty-dict checks on
 the way in and two to four dict operations on the way out (measured in process: ~0.6 us of ~6 us;
-bench/results/compare_watch.md). With `workers: N` each process watches the queries the kernel
-hands it, so a client's names are split between them: run the watch with one worker.
+bench/results/compare_watch.md). With `workers: N` each client's queries all reach one worker
+(resolverguard.reuseport), whose watch sees the whole of that client's walk.
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ def watch_rule(cfg: ClientWatchConfig, named: dict[str, float]) -> WatchRule:
         cfg.burst_gap,
         cfg.max_c2_per_flag,
         cfg.max_probes_per_flag,
+        beacon_points=cfg.beacon_points,
     )
 
 
@@ -106,12 +107,21 @@ class ClientWatchStep:
                     key = watch_key(name)
                 if key is not None:
                     found = self.state.resolved(request.client[0], key, request.score, request.started)
+                    if self.state.raised:
+                        self._announce_raised(request)
                     if found:
                         self._announce_c2(found)
             elif rcode == _NXDOMAIN:
                 self._later(request, name.qname)
         elif verdict is not None and verdict.reason in _MODEL_REASONS:
             self._later(request, name.qname)  # the model sinkholed it: evidence as good as an NXDOMAIN
+
+    def _announce_raised(self, request: Request) -> None:
+        """A flag an answer raised (an early C2's beacon: WatchState._beacon_evidence)."""
+        quarantine = self._group_watch(request).action is WatchAction.QUARANTINE
+        raised, self.state.raised = self.state.raised, []
+        for flag in raised:
+            self._announce_flag(flag, quarantine)
 
     def _group_watch(self, request: Request) -> ClientWatchConfig:
         """The client's group's `client_watch` (enabled, action, block_action may differ per group)."""
