@@ -424,6 +424,8 @@ class WatchState:
     def _asked_again(self, client: str, evidence: _Evidence, entry: _Resolved, when: float) -> list[LikelyC2]:
         """The one client that resolved a new name asks for it again: perhaps a beacon."""
         entry.asked(when)
+        if entry.lookups < 2:
+            return []  # the same page load (www, cdn, api of one site come together): no beacon yet
         flag = self.flag_of(client) if self.flagged else None
         if flag is None:
             return self._beacon_evidence(client, evidence, entry, when) if self.rule.beacon_points else []
@@ -512,6 +514,14 @@ class WatchState:
         if total < rule.flag_at:
             return None
         return self._flag(client, evidence, total, now)
+
+    def repeated(self, client: str, key: str) -> bool:
+        """An NXDOMAIN that adds nothing, told in two dict lookups: a known name, or the name the
+        client's window got last (a retry, a cached NXDOMAIN asked again); `nxdomain` knows more."""
+        if key in self.known:
+            return True
+        seen = self.clients.get(client)
+        return seen is not None and bool(seen.names) and seen.names[-1][1].key == key
 
     def _flag(self, client: str, evidence: _Evidence, total: float, now: float) -> Flag:
         flagged = self.flagged

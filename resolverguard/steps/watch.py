@@ -196,6 +196,8 @@ class ClientWatchStep:
         if state.flagged and state.flag_of(client) is not None:  # only the time is noted: no need to wait
             self._nxdomain(client, key, request.score, quarantine)
             return
+        if state.repeated(client, key):
+            return  # nothing to add: no call_soon
         asyncio.get_running_loop().call_soon(self._nxdomain, client, key, request.score, quarantine)
 
     def _nxdomain(self, client: str, key: str, score: float | None, quarantine: bool) -> None:
