@@ -62,6 +62,9 @@ def test_each_client_lands_on_one_worker_whose_watch_flags_its_walk_and_blocks_i
             for i in range(6):  # each client asks from a new source port every time
                 for client in clients[1:]:
                     ask(r, f"h{i}.example.com", client)
+            for client in clients[1:]:  # and over TCP (as after a truncated answer): the same worker
+                query = dns.message.make_query("tcp.example.com", "A")
+                assert addresses(dns.query.tcp(query, "127.0.0.1", port=port, timeout=5, source=client)) == [UPSTREAM_A]
             find_c2_and_beacon(r, infected)
             time.sleep(1.0)  # not a page's dead link
             for name in WALK[1:4]:  # NXDOMAIN until the flag, then quarantined
@@ -81,6 +84,7 @@ def test_each_client_lands_on_one_worker_whose_watch_flags_its_walk_and_blocks_i
         if "qname" in line:
             workers[line["client"]].add(line["worker"])
     assert all(len(seen) == 1 for seen in workers.values()), workers
+    assert sum(x.get("transport") == "tcp" for x in lines) == len(clients) - 1
     assert workers[far] != workers[infected] and set().union(*workers.values()) == {0, 1}
     (flagged,) = [x for x in lines if x.get("event") == "client_flagged"]
     assert flagged["client"] == infected and flagged["worker"] in workers[infected]
