@@ -80,7 +80,6 @@ class DnsServer:
         self.chain, self._endpoints, self._stderr, self._clock = chain, tuple(endpoints), stderr, clock
         self.limits, self.gates, self.reuse_port = limits or Limits(), tuple(gates), reuse_port
         self.steer = steer if reuse_port else 0
-        self.steered: bool | None = None  # whether the kernel took the steering program (None: not asked)
         self.shed = 0  # queries answered SERVFAIL at once because max_inflight was reached
         self._tasks: set[asyncio.Task[None]] = set()
         self._udp: list[asyncio.DatagramTransport] = []
@@ -125,16 +124,12 @@ class DnsServer:
         self.bound.append((ep.host, port))
 
     def _steer_clients(self, sock: Any) -> None:
-        """One client, one worker (resolverguard.reuseport); where the kernel refuses, the kernel's
-        own spreading stays and `steered` says so (the service warns: the client watch needs it)."""
+        """One client, one worker (resolverguard.reuseport); where the kernel refuses, its own
+        spreading stays, and the user is told: the client watch needs the steering."""
         try:
             steer_by_client(sock, self.steer)
         except OSError as err:
-            self.steered = False
             self._say(f"cannot steer each client to one worker ({err.strerror or err}): queries are spread by port")
-            return
-        if self.steered is None:
-            self.steered = True
 
     def _say(self, text: str) -> None:
         print(f"resolverguard: {text}", file=self._stderr or sys.stderr, flush=True)
