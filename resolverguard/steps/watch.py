@@ -77,17 +77,21 @@ class ClientWatchStep:
         stderr: TextIO | None = None,
         resolve_aside: Next | None = None,
         wall: Callable[[], float] = time.time,
+        blocks: bool = True,
     ) -> None:
-        """`resolve_aside`: how a probe reaches the upstream (the upstream step), None: no probes."""
+        """`resolve_aside`: how a probe reaches the upstream (the upstream step), None: no probes.
+        `blocks`: whether any client's watch quarantines (False: every group's action is log, and
+        the way in has nothing to do)."""
         self.cfg, self.state, self._log, self._metrics, self._hints = cfg, state, log, metrics, hints
         self._hook, self._stderr, self._wall, self._resolve_aside = hook, stderr, wall, resolve_aside
         self._exempt = networks(cfg.exempt_clients)
+        self._blocks = blocks
         self._probes: set[asyncio.Task[None]] = set()
 
     def check(self, request: Request) -> Outcome:
         """On the way in: nothing to do unless someone is flagged or a likely C2 is known."""
         state = self.state
-        if state.flagged or state.likely_c2:
+        if (state.flagged or state.likely_c2) and self._blocks:
             self._decide(request)
         return None
 
@@ -135,12 +139,14 @@ class ClientWatchStep:
         name, verdict, state = request.name, request.verdict, self.state
         if name is None or (verdict is not None and verdict.reason is Reason.ALLOW_LIST):  # allow wins
             return
+        mine = self._group_watch(request)
+        if mine.action is not WatchAction.QUARANTINE or not mine.enabled:
+            return  # `log`: the watch blocks nothing for this client
         flag = state.flag_of(request.client[0]) if state.flagged else None
         if flag is None and not state.likely_c2:
             return
-        mine = self._group_watch(request)
         key = watch_key(name)
-        if key is None or not mine.enabled or mine.action is not WatchAction.QUARANTINE:
+        if key is None:
             return
         reason = None
         if state.likely_c2 and state.c2_until(key) is not None:
