@@ -169,7 +169,7 @@ def free_port() -> int:
 
 # The server's own ready line; "listening on" alone also matched a control-socket error ("another server
 # is listening on this control socket"), which gave replay.md its model version "?".
-READY = re.compile(r"^resolverguard: listening on .*, model ([^,\s]+)")
+READY = re.compile(r"^resolverguard(?:\[\d+\])?: listening on .*, model ([^,\s]+)")
 
 
 class Resolver:
