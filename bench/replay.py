@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import shlex
 import signal
 import socket
@@ -148,6 +149,7 @@ def policy_for_pass(policy: Path, log_path: Path, watch: bool | None) -> dict[st
         data["query_log"].pop("clients", None)  # full addresses: the replay tells clients apart by them
     if watch is False:
         data["client_watch"] = {**(data.get("client_watch") or {}), "enabled": False}
+    data["control_socket"] = False  # the passes run side by side: none may take the user's control socket
     return data
 
 
@@ -163,6 +165,11 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+# The server's own ready line; "listening on" alone also matched a control-socket error ("another server
+# is listening on this control socket"), which gave replay.md its model version "?".
+READY = re.compile(r"^resolverguard(?:\[\d+\])?: listening on .*, model ([^,\s]+)")
 
 
 class Resolver:
@@ -198,7 +205,7 @@ class Resolver:
         assert self.proc.stderr is not None
         for line in self.proc.stderr:
             self.lines.append(line.rstrip("\n"))
-            if "listening on" in line:
+            if READY.search(line):
                 self.ready.set()
         self.ready.set()
 
@@ -206,8 +213,8 @@ class Resolver:
         if not self.ready.wait(timeout) or self.proc.poll() is not None:
             self.stop()
             raise SystemExit("resolverguard did not start:\n" + "\n".join(self.lines[-20:]))
-        line = next(x for x in self.lines if "listening on" in x)
-        return line.split(" model ", 1)[1].split(",")[0] if " model " in line else "?"
+        found = next((m for m in map(READY.search, self.lines) if m), None)
+        return found.group(1) if found else "?"
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -580,8 +587,9 @@ def _header(result: dict[str, Any]) -> list[str]:
         "",
         f"`{result['command']}`",
         "",
-        f"Model `{m['path']}` version {m['version']}; policy `{result['policy']}` as deployed (listen, upstream "
-        f"and query log path changed). Families ({result['families_why']}): {', '.join(result['families'])}.",
+        f"Model `{m['path']}` version {m['version']}; policy `{result['policy']}` as deployed (listen, upstream, "
+        f"query log path changed, control socket off). Families ({result['families_why']}): "
+        f"{', '.join(result['families'])}.",
         "",
         f"Trace: seed {t['params']['seed']}, {t['params']['duration']:.0f} s, {t['benign_clients']} benign clients, "
         f"{t['infected_clients']} infected ({t['params']['infected_per_family']} per family, alternately fast and "

@@ -44,6 +44,9 @@ def simulate(trace, rule: WatchRule, popular: PopularNames, parser: NameParser) 
     clock = Clock()
     state = WatchState(rule, WatchLimits(), popular, clock)
     family_of = {c.index: c.family for c in trace.clients}
+    # slow walkers whose C2 came within their first 2 names: nothing much to show before the C2
+    early = {c.index for c in trace.clients if c.family and c.pace == "slow" and len(c.walk) <= 2}
+    early_total = early_blocked = 0
     c2_names = {c.c2 for c in trace.clients if c.family}
     c2_total: Counter[str] = Counter()
     c2_blocked: Counter[str] = Counter()
@@ -79,6 +82,9 @@ def simulate(trace, rule: WatchRule, popular: PopularNames, parser: NameParser) 
         if lookup.role in ("c2", "beacon"):
             c2_total[family] += 1
             c2_blocked[family] += blocked
+            if lookup.client in early:
+                early_total += 1
+                early_blocked += blocked
         elif not family:
             benign_total += 1
             benign_blocked += blocked
@@ -91,6 +97,7 @@ def simulate(trace, rule: WatchRule, popular: PopularNames, parser: NameParser) 
         "benign_total": benign_total,
         "wrong_c2": len(wrong_c2),
         "right_c2": len(c2_right),
+        "early": (early_blocked, early_total),
     }
 
 
@@ -100,6 +107,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=8)
     ap.add_argument("--duration", type=float, default=300.0)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "watch_sim.md")
+    ap.add_argument("--only", default="", help="only the variants whose label contains this")
     args = ap.parse_args()
     benign = load_benign(args.data / "benign_sources.tsv.gz")
     families = {f: load_family(args.data / "dga" / f"{f}.txt.gz") for f in FAMILIES}
@@ -119,7 +127,10 @@ def main() -> None:
         "flag_at 2, window 120": replace(base, flag_at=2.0),
         "default, no page weight": replace(base, page_weight=1.0),
         "default, no alike bonus": replace(base, alike_bonus=0.0),
+        "default, beacon_points 0 (the rule before)": replace(base, beacon_points=0.0),
+        "default, beacon_points 1": replace(base, beacon_points=1.0),
     }
+    variants = {k: v for k, v in variants.items() if args.only in k}
     out = [
         "# Client watch: rule variants on replay traces (bench/watch_sim.py)",
         "",
@@ -128,8 +139,8 @@ def main() -> None:
         "the rule alone (no model, no caches).",
         "",
         "| rule | C2 blocked, mean over families | lowest family (worst trace) | benign clients flagged |"
-        " benign lookups blocked | likely C2: right | wrong |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        " benign lookups blocked | likely C2: right | wrong | early-C2 slow walkers: C2 lookups blocked |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for label, rule in variants.items():
         results = [simulate(t, rule, popular, parser) for t in traces]
@@ -140,9 +151,10 @@ def main() -> None:
         total = sum(r["benign_total"] for r in results)  # type: ignore[misc]
         wrong = sum(r["wrong_c2"] for r in results)  # type: ignore[misc]
         right = sum(r["right_c2"] for r in results)  # type: ignore[misc]
+        early = [sum(r["early"][i] for r in results) for i in (0, 1)]  # type: ignore[index]
         out.append(
             f"| {label} | {statistics.mean(means):.3f} (min {min(means):.3f}) | {lowest:.3f} | {flagged} |"
-            f" {blocked}/{total} | {right} | {wrong} |"
+            f" {blocked}/{total} | {right} | {wrong} | {early[0]}/{early[1]} |"
         )
         print(out[-1], flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -616,6 +616,7 @@ class ClientWatchConfig:
     flag_at: float = key(2.5, _real(1, 1000), "points in a client's window that flag it")
     alike_bonus: float = key(0.5, _real(0, 100), "extra points for a name like one already in the window")
     score_bonus: float = key(1.0, _real(0, 100), "extra points for a name the model scores as suspicious")
+    beacon_points: float = key(1.5, _real(0, 100), "points for a new name of the burst's suffix the client asks again")
     suspicious_score: float | None = key(None, _real(0, 1), "what suspicious means", shown="the model's log threshold")
     window: float = key(120.0, _real(1, 86400), "seconds a client's NXDOMAIN names are counted over")
     window_names: int = key(16, _number(1, 1000, integer=True), "NXDOMAIN names kept per client")

@@ -33,6 +33,7 @@ from resolverguard.config import (
     QueryLogConfig,
     QueryStoreConfig,
     SubscriptionsConfig,
+    WatchAction,
     resolve_thresholds,
 )
 from resolverguard.errors import ConfigError
@@ -269,7 +270,11 @@ def build_pipeline(
         hook = AlertHook.carried(old.hook if old else None, cfg.client_watch.on_flag, stderr)
         watch_log = log if log.enabled else None
         aside = UpstreamStep(forwarder)  # a probe goes straight to the upstream, past the block step
-        steps.append(ClientWatchStep(cfg.client_watch, watch, watch_log, metrics, hints, hook, stderr, aside))
+        watches = (cfg.client_watch, *(g.client_watch for g in cfg.groups))
+        quarantines = any(w.enabled and w.action is WatchAction.QUARANTINE for w in watches)
+        steps.append(
+            ClientWatchStep(cfg.client_watch, watch, watch_log, metrics, hints, hook, stderr, aside, blocks=quarantines)
+        )
     pause = PauseSwitch.carried(old.pause if old else None)
     steps.append(PauseStep(pause))  # after the verdict, before anything acts on it
     if hints is not None and cfg.scoring and log.enabled:  # a hint is only ever read in the log

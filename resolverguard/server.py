@@ -24,6 +24,7 @@ from resolverguard.chain import Gate, Next, Request
 from resolverguard.config import Endpoint, Limits
 from resolverguard.proxyheader import FIXED, ProxyHeader, header_size, read_proxy_header
 from resolverguard.replies import badvers, header_only, truncated
+from resolverguard.reuseport import steer_by_client
 from resolverguard.wire import IGNORE, NOTIMP, OPCODE_QUERY, REFUSED, SERVFAIL, parse_query, read_unusual
 
 UDP_DEFAULT_SIZE = 512
@@ -75,13 +76,17 @@ class DnsServer:
         stderr: TextIO | None = None,
         clock: Callable[[], float] = time.monotonic,
         proxies: Sequence[IPNetwork] = (),
+        steer: int = 0,
     ) -> None:
         """`proxies`: load balancers whose queries carry a PROXY v2 header naming the real client
-        (resolverguard.proxyheader); a query from one of them without a valid header is dropped."""
+        (resolverguard.proxyheader); a query from one of them without a valid header is dropped.
+        `steer`: with reuse_port, the number of processes sharing the ports; when over 1, each
+        client's queries are steered to one of them (resolverguard.reuseport)."""
         self.chain, self._endpoints, self._stderr, self._clock = chain, tuple(endpoints), stderr, clock
         self.limits, self.gates, self.reuse_port = limits or Limits(), tuple(gates), reuse_port
         self.proxies = tuple(proxies)
         self.proxy_errors = 0  # queries from a proxy without a valid PROXY v2 header (dropped)
+        self.steer = steer if reuse_port else 0
         self.shed = 0  # queries answered SERVFAIL at once because max_inflight was reached
         self._tasks: set[asyncio.Task[None]] = set()
         self._udp: list[asyncio.DatagramTransport] = []
@@ -118,9 +123,23 @@ class DnsServer:
         except OSError:
             transport.close()
             raise
+        if self.steer > 1:
+            for sock in (transport.get_extra_info("socket"), *tcp.sockets):
+                self._steer_clients(sock)
         self._udp.append(transport)
         self._tcp.append(tcp)
         self.bound.append((ep.host, port))
+
+    def _steer_clients(self, sock: Any) -> None:
+        """One client, one worker (resolverguard.reuseport); where the kernel refuses, its own
+        spreading stays, and the user is told: the client watch needs the steering."""
+        try:
+            steer_by_client(sock, self.steer)
+        except OSError as err:
+            self._say(f"cannot steer each client to one worker ({err.strerror or err}): queries are spread by port")
+
+    def _say(self, text: str) -> None:
+        print(f"resolverguard: {text}", file=self._stderr or sys.stderr, flush=True)
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stops listening, then waits (bounded) for queries already in flight."""

@@ -16,7 +16,8 @@ import signal
 import sys
 from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, replace
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -56,6 +57,10 @@ class WorkerRole:
     index: int
     send_line: Callable[[Any], None]  # hands a batch of query-log records to the parent's writer
     control: Path | None = None  # its private control socket, which the parent's fans out to
+    # held while this worker binds its sockets, so that worker k holds the k-th socket of every
+    # reuseport group, UDP and TCP alike (resolverguard.reuseport); a multiprocessing lock
+    bind_lock: AbstractContextManager[Any] = field(default_factory=contextlib.nullcontext)
+    workers: int = 1  # how many share the ports
 
 
 class Service:
@@ -82,6 +87,7 @@ class Service:
             reuse_port=worker is not None,
             stderr=stderr,
             proxies=networks(cfg.proxy_protocol),
+            steer=worker.workers if worker is not None else 0,
         )
         self.reloads = 0
         self._flusher: asyncio.TimerHandle | None = None
@@ -109,7 +115,11 @@ class Service:
         print(f"{who}: {text}", file=self.stderr or sys.stderr, flush=True)
 
     async def start(self) -> None:
-        await self.server.start()
+        if self.worker is None:
+            await self.server.start()
+        else:
+            with self.worker.bind_lock:  # one worker binds at a time: see WorkerRole.bind_lock
+                await self.server.start()
         self._flush_log_later()
         self.say_lists()
         self._refresher = asyncio.ensure_future(self._refresh_lists())

@@ -67,6 +67,7 @@ class WatchRule:
     max_probes_per_flag: int = 32  # quarantined look-alike names resolved in the background, per flag
     page_gap: float = 1.0  # an NXDOMAIN this soon after one of the client's answers is part of a page load...
     page_weight: float = 0.5  # ...a dead link, more likely than a DGA walk: it counts this much
+    beacon_points: float = 1.5  # a new name of the burst's suffix, resolved in it, asked again (0: off)
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,11 +187,21 @@ class NearbyLabels:
     n-letter label untouched, so each label is filed under both; a query looks in the buckets of
     lengths n-1, n, n+1 and checks the few labels there exactly (`one_edit`). Generating every
     variant instead cost ~200 us per name with 50k known labels (measured; this: ~10 us), and
-    the index grows and shrinks with the network's names, which a sorted array cannot."""
+    the index grows and shrinks with the network's names, which a sorted array cannot.
+
+    Filing is lazy: `add` only counts the label (exact lookups stay exact) and queues it; `near`,
+    which runs for a client's unknown NXDOMAIN (rare), files the queue first, at most
+    `FILE_PER_LOOKUP` labels a time. A label that leaves before it was ever needed is never filed:
+    on a stream of new names (every query a never-seen name, bench/compare.py's misses) filing
+    each one cost ~1.5 us of the watch's ~4 us per answer (bench/results/watch_cost.md)."""
+
+    FILE_PER_LOOKUP = 4096  # ~5 ms on the loop at most; the rest is filed by the next lookups
 
     def __init__(self) -> None:
         self._buckets: dict[str, list[str]] = {}
         self._count: dict[str, int] = {}  # a label can come from several registrables (google.com, google.de)
+        # counted, not yet in the buckets, oldest first (an OrderedDict: see WatchState.clients)
+        self._unfiled: OrderedDict[str, None] = OrderedDict()
 
     def __contains__(self, label: object) -> bool:
         return label in self._count
@@ -202,8 +213,7 @@ class NearbyLabels:
         seen = self._count.get(label, 0)
         self._count[label] = seen + 1
         if not seen and len(label) >= MIN_TYPO_LENGTH:
-            for key in _bucket_keys(label, len(label)):
-                self._buckets.setdefault(key, []).append(label)
+            self._unfiled[label] = None
 
     def remove(self, label: str) -> None:
         seen = self._count.get(label, 0)
@@ -211,18 +221,30 @@ class NearbyLabels:
             self._count[label] = seen - 1
             return
         self._count.pop(label, None)
-        if seen and len(label) >= MIN_TYPO_LENGTH:
+        if not seen or len(label) < MIN_TYPO_LENGTH:
+            return
+        if self._unfiled.pop(label, 0) is None:
+            return  # never filed
+        for key in _bucket_keys(label, len(label)):
+            bucket = self._buckets.get(key)
+            if bucket is not None and label in bucket:
+                bucket.remove(label)
+                if not bucket:
+                    del self._buckets[key]
+
+    def _file(self) -> None:
+        unfiled, buckets = self._unfiled, self._buckets
+        for _ in range(min(len(unfiled), self.FILE_PER_LOOKUP)):
+            label, _ = unfiled.popitem(last=False)
             for key in _bucket_keys(label, len(label)):
-                bucket = self._buckets.get(key)
-                if bucket is not None and label in bucket:
-                    bucket.remove(label)
-                    if not bucket:
-                        del self._buckets[key]
+                buckets.setdefault(key, []).append(label)
 
     def near(self, label: str) -> bool:
         """True when a known label is one edit from `label` (or is it)."""
         if label in self._count:
             return True
+        if self._unfiled:
+            self._file()
         size = len(label)
         for n in (size - 1, size, size + 1):
             if n < MIN_TYPO_LENGTH:
@@ -262,6 +284,11 @@ def one_edit(a: str, b: str) -> bool:
 
 def _deletions(label: str) -> Iterable[str]:
     return (label[:i] + label[i + 1 :] for i in range(len(label)))
+
+
+# A flagged client's NXDOMAIN in its window: its time marks the burst a likely C2 must fall in; it
+# is no evidence (0 points, like nothing: no suffix) and costs no NameFacts, no typo check, no scan.
+_ONLY_WHEN = NameFacts("", "", "\x00", "", None)
 
 
 @dataclass(slots=True)
@@ -347,6 +374,7 @@ class WatchState:
     known: OrderedDict[str, str] = field(default_factory=OrderedDict)
     known_labels: NearbyLabels = field(default_factory=NearbyLabels)
     last_answer: dict[str, float] = field(default_factory=dict)  # client -> when a name last resolved for it
+    raised: list[Flag] = field(default_factory=list)  # flags `resolved` raised, for the step to announce
     flags_raised: int = 0
     c2_found: int = 0
     # told of each flag and likely C2 this instance finds (resolverguard.sync publishes them to the fleet)
@@ -385,24 +413,54 @@ class WatchState:
                 self.known[key] = ""  # now shared: not "new" for anyone
             return []
         self._remember(key, client)
-        now = self.clock()
-        evidence = self.clients.get(client)
-        if evidence is None:
-            evidence = self._evidence_for(client)
+        evidence = self._evidence_for(client)
         suspicious = (
             score is not None and self.rule.suspicious_score is not None and score >= self.rule.suspicious_score
         )
         ring = evidence.resolved
         if len(ring) >= self.limits.recent_resolved:
-            del ring[next(iter(ring))]
-        ring[key] = _Resolved(now, key, suspicious)
+            del ring[next(iter(ring))]  # a small dict: walking its few deleted slots is cheap
+        ring[key] = _Resolved(when, key, suspicious)
         return []
 
     def _asked_again(self, client: str, evidence: _Evidence, entry: _Resolved, when: float) -> list[LikelyC2]:
         """The one client that resolved a new name asks for it again: perhaps a beacon."""
         entry.asked(when)
+        if entry.lookups < 2:
+            return []  # the same page load (www, cdn, api of one site come together): no beacon yet
         flag = self.flag_of(client) if self.flagged else None
-        return [] if flag is None else self._mark_c2(flag, [entry], evidence, when)
+        if flag is None:
+            return self._beacon_evidence(client, evidence, entry, when) if self.rule.beacon_points else []
+        return self._mark_c2(flag, [entry], evidence, when)
+
+    def _beacon_evidence(self, client: str, evidence: _Evidence, entry: _Resolved, when: float) -> list[LikelyC2]:
+        """The early C2: a slow walker whose C2 came 1st or 2nd in its walk stops walking before its
+        NXDOMAINs flag it. A name that resolved for this client alone within `burst_gap` of its
+        unknown NXDOMAINs, under the suffix of one of them (a generator's names share their TLDs;
+        a dynamic-DNS home server, which a benign client also asks again and again, is no such
+        name), and is asked again (the beacon) adds `beacon_points`, once. The full look-alike test
+        was measured too: it misses most early C2s (bench/results/watch_sim.md). A flag it raises
+        marks that name the likely C2 at once when it also looks like the walk; else the quarantine
+        blocks it for this client (nobody else resolved it)."""
+        rule = self.rule
+        if entry.lookups != 2 or self.known.get(entry.key) != client:
+            return []
+        evidence.prune(when, rule.window_seconds)
+        walk = [(t, facts) for t, facts, _ in evidence.names if facts is not _ONLY_WHEN]
+        if not walk or _gap(entry.when, [t for t, _ in walk]) > rule.burst_gap:
+            return []
+        facts = NameFacts.of(entry.key, None)
+        if facts.suffix in DYNAMIC_DNS_SUFFIXES or not any(facts.suffix == seen.suffix for _, seen in walk):
+            return []
+        if facts.label in self.popular.labels:
+            return []
+        total = evidence.points + rule.beacon_points
+        if total < rule.flag_at:
+            return []
+        flag = self._flag(client, evidence, total, when)
+        if len(self.raised) < self.limits.max_flagged:  # the step takes them at once; bounded all the same
+            self.raised.append(flag)
+        return self.c2_at_flag(flag)
 
     def probe_resolved(self, client: str, key: str) -> list[LikelyC2]:
         """A look-alike name the quarantine blocked resolved in the background (`should_probe`).
@@ -429,13 +487,19 @@ class WatchState:
         typo check (~10-40 us) is spent on clients not yet flagged."""
         now, rule = self.clock(), self.rule
         current = self.flagged.get(client)
-        flagged = current is not None and now < current.until
         if key in self.known:
+            return None
+        if current is not None and now < current.until:
+            evidence = self._evidence_for(client)
+            evidence.prune(now, rule.window_seconds)
+            evidence.names.append((now, _ONLY_WHEN, 0.0))  # only the time counts now (the C2's burst)
+            if len(evidence.names) > rule.window_names:
+                evidence.names.popleft()
             return None
         seen = self.clients.get(client)
         if seen is not None and any(facts.key == key for _, facts, _ in seen.names):
             return None  # asked again (a retry, a cached NXDOMAIN): one name is one piece of evidence
-        if not flagged and self.popular.typo_of_known(key.partition(".")[0], self.known_labels):
+        if self.popular.typo_of_known(key.partition(".")[0], self.known_labels):
             return None
         evidence = self._evidence_for(client)
         evidence.prune(now, rule.window_seconds)
@@ -448,19 +512,26 @@ class WatchState:
         evidence.names.append((now, facts, points))
         if len(evidence.names) > rule.window_names:
             evidence.names.popleft()
-        if flagged:
-            return None
         total = evidence.points
         if total < rule.flag_at:
             return None
         return self._flag(client, evidence, total, now)
+
+    def repeated(self, client: str, key: str) -> bool:
+        """An NXDOMAIN that adds nothing, told in two dict lookups: a known name, or the name the
+        client's window got last (a retry, a cached NXDOMAIN asked again); `nxdomain` knows more."""
+        if key in self.known:
+            return True
+        seen = self.clients.get(client)
+        return seen is not None and bool(seen.names) and seen.names[-1][1].key == key
 
     def _flag(self, client: str, evidence: _Evidence, total: float, now: float) -> Flag:
         flagged = self.flagged
         flagged.pop(client, None)
         while len(flagged) >= self.limits.max_flagged:
             del flagged[min(flagged, key=lambda c: flagged[c].until)]  # the flag that ends first goes
-        flag = Flag(client, now, now + self.rule.quarantine_seconds, tuple(f for _, f, _ in evidence.names), total)
+        names = tuple(f for _, f, _ in evidence.names if f is not _ONLY_WHEN)
+        flag = Flag(client, now, now + self.rule.quarantine_seconds, names, total)
         evidence.c2_marked = 0
         evidence.probed.clear()
         flagged[client] = flag

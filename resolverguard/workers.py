@@ -1,7 +1,9 @@
 """`workers: N`: N resolver processes sharing the listen ports, one query-log writer.
 
 Each worker is a fresh process (spawned, not forked: it loads its own model and builds its own
-caches) that binds the same addresses with SO_REUSEPORT, so the kernel spreads clients over them.
+caches) that binds the same addresses with SO_REUSEPORT, so the kernel spreads clients over them:
+by a hash of the client's address (resolverguard.reuseport), so that one client's queries all
+reach one worker and its client watch sees the whole of a client's NXDOMAIN walk.
 Workers do not write the query log themselves: they send batches of records to this parent process,
 whose single writer (resolverguard.logwriter, in a thread: the parent answers no queries) makes the
 lines and the store's rows and owns the file (rotation included) and the store. On SIGTERM the parent stops the workers,
@@ -40,14 +42,20 @@ def worker_config(config_path: Path | None, overrides: dict[str, Any], index: in
 
 
 def worker_main(
-    config_path: Path | None, overrides: dict[str, Any], index: int, lines: Any, control: Path | None = None
+    config_path: Path | None,
+    overrides: dict[str, Any],
+    index: int,
+    lines: Any,
+    bind_lock: Any,
+    workers: int,
+    control: Path | None = None,
 ) -> None:
     from resolverguard.model import load_model
     from resolverguard.service import Service, WorkerRole, run_event_loop, run_until_signalled
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
     cfg = worker_config(config_path, overrides, index)
-    role = WorkerRole(index, lines.put, control)
+    role = WorkerRole(index, lines.put, control, bind_lock, workers)
     service = Service(cfg, load_model(cfg.model), config_path, overrides, worker=role)
     run_event_loop(run_until_signalled(service))
 
@@ -125,7 +133,7 @@ def run_workers(cfg: Config, config_path: Path | None, overrides: dict[str, Any]
             print(f"{cfg.source}: query_store.path: {err}", file=sys.stderr)
             return 2
     ctx = multiprocessing.get_context("spawn")
-    lines = ctx.Queue()
+    lines, bind_lock = ctx.Queue(), ctx.Lock()
     log = RecordWriter(cfg.query_log, store, say)
     done: list[Message] = []
     writer = threading.Thread(target=serve_inbox, args=(lines, done.append, log), name="query-log", daemon=True)
@@ -135,7 +143,11 @@ def run_workers(cfg: Config, config_path: Path | None, overrides: dict[str, Any]
     main_socket = None if where is False else where if isinstance(where, Path) else default_socket()
     sockets = [worker_socket(main_socket, i) if main_socket else None for i in range(cfg.workers)]
     procs = [
-        ctx.Process(target=worker_main, args=(config_path, fixed, i, lines, sockets[i]), name=f"resolverguard-{i}")
+        ctx.Process(
+            target=worker_main,
+            args=(config_path, fixed, i, lines, bind_lock, cfg.workers, sockets[i]),
+            name=f"resolverguard-{i}",
+        )
         for i in range(cfg.workers)
     ]
     for proc in procs:

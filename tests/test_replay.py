@@ -15,6 +15,8 @@ import dns.rcode
 import dns.rdatatype
 from dnsfixtures import DIGITS_MODEL, ROOT
 
+from resolverguard.model import load_model
+
 sys.path.insert(0, str(ROOT / "bench"))
 import replay  # noqa: E402
 from traffic import BenignNames, TraceParams, generate  # noqa: E402
@@ -119,6 +121,8 @@ def test_a_short_replay_counts_what_the_resolver_blocked() -> None:
     result = asyncio.run(replay.replay(plan, trace))
     # the example has client_watch on: the same trace through the policy as given and with the watch off
     assert list(result["passes"]) == ["watch on", "watch off"]
+    # both passes run at once: the version comes from the server's ready line, not a control-socket error
+    assert result["model"]["version"] == load_model(DIGITS_MODEL).metadata.model_version
     on = result["passes"]["watch on"]
     assert on["benign"]["flagged"] == 0 and on["families"]["wordfam"]["flagged"] > 0
     assert on["families"]["wordfam"]["c2_all_share"] > 0  # what the model alone cannot block (below)

@@ -140,7 +140,8 @@ def reload_in_loop(r: RunningResolver, timeout: float = 5.0) -> bool:
 
 
 def test_infected_client_is_flagged_and_its_c2_blocked_for_everyone(upstream: Upstream, tmp_path: Path) -> None:
-    cfg = replace(config_for(upstream), metrics=Endpoint("127.0.0.1", free_port()))
+    # the C2 found before the walk flags the client; without beacon points, so only the walk flags it
+    cfg = replace(config_for(upstream, beacon_points=0.0), metrics=Endpoint("127.0.0.1", free_port()))
     stderr = io.StringIO()
     with run_resolver(cfg, tmp_path / "q.log", stderr=stderr) as r:
         assert addresses(ask(r, "wikipedia.org", OTHER)) == [UPSTREAM_A]
@@ -171,6 +172,40 @@ def test_infected_client_is_flagged_and_its_c2_blocked_for_everyone(upstream: Up
     assert flagged["client"] == INFECTED and flagged["names"] == WALK[:needed] and flagged["until"]
     assert c2["name"] == C2 and c2["client"] == INFECTED and c2["until"]
     assert f"ALERT client {INFECTED} flagged" in stderr.getvalue() and f"likely C2 {C2}" in stderr.getvalue()
+
+
+def test_an_early_c2_is_flagged_at_its_first_beacon_and_blocked_for_all(upstream: Upstream, tmp_path: Path) -> None:
+    """A slow walker whose C2 was its second name: one NXDOMAIN, then the C2 resolves and beacons.
+    The beacon of a new name under the walk's suffix, nobody else's, adds the points that flag it."""
+    cfg = config_for(upstream)
+    rule = rule_of(cfg)
+    assert 1 + rule.beacon_points >= rule.flag_at > 1 + rule.alike_bonus  # one name alone cannot flag
+    with run_resolver(cfg, tmp_path / "q.log") as r:
+        assert ask(r, WALK[0], INFECTED).rcode() == dns.rcode.NXDOMAIN
+        assert addresses(ask(r, C2, INFECTED)) == [UPSTREAM_A]
+        assert events(r, "client_flagged", wait=0.3) == []
+        time.sleep(BEACON_GAP)
+        assert addresses(ask(r, C2, INFECTED)) == [UPSTREAM_A]  # the first beacon gets through...
+        (flagged,) = events(r, "client_flagged")
+        (c2,) = events(r, "likely_c2")
+        assert addresses(ask(r, C2, INFECTED)) == ["0.0.0.0"]  # ...the next ones do not
+        assert addresses(ask(r, C2, OTHER)) == ["0.0.0.0"]
+    assert flagged["client"] == INFECTED and flagged["names"] == [WALK[0]]
+    assert c2["name"] == C2 and c2["client"] == INFECTED
+
+
+def test_a_beaconed_name_unlike_the_burst_flags_nobody(upstream: Upstream, tmp_path: Path) -> None:
+    """A stray NXDOMAIN, then a home server under a dynamic-DNS provider or a new name under another
+    suffix, each asked again and again (what benign clients do): no flag."""
+    cfg = config_for(upstream)
+    with run_resolver(cfg, tmp_path / "q.log") as r:
+        assert ask(r, "nxoldblogname.com", INFECTED).rcode() == dns.rcode.NXDOMAIN
+        assert ask(r, "nxoldshopname.net", OTHER).rcode() == dns.rcode.NXDOMAIN
+        for _ in range(3):
+            assert addresses(ask(r, "mynas.duckdns.org", INFECTED)) == [UPSTREAM_A]
+            assert addresses(ask(r, "freshnewsite.org", OTHER)) == [UPSTREAM_A]
+            time.sleep(BEACON_GAP)
+        assert events(r, "client_flagged", wait=0.5) == []
 
 
 def test_benign_client_with_typos_and_probes_is_never_flagged(upstream: Upstream, tmp_path: Path) -> None:
@@ -267,9 +302,8 @@ def test_reload_keeps_flags_and_likely_c2(upstream: Upstream, tmp_path: Path) ->
     )
     cfg = load_config(policy)
     with run_resolver(cfg, log) as r:
-        find_c2_and_beacon(r)
-        walk_until_flagged(r, INFECTED, rule_of(cfg))
-        assert events(r, "likely_c2")
+        find_c2_and_beacon(r)  # one walk name, the C2 and its beacon: flagged (beacon points)
+        assert events(r, "client_flagged") and events(r, "likely_c2")
         r.service.config_path = policy
         assert reload_in_loop(r) and r.service.reloads == 1
         assert addresses(ask(r, C2, OTHER)) == ["0.0.0.0"]
@@ -307,8 +341,7 @@ def test_top_and_explain_show_the_flag_and_the_likely_c2(upstream: Upstream, tmp
     cfg = replace(load_config(policy), upstreams=(Endpoint("127.0.0.1", upstream.port),), upstream_timeout=0.5)
     with run_resolver(cfg, log) as r:
         find_c2_and_beacon(r)
-        walk_until_flagged(r, INFECTED, rule_of(cfg))
-        assert events(r, "likely_c2")
+        assert events(r, "client_flagged") and events(r, "likely_c2")
     run = [sys.executable, "-m", "resolverguard"]
     top = subprocess.run([*run, "top", str(log)], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert top.returncode == 0, top.stderr

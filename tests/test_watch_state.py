@@ -199,13 +199,16 @@ def test_nearby_labels_finds_exactly_the_labels_one_edit_away() -> None:
     rng = random.Random(5)
     known = ["".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(5, 14))) for _ in range(400)]
     index = NearbyLabels()
-    for label in known + known[:50]:  # some twice: a label can come from two registrables
+    for label in known[:200]:
+        index.add(label)
+    assert not index.near("qqqqqqqqqq")  # files the first 200 (filing is lazy: the rest are removed unfiled)
+    for label in known[200:] + known[:50]:  # some twice: a label can come from two registrables
         index.add(label)
     for label in known[:50]:
         index.remove(label)  # still there once
-    for label in known[350:]:
-        index.remove(label)  # gone
-    present = known[:350]
+    for label in known[150:200] + known[350:]:
+        index.remove(label)  # gone (filed before, and never filed)
+    present = known[:150] + known[200:350]
     queries = [q for p in known for q in (p[1:], p[:3] + "x" + p[3:], p[:2] + p[3] + p[2] + p[4:], "zz" + p[2:])]
     queries += ["".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(5, 14))) for _ in range(200)]
     for q in queries:

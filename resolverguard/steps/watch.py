@@ -10,8 +10,8 @@ thread.
 
 When nobody is flagged and no likely C2 is known, a cached answer costs two empty-dict checks on
 the way in and two to four dict operations on the way out (measured in process: ~0.6 us of ~6 us;
-bench/results/compare_watch.md). With `workers: N` each process watches the queries the kernel
-hands it, so a client's names are split between them: run the watch with one worker.
+bench/results/compare_watch.md). With `workers: N` each client's queries all reach one worker
+(resolverguard.reuseport), whose watch sees the whole of that client's walk.
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ def watch_rule(cfg: ClientWatchConfig, named: dict[str, float]) -> WatchRule:
         cfg.burst_gap,
         cfg.max_c2_per_flag,
         cfg.max_probes_per_flag,
+        beacon_points=cfg.beacon_points,
     )
 
 
@@ -76,18 +77,21 @@ class ClientWatchStep:
         stderr: TextIO | None = None,
         resolve_aside: Next | None = None,
         wall: Callable[[], float] = time.time,
+        blocks: bool = True,
     ) -> None:
-        """`resolve_aside`: how a probe reaches the upstream (the upstream step), None: no probes."""
+        """`resolve_aside`: how a probe reaches the upstream (the upstream step), None: no probes.
+        `blocks`: whether any client's watch quarantines (False: every group's action is log, and
+        the way in has nothing to do)."""
         self.cfg, self.state, self._log, self._metrics, self._hints = cfg, state, log, metrics, hints
         self._hook, self._stderr, self._wall, self._resolve_aside = hook, stderr, wall, resolve_aside
         self._exempt = networks(cfg.exempt_clients)
+        self._blocks = blocks
         self._probes: set[asyncio.Task[None]] = set()
 
     def check(self, request: Request) -> Outcome:
         """On the way in: nothing to do unless someone is flagged or a likely C2 is known."""
-        state, verdict = self.state, request.verdict
-        allowed = verdict is not None and verdict.reason is Reason.ALLOW_LIST  # allow wins over the watch
-        if (state.flagged or state.likely_c2) and request.name is not None and not allowed:
+        state = self.state
+        if (state.flagged or state.likely_c2) and self._blocks:
             self._decide(request)
         return None
 
@@ -107,6 +111,8 @@ class ClientWatchStep:
                     key = watch_key(name)
                 if key is not None:
                     found = self.state.resolved(request.client[0], key, request.score, request.started)
+                    if self.state.raised:
+                        self._announce_raised(request)
                     if found:
                         self._announce_c2(found)
             elif rcode == _NXDOMAIN:
@@ -114,25 +120,39 @@ class ClientWatchStep:
         elif verdict is not None and verdict.reason in _MODEL_REASONS:
             self._later(request, name.qname)  # the model sinkholed it: evidence as good as an NXDOMAIN
 
+    def _announce_raised(self, request: Request) -> None:
+        """A flag an answer raised (an early C2's beacon: WatchState._beacon_evidence)."""
+        quarantine = self._group_watch(request).action is WatchAction.QUARANTINE
+        raised, self.state.raised = self.state.raised, []
+        for flag in raised:
+            self._announce_flag(flag, quarantine)
+
     def _group_watch(self, request: Request) -> ClientWatchConfig:
         """The client's group's `client_watch` (enabled, action, block_action may differ per group)."""
         group = request.group
         return group.watch if group is not None else self.cfg
 
     def _decide(self, request: Request) -> None:
-        """Blocks a likely C2 for everyone, and a flagged client's suspect names (quarantine)."""
-        assert request.name is not None
-        mine = self._group_watch(request)
-        key = watch_key(request.name)
-        if key is None or not mine.enabled or mine.action is not WatchAction.QUARANTINE:
+        """Blocks a likely C2 for everyone, and a flagged client's suspect names (quarantine). The
+        cheap questions first: with a client flagged somewhere, another client's query costs one
+        dict lookup here."""
+        name, verdict, state = request.name, request.verdict, self.state
+        if name is None or (verdict is not None and verdict.reason is Reason.ALLOW_LIST):  # allow wins
             return
-        state, reason, flag = self.state, None, None
+        mine = self._group_watch(request)
+        if mine.action is not WatchAction.QUARANTINE or not mine.enabled:
+            return  # `log`: the watch blocks nothing for this client
+        flag = state.flag_of(request.client[0]) if state.flagged else None
+        if flag is None and not state.likely_c2:
+            return
+        key = watch_key(name)
+        if key is None:
+            return
+        reason = None
         if state.likely_c2 and state.c2_until(key) is not None:
-            reason = Reason.LIKELY_C2
-        elif state.flagged and not (self._exempt and _exempt(request.client[0], self._exempt)):
-            flag = state.flag_of(request.client[0])
-            if flag is not None and state.quarantines(flag, key):
-                reason = Reason.CLIENT_WATCH
+            reason, flag = Reason.LIKELY_C2, None
+        elif flag is not None and not (self._exempt and _exempt(request.client[0], self._exempt)):
+            reason = Reason.CLIENT_WATCH if state.quarantines(flag, key) else None
         if reason is None:
             return
         if reason is Reason.CLIENT_WATCH and flag is not None:
@@ -178,6 +198,12 @@ class ClientWatchStep:
         if key is None:
             return
         quarantine = mine.action is WatchAction.QUARANTINE
+        state = self.state
+        if state.flagged and state.flag_of(client) is not None:  # only the time is noted: no need to wait
+            self._nxdomain(client, key, request.score, quarantine)
+            return
+        if state.repeated(client, key):
+            return  # nothing to add: no call_soon
         asyncio.get_running_loop().call_soon(self._nxdomain, client, key, request.score, quarantine)
 
     def _nxdomain(self, client: str, key: str, score: float | None, quarantine: bool) -> None:
