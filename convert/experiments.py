@@ -131,8 +131,13 @@ def first_design_table(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    results = {name: summarise(runs) for name, runs in configs().items()}
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m convert.experiments", description=__doc__.split("\n")[0])
+    p.add_argument("--pattern", default="[xf]-*-lfo[0-9]", help="glob of fold runs under runs/ (e.g. 'x-*-lfo0')")
+    a = p.parse_args(argv)
+    results = {name: summarise(runs) for name, runs in configs(pattern=a.pattern).items()}
     print(table(results))
 
 

@@ -1,0 +1,116 @@
+"""CNN + linear n-gram stage: an ensemble, and a cascade that lets only uncertain names reach the CNN.
+
+    python -m convert.ensemble --cnn x-suffix --linear x-ng-lr --out x-ens    # per fold k: runs/<out>-lfo<k>
+
+Both runs of a fold come from the same `prepare` (same seed, same data), so their `scores.npz`
+rows are the same names in the same order (checked). Each combination is written as a run of its own
+(`scores.npz` + `run.json`), so `convert.experiments` scores it like a trained model: calibrated on the
+fold's calibration pool, recall on the families that fold never saw.
+
+* `mean`: the mean of the two logits.
+* `max`: each model's score turned into its rarity among the calibration benign names (-log10 of the
+  share scoring at least as high), and the larger rarity kept: "either model at its own threshold",
+  with the joint threshold calibrated afterwards so the union still flags FPR 1e-4.
+* `cascade-<q>`: the linear stage alone answers every name below its own FPR-`q` threshold (pass);
+  the names above it, and only those, get the CNN's score. `cascade_share` says how many reach the CNN.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from convert.evaluate import Scores, calibrate, fpr_name
+
+FLOOR = -50.0  # the logit of a name the cascade's first stage passed: below every real score
+
+
+def load_pair(cnn: Path, linear: Path) -> tuple[Scores, Scores, dict[str, Any]]:
+    a, b = Scores.load(cnn, "logit"), Scores.load(linear, "logit")
+    if not np.array_equal(a.labels, b.labels) or a.held_out != b.held_out:
+        raise SystemExit(f"{cnn} and {linear} were not scored on the same names: not the same split")
+    return a, b, json.loads((cnn / "run.json").read_text())
+
+
+def logit(s: Scores) -> npt.NDArray[np.float64]:
+    p = np.clip(s.score.astype(np.float64), 1e-300, 1 - 1e-16)
+    return np.log(p) - np.log1p(-p)
+
+
+def rarity(s: Scores) -> npt.NDArray[np.float64]:
+    """-log10 of the share of calibration benign names scoring at least as high as each name."""
+    pool = np.sort(s.score[s.calibration()])
+    above = len(pool) - np.searchsorted(pool, s.score, side="left")
+    return -np.log10((above + 1.0) / (len(pool) + 1.0)) + 1e-3 * np.tanh(logit(s) / 50.0)
+
+
+def combined(how: str, a: Scores, b: Scores) -> tuple[npt.NDArray[np.float64], dict[str, Any]]:
+    """(logit-like score, facts) of one combination of CNN `a` and linear stage `b`."""
+    if how == "mean":
+        return (logit(a) + logit(b)) / 2.0, {}
+    if how == "max":
+        return np.maximum(rarity(a), rarity(b)), {}
+    if how.startswith("cascade-"):
+        q = float(how.split("-", 1)[1])
+        gate = calibrate(b.score[b.calibration()], [q])[fpr_name(q)]
+        reach = b.score >= gate
+        return np.where(reach, logit(a), FLOOR), {"gate": gate, "q": q, **shares(b, reach)}
+    raise SystemExit(f"unknown combination {how!r}")
+
+
+def shares(s: Scores, reach: npt.NDArray[np.bool_]) -> dict[str, float]:
+    """The share of names the first stage hands on to the CNN, per kind of name."""
+    held = np.isin(s.family, s.held_out) & (s.y == 1)
+    return {
+        "reach_calibration_benign": float(reach[s.calibration()].mean()),
+        "reach_long_tail": float(reach[s.long_tail()].mean()),
+        "reach_unseen_dga": float(reach[held].mean()),
+    }
+
+
+def write(out: Path, base: Scores, value: npt.NDArray[np.float64], info: dict[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(
+        out / "scores.npz",
+        labels=base.labels,
+        y=base.y,
+        family=base.family,
+        part=base.part,
+        score=(1.0 / (1.0 + np.exp(-np.clip(value, -50, 50)))).astype(np.float32),
+        logit=value.astype(np.float32),
+    )
+    (out / "run.json").write_text(json.dumps(info, indent=2))
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m convert.ensemble", description=__doc__.split("\n")[0])
+    p.add_argument("--cnn", required=True, help="configuration name of the CNN fold runs (runs/<name>-lfo<k>)")
+    p.add_argument("--linear", required=True, help="configuration name of the linear stage's fold runs")
+    p.add_argument("--how", default="mean", help="mean, max or cascade-<q>")
+    p.add_argument("--out", required=True, help="configuration name to write")
+    p.add_argument("--folds", default="0,1,2,3,4")
+    p.add_argument("--root", type=Path, default=Path("runs"))
+    a = p.parse_args(argv)
+    for k in a.folds.split(","):
+        cnn, linear = a.root / f"{a.cnn}-lfo{k}", a.root / f"{a.linear}-lfo{k}"
+        if not (cnn / "scores.npz").exists() or not (linear / "scores.npz").exists():
+            continue
+        s_cnn, s_lin, info = load_pair(cnn, linear)
+        value, facts = combined(a.how, s_cnn, s_lin)
+        lin_info = json.loads((linear / "run.json").read_text())
+        info = info | {
+            "arch": f"{info['arch']}+{lin_info['arch']} ({a.how})",
+            "combination": {"how": a.how, "cnn": str(cnn), "linear": str(linear), **facts},
+            "train_seconds": info.get("train_seconds", 0) + lin_info.get("train_seconds", 0),
+        }
+        write(a.root / f"{a.out}-lfo{k}", s_cnn, value, info)
+        print(k, json.dumps(facts))
+
+
+if __name__ == "__main__":
+    main()
