@@ -93,11 +93,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--linear", required=True, help="configuration name of the linear stage's fold runs")
     p.add_argument("--how", default="mean", help="mean, max or cascade-<q>")
     p.add_argument("--out", required=True, help="configuration name to write")
-    p.add_argument("--folds", default="0,1,2,3,4")
+    p.add_argument("--folds", default="0,1,2,3,4,rand", help="fold numbers (runs <name>-lfo<k>) or run suffixes")
     p.add_argument("--root", type=Path, default=Path("runs"))
     a = p.parse_args(argv)
     for k in a.folds.split(","):
-        cnn, linear = a.root / f"{a.cnn}-lfo{k}", a.root / f"{a.linear}-lfo{k}"
+        tail = f"lfo{k}" if k.isdigit() else k
+        cnn, linear = a.root / f"{a.cnn}-{tail}", a.root / f"{a.linear}-{tail}"
         if not (cnn / "scores.npz").exists() or not (linear / "scores.npz").exists():
             continue
         s_cnn, s_lin, info = load_pair(cnn, linear)
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
             "combination": {"how": a.how, "cnn": str(cnn), "linear": str(linear), **facts},
             "train_seconds": info.get("train_seconds", 0) + lin_info.get("train_seconds", 0),
         }
-        write(a.root / f"{a.out}-lfo{k}", s_cnn, value, info)
+        write(a.root / f"{a.out}-{tail}", s_cnn, value, info)
         print(k, json.dumps(facts))
 
 
