@@ -87,15 +87,84 @@ def write(out: Path, base: Scores, value: npt.NDArray[np.float64], info: dict[st
     (out / "run.json").write_text(json.dumps(info, indent=2))
 
 
+def cascade_table(root: Path, names: list[str]) -> str:
+    """Per cascade configuration and fold: the share of names the linear stage hands to the CNN."""
+    lines = [
+        "| configuration | gate (linear stage at FPR) | folds | calibration benign reaching the CNN "
+        "| long-tail benign reaching the CNN | unseen-family DGA reaching the CNN |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in names:
+        facts = [
+            json.loads((run / "run.json").read_text())["combination"]
+            for run in sorted(root.glob(f"{name}-lfo[0-9]"))
+            if (run / "run.json").exists()
+        ]
+        if not facts:
+            continue
+        mean = {k: float(np.mean([f[k] for f in facts])) for k in facts[0] if k.startswith("reach_")}
+        lines.append(
+            f"| {name} | {facts[0]['q']:g} | {len(facts)} | {mean['reach_calibration_benign'] * 100:.1f}% "
+            f"| {mean['reach_long_tail'] * 100:.1f}% | {mean['reach_unseen_dga'] * 100:.1f}% |"
+        )
+    return "\n".join(lines)
+
+
+def linear_speed(stage_path: Path, names: list[str], seconds: float = 1.5) -> dict[str, float]:
+    """us per name of the linear stage (numpy, this process) at batch 1 and 64, best of 3 rounds."""
+    import time
+
+    from resolverguard.ngrams import LinearWeights
+
+    stage = LinearWeights.load(stage_path)
+    out = {}
+    for batch in (1, 64):
+        best = float("inf")
+        for _ in range(3):
+            started, n = time.perf_counter(), 0
+            while time.perf_counter() - started < seconds / 3:
+                i = (n * 7919) % max(1, len(names) - batch)
+                stage.logits(names[i : i + batch])
+                n += batch
+            best = min(best, (time.perf_counter() - started) / n * 1e6)
+        out[f"us_per_name_batch{batch}"] = best
+    return out
+
+
+def report(root: Path, configs_pattern: str, cascades: list[str], stage: Path | None) -> str:
+    """The markdown of the stage experiments: the per-fold table, the cascade shares, the linear speed."""
+    from convert.experiments import configs, fold_table, summarise
+
+    results = {name: summarise(runs) for name, runs in configs(root, configs_pattern).items()}
+    parts = [fold_table(results, root), "", cascade_table(root, cascades)]
+    if stage is not None:
+        names = Scores.load(stage.parent, "logit").labels.tolist()
+        speed = linear_speed(stage, names)
+        parts += [
+            "",
+            f"Linear stage (`{stage}`), numpy, one process: {speed['us_per_name_batch1']:.1f} us per name at batch 1, "
+            f"{speed['us_per_name_batch64']:.1f} us at batch 64.",
+        ]
+    return "\n".join(parts)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m convert.ensemble", description=__doc__.split("\n")[0])
-    p.add_argument("--cnn", required=True, help="configuration name of the CNN fold runs (runs/<name>-lfo<k>)")
-    p.add_argument("--linear", required=True, help="configuration name of the linear stage's fold runs")
+    p.add_argument("--cnn", help="configuration name of the CNN fold runs (runs/<name>-lfo<k>)")
+    p.add_argument("--linear", help="configuration name of the linear stage's fold runs")
     p.add_argument("--how", default="mean", help="mean, max or cascade-<q>")
-    p.add_argument("--out", required=True, help="configuration name to write")
+    p.add_argument("--out", help="configuration name to write")
     p.add_argument("--folds", default="0,1,2,3,4,rand", help="fold numbers (runs <name>-lfo<k>) or run suffixes")
     p.add_argument("--root", type=Path, default=Path("runs"))
+    p.add_argument("--report", metavar="GLOB", help="print the stage experiments' tables for these fold runs")
+    p.add_argument("--cascades", default="", help="with --report: comma-separated cascade configurations")
+    p.add_argument("--speed", type=Path, help="with --report: a linear.npz to time")
     a = p.parse_args(argv)
+    if a.report:
+        print(report(a.root, a.report, [c for c in a.cascades.split(",") if c], a.speed))
+        return
+    if not (a.cnn and a.linear and a.out):
+        p.error("--cnn, --linear and --out are needed (or --report)")
     for k in a.folds.split(","):
         tail = f"lfo{k}" if k.isdigit() else k
         cnn, linear = a.root / f"{a.cnn}-{tail}", a.root / f"{a.linear}-{tail}"
