@@ -110,25 +110,49 @@ def cascade_table(root: Path, names: list[str]) -> str:
     return "\n".join(lines)
 
 
-def linear_speed(stage_path: Path, names: list[str], seconds: float = 1.5) -> dict[str, float]:
-    """us per name of the linear stage (numpy, this process) at batch 1 and 64, best of 3 rounds."""
+def threshold_setters(runs: list[Path], k: int = 18) -> tuple[int, int, list[str]]:
+    """The `k` highest-scoring calibration names of each fold model (the names its sinkhole threshold
+    rests on): how many come from the long-tail half, of how many, and the most frequent names."""
+    from collections import Counter
+
+    from convert.data import BENIGN_DNS_ONLY
+
+    names: Counter[str] = Counter()
+    tail = total = 0
+    for run in runs:
+        s = Scores.load(run, "logit")
+        pool = np.flatnonzero(s.calibration())
+        top = pool[np.argsort(-s.score[pool])[:k]]
+        tail += int((s.family[top] == BENIGN_DNS_ONLY).sum())
+        total += len(top)
+        names.update(s.labels[top].tolist())
+    return tail, total, [n for n, _ in names.most_common(12)]
+
+
+def speeds(stage_path: Path, names: list[str], cnn: Path | None = None, seconds: float = 1.5) -> dict[str, float]:
+    """us per name of the linear stage (numpy) and, given, the CNN's `.tflite` (LiteRT, one thread),
+    at batch 1 and 64, timed in turns in this one process (best of 3 rounds each, so a loaded
+    machine slows both alike)."""
     import time
 
+    from resolverguard.model import load_model
     from resolverguard.ngrams import LinearWeights
 
-    stage = LinearWeights.load(stage_path)
-    out = {}
-    for batch in (1, 64):
-        best = float("inf")
-        for _ in range(3):
-            started, n = time.perf_counter(), 0
-            while time.perf_counter() - started < seconds / 3:
-                i = (n * 7919) % max(1, len(names) - batch)
-                stage.logits(names[i : i + batch])
-                n += batch
-            best = min(best, (time.perf_counter() - started) / n * 1e6)
-        out[f"us_per_name_batch{batch}"] = best
-    return out
+    scorers: dict[str, Any] = {"linear": LinearWeights.load(stage_path).logits}
+    if cnn is not None:
+        scorers["cnn"] = load_model(cnn).score
+    best: dict[str, float] = {}
+    for _ in range(3):
+        for name, score in scorers.items():
+            for batch in (1, 64):
+                started, n = time.perf_counter(), 0
+                while time.perf_counter() - started < seconds / 6:
+                    i = (n * 7919) % max(1, len(names) - batch)
+                    score(names[i : i + batch])
+                    n += batch
+                key = f"{name}_us_batch{batch}"
+                best[key] = min(best.get(key, float("inf")), (time.perf_counter() - started) / n * 1e6)
+    return best
 
 
 def report(root: Path, configs_pattern: str, cascades: list[str], stage: Path | None) -> str:
@@ -139,11 +163,12 @@ def report(root: Path, configs_pattern: str, cascades: list[str], stage: Path | 
     parts = [fold_table(results, root), "", cascade_table(root, cascades)]
     if stage is not None:
         names = Scores.load(stage.parent, "logit").labels.tolist()
-        speed = linear_speed(stage, names)
+        t = speeds(stage, names, Path("models/default.tflite"))
         parts += [
             "",
-            f"Linear stage (`{stage}`), numpy, one process: {speed['us_per_name_batch1']:.1f} us per name at batch 1, "
-            f"{speed['us_per_name_batch64']:.1f} us at batch 64.",
+            f"Speed, timed in turns in one process (`{stage}` in numpy; `models/default.tflite` in LiteRT, one "
+            f"thread): linear stage {t['linear_us_batch1']:.1f} us per name at batch 1, {t['linear_us_batch64']:.1f} "
+            f"at batch 64; CNN {t['cnn_us_batch1']:.1f} / {t['cnn_us_batch64']:.1f}.",
         ]
     return "\n".join(parts)
 
