@@ -155,11 +155,22 @@ def speeds(stage_path: Path, names: list[str], cnn: Path | None = None, seconds:
     return best
 
 
-def report(root: Path, configs_pattern: str, cascades: list[str], stage: Path | None) -> str:
-    """The markdown of the stage experiments: the per-fold table, the cascade shares, the linear speed."""
+# The stage experiments in the order the report lists them (convert/sweep.sh makes them).
+STAGE_CONFIGS = ("x-suffix", "x-ng1", "x-e1-mean", "x-e1-max", "x-e1-cascade-0.05", "x-e1-cascade-0.1")
+STAGE_CONFIGS += ("x-e1-cascade-0.2", "x-ng1-fam", "x-ng1-cap2k", "x-suffix-cap2k", "x-ng1-rnd20k")
+STAGE_CONFIGS += ("x-ng-wl", "x-ng-wlw")
+
+
+def report(
+    root: Path, configs_pattern: str, cascades: list[str], stage: Path | None, only: tuple[str, ...] = ()
+) -> str:
+    """The markdown of the stage experiments: the per-fold table, the cascade shares, the linear speed
+    (`only`: these configurations, in this order)."""
     from convert.experiments import configs, fold_table, summarise
 
-    results = {name: summarise(runs) for name, runs in configs(root, configs_pattern).items()}
+    found = configs(root, configs_pattern)
+    names = [n for n in only if n in found] if only else list(found)
+    results = {name: summarise(found[name]) for name in names}
     parts = [fold_table(results, root), "", cascade_table(root, cascades)]
     if stage is not None:
         names = Scores.load(stage.parent, "logit").labels.tolist()
@@ -184,9 +195,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--report", metavar="GLOB", help="print the stage experiments' tables for these fold runs")
     p.add_argument("--cascades", default="", help="with --report: comma-separated cascade configurations")
     p.add_argument("--speed", type=Path, help="with --report: a linear.npz to time")
+    p.add_argument("--stages", action="store_true", help="with --report: the report's configurations, in order")
     a = p.parse_args(argv)
     if a.report:
-        print(report(a.root, a.report, [c for c in a.cascades.split(",") if c], a.speed))
+        only = STAGE_CONFIGS if a.stages else ()
+        print(report(a.root, a.report, [c for c in a.cascades.split(",") if c], a.speed, only))
         return
     if not (a.cnn and a.linear and a.out):
         p.error("--cnn, --linear and --out are needed (or --report)")
