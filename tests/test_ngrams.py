@@ -82,3 +82,49 @@ def test_a_file_that_is_not_a_linear_stage_is_a_model_error(tmp_path: Path) -> N
     np.savez(tmp_path / "short.npz", **parts)
     with pytest.raises(ModelError, match="shapes"):
         LinearWeights.load(tmp_path / "short.npz")
+
+
+def test_cascade_hands_the_cnn_only_names_above_the_linear_gate() -> None:
+    """The cascade's first stage passes every name under its own FPR-q threshold (calibrated on the
+    calibration benign names only); the rest keep the CNN's score, and the shares say how many."""
+    from convert.data import BENIGN, BENIGN_DNS_ONLY
+    from convert.ensemble import FLOOR, combined
+    from convert.evaluate import Scores
+    from convert.splits import TEST, VAL
+
+    rng = np.random.default_rng(3)
+    n_benign, n_dga = 2000, 200
+    family = np.array([BENIGN] * n_benign + ["held"] * n_dga, dtype="<U20")
+    family[:400] = BENIGN_DNS_ONLY
+    y = np.array([0] * n_benign + [1] * n_dga, dtype=np.int8)
+    part = np.where(y == 0, VAL, TEST).astype(np.int8)
+    labels = np.array([f"name{i}.com" for i in range(len(y))])
+    linear = rng.random(len(y)).astype(np.float32)
+    linear[y == 1] = np.linspace(0.0, 1.0, n_dga, dtype=np.float32)  # half of the DGA names under any gate
+    cnn = rng.random(len(y)).astype(np.float32)
+    a = Scores(labels, y, family, part, cnn, ("held",))
+    b = Scores(labels, y, family, part, linear, ("held",))
+
+    value, facts = combined("cascade-0.1", a, b)
+    reach = linear >= facts["gate"]
+    assert np.all(value[~reach] == FLOOR)
+    np.testing.assert_allclose(value[reach], np.log(cnn[reach] / (1 - cnn[reach])), rtol=1e-5)
+    assert facts["reach_calibration_benign"] == pytest.approx(0.1, abs=0.01)
+    assert facts["reach_unseen_dga"] == pytest.approx(float(reach[y == 1].mean()))
+    assert facts["reach_long_tail"] == pytest.approx(float(reach[a.long_tail()].mean()))
+    assert 100 < a.long_tail().sum() < 300
+    mean, _ = combined("mean", a, b)
+    assert mean[0] == pytest.approx((np.log(cnn[0] / (1 - cnn[0])) + np.log(linear[0] / (1 - linear[0]))) / 2, rel=1e-5)
+
+
+def test_random_names_use_the_suffix_pool_and_the_alphabets() -> None:
+    from convert.augment import RANDOM_ALPHABETS, random_names, suffix_pool
+
+    names = random_names(300, np.random.default_rng(5), lengths=(7, 12))
+    suffixes = {s for group in suffix_pool() for s in group}
+    allowed = set("".join(RANDOM_ALPHABETS))
+    for name in names.tolist():
+        label, _, suffix = name.partition(".")
+        assert suffix in suffixes and 1 <= len(label) <= 12 and set(label) <= allowed
+        assert not label.startswith("-") and not label.endswith("-")
+    assert len(set(names.tolist())) > 290  # random, not a handful of repeats
