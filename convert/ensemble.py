@@ -161,6 +161,16 @@ STAGE_CONFIGS += ("x-e1-cascade-0.2", "x-ng1-fam", "x-ng1-cap2k", "x-suffix-cap2
 STAGE_CONFIGS += ("x-ng-wl", "x-ng-wlw")
 
 
+def speed_text(stage: Path) -> str:
+    """One sentence: the linear stage and the shipped CNN timed in turns on the stage's own names."""
+    t = speeds(stage, Scores.load(stage.parent, "logit").labels.tolist(), Path("models/default.tflite"))
+    return (
+        f"timed in turns in one process (`{stage}` in numpy; `models/default.tflite` in LiteRT, one thread), "
+        f"the linear stage costs {t['linear_us_batch1']:.1f} us per name at batch 1 and {t['linear_us_batch64']:.1f} "
+        f"at batch 64, the CNN {t['cnn_us_batch1']:.1f} and {t['cnn_us_batch64']:.1f}."
+    )
+
+
 def report(
     root: Path, configs_pattern: str, cascades: list[str], stage: Path | None, only: tuple[str, ...] = ()
 ) -> str:
@@ -173,14 +183,7 @@ def report(
     results = {name: summarise(found[name]) for name in names}
     parts = [fold_table(results, root), "", cascade_table(root, cascades)]
     if stage is not None:
-        names = Scores.load(stage.parent, "logit").labels.tolist()
-        t = speeds(stage, names, Path("models/default.tflite"))
-        parts += [
-            "",
-            f"Speed, timed in turns in one process (`{stage}` in numpy; `models/default.tflite` in LiteRT, one "
-            f"thread): linear stage {t['linear_us_batch1']:.1f} us per name at batch 1, {t['linear_us_batch64']:.1f} "
-            f"at batch 64; CNN {t['cnn_us_batch1']:.1f} / {t['cnn_us_batch64']:.1f}.",
-        ]
+        parts += ["", speed_text(stage)]
     return "\n".join(parts)
 
 
