@@ -98,9 +98,8 @@ only when seen, by lists. The n-gram ensemble is the best row by 0.01 (within no
 parameters: not kept on this evidence, worth a second seed. Width 128: no gain over 64, and 64 serves
 twice as fast.
 
-Not tried for lack of CPU time: word-segmentation features for wordlist DGAs (the zero transfer between
-wordlists suggests they would need the dictionary itself), a cheap first stage in front of the CNN (the
-CNN already runs in ~9 us, so it would buy nothing measured here), several seeds per configuration."""
+Not tried in that session: word-segmentation features, a cheap first stage in front of the CNN, caps
+per family; session 4 measured them (section below). Still not tried: several seeds per configuration."""
     )
 
 
@@ -139,21 +138,25 @@ run (CPU time).
 
 {CASCADE}
 
-  It does not make a miss cheaper here, though: {SPEED} The CNN (dynamic-int8 in LiteRT) costs about
-  what the numpy featurizer costs at batch 64, and 8-10x less at batch 1 (numpy's per-call overhead), so
-  a linear first stage would save at most a few microseconds per name at batch 64 and costs ~100 us at
-  batch 1. Not built into serving.
-* **Caps per family** (`--cap 2000`: at most 2,000 names of each family, against 10,000): no gain for
-  the CNN on the folds it finished (`x-suffix-cap2k`); the linear stage with the cap and with per-family
-  balance did not finish in this session.
+  It makes a miss only a little cheaper, and only in batches (absolute figures from a machine at load
+  5-13 on 2 cores; `bench/results/model.md` has the CNN at 8.5 / 7.0 us idle; the ratios are the point):
+  {SPEED} So at batch 64 the linear stage
+  costs about three quarters of the CNN and a cascade that hands ~8% of the names on would cost ~0.8x
+  the CNN alone, while at batch 1 numpy's per-call overhead makes it several times the CNN. Not built
+  into serving: the saving does not pay for a second model file, and #17 should not count on it
+  unless the featurizer gets much cheaper.
+* **Caps per family** (`--cap 2000`: at most 2,000 names of each family, against 10,000, so large
+  families stop dominating): lower for the linear stage (0.121 vs 0.134 over five folds) and for the CNN
+  on each of the three folds it finished in this session (`x-suffix-cap2k`). Per-family loss weights
+  (`--balance family`) were within noise for the CNN before (table above).
 * **Random-string augmentation** (`--random-dga 20000`: uniformly random names over five alphabets,
   lengths 7-32, as extra DGA rows, `convert/augment.random_names`): fold 0 0.118 vs 0.124 without: no gain.
 * **Word segmentation** (`--words`, `convert/ngram.WordFeatures`: share of the label covered by
   dictionary words of >= 3 letters, whether it splits fully into 1 / >= 2 / >= 3 words, the longest word;
   with the wordlist families trained on, so a held-out wordlist family is the test): on the folds that
   hold them out (fold 0: suppobox; fold 2: gozi, nymaim2, bigviktor) recall at sinkhole and at log stays
-  **0.000** for all four, with or without the word features (`x-ng-wl` vs `x-ng-wlw`), and the long tail
-  is unchanged. The reason is in the data (`python -m convert.wordseg`, word list: wordninja's 126k
+  **0.000** for all four, with or without the word features (`x-ng-wl` vs `x-ng-wlw`); the long tail is
+  not raised. The reason is in the data (`python -m convert.wordseg`, word list: wordninja's 126k
   English Wikipedia words, a measurement only, not a dependency):
 
 {WORDSEG}
@@ -175,7 +178,8 @@ not a better name model.
 
 **Not shipped.** The shipped model stays the CNN: the linear stage's unseen-family gain over the shipped
 full-size CNN is within noise at the sinkhole threshold, it loses on the families trained on, and in
-numpy it costs ~10x the CNN at batch 1 (target: <= 20 us per name). What is in the tree for the next
+numpy it costs several times the CNN at batch 1 (about 7x in the timed run above; target: <= 20 us per
+name). What is in the tree for the next
 step: the featurizer (`resolverguard/ngrams.py`, numpy only, with a parity test against the training
 matrix and a batch-invariance test), its trainer, the combinations and their report
 (`python -m convert.ensemble --report 'x-*' --stages`), all run by `convert/sweep.sh`. Worth doing with
