@@ -138,17 +138,19 @@ run (CPU time).
 
 {CASCADE}
 
-  It makes a miss only a little cheaper, and only in batches (absolute figures from a machine at load
-  5-13 on 2 cores; `bench/results/model.md` has the CNN at 8.5 / 7.0 us idle; the ratios are the point):
-  {SPEED} So at batch 64 the linear stage
-  costs about three quarters of the CNN and a cascade that hands ~8% of the names on would cost ~0.8x
-  the CNN alone, while at batch 1 numpy's per-call overhead makes it several times the CNN. Not built
-  into serving: the saving does not pay for a second model file, and #17 should not count on it
-  unless the featurizer gets much cheaper.
+  It makes a batched miss cheaper and a single one dearer (absolute figures from a machine at load
+  3-13 on 2 cores; `bench/results/model.md` has the CNN at 8.5 / 7.0 us idle; the ratios are the point):
+  {SPEED} Across the timings of this
+  session (the load varied) the linear stage cost 0.45-0.85x the CNN at batch 64, so a cascade that hands
+  ~8% of the names on would cost ~0.55-0.95x the CNN alone; at batch 1 numpy's per-call overhead made it
+  5-9x the CNN. Not built into serving: at best a 2x saving on batched misses, a loss at batch 1 (where a
+  lightly loaded resolver runs), and a second model file to keep in step with the first; #17 should count
+  on it only with a much cheaper featurizer.
 * **Caps per family** (`--cap 2000`: at most 2,000 names of each family, against 10,000, so large
-  families stop dominating): lower for the linear stage (0.121 vs 0.134 over five folds) and for the CNN
-  on each of the three folds it finished in this session (`x-suffix-cap2k`). Per-family loss weights
-  (`--balance family`) were within noise for the CNN before (table above).
+  families stop dominating): lower for the linear stage (0.121 vs 0.134 over five folds), level for the
+  CNN (`x-suffix-cap2k` 0.108 vs 0.109, one family >= 0.9 instead of two). Per-family loss weights
+  (`--balance family`): level for the linear stage (`x-ng1-fam` 0.134), as they were for the CNN (table
+  above).
 * **Random-string augmentation** (`--random-dga 20000`: uniformly random names over five alphabets,
   lengths 7-32, as extra DGA rows, `convert/augment.random_names`): fold 0 0.118 vs 0.124 without: no gain.
 * **Word segmentation** (`--words`, `convert/ngram.WordFeatures`: share of the label covered by
@@ -178,8 +180,7 @@ not a better name model.
 
 **Not shipped.** The shipped model stays the CNN: the linear stage's unseen-family gain over the shipped
 full-size CNN is within noise at the sinkhole threshold, it loses on the families trained on, and in
-numpy it costs several times the CNN at batch 1 (about 7x in the timed run above; target: <= 20 us per
-name). What is in the tree for the next
+numpy it costs 5-9x the CNN at batch 1 (target: <= 20 us per name). What is in the tree for the next
 step: the featurizer (`resolverguard/ngrams.py`, numpy only, with a parity test against the training
 matrix and a batch-invariance test), its trainer, the combinations and their report
 (`python -m convert.ensemble --report 'x-*' --stages`), all run by `convert/sweep.sh`. Worth doing with
