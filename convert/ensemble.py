@@ -156,9 +156,9 @@ def speeds(stage_path: Path, names: list[str], cnn: Path | None = None, seconds:
 
 
 # The stage experiments in the order the report lists them (convert/sweep.sh makes them).
-STAGE_CONFIGS = ("x-suffix", "x-ng1", "x-e1-mean", "x-e1-max", "x-e1-cascade-0.05", "x-e1-cascade-0.1")
-STAGE_CONFIGS += ("x-e1-cascade-0.2", "x-ng1-fam", "x-ng1-cap2k", "x-suffix-cap2k", "x-ng1-rnd20k")
-STAGE_CONFIGS += ("x-ng-wl", "x-ng-wlw")
+STAGE_CONFIGS = ("x-suffix", "x-ng1", "x-ng1-120k", "x-ng1-c01", "x-ng1-b16", "x-e1-mean", "x-e1-max")
+STAGE_CONFIGS += ("x-e1-cascade-0.05", "x-e1-cascade-0.1", "x-e1-cascade-0.2", "x-ng1-fam", "x-ng1-cap2k")
+STAGE_CONFIGS += ("x-suffix-cap2k", "x-ng1-rnd20k", "x-ng-wl", "x-ng-wlw")
 
 
 def speed_text(stage: Path) -> str:

@@ -33,6 +33,9 @@ runng() { local name=$1; shift; [ -f "runs/$name/scores.npz" ] && return 0
 NG="--form registrable --suffix-dropout 0.5 --C 0.3"
 ng() { local name=$1; shift; for k in 0 1 2 3 4; do runng "x-$name-lfo$k" --holdout-fold "$k" $NG "$@"; done; }
 ng ng1
+ng ng1-120k --max-train 120000  # the CNN's budget of training names: is the gain the model or the data?
+ng ng1-c01 --C 0.1  # (the later --C wins) regularisation
+ng ng1-b16 --bits 16  # a 4x smaller weight file
 runng x-ng1-rand $NG
 run x-suffix-rand --arch cnn $SUF $B
 for how in mean max cascade-0.05 cascade-0.1 cascade-0.2; do
