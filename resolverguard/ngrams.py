@@ -1,10 +1,12 @@
 """The hashed character n-gram features of the linear stage, shared by training and serving.
 
 A linear model over hashed n-grams costs a few microseconds per name in a batch, with numpy alone
-(no TensorFlow, no scikit-learn at serving), so it can answer the confident names before the CNN.
-Training (`convert/ngram.py`) builds its sparse matrix from `NgramHasher.hashed`, and serving
-(`LinearStage`) sums the weights at the same indices: the two cannot drift, and a parity test
-holds them to it.
+(no TensorFlow, no scikit-learn at serving), so it could answer the confident names before the CNN.
+Training (`convert/ngram.py`) builds its sparse matrix from `NgramHasher.hashed`, and `LinearWeights`
+sums the saved weights at the same indices: the two cannot drift, and a parity test holds them to it.
+It is not wired into the resolver: measured as a cascade stage and in an ensemble it did not earn its
+place (models/REPORT.md, "A linear n-gram stage ..."); it lives here, numpy only, so that a first
+stage, if a cheaper featurizer makes one pay, is built on exactly what was trained.
 
 A name goes through the model's `NameEncoder` first (same charset, left padding, truncation), then:
 
