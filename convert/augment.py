@@ -7,7 +7,11 @@
 * Compound copies: a hyphenated benign label (`kindergarten-sonnenschein`) without its hyphens is a
   compound-word name people do register; the lists hold few of those, wordlist DGAs hold nothing else.
 
-Both apply to TRAINING rows only; calibration and test names are never altered.
+* Random names (`random_names`, an experiment): uniformly random strings over a few alphabets
+  and lengths, labelled DGA, so the model learns "random" in general and not only the randomness of
+  the families it trained on (a family it never saw is random in its own way).
+
+All apply to TRAINING rows only; calibration and test names are never altered.
 """
 
 from __future__ import annotations
@@ -52,4 +56,22 @@ def compound_copies(texts: npt.NDArray[np.str_]) -> npt.NDArray[np.str_]:
             if joined not in have:
                 have.add(joined)
                 out.append(joined)
+    return np.array(out, dtype=np.str_)
+
+
+RANDOM_ALPHABETS = ("abcdefghijklmnopqrstuvwxyz", "abcdefghijklmnopqrstuvwxyz0123456789", "0123456789abcdef")
+RANDOM_ALPHABETS += ("bcdfghjklmnpqrstvwxz", "abcdefghijklmnopqrstuvwxyz0123456789-")
+
+
+def random_names(n: int, rng: np.random.Generator, lengths: tuple[int, int] = (7, 32)) -> npt.NDArray[np.str_]:
+    """`n` random `label.suffix` names: an alphabet of RANDOM_ALPHABETS, a length in `lengths`, a
+    suffix from `suffix_pool()`, each drawn uniformly."""
+    pool = suffix_pool()
+    out = []
+    for _ in range(n):
+        alphabet = RANDOM_ALPHABETS[int(rng.integers(len(RANDOM_ALPHABETS)))]
+        size = int(rng.integers(lengths[0], lengths[1] + 1))
+        label = "".join(alphabet[i] for i in rng.integers(len(alphabet), size=size)).strip("-") or "x"
+        group = pool[int(rng.integers(len(pool)))]
+        out.append(f"{label}.{group[int(rng.integers(len(group)))]}")
     return np.array(out, dtype=np.str_)

@@ -117,6 +117,38 @@ def table(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def random_split_tpr(run: Path, fpr: float = 1e-4) -> float | None:
+    """TPR at `fpr` on the random split's test names of the families trained on (None: no such run)."""
+    from convert.evaluate import evaluate_run, fpr_name
+
+    if not (run / "scores.npz").exists():
+        return None
+    return float(evaluate_run(run, "logit")["tpr_at_fpr_trained"][fpr_name(fpr)])
+
+
+def fold_table(results: dict[str, dict[str, Any]], root: Path = Path("runs")) -> str:
+    """Per configuration: mean unseen-family recall at sinkhole in each fold and overall, families
+    >= 0.9, the random-split TPR at FPR 1e-4 (run `<name>-rand`), the long-tail rates."""
+    lines = [
+        "| configuration | fold 0 | fold 1 | fold 2 | fold 3 | fold 4 | mean recall @sinkhole | families >= 0.9 "
+        "| random split TPR@1e-4 | long-tail sinkholed / logged |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        per_fold = {}
+        for fam in r["families"].values():
+            per_fold.setdefault(fam["fold"], []).append(fam["sinkhole"])
+        folds = [per_fold.get(f"{name}-lfo{k}") for k in range(5)]
+        cells = [f"{np.mean(f):.3f}" if f else "-" for f in folds]
+        tpr = random_split_tpr(root / f"{name}-rand")
+        lines.append(
+            f"| {name} | {' | '.join(cells)} | {r['mean_recall']['sinkhole']:.3f} "
+            f"| {r['families_ge_0.9']['sinkhole']}/{r['n_families']} | {'-' if tpr is None else f'{tpr:.3f}'} "
+            f"| {r['tail']['sinkhole'] * 100:.3f}% / {r['tail']['log'] * 100:.2f}% |"
+        )
+    return "\n".join(lines)
+
+
 def first_design_table(results: dict[str, dict[str, Any]]) -> str:
     """The same runs with thresholds from the trusted validation benign names alone."""
     lines = [
@@ -131,9 +163,15 @@ def first_design_table(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    results = {name: summarise(runs) for name, runs in configs().items()}
-    print(table(results))
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m convert.experiments", description=__doc__.split("\n")[0])
+    p.add_argument("--pattern", default="[xf]-*-lfo[0-9]", help="glob of fold runs under runs/ (e.g. 'x-*-lfo0')")
+    p.add_argument("--folds", action="store_true", help="the per-fold table with the random-split TPR")
+    a = p.parse_args(argv)
+    results = {name: summarise(runs) for name, runs in configs(pattern=a.pattern).items()}
+    print(fold_table(results) if a.folds else table(results))
 
 
 if __name__ == "__main__":

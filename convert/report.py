@@ -283,7 +283,43 @@ def render(
         probe=Path("runs/probe.md").read_text()
         if Path("runs/probe.md").exists()
         else "(run `python -m convert.probe`)",
+        stages=stages_section(),
     )
+
+
+def stages_section(root: Path = Path("runs")) -> str:
+    """The session-4 stage experiments (linear stage, ensembles, cascade, word features) from their
+    runs; empty when they were not run."""
+    from convert.ensemble import STAGE_CONFIGS, report, speed_text, threshold_setters
+    from convert.report_text import STAGES
+
+    cnn = [root / f"x-suffix-lfo{k}" for k in range(5) if (root / f"x-suffix-lfo{k}" / "scores.npz").exists()]
+    if not (root / "x-ng1-lfo0" / "scores.npz").exists() or not cnn:
+        return ""
+    cascades = [c for c in STAGE_CONFIGS if c.startswith("x-e1-cascade")]
+    table = report(root, "x-*", [], None, STAGE_CONFIGS).partition("\n\n")[0]
+    cascade = report(root, "x-none", cascades, None).partition("\n\n")[2]
+    stage = root / "x-ng1-rand" / "linear.npz"
+    speed = speed_text(stage) if stage.exists() else "(not timed)."
+    tail, total, names = threshold_setters(cnn)
+    setters = (
+        f"Of the {total} names the five `x-suffix` fold models' sinkhole thresholds rest on (the 18 "
+        f"highest-scoring calibration names of each), {tail} come from the long-tail half of the pool."
+    )
+    wordseg = root / "wordseg.md"
+    fields = {
+        "{TABLE}": table,
+        "{CASCADE}": "\n".join("  " + line for line in cascade.strip().splitlines()),
+        "{SPEED}": speed,
+        "{WORDSEG}": "\n".join("  " + line for line in wordseg.read_text().strip().splitlines()[2:])
+        if wordseg.exists()
+        else "  (run `python -m convert.wordseg`)",
+        "{SETTERS}": setters,
+    }
+    text = STAGES
+    for key, value in fields.items():
+        text = text.replace(key, value)
+    return text
 
 
 def family_head_text(path: Path) -> str:

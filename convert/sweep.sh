@@ -22,6 +22,35 @@ exp suffix-fam --arch cnn $SUF --balance family
 exp suffix-fam-words --arch cnn $SUF --balance family --compounds --exclude charbot
 exp suffix-ngram --arch cnn_ngram $SUF
 exp suffix-w128 --arch cnn $SUF --width 128
+# The linear n-gram stage (convert/ngram.py: hashed 1-5-grams, logistic regression, all training names,
+# ~1 min per fold on an idle 2-core CPU), its combinations with the x-suffix CNN folds
+# (convert/ensemble.py: mean, max, cascade), per-family balance and caps, word-segmentation features
+# (with wordlist families trained on; needs a word list: `pip install wordninja`, its
+# wordninja_words.txt.gz copied to runs/words/) and random-string augmentation: all chosen or not by
+# the same leave-family-out table (`python -m convert.ensemble --report 'x-*-lfo[0-9]'`).
+runng() { local name=$1; shift; [ -f "runs/$name/scores.npz" ] && return 0
+          echo "== $name $(date -u +%T)"; nice -n 10 $PY -m convert.ngram --out "runs/$name" "$@" > "runs/$name.log" 2>&1; echo "   rc=$? $(date -u +%T)"; }
+NG="--form registrable --suffix-dropout 0.5 --C 0.3"
+ng() { local name=$1; shift; for k in 0 1 2 3 4; do runng "x-$name-lfo$k" --holdout-fold "$k" $NG "$@"; done; }
+ng ng1
+ng ng1-120k --max-train 120000  # the CNN's budget of training names: is the gain the model or the data?
+ng ng1-c01 --C 0.1  # (the later --C wins) regularisation
+ng ng1-b16 --bits 16  # a 4x smaller weight file
+runng x-ng1-rand $NG
+run x-suffix-rand --arch cnn $SUF $B
+for how in mean max cascade-0.05 cascade-0.1 cascade-0.2; do
+  $PY -m convert.ensemble --cnn x-suffix --linear x-ng1 --how $how --out "x-e1-$how" > /dev/null
+done
+ng ng1-fam --balance family
+ng ng1-cap2k --cap 2000
+exp suffix-cap2k --arch cnn $SUF --cap 2000
+runng x-ng1-rnd20k-lfo0 --holdout-fold 0 $NG --random-dga 20000
+WORDS=runs/words/wordninja_words.txt.gz
+for k in 0 2; do  # the folds that hold wordlist families out (suppobox; gozi, nymaim2, bigviktor)
+  runng "x-ng-wl-lfo$k" --holdout-fold $k --form registrable --suffix-dropout 0.5 --exclude charbot
+  [ -f "$WORDS" ] && runng "x-ng-wlw-lfo$k" --holdout-fold $k --form registrable --suffix-dropout 0.5 --exclude charbot --words "$WORDS"
+done
+[ -f "$WORDS" ] && $PY -m convert.wordseg --words "$WORDS" > runs/wordseg.md
 [ "${STAGE:-all}" = experiments ] && exit 0
 # The chosen configuration (convert.experiments.CHOSEN = suffix) on all training names: the shipped model.
 CHOSEN_ARGS="--arch cnn $SUF --width 64"

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from convert.augment import compound_copies, drop_suffixes
+from convert.augment import compound_copies, drop_suffixes, random_names
 from convert.data import BENIGN, DEFAULT_DATA_DIR, Dataset, InputForm, load_cached
 from convert.splits import TEST, TRAIN, VAL, Split, cap_per_family, family_folds, leave_family_out, random_split
 from resolverguard.encoding import NameEncoder
@@ -55,6 +55,7 @@ class TrainConfig:
     balance: str = "class"  # "class": benign vs DGA; "family": and every DGA family weighs the same
     suffix_dropout: float = 0.0  # form registrable: share of training names given a random suffix
     compounds: bool = False  # add hyphen-free copies of hyphenated benign training labels
+    random_dga: int = 0  # add this many random names (convert.augment.random_names) as DGA rows
     exclude: tuple[str, ...] = ("charbot", *WORDLIST)  # families never trained on (still evaluated)
     cache: Path | None = CACHE_DIR  # where the parsed data is kept between runs; None = parse again
 
@@ -103,6 +104,13 @@ def training_texts(cfg: TrainConfig, data: Dataset, rows: npt.NDArray[np.int64])
         texts = np.concatenate([texts.astype(object), extra.astype(object)]).astype(np.str_)
         y = np.concatenate([y, np.zeros(len(extra), dtype=y.dtype)])
         family = np.concatenate([family.astype(object), np.full(len(extra), BENIGN, dtype=object)]).astype(np.str_)
+    if cfg.random_dga:
+        extra = random_names(cfg.random_dga, np.random.default_rng(cfg.seed + 2))
+        if cfg.form is InputForm.LABEL:
+            extra = np.array([t.split(".", 1)[0] for t in extra.tolist()], dtype=np.str_)
+        texts = np.concatenate([texts.astype(object), extra.astype(object)]).astype(np.str_)
+        y = np.concatenate([y, np.ones(len(extra), dtype=y.dtype)])
+        family = np.concatenate([family.astype(object), np.full(len(extra), "random", dtype=object)]).astype(np.str_)
     if cfg.suffix_dropout and cfg.form is InputForm.REGISTRABLE:
         texts = drop_suffixes(texts, cfg.suffix_dropout, np.random.default_rng(cfg.seed + 1))
     return texts, y, family
@@ -217,6 +225,7 @@ def write_scores(cfg: TrainConfig, model: Any, encoder: NameEncoder, data: Datas
 
 
 INT_OPTIONS = ("cap", "seed", "epochs", "patience", "batch_size", "max_train", "folds", "holdout_fold", "maxlen")
+INT_OPTIONS += ("random_dga",)
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:

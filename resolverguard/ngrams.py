@@ -1,0 +1,178 @@
+"""The hashed character n-gram features of the linear stage, shared by training and serving.
+
+A linear model over hashed n-grams costs a few microseconds per name in a batch, with numpy alone
+(no TensorFlow, no scikit-learn at serving), so it could answer the confident names before the CNN.
+Training (`convert/ngram.py`) builds its sparse matrix from `NgramHasher.hashed`, and `LinearWeights`
+sums the saved weights at the same indices: the two cannot drift, and a parity test holds them to it.
+It is not wired into the resolver: measured as a cascade stage and in an ensemble it did not earn its
+place (models/REPORT.md, "A linear n-gram stage ..."); it lives here, numpy only, so that a first
+stage, if a cheaper featurizer makes one pay, is built on exactly what was trained.
+
+A name goes through the model's `NameEncoder` first (same charset, left padding, truncation), then:
+
+* every n-gram of order 1..5 of `label.suffix` plus an end mark, hashed into `2**bits` buckets;
+  an n-gram may start in the padding by one column, which marks the start of the name (`^ab`);
+* the whole suffix as one hashed token (what follows the first dot);
+* a few dense shape features of the label (before the first dot): length, character entropy,
+  digit, vowel and hyphen shares. They live in the columns after the hashed ones.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from resolverguard.encoding import PAD, NameEncoder
+from resolverguard.errors import ModelError
+
+_MULT = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: the top bits of code * this constant
+_BASE = np.uint64(64)  # > every encoder index plus the end mark, so an n-gram's code is exact
+_ORDER_SALT = np.uint64(0x632BE59BD9B4E019)
+_SUFFIX_SALT = np.uint64(0x2545F4914F6CDD1D)
+# _BASE ** (253 - j): a row's polynomial takes its last columns' powers (253 = the longest name).
+_POWERS = np.array([pow(64, 253 - j, 1 << 64) for j in range(254)], dtype=np.uint64)
+DENSE = ("length", "entropy", "digits", "vowels", "hyphens")
+LINEAR_FORMAT = "resolverguard-linear/1"
+
+
+@dataclass(frozen=True)
+class NgramHasher:
+    """Maps names to bucket indices (one per n-gram) and dense shape features."""
+
+    encoder: NameEncoder = field(default_factory=NameEncoder)
+    orders: tuple[int, ...] = (1, 2, 3, 4, 5)
+    bits: int = 18
+
+    @property
+    def n_features(self) -> int:
+        return (1 << self.bits) + len(DENSE)
+
+    def hashed(self, texts: Sequence[str]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+        """(indices, valid), both (n, k): bucket of every n-gram slot and whether the slot holds one."""
+        idx, valid, _ = self.features(texts)
+        return idx, valid
+
+    def dense(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        """(n, len(DENSE)) shape features of the label, each scaled to about [0, 1]."""
+        return self.features(texts)[2]
+
+    def features(
+        self, texts: Sequence[str]
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_], npt.NDArray[np.float32]]:
+        """Hashed n-gram slots (indices, valid) and the dense features, from one encoding pass.
+        Columns of padding left of the batch's longest name are cut first (one is kept: the start
+        mark), so a batch of short names costs what short names cost."""
+        encoded = self.encoder.encode(texts)
+        n, width = encoded.shape
+        first = int(np.argmax(encoded.any(axis=0))) if n else width
+        encoded = encoded[:, max(0, first - 1) :]
+        dense = self._dense(encoded)
+        end = np.full((n, 1), self.encoder.vocab_size, dtype=encoded.dtype)
+        x: npt.NDArray[np.uint64] = np.concatenate([encoded, end], axis=1).astype(np.uint64)
+        shift, cols, masks = np.uint64(64 - self.bits), [], []
+        code = np.zeros((n, x.shape[1]), dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            for order in range(1, max(self.orders) + 1):
+                span = x.shape[1] + 1 - order
+                code = code[:, :span] * _BASE + x[:, order - 1 : order - 1 + span]
+                if order in self.orders:
+                    hashed = (code + np.uint64(order) * _ORDER_SALT) * _MULT
+                    cols.append((hashed >> shift).astype(np.int64))
+                    # Valid: the n-gram's second column (for unigrams its only one) is a character.
+                    lead = min(1, order - 1)
+                    masks.append(x[:, lead : lead + span] != PAD)
+            suffix = self._suffix_code(x[:, :-1])
+            cols.append(((suffix * _MULT) >> shift).astype(np.int64)[:, None])
+        masks.append(np.ones((n, 1), dtype=bool))
+        return np.concatenate(cols, axis=1), np.concatenate(masks, axis=1), dense
+
+    def _suffix_code(self, x: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+        """A code of everything after the first dot (0 when there is none), salted: the suffix is
+        the rows' last columns, so its polynomial is the masked row times powers of the base."""
+        after = np.cumsum(x == np.uint64(self._dot), axis=1) > 0
+        powers = _POWERS[-x.shape[1] :]
+        code: npt.NDArray[np.uint64] = (np.where(after, x, np.uint64(0)) * powers).sum(axis=1, dtype=np.uint64)
+        return code + _SUFFIX_SALT
+
+    @property
+    def _dot(self) -> int:
+        return self.encoder.charset.index(".") + 2 if "." in self.encoder.charset else -1
+
+    def _dense(self, x: npt.NDArray[np.int32]) -> npt.NDArray[np.float32]:
+        """Length, entropy, digit, vowel and hyphen shares of the label (before the first dot)."""
+        n = len(x)
+        label = (x != PAD) & (np.cumsum(x == self._dot, axis=1) == 0)
+        length = label.sum(axis=1)
+        safe = np.maximum(length, 1).astype(np.float64)
+        vocab = self.encoder.vocab_size
+        counts = np.bincount((np.arange(n)[:, None] * vocab + x)[label], minlength=n * vocab).reshape(n, vocab)
+        p = counts / safe[:, None]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            entropy = -np.where(p > 0, p * np.log2(p), 0.0).sum(axis=1)
+        out = np.zeros((n, len(DENSE)), dtype=np.float32)
+        out[:, 0] = length / 32.0
+        out[:, 1] = entropy / 5.0
+        letters = np.maximum(counts[:, self._indices(string.ascii_lowercase)].sum(axis=1), 1)
+        out[:, 2] = counts[:, self._indices(string.digits)].sum(axis=1) / safe
+        out[:, 3] = counts[:, self._indices("aeiou")].sum(axis=1) / letters
+        out[:, 4] = counts[:, self._indices("-")].sum(axis=1) / safe
+        return out
+
+    def _indices(self, chars: str) -> list[int]:
+        return [self.encoder.charset.index(c) + 2 for c in chars if c in self.encoder.charset]
+
+
+@dataclass(frozen=True)
+class LinearWeights:
+    """The linear stage's file: hashed weights, dense weights, bias, and the hasher's settings."""
+
+    hasher: NgramHasher
+    weights: npt.NDArray[np.float32]  # 2**bits
+    dense: npt.NDArray[np.float32]  # len(DENSE)
+    bias: float
+
+    def save(self, path: Path) -> None:
+        np.savez_compressed(
+            path,
+            format=np.array(LINEAR_FORMAT),
+            charset=np.array(self.hasher.encoder.charset),
+            maxlen=np.array(self.hasher.encoder.maxlen),
+            orders=np.array(self.hasher.orders, dtype=np.int64),
+            bits=np.array(self.hasher.bits),
+            weights=self.weights.astype(np.float16),
+            dense=self.dense.astype(np.float32),
+            bias=np.array(self.bias, dtype=np.float64),
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> LinearWeights:
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if str(z["format"]) != LINEAR_FORMAT:
+                    raise ModelError(f"{path}: not a resolverguard linear stage (format != {LINEAR_FORMAT!r})")
+                encoder = NameEncoder(str(z["charset"]), int(z["maxlen"]))
+                hasher = NgramHasher(encoder, tuple(int(o) for o in z["orders"]), int(z["bits"]))
+                weights = z["weights"].astype(np.float32)
+                dense, bias = z["dense"].astype(np.float32), float(z["bias"])
+        except (OSError, KeyError, ValueError) as err:
+            raise ModelError(f"{path}: cannot read the linear stage: {err}") from None
+        if weights.shape != (1 << hasher.bits,) or dense.shape != (len(DENSE),):
+            raise ModelError(f"{path}: weight shapes do not match the hasher's settings")
+        return cls(hasher, weights, dense, bias)
+
+    def logits(self, texts: Sequence[str]) -> npt.NDArray[np.float64]:
+        """The linear stage's logit per name (float64: no ties near a saturated sigmoid)."""
+        if not texts:
+            return np.zeros(0, dtype=np.float64)
+        idx, valid, dense = self.hasher.features(texts)
+        total: npt.NDArray[np.float64] = np.where(valid, self.weights[idx], np.float32(0)).sum(axis=1, dtype=np.float64)
+        return total + dense.astype(np.float64) @ self.dense.astype(np.float64) + self.bias
+
+    def score(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        """P(DGA) per name, the `Scorer` protocol."""
+        return (1.0 / (1.0 + np.exp(-self.logits(texts)))).astype(np.float32)
