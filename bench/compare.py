@@ -27,6 +27,7 @@ bench/results/compare.{md,json}. Every run is bounded in time (dnsperf -l) and c
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import gzip
 import json
 import os
@@ -224,9 +225,17 @@ def peak_rss_mb(pid: int) -> float:
     return max(peaks, default=0.0)
 
 
-def dnsperf(port: int, queries: Path, seconds: float, qps: float | None = None) -> dict[str, Any]:
+def dnsperf(
+    port: int, queries: Path, seconds: float, qps: float | None = None, sources: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """dnsperf's peak (or, with `qps`, latency) run. `sources`: client addresses to ask from, one
+    dnsperf each (the 8 sockets and the rate split between them), summed: with `workers` each
+    client's queries reach one worker (resolverguard.reuseport), so one address would load one."""
+    if len(sources) > 1:
+        return _summed(port, queries, seconds, qps, sources)
     cmd = [
         "dnsperf",
+        *(["-a", sources[0]] if sources else []),
         "-s",
         "127.0.0.1",
         "-p",
@@ -236,7 +245,7 @@ def dnsperf(port: int, queries: Path, seconds: float, qps: float | None = None) 
         "-l",
         str(seconds),
         "-c",
-        "8",
+        str(8 // max(1, len(sources))),
         "-q",
         "500",
         "-t",
@@ -268,6 +277,29 @@ def dnsperf(port: int, queries: Path, seconds: float, qps: float | None = None) 
     return result
 
 
+def _summed(port: int, queries: Path, seconds: float, qps: float | None, sources: tuple[str, ...]) -> dict[str, Any]:
+    share = qps / len(sources) if qps else None
+    with concurrent.futures.ThreadPoolExecutor(len(sources)) as pool:
+        parts = list(pool.map(lambda src: dnsperf(port, queries, seconds, share, (src,)), sources))
+    out: dict[str, Any] = {k: sum(p[k] or 0 for p in parts) for k in ("qps", "sent", "completed", "lost")}
+    for key in ("p50_ms", "p99_ms"):  # the slower client's figure: a bound, not a merge of the samples
+        if all(key in p for p in parts):
+            out[key] = max(p[key] for p in parts)
+    return out
+
+
+def one_client_per_worker(workers: int) -> tuple[str, ...]:
+    """Loopback client addresses that the workers' steering program sends to different workers."""
+    from resolverguard.reuseport import worker_of
+
+    chosen: dict[int, str] = {}
+    for i in range(1, 255):
+        chosen.setdefault(worker_of(f"127.0.0.{i}", workers), f"127.0.0.{i}")
+        if len(chosen) == workers:
+            break
+    return tuple(chosen[k] for k in sorted(chosen))
+
+
 def measure(
     name: str,
     proc: subprocess.Popen[bytes],
@@ -276,25 +308,29 @@ def measure(
     seconds: float,
     latency_qps: dict[str, float],
     helpers: tuple[subprocess.Popen[bytes], ...] = (),
+    sources: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Peak QPS and CPU per query file, then p50/p99 at `latency_qps` on the latency names;
-    `helpers`: processes whose CPU counts too (the module's verdict service)."""
+    `helpers`: processes whose CPU counts too (the module's verdict service); `sources`: the
+    client addresses dnsperf asks from (see `dnsperf`)."""
     pids = [proc.pid, *(h.pid for h in helpers)]
     wait_ready(port)
     time.sleep(2.0)  # with workers, the first to answer may not be the last to start
     out: dict[str, Any] = {"target": name}
     for kind, path in files.items():
         if kind == "hits":  # steady state: every name asked once before the timed run
-            subprocess.run(
-                ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(path.with_name("warm.txt")), "-n", "1"],
-                capture_output=True,
-                timeout=120,
-            )
+            for source in sources or ("127.0.0.1",):  # each worker's answer cache, when clients are steered
+                subprocess.run(
+                    ["dnsperf", "-a", source, "-s", "127.0.0.1", "-p", str(port)]
+                    + ["-d", str(path.with_name("warm.txt")), "-n", "1"],
+                    capture_output=True,
+                    timeout=120,
+                )
         cpu = sum(cpu_seconds(p) for p in pids)
-        peak = dnsperf(port, path, seconds)
+        peak = dnsperf(port, path, seconds, sources=sources)
         peak["cpu_s"] = round(sum(cpu_seconds(p) for p in pids) - cpu, 2)
         if latency_qps.get(kind):
-            latency = dnsperf(port, path.with_name(f"{kind}.latency.txt"), 5, latency_qps[kind])
+            latency = dnsperf(port, path.with_name(f"{kind}.latency.txt"), 5, latency_qps[kind], sources)
             peak.update({k: v for k, v in latency.items() if k.endswith("_ms")})
         out[kind] = peak
     out["peak_rss_mb"] = round(max(peak_rss_mb(p) for p in pids), 1)
@@ -382,7 +418,13 @@ def main() -> None:
         )
         procs.append(start_resolverguard(work, ports["rg_workers"], ports["nsd"], True, workers=2))
         results["rg_workers"] = measure(
-            "(e) resolverguard full chain, workers: 2", procs[-1], ports["rg_workers"], files, a.seconds, latency_qps
+            "(e) resolverguard full chain, workers: 2 (dnsperf from 2 client addresses)",
+            procs[-1],
+            ports["rg_workers"],
+            files,
+            a.seconds,
+            latency_qps,
+            sources=one_client_per_worker(2),
         )
         procs.append(start_resolverguard(work, ports["rg_log"], ports["nsd"], True, log=True))
         results["rg_log"] = measure(
