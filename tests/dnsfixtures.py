@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import socket
 import struct
 import subprocess
@@ -19,7 +20,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from dnslib import AAAA, EDNS0, MX, QTYPE, RCODE, RR, SOA, A, DNSError, DNSRecord
 
@@ -263,10 +264,33 @@ def run_resolver(
         loop.close()
 
 
+def stop_server(proc: subprocess.Popen[Any]) -> None:
+    """SIGTERM, then SIGKILL after 5 s: a server a test started never outlives the test."""
+    proc.terminate()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port free for UDP and TCP on 127.0.0.1, below the kernel's ephemeral range: a port the
+    kernel handed out (bind to 0) could be taken again, before the server binds it, as the source
+    port of any outgoing socket (the resolvers' upstream pools open hundreds): 'address already in use'."""
+    ranges = Path("/proc/sys/net/ipv4/ip_local_port_range")
+    low = int(ranges.read_text().split()[0]) if ranges.exists() else 32768
+    pick = random.SystemRandom()
+    for _ in range(200):
+        port = pick.randrange(10_000, max(10_001, low))
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u, socket.socket() as t:
+                u.bind(("127.0.0.1", port))
+                t.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 def wait_for(proc: subprocess.Popen[str], text: str, lines: int = 10, timeout: float = 60.0) -> str:

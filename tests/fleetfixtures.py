@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from dnsfixtures import free_port
+from dnsfixtures import free_port, stop_server
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -139,10 +139,5 @@ def run_dnsdist(backends: Sequence[tuple[str, int]], workdir: Path) -> Iterator[
         wait_listening(port)
         yield port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_server(proc)
         log.close()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from dnsfixtures import free_port
+from dnsfixtures import free_port, stop_server
 
 SERVER_NAME = "dns.test"
 
@@ -108,9 +108,4 @@ def run_unbound_tls(work: Path, certs: Certificates, upstream_port: int) -> Iter
             time.sleep(0.05)
         yield EncryptedServer(dot, doh, plain, proc, log)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_server(proc)
