@@ -26,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from convert.evaluate import Scores, calibrate, fpr_name
+from convert.train import save_scores
 
 FLOOR = -50.0  # the logit of a name the cascade's first stage passed: below every real score
 
@@ -75,15 +76,7 @@ def shares(s: Scores, reach: npt.NDArray[np.bool_]) -> dict[str, float]:
 
 def write(out: Path, base: Scores, value: npt.NDArray[np.float64], info: dict[str, Any]) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(
-        out / "scores.npz",
-        labels=base.labels,
-        y=base.y,
-        family=base.family,
-        part=base.part,
-        score=(1.0 / (1.0 + np.exp(-np.clip(value, -50, 50)))).astype(np.float32),
-        logit=value.astype(np.float32),
-    )
+    save_scores(out, base.labels, base.y, base.family, base.part, value)
     (out / "run.json").write_text(json.dumps(info, indent=2))
 
 

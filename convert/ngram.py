@@ -23,7 +23,15 @@ import numpy.typing as npt
 
 from convert.data import BENIGN, Dataset
 from convert.splits import TEST, TRAIN, Split
-from convert.train import TrainConfig, parse_args, prepare, sample_weights, training_rows, training_texts
+from convert.train import (
+    TrainConfig,
+    parse_args,
+    prepare,
+    sample_weights,
+    save_scores,
+    training_rows,
+    training_texts,
+)
 from resolverguard.encoding import NameEncoder
 from resolverguard.ngrams import DENSE, LinearWeights, NgramHasher
 
@@ -141,15 +149,7 @@ def write_scores(
     logits = np.concatenate([stage.logits(texts[i : i + 8192]) for i in range(0, len(texts), 8192)])
     if extra is not None:
         logits = logits + extra[0](texts).astype(np.float64) @ extra[1].astype(np.float64)
-    np.savez_compressed(
-        out / "scores.npz",
-        labels=data.labels[rows],
-        y=data.y[rows],
-        family=data.family[rows],
-        part=split.part[rows],
-        score=(1.0 / (1.0 + np.exp(-logits))).astype(np.float32),
-        logit=logits.astype(np.float32),
-    )
+    save_scores(out, data.labels[rows], data.y[rows], data.family[rows], split.part[rows], logits)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -205,6 +205,28 @@ def train(cfg: TrainConfig) -> None:
     (cfg.out / "run.json").write_text(json.dumps(info, indent=2))
 
 
+def save_scores(
+    out: Path,
+    labels: npt.NDArray[Any],
+    y: npt.NDArray[Any],
+    family: npt.NDArray[Any],
+    part: npt.NDArray[Any],
+    logits: npt.NDArray[np.float64],
+) -> None:
+    """The one writer of a run's `scores.npz` (CNN, linear stage, ensembles), which convert.evaluate
+    reads: the rows, their sigmoid score and the logit (clipped to ±700 before exp: no float64 overflow, and
+    every float32 score the same as unclipped)."""
+    np.savez_compressed(
+        out / "scores.npz",
+        labels=labels,
+        y=y,
+        family=family,
+        part=part,
+        score=(1.0 / (1.0 + np.exp(-np.clip(logits, -700, 700)))).astype(np.float32),
+        logit=logits.astype(np.float32),
+    )
+
+
 def write_scores(cfg: TrainConfig, model: Any, encoder: NameEncoder, data: Dataset, split: Split) -> None:
     """Scores and logits of every row not trained on (excluded families too: their recall is
     reported). The logit keeps the order of names a saturated float32 sigmoid would tie at 1.0."""
@@ -213,15 +235,7 @@ def write_scores(cfg: TrainConfig, model: Any, encoder: NameEncoder, data: Datas
     rows = np.flatnonzero(split.part != TRAIN)
     x = encoder.encode(data.labels[rows].tolist())
     logits = logit_model(model).predict(x, batch_size=4096, verbose=0).reshape(-1).astype(np.float64)
-    np.savez_compressed(
-        cfg.out / "scores.npz",
-        labels=data.labels[rows],
-        y=data.y[rows],
-        family=data.family[rows],
-        part=split.part[rows],
-        score=(1.0 / (1.0 + np.exp(-logits))).astype(np.float32),
-        logit=logits.astype(np.float32),
-    )
+    save_scores(cfg.out, data.labels[rows], data.y[rows], data.family[rows], split.part[rows], logits)
 
 
 INT_OPTIONS = ("cap", "seed", "epochs", "patience", "batch_size", "max_train", "folds", "holdout_fold", "maxlen")
