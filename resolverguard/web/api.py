@@ -88,24 +88,7 @@ async def stats(request: web.Request) -> Any:
 
 
 async def queries(request: web.Request) -> Any:
-    q = request.query
-    span = TimeRange.of(q)
-    name = inputs.domain_name(q["name"]) if q.get("name") else None
-    client = inputs.client_address(q.get("client"))
-    act, why = inputs.action(q.get("action")), inputs.reason(q.get("reason"))
-    limit = inputs.integer(q.get("limit"), "limit", 100, 1, inputs.MAX_LIMIT)
-    before = inputs.integer(q.get("before_id"), "before_id", 0, 0, 2**62) or None
-    search = call(
-        "search",
-        since=span.since,
-        until=span.until,
-        client=client,
-        name=name,
-        action=act,
-        reason=why,
-        limit=limit,
-        before_id=before,
-    )
+    search = inputs.search_filters(request.query).read()  # a bad input is a 400 even without a store
     (rows,) = await store(request)(search, as_plain=True)
     return rows
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from resolverguard.logtop import parse_span
 from resolverguard.verdicts import Action, Reason
+from resolverguard.web.reads import Read, call
 
 MAX_RANGE = 31 * 86_400  # the store keeps 30 days by default; a wider range is a mistake or an attack
 MAX_LIMIT = 1_000
@@ -110,3 +111,45 @@ def reason(text: str | None, field: str = "reason") -> str | None:
     if text not in {r.value for r in Reason}:
         raise BadInput(field, f"not one of: {', '.join(r.value for r in Reason)}")
     return text
+
+
+@dataclass(frozen=True, slots=True)
+class SearchFilters:
+    """A query-log search as the API (`/api/v1/queries`) and the dashboard's query log both take it:
+    one parser, so the two cannot drift in what they accept or how they call the store."""
+
+    span: TimeRange
+    name: str | None
+    client: str | None
+    action: str | None
+    reason: str | None
+    limit: int
+    before_id: int | None
+
+    def read(self) -> Read:
+        """The store call (`QueryStore.search`) these filters make."""
+        return call(
+            "search",
+            since=self.span.since,
+            until=self.span.until,
+            client=self.client,
+            name=self.name,
+            action=self.action,
+            reason=self.reason,
+            limit=self.limit,
+            before_id=self.before_id,
+        )
+
+
+def search_filters(query: Mapping[str, str], default_limit: int = 100) -> SearchFilters:
+    """`since`/`until`, `name`, `client`, `action`, `reason`, `limit`, `before_id` from a request's
+    query; raises BadInput naming the first bad parameter."""
+    return SearchFilters(
+        span=TimeRange.of(query),
+        name=domain_name(query["name"]) if query.get("name") else None,
+        client=client_address(query.get("client")),
+        action=action(query.get("action")),
+        reason=reason(query.get("reason")),
+        limit=integer(query.get("limit"), "limit", default_limit, 1, MAX_LIMIT),
+        before_id=integer(query.get("before_id"), "before_id", 0, 0, 2**62) or None,
+    )

@@ -254,28 +254,13 @@ async def query_log(request: web.Request) -> web.StreamResponse:
     reads = d.reads()
     if reads is None:
         return page("Query log", "".join(parts) + no_store(), session, active="/queries")
-    try:
-        span = TimeRange.of({"since": since_text})
-        name = inputs.domain_name(fields["name"]) if fields["name"] else None
-        client = inputs.client_address(fields["client"])
-        act, why = inputs.action(fields["action"]), inputs.reason(fields["reason"])
-        before = inputs.integer(q.get("before_id"), "before_id", 0, 0, 2**62) or None
+    try:  # the page's own fields only: the form has no `until` or `limit`
+        search = inputs.search_filters({**fields, "since": since_text, "before_id": q.get("before_id", "")})
     except BadInput as err:
         parts.append(f'<p class="flash bad">{esc(err)}</p>')
         return page("Query log", "".join(parts), session, 400, active="/queries")
-    (rows,) = await reads(
-        call(
-            "search",
-            since=span.since,
-            until=span.until,
-            client=client,
-            name=name,
-            action=act,
-            reason=why,
-            limit=100,
-            before_id=before,
-        )
-    )
+    (rows,) = await reads(search.read())
+    before = search.before_id
     filters = {k: v for k, v in fields.items() if v}
     tail = "" if before else f' data-tail="{esc(urlencode({**filters, "since": since_text}))}"'
     live = '<p class="muted" id="tail-state">Live: new queries appear at the top.</p>' if tail else ""
