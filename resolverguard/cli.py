@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
@@ -111,6 +112,13 @@ def _parser() -> argparse.ArgumentParser:
     pause.add_argument("duration", help="how long: 30s, 5m, 1h")
     resume = sub.add_parser("resume", help="end a pause now")
     status = sub.add_parser("status", help="is blocking on or paused, and for how long")
+    store = sub.add_parser("store", help="the query store's schema: `store status`, `store migrate [--dry-run]`")
+    store.add_argument("action", choices=["status", "migrate"])
+    where = store.add_mutually_exclusive_group(required=True)
+    where.add_argument("--url", help="an SQLite file or a postgresql:// URL")
+    where.add_argument("--config", type=Path, help="the policy whose query_store to use")
+    store.add_argument("--dry-run", action="store_true", help="migrate: apply in a transaction, then roll back")
+    store.set_defaults(run=cmd_store)
     password = sub.add_parser("dashboard-password", help="hash a dashboard password for dashboard.password_hash")
     password.add_argument("--stdin", action="store_true", help="read the password from standard input (scripts)")
     password.set_defaults(run=cmd_dashboard_password)
@@ -227,6 +235,34 @@ def cmd_lists(args: argparse.Namespace) -> int:
     for result in results:
         print(result)
     return 0 if all(r.status in ("updated", "not modified") for r in results) else 1
+
+
+def cmd_store(args: argparse.Namespace) -> int:
+    """`store status` prints the schema version and what a migration would apply; `store migrate`
+    applies it (the resolver also migrates at start; this is for doing it at a chosen time, and for
+    `--dry-run`, which proves the migrations work on this store and changes nothing)."""
+    from resolverguard.store import StoreError, migrate_store, safe_url, schema_status
+
+    target = args.url or load_config(args.config).query_store.path
+    if not target:
+        print(f"resolverguard store: {args.config}: query_store is off in the policy", file=sys.stderr)
+        return 1
+    try:
+        found = schema_status(target) if args.action == "status" else migrate_store(target, dry_run=args.dry_run)
+    except StoreError as err:
+        print(f"resolverguard store: {err}", file=sys.stderr)
+        return 1
+    print(f"{safe_url(str(target))}: {found.describe()}")
+    if args.action == "status":
+        for version, name, applied in found.history:
+            print(f"  {version} {name} (applied {datetime.fromtimestamp(applied, UTC):%Y-%m-%d %H:%M:%S} UTC)")
+        return 0 if found.usable else 1
+    done = ", ".join(f"{m.version} {m.name}" for m in found.pending)
+    if args.dry_run:
+        print(f"dry run: {'applied and rolled back: ' + done if done else 'nothing to apply'}; nothing changed")
+    else:
+        print(f"applied: {done}" if done else "nothing to apply")
+    return 0
 
 
 def cmd_explain(args: argparse.Namespace) -> int:

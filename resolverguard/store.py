@@ -39,6 +39,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from resolverguard import storeschema
+
 DAY = 86_400
 BLOCKING_ACTIONS = ("sinkhole", "nxdomain", "refuse", "servfail")  # verdicts.Action.blocks, as text
 MAX_LIMIT = 1000  # most rows one read returns, whatever it is asked for
@@ -120,6 +122,9 @@ class Dialect:
     begin_write: str  # a transaction that takes the write lock at once (no upgrade deadlock)
     not_indexed: str  # a prefix that keeps the planner from using an index on a column ("" if it plans well)
     used_bytes: tuple[str, ...]  # statements whose results multiply to the bytes the data occupies
+    has_table: str  # a row when the table `?` exists (storeschema)
+    columns: str  # the column names of table `?` (storeschema: a store made before versioning)
+    migration_lock: tuple[str, ...]  # begins the migrations' transaction, holding the store's migration lock
 
 
 SQLITE = Dialect(
@@ -132,6 +137,9 @@ SQLITE = Dialect(
         "SELECT (SELECT page_count FROM pragma_page_count()) - (SELECT freelist_count FROM pragma_freelist_count())",
         "SELECT page_size FROM pragma_page_size()",
     ),
+    has_table="SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+    columns="SELECT name FROM pragma_table_info(?)",
+    migration_lock=("BEGIN IMMEDIATE",),  # the file's write lock: a second migrator waits (busy timeout)
 )
 POSTGRES = Dialect(
     query_id="BIGINT PRIMARY KEY",
@@ -140,6 +148,12 @@ POSTGRES = Dialect(
     begin_write="BEGIN",  # the counter's row lock (UPDATE store_meta) orders two writers
     not_indexed="",
     used_bytes=("SELECT pg_database_size(current_database())",),  # a dropped table's files go at once
+    has_table="SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = ?",
+    columns="SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema()"
+    " AND table_name = ?",
+    # Taken first, before anything is read or made: two gateways starting at once then never race
+    # on CREATE TABLE (PostgreSQL's IF NOT EXISTS is not safe against a concurrent create).
+    migration_lock=("BEGIN", "SELECT pg_advisory_xact_lock({key})"),
 )
 
 # Counts kept beside the rows, per time slot: (table, slot length in seconds). Queries by action per
@@ -148,27 +162,7 @@ QUERY_COUNTS = (("query_minutes", 60), ("query_hours", 3600))
 CLIENT_COUNTS = (("client_hours", 3600), ("client_days", DAY))
 SHORT_RANGE = 2 * DAY  # up to this span the overview counts by the minute, beyond it by the hour
 
-_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS store_meta (name TEXT PRIMARY KEY, value BIGINT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS store_days (day INTEGER PRIMARY KEY)",
-    *(
-        f"CREATE TABLE IF NOT EXISTS {table} (slot BIGINT NOT NULL, action TEXT NOT NULL,"
-        " queries BIGINT NOT NULL, PRIMARY KEY (slot, action))"
-        for table, _ in QUERY_COUNTS
-    ),
-    *(
-        f"CREATE TABLE IF NOT EXISTS {table} (slot BIGINT NOT NULL, client TEXT NOT NULL, action TEXT NOT NULL,"
-        " queries BIGINT NOT NULL, PRIMARY KEY (slot, client, action))"
-        for table, _ in CLIENT_COUNTS
-    ),
-    "CREATE TABLE IF NOT EXISTS flagged_clients (id {event_id}, time DOUBLE PRECISION NOT NULL, client TEXT,"
-    " until DOUBLE PRECISION, names TEXT NOT NULL, family TEXT, mode TEXT NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS flagged_clients_time ON flagged_clients (time)",
-    "CREATE TABLE IF NOT EXISTS likely_c2 (id {event_id}, time DOUBLE PRECISION NOT NULL, name TEXT NOT NULL,"
-    " client TEXT, until DOUBLE PRECISION)",
-    "CREATE INDEX IF NOT EXISTS likely_c2_time ON likely_c2 (time)",
-    "INSERT INTO store_meta (name, value) VALUES ('next_id', 1) ON CONFLICT (name) DO NOTHING",
-)
+# The tables other than the day tables: resolverguard.storeschema (versioned, migrated at open).
 _DAY_SCHEMA = (
     "CREATE TABLE IF NOT EXISTS {t} (id {query_id}, time DOUBLE PRECISION NOT NULL, client TEXT,"
     " qname TEXT NOT NULL, rname TEXT NOT NULL, qtype TEXT NOT NULL, action TEXT NOT NULL, reason TEXT NOT NULL,"
@@ -241,57 +235,53 @@ class QueryStore:
     # -- opening -------------------------------------------------------------------------------
     @classmethod
     def open_for_writing(cls, path: str | Path) -> QueryStore:
-        """Creates the store (folder, file, schema) when missing; raises StoreError saying why not.
-        `path`: an SQLite file, or a `postgresql://` URL (psycopg; the database must exist)."""
-        if is_postgres(path):
-            store = cls(PostgresConnection.open(str(path)), str(path), POSTGRES)
-            try:
-                store._create()
-            except Exception as err:  # noqa: BLE001 - psycopg.Error; its module is imported lazily
-                store.close()
-                raise StoreError(f"cannot open the query store {_safe(str(path))}: {err}") from None
-            return store
-        where = Path(path)
+        """Creates the store (folder, file, schema) when missing and migrates an older one to this
+        code's schema (resolverguard.storeschema: one transaction under the migration lock, so
+        several gateways may open one PostgreSQL at once); raises StoreError saying why not, e.g.
+        a store whose schema is newer than this code."""
+        store = cls(*_connect_for_writing(path))
         try:
-            where.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(str(where), isolation_level=None, check_same_thread=False, timeout=10.0)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA cache_size=-65536")
-            db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a power cut loses the last commits, never the file
-            store = cls(db, str(where))
-            store._create()
-        except (OSError, sqlite3.Error) as err:
-            raise StoreError(f"cannot open the query store {where}: {err}") from None
+            storeschema.migrate(store._db, store._dialect, safe_url(store.path))
+            store._load()
+        except storeschema.SchemaError as err:
+            store.close()
+            raise StoreError(str(err)) from None
+        except Exception as err:  # noqa: BLE001 - sqlite3.Error or psycopg.Error (imported lazily)
+            store.close()
+            raise StoreError(f"cannot open the query store {safe_url(store.path)}: {err}") from None
         return store
 
     @classmethod
     def open_for_reading(cls, path: str | Path) -> QueryStore:
         """Its own read-only connection, safe to use from any one thread at a time (calls are
-        serialised by a lock): the dashboard's reads run in `asyncio.to_thread`."""
+        serialised by a lock): the dashboard's reads run in `asyncio.to_thread`. Raises StoreError
+        for a store this code cannot read (older: not migrated yet; or newer)."""
         if is_postgres(path):
             store = cls(PostgresConnection.open(str(path)), str(path), POSTGRES)
+        else:
+            where = Path(path)
+            if not where.is_file():
+                raise StoreError(f"no query store at {where} (is query_store.path set and the resolver running?)")
             try:
-                store._db.execute("SELECT value FROM store_meta WHERE name = 'next_id'").fetchone()
-            except Exception as err:  # noqa: BLE001 - psycopg.Error
-                store.close()
-                raise StoreError(f"cannot read the query store {_safe(str(path))}: {err}") from None
-            return store
-        where = Path(path)
-        if not where.is_file():
-            raise StoreError(f"no query store at {where} (is query_store.path set and the resolver running?)")
+                db = sqlite3.connect(
+                    f"{where.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+                )
+                db.execute("PRAGMA query_only=1")
+            except sqlite3.Error as err:
+                raise StoreError(f"cannot read the query store {where}: {err}") from None
+            store = cls(db, str(where))
         try:
-            db = sqlite3.connect(
-                f"{where.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
-            )
-            db.execute("PRAGMA query_only=1")
-            db.execute("SELECT value FROM store_meta WHERE name = 'next_id'").fetchone()
-        except sqlite3.Error as err:
-            raise StoreError(f"cannot read the query store {where}: {err}") from None
-        return cls(db, str(where))
+            storeschema.check_readable(store._db, store._dialect, safe_url(store.path))
+        except storeschema.SchemaError as err:
+            store.close()
+            raise StoreError(str(err)) from None
+        except Exception as err:  # noqa: BLE001 - sqlite3.Error or psycopg.Error
+            store.close()
+            raise StoreError(f"cannot read the query store {safe_url(store.path)}: {err}") from None
+        return store
 
-    def _create(self) -> None:
-        for statement in _SCHEMA:
-            self._db.execute(statement.format(event_id=self._dialect.event_id))
+    def _load(self) -> None:
+        """The day tables that exist; the id counter made to follow the newest id."""
         self._days = set(self._known_days())
         if self._days:  # a counter lost or behind (a restored copy): ids must still only grow
             (top,) = self._db.execute(f"SELECT MAX(id) FROM {day_table(max(self._days))}").fetchone()  # noqa: S608
@@ -638,11 +628,55 @@ def _client_slots(since: float, until: float, split: bool = False) -> Any:
     return (days, hours, tail) if split else (*days, *hours, *tail)
 
 
+def _connect_for_writing(path: str | Path) -> tuple[Any, str, Dialect]:
+    """A writable connection: (connection, path as given, its dialect); raises StoreError."""
+    if is_postgres(path):
+        return PostgresConnection.open(str(path)), str(path), POSTGRES
+    where = Path(path)
+    try:
+        where.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(str(where), isolation_level=None, check_same_thread=False, timeout=10.0)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA cache_size=-65536")
+        db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a power cut loses the last commits, never the file
+    except (OSError, sqlite3.Error) as err:
+        raise StoreError(f"cannot open the query store {where}: {err}") from None
+    return db, str(where), SQLITE
+
+
+def schema_status(path: str | Path) -> storeschema.SchemaStatus:
+    """`resolverguard store status`: what the store's schema is at (reads only; an SQLite file
+    that does not exist is not created)."""
+    if not is_postgres(path) and not Path(path).is_file():
+        raise StoreError(f"no query store at {path}")
+    db, where, dialect = _connect_for_writing(path)
+    try:
+        return storeschema.status(db, dialect)
+    except Exception as err:  # noqa: BLE001 - sqlite3.Error or psycopg.Error
+        raise StoreError(f"cannot read the query store {safe_url(where)}: {err}") from None
+    finally:
+        db.close()
+
+
+def migrate_store(path: str | Path, dry_run: bool = False) -> storeschema.SchemaStatus:
+    """`resolverguard store migrate`: the store brought to this code's schema (or, `dry_run`, the
+    migrations applied and rolled back); returns its status as it was found."""
+    db, where, dialect = _connect_for_writing(path)
+    try:
+        return storeschema.migrate(db, dialect, safe_url(where), dry_run)
+    except storeschema.SchemaError as err:
+        raise StoreError(str(err)) from None
+    except Exception as err:  # noqa: BLE001 - sqlite3.Error or psycopg.Error
+        raise StoreError(f"migrating the query store {safe_url(where)} failed, nothing was changed: {err}") from None
+    finally:
+        db.close()
+
+
 def is_postgres(path: str | Path) -> bool:
     return isinstance(path, str) and path.startswith(("postgresql://", "postgres://"))
 
 
-def _safe(url: str) -> str:
+def safe_url(url: str) -> str:
     """A URL as an error message may show it: without its password."""
     head, at, tail = url.rpartition("@")
     if not at:
@@ -669,7 +703,7 @@ class PostgresConnection:
         try:
             return cls(psycopg.connect(url, autocommit=True))
         except psycopg.Error as err:
-            raise StoreError(f"cannot connect to the query store {_safe(url)}: {err}") from None
+            raise StoreError(f"cannot connect to the query store {safe_url(url)}: {err}") from None
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         return self._db.execute(sql.replace("?", "%s"), tuple(params) or None)
