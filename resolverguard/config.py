@@ -678,6 +678,12 @@ class SyncConfig:
     tls_ca: Path | None = path_key(
         None, _path, "CA file a rediss:// server's certificate is checked with", shown="the system's CAs"
     )
+    share_verdicts: bool = key(
+        False, _boolean, "publish this instance's model scores and take the fleet's into the verdict cache"
+    )
+    verdict_budget: int = key(
+        100_000, _number(0, 10**7, integer=True), "most shared scores Redis keeps for instances that (re)start"
+    )
 
     @property
     def enabled(self) -> bool:

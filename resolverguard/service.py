@@ -102,7 +102,7 @@ class Service:
             from resolverguard.sync import FleetSync  # redis-py is imported only by a fleet's instances
 
             self.sync = FleetSync(cfg.sync, stderr, self.metrics.registry if self.metrics is not None else None)
-            self.sync.attach(self.pipeline.watch)
+            self.sync.attach(self.pipeline.watch, self.pipeline.cache, model.metadata)
 
     def _query_log(self, cfg: QueryLogConfig, store: QueryStoreConfig | None) -> QueryLog:
         if self.worker is None:
@@ -207,7 +207,7 @@ class Service:
         if cfg.sync != self.cfg.sync:
             self.say("reload: the sync section changes only on restart")
         if self.sync is not None:
-            self.sync.attach(pipeline.watch)
+            self.sync.attach(pipeline.watch, pipeline.cache, model.metadata)
         loop, old = asyncio.get_running_loop(), self.pipeline
         self.cfg, self.model, self.pipeline = cfg, model, pipeline
         self.server.chain, self.server.gates, self.server.limits = pipeline.chain, pipeline.gates, cfg.limits

@@ -24,11 +24,21 @@ others once it is back.
 List subscriptions: one instance downloads (it holds a lock key), puts each copy in Redis, and the
 others take it from there before their own refresh is due (`Service._refresh_lists`).
 
-What is *not* shared, and why: the verdict cache. A score costs ~10-25 us in process, a Redis
-round trip from this client ~100-200 us on loopback (bench/results/fleet.md): fetching a score
-would be slower than computing it, and pushing every score to every instance costs each receiver
-more to decode than to score. Timestamps: findings travel with wall-clock expiry times and are
-turned into the watch's monotonic clock on arrival.
+Scores (`sync.share_verdicts`, off by default): so a name is scored once per fleet, not once per
+instance. Fetching a score on a miss would put Redis on the answer's path, and a Redis round trip
+(~160 us) costs more than a score (~30 us, bench/results/fleet.md). So scores travel the other way,
+write-behind: each score this instance computes is appended to a list (`VerdictCache.on_scored`;
+one append on the answer's path), a task sends the list every `VERDICT_DELAY` as one message on
+`{prefix}:verdicts`, and every other instance adopts them into its own LRU
+(`VerdictCache.adopt`: never over a score of its own, expiring with what is left of the TTL).
+A name asked on B a few tens of ms after A scored it is a cache hit on B. The same batches go to a
+capped stream (`{prefix}:verdict-log`, XADD MAXLEN ~ `sync.verdict_budget` / `VERDICT_BATCH`
+entries), which a (re)starting instance reads back newest first: Redis holds at most about
+`verdict_budget` scores, whatever the fleet's rate. A score is tied to the model that made it
+(`model_id`): instances on another model ignore it. Measured in bench/fleet.py (share of names
+scored once across two instances, and the answer path's cost with it on and off).
+Timestamps: findings travel with wall-clock expiry times and are turned into the watch's
+monotonic clock on arrival.
 """
 
 from __future__ import annotations
@@ -52,6 +62,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from resolverguard.config import SyncConfig
+from resolverguard.model import ModelMetadata
+from resolverguard.steps.cache import VerdictCache
 from resolverguard.watch import Flag, LikelyC2, WatchState
 
 if TYPE_CHECKING:
@@ -62,6 +74,10 @@ BACKOFF = (0.1, 2.0)  # seconds before the first reconnection attempt, and the m
 PING_EVERY = 1.0  # seconds between liveness checks of an idle connection (a hung Redis sends no RST)
 QUEUE = 10_000  # findings waiting to be published; beyond, dropped (the next reconnection rewrites them)
 SCAN_BATCH = 500
+VERDICT_DELAY = 0.02  # seconds a computed score waits for others before its batch is sent
+VERDICT_BATCH = 500  # most scores in one message (and one stream entry)
+VERDICT_QUEUE = 50_000  # scores waiting to be sent; beyond, dropped (they are a cache: counted, not resent)
+VERDICT_CATCHUP = 50  # stream entries read per call when catching up (the loop answers in between)
 _FAILURES = (RedisError, OSError, asyncio.TimeoutError, ValueError)
 
 
@@ -97,6 +113,13 @@ class Finding:
         if out.kind not in ("c2", "flag"):
             raise ValueError(f"not a finding: kind {out.kind!r}")
         return out
+
+
+def model_id(model: ModelMetadata | None) -> str:
+    """What a score is valid for: the same model file reading the same input form."""
+    if model is None:
+        return ""
+    return f"{model.model_version}|{model.input_form.value}|{model.tflite_sha256 or ''}"
 
 
 class SyncMetrics:
@@ -146,20 +169,39 @@ class FleetSync:
         self.dropped = 0  # findings not published at once (queue full, Redis away)
         self.connections = 0
         self._queue: asyncio.Queue[Finding] = asyncio.Queue(QUEUE)
+        self.verdict_channel = f"{cfg.prefix}:verdicts"
+        self.verdict_log = f"{cfg.prefix}:verdict-log"
+        self.cache: VerdictCache | None = None
+        self.model_id = ""
+        self._scores: list[tuple[str, float]] = []
+        self._scores_waiting = asyncio.Event()
+        self.scores_sent = 0
+        self.scores_adopted = 0
+        self.scores_dropped = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._resync = False
 
     # -- wiring --------------------------------------------------------------------------------
-    def attach(self, watch: WatchState | None) -> None:
-        """Publishes what `watch` finds from now on (None: the watch is off; nothing to share)."""
+    def attach(
+        self, watch: WatchState | None, cache: VerdictCache | None = None, model: ModelMetadata | None = None
+    ) -> None:
+        """Publishes what `watch` finds from now on (None: the watch is off; nothing to share), and
+        with `share_verdicts` the scores `cache` is given, which `model` computes."""
         if watch is not self.watch and watch is not None:
             self._resync = True  # a new state (the watch was turned on by a reload): catch it up
         self.watch = watch
         if watch is not None:
             watch.on_found = self.found
+        if self.cfg.share_verdicts and cache is not None:
+            if self.cache is not None and self.cache is not cache:
+                self.cache.on_scored = None
+            self.cache, self.model_id = cache, model_id(model)
+            cache.on_scored = self.scored
 
     def start(self) -> None:
         self._tasks = [asyncio.ensure_future(self._follow()), asyncio.ensure_future(self._publish())]
+        if self.cfg.share_verdicts:
+            self._tasks.append(asyncio.ensure_future(self._send_scores()))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -218,6 +260,47 @@ class FleetSync:
         if self.metrics is not None:
             self.metrics.published.labels(finding.kind).inc()
 
+    def scored(self, key: str, score: float) -> None:
+        """`VerdictCache.on_scored`, on the answer's path: one append, never a wait."""
+        if len(self._scores) < VERDICT_QUEUE:
+            self._scores.append((key, score))
+            if not self._scores_waiting.is_set():
+                self._scores_waiting.set()
+        else:
+            self.scores_dropped += 1
+
+    async def _send_scores(self) -> None:
+        """Every VERDICT_DELAY at most, what was scored since, in messages of VERDICT_BATCH."""
+        while True:
+            await self._scores_waiting.wait()
+            await asyncio.sleep(VERDICT_DELAY)
+            scores, self._scores = self._scores, []
+            self._scores_waiting.clear()
+            if not self.connected.is_set():
+                self.scores_dropped += len(scores)  # a cache: not resent after a reconnection
+                continue
+            for first in range(0, len(scores), VERDICT_BATCH):
+                batch = scores[first : first + VERDICT_BATCH]
+                try:
+                    await asyncio.wait_for(self._write_scores(batch), self.cfg.timeout)
+                except _FAILURES as err:
+                    self.scores_dropped += len(batch)
+                    self._failed(err)
+
+    async def _write_scores(self, batch: list[tuple[str, float]]) -> None:
+        data = json.dumps(
+            {"o": self.origin, "m": self.model_id, "t": self._wall(), "v": batch}, separators=(",", ":")
+        ).encode()
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.publish(self.verdict_channel, data)
+        if self.cfg.verdict_budget:
+            entries = -(-self.cfg.verdict_budget // VERDICT_BATCH)
+            pipe.xadd(self.verdict_log, {"v": data}, maxlen=entries, approximate=True)
+        await pipe.execute()
+        self.scores_sent += len(batch)
+        if self.metrics is not None:
+            self.metrics.published.labels("score").inc(len(batch))
+
     def _key(self, finding: Finding) -> str:
         return f"{self.cfg.prefix}:{finding.kind}:{finding.key}"
 
@@ -240,9 +323,12 @@ class FleetSync:
         timeout = self.cfg.timeout
         pubsub = self.redis.pubsub()
         try:
-            await asyncio.wait_for(pubsub.subscribe(self.channel), timeout)  # first: nothing slips between
+            channels = (self.channel, self.verdict_channel) if self.cfg.share_verdicts else (self.channel,)
+            await asyncio.wait_for(pubsub.subscribe(*channels), timeout)  # first: nothing slips between
             self._resync = False
             caught = await self._catch_up()
+            if self.cfg.share_verdicts:
+                await self._catch_up_scores()
             await self._write_back()
             self._connected(caught)
             next_ping = time.monotonic() + PING_EVERY
@@ -252,7 +338,10 @@ class FleetSync:
                     await self._catch_up()
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=PING_EVERY)
                 if message is not None and message.get("type") == "message":
-                    self._apply_raw(message["data"])
+                    if message.get("channel") in (self.verdict_channel, self.verdict_channel.encode()):
+                        self.apply_scores(message["data"])
+                    else:
+                        self._apply_raw(message["data"])
                 if time.monotonic() >= next_ping:
                     await asyncio.wait_for(pubsub.ping(), timeout)
                     next_ping = time.monotonic() + PING_EVERY
@@ -276,6 +365,39 @@ class FleetSync:
                 if not cursor:
                     break
         return count
+
+    async def _catch_up_scores(self) -> None:
+        """The fleet's recent scores from the capped stream, newest first, until they are older
+        than the cache's TTL; read in small chunks so the loop answers queries in between."""
+        cache = self.cache
+        if cache is None or not self.cfg.verdict_budget:
+            return
+        newest = "+"
+        while True:
+            read: Any = self.redis.xrevrange(self.verdict_log, max=newest, count=VERDICT_CATCHUP)
+            entries: list[tuple[bytes, dict[bytes, bytes]]] = await asyncio.wait_for(read, self.cfg.timeout)
+            ages = [self.apply_scores(fields.get(b"v", b"")) for _, fields in entries]
+            if len(entries) < VERDICT_CATCHUP or any(age >= cache.ttl for age in ages):
+                return
+            newest = "(" + entries[-1][0].decode()  # exclusive: on from the oldest read
+            await asyncio.sleep(0)
+
+    def apply_scores(self, raw: bytes | str) -> float:
+        """Another instance's batch of scores into the local cache (not our own, not another
+        model's); returns the batch's age in seconds (inf when it is not a batch at all)."""
+        cache = self.cache
+        try:
+            d = json.loads(raw)
+            age = self._wall() - float(d["t"])
+            if cache is None or d["o"] == self.origin or d["m"] != self.model_id:
+                return age
+            taken = sum(cache.adopt(str(k), float(v), age) for k, v in d["v"])
+        except (TypeError, KeyError, ValueError, AttributeError):
+            return float("inf")
+        self.scores_adopted += taken
+        if taken and self.metrics is not None:
+            self.metrics.adopted.labels("score").inc(taken)
+        return age
 
     async def _write_back(self) -> None:
         """What this instance knows that Redis does not (found while Redis was away, or Redis lost

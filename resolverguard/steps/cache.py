@@ -24,6 +24,9 @@ class VerdictCache:
     ) -> None:
         self._cache: LRUCache[str, tuple[float, float]] | None = None
         self._ttl, self._clock, self.scorer = ttl, clock, scorer
+        # Told of every score computed here (not of adopted ones): the fleet sync's write-behind
+        # queue when `sync.share_verdicts` is on (one append, never a wait on the answer's path).
+        self.on_scored: Callable[[str, float], None] | None = None
         if size > 0 and ttl > 0:
             self._cache = LRUCache(maxsize=size)
 
@@ -45,6 +48,20 @@ class VerdictCache:
     def put(self, key: str, score: float) -> None:
         if self._cache is not None:
             self._cache[key] = (score, self._clock() + self._ttl)
+            if self.on_scored is not None:
+                self.on_scored(key, score)
+
+    def adopt(self, key: str, score: float, age: float) -> bool:
+        """A score another instance computed `age` seconds ago (resolverguard.sync), kept for what
+        is left of this cache's TTL; never replaces a score of this instance. True when taken."""
+        if self._cache is None or age >= self._ttl or key in self._cache:
+            return False
+        self._cache[key] = (score, self._clock() + self._ttl - max(0.0, age))
+        return True
+
+    @property
+    def ttl(self) -> float:
+        return self._ttl
 
     def __len__(self) -> int:
         return len(self._cache) if self._cache is not None else 0
