@@ -12,10 +12,14 @@
    and started again, empty, at 6 s. Every answer's latency, per phase, and any lost one. Target:
    none lost, none slower than `sync.timeout` (Redis is never on an answer's path).
 3. verdict cache: a Redis GET from redis-py's asyncio client vs one model score (the shipped model,
-   in process), to decide whether sharing scores saves work (resolverguard/sync.py: it does not).
+   in process): why a score is not fetched on a miss; and `sync.share_verdicts` off and on (alternated,
+   same run): two instance processes asked overlapping names at once, how many names were scored
+   twice, CPU per answer and latency.
 4. throughput: dnsperf (8 processes, each from its own 127.0.0.x address, so the client hash spreads
    them) against one resolverguard process directly, one behind dnsdist (examples/dnsdist.conf) and
    two behind dnsdist; answer-cache hits (every name asked once before). Target: two ~2x one.
+   Also the CPU seconds per answered query of each instance and of dnsdist (/proc), so a reader can
+   see whether the front adds cost when the cores cannot show the 2x.
 
 Results to bench/results/fleet.{md,json}, with the machine's load (uptime) at the start and end:
 on a shared 2-core machine the throughput ratio says more about the cores than about the design.
@@ -55,6 +59,7 @@ from resolverguard.watch import LikelyC2  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 CLIENT = "127.0.0.5"
+SHARE_POOL, SHARE_ASKED = 6000, 4000  # names in the pool, names each instance is asked (overlap ~2/3)
 FOUND_WHILE_DOWN = "fleetbenchdown.com"
 
 
@@ -220,10 +225,159 @@ def verdict_cache(redis: RedisServer) -> dict[str, Any]:
         return elapsed
 
     get_us = asyncio.run(gets())
+    send_us, adopt_us = asyncio.run(share_costs(redis, keys))
     return {
         "score_us": round(score_us, 1),
         "redis_get_us": round(get_us, 1),
         "ratio_get_over_score": round(get_us / score_us, 1),
+        "send_us_per_score": round(send_us, 2),
+        "adopt_us_per_score": round(adopt_us, 2),
+    }
+
+
+async def share_costs(redis: RedisServer, keys: list[str]) -> tuple[float, float]:
+    """What `share_verdicts` costs an instance per score, in process: sending one it computed (its
+    part of a batch's JSON and XADD + PUBLISH round trip) and adopting one another instance sent."""
+    from resolverguard.steps.cache import VerdictCache
+    from resolverguard.sync import VERDICT_BATCH, FleetSync
+
+    sync = FleetSync(SyncConfig(redis=redis.url, prefix="bench-cost", share_verdicts=True))
+    batch = [(k, 0.5) for k in keys[:VERDICT_BATCH]]
+    for _ in range(5):
+        await sync._write_scores(batch)  # noqa: SLF001 - the send itself, without the 0.1 s wait
+    t0 = time.perf_counter()
+    for _ in range(40):
+        await sync._write_scores(batch)  # noqa: SLF001
+    send = (time.perf_counter() - t0) / (40 * len(batch)) * 1e6
+    raw = json.dumps({"o": "other", "m": sync.model_id, "t": time.time(), "v": batch}).encode()
+    t0, rounds = time.perf_counter(), 40
+    for _ in range(rounds):
+        sync.cache = VerdictCache(100_000, 3600)  # empty: every score is taken (the costly case)
+        sync.apply_scores(raw)
+    adopt = (time.perf_counter() - t0) / (rounds * len(batch)) * 1e6
+    await sync.redis.aclose()
+    return send, adopt
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used (/proc/PID/stat utime, stime)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def metric(port: int, name: str) -> float:
+    """One sample's value from an instance's /metrics (0 when absent)."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:  # noqa: S310 - ours
+        text = reply.read().decode()
+    found = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+def random_names(rng: Any, count: int) -> list[str]:
+    """Distinct registrable names with distinct labels (each its own verdict-cache key)."""
+    out: set[str] = set()
+    while len(out) < count:
+        label = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(7, 12)))
+        out.add(f"{label}.com")
+    return sorted(out)
+
+
+def paced(port: int, names: list[str], seconds: float, source: str, latencies: list[float]) -> None:
+    """Asks `names` in order, evenly over `seconds`, from `source`; one latency per answer (ms), NaN if lost."""
+    step, start = seconds / len(names), time.perf_counter()
+    for n, name in enumerate(names):
+        delay = start + n * step - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        t0 = time.perf_counter()
+        try:
+            dns.query.udp(dns.message.make_query(name, "A"), "127.0.0.1", port=port, timeout=2, source=source)
+            latencies.append((time.perf_counter() - t0) * 1000)
+        except dns.exception.Timeout:
+            latencies.append(float("nan"))
+
+
+def share_run(up: Upstream, redis: RedisServer, work: Path, share: bool, seed: int, seconds: float) -> dict[str, Any]:
+    """Two instances (processes) synced through Redis, each asked `ASKED` names of a pool of `POOL`
+    by its own client over `seconds`: how many scores each computed, its CPU, its latencies."""
+    import random
+
+    rng = random.Random(seed)
+    pool = random_names(rng, SHARE_POOL)
+    asked = [rng.sample(pool, SHARE_ASKED), rng.sample(pool, SHARE_ASKED)]
+    ports, metrics = [udp_port(), udp_port()], [udp_port(), udp_port()]
+    procs = []
+    for k in range(2):
+        policy = work / f"share{k}.yaml"
+        policy.write_text(
+            f"upstreams: [127.0.0.1:{up.port}]\nquery_log: off\ncontrol_socket: off\nrate_limit: {{qps: 0}}\n"
+            f"metrics: {{listen: 127.0.0.1:{metrics[k]}}}\ncache: {{size: 100000, ttl: 3600}}\n"
+            f"sync: {{redis: '{redis.url}', prefix: share{seed}, share_verdicts: {str(share).lower()}}}\n"
+        )
+        procs.append(serve(policy, ports[k]))
+    try:
+        for k in range(2):
+            wait_listening(ports[k], 60)
+            warm(ports[k], ["warm.example.org"])
+        time.sleep(1.0)  # both subscribed
+        miss = 'resolverguard_verdict_cache_lookups_total{result="miss"}'
+        scored0 = [metric(m, miss) for m in metrics]  # the warm-up's name
+        cpu0 = [cpu_seconds(p.pid) for p in procs]
+        latencies: list[list[float]] = [[], []]
+        senders = [
+            threading.Thread(target=paced, args=(ports[k], asked[k], seconds, f"127.0.2.{k + 1}", latencies[k]))
+            for k in range(2)
+        ]
+        for t in senders:
+            t.start()
+        for t in senders:
+            t.join()
+        cpu = [cpu_seconds(p.pid) - c for p, c in zip(procs, cpu0, strict=True)]
+        scored = [metric(m, miss) - before for m, before in zip(metrics, scored0, strict=True)]
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(10)
+    union, overlap = len(set(asked[0]) | set(asked[1])), len(set(asked[0]) & set(asked[1]))
+    twice = sum(scored) - union  # each instance scores a name at most once (its own cache holds it)
+    answered = [x for lat in latencies for x in lat if x == x]
+    return {
+        "share": share,
+        "names_asked_per_instance": SHARE_ASKED,
+        "distinct_names": union,
+        "asked_on_both": overlap,
+        "scored": [int(x) for x in scored],
+        "scored_twice": int(twice),
+        "share_of_overlap_scored_once": round(1 - twice / overlap, 4),
+        "cpu_us_per_query": round(sum(cpu) / max(1, len(answered)) * 1e6, 1),
+        "lost": sum(1 for lat in latencies for x in lat if x != x),
+        "p50_ms": round(pct(answered, 0.5), 2),
+        "p99_ms": round(pct(answered, 0.99), 2),
+    }
+
+
+def verdict_sharing(up: Upstream, redis: RedisServer, work: Path, seconds: float, rounds: int) -> dict[str, Any]:
+    """`share_verdicts` off and on, alternated `rounds` times each in this one run (same load)."""
+    runs = []
+    for n in range(rounds):
+        for share in (False, True):
+            runs.append(share_run(up, redis, work, share, seed=100 + 2 * n + int(share), seconds=seconds))
+            print("  share run", runs[-1], flush=True)
+    on = [r for r in runs if r["share"]]
+    off = [r for r in runs if not r["share"]]
+
+    def mean(rows: list[dict[str, Any]], key: str) -> float:
+        return sum(float(r[key]) for r in rows) / len(rows)
+
+    return {
+        "seconds": seconds,
+        "runs": runs,
+        "scored_once_on": round(mean(on, "share_of_overlap_scored_once"), 4),
+        "scored_once_off": round(mean(off, "share_of_overlap_scored_once"), 4),
+        "cpu_ratio_on_over_off": round(mean(on, "cpu_us_per_query") / mean(off, "cpu_us_per_query"), 3),
+        "p99_ratio_on_over_off": round(mean(on, "p99_ms") / mean(off, "p99_ms"), 3),
     }
 
 
@@ -241,9 +395,9 @@ def udp_port() -> int:
         return int(s.getsockname()[1])
 
 
-def dnsperf_all(port: int, queries: Path, seconds: float, senders: int) -> tuple[float, int]:
+def dnsperf_all(port: int, queries: Path, seconds: float, senders: int) -> tuple[float, int, int]:
     """QPS summed over `senders` dnsperf processes, each from its own address (the client hash),
-    and how many answers were not NOERROR."""
+    how many answers were not NOERROR, and how many queries were answered."""
     procs = [
         subprocess.Popen(
             [
@@ -271,15 +425,26 @@ def dnsperf_all(port: int, queries: Path, seconds: float, senders: int) -> tuple
         )
         for i in range(senders)
     ]
-    total, other = 0.0, 0
+    total, other, completed = 0.0, 0, 0
     for p in procs:
         out, _ = p.communicate(timeout=seconds + 30)
         for line in out.splitlines():
             if "Queries per second" in line:
                 total += float(line.split()[-1])
+            if "Queries completed:" in line:  # e.g. "  Queries completed:    11645 (99.98%)"
+                completed += int(line.split()[2])
             if "Response codes:" in line:  # e.g. "NOERROR 11593 (99.55%), SERVFAIL 52 (0.45%)"
                 other += sum(int(n) for code, n in re.findall(r"([A-Z]+) (\d+) \(", line) if code != "NOERROR")
-    return total, other
+    return total, other, completed
+
+
+def timed_dnsperf(port: int, queries: Path, seconds: float, senders: int, pids: dict[str, int]) -> dict[str, Any]:
+    """dnsperf_all, with the CPU seconds each process in `pids` used per answered query (us)."""
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    qps, other, completed = dnsperf_all(port, queries, seconds, senders)
+    used = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
+    per_query = {name: round(cpu / max(1, completed) * 1e6, 2) for name, cpu in used.items()}
+    return {"qps": round(qps), "not_noerror": other, "completed": completed, "cpu_us_per_query": per_query}
 
 
 def warm(port: int, names: list[str]) -> None:
@@ -326,12 +491,18 @@ def throughput(up: Upstream, work: Path, seconds: float, senders: int = 8) -> di
             dnsdist_procs.append(proc)
             wait_listening(dport)
             time.sleep(2.5)  # health checks mark the backends up (rise=2, one a second)
-            qps, other = dnsperf_all(dport, queries, seconds, senders)
-            out[n], out[f"{n}: not NOERROR"] = round(qps), other
+            pids = {"dnsdist": proc.pid} | {f"instance {k + 1}": procs[k + 1].pid for k in range(len(backends))}
+            run = timed_dnsperf(dport, queries, seconds, senders, pids)
+            out[n], out[f"{n}: not NOERROR"], out[f"{n}: cpu_us_per_query"] = (
+                run["qps"],
+                run["not_noerror"],
+                run["cpu_us_per_query"],
+            )
             proc.terminate()
             proc.wait(5)
-        qps, other = dnsperf_all(ports[0], queries, seconds, senders)
-        out["one direct"], out["one direct: not NOERROR"] = round(qps), other
+        run = timed_dnsperf(ports[0], queries, seconds, senders, {"instance": procs[0].pid})
+        out["one direct"], out["one direct: not NOERROR"] = run["qps"], run["not_noerror"]
+        out["one direct: cpu_us_per_query"] = run["cpu_us_per_query"]
     finally:
         for p in [*procs, *dnsdist_procs]:
             p.terminate()
@@ -345,7 +516,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=8.0)
-    parser.add_argument("--skip", nargs="*", default=[], choices=["propagation", "kill", "cache", "throughput"])
+    parser.add_argument("--share-seconds", type=float, default=10.0, help="length of one share_verdicts run")
+    parser.add_argument("--share-rounds", type=int, default=2, help="share_verdicts off/on pairs, alternated")
+    parser.add_argument(
+        "--skip", nargs="*", default=[], choices=["propagation", "kill", "cache", "share", "throughput"]
+    )
     a = parser.parse_args()
     results: dict[str, Any] = {"load_at_start": uptime(), "cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory() as tmp, run_upstream(Upstream(tld_soa=True)) as up, run_redis() as redis:
@@ -359,6 +534,9 @@ def main() -> None:
         if "cache" not in a.skip:
             results["verdict_cache"] = verdict_cache(redis)
             print("verdict cache", results["verdict_cache"], flush=True)
+        if "share" not in a.skip:
+            results["verdict_sharing"] = verdict_sharing(up, redis, work, a.share_seconds, a.share_rounds)
+            print("verdict sharing", {k: v for k, v in results["verdict_sharing"].items() if k != "runs"}, flush=True)
         if "throughput" not in a.skip:
             results["throughput"] = throughput(up, work, a.seconds)
             print("throughput", results["throughput"], flush=True)
@@ -405,11 +583,44 @@ def write(results: dict[str, Any], a: argparse.Namespace) -> None:
         ]
     if c := results.get("verdict_cache"):
         lines += [
-            "## Sharing the verdict cache?",
+            "## Fetching a score from Redis?",
             "",
             f"One score of the shipped model in process: {c['score_us']} us; one Redis GET (redis-py asyncio, "
-            f"loopback): {c['redis_get_us']} us, {c['ratio_get_over_score']}x the score. Fetching a score costs "
-            "more than computing it, so scores are not shared (resolverguard/sync.py says so); findings are.",
+            f"loopback): {c['redis_get_us']} us, {c['ratio_get_over_score']}x the score. Fetching a score on a "
+            "miss would cost more than computing it and put Redis on the answer's path, so scores travel the "
+            "other way: `sync.share_verdicts` publishes them write-behind (next section). Its costs per "
+            f"score, in process: sending one this instance computed {c['send_us_per_score']} us, adopting one "
+            f"another instance sent {c['adopt_us_per_score']} us. Each instance adopts what all the others "
+            "score, so with N instances sharing pays while (N - 1) x adopt < score: up to "
+            f"~{int(c['score_us'] / max(0.01, c['adopt_us_per_score'])) + 1} instances at these figures.",
+            "",
+        ]
+    if v := results.get("verdict_sharing"):
+        lines += [
+            "## Scored once per fleet: `sync.share_verdicts` off and on",
+            "",
+            f"Two instances (processes), synced through Redis; each asked {SHARE_ASKED} names of a pool of "
+            f"{SHARE_POOL} by its own client, paced over {v['seconds']:g} s, both at once (so ~2/3 of each "
+            "instance's names are asked on the other too, in random order). Runs alternated off/on in this one "
+            "run. Scored: cache misses from each instance's /metrics. CPU: both instances' processes, per answer.",
+            "",
+            "| share_verdicts | distinct names | asked on both | scored (A, B) | scored twice "
+            "| asked-on-both scored once | CPU us/answer | p50 ms | p99 ms | lost |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in v["runs"]:
+            lines.append(
+                f"| {'on' if r['share'] else 'off'} | {r['distinct_names']} | {r['asked_on_both']} "
+                f"| {r['scored'][0]}, {r['scored'][1]} | {r['scored_twice']} "
+                f"| {r['share_of_overlap_scored_once'] * 100:.1f}% | {r['cpu_us_per_query']} "
+                f"| {r['p50_ms']} | {r['p99_ms']} | {r['lost']} |"
+            )
+        lines += [
+            "",
+            f"Names asked on both instances scored only once: **{v['scored_once_on'] * 100:.1f}%** with sharing, "
+            f"{v['scored_once_off'] * 100:.1f}% without. Same-run ratios on/off: CPU per answer "
+            f"**{v['cpu_ratio_on_over_off']}x**, p99 latency {v['p99_ratio_on_over_off']}x (the CPU includes "
+            "the scores not computed and the publishing and adopting done instead).",
             "",
         ]
     if t := results.get("throughput"):
@@ -429,7 +640,18 @@ def write(results: dict[str, Any], a: argparse.Namespace) -> None:
             f"this machine's {results['cpus']} cores (and other jobs, see the load above): a second instance can "
             "only add throughput when a core is free for it.",
             "",
+            "CPU per answered query (us, user + system, from /proc), which says whether the front adds cost "
+            "whatever the cores:",
+            "",
+            "| setup | instances | dnsdist | total |",
+            "|---|---|---|---|",
         ]
+        for name in ("one direct", "one behind dnsdist", "two behind dnsdist"):
+            cpu = t.get(f"{name}: cpu_us_per_query", {})
+            mine = sum(v for k, v in cpu.items() if k.startswith("instance"))
+            front = cpu.get("dnsdist", 0.0)
+            lines.append(f"| {name} | {mine:.1f} | {front:.1f} | {mine + front:.1f} |")
+        lines.append("")
     (RESULTS / "fleet.md").write_text("\n".join(lines))
 
 
