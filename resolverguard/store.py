@@ -22,6 +22,9 @@ Shape, and why:
   which are built here from an integer day, never read from input.
 - The SQL sticks to what SQLite and PostgreSQL both run (`?` placeholders become `%s` there; the
   few differences live in `Dialect`), so a PostgreSQL backend (#18) is a connection, not a rewrite.
+- The tables other than the day tables are versioned (resolverguard.storeschema: one ordered list of
+  migrations for both backends), migrated when the writer opens the store; readers only check that
+  they can read it.
 
 Writes come from one writer (resolverguard.logwriter), off the event loop; reads open their own
 connection (`QueryStore.open_for_reading`) and are meant to run in a worker thread.
