@@ -7,7 +7,7 @@
    on its own event loop and sockets, synced through a real redis-server). `--trials` times, a new
    name each: A's watch announces it as the client watch does (`WatchState.on_found`) and a client
    asks B for it every millisecond until B sinkholes it; plus 3 end-to-end trials where an infected
-   client (tests/test_watch.py's walk and beacon) is flagged on A. Target: p99 < 1 s.
+   client (tests/test_watch.py's first walk name and beacon) is flagged on A. Target: p99 < 1 s.
 2. redis kill: a client asks A and B 400 times a second for 9 s; Redis is killed (SIGKILL) at 3 s
    and started again, empty, at 6 s. Every answer's latency, per phase, and any lost one. Target:
    none lost, none slower than `sync.timeout` (Redis is never on an answer's path).
@@ -51,7 +51,7 @@ import dns.message  # noqa: E402
 import dns.query  # noqa: E402
 from dnsfixtures import RunningResolver, Upstream, run_resolver, run_upstream  # noqa: E402
 from fleetfixtures import RedisServer, dnsdist_config, run_redis, wait_listening  # noqa: E402
-from test_watch import C2, INFECTED, config_for, find_c2_and_beacon, rule_of, walk_until_flagged  # noqa: E402
+from test_watch import C2, INFECTED, config_for, find_c2_and_beacon  # noqa: E402
 
 from resolverguard.config import SyncConfig  # noqa: E402
 from resolverguard.sync import BACKOFF  # noqa: E402
@@ -132,9 +132,8 @@ def propagation(up: Upstream, redis: RedisServer, work: Path, trials: int) -> di
             for r in (a, b):
                 while r.service.sync is not None and not r.service.sync.connected.is_set():
                     time.sleep(0.01)
-            find_c2_and_beacon(a, INFECTED)
-            walk_until_flagged(a, INFECTED, rule_of(cfg))
-            start = time.monotonic()  # the flag (and the C2 found with it) is raised on this answer
+            find_c2_and_beacon(a, INFECTED)  # flagged at its C2's first beacon (the watch's beacon points)
+            start = time.monotonic()  # the flag (and the C2 found with it) is raised on that answer
             while not sinkholed(b, C2):
                 if time.monotonic() - start > 5:
                     raise AssertionError("end to end: C2 never blocked on B")

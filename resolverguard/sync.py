@@ -31,7 +31,7 @@ write-behind: each score this instance computes is appended to a list (`VerdictC
 one append on the answer's path), a task sends the list every `VERDICT_DELAY` as one message on
 `{prefix}:verdicts`, and every other instance adopts them into its own LRU
 (`VerdictCache.adopt`: never over a score of its own, expiring with what is left of the TTL).
-A name asked on B a few tens of ms after A scored it is a cache hit on B. The same batches go to a
+A name asked on B ~0.1 s or more after A scored it is a cache hit on B. The same batches go to a
 capped stream (`{prefix}:verdict-log`, XADD MAXLEN ~ `sync.verdict_budget` / `VERDICT_BATCH`
 entries), which a (re)starting instance reads back newest first: Redis holds at most about
 `verdict_budget` scores, whatever the fleet's rate. A score is tied to the model that made it
