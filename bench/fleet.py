@@ -549,7 +549,8 @@ def write(results: dict[str, Any], a: argparse.Namespace) -> None:
     lines = [
         "# Fleet: Redis sync and a dnsdist front (issue #18)",
         "",
-        f"`python bench/fleet.py --trials {a.trials} --seconds {a.seconds:g}`; load average (1, 5, 15 min) "
+        f"`python bench/fleet.py --trials {a.trials} --seconds {a.seconds:g} --share-seconds {a.share_seconds:g} "
+        f"--share-rounds {a.share_rounds}`; load average (1, 5, 15 min) "
         f"{results['load_at_start']} at the start, {results['load_at_end']} at the end, {results['cpus']} CPUs.",
         "",
     ]
@@ -637,7 +638,8 @@ def write(results: dict[str, Any], a: argparse.Namespace) -> None:
             f"Two over one behind dnsdist: **{t['ratio_two_over_one_behind_dnsdist']}x**; one behind dnsdist over "
             f"direct: {t['ratio_one_behind_dnsdist_over_direct']}x. dnsperf, dnsdist and the instances share "
             f"this machine's {results['cpus']} cores (and other jobs, see the load above): a second instance can "
-            "only add throughput when a core is free for it.",
+            "only add throughput when a core is free for it, and the QPS of each setup depends on what the "
+            "other jobs did during its 8 s.",
             "",
             "CPU per answered query (us, user + system, from /proc), which says whether the front adds cost "
             "whatever the cores:",

@@ -169,6 +169,8 @@ def check_readable(db: Any, d: Dialect, where: str) -> None:
     found = status(db, d)
     if not found.usable:
         raise SchemaError(_too_new(found, where))
+    if found.version == 0:
+        raise SchemaError(f"the query store {where} is empty (no resolver has written to it yet)")
     if found.version < CODE_VERSION:
         raise SchemaError(
             f"the query store {where} is at schema version {found.version}, this resolverguard reads "

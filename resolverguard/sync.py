@@ -32,7 +32,7 @@ one append on the answer's path), a task sends the list every `VERDICT_DELAY` as
 `{prefix}:verdicts`, and every other instance adopts them into its own LRU
 (`VerdictCache.adopt`: never over a score of its own, expiring with what is left of the TTL).
 A name asked on B ~0.1 s or more after A scored it is a cache hit on B. The same batches go to a
-capped stream (`{prefix}:verdict-log`, XADD MAXLEN ~ `sync.verdict_budget` / `VERDICT_BATCH`
+capped stream (`{prefix}:verdict-log`, XADD MAXLEN `sync.verdict_budget` / `VERDICT_BATCH`
 entries), which a (re)starting instance reads back newest first: Redis holds at most about
 `verdict_budget` scores, whatever the fleet's rate. A score is tied to the model that made it
 (`model_id`): instances on another model ignore it. Measured in bench/fleet.py (share of names
@@ -295,7 +295,7 @@ class FleetSync:
         pipe.publish(self.verdict_channel, data)
         if self.cfg.verdict_budget:
             entries = -(-self.cfg.verdict_budget // VERDICT_BATCH)
-            pipe.xadd(self.verdict_log, {"v": data}, maxlen=entries, approximate=True)
+            pipe.xadd(self.verdict_log, {"v": data}, maxlen=entries, approximate=False)  # a strict bound: ~10 XADDs/s
         await pipe.execute()
         self.scores_sent += len(batch)
         if self.metrics is not None:
