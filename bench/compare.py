@@ -121,15 +121,26 @@ def unbound_conf(work: Path, port: int) -> Path:
     return work / f"unbound-{port}.conf"
 
 
+MODULE = ROOT / "resolverguard" / "unbound_module.py"
+NOOP_MODULE = ROOT / "bench" / "noop_module.py"
+
+
 def start_unbound(
-    work: Path, port: int, upstream: int, extra: str = "", threads: int = 1, verdicts: Path | None = None
+    work: Path,
+    port: int,
+    upstream: int,
+    extra: str = "",
+    threads: int = 1,
+    verdicts: Path | None = None,
+    script: Path | None = None,
 ) -> subprocess.Popen[bytes]:
     """Unbound as a caching forwarder with resolverguard's receive buffer (4 MB) and a control
     socket; `extra`: more `server:` lines (two-space indented); `verdicts`: load the resolverguard
-    module, asking the verdict service on that socket."""
+    module, asking the verdict service on that socket; `script`: load this Python module instead."""
     conf = unbound_conf(work, port)
-    modules = "python iterator" if verdicts else "iterator"
-    module = f'python:\n  python-script: "{ROOT / "resolverguard" / "unbound_module.py"}"\n' if verdicts else ""
+    script = script or (MODULE if verdicts else None)
+    modules = "python iterator" if script else "iterator"
+    module = f'python:\n  python-script: "{script}"\n' if script else ""
     conf.write_text(
         f'server:\n  interface: 127.0.0.1@{port}\n  port: {port}\n  do-daemonize: no\n  username: ""\n'
         f'  chroot: ""\n  directory: "{work}"\n  pidfile: "{work}/unbound-{port}.pid"\n  use-syslog: no\n'
@@ -384,6 +395,10 @@ def main() -> None:
     p.add_argument("--reloads", type=int, default=100)
     p.add_argument("--watch", action="store_true", help="only (d) against (g) = (d) + client_watch, alternated")
     p.add_argument("--log", action="store_true", help="only (d) against (d') log file, (d't) thread, (d's) store")
+    p.add_argument(
+        "--module", action="store_true", help="only Unbound: (b), (n) do-nothing module, (m); 1 and 2 threads"
+    )
+    p.add_argument("--tag", default="run", help="with --module: results go to bench/results/module_TAG.{md,json}")
     a = p.parse_args()
     for tool in ("nsd", "unbound", "dnsperf"):
         if shutil.which(tool) is None:
@@ -396,6 +411,9 @@ def main() -> None:
         return
     if a.log:
         compare_log(work, files, a)
+        return
+    if a.module:
+        compare_module(work, files, a, misses)
         return
     load_before = load_average()
     keys = ("nsd", "unbound", "unbound2", "module", "module2", "rg_plain", "rg_full", "rg_workers", "rg_log", "rg_list")
@@ -483,6 +501,119 @@ def main() -> None:
         )
     results["misses_largest_volume"] = largest
     write(results, a, latency_qps, module_qps)
+
+
+MODULE_ROWS = (  # key, label, threads, module
+    ("unbound", "(b) Unbound forwarder, 1 thread", 1, None),
+    ("noop", "(n) Unbound + do-nothing Python module, 1 thread", 1, NOOP_MODULE),
+    ("module", "(m) Unbound + resolverguard module, 1 thread", 1, MODULE),
+    ("unbound2", "(b2) Unbound forwarder, 2 threads", 2, None),
+    ("noop2", "(n2) Unbound + do-nothing Python module, 2 threads", 2, NOOP_MODULE),
+    ("module2", "(m2) Unbound + resolverguard module, 2 threads", 2, MODULE),
+)
+MODULE_RATIOS = {
+    "(n)/(b)": ("noop", "unbound"),
+    "(m)/(b)": ("module", "unbound"),
+    "(m)/(n)": ("module", "noop"),
+    "(n2)/(b2)": ("noop2", "unbound2"),
+    "(m2)/(b2)": ("module2", "unbound2"),
+    "(m2)/(n2)": ("module2", "noop2"),
+}
+
+
+def compare_module(work: Path, files: dict[str, Path], a: argparse.Namespace, misses: int) -> None:
+    """Only the Unbound rows, all in one run: plain Unbound (b), Unbound with a do-nothing Python
+    module (n: the ceiling of any Python module) and with resolverguard's module (m), each with 1
+    and 2 threads; latency at 20% of (m)'s peak for all; then `--reloads` under load for (b2), (n2)
+    and (m2). Written to bench/results/module_TAG.{md,json} (compare.md stays the full run's)."""
+    load_before = load_average()
+    ports = {k: free_port() for k in ("nsd", *(row[0] for row in MODULE_ROWS))}
+    procs = [start_nsd(work, ports["nsd"])]
+    results: dict[str, Any] = {}
+    servers: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        wait_ready(ports["nsd"])
+        service, sock = start_verdicts(work, "m")
+        procs.append(service)
+        for key, _, threads, script in MODULE_ROWS:
+            verdicts = sock if script == MODULE else None
+            procs.append(
+                start_unbound(work, ports[key], ports["nsd"], threads=threads, verdicts=verdicts, script=script)
+            )
+            servers[key] = procs[-1]
+        # (m)'s own peak first: every row's latency is measured at 20% of it.
+        peak = measure("(m)", servers["module"], ports["module"], files, a.seconds, {}, (service,))
+        module_qps = {k: 0.2 * (peak[k]["qps"] or 0) for k in files}
+        for key, label, _, script in MODULE_ROWS:
+            helpers = (service,) if script == MODULE else ()
+            results[key] = measure(label, servers[key], ports[key], files, a.seconds, module_qps, helpers)
+        reload_qps = 0.2 * (results["module2"]["misses"]["qps"] or 0)
+        names = files["misses"].with_name("misses.latency.txt")
+        for key in ("unbound2", "noop2", "module2") if a.reloads else ():
+            results[f"reload_{key}"] = reload_under_load(work, ports[key], servers[key], names, reload_qps, a.reloads)
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(10)
+    largest = max(r["misses"]["sent"] or 0 for k, r in results.items() if not k.startswith("reload"))
+    if largest >= misses:
+        sys.exit(
+            f"a target asked {largest:.0f} misses from a {misses}-name file: rerun with --misses {2 * largest:.0f}"
+        )
+    ratios = {
+        kind: {n: ratio(results[x][kind]["qps"], results[y][kind]["qps"]) for n, (x, y) in MODULE_RATIOS.items()}
+        for kind in ("hits", "misses")
+    }
+    payload = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "seconds": a.seconds,
+        "load": {"before": load_before, "after": load_average()},
+        "misses_file": misses,
+        "results": results,
+        "ratios": ratios,
+        "module_latency_qps": module_qps,
+        "added_p99_ms": {
+            "(n)-(b)": added_p99(results, "noop", "unbound"),
+            "(m)-(b)": added_p99(results, "module", "unbound"),
+            "(n2)-(b2)": added_p99(results, "noop2", "unbound2"),
+            "(m2)-(b2)": added_p99(results, "module2", "unbound2"),
+        },
+    }
+    out = ROOT / "bench" / "results"
+    (out / f"module_{a.tag}.json").write_text(json.dumps(payload, indent=2))
+    lines = [
+        f"# Unbound module rows (bench/compare.py --module), {payload['date']}, dnsperf -c 8 -q 500, "
+        f"{a.seconds:g} s per run; load average before {payload['load']['before']}, after {payload['load']['after']}",
+        "",
+        "| target | hits QPS | hits p50/p99 ms | misses QPS | misses CPU s | misses p50/p99 ms |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key, *_ in MODULE_ROWS:
+        r = results[key]
+        lines.append(
+            f"| {r['target']} | {r['hits']['qps'] or 0:.0f} "
+            f"| {r['hits'].get('p50_ms', '-')}/{r['hits'].get('p99_ms', '-')} "
+            f"| {r['misses']['qps'] or 0:.0f} | {r['misses']['cpu_s']} "
+            f"| {r['misses'].get('p50_ms', '-')}/{r['misses'].get('p99_ms', '-')} |"
+        )
+    lines += ["", "| ratio (same run) | hits | misses |", "|---|---|---|"]
+    lines += [f"| {n} | {ratios['hits'][n]} | {ratios['misses'][n]} |" for n in MODULE_RATIOS]
+    lines += ["", f"Added p99 at 20% of (m)'s peak ({', '.join(f'{k} {v:.0f} qps' for k, v in module_qps.items())}): "]
+    lines += [f"{n}: hits {v['hits']} ms, misses {v['misses']} ms; " for n, v in payload["added_p99_ms"].items()]
+    if a.reloads:
+        lines += [
+            "",
+            "| reloads under load | reloads | qps | sent | answered | lost | control failed | alive | answers after |",
+        ]
+        lines += ["|---|---|---|---|---|---|---|---|---|"]
+        for key in ("unbound2", "noop2", "module2"):
+            r = results[f"reload_{key}"]
+            lines.append(
+                f"| {key} | {r['reloads']} | {r['qps']} | {r['sent']} | {r['completed']} | {r['lost']} "
+                f"| {r['control_failures']} | {r['alive']} | {r['answers_after']} |"
+            )
+    (out / f"module_{a.tag}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
 
 
 def compare_watch(work: Path, files: dict[str, Path], a: argparse.Namespace) -> None:
