@@ -29,17 +29,15 @@ It is read whole (a few MB for a million-entry list) instead of mapped, so a rel
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
 import re
 import struct
+from _blake2 import blake2b  # hashlib's blake2b without hashlib's OpenSSL import (~4 ms on every reload)
 from array import array
 from bisect import bisect_left
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 MAGIC = b"RGGATE1\0"
 _M64 = (1 << 64) - 1
@@ -51,7 +49,7 @@ CLEARED, ABOVE, ASK = "cleared", "above", "ask"  # Gate.decide
 _LETTERS, _DIGITS, _VOWELS = "abcdefghijklmnopqrstuvwxyz", "0123456789", "aeiou"
 
 
-def write_snapshot(path: Path, header: dict[str, Any], sections: dict[str, bytes]) -> None:
+def write_snapshot(path: str | os.PathLike[str], header: dict[str, Any], sections: dict[str, bytes]) -> None:
     """Writes the snapshot atomically (a rename), so the module never reads half of one. `sections`:
     named byte strings (each 8-byte aligned in the file); the header says where each one lies."""
     head = dict(header)
@@ -67,7 +65,7 @@ def write_snapshot(path: Path, header: dict[str, Any], sections: dict[str, bytes
     blob = json.dumps(head, sort_keys=True).encode()
     if len(MAGIC) + 4 + len(blob) > start:
         raise ValueError("snapshot header grew while placing its sections")
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = os.fspath(path) + ".tmp"
     with open(tmp, "wb") as out:
         out.write(MAGIC + struct.pack("<I", len(blob)) + blob)
         out.write(b"\0" * (start - len(MAGIC) - 4 - len(blob)))
@@ -78,7 +76,7 @@ def write_snapshot(path: Path, header: dict[str, Any], sections: dict[str, bytes
 
 def blake_key(domain: str) -> int:
     """`resolverguard.lists._key`, repeated: the 64-bit key a listed domain is stored under."""
-    digest = hashlib.blake2b(domain.encode("utf-8", "replace"), digest_size=8).digest()
+    digest = blake2b(domain.encode("utf-8", "replace"), digest_size=8).digest()
     return int.from_bytes(digest, "little", signed=True)
 
 
@@ -87,56 +85,57 @@ def gram_index(code: int, order: int, bits: int) -> int:
     return (((code + order * _ORDER_SALT) & _M64) * _MULT & _M64) >> (64 - bits)
 
 
-@dataclass(frozen=True)
 class Featurizer:
     """`resolverguard.ngrams.NgramHasher` + `LinearWeights.logits` for one name, in pure Python.
 
     Speed is the point (it runs on Unbound's thread for every never-seen name): n-grams of order 1-3
     are looked up in per-order tables of weights by code (`tables`, 64**order entries, written by the
     service), orders 4 and 5 are hashed in list comprehensions, and the label's counts come from
-    `bytes.translate`."""
+    `bytes.translate`. (A plain class, not a dataclass: this file is imported again on every Unbound
+    reload, and `dataclasses` costs milliseconds to import there.)"""
 
-    charset: str
-    maxlen: int
-    orders: tuple[int, ...]
-    bits: int
-    weights: Any  # a float32 sequence of 2**bits (memoryview or array)
-    dense: tuple[float, ...]
-    bias: float
-    tables: tuple[Any, ...] = ()  # weights by code for orders 1, 2, 3 (made here when not given)
-    _table: bytes = field(init=False, repr=False)  # byte -> encoder index
-    _dot: int = field(init=False, repr=False)
-    _end: int = field(init=False, repr=False)
-    _shift: int = field(init=False, repr=False)
-    _not_letters: bytes = field(init=False, repr=False)  # `translate(None, these)` keeps the letters
-    _not_digits: bytes = field(init=False, repr=False)
-    _not_vowels: bytes = field(init=False, repr=False)
-    _not_hyphen: bytes = field(init=False, repr=False)
-    _high: tuple[tuple[int, int], ...] = field(init=False, repr=False)  # (order, salt * mult) above 3
+    __slots__ = (
+        "charset", "maxlen", "orders", "bits", "weights", "dense", "bias", "tables", "_table", "_dot", "_end",
+        "_shift", "_not_letters", "_not_digits", "_not_vowels", "_not_hyphen", "_high",
+    )  # fmt: skip
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        charset: str,
+        maxlen: int,
+        orders: tuple[int, ...],
+        bits: int,
+        weights: Any,
+        dense: tuple[float, ...],
+        bias: float,
+        tables: tuple[Any, ...] = (),
+    ) -> None:
+        """`weights`: a float32 sequence of 2**bits (memoryview or array); `tables`: weights by code
+        for orders 1, 2, 3 (made here, slowly, when not given)."""
+        self.charset, self.maxlen, self.orders, self.bits = charset, maxlen, orders, bits
+        self.weights, self.dense, self.bias, self.tables = weights, dense, bias, tables
         table = bytearray([1] * 256)  # 1 = UNKNOWN, 0 = padding, charset from 2 (resolverguard.encoding)
         for index, char in enumerate(self.charset, start=2):
             table[ord(char)] = index
-        object.__setattr__(self, "_table", bytes(table))
-        object.__setattr__(self, "_dot", self.charset.index(".") + 2 if "." in self.charset else -1)
+        self._table = bytes(table)
+        self._dot = self.charset.index(".") + 2 if "." in self.charset else -1
         codes = {c: self.charset.index(c) + 2 for c in self.charset}
 
         def others(keep: str) -> bytes:  # every code but those of `keep`: translate(None, it) keeps `keep`
             kept = {codes[c] for c in keep if c in codes}
             return bytes(i for i in range(256) if i not in kept)
 
-        object.__setattr__(self, "_not_letters", others(_LETTERS))
-        object.__setattr__(self, "_not_digits", others(_DIGITS))
-        object.__setattr__(self, "_not_vowels", others(_VOWELS))
-        object.__setattr__(self, "_not_hyphen", others("-"))
-        object.__setattr__(self, "_end", len(self.charset) + 2)
+        self._not_letters = others(_LETTERS)
+        self._not_digits = others(_DIGITS)
+        self._not_vowels = others(_VOWELS)
+        self._not_hyphen = others("-")
+        self._end = len(self.charset) + 2
         if not self.tables:
-            object.__setattr__(self, "tables", make_tables(self.weights, self.bits, self.orders))
+            self.tables = make_tables(self.weights, self.bits, self.orders)
         shift = 64 - self.bits
         high = [(o, (o * _ORDER_SALT * _MULT) & _M64) for o in self.orders if o > 3]
-        object.__setattr__(self, "_high", tuple(high))
-        object.__setattr__(self, "_shift", shift)
+        self._high: tuple[tuple[int, int], ...] = tuple(high)  # (order, salt * mult) above order 3
+        self._shift = shift
 
     def logit(self, text: str) -> float:
         """The linear stage's logit of `text`, as `LinearWeights.logits` computes it (the float32
@@ -203,8 +202,7 @@ def make_tables(weights: Any, bits: int, orders: tuple[int, ...]) -> tuple[Any, 
     )
 
 
-@dataclass(frozen=True)
-class Gate:
+class Gate(NamedTuple):
     """What the module decides alone: `clears(qname)` is True only when the service would pass it."""
 
     featurizer: Featurizer
@@ -266,11 +264,12 @@ class Gate:
         return CLEARED if self.featurizer.logit(text) < self.threshold else ABOVE
 
 
-def read_snapshot(path: Path) -> tuple[Gate | None, str]:
+def read_snapshot(path: str | os.PathLike[str]) -> tuple[Gate | None, str]:
     """(the gate, why) from a snapshot file: (None, why) when there is none, it is unreadable or
     the service said the gate is off; the module then asks about every name, as before."""
     try:
-        data = Path(path).read_bytes()
+        with open(path, "rb") as handle:
+            data = handle.read()
     except OSError as err:
         return None, f"no gate snapshot ({err.strerror})"
     if not data.startswith(MAGIC) or len(data) < len(MAGIC) + 4:
