@@ -399,6 +399,13 @@ def main() -> None:
         "--module", action="store_true", help="only Unbound: (b), (n) do-nothing module, (m); 1 and 2 threads"
     )
     p.add_argument("--rounds", type=int, default=3, help="with --module: rounds in turn; each row's best is kept")
+    p.add_argument("--rows", default="", help="with --module: only these rows (unbound,noop,module,unbound2,...)")
+    p.add_argument(
+        "--benign-misses", action="store_true", help="with --module: never-seen names of the benign half only"
+    )
+    p.add_argument(
+        "--unbound-extra", default="", help="with --module: more server: lines for every Unbound, ';'-separated"
+    )
     p.add_argument("--tag", default="run", help="with --module: results go to bench/results/module_TAG.{md,json}")
     a = p.parse_args()
     for tool in ("nsd", "unbound", "dnsperf"):
@@ -538,25 +545,31 @@ def compare_module(work: Path, files: dict[str, Path], a: argparse.Namespace, mi
     for all; then `--reloads` under load for (b2), (n2) and (m2). Written to
     bench/results/module_TAG.{md,json} (compare.md stays the full run's)."""
     load_before = load_average()
-    ports = {k: free_port() for k in ("nsd", *(row[0] for row in MODULE_ROWS))}
+    rows = tuple(row for row in MODULE_ROWS if not a.rows or row[0] in a.rows.split(","))
+    extra = "".join(f"  {line.strip()}\n" for line in a.unbound_extra.split(";") if line.strip())
+    if a.benign_misses:  # every other line of the misses files is a benign label with a number (miss_names)
+        for path in (files["misses"], files["misses"].with_name("misses.latency.txt")):
+            path.write_text("".join(path.read_text().splitlines(keepends=True)[0::2]))
+        misses //= 2
+    ports = {k: free_port() for k in ("nsd", *(row[0] for row in rows))}
     procs = [start_nsd(work, ports["nsd"])]
     results: dict[str, Any] = {}
     servers: dict[str, subprocess.Popen[bytes]] = {}
     services: dict[str, subprocess.Popen[bytes]] = {}
     try:
         wait_ready(ports["nsd"])
-        for key, _, threads, script in MODULE_ROWS:
+        for key, _, threads, script in rows:
             verdicts = None
             if script == MODULE:  # a service of its own per module row: no verdict cache shared between rows
                 services[key], verdicts = start_verdicts(work, key)
                 procs.append(services[key])
             procs.append(
-                start_unbound(work, ports[key], ports["nsd"], threads=threads, verdicts=verdicts, script=script)
+                start_unbound(work, ports[key], ports["nsd"], extra, threads, verdicts=verdicts, script=script)
             )
             servers[key] = procs[-1]
         for r in range(a.rounds):  # rounds in turn, each starting one row later: the machine's drift hits all
             round_files = files if r == 0 else {"hits": files["hits"], "misses": round_misses(files["misses"], r)}
-            for key, label, _, _ in MODULE_ROWS[r % len(MODULE_ROWS) :] + MODULE_ROWS[: r % len(MODULE_ROWS)]:
+            for key, label, _, _ in rows[r % len(rows) :] + rows[: r % len(rows)]:
                 helpers = (services[key],) if key in services else ()
                 got = measure(label, servers[key], ports[key], round_files, a.seconds, {}, helpers)
                 best = results.setdefault(key, got)
@@ -564,14 +577,15 @@ def compare_module(work: Path, files: dict[str, Path], a: argparse.Namespace, mi
                     best.setdefault("rounds", {}).setdefault(kind, []).append(got[kind]["qps"])
                     if (got[kind]["qps"] or 0) > (best[kind]["qps"] or 0):
                         best[kind] = got[kind]
-        module_qps = {k: 0.2 * (results["module"][k]["qps"] or 0) for k in files}
-        for key, *_ in MODULE_ROWS:  # latency at 20% of (m)'s best peak, on names of their own
+        first = "module" if "module" in results else rows[0][0]
+        module_qps = {k: 0.2 * (results[first][k]["qps"] or 0) for k in files}
+        for key, *_ in rows:  # latency at 20% of (m)'s best peak, on names of their own
             for kind in files:
                 latency = dnsperf(ports[key], files[kind].with_name(f"{kind}.latency.txt"), 5, module_qps[kind])
                 results[key][kind].update({k: v for k, v in latency.items() if k.endswith("_ms")})
-        reload_qps = 0.2 * (results["module2"]["misses"]["qps"] or 0)
+        reload_qps = 0.2 * (results["module2" if "module2" in results else first]["misses"]["qps"] or 0)
         names = files["misses"].with_name("misses.latency.txt")
-        for key in ("unbound2", "noop2", "module2") if a.reloads else ():
+        for key in [k for k in ("unbound2", "noop2", "module2") if k in results] if a.reloads else ():
             results[f"reload_{key}"] = reload_under_load(work, ports[key], servers[key], names, reload_qps, a.reloads)
     finally:
         for proc in procs:
@@ -582,8 +596,9 @@ def compare_module(work: Path, files: dict[str, Path], a: argparse.Namespace, mi
         sys.exit(
             f"a target asked {largest:.0f} misses from a {misses}-name file: rerun with --misses {2 * largest:.0f}"
         )
+    pairs = {n: (x, y) for n, (x, y) in MODULE_RATIOS.items() if x in results and y in results}
     ratios = {
-        kind: {n: ratio(results[x][kind]["qps"], results[y][kind]["qps"]) for n, (x, y) in MODULE_RATIOS.items()}
+        kind: {n: ratio(results[x][kind]["qps"], results[y][kind]["qps"]) for n, (x, y) in pairs.items()}
         for kind in ("hits", "misses")
     }
     payload = {
@@ -594,24 +609,26 @@ def compare_module(work: Path, files: dict[str, Path], a: argparse.Namespace, mi
         "results": results,
         "ratios": ratios,
         "module_latency_qps": module_qps,
+        "benign_misses": a.benign_misses,
+        "unbound_extra": extra,
         "added_p99_ms": {
-            "(n)-(b)": added_p99(results, "noop", "unbound"),
-            "(m)-(b)": added_p99(results, "module", "unbound"),
-            "(n2)-(b2)": added_p99(results, "noop2", "unbound2"),
-            "(m2)-(b2)": added_p99(results, "module2", "unbound2"),
+            x.replace("/", "-"): added_p99(results, *pairs[x])
+            for x in ("(n)/(b)", "(m)/(b)", "(n2)/(b2)", "(m2)/(b2)")
+            if x in pairs
         },
     }
     out = ROOT / "bench" / "results"
     (out / f"module_{a.tag}.json").write_text(json.dumps(payload, indent=2))
     lines = [
-        f"# Unbound module rows (bench/compare.py --module), {payload['date']}, dnsperf -c 8 -q 500, "
+        f"# Unbound module rows (bench/compare.py --module{' --benign-misses' if a.benign_misses else ''}), "
+        f"{payload['date']}, dnsperf -c 8 -q 500, "
         f"{a.seconds:g} s per run, best of {a.rounds} rounds in turn; load average before "
         f"{payload['load']['before']}, after {payload['load']['after']}",
         "",
         "| target | hits QPS | hits p50/p99 ms | misses QPS | misses CPU s | misses p50/p99 ms |",
         "|---|---|---|---|---|---|",
     ]
-    for key, *_ in MODULE_ROWS:
+    for key, *_ in rows:
         r = results[key]
         lines.append(
             f"| {r['target']} | {r['hits']['qps'] or 0:.0f} "
@@ -620,12 +637,12 @@ def compare_module(work: Path, files: dict[str, Path], a: argparse.Namespace, mi
             f"| {r['misses'].get('p50_ms', '-')}/{r['misses'].get('p99_ms', '-')} |"
         )
     lines += ["", "| ratio (same run) | hits | misses |", "|---|---|---|"]
-    lines += [f"| {n} | {ratios['hits'][n]} | {ratios['misses'][n]} |" for n in MODULE_RATIOS]
+    lines += [f"| {n} | {ratios['hits'][n]} | {ratios['misses'][n]} |" for n in pairs]
     lines += [
         "",
         "Misses QPS per round: "
         + "; ".join(
-            f"{key} {', '.join(f'{q or 0:.0f}' for q in results[key]['rounds']['misses'])}" for key, *_ in MODULE_ROWS
+            f"{key} {', '.join(f'{q or 0:.0f}' for q in results[key]['rounds']['misses'])}" for key, *_ in rows
         ),
     ]
     lines += ["", f"Added p99 at 20% of (m)'s peak ({', '.join(f'{k} {v:.0f} qps' for k, v in module_qps.items())}): "]
@@ -636,7 +653,7 @@ def compare_module(work: Path, files: dict[str, Path], a: argparse.Namespace, mi
             "| reloads under load | reloads | qps | sent | answered | lost | control failed | alive | answers after |",
         ]
         lines += ["|---|---|---|---|---|---|---|---|---|"]
-        for key in ("unbound2", "noop2", "module2"):
+        for key in [k for k in ("unbound2", "noop2", "module2") if f"reload_{k}" in results]:
             r = results[f"reload_{key}"]
             lines.append(
                 f"| {key} | {r['reloads']} | {r['qps']} | {r['sent']} | {r['completed']} | {r['lost']} "
