@@ -147,6 +147,15 @@ def gram_tables(stage: LinearWeights) -> bytes:
     return np.concatenate(out).tobytes()
 
 
+def low_table(tables: bytes) -> bytes:
+    """`unbound_gate.low_table` in numpy: orders 1-3 summed by trigram code, float64."""
+    flat = np.frombuffer(tables, dtype="<f4").astype(np.float64)
+    t1, t2, t3 = flat[:64], flat[64 : 64 + 64**2], flat[64 + 64**2 :]
+    codes = np.arange(64**3)
+    out = t1[codes & 63] + t2[codes & 4095] + np.where(codes >> 6 != 0, t3, 0.0)
+    return bytes(out.astype("<f8").tobytes())
+
+
 def write_gate_snapshot(
     path: Path, cfg: Config, model: TFLiteScorer, groups: GroupDirectory, gate: GateModel | None, log: bool
 ) -> Gate | None:
@@ -175,9 +184,11 @@ def write_gate_snapshot(
             "dynamic_depths": list(_DYNAMIC_DNS_DEPTHS),
             "local": sorted(LOCAL_SUFFIXES),
         }
+        tables = gram_tables(stage)
         sections = {
             "weights": stage.weights.astype("<f4").tobytes(),
-            "tables": gram_tables(stage),
+            "tables": tables,
+            "low": low_table(tables) if hasher.orders == (1, 2, 3, 4, 5) else b"",
             "deny": deny_keys(groups),
         }
     write_snapshot(path, header, sections)

@@ -95,7 +95,7 @@ class Featurizer:
     reload, and `dataclasses` costs milliseconds to import there.)"""
 
     __slots__ = (
-        "charset", "maxlen", "orders", "bits", "weights", "dense", "bias", "tables", "_table", "_dot", "_end",
+        "charset", "maxlen", "orders", "bits", "weights", "dense", "bias", "tables", "low", "_table", "_dot", "_end",
         "_shift", "_not_letters", "_not_digits", "_not_vowels", "_not_hyphen", "_high",
     )  # fmt: skip
 
@@ -109,11 +109,13 @@ class Featurizer:
         dense: tuple[float, ...],
         bias: float,
         tables: tuple[Any, ...] = (),
+        low: Any = None,
     ) -> None:
         """`weights`: a float32 sequence of 2**bits (memoryview or array); `tables`: weights by code
-        for orders 1, 2, 3 (made here, slowly, when not given)."""
+        for orders 1, 2, 3; `low`: their sums by trigram code (`low_table`); both made here, slowly,
+        when not given (the service writes them into the snapshot)."""
         self.charset, self.maxlen, self.orders, self.bits = charset, maxlen, orders, bits
-        self.weights, self.dense, self.bias, self.tables = weights, dense, bias, tables
+        self.weights, self.dense, self.bias, self.tables, self.low = weights, dense, bias, tables, low
         table = bytearray([1] * 256)  # 1 = UNKNOWN, 0 = padding, charset from 2 (resolverguard.encoding)
         for index, char in enumerate(self.charset, start=2):
             table[ord(char)] = index
@@ -132,6 +134,8 @@ class Featurizer:
         self._end = len(self.charset) + 2
         if not self.tables:
             self.tables = make_tables(self.weights, self.bits, self.orders)
+        if self.low is None and self.orders == (1, 2, 3, 4, 5):
+            self.low = low_table(*self.tables)
         shift = 64 - self.bits
         high = [(o, (o * _ORDER_SALT * _MULT) & _M64) for o in self.orders if o > 3]
         self._high: tuple[tuple[int, int], ...] = tuple(high)  # (order, salt * mult) above order 3
@@ -144,6 +148,35 @@ class Featurizer:
         return self._hashed(raw) + self._dense_sum(raw) + self.bias
 
     def _hashed(self, raw: bytes) -> float:
+        if self.low is not None and len(raw) < self.maxlen:
+            return self._hashed_fast(raw)
+        return self._hashed_any(raw)
+
+    def _hashed_fast(self, raw: bytes) -> float:
+        """Orders 1-5 of a padded name (shorter than maxlen, the usual case). Each character ends a
+        unigram, a bigram and a trigram, whose weights `low` holds summed by the trigram's code, so
+        orders 1-3 cost one lookup per character; g starts with two padding columns, and the trigram
+        (pad, pad, c) stands for the first character's unigram and (pad, c) bigram, which no real
+        trigram can be (an n-gram never starts two columns into the padding). Orders 4 and 5 are
+        hashed in one pass, the name's last 4-gram on its own."""
+        g = [0, 0, *raw, self._end]
+        c3 = [(a << 12) | (b << 6) | c for a, b, c in zip(g, g[1:], g[2:], strict=False)]
+        total = sum(map(self.low.__getitem__, c3))
+        weights, shift, m64, mult = self.weights, self._shift, _M64, _MULT
+        (_, k4), (_, k5) = self._high
+        total += sum(
+            [
+                weights[((c4 * mult + k4) & m64) >> shift] + weights[((((c4 << 6) | e) * mult + k5) & m64) >> shift]
+                for c4, e in zip([(x << 6) | d for x, d in zip(c3[1:], g[4:], strict=False)], g[5:], strict=False)
+            ]
+        )
+        if len(raw) >= 2:  # the name's last 4-gram (pad, c1, c2, end at the least)
+            last4 = (c3[-2] << 6) | g[-1]
+            total += weights[((last4 * mult + k4) & m64) >> shift]
+        return float(total + weights[self._suffix_index(raw, True)])
+
+    def _hashed_any(self, raw: bytes) -> float:
+        """Any orders, any length: each order's codes in turn (names of maxlen or more have no padding column)."""
         padded = len(raw) < self.maxlen  # one padding column marks the start of the name
         g = [0, *raw, self._end] if padded else [*raw, self._end]
         t1, t2, t3 = self.tables
@@ -200,6 +233,17 @@ def make_tables(weights: Any, bits: int, orders: tuple[int, ...]) -> tuple[Any, 
         array("f", [weights[gram_index(c, order, bits)] for c in range(64**order)] if order in orders else [])
         for order in (1, 2, 3)
     )
+
+
+def low_table(t1: Any, t2: Any, t3: Any) -> array[float]:
+    """Orders 1-3 summed by trigram code (a, b, c): the weights of the unigram c, the bigram (b, c)
+    and the trigram; for (0, 0, c), only the unigram and the bigram (pad, c) (see `_hashed_fast`).
+    Float64: the three float32 weights add exactly. The service makes the same table with numpy."""
+    out = array("d", bytes(8 * 64**3))
+    for code in range(64**3):
+        c, bc = code & 63, code & 4095
+        out[code] = float(t1[c]) + float(t2[bc]) + (float(t3[code]) if code >> 6 else 0.0)
+    return out
 
 
 class Gate(NamedTuple):
@@ -293,6 +337,9 @@ def read_snapshot(path: str | os.PathLike[str]) -> tuple[Gate | None, str]:
         if len(weights) != n_weights or len(table_view) != 64 + 64**2 + 64**3:
             raise ValueError("section sizes do not match the header")
         tables = (table_view[:64], table_view[64 : 64 + 64**2], table_view[64 + 64**2 :])
+        low = section("low", "d") if places.get("low", [0, 0])[1] else None
+        if low is not None and len(low) != 64**3:
+            raise ValueError("section sizes do not match the header")
         featurizer = Featurizer(
             head["charset"],
             int(head["maxlen"]),
@@ -302,6 +349,7 @@ def read_snapshot(path: str | os.PathLike[str]) -> tuple[Gate | None, str]:
             tuple(head["dense"]),
             float(head["bias"]),
             tables,
+            low,
         )
         gate = Gate(
             featurizer,

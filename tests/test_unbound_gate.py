@@ -58,6 +58,7 @@ def test_the_pure_python_featurizer_scores_what_the_numpy_one_scores(tmp_path: P
     rng = random.Random(3)
     odd = ["".join(rng.choice(string.ascii_letters + string.digits + "-_.~") for _ in range(rng.randint(1, 70)))]
     odd += ["x" * 60 + ".com", "a" * 47, "a" * 48, "a" * 49, "nodot", "UPPER.COM", "ünïcode.de", "a.b.c.d.e.f.g"]
+    odd += ["a", "ab", "abc", "a.", ".a", "-", "a-b.c"]  # the shortest names: no 4- or 5-grams
     texts = sample_names(1500, 1) + odd
     expected = stage.stage.logits(texts)
     got = np.array([gate.featurizer.logit(t) for t in texts])
