@@ -129,3 +129,14 @@ def test_a_snapshot_that_is_missing_or_damaged_turns_the_gate_off(tmp_path: Path
     assert cut is None and "unreadable" in why
     (tmp_path / "junk.gate").write_bytes(b"junk" * 10)
     assert read_snapshot(tmp_path / "junk.gate") == (None, "not a gate snapshot")
+
+
+def test_the_gate_lets_at_most_its_share_of_calibration_names_through_to_the_cnn() -> None:
+    from convert.gate import gate_threshold
+
+    rng = np.random.default_rng(4)
+    logits = rng.normal(size=2000)
+    for fpr in (0.01, 0.05, 0.2):
+        threshold = gate_threshold(logits, fpr)
+        above = int((logits >= threshold).sum())
+        assert above <= fpr * len(logits) and above >= fpr * len(logits) - 1  # the lowest such gate
