@@ -286,7 +286,9 @@ def build_pipeline(
     if conditional is not None:  # last before the upstream: a forwarded zone is filtered and cached as any name
         steps.append(ConditionalForwardStep(conditional, local))
     chain = link(steps, UpstreamStep(forwarder))  # whatever reaches the end is forwarded
-    return Pipeline(chain, log, groups, cache, tuple(gates), answers, forwarder, hints, conditional, pause, watch, hook)
+    return Pipeline(
+        chain, log, groups, cache, tuple(gates), answers, forwarder, hints, conditional, pause, watch, hook
+    )
 
 
 def resolv_conf_upstreams(listen: tuple[Endpoint, ...], path: Path = Path("/etc/resolv.conf")) -> tuple[Endpoint, ...]:
