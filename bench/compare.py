@@ -157,12 +157,15 @@ def start_unbound(
     )
 
 
-def start_verdicts(work: Path, name: str) -> tuple[subprocess.Popen[bytes], Path]:
-    """`resolverguard unbound-service` with (d)'s policy (full chain, shipped model, query log off)."""
+def start_verdicts(work: Path, name: str, root: Path = ROOT) -> tuple[subprocess.Popen[bytes], Path]:
+    """`resolverguard unbound-service` with (d)'s policy (full chain, shipped model, query log off);
+    `root`: the checkout to run it from (another one: the before of a before/after)."""
     policy, sock = work / f"verdicts-{name}.yaml", work / f"verdicts-{name}.sock"
     policy.write_text("query_log: off\n")
     cmd = [sys.executable, "-m", "resolverguard", "unbound-service", "--config", str(policy), "--socket", str(sock)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=(work / f"verdicts-{name}.log").open("w"))
+    env = dict(os.environ, PYTHONPATH=str(root))
+    log = (work / f"verdicts-{name}.log").open("w")
+    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=log)
     deadline = time.monotonic() + 60
     while not sock.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -406,6 +409,9 @@ def main() -> None:
     p.add_argument(
         "--unbound-extra", default="", help="with --module: more server: lines for every Unbound, ';'-separated"
     )
+    p.add_argument(
+        "--baseline", type=Path, help="with --module: rows (o)/(o2), the module and service of this checkout"
+    )
     p.add_argument("--tag", default="run", help="with --module: results go to bench/results/module_TAG.{md,json}")
     a = p.parse_args()
     for tool in ("nsd", "unbound", "dnsperf"):
@@ -519,7 +525,15 @@ MODULE_ROWS = (  # key, label, threads, module
     ("noop2", "(n2) Unbound + do-nothing Python module, 2 threads", 2, NOOP_MODULE),
     ("module2", "(m2) Unbound + resolverguard module, 2 threads", 2, MODULE),
 )
+BASELINE_ROWS = (  # with --baseline DIR: the module and service of another checkout, in the same run
+    ("old", "(o) Unbound + the module of --baseline, 1 thread", 1, None),
+    ("old2", "(o2) Unbound + the module of --baseline, 2 threads", 2, None),
+)
 MODULE_RATIOS = {
+    "(o)/(b)": ("old", "unbound"),
+    "(m)/(o)": ("module", "old"),
+    "(o2)/(b2)": ("old2", "unbound2"),
+    "(m2)/(o2)": ("module2", "old2"),
     "(n)/(b)": ("noop", "unbound"),
     "(m)/(b)": ("module", "unbound"),
     "(m)/(n)": ("module", "noop"),
@@ -545,7 +559,8 @@ def compare_module(work: Path, files: dict[str, Path], a: argparse.Namespace, mi
     for all; then `--reloads` under load for (b2), (n2) and (m2). Written to
     bench/results/module_TAG.{md,json} (compare.md stays the full run's)."""
     load_before = load_average()
-    rows = tuple(row for row in MODULE_ROWS if not a.rows or row[0] in a.rows.split(","))
+    every = MODULE_ROWS + (BASELINE_ROWS if a.baseline else ())
+    rows = tuple(row for row in every if not a.rows or row[0] in a.rows.split(","))
     extra = "".join(f"  {line.strip()}\n" for line in a.unbound_extra.split(";") if line.strip())
     if a.benign_misses:  # every other line of the misses files is a benign label with a number (miss_names)
         for path in (files["misses"], files["misses"].with_name("misses.latency.txt")):
@@ -560,7 +575,11 @@ def compare_module(work: Path, files: dict[str, Path], a: argparse.Namespace, mi
         wait_ready(ports["nsd"])
         for key, _, threads, script in rows:
             verdicts = None
-            if script == MODULE:  # a service of its own per module row: no verdict cache shared between rows
+            if key.startswith("old"):
+                script = a.baseline / "resolverguard" / "unbound_module.py"
+                services[key], verdicts = start_verdicts(work, key, a.baseline)
+                procs.append(services[key])
+            elif script == MODULE:  # a service of its own per module row: no verdict cache shared between rows
                 services[key], verdicts = start_verdicts(work, key)
                 procs.append(services[key])
             procs.append(
@@ -585,7 +604,7 @@ def compare_module(work: Path, files: dict[str, Path], a: argparse.Namespace, mi
                 results[key][kind].update({k: v for k, v in latency.items() if k.endswith("_ms")})
         reload_qps = 0.2 * (results["module2" if "module2" in results else first]["misses"]["qps"] or 0)
         names = files["misses"].with_name("misses.latency.txt")
-        for key in [k for k in ("unbound2", "noop2", "module2") if k in results] if a.reloads else ():
+        for key in [k for k in ("unbound2", "noop2", "old2", "module2") if k in results] if a.reloads else ():
             results[f"reload_{key}"] = reload_under_load(work, ports[key], servers[key], names, reload_qps, a.reloads)
     finally:
         for proc in procs:
@@ -653,7 +672,7 @@ def compare_module(work: Path, files: dict[str, Path], a: argparse.Namespace, mi
             "| reloads under load | reloads | qps | sent | answered | lost | control failed | alive | answers after |",
         ]
         lines += ["|---|---|---|---|---|---|---|---|---|"]
-        for key in [k for k in ("unbound2", "noop2", "module2") if f"reload_{k}" in results]:
+        for key in [k for k in ("unbound2", "noop2", "old2", "module2") if f"reload_{k}" in results]:
             r = results[f"reload_{key}"]
             lines.append(
                 f"| {key} | {r['reloads']} | {r['qps']} | {r['sent']} | {r['completed']} | {r['lost']} "
