@@ -121,15 +121,26 @@ def unbound_conf(work: Path, port: int) -> Path:
     return work / f"unbound-{port}.conf"
 
 
+MODULE = ROOT / "resolverguard" / "unbound_module.py"
+NOOP_MODULE = ROOT / "bench" / "noop_module.py"
+
+
 def start_unbound(
-    work: Path, port: int, upstream: int, extra: str = "", threads: int = 1, verdicts: Path | None = None
+    work: Path,
+    port: int,
+    upstream: int,
+    extra: str = "",
+    threads: int = 1,
+    verdicts: Path | None = None,
+    script: Path | None = None,
 ) -> subprocess.Popen[bytes]:
     """Unbound as a caching forwarder with resolverguard's receive buffer (4 MB) and a control
     socket; `extra`: more `server:` lines (two-space indented); `verdicts`: load the resolverguard
-    module, asking the verdict service on that socket."""
+    module, asking the verdict service on that socket; `script`: load this Python module instead."""
     conf = unbound_conf(work, port)
-    modules = "python iterator" if verdicts else "iterator"
-    module = f'python:\n  python-script: "{ROOT / "resolverguard" / "unbound_module.py"}"\n' if verdicts else ""
+    script = script or (MODULE if verdicts else None)
+    modules = "python iterator" if script else "iterator"
+    module = f'python:\n  python-script: "{script}"\n' if script else ""
     conf.write_text(
         f'server:\n  interface: 127.0.0.1@{port}\n  port: {port}\n  do-daemonize: no\n  username: ""\n'
         f'  chroot: ""\n  directory: "{work}"\n  pidfile: "{work}/unbound-{port}.pid"\n  use-syslog: no\n'
@@ -146,12 +157,15 @@ def start_unbound(
     )
 
 
-def start_verdicts(work: Path, name: str) -> tuple[subprocess.Popen[bytes], Path]:
-    """`resolverguard unbound-service` with (d)'s policy (full chain, shipped model, query log off)."""
+def start_verdicts(work: Path, name: str, root: Path = ROOT) -> tuple[subprocess.Popen[bytes], Path]:
+    """`resolverguard unbound-service` with (d)'s policy (full chain, shipped model, query log off);
+    `root`: the checkout to run it from (another one: the before of a before/after)."""
     policy, sock = work / f"verdicts-{name}.yaml", work / f"verdicts-{name}.sock"
     policy.write_text("query_log: off\n")
     cmd = [sys.executable, "-m", "resolverguard", "unbound-service", "--config", str(policy), "--socket", str(sock)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=(work / f"verdicts-{name}.log").open("w"))
+    env = dict(os.environ, PYTHONPATH=str(root))
+    log = (work / f"verdicts-{name}.log").open("w")
+    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=log)
     deadline = time.monotonic() + 60
     while not sock.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -384,6 +398,21 @@ def main() -> None:
     p.add_argument("--reloads", type=int, default=100)
     p.add_argument("--watch", action="store_true", help="only (d) against (g) = (d) + client_watch, alternated")
     p.add_argument("--log", action="store_true", help="only (d) against (d') log file, (d't) thread, (d's) store")
+    p.add_argument(
+        "--module", action="store_true", help="only Unbound: (b), (n) do-nothing module, (m); 1 and 2 threads"
+    )
+    p.add_argument("--rounds", type=int, default=3, help="with --module: rounds in turn; each row's best is kept")
+    p.add_argument("--rows", default="", help="with --module: only these rows (unbound,noop,module,unbound2,...)")
+    p.add_argument(
+        "--benign-misses", action="store_true", help="with --module: never-seen names of the benign half only"
+    )
+    p.add_argument(
+        "--unbound-extra", default="", help="with --module: more server: lines for every Unbound, ';'-separated"
+    )
+    p.add_argument(
+        "--baseline", type=Path, help="with --module: rows (o)/(o2), the module and service of this checkout"
+    )
+    p.add_argument("--tag", default="run", help="with --module: results go to bench/results/module_TAG.{md,json}")
     a = p.parse_args()
     for tool in ("nsd", "unbound", "dnsperf"):
         if shutil.which(tool) is None:
@@ -396,6 +425,9 @@ def main() -> None:
         return
     if a.log:
         compare_log(work, files, a)
+        return
+    if a.module:
+        compare_module(work, files, a, misses)
         return
     load_before = load_average()
     keys = ("nsd", "unbound", "unbound2", "module", "module2", "rg_plain", "rg_full", "rg_workers", "rg_log", "rg_list")
@@ -483,6 +515,171 @@ def main() -> None:
         )
     results["misses_largest_volume"] = largest
     write(results, a, latency_qps, module_qps)
+
+
+MODULE_ROWS = (  # key, label, threads, module
+    ("unbound", "(b) Unbound forwarder, 1 thread", 1, None),
+    ("noop", "(n) Unbound + do-nothing Python module, 1 thread", 1, NOOP_MODULE),
+    ("module", "(m) Unbound + resolverguard module, 1 thread", 1, MODULE),
+    ("unbound2", "(b2) Unbound forwarder, 2 threads", 2, None),
+    ("noop2", "(n2) Unbound + do-nothing Python module, 2 threads", 2, NOOP_MODULE),
+    ("module2", "(m2) Unbound + resolverguard module, 2 threads", 2, MODULE),
+)
+BASELINE_ROWS = (  # with --baseline DIR: the module and service of another checkout, in the same run
+    ("old", "(o) Unbound + the module of --baseline, 1 thread", 1, None),
+    ("old2", "(o2) Unbound + the module of --baseline, 2 threads", 2, None),
+)
+MODULE_RATIOS = {
+    "(o)/(b)": ("old", "unbound"),
+    "(m)/(o)": ("module", "old"),
+    "(o2)/(b2)": ("old2", "unbound2"),
+    "(m2)/(o2)": ("module2", "old2"),
+    "(n)/(b)": ("noop", "unbound"),
+    "(m)/(b)": ("module", "unbound"),
+    "(m)/(n)": ("module", "noop"),
+    "(n2)/(b2)": ("noop2", "unbound2"),
+    "(m2)/(b2)": ("module2", "unbound2"),
+    "(m2)/(n2)": ("module2", "noop2"),
+}
+
+
+def round_misses(path: Path, r: int) -> Path:
+    """The misses file with every name made new for round `r` (a prefix on the first label): a row
+    measured again must not find the names of its last round in its cache."""
+    out = path.with_name(f"misses.r{r}.txt")
+    out.write_text("".join(f"r{r}-{line}\n" for line in path.read_text().splitlines()))
+    return out
+
+
+def compare_module(work: Path, files: dict[str, Path], a: argparse.Namespace, misses: int) -> None:
+    """Only the Unbound rows, all in one run: plain Unbound (b), Unbound with a do-nothing Python
+    module (n: the ceiling of any Python module) and with resolverguard's module (m), each with 1
+    and 2 threads, measured in `--rounds` turns (new names each round) and each row's best round kept
+    (on a shared machine the best round is the one least disturbed); latency at 20% of (m)'s peak
+    for all; then `--reloads` under load for (b2), (n2) and (m2). Written to
+    bench/results/module_TAG.{md,json} (compare.md stays the full run's)."""
+    load_before = load_average()
+    every = MODULE_ROWS + (BASELINE_ROWS if a.baseline else ())
+    rows = tuple(row for row in every if not a.rows or row[0] in a.rows.split(","))
+    extra = "".join(f"  {line.strip()}\n" for line in a.unbound_extra.split(";") if line.strip())
+    if a.benign_misses:  # every other line of the misses files is a benign label with a number (miss_names)
+        for path in (files["misses"], files["misses"].with_name("misses.latency.txt")):
+            path.write_text("".join(path.read_text().splitlines(keepends=True)[0::2]))
+        misses //= 2
+    ports = {k: free_port() for k in ("nsd", *(row[0] for row in rows))}
+    procs = [start_nsd(work, ports["nsd"])]
+    results: dict[str, Any] = {}
+    servers: dict[str, subprocess.Popen[bytes]] = {}
+    services: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        wait_ready(ports["nsd"])
+        for key, _, threads, script in rows:
+            verdicts = None
+            if key.startswith("old"):
+                script = a.baseline / "resolverguard" / "unbound_module.py"
+                services[key], verdicts = start_verdicts(work, key, a.baseline)
+                procs.append(services[key])
+            elif script == MODULE:  # a service of its own per module row: no verdict cache shared between rows
+                services[key], verdicts = start_verdicts(work, key)
+                procs.append(services[key])
+            procs.append(
+                start_unbound(work, ports[key], ports["nsd"], extra, threads, verdicts=verdicts, script=script)
+            )
+            servers[key] = procs[-1]
+        for r in range(a.rounds):  # rounds in turn, each starting one row later: the machine's drift hits all
+            round_files = files if r == 0 else {"hits": files["hits"], "misses": round_misses(files["misses"], r)}
+            for key, label, _, _ in rows[r % len(rows) :] + rows[: r % len(rows)]:
+                helpers = (services[key],) if key in services else ()
+                got = measure(label, servers[key], ports[key], round_files, a.seconds, {}, helpers)
+                best = results.setdefault(key, got)
+                for kind in files:
+                    best.setdefault("rounds", {}).setdefault(kind, []).append(got[kind]["qps"])
+                    if (got[kind]["qps"] or 0) > (best[kind]["qps"] or 0):
+                        best[kind] = got[kind]
+        first = "module" if "module" in results else rows[0][0]
+        module_qps = {k: 0.2 * (results[first][k]["qps"] or 0) for k in files}
+        for key, *_ in rows:  # latency at 20% of (m)'s best peak, on names of their own
+            for kind in files:
+                latency = dnsperf(ports[key], files[kind].with_name(f"{kind}.latency.txt"), 5, module_qps[kind])
+                results[key][kind].update({k: v for k, v in latency.items() if k.endswith("_ms")})
+        reload_qps = 0.2 * (results["module2" if "module2" in results else first]["misses"]["qps"] or 0)
+        names = files["misses"].with_name("misses.latency.txt")
+        for key in [k for k in ("unbound2", "noop2", "old2", "module2") if k in results] if a.reloads else ():
+            results[f"reload_{key}"] = reload_under_load(work, ports[key], servers[key], names, reload_qps, a.reloads)
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(10)
+    largest = max(r["misses"]["sent"] or 0 for k, r in results.items() if not k.startswith("reload"))
+    if largest >= misses:
+        sys.exit(
+            f"a target asked {largest:.0f} misses from a {misses}-name file: rerun with --misses {2 * largest:.0f}"
+        )
+    pairs = {n: (x, y) for n, (x, y) in MODULE_RATIOS.items() if x in results and y in results}
+    ratios = {
+        kind: {n: ratio(results[x][kind]["qps"], results[y][kind]["qps"]) for n, (x, y) in pairs.items()}
+        for kind in ("hits", "misses")
+    }
+    payload = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "seconds": a.seconds,
+        "load": {"before": load_before, "after": load_average()},
+        "misses_file": misses,
+        "results": results,
+        "ratios": ratios,
+        "module_latency_qps": module_qps,
+        "benign_misses": a.benign_misses,
+        "unbound_extra": extra,
+        "added_p99_ms": {
+            x.replace("/", "-"): added_p99(results, *pairs[x])
+            for x in ("(n)/(b)", "(m)/(b)", "(n2)/(b2)", "(m2)/(b2)")
+            if x in pairs
+        },
+    }
+    out = ROOT / "bench" / "results"
+    (out / f"module_{a.tag}.json").write_text(json.dumps(payload, indent=2))
+    lines = [
+        f"# Unbound module rows (bench/compare.py --module{' --benign-misses' if a.benign_misses else ''}), "
+        f"{payload['date']}, dnsperf -c 8 -q 500, "
+        f"{a.seconds:g} s per run, best of {a.rounds} rounds in turn; load average before "
+        f"{payload['load']['before']}, after {payload['load']['after']}",
+        "",
+        "| target | hits QPS | hits p50/p99 ms | misses QPS | misses CPU s | misses p50/p99 ms |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key, *_ in rows:
+        r = results[key]
+        lines.append(
+            f"| {r['target']} | {r['hits']['qps'] or 0:.0f} "
+            f"| {r['hits'].get('p50_ms', '-')}/{r['hits'].get('p99_ms', '-')} "
+            f"| {r['misses']['qps'] or 0:.0f} | {r['misses']['cpu_s']} "
+            f"| {r['misses'].get('p50_ms', '-')}/{r['misses'].get('p99_ms', '-')} |"
+        )
+    lines += ["", "| ratio (same run) | hits | misses |", "|---|---|---|"]
+    lines += [f"| {n} | {ratios['hits'][n]} | {ratios['misses'][n]} |" for n in pairs]
+    lines += [
+        "",
+        "Misses QPS per round: "
+        + "; ".join(
+            f"{key} {', '.join(f'{q or 0:.0f}' for q in results[key]['rounds']['misses'])}" for key, *_ in rows
+        ),
+    ]
+    lines += ["", f"Added p99 at 20% of (m)'s peak ({', '.join(f'{k} {v:.0f} qps' for k, v in module_qps.items())}): "]
+    lines += [f"{n}: hits {v['hits']} ms, misses {v['misses']} ms; " for n, v in payload["added_p99_ms"].items()]
+    if a.reloads:
+        lines += [
+            "",
+            "| reloads under load | reloads | qps | sent | answered | lost | control failed | alive | answers after |",
+        ]
+        lines += ["|---|---|---|---|---|---|---|---|---|"]
+        for key in [k for k in ("unbound2", "noop2", "old2", "module2") if f"reload_{k}" in results]:
+            r = results[f"reload_{key}"]
+            lines.append(
+                f"| {key} | {r['reloads']} | {r['qps']} | {r['sent']} | {r['completed']} | {r['lost']} "
+                f"| {r['control_failures']} | {r['alive']} | {r['answers_after']} |"
+            )
+    (out / f"module_{a.tag}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
 
 
 def compare_watch(work: Path, files: dict[str, Path], a: argparse.Namespace) -> None:

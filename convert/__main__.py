@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from convert import quantize, report, ship
+from convert import gate, quantize, report, ship
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RUN = ROOT / "runs" / "cnn"
@@ -28,6 +28,8 @@ def all_steps() -> None:
         if (run / "scores.npz").exists() and not (run / "tflite" / "parity.json").exists():
             quantize.quantize_run(run, (VARIANT,))
     ship.ship(DEFAULT_RUN, VARIANT, ROOT / "models" / "default.tflite")
+    if (ROOT / "runs" / "gate" / "linear.npz").exists():  # the Unbound module's gate (models/default.gate.*)
+        gate.export_gate(ROOT / "runs" / "gate", ROOT / "models" / "default.tflite")
     for name in ("family.tflite", "family.json"):  # the family head (convert.family), if it was trained
         if (ROOT / "runs" / "family" / name).exists():
             shutil.copy(ROOT / "runs" / "family" / name, ROOT / "models" / name)

@@ -55,6 +55,9 @@ done
 # The chosen configuration (convert.experiments.CHOSEN = suffix) on all training names: the shipped model.
 CHOSEN_ARGS="--arch cnn $SUF --width 64"
 run cnn $CHOSEN_ARGS --epochs 8 --patience 2
+# The Unbound module's gate (convert/gate.py): the linear stage on the shipped CNN's own split, so its
+# FPR-0.05 gate is calibrated on the pool the CNN's thresholds come from.
+runng gate $NG
 # Architecture comparison: the chosen data configuration, fold 0 held out, 60k names, 3 epochs each.
 A="--holdout-fold 0 --max-train 60000 --epochs 3 --patience 2 $SUF"
 run a-cnn-lfo0 --arch cnn --width 64 $A

@@ -422,6 +422,11 @@ class DomainSet:
     def __len__(self) -> int:
         return len(self._keys)
 
+    @property
+    def keys(self) -> array[int]:
+        """The sorted keys (read-only use: the Unbound module's snapshot copies them)."""
+        return self._keys
+
     def match(self, qname: str) -> str | None:
         """The listed domain covering `qname`, or None."""
         return self.match_keys(suffix_keys(qname)) if self._keys else None

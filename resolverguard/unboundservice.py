@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from typing import Any, TextIO
 from resolverguard.chain import Check, Outcome, Request, Step, link
 from resolverguard.config import Config, load_config
 from resolverguard.errors import ConfigError, ResolverGuardError
+from resolverguard.gatestage import GateModel, GateStep, load_gate, write_gate_snapshot
 from resolverguard.groups import GroupDirectory
 from resolverguard.model import TFLiteScorer, load_model
 from resolverguard.pipeline import decision_steps, groups_for
@@ -44,6 +46,8 @@ from resolverguard.server import finish
 from resolverguard.service import settle_memory
 from resolverguard.steps.cache import VerdictCache
 from resolverguard.steps.querylog import FLUSH_SECONDS, QueryLog, QueryLogStep
+from resolverguard.steps.score import ScoreStep
+from resolverguard.unbound_gate import Gate
 from resolverguard.verdicts import Action
 from resolverguard.wire import AAAA, NOERROR, NXDOMAIN, REFUSED, SERVFAIL, A, QueryHead
 
@@ -100,20 +104,42 @@ class VerdictChain:
     chain: Any  # resolverguard.chain.Next
     log: QueryLog
     cache: VerdictCache
+    gate: Gate | None  # the module's first stage, as written to the snapshot (None: off)
+    pending: Path  # the snapshot written for this chain, renamed into place when it goes live
 
     @classmethod
-    def build(cls, cfg: Config, model: TFLiteScorer, stderr: TextIO | None, old: VerdictChain | None) -> VerdictChain:
+    def build(
+        cls,
+        cfg: Config,
+        model: TFLiteScorer,
+        stderr: TextIO | None,
+        old: VerdictChain | None,
+        gate_model: GateModel | None = None,
+        snapshot: Path | None = None,
+    ) -> VerdictChain:
         """The query log, then the decision steps `resolverguard serve` runs (group, name, lists,
-        verdict cache, score, policy), and the answer line. (No pause switch yet: the service has no
+        verdict cache, gate, score, policy), and the answer line; the module's snapshot goes to
+        `<snapshot>.pending` (`go_live` puts it in place). (No pause switch yet: the service has no
         control socket; stopping it lets every name pass.)"""
         groups = groups_for(cfg, model.metadata.thresholds)
         cache = VerdictCache.carried(old.cache if old else None, cfg.cache.size, cfg.cache.ttl, model)
         log = QueryLog.carried(
             old.log if old else None, cfg.query_log, cfg.query_store, lambda c, store: QueryLog(c, stderr, store=store)
         )
+        pending = (snapshot or DEFAULT_SOCKET.with_name("unbound.sock.gate")).with_suffix(".pending")
+        gate = write_gate_snapshot(pending, cfg, model, groups, gate_model, log.enabled) if snapshot else None
         steps: list[Step | Check] = [QueryLogStep(log)] if log.enabled else []
-        steps += [*decision_steps(cfg, model, groups, cache), VerdictLine(groups)]
-        return cls(link(steps, _never), log, cache)
+        decision = decision_steps(cfg, model, groups, cache)
+        if gate is not None:  # the cascade: names under the gate never reach the CNN (resolverguard.gatestage)
+            at = next(i for i, step in enumerate(decision) if isinstance(step, ScoreStep))
+            decision.insert(at, GateStep(gate))
+        steps += [*decision, VerdictLine(groups)]
+        return cls(link(steps, _never), log, cache, gate, pending)
+
+    def go_live(self, snapshot: Path) -> None:
+        """Puts this chain's snapshot where the module reads it (an atomic rename)."""
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(self.pending, snapshot)
 
 
 class VerdictService:
@@ -124,9 +150,14 @@ class VerdictService:
         self, cfg: Config, model: TFLiteScorer, path: Path, config_path: Path | None, stderr: TextIO | None = None
     ) -> None:
         self.cfg, self.model, self.path, self.config_path, self.stderr = cfg, model, path, config_path, stderr
-        self.current = VerdictChain.build(cfg, model, stderr, None)
-        self.asked = self.blocked = 0
+        self.snapshot, self.log_path = gate_snapshot_path(path), path.with_name(path.name + ".log")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.gate_model = load_gate(model.path)
+        self.current = VerdictChain.build(cfg, model, stderr, None, self.gate_model, self.snapshot)
+        self.current.go_live(self.snapshot)
+        self.asked = self.blocked = self.logged = 0
         self._server: asyncio.AbstractServer | None = None
+        self._logs: asyncio.DatagramTransport | None = None
         self._flusher: asyncio.TimerHandle | None = None
 
     def say(self, text: str) -> None:
@@ -134,11 +165,17 @@ class VerdictService:
 
     async def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()  # a socket left by a service that was killed
+        for stale in (self.path, self.log_path):  # sockets left by a service that was killed
+            with contextlib.suppress(FileNotFoundError):
+                stale.unlink()
         loop = asyncio.get_running_loop()
         self._server = await loop.create_unix_server(lambda: ModuleConnection(self), str(self.path))
         os.chmod(self.path, 0o666)  # Unbound runs as its own user; the socket is the only way in
+        logs = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        logs.bind(str(self.log_path))
+        logs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)  # a burst of cleared names
+        os.chmod(self.log_path, 0o666)
+        self._logs, _ = await loop.create_datagram_endpoint(lambda: ClearedNames(self), sock=logs)
         self._flush_log_later()
 
     def _flush_log_later(self) -> None:
@@ -151,15 +188,18 @@ class VerdictService:
             return False
         try:
             cfg = load_config(self.config_path)
-            model = self.model if cfg.model == self.cfg.model else load_model(cfg.model)
-            fresh = VerdictChain.build(cfg, model, self.stderr, self.current)
+            same = cfg.model == self.cfg.model
+            model = self.model if same else load_model(cfg.model)
+            gate_model = self.gate_model if same else load_gate(model.path)
+            fresh = VerdictChain.build(cfg, model, self.stderr, self.current, gate_model, self.snapshot)
         except ConfigError as err:
             self.say(f"reload rejected, previous policy stays in force: {err.location()}")
             return False
         except ResolverGuardError as err:
             self.say(f"reload rejected, previous policy stays in force: {err}")
             return False
-        old, self.current, self.cfg, self.model = self.current, fresh, cfg, model
+        old, self.current, self.cfg, self.model, self.gate_model = self.current, fresh, cfg, model, gate_model
+        fresh.go_live(self.snapshot)
         if old.log is not fresh.log:
             old.log.close()
         self.say(f"reloaded {self.config_path}")
@@ -192,14 +232,27 @@ class VerdictService:
 
     @staticmethod
     def request(line: bytes) -> Request | None:
+        """The request for one line; a fourth field "a" says the module's gate ran and the name is
+        above it (the gate is not run again here)."""
         try:
-            qname, qtype, client = line.decode("ascii", "replace").split("\t")
+            qname, qtype, client, *rest = line.decode("ascii", "replace").split("\t")
             fqdn = qname if qname.endswith(".") else qname + "."
             head = QueryHead(0, _RD, fqdn, int(qtype), 1, b"", False, 512, False)
         except ValueError:
             return None
         address = (client if client != "-" else "", 0)
-        return Request(head, b"", address, "unbound", time.monotonic())
+        request = Request(head, b"", address, "unbound", time.monotonic())
+        if rest == ["a"]:
+            request.notes["gate"] = "above"
+        return request
+
+    def log_cleared(self, data: bytes) -> None:
+        """Names the module cleared by itself, for the query log: each runs the chain as if asked
+        (the same verdict, pass), and the answer goes nowhere."""
+        for line in data.split(b"\n"):
+            if line:
+                self.logged += 1
+                self.answer(line, _discard)
 
     async def stop(self) -> None:
         if self._flusher is not None:
@@ -207,9 +260,31 @@ class VerdictService:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        if self._logs is not None:
+            self._logs.close()
+        for path in (self.path, self.log_path, self.snapshot):  # no snapshot: the module asks (and fails open)
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
         self.current.log.close()
+
+
+def _discard(line: bytes) -> None:
+    """Where the answers to cleared names' log lines go: the module did not wait for them."""
+
+
+def gate_snapshot_path(socket_path: Path) -> Path:
+    """Where the service writes the module's snapshot: beside the socket (the module derives it the same way)."""
+    return socket_path.with_name(socket_path.name + ".gate")
+
+
+class ClearedNames(asyncio.DatagramProtocol):
+    """The module's fire-and-forget datagrams: names it cleared, one line each, for the query log."""
+
+    def __init__(self, service: VerdictService) -> None:
+        self._service = service
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self._service.log_cleared(data)
 
 
 class ModuleConnection(asyncio.Protocol):

@@ -38,6 +38,7 @@ needs_unbound = pytest.mark.skipif(
     reason="needs Debian's unbound and python3-unbound (apt-get install unbound python3-unbound; .ci/run does)",
 )
 DGA = "xkq3vbh7tzpq.com"  # the shipped model's sinkhole example (README)
+CLEARED = "gardenshop.com"  # a name the shipped gate clears (tests/test_unbound_gate.py checks such names)
 
 
 @dataclass
@@ -176,6 +177,59 @@ def test_a_client_group_in_monitor_mode_is_logged_not_blocked_and_not_cached_for
     assert [(x["action"], x.get("would")) for x in lines if x["qname"] == DGA] == [("log", "sinkhole")]
 
 
+def module_counts(unbound: Unbound) -> dict[str, int]:
+    """The module's counters from its unload line (a reload unloads it): asked, cleared, logged, ..."""
+    unbound.control("reload")
+    deadline = time.monotonic() + 10
+    while "module unloaded" not in unbound.log_text():
+        assert time.monotonic() < deadline, unbound.log_text()
+        time.sleep(0.05)
+    line = next(x for x in unbound.log_text().splitlines() if "module unloaded" in x)
+    return {k: int(v) for k, v in (word.split("=") for word in line.split() if "=" in word)}
+
+
+@needs_unbound
+def test_a_name_the_first_stage_clears_resolves_without_asking_the_service_and_is_still_logged(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    sock = tmp_path / "verdicts.sock"
+    with run_service(tmp_path, sock), run_unbound(tmp_path, upstream.port, sock) as unbound:
+        assert "gate on" in unbound.log_text()
+        assert addresses(unbound.ask(CLEARED)) == [UPSTREAM_A]
+        assert addresses(unbound.ask(f"www.{CLEARED}", "AAAA")) != ["::"]
+        assert addresses(unbound.ask(DGA)) == ["0.0.0.0"]  # above the gate: the service's CNN sinkholes it
+        counts = module_counts(unbound)
+        lines = logged(tmp_path)
+    assert counts["cleared"] == 2 and counts["logged"] == 2 and counts["log_dropped"] == 0
+    assert counts["asked"] == 1, "only the DGA name went to the service"
+    assert [(x["qname"], x["qtype"], x["action"]) for x in lines if CLEARED in str(x["qname"])] == [
+        (CLEARED, "A", "pass"),
+        (f"www.{CLEARED}", "AAAA", "pass"),
+    ]
+    assert all(x["client"] == "127.0.0.1" and x["transport"] == "unbound" for x in lines)
+    assert [(x["qname"], x["action"]) for x in lines if x["qname"] == DGA] == [(DGA, "sinkhole")]
+
+
+@needs_unbound
+def test_a_deny_listed_name_the_gate_would_clear_is_blocked_and_a_service_reload_reaches_the_module(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    sock = tmp_path / "verdicts.sock"
+    policy = f"lists:\n  deny: [{CLEARED}]\n"
+    with run_service(tmp_path, sock, policy) as service, run_unbound(tmp_path, upstream.port, sock) as unbound:
+        assert addresses(unbound.ask(f"www.{CLEARED}")) == ["0.0.0.0"]
+        assert addresses(unbound.ask("riverbooks.net")) == [UPSTREAM_A]  # cleared by the gate
+        (tmp_path / "policy.yaml").write_text(
+            f"query_log: '{tmp_path}/queries.jsonl'\nlists:\n  deny: [riverbooks.net]\n"
+        )
+        service.send_signal(signal.SIGHUP)
+        wait_for(service, "reloaded")
+        time.sleep(1.2)  # the module looks at the snapshot's file once a second
+        assert addresses(unbound.ask("shop.riverbooks.net")) == ["0.0.0.0"]
+        assert addresses(unbound.ask(f"mail.{CLEARED}")) == [UPSTREAM_A]  # off the list now
+    assert f"www.{CLEARED}." not in upstream.queries and "shop.riverbooks.net." not in upstream.queries
+
+
 @needs_unbound
 def test_with_the_service_down_names_pass_and_are_counted_then_blocking_resumes(
     tmp_path: Path, upstream: Upstream
@@ -231,6 +285,7 @@ def test_reload_and_sighup_under_queries_keep_unbound_up_and_every_answer_right(
                 t.join(20)
         assert unbound.proc.poll() is None, unbound.log_text()
         assert unbound.log_text().count("resolverguard: module loaded") == 7  # started, then 6 reloads
+        assert unbound.log_text().count("gate on") == 7  # the first stage too, after every reload
         assert addresses(unbound.ask(f"after.{DGA}")) == ["0.0.0.0"]
     wrong = f"{results.count(False)} of {len(results)} wrong or lost; unbound log: {unbound.log_text()[-3000:]}"
     assert len(results) >= 20 and all(results), wrong
@@ -256,12 +311,14 @@ def test_unbound_module_prints_lines_that_unbound_checkconf_accepts(tmp_path: Pa
     assert check.returncode == 0, check.stderr + check.stdout
 
 
-def test_the_module_imports_only_the_standard_library_and_unbounds_own() -> None:
+@pytest.mark.parametrize("path", [MODULE_FILE, MODULE_FILE.with_name("unbound_gate.py")])
+def test_the_module_imports_only_the_standard_library_and_unbounds_own(path: Path) -> None:
     """What keeps `unbound-control reload` safe: Unbound re-initialises Python, and numpy (or anything
-    that loads it: LiteRT, resolverguard itself) cannot be imported twice in one process."""
+    that loads it: LiteRT, resolverguard itself) cannot be imported twice in one process. The module
+    loads its first stage (unbound_gate.py) from beside it: that file is held to the same rule."""
     import ast
 
-    tree = ast.parse(MODULE_FILE.read_text(encoding="utf-8"))
+    tree = ast.parse(path.read_text(encoding="utf-8"))
     imported = {
         alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
     }
@@ -334,3 +391,35 @@ def test_sighup_rereads_the_services_policy_and_a_broken_one_keeps_the_old(tmp_p
         service.send_signal(signal.SIGHUP)
         assert "policy.yaml:2: thresholds.sinkhole" in wait_for(service, "reload rejected")
         assert ask_service(sock, f"www.{DGA}.\t1\t-\n".encode()) == [b"P\n"]  # the allow list stays in force
+
+
+def test_a_name_the_first_stage_clears_the_service_passes_and_a_name_above_it_gets_one_verdict(
+    tmp_path: Path,
+) -> None:
+    """The cascade's verdict equals the service's: on a set of benign and random names, every name the
+    module's gate (read from the service's own snapshot) clears, the service passes when asked without
+    the gate's word; a name above the gate gets the same answer with and without it."""
+    import random
+    import string
+
+    from resolverguard.unbound_gate import ABOVE, CLEARED, read_snapshot
+
+    rng = random.Random(5)
+    words = ["shop", "news", "mail", "cloud", "green", "river", "blue", "city", "home", "garden", "book", "travel"]
+    names = [f"{rng.choice(words)}{rng.choice(words)}.{rng.choice(['com', 'de', 'net'])}" for _ in range(60)]
+    alphabet = string.ascii_lowercase + string.digits
+    names += ["".join(rng.choice(alphabet) for _ in range(rng.randint(8, 20))) + ".com" for _ in range(60)]
+    sock = tmp_path / "verdicts.sock"
+    with run_service(tmp_path, sock):
+        gate, why = read_snapshot(sock.with_name(sock.name + ".gate"))
+        assert gate is not None, why
+        decided = {name: gate.decide(name) for name in names}
+        plain = ask_service(sock, *(f"{n}.\t1\t-\n".encode() for n in names))
+        flagged = ask_service(sock, *(f"{n}.\t1\t-\ta\n".encode() for n in names if decided[n] == ABOVE))
+    answers = dict(zip(names, plain, strict=True))
+    cleared = [n for n in names if decided[n] == CLEARED]
+    above = [n for n in names if decided[n] == ABOVE]
+    assert len(cleared) >= 20 and len(above) >= 20, decided
+    assert all(answers[n] == b"P\n" for n in cleared)
+    assert [answers[n] for n in above] == flagged
+    assert any(a.startswith(b"B\t") for a in flagged)  # some of the names above the gate are sinkholed

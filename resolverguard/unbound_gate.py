@@ -1,0 +1,369 @@
+"""The Unbound module's first stage: clears most never-seen benign names inside Unbound, standard library only.
+
+Why (issue #17): asking the verdict service about every name blocks Unbound's thread for a round trip
+(py-spy: ~70% of its time), which held never-seen names through the module to ~0.2x plain Unbound.
+Most names need no CNN: the linear n-gram stage (`resolverguard/ngrams.py`) trained beside it clears a
+name whose logit is under a gate calibrated at benign FPR 0.05 (`convert/gate.py`); #13 measured that
+such a cascade flags exactly what the CNN flags and hands only ~5-8% of benign names on to the CNN.
+This file is that gate in pure Python, so it survives `unbound-control reload` (numpy does not,
+numpy/numpy#28271), plus everything else that could make a cleared name's verdict differ from the
+service's: the lists (their deny keys), the name rules (public suffixes, unscored names) and the
+thresholds. The service (`resolverguard/unboundservice.py`) writes it all into one snapshot file;
+the module reads it and clears a name only when the service, asked, would certainly answer "pass":
+
+* the gate is on (a gate ships with the model, no deny regex anywhere, every threshold above 0,
+  private suffixes not scored as `all`);
+* the name is an ordinary hostname under an ICANN suffix whose rules have no wildcard or exception,
+  not under a dynamic-DNS suffix, and neither it nor a parent domain is on any deny list of any group;
+* the linear stage's logit of the scored text is below the gate.
+
+Everything else (listed, unscored, uncertain names) is asked as before and the CNN decides. The service
+scores with the same cascade (`CascadeScorer`), so a cleared name gets the same verdict either way:
+a test holds the two to it. The featurizer here repeats `NgramHasher` step by step; a parity test
+holds it to the numpy one.
+
+The snapshot (little-endian): MAGIC, a u32 header length, a JSON header, then at the offsets the header
+names, the float32 weights (2**bits) and the sorted int64 deny keys (`resolverguard.lists.domain_key`).
+It is read whole (a few MB for a million-entry list) instead of mapped, so a reload has nothing to unmap.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import struct
+from _blake2 import blake2b  # hashlib's blake2b without hashlib's OpenSSL import (~4 ms on every reload)
+from array import array
+from bisect import bisect_left
+from typing import Any, NamedTuple
+
+MAGIC = b"RGGATE1\0"
+_M64 = (1 << 64) - 1
+_MULT = 0x9E3779B97F4A7C15  # = resolverguard.ngrams: the featurizer's constants
+_ORDER_SALT = 0x632BE59BD9B4E019
+_SUFFIX_SALT = 0x2545F4914F6CDD1D
+_LDH_LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")  # = resolverguard.names
+CLEARED, ABOVE, ASK = "cleared", "above", "ask"  # Gate.decide
+_LETTERS, _DIGITS, _VOWELS = "abcdefghijklmnopqrstuvwxyz", "0123456789", "aeiou"
+
+
+def write_snapshot(path: str | os.PathLike[str], header: dict[str, Any], sections: dict[str, bytes]) -> None:
+    """Writes the snapshot atomically (a rename), so the module never reads half of one. `sections`:
+    named byte strings (each 8-byte aligned in the file); the header says where each one lies."""
+    head = dict(header)
+    start, blob = 0, b""
+    for _ in range(3):  # the offsets depend on the header's own length: settle them
+        blob = json.dumps(head, sort_keys=True).encode()
+        start = -(-(len(MAGIC) + 4 + len(blob)) // 8) * 8
+        at, places = start, {}
+        for name, data in sections.items():
+            places[name] = [at, len(data)]
+            at += -(-len(data) // 8) * 8
+        head["sections"] = places
+    blob = json.dumps(head, sort_keys=True).encode()
+    if len(MAGIC) + 4 + len(blob) > start:
+        raise ValueError("snapshot header grew while placing its sections")
+    tmp = os.fspath(path) + ".tmp"
+    with open(tmp, "wb") as out:
+        out.write(MAGIC + struct.pack("<I", len(blob)) + blob)
+        out.write(b"\0" * (start - len(MAGIC) - 4 - len(blob)))
+        for data in sections.values():
+            out.write(data + b"\0" * (-len(data) % 8))
+    os.replace(tmp, path)
+
+
+def blake_key(domain: str) -> int:
+    """`resolverguard.lists._key`, repeated: the 64-bit key a listed domain is stored under."""
+    digest = blake2b(domain.encode("utf-8", "replace"), digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True)
+
+
+def gram_index(code: int, order: int, bits: int) -> int:
+    """The bucket of the n-gram with this code (`NgramHasher`: Fibonacci hashing of the salted code)."""
+    return (((code + order * _ORDER_SALT) & _M64) * _MULT & _M64) >> (64 - bits)
+
+
+class Featurizer:
+    """`resolverguard.ngrams.NgramHasher` + `LinearWeights.logits` for one name, in pure Python.
+
+    Speed is the point (it runs on Unbound's thread for every never-seen name): n-grams of order 1-3
+    are looked up in per-order tables of weights by code (`tables`, 64**order entries, written by the
+    service), orders 4 and 5 are hashed in list comprehensions, and the label's counts come from
+    `bytes.translate`. (A plain class, not a dataclass: this file is imported again on every Unbound
+    reload, and `dataclasses` costs milliseconds to import there.)"""
+
+    __slots__ = (
+        "charset", "maxlen", "orders", "bits", "weights", "dense", "bias", "tables", "low", "_table", "_dot", "_end",
+        "_shift", "_not_letters", "_not_digits", "_not_vowels", "_not_hyphen", "_high",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        charset: str,
+        maxlen: int,
+        orders: tuple[int, ...],
+        bits: int,
+        weights: Any,
+        dense: tuple[float, ...],
+        bias: float,
+        tables: tuple[Any, ...] = (),
+        low: Any = None,
+    ) -> None:
+        """`weights`: a float32 sequence of 2**bits (memoryview or array); `tables`: weights by code
+        for orders 1, 2, 3; `low`: their sums by trigram code (`low_table`); both made here, slowly,
+        when not given (the service writes them into the snapshot)."""
+        self.charset, self.maxlen, self.orders, self.bits = charset, maxlen, orders, bits
+        self.weights, self.dense, self.bias, self.tables, self.low = weights, dense, bias, tables, low
+        table = bytearray([1] * 256)  # 1 = UNKNOWN, 0 = padding, charset from 2 (resolverguard.encoding)
+        for index, char in enumerate(self.charset, start=2):
+            table[ord(char)] = index
+        self._table = bytes(table)
+        self._dot = self.charset.index(".") + 2 if "." in self.charset else -1
+        codes = {c: self.charset.index(c) + 2 for c in self.charset}
+
+        def others(keep: str) -> bytes:  # every code but those of `keep`: translate(None, it) keeps `keep`
+            kept = {codes[c] for c in keep if c in codes}
+            return bytes(i for i in range(256) if i not in kept)
+
+        self._not_letters = others(_LETTERS)
+        self._not_digits = others(_DIGITS)
+        self._not_vowels = others(_VOWELS)
+        self._not_hyphen = others("-")
+        self._end = len(self.charset) + 2
+        if not self.tables:
+            self.tables = make_tables(self.weights, self.bits, self.orders)
+        if self.low is None and self.orders == (1, 2, 3, 4, 5):
+            self.low = low_table(*self.tables)
+        shift = 64 - self.bits
+        high = [(o, (o * _ORDER_SALT * _MULT) & _M64) for o in self.orders if o > 3]
+        self._high: tuple[tuple[int, int], ...] = tuple(high)  # (order, salt * mult) above order 3
+        self._shift = shift
+
+    def logit(self, text: str) -> float:
+        """The linear stage's logit of `text`, as `LinearWeights.logits` computes it (the float32
+        weights summed in float64; float32-rounded dense features)."""
+        raw = text.encode("ascii", "replace")[: self.maxlen].translate(self._table)
+        return self._hashed(raw) + self._dense_sum(raw) + self.bias
+
+    def _hashed(self, raw: bytes) -> float:
+        if self.low is not None and len(raw) < self.maxlen:
+            return self._hashed_fast(raw)
+        return self._hashed_any(raw)
+
+    def _hashed_fast(self, raw: bytes) -> float:
+        """Orders 1-5 of a padded name (shorter than maxlen, the usual case). Each character ends a
+        unigram, a bigram and a trigram, whose weights `low` holds summed by the trigram's code, so
+        orders 1-3 cost one lookup per character; g starts with two padding columns, and the trigram
+        (pad, pad, c) stands for the first character's unigram and (pad, c) bigram, which no real
+        trigram can be (an n-gram never starts two columns into the padding). Orders 4 and 5 are
+        hashed in one pass, the name's last 4-gram on its own."""
+        g = [0, 0, *raw, self._end]
+        c3 = [(a << 12) | (b << 6) | c for a, b, c in zip(g, g[1:], g[2:], strict=False)]
+        total = sum(map(self.low.__getitem__, c3))
+        weights, shift, m64, mult = self.weights, self._shift, _M64, _MULT
+        (_, k4), (_, k5) = self._high
+        total += sum(
+            [
+                weights[((c4 * mult + k4) & m64) >> shift] + weights[((((c4 << 6) | e) * mult + k5) & m64) >> shift]
+                for c4, e in zip([(x << 6) | d for x, d in zip(c3[1:], g[4:], strict=False)], g[5:], strict=False)
+            ]
+        )
+        if len(raw) >= 2:  # the name's last 4-gram (pad, c1, c2, end at the least)
+            last4 = (c3[-2] << 6) | g[-1]
+            total += weights[((last4 * mult + k4) & m64) >> shift]
+        return float(total + weights[self._suffix_index(raw, True)])
+
+    def _hashed_any(self, raw: bytes) -> float:
+        """Any orders, any length: each order's codes in turn (names of maxlen or more have no padding column)."""
+        padded = len(raw) < self.maxlen  # one padding column marks the start of the name
+        g = [0, *raw, self._end] if padded else [*raw, self._end]
+        t1, t2, t3 = self.tables
+        orders = self.orders
+        total = 0.0
+        if 1 in orders:  # a unigram of the padding column is no n-gram
+            total += sum(map(t1.__getitem__, g[1:] if padded else g))
+        c2 = [(a << 6) | b for a, b in zip(g, g[1:], strict=False)]
+        if 2 in orders:
+            total += sum(map(t2.__getitem__, c2))
+        c3 = [(a << 6) | b for a, b in zip(c2, g[2:], strict=False)]
+        if 3 in orders:
+            total += sum(map(t3.__getitem__, c3))
+        code, weights, shift, m64, mult = c3, self.weights, self._shift, _M64, _MULT
+        for order, salt in self._high:
+            code = [(a << 6) | b for a, b in zip(code, g[order - 1 :], strict=False)]
+            total += sum([weights[((c * mult + salt) & m64) >> shift] for c in code])
+        return float(total + weights[self._suffix_index(raw, padded)])
+
+    def _suffix_index(self, raw: bytes, padded: bool) -> int:
+        """The hashed token of everything after the first dot (`NgramHasher._suffix_code`): the
+        suffix's codes as a base-64 number, of which only the last 11 digits survive modulo 2**64."""
+        first = raw.find(self._dot)
+        code = 0
+        if first >= 0:
+            for c in raw[max(first, len(raw) - 11) :]:
+                code = (code << 6) | c
+        return ((((code + _SUFFIX_SALT) & _M64) * _MULT) & _M64) >> self._shift
+
+    def _dense_sum(self, raw: bytes) -> float:
+        """The label's shape features (length, entropy, digit, vowel and hyphen shares), each rounded
+        to float32 as the numpy featurizer stores them, times their weights."""
+        dot = raw.find(self._dot)
+        label = raw[:dot] if dot >= 0 else raw
+        length = len(label)
+        safe = max(length, 1)
+        entropy = 0.0
+        for c in sorted(set(label)):  # (the numpy featurizer's order: by code)
+            p = label.count(c) / safe
+            entropy -= p * math.log2(p)
+        letters = len(label.translate(None, self._not_letters))
+        digits = len(label.translate(None, self._not_digits))
+        vowels = len(label.translate(None, self._not_vowels))
+        hyphens = len(label.translate(None, self._not_hyphen))
+        features = array("f", (length / 32.0, entropy / 5.0, digits / safe, vowels / max(letters, 1), hyphens / safe))
+        d = self.dense
+        return features[0] * d[0] + features[1] * d[1] + features[2] * d[2] + features[3] * d[3] + features[4] * d[4]
+
+
+def make_tables(weights: Any, bits: int, orders: tuple[int, ...]) -> tuple[Any, ...]:
+    """Weights by n-gram code for orders 1-3 (64**order entries each; an order not used: empty).
+    The service writes these into the snapshot (`table_bytes`): slow in pure Python (~0.1 s)."""
+    return tuple(
+        array("f", [weights[gram_index(c, order, bits)] for c in range(64**order)] if order in orders else [])
+        for order in (1, 2, 3)
+    )
+
+
+def low_table(t1: Any, t2: Any, t3: Any) -> array[float]:
+    """Orders 1-3 summed by trigram code (a, b, c): the weights of the unigram c, the bigram (b, c)
+    and the trigram; for (0, 0, c), only the unigram and the bigram (pad, c) (see `_hashed_fast`).
+    Float64: the three float32 weights add exactly. The service makes the same table with numpy."""
+    out = array("d", bytes(8 * 64**3))
+    for code in range(64**3):
+        c, bc = code & 63, code & 4095
+        out[code] = float(t1[c]) + float(t2[bc]) + (float(t3[code]) if code >> 6 else 0.0)
+    return out
+
+
+class Gate(NamedTuple):
+    """What the module decides alone: `clears(qname)` is True only when the service would pass it."""
+
+    featurizer: Featurizer
+    threshold: float  # logit: below it the name is cleared
+    form: str  # "registrable" or "label": what the model scores
+    check_dynamic_dns: bool
+    rules: frozenset[str]  # ICANN public suffix rules without wildcard or exception
+    tricky_tlds: frozenset[str]  # TLDs with wildcard or exception rules: asked, not cleared
+    dynamic_dns: frozenset[str]
+    dynamic_depths: tuple[int, ...]
+    local: frozenset[str]
+    deny: Any  # sorted int64 keys (memoryview)
+    log: bool  # the service keeps a query log: cleared names are sent to it
+
+    def text(self, qname: str) -> str | None:
+        """The text the model would score for `qname` (`NameParser`), or None when the name is not
+        an ordinary one (those are asked: the service's name rules decide)."""
+        name = qname.lower().rstrip(".")
+        if not name or len(name) > 253:
+            return None
+        labels = name.split(".")
+        if len(labels) < 2 or "" in labels:
+            return None
+        tld = labels[-1]
+        if tld == "arpa" or tld in self.local or tld in self.tricky_tlds or name.endswith(".home.arpa"):
+            return None
+        if self.check_dynamic_dns and any(".".join(labels[-n:]) in self.dynamic_dns for n in self.dynamic_depths):
+            return None
+        rules = self.rules
+        for i in range(1, len(labels)):  # the longest public suffix that leaves a label in front
+            if ".".join(labels[i:]) in rules:
+                registrable = ".".join(labels[i - 1 :])
+                label = labels[i - 1]
+                if not _LDH_LABEL.match(label):
+                    return None
+                return registrable if self.form == "registrable" else label
+        return None  # the name is a suffix itself, or its TLD is unknown: asked
+
+    def listed(self, qname: str) -> bool:
+        """Is the name or a parent domain on any deny list (any group, exact or covering)?"""
+        keys = self.deny
+        if not len(keys):
+            return False
+        name = qname.lower().rstrip(".")
+        while name:
+            key = blake_key(name)
+            i = bisect_left(keys, key)
+            if i < len(keys) and keys[i] == key:
+                return True
+            name = name.partition(".")[2]
+        return False
+
+    def decide(self, qname: str) -> str:
+        """CLEARED (pass: the service would), ABOVE (the gate ran and the CNN must decide) or ASK
+        (listed or not an ordinary name: the service decides everything)."""
+        text = self.text(qname)
+        if text is None or self.listed(qname):
+            return ASK
+        return CLEARED if self.featurizer.logit(text) < self.threshold else ABOVE
+
+
+def read_snapshot(path: str | os.PathLike[str]) -> tuple[Gate | None, str]:
+    """(the gate, why) from a snapshot file: (None, why) when there is none, it is unreadable or
+    the service said the gate is off; the module then asks about every name, as before."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as err:
+        return None, f"no gate snapshot ({err.strerror})"
+    if not data.startswith(MAGIC) or len(data) < len(MAGIC) + 4:
+        return None, "not a gate snapshot"
+    try:
+        (size,) = struct.unpack_from("<I", data, len(MAGIC))
+        head = json.loads(data[len(MAGIC) + 4 : len(MAGIC) + 4 + size])
+        if not head.get("enabled"):
+            return None, f"gate off: {head.get('why_off', 'no reason given')}"
+        view = memoryview(data)
+        places = head["sections"]
+
+        def section(name: str, kind: Any) -> Any:
+            at, size = places[name]
+            if at + size > len(data):
+                raise ValueError(f"section {name} runs past the end of the file")
+            return view[at : at + size].cast(kind)
+
+        weights, deny, table_view = section("weights", "f"), section("deny", "q"), section("tables", "f")
+        n_weights = 1 << int(head["bits"])
+        if len(weights) != n_weights or len(table_view) != 64 + 64**2 + 64**3:
+            raise ValueError("section sizes do not match the header")
+        tables = (table_view[:64], table_view[64 : 64 + 64**2], table_view[64 + 64**2 :])
+        low = section("low", "d") if places.get("low", [0, 0])[1] else None
+        if low is not None and len(low) != 64**3:
+            raise ValueError("section sizes do not match the header")
+        featurizer = Featurizer(
+            head["charset"],
+            int(head["maxlen"]),
+            tuple(head["orders"]),
+            int(head["bits"]),
+            weights,
+            tuple(head["dense"]),
+            float(head["bias"]),
+            tables,
+            low,
+        )
+        gate = Gate(
+            featurizer,
+            float(head["threshold"]),
+            head["form"],
+            bool(head["check_dynamic_dns"]),
+            frozenset(head["rules"]),
+            frozenset(head["tricky_tlds"]),
+            frozenset(head["dynamic_dns"]),
+            tuple(head["dynamic_depths"]),
+            frozenset(head["local"]),
+            deny,
+            bool(head["log"]),
+        )
+    except (KeyError, ValueError, TypeError, struct.error) as err:
+        return None, f"unreadable gate snapshot: {type(err).__name__}: {err}"
+    return gate, f"gate on (model {head.get('model_version', '?')}, {len(deny)} deny keys)"
