@@ -34,6 +34,7 @@ from resolverguard.verdicts import Action, Mode, Reason, Verdict
 from resolverguard.watch import Flag, LikelyC2, WatchLimits, WatchRule, WatchState, watch_key
 
 if TYPE_CHECKING:
+    from resolverguard.groups import ClientGroup
     from resolverguard.steps.family import FamilyHints
     from resolverguard.steps.metrics import Metrics
 
@@ -87,6 +88,7 @@ class ClientWatchStep:
         self._exempt = networks(cfg.exempt_clients)
         self._blocks = blocks
         self._probes: set[asyncio.Task[None]] = set()
+        self._inbox: list[tuple[str, str, float | None, float | None, ClientGroup | None]] = []  # see _drain
 
     def check(self, request: Request) -> Outcome:
         """On the way in: nothing to do unless someone is flagged or a likely C2 is known."""
@@ -96,8 +98,9 @@ class ClientWatchStep:
         return None
 
     def seen(self, request: Request, reply: Reply) -> None:
-        """On the way out: what the answer says (a name resolved, an NXDOMAIN, the model's sinkhole).
-        Runs for every answer, cached ones too: the resolved case comes first and stays short."""
+        """On the way out: what the answer says (a name resolved, an NXDOMAIN, the model's sinkhole),
+        noted in the inbox and read after the answer has left (`_drain`). Runs for every answer,
+        cached ones too: the resolved case comes first and stays short."""
         name = request.name
         if reply is None or name is None or name.label is None or len(reply) < 12:
             return
@@ -110,27 +113,61 @@ class ClientWatchStep:
                 if key in DYNAMIC_DNS_SUFFIXES:
                     key = watch_key(name)
                 if key is not None:
-                    found = self.state.resolved(request.client[0], key, request.score, request.started)
-                    if self.state.raised:
-                        self._announce_raised(request)
-                    if found:
-                        self._announce_c2(found)
+                    inbox = self._inbox
+                    if not inbox:
+                        asyncio.get_running_loop().call_soon(self._drain)
+                    inbox.append((request.client[0], key, request.score, request.started, request.group))
             elif rcode == _NXDOMAIN:
-                self._later(request, name.qname)
+                self._later(request)
         elif verdict is not None and verdict.reason in _MODEL_REASONS:
-            self._later(request, name.qname)  # the model sinkholed it: evidence as good as an NXDOMAIN
+            self._later(request)  # the model sinkholed it: evidence as good as an NXDOMAIN
 
-    def _announce_raised(self, request: Request) -> None:
-        """A flag an answer raised (an early C2's beacon: WatchState._beacon_evidence)."""
-        quarantine = self._group_watch(request).action is WatchAction.QUARANTINE
-        raised, self.state.raised = self.state.raised, []
-        for flag in raised:
-            self._announce_flag(flag, quarantine)
+    def _later(self, request: Request) -> None:
+        """An NXDOMAIN (or the model's sinkhole) into the inbox, for the rule to read later (its
+        typo check costs ~10-40 us)."""
+        client = request.client[0]
+        if not self._group_watch(request).enabled or (self._exempt and _exempt(client, self._exempt)):
+            return
+        assert request.name is not None
+        key = watch_key(request.name)
+        if key is None:
+            return
+        inbox = self._inbox
+        if not inbox:
+            asyncio.get_running_loop().call_soon(self._drain)
+        inbox.append((client, key, request.score, None, request.group))
+
+    def _drain(self) -> None:
+        """What the answers of a turn of the loop said, read in their order once they have left
+        (`WatchState.observe`): the watch never delays an answer, and a turn's answers cost one
+        callback, not one each."""
+        events, self._inbox = self._inbox, []
+        pending = iter(events)
+        found: list[LikelyC2] = []
+        raised: list[tuple[Flag, ClientGroup | None]] = []
+        while True:
+            try:
+                self.state.observe(pending, found, raised)
+                break
+            except Exception as err:  # noqa: BLE001 - the watch must never take DNS down; read the rest
+                self._complain(err)
+        try:
+            for flag, group in raised:
+                self._announce_flag(flag, self._watch_of(group).action is WatchAction.QUARANTINE)
+            if found:
+                self._announce_c2(found)
+        except Exception as err:  # noqa: BLE001
+            self._complain(err)
+
+    def _complain(self, err: Exception) -> None:
+        print(f"resolverguard: client watch: {type(err).__name__}: {err}", file=self._stderr or sys.stderr)
+
+    def _watch_of(self, group: ClientGroup | None) -> ClientWatchConfig:
+        return group.watch if group is not None else self.cfg
 
     def _group_watch(self, request: Request) -> ClientWatchConfig:
         """The client's group's `client_watch` (enabled, action, block_action may differ per group)."""
-        group = request.group
-        return group.watch if group is not None else self.cfg
+        return self._watch_of(request.group)
 
     def _decide(self, request: Request) -> None:
         """Blocks a likely C2 for everyone, and a flagged client's suspect names (quarantine). The
@@ -187,32 +224,6 @@ class ClientWatchStep:
             found = self.state.probe_resolved(request.client[0], key)
             if found:
                 self._announce_c2(found)
-
-    def _later(self, request: Request, qname: str) -> None:
-        """The rule runs after the answer is on its way (its typo check costs ~10-40 us)."""
-        client, mine = request.client[0], self._group_watch(request)
-        if not mine.enabled or (self._exempt and _exempt(client, self._exempt)):
-            return
-        assert request.name is not None
-        key = watch_key(request.name)
-        if key is None:
-            return
-        quarantine = mine.action is WatchAction.QUARANTINE
-        state = self.state
-        if state.flagged and state.flag_of(client) is not None:  # only the time is noted: no need to wait
-            self._nxdomain(client, key, request.score, quarantine)
-            return
-        if state.repeated(client, key):
-            return  # nothing to add: no call_soon
-        asyncio.get_running_loop().call_soon(self._nxdomain, client, key, request.score, quarantine)
-
-    def _nxdomain(self, client: str, key: str, score: float | None, quarantine: bool) -> None:
-        try:
-            flag = self.state.nxdomain(client, key, score)
-            if flag is not None:
-                self._announce_flag(flag, quarantine)
-        except Exception as err:  # noqa: BLE001 - the watch must never take DNS down
-            print(f"resolverguard: client watch: {type(err).__name__}: {err}", file=self._stderr or sys.stderr)
 
     # -- telling people --------------------------------------------------------------------
     def _until(self, until: float) -> str:
