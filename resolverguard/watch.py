@@ -257,15 +257,19 @@ class NearbyLabels:
         self._unfiled = deque(label for label in dict.fromkeys(self._unfiled) if counts.get(label, 0) > 0)
 
     def _file(self) -> None:
+        """Files up to FILE_PER_LOOKUP labels of the queue, oldest first; the entries it skips (gone,
+        or filed already: the label came back after it left) are at most the queue's bound."""
         unfiled, counts, buckets = self._unfiled, self._count, self._buckets
-        for _ in range(min(len(unfiled), self.FILE_PER_LOOKUP)):
+        filed = 0
+        while unfiled and filed < self.FILE_PER_LOOKUP:
             label = unfiled.popleft()
             seen = counts.get(label, 0)
             if seen <= 0:
-                continue  # gone, or filed already (it came back after it left)
+                continue
             counts[label] = -seen
             for key in _bucket_keys(label, len(label)):
                 buckets.setdefault(key, []).append(label)
+            filed += 1
 
     def near(self, label: str) -> bool:
         """True when a known label is one edit from `label` (or is it)."""

@@ -213,3 +213,17 @@ def test_nearby_labels_finds_exactly_the_labels_one_edit_away() -> None:
     queries += ["".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(5, 14))) for _ in range(200)]
     for q in queries:
         assert index.near(q) == bool(_one_edit_away(q) & set(present)), q
+
+
+def test_nearby_labels_queue_stays_bounded_on_a_stream_nobody_looks_up() -> None:
+    """A stream of never-seen names (a flagged client's misses) adds and removes labels with no
+    lookup to file them: the queue of unfiled labels is compacted, and lookups stay exact."""
+    index = NearbyLabels()
+    for i in range(30_000):
+        index.add(f"label{i:06d}")
+        if i >= 1000:
+            index.remove(f"label{i - 1000:06d}")
+        assert len(index._unfiled) <= 2 * (len(index) + 1) + NearbyLabels.FILE_PER_LOOKUP
+    assert len(index) == 1000
+    assert index.near("label029999z") and index.near("labl029000")  # present: one edit away
+    assert not index.near("label000500z") and "label028999" not in index  # gone

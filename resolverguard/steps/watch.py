@@ -3,15 +3,16 @@
 A `Watcher` (resolverguard.chain): its check runs after the decision checks, so it sees each
 query's verdict (an allow-listed name is never touched) and can turn it into a block before the
 block step answers; its `seen` reads the answer the check run ends with, whoever made it: the
-upstream, the answer cache, or the model's sinkhole. It never waits on anything: reading an answer
-is its rcode byte and answer count; what an NXDOMAIN means (the typo check, the rule) runs just
-after the answer has been sent (`call_soon`), and alerts leave through `resolverguard.alerts` on a
-thread.
+upstream, the answer cache, or the model's sinkhole. It never waits on anything, and an answer
+waits only for `seen` to read its rcode byte and answer count and append what it learned to an
+inbox; what the answers mean (known names, beacons, the typo check and the rule for an NXDOMAIN)
+is read once they have left, a turn of the loop's answers in one callback (`_drain`); alerts leave
+through `resolverguard.alerts` on a thread.
 
-When nobody is flagged and no likely C2 is known, a cached answer costs two empty-dict checks on
-the way in and two to four dict operations on the way out (measured in process: ~0.6 us of ~6 us;
-bench/results/compare_watch.md). With `workers: N` each client's queries all reach one worker
-(resolverguard.reuseport), whose watch sees the whole of that client's walk.
+When nobody is flagged and no likely C2 is known, the way in costs two empty-dict checks; the way
+out, a few attribute reads and an append, and in the drain a name several clients use is two dict
+operations (bench/results/watch_cost.md). With `workers: N` each client's queries all reach one
+worker (resolverguard.reuseport), whose watch sees the whole of that client's walk.
 """
 
 from __future__ import annotations
