@@ -148,10 +148,13 @@ class ClientWatchStep:
         raised: list[tuple[Flag, ClientGroup | None]] = []
         while True:
             try:
-                self.state.observe(pending, found, raised)
+                stopped = self.state.observe(pending, found, raised)
                 break
             except Exception as err:  # noqa: BLE001 - the watch must never take DNS down; read the rest
                 self._complain(err)
+        if stopped is not None:  # a long backlog of labels to count first: the rest on the next turn
+            self._inbox = [stopped, *pending, *self._inbox]
+            asyncio.get_running_loop().call_soon(self._drain)
         try:
             for flag, group in raised:
                 self._announce_flag(flag, self._watch_of(group).action is WatchAction.QUARANTINE)
