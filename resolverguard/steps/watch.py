@@ -4,10 +4,10 @@ A `Watcher` (resolverguard.chain): its check runs after the decision checks, so 
 query's verdict (an allow-listed name is never touched) and can turn it into a block before the
 block step answers; its `seen` reads the answer the check run ends with, whoever made it: the
 upstream, the answer cache, or the model's sinkhole. It never waits on anything, and an answer
-waits only for `seen` to read its rcode byte and answer count and append what it learned to an
-inbox; what the answers mean (known names, beacons, the typo check and the rule for an NXDOMAIN)
-is read once they have left, a turn of the loop's answers in one callback (`_drain`); alerts leave
-through `resolverguard.alerts` on a thread.
+waits only for `seen` to read its rcode byte and answer count and, for a resolved name the network
+already shares, a few dict operations; everything else (a new name, a beacon, the typo check and
+the rule for an NXDOMAIN) goes to an inbox read once the answers have left, a turn of the loop's
+answers in one callback (`_drain`); alerts leave through `resolverguard.alerts` on a thread.
 
 When nobody is flagged and no likely C2 is known, the way in costs two empty-dict checks; the way
 out, a few attribute reads and an append, and in the drain a name several clients use is two dict
@@ -99,9 +99,10 @@ class ClientWatchStep:
         return None
 
     def seen(self, request: Request, reply: Reply) -> None:
-        """On the way out: what the answer says (a name resolved, an NXDOMAIN, the model's sinkhole),
-        noted in the inbox and read after the answer has left (`_drain`). Runs for every answer,
-        cached ones too: the resolved case comes first and stays short."""
+        """On the way out: what the answer says (a name resolved, an NXDOMAIN, the model's sinkhole).
+        Runs for every answer, cached ones too: a resolved name's common cases are read at once
+        (`WatchState.answered`, a few dict operations); the rest goes to the inbox, read after the
+        answer has left (`_drain`)."""
         name = request.name
         if reply is None or name is None or name.label is None or len(reply) < 12:
             return
@@ -113,11 +114,12 @@ class ClientWatchStep:
                 key = name.registrable
                 if key in DYNAMIC_DNS_SUFFIXES:
                     key = watch_key(name)
-                if key is not None:
+                client = request.client[0]
+                if key is not None and self.state.answered(client, key, request.started):
                     inbox = self._inbox
                     if not inbox:
                         asyncio.get_running_loop().call_soon(self._drain)
-                    inbox.append((request.client[0], key, request.score, request.started, request.group))
+                    inbox.append((client, key, request.score, request.started, request.group))
             elif rcode == _NXDOMAIN:
                 self._later(request)
         elif verdict is not None and verdict.reason in _MODEL_REASONS:
