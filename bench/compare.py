@@ -396,7 +396,8 @@ def main() -> None:
     p.add_argument("--queries", type=int, default=200_000)
     p.add_argument("--misses", type=int, default=0, help="never-seen names (default 200k per second of run)")
     p.add_argument("--reloads", type=int, default=100)
-    p.add_argument("--watch", action="store_true", help="only (d) against (g) = (d) + client_watch, alternated")
+    p.add_argument("--watch", action="store_true", help="only (d) against (g) = (d) + client_watch, in turn")
+    p.add_argument("--rounds", type=int, default=4, help="--watch: rounds of (d) and (g) in turn")
     p.add_argument("--log", action="store_true", help="only (d) against (d') log file, (d't) thread, (d's) store")
     p.add_argument(
         "--module", action="store_true", help="only Unbound: (b), (n) do-nothing module, (m); 1 and 2 threads"
@@ -683,41 +684,113 @@ def compare_module(work: Path, files: dict[str, Path], a: argparse.Namespace, mi
 
 
 def compare_watch(work: Path, files: dict[str, Path], a: argparse.Namespace) -> None:
-    """The client watch's cost: (d) the full chain and (g) the same with `client_watch` on, measured
-    alternately twice (d, g, d, g) so that drift in the machine's load hits both alike; QPS ratio
-    (g)/(d) of the summed runs, to results/compare_watch.{md,json}."""
+    """The client watch's cost: (d) the full chain against (g) the same with `client_watch` on (action
+    log: the bench client walks DGA-looking names, so it is flagged from the prelude on and stays
+    flagged, the worst case; checked). The two differ in the watch alone: the same prelude, the same
+    names in the same order, each round's misses names of their own (a name asked again in a later
+    round is a verdict-cache hit, for the target that got further in the earlier round more than for
+    the other), and both targets measured back to back per kind, (d) first in odd rounds and (g) first
+    in even ones, so that drift in the machine's load hits both alike. QPS ratio (g)/(d) of the summed
+    rounds, and the ratio of the server's CPU us per answered query, which other processes' load moves
+    far less; the load average before and after. To results/compare_watch.{md,json}."""
     ports = {k: free_port() for k in ("nsd", "d", "g")}
     procs = [start_nsd(work, ports["nsd"])]
+    names = files["misses"].read_text().splitlines(keepends=True)
+    share = len(names) // (a.rounds + 1)
+    prelude, *rounds = (names[i * share : (i + 1) * share] for i in range(a.rounds + 1))
+    (work / "prelude.txt").write_text("".join(prelude[:2000]))  # flags (g)'s client: DGA-looking names
+    misses = []
+    for r, chunk in enumerate(rounds):
+        misses.append(work / f"misses-{r}.txt")
+        misses[-1].write_text("".join(chunk))
     runs: dict[str, list[dict[str, Any]]] = {"d": [], "g": []}
+    load_before = os.getloadavg()
     try:
         wait_ready(ports["nsd"])
-        procs.append(start_resolverguard(work, ports["d"], ports["nsd"], True))
-        procs.append(start_resolverguard(work, ports["g"], ports["nsd"], True, watch=True))
-        for _ in range(2):
-            for key, proc in (("d", procs[1]), ("g", procs[2])):
-                runs[key].append(measure(key, proc, ports[key], files, a.seconds, {}))
+        servers = {key: start_resolverguard(work, ports[key], ports["nsd"], True, watch=key == "g") for key in runs}
+        procs += servers.values()
+        for key in runs:
+            wait_ready(ports[key])
+            asked_once(ports[key], work / "prelude.txt")
+        time.sleep(0.5)
+        if "flagged by the client watch" not in (work / f"rg-{ports['g']}.log").read_text():
+            sys.exit("(g)'s client was not flagged by the prelude: the bench would not measure the worst case")
+        for r in range(a.rounds):
+            order = ("d", "g") if r % 2 == 0 else ("g", "d")
+            row: dict[str, dict[str, Any]] = {key: {} for key in runs}
+            for kind, path in (("hits", files["hits"]), ("misses", misses[r])):
+                for key in order:
+                    if kind == "hits":  # steady state: every name asked once before the timed run
+                        asked_once(ports[key], files["hits"].with_name("warm.txt"))
+                    cpu = cpu_seconds(servers[key].pid)
+                    row[key][kind] = dnsperf(ports[key], path, a.seconds)
+                    row[key][kind]["cpu_s"] = round(cpu_seconds(servers[key].pid) - cpu, 3)
+            for key in runs:
+                runs[key].append(row[key])
+            print(
+                f"round {r + 1}: "
+                + ", ".join(f"({k}) {row[k]['hits']['qps']:.0f}/{row[k]['misses']['qps']:.0f}" for k in runs)
+            )
     finally:
         for proc in procs:
             proc.terminate()
             proc.wait(10)
-    total = {k: {kind: sum(r[kind]["qps"] or 0 for r in v) for kind in files} for k, v in runs.items()}
-    ratios = {kind: ratio(total["g"][kind], total["d"][kind]) for kind in files}
+    load_after = os.getloadavg()
+    largest = max(r["misses"]["sent"] or 0 for v in runs.values() for r in v)
+    if largest >= share:
+        sys.exit(f"a round asked {largest:.0f} misses from a {share}-name file: rerun with more --misses")
+    write_watch(runs, a, (load_before, load_after))
+
+
+def asked_once(port: int, names: Path) -> None:
+    """Every name of the file asked once (dnsperf -n 1)."""
+    cmd = ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(names), "-n", "1", "-c", "8", "-q", "500"]
+    subprocess.run(cmd, capture_output=True, timeout=120)
+
+
+def write_watch(runs: dict[str, list[dict[str, Any]]], a: argparse.Namespace, load: tuple[Any, Any]) -> None:
+    kinds = ("hits", "misses")
+    total = {k: {kind: sum(r[kind]["qps"] or 0 for r in v) for kind in kinds} for k, v in runs.items()}
+    ratios = {kind: ratio(total["g"][kind], total["d"][kind]) for kind in kinds}
+    cpu_us = {
+        k: {
+            kind: 1e6 * sum(r[kind]["cpu_s"] for r in v) / max(1.0, sum(r[kind]["completed"] or 0 for r in v))
+            for kind in kinds
+        }
+        for k, v in runs.items()
+    }
+    cpu_ratios = {kind: ratio(cpu_us["d"][kind], cpu_us["g"][kind]) for kind in kinds}
     out = ROOT / "bench" / "results"
-    (out / "compare_watch.json").write_text(json.dumps({"runs": runs, "ratios": ratios}, indent=2) + "\n")
+    payload = {"runs": runs, "ratios": ratios, "cpu_us_per_query": cpu_us, "cpu_ratios": cpu_ratios, "load": load}
+    (out / "compare_watch.json").write_text(json.dumps(payload, indent=2) + "\n")
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    shown = [" ".join(f"{x:.2f}" for x in avg) for avg in load]
     lines = [
-        f"# Client watch cost (bench/compare.py --watch), {stamp}, {os.cpu_count()} cores, {a.seconds:g} s per run",
+        f"# Client watch cost (bench/compare.py --watch), {stamp}, {os.cpu_count()} cores, {a.seconds:g} s per run,"
+        f" {a.rounds} rounds",
         "",
-        "| run | (d) hits QPS | (g) hits QPS | (d) misses QPS | (g) misses QPS |",
+        f"Load average (1/5/15 min) before: {shown[0]}, after: {shown[1]}. Same prelude and names for both; each"
+        " round's misses are names of their own; per kind the two back to back, (d) first in odd rounds, (g) first"
+        " in even ones. (g)'s client is flagged from the prelude on (the worst case).",
+        "",
+        "| round | (d) hits QPS | (g) hits QPS | (d) misses QPS | (g) misses QPS |",
         "|---|---:|---:|---:|---:|",
     ]
-    for i in range(2):
+    for i in range(a.rounds):
         d, g = runs["d"][i], runs["g"][i]
         lines.append(
             f"| {i + 1} | {d['hits']['qps']:.0f} | {g['hits']['qps']:.0f} | {d['misses']['qps']:.0f} |"
             f" {g['misses']['qps']:.0f} |"
         )
-    lines += ["", f"(g)/(d): hits {ratios['hits']}, misses {ratios['misses']}", ""]
+    lines += [
+        "",
+        f"(g)/(d): hits {ratios['hits']}, misses {ratios['misses']} (QPS, summed rounds)",
+        "",
+        f"CPU us per answered query, (d)/(g): hits {cpu_us['d']['hits']:.1f}/{cpu_us['g']['hits']:.1f} ="
+        f" {cpu_ratios['hits']}, misses {cpu_us['d']['misses']:.1f}/{cpu_us['g']['misses']:.1f} ="
+        f" {cpu_ratios['misses']}",
+        "",
+    ]
     (out / "compare_watch.md").write_text("\n".join(lines))
     print("\n".join(lines))
 

@@ -35,9 +35,11 @@ from __future__ import annotations
 import gzip
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -48,6 +50,12 @@ from resolverguard.names import DYNAMIC_DNS_SUFFIXES, RegistrableName
 POPULAR_LABELS = Path(__file__).resolve().parent / "data" / "popular-labels.txt.gz"
 BEACON_GAP = 2.0  # seconds between two lookups of a name for the second to count as a beacon
 MIN_TYPO_LENGTH = 5  # shorter labels are one edit from too many real names (measured: bench/watch_rule.py)
+
+LABELS_PER_TURN = 4096  # known names' labels counted at most per turn of the loop (~1-2 ms; WatchState.observe)
+T = TypeVar("T")
+# What an answer said (WatchState.observe): client, registrable, score, when it resolved (None: an
+# NXDOMAIN), and a tag of the caller's that comes back with a flag the event raised
+Event = tuple[str, str, float | None, float | None, T]
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,15 +201,19 @@ class NearbyLabels:
     which runs for a client's unknown NXDOMAIN (rare), files the queue first, at most
     `FILE_PER_LOOKUP` labels a time. A label that leaves before it was ever needed is never filed:
     on a stream of new names (every query a never-seen name, bench/compare.py's misses) filing
-    each one cost ~1.5 us of the watch's ~4 us per answer (bench/results/watch_cost.md)."""
+    each one cost ~1.5 us of the watch's ~4 us per answer (bench/results/watch_cost.md). The queue
+    is a plain deque and a label's count says whether it is filed (negative: filed), so a label
+    coming and going costs two dict operations and an append, not two OrderedDict operations more
+    (~1 us of a never-seen name's ~3.5 us, measured); an entry of a label that left or was filed
+    since is skipped when met, and the queue is compacted when it outgrows the labels it serves."""
 
     FILE_PER_LOOKUP = 4096  # ~5 ms on the loop at most; the rest is filed by the next lookups
 
     def __init__(self) -> None:
         self._buckets: dict[str, list[str]] = {}
-        self._count: dict[str, int] = {}  # a label can come from several registrables (google.com, google.de)
-        # counted, not yet in the buckets, oldest first (an OrderedDict: see WatchState.clients)
-        self._unfiled: OrderedDict[str, None] = OrderedDict()
+        # label -> how many registrables have it (google.com, google.de), negated once it is filed
+        self._count: dict[str, int] = {}
+        self._unfiled: deque[str] = deque()  # to file, oldest first; may hold labels gone or filed since
 
     def __contains__(self, label: object) -> bool:
         return label in self._count
@@ -210,21 +222,29 @@ class NearbyLabels:
         return len(self._count)
 
     def add(self, label: str) -> None:
-        seen = self._count.get(label, 0)
-        self._count[label] = seen + 1
-        if not seen and len(label) >= MIN_TYPO_LENGTH:
-            self._unfiled[label] = None
+        counts = self._count
+        seen = counts.get(label, 0)
+        if seen:
+            counts[label] = seen + 1 if seen > 0 else seen - 1
+            return
+        counts[label] = 1
+        if len(label) >= MIN_TYPO_LENGTH:
+            unfiled = self._unfiled
+            unfiled.append(label)
+            if len(unfiled) > 2 * len(counts) + self.FILE_PER_LOOKUP:
+                self._compact()
 
     def remove(self, label: str) -> None:
-        seen = self._count.get(label, 0)
-        if seen > 1:
-            self._count[label] = seen - 1
+        counts = self._count
+        seen = counts.get(label, 0)
+        if seen > 1 or seen < -1:
+            counts[label] = seen - 1 if seen > 0 else seen + 1
             return
-        self._count.pop(label, None)
-        if not seen or len(label) < MIN_TYPO_LENGTH:
+        if not seen:
             return
-        if self._unfiled.pop(label, 0) is None:
-            return  # never filed
+        del counts[label]
+        if seen > 0:
+            return  # never filed: its entry in the queue is skipped when met
         for key in _bucket_keys(label, len(label)):
             bucket = self._buckets.get(key)
             if bucket is not None and label in bucket:
@@ -232,12 +252,26 @@ class NearbyLabels:
                 if not bucket:
                     del self._buckets[key]
 
+    def _compact(self) -> None:
+        """The queue without the labels that left or were filed since (each once): on a stream of
+        new names that nobody looks up, it would otherwise grow by one per name."""
+        counts = self._count
+        self._unfiled = deque(label for label in dict.fromkeys(self._unfiled) if counts.get(label, 0) > 0)
+
     def _file(self) -> None:
-        unfiled, buckets = self._unfiled, self._buckets
-        for _ in range(min(len(unfiled), self.FILE_PER_LOOKUP)):
-            label, _ = unfiled.popitem(last=False)
+        """Files up to FILE_PER_LOOKUP labels of the queue, oldest first; the entries it skips (gone,
+        or filed already: the label came back after it left) are at most the queue's bound."""
+        unfiled, counts, buckets = self._unfiled, self._count, self._buckets
+        filed = 0
+        while unfiled and filed < self.FILE_PER_LOOKUP:
+            label = unfiled.popleft()
+            seen = counts.get(label, 0)
+            if seen <= 0:
+                continue
+            counts[label] = -seen
             for key in _bucket_keys(label, len(label)):
                 buckets.setdefault(key, []).append(label)
+            filed += 1
 
     def near(self, label: str) -> bool:
         """True when a known label is one edit from `label` (or is it)."""
@@ -370,9 +404,15 @@ class WatchState:
     clients: OrderedDict[str, _Evidence] = field(default_factory=OrderedDict)  # least recent first
     flagged: dict[str, Flag] = field(default_factory=dict)
     likely_c2: OrderedDict[str, LikelyC2] = field(default_factory=OrderedDict)
-    # registrable -> the one client that resolved it, or "" once several have (insertion order: oldest first)
-    known: OrderedDict[str, str] = field(default_factory=OrderedDict)
+    # registrable -> the one client that resolved it, or "" once several have; `known_order` holds the
+    # same names with their labels, oldest first, so the oldest goes first in O(1) without an
+    # OrderedDict's upkeep, and its label leaves `known_labels` as the very string that entered
+    # (no second partition and hash: together ~0.4 us of a never-seen name's ~2.7, measured)
+    known: dict[str, str] = field(default_factory=dict)
+    known_order: deque[tuple[str, str]] = field(default_factory=deque)
+    # the labels of the oldest `labels_counted` names of `known_order` (the rest: `_count_labels`)
     known_labels: NearbyLabels = field(default_factory=NearbyLabels)
+    labels_counted: int = 0
     last_answer: dict[str, float] = field(default_factory=dict)  # client -> when a name last resolved for it
     raised: list[Flag] = field(default_factory=list)  # flags `resolved` raised, for the step to announce
     flags_raised: int = 0
@@ -391,37 +431,115 @@ class WatchState:
 
     # -- what the answers tell us ------------------------------------------------------------
     def resolved(self, client: str, key: str, score: float | None = None, when: float | None = None) -> list[LikelyC2]:
-        """A NOERROR answer with records for `key` (`when`: the query's arrival, else now). Called for
-        every answered query, cached ones too (measured in process: ~0.5 us of a ~6 us cached
-        answer), so the common cases return early: a name several clients use is two dict
-        operations; a name only this client uses, four (its beacon count, see `_Resolved`)."""
-        if when is None:
-            when = self.clock()
+        """A NOERROR answer with records for `key` (`when`: the query's arrival, else now): `answered`,
+        then `observe` if it has more to read; a flag it raises is left in `raised`."""
+        when = self.clock() if when is None else when
+        found: list[LikelyC2] = []
+        if self.answered(client, key, when):
+            raised: list[tuple[Flag, None]] = []
+            self.observe(iter([(client, key, score, when, None)]), found, raised)
+            self.raised.extend(flag for flag, _ in raised)
+        return found
+
+    def answered(self, client: str, key: str, when: float) -> bool:
+        """What a NOERROR answer with records tells at once, on the answer's way out (the step's
+        `seen`, for every answer, cached ones too): the client's last answer (a page load), and
+        nothing more for a name several clients use or a name of this client's already asked again:
+        two to four dict operations. True when `observe` has more to read, in the answers' order: a
+        name new to the network, one another client resolved first, or this client's own new name
+        asked again (a beacon?). Read later in a batch instead, a cached answer's name had left the
+        CPU cache by then: the watch's share of the server's CPU on cached answers grew from 2.8% to
+        4.1% (py-spy, bench/compare.py's hits)."""
         last = self.last_answer
         last[client] = when
         if len(last) > 2 * self.limits.max_clients:
             last.clear()  # bounded, crudely: a lost entry only makes one dead link count in full
         first = self.known.get(key)
-        if first is not None:
-            if first == client:
-                evidence = self.clients.get(client)
-                if evidence is not None:
-                    entry = evidence.resolved.get(key)
-                    if entry is not None and entry.lookups < 2:
-                        return self._asked_again(client, evidence, entry, when)
+        if first == "":
+            return False
+        if first != client:
+            return True  # new (first is None), or another client's until now
+        evidence = self.clients.get(client)
+        entry = evidence.resolved.get(key) if evidence is not None else None
+        return entry is not None and entry.lookups < 2
+
+    def observe(
+        self, events: Iterator[Event[T]], found: list[LikelyC2], raised: list[tuple[Flag, T]]
+    ) -> Event[T] | None:
+        """What answers said, in their order (the step reads a turn of the loop's answers at once,
+        after they left): an event is (client, registrable, score, when it resolved, tag), `when`
+        None for an NXDOMAIN (`nxdomain`, at the rule's clock); a resolved one is an answer
+        `answered` had more to read for. Likely C2 names found go to `found`,
+        flags raised to `raised` with their event's tag (the step's client group); an exception
+        leaves the events after the one that raised it in `events`. An NXDOMAIN whose typo check
+        needs more than LABELS_PER_TURN known names' labels counted first (`_count_labels`) is
+        handed back unread, the events after it left in `events`: the caller reads them on a
+        later turn of the loop, so that counting a long backlog never holds the loop for long.
+        A never-seen name goes to `_new_name`; on a stream of them (a flagged client's misses) the
+        watch's share of the server's CPU went from 3.1% to 1.9% (py-spy, bench/compare.py)."""
+        known, clients, order = self.known, self.clients, self.known_order
+        for client, key, score, when, tag in events:
+            if when is None:
+                behind = self.labels_counted < len(order) and self._typo_check_ahead(client, key)
+                if behind and not self._count_labels(LABELS_PER_TURN):
+                    return client, key, score, when, tag
+                flag = self.nxdomain(client, key, score)
+                if flag is not None:
+                    raised.append((flag, tag))
+                continue
+            first = known.get(key)
+            if first is None:
+                self._new_name(client, key, score, when)
+            elif first == client:
+                evidence = clients.get(client)
+                entry = evidence.resolved.get(key) if evidence is not None else None
+                if evidence is not None and entry is not None and entry.lookups < 2:
+                    found += self._asked_again(client, evidence, entry, when)
+                    if self.raised:
+                        raised += ((flag, tag) for flag in self.raised)
+                        self.raised.clear()
             elif first:
-                self.known[key] = ""  # now shared: not "new" for anyone
-            return []
-        self._remember(key, client)
-        evidence = self._evidence_for(client)
+                known[key] = ""  # now shared: not "new" for anyone
+        return None
+
+    def _typo_check_ahead(self, client: str, key: str) -> bool:
+        """Whether `nxdomain` may run its typo check for this NXDOMAIN (a name not known, a client
+        not flagged): then the known names' labels must all be counted."""
+        flag = self.flagged.get(client)
+        return key not in self.known and (flag is None or self.clock() >= flag.until)
+
+    def _count_labels(self, most: int) -> bool:
+        """Counts the labels of up to `most` known names not counted yet, oldest first, into
+        `known_labels`; True when all are. Labels are counted only when a typo check needs them:
+        on a stream of never-seen names and no unknown NXDOMAIN of a client not flagged (a flagged
+        client's misses: bench/compare.py --watch) a name comes and goes uncounted, which saved
+        ~1 us of its ~2.7 us in the watch (measured in process)."""
+        order, labels, start = self.known_order, self.known_labels, self.labels_counted
+        end = min(len(order), start + most)
+        for _, label in islice(order, start, end):
+            labels.add(label)
+        self.labels_counted = end
+        return end == len(order)
+
+    def _new_name(self, client: str, key: str, score: float | None, when: float) -> None:
+        """A name nobody on the network resolved recently: this client's now (`known`, the oldest
+        forgotten first), and the newest in its ring of new names, where a flag looks for its C2."""
+        known, order = self.known, self.known_order
+        while len(known) >= self.limits.known_names and order:
+            old, label = order.popleft()
+            known.pop(old, None)
+            if self.labels_counted:  # the oldest names are the counted ones
+                self.labels_counted -= 1
+                self.known_labels.remove(label)
+        known[key] = client
+        order.append((key, key.partition(".")[0]))
         suspicious = (
             score is not None and self.rule.suspicious_score is not None and score >= self.rule.suspicious_score
         )
-        ring = evidence.resolved
+        ring = self._evidence_for(client).resolved
         if len(ring) >= self.limits.recent_resolved:
             del ring[next(iter(ring))]  # a small dict: walking its few deleted slots is cheap
         ring[key] = _Resolved(when, key, suspicious)
-        return []
 
     def _asked_again(self, client: str, evidence: _Evidence, entry: _Resolved, when: float) -> list[LikelyC2]:
         """The one client that resolved a new name asks for it again: perhaps a beacon."""
@@ -473,14 +591,6 @@ class WatchState:
         entry = _Resolved(asked.when if asked else self.clock(), key, True, lookups=2)  # see should_probe
         return self._mark_c2(flag, [entry], evidence, self.clock(), one_other=True)
 
-    def _remember(self, key: str, client: str) -> None:
-        known, labels = self.known, self.known_labels
-        while len(known) >= self.limits.known_names:
-            old, _ = known.popitem(last=False)
-            labels.remove(old.partition(".")[0])
-        known[key] = client
-        labels.add(key.partition(".")[0])
-
     def nxdomain(self, client: str, key: str, score: float | None) -> Flag | None:
         """An NXDOMAIN for `key` (a registrable name); the new Flag when this one raised it. A client
         already flagged only has the time noted (for the burst a likely C2 must fall in): the
@@ -499,6 +609,7 @@ class WatchState:
         seen = self.clients.get(client)
         if seen is not None and any(facts.key == key for _, facts, _ in seen.names):
             return None  # asked again (a retry, a cached NXDOMAIN): one name is one piece of evidence
+        self._count_labels(len(self.known_order))  # all (the step's `observe` has counted them by now)
         if self.popular.typo_of_known(key.partition(".")[0], self.known_labels):
             return None
         evidence = self._evidence_for(client)
@@ -516,14 +627,6 @@ class WatchState:
         if total < rule.flag_at:
             return None
         return self._flag(client, evidence, total, now)
-
-    def repeated(self, client: str, key: str) -> bool:
-        """An NXDOMAIN that adds nothing, told in two dict lookups: a known name, or the name the
-        client's window got last (a retry, a cached NXDOMAIN asked again); `nxdomain` knows more."""
-        if key in self.known:
-            return True
-        seen = self.clients.get(client)
-        return seen is not None and bool(seen.names) and seen.names[-1][1].key == key
 
     def _flag(self, client: str, evidence: _Evidence, total: float, now: float) -> Flag:
         flagged = self.flagged

@@ -13,7 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from resolverguard.watch import BEACON_GAP, NearbyLabels, PopularNames, WatchLimits, WatchRule, WatchState
+from resolverguard.watch import (
+    BEACON_GAP,
+    LABELS_PER_TURN,
+    NearbyLabels,
+    PopularNames,
+    WatchLimits,
+    WatchRule,
+    WatchState,
+)
 
 DGA = Path("/work/shared/data/dga")
 
@@ -167,7 +175,7 @@ def test_memory_stays_bounded_under_100k_clients(popular: PopularNames) -> None:
         state.resolved(client, f"n{i}.net")
     assert len(state.clients) == limits.max_clients and len(state.flagged) <= limits.max_flagged
     assert len(state.known) <= limits.known_names
-    held = deep_size(state.clients, state.flagged, state.known, state.known_labels, state.likely_c2)
+    held = deep_size(state.clients, state.flagged, state.known, state.known_order, state.known_labels, state.likely_c2)
     assert held <= limits.bytes_bound(state.rule.window_names)
 
 
@@ -213,3 +221,40 @@ def test_nearby_labels_finds_exactly_the_labels_one_edit_away() -> None:
     queries += ["".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(5, 14))) for _ in range(200)]
     for q in queries:
         assert index.near(q) == bool(_one_edit_away(q) & set(present)), q
+
+
+def test_nearby_labels_queue_stays_bounded_on_a_stream_nobody_looks_up() -> None:
+    """A stream of never-seen names (a flagged client's misses) adds and removes labels with no
+    lookup to file them: the queue of unfiled labels is compacted, and lookups stay exact."""
+    index = NearbyLabels()
+    for i in range(30_000):
+        index.add(f"label{i:06d}")
+        if i >= 1000:
+            index.remove(f"label{i - 1000:06d}")
+        assert len(index._unfiled) <= 2 * (len(index) + 1) + NearbyLabels.FILE_PER_LOOKUP
+    assert len(index) == 1000
+    assert index.near("label029999z") and index.near("labl029000")  # present: one edit away
+    assert not index.near("label000500z") and "label028999" not in index  # gone
+
+
+def test_a_typo_check_after_a_long_stream_of_new_names_counts_their_labels_a_turn_at_a_time(
+    popular: PopularNames,
+) -> None:
+    """Labels of the network's names are counted only when a typo check needs them; a backlog
+    longer than LABELS_PER_TURN is counted over several calls (turns of the loop), the NXDOMAIN
+    handed back meanwhile, and then read like any other: a typo of the newest name is no evidence."""
+    clock = Clock()
+    state = state_for(popular, clock)
+    backlog = 2 * LABELS_PER_TURN + 100
+    names = [f"shop{i:05d}{'q' * 8}.biz" for i in range(backlog)]
+    state.observe(iter([("10.0.0.9", name, None, clock.now, None) for name in names]), [], [])
+    typo = names[-1].replace("shop", "shpo")
+    events = iter([("10.0.0.1", typo, None, None, "b"), ("10.0.0.1", "qzkvbrtwxy.com", None, None, "b")])
+    turns, stopped = 0, state.observe(events, [], [])
+    while stopped is not None:  # as the step does: the event handed back, then the rest
+        turns += 1
+        events = iter([stopped, *events])
+        stopped = state.observe(events, [], [])
+    assert turns == math.ceil(backlog / LABELS_PER_TURN) - 1
+    window = [facts.key for _, facts, _ in state.clients["10.0.0.1"].names]
+    assert window == ["qzkvbrtwxy.com"]  # the typo counted nothing; the unknown name after it did

@@ -3,15 +3,16 @@
 A `Watcher` (resolverguard.chain): its check runs after the decision checks, so it sees each
 query's verdict (an allow-listed name is never touched) and can turn it into a block before the
 block step answers; its `seen` reads the answer the check run ends with, whoever made it: the
-upstream, the answer cache, or the model's sinkhole. It never waits on anything: reading an answer
-is its rcode byte and answer count; what an NXDOMAIN means (the typo check, the rule) runs just
-after the answer has been sent (`call_soon`), and alerts leave through `resolverguard.alerts` on a
-thread.
+upstream, the answer cache, or the model's sinkhole. It never waits on anything, and an answer
+waits only for `seen` to read its rcode byte and answer count and, for a resolved name the network
+already shares, a few dict operations; everything else (a new name, a beacon, the typo check and
+the rule for an NXDOMAIN) goes to an inbox read once the answers have left, a turn of the loop's
+answers in one callback (`_drain`); alerts leave through `resolverguard.alerts` on a thread.
 
-When nobody is flagged and no likely C2 is known, a cached answer costs two empty-dict checks on
-the way in and two to four dict operations on the way out (measured in process: ~0.6 us of ~6 us;
-bench/results/compare_watch.md). With `workers: N` each client's queries all reach one worker
-(resolverguard.reuseport), whose watch sees the whole of that client's walk.
+When nobody is flagged and no likely C2 is known, the way in costs two empty-dict checks; the way
+out, a few attribute reads and an append, and in the drain a name several clients use is two dict
+operations (bench/results/watch_cost.md). With `workers: N` each client's queries all reach one
+worker (resolverguard.reuseport), whose watch sees the whole of that client's walk.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from resolverguard.verdicts import Action, Mode, Reason, Verdict
 from resolverguard.watch import Flag, LikelyC2, WatchLimits, WatchRule, WatchState, watch_key
 
 if TYPE_CHECKING:
+    from resolverguard.groups import ClientGroup
     from resolverguard.steps.family import FamilyHints
     from resolverguard.steps.metrics import Metrics
 
@@ -87,6 +89,7 @@ class ClientWatchStep:
         self._exempt = networks(cfg.exempt_clients)
         self._blocks = blocks
         self._probes: set[asyncio.Task[None]] = set()
+        self._inbox: list[tuple[str, str, float | None, float | None, ClientGroup | None]] = []  # see _drain
 
     def check(self, request: Request) -> Outcome:
         """On the way in: nothing to do unless someone is flagged or a likely C2 is known."""
@@ -97,7 +100,9 @@ class ClientWatchStep:
 
     def seen(self, request: Request, reply: Reply) -> None:
         """On the way out: what the answer says (a name resolved, an NXDOMAIN, the model's sinkhole).
-        Runs for every answer, cached ones too: the resolved case comes first and stays short."""
+        Runs for every answer, cached ones too: a resolved name's common cases are read at once
+        (`WatchState.answered`, a few dict operations); the rest goes to the inbox, read after the
+        answer has left (`_drain`)."""
         name = request.name
         if reply is None or name is None or name.label is None or len(reply) < 12:
             return
@@ -109,28 +114,66 @@ class ClientWatchStep:
                 key = name.registrable
                 if key in DYNAMIC_DNS_SUFFIXES:
                     key = watch_key(name)
-                if key is not None:
-                    found = self.state.resolved(request.client[0], key, request.score, request.started)
-                    if self.state.raised:
-                        self._announce_raised(request)
-                    if found:
-                        self._announce_c2(found)
+                client = request.client[0]
+                if key is not None and self.state.answered(client, key, request.started):
+                    inbox = self._inbox
+                    if not inbox:
+                        asyncio.get_running_loop().call_soon(self._drain)
+                    inbox.append((client, key, request.score, request.started, request.group))
             elif rcode == _NXDOMAIN:
-                self._later(request, name.qname)
+                self._later(request)
         elif verdict is not None and verdict.reason in _MODEL_REASONS:
-            self._later(request, name.qname)  # the model sinkholed it: evidence as good as an NXDOMAIN
+            self._later(request)  # the model sinkholed it: evidence as good as an NXDOMAIN
 
-    def _announce_raised(self, request: Request) -> None:
-        """A flag an answer raised (an early C2's beacon: WatchState._beacon_evidence)."""
-        quarantine = self._group_watch(request).action is WatchAction.QUARANTINE
-        raised, self.state.raised = self.state.raised, []
-        for flag in raised:
-            self._announce_flag(flag, quarantine)
+    def _later(self, request: Request) -> None:
+        """An NXDOMAIN (or the model's sinkhole) into the inbox, for the rule to read later (its
+        typo check costs ~10-40 us)."""
+        client = request.client[0]
+        if not self._group_watch(request).enabled or (self._exempt and _exempt(client, self._exempt)):
+            return
+        assert request.name is not None
+        key = watch_key(request.name)
+        if key is None:
+            return
+        inbox = self._inbox
+        if not inbox:
+            asyncio.get_running_loop().call_soon(self._drain)
+        inbox.append((client, key, request.score, None, request.group))
+
+    def _drain(self) -> None:
+        """What the answers of a turn of the loop said, read in their order once they have left
+        (`WatchState.observe`): the watch never delays an answer, and a turn's answers cost one
+        callback, not one each."""
+        events, self._inbox = self._inbox, []
+        pending = iter(events)
+        found: list[LikelyC2] = []
+        raised: list[tuple[Flag, ClientGroup | None]] = []
+        while True:
+            try:
+                stopped = self.state.observe(pending, found, raised)
+                break
+            except Exception as err:  # noqa: BLE001 - the watch must never take DNS down; read the rest
+                self._complain(err)
+        if stopped is not None:  # a long backlog of labels to count first: the rest on the next turn
+            self._inbox = [stopped, *pending, *self._inbox]
+            asyncio.get_running_loop().call_soon(self._drain)
+        try:
+            for flag, group in raised:
+                self._announce_flag(flag, self._watch_of(group).action is WatchAction.QUARANTINE)
+            if found:
+                self._announce_c2(found)
+        except Exception as err:  # noqa: BLE001
+            self._complain(err)
+
+    def _complain(self, err: Exception) -> None:
+        print(f"resolverguard: client watch: {type(err).__name__}: {err}", file=self._stderr or sys.stderr)
+
+    def _watch_of(self, group: ClientGroup | None) -> ClientWatchConfig:
+        return group.watch if group is not None else self.cfg
 
     def _group_watch(self, request: Request) -> ClientWatchConfig:
         """The client's group's `client_watch` (enabled, action, block_action may differ per group)."""
-        group = request.group
-        return group.watch if group is not None else self.cfg
+        return self._watch_of(request.group)
 
     def _decide(self, request: Request) -> None:
         """Blocks a likely C2 for everyone, and a flagged client's suspect names (quarantine). The
@@ -187,32 +230,6 @@ class ClientWatchStep:
             found = self.state.probe_resolved(request.client[0], key)
             if found:
                 self._announce_c2(found)
-
-    def _later(self, request: Request, qname: str) -> None:
-        """The rule runs after the answer is on its way (its typo check costs ~10-40 us)."""
-        client, mine = request.client[0], self._group_watch(request)
-        if not mine.enabled or (self._exempt and _exempt(client, self._exempt)):
-            return
-        assert request.name is not None
-        key = watch_key(request.name)
-        if key is None:
-            return
-        quarantine = mine.action is WatchAction.QUARANTINE
-        state = self.state
-        if state.flagged and state.flag_of(client) is not None:  # only the time is noted: no need to wait
-            self._nxdomain(client, key, request.score, quarantine)
-            return
-        if state.repeated(client, key):
-            return  # nothing to add: no call_soon
-        asyncio.get_running_loop().call_soon(self._nxdomain, client, key, request.score, quarantine)
-
-    def _nxdomain(self, client: str, key: str, score: float | None, quarantine: bool) -> None:
-        try:
-            flag = self.state.nxdomain(client, key, score)
-            if flag is not None:
-                self._announce_flag(flag, quarantine)
-        except Exception as err:  # noqa: BLE001 - the watch must never take DNS down
-            print(f"resolverguard: client watch: {type(err).__name__}: {err}", file=self._stderr or sys.stderr)
 
     # -- telling people --------------------------------------------------------------------
     def _until(self, until: float) -> str:
