@@ -42,6 +42,7 @@ from resolverguard.lists import DomainLists, ListFile, ListFormat
 from resolverguard.localnames import LocalZone, hosts_records
 from resolverguard.model import TFLiteScorer, shipped
 from resolverguard.names import NameParser
+from resolverguard.shortcut import ReplyShortcut
 from resolverguard.steps.acl import AclGate, ClientAcl, RateLimitGate, TokenBuckets
 from resolverguard.steps.answers import AnswerCache, AnswerCacheStep
 from resolverguard.steps.block import BlockStep
@@ -81,6 +82,7 @@ class Pipeline:
     pause: PauseSwitch = field(default_factory=PauseSwitch)  # the server's, carried across reloads
     watch: WatchState | None = None  # the client watch's evidence, flags and likely C2 names
     hook: AlertHook | None = None  # its alert hook's worker thread
+    shortcut: ReplyShortcut | None = None  # exact repeats of cached answers, before the chain (the server's)
 
     def retire(self, successor: Pipeline, close_later: Callable[[Callable[[], None]], object]) -> None:
         """Closes (through `close_later`, after the queries in flight) what `successor` did not carry
@@ -286,8 +288,15 @@ def build_pipeline(
     if conditional is not None:  # last before the upstream: a forwarded zone is filtered and cached as any name
         steps.append(ConditionalForwardStep(conditional, local))
     chain = link(steps, UpstreamStep(forwarder))  # whatever reaches the end is forwarded
+    # The shortcut past all of it, for exact repeats of cached answers: only where every decision
+    # above depends on the name alone (no client groups, no `$client=` rules, no client watch) and
+    # every query is seen by the log alone (no metrics step). See resolverguard.shortcut.
+    shortcut = None
+    if not cfg.groups and not groups.default.lists.scoped and watch is None and metrics is None:
+        form = model.metadata.input_form
+        shortcut = ReplyShortcut(answers, cache, pause, log if log.enabled else None, form)
     return Pipeline(
-        chain, log, groups, cache, tuple(gates), answers, forwarder, hints, conditional, pause, watch, hook
+        chain, log, groups, cache, tuple(gates), answers, forwarder, hints, conditional, pause, watch, hook, shortcut
     )
 
 
