@@ -29,10 +29,10 @@ import compare as C  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def start(tree: Path, work: Path, port: int, upstream: int, workers: int = 1, log: bool = False) -> Any:
+def start(tree: Path, work: Path, port: int, upstream: int, workers: int = 1, log: str = "") -> Any:
     """`resolverguard serve` from `tree` (its own package first on the path), policy as compare's."""
     policy = work / f"rg-{port}.yaml"
-    query_log = f"{{path: '{work}/queries-{port}.jsonl'}}" if log else "off"
+    query_log = f"{{path: '{work}/queries-{port}.jsonl', writer: {log}}}" if log else "off"
     policy.write_text(
         f"upstreams: ['127.0.0.1:{upstream}']\nscoring: true\nquery_log: {query_log}\n"
         f"rate_limit:\n  qps: 0\nlimits:\n  max_inflight: 8192\nworkers: {workers}\n"
@@ -51,8 +51,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seconds", type=float, default=4.0)
     p.add_argument("--tree", action="append", default=[], help="another checkout to measure beside this one")
+    p.add_argument("--writer", action="append", default=[], help="query_log.writer of (d'): process (default), thread")
+    p.add_argument("--skip-workers", action="store_true", help="no (e) rows")
     p.add_argument("--out", help="write the table to bench/results/OUT.md too")
     a = p.parse_args()
+    a.writer = a.writer or ["process"]
     trees = [ROOT, *(Path(t).resolve() for t in a.tree)]
     work = Path(tempfile.mkdtemp(prefix="rg-standalone-"))
     misses = int(a.seconds * 200_000)
@@ -72,14 +75,16 @@ def main() -> None:
                 peak = C.measure("d", procs[-1], port, files, a.seconds, {})
                 latency_qps = {k: 0.2 * (peak[k]["qps"] or 0) for k in files}
             rows[f"(d) {tag}"] = C.measure(f"(d) {tag}", procs[-1], port, files, a.seconds, latency_qps)
-            port = C.free_port()
-            procs.append(start(tree, work, port, nsd_port, workers=2))
-            rows[f"(e) {tag}"] = C.measure(
-                f"(e) {tag}", procs[-1], port, files, a.seconds, {}, sources=C.one_client_per_worker(2)
-            )
-            port = C.free_port()
-            procs.append(start(tree, work, port, nsd_port, log=True))
-            rows[f"(d') {tag}"] = C.measure(f"(d') {tag}", procs[-1], port, files, a.seconds, {})
+            if not a.skip_workers:
+                port = C.free_port()
+                procs.append(start(tree, work, port, nsd_port, workers=2))
+                rows[f"(e) {tag}"] = C.measure(
+                    f"(e) {tag}", procs[-1], port, files, a.seconds, {}, sources=C.one_client_per_worker(2)
+                )
+            for writer in a.writer:
+                port = C.free_port()
+                procs.append(start(tree, work, port, nsd_port, log=writer))
+                rows[f"(d') {tag} {writer}"] = C.measure(f"(d') {tag}", procs[-1], port, files, a.seconds, {})
         for key, threads in (("(b) Unbound, 1 thread", 1), ("(b2) Unbound, 2 threads", 2)):
             port = C.free_port()
             procs.append(C.start_unbound(work, port, nsd_port, threads=threads))
@@ -122,17 +127,22 @@ def write(
             f"| {name} | {r['hits']['qps'] or 0:.0f} | {cpu_us(r, 'hits')} | {r['misses']['qps'] or 0:.0f} "
             f"| {cpu_us(r, 'misses')} | {p99} |"
         )
-    lines += ["", "| ratio (same run) | hits | misses | target |", "|---|---:|---:|---|"]
+    lines += [
+        "",
+        "| ratio (same run) | hits | misses | target | CPU per query, y/x (the ratio if CPU-bound): hits, misses |",
+        "|---|---:|---:|---|---:|",
+    ]
     for tree in trees:
         tag = tree.name
-        d, e, dl = rows[f"(d) {tag}"], rows[f"(e) {tag}"], rows[f"(d') {tag}"]
-        for name, x, y, target in (
-            (f"(d)/(b) {tag}", d, b, ">= 0.5"),
-            (f"(e)/(b2) {tag}", e, b2, ">= 0.5"),
-            (f"(d')/(d) {tag}", dl, d, ">= 0.9"),
-        ):
+        d = rows[f"(d) {tag}"]
+        pairs = [(f"(d)/(b) {tag}", d, b, ">= 0.5")]
+        if f"(e) {tag}" in rows:
+            pairs.append((f"(e)/(b2) {tag}", rows[f"(e) {tag}"], b2, ">= 0.5"))
+        pairs += [(f"(d')/(d) {tag} {w}", rows[f"(d') {tag} {w}"], d, ">= 0.9") for w in a.writer]
+        for name, x, y, target in pairs:
             cells = [C.ratio(x[k]["qps"], y[k]["qps"]) for k in kinds]
-            lines.append(f"| {name} | {cells[0]} | {cells[1]} | {target} |")
+            cpu = [C.ratio(cpu_us(y, k), cpu_us(x, k)) for k in kinds]
+            lines.append(f"| {name} | {cells[0]} | {cells[1]} | {target} | {cpu[0]}, {cpu[1]} |")
     added = {
         k: round((rows[f"(d) {trees[0].name}"][k].get("p99_ms") or 0) - (upstream[k].get("p99_ms") or 0), 3)
         for k in kinds

@@ -4,8 +4,9 @@ Why a writer apart from the event loop (issue #17): building each JSON line on t
 of a ~19 us cached answer, and writing the file more; bench/compare.py (d')/(d) was 0.66. The loop
 now keeps only a tuple per query (`QueryRecord`, ~0.7 us) and hands batches of them over; this
 module turns them into lines and rows, batched, in a child process (`query_log.writer: process`,
-the default: the work runs on another core and never takes the resolver's GIL) or a thread
-(`thread`: shares the GIL, so it only moves the work, it does not remove it). With `workers: N`
+the default with a query store: the work runs on another core and never takes the resolver's GIL)
+or a thread (`thread`, the default for a file alone: it shares the GIL, but a line now costs ~1 us
+(`LineMaker`), less than a process's pickling and waking). With `workers: N`
 the workers send their batches to the parent, which runs this writer in a thread of its own.
 
 What the file writer promised before and still does: it never raises into the caller (a full disk
