@@ -166,9 +166,10 @@ class LineMaker:
             key, rest = (), None
         if rest is None:
             rest = self._rest(record, key)
+        ms, fraction = divmod(round(record[10] * 1e6), 1000)  # `millis`, inlined (~15% of a line)
         return (
             f'{self._second_text}{_MILLIS[int((record[0] - whole) * 1000)]}+00:00",{middle}'
-            f',"latency_ms":{millis(record[10])}{rest}'
+            f',"latency_ms":{ms}.{_FRACTIONS[fraction]}{rest}'
         )
 
     def _middle(self, record: QueryRecord) -> str:
