@@ -101,7 +101,7 @@ async def main_async(args: argparse.Namespace, work: Path, upstream: int) -> dic
         query_log = f"{{path: '{work}/q{len(targets)}.jsonl', writer: {log}}}" if log else "off"
         policy.write_text(
             f"upstreams: ['127.0.0.1:{upstream}']\nquery_log: {query_log}\nrate_limit: {{qps: 0}}\n"
-            "limits: {max_inflight: 8192}\n"
+            "limits: {max_inflight: 8192}\n" + ("family_model: false\n" if args.no_family else "")
         )
         cfg = load_config(policy)
         model = model or load_model(cfg.model)
@@ -155,6 +155,7 @@ def main() -> None:
     a.add_argument("--rounds", type=int, default=5)
     a.add_argument("--names", type=int, default=4000)
     a.add_argument("--no-shortcut", dest="shortcut", action="store_false", help="a tree without one")
+    a.add_argument("--no-family", action="store_true", help="family_model: false (no hint step with the log)")
     a.add_argument("--out", help="also write the table to bench/results/OUT.md")
     args = a.parse_args()
     work = Path(tempfile.mkdtemp(prefix="rg-hotpath-"))
