@@ -29,10 +29,13 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from resolverguard.config import ClientPrivacy, QueryLogConfig, QueryStoreConfig
 from resolverguard.store import QueryStore, StoredQuery, StoreError
+
+if TYPE_CHECKING:
+    from resolverguard.steps.family import FamilyHints
 
 FLUSH_SECONDS = 0.5
 RETRY_SECONDS = 1.0  # a log file (or store) that failed is reopened at most this often
@@ -61,7 +64,8 @@ QueryRecord = tuple[
     str | None,  # error
     dict[str, Any] | None,  # notes
 ]
-# A message to the writer: ("batch", extra fields, [QueryRecord | event dict]), ("sync", n) or ("stop", n).
+# A message to the writer: ("batch", extra fields, [QueryRecord | event dict]), ("family", path or None:
+# the family head whose hints flagged names get), ("sync", n) or ("stop", n).
 Message = tuple[Any, ...]
 
 
@@ -159,7 +163,8 @@ class LineMaker:
         if middle is None:
             middle = self._middle(record)
         notes = record[14]
-        key = record[11:14] if not notes else (*record[11:14], *notes.items())
+        # the notes' types too: True == 1 == 1.0 as keys, but not as JSON
+        key = record[11:14] if not notes else (*record[11:14], *notes.items(), *map(type, notes.values()))
         try:
             rest = self._rests.get(key)
         except TypeError:  # a note whose value is not hashable: made for this line alone
@@ -191,6 +196,12 @@ class LineMaker:
 
     def _client(self, address: str) -> str | None:
         return client_for_log(address, self._privacy)
+
+
+def _flagged(record: QueryRecord) -> bool:
+    """Does this query's line get a family hint (see `RecordWriter._hinted`)?"""
+    flagged = record[7] != "pass" or record[12] is not None
+    return flagged and record[8] != "error" and bool(record[5]) and record[6] is not None
 
 
 def with_client(record: dict[str, Any], client: Callable[[str], str | None]) -> dict[str, Any]:
@@ -450,9 +461,44 @@ class RecordWriter:
     ) -> None:
         self.file = LogFile(config, say)
         self.store = StoreFeed(store, say, clock) if store is not None and store.path is not None else None
-        self._privacy = config.clients
+        self._privacy, self._say = config.clients, say
         self._clients: dict[str, str | None] = {}
         self._makers: dict[str, LineMaker] = {}
+        self._family: Path | None = None
+        self._hints: FamilyHints | None = None
+
+    def use_family(self, path: Path | None) -> None:
+        """The family head (models/family.tflite) whose hint a flagged name's line gets. Made here,
+        for a whole batch in one call, rather than by a step on the event loop: there the hint cost a
+        model call per flagged name before its answer (issue #17: ~14-35 us per never-seen name with
+        the log on, bench/hotpath.py --no-family). This writer's own copy of the model: an
+        interpreter is not shared between threads."""
+        if path == self._family:
+            return
+        self._family, self._hints = path, None
+        from resolverguard.steps.family import FamilyHints  # numpy and LiteRT only where hints are made
+
+        try:
+            self._hints = FamilyHints.carried(None, path)
+        except Exception as err:  # noqa: BLE001 - a broken family head costs the hints, never the log
+            self._say(f"query log: family hints off: {err}")
+
+    def _hinted(self, items: list[Any]) -> list[Any]:
+        """The batch with the family hint in the notes of every flagged name's record (a blocking or
+        logging verdict, or one monitor mode would have blocked, of a scored name), as the family
+        step added them before; a failing family head leaves the lines without."""
+        flagged = [i for i, item in enumerate(items) if type(item) is tuple and _flagged(item)]
+        if not flagged or self._hints is None:
+            return items
+        try:
+            found = self._hints.hints([items[i][5] for i in flagged])
+        except Exception:  # noqa: BLE001 - a hint must never cost a line
+            return items
+        items = list(items)
+        for i, (family, p) in zip(flagged, found, strict=True):
+            record = items[i]
+            items[i] = (*record[:14], {**(record[14] or {}), "family_hint": family, "family_p": round(p, 4)})
+        return items
 
     def client(self, address: str) -> str | None:
         """The client as the privacy setting allows it to be logged (remembered: few clients)."""
@@ -466,6 +512,8 @@ class RecordWriter:
         return found
 
     def write(self, extra: dict[str, Any] | None, items: list[Any]) -> None:
+        if self._hints is not None:
+            items = self._hinted(items)
         lines, store = [], self.store
         tail = extra_json(extra)
         maker = self._makers.get(tail)
@@ -513,7 +561,8 @@ def serve_inbox(inbox: Any, answer: Callable[[Message], None], writer: RecordWri
             message = None
         if message is not None and message[0] == "batch":
             writer.write(message[1], message[2])
-
+        elif message is not None and message[0] == "family":
+            writer.use_family(message[1])
         elif message is not None:
             if message[0] == "stop":
                 writer.close()

@@ -47,7 +47,7 @@ from resolverguard.steps.acl import AclGate, ClientAcl, RateLimitGate, TokenBuck
 from resolverguard.steps.answers import AnswerCache, AnswerCacheStep
 from resolverguard.steps.block import BlockStep
 from resolverguard.steps.cache import CacheStep, VerdictCache
-from resolverguard.steps.family import FamilyHints, FamilyHintStep
+from resolverguard.steps.family import FamilyHints
 from resolverguard.steps.groups import GroupStep
 from resolverguard.steps.lists import ListStep
 from resolverguard.steps.local import ConditionalForwarding, ConditionalForwardStep, LocalAnswerStep
@@ -187,12 +187,16 @@ def decision_steps(cfg: Config, model: TFLiteScorer, groups: GroupDirectory, cac
     ]
 
 
-def family_hints_for(cfg: Config, previous: FamilyHints | None = None) -> FamilyHints | None:
-    """The family head: the configured file, else the shipped one if there is one, else none."""
+def family_model_path(cfg: Config) -> Path | None:
+    """The family head's file: the configured one, else the shipped one if there is one, else none."""
     if cfg.family_model is False:
         return None
-    path = cfg.family_model if isinstance(cfg.family_model, Path) else shipped("family.tflite")
-    return FamilyHints.carried(previous, path)
+    return cfg.family_model if isinstance(cfg.family_model, Path) else shipped("family.tflite")
+
+
+def family_hints_for(cfg: Config, previous: FamilyHints | None = None) -> FamilyHints | None:
+    """The family head, loaded (the client watch names a flagged client's family with it)."""
+    return FamilyHints.carried(previous, family_model_path(cfg))
 
 
 def local_zone_for(cfg: Config) -> LocalZone:
@@ -239,6 +243,8 @@ def build_pipeline(
     groups = groups_for(cfg, model.metadata.thresholds, built)
     cache = VerdictCache.carried(old.cache if old else None, cfg.cache.size, cfg.cache.ttl, model)
     log = query_log_for(cfg, old.log if old else None, make_log)
+    # Flagged names' lines get a family hint, made by the log's writer in bulk (no step on the loop)
+    log.use_family(family_model_path(cfg) if cfg.scoring else None)
     hints = family_hints_for(cfg, old.hints if old else None)
     upstreams = (cfg.upstreams, cfg.upstream_timeout)
     answers = AnswerCache.carried(old.answers if old else None, cfg.answer_cache, upstreams)
@@ -279,8 +285,6 @@ def build_pipeline(
         )
     pause = PauseSwitch.carried(old.pause if old else None)
     steps.append(PauseStep(pause))  # after the verdict, before anything acts on it
-    if hints is not None and cfg.scoring and log.enabled:  # a hint is only ever read in the log
-        steps.append(FamilyHintStep(hints))
     steps.append(BlockStep(cfg.sinkhole))
     steps.append(AnswerCacheStep(answers))
     old_routes = old.conditional if old else None

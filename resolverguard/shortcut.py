@@ -12,7 +12,7 @@ record it made, and serves `ID + reply[2:]` while nothing the chain read could c
   (until the end of the whole second their TTLs were counted in, the prefetch window or expiry,
   whichever is first, and only while that cache entry is not replaced) and blocks (constant for a
   policy); and only when the score, if any, came from the verdict cache (until that entry expires),
-  with no error, no pause and no note but the answer cache's and the family hint;
+  with no error, no pause and no note but the answer cache's;
 - it exists only for chains whose decisions do not depend on the client or on anything but the
   name (`build_pipeline` builds it without client groups, `$client=` list rules, the client watch
   and metrics), and belongs to one pipeline: a reload or a list update starts an empty one;
@@ -40,7 +40,7 @@ from resolverguard.steps.querylog import QueryLog, record_of
 
 NEVER = float("inf")
 CLOCK_MARGIN = 0.001  # a bound read from the verdict cache's clock ends this much earlier on ours
-LEARNABLE_NOTES = frozenset(("answer_cache", "family_hint", "family_p"))  # notes that depend on the name only
+LEARNABLE_NOTES = frozenset(("answer_cache",))  # notes that depend on the name only
 
 
 class ReplyShortcut:

@@ -143,3 +143,32 @@ def test_line_maker_writes_the_reference_line(records: list[Any], privacy: Clien
 def test_latency_is_milliseconds_to_the_microsecond(seconds: float) -> None:
     assert float(millis(seconds)) == pytest.approx(seconds * 1000, abs=0.0005)
     assert millis(seconds) == repr(round(seconds * 1000, 3)) or seconds == 0.0000005  # (a tie: rounded to even)
+
+
+@pytest.mark.parametrize("writer", [LogWriter.PROCESS, LogWriter.THREAD])
+def test_the_writer_adds_family_hints_to_flagged_lines_only(tmp_path: Path, writer: LogWriter) -> None:
+    """Hints are made by the writer for a whole batch (no step on the loop): a blocked or logged
+    scored name gets one, a passed name and an unscored block do not; a broken family head costs
+    the hints, not the lines."""
+    from dnsfixtures import DATA, DIGITS_MODEL
+
+    def record(qname: str, label: str | None, score: float | None, action: str, would: str | None = None) -> Any:
+        notes = {"answer_cache": "hit"} if action == "pass" else None
+        return (1.8e9, "127.0.0.1", "udp", qname, "A", label, score, action, "model", "NOERROR", 0.001, None, would,
+                None, notes)  # fmt: skip
+
+    lines = {}
+    for family in (DATA / "family2.tflite", DIGITS_MODEL):  # (a detector is not a family head)
+        path = tmp_path / f"{family.stem}-{writer.value}.jsonl"
+        log = QueryLog(QueryLogConfig(path=str(path), writer=writer))
+        log.use_family(family)
+        log.add(record("xkq3vbh7tz.com", "xkq3vbh7tz", 0.99, "sinkhole"))
+        log.add(record("www.example.com", "example", 0.01, "pass"))
+        log.add(record("kq3vbh7tzx.com", "kq3vbh7tzx", 0.98, "log", would="sinkhole"))
+        log.add(record("ads.example", "example", None, "sinkhole"))  # listed, never scored
+        log.close()
+        lines[family.stem] = [json.loads(x) for x in path.read_text().splitlines()]
+    hinted = [x.get("family_hint") for x in lines["family2"]]
+    assert hinted == ["with-digits", None, "with-digits", None] and lines["family2"][0]["family_p"] > 0.99
+    assert lines["family2"][1]["answer_cache"] == "hit"
+    assert [x.get("family_hint") for x in lines["digits"]] == [None] * 4

@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TextIO
 
 from dnslib import QTYPE
@@ -87,6 +88,7 @@ class QueryLog:
         self._behind = False  # batches are being dropped (said once per episode)
         self._lock = threading.Lock()  # flush and close may come from another thread than the loop
         self._inbox: Any = None
+        self._family: Path | None = None
         self._outbox: Any = None
         self._writer: threading.Thread | multiprocessing.process.BaseProcess | None = None
         self.written = self._writer_lost = self._dropped = 0
@@ -134,6 +136,14 @@ class QueryLog:
     def extra_json(self) -> str:
         """The extra fields as the tail of a JSON object (`,"worker":1`), made once."""
         return extra_json(self._extra)
+
+    def use_family(self, path: Path | None) -> None:
+        """The family head whose hints the writer adds to flagged names' lines (`RecordWriter.use_family`);
+        told again after a reload that changes it. A worker's log forwards records only: the parent's
+        writer is told by resolverguard.workers."""
+        if path != self._family and self._inbox is not None:
+            self._family = path
+            self._inbox.put(("family", path))
 
     def add(self, record: QueryRecord) -> None:
         """Keeps one query's record; never raises."""
