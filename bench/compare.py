@@ -183,7 +183,7 @@ def start_resolverguard(
     log: bool = False,
     deny_file: Path | None = None,
     watch: bool = False,
-    writer: str = "process",
+    writer: str = "auto",
     store: bool = False,
 ) -> subprocess.Popen[bytes]:
     policy = work / f"rg-{port}.yaml"
@@ -798,9 +798,12 @@ def write_watch(runs: dict[str, list[dict[str, Any]]], a: argparse.Namespace, lo
 STORE_TARGET = "d's"
 LOG_TARGETS = {  # key: (row, start_resolverguard keywords)
     "d": ("(d) full chain, no query log", {}),
-    "d'": ("(d') + query log file (writer: process, the default)", {"log": True}),
-    "d't": ("(d't) + query log file, writer: thread", {"log": True, "writer": "thread"}),
-    "d's": ("(d's) + query log file + query store", {"log": True, "store": True}),
+    "d'": ("(d') + query log file (writer: process)", {"log": True, "writer": "process"}),
+    "d't": ("(d't) + query log file, writer: thread (the default without a store)", {"log": True, "writer": "thread"}),
+    "d's": (
+        "(d's) + query log file + query store (writer: process, the default with a store)",
+        {"log": True, "store": True},
+    ),
 }
 
 

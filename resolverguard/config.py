@@ -446,8 +446,9 @@ class ClientPrivacy(str, Enum):
 
 
 class LogWriter(str, Enum):
-    """Where the query log's writer runs (bench/compare.py measures both)."""
+    """Where the query log's writer runs (bench/standalone.py and bench/log_writer.py measure them)."""
 
+    AUTO = "auto"  # a thread for a file alone, a process when a query store is on
     PROCESS = "process"  # a child process: formatting and disk never take the resolver's GIL
     THREAD = "thread"  # a thread in the resolver's process
 
@@ -464,7 +465,9 @@ class QueryLogConfig:
     )
     keep: int = key(5, _number(0, 1000, integer=True), "rotated files kept (queries.jsonl.1 ... .keep)")
     clients: ClientPrivacy = key(ClientPrivacy.FULL, _enum(ClientPrivacy), "full, truncate (/24, /48) or omit")
-    writer: LogWriter = key(LogWriter.PROCESS, _enum(LogWriter), "process or thread: where lines are made and written")
+    writer: LogWriter = key(
+        LogWriter.AUTO, _enum(LogWriter), "auto, process or thread: where lines (and store rows) are made and written"
+    )
 
 
 @dataclass(frozen=True, slots=True)

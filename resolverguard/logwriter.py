@@ -4,8 +4,9 @@ Why a writer apart from the event loop (issue #17): building each JSON line on t
 of a ~19 us cached answer, and writing the file more; bench/compare.py (d')/(d) was 0.66. The loop
 now keeps only a tuple per query (`QueryRecord`, ~0.7 us) and hands batches of them over; this
 module turns them into lines and rows, batched, in a child process (`query_log.writer: process`,
-the default: the work runs on another core and never takes the resolver's GIL) or a thread
-(`thread`: shares the GIL, so it only moves the work, it does not remove it). With `workers: N`
+the default with a query store: the work runs on another core and never takes the resolver's GIL)
+or a thread (`thread`, the default for a file alone: it shares the GIL, but a line now costs ~1 us
+(`LineMaker`), less than a process's pickling and waking). With `workers: N`
 the workers send their batches to the parent, which runs this writer in a thread of its own.
 
 What the file writer promised before and still does: it never raises into the caller (a full disk
@@ -28,10 +29,13 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from resolverguard.config import ClientPrivacy, QueryLogConfig, QueryStoreConfig
 from resolverguard.store import QueryStore, StoredQuery, StoreError
+
+if TYPE_CHECKING:
+    from resolverguard.steps.family import FamilyHints
 
 FLUSH_SECONDS = 0.5
 RETRY_SECONDS = 1.0  # a log file (or store) that failed is reopened at most this often
@@ -60,7 +64,8 @@ QueryRecord = tuple[
     str | None,  # error
     dict[str, Any] | None,  # notes
 ]
-# A message to the writer: ("batch", extra fields, [QueryRecord | event dict]), ("sync", n) or ("stop", n).
+# A message to the writer: ("batch", extra fields, [QueryRecord | event dict]), ("family", path or None:
+# the family head whose hints flagged names get), ("sync", n) or ("stop", n).
 Message = tuple[Any, ...]
 
 
@@ -94,6 +99,16 @@ def extra_json(extra: dict[str, Any] | None) -> str:
     return "".join(f",{_ENCODE(key)}:{_ENCODE(value)}" for key, value in (extra or {}).items())
 
 
+_FRACTIONS = tuple(f"{n:03d}".rstrip("0") or "0" for n in range(1000))  # 120 -> "12", 0 -> "0", 7 -> "007"
+
+
+def millis(seconds: float) -> str:
+    """Seconds as milliseconds to the microsecond, as the log writes them ("0.123", "12.5", "3.0"):
+    an int division and a table, where repr(round(x * 1000, 3)) cost ~0.6 us a line."""
+    whole, fraction = divmod(round(seconds * 1e6), 1000)
+    return f"{whole}.{_FRACTIONS[fraction]}"
+
+
 def line_of_record(record: QueryRecord, client: str | None, tail: str) -> str:
     """The query's JSON line, written as one f-string (a dict and json.dumps per query cost twice as
     much); strings that come from the wire go through the JSON encoder."""
@@ -106,7 +121,7 @@ def line_of_record(record: QueryRecord, client: str | None, tail: str) -> str:
         f',"scored":{"null" if scored is None else _STRING(scored)}'
         f',"score":{"null" if score is None or not math.isfinite(score) else repr(round(score, 6))}'
         f',"action":"{action}","reason":"{reason}","upstream_rcode":{"null" if rcode is None else _STRING(rcode)}'
-        f',"latency_ms":{round(latency * 1000, 3)!r}'
+        f',"latency_ms":{millis(latency)}'
     )
     if unscored:
         line += f',"unscored":"{unscored}"'
@@ -117,6 +132,89 @@ def line_of_record(record: QueryRecord, client: str | None, tail: str) -> str:
     if notes:
         line += "".join(f",{_STRING(key)}:{_ENCODE(value)}" for key, value in notes.items())
     return line + tail + "}\n"
+
+
+_MILLIS = tuple(f"{ms:03d}" for ms in range(1000))
+MAX_PARTS = 65536  # memoised line parts before the memo starts over (a flood of new names)
+
+
+class LineMaker:
+    """`line_of_record` at a quarter of its cost (issue #17: the query log to a file must cost <= 10%
+    of a cached answer; the writer made each line in ~4 us, more than the rest of a cached answer's
+    Python on the loop).
+
+    A line is its time, its latency and parts that repeat: from the client to the upstream rcode
+    (the same for every repeat of a name by a client) and the rest (unscored/would/error/notes and
+    the extra fields). Those parts are made once by `line_of_record` itself and memoised, so a line
+    costs two memo lookups, the time (its second made once a second) and the latency; the bytes are
+    the reference's (tests/test_querylog.py checks them on random records)."""
+
+    def __init__(self, privacy: ClientPrivacy, tail: str = "") -> None:
+        self._privacy, self._tail = privacy, tail
+        self._middles: dict[tuple[Any, ...], str] = {}
+        self._rests: dict[tuple[Any, ...], str] = {}
+        self._second, self._second_text = -1, ""
+
+    def line(self, record: QueryRecord) -> str:
+        whole = int(record[0])
+        if whole != self._second:
+            self._second, self._second_text = whole, f'{{"time":"{_second(whole)}.'
+        middle = self._middles.get(record[1:10])  # client .. upstream rcode
+        if middle is None:
+            middle = self._middle(record)
+        notes = record[14]
+        # the notes' types too: True == 1 == 1.0 as keys, but not as JSON
+        key = record[11:14] if not notes else (*record[11:14], *notes.items(), *map(type, notes.values()))
+        try:
+            rest = self._rests.get(key)
+        except TypeError:  # a note whose value is not hashable: made for this line alone
+            key, rest = (), None
+        if rest is None:
+            rest = self._rest(record, key)
+        ms, fraction = divmod(round(record[10] * 1e6), 1000)  # `millis`, inlined (~15% of a line)
+        return (
+            f'{self._second_text}{_MILLIS[int((record[0] - whole) * 1000)]}+00:00",{middle}'
+            f',"latency_ms":{ms}.{_FRACTIONS[fraction]}{rest}'
+        )
+
+    def _middle(self, record: QueryRecord) -> str:
+        reference = line_of_record((0.0, *record[1:10], 0.0, None, None, None, None), self._client(record[1]), "")
+        middle = reference[reference.index(',"client":') + 1 : reference.rindex(',"latency_ms":')]
+        if len(self._middles) >= MAX_PARTS:
+            self._middles.clear()
+        self._middles[record[1:10]] = middle
+        return middle
+
+    def _rest(self, record: QueryRecord, key: tuple[Any, ...]) -> str:
+        reference = line_of_record((0.0, "", "", "", "", None, None, "", "", None, 0.0, *record[11:]), None, self._tail)
+        rest = reference[reference.index(',"latency_ms":0.0') + len(',"latency_ms":0.0') :]  # (millis(0.0))
+        if key:
+            if len(self._rests) >= MAX_PARTS:
+                self._rests.clear()
+            self._rests[key] = rest
+        return rest
+
+    def _client(self, address: str) -> str | None:
+        return client_for_log(address, self._privacy)
+
+
+def _flagged(record: QueryRecord) -> bool:
+    """Does this query's line get a family hint (see `RecordWriter._hinted`)?"""
+    flagged = record[7] != "pass" or record[12] is not None
+    return flagged and record[8] != "error" and bool(record[5]) and record[6] is not None
+
+
+def with_client(record: dict[str, Any], client: Callable[[str], str | None]) -> dict[str, Any]:
+    """A copy of an event record with its client as the privacy setting allows."""
+    record = dict(record)
+    if "client" in record and isinstance(record["client"], str):
+        record["client"] = client(record["client"])
+    return record
+
+
+def event_line(record: dict[str, Any], extra: dict[str, Any] | None) -> str:
+    """The line of an event (a client watch alert) or any other record given as a dict."""
+    return _ENCODE({**record, **(extra or {})}) + "\n"
 
 
 def stored_of(record: QueryRecord, client: str | None) -> StoredQuery:
@@ -363,8 +461,44 @@ class RecordWriter:
     ) -> None:
         self.file = LogFile(config, say)
         self.store = StoreFeed(store, say, clock) if store is not None and store.path is not None else None
-        self._privacy = config.clients
+        self._privacy, self._say = config.clients, say
         self._clients: dict[str, str | None] = {}
+        self._makers: dict[str, LineMaker] = {}
+        self._family: Path | None = None
+        self._hints: FamilyHints | None = None
+
+    def use_family(self, path: Path | None) -> None:
+        """The family head (models/family.tflite) whose hint a flagged name's line gets. Made here,
+        for a whole batch in one call, rather than by a step on the event loop: there the hint cost a
+        model call per flagged name before its answer (issue #17: ~14-35 us per never-seen name with
+        the log on, bench/hotpath.py --no-family). This writer's own copy of the model: an
+        interpreter is not shared between threads."""
+        if path == self._family:
+            return
+        self._family, self._hints = path, None
+        from resolverguard.steps.family import FamilyHints  # numpy and LiteRT only where hints are made
+
+        try:
+            self._hints = FamilyHints.carried(None, path)
+        except Exception as err:  # noqa: BLE001 - a broken family head costs the hints, never the log
+            self._say(f"query log: family hints off: {err}")
+
+    def _hinted(self, items: list[Any]) -> list[Any]:
+        """The batch with the family hint in the notes of every flagged name's record (a blocking or
+        logging verdict, or one monitor mode would have blocked, of a scored name), as the family
+        step added them before; a failing family head leaves the lines without."""
+        flagged = [i for i, item in enumerate(items) if type(item) is tuple and _flagged(item)]
+        if not flagged or self._hints is None:
+            return items
+        try:
+            found = self._hints.hints([items[i][5] for i in flagged])
+        except Exception:  # noqa: BLE001 - a hint must never cost a line
+            return items
+        items = list(items)
+        for i, (family, p) in zip(flagged, found, strict=True):
+            record = items[i]
+            items[i] = (*record[:14], {**(record[14] or {}), "family_hint": family, "family_p": round(p, 4)})
+        return items
 
     def client(self, address: str) -> str | None:
         """The client as the privacy setting allows it to be logged (remembered: few clients)."""
@@ -378,18 +512,21 @@ class RecordWriter:
         return found
 
     def write(self, extra: dict[str, Any] | None, items: list[Any]) -> None:
-        tail, lines, store = extra_json(extra), [], self.store
+        if self._hints is not None:
+            items = self._hinted(items)
+        lines, store = [], self.store
+        tail = extra_json(extra)
+        maker = self._makers.get(tail)
+        if maker is None:  # one per set of extra fields (one per worker)
+            maker = self._makers[tail] = LineMaker(self._privacy, tail)
         for item in items:
             if type(item) is tuple:
-                client = self.client(item[1])
-                lines.append(line_of_record(item, client, tail))
+                lines.append(maker.line(item))
                 if store is not None:
-                    store.add(stored_of(item, client))
+                    store.add(stored_of(item, self.client(item[1])))
             else:
-                record = dict(item)
-                if "client" in record and isinstance(record["client"], str):
-                    record["client"] = self.client(record["client"])
-                lines.append(_ENCODE({**record, **(extra or {})}) + "\n")
+                record = with_client(item, self.client)
+                lines.append(event_line(record, extra))
                 if store is not None and record.get("event") in ("client_flagged", "likely_c2"):
                     store.add_event(record)
         if lines:
@@ -424,6 +561,8 @@ def serve_inbox(inbox: Any, answer: Callable[[Message], None], writer: RecordWri
             message = None
         if message is not None and message[0] == "batch":
             writer.write(message[1], message[2])
+        elif message is not None and message[0] == "family":
+            writer.use_family(message[1])
         elif message is not None:
             if message[0] == "stop":
                 writer.close()

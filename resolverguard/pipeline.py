@@ -42,11 +42,12 @@ from resolverguard.lists import DomainLists, ListFile, ListFormat
 from resolverguard.localnames import LocalZone, hosts_records
 from resolverguard.model import TFLiteScorer, shipped
 from resolverguard.names import NameParser
+from resolverguard.shortcut import ReplyShortcut
 from resolverguard.steps.acl import AclGate, ClientAcl, RateLimitGate, TokenBuckets
 from resolverguard.steps.answers import AnswerCache, AnswerCacheStep
 from resolverguard.steps.block import BlockStep
 from resolverguard.steps.cache import CacheStep, VerdictCache
-from resolverguard.steps.family import FamilyHints, FamilyHintStep
+from resolverguard.steps.family import FamilyHints
 from resolverguard.steps.groups import GroupStep
 from resolverguard.steps.lists import ListStep
 from resolverguard.steps.local import ConditionalForwarding, ConditionalForwardStep, LocalAnswerStep
@@ -81,6 +82,7 @@ class Pipeline:
     pause: PauseSwitch = field(default_factory=PauseSwitch)  # the server's, carried across reloads
     watch: WatchState | None = None  # the client watch's evidence, flags and likely C2 names
     hook: AlertHook | None = None  # its alert hook's worker thread
+    shortcut: ReplyShortcut | None = None  # exact repeats of cached answers, before the chain (the server's)
 
     def retire(self, successor: Pipeline, close_later: Callable[[Callable[[], None]], object]) -> None:
         """Closes (through `close_later`, after the queries in flight) what `successor` did not carry
@@ -185,12 +187,16 @@ def decision_steps(cfg: Config, model: TFLiteScorer, groups: GroupDirectory, cac
     ]
 
 
-def family_hints_for(cfg: Config, previous: FamilyHints | None = None) -> FamilyHints | None:
-    """The family head: the configured file, else the shipped one if there is one, else none."""
+def family_model_path(cfg: Config) -> Path | None:
+    """The family head's file: the configured one, else the shipped one if there is one, else none."""
     if cfg.family_model is False:
         return None
-    path = cfg.family_model if isinstance(cfg.family_model, Path) else shipped("family.tflite")
-    return FamilyHints.carried(previous, path)
+    return cfg.family_model if isinstance(cfg.family_model, Path) else shipped("family.tflite")
+
+
+def family_hints_for(cfg: Config, previous: FamilyHints | None = None) -> FamilyHints | None:
+    """The family head, loaded (the client watch names a flagged client's family with it)."""
+    return FamilyHints.carried(previous, family_model_path(cfg))
 
 
 def local_zone_for(cfg: Config) -> LocalZone:
@@ -237,6 +243,8 @@ def build_pipeline(
     groups = groups_for(cfg, model.metadata.thresholds, built)
     cache = VerdictCache.carried(old.cache if old else None, cfg.cache.size, cfg.cache.ttl, model)
     log = query_log_for(cfg, old.log if old else None, make_log)
+    # Flagged names' lines get a family hint, made by the log's writer in bulk (no step on the loop)
+    log.use_family(family_model_path(cfg) if cfg.scoring else None)
     hints = family_hints_for(cfg, old.hints if old else None)
     upstreams = (cfg.upstreams, cfg.upstream_timeout)
     answers = AnswerCache.carried(old.answers if old else None, cfg.answer_cache, upstreams)
@@ -277,8 +285,6 @@ def build_pipeline(
         )
     pause = PauseSwitch.carried(old.pause if old else None)
     steps.append(PauseStep(pause))  # after the verdict, before anything acts on it
-    if hints is not None and cfg.scoring and log.enabled:  # a hint is only ever read in the log
-        steps.append(FamilyHintStep(hints))
     steps.append(BlockStep(cfg.sinkhole))
     steps.append(AnswerCacheStep(answers))
     old_routes = old.conditional if old else None
@@ -286,8 +292,15 @@ def build_pipeline(
     if conditional is not None:  # last before the upstream: a forwarded zone is filtered and cached as any name
         steps.append(ConditionalForwardStep(conditional, local))
     chain = link(steps, UpstreamStep(forwarder))  # whatever reaches the end is forwarded
+    # The shortcut past all of it, for exact repeats of cached answers: only where every decision
+    # above depends on the name alone (no client groups, no `$client=` rules, no client watch) and
+    # every query is seen by the log alone (no metrics step). See resolverguard.shortcut.
+    shortcut = None
+    if not cfg.groups and not groups.default.lists.scoped and watch is None and metrics is None:
+        form = model.metadata.input_form
+        shortcut = ReplyShortcut(answers, cache, pause, log if log.enabled else None, form)
     return Pipeline(
-        chain, log, groups, cache, tuple(gates), answers, forwarder, hints, conditional, pause, watch, hook
+        chain, log, groups, cache, tuple(gates), answers, forwarder, hints, conditional, pause, watch, hook, shortcut
     )
 
 

@@ -17,7 +17,7 @@ import time
 import traceback
 import types
 from collections.abc import Callable, Coroutine, Generator, Iterable, Sequence
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from resolverguard.addresses import IPNetwork, client_ip, within
 from resolverguard.chain import Gate, Next, Request
@@ -26,6 +26,9 @@ from resolverguard.proxyheader import FIXED, ProxyHeader, header_size, read_prox
 from resolverguard.replies import badvers, header_only, truncated
 from resolverguard.reuseport import steer_by_client
 from resolverguard.wire import IGNORE, NOTIMP, OPCODE_QUERY, REFUSED, SERVFAIL, parse_query, read_unusual
+
+if TYPE_CHECKING:
+    from resolverguard.shortcut import ReplyShortcut
 
 UDP_DEFAULT_SIZE = 512
 UDP_MAX_SIZE = 4096  # clamp of the client's advertised EDNS size (DNS flag day 2020 suggests 1232)
@@ -77,11 +80,15 @@ class DnsServer:
         clock: Callable[[], float] = time.monotonic,
         proxies: Sequence[IPNetwork] = (),
         steer: int = 0,
+        shortcut: ReplyShortcut | None = None,
     ) -> None:
         """`proxies`: load balancers whose queries carry a PROXY v2 header naming the real client
         (resolverguard.proxyheader); a query from one of them without a valid header is dropped.
         `steer`: with reuse_port, the number of processes sharing the ports; when over 1, each
-        client's queries are steered to one of them (resolverguard.reuseport)."""
+        client's queries are steered to one of them (resolverguard.reuseport).
+        `shortcut`: answers exact repeats of cached answers before the chain (resolverguard.shortcut);
+        replaced with the chain on a reload."""
+        self.shortcut = shortcut
         self.chain, self._endpoints, self._stderr, self._clock = chain, tuple(endpoints), stderr, clock
         self.limits, self.gates, self.reuse_port = limits or Limits(), tuple(gates), reuse_port
         self.proxies = tuple(proxies)
@@ -187,6 +194,12 @@ class DnsServer:
             if reply is not None:
                 transport.sendto(reply, sender)
             return
+        shortcut = self.shortcut
+        if shortcut is not None:
+            reply = shortcut.reply(packet, client)
+            if reply is not None:
+                transport.sendto(reply, sender)
+                return
         answering = self._answer_udp(transport, packet, client, sender)
         try:  # run it here, in the read callback, until it first has to wait (see `finish`)
             waiting_on = answering.send(None)
@@ -219,7 +232,7 @@ class DnsServer:
         self._bug_reported, self._bugs_unreported = now, 0
 
     async def _answer(self, packet: bytes, client: tuple[str, int], transport: str) -> bytes | None:
-        started = self._clock()
+        started, chain, shortcut = self._clock(), self.chain, self.shortcut if transport == "udp" else None
         head, parsed = parse_query(packet), None
         if head is None:  # unusual: the full parser decides between an answer and FORMERR
             unusual = read_unusual(packet)
@@ -235,12 +248,14 @@ class DnsServer:
         max_size = max(UDP_DEFAULT_SIZE, min(head.udp_size, UDP_MAX_SIZE)) if transport == "udp" else 65535
         request = Request(head, packet, client, transport, started, max_size, parsed=parsed)
         try:
-            reply = await self.chain(request)
+            reply = await chain(request)
         except Exception:  # noqa: BLE001 - one query's bug must not take the listener down
             self._report_bug()
             return header_only(packet, SERVFAIL)
         if reply is not None and len(reply) > max_size:
             reply = truncated(reply, request.head)
+        if shortcut is not None:
+            shortcut.learn(request, reply)
         return reply
 
     async def _answer_udp(

@@ -88,6 +88,7 @@ class Service:
             stderr=stderr,
             proxies=networks(cfg.proxy_protocol),
             steer=worker.workers if worker is not None else 0,
+            shortcut=self.pipeline.shortcut,
         )
         self.reloads = 0
         self._flusher: asyncio.TimerHandle | None = None
@@ -211,6 +212,7 @@ class Service:
         loop, old = asyncio.get_running_loop(), self.pipeline
         self.cfg, self.model, self.pipeline = cfg, model, pipeline
         self.server.chain, self.server.gates, self.server.limits = pipeline.chain, pipeline.gates, cfg.limits
+        self.server.shortcut = pipeline.shortcut
         self.server.proxies = networks(cfg.proxy_protocol)
         old.retire(pipeline, lambda close: loop.call_later(LOG_CLOSE_DELAY, close))
         self.reloads += 1

@@ -31,6 +31,7 @@ from typing import Any
 from resolverguard.config import Config, Endpoint, load_config
 from resolverguard.control import ControlServer, default_socket, send
 from resolverguard.logwriter import Message, RecordWriter, serve_inbox
+from resolverguard.pipeline import family_model_path
 from resolverguard.store import QueryStore, StoreError
 
 
@@ -135,6 +136,7 @@ def run_workers(cfg: Config, config_path: Path | None, overrides: dict[str, Any]
     ctx = multiprocessing.get_context("spawn")
     lines, bind_lock = ctx.Queue(), ctx.Lock()
     log = RecordWriter(cfg.query_log, store, say)
+    log.use_family(family_model_path(cfg) if cfg.scoring else None)  # (workers only forward records)
     done: list[Message] = []
     writer = threading.Thread(target=serve_inbox, args=(lines, done.append, log), name="query-log", daemon=True)
     writer.start()

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from resolverguard.config import LogWriter, QueryLogConfig
-from resolverguard.logwriter import RecordWriter
+from resolverguard.config import ClientPrivacy, LogWriter, QueryLogConfig
+from resolverguard.logwriter import LineMaker, RecordWriter, client_for_log, line_of_record, millis
 from resolverguard.steps.querylog import QueryLog, timestamp
 
 
@@ -96,3 +96,79 @@ def test_query_line_is_valid_json_with_every_field(tmp_path: Path) -> None:
         "family_p": 0.5,
         "worker": 3,
     }
+
+
+_TEXT = st.one_of(st.none(), st.text(max_size=12))
+_NUMBER = st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True), st.floats(0, 1))
+_NOTES = st.one_of(
+    st.none(),
+    st.dictionaries(
+        st.sampled_from(["answer_cache", "family_hint", "family_p", "paused", "watch"]),
+        st.one_of(st.text(max_size=6), st.booleans(), st.floats(0, 1), st.lists(st.integers(), max_size=2)),
+        max_size=3,
+    ),
+)
+_RECORDS = st.tuples(
+    st.floats(1.5e9, 2.5e9),
+    st.sampled_from(["127.0.0.1", "192.168.1.9", "2001:db8::7", "fe80::1%eth0", "not-an-address"]),
+    st.sampled_from(["udp", "tcp"]),
+    st.text(max_size=20),
+    st.sampled_from(["A", "AAAA", "TXT", "65280"]),
+    _TEXT,
+    _NUMBER,
+    st.sampled_from(["pass", "sinkhole", "log"]),
+    st.sampled_from(["model", "cache", "list"]),
+    _TEXT,
+    st.floats(0, 30),
+    _TEXT,
+    _TEXT,
+    _TEXT,
+    _NOTES,
+)
+
+
+@given(
+    st.lists(_RECORDS, min_size=1, max_size=30),
+    st.sampled_from(list(ClientPrivacy)),
+    st.sampled_from(["", ',"worker":1']),
+)
+def test_line_maker_writes_the_reference_line(records: list[Any], privacy: ClientPrivacy, tail: str) -> None:
+    """The memoised line maker (the writer's) gives `line_of_record`'s bytes, repeats included."""
+    maker = LineMaker(privacy, tail)
+    for record in records + records:  # the second time from the memo
+        assert maker.line(record) == line_of_record(record, client_for_log(record[1], privacy), tail)
+
+
+@pytest.mark.parametrize("seconds", [0.0, 0.0000004, 0.0000005, 0.0123456, 0.5, 1.0, 2.25, 1234.5678])
+def test_latency_is_milliseconds_to_the_microsecond(seconds: float) -> None:
+    assert float(millis(seconds)) == pytest.approx(seconds * 1000, abs=0.0005)
+    assert millis(seconds) == repr(round(seconds * 1000, 3)) or seconds == 0.0000005  # (a tie: rounded to even)
+
+
+@pytest.mark.parametrize("writer", [LogWriter.PROCESS, LogWriter.THREAD])
+def test_the_writer_adds_family_hints_to_flagged_lines_only(tmp_path: Path, writer: LogWriter) -> None:
+    """Hints are made by the writer for a whole batch (no step on the loop): a blocked or logged
+    scored name gets one, a passed name and an unscored block do not; a broken family head costs
+    the hints, not the lines."""
+    from dnsfixtures import DATA, DIGITS_MODEL
+
+    def record(qname: str, label: str | None, score: float | None, action: str, would: str | None = None) -> Any:
+        notes = {"answer_cache": "hit"} if action == "pass" else None
+        return (1.8e9, "127.0.0.1", "udp", qname, "A", label, score, action, "model", "NOERROR", 0.001, None, would,
+                None, notes)  # fmt: skip
+
+    lines = {}
+    for family in (DATA / "family2.tflite", DIGITS_MODEL):  # (a detector is not a family head)
+        path = tmp_path / f"{family.stem}-{writer.value}.jsonl"
+        log = QueryLog(QueryLogConfig(path=str(path), writer=writer))
+        log.use_family(family)
+        log.add(record("xkq3vbh7tz.com", "xkq3vbh7tz", 0.99, "sinkhole"))
+        log.add(record("www.example.com", "example", 0.01, "pass"))
+        log.add(record("kq3vbh7tzx.com", "kq3vbh7tzx", 0.98, "log", would="sinkhole"))
+        log.add(record("ads.example", "example", None, "sinkhole"))  # listed, never scored
+        log.close()
+        lines[family.stem] = [json.loads(x) for x in path.read_text().splitlines()]
+    hinted = [x.get("family_hint") for x in lines["family2"]]
+    assert hinted == ["with-digits", None, "with-digits", None] and lines["family2"][0]["family_p"] > 0.99
+    assert lines["family2"][1]["answer_cache"] == "hit"
+    assert [x.get("family_hint") for x in lines["digits"]] == [None] * 4

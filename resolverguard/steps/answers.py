@@ -63,6 +63,7 @@ class _Entry:
     ttl: int
     last: bytes | None = None  # the answer last served, reused while its TTLs and EDNS still fit
     last_elapsed: int = -1
+    retired: bool = False  # replaced by a newer answer (resolverguard.shortcut stops reusing it)
 
     def serve(self, packet: bytes, client_edns: bool, elapsed: int) -> bytes:
         """The stored answer for this query. A popular name is asked many times a second: while
@@ -220,6 +221,22 @@ class AnswerCache:
         """Prefetches in flight (their answers not stored yet)."""
         return len(self._refreshing)
 
+    def entry_for(self, request: Request) -> _Entry | None:
+        """The entry a query is answered from (no expiry check: see `unchanged_until`)."""
+        return self._entries.get(cache_key(request.head)) if self.cfg.size > 0 else None
+
+    def reuse_bounds(self, entry: _Entry, reply: bytes) -> tuple[float, float] | None:
+        """Until when (this cache's clock) `entry` serves `reply` again to a query with the same
+        bytes (the end of the whole second its TTLs were counted in), and until when it serves that
+        query at all without a refresh (the start of the prefetch window, or expiry); None when
+        `reply` is not what it served last."""
+        if entry.last is None or entry.last[2:] != reply[2:] or entry.retired:
+            return None
+        hard = entry.stored + entry.ttl
+        if self.cfg.prefetch and entry.ttl >= PREFETCH_MIN_TTL:  # `get` may start a refresh from here on
+            hard = min(hard, entry.stored + entry.ttl - entry.ttl * PREFETCH_FRACTION)
+        return min(entry.stored + entry.last_elapsed + 1, hard), hard
+
     def refreshed(self, request: Request) -> None:
         self._refreshing.discard(cache_key(request.head))
 
@@ -234,7 +251,11 @@ class AnswerCache:
         ttl = cacheable_ttl(layout, self.cfg)
         if not ttl:
             return None
-        entry = self._entries[cache_key(request.head)] = _Entry(layout, self.clock(), ttl)
+        key = cache_key(request.head)
+        old = self._entries.get(key)
+        if old is not None:
+            old.retired = True
+        entry = self._entries[key] = _Entry(layout, self.clock(), ttl)
         return entry
 
 

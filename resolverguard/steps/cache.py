@@ -45,6 +45,15 @@ class VerdictCache:
             return None
         return found[0]
 
+    def expires(self, key: str) -> float | None:
+        """When the score kept for `key` expires (this cache's clock), or None if none is kept."""
+        found = self._cache.get(key) if self._cache is not None else None
+        return found[1] if found is not None and found[1] > self._clock() else None
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        return self._clock
+
     def put(self, key: str, score: float) -> None:
         if self._cache is not None:
             self._cache[key] = (score, self._clock() + self._ttl)

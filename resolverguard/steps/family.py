@@ -1,21 +1,19 @@
 """Family hint: for a name the detector flagged, the known DGA family it most resembles.
 
-Runs a second small model (`models/family.tflite`, a softmax over the training families) only for
-names whose verdict is log or a block (or would be, in monitor mode), so its cost stays off the path
-of ordinary queries; flagged names arriving together share one (micro-batched) call. The hint is
-logged (`family_hint`, `family_p`), so the step is in the chain only when the query log is on; it
-never changes the verdict, and a failure here is ignored rather than allowed to touch the answer.
+A second small model (`models/family.tflite`, a softmax over the training families), asked only for
+names whose verdict is log or a block (or would be, in monitor mode). The hint is logged
+(`family_hint`, `family_p`): the query log's writer asks it for a whole batch of lines at once
+(resolverguard.logwriter, `RecordWriter.use_family`; issue #17: a step on the event loop cost a
+model call per flagged name before its answer), and the client watch names a flagged client's
+family with it. It never changes a verdict, and a failure costs the hint, never the answer or the line.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from resolverguard.batching import MicroBatcher
-from resolverguard.chain import Outcome, Request
 from resolverguard.errors import ModelError
 from resolverguard.model import TFLiteScorer, load_model
-from resolverguard.verdicts import Action
 
 
 class FamilyHints:
@@ -39,21 +37,3 @@ class FamilyHints:
             raise ModelError(f"{self.model.path}: {probs.shape[1]} outputs for {len(self.families)} families")
         best = probs.argmax(axis=1)
         return [(self.families[int(b)], float(row[b])) for b, row in zip(best, probs, strict=True)]
-
-
-class FamilyHintStep:
-    def __init__(self, hints: FamilyHints) -> None:
-        self._batcher = MicroBatcher(hints.hints)
-
-    def check(self, request: Request) -> Outcome:
-        verdict = request.verdict
-        flagged = verdict is not None and (verdict.action is not Action.PASS or verdict.would is not None)
-        text = request.name.label if request.name else None
-        return self._hint(request, text) if flagged and text and request.score is not None else None
-
-    async def _hint(self, request: Request, text: str) -> None:
-        try:
-            family, p = await self._batcher.submit(text)
-            request.notes["family_hint"], request.notes["family_p"] = family, round(p, 4)
-        except Exception:  # noqa: BLE001 - a hint must never cost the answer
-            pass

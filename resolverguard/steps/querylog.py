@@ -4,7 +4,10 @@ reads to see why.
 The log step is the outermost link, so it sees the final verdict, the upstream rcode and the full
 latency, and it logs even when an inner step failed. On the event loop it only keeps a tuple of
 plain values per query (`record_of`); the lines and the store's rows are made and written by one
-writer off the loop (resolverguard.logwriter: a child process by default), which gets the records
+writer off the loop (resolverguard.logwriter; `query_log.writer: auto`, the default: a thread for a
+file alone, whose lines cost ~1 us each, and a child process when a query store is on, whose rows
+cost ~8 us; a process costs more CPU in all, pickling and waking included: bench/standalone.py
+measured +14.5 us per cached answer against +6.3 us for a thread, issue #17), which gets the records
 in batches of BATCH or every FLUSH_SECONDS (the service hands them over on a timer, and on stop and
 reload). Logging never raises into the DNS path: an unwritable log or store is said once on stderr
 and DNS service goes on. A crash (not a stop) can lose the last fraction of a second.
@@ -20,6 +23,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TextIO
 
 from dnslib import QTYPE
@@ -84,6 +88,7 @@ class QueryLog:
         self._behind = False  # batches are being dropped (said once per episode)
         self._lock = threading.Lock()  # flush and close may come from another thread than the loop
         self._inbox: Any = None
+        self._family: Path | None = None
         self._outbox: Any = None
         self._writer: threading.Thread | multiprocessing.process.BaseProcess | None = None
         self.written = self._writer_lost = self._dropped = 0
@@ -94,7 +99,8 @@ class QueryLog:
         self._start_writer()
 
     def _start_writer(self) -> None:
-        if self.config.writer is LogWriter.THREAD:
+        where = self.config.writer
+        if where is LogWriter.THREAD or (where is LogWriter.AUTO and self.store is None):
             self._inbox, self._outbox = queue.SimpleQueue(), queue.SimpleQueue()
             writer = RecordWriter(self.config, self.store, lambda text: self._outbox.put(("said", text)))
             self._writer = threading.Thread(
@@ -130,6 +136,14 @@ class QueryLog:
     def extra_json(self) -> str:
         """The extra fields as the tail of a JSON object (`,"worker":1`), made once."""
         return extra_json(self._extra)
+
+    def use_family(self, path: Path | None) -> None:
+        """The family head whose hints the writer adds to flagged names' lines (`RecordWriter.use_family`);
+        told again after a reload that changes it. A worker's log forwards records only: the parent's
+        writer is told by resolverguard.workers."""
+        if path != self._family and self._inbox is not None:
+            self._family = path
+            self._inbox.put(("family", path))
 
     def add(self, record: QueryRecord) -> None:
         """Keeps one query's record; never raises."""

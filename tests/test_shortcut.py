@@ -1,0 +1,172 @@
+"""The repeat shortcut (resolverguard.shortcut): the same bytes as the chain, and only where the chain
+would give them.
+
+Byte identity is checked by running two pipelines built from one policy side by side, one with the
+shortcut and one without, on the same query sequence and the same fake clock, against one real
+upstream: every reply and every log line (but its time and latency) must be the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import dns.message
+import dns.query
+import pytest
+from dnsfixtures import DIGITS_MODEL, Upstream, run_resolver, run_upstream
+
+from resolverguard.config import CacheConfig, Config, Endpoint, ListsConfig, load_config
+from resolverguard.model import load_model
+from resolverguard.pipeline import Pipeline, build_pipeline
+from resolverguard.server import DnsServer
+from resolverguard.steps.metrics import Metrics
+from resolverguard.steps.querylog import QueryLog
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 5000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Sent:
+    """The client's side of a datagram transport: what the server sent, in order."""
+
+    def __init__(self) -> None:
+        self.replies: list[bytes] = []
+
+    def sendto(self, data: bytes, addr: object) -> None:
+        self.replies.append(data)
+
+    def is_closing(self) -> bool:
+        return False
+
+
+def pipeline_for(cfg: Config, log_path: Path, clock: Clock) -> Pipeline:
+    pipeline = build_pipeline(
+        cfg, load_model(DIGITS_MODEL), lambda c, s: QueryLog(replace(c, path=str(log_path), writer="thread"))
+    )
+    pipeline.answers.clock = clock
+    pipeline.cache._clock = clock  # the verdict cache's expiry on the same fake time
+    return pipeline
+
+
+def queries() -> list[bytes]:
+    """Variants whose replies differ: EDNS or not, DO, letter case, RD, a blocked and a listed name."""
+    out = []
+    for name in ("www.example.com", "WwW.ExAmple.com", "x7k2q9z4w8v1.com", "blocked.example"):
+        out.append(dns.message.make_query(name, "A", use_edns=False).to_wire())
+        out.append(dns.message.make_query(name, "A", use_edns=0, payload=1232).to_wire())
+        out.append(dns.message.make_query(name, "AAAA", want_dnssec=True).to_wire())
+    norecurse = dns.message.make_query("www.example.com", "A", use_edns=False)
+    norecurse.flags &= ~dns.flags.RD
+    out.append(norecurse.to_wire())
+    return out
+
+
+async def settle() -> None:
+    """Until every task (queries waiting on the upstream, prefetches) is done."""
+    for _ in range(100):
+        pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        if not pending:
+            return
+        await asyncio.wait(pending, timeout=5)
+    raise AssertionError("tasks never finished")
+
+
+def without_timing(path: Path) -> list[dict[str, object]]:
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    for line in lines:
+        line.pop("time"), line.pop("latency_ms")
+    return lines
+
+
+@pytest.mark.parametrize("prefetch", [True, False])
+def test_replies_and_log_lines_are_the_chains(tmp_path: Path, prefetch: bool) -> None:
+    with run_upstream(Upstream(ttl=300)) as up:
+        cfg = Config(
+            upstreams=(Endpoint("127.0.0.1", up.port),),
+            lists=ListsConfig(deny=("blocked.example",)),
+            cache=CacheConfig(ttl=40.0),  # the verdict cache expires inside the run
+        )
+        cfg = replace(cfg, answer_cache=replace(cfg.answer_cache, prefetch=prefetch))
+        clock = Clock()
+        fast, slow = pipeline_for(cfg, tmp_path / "fast.log", clock), pipeline_for(cfg, tmp_path / "slow.log", clock)
+        assert fast.shortcut is not None
+        servers = {
+            "fast": DnsServer(fast.chain, (), cfg.limits, fast.gates, shortcut=fast.shortcut),
+            "slow": DnsServer(slow.chain, (), cfg.limits, slow.gates),
+        }
+        sent = {"fast": Sent(), "slow": Sent()}
+
+        async def run() -> None:
+            # within a second, across seconds, into the verdict cache's expiry (40 s), the prefetch
+            # window (270 s of 300) and past the answer's expiry
+            for step in (0, 0.1, 0.4, 0.99, 0.01, 0.5, 1.2, 3, 35, 5, 0.3, 225.0, 4.9, 0.2, 35.5, 0.6, 1):
+                clock.now += step
+                for packet in queries():
+                    for name, server in servers.items():  # one after the other: the upstream sees both
+                        server.accept_udp(sent[name], packet, ("127.0.0.1", 5353))  # type: ignore[arg-type]
+                        await settle()
+
+        asyncio.run(run())
+        fast.log.close(), slow.log.close()
+        fast.forwarder.close(), slow.forwarder.close()
+    assert fast.shortcut.served > 100  # most of the run was answered by the shortcut
+    assert sent["fast"].replies == sent["slow"].replies
+    assert without_timing(tmp_path / "fast.log") == without_timing(tmp_path / "slow.log")
+
+
+def test_not_built_where_the_decision_depends_on_the_client(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.txt"
+    rules.write_text("||ads.example^$client=192.0.2.5\n")
+    cases = {
+        "plain": "",
+        "groups": "groups:\n  - name: kids\n    clients: [192.0.2.0/24]\n",
+        "watch": "client_watch: {enabled: true}\n",
+        "scoped rule": f"lists:\n  deny_files: [{{path: '{rules}', format: adblock}}]\n",
+        "metrics": "metrics: {listen: '127.0.0.1:9'}\n",
+    }
+    built = {}
+    for name, text in cases.items():
+        policy = tmp_path / f"{name}.yaml"
+        policy.write_text("upstreams: ['127.0.0.1:53']\nquery_log: off\n" + text)
+        cfg = load_config(policy)
+        metrics = Metrics() if cfg.metrics is not None else None
+        built[name] = build_pipeline(cfg, load_model(DIGITS_MODEL), metrics=metrics).shortcut is not None
+    assert built == {"plain": True, "groups": False, "watch": False, "scoped rule": False, "metrics": False}
+
+
+def ask(r, name: str, **kw) -> dns.message.Message:
+    return dns.query.udp(dns.message.make_query(name, "A", **kw), r.host, port=r.port, timeout=3)
+
+
+def test_repeats_over_real_sockets_and_a_pause_turns_it_off(tmp_path: Path) -> None:
+    with run_upstream(Upstream()) as up:
+        cfg = Config(upstreams=(Endpoint("127.0.0.1", up.port),), lists=ListsConfig(deny=("blocked.example",)))
+        with run_resolver(cfg, tmp_path / "q.log") as r:
+            shortcut = r.service.server.shortcut
+            assert shortcut is not None
+            first, second, third = (ask(r, "www.example.com") for _ in range(3))  # forwarded, chain hit, shortcut
+            assert shortcut.served == 1 and len(up.queries) == 1
+            assert first.answer == second.answer == third.answer
+            for _ in range(2):
+                assert str(ask(r, "blocked.example").answer[0][0]) == "0.0.0.0"  # the sinkhole, learned
+            assert shortcut.served == 2
+            r.service.pipeline.pause.pause(60)
+            assert ask(r, "blocked.example").answer[0][0].address != "0.0.0.0"  # the pause is in force at once
+            assert shortcut.served == 2
+            lines = r.log_lines()
+    assert [(x["qname"], x["action"], x.get("answer_cache")) for x in lines] == [
+        ("www.example.com", "pass", None),
+        ("www.example.com", "pass", "hit"),
+        ("www.example.com", "pass", "hit"),
+        ("blocked.example", "sinkhole", None),
+        ("blocked.example", "sinkhole", None),
+        ("blocked.example", "log", None),
+    ]
