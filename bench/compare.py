@@ -397,12 +397,16 @@ def main() -> None:
     p.add_argument("--misses", type=int, default=0, help="never-seen names (default 200k per second of run)")
     p.add_argument("--reloads", type=int, default=100)
     p.add_argument("--watch", action="store_true", help="only (d) against (g) = (d) + client_watch, in turn")
-    p.add_argument("--rounds", type=int, default=4, help="--watch: rounds of (d) and (g) in turn")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="--watch: rounds of (d) and (g) in turn (4); --module: rounds in turn, each row's best kept (3)",
+    )
     p.add_argument("--log", action="store_true", help="only (d) against (d') log file, (d't) thread, (d's) store")
     p.add_argument(
         "--module", action="store_true", help="only Unbound: (b), (n) do-nothing module, (m); 1 and 2 threads"
     )
-    p.add_argument("--rounds", type=int, default=3, help="with --module: rounds in turn; each row's best is kept")
     p.add_argument("--rows", default="", help="with --module: only these rows (unbound,noop,module,unbound2,...)")
     p.add_argument(
         "--benign-misses", action="store_true", help="with --module: never-seen names of the benign half only"
@@ -415,6 +419,8 @@ def main() -> None:
     )
     p.add_argument("--tag", default="run", help="with --module: results go to bench/results/module_TAG.{md,json}")
     a = p.parse_args()
+    if a.rounds is None:
+        a.rounds = 3 if a.module else 4
     for tool in ("nsd", "unbound", "dnsperf"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is not installed: sudo apt-get install -y nsd unbound dnsperf")
