@@ -46,6 +46,10 @@ def check(path: Path) -> subprocess.CompletedProcess[str]:
         ("mode: [unclosed\n", 2, None, "invalid YAML"),
         ("mode: a\nmode: b\n", 2, "mode", "duplicate key"),
         ("upstream_timeout: fast\n", 1, "upstream_timeout", "must be a number"),
+        ("query_store:\n  path: q.db\n  gateway: 'branch 12'\n", 3, "query_store.gateway", "not a gateway name"),
+        ("query_store:\n  path: q.db\n  gateway: ''\n", 3, "query_store.gateway", "not a gateway name"),
+        ("query_store:\n  gateway: -gw\n", 2, "query_store.gateway", "not a gateway name"),
+        ("query_store:\n  gateway: " + "g" * 64 + "\n", 2, "query_store.gateway", "not a gateway name"),
     ],
 )
 def test_errors_name_file_line_and_key(tmp_path: Path, text: str, line: int, key: str | None, problem: str) -> None:
