@@ -25,6 +25,8 @@ and a row per key in docs/policy.md. A cross-key rule goes in the section's `pro
 from __future__ import annotations
 
 import ipaddress
+import re
+import socket
 from collections.abc import Callable, Iterator
 from dataclasses import Field, dataclass, field, fields, replace
 from enum import Enum
@@ -244,6 +246,26 @@ def _store_target(base: Path) -> Callable[[Any], Path | str | None]:
         return _path(base)(value)
 
     return convert
+
+
+GATEWAY_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62})$")
+
+
+def _gateway(value: Any) -> str:
+    """A gateway's name in the query store: what a fleet's dashboard shows and filters by, so it is
+    short, printable and unambiguous (a host name's characters), never empty."""
+    if not isinstance(value, str | int) or isinstance(value, bool) or not GATEWAY_NAME.match(str(value)):
+        raise ValueError(
+            f"{value!r} is not a gateway name (1-63 letters, digits, '.', '_' or '-', starting with a letter or digit)"
+        )
+    return str(value)
+
+
+def host_gateway_name() -> str:
+    """The host name as a gateway name (`query_store.gateway`'s default): its first label, cut to
+    what `_gateway` accepts, so the default is always a valid name."""
+    label = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname().split(".")[0]).lstrip("._-")[:63]
+    return label or "resolverguard"
 
 
 def _refusal(value: Any) -> str:
@@ -485,6 +507,13 @@ class QueryStoreConfig:
         yaml="max_mb",
         shown="1024",
     )
+    gateway: str = key("", _gateway, "this instance's name on the rows and alerts it writes", shown="the host name")
+
+    @property
+    def gateway_name(self) -> str:
+        """The name the writer puts on rows: `gateway` as set, else the host name (read when the
+        writer opens the store, in the writer's process)."""
+        return self.gateway or host_gateway_name()
 
 
 DEFAULT_ALLOWED_CLIENTS: tuple[str, ...] = (

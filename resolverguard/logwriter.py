@@ -419,7 +419,7 @@ class StoreFeed:
     def _open(self) -> QueryStore | None:
         if self._store is None and self.config.path is not None and time.monotonic() >= self._retry_at:
             try:
-                self._store = QueryStore.open_for_writing(self.config.path)
+                self._store = QueryStore.open_for_writing(self.config.path, self.config.gateway_name)
             except StoreError as err:
                 self._fail(err)
         return self._store

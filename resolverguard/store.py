@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -80,6 +81,7 @@ class QueryRow:
     score: float | None
     upstream_rcode: str | None
     latency_ms: float
+    gateway: str  # the resolverguard instance that answered ('' : written before gateways were recorded)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +107,7 @@ class FlaggedClientRow:
     names: tuple[str, ...]
     family: str | None
     mode: str
+    gateway: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +116,7 @@ class LikelyC2Row:
     time: float
     until: float | None
     clients: tuple[str, ...]
+    gateways: tuple[str, ...]  # the gateways whose watch found it
 
 
 # Counts kept beside the rows, per time slot: (table, slot length in seconds). Queries by action per
@@ -125,7 +129,10 @@ SHORT_RANGE = 2 * DAY  # up to this span the overview counts by the minute, beyo
 _DAY_SCHEMA = (
     "CREATE TABLE IF NOT EXISTS {t} (id {query_id}, time DOUBLE PRECISION NOT NULL, client TEXT,"
     " qname TEXT NOT NULL, rname TEXT NOT NULL, qtype TEXT NOT NULL, action TEXT NOT NULL, reason TEXT NOT NULL,"
-    " score DOUBLE PRECISION, upstream_rcode TEXT, latency_ms DOUBLE PRECISION NOT NULL)",
+    " score DOUBLE PRECISION, upstream_rcode TEXT, latency_ms DOUBLE PRECISION NOT NULL,"
+    " gateway TEXT NOT NULL DEFAULT '')",
+    # No index on gateway: a fleet has a few gateways, so a filter by one still finds its newest
+    # rows by scanning newest first, and an index would cost every insert.
     # No index on time: ids grow with time, so the primary key orders a day by time already.
     "CREATE INDEX IF NOT EXISTS {t}_client ON {t} (client, id)",
     # Only what was not passed: ~90% of the rows pass and are found by scanning the newest first,
@@ -152,7 +159,7 @@ _FINISHED_DAY_INDEXES = (
     "CREATE INDEX IF NOT EXISTS {t}_rname ON {t} (rname, client)",
     "CREATE INDEX IF NOT EXISTS {t}_blocked ON {t} (action, qname) WHERE action <> 'pass'",
 )
-_COLUMNS = "id, time, client, qname, qtype, action, reason, score, upstream_rcode, latency_ms"
+_COLUMNS = "id, time, client, qname, qtype, action, reason, score, upstream_rcode, latency_ms, gateway"
 
 
 def reversed_name(name: str) -> str:
@@ -179,21 +186,24 @@ def _limit(limit: int) -> int:
 class QueryStore:
     """One connection to the store: the writer's (`open_for_writing`) or a reader's."""
 
-    def __init__(self, connection: Any, path: str, dialect: Dialect = SQLITE) -> None:
-        """`connection`: sqlite3's, or a `PostgresConnection` (the same execute/executemany)."""
-        self._db, self.path, self._dialect = connection, path, dialect
+    def __init__(self, connection: Any, path: str, dialect: Dialect = SQLITE, gateway: str = "") -> None:
+        """`connection`: sqlite3's, or a `PostgresConnection` (the same execute/executemany);
+        `gateway`: the name the writer puts on every row and alert it writes."""
+        self._db, self.path, self._dialect, self.gateway = connection, path, dialect, gateway
         self._lock = threading.Lock()  # one statement at a time: readers are called from pool threads
         self._days: set[int] = set()  # day tables this writer knows exist
         self._indexed: set[int] = set()  # days whose name index this writer made or found
+        self._registered = False  # this writer's gateway is in store_gateways
 
     # -- opening -------------------------------------------------------------------------------
     @classmethod
-    def open_for_writing(cls, path: str | Path) -> QueryStore:
+    def open_for_writing(cls, path: str | Path, gateway: str = "") -> QueryStore:
         """Creates the store (folder, file, schema) when missing and migrates an older one to this
         code's schema (resolverguard.storeschema: one transaction under the migration lock, so
         several gateways may open one PostgreSQL at once); raises StoreError saying why not, e.g.
-        a store whose schema is newer than this code."""
-        store = cls(*_connect_for_writing(path))
+        a store whose schema is newer than this code. `gateway` names this writer in every row it
+        writes (`query_store.gateway`; the writer knows it, the per-query record does not carry it)."""
+        store = cls(*_connect_for_writing(path), gateway=gateway)
         try:
             storeschema.migrate(store._db, store._dialect, safe_url(store.path))
             store._load()
@@ -243,6 +253,15 @@ class QueryStore:
                 "UPDATE store_meta SET value = ? WHERE name = 'next_id' AND value <= ?", ((top or 0) + 1, top or 0)
             )
 
+    def _register(self, now: float) -> None:
+        """This gateway in `store_gateways` (the dashboard shows a gateway column from two on), with
+        its first batch: opening the store to check it (at start, at reload) writes nothing."""
+        self._db.execute(
+            "INSERT INTO store_gateways (name, first_seen, last_seen) VALUES (?, ?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET last_seen = excluded.last_seen",
+            (self.gateway, now, now),
+        )
+
     def _known_days(self, low: int | None = None, high: int | None = None) -> list[int]:
         """Day tables, newest first, optionally only those between `low` and `high`."""
         if low is None or high is None:
@@ -267,12 +286,15 @@ class QueryStore:
         with self._lock:
             self._db.execute(self._dialect.begin_write)
             try:
+                if not self._registered:
+                    self._register(time.time())
                 self._add_queries(queries)
                 self._add_events(events)
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+            self._registered = True
 
     def _add_queries(self, queries: Sequence[StoredQuery]) -> None:
         if not queries:
@@ -280,9 +302,10 @@ class QueryStore:
         (end,) = self._db.execute(
             "UPDATE store_meta SET value = value + ? WHERE name = 'next_id' RETURNING value", (len(queries),)
         ).fetchone()
-        first = int(end) - len(queries)
+        first, gw = int(end) - len(queries), self.gateway
         rows = [
             (first + n, when, client, qname, qname.lower().rstrip(".")[::-1], qtype, action, reason, score, rcode, ms)
+            + (gw,)
             for n, (when, client, qname, qtype, action, reason, score, rcode, ms) in enumerate(queries)
         ]
         low, high = int(rows[0][1] // DAY), int(rows[-1][1] // DAY)
@@ -291,7 +314,7 @@ class QueryStore:
             table = self._day_table(day)
             self._db.executemany(
                 f"INSERT INTO {table} (id, time, client, qname, rname, qtype, action, reason, score,"  # noqa: S608 - a day table
-                " upstream_rcode, latency_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " upstream_rcode, latency_ms, gateway) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 some,
             )
             # The counts, summed in SQL from the rows just written (the range of their ids).
@@ -316,7 +339,8 @@ class QueryStore:
             until = _event_time(event.get("until")) if event.get("until") else None
             if event.get("event") == "client_flagged":
                 self._db.execute(
-                    "INSERT INTO flagged_clients (time, client, until, names, family, mode) VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO flagged_clients (time, client, until, names, family, mode, gateway)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (
                         when,
                         event.get("client"),
@@ -324,12 +348,13 @@ class QueryStore:
                         json.dumps(list(event.get("names") or [])),
                         event.get("family_hint"),
                         str(event.get("action") or "log"),
+                        self.gateway,
                     ),
                 )
             elif event.get("event") == "likely_c2":
                 self._db.execute(
-                    "INSERT INTO likely_c2 (time, name, client, until) VALUES (?, ?, ?, ?)",
-                    (when, str(event.get("name")), event.get("client"), until),
+                    "INSERT INTO likely_c2 (time, name, client, until, gateway) VALUES (?, ?, ?, ?, ?)",
+                    (when, str(event.get("name")), event.get("client"), until, self.gateway),
                 )
 
     def index_finished_days(self, now: float) -> int:
@@ -451,16 +476,18 @@ class QueryStore:
         reason: str | None = None,
         limit: int = 100,
         before_id: int | None = None,
+        gateway: str | None = None,
     ) -> list[QueryRow]:
         """Queries in [since, until) matching every filter given, newest first; `name` matches the
-        name and any name under it; page with `before_id` (the last id of the previous page)."""
+        name and any name under it; `gateway` the instance that answered them; page with
+        `before_id` (the last id of the previous page)."""
         since, until = _since_until(since, until)
         limit = _limit(limit)
         where, params = ["time >= ?", "time < ?"], list[Any]([since, until])
         # With a client, its index leads and `+action` (a no-op in SQL) keeps the planner off the
         # action index: a quiet client's few rows beat a month of blocks checked one by one.
         lead = self._dialect.not_indexed if client is not None else ""
-        for column, value in (("client", client), (f"{lead}action", action), ("reason", reason)):
+        for column, value in (("client", client), (f"{lead}action", action), ("reason", reason), ("gateway", gateway)):
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(value)
@@ -545,29 +572,38 @@ class QueryStore:
         """Clients the watch flagged since `since`, newest first."""
         with self._lock:
             found = self._db.execute(
-                "SELECT client, time, until, names, family, mode FROM flagged_clients WHERE time >= ?"
+                "SELECT client, time, until, names, family, mode, gateway FROM flagged_clients WHERE time >= ?"
                 " ORDER BY time DESC, id DESC LIMIT ?",
                 (float(since), MAX_LIMIT),
             ).fetchall()
-        return [FlaggedClientRow(c, t, u, tuple(json.loads(n)), f, m) for c, t, u, n, f, m in found]
+        return [FlaggedClientRow(c, t, u, tuple(json.loads(n)), f, m, g) for c, t, u, n, f, m, g in found]
 
     def likely_c2(self, since: float) -> list[LikelyC2Row]:
         """Names the watch found to be likely C2 since `since`, one row per name (the clients it
         was found for), newest first."""
         with self._lock:
             found = self._db.execute(
-                "SELECT name, time, until, client FROM likely_c2 WHERE time >= ? ORDER BY time DESC, id DESC LIMIT ?",
+                "SELECT name, time, until, client, gateway FROM likely_c2 WHERE time >= ?"
+                " ORDER BY time DESC, id DESC LIMIT ?",
                 (float(since), MAX_LIMIT),
             ).fetchall()
         rows: dict[str, LikelyC2Row] = {}
-        for name, when, until, client in found:
+        for name, when, until, client, gateway in found:
             seen = rows.get(name)
             if seen is None:
-                rows[name] = LikelyC2Row(name, when, until, (client,) if client else ())
+                rows[name] = LikelyC2Row(name, when, until, (client,) if client else (), (gateway,))
             else:
                 clients = seen.clients + ((client,) if client and client not in seen.clients else ())
-                rows[name] = LikelyC2Row(name, seen.time, _later(seen.until, until), clients)
+                gateways = seen.gateways + ((gateway,) if gateway not in seen.gateways else ())
+                rows[name] = LikelyC2Row(name, seen.time, _later(seen.until, until), clients, gateways)
         return list(rows.values())
+
+    def gateways(self) -> list[str]:
+        """The gateways that have written to the store, by name ('' : rows from before they were
+        recorded). The dashboard shows which gateway answered only when there are two or more."""
+        with self._lock:
+            found = self._db.execute("SELECT name FROM store_gateways ORDER BY name").fetchall()
+        return [str(n) for (n,) in found]
 
 
 def _client_slots(since: float, until: float, split: bool = False) -> Any:

@@ -182,9 +182,34 @@ def _counts_by_slot(db: Any, d: Dialect) -> None:
         db.execute(f"CREATE INDEX {t}_action ON {t} (action, id) WHERE action <> 'pass'")
 
 
+def _gateway_per_row(db: Any, d: Dialect) -> None:
+    """Which gateway wrote each query and raised each alert (#18: several gateways, one store), and
+    the gateways that write to the store (`store_gateways`: the dashboard shows the column only when
+    there are two or more). Rows written before this carry gateway '' ("not recorded"): in a fleet
+    on PostgreSQL they may come from any gateway, so the migrating one's name would be a guess. The
+    counts stay per store, not per gateway (a new primary key means rebuilding the count tables).
+    ADD COLUMN with a constant default rewrites no rows on either backend."""
+    tables = ["flagged_clients", "likely_c2"]
+    tables += [day_table(int(day)) for (day,) in db.execute("SELECT day FROM store_days").fetchall()]
+    for table in tables:
+        db.execute(f"ALTER TABLE {table} ADD COLUMN gateway TEXT NOT NULL DEFAULT ''")
+    db.execute(
+        "CREATE TABLE store_gateways (name TEXT PRIMARY KEY, first_seen DOUBLE PRECISION NOT NULL,"
+        " last_seen DOUBLE PRECISION NOT NULL)"
+    )
+    # The rows from before (if any) are one more source, named '' like their rows.
+    db.execute(
+        "INSERT INTO store_gateways (name, first_seen, last_seen) SELECT '', 0, 0"
+        " WHERE EXISTS (SELECT 1 FROM store_days) OR EXISTS (SELECT 1 FROM flagged_clients)"
+        " OR EXISTS (SELECT 1 FROM likely_c2)"
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "query store", 1, _first_store),
     Migration(2, "counts by slot, partial day indexes", 2, _counts_by_slot),
+    # readable_by 3: a schema-2 writer would make new day tables without the column.
+    Migration(3, "gateway per query and alert", 3, _gateway_per_row),
 )
 CODE_VERSION = MIGRATIONS[-1].version
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from resolverguard.config import load_config, resolve_thresholds
+from resolverguard.config import GATEWAY_NAME, host_gateway_name, load_config, resolve_thresholds
 from resolverguard.errors import ConfigError
 from resolverguard.verdicts import Action, Mode
 
@@ -46,6 +47,10 @@ def check(path: Path) -> subprocess.CompletedProcess[str]:
         ("mode: [unclosed\n", 2, None, "invalid YAML"),
         ("mode: a\nmode: b\n", 2, "mode", "duplicate key"),
         ("upstream_timeout: fast\n", 1, "upstream_timeout", "must be a number"),
+        ("query_store:\n  path: q.db\n  gateway: 'branch 12'\n", 3, "query_store.gateway", "not a gateway name"),
+        ("query_store:\n  path: q.db\n  gateway: ''\n", 3, "query_store.gateway", "not a gateway name"),
+        ("query_store:\n  gateway: -gw\n", 2, "query_store.gateway", "not a gateway name"),
+        ("query_store:\n  gateway: " + "g" * 64 + "\n", 2, "query_store.gateway", "not a gateway name"),
     ],
 )
 def test_errors_name_file_line_and_key(tmp_path: Path, text: str, line: int, key: str | None, problem: str) -> None:
@@ -93,3 +98,13 @@ def test_missing_file_and_non_mapping(tmp_path: Path) -> None:
 def test_examples_are_valid(example: Path) -> None:
     result = check(example)
     assert result.returncode == 0, result.stderr
+
+
+def test_query_store_gateway_defaults_to_the_host_name(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, "query_store: q.db\n")).query_store.gateway_name == host_gateway_name()
+    host = socket.gethostname().split(".")[0]
+    if GATEWAY_NAME.match(host):
+        assert host_gateway_name() == host
+    assert GATEWAY_NAME.match(host_gateway_name())  # whatever the host is called, a name the store takes
+    named = load_config(write(tmp_path, "query_store:\n  path: q.db\n  gateway: branch-12\n"))
+    assert named.query_store.gateway_name == "branch-12"

@@ -14,7 +14,7 @@ import pytest
 from dashfixtures import PASSWORD, PASSWORD_HASH, Served, serve_dashboard
 from dnsfixtures import UPSTREAM_A
 
-from resolverguard.config import load_config
+from resolverguard.config import host_gateway_name, load_config
 from resolverguard.errors import ConfigError
 from resolverguard.web.auth import LoginLimiter, PasswordHash
 
@@ -244,6 +244,10 @@ def test_reads_answer_from_the_store_the_resolver_fills(tmp_path: Path) -> None:
         assert script.open("/api/v1/clients/flagged", headers=auth).json() == []
         none = script.open("/api/v1/queries?client=10.9.9.9", headers=auth).json()
         assert none == []
+        # One gateway (named after the host by default): its name on every row, no gateway column.
+        assert {q["gateway"] for q in page} == {host_gateway_name()}
+        assert script.open("/api/v1/gateways", headers=auth).json() == [host_gateway_name()]
+        assert script.login().status == 303 and "<th>gateway</th>" not in script.get("/queries").body
 
 
 def test_a_new_password_by_reload_ends_sessions_and_old_tokens(tmp_path: Path) -> None:

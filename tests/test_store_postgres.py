@@ -1,14 +1,17 @@
 """The query store's SQL on PostgreSQL (issue #18 item 3): the same schema and statements as on
-SQLite, so the same batches must give the same answers; and a resolver writing to it over DNS."""
+SQLite, so the same batches must give the same answers; a resolver writing to it over DNS; and two
+gateways writing to one database, told apart by their `query_store.gateway` on the dashboard."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from dashfixtures import PASSWORD, Http, Served, serve_dashboard
 from dnsfixtures import UPSTREAM_A, Upstream, run_resolver, run_upstream
 from pgcluster import fresh_database, postgres_cluster
 from test_store import TRICKY, ask_from, eventually
@@ -134,3 +137,38 @@ def test_an_unreachable_postgres_store_is_a_clear_error(cluster: str) -> None:
     with pytest.raises(StoreError, match="cannot connect to the query store") as raised:
         QueryStore.open_for_writing(missing)
     assert "secret" not in str(raised.value)  # a password never reaches a log line
+
+
+def test_two_gateways_write_to_one_postgres_and_the_dashboard_tells_them_apart(cluster: str, tmp_path: Path) -> None:
+    url = fresh_database(cluster, "fleet")
+    asked = {"gw-a": ("a1.example.com", "a2.example.com"), "gw-b": ("b1.example.com",)}
+    auth = {"Authorization": f"Bearer {PASSWORD}"}
+    with contextlib.ExitStack() as stack:
+        served: dict[str, Served] = {}
+        for gateway in asked:  # two resolverguard processes, each with its dashboard, one store
+            (tmp_path / gateway).mkdir()
+            policy = f"query_store:\n  path: {url}\n  gateway: {gateway}\n"
+            served[gateway] = stack.enter_context(serve_dashboard(tmp_path / gateway, policy))
+        for gateway, names in asked.items():
+            for name in names:
+                assert addresses(ask_from(name, served[gateway].dns_port)) == [UPSTREAM_A]
+        for gateway, other in (("gw-a", "gw-b"), ("gw-b", "gw-a")):  # either dashboard shows the fleet
+            api = served[gateway].client()
+
+            def get(query: str, api: Http = api) -> list[dict[str, object]]:
+                return list(api.open(f"/api/v1/queries?since=1h&{query}", headers=auth).json())
+
+            every = eventually(lambda: get(""), lambda rows: len(rows) >= 3)  # the writers batch (~0.5 s)
+            assert sorted((str(q["gateway"]), str(q["qname"])) for q in every) == sorted(
+                (g, n) for g, names in asked.items() for n in names
+            )
+            assert sorted(str(q["qname"]) for q in get(f"gateway={other}")) == sorted(asked[other])
+            assert get("gateway=gw-c") == []
+            bad = api.open("/api/v1/queries?gateway=gw%20a", headers=auth)
+            assert bad.status == 400 and bad.json()["field"] == "gateway"
+            assert api.open("/api/v1/gateways", headers=auth).json() == ["gw-a", "gw-b"]
+            assert api.login().status == 303
+            page = api.get("/queries", gateway=other).body
+            assert "<th>gateway</th>" in page and 'data-fleet="1"' in page
+            assert all(name in page for name in asked[other]) and not any(name in page for name in asked[gateway])
+            assert "<th>gateway</th>" in api.get("/clients").body  # the alert lists say whose watch raised them

@@ -19,10 +19,12 @@ from pgcluster import fresh_database, postgres_cluster
 from test_store import ask_from, eventually
 from test_watch import addresses, config_for
 
+from resolverguard import storeschema
 from resolverguard.cli import main
 from resolverguard.config import QueryStoreConfig
 from resolverguard.store import DAY, QueryStore, StoreError, day_table, migrate_store, schema_status
-from resolverguard.storeschema import CODE_VERSION
+from resolverguard.store import _connect_for_writing as store_connection
+from resolverguard.storeschema import CODE_VERSION, MIGRATIONS, SQLITE
 
 # The first release's store (merge 5936679), statement for statement; {event_id}/{t} as it filled them.
 V1_SCHEMA = (
@@ -135,10 +137,11 @@ def versions(target: str) -> list[int]:
 
 def check_migrated_v1(target: str, now: float, count: int) -> None:
     assert schema_status(target).version == 1 and not schema_status(target).stamped
-    with pytest.raises(StoreError, match="schema version 1, this resolverguard reads 2: run `resolverguard store"):
+    reads = f"schema version 1, this resolverguard reads {CODE_VERSION}: run `resolverguard store"
+    with pytest.raises(StoreError, match=reads):
         QueryStore.open_for_reading(target)  # a reader cannot migrate: it says how
     store = QueryStore.open_for_writing(target)  # migrates
-    assert versions(target) == [1, 2] and schema_status(target).version == CODE_VERSION
+    assert versions(target) == [1, 2, 3] and schema_status(target).version == CODE_VERSION
     yesterday = day_table(int(now // DAY) - 1)
     assert set(indexes(target, yesterday)) >= {f"{yesterday}_client", f"{yesterday}_action"}
     assert f"{yesterday}_time" not in indexes(target, yesterday)
@@ -167,6 +170,52 @@ def test_a_first_release_sqlite_store_migrates_and_keeps_its_data(tmp_path: Path
 def test_a_first_release_postgres_store_migrates_and_keeps_its_data(cluster: str) -> None:
     now, target = time.time(), fresh_database(cluster, "old")
     check_migrated_v1(target, now, make_v1_store(target, now))
+
+
+def make_v2_store(target: str, now: float) -> int:
+    """A store as schema 2 (the release before gateways) left it: the first release's store
+    migrated by migration 2 alone and stamped [1, 2]. Returns the number of queries."""
+    count = make_v1_store(target, now)
+    db, _, dialect = store_connection(target)
+    db.execute(dialect.begin_write)
+    storeschema._apply(db, dialect, replace(storeschema.status(db, dialect), pending=MIGRATIONS[1:2]), now)
+    db.execute("COMMIT")
+    db.close()
+    return count
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_schema_2_store_gets_a_gateway_per_row_and_alert(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    now = time.time()
+    target = (
+        str(tmp_path / "v2.db") if backend == "sqlite" else fresh_database(request.getfixturevalue("cluster"), "v2")
+    )
+    count = make_v2_store(target, now)
+    found = schema_status(target)
+    assert (found.version, found.stamped, [m.version for m in found.pending]) == (2, True, [3])
+    store = QueryStore.open_for_writing(target, gateway="gw-b")  # migrates
+    assert versions(target) == [1, 2, 3]
+    reader = QueryStore.open_for_reading(target)
+    week = (now - 7 * DAY, now + 60)
+    old = reader.search(since=week[0], until=week[1], limit=1000)
+    assert len(old) == count and {r.gateway for r in old} == {""}  # before gateways: '' (docs/policy.md)
+    assert reader.gateways() == [""]  # the old rows are one source; gw-b has written nothing yet
+    assert [(c.name, c.gateways) for c in reader.likely_c2(0)] == [("c2.old.example", ("",))]
+    flagged = {"event": "client_flagged", "time": now, "client": "10.0.0.7", "names": ["x.example"], "action": "log"}
+    c2 = {"event": "likely_c2", "time": now, "name": "c2.old.example", "client": "10.0.0.7"}
+    store.add([(now, "10.0.0.7", "new.example.com", "A", "pass", "model", 0.1, "NOERROR", 1.0)], [flagged, c2])
+    assert reader.gateways() == ["", "gw-b"]
+    mine = reader.search(since=week[0], until=week[1], gateway="gw-b")
+    assert [(r.qname, r.gateway) for r in mine] == [("new.example.com", "gw-b")]
+    assert len(reader.search(since=week[0], until=week[1], gateway="", limit=1000)) == count
+    assert reader.search(since=week[0], until=week[1], gateway="gw-c") == []
+    assert [(f.client, f.gateway) for f in reader.flagged_clients(0)] == [("10.0.0.7", "gw-b")]
+    assert [(c.name, set(c.gateways)) for c in reader.likely_c2(0)] == [("c2.old.example", {"", "gw-b"})]
+    assert reader.overview(*week, buckets=7).total == count + 1  # the counts carried on
+    for each in (store, reader):
+        each.close()
 
 
 def test_a_resolver_started_on_an_old_store_migrates_it_and_writes_over_dns(tmp_path: Path) -> None:
@@ -223,7 +272,7 @@ def test_gateways_opening_one_new_postgres_store_at_once_migrate_it_once(cluster
     opened: list[QueryStore] = []
     errors = race(lambda: opened.append(QueryStore.open_for_writing(target)), 6)
     assert errors == [] and len(opened) == 6
-    assert versions(target) == [1, 2]
+    assert versions(target) == [1, 2, 3]
     for n, store in enumerate(opened):  # every gateway writes; ids never collide
         store.add([(time.time(), f"10.1.0.{n}", f"g{n}.example.com", "A", "pass", "model", 0.1, "NOERROR", 1.0)])
     reader = QueryStore.open_for_reading(target)
@@ -237,7 +286,7 @@ def test_two_migrators_of_an_old_postgres_store_apply_each_migration_once(cluste
     now, target = time.time(), fresh_database(cluster, "old2")
     count = make_v1_store(target, now)
     assert race(lambda: migrate_store(target), 2) == []
-    assert versions(target) == [1, 2]
+    assert versions(target) == [1, 2, 3]
     reader = QueryStore.open_for_reading(target)
     assert reader.overview(now - 7 * DAY, now + 60, 7).total == count  # backfilled once, not twice
     reader.close()
@@ -247,7 +296,7 @@ def test_two_migrators_of_an_old_sqlite_store_apply_each_migration_once(tmp_path
     now, target = time.time(), str(tmp_path / "old.db")
     count = make_v1_store(target, now)
     assert race(lambda: migrate_store(target), 2) == []
-    assert versions(target) == [1, 2]
+    assert versions(target) == [1, 2, 3]
     reader = QueryStore.open_for_reading(target)
     assert reader.overview(now - 7 * DAY, now + 60, 7).total == count
     reader.close()
@@ -292,16 +341,16 @@ def test_a_newer_store_this_code_can_still_use_is_used(tmp_path: Path) -> None:
     assert versions(target) == [*range(1, CODE_VERSION + 2)]
 
 
-def test_a_store_made_before_versioning_is_stamped_without_changes(tmp_path: Path) -> None:
+def test_a_store_made_before_versioning_is_stamped_and_migrated(tmp_path: Path) -> None:
     target = str(tmp_path / "v2.db")
-    QueryStore.open_for_writing(target).close()
     db = sqlite3.connect(target, isolation_level=None)
-    db.execute("DROP TABLE schema_version")  # as the releases between the first and this one left it
+    for migration in MIGRATIONS[:2]:  # as the releases between the first and versioning left it
+        migration.apply(db, SQLITE)
     db.close()
     found = schema_status(target)
-    assert (found.version, found.stamped, found.pending) == (2, False, ())
+    assert (found.version, found.stamped, found.pending) == (2, False, MIGRATIONS[2:])
     QueryStore.open_for_writing(target).close()
-    assert versions(target) == [1, 2]
+    assert versions(target) == [1, 2, 3]
 
 
 def test_store_command_says_the_version_and_dry_run_changes_nothing(
@@ -319,11 +368,11 @@ def test_store_command_says_the_version_and_dry_run_changes_nothing(
     assert "applied: 2 counts by slot" in capsys.readouterr().out
     assert main(["store", "status", "--url", target]) == 0
     out = capsys.readouterr().out
-    assert f"schema version 2; this resolverguard: {CODE_VERSION}; up to date" in out
+    assert f"schema version {CODE_VERSION}; this resolverguard: {CODE_VERSION}; up to date" in out
     assert "  1 query store (found: made before versioning) (applied " in out
     stamp(target, CODE_VERSION + 1, CODE_VERSION + 1)
     assert main(["store", "status", "--url", target]) == 1
-    assert "needs resolverguard with schema 3 or later" in capsys.readouterr().out
+    assert f"needs resolverguard with schema {CODE_VERSION + 1} or later" in capsys.readouterr().out
     assert main(["store", "migrate", "--url", target]) == 1
     assert "upgrade resolverguard (nothing was changed)" in capsys.readouterr().err
     assert main(["store", "status", "--url", str(tmp_path / "missing.db")]) == 1

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from resolverguard.lists import read_list
 from resolverguard.web.actions import append_name
-from resolverguard.web.inputs import MAX_RANGE, BadInput, TimeRange, client_address, domain_name
+from resolverguard.web.inputs import MAX_RANGE, BadInput, TimeRange, client_address, domain_name, search_filters
 
 NOW = 1_800_000_000.0
 
@@ -65,3 +65,13 @@ def test_client_addresses() -> None:
     assert client_address("2001:DB8::1") == "2001:db8::1"
     with pytest.raises(BadInput):
         client_address("192.168.1.0/24")
+
+
+def test_gateway_filter_takes_what_the_policy_takes() -> None:
+    assert search_filters({"gateway": " branch-12.lan "}).gateway == "branch-12.lan"
+    assert search_filters({"gateway": ""}).gateway is None and search_filters({}).gateway is None
+    assert search_filters({"gateway": "gw_1"}).read().kwargs["gateway"] == "gw_1"  # reaches the store call
+    for bad in ("gw 1", "-gw", "gw;--", "g" * 64, "gw/1"):
+        with pytest.raises(BadInput) as raised:
+            search_filters({"gateway": bad})
+        assert raised.value.field == "gateway"

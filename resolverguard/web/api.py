@@ -119,6 +119,12 @@ async def likely_c2(request: web.Request) -> Any:
     return rows
 
 
+async def gateways(request: web.Request) -> Any:
+    """The gateways that write to the store (a fleet on one PostgreSQL): the values `gateway=` takes."""
+    (rows,) = await store(request)(call("gateways"))
+    return rows
+
+
 async def explain(request: web.Request) -> Any:
     name = inputs.domain_name(request.query.get("name"))
     client = inputs.client_address(request.query.get("client")) or "127.0.0.1"
@@ -225,6 +231,7 @@ def routes(app: web.Application) -> None:
         "top/clients": _top("clients"),
         "clients/flagged": flagged,
         "names/likely-c2": likely_c2,
+        "gateways": gateways,
         "explain": explain,
     }
     for path, read in gets.items():

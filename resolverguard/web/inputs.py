@@ -13,6 +13,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from resolverguard.config import GATEWAY_NAME
 from resolverguard.logtop import parse_span
 from resolverguard.verdicts import Action, Reason
 from resolverguard.web.reads import Read, call
@@ -113,6 +114,15 @@ def reason(text: str | None, field: str = "reason") -> str | None:
     return text
 
 
+def gateway(text: str | None, field: str = "gateway") -> str | None:
+    """A gateway's name as `query_store.gateway` accepts it (the policy's rule, not a second one)."""
+    if text is None or not text.strip():
+        return None
+    if not GATEWAY_NAME.match(text.strip()):
+        raise BadInput(field, f"{text[:80]!r} is not a gateway name (letters, digits, '.', '_' and '-')")
+    return text.strip()
+
+
 @dataclass(frozen=True, slots=True)
 class SearchFilters:
     """A query-log search as the API (`/api/v1/queries`) and the dashboard's query log both take it:
@@ -125,6 +135,7 @@ class SearchFilters:
     reason: str | None
     limit: int
     before_id: int | None
+    gateway: str | None = None  # the instance that answered (a fleet writing to one store)
 
     def read(self) -> Read:
         """The store call (`QueryStore.search`) these filters make."""
@@ -138,12 +149,13 @@ class SearchFilters:
             reason=self.reason,
             limit=self.limit,
             before_id=self.before_id,
+            gateway=self.gateway,
         )
 
 
 def search_filters(query: Mapping[str, str], default_limit: int = 100) -> SearchFilters:
-    """`since`/`until`, `name`, `client`, `action`, `reason`, `limit`, `before_id` from a request's
-    query; raises BadInput naming the first bad parameter."""
+    """`since`/`until`, `name`, `client`, `action`, `reason`, `gateway`, `limit`, `before_id` from a
+    request's query; raises BadInput naming the first bad parameter."""
     return SearchFilters(
         span=TimeRange.of(query),
         name=domain_name(query["name"]) if query.get("name") else None,
@@ -152,4 +164,5 @@ def search_filters(query: Mapping[str, str], default_limit: int = 100) -> Search
         reason=reason(query.get("reason")),
         limit=integer(query.get("limit"), "limit", default_limit, 1, MAX_LIMIT),
         before_id=integer(query.get("before_id"), "before_id", 0, 0, 2**62) or None,
+        gateway=gateway(query.get("gateway")),
     )

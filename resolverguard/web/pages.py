@@ -216,7 +216,13 @@ def options(values: Iterable[str], chosen: str) -> str:
     )
 
 
-def query_rows(rows: Iterable[Any]) -> list[list[str]]:
+def gateway_text(name: str) -> str:
+    """A gateway as a cell shows it; '' marks rows written before gateways were recorded."""
+    return esc(name) if name else '<span class="muted">-</span>'
+
+
+def query_rows(rows: Iterable[Any], fleet: bool = False) -> list[list[str]]:
+    """`fleet`: the store holds more than one gateway, so each row says which one answered."""
     out = []
     for r in rows:
         score = "-" if r.score is None else f"{r.score:.3f}"
@@ -230,24 +236,27 @@ def query_rows(rows: Iterable[Any]) -> list[list[str]]:
                 act,
                 esc(r.reason or ""),
                 esc(score),
+                *([gateway_text(r.gateway)] if fleet else []),
             ]
         )
     return out
 
 
 QUERY_HEAD = ["time (UTC)", "client", "name", "type", "action", "reason", "score"]
+FLEET_QUERY_HEAD = [*QUERY_HEAD, "gateway"]
 
 
 async def query_log(request: web.Request) -> web.StreamResponse:
     d, session = dash(request), session_of(request)
     q = request.query
-    fields = {k: q.get(k, "") for k in ("name", "client", "action", "reason")}
+    fields = {k: q.get(k, "") for k in ("name", "client", "action", "reason", "gateway")}
     since_text = q.get("since", "24h")
     form = f"""<form method="get" action="/queries" class="search">
 <label>Name <input name="name" value="{esc(fields["name"])}" placeholder="example.com"></label>
 <label>Client <input name="client" value="{esc(fields["client"])}" placeholder="192.168.1.20"></label>
 <label>Action <select name="action">{options(["", *(a.value for a in Action)], fields["action"])}</select></label>
 <label>Reason <select name="reason">{options(["", *(r.value for r in Reason)], fields["reason"])}</select></label>
+<label>Gateway <input name="gateway" value="{esc(fields["gateway"])}" size="10" placeholder="any"></label>
 <label>Since <input name="since" value="{esc(since_text)}" size="5"></label>
 <button type="submit" class="primary">Search</button></form>"""
     parts = [flash(request), "<h1>Query log</h1>", form]
@@ -259,12 +268,14 @@ async def query_log(request: web.Request) -> web.StreamResponse:
     except BadInput as err:
         parts.append(f'<p class="flash bad">{esc(err)}</p>')
         return page("Query log", "".join(parts), session, 400, active="/queries")
-    (rows,) = await reads(search.read())
-    before = search.before_id
+    rows, gateways = await reads(search.read(), call("gateways"))
+    before, fleet = search.before_id, len(gateways) > 1
     filters = {k: v for k, v in fields.items() if v}
     tail = "" if before else f' data-tail="{esc(urlencode({**filters, "since": since_text}))}"'
+    tail += ' data-fleet="1"' if tail and fleet else ""  # the live tail adds the gateway cell too
     live = '<p class="muted" id="tail-state">Live: new queries appear at the top.</p>' if tail else ""
-    parts.append(live + table(QUERY_HEAD, query_rows(rows), "queries", tail))
+    head = FLEET_QUERY_HEAD if fleet else QUERY_HEAD
+    parts.append(live + table(head, query_rows(rows, fleet), "queries", tail))
     if len(rows) == 100:
         older = urlencode({**filters, "since": since_text, "before_id": rows[-1].id})
         parts.append(f'<p><a href="/queries?{older}">Older</a></p>')
@@ -326,11 +337,13 @@ async def clients_page(request: web.Request) -> web.StreamResponse:
     if reads is None:
         return page("Clients", "".join(parts) + no_store(), session, active="/clients")
     week, day = TimeRange.of({"since": "7d"}), TimeRange.of({"since": "24h"})
-    flagged, c2, top = await reads(
+    flagged, c2, top, gateways = await reads(
         call("flagged_clients", week.since),
         call("likely_c2", week.since),
         call("top_clients", day.since, day.until, None, 50),
+        call("gateways"),
     )
+    fleet = len(gateways) > 1  # which gateway's watch raised an alert, when there are several
     parts.append("<h2>Flagged clients (7 days)</h2>")
     parts.append(
         '<p class="muted">A client is flagged when the names it asks for fail (NXDOMAIN) in the pattern of a DGA '
@@ -338,7 +351,7 @@ async def clients_page(request: web.Request) -> web.StreamResponse:
     )
     parts.append(
         table(
-            ["client", "flagged (UTC)", "until", "family", "mode", "NXDOMAIN names"],
+            ["client", "flagged (UTC)", "until", "family", "mode", "NXDOMAIN names", *(["gateway"] if fleet else [])],
             [
                 (
                     client_link(f.client),
@@ -347,6 +360,7 @@ async def clients_page(request: web.Request) -> web.StreamResponse:
                     esc(f.family or "-"),
                     esc(f.mode or "-"),
                     " ".join(f"<code>{esc(n)}</code>" for n in (f.names or [])),
+                    *([gateway_text(f.gateway)] if fleet else []),
                 )
                 for f in flagged
             ],
@@ -356,13 +370,14 @@ async def clients_page(request: web.Request) -> web.StreamResponse:
     parts.append("<h2>Likely C2 names (blocked for every client)</h2>")
     parts.append(
         table(
-            ["name", "found (UTC)", "blocked until", "clients"],
+            ["name", "found (UTC)", "blocked until", "clients", *(["gateways"] if fleet else [])],
             [
                 (
                     name_link(c.name),
                     esc(clock(c.time)),
                     esc(clock(c.until) if c.until else "-"),
                     " ".join(map(client_link, c.clients or [])),
+                    *([" ".join(map(gateway_text, c.gateways))] if fleet else []),
                 )
                 for c in c2
             ],

@@ -6,6 +6,7 @@
   if (!table) return;
   const body = table.tBodies[0];
   const filters = table.getAttribute("data-tail");
+  const fleet = table.hasAttribute("data-fleet"); // the store holds several gateways: one more cell
   let newest = 0;
   let primed = false; // the first poll only learns what the server-rendered page already shows
   const cell = (html) => { const td = document.createElement("td"); td.append(html); return td; };
@@ -23,6 +24,7 @@
       cell(link("/name/" + encodeURIComponent(q.qname), q.qname)),
       cell(q.qtype), cell(act), cell(q.reason || ""),
       cell(q.score === null || q.score === undefined ? "-" : q.score.toFixed(3)));
+    if (fleet) tr.append(cell(q.gateway || "-"));
     return tr;
   }
   async function poll() {
