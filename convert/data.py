@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from convert.clean import machine_made
+from convert.clean import Listed, Vetting, generated_names, machine_made, vet
 
 # The one import of the name layer in convert/ (it moves with the domain-layer refactor): the
 # rest of convert/ takes these from here.
@@ -32,9 +32,11 @@ BENIGN = "benign"
 # cleaning rule), as the long-tail false-positive rate. Names BOTH DNS-volume lists carry are
 # benign training data (two independent vantage points, and the variety the curated lists lack).
 BENIGN_DNS_ONLY = "benign-dnsonly"
-# Benign-list names the cleaning rule (convert.clean) calls machine-made: scored and reported only.
+# Benign-list names the cleaning rule (convert.clean) removes: scored and reported only. Kept apart by
+# the pool they were removed from, so the long tail can be reported both cleaned and uncleaned.
 BENIGN_MACHINE = "benign-machine"
-BENIGN_FAMILIES = (BENIGN, BENIGN_DNS_ONLY, BENIGN_MACHINE)
+BENIGN_DNS_MACHINE = "benign-dnsonly-machine"
+BENIGN_FAMILIES = (BENIGN, BENIGN_DNS_ONLY, BENIGN_MACHINE, BENIGN_DNS_MACHINE)
 DNS_VOLUME_PROVIDERS = frozenset({"cloudflare", "umbrella"})
 DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
@@ -81,13 +83,10 @@ def load(data_dir: Path = DEFAULT_DATA_DIR, form: InputForm = InputForm.LABEL) -
         return parser.model_input(name, form)
 
     benign: dict[str, str] = {}
-    rank = {BENIGN: 0, BENIGN_DNS_ONLY: 1, BENIGN_MACHINE: 2}
-    for name, trusted in read_benign(data_dir):
-        label = scored(name)
-        if not label:
-            continue
-        pool = BENIGN_MACHINE if machine_made(label) else BENIGN if trusted else BENIGN_DNS_ONLY
-        if label not in benign or rank[pool] < rank[benign[label]]:
+    rank = {BENIGN: 0, BENIGN_DNS_ONLY: 1, BENIGN_MACHINE: 2, BENIGN_DNS_MACHINE: 3}
+    for entry, pool in vetted_pools(data_dir):
+        label = scored(entry.domain)
+        if label and (label not in benign or rank[pool] < rank[benign[label]]):
             benign[label] = pool
     dga: dict[str, str] = {}
     for path in sorted(data_dir.glob("dga/**/*.txt.gz")):
@@ -99,26 +98,50 @@ def load(data_dir: Path = DEFAULT_DATA_DIR, form: InputForm = InputForm.LABEL) -
     return build(benign, dga)
 
 
-def read_benign(data_dir: Path) -> Iterator[tuple[str, bool]]:
-    """(domain, trusted) pairs: trusted when a list other than the DNS-volume ones (Alexa, Tranco,
-    Majestic) has it, or both DNS-volume lists do. Without the sources file every name is trusted."""
+def read_benign(data_dir: Path) -> Iterator[Listed]:
+    """The benign-list entries with the providers that list them (`benign_sources.tsv.gz`); without
+    the sources file every name counts as curated."""
     sources = data_dir / "benign_sources.tsv.gz"
     if not sources.exists():
-        yield from ((name, True) for name in read_names(data_dir / "benign.txt.gz"))
+        yield from (Listed(name, frozenset({"curated"})) for name in read_names(data_dir / "benign.txt.gz"))
         return
     for line in read_names(sources):
         fields = line.split("\t")
         if len(fields) < 3 or fields[0] == "domain":
             continue
-        providers = set(fields[2].split(","))
-        yield fields[0], not providers <= DNS_VOLUME_PROVIDERS or len(providers) > 1
+        yield Listed(fields[0].lower(), frozenset(fields[2].split(",")))
 
 
-def benign_pools(data_dir: Path) -> Iterator[tuple[str, str]]:
-    """(domain, pool) for every benign-list name: BENIGN (trusted) or BENIGN_DNS_ONLY (long tail),
-    before cleaning; what `convert.clean.cleaning_report` counts."""
-    for name, trusted in read_benign(data_dir):
-        yield name, BENIGN if trusted else BENIGN_DNS_ONLY
+def trusted(entry: Listed) -> bool:
+    """Trusted benign (training and calibration): a list other than the DNS-volume ones has it, or
+    both DNS-volume lists do (two independent vantage points)."""
+    return entry.curated or len(entry.providers) > 1
+
+
+def vetting(data_dir: Path, entries: list[Listed]) -> Vetting:
+    manifest = data_dir / "dga" / "MANIFEST.tsv"
+    return vet(entries, generated_names(manifest) if manifest.exists() else ())
+
+
+def vetted_pools(data_dir: Path) -> Iterator[tuple[Listed, str]]:
+    """Every benign-list entry with its pool: BENIGN (trusted), BENIGN_DNS_ONLY (long tail), or, when
+    the cleaning rule (convert.clean) removes it, BENIGN_MACHINE / BENIGN_DNS_MACHINE by where it was."""
+    entries = list(read_benign(data_dir))
+    rule = vetting(data_dir, entries)
+    for entry in entries:
+        if rule.reason(entry):
+            yield entry, BENIGN_MACHINE if trusted(entry) else BENIGN_DNS_MACHINE
+        else:
+            yield entry, BENIGN if trusted(entry) else BENIGN_DNS_ONLY
+
+
+def benign_pools(data_dir: Path) -> Iterator[tuple[str, str, str | None]]:
+    """(domain, pool before cleaning, reason removed or None) for every benign-list name: what
+    `convert.clean.cleaning_report` counts."""
+    entries = list(read_benign(data_dir))
+    rule = vetting(data_dir, entries)
+    for entry in entries:
+        yield entry.domain, BENIGN if trusted(entry) else BENIGN_DNS_ONLY, rule.reason(entry)
 
 
 def build(benign: dict[str, str] | set[str], dga: dict[str, str]) -> Dataset:
@@ -134,7 +157,7 @@ def build(benign: dict[str, str] | set[str], dga: dict[str, str]) -> Dataset:
     return Dataset(np.array(labels, dtype=np.str_), np.array(y, dtype=np.int8), np.array(family, dtype=np.str_), digest)
 
 
-CACHE_VERSION = "2"  # bump when load() or the cleaning rule changes what a cached Dataset holds
+CACHE_VERSION = "3"  # bump when load() or the cleaning rule changes what a cached Dataset holds
 
 
 def load_cached(data_dir: Path, form: InputForm, cache_dir: Path | None) -> Dataset:
@@ -143,7 +166,8 @@ def load_cached(data_dir: Path, form: InputForm, cache_dir: Path | None) -> Data
     `cache_dir` None: no cache (tests, one-off runs)."""
     if cache_dir is None:
         return load(data_dir, form)
-    files = sorted([data_dir / "benign.txt.gz", data_dir / "benign_sources.tsv.gz", *data_dir.glob("dga/**/*.txt.gz")])
+    files = [data_dir / "benign.txt.gz", data_dir / "benign_sources.tsv.gz", data_dir / "dga" / "MANIFEST.tsv"]
+    files = sorted([*files, *data_dir.glob("dga/**/*.txt.gz")])
     stamp = "\n".join(
         f"{p.relative_to(data_dir)}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files if p.exists()
     )
