@@ -88,8 +88,11 @@ def cleaning_report(rows: Iterable[tuple[str, str, str | None]], examples: int =
 DNS_VOLUME = frozenset({"cloudflare", "umbrella"})  # rank by DNS queries, so they carry malware traffic
 # Kill-switch and sinkhole names that malware looks up (WannaCry's kill switches and their variants):
 # the lists carry them because infected machines query them, not because people visit them.
-KILL_SWITCHES = (re.compile(r"fsodp9ifjaposdfjhgosurijfaewrwergwea"), re.compile(r"(?:asdf){3}"))
-KILL_SWITCHES += (re.compile(r"^[il1]{16,}$"),)  # lookalike noise: `iiillillilliili...` labels
+KILL_SWITCHES = (
+    re.compile(r"fsodp9ifjaposdfjhgosurijfaewrwergwea"),
+    re.compile(r"(?:asdf){3}"),
+    re.compile(r"^[il1]{16,}$"),  # lookalike noise: `iiillillilliili...` labels
+)
 SERIES_GRAM = 8  # a run of this many characters shared by ...
 SERIES_MIN = 4  # ... this many different labels is a series (`?????2940637fafa`, sliding windows)
 COUNTER_MIN = 8  # labels that differ only in a number, under one suffix (`srch1400.cloud`, `srch2085.cloud`)

@@ -16,8 +16,40 @@ from convert.clean import COUNTER_MIN, SERIES_MIN, Listed, cleaning_report, gene
 from convert.data import BENIGN, BENIGN_DNS_MACHINE, BENIGN_DNS_ONLY, BENIGN_MACHINE, benign_pools, load
 from convert.evaluate import calibrate, held_out_support
 
-WORDS = "shop news mail cloud green river blue city home garden book travel photo music sport bank".split()
-WORDS += "tech data house market studio health family school water light media online point star".split()
+WORDS = [
+    "shop",
+    "news",
+    "mail",
+    "cloud",
+    "green",
+    "river",
+    "blue",
+    "city",
+    "home",
+    "garden",
+    "book",
+    "travel",
+    "photo",
+    "music",
+    "sport",
+    "bank",
+]
+WORDS += [
+    "tech",
+    "data",
+    "house",
+    "market",
+    "studio",
+    "health",
+    "family",
+    "school",
+    "water",
+    "light",
+    "media",
+    "online",
+    "point",
+    "star",
+]
 CURATED = frozenset({"alexa"})
 CLOUDFLARE = frozenset({"cloudflare"})
 
