@@ -75,8 +75,9 @@ def family_of(path: Path) -> str:
     return FEED_FAMILY.get(stem, stem)
 
 
-def load(data_dir: Path = DEFAULT_DATA_DIR, form: InputForm = InputForm.LABEL) -> Dataset:
-    """Loads `benign.txt.gz` and `dga/**/*.txt.gz` from `data_dir` into one deduplicated Dataset."""
+def load(data_dir: Path = DEFAULT_DATA_DIR, form: InputForm = InputForm.LABEL, cleaning: str = "shape") -> Dataset:
+    """Loads `benign.txt.gz` and `dga/**/*.txt.gz` from `data_dir` into one deduplicated Dataset;
+    `cleaning` is the benign cleaning rule (see `vetted_pools`)."""
     parser = NameParser()
 
     def scored(name: str) -> str | None:
@@ -84,7 +85,7 @@ def load(data_dir: Path = DEFAULT_DATA_DIR, form: InputForm = InputForm.LABEL) -
 
     benign: dict[str, str] = {}
     rank = {BENIGN: 0, BENIGN_DNS_ONLY: 1, BENIGN_MACHINE: 2, BENIGN_DNS_MACHINE: 3}
-    for entry, pool in vetted_pools(data_dir):
+    for entry, pool in vetted_pools(data_dir, cleaning):
         label = scored(entry.domain)
         if label and (label not in benign or rank[pool] < rank[benign[label]]):
             benign[label] = pool
@@ -123,13 +124,20 @@ def vetting(data_dir: Path, entries: list[Listed]) -> Vetting:
     return vet(entries, generated_names(manifest) if manifest.exists() else ())
 
 
-def vetted_pools(data_dir: Path) -> Iterator[tuple[Listed, str]]:
+CLEANING_RULES = ("shape", "lists")
+
+
+def vetted_pools(data_dir: Path, cleaning: str = "lists") -> Iterator[tuple[Listed, str]]:
     """Every benign-list entry with its pool: BENIGN (trusted), BENIGN_DNS_ONLY (long tail), or, when
-    the cleaning rule (convert.clean) removes it, BENIGN_MACHINE / BENIGN_DNS_MACHINE by where it was."""
+    the cleaning rule (convert.clean) removes it, BENIGN_MACHINE / BENIGN_DNS_MACHINE by where it was.
+    `cleaning`: "shape", the label-shape rule alone (`machine_made`, the runs before session 5), or
+    "lists", the list-level rule (`vet`) that includes it."""
+    if cleaning not in CLEANING_RULES:
+        raise ValueError(f"cleaning: {cleaning!r} is not one of {CLEANING_RULES}")
     entries = list(read_benign(data_dir))
-    rule = vetting(data_dir, entries)
+    rule = vetting(data_dir, entries) if cleaning == "lists" else None
     for entry in entries:
-        if rule.reason(entry):
+        if rule.reason(entry) if rule else machine_made(entry.domain):
             yield entry, BENIGN_MACHINE if trusted(entry) else BENIGN_DNS_MACHINE
         else:
             yield entry, BENIGN if trusted(entry) else BENIGN_DNS_ONLY
@@ -160,23 +168,23 @@ def build(benign: dict[str, str] | set[str], dga: dict[str, str]) -> Dataset:
 CACHE_VERSION = "3"  # bump when load() or the cleaning rule changes what a cached Dataset holds
 
 
-def load_cached(data_dir: Path, form: InputForm, cache_dir: Path | None) -> Dataset:
+def load_cached(data_dir: Path, form: InputForm, cache_dir: Path | None, cleaning: str = "shape") -> Dataset:
     """`load`, kept as an .npz keyed by the data files' names, sizes and mtimes: parsing 1.2M names
     through the Public Suffix List costs about a minute, and a sweep loads the same data 30 times.
     `cache_dir` None: no cache (tests, one-off runs)."""
     if cache_dir is None:
-        return load(data_dir, form)
+        return load(data_dir, form, cleaning)
     files = [data_dir / "benign.txt.gz", data_dir / "benign_sources.tsv.gz", data_dir / "dga" / "MANIFEST.tsv"]
     files = sorted([*files, *data_dir.glob("dga/**/*.txt.gz")])
     stamp = "\n".join(
         f"{p.relative_to(data_dir)}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files if p.exists()
     )
-    key = hashlib.sha256(f"{CACHE_VERSION}\n{form.value}\n{stamp}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"{CACHE_VERSION}\n{form.value}\n{cleaning}\n{stamp}".encode()).hexdigest()[:16]
     path = cache_dir / f"data-{form.value}-{key}.npz"
     if path.exists():
         z = np.load(path)
         return Dataset(z["labels"], z["y"], z["family"], str(z["digest"]))
-    data = load(data_dir, form)
+    data = load(data_dir, form, cleaning)
     cache_dir.mkdir(parents=True, exist_ok=True)
     np.savez(path, labels=data.labels, y=data.y, family=data.family, digest=np.array(data.digest))
     return data

@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from convert.augment import compound_copies, drop_suffixes, random_names
-from convert.data import BENIGN, DEFAULT_DATA_DIR, Dataset, InputForm, load_cached
+from convert.data import BENIGN, CLEANING_RULES, DEFAULT_DATA_DIR, Dataset, InputForm, load_cached
 from convert.splits import (
     BENIGN_VAL,
     TEST,
@@ -63,6 +63,7 @@ class TrainConfig:
     maxlen: int = 48
     width: int = 0  # filters / units of the architecture; 0 = its default
     balance: str = "class"  # "class": benign vs DGA; "family": and every DGA family weighs the same
+    cleaning: str = "shape"  # the benign cleaning rule, convert.data.vetted_pools: "shape" or "lists"
     benign_val: float = BENIGN_VAL  # share of trusted benign names kept out of training for calibration
     suffix_dropout: float = 0.0  # form registrable: share of training names given a random suffix
     compounds: bool = False  # add hyphen-free copies of hyphenated benign training labels
@@ -73,7 +74,7 @@ class TrainConfig:
 
 def prepare(cfg: TrainConfig) -> tuple[Dataset, Split]:
     """Loads, caps and splits the data exactly the same way for every architecture with one seed."""
-    data = load_cached(cfg.data_dir, cfg.form, cfg.cache)
+    data = load_cached(cfg.data_dir, cfg.form, cfg.cache, cfg.cleaning)
     data = data.subset(cap_per_family(data, cfg.cap, cfg.seed))
     split = random_split(data, cfg.seed, benign_val=cfg.benign_val)
     if cfg.holdout_fold >= 0:
@@ -265,6 +266,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--balance", choices=["class", "family"], default=defaults.balance)
     p.add_argument("--suffix-dropout", type=float, default=defaults.suffix_dropout)
     p.add_argument("--benign-val", type=float, default=defaults.benign_val)
+    p.add_argument("--cleaning", choices=CLEANING_RULES, default=defaults.cleaning)
     p.add_argument("--compounds", action="store_true")
     p.add_argument("--exclude", default=",".join(defaults.exclude), help="comma-separated families never trained on")
     a = p.parse_args(argv)

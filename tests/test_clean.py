@@ -140,7 +140,7 @@ def test_loader_and_report_keep_removed_names_apart_by_pool(tmp_path: Path, list
     (tmp_path / "dga").mkdir()
     with gzip.open(tmp_path / "dga" / "rnd.txt.gz", "wt") as handle:
         handle.write("zzqxkvbn.com\n")
-    data = load(tmp_path)
+    data = load(tmp_path, cleaning="lists")
     pool = dict(zip(data.labels.tolist(), data.family.tolist(), strict=True))
     assert pool["c43a3cd8f99413891"] == BENIGN_MACHINE
     assert {pool[e.label] for e in listed["random"] + listed["sliding"]} == {BENIGN_DNS_MACHINE}
