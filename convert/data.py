@@ -143,13 +143,14 @@ def vetted_pools(data_dir: Path, cleaning: str = "lists") -> Iterator[tuple[List
             yield entry, BENIGN if trusted(entry) else BENIGN_DNS_ONLY
 
 
-def benign_pools(data_dir: Path) -> Iterator[tuple[str, str, str | None]]:
+def benign_pools(data_dir: Path, cleaning: str = "lists") -> Iterator[tuple[str, str, str | None]]:
     """(domain, pool before cleaning, reason removed or None) for every benign-list name: what
     `convert.clean.cleaning_report` counts."""
     entries = list(read_benign(data_dir))
-    rule = vetting(data_dir, entries)
+    rule = vetting(data_dir, entries) if cleaning == "lists" else None
     for entry in entries:
-        yield entry.domain, BENIGN if trusted(entry) else BENIGN_DNS_ONLY, rule.reason(entry)
+        why = rule.reason(entry) if rule else machine_made(entry.domain)
+        yield entry.domain, BENIGN if trusted(entry) else BENIGN_DNS_ONLY, why
 
 
 def build(benign: dict[str, str] | set[str], dga: dict[str, str]) -> Dataset:
