@@ -90,6 +90,7 @@ def summarise(runs: list[Path], variant: str = "logit", trusted_only: bool = Fal
         "tail_uncleaned_n": folds[0]["tail_uncleaned_n"] if folds else 0,
         "machine": {a: float(np.mean([f["machine"][a] for f in folds])) for a in DEFAULT_ACTIONS},
         "calibration_names": folds[0]["calibration_names"] if folds else 0,
+        "info_cleaning": info.get("cleaning", "shape"),
         "train_rows": info.get("train_rows"),
         "epochs": info.get("epochs_run"),
         "train_seconds": float(sum(f["info"].get("train_seconds", 0) for f in folds)),

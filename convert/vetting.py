@@ -74,29 +74,52 @@ def setters(runs: list[Path], k: int = 18) -> tuple[int, int, list[str]]:
     return tail, total, names[:12]
 
 
-def config_table(root: Path, names: list[str]) -> str:
+def tail_sets(run: Path) -> tuple[set[str], set[str]]:
+    """The long-tail test names of a lists-cleaned run, cleaned and uncleaned: every configuration is
+    scored on these same names, whichever rule its own data used."""
+    s = Scores.load(run, "logit")
+    return set(s.labels[s.long_tail()].tolist()), set(s.labels[s.long_tail_uncleaned()].tolist())
+
+
+def tail_rates(runs: list[Path], names: set[str]) -> tuple[dict[str, float], int]:
+    """Share of `names` each fold model flags at its own log and sinkhole thresholds, averaged over
+    the folds, and how many of the names the runs scored."""
+    rates: dict[str, list[float]] = {a: [] for a in DEFAULT_ACTIONS}
+    n = 0
+    for run in runs:
+        s = Scores.load(run, "logit")
+        thresholds = calibrate(s.score[s.calibration()])
+        rows = np.isin(s.labels, list(names))
+        n = int(rows.sum())
+        for action, name in DEFAULT_ACTIONS.items():
+            rates[action].append(float((s.score[rows] >= thresholds[name]).mean()))
+    return {a: float(np.mean(v)) for a, v in rates.items()}, n
+
+
+def config_table(root: Path, names: list[str], reference: str) -> str:
+    """One row per configuration; the long-tail columns on the same names for every row (the
+    `reference` configuration's long-tail test half, cleaned by the list-level rule and uncleaned)."""
     found = configs(root, "*-lfo[0-9]")
+    cleaned, uncleaned = tail_sets(found[reference][0])
     lines = [
-        "| configuration | calibration names | mean recall @sinkhole | same models, uncleaned pool | families >= 0.9 "
-        "| random split TPR@1e-4 | long tail cleaned: sinkholed / logged | long tail uncleaned: sinkholed / logged |",
-        "|---|---|---|---|---|---|---|---|",
+        "| configuration | cleaning | calibration names | mean recall @sinkhole | same models, uncleaned pool "
+        "| families >= 0.9 | random split TPR@1e-4 | long tail cleaned: sinkholed / logged "
+        "| long tail uncleaned: sinkholed / logged |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name in names:
         if name not in found:
             continue
         r = summarise(found[name])
         tpr = random_split_tpr(root / f"{name}-rand")
-        unc = r.get("tail_uncleaned", {})
+        (c, nc), (u, nu) = tail_rates(found[name], cleaned), tail_rates(found[name], uncleaned)
+        rule = r["info_cleaning"]
         lines.append(
-            f"| {name} | {r['calibration_names']:,} | {r['mean_recall']['sinkhole']:.3f} "
+            f"| {name} | {rule} | {r['calibration_names']:,} | {r['mean_recall']['sinkhole']:.3f} "
             f"| {uncleaned_recall(found[name]):.3f} | {r['families_ge_0.9']['sinkhole']}/{r['n_families']} "
             f"| {'-' if tpr is None else f'{tpr:.3f}'} "
-            f"| {r['tail']['sinkhole'] * 100:.3f}% / {r['tail']['log'] * 100:.2f}% of {r['tail_n']:,} "
-            + (
-                f"| {unc['sinkhole'] * 100:.3f}% / {unc['log'] * 100:.2f}% of {r['tail_uncleaned_n']:,} |"
-                if unc
-                else "| - |"
-            )
+            f"| {c['sinkhole'] * 100:.3f}% / {c['log'] * 100:.2f}% of {nc:,} "
+            f"| {u['sinkhole'] * 100:.3f}% / {u['log'] * 100:.2f}% of {nu:,} |"
         )
     return "\n".join(lines)
 
@@ -135,7 +158,7 @@ def section(config: str, before: list[str], root: Path = Path("runs"), data_dir:
     rand = root / f"{config}-rand"
     fields = {
         "{CLEANING}": cleaning_table(cleaning_report(benign_pools(data_dir))),
-        "{TABLE}": config_table(root, [*before, config]),
+        "{TABLE}": config_table(root, [*before, config], config),
         "{SUPPORT}": support_table(rand) if (rand / "scores.npz").exists() else "(no random-split run)",
         "{SETTERS}": (
             f"Of the {total} names the five `{config}` fold models' sinkhole thresholds rest on (the 18 highest "
