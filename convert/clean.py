@@ -19,6 +19,13 @@ the evaluation circular): a label is machine-made when, after dropping hyphens, 
 Punycode labels (`xn--…`) are exempt: they encode non-Latin names and look random by construction.
 Removed names are kept aside (family `benign-machine`), scored and reported, never trained on,
 calibrated on or counted as false positives; the report shows how many the model flags anyway.
+
+The list-level rule (`vet`, session 5, `--cleaning lists`) adds what a label's shape alone cannot
+see, from facts about the list entry and the rest of the list: names a random-character or hash
+generator makes (`generator`), kill-switch names (`killswitch`), series of labels sharing a random
+run or differing only in a number (`series`), and long labels whose letter pairs are as unlikely as
+the rarest curated labels' when no curated list vouches for them (`random`). The letter-pair
+yardstick is fitted on the curated lists' labels, never on DGA names or a model's scores.
 """
 
 from __future__ import annotations

@@ -116,7 +116,8 @@ def config_table(root: Path, names: list[str], reference: str) -> str:
         rule = r["info_cleaning"]
         lines.append(
             f"| {name} | {rule} | {r['calibration_names']:,} | {r['mean_recall']['sinkhole']:.3f} "
-            f"| {uncleaned_recall(found[name]):.3f} | {r['families_ge_0.9']['sinkhole']}/{r['n_families']} "
+            f"| {uncleaned_recall(found[name]) if rule == 'lists' else '-':.3} "
+            f"| {r['families_ge_0.9']['sinkhole']}/{r['n_families']} "
             f"| {'-' if tpr is None else f'{tpr:.3f}'} "
             f"| {c['sinkhole'] * 100:.3f}% / {c['log'] * 100:.2f}% of {nc:,} "
             f"| {u['sinkhole'] * 100:.3f}% / {u['log'] * 100:.2f}% of {nu:,} |"
