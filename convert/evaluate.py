@@ -57,22 +57,22 @@ class Scores:
         the long-tail names. The trusted lists alone under-represent what a resolver sees (CDN, API and
         regional names only one DNS-volume list knows); with half of those the calibration pool is
         ~185k names, so FPR 1e-4 rests on ~18 of them. The other half is the long-tail test set."""
-        return (self.rows(VAL) & (self.y == 0)) | ((self.family == BENIGN_DNS_ONLY) & self._tail_half())
+        return (self.rows(VAL) & (self.y == 0)) | ((self.family == BENIGN_DNS_ONLY) & self.tail_half())
 
     def long_tail(self) -> npt.NDArray[np.bool_]:
         """The long-tail test names: the half of the one-DNS-list names never calibrated on."""
-        return (self.family == BENIGN_DNS_ONLY) & ~self._tail_half()
+        return (self.family == BENIGN_DNS_ONLY) & ~self.tail_half()
 
     def long_tail_uncleaned(self) -> npt.NDArray[np.bool_]:
         """The same test half with the names the cleaning rule removed put back: the long-tail rate
         nobody can say the cleaning made look better."""
-        return np.isin(self.family, (BENIGN_DNS_ONLY, BENIGN_DNS_MACHINE)) & ~self._tail_half()
+        return np.isin(self.family, (BENIGN_DNS_ONLY, BENIGN_DNS_MACHINE)) & ~self.tail_half()
 
     def removed_calibration_half(self) -> npt.NDArray[np.bool_]:
         """The removed long-tail names of the calibration half: what the pool held before cleaning."""
-        return (self.family == BENIGN_DNS_MACHINE) & self._tail_half()
+        return (self.family == BENIGN_DNS_MACHINE) & self.tail_half()
 
-    def _tail_half(self) -> npt.NDArray[np.bool_]:
+    def tail_half(self) -> npt.NDArray[np.bool_]:
         """A fixed half by a hash of the label (the part before the first dot), the same in every run
         and input form."""
         return np.array([zlib.crc32(t.split(".", 1)[0].encode()) % 2 == 0 for t in self.labels.tolist()], dtype=bool)
