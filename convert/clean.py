@@ -75,19 +75,27 @@ def _switches(text: str) -> int:
 
 def cleaning_report(rows: Iterable[tuple[str, str, str | None]], examples: int = 8) -> dict[str, dict[str, Any]]:
     """What the rule removed from each benign pool: (domain, pool, reason or None) rows in; per pool
-    the number of names, the number removed per reason and the first few removed names per reason."""
+    the number of names, the number removed per reason and a few removed names per reason, spread
+    evenly over the (alphabetical) list so they are not all names that start with a digit."""
     names: Counter[str] = Counter()
-    removed: dict[str, Counter[str]] = defaultdict(Counter)
-    shown: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    removed: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     for domain, pool, why in rows:
         names[pool] += 1
         if why:
-            removed[pool][why] += 1
-            if len(shown[pool][why]) < examples:
-                shown[pool][why].append(domain)
+            removed[pool][why].append(domain)
     return {
-        pool: {"names": n, "removed": dict(removed[pool]), "examples": dict(shown[pool])} for pool, n in names.items()
+        pool: {
+            "names": n,
+            "removed": {why: len(d) for why, d in removed[pool].items()},
+            "examples": {why: _spread(d, examples) for why, d in removed[pool].items()},
+        }
+        for pool, n in names.items()
     }
+
+
+def _spread(items: list[str], k: int) -> list[str]:
+    n = min(k, len(items))
+    return [items[round(j * (len(items) - 1) / max(1, n - 1))] for j in range(n)]
 
 
 # --- The list-level rule (#13): facts about the list a name comes from, not only its own shape. ---
