@@ -37,6 +37,7 @@ from convert.splits import TEST, VAL
 # 60k training names and 3 epochs for each (the recurrent models cost 5-10x the CNN on this CPU).
 PREVIOUS = Path("runs/previous")  # the model this one replaces: tflite/dynamic-int8.tflite + default.json
 VETTED, VETTED_BEFORE = "v-ng1", "x-ng1"  # the linear stage on the lists-cleaned data, and before
+VETTED_ALSO = ("v-suffix", "v-e1-mean")  # the budget CNN and the CNN + linear mean on the same data
 COMPARE = {arch: f"runs/a-{arch}-lfo0" for arch in ("cnn", "lstm", "bilstm", "cnn_lstm")}
 
 
@@ -230,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
     if (Path("runs") / f"{VETTED}-lfo0" / "scores.npz").exists():  # the session-5 cleaning section
         from convert.vetting import section
 
-        text = text.replace("\n## Reproduce", "\n" + section(VETTED, [VETTED_BEFORE]) + "\n\n## Reproduce", 1)
+        text = text.replace("\n## Reproduce", "\n" + section(VETTED, [VETTED_BEFORE], VETTED_ALSO) + "\n\n## Reproduce", 1)
     (a.out / "REPORT.md").write_text(text)
     shutil.copy(a.default / "run.json", a.out / "default.run.json")
     print(text[:3000])

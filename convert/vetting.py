@@ -1,8 +1,8 @@
 """The report section on benign data you can trust at 1e-4 (#13): what the cleaning rule removed, how
 many names each threshold rests on and with what interval, and what the cleaning changes.
 
-    python -m convert.vetting --config v-ng1 --before x-ng1          # prints the section
-    python -m convert.vetting --config v-ng1 --splice models/REPORT.md  # writes it into the report
+    python -m convert.vetting --config v-ng1 --before x-ng1 --also v-suffix,v-e1-mean  # prints the section
+    python -m convert.vetting ... --splice models/REPORT.md                             # writes it into the report
 
 Every number comes from the data files and the run directories (`runs/<config>-lfo0..4`, the
 leave-family-out folds, and `runs/<config>-rand`, the random split), like the rest of the report.
@@ -232,6 +232,7 @@ def shipped_recalibration(pools: list[tuple[str, str, str | None]], data_dir: Pa
 def section(
     config: str,
     before: list[str],
+    also: tuple[str, ...] = (),
     root: Path = Path("runs"),
     data_dir: Path = DEFAULT_DATA_DIR,
     models: Path = Path("models"),
@@ -245,7 +246,7 @@ def section(
     rand = root / f"{config}-rand"
     fields = {
         "{CLEANING}": cleaning_table(cleaning_report(pools)),
-        "{TABLE}": config_table(root, [*before, config], config),
+        "{TABLE}": config_table(root, [*before, config, *also], config),
         "{SUPPORT}": support_table(rand) if (rand / "scores.npz").exists() else "(no random-split run)",
         "{SHIPPED}": shipped_recalibration(pools, data_dir, models),
         "{SETTERS}": (
@@ -281,10 +282,12 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m convert.vetting", description=__doc__.split("\n")[0])
     p.add_argument("--config", default="v-ng1", help="the configuration trained on the cleaned data")
     p.add_argument("--before", default="", help="comma-separated configurations to compare with")
+    p.add_argument("--also", default="", help="comma-separated further configurations on the cleaned data")
     p.add_argument("--root", type=Path, default=Path("runs"))
     p.add_argument("--splice", type=Path, help="write the section into this report")
     a = p.parse_args(argv)
-    text = section(a.config, [b for b in a.before.split(",") if b], a.root)
+    also = tuple(c for c in a.also.split(",") if c)
+    text = section(a.config, [b for b in a.before.split(",") if b], also, a.root)
     if a.splice:
         splice(a.splice, text)
     print(text)
