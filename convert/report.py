@@ -231,7 +231,8 @@ def main(argv: list[str] | None = None) -> None:
     if (Path("runs") / f"{VETTED}-lfo0" / "scores.npz").exists():  # the session-5 cleaning section
         from convert.vetting import section
 
-        text = text.replace("\n## Reproduce", "\n" + section(VETTED, [VETTED_BEFORE], VETTED_ALSO) + "\n\n## Reproduce", 1)
+        vetting = section(VETTED, [VETTED_BEFORE], VETTED_ALSO)
+        text = text.replace("\n## Reproduce", "\n" + vetting + "\n\n## Reproduce", 1)
     (a.out / "REPORT.md").write_text(text)
     shutil.copy(a.default / "run.json", a.out / "default.run.json")
     print(text[:3000])
