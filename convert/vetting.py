@@ -125,8 +125,9 @@ def config_table(root: Path, names: list[str], reference: str) -> str:
         tpr = random_split_tpr(root / f"{name}-rand")
         (c, nc), (u, nu) = tail_rates(found[name], cleaned), tail_rates(found[name], uncleaned)
         rule = r["info_cleaning"]
+        label = name if r["folds"] == 5 else f"{name} ({r['folds']} of 5 folds)"
         lines.append(
-            f"| {name} | {rule} | {r['calibration_names']:,} | {r['mean_recall']['sinkhole']:.3f} "
+            f"| {label} | {rule} | {r['calibration_names']:,} | {r['mean_recall']['sinkhole']:.3f} "
             f"| {uncleaned_recall(found[name]) if rule == 'lists' else '-':.3} "
             f"| {r['families_ge_0.9']['sinkhole']}/{r['n_families']} "
             f"| {'-' if tpr is None else f'{tpr:.3f}'} "
