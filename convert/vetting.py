@@ -128,7 +128,7 @@ def config_table(root: Path, names: list[str], reference: str) -> str:
         label = name if r["folds"] == 5 else f"{name} ({r['folds']} of 5 folds)"
         lines.append(
             f"| {label} | {rule} | {r['calibration_names']:,} | {r['mean_recall']['sinkhole']:.3f} "
-            f"| {uncleaned_recall(found[name]) if rule == 'lists' else '-':.3} "
+            f"| {f'{uncleaned_recall(found[name]):.3f}' if rule == 'lists' else '-'} "
             f"| {r['families_ge_0.9']['sinkhole']}/{r['n_families']} "
             f"| {'-' if tpr is None else f'{tpr:.3f}'} "
             f"| {c['sinkhole'] * 100:.3f}% / {c['log'] * 100:.2f}% of {nc:,} "
@@ -207,7 +207,7 @@ def shipped_recalibration(pools: list[tuple[str, str, str | None]], data_dir: Pa
     score = np.zeros(len(data), dtype=np.float32)
     score[need] = np.concatenate([model.score(texts[i : i + 4096]) for i in range(0, len(texts), 4096)])
     lines = [
-        "| calibration pool | names | sinkhole (1e-4) / log (1e-3) threshold | names behind 1e-4 [FPR 95% CI] "
+        "| calibration pool | names | sinkhole (1e-4) / log (1e-3) threshold | names behind 1e-4 [FPR 95% CI] | "
         + " | ".join(f"{k}: sinkholed / logged" for k in sets)
         + " | test DGA (trained families) sinkholed / logged |",
         "|---|---|---|---|" + "---|" * (len(sets) + 1),
