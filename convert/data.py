@@ -129,7 +129,8 @@ CLEANING_RULES = ("shape", "lists")
 
 def vetted_pools(data_dir: Path, cleaning: str = "lists") -> Iterator[tuple[Listed, str]]:
     """Every benign-list entry with its pool: BENIGN (trusted), BENIGN_DNS_ONLY (long tail), or, when
-    the cleaning rule (convert.clean) removes it, BENIGN_MACHINE / BENIGN_DNS_MACHINE by where it was.
+    the cleaning rule (convert.clean) removes it, BENIGN_MACHINE / BENIGN_DNS_MACHINE by where it was
+    (under "shape" all removed names are BENIGN_MACHINE, as before, so old runs keep their split).
     `cleaning`: "shape", the label-shape rule alone (`machine_made`, the runs before session 5), or
     "lists", the list-level rule (`vet`) that includes it."""
     if cleaning not in CLEANING_RULES:
@@ -137,7 +138,9 @@ def vetted_pools(data_dir: Path, cleaning: str = "lists") -> Iterator[tuple[List
     entries = list(read_benign(data_dir))
     rule = vetting(data_dir, entries) if cleaning == "lists" else None
     for entry in entries:
-        if rule.reason(entry) if rule else machine_made(entry.domain):
+        if rule is None and machine_made(entry.domain):  # as before session 5: one family, same split
+            yield entry, BENIGN_MACHINE
+        elif rule is not None and rule.reason(entry):
             yield entry, BENIGN_MACHINE if trusted(entry) else BENIGN_DNS_MACHINE
         else:
             yield entry, BENIGN if trusted(entry) else BENIGN_DNS_ONLY
@@ -166,7 +169,7 @@ def build(benign: dict[str, str] | set[str], dga: dict[str, str]) -> Dataset:
     return Dataset(np.array(labels, dtype=np.str_), np.array(y, dtype=np.int8), np.array(family, dtype=np.str_), digest)
 
 
-CACHE_VERSION = "3"  # bump when load() or the cleaning rule changes what a cached Dataset holds
+CACHE_VERSION = "4"  # bump when load() or the cleaning rule changes what a cached Dataset holds
 
 
 def load_cached(data_dir: Path, form: InputForm, cache_dir: Path | None, cleaning: str = "shape") -> Dataset:

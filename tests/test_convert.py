@@ -101,7 +101,10 @@ def test_loader_pools_benign_names_by_source_and_cleaning(sourced_dir: Path) -> 
     assert {pool[NameParser().model_input(n)] for n in MACHINE} == {BENIGN_MACHINE}
     assert {pool[NameParser().model_input(n)] for n in HUMAN} == {BENIGN}
     assert pool["onlycloudflare"] == BENIGN_DNS_ONLY and pool["bothdnslists"] == BENIGN
-    assert pool["e89d45b16370ee7e43daeaf6ce8d"] == BENIGN_DNS_MACHINE  # cleaned in the long-tail pool too
+    assert pool["e89d45b16370ee7e43daeaf6ce8d"] == BENIGN_MACHINE  # cleaned in the long-tail pool too
+    lists = load(sourced_dir, cleaning="lists")
+    kept_apart = dict(zip(lists.labels.tolist(), lists.family.tolist(), strict=True))
+    assert kept_apart["e89d45b16370ee7e43daeaf6ce8d"] == BENIGN_DNS_MACHINE  # by pool under the list-level rule
 
 
 def test_suffix_dropout_changes_suffixes_only() -> None:
