@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from convert.clean import machine_made
+from convert.clean import Listed, Vetting, generated_names, machine_made, vet
 
 # The one import of the name layer in convert/ (it moves with the domain-layer refactor): the
 # rest of convert/ takes these from here.
@@ -32,9 +32,11 @@ BENIGN = "benign"
 # cleaning rule), as the long-tail false-positive rate. Names BOTH DNS-volume lists carry are
 # benign training data (two independent vantage points, and the variety the curated lists lack).
 BENIGN_DNS_ONLY = "benign-dnsonly"
-# Benign-list names the cleaning rule (convert.clean) calls machine-made: scored and reported only.
+# Benign-list names the cleaning rule (convert.clean) removes: scored and reported only. Kept apart by
+# the pool they were removed from, so the long tail can be reported both cleaned and uncleaned.
 BENIGN_MACHINE = "benign-machine"
-BENIGN_FAMILIES = (BENIGN, BENIGN_DNS_ONLY, BENIGN_MACHINE)
+BENIGN_DNS_MACHINE = "benign-dnsonly-machine"
+BENIGN_FAMILIES = (BENIGN, BENIGN_DNS_ONLY, BENIGN_MACHINE, BENIGN_DNS_MACHINE)
 DNS_VOLUME_PROVIDERS = frozenset({"cloudflare", "umbrella"})
 DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
@@ -73,21 +75,19 @@ def family_of(path: Path) -> str:
     return FEED_FAMILY.get(stem, stem)
 
 
-def load(data_dir: Path = DEFAULT_DATA_DIR, form: InputForm = InputForm.LABEL) -> Dataset:
-    """Loads `benign.txt.gz` and `dga/**/*.txt.gz` from `data_dir` into one deduplicated Dataset."""
+def load(data_dir: Path = DEFAULT_DATA_DIR, form: InputForm = InputForm.LABEL, cleaning: str = "shape") -> Dataset:
+    """Loads `benign.txt.gz` and `dga/**/*.txt.gz` from `data_dir` into one deduplicated Dataset;
+    `cleaning` is the benign cleaning rule (see `vetted_pools`)."""
     parser = NameParser()
 
     def scored(name: str) -> str | None:
         return parser.model_input(name, form)
 
     benign: dict[str, str] = {}
-    rank = {BENIGN: 0, BENIGN_DNS_ONLY: 1, BENIGN_MACHINE: 2}
-    for name, trusted in read_benign(data_dir):
-        label = scored(name)
-        if not label:
-            continue
-        pool = BENIGN_MACHINE if machine_made(label) else BENIGN if trusted else BENIGN_DNS_ONLY
-        if label not in benign or rank[pool] < rank[benign[label]]:
+    rank = {BENIGN: 0, BENIGN_DNS_ONLY: 1, BENIGN_MACHINE: 2, BENIGN_DNS_MACHINE: 3}
+    for entry, pool in vetted_pools(data_dir, cleaning):
+        label = scored(entry.domain)
+        if label and (label not in benign or rank[pool] < rank[benign[label]]):
             benign[label] = pool
     dga: dict[str, str] = {}
     for path in sorted(data_dir.glob("dga/**/*.txt.gz")):
@@ -99,26 +99,61 @@ def load(data_dir: Path = DEFAULT_DATA_DIR, form: InputForm = InputForm.LABEL) -
     return build(benign, dga)
 
 
-def read_benign(data_dir: Path) -> Iterator[tuple[str, bool]]:
-    """(domain, trusted) pairs: trusted when a list other than the DNS-volume ones (Alexa, Tranco,
-    Majestic) has it, or both DNS-volume lists do. Without the sources file every name is trusted."""
+def read_benign(data_dir: Path) -> Iterator[Listed]:
+    """The benign-list entries with the providers that list them (`benign_sources.tsv.gz`); without
+    the sources file every name counts as curated."""
     sources = data_dir / "benign_sources.tsv.gz"
     if not sources.exists():
-        yield from ((name, True) for name in read_names(data_dir / "benign.txt.gz"))
+        yield from (Listed(name, frozenset({"curated"})) for name in read_names(data_dir / "benign.txt.gz"))
         return
     for line in read_names(sources):
         fields = line.split("\t")
         if len(fields) < 3 or fields[0] == "domain":
             continue
-        providers = set(fields[2].split(","))
-        yield fields[0], not providers <= DNS_VOLUME_PROVIDERS or len(providers) > 1
+        yield Listed(fields[0].lower(), frozenset(fields[2].split(",")))
 
 
-def benign_pools(data_dir: Path) -> Iterator[tuple[str, str]]:
-    """(domain, pool) for every benign-list name: BENIGN (trusted) or BENIGN_DNS_ONLY (long tail),
-    before cleaning; what `convert.clean.cleaning_report` counts."""
-    for name, trusted in read_benign(data_dir):
-        yield name, BENIGN if trusted else BENIGN_DNS_ONLY
+def trusted(entry: Listed) -> bool:
+    """Trusted benign (training and calibration): a list other than the DNS-volume ones has it, or
+    both DNS-volume lists do (two independent vantage points)."""
+    return entry.curated or len(entry.providers) > 1
+
+
+def vetting(data_dir: Path, entries: list[Listed]) -> Vetting:
+    manifest = data_dir / "dga" / "MANIFEST.tsv"
+    return vet(entries, generated_names(manifest) if manifest.exists() else ())
+
+
+CLEANING_RULES = ("shape", "lists")
+
+
+def vetted_pools(data_dir: Path, cleaning: str = "lists") -> Iterator[tuple[Listed, str]]:
+    """Every benign-list entry with its pool: BENIGN (trusted), BENIGN_DNS_ONLY (long tail), or, when
+    the cleaning rule (convert.clean) removes it, BENIGN_MACHINE / BENIGN_DNS_MACHINE by where it was
+    (under "shape" all removed names are BENIGN_MACHINE, as before, so old runs keep their split).
+    `cleaning`: "shape", the label-shape rule alone (`machine_made`, the runs before session 5), or
+    "lists", the list-level rule (`vet`) that includes it."""
+    if cleaning not in CLEANING_RULES:
+        raise ValueError(f"cleaning: {cleaning!r} is not one of {CLEANING_RULES}")
+    entries = list(read_benign(data_dir))
+    rule = vetting(data_dir, entries) if cleaning == "lists" else None
+    for entry in entries:
+        if rule is None and machine_made(entry.domain):  # as before session 5: one family, same split
+            yield entry, BENIGN_MACHINE
+        elif rule is not None and rule.reason(entry):
+            yield entry, BENIGN_MACHINE if trusted(entry) else BENIGN_DNS_MACHINE
+        else:
+            yield entry, BENIGN if trusted(entry) else BENIGN_DNS_ONLY
+
+
+def benign_pools(data_dir: Path, cleaning: str = "lists") -> Iterator[tuple[str, str, str | None]]:
+    """(domain, pool before cleaning, reason removed or None) for every benign-list name: what
+    `convert.clean.cleaning_report` counts."""
+    entries = list(read_benign(data_dir))
+    rule = vetting(data_dir, entries) if cleaning == "lists" else None
+    for entry in entries:
+        why = rule.reason(entry) if rule else machine_made(entry.domain)
+        yield entry.domain, BENIGN if trusted(entry) else BENIGN_DNS_ONLY, why
 
 
 def build(benign: dict[str, str] | set[str], dga: dict[str, str]) -> Dataset:
@@ -134,25 +169,26 @@ def build(benign: dict[str, str] | set[str], dga: dict[str, str]) -> Dataset:
     return Dataset(np.array(labels, dtype=np.str_), np.array(y, dtype=np.int8), np.array(family, dtype=np.str_), digest)
 
 
-CACHE_VERSION = "2"  # bump when load() or the cleaning rule changes what a cached Dataset holds
+CACHE_VERSION = "4"  # bump when load() or the cleaning rule changes what a cached Dataset holds
 
 
-def load_cached(data_dir: Path, form: InputForm, cache_dir: Path | None) -> Dataset:
+def load_cached(data_dir: Path, form: InputForm, cache_dir: Path | None, cleaning: str = "shape") -> Dataset:
     """`load`, kept as an .npz keyed by the data files' names, sizes and mtimes: parsing 1.2M names
     through the Public Suffix List costs about a minute, and a sweep loads the same data 30 times.
     `cache_dir` None: no cache (tests, one-off runs)."""
     if cache_dir is None:
-        return load(data_dir, form)
-    files = sorted([data_dir / "benign.txt.gz", data_dir / "benign_sources.tsv.gz", *data_dir.glob("dga/**/*.txt.gz")])
+        return load(data_dir, form, cleaning)
+    files = [data_dir / "benign.txt.gz", data_dir / "benign_sources.tsv.gz", data_dir / "dga" / "MANIFEST.tsv"]
+    files = sorted([*files, *data_dir.glob("dga/**/*.txt.gz")])
     stamp = "\n".join(
         f"{p.relative_to(data_dir)}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files if p.exists()
     )
-    key = hashlib.sha256(f"{CACHE_VERSION}\n{form.value}\n{stamp}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"{CACHE_VERSION}\n{form.value}\n{cleaning}\n{stamp}".encode()).hexdigest()[:16]
     path = cache_dir / f"data-{form.value}-{key}.npz"
     if path.exists():
         z = np.load(path)
         return Dataset(z["labels"], z["y"], z["family"], str(z["digest"]))
-    data = load(data_dir, form)
+    data = load(data_dir, form, cleaning)
     cache_dir.mkdir(parents=True, exist_ok=True)
     np.savez(path, labels=data.labels, y=data.y, family=data.family, digest=np.array(data.digest))
     return data

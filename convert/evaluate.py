@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from convert.data import BENIGN_DNS_ONLY, BENIGN_FAMILIES
+from convert.data import BENIGN_DNS_MACHINE, BENIGN_DNS_ONLY, BENIGN_FAMILIES
 from convert.splits import TEST, VAL
 
 FPR_TARGETS = (1e-2, 1e-3, 1e-4)
@@ -57,13 +57,22 @@ class Scores:
         the long-tail names. The trusted lists alone under-represent what a resolver sees (CDN, API and
         regional names only one DNS-volume list knows); with half of those the calibration pool is
         ~185k names, so FPR 1e-4 rests on ~18 of them. The other half is the long-tail test set."""
-        return (self.rows(VAL) & (self.y == 0)) | ((self.family == BENIGN_DNS_ONLY) & self._tail_half())
+        return (self.rows(VAL) & (self.y == 0)) | ((self.family == BENIGN_DNS_ONLY) & self.tail_half())
 
     def long_tail(self) -> npt.NDArray[np.bool_]:
         """The long-tail test names: the half of the one-DNS-list names never calibrated on."""
-        return (self.family == BENIGN_DNS_ONLY) & ~self._tail_half()
+        return (self.family == BENIGN_DNS_ONLY) & ~self.tail_half()
 
-    def _tail_half(self) -> npt.NDArray[np.bool_]:
+    def long_tail_uncleaned(self) -> npt.NDArray[np.bool_]:
+        """The same test half with the names the cleaning rule removed put back: the long-tail rate
+        nobody can say the cleaning made look better."""
+        return np.isin(self.family, (BENIGN_DNS_ONLY, BENIGN_DNS_MACHINE)) & ~self.tail_half()
+
+    def removed_calibration_half(self) -> npt.NDArray[np.bool_]:
+        """The removed long-tail names of the calibration half: what the pool held before cleaning."""
+        return (self.family == BENIGN_DNS_MACHINE) & self.tail_half()
+
+    def tail_half(self) -> npt.NDArray[np.bool_]:
         """A fixed half by a hash of the label (the part before the first dot), the same in every run
         and input form."""
         return np.array([zlib.crc32(t.split(".", 1)[0].encode()) % 2 == 0 for t in self.labels.tolist()], dtype=bool)
@@ -112,6 +121,22 @@ def threshold_support(benign_scores: npt.NDArray[Any], thresholds: dict[str, flo
         lo, hi = fpr_interval(k, n) if n else (0.0, 1.0)
         out[name] = {"threshold": t, "flagged": k, "n": n, "fpr": k / n if n else float("nan"), "ci95": [lo, hi]}
     return out
+
+
+def held_out_support(
+    calibration: npt.NDArray[Any], held_out: dict[str, npt.NDArray[Any]], fprs: Sequence[float] = FPR_TARGETS
+) -> dict[str, dict[str, Any]]:
+    """Thresholds calibrated on `calibration` and checked on benign sets never calibrated on: for each
+    target FPR, the names the threshold rests on (with their Clopper-Pearson interval) and, per
+    held-out set, how many of its names score at or above it (with theirs). A threshold resting on
+    tens of names should see a held-out FPR inside its interval."""
+    thresholds = calibrate(calibration, fprs)
+    on_pool = threshold_support(calibration, thresholds)
+    checks = {name: threshold_support(scores, thresholds) for name, scores in held_out.items()}
+    return {
+        name: {"target": fpr, **on_pool[name], "held_out": {k: v[name] for k, v in checks.items()}}
+        for name, fpr in zip(thresholds, fprs, strict=True)
+    }
 
 
 def roc_auc(y: npt.NDArray[Any], score: npt.NDArray[Any]) -> float:

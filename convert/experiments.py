@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from convert.data import BENIGN_DNS_ONLY, BENIGN_MACHINE
+from convert.data import BENIGN_DNS_MACHINE, BENIGN_DNS_ONLY, BENIGN_MACHINE
 from convert.evaluate import DEFAULT_ACTIONS, Scores, calibrate, family_recall
 from convert.splits import TEST, VAL
 
@@ -54,11 +54,14 @@ def fold_result(run: Path, variant: str = "logit", trusted_only: bool = False) -
     at_target = calibrate(s.score[(s.family == BENIGN_DNS_ONLY) & ~s.long_tail()], [TAIL_TARGET])
     recall_at_target = family_recall(s, held, {"tail_target": next(iter(at_target.values()))})
     tail = s.score[s.long_tail()]
-    machine = s.score[s.family == BENIGN_MACHINE]
+    uncleaned = s.score[s.long_tail_uncleaned()]
+    machine = s.score[np.isin(s.family, (BENIGN_MACHINE, BENIGN_DNS_MACHINE))]
     return {
         "families": {f: v | recall_at_target[f] | {"fold": run.name} for f, v in family_recall(s, held, named).items()},
         "tail": {a: float((tail >= t).mean()) for a, t in named.items()},
         "tail_n": int(len(tail)),
+        "tail_uncleaned": {a: float((uncleaned >= t).mean()) for a, t in named.items()},
+        "tail_uncleaned_n": int(len(uncleaned)),
         "tail_at_target": float((tail >= next(iter(at_target.values()))).mean()),
         "machine": {a: float((machine >= t).mean()) for a, t in named.items()},
         "calibration_names": int(len(val_benign)),
@@ -83,8 +86,11 @@ def summarise(runs: list[Path], variant: str = "logit", trusted_only: bool = Fal
         "tail": {a: float(np.mean([f["tail"][a] for f in folds])) for a in DEFAULT_ACTIONS},
         "tail_at_target": float(np.mean([f["tail_at_target"] for f in folds])),
         "tail_n": folds[0]["tail_n"] if folds else 0,
+        "tail_uncleaned": {a: float(np.mean([f["tail_uncleaned"][a] for f in folds])) for a in DEFAULT_ACTIONS},
+        "tail_uncleaned_n": folds[0]["tail_uncleaned_n"] if folds else 0,
         "machine": {a: float(np.mean([f["machine"][a] for f in folds])) for a in DEFAULT_ACTIONS},
         "calibration_names": folds[0]["calibration_names"] if folds else 0,
+        "info_cleaning": info.get("cleaning", "shape"),
         "train_rows": info.get("train_rows"),
         "epochs": info.get("epochs_run"),
         "train_seconds": float(sum(f["info"].get("train_seconds", 0) for f in folds)),

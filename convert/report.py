@@ -36,6 +36,8 @@ from convert.splits import TEST, VAL
 # The architecture comparison: the chosen data configuration, fold 0's families held out, the same
 # 60k training names and 3 epochs for each (the recurrent models cost 5-10x the CNN on this CPU).
 PREVIOUS = Path("runs/previous")  # the model this one replaces: tflite/dynamic-int8.tflite + default.json
+VETTED, VETTED_BEFORE = "v-ng1", "x-ng1"  # the linear stage on the lists-cleaned data, and before
+VETTED_ALSO = ("v-suffix", "v-e1-mean")  # the budget CNN and the CNN + linear mean on the same data
 COMPARE = {arch: f"runs/a-{arch}-lfo0" for arch in ("cnn", "lstm", "bilstm", "cnn_lstm")}
 
 
@@ -212,7 +214,8 @@ def main(argv: list[str] | None = None) -> None:
     ev["calibration"] = calibration(a.default, a.variant)
     ev["trusted_only"] = trusted_only(a.default, a.variant)
     ev["previous"] = previous_model(a.default)
-    ev["cleaning"] = cleaning_report(benign_pools(DEFAULT_DATA_DIR))
+    cleaning = json.loads((a.default / "run.json").read_text()).get("cleaning", "shape")
+    ev["cleaning"] = cleaning_report(benign_pools(DEFAULT_DATA_DIR, cleaning))
     parity = json.loads((a.default / "tflite" / "parity.json").read_text())
     ev["parity"] = parity
     (a.out / "eval.json").write_text(json.dumps(ev, indent=2))
@@ -225,6 +228,11 @@ def main(argv: list[str] | None = None) -> None:
     plot_families(ev["family_recall"], ev["leave_family_out"], "sinkhole", a.out / "families.png")
     meta = json.loads((a.out / "default.json").read_text()) if (a.out / "default.json").exists() else {}
     text = render(ev, rows, experiments, kinds_from_manifest(DEFAULT_DATA_DIR), meta, a, first_design)
+    if (Path("runs") / f"{VETTED}-lfo0" / "scores.npz").exists():  # the session-5 cleaning section
+        from convert.vetting import section
+
+        vetting = section(VETTED, [VETTED_BEFORE], VETTED_ALSO)
+        text = text.replace("\n## Reproduce", "\n" + vetting + "\n\n## Reproduce", 1)
     (a.out / "REPORT.md").write_text(text)
     shutil.copy(a.default / "run.json", a.out / "default.run.json")
     print(text[:3000])

@@ -51,6 +51,13 @@ for k in 0 2; do  # the folds that hold wordlist families out (suppobox; gozi, n
   [ -f "$WORDS" ] && runng "x-ng-wlw-lfo$k" --holdout-fold $k --form registrable --suffix-dropout 0.5 --exclude charbot --words "$WORDS"
 done
 [ -f "$WORDS" ] && $PY -m convert.wordseg --words "$WORDS" > runs/wordseg.md
+# Session 5: the list-level cleaning rule (convert/clean.py `vet`, --cleaning lists) under the linear
+# stage and the budget CNN, their mean, the same folds (`python -m convert.vetting`, models/REPORT.md).
+for k in 0 1 2 3 4; do runng "v-ng1-lfo$k" --holdout-fold "$k" $NG --cleaning lists; done
+runng v-ng1-rand $NG --cleaning lists
+for k in 0 1 2 3 4; do run "v-suffix-lfo$k" --holdout-fold "$k" --arch cnn $SUF $B --cleaning lists; done
+run v-suffix-rand --arch cnn $SUF $B --cleaning lists
+$PY -m convert.ensemble --cnn v-suffix --linear v-ng1 --how mean --out v-e1-mean > /dev/null
 [ "${STAGE:-all}" = experiments ] && exit 0
 # The chosen configuration (convert.experiments.CHOSEN = suffix) on all training names: the shipped model.
 CHOSEN_ARGS="--arch cnn $SUF --width 64"

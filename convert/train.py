@@ -24,8 +24,18 @@ import numpy as np
 import numpy.typing as npt
 
 from convert.augment import compound_copies, drop_suffixes, random_names
-from convert.data import BENIGN, DEFAULT_DATA_DIR, Dataset, InputForm, load_cached
-from convert.splits import TEST, TRAIN, VAL, Split, cap_per_family, family_folds, leave_family_out, random_split
+from convert.data import BENIGN, CLEANING_RULES, DEFAULT_DATA_DIR, Dataset, InputForm, load_cached
+from convert.splits import (
+    BENIGN_VAL,
+    TEST,
+    TRAIN,
+    VAL,
+    Split,
+    cap_per_family,
+    family_folds,
+    leave_family_out,
+    random_split,
+)
 from resolverguard.encoding import NameEncoder
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,6 +63,8 @@ class TrainConfig:
     maxlen: int = 48
     width: int = 0  # filters / units of the architecture; 0 = its default
     balance: str = "class"  # "class": benign vs DGA; "family": and every DGA family weighs the same
+    cleaning: str = "shape"  # the benign cleaning rule, convert.data.vetted_pools: "shape" or "lists"
+    benign_val: float = BENIGN_VAL  # share of trusted benign names kept out of training for calibration
     suffix_dropout: float = 0.0  # form registrable: share of training names given a random suffix
     compounds: bool = False  # add hyphen-free copies of hyphenated benign training labels
     random_dga: int = 0  # add this many random names (convert.augment.random_names) as DGA rows
@@ -62,9 +74,9 @@ class TrainConfig:
 
 def prepare(cfg: TrainConfig) -> tuple[Dataset, Split]:
     """Loads, caps and splits the data exactly the same way for every architecture with one seed."""
-    data = load_cached(cfg.data_dir, cfg.form, cfg.cache)
+    data = load_cached(cfg.data_dir, cfg.form, cfg.cache, cfg.cleaning)
     data = data.subset(cap_per_family(data, cfg.cap, cfg.seed))
-    split = random_split(data, cfg.seed)
+    split = random_split(data, cfg.seed, benign_val=cfg.benign_val)
     if cfg.holdout_fold >= 0:
         held = family_folds(data, cfg.folds, cfg.seed)[cfg.holdout_fold]
         split = leave_family_out(data, split, held)
@@ -253,6 +265,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
     p.add_argument("--balance", choices=["class", "family"], default=defaults.balance)
     p.add_argument("--suffix-dropout", type=float, default=defaults.suffix_dropout)
+    p.add_argument("--benign-val", type=float, default=defaults.benign_val)
+    p.add_argument("--cleaning", choices=CLEANING_RULES, default=defaults.cleaning)
     p.add_argument("--compounds", action="store_true")
     p.add_argument("--exclude", default=",".join(defaults.exclude), help="comma-separated families never trained on")
     a = p.parse_args(argv)

@@ -18,7 +18,15 @@ pytest.importorskip("tensorflow")
 from convert import family  # noqa: E402
 from convert.augment import compound_copies, drop_suffixes, suffix_pool  # noqa: E402
 from convert.clean import machine_made  # noqa: E402
-from convert.data import BENIGN, BENIGN_DNS_ONLY, BENIGN_MACHINE, InputForm, NameParser, load  # noqa: E402
+from convert.data import (  # noqa: E402
+    BENIGN,
+    BENIGN_DNS_MACHINE,
+    BENIGN_DNS_ONLY,
+    BENIGN_MACHINE,
+    InputForm,
+    NameParser,
+    load,
+)
 from convert.evaluate import calibrate, fpr_interval, threshold_support  # noqa: E402
 from convert.experiments import summarise  # noqa: E402
 from convert.quantize import quantize_run  # noqa: E402
@@ -94,6 +102,9 @@ def test_loader_pools_benign_names_by_source_and_cleaning(sourced_dir: Path) -> 
     assert {pool[NameParser().model_input(n)] for n in HUMAN} == {BENIGN}
     assert pool["onlycloudflare"] == BENIGN_DNS_ONLY and pool["bothdnslists"] == BENIGN
     assert pool["e89d45b16370ee7e43daeaf6ce8d"] == BENIGN_MACHINE  # cleaned in the long-tail pool too
+    lists = load(sourced_dir, cleaning="lists")
+    kept_apart = dict(zip(lists.labels.tolist(), lists.family.tolist(), strict=True))
+    assert kept_apart["e89d45b16370ee7e43daeaf6ce8d"] == BENIGN_DNS_MACHINE  # by pool under the list-level rule
 
 
 def test_suffix_dropout_changes_suffixes_only() -> None:
