@@ -185,6 +185,7 @@ def start_resolverguard(
     watch: bool = False,
     writer: str = "auto",
     store: bool = False,
+    shortcut: bool = True,
 ) -> subprocess.Popen[bytes]:
     policy = work / f"rg-{port}.yaml"
     query_log = f"{{path: '{work}/queries-{port}.jsonl', writer: {writer}}}" if log else "off"
@@ -195,6 +196,7 @@ def start_resolverguard(
         f"upstreams: ['127.0.0.1:{upstream}']\nscoring: {str(scoring).lower()}\nquery_log: {query_log}\n"
         f"rate_limit:\n  qps: 0\nlimits:\n  max_inflight: 8192\nworkers: {workers}\n{lists}"
         + ("client_watch:\n  enabled: true\n  action: log\n" if watch else "")  # log: the bench client walks DGA names
+        + ("" if shortcut else "answer_cache:\n  repeat_shortcut: false\n")
     )
     cmd = [sys.executable, "-m", "resolverguard", "serve", "--config", str(policy), "--listen", f"127.0.0.1:{port}"]
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=(work / f"rg-{port}.log").open("w"))
@@ -396,7 +398,11 @@ def main() -> None:
     p.add_argument("--queries", type=int, default=200_000)
     p.add_argument("--misses", type=int, default=0, help="never-seen names (default 200k per second of run)")
     p.add_argument("--reloads", type=int, default=100)
-    p.add_argument("--watch", action="store_true", help="only (d) against (g) = (d) + client_watch, in turn")
+    p.add_argument(
+        "--watch",
+        action="store_true",
+        help="(d0) full chain, no repeat shortcut; (d) with it; (g) = (d0) + client_watch; in turn",
+    )
     p.add_argument(
         "--rounds",
         type=int,
@@ -690,7 +696,9 @@ def compare_module(work: Path, files: dict[str, Path], a: argparse.Namespace, mi
 
 
 def compare_watch(work: Path, files: dict[str, Path], a: argparse.Namespace) -> None:
-    """The client watch's cost: (d) the full chain against (g) the same with `client_watch` on (action
+    """The client watch's cost: (d0) the full chain without the repeat shortcut (the chain the issue
+    was filed against; the shortcut is never built with the watch on) and (d) with it, against (g)
+    the same with `client_watch` on (action
     log: the bench client walks DGA-looking names, so it is flagged from the prelude on and stays
     flagged, the worst case; checked). The two differ in the watch alone: the same prelude, the same
     names in the same order, each round's misses names of their own (a name asked again in a later
@@ -699,7 +707,7 @@ def compare_watch(work: Path, files: dict[str, Path], a: argparse.Namespace) -> 
     in even ones, so that drift in the machine's load hits both alike. QPS ratio (g)/(d) of the summed
     rounds, and the ratio of the server's CPU us per answered query, which other processes' load moves
     far less; the load average before and after. To results/compare_watch.{md,json}."""
-    ports = {k: free_port() for k in ("nsd", "d", "g")}
+    ports = {k: free_port() for k in ("nsd", "d0", "d", "g")}
     procs = [start_nsd(work, ports["nsd"])]
     names = files["misses"].read_text().splitlines(keepends=True)
     share = len(names) // (a.rounds + 1)
@@ -709,11 +717,14 @@ def compare_watch(work: Path, files: dict[str, Path], a: argparse.Namespace) -> 
     for r, chunk in enumerate(rounds):
         misses.append(work / f"misses-{r}.txt")
         misses[-1].write_text("".join(chunk))
-    runs: dict[str, list[dict[str, Any]]] = {"d": [], "g": []}
+    runs: dict[str, list[dict[str, Any]]] = {"d0": [], "d": [], "g": []}
     load_before = os.getloadavg()
     try:
         wait_ready(ports["nsd"])
-        servers = {key: start_resolverguard(work, ports[key], ports["nsd"], True, watch=key == "g") for key in runs}
+        servers = {
+            key: start_resolverguard(work, ports[key], ports["nsd"], True, watch=key == "g", shortcut=key != "d0")
+            for key in runs
+        }
         procs += servers.values()
         for key in runs:
             wait_ready(ports[key])
@@ -722,7 +733,7 @@ def compare_watch(work: Path, files: dict[str, Path], a: argparse.Namespace) -> 
         if "flagged by the client watch" not in (work / f"rg-{ports['g']}.log").read_text():
             sys.exit("(g)'s client was not flagged by the prelude: the bench would not measure the worst case")
         for r in range(a.rounds):
-            order = ("d", "g") if r % 2 == 0 else ("g", "d")
+            order = ("d0", "d", "g") if r % 2 == 0 else ("g", "d", "d0")
             row: dict[str, dict[str, Any]] = {key: {} for key in runs}
             for kind, path in (("hits", files["hits"]), ("misses", misses[r])):
                 for key in order:
@@ -757,7 +768,8 @@ def asked_once(port: int, names: Path) -> None:
 def write_watch(runs: dict[str, list[dict[str, Any]]], a: argparse.Namespace, load: tuple[Any, Any]) -> None:
     kinds = ("hits", "misses")
     total = {k: {kind: sum(r[kind]["qps"] or 0 for r in v) for kind in kinds} for k, v in runs.items()}
-    ratios = {kind: ratio(total["g"][kind], total["d"][kind]) for kind in kinds}
+    ratios = {kind: ratio(total["g"][kind], total["d0"][kind]) for kind in kinds}
+    with_shortcut = {kind: ratio(total["g"][kind], total["d"][kind]) for kind in kinds}
     cpu_us = {
         k: {
             kind: 1e6 * sum(r[kind]["cpu_s"] for r in v) / max(1.0, sum(r[kind]["completed"] or 0 for r in v))
@@ -765,9 +777,16 @@ def write_watch(runs: dict[str, list[dict[str, Any]]], a: argparse.Namespace, lo
         }
         for k, v in runs.items()
     }
-    cpu_ratios = {kind: ratio(cpu_us["d"][kind], cpu_us["g"][kind]) for kind in kinds}
+    cpu_ratios = {kind: ratio(cpu_us["d0"][kind], cpu_us["g"][kind]) for kind in kinds}
     out = ROOT / "bench" / "results"
-    payload = {"runs": runs, "ratios": ratios, "cpu_us_per_query": cpu_us, "cpu_ratios": cpu_ratios, "load": load}
+    payload = {
+        "runs": runs,
+        "ratios": ratios,
+        "ratios_to_shortcut": with_shortcut,
+        "cpu_us_per_query": cpu_us,
+        "cpu_ratios": cpu_ratios,
+        "load": load,
+    }
     (out / "compare_watch.json").write_text(json.dumps(payload, indent=2) + "\n")
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     shown = [" ".join(f"{x:.2f}" for x in avg) for avg in load]
@@ -776,25 +795,29 @@ def write_watch(runs: dict[str, list[dict[str, Any]]], a: argparse.Namespace, lo
         f" {a.rounds} rounds",
         "",
         f"Load average (1/5/15 min) before: {shown[0]}, after: {shown[1]}. Same prelude and names for both; each"
-        " round's misses are names of their own; per kind the two back to back, (d) first in odd rounds, (g) first"
-        " in even ones. (g)'s client is flagged from the prelude on (the worst case).",
+        " round's misses are names of their own; per kind the three back to back, (d0) first in odd rounds, (g)"
+        " first in even ones. (g)'s client is flagged from the prelude on (the worst case). (d0) is the full chain"
+        " with `answer_cache.repeat_shortcut: false`, (d) with the shortcut, which is never built with the watch on.",
         "",
-        "| round | (d) hits QPS | (g) hits QPS | (d) misses QPS | (g) misses QPS |",
-        "|---|---:|---:|---:|---:|",
+        "| round | (d0) hits QPS | (d) hits QPS | (g) hits QPS | (d0) misses QPS | (d) misses QPS | (g) misses QPS |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for i in range(a.rounds):
-        d, g = runs["d"][i], runs["g"][i]
+        d0, d, g = runs["d0"][i], runs["d"][i], runs["g"][i]
         lines.append(
-            f"| {i + 1} | {d['hits']['qps']:.0f} | {g['hits']['qps']:.0f} | {d['misses']['qps']:.0f} |"
-            f" {g['misses']['qps']:.0f} |"
+            f"| {i + 1} | {d0['hits']['qps']:.0f} | {d['hits']['qps']:.0f} | {g['hits']['qps']:.0f} |"
+            f" {d0['misses']['qps']:.0f} | {d['misses']['qps']:.0f} | {g['misses']['qps']:.0f} |"
         )
     lines += [
         "",
-        f"(g)/(d): hits {ratios['hits']}, misses {ratios['misses']} (QPS, summed rounds)",
+        f"(g)/(d0), the watch's own cost: hits {ratios['hits']}, misses {ratios['misses']} (QPS, summed rounds)",
         "",
-        f"CPU us per answered query, (d)/(g): hits {cpu_us['d']['hits']:.1f}/{cpu_us['g']['hits']:.1f} ="
-        f" {cpu_ratios['hits']}, misses {cpu_us['d']['misses']:.1f}/{cpu_us['g']['misses']:.1f} ="
-        f" {cpu_ratios['misses']}",
+        f"(g)/(d), with the repeat shortcut the watch turns off: hits {with_shortcut['hits']},"
+        f" misses {with_shortcut['misses']}",
+        "",
+        f"CPU us per answered query, (d0)/(g): hits {cpu_us['d0']['hits']:.1f}/{cpu_us['g']['hits']:.1f} ="
+        f" {cpu_ratios['hits']}, misses {cpu_us['d0']['misses']:.1f}/{cpu_us['g']['misses']:.1f} ="
+        f" {cpu_ratios['misses']}; (d): hits {cpu_us['d']['hits']:.1f}, misses {cpu_us['d']['misses']:.1f}",
         "",
     ]
     (out / "compare_watch.md").write_text("\n".join(lines))

@@ -585,6 +585,11 @@ class AnswerCacheConfig:
     max_ttl: int = key(86_400, _number(0, 7 * 86_400, integer=True), "highest TTL an answer is kept with")
     negative_max_ttl: int = key(3_600, _number(0, 86_400, integer=True), "longest NXDOMAIN/NODATA is kept")
     prefetch: bool = key(True, _boolean, "refresh a popular answer in its last 10% of TTL (Unbound's rule)")
+    repeat_shortcut: bool = key(
+        True,
+        _boolean,
+        "exact repeats of a cached answer or a block skip the chain where its decisions depend on the name alone",
+    )
 
     def problem(self) -> tuple[str, str] | None:
         return ("min_ttl", "must not be larger than max_ttl") if self.min_ttl > self.max_ttl else None

@@ -266,7 +266,7 @@ def build_pipeline(
     if local.records or local.private:  # local names are answered before any decision: never scored
         steps.append(LocalAnswerStep(local, cfg.local_records.ttl))
     steps += decision_steps(cfg, model, groups, cache)  # group, name, lists, verdict cache, score, policy
-    watch, hook = None, None
+    watch, hook, watch_step = None, None, None
     if cfg.client_watch.enabled or any(g.client_watch.enabled for g in cfg.groups):
         # After the verdict (an allow-listed name is never touched, and the watch may block), before the
         # block step and the answer cache: it sees every answer, cached ones and the model's sinkholes too.
@@ -280,9 +280,10 @@ def build_pipeline(
         aside = UpstreamStep(forwarder)  # a probe goes straight to the upstream, past the block step
         watches = (cfg.client_watch, *(g.client_watch for g in cfg.groups))
         quarantines = any(w.enabled and w.action is WatchAction.QUARANTINE for w in watches)
-        steps.append(
-            ClientWatchStep(cfg.client_watch, watch, watch_log, metrics, hints, hook, stderr, aside, blocks=quarantines)
+        watch_step = ClientWatchStep(
+            cfg.client_watch, watch, watch_log, metrics, hints, hook, stderr, aside, blocks=quarantines
         )
+        steps.append(watch_step)
     pause = PauseSwitch.carried(old.pause if old else None)
     steps.append(PauseStep(pause))  # after the verdict, before anything acts on it
     steps.append(BlockStep(cfg.sinkhole))
@@ -293,12 +294,13 @@ def build_pipeline(
         steps.append(ConditionalForwardStep(conditional, local))
     chain = link(steps, UpstreamStep(forwarder))  # whatever reaches the end is forwarded
     # The shortcut past all of it, for exact repeats of cached answers: only where every decision
-    # above depends on the name alone (no client groups, no `$client=` rules, no client watch) and
-    # every query is seen by the log alone (no metrics step). See resolverguard.shortcut.
+    # above depends on the name alone (no client groups, no `$client=` rules; with the client watch,
+    # only while its way in has nothing to do, and it is told of every repeat) and every query is
+    # seen by the log alone (no metrics step). See resolverguard.shortcut.
     shortcut = None
-    if not cfg.groups and not groups.default.lists.scoped and watch is None and metrics is None:
+    if cfg.answer_cache.repeat_shortcut and not cfg.groups and not groups.default.lists.scoped and metrics is None:
         form = model.metadata.input_form
-        shortcut = ReplyShortcut(answers, cache, pause, log if log.enabled else None, form)
+        shortcut = ReplyShortcut(answers, cache, pause, log if log.enabled else None, form, watch=watch_step)
     return Pipeline(
         chain, log, groups, cache, tuple(gates), answers, forwarder, hints, conditional, pause, watch, hook, shortcut
     )

@@ -18,12 +18,13 @@ import dns.query
 import pytest
 from dnsfixtures import DIGITS_MODEL, Upstream, run_resolver, run_upstream
 
-from resolverguard.config import CacheConfig, Config, Endpoint, ListsConfig, load_config
+from resolverguard.config import CacheConfig, ClientWatchConfig, Config, Endpoint, ListsConfig, WatchAction, load_config
 from resolverguard.model import load_model
 from resolverguard.pipeline import Pipeline, build_pipeline
 from resolverguard.server import DnsServer
 from resolverguard.steps.metrics import Metrics
 from resolverguard.steps.querylog import QueryLog
+from resolverguard.watch import BEACON_GAP
 
 
 class Clock:
@@ -82,7 +83,7 @@ async def settle() -> None:
 def without_timing(path: Path) -> list[dict[str, object]]:
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     for line in lines:
-        line.pop("time"), line.pop("latency_ms")
+        line.pop("time", None), line.pop("latency_ms", None), line.pop("until", None)  # wall-clock times
     return lines
 
 
@@ -122,15 +123,81 @@ def test_replies_and_log_lines_are_the_chains(tmp_path: Path, prefetch: bool) ->
     assert without_timing(tmp_path / "fast.log") == without_timing(tmp_path / "slow.log")
 
 
-def test_not_built_where_the_decision_depends_on_the_client(tmp_path: Path) -> None:
+@pytest.mark.parametrize("action", [WatchAction.LOG, WatchAction.QUARANTINE])
+def test_with_the_client_watch_replies_and_what_the_watch_learns_are_the_chains(
+    tmp_path: Path, action: WatchAction
+) -> None:
+    """Benign clients repeat cached names while an infected one walks NXDOMAINs (each asked twice,
+    the repeat cached), finds its C2 and beacons: the watch must flag the same client and learn the
+    same C2 whether repeats were answered by the shortcut or by the chain, and every reply must be
+    the same bytes (with quarantine, the shortcut steps aside once a client is flagged)."""
+    walk = ["nxqzkvbrtw.com", "nxplmkojiu.com", "nxwsxedcrf.com", "nxtgbyhnuj.com", "nxikolpmnb.com"]
+    c2, infected, benign = "kvbrtwqzab.com", "127.0.0.9", ("127.0.0.1", "127.0.0.2", "127.0.0.3")
+    with run_upstream(Upstream(ttl=300, tld_soa=True)) as up:  # NXDOMAINs cacheable, as on the Internet
+        cfg = Config(
+            upstreams=(Endpoint("127.0.0.1", up.port),),
+            client_watch=ClientWatchConfig(enabled=True, action=action),
+        )
+        clock = Clock()
+        fast, slow = pipeline_for(cfg, tmp_path / "fast.log", clock), pipeline_for(cfg, tmp_path / "slow.log", clock)
+        assert fast.shortcut is not None and fast.watch is not None and slow.watch is not None
+        servers = {
+            "fast": DnsServer(fast.chain, (), cfg.limits, fast.gates, shortcut=fast.shortcut, clock=clock),
+            "slow": DnsServer(slow.chain, (), cfg.limits, slow.gates, clock=clock),
+        }
+        sent = {"fast": Sent(), "slow": Sent()}
+
+        def query(name: str) -> bytes:
+            return dns.message.make_query(name, "A", id=7).to_wire()
+
+        async def ask(name: str, client: str) -> None:
+            for key, server in servers.items():
+                server.accept_udp(sent[key], query(name), (client, 5353))  # type: ignore[arg-type]
+                await settle()
+                for _ in range(3):  # the watch's inbox is read on the next turns of the loop
+                    await asyncio.sleep(0)
+
+        async def run() -> None:
+            for name in ("www.example.com", "cdn.example.net", c2):
+                for client in benign:
+                    await ask(name, client)
+            clock.now += 2.0
+            for name in walk:
+                for _ in range(2):
+                    await ask(name, infected)
+                    for client in benign:
+                        await ask("www.example.com", client)
+                    clock.now += 0.3
+            for _ in range(4):  # the C2 found, then beacons
+                await ask(c2, infected)
+                for client in benign:
+                    await ask("cdn.example.net", client)
+                clock.now += BEACON_GAP + 1.0
+            for client in (*benign, infected):
+                await ask(c2, client)
+                await ask("www.example.com", client)
+
+        asyncio.run(run())
+        fast.log.close(), slow.log.close()
+        fast.forwarder.close(), slow.forwarder.close()
+    assert fast.shortcut.served > 5, fast.shortcut.served
+    assert sent["fast"].replies == sent["slow"].replies
+    assert set(fast.watch.flagged) == set(slow.watch.flagged) == {infected}
+    assert list(fast.watch.likely_c2) == list(slow.watch.likely_c2)
+    assert fast.watch.known == slow.watch.known  # who resolved what: repeats told to the watch too
+    assert fast.watch.last_answer == slow.watch.last_answer and len(fast.watch.last_answer) == 4
+    assert without_timing(tmp_path / "fast.log") == without_timing(tmp_path / "slow.log")
+
+
+def test_not_built_where_the_decision_depends_on_the_client_or_when_turned_off(tmp_path: Path) -> None:
     rules = tmp_path / "rules.txt"
     rules.write_text("||ads.example^$client=192.0.2.5\n")
     cases = {
         "plain": "",
         "groups": "groups:\n  - name: kids\n    clients: [192.0.2.0/24]\n",
-        "watch": "client_watch: {enabled: true}\n",
         "scoped rule": f"lists:\n  deny_files: [{{path: '{rules}', format: adblock}}]\n",
         "metrics": "metrics: {listen: '127.0.0.1:9'}\n",
+        "turned off": "answer_cache: {repeat_shortcut: false}\n",
     }
     built = {}
     for name, text in cases.items():
@@ -139,7 +206,7 @@ def test_not_built_where_the_decision_depends_on_the_client(tmp_path: Path) -> N
         cfg = load_config(policy)
         metrics = Metrics() if cfg.metrics is not None else None
         built[name] = build_pipeline(cfg, load_model(DIGITS_MODEL), metrics=metrics).shortcut is not None
-    assert built == {"plain": True, "groups": False, "watch": False, "scoped rule": False, "metrics": False}
+    assert built == {"plain": True, "groups": False, "scoped rule": False, "metrics": False, "turned off": False}
 
 
 def ask(r, name: str, **kw) -> dns.message.Message:

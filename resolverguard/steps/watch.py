@@ -93,16 +93,27 @@ class ClientWatchStep:
 
     def check(self, request: Request) -> Outcome:
         """On the way in: nothing to do unless someone is flagged or a likely C2 is known."""
-        state = self.state
-        if (state.flagged or state.likely_c2) and self._blocks:
+        if self.holds_queries():
             self._decide(request)
         return None
+
+    def holds_queries(self) -> bool:
+        """Whether the way in may change an answer now (a flagged client or a likely C2 to block):
+        then every query walks the chain (the repeat shortcut asks this first)."""
+        state = self.state
+        return bool(state.flagged or state.likely_c2) and self._blocks
 
     def seen(self, request: Request, reply: Reply) -> None:
         """On the way out: what the answer says (a name resolved, an NXDOMAIN, the model's sinkhole).
         Runs for every answer, cached ones too: a resolved name's common cases are read at once
         (`WatchState.answered`, a few dict operations); the rest goes to the inbox, read after the
         answer has left (`_drain`)."""
+        self.seen_as(request, request.client[0], request.started, reply)
+
+    def seen_as(self, request: Request, client: str, started: float, reply: Reply) -> None:
+        """`seen` for `client` at `started`: the repeat shortcut tells the watch of a repeat with the
+        request the chain answered first (same name, verdict and reply), so the watch reads every
+        answer whichever way it was made."""
         name = request.name
         if reply is None or name is None or name.label is None or len(reply) < 12:
             return
@@ -114,21 +125,19 @@ class ClientWatchStep:
                 key = name.registrable
                 if key in DYNAMIC_DNS_SUFFIXES:
                     key = watch_key(name)
-                client = request.client[0]
-                if key is not None and self.state.answered(client, key, request.started):
+                if key is not None and self.state.answered(client, key, started):
                     inbox = self._inbox
                     if not inbox:
                         asyncio.get_running_loop().call_soon(self._drain)
-                    inbox.append((client, key, request.score, request.started, request.group))
+                    inbox.append((client, key, request.score, started, request.group))
             elif rcode == _NXDOMAIN:
-                self._later(request)
+                self._later(request, client)
         elif verdict is not None and verdict.reason in _MODEL_REASONS:
-            self._later(request)  # the model sinkholed it: evidence as good as an NXDOMAIN
+            self._later(request, client)  # the model sinkholed it: evidence as good as an NXDOMAIN
 
-    def _later(self, request: Request) -> None:
+    def _later(self, request: Request, client: str) -> None:
         """An NXDOMAIN (or the model's sinkhole) into the inbox, for the rule to read later (its
         typo check costs ~10-40 us)."""
-        client = request.client[0]
         if not self._group_watch(request).enabled or (self._exempt and _exempt(client, self._exempt)):
             return
         assert request.name is not None
