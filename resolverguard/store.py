@@ -618,6 +618,24 @@ def _client_slots(since: float, until: float, split: bool = False) -> Any:
     return (days, hours, tail) if split else (*days, *hours, *tail)
 
 
+SQLITE_WAIT = 10.0  # seconds a writer waits for another's lock (a migration under way) before giving up
+
+
+def _into_wal(db: sqlite3.Connection) -> None:
+    """WAL mode, waiting for the lock like any write: switching a store that is not in WAL yet (one
+    made before, or by other tools) needs the database to itself, and SQLite answers 'database is
+    locked' at once, without its busy handler, while another gateway migrates it."""
+    deadline = time.monotonic() + SQLITE_WAIT
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.02)
+
+
 def _connect_for_writing(path: str | Path) -> tuple[Any, str, Dialect]:
     """A writable connection: (connection, path as given, its dialect); raises StoreError."""
     if is_postgres(path):
@@ -625,8 +643,8 @@ def _connect_for_writing(path: str | Path) -> tuple[Any, str, Dialect]:
     where = Path(path)
     try:
         where.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(str(where), isolation_level=None, check_same_thread=False, timeout=10.0)
-        db.execute("PRAGMA journal_mode=WAL")
+        db = sqlite3.connect(str(where), isolation_level=None, check_same_thread=False, timeout=SQLITE_WAIT)
+        _into_wal(db)
         db.execute("PRAGMA cache_size=-65536")
         db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a power cut loses the last commits, never the file
     except (OSError, sqlite3.Error) as err:

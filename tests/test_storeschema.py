@@ -282,6 +282,28 @@ def test_gateways_opening_one_new_postgres_store_at_once_migrate_it_once(cluster
         store.close()
 
 
+def test_a_migrator_waits_for_a_store_not_yet_in_wal_that_another_holds(tmp_path: Path) -> None:
+    """SQLite refuses a switch to WAL at once, without its busy handler, while another connection
+    holds the write lock of a store in rollback-journal mode (a store from before, or another
+    gateway's migration under way): the migrator must wait for it, as for any write."""
+    now, target = time.time(), str(tmp_path / "old.db")
+    count = make_v1_store(target, now)
+    holder = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
+    assert holder.execute("PRAGMA journal_mode=DELETE").fetchone() == ("delete",)
+    holder.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(0.5, lambda: holder.execute("COMMIT"))
+    release.start()
+    try:
+        migrate_store(target)
+    finally:
+        release.join()
+        holder.close()
+    assert versions(target) == [1, 2, 3]
+    reader = QueryStore.open_for_reading(target)
+    assert reader.overview(now - 7 * DAY, now + 60, 7).total == count
+    reader.close()
+
+
 def test_two_migrators_of_an_old_postgres_store_apply_each_migration_once(cluster: str) -> None:
     now, target = time.time(), fresh_database(cluster, "old2")
     count = make_v1_store(target, now)
