@@ -243,7 +243,7 @@ def test_with_two_workers_the_parent_writes_every_query_once_to_the_store(upstre
     )
     proc = start_serving(policy, port)
     try:
-        wait_for(proc, "listening on")  # the second worker
+        wait_for(proc, "listening on", lines=40)  # the second worker (lines from both may come first)
         for i in range(60):
             assert addresses(ask_from(f"w{i}.example.com", port)) == [UPSTREAM_A]
     finally:
