@@ -103,25 +103,6 @@ def cascade_table(root: Path, names: list[str]) -> str:
     return "\n".join(lines)
 
 
-def threshold_setters(runs: list[Path], k: int = 18) -> tuple[int, int, list[str]]:
-    """The `k` highest-scoring calibration names of each fold model (the names its sinkhole threshold
-    rests on): how many come from the long-tail half, of how many, and the most frequent names."""
-    from collections import Counter
-
-    from convert.data import BENIGN_DNS_ONLY
-
-    names: Counter[str] = Counter()
-    tail = total = 0
-    for run in runs:
-        s = Scores.load(run, "logit")
-        pool = np.flatnonzero(s.calibration())
-        top = pool[np.argsort(-s.score[pool])[:k]]
-        tail += int((s.family[top] == BENIGN_DNS_ONLY).sum())
-        total += len(top)
-        names.update(s.labels[top].tolist())
-    return tail, total, [n for n, _ in names.most_common(12)]
-
-
 def speeds(stage_path: Path, names: list[str], cnn: Path | None = None, seconds: float = 1.5) -> dict[str, float]:
     """us per name of the linear stage (numpy) and, given, the CNN's `.tflite` (LiteRT, one thread),
     at batch 1 and 64, timed in turns in this one process (best of 3 rounds each, so a loaded

@@ -291,3 +291,23 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def threshold_setters(runs: Sequence[Path], k: int = 18, by_count: bool = True) -> tuple[int, int, list[str]]:
+    """The `k` highest-scoring calibration names of each fold model (the names its sinkhole threshold
+    rests on): how many come from the long-tail half, of how many, and 12 of the names (the most
+    frequent over the folds, or with `by_count=False` the first met)."""
+    seen: list[str] = []
+    tail = total = 0
+    for run in runs:
+        s = Scores.load(run, "logit")
+        pool = np.flatnonzero(s.calibration())
+        top = pool[np.argsort(-s.score[pool])[:k]]
+        tail += int((s.family[top] == BENIGN_DNS_ONLY).sum())
+        total += len(top)
+        seen += s.labels[top].tolist()
+    if by_count:
+        from collections import Counter
+
+        return tail, total, [n for n, _ in Counter(seen).most_common(12)]
+    return tail, total, list(dict.fromkeys(seen))[:12]

@@ -28,6 +28,7 @@ from convert.evaluate import (
     fpr_name,
     plot_families,
     plot_roc,
+    threshold_setters,
     threshold_support,
 )
 from convert.experiments import CHOSEN, FULL, configs, summarise
@@ -298,7 +299,7 @@ def render(
 def stages_section(root: Path = Path("runs")) -> str:
     """The session-4 stage experiments (linear stage, ensembles, cascade, word features) from their
     runs; empty when they were not run."""
-    from convert.ensemble import STAGE_CONFIGS, report, speed_text, threshold_setters
+    from convert.ensemble import STAGE_CONFIGS, report, speed_text
     from convert.report_text import STAGES
 
     cnn = [root / f"x-suffix-lfo{k}" for k in range(5) if (root / f"x-suffix-lfo{k}" / "scores.npz").exists()]

@@ -29,7 +29,14 @@ from convert.data import (
     benign_pools,
     load_cached,
 )
-from convert.evaluate import DEFAULT_ACTIONS, Scores, calibrate, family_recall, held_out_support
+from convert.evaluate import (
+    DEFAULT_ACTIONS,
+    Scores,
+    calibrate,
+    family_recall,
+    held_out_support,
+    threshold_setters,
+)
 from convert.experiments import configs, random_split_tpr, summarise
 from convert.splits import TEST, Split, cap_per_family, random_split
 
@@ -68,21 +75,6 @@ def uncleaned_recall(runs: list[Path]) -> float:
         held = (s.part == TEST) & np.isin(s.family, s.held_out)
         recalls += [v["sinkhole"] for v in family_recall(s, held, {"sinkhole": t}).values()]
     return float(np.mean(recalls)) if recalls else float("nan")
-
-
-def setters(runs: list[Path], k: int = 18) -> tuple[int, int, list[str]]:
-    """The k highest calibration names per fold (what 1e-4 of ~180k rests on): how many come from the
-    long-tail half, of how many, and the first few."""
-    tail = total = 0
-    names: list[str] = []
-    for run in runs:
-        s = Scores.load(run, "logit")
-        pool = np.flatnonzero(s.calibration())
-        top = pool[np.argsort(-s.score[pool])[:k]]
-        tail += int((s.family[top] == BENIGN_DNS_ONLY).sum())
-        total += len(top)
-        names += [n for n in s.labels[top].tolist() if n not in names]
-    return tail, total, names[:12]
 
 
 def tail_sets(run: Path) -> tuple[set[str], set[str]]:
@@ -242,8 +234,8 @@ def section(
 
     pools = list(benign_pools(data_dir, "lists"))
     found = configs(root, "*-lfo[0-9]")
-    tail, total, top = setters(found.get(config, []))
-    old_tail, old_total, _ = setters(found[before[0]]) if before and before[0] in found else (0, 0, [])
+    tail, total, top = threshold_setters(found.get(config, []), by_count=False)
+    old_tail, old_total, _ = threshold_setters(found[before[0]]) if before and before[0] in found else (0, 0, [])
     rand = root / f"{config}-rand"
     fields = {
         "{CLEANING}": cleaning_table(cleaning_report(pools)),
