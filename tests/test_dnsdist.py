@@ -5,7 +5,9 @@ when an instance dies its clients move to the other one while the other's client
 from __future__ import annotations
 
 import contextlib
+import math
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -17,7 +19,7 @@ import dns.query
 import dns.rcode
 import pytest
 from dnsfixtures import UPSTREAM_A, RunningResolver, Upstream, run_resolver, run_upstream
-from fleetfixtures import dnsdist_config, run_dnsdist
+from fleetfixtures import dnsdist_config, need, run_dnsdist
 from test_watch import C2, INFECTED, OTHER, config_for, find_c2_and_beacon
 
 from resolverguard.config import Config
@@ -166,3 +168,50 @@ def test_proxy_headers_round_trip_and_malformed_ones_are_refused() -> None:
 def test_the_example_config_is_what_the_tests_run() -> None:
     text = dnsdist_config(5300, [("127.0.0.1", 1), ("127.0.0.1", 2)])
     assert text.count("newServer(") == 2 and "useProxyProtocol=true" in text and "clientSticky" in text
+
+
+def test_a_lans_clients_spread_evenly_over_three_instances(upstream: Upstream, tmp_path: Path) -> None:
+    """Addresses of one /24, differing only in the last octet: the hash must still rank the instances
+    differently for each (FNV-1a without a finalizer put 187 of these 254 clients on one instance)."""
+    lan = [f"127.0.10.{i}" for i in range(1, 255)]
+    cfg = behind_dnsdist(upstream)
+    with (
+        run_resolver(cfg, tmp_path / "a.log") as a,
+        run_resolver(cfg, tmp_path / "b.log") as b,
+        run_resolver(cfg, tmp_path / "c.log") as c,
+        run_dnsdist([(r.host, r.port) for r in (a, b, c)], tmp_path) as port,
+    ):
+        time.sleep(2.5)  # every instance marked up by the health checks (rise=2, one a second)
+        for client in lan:
+            assert ask(port, f"lan-{client.replace('.', '-')}.example.org", client).rcode() == dns.rcode.NOERROR
+        counts = [len(clients_seen(r, "lan-")) for r in (a, b, c)]
+    assert sum(counts) == len(lan)
+    mean, sd = len(lan) / 3, math.sqrt(len(lan) * (1 / 3) * (2 / 3))  # a fair hash: binomial counts
+    assert all(abs(n - mean) <= 3 * sd for n in counts), counts
+
+
+def reference_hash(text: str) -> int:
+    """FNV-1a (32 bits) then murmur3's 32-bit finalizer: what clientHash in examples/dnsdist.conf computes."""
+    h = 2166136261
+    for byte in text.encode():
+        h = ((h ^ byte) * 16777619) % 2**32
+    h ^= h >> 16
+    h = (h * 0x85EBCA6B) % 2**32
+    h ^= h >> 13
+    h = (h * 0xC2B2AE35) % 2**32
+    return h ^ (h >> 16)
+
+
+@pytest.mark.parametrize("lua", ["luajit bit library", "plain lua arithmetic"])
+def test_the_client_hash_in_lua_is_the_reference_hash(tmp_path: Path, lua: str) -> None:
+    """dnsdist runs the example's Lua at --check-config; printed hashes must match, with LuaJIT's bit
+    library and without it (the plain-arithmetic XOR another dnsdist build would use)."""
+    texts = ["rg0|127.0.1.1", "rg1|127.0.10.254", "", "rg2|2001:db8::1", "rg10|192.168.1.200"]
+    prints = "".join(f'print(string.format("hash %.0f", clientHash("{t}")))\n' for t in texts)
+    conf = tmp_path / "hash.conf"
+    plain = "bit = nil\n" if lua.startswith("plain") else ""
+    conf.write_text(plain + dnsdist_config(5300, [("127.0.0.1", 1)]) + "\n" + prints, encoding="utf-8")
+    out = subprocess.run([need("dnsdist"), "--check-config", "-C", str(conf)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    got = [int(line.split()[1]) for line in out.stdout.splitlines() if line.startswith("hash ")]
+    assert got == [reference_hash(t) for t in texts]
