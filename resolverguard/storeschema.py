@@ -205,11 +205,37 @@ def _gateway_per_row(db: Any, d: Dialect) -> None:
     )
 
 
+def _counts_by_gateway(db: Any, d: Dialect) -> None:
+    """Queries by gateway and action per minute and per hour (#18: the fleet dashboard's count of
+    each gateway over the selected range, from a few hundred count rows instead of a day's rows),
+    filled from the day tables; and each day table's (gateway, id) index, so a gateway filter finds
+    a quiet gateway's newest rows at once instead of scanning past a busy one's. A gateway's ids
+    grow, so its index entries are appended, not scattered (bench/results/store_scale.md)."""
+    days = [int(day) for (day,) in db.execute("SELECT day FROM store_days").fetchall()]
+    for table, unit in (("gateway_minutes", 60), ("gateway_hours", 3600)):
+        db.execute(
+            f"CREATE TABLE {table} (slot BIGINT NOT NULL, gateway TEXT NOT NULL, action TEXT NOT NULL,"
+            " queries BIGINT NOT NULL, PRIMARY KEY (slot, gateway, action))"
+        )
+        slot = d.slot.format(unit=unit)
+        for day in days:  # a slot never spans two days (60 and 3600 divide a day): no conflicts
+            db.execute(
+                f"INSERT INTO {table} (slot, gateway, action, queries) SELECT {slot}, gateway, action, COUNT(*)"  # noqa: S608
+                f" FROM {day_table(day)} GROUP BY {slot}, gateway, action"
+            )
+    for day in days:
+        t = day_table(day)
+        db.execute(f"CREATE INDEX {t}_gateway ON {t} (gateway, id)")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "query store", 1, _first_store),
     Migration(2, "counts by slot, partial day indexes", 2, _counts_by_slot),
     # readable_by 3: a schema-2 writer would make new day tables without the column.
     Migration(3, "gateway per query and alert", 3, _gateway_per_row),
+    # readable_by 4: a schema-3 writer would not keep the gateway counts, and a gateway's queries
+    # would be missing from them without a word.
+    Migration(4, "counts by gateway, gateway index", 4, _counts_by_gateway),
 )
 CODE_VERSION = MIGRATIONS[-1].version
 

@@ -246,8 +246,10 @@ def test_reads_answer_from_the_store_the_resolver_fills(tmp_path: Path) -> None:
         assert none == []
         # One gateway (named after the host by default): its name on every row, no gateway column.
         assert {q["gateway"] for q in page} == {host_gateway_name()}
-        assert script.open("/api/v1/gateways", headers=auth).json() == [host_gateway_name()]
+        (one,) = script.open("/api/v1/gateways?since=1h", headers=auth).json()
+        assert (one["gateway"], one["queries"], one["blocked"]) == (host_gateway_name(), 4, 3)
         assert script.login().status == 303 and "<th>gateway</th>" not in script.get("/queries").body
+        assert "<h2>Gateways</h2>" not in script.get("/").body  # one gateway: no fleet table
 
 
 def test_a_new_password_by_reload_ends_sessions_and_old_tokens(tmp_path: Path) -> None:

@@ -167,6 +167,7 @@ def test_retention_drops_old_days_whole_and_bounds_the_size(tmp_path: Path) -> N
     kept = reader.search(since=0, until=time.time() + DAY, limit=1000)
     assert {int(r.time // DAY) for r in kept} == set(days[4:]) and len(kept) == 150
     assert reader.overview(0, (today + 1) * DAY, buckets=1).total == 150  # the counts age out with their days
+    assert [g.queries for g in reader.gateway_counts(0, (today + 1) * DAY)] == [150]  # the gateway counts too
     fill(store, [today], per_day=5000)  # today grows: the size bound drops older days, never today
     dropped = store.expire(time.time(), retention_days=3, max_bytes=200_000)
     assert dropped == [day_table(days[4]), day_table(days[5])]

@@ -166,8 +166,18 @@ def test_two_gateways_write_to_one_postgres_and_the_dashboard_tells_them_apart(c
             assert get("gateway=gw-c") == []
             bad = api.open("/api/v1/queries?gateway=gw%20a", headers=auth)
             assert bad.status == 400 and bad.json()["field"] == "gateway"
-            assert api.open("/api/v1/gateways", headers=auth).json() == ["gw-a", "gw-b"]
+            fleet = api.open("/api/v1/gateways?since=1h", headers=auth).json()
+            assert [(g["gateway"], g["queries"], g["blocked"]) for g in fleet] == [("gw-a", 2, 0), ("gw-b", 1, 0)]
+            assert all(time.time() - 3600 < g["last_active"] <= time.time() for g in fleet)
+            past = api.open(f"/api/v1/gateways?since={int(time.time()) - 7200}&until={int(time.time()) - 3600}",
+                            headers=auth).json()  # fmt: skip
+            assert [(g["gateway"], g["queries"], g["last_active"]) for g in past] == [
+                ("gw-a", 0, None),
+                ("gw-b", 0, None),
+            ]
             assert api.login().status == 303
+            overview = api.get("/").body  # the fleet's table: each gateway, its count, a link to its queries
+            assert "<h2>Gateways</h2>" in overview and 'href="/queries?gateway=gw-b&amp;since=24h">gw-b</a>' in overview
             page = api.get("/queries", gateway=other).body
             assert "<th>gateway</th>" in page and 'data-fleet="1"' in page
             assert all(name in page for name in asked[other]) and not any(name in page for name in asked[gateway])

@@ -141,9 +141,9 @@ def check_migrated_v1(target: str, now: float, count: int) -> None:
     with pytest.raises(StoreError, match=reads):
         QueryStore.open_for_reading(target)  # a reader cannot migrate: it says how
     store = QueryStore.open_for_writing(target)  # migrates
-    assert versions(target) == [1, 2, 3] and schema_status(target).version == CODE_VERSION
+    assert versions(target) == [1, 2, 3, 4] and schema_status(target).version == CODE_VERSION
     yesterday = day_table(int(now // DAY) - 1)
-    assert set(indexes(target, yesterday)) >= {f"{yesterday}_client", f"{yesterday}_action"}
+    assert set(indexes(target, yesterday)) >= {f"{yesterday}_client", f"{yesterday}_action", f"{yesterday}_gateway"}
     assert f"{yesterday}_time" not in indexes(target, yesterday)
     assert "<>" in indexes(target, yesterday)[f"{yesterday}_action"]  # partial now
     assert store.index_finished_days(now) == 1  # v1's (rname) index gave way to (rname, client)
@@ -194,9 +194,9 @@ def test_a_schema_2_store_gets_a_gateway_per_row_and_alert(
     )
     count = make_v2_store(target, now)
     found = schema_status(target)
-    assert (found.version, found.stamped, [m.version for m in found.pending]) == (2, True, [3])
+    assert (found.version, found.stamped, [m.version for m in found.pending]) == (2, True, [3, 4])
     store = QueryStore.open_for_writing(target, gateway="gw-b")  # migrates
-    assert versions(target) == [1, 2, 3]
+    assert versions(target) == [1, 2, 3, 4]
     reader = QueryStore.open_for_reading(target)
     week = (now - 7 * DAY, now + 60)
     old = reader.search(since=week[0], until=week[1], limit=1000)
@@ -216,6 +216,80 @@ def test_a_schema_2_store_gets_a_gateway_per_row_and_alert(
     assert reader.overview(*week, buckets=7).total == count + 1  # the counts carried on
     for each in (store, reader):
         each.close()
+
+
+def make_v3_store(target: str, now: float) -> int:
+    """A store as schema 3 left it, written by two gateways: the first release's rows (gateway '')
+    migrated by 2 and 3, then today's even ids rewritten as gw-a's, as a schema-3 gw-a wrote them
+    (the per-store counts include them already). Returns the number of queries."""
+    count = make_v2_store(target, now)
+    db, _, dialect = store_connection(target)
+    db.execute(dialect.begin_write)
+    storeschema._apply(db, dialect, replace(storeschema.status(db, dialect), pending=MIGRATIONS[2:3]), now)
+    db.execute(f"UPDATE {day_table(int(now // DAY))} SET gateway = 'gw-a' WHERE id % 2 = 0")
+    db.execute("INSERT INTO store_gateways (name, first_seen, last_seen) VALUES ('gw-a', ?, ?)", (now, now))
+    db.execute("COMMIT")
+    db.close()
+    return count
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_schema_3_store_gets_counts_by_gateway_and_a_gateway_index(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    now = time.time()
+    target = (
+        str(tmp_path / "v3.db") if backend == "sqlite" else fresh_database(request.getfixturevalue("cluster"), "v3")
+    )
+    count = make_v3_store(target, now)
+    found = schema_status(target)
+    assert (found.version, found.stamped, [m.version for m in found.pending]) == (3, True, [4])
+    store = QueryStore.open_for_writing(target, gateway="gw-b")  # migrates
+    assert versions(target) == [1, 2, 3, 4]
+    today, yesterday = day_table(int(now // DAY)), day_table(int(now // DAY) - 1)
+    for table in (today, yesterday):
+        assert "(gateway, id)" in indexes(target, table)[f"{table}_gateway"].replace('"', "")
+    reader = QueryStore.open_for_reading(target)
+    week, recent = (now - 7 * DAY, now + 60), (now - 1800, now + 60)
+    rows = reader.search(since=week[0], until=week[1], limit=1000)
+    expected = {g: (sum(r.gateway == g for r in rows), sum(r.gateway == g and r.action == "sinkhole" for r in rows))
+                for g in ("", "gw-a")}  # fmt: skip
+    assert expected["gw-a"][0] == 45 and sum(n for n, _ in expected.values()) == count  # the backfill's input
+    by_week = {g.gateway: (g.queries, g.blocked) for g in reader.gateway_counts(*week)}  # from the hour counts
+    by_recent = {g.gateway: (g.queries, g.blocked) for g in reader.gateway_counts(*recent)}  # the minute counts
+    assert by_week == expected
+    assert by_recent == {"": (45, expected[""][1] - sum(r.action == "sinkhole" for r in rows if r.time < now - 1800)),
+                         "gw-a": expected["gw-a"]}  # fmt: skip
+    # gw-b writes: its own counts from its first batch; it is listed (0) before it has counted anything
+    store.add([(now, "10.0.0.7", "new.example.com", "A", "sinkhole", "model", 0.9, "NOERROR", 1.0)] * 3)
+    counts = {g.gateway: g for g in reader.gateway_counts(*recent)}
+    assert (counts["gw-b"].queries, counts["gw-b"].blocked) == (3, 3)
+    assert counts["gw-b"].last_active == (now // 60) * 60 and counts["gw-b"].first_seen > 0
+    assert sum(g.queries for g in counts.values()) == reader.overview(*recent, buckets=1).total  # one story
+    quiet = reader.gateway_counts(now - 20 * DAY, now - 10 * DAY)
+    assert [(g.gateway, g.queries, g.last_active) for g in quiet] == [
+        ("", 0, None),
+        ("gw-a", 0, None),
+        ("gw-b", 0, None),
+    ]
+    assert [r.qname for r in reader.search(since=week[0], until=week[1], gateway="gw-b")] == ["new.example.com"] * 3
+    for each in (store, reader):
+        each.close()
+
+
+def test_the_gateway_filter_uses_the_gateway_index(tmp_path: Path) -> None:
+    """A quiet gateway among busy ones: its rows come from the (gateway, id) index, not a scan."""
+    target = str(tmp_path / "q.db")
+    QueryStore.open_for_writing(target).close()
+    table = day_table(int(time.time() // DAY))
+    store = QueryStore.open_for_writing(target, gateway="quiet")
+    store.add([(time.time(), "10.0.0.1", "a.example.com", "A", "pass", "model", 0.1, "NOERROR", 1.0)])
+    db = sqlite3.connect(target)
+    search = f"SELECT id FROM {table} WHERE time >= 0 AND time < 1e10 AND gateway = ? ORDER BY id DESC LIMIT 10"
+    plan = " ".join(str(row[-1]) for row in db.execute(f"EXPLAIN QUERY PLAN {search}", ("quiet",)))
+    db.close()
+    store.close()
+    assert f"INDEX {table}_gateway" in plan, plan
 
 
 def test_a_resolver_started_on_an_old_store_migrates_it_and_writes_over_dns(tmp_path: Path) -> None:
@@ -272,7 +346,7 @@ def test_gateways_opening_one_new_postgres_store_at_once_migrate_it_once(cluster
     opened: list[QueryStore] = []
     errors = race(lambda: opened.append(QueryStore.open_for_writing(target)), 6)
     assert errors == [] and len(opened) == 6
-    assert versions(target) == [1, 2, 3]
+    assert versions(target) == [1, 2, 3, 4]
     for n, store in enumerate(opened):  # every gateway writes; ids never collide
         store.add([(time.time(), f"10.1.0.{n}", f"g{n}.example.com", "A", "pass", "model", 0.1, "NOERROR", 1.0)])
     reader = QueryStore.open_for_reading(target)
@@ -298,7 +372,7 @@ def test_a_migrator_waits_for_a_store_not_yet_in_wal_that_another_holds(tmp_path
     finally:
         release.join()
         holder.close()
-    assert versions(target) == [1, 2, 3]
+    assert versions(target) == [1, 2, 3, 4]
     reader = QueryStore.open_for_reading(target)
     assert reader.overview(now - 7 * DAY, now + 60, 7).total == count
     reader.close()
@@ -308,7 +382,7 @@ def test_two_migrators_of_an_old_postgres_store_apply_each_migration_once(cluste
     now, target = time.time(), fresh_database(cluster, "old2")
     count = make_v1_store(target, now)
     assert race(lambda: migrate_store(target), 2) == []
-    assert versions(target) == [1, 2, 3]
+    assert versions(target) == [1, 2, 3, 4]
     reader = QueryStore.open_for_reading(target)
     assert reader.overview(now - 7 * DAY, now + 60, 7).total == count  # backfilled once, not twice
     reader.close()
@@ -318,7 +392,7 @@ def test_two_migrators_of_an_old_sqlite_store_apply_each_migration_once(tmp_path
     now, target = time.time(), str(tmp_path / "old.db")
     count = make_v1_store(target, now)
     assert race(lambda: migrate_store(target), 2) == []
-    assert versions(target) == [1, 2, 3]
+    assert versions(target) == [1, 2, 3, 4]
     reader = QueryStore.open_for_reading(target)
     assert reader.overview(now - 7 * DAY, now + 60, 7).total == count
     reader.close()
@@ -372,7 +446,7 @@ def test_a_store_made_before_versioning_is_stamped_and_migrated(tmp_path: Path) 
     found = schema_status(target)
     assert (found.version, found.stamped, found.pending) == (2, False, MIGRATIONS[2:])
     QueryStore.open_for_writing(target).close()
-    assert versions(target) == [1, 2, 3]
+    assert versions(target) == [1, 2, 3, 4]
 
 
 def test_store_command_says_the_version_and_dry_run_changes_nothing(
@@ -383,11 +457,14 @@ def test_store_command_says_the_version_and_dry_run_changes_nothing(
     assert main(["store", "status", "--url", target]) == 0
     out = capsys.readouterr().out
     assert "schema version 1 (made before versioning" in out and "to apply: 2 counts by slot" in out
+    assert out.rstrip().endswith("4 counts by gateway, gateway index")
     assert main(["store", "migrate", "--url", target, "--dry-run"]) == 0
-    assert "dry run: applied and rolled back: 2 counts by slot" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "dry run: applied and rolled back: 2 counts by slot" in out and "4 counts by gateway" in out
     assert schema_status(target).version == 1 and not schema_status(target).stamped
     assert main(["store", "migrate", "--url", target]) == 0
-    assert "applied: 2 counts by slot" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "applied: 2 counts by slot" in out and "4 counts by gateway, gateway index" in out
     assert main(["store", "status", "--url", target]) == 0
     out = capsys.readouterr().out
     assert f"schema version {CODE_VERSION}; this resolverguard: {CODE_VERSION}; up to date" in out

@@ -120,8 +120,10 @@ async def likely_c2(request: web.Request) -> Any:
 
 
 async def gateways(request: web.Request) -> Any:
-    """The gateways that write to the store (a fleet on one PostgreSQL): the values `gateway=` takes."""
-    (rows,) = await store(request)(call("gateways"))
+    """The gateways that write to the store (a fleet on one PostgreSQL; their names are the values
+    `gateway=` takes), each with its queries and blocks in the range, silent ones with 0."""
+    span = TimeRange.of(request.query)
+    (rows,) = await store(request)(call("gateway_counts", span.since, span.until), as_plain=True)
     return rows
 
 

@@ -178,11 +178,12 @@ async def overview(request: web.Request) -> web.StreamResponse:
         parts.append(no_store())
         return page("Overview", "".join(parts), session, active="/")
     started = time.perf_counter()
-    view, names, clients, flagged = await reads(
+    view, names, clients, flagged, fleet = await reads(
         call("overview", span.since, span.until, 48),
         call("top_names", span.since, span.until, "sinkhole", 10),
         call("top_clients", span.since, span.until, None, 10),
         call("flagged_clients", span.since),
+        call("gateway_counts", span.since, span.until),
     )
     blocked = sum(n for a, n in view.by_action.items() if a in BLOCKING)
     share = f"{100 * blocked / view.total:.1f}%" if view.total else "-"
@@ -201,6 +202,8 @@ async def overview(request: web.Request) -> web.StreamResponse:
             f'<p class="flash bad">Flagged clients (possible infection): {who}. <a href="/clients">Details</a></p>'
         )
     parts.append("<h2>Queries and blocks over time</h2>" + charts.series_chart(view.series))
+    if len(fleet) > 1:  # several gateways write to this store: each one's share of the range
+        parts.append("<h2>Gateways</h2>" + table(GATEWAY_HEAD, gateway_rows(fleet, since_text), "gateways"))
     parts.append('<div class="cols"><section><h2>Top blocked names</h2>')
     parts.append(table(["name", "blocked"], [(name_link(n), esc(c)) for n, c in names]))
     parts.append("</section><section><h2>Top clients</h2>")
@@ -219,6 +222,21 @@ def options(values: Iterable[str], chosen: str) -> str:
 def gateway_text(name: str) -> str:
     """A gateway as a cell shows it; '' marks rows written before gateways were recorded."""
     return esc(name) if name else '<span class="muted">-</span>'
+
+
+GATEWAY_HEAD = ["gateway", "queries", "blocked", "blocked share", "last active (UTC)"]
+
+
+def gateway_rows(counts: Iterable[Any], since_text: str) -> list[list[str]]:
+    """One row per gateway (store.GatewayCount), its name linking to its queries in the same range."""
+    out = []
+    for g in counts:
+        query = esc(urlencode({"gateway": g.gateway, "since": since_text}))
+        link = f'<a href="/queries?{query}">{esc(g.gateway)}</a>'
+        share = f"{100 * g.blocked / g.queries:.1f}%" if g.queries else "-"
+        active = "-" if g.last_active is None else clock(g.last_active, seconds=False)
+        out.append([link if g.gateway else gateway_text(""), esc(g.queries), esc(g.blocked), esc(share), esc(active)])
+    return out
 
 
 def query_rows(rows: Iterable[Any], fleet: bool = False) -> list[list[str]]:

@@ -22,7 +22,17 @@ if TYPE_CHECKING:
 
 MAX_READS = 4  # reads in flight (a page's reads run side by side); more wait their turn
 READ_METHODS = frozenset(
-    {"overview", "search", "top_names", "top_clients", "clients_of", "flagged_clients", "likely_c2", "gateways"}
+    {
+        "overview",
+        "search",
+        "top_names",
+        "top_clients",
+        "clients_of",
+        "flagged_clients",
+        "likely_c2",
+        "gateways",
+        "gateway_counts",
+    }
 )
 
 
