@@ -43,6 +43,7 @@ def figures(results: Path = ROOT / "bench" / "results") -> str:
         f"Unbound, written in C, answers {_k(unbound['hits']['qps'])}/s and {_k(unbound['misses']['qps'])}/s "
         f"in the same run, {slower[0]:.1f} and {slower[1]:.1f} times as many at forwarding alone."
         + module_figures(compare)
+        + scaleout_figures(results)
     )
 
 
@@ -67,6 +68,27 @@ def module_figures(compare: dict[str, Any]) -> str:
         f"20% load {compare['module_added_p99_ms']['misses']:.2f} ms on never-seen names; "
         f"{r['reload_module2']['reloads']} reloads under load: Unbound stayed up, and lost {lost[1]} of {lost[2]} "
         f"queries in flight (Unbound without the module {lost[0]})."
+    )
+
+
+def scaleout_figures(results: Path) -> str:
+    """The dnsdist front's sentence (docs/scale-out.md), when bench/scaleout.py has run (it needs root)."""
+    path = results / "scaleout.json"
+    if not path.exists():
+        return ""
+    scale: dict[str, Any] = json.loads(path.read_text())
+    args, ratios = scale["args"], scale["summary"]["ratios"]
+    three = (
+        f", three at {args['cap3']:g} each {ratios['three over one behind dnsdist']:.1f}x"
+        if "three over one behind dnsdist" in ratios
+        else ""
+    )
+    split = len(scale["summary"]["clients_on_more_than_one_instance"])
+    return (
+        f" Behind dnsdist (`examples/dnsdist.conf`, `bench/results/scaleout.md`), with each instance's CPU capped "
+        f"at {args['cap']:g} of a core so the 2 cores could hold them all: two instances answered "
+        f"{ratios['two over one behind dnsdist']:.1f}x what one did{three}; "
+        + ("every client stayed on one instance." if split == 0 else f"{split} clients were split between instances.")
     )
 
 

@@ -497,8 +497,10 @@ def write(results: dict[str, Any], a: argparse.Namespace) -> None:
             if s["dnsdist_busiest_thread_max"] < 0.8
             else ": near a full core, so dnsdist may have limited the larger setups."
         )
-        + " An instance below 1.0 was not held back by its cap alone: it waited for queries, or the machine "
-        "(its other jobs, at the load above) did not give it its whole quota, which lowers that setup's QPS. "
+        + " An instance below 1.0 did not use its whole quota: it waited for queries (dnsperf's slots held by "
+        "lost queries), the machine (its other jobs, at the load above) did not run it, or CFS's per-CPU slices "
+        "of the quota expired unused (throttled in most periods while under its cap); this lowers that "
+        "setup's QPS, in every setup alike. "
         "Lost queries are those dnsperf gave up on after 1 s: the capped instance's socket overflowed while it "
         "waited for its next period.",
     ]
