@@ -19,10 +19,10 @@ import dns.query
 import dns.rcode
 import pytest
 from dnsfixtures import UPSTREAM_A, RunningResolver, Upstream, run_resolver, run_upstream
-from fleetfixtures import dnsdist_config, need, run_dnsdist
-from test_watch import C2, INFECTED, OTHER, config_for, find_c2_and_beacon
+from fleetfixtures import dnsdist_config, need, run_dnsdist, run_redis
+from test_watch import C2, INFECTED, OTHER, THIRD, addresses, config_for, find_c2_and_beacon
 
-from resolverguard.config import Config
+from resolverguard.config import Config, SyncConfig
 from resolverguard.proxyheader import make_proxy_header, read_proxy_header
 
 CLIENTS = [f"127.0.0.{i}" for i in range(10, 51)]  # an odd count: round robin would split each client
@@ -125,6 +125,51 @@ def test_when_an_instance_dies_its_clients_move_and_the_others_stay(upstream: Up
                 assert reply.rcode() == dns.rcode.NOERROR
             assert set(clients_seen(b, "after-")) == set(CLIENTS)  # everyone on B now...
             assert set(clients_seen(b, "before-")) == on_b  # ...and B's own clients never moved
+
+
+def wait_connected(r: RunningResolver) -> None:
+    sync = r.service.sync
+    assert sync is not None
+    deadline = time.monotonic() + 10
+    while not sync.connected.is_set() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert sync.connected.is_set(), "an instance never connected to Redis"
+
+
+def test_a_flagged_client_moved_by_dnsdist_stays_quarantined_through_redis(upstream: Upstream, tmp_path: Path) -> None:
+    """docs/scale-out.md: when an instance dies its clients move, and a flag raised before the move
+    and every likely C2 come with them through Redis (the new instance never saw the walk)."""
+    cfg = replace(behind_dnsdist(upstream), sync=SyncConfig(redis="", prefix="dd-move", timeout=0.5))
+    with run_redis() as redis, contextlib.ExitStack() as on_a, contextlib.ExitStack() as on_b:
+        cfg = replace(cfg, sync=replace(cfg.sync, redis=redis.url))
+        instances = {"a": on_a.enter_context(run_resolver(cfg, tmp_path / "a.log")),
+                     "b": on_b.enter_context(run_resolver(cfg, tmp_path / "b.log"))}  # fmt: skip
+        for r in instances.values():
+            wait_connected(r)
+        with run_dnsdist([(r.host, r.port) for r in instances.values()], tmp_path) as port:
+            front = replace(instances["a"], port=port)
+            find_c2_and_beacon(front, INFECTED)  # through dnsdist: the client's own instance flags it
+            deadline, home = time.monotonic() + 5, ""
+            while not home and time.monotonic() < deadline:
+                home = next((k for k, r in instances.items() if any(
+                    x.get("event") == "client_flagged" for x in r.log_lines())), "")  # fmt: skip
+                time.sleep(0.05)
+            assert home, "the infected client was not flagged through dnsdist"
+            new_home = instances["b" if home == "a" else "a"]
+            (on_a if home == "a" else on_b).close()  # its instance stops; dnsdist's health check fails
+            deadline, moved = time.monotonic() + 15, False
+            while not moved and time.monotonic() < deadline:  # until dnsdist sends the client elsewhere
+                with contextlib.suppress(dns.exception.Timeout):
+                    moved = ask(port, "after-move.example.org", INFECTED).rcode() == dns.rcode.NOERROR
+            assert moved, "dnsdist never moved the infected client"
+            assert addresses(ask(port, "anotherfreshsite.org", INFECTED)) == ["0.0.0.0"]  # still quarantined
+            assert addresses(ask(port, C2, THIRD)) == ["0.0.0.0"]  # the C2 blocked for everyone there too
+            assert addresses(ask(port, "anotherfreshsite.org", THIRD)) == [UPSTREAM_A]  # only the flagged client
+            time.sleep(0.6)  # the query log is written at least every 0.5 s
+            answered = {str(x.get("client")) for x in new_home.log_lines() if x.get("qname") == "anotherfreshsite.org"}
+            assert answered == {INFECTED, THIRD}  # the instance it moved to answered (and knew only via Redis)
+            watch = new_home.service.pipeline.watch
+            assert watch is not None and watch.c2_found == 0 and INFECTED in watch.flagged
 
 
 def test_a_proxy_header_names_the_client_only_from_a_listed_proxy(upstream: Upstream, tmp_path: Path) -> None:
