@@ -331,23 +331,47 @@ class FleetSync:
                 await self._catch_up_scores()
             await self._write_back()
             self._connected(caught)
-            next_ping = time.monotonic() + PING_EVERY
-            while self.connected.is_set():  # cleared when a publish failed: reconnect, write back
-                if self._resync:
-                    self._resync = False
-                    await self._catch_up()
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=PING_EVERY)
-                if message is not None and message.get("type") == "message":
-                    if message.get("channel") in (self.verdict_channel, self.verdict_channel.encode()):
-                        self.apply_scores(message["data"])
-                    else:
-                        self._apply_raw(message["data"])
-                if time.monotonic() >= next_ping:
-                    await asyncio.wait_for(pubsub.ping(), timeout)
-                    next_ping = time.monotonic() + PING_EVERY
+            await self._listen(pubsub)
         finally:
             with contextlib.suppress(*_FAILURES):
                 await asyncio.wait_for(pubsub.aclose(), timeout)  # type: ignore[no-untyped-call]
+
+    async def _listen(self, pubsub: Any) -> None:
+        """Applies what arrives until the link is lost. An idle link is checked every PING_EVERY:
+        a PING on a subscribed connection only sends (its PONG comes back as a message), so a hung
+        Redis, whose socket takes the PING and never answers, is found by the PONG that does not come
+        within `sync.timeout`. Before giving up, whatever already arrived is read, so a loop that
+        was itself kept from running (a busy machine) does not take a late read for a dead Redis."""
+        timeout = self.cfg.timeout
+        next_ping, pong_due = time.monotonic() + PING_EVERY, None
+        while self.connected.is_set():  # cleared when a publish failed: reconnect, write back
+            if self._resync:
+                self._resync = False
+                await self._catch_up()
+            wait = PING_EVERY if pong_due is None else max(0.0, pong_due - time.monotonic())
+            if self._handle(await pubsub.get_message(ignore_subscribe_messages=True, timeout=wait)):
+                pong_due = None
+            now = time.monotonic()
+            if pong_due is not None and now >= pong_due:
+                while (message := await pubsub.get_message(ignore_subscribe_messages=True, timeout=0)) is not None:
+                    if self._handle(message):
+                        pong_due = None
+                if pong_due is not None:
+                    raise TimeoutError(f"no answer to PING within {timeout:g} s")
+            if pong_due is None and now >= next_ping:
+                await asyncio.wait_for(pubsub.ping(), timeout)
+                pong_due, next_ping = now + timeout, now + PING_EVERY
+
+    def _handle(self, message: dict[str, Any] | None) -> bool:
+        """One message from the channels: applied; True when it was the answer to our PING."""
+        if message is None:
+            return False
+        if message.get("type") == "message":
+            if message.get("channel") in (self.verdict_channel, self.verdict_channel.encode()):
+                self.apply_scores(message["data"])
+            else:
+                self._apply_raw(message["data"])
+        return message.get("type") == "pong"
 
     async def _catch_up(self) -> int:
         """Every finding Redis holds (what this instance missed while it was down or cut off)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -72,6 +73,16 @@ class RedisServer:
             cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         wait_listening(self.port)
+
+    def pause(self) -> None:
+        """SIGSTOP: a hung Redis. Its connections stay open and new ones are still accepted (the
+        kernel's backlog), but nothing is answered: only timeouts and pings can tell."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
 
     def kill(self) -> None:
         """SIGKILL, as a crash: connections reset, nothing saved."""

@@ -244,6 +244,36 @@ def test_redis_killed_mid_run_no_answer_lost_and_state_converges(upstream: Upstr
                 assert sum("back: connected" in x for x in lines) == 1, lines
 
 
+def test_a_hung_redis_is_a_lost_link_not_a_lost_answer(upstream: Upstream, tmp_path: Path) -> None:
+    """Redis that stops answering without closing anything (SIGSTOP: a hung or swamped server):
+    the call timeouts and the liveness ping notice it, no answer waits on it, and the fleet
+    converges when it answers again (a C2 found meanwhile reaches the other instance)."""
+    with run_redis() as redis:
+        cfg = synced(upstream, redis)
+        err_a, err_b = io.StringIO(), io.StringIO()
+        with instance(cfg, tmp_path / "a.log", err_a) as a, instance(cfg, tmp_path / "b.log", err_b) as b:
+            sync_a, sync_b = a.service.sync, b.service.sync
+            assert sync_a is not None and sync_b is not None
+            with Asker([a, b]) as asker:
+                time.sleep(0.3)
+                redis.pause()
+                try:
+                    infect(a)  # found while Redis hangs: its publish times out
+                    assert until(lambda: not sync_a.connected.is_set() and not sync_b.connected.is_set(), 10)
+                    assert addresses(ask(b, C2, OTHER)) == [UPSTREAM_A]
+                    time.sleep(0.5)
+                finally:
+                    redis.resume()
+                assert until(lambda: sync_a.connected.is_set() and sync_b.connected.is_set(), 40)
+                assert until(lambda: blocked(b, C2, OTHER), 5), "B never learned the C2 A found while Redis hung"
+                time.sleep(0.3)
+            assert asker.lost == [] and asker.answered == asker.asked and asker.asked > 50
+            for err in (err_a, err_b):  # one line for the loss (a timeout) and one for the return
+                lines = [x for x in err.getvalue().splitlines() if "redis sync" in x]
+                assert sum("unreachable" in x for x in lines) == 1, lines
+                assert sum("back: connected" in x for x in lines) == 1, lines
+
+
 def test_auth_a_wrong_password_is_a_lost_link_not_a_lost_answer(upstream: Upstream, tmp_path: Path) -> None:
     with run_redis(password="s3cret-fleet") as redis:
         cfg = synced(upstream, redis)
