@@ -60,6 +60,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeout
 
 from resolverguard.config import SyncConfig
 from resolverguard.model import ModelMetadata
@@ -165,6 +166,7 @@ class FleetSync:
         self.watch: WatchState | None = None
         self.connected = asyncio.Event()
         self.lost_since: float | None = None
+        self._loss_vague = False  # the loss's line named only a timeout: a definite cause gets one more
         self.adopted = 0  # findings of other instances applied here
         self.dropped = 0  # findings not published at once (queue full, Redis away)
         self.connections = 0
@@ -541,15 +543,22 @@ class FleetSync:
         self.say(f"{again}connected to {self.cfg.redacted()} ({caught} findings of other instances caught up)")
 
     def _failed(self, err: BaseException) -> None:
-        """One log line per loss (not per retry); the gauge and the error counter say the rest."""
+        """One log line per loss (not per retry); the gauge and the error counter say the rest.
+        A loss first seen as a timeout (a slow handshake on a busy machine, a hung Redis) is named
+        once more when a retry fails for a definite reason: otherwise an untrusted certificate or a
+        wrong password would hide behind "timeout" for the whole outage."""
         if self.metrics is not None:
             self.metrics.errors.inc()
             self.metrics.up.set(0)
+        what = f"{type(err).__name__}: {err}".strip().rstrip(":")
+        vague = isinstance(err, TimeoutError | RedisTimeout)
         if self.lost_since is None:
-            self.lost_since = time.monotonic()
-            what = f"{type(err).__name__}: {err}".strip().rstrip(":")
+            self.lost_since, self._loss_vague = time.monotonic(), vague
             self.say(
                 f"{self.cfg.redacted()} unreachable ({what}); answering on this instance's own state, "
                 f"reconnecting with backoff up to {BACKOFF[1]:g} s"
             )
+        elif self._loss_vague and not vague:
+            self._loss_vague = False
+            self.say(f"{self.cfg.redacted()} still cut off, now: {what}")
         self.connected.clear()
