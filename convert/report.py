@@ -109,6 +109,22 @@ class Previous:
         return f"{labels[-1]}\n\n{table}" if labels else label_carried(table, self.version)
 
 
+REPLACED_KEYS = ("thresholds", "tpr_at_fpr_trained", "auc_trained", "threshold_table", "dns_only_benign")
+REPLACED_KEYS += ("calibration", "cleaning_rule", "chosen")
+
+
+def replaced(previous: Previous, version: str) -> dict[str, Any]:
+    """The figures of the model this one replaced (its side of "Against the previous model"): from the
+    previous eval.json, or, when that report was already this model's (a regeneration), the figures
+    it had kept of the model before."""
+    if previous.version == version:
+        return dict(previous.eval.get("replaced", {}))
+    ev = previous.eval
+    out = {k: ev[k] for k in REPLACED_KEYS if k in ev} | {"model_version": previous.version}
+    chosen = ev.get("experiments", {}).get(ev.get("chosen", ""))
+    return out | ({"experiments": {ev["chosen"]: chosen}} if chosen else {})
+
+
 def label_carried(block: str, version: str) -> str:
     """`block` with the carried label after its heading line (or first, when it has none); a block
     already carried keeps the label it has."""
@@ -317,6 +333,7 @@ def main(argv: list[str] | None = None) -> None:
     ev["cleaning"] = cleaning_report(benign_pools(DEFAULT_DATA_DIR, cleaning))
     parity = json.loads((a.default / "tflite" / "parity.json").read_text())
     ev["parity"] = parity
+    ev["replaced"] = replaced(previous, ev["model_version"])
     (a.out / "eval.json").write_text(json.dumps(ev, indent=2))
     plot_roc(
         {f"{r['arch']} (fold 0, {r['train_rows'] // 1000}k names)": Path(COMPARE[r["arch"]]) for r in fresh_rows}
@@ -412,7 +429,7 @@ def render(
         if Path("runs/probe.md").exists()
         else previous.table_in("## What the model reads") or "(run `python -m convert.probe`)",
         stages=stages_section() or previous.section("### A linear n-gram stage", "\n## "),
-        previous=previous.eval | {"model_version": previous.version},
+        previous=ev.get("replaced", {}),
     )
 
 

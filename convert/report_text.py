@@ -135,7 +135,7 @@ machine-made junk of the DNS-volume lists (random strings on cheap TLDs, sliding
 kill switches): the threshold measured that junk, not the model. With the junk vetted out of training
 and calibration, the budget CNN's leave-family-out recall at the sinkhole threshold rose by far more
 than the ~0.02 seed noise (`x-suffix` against `v-suffix` in that section's table), with the long tail
-still sinkholed well under the 0.1% target; the same rule under the linear n-gram stage gained as much.
+still sinkholed well under the 0.1% target; the same rule under the linear n-gram stage gained more.
 The linear stage (`v-ng1`) and the CNN + linear mean (`v-e1-mean`) are ahead of the CNN on families
 never seen, but neither is a LiteRT model the resolver loads today (the linear stage costs 5-9x the
 CNN at batch 1 in numpy, section on the linear stage), so the CNN is what ships; the linear stage stays

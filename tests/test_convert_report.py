@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from convert.experiments import table
-from convert.report import CARRIED_MARK, Previous, comparison_table, label_carried
+from convert.report import CARRIED_MARK, Previous, comparison_table, label_carried, replaced
 
 OLD = "cnn-dynamic-int8-20261201-4e220afa"
 
@@ -144,3 +144,14 @@ def test_comparison_table_marks_carried_rows() -> None:
         "carried_from": OLD,
     }
     assert f"| lstm (not rerun since `{OLD}`) | 0.9900 |" in comparison_table([row])
+
+
+def test_a_regeneration_for_the_same_model_still_compares_with_the_model_it_replaced(tmp_path: Path) -> None:
+    out = _models(tmp_path)
+    ev = json.loads((out / "eval.json").read_text()) | {"chosen": "f-suffix", "thresholds": {"sinkhole": 0.9997}}
+    (out / "eval.json").write_text(json.dumps(ev))
+    first = replaced(Previous.load(out), "cnn-new")
+    assert first["model_version"] == OLD and first["thresholds"] == {"sinkhole": 0.9997}
+    assert list(first["experiments"]) == ["f-suffix"]
+    (out / "eval.json").write_text(json.dumps({"model_version": "cnn-new", "replaced": first}))
+    assert replaced(Previous.load(out), "cnn-new") == first
