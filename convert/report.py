@@ -424,7 +424,7 @@ def render(
         top_benign=", ".join(f"`{lab}` {s:.3f}" for lab, s in ev["top_benign"][:15]),
         top_dns=", ".join(f"`{lab}` {s:.3f}" for lab, s in dns["top"][:10]),
         rows=rows,
-        family_head=family_head_text(Path("runs/family/family.json"), a.out / "family.json", previous.version),
+        family_head=family_head_text(Path("runs/family/family.json"), a.out / "family.json"),
         probe=Path("runs/probe.md").read_text()
         if Path("runs/probe.md").exists()
         else previous.table_in("## What the model reads") or "(run `python -m convert.probe`)",
@@ -468,13 +468,15 @@ def stages_section(root: Path = Path("runs")) -> str:
     return text
 
 
-def family_head_text(path: Path, shipped: Path | None = None, version: str = "?") -> str:
+def family_head_text(path: Path, shipped: Path | None = None) -> str:
     """The family head trained in this run (`path`), else the one already in models/ (`shipped`),
     labelled as not retrained."""
     if not path.exists():
         if shipped is None or not shipped.exists():
             return "Not trained in this run."
-        return f"Not retrained since model `{version}`; the head in models/: " + family_head_text(shipped)
+        return "Not retrained in this run; the head already in models/ (trained apart from the CNN): " + (
+            family_head_text(shipped)
+        )
     meta = json.loads(path.read_text())
     per = sorted(meta["test_top1_accuracy_per_family"].items(), key=lambda kv: kv[1])
     return (
