@@ -36,7 +36,7 @@ from convert.evaluate import (
     threshold_setters,
     threshold_support,
 )
-from convert.experiments import CHOSEN, FULL, carried_label, configs, summarise
+from convert.experiments import CHOSEN, FOLDS, FULL, carried_label, configs, summarise
 from convert.splits import TEST, VAL
 
 # The architecture comparison: the chosen data configuration, fold 0's families held out, the same
@@ -123,6 +123,18 @@ def replaced(previous: Previous, version: str) -> dict[str, Any]:
     out = {k: ev[k] for k in REPLACED_KEYS if k in ev} | {"model_version": previous.version}
     chosen = ev.get("experiments", {}).get(ev.get("chosen", ""))
     return out | ({"experiments": {ev["chosen"]: chosen}} if chosen else {})
+
+
+def partial_note(partial: dict[str, list[Path]]) -> str:
+    """Configurations some of whose fold runs exist: a mean over some folds' families is not comparable
+    with the others', so they stay out of the tables (and a carried row of that name stays in)."""
+    if not partial:
+        return ""
+    rules = {
+        name: json.loads((runs[0] / "run.json").read_text()).get("cleaning", "shape") for name, runs in partial.items()
+    }
+    listed = ", ".join(f"`{n}` ({len(r)} of {FOLDS} folds, {rules[n]} cleaning)" for n, r in partial.items())
+    return f"\n\nPartly rerun, left out of the tables until all {FOLDS} folds exist: {listed}."
 
 
 def label_carried(block: str, version: str) -> str:
@@ -308,7 +320,8 @@ def main(argv: list[str] | None = None) -> None:
     rows = previous.rows(fresh_rows)
     ev = evaluate_run(a.default, a.variant)
     ev["model_version"] = meta.get("model_version", "?")
-    found = configs()
+    found = {name: runs for name, runs in configs().items() if len(runs) >= FOLDS}
+    partial = {name: runs for name, runs in configs().items() if len(runs) < FOLDS}
     fresh = {name: summarise(runs) for name, runs in found.items()}
     experiments = previous.carry(fresh, "experiments")
     first_design = previous.carry(
@@ -342,7 +355,9 @@ def main(argv: list[str] | None = None) -> None:
         "logit",
     )
     plot_families(ev["family_recall"], ev["leave_family_out"], "sinkhole", a.out / "families.png")
-    text = render(ev, rows, experiments, kinds_from_manifest(DEFAULT_DATA_DIR), meta, a, first_design, previous)
+    text = render(
+        ev, rows, experiments, kinds_from_manifest(DEFAULT_DATA_DIR), meta, a, first_design, previous, partial
+    )
     text = text.replace("\n## Reproduce", "\n" + vetting_section(previous, cleaning) + "\n\n## Reproduce", 1)
     (a.out / "REPORT.md").write_text(text)
     print(text[:3000])
@@ -383,6 +398,7 @@ def render(
     a: argparse.Namespace,
     first_design: dict[str, dict[str, Any]],
     previous: Previous,
+    partial: dict[str, list[Path]],
 ) -> str:
     from convert.experiments import first_design_table
     from convert.experiments import table as experiments_table
@@ -413,7 +429,7 @@ def render(
         meta=meta,
         variant=a.variant,
         experiments=experiments,
-        experiments_table=experiments_table(experiments),
+        experiments_table=experiments_table(experiments) + partial_note(partial),
         first_design_table=first_design_table(first_design),
         comparison=comparison_table(rows),
         threshold_table=table,

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from convert.experiments import table
-from convert.report import CARRIED_MARK, Previous, comparison_table, label_carried, replaced
+from convert.report import CARRIED_MARK, Previous, comparison_table, label_carried, partial_note, replaced
 
 OLD = "cnn-dynamic-int8-20261201-4e220afa"
 
@@ -155,3 +155,18 @@ def test_a_regeneration_for_the_same_model_still_compares_with_the_model_it_repl
     assert list(first["experiments"]) == ["f-suffix"]
     (out / "eval.json").write_text(json.dumps({"model_version": "cnn-new", "replaced": first}))
     assert replaced(Previous.load(out), "cnn-new") == first
+
+
+def test_a_configuration_with_some_folds_is_named_not_summarised(tmp_path: Path) -> None:
+    runs = []
+    for k in (0, 3):
+        run = tmp_path / f"f-suffix-lfo{k}"
+        run.mkdir()
+        (run / "run.json").write_text(json.dumps({"cleaning": "lists"}))
+        runs.append(run)
+    assert partial_note({}) == ""
+    note = partial_note({"f-suffix": runs})
+    assert (
+        note.strip()
+        == "Partly rerun, left out of the tables until all 5 folds exist: `f-suffix` (2 of 5 folds, lists cleaning)."
+    )
