@@ -419,7 +419,7 @@ domain lists is used (those are kept for independent evaluation).
 
 The shipped file's thresholds, calibrated on the calibration pool with its own (quantized) scores,
 applied to each benign set; intervals are exact binomial (Clopper-Pearson) 95% intervals. The previous
-model (`models/default.tflite` before this change, label input, its own shipped thresholds) on the same
+model (the `models/default.tflite` this one replaced, at its own shipped thresholds) on the same
 held-out names: {ev.get("previous", "not measured")}.
 
 {calibration_table}
@@ -498,7 +498,7 @@ client watch (NXDOMAIN bursts) are the answer for them.
 
 ## How far from the targets, and what limits it
 
-* **Unseen-family recall at the sinkhole threshold** ({chosen.get("mean_recall", {}).get("sinkhole", float("nan")):.3f} for a target of 0.6;
+* **Unseen-family recall at the sinkhole threshold** (`{ev["chosen"]}`{_carried(chosen)}: {chosen.get("mean_recall", {}).get("sinkhole", float("nan")):.3f} for a target of 0.6;
   {chosen.get("families_ge_0.9", {}).get("sinkhole", 0)} families >= 0.9 for a target of 30). The threshold is set by the ~18 highest-scoring
   benign calibration names, and those are random-looking strings (see the top benign names above and
   the long-tail names): label noise the shape rule cannot remove without becoming a DGA detector
