@@ -150,8 +150,10 @@ def _delta(experiments: dict[str, dict[str, Any]], name: str, base: str) -> str:
         return f"`{name}`: not run"
     d = b["mean_recall"]["sinkhole"] - a["mean_recall"]["sinkhole"]
     dl = b["mean_recall"]["log"] - a["mean_recall"]["log"]
+    old = sorted({r["carried_from"] for r in (a, b) if r.get("carried_from")})
+    carried = f" (figures of `{'`, `'.join(old)}`: not rerun)" if old else ""
     return (
-        f"`{name}` vs `{base}`: mean recall at sinkhole {d:+.3f}, at log {dl:+.3f}, at the long-tail target "
+        f"`{name}` vs `{base}`{carried}: mean recall at sinkhole {d:+.3f}, at log {dl:+.3f}, at the long-tail target "
         f"{b['mean_recall']['tail_target'] - a['mean_recall']['tail_target']:+.3f}; long tail sinkholed "
         f"{a['tail']['sinkhole'] * 100:.3f}% -> {b['tail']['sinkhole'] * 100:.3f}%, logged {_pct(a['tail']['log'])} -> "
         f"{_pct(b['tail']['log'])}"
