@@ -1,8 +1,11 @@
 """`python -m convert all`: reproduce the shipped model end to end.
 
     python -m convert all      # train every run (convert/sweep.sh), quantize, ship, write the report
+    python -m convert finish   # the steps after training: quantize, ship, gate, family head, report
 
 Steps already done are skipped (a finished run directory is kept), so an interrupted run resumes.
+`finish` is for when the runs were trained apart (`STAGE=ship bash convert/sweep.sh` on a short CPU
+budget): the report then carries what was not rerun from the report it replaces, labelled.
 Each step is also its own command: convert.train, convert.quantize, convert.ship, convert.report.
 """
 
@@ -22,6 +25,11 @@ VARIANT = "dynamic-int8"
 
 def all_steps() -> None:
     subprocess.run(["bash", str(ROOT / "convert" / "sweep.sh")], check=True, cwd=ROOT)
+    finish()
+
+
+def finish() -> None:
+    """Everything `all` does after training, on the runs that exist."""
     if not (DEFAULT_RUN / "tflite" / "parity.json").exists():
         quantize.quantize_run(DEFAULT_RUN)  # every variant, with parity
     for run in (ROOT / r for r in report.COMPARE.values()):  # size and speed for the comparison table
@@ -37,6 +45,6 @@ def all_steps() -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] != ["all"]:
+    if sys.argv[1:] not in (["all"], ["finish"]):
         sys.exit(__doc__)
-    all_steps()
+    all_steps() if sys.argv[1] == "all" else finish()

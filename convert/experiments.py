@@ -28,6 +28,7 @@ from convert.splits import TEST, VAL
 LFO_RUN = re.compile(r"^(?P<config>.+)-lfo(?P<fold>\d)$")
 CHOSEN = "x-suffix"  # the configuration shipped (runs/cnn); chosen by the table on the budget protocol
 FULL = "f-suffix"  # the same configuration at the shipped model's size: its per-family unseen recall
+FOLDS = 5  # folds of families (convert.train --folds); a configuration is compared only with all of them
 TAIL_TARGET = 1e-3  # the issue's long-tail sinkhole target (0.1%)
 HARD = ("charbot", "gozi", "suppobox", "nymaim2", "bigviktor")  # lexically benign by construction
 
@@ -100,19 +101,25 @@ def summarise(runs: list[Path], variant: str = "logit", trusted_only: bool = Fal
     }
 
 
+def carried_label(name: str, r: dict[str, Any]) -> str:
+    """A row's name, marked when its figures were carried from an earlier report (convert.report)."""
+    return f"{name} (not rerun since `{r['carried_from']}`)" if r.get("carried_from") else name
+
+
 def table(results: dict[str, dict[str, Any]]) -> str:
     lines = [
-        "| configuration | arch | input | width | balance | suffix dropout | compounds | wordlist trained "
+        "| configuration | arch | input | cleaning | width | balance | suffix dropout | compounds | wordlist trained "
         "| mean recall @sinkhole (all / char) | families >= 0.9 @sinkhole | mean recall @log "
         "| long-tail sinkholed / logged | mean recall @long-tail 0.1% (long tail flagged) "
         "| machine-made sinkholed | folds | train rows | train s (all folds) |",
-        "|" + "---|" * 17,
+        "|" + "---|" * 18,
     ]
     for name, r in results.items():
         c = r["config"]
         wordlist = "no" if "gozi" in (c.get("exclude") or ()) else "yes"
         lines.append(
-            f"| {name} | {c['arch']} | {c['form']} | {c['width'] or 'default'} | {c['balance']} "
+            f"| {carried_label(name, r)} | {c['arch']} | {c['form']} | {r.get('info_cleaning', 'shape')} "
+            f"| {c['width'] or 'default'} | {c['balance']} "
             f"| {c['suffix_dropout']} | {'yes' if c['compounds'] else 'no'} | {wordlist} "
             f"| {r['mean_recall']['sinkhole']:.3f} / {r['mean_recall_sinkhole_char']:.3f} "
             f"| {r['families_ge_0.9']['sinkhole']}/{r['n_families']} | {r['mean_recall']['log']:.3f} "
@@ -163,7 +170,8 @@ def first_design_table(results: dict[str, dict[str, Any]]) -> str:
     ]
     for name, r in results.items():
         lines.append(
-            f"| {name} | {r['mean_recall']['sinkhole']:.3f} | {r['families_ge_0.9']['sinkhole']}/{r['n_families']} "
+            f"| {carried_label(name, r)} | {r['mean_recall']['sinkhole']:.3f} "
+            f"| {r['families_ge_0.9']['sinkhole']}/{r['n_families']} "
             f"| {r['mean_recall']['log']:.3f} | {r['tail']['sinkhole'] * 100:.3f}% / {r['tail']['log'] * 100:.2f}% |"
         )
     return "\n".join(lines)

@@ -40,6 +40,15 @@ def gate_threshold(logits: npt.NDArray[np.float64], fpr: float) -> float:
     return float(np.nextafter(ordered[k], np.inf)) if k < len(ordered) else float("-inf")
 
 
+def _shown(run: Path) -> str:
+    """The run as the file records it: relative to the working directory (the checkout) when inside it,
+    so the shipped file does not name the machine's paths."""
+    try:
+        return str(run.absolute().relative_to(Path.cwd().absolute()))
+    except ValueError:
+        return str(run)
+
+
 def export_gate(run: Path, model: Path, fpr: float = 0.05, check_cnn: bool = True) -> dict[str, Any]:
     """Writes `<model>.gate.npz` (the stage, as trained) and `<model>.gate.json` (the gate and its
     calibration) beside `model`; returns the facts written."""
@@ -56,7 +65,7 @@ def export_gate(run: Path, model: Path, fpr: float = 0.05, check_cnn: bool = Tru
         "threshold_logit": threshold,
         "fpr": fpr,
         "calibration_names": int(calibration.sum()),
-        "run": str(run),
+        "run": _shown(run),
         "meaning": f"linear-stage logit at which {fpr} of the calibration benign names score at or above; "
         "names below it pass without the CNN",
         "reach_calibration_benign": float(reach[calibration].mean()),

@@ -5,13 +5,18 @@ and the default model's evaluation.
 
 Every number comes from the run directories (scores.npz, tflite/parity.json, run.json) and the data
 files; nothing is typed in by hand, so re-running training and this script re-creates the report.
+Runs that were not rerun (an experiment sweep costs hours on a 2-core CPU) are not filled in: their
+figures are carried from the report being replaced (models/eval.json, and REPORT.md for the sections
+eval.json does not hold), each labelled "not rerun since model <version>" (`Previous`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +36,117 @@ from convert.evaluate import (
     threshold_setters,
     threshold_support,
 )
-from convert.experiments import CHOSEN, FULL, configs, summarise
+from convert.experiments import CHOSEN, FOLDS, FULL, carried_label, configs, summarise
 from convert.splits import TEST, VAL
 
 # The architecture comparison: the chosen data configuration, fold 0's families held out, the same
 # 60k training names and 3 epochs for each (the recurrent models cost 5-10x the CNN on this CPU).
 PREVIOUS = Path("runs/previous")  # the model this one replaces: tflite/dynamic-int8.tflite + default.json
 VETTED, VETTED_BEFORE = "v-ng1", "x-ng1"  # the linear stage on the lists-cleaned data, and before
-VETTED_ALSO = ("v-suffix", "v-e1-mean")  # the budget CNN and the CNN + linear mean on the same data
+# The budget CNN and the CNN + linear mean on the same data, and the shipped configuration's own folds.
+VETTED_ALSO = ("v-suffix", "v-e1-mean", "f-suffix")
 COMPARE = {arch: f"runs/a-{arch}-lfo0" for arch in ("cnn", "lstm", "bilstm", "cnn_lstm")}
+CARRIED = "*Not rerun since model `{version}`: carried unchanged from its REPORT.md.*"
+CARRIED_MARK = "*Not rerun since model `"
+
+
+@dataclass(frozen=True)
+class Previous:
+    """The report this one replaces (models/eval.json and REPORT.md before they are rewritten): the
+    only source of figures for runs not rerun, so a partial rerun never drops or invents a section.
+    `version` is the model that report was written for; a figure it had itself carried keeps the
+    version it was carried from."""
+
+    version: str
+    eval: dict[str, Any]
+    text: str
+
+    @classmethod
+    def load(cls, out: Path) -> Previous:
+        ev = json.loads((out / "eval.json").read_text()) if (out / "eval.json").exists() else {}
+        text = (out / "REPORT.md").read_text() if (out / "REPORT.md").exists() else ""
+        found = re.search(r"Model version `([^`]+)`", text)
+        return cls(str(ev.get("model_version") or (found[1] if found else "unknown")), ev, text)
+
+    def carry(self, fresh: dict[str, dict[str, Any]], key: str) -> dict[str, dict[str, Any]]:
+        """`fresh` results by name, then those of `self.eval[key]` that were not rerun, each marked
+        with the model version they were measured for."""
+        out = dict(fresh)
+        for name, r in self.eval.get(key, {}).items():
+            if name not in fresh:
+                out[name] = r | {"carried_from": r.get("carried_from", self.version)}
+        return out
+
+    def rows(self, fresh: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The architecture comparison: fresh rows, then the previous rows of architectures not rerun."""
+        have = {r["arch"] for r in fresh}
+        old = [r | {"carried_from": r.get("carried_from", self.version)} for r in self.eval.get("comparison", [])]
+        return fresh + [r for r in old if r["arch"] not in have]
+
+    def section(self, start: str, end: str) -> str:
+        """The previous report's text from the line starting with `start` up to (not including) `end`,
+        labelled as carried (under its heading); empty when the previous report has no such section."""
+        at = self.text.find(start)
+        if at < 0:
+            return ""
+        stop = self.text.find(end, at + len(start))
+        block = self.text[at : stop if stop >= 0 else len(self.text)].strip()
+        return label_carried(block, self.version)
+
+    def table_in(self, heading: str) -> str:
+        """The first Markdown table (with a carried label right above it, if it had one) of the
+        previous report's section `heading`, labelled as carried."""
+        body = self.section(heading, "\n## ")
+        lines = body.splitlines()[1:]  # under the heading (and the label this call may have added)
+        first = next((i for i, ln in enumerate(lines) if ln.startswith("|")), None)
+        if first is None:
+            return ""
+        last = first
+        while last + 1 < len(lines) and lines[last + 1].startswith("|"):
+            last += 1
+        labels = [ln for ln in lines[:first] if ln.startswith(CARRIED_MARK)]
+        table = "\n".join(lines[first : last + 1])
+        return f"{labels[-1]}\n\n{table}" if labels else label_carried(table, self.version)
+
+
+REPLACED_KEYS = ("thresholds", "tpr_at_fpr_trained", "auc_trained", "threshold_table", "dns_only_benign")
+REPLACED_KEYS += ("calibration", "cleaning_rule", "chosen")
+
+
+def replaced(previous: Previous, version: str) -> dict[str, Any]:
+    """The figures of the model this one replaced (its side of "Against the previous model"): from the
+    previous eval.json, or, when that report was already this model's (a regeneration), the figures
+    it had kept of the model before."""
+    if previous.version == version:
+        return dict(previous.eval.get("replaced", {}))
+    ev = previous.eval
+    out = {k: ev[k] for k in REPLACED_KEYS if k in ev} | {"model_version": previous.version}
+    chosen = ev.get("experiments", {}).get(ev.get("chosen", ""))
+    return out | ({"experiments": {ev["chosen"]: chosen}} if chosen else {})
+
+
+def partial_note(partial: dict[str, list[Path]]) -> str:
+    """Configurations some of whose fold runs exist: a mean over some folds' families is not comparable
+    with the others', so they stay out of the tables (and a carried row of that name stays in)."""
+    if not partial:
+        return ""
+    rules = {
+        name: json.loads((runs[0] / "run.json").read_text()).get("cleaning", "shape") for name, runs in partial.items()
+    }
+    listed = ", ".join(f"`{n}` ({len(r)} of {FOLDS} folds, {rules[n]} cleaning)" for n, r in partial.items())
+    return f"\n\nPartly rerun, left out of the tables until all {FOLDS} folds exist: {listed}."
+
+
+def label_carried(block: str, version: str) -> str:
+    """`block` with the carried label after its heading line (or first, when it has none); a block
+    already carried keeps the label it has."""
+    if CARRIED_MARK in "\n".join(block.splitlines()[:4]):
+        return block
+    label = CARRIED.format(version=version)
+    if block.startswith("#"):
+        head, _, rest = block.partition("\n")
+        return f"{head}\n\n{label}\n{rest}"
+    return f"{label}\n\n{block}"
 
 
 def _fmt(x: float | None, digits: int = 4) -> str:
@@ -81,7 +188,7 @@ def comparison_table(rows: list[dict[str, Any]]) -> str:
     lines = [head, "|" + "---|" * 13]
     for r in rows:
         lines.append(
-            f"| {r['arch']} | {_fmt(r['auc'])} | {_fmt(r['tpr_1e-3'], 3)} | {_fmt(r['tpr_1e-4'], 3)} "
+            f"| {carried_label(r['arch'], r)} | {_fmt(r['auc'])} | {_fmt(r['tpr_1e-3'], 3)} | {_fmt(r['tpr_1e-4'], 3)} "
             f"| {_fmt(r['lfo_recall'], 3)} | {_fmt(r['dns_only_flagged'] * 100, 2)}% | {r['params']:,} "
             f"| {_fmt(r['kb'], 1)} | {_fmt(r['us1'], 1)} | {_fmt(r['us64'], 1)} | {r['train_rows']:,} "
             f"| {r['epochs']} | {r['train_s']:.0f} |"
@@ -145,7 +252,7 @@ def trusted_only(run: Path, variant: str) -> dict[str, float]:
 
 def previous_model(run: Path, previous: Path = PREVIOUS) -> str:
     """The model shipped before this one, on the same held-out names, at its own shipped thresholds
-    (it reads the label alone: the part before the first dot of the label.suffix string)."""
+    (given what it reads: for a label-only model the part before the first dot of `label.suffix`)."""
     from convert.quantize import run_tflite
     from resolverguard.encoding import NameEncoder
 
@@ -157,7 +264,10 @@ def previous_model(run: Path, previous: Path = PREVIOUS) -> str:
     s = Scores.load(run)
     parts = []
     for name, mask in (("long-tail test half", s.long_tail()), ("machine-made", s.family == BENIGN_MACHINE)):
-        scores = run_tflite(content, encoder.encode([t.split(".", 1)[0] for t in s.labels[mask].tolist()]))
+        texts = s.labels[mask].tolist()
+        if meta.get("input", {}).get("form", "label") == "label":
+            texts = [t.split(".", 1)[0] for t in texts]
+        scores = run_tflite(content, encoder.encode(texts))
         rates = {a: float((scores >= meta["thresholds"][a]).mean()) for a in ("sinkhole", "log")}
         parts.append(f"{name} sinkholed {rates['sinkhole'] * 100:.3f}%, logged {rates['log'] * 100:.2f}%")
     return f"`{meta['model_version']}`: " + "; ".join(parts)
@@ -200,13 +310,29 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=Path("models"))
     a = p.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
-    rows = [comparison_row(n, Path(r), a.variant) for n, r in COMPARE.items() if (Path(r) / "scores.npz").exists()]
+    previous = Previous.load(a.out)
+    # The shipped run's own run.json first: the sections below read the model in models/ with it.
+    shutil.copy(a.default / "run.json", a.out / "default.run.json")
+    meta = json.loads((a.out / "default.json").read_text()) if (a.out / "default.json").exists() else {}
+    fresh_rows = [
+        comparison_row(n, Path(r), a.variant) for n, r in COMPARE.items() if (Path(r) / "scores.npz").exists()
+    ]
+    rows = previous.rows(fresh_rows)
     ev = evaluate_run(a.default, a.variant)
-    found = configs()
-    experiments = {name: summarise(runs) for name, runs in found.items()}
-    first_design = {name: summarise(runs, trusted_only=True) for name, runs in found.items()}
+    ev["model_version"] = meta.get("model_version", "?")
+    found = {name: runs for name, runs in configs().items() if len(runs) >= FOLDS}
+    partial = {name: runs for name, runs in configs().items() if len(runs) < FOLDS}
+    fresh = {name: summarise(runs) for name, runs in found.items()}
+    experiments = previous.carry(fresh, "experiments")
+    first_design = previous.carry(
+        {name: summarise(runs, trusted_only=True) for name, runs in found.items()}, "experiments_trusted_only"
+    )
     ev["chosen"] = FULL if FULL in experiments else CHOSEN
-    ev["leave_family_out"] = experiments.get(ev["chosen"], {}).get("families", {})
+    chosen = experiments.get(ev["chosen"], {})
+    if "carried_from" in chosen and previous.eval.get("chosen") == ev["chosen"]:
+        ev["leave_family_out"] = previous.eval.get("leave_family_out", {})
+    else:
+        ev["leave_family_out"] = chosen.get("families", {})
     ev["experiments"] = {n: {k: v for k, v in r.items() if k != "families"} for n, r in experiments.items()}
     ev["experiments_trusted_only"] = {
         n: {k: v for k, v in r.items() if k != "families"} for n, r in first_design.items()
@@ -216,27 +342,51 @@ def main(argv: list[str] | None = None) -> None:
     ev["trusted_only"] = trusted_only(a.default, a.variant)
     ev["previous"] = previous_model(a.default)
     cleaning = json.loads((a.default / "run.json").read_text()).get("cleaning", "shape")
+    ev["cleaning_rule"] = cleaning
     ev["cleaning"] = cleaning_report(benign_pools(DEFAULT_DATA_DIR, cleaning))
     parity = json.loads((a.default / "tflite" / "parity.json").read_text())
     ev["parity"] = parity
+    ev["replaced"] = replaced(previous, ev["model_version"])
     (a.out / "eval.json").write_text(json.dumps(ev, indent=2))
     plot_roc(
-        {f"{r['arch']} (fold 0, {r['train_rows'] // 1000}k names)": Path(COMPARE[r["arch"]]) for r in rows}
+        {f"{r['arch']} (fold 0, {r['train_rows'] // 1000}k names)": Path(COMPARE[r["arch"]]) for r in fresh_rows}
         | {f"{a.default.name} (shipped run)": a.default},
         a.out / "roc.png",
         "logit",
     )
     plot_families(ev["family_recall"], ev["leave_family_out"], "sinkhole", a.out / "families.png")
-    meta = json.loads((a.out / "default.json").read_text()) if (a.out / "default.json").exists() else {}
-    text = render(ev, rows, experiments, kinds_from_manifest(DEFAULT_DATA_DIR), meta, a, first_design)
-    if (Path("runs") / f"{VETTED}-lfo0" / "scores.npz").exists():  # the session-5 cleaning section
-        from convert.vetting import section
-
-        vetting = section(VETTED, [VETTED_BEFORE], VETTED_ALSO)
-        text = text.replace("\n## Reproduce", "\n" + vetting + "\n\n## Reproduce", 1)
+    text = render(
+        ev, rows, experiments, kinds_from_manifest(DEFAULT_DATA_DIR), meta, a, first_design, previous, partial
+    )
+    text = text.replace("\n## Reproduce", "\n" + vetting_section(previous, cleaning) + "\n\n## Reproduce", 1)
     (a.out / "REPORT.md").write_text(text)
-    shutil.copy(a.default / "run.json", a.out / "default.run.json")
     print(text[:3000])
+
+
+def vetting_section(previous: Previous, cleaning: str) -> str:
+    """The session-5 section on the list-level cleaning rule: from its runs when they exist, else
+    carried from the previous report. When the shipped model is itself trained on the vetted data,
+    the recalibration of a shape-cleaned shipped model has nothing to measure: the previous report's
+    table (the evidence the rule was adopted on) is carried instead."""
+    from convert.vetting import END, START, section
+
+    if not (Path("runs") / f"{VETTED}-lfo0" / "scores.npz").exists():
+        text = previous.text
+        if START not in text or END not in text:
+            return "(the list-level cleaning runs were not run)"
+        body = text[text.index(START) + len(START) : text.index(END)].strip()
+        return f"{START}\n{label_carried(body, previous.version)}\n{END}"
+    shipped = None
+    if cleaning == "lists":
+        lines = previous.section("**The shipped model, recalibrated without retraining.**", END).splitlines()
+        marks = [ln for ln in lines if ln.startswith(CARRIED_MARK)]
+        table = "\n".join(marks[-1:] + [""] + [ln for ln in lines if ln.startswith("|")])
+        shipped = (
+            "The model shipped now is trained and calibrated on the vetted data (`--cleaning lists`), so its "
+            "thresholds already come from the vetted pool (Summary). The previous shipped model, shape "
+            "cleaning, recalibrated as described:\n\n" + (table if "|" in table else "(not in the previous report)")
+        )
+    return section(VETTED, [VETTED_BEFORE], VETTED_ALSO, shipped=shipped)
 
 
 def render(
@@ -247,6 +397,8 @@ def render(
     meta: dict[str, Any],
     a: argparse.Namespace,
     first_design: dict[str, dict[str, Any]],
+    previous: Previous,
+    partial: dict[str, list[Path]],
 ) -> str:
     from convert.experiments import first_design_table
     from convert.experiments import table as experiments_table
@@ -277,7 +429,7 @@ def render(
         meta=meta,
         variant=a.variant,
         experiments=experiments,
-        experiments_table=experiments_table(experiments),
+        experiments_table=experiments_table(experiments) + partial_note(partial),
         first_design_table=first_design_table(first_design),
         comparison=comparison_table(rows),
         threshold_table=table,
@@ -288,11 +440,12 @@ def render(
         top_benign=", ".join(f"`{lab}` {s:.3f}" for lab, s in ev["top_benign"][:15]),
         top_dns=", ".join(f"`{lab}` {s:.3f}" for lab, s in dns["top"][:10]),
         rows=rows,
-        family_head=family_head_text(Path("runs/family/family.json")),
+        family_head=family_head_text(Path("runs/family/family.json"), a.out / "family.json"),
         probe=Path("runs/probe.md").read_text()
         if Path("runs/probe.md").exists()
-        else "(run `python -m convert.probe`)",
-        stages=stages_section(),
+        else previous.table_in("## What the model reads") or "(run `python -m convert.probe`)",
+        stages=stages_section() or previous.section("### A linear n-gram stage", "\n## "),
+        previous=ev.get("replaced", {}),
     )
 
 
@@ -331,9 +484,15 @@ def stages_section(root: Path = Path("runs")) -> str:
     return text
 
 
-def family_head_text(path: Path) -> str:
+def family_head_text(path: Path, shipped: Path | None = None) -> str:
+    """The family head trained in this run (`path`), else the one already in models/ (`shipped`),
+    labelled as not retrained."""
     if not path.exists():
-        return "Not trained in this run."
+        if shipped is None or not shipped.exists():
+            return "Not trained in this run."
+        return "Not retrained in this run; the head already in models/ (trained apart from the CNN): " + (
+            family_head_text(shipped)
+        )
     meta = json.loads(path.read_text())
     per = sorted(meta["test_top1_accuracy_per_family"].items(), key=lambda kv: kv[1])
     return (

@@ -2,20 +2,51 @@
 # The training runs behind models/REPORT.md, in the order they were run on a 2-core CPU.
 # Each writes runs/<name>/{model.keras,history.csv,scores.npz,run.json}; a finished run is skipped.
 # STAGE=experiments stops after the leave-family-out experiments (the sweep a configuration is
-# chosen by); the default runs everything `python -m convert all` needs.
+# chosen by); STAGE=ship runs only what the shipped model needs (the chosen configuration, the gate, the
+# chosen configuration's own folds), STAGE=vetting those and the session-5 cleaning runs: the order to
+# train in when CPU is short (each later STAGE run skips what is finished). The default runs everything
+# `python -m convert all` needs. NICE (default 10) is the nice level of every training process.
 set -u
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 export PYTHONPATH=. TF_CPP_MIN_LOG_LEVEL=2
 run() { local name=$1; shift; [ -f "runs/$name/scores.npz" ] && return 0
-        echo "== $name $(date -u +%T)"; nice -n 10 $PY -m convert.train --out "runs/$name" "$@" > "runs/$name.log" 2>&1; echo "   rc=$? $(date -u +%T)"; }
+        echo "== $name $(date -u +%T)"; nice -n "${NICE:-10}" $PY -m convert.train --out "runs/$name" "$@" > "runs/$name.log" 2>&1; echo "   rc=$? $(date -u +%T)"; }
 mkdir -p runs
+runng() { local name=$1; shift; [ -f "runs/$name/scores.npz" ] && return 0
+          echo "== $name $(date -u +%T)"; nice -n "${NICE:-10}" $PY -m convert.ngram --out "runs/$name" "$@" > "runs/$name.log" 2>&1; echo "   rc=$? $(date -u +%T)"; }
+SUF="--form registrable --suffix-dropout 0.5"
+NG="--form registrable --suffix-dropout 0.5 --C 0.3"
+B="--max-train 120000 --epochs 4 --width 64 --patience 2"
+# The chosen configuration (convert.experiments.CHOSEN = suffix, session 6: with the list-level cleaning
+# rule, `--cleaning lists`, so its thresholds are calibrated on the vetted pool) on all training names:
+# the shipped model.
+CHOSEN_ARGS="--arch cnn $SUF --width 64 --cleaning lists"
+shipped() {
+  run cnn $CHOSEN_ARGS --epochs 8 --patience 2
+  # The Unbound module's gate (convert/gate.py): the linear stage on the shipped CNN's own split and
+  # cleaning, so its FPR-0.05 gate is calibrated on the pool the CNN's thresholds come from.
+  runng gate $NG --cleaning lists
+  # The chosen configuration at the shipped model's size, once per fold: its own leave-family-out recall.
+  for k in 0 1 2 3 4; do run "f-suffix-lfo$k" --holdout-fold "$k" $CHOSEN_ARGS --epochs 8 --patience 2; done
+}
+# Session 5: the list-level cleaning rule (convert/clean.py `vet`, --cleaning lists) under the linear
+# stage and the budget CNN, their mean, the same folds (`python -m convert.vetting`, models/REPORT.md).
+vetted() {
+  for k in 0 1 2 3 4; do runng "v-ng1-lfo$k" --holdout-fold "$k" $NG --cleaning lists; done
+  runng v-ng1-rand $NG --cleaning lists
+  for k in 0 1 2 3 4; do run "v-suffix-lfo$k" --holdout-fold "$k" --arch cnn $SUF $B --cleaning lists; done
+  run v-suffix-rand --arch cnn $SUF $B --cleaning lists
+  $PY -m convert.ensemble --cnn v-suffix --linear v-ng1 --how mean --out v-e1-mean > /dev/null
+}
+case "${STAGE:-all}" in
+  ship) shipped; exit 0 ;;
+  vetting) shipped; vetted; exit 0 ;;
+esac
 # Experiments: each configuration trained 5 times, once per fold of families held out, on the budget
 # protocol (120k training names, 4 epochs, CNN width 64: ~1.5 min per fold on 2 cores), and compared
 # by leave-family-out recall at the sinkhole threshold (python -m convert.experiments).
-B="--max-train 120000 --epochs 4 --width 64 --patience 2"
 exp() { local name=$1; shift; for k in 0 1 2 3 4; do run "x-$name-lfo$k" --holdout-fold "$k" $B "$@"; done; }
-SUF="--form registrable --suffix-dropout 0.5"
 exp label --arch cnn
 exp suffix --arch cnn $SUF
 exp suffix-fam --arch cnn $SUF --balance family
@@ -28,9 +59,6 @@ exp suffix-w128 --arch cnn $SUF --width 128
 # (with wordlist families trained on; needs a word list: `pip install wordninja`, its
 # wordninja_words.txt.gz copied to runs/words/) and random-string augmentation: all chosen or not by
 # the same leave-family-out table (`python -m convert.ensemble --report 'x-*-lfo[0-9]'`).
-runng() { local name=$1; shift; [ -f "runs/$name/scores.npz" ] && return 0
-          echo "== $name $(date -u +%T)"; nice -n 10 $PY -m convert.ngram --out "runs/$name" "$@" > "runs/$name.log" 2>&1; echo "   rc=$? $(date -u +%T)"; }
-NG="--form registrable --suffix-dropout 0.5 --C 0.3"
 ng() { local name=$1; shift; for k in 0 1 2 3 4; do runng "x-$name-lfo$k" --holdout-fold "$k" $NG "$@"; done; }
 ng ng1
 ng ng1-120k --max-train 120000  # the CNN's budget of training names: is the gain the model or the data?
@@ -51,20 +79,9 @@ for k in 0 2; do  # the folds that hold wordlist families out (suppobox; gozi, n
   [ -f "$WORDS" ] && runng "x-ng-wlw-lfo$k" --holdout-fold $k --form registrable --suffix-dropout 0.5 --exclude charbot --words "$WORDS"
 done
 [ -f "$WORDS" ] && $PY -m convert.wordseg --words "$WORDS" > runs/wordseg.md
-# Session 5: the list-level cleaning rule (convert/clean.py `vet`, --cleaning lists) under the linear
-# stage and the budget CNN, their mean, the same folds (`python -m convert.vetting`, models/REPORT.md).
-for k in 0 1 2 3 4; do runng "v-ng1-lfo$k" --holdout-fold "$k" $NG --cleaning lists; done
-runng v-ng1-rand $NG --cleaning lists
-for k in 0 1 2 3 4; do run "v-suffix-lfo$k" --holdout-fold "$k" --arch cnn $SUF $B --cleaning lists; done
-run v-suffix-rand --arch cnn $SUF $B --cleaning lists
-$PY -m convert.ensemble --cnn v-suffix --linear v-ng1 --how mean --out v-e1-mean > /dev/null
+vetted  # (defined above)
 [ "${STAGE:-all}" = experiments ] && exit 0
-# The chosen configuration (convert.experiments.CHOSEN = suffix) on all training names: the shipped model.
-CHOSEN_ARGS="--arch cnn $SUF --width 64"
-run cnn $CHOSEN_ARGS --epochs 8 --patience 2
-# The Unbound module's gate (convert/gate.py): the linear stage on the shipped CNN's own split, so its
-# FPR-0.05 gate is calibrated on the pool the CNN's thresholds come from.
-runng gate $NG
+shipped
 # Architecture comparison: the chosen data configuration, fold 0 held out, 60k names, 3 epochs each.
 A="--holdout-fold 0 --max-train 60000 --epochs 3 --patience 2 $SUF"
 run a-cnn-lfo0 --arch cnn --width 64 $A
@@ -72,8 +89,6 @@ run a-cnn_lstm-lfo0 --arch cnn_lstm $A
 run a-bilstm-lfo0 --arch bilstm $A
 run a-lstm-lfo0 --arch lstm $A
 # The family head (a softmax over DGA families, for the family_hint in the query log).
-[ -f runs/family/family.tflite ] || { echo "== family $(date -u +%T)"; nice -n 10 $PY -m convert.family --out runs/family > runs/family.log 2>&1; echo "   rc=$? $(date -u +%T)"; }
+[ -f runs/family/family.tflite ] || { echo "== family $(date -u +%T)"; nice -n "${NICE:-10}" $PY -m convert.family --out runs/family > runs/family.log 2>&1; echo "   rc=$? $(date -u +%T)"; }
 # Hand-picked names through both input forms (the input-form section of the report).
 $PY -m convert.probe > runs/probe.md 2>/dev/null
-# The chosen configuration at the shipped model's size, once per fold: its own leave-family-out recall.
-for k in 0 1 2 3 4; do run "f-suffix-lfo$k" --holdout-fold "$k" $CHOSEN_ARGS --epochs 8 --patience 2; done

@@ -229,7 +229,10 @@ def section(
     root: Path = Path("runs"),
     data_dir: Path = DEFAULT_DATA_DIR,
     models: Path = Path("models"),
+    shipped: str | None = None,
 ) -> str:
+    """The section's text; `shipped` replaces the recalibration of the shipped model (convert.report
+    passes the previous report's table when the shipped model is itself trained on the vetted data)."""
     from convert.report_text import VETTING
 
     pools = list(benign_pools(data_dir, "lists"))
@@ -241,7 +244,7 @@ def section(
         "{CLEANING}": cleaning_table(cleaning_report(pools)),
         "{TABLE}": config_table(root, [*before, config, *also], config),
         "{SUPPORT}": support_table(rand) if (rand / "scores.npz").exists() else "(no random-split run)",
-        "{SHIPPED}": shipped_recalibration(pools, data_dir, models),
+        "{SHIPPED}": shipped if shipped is not None else shipped_recalibration(pools, data_dir, models),
         "{SETTERS}": (
             f"Of the {total} names the five `{config}` fold models' sinkhole thresholds rest on (the 18 highest "
             f"calibration names of each), {tail} come from the long-tail half"

@@ -1,0 +1,172 @@
+"""convert.report when some runs were not rerun: their figures come from the report being replaced,
+labelled with the model they were measured for, and a second regeneration keeps that label (it never
+relabels an old figure as the newer model's, and never fills in a figure nobody measured)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from convert.experiments import table
+from convert.report import CARRIED_MARK, Previous, comparison_table, label_carried, partial_note, replaced
+
+OLD = "cnn-dynamic-int8-20261201-4e220afa"
+
+
+def _result(mean: float, cleaning: str = "shape") -> dict[str, object]:
+    """A configuration's summary as convert.experiments.summarise writes it into eval.json."""
+    return {
+        "folds": 5,
+        "n_families": 56,
+        "mean_recall": {"sinkhole": mean, "log": mean + 0.2, "tail_target": mean + 0.1},
+        "mean_recall_sinkhole_char": mean + 0.01,
+        "families_ge_0.9": {"sinkhole": 2, "log": 5, "tail_target": 3},
+        "tail": {"sinkhole": 0.0002, "log": 0.002},
+        "tail_at_target": 0.001,
+        "machine": {"sinkhole": 0.1, "log": 0.5},
+        "info_cleaning": cleaning,
+        "train_rows": 120_000,
+        "train_seconds": 500.0,
+        "config": {
+            "arch": "cnn",
+            "form": "registrable",
+            "width": 64,
+            "balance": "class",
+            "suffix_dropout": 0.5,
+            "compounds": False,
+            "exclude": ["charbot", "gozi"],
+        },
+    }
+
+
+REPORT = f"""# The shipped model: `models/default.tflite`
+
+Model version `{OLD}`, architecture `cnn`.
+
+## What the model reads: the label alone, or label + public suffix
+
+Hand-picked names:
+
+| name | label |
+|---|---|
+| `myhome.ddns.net` | 0.1 pass |
+
+## Experiments: chosen by leave-family-out recall
+
+### A linear n-gram stage, ensembles (#13, session 4)
+
+The stage table.
+
+| configuration | mean |
+|---|---|
+| x-ng1 | 0.134 |
+
+## Reproduce
+"""
+
+
+def _models(tmp_path: Path) -> Path:
+    out = tmp_path / "models"
+    out.mkdir()
+    ev = {
+        "experiments": {"x-suffix": _result(0.109), "f-suffix": _result(0.126)},
+        "comparison": [{"arch": "lstm", "auc": 0.99}, {"arch": "cnn", "auc": 0.98}],
+    }
+    (out / "eval.json").write_text(json.dumps(ev))
+    (out / "REPORT.md").write_text(REPORT)
+    return out
+
+
+def test_runs_not_rerun_are_carried_with_the_model_they_were_measured_for(tmp_path: Path) -> None:
+    previous = Previous.load(_models(tmp_path))
+    assert previous.version == OLD  # from REPORT.md: an eval.json written before session 6 has no version
+    fresh = {"f-suffix": _result(0.2, "lists")}
+    merged = previous.carry(fresh, "experiments")
+    assert merged["f-suffix"] is fresh["f-suffix"] and "carried_from" not in merged["f-suffix"]
+    assert merged["x-suffix"]["carried_from"] == OLD and merged["x-suffix"]["mean_recall"]["sinkhole"] == 0.109
+    assert previous.carry({}, "no such key") == {}
+    rendered = table(merged)
+    assert f"| x-suffix (not rerun since `{OLD}`) | cnn | registrable | shape |" in rendered
+    assert "| f-suffix | cnn | registrable | lists |" in rendered
+    rows = previous.rows([{"arch": "cnn", "auc": 0.97}])
+    assert [(r["arch"], r.get("carried_from")) for r in rows] == [("cnn", None), ("lstm", OLD)]
+
+
+def test_a_second_regeneration_keeps_the_original_label(tmp_path: Path) -> None:
+    out = _models(tmp_path)
+    first = Previous.load(out)
+    stages = first.section("### A linear n-gram stage", "\n## ")
+    assert stages.startswith("### A linear n-gram stage") and "| x-ng1 | 0.134 |" in stages
+    assert stages.splitlines()[2] == f"*Not rerun since model `{OLD}`: carried unchanged from its REPORT.md.*"
+    probe = first.table_in("## What the model reads")
+    assert probe.startswith(CARRIED_MARK) and probe.endswith("| `myhome.ddns.net` | 0.1 pass |")
+    carried = first.carry({}, "experiments")
+    # The report this session writes, for a newer model, with the carried parts in it.
+    newer = "cnn-dynamic-int8-20261202-0123abcd"
+    text = REPORT.replace(OLD, newer).replace(
+        REPORT[REPORT.index("### A linear") : REPORT.index("## Reproduce")], stages + "\n\n"
+    )
+    text = text.replace(REPORT[REPORT.index("| name |") : REPORT.index("\n\n## Experiments")], probe)
+    (out / "REPORT.md").write_text(text)
+    (out / "eval.json").write_text(json.dumps({"model_version": newer, "experiments": carried}))
+    second = Previous.load(out)
+    assert second.version == newer
+    assert second.carry({}, "experiments")["x-suffix"]["carried_from"] == OLD
+    again = second.section("### A linear n-gram stage", "\n## ")
+    assert again == stages and again.count(CARRIED_MARK) == 1
+    assert second.table_in("## What the model reads") == probe
+    assert label_carried("| a |\n|---|", newer).startswith(f"*Not rerun since model `{newer}`")
+
+
+def test_nothing_is_carried_from_a_report_that_has_no_such_section(tmp_path: Path) -> None:
+    previous = Previous.load(tmp_path)  # no models/eval.json, no REPORT.md
+    assert previous.version == "unknown" and previous.eval == {}
+    assert previous.section("### A linear n-gram stage", "\n## ") == ""
+    assert previous.table_in("## What the model reads") == ""
+    assert previous.rows([]) == [] and previous.carry({}, "experiments") == {}
+
+
+def test_comparison_table_marks_carried_rows() -> None:
+    row = {
+        "arch": "lstm",
+        "auc": 0.99,
+        "tpr_1e-3": 0.7,
+        "tpr_1e-4": 0.3,
+        "lfo_recall": 0.1,
+        "dns_only_flagged": 0.0002,
+        "params": 1000,
+        "kb": 10.0,
+        "us1": 50.0,
+        "us64": 20.0,
+        "train_rows": 60_000,
+        "epochs": 3,
+        "train_s": 100.0,
+        "carried_from": OLD,
+    }
+    assert f"| lstm (not rerun since `{OLD}`) | 0.9900 |" in comparison_table([row])
+
+
+def test_a_regeneration_for_the_same_model_still_compares_with_the_model_it_replaced(tmp_path: Path) -> None:
+    out = _models(tmp_path)
+    ev = json.loads((out / "eval.json").read_text()) | {"chosen": "f-suffix", "thresholds": {"sinkhole": 0.9997}}
+    (out / "eval.json").write_text(json.dumps(ev))
+    first = replaced(Previous.load(out), "cnn-new")
+    assert first["model_version"] == OLD and first["thresholds"] == {"sinkhole": 0.9997}
+    assert list(first["experiments"]) == ["f-suffix"]
+    (out / "eval.json").write_text(json.dumps({"model_version": "cnn-new", "replaced": first}))
+    assert replaced(Previous.load(out), "cnn-new") == first
+
+
+def test_a_configuration_with_some_folds_is_named_not_summarised(tmp_path: Path) -> None:
+    runs = []
+    for k in (0, 3):
+        run = tmp_path / f"f-suffix-lfo{k}"
+        run.mkdir()
+        (run / "run.json").write_text(json.dumps({"cleaning": "lists"}))
+        runs.append(run)
+    assert partial_note({}) == ""
+    note = partial_note({"f-suffix": runs})
+    assert (
+        note.strip()
+        == "Partly rerun, left out of the tables until all 5 folds exist: `f-suffix` (2 of 5 folds, lists cleaning)."
+    )
