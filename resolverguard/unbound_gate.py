@@ -45,7 +45,7 @@ _MULT = 0x9E3779B97F4A7C15  # = resolverguard.ngrams: the featurizer's constants
 _ORDER_SALT = 0x632BE59BD9B4E019
 _SUFFIX_SALT = 0x2545F4914F6CDD1D
 _LDH_LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")  # = resolverguard.names
-CLEARED, ABOVE, ASK = "cleared", "above", "ask"  # Gate.decide
+CLEARED, ABOVE, ASK, LISTED = "cleared", "above", "ask", "listed"  # Gate.decide
 _LETTERS, _DIGITS, _VOWELS = "abcdefghijklmnopqrstuvwxyz", "0123456789", "aeiou"
 
 
@@ -300,10 +300,13 @@ class Gate(NamedTuple):
         return False
 
     def decide(self, qname: str) -> str:
-        """CLEARED (pass: the service would), ABOVE (the gate ran and the CNN must decide) or ASK
-        (listed or not an ordinary name: the service decides everything)."""
+        """CLEARED (pass: the service would), ABOVE (the gate ran and the CNN must decide), LISTED
+        (on a deny list: the service decides, and the module asks before resolving it) or ASK (not an
+        ordinary name: the service decides everything)."""
+        if self.listed(qname):
+            return LISTED
         text = self.text(qname)
-        if text is None or self.listed(qname):
+        if text is None:
             return ASK
         return CLEARED if self.featurizer.logit(text) < self.threshold else ABOVE
 

@@ -79,12 +79,13 @@ def unbound_conf(work: Path, port: int, upstream: int, threads: int) -> Path:
 
 @contextlib.contextmanager
 def run_unbound(
-    work: Path, upstream: int, socket_path: Path, threads: int = 1, timeout: float = 3.0
+    work: Path, upstream: int, socket_path: Path, threads: int = 1, timeout: float = 3.0, ask: str = "parallel"
 ) -> Iterator[Unbound]:
     port = free_port()
     conf = unbound_conf(work, port, upstream, threads)
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": DIST_PACKAGES}
     env["RESOLVERGUARD_SOCKET"] = str(socket_path)
+    env["RESOLVERGUARD_ASK"] = ask
     env["RESOLVERGUARD_TIMEOUT"] = str(timeout)  # 3 s: a busy test machine must not turn a slow verdict into a pass
     proc = subprocess.Popen([UNBOUND, "-d", "-c", str(conf)], env=env, stderr=subprocess.DEVNULL)
     unbound = Unbound(port, conf, work / "unbound.log", proc)
@@ -141,11 +142,15 @@ def upstream() -> Iterator[Upstream]:
 
 
 @needs_unbound
+@pytest.mark.parametrize(("ask", "threads"), [("parallel", 1), ("parallel", 2), ("first", 1)])
 def test_a_benign_name_resolves_and_a_dga_name_gets_the_sinkhole_stored_in_unbounds_cache(
-    tmp_path: Path, upstream: Upstream
+    tmp_path: Path, upstream: Upstream, ask: str, threads: int
 ) -> None:
+    """parallel (the default): the name is resolved while the service decides, and the block
+    replaces the answer; first: the query waits for the verdict and a blocked name is never resolved.
+    Either way the repeat is the sinkhole from Unbound's cache (never the real answer)."""
     sock = tmp_path / "verdicts.sock"
-    with run_service(tmp_path, sock), run_unbound(tmp_path, upstream.port, sock) as unbound:
+    with run_service(tmp_path, sock), run_unbound(tmp_path, upstream.port, sock, threads, ask=ask) as unbound:
         assert addresses(unbound.ask("example.com")) == [UPSTREAM_A]
         assert addresses(unbound.ask(DGA)) == ["0.0.0.0"]
         assert addresses(unbound.ask(f"www.{DGA}", "AAAA")) == ["::"]
@@ -156,7 +161,11 @@ def test_a_benign_name_resolves_and_a_dga_name_gets_the_sinkhole_stored_in_unbou
         again = unbound.ask(DGA)
         assert addresses(again) == ["0.0.0.0"] and 0 < again.answer[0].ttl <= 60
         lines = logged(tmp_path)
-    assert f"{DGA}." not in upstream.queries and "example.com." in upstream.queries
+    assert "example.com." in upstream.queries
+    if ask == "first":
+        assert f"{DGA}." not in upstream.queries
+    else:  # resolved once for A and once for MX, while the service decided; the repeat came from the cache
+        assert upstream.queries.count(f"{DGA}.") == 2
     dga_a = [x for x in lines if x["qname"] == DGA and x["qtype"] == "A"]
     assert len(dga_a) == 1, "the repeat was answered from Unbound's cache, never reaching Python"
     assert dga_a[0]["action"] == "sinkhole" and dga_a[0]["reason"] == "model"
@@ -208,6 +217,24 @@ def test_a_name_the_first_stage_clears_resolves_without_asking_the_service_and_i
     ]
     assert all(x["client"] == "127.0.0.1" and x["transport"] == "unbound" for x in lines)
     assert [(x["qname"], x["action"]) for x in lines if x["qname"] == DGA] == [(DGA, "sinkhole")]
+
+
+@needs_unbound
+def test_a_name_asked_in_parallel_that_passes_is_stored_in_unbounds_cache_by_the_module(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    """The iterator does not cache a name asked in parallel (its real answer must not be served
+    before the verdict); the module stores it once the service says pass, so the repeat is Unbound's."""
+    sock = tmp_path / "verdicts.sock"
+    with (
+        run_service(tmp_path, sock, f"lists:\n  allow: [{DGA}]\n"),
+        run_unbound(tmp_path, upstream.port, sock) as unbound,
+    ):
+        assert addresses(unbound.ask(DGA)) == [UPSTREAM_A]  # above the gate: asked; allowed: passed
+        assert addresses(unbound.ask(DGA)) == [UPSTREAM_A]
+        counts = module_counts(unbound)
+    assert upstream.queries.count(f"{DGA}.") == 1
+    assert counts["asked"] == 1 and counts["late"] == 0 and counts["passed_unasked"] == 0
 
 
 @needs_unbound
@@ -361,6 +388,26 @@ def test_the_service_answers_the_modules_lines_pass_block_and_fail_open_on_nonse
     soa = f"{DGA}. 30 IN SOA sinkhole.resolverguard.invalid. hostmaster.resolverguard.invalid. 1 3600 600 86400 30"
     assert mx == f"B\t0\t1\t\t{soa}\n".encode()
     assert denied == b"B\t0\t1\twww.bad.example. 30 IN AAAA ::\t\n"
+
+
+def test_numbered_lines_are_answered_under_their_numbers_when_many_are_asked_at_once(tmp_path: Path) -> None:
+    """What the module does by default: it sends names without waiting (numbered), then collects."""
+    import socket
+
+    sock = tmp_path / "verdicts.sock"
+    names = [(f"{DGA}.", "a"), ("example.com.", "-"), ("www.bad.example.", "-"), (f"mail.{DGA}.", "a")] * 5
+    with run_service(tmp_path, sock, "lists:\n  deny: [bad.example]\n"), socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(10)
+        s.connect(str(sock))
+        s.sendall(b"".join(f"{name}\t1\t-\t{gate}\t{n}\n".encode() for n, (name, gate) in enumerate(names, 100)))
+        data = b""
+        while data.count(b"\n") < len(names):
+            data += s.recv(65536)
+    answers = dict(line.split(b"\t", 1) for line in data.splitlines())
+    assert sorted(answers) == sorted(str(n).encode() for n in range(100, 100 + len(names)))
+    for n, (name, _) in enumerate(names, 100):
+        want = b"P" if name == "example.com." else b"B\t0\t1\t" + name.encode()
+        assert answers[str(n).encode()].startswith(want), (name, answers[str(n).encode()])
 
 
 @needs_unbound
