@@ -96,7 +96,7 @@ class Featurizer:
 
     __slots__ = (
         "charset", "maxlen", "orders", "bits", "weights", "dense", "bias", "tables", "low", "_table", "_dot", "_end",
-        "_shift", "_not_letters", "_not_digits", "_not_vowels", "_not_hyphen", "_high",
+        "_shift", "_classes", "_entropy_terms", "_high",
     )  # fmt: skip
 
     def __init__(
@@ -121,16 +121,19 @@ class Featurizer:
             table[ord(char)] = index
         self._table = bytes(table)
         self._dot = self.charset.index(".") + 2 if "." in self.charset else -1
-        codes = {c: self.charset.index(c) + 2 for c in self.charset}
-
-        def others(keep: str) -> bytes:  # every code but those of `keep`: translate(None, it) keeps `keep`
-            kept = {codes[c] for c in keep if c in codes}
-            return bytes(i for i in range(256) if i not in kept)
-
-        self._not_letters = others(_LETTERS)
-        self._not_digits = others(_DIGITS)
-        self._not_vowels = others(_VOWELS)
-        self._not_hyphen = others("-")
+        classes = bytearray(b"o" * 256)  # code -> its class: vowel, other letter, digit, hyphen, other
+        for index, char in enumerate(self.charset, start=2):
+            if char in _LETTERS:
+                classes[index] = ord("v") if char in _VOWELS else ord("l")
+            elif char in _DIGITS or char == "-":
+                classes[index] = ord("d") if char in _DIGITS else ord("h")
+        self._classes = bytes(classes)
+        # p * log2(p) for a character seen n times in a label of length L, by L then n: the same
+        # float the sum would compute on the spot, without the division and the logarithm
+        self._entropy_terms = tuple(
+            tuple((n / max(length, 1)) * math.log2(n / max(length, 1)) if n else 0.0 for n in range(length + 1))
+            for length in range(self.maxlen + 1)
+        )
         self._end = len(self.charset) + 2
         if not self.tables:
             self.tables = make_tables(self.weights, self.bits, self.orders)
@@ -214,13 +217,13 @@ class Featurizer:
         length = len(label)
         safe = max(length, 1)
         entropy = 0.0
-        for c in sorted(set(label)):  # (the numpy featurizer's order: by code)
-            p = label.count(c) / safe
-            entropy -= p * math.log2(p)
-        letters = len(label.translate(None, self._not_letters))
-        digits = len(label.translate(None, self._not_digits))
-        vowels = len(label.translate(None, self._not_vowels))
-        hyphens = len(label.translate(None, self._not_hyphen))
+        terms = self._entropy_terms[length]
+        for n in map(label.count, sorted(set(label))):  # (the numpy featurizer's order: by code)
+            entropy -= terms[n]
+        classes = label.translate(self._classes)
+        vowels = classes.count(b"v")
+        letters = vowels + classes.count(b"l")
+        digits, hyphens = classes.count(b"d"), classes.count(b"h")
         features = array("f", (length / 32.0, entropy / 5.0, digits / safe, vowels / max(letters, 1), hyphens / safe))
         d = self.dense
         return features[0] * d[0] + features[1] * d[1] + features[2] * d[2] + features[3] * d[3] + features[4] * d[4]

@@ -28,7 +28,9 @@ the verdict is known: the real one on pass, the block when it holds for every cl
 upstream sees a name that is then blocked (the client never gets its answer). Names the module knows
 are on a deny list, and every name while there is no gate snapshot (the module cannot tell), are
 asked first, as with RESOLVERGUARD_ASK=first for all names: the query waits for the verdict and a
-blocked name is never resolved.
+blocked name is never resolved. So are names asked while WINDOW names of the same thread wait for
+their verdicts: that holds Unbound to the service's pace (without it, a busy service fell behind,
+its answers came after the timeout and names passed unscored).
 
 Fail open: when the service is down, slow (no verdict RESOLVERGUARD_TIMEOUT, default 0.25 s, after
 the name was asked) or answers nonsense, the name passes and is counted (`passed_unasked` when it
@@ -86,7 +88,8 @@ RETRY_SECONDS = 1.0
 REPORT_EVERY = 1000
 SNAPSHOT_CHECK_SECONDS = 1.0
 TICKET = "resolverguard"  # the key of a parallel ask's (line, number) in Unbound's per-query dict
-SWEEP_AT, SWEEP_GRACE = 4096, 5.0  # numbers waited for on one line before the stale are swept; their age
+WINDOW = 32  # names one thread asks in parallel at most (VerdictClient.room)
+SWEEP_GRACE = 5.0  # seconds past its deadline after which a number nobody collected is forgotten
 
 
 def _load_gate_code() -> Any:
@@ -214,11 +217,18 @@ class VerdictClient:
             self._unasked()
             return None
         now = time.monotonic()
-        if len(line.waiting) >= SWEEP_AT:
+        if len(line.waiting) >= WINDOW:
             line.sweep(now)
         line.waiting[line.number] = now + self.timeout
         self.asked += 1
         return line, line.number
+
+    def room(self) -> bool:
+        """May this thread ask one more name without waiting? Not when WINDOW of its names wait for
+        their verdicts: the next one is asked first (the query waits), which holds Unbound to the
+        pace of the service instead of queueing names faster than it decides them."""
+        line = self._lines.get(threading.get_ident())
+        return line is None or len(line.waiting) < WINDOW
 
     def collect(self, line: Line, number: int) -> list[str] | None:
         """The service's answer fields (["P"] or ["B", rcode, cache, answer, authority]) for a
@@ -380,7 +390,7 @@ def operate(id: int, event: int, qstate: Any, qdata: Any) -> bool:  # noqa: A002
             _first.log(qname, qinfo.qtype, client)
         qstate.ext_state[id] = MODULE_WAIT_MODULE
         return True
-    if _parallel and gate is not None and decided != gatecode.LISTED:
+    if _parallel and gate is not None and decided != gatecode.LISTED and _client.room():
         ticket = _client.send(qname, qinfo.qtype, client, decided == gatecode.ABOVE)
         if ticket is not None:  # the verdict is collected when the iterator is done (`resolved`)
             qstate.no_cache_store = 1
