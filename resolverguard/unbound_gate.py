@@ -37,7 +37,10 @@ import struct
 from _blake2 import blake2b  # hashlib's blake2b without hashlib's OpenSSL import (~4 ms on every reload)
 from array import array
 from bisect import bisect_left
-from typing import Any, NamedTuple
+
+TYPE_CHECKING = False  # no typing at run time: the module imports this file again on every Unbound reload
+if TYPE_CHECKING:
+    from typing import Any
 
 MAGIC = b"RGGATE1\0"
 _M64 = (1 << 64) - 1
@@ -249,20 +252,42 @@ def low_table(t1: Any, t2: Any, t3: Any) -> array[float]:
     return out
 
 
-class Gate(NamedTuple):
-    """What the module decides alone: `clears(qname)` is True only when the service would pass it."""
+class Gate:
+    """What the module decides alone: `decide(qname)` says CLEARED only when the service would pass it.
+    (A plain class, not a NamedTuple: no typing at run time.)"""
 
-    featurizer: Featurizer
-    threshold: float  # logit: below it the name is cleared
-    form: str  # "registrable" or "label": what the model scores
-    check_dynamic_dns: bool
-    rules: frozenset[str]  # ICANN public suffix rules without wildcard or exception
-    tricky_tlds: frozenset[str]  # TLDs with wildcard or exception rules: asked, not cleared
-    dynamic_dns: frozenset[str]
-    dynamic_depths: tuple[int, ...]
-    local: frozenset[str]
-    deny: Any  # sorted int64 keys (memoryview)
-    log: bool  # the service keeps a query log: cleared names are sent to it
+    __slots__ = (
+        "featurizer", "threshold", "form", "check_dynamic_dns", "rules", "tricky_tlds", "dynamic_dns",
+        "dynamic_depths", "local", "deny", "log",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        featurizer: Featurizer,
+        threshold: float,  # logit: below it the name is cleared
+        form: str,  # "registrable" or "label": what the model scores
+        check_dynamic_dns: bool,
+        rules: frozenset[str],  # ICANN public suffix rules without wildcard or exception
+        tricky_tlds: frozenset[str],  # TLDs with wildcard or exception rules: asked, not cleared
+        dynamic_dns: frozenset[str],
+        dynamic_depths: tuple[int, ...],
+        local: frozenset[str],
+        deny: Any,  # sorted int64 keys (memoryview)
+        log: bool,  # the service keeps a query log: cleared names are sent to it
+    ) -> None:
+        self.featurizer, self.threshold, self.form, self.check_dynamic_dns = (
+            featurizer,
+            threshold,
+            form,
+            check_dynamic_dns,
+        )
+        self.rules, self.tricky_tlds, self.dynamic_dns, self.dynamic_depths = (
+            rules,
+            tricky_tlds,
+            dynamic_dns,
+            dynamic_depths,
+        )
+        self.local, self.deny, self.log = local, deny, log
 
     def text(self, qname: str) -> str | None:
         """The text the model would score for `qname` (`NameParser`), or None when the name is not

@@ -54,16 +54,17 @@ in a global set by `init_standard` and dropped by `deinit` (a reload runs both).
 
 from __future__ import annotations
 
-import importlib.util
+# What an `unbound-control reload` imports again each time, so the cheapest forms: `_socket` and
+# `_thread` (no socket.py, selectors, threading), the loader without importlib.util, no typing at run time.
+import _socket as socket
 import math
 import os
 import select
-import socket
 import struct
 import sys
-import threading
 import time
-from typing import Any
+from _thread import get_ident
+from importlib.machinery import SourceFileLoader
 
 from unboundmodule import (  # Unbound's own, on its PYTHONPATH
     MODULE_ERROR,
@@ -82,6 +83,10 @@ from unboundmodule import (  # Unbound's own, on its PYTHONPATH
     storeQueryInCache,
 )
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 SOCKET_ENV, TIMEOUT_ENV, ASK_ENV = "RESOLVERGUARD_SOCKET", "RESOLVERGUARD_TIMEOUT", "RESOLVERGUARD_ASK"
 DEFAULT_SOCKET = "/run/resolverguard/unbound.sock"
 RETRY_SECONDS = 1.0
@@ -95,13 +100,15 @@ SWEEP_GRACE = 5.0  # seconds past its deadline after which a number nobody colle
 def _load_gate_code() -> Any:
     """resolverguard/unbound_gate.py, from beside this file (Unbound runs this file as `__main__`
     with no package around it; the gate code is standard library only as well)."""
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "unbound_gate.py")
-    spec = importlib.util.spec_from_file_location("resolverguard_unbound_gate", path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {path}")
-    code = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = code  # (dataclasses look their module up while the file runs)
-    spec.loader.exec_module(code)
+    name, path = (
+        "resolverguard_unbound_gate",
+        os.path.join(os.path.dirname(os.path.abspath(__file__)), "unbound_gate.py"),
+    )
+    loader = SourceFileLoader(name, path)
+    code = type(sys)(name)
+    code.__file__, code.__loader__ = path, loader
+    sys.modules[name] = code  # (a class defined while the file runs may look its module up)
+    loader.exec_module(code)
     return code
 
 
@@ -203,7 +210,7 @@ class VerdictClient:
         """Asks about a name without waiting for the answer: (line, number) to collect it with, or
         None when it could not be asked (the caller passes the name). `above`: the first stage ran
         and the name is above its gate (the service does not run it again)."""
-        me = threading.get_ident()
+        me = get_ident()
         line = self._lines.get(me) or self._connect(me)
         if line is None:
             self._unasked()
@@ -227,7 +234,7 @@ class VerdictClient:
         """May this thread ask one more name without waiting? Not when WINDOW of its names wait for
         their verdicts: the next one is asked first (the query waits), which holds Unbound to the
         pace of the service instead of queueing names faster than it decides them."""
-        line = self._lines.get(threading.get_ident())
+        line = self._lines.get(get_ident())
         return line is None or len(line.waiting) < WINDOW
 
     def collect(self, line: Line, number: int) -> list[str] | None:
@@ -241,7 +248,7 @@ class VerdictClient:
                 return None
             if not self._read(line, deadline):
                 if not line.closed:  # a service this slow is treated as down, as one that stopped
-                    self._drop(threading.get_ident(), line, f"no verdict within {self.timeout} s")
+                    self._drop(get_ident(), line, f"no verdict within {self.timeout} s")
                 self._late()
                 return None
         del line.waiting[number]
@@ -264,10 +271,10 @@ class VerdictClient:
             line.poller.poll(math.ceil(left * 1000))
             return True
         except OSError as err:
-            self._drop(threading.get_ident(), line, f"{type(err).__name__}: {err}")
+            self._drop(get_ident(), line, f"{type(err).__name__}: {err}")
             return False
         if not data:
-            self._drop(threading.get_ident(), line, "the verdict service closed the connection")
+            self._drop(get_ident(), line, "the verdict service closed the connection")
             return False
         line.take(data)
         return True
