@@ -13,8 +13,11 @@ once dies importing it again (numpy/numpy#28271); one LiteRT interpreter shared 
 gives wrong scores. The standard library survives re-initialisation, and the model lives in the
 service, where all of Unbound's threads share one batching event loop.
 
-Only queries a client waits for are asked about; Unbound's own lookups (nameserver addresses while
-recursing, DNSSEC keys, prefetch of a name already decided) pass, so recursion costs no extra round trips.
+Only queries a client waits for are asked about, and Unbound's prefetches; Unbound's own lookups
+(nameserver addresses while recursing, DNSSEC keys) pass, so recursion costs no extra round trips.
+A prefetch (`prefetch: yes`: a hit in the last tenth of a cached answer's TTL looks the name up
+again, no client waiting) is asked as for a client of the default group: passed unasked, it put
+the real answer of a sinkholed name over the sinkhole in Unbound's cache (a test holds it).
 
 Resolving while the service decides (issue #17: a round trip on Unbound's thread for every asked
 name held never-seen names to ~0.2x plain Unbound): by default (RESOLVERGUARD_ASK=parallel) the
@@ -381,9 +384,9 @@ def operate(id: int, event: int, qstate: Any, qdata: Any) -> bool:  # noqa: A002
         qstate.ext_state[id] = MODULE_ERROR
         return True
     client = client_of(qstate)
-    if client == "-" or _client is None or _first is None:
-        # No client waits for it: Unbound's own lookups (nameserver addresses, DNSSEC keys, prefetch
-        # of a name already decided). The client's own query is what is filtered; these pass unasked.
+    if (client == "-" and not qstate.prefetch_leeway) or _client is None or _first is None:
+        # No client waits for it and it is no prefetch: Unbound's own lookups (nameserver addresses,
+        # DNSSEC keys). The client's own query is what is filtered; these pass unasked.
         qstate.ext_state[id] = MODULE_WAIT_MODULE
         return True
     qinfo = qstate.qinfo

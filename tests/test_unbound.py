@@ -62,10 +62,10 @@ class Unbound:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
-def unbound_conf(work: Path, port: int, upstream: int, threads: int) -> Path:
+def unbound_conf(work: Path, port: int, upstream: int, threads: int, extra: str = "") -> Path:
     conf = work / "unbound.conf"
     conf.write_text(
-        f'server:\n  interface: 127.0.0.1@{port}\n  port: {port}\n  do-daemonize: no\n  username: ""\n'
+        f'server:\n  interface: 127.0.0.1@{port}\n  port: {port}\n  do-daemonize: no\n  username: ""\n{extra}'
         f'  chroot: ""\n  directory: "{work}"\n  pidfile: "{work}/unbound.pid"\n  use-syslog: no\n'
         f'  logfile: "{work}/unbound.log"\n  verbosity: 1\n  num-threads: {threads}\n'
         "  do-not-query-localhost: no\n  access-control: 127.0.0.0/8 allow\n  qname-minimisation: no\n"
@@ -79,10 +79,17 @@ def unbound_conf(work: Path, port: int, upstream: int, threads: int) -> Path:
 
 @contextlib.contextmanager
 def run_unbound(
-    work: Path, upstream: int, socket_path: Path, threads: int = 1, timeout: float = 3.0, ask: str = "parallel"
+    work: Path,
+    upstream: int,
+    socket_path: Path,
+    threads: int = 1,
+    timeout: float = 3.0,
+    ask: str = "parallel",
+    extra: str = "",
 ) -> Iterator[Unbound]:
+    """`extra`: more `server:` lines, two-space indented."""
     port = free_port()
-    conf = unbound_conf(work, port, upstream, threads)
+    conf = unbound_conf(work, port, upstream, threads, extra)
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": DIST_PACKAGES}
     env["RESOLVERGUARD_SOCKET"] = str(socket_path)
     env["RESOLVERGUARD_ASK"] = ask
@@ -172,6 +179,25 @@ def test_a_benign_name_resolves_and_a_dga_name_gets_the_sinkhole_stored_in_unbou
     assert dga_a[0]["transport"] == "unbound" and dga_a[0]["client"] == "127.0.0.1"
     benign = next(x for x in lines if x["qname"] == "example.com")
     assert benign["action"] == "pass"
+
+
+@needs_unbound
+@pytest.mark.parametrize("ask", ["parallel", "first"])
+def test_unbounds_prefetch_of_a_sinkholed_name_keeps_the_sinkhole(tmp_path: Path, upstream: Upstream, ask: str) -> None:
+    """With `prefetch: yes` (Pi-hole's Unbound guide sets it) a query in the last tenth of a cached
+    answer's TTL makes Unbound look the name up again, with no client waiting: that lookup must be
+    decided too, or the real answer would replace the sinkhole in the cache."""
+    sock = tmp_path / "verdicts.sock"
+    with (
+        run_service(tmp_path, sock, "sinkhole:\n  ttl: 10\n"),
+        run_unbound(tmp_path, upstream.port, sock, ask=ask, extra="  prefetch: yes\n") as unbound,
+    ):
+        assert addresses(unbound.ask(DGA)) == ["0.0.0.0"]
+        time.sleep(9.3)  # into the last second of the sinkhole's 10 s: the next hit prefetches
+        assert addresses(unbound.ask(DGA)) == ["0.0.0.0"]
+        time.sleep(1.0)  # the prefetch is done by now (the stub upstream answers at once)
+        again = unbound.ask(DGA)
+    assert addresses(again) == ["0.0.0.0"], "the prefetch put the real answer in Unbound's cache"
 
 
 @needs_unbound
