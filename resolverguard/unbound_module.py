@@ -32,7 +32,7 @@ upstream sees a name that is then blocked (the client never gets its answer). Na
 are on a deny list, and every name while there is no gate snapshot (the module cannot tell), are
 asked first, as with RESOLVERGUARD_ASK=first for all names: the query waits for the verdict and a
 blocked name is never resolved. So are names asked while WINDOW names of the same thread wait for
-their verdicts: that holds Unbound to the service's pace (without it, a busy service fell behind,
+the service's answer: that holds Unbound to the service's pace (without it, a busy service fell behind,
 its answers came after the timeout and names passed unscored).
 
 Fail open: when the service is down, slow (no verdict RESOLVERGUARD_TIMEOUT, default 0.25 s, after
@@ -96,8 +96,8 @@ RETRY_SECONDS = 1.0
 REPORT_EVERY = 1000
 SNAPSHOT_CHECK_SECONDS = 1.0
 TICKET = "resolverguard"  # the key of a parallel ask's (line, number) in Unbound's per-query dict
-WINDOW = 32  # names one thread asks in parallel at most (VerdictClient.room)
-SWEEP_GRACE = 5.0  # seconds past its deadline after which a number nobody collected is forgotten
+WINDOW = 32  # names of one thread the service has not answered yet, at most (VerdictClient.room)
+SWEEP_AT, SWEEP_GRACE = 4096, 5.0  # numbers held on one line before the stale are swept; their age then
 
 
 def _load_gate_code() -> Any:
@@ -227,7 +227,7 @@ class VerdictClient:
             self._unasked()
             return None
         now = time.monotonic()
-        if len(line.waiting) >= WINDOW:
+        if len(line.waiting) >= SWEEP_AT:
             line.sweep(now)
         line.waiting[line.number] = now + self.timeout
         self.asked += 1
@@ -235,10 +235,19 @@ class VerdictClient:
 
     def room(self) -> bool:
         """May this thread ask one more name without waiting? Not when WINDOW of its names wait for
-        their verdicts: the next one is asked first (the query waits), which holds Unbound to the
+        the service's answer (answers read but not yet collected do not count: those names wait for
+        the upstream): the next one is asked first (the query waits), which holds Unbound to the
         pace of the service instead of queueing names faster than it decides them."""
         line = self._lines.get(get_ident())
-        return line is None or len(line.waiting) < WINDOW
+        if line is None or len(line.waiting) - len(line.answers) < WINDOW:
+            return True
+        try:  # what has come in meanwhile, without waiting
+            data = line.sock.recv(65536, socket.MSG_DONTWAIT)
+        except OSError:  # nothing yet (BlockingIOError) or broken (the next send finds out)
+            return False
+        if data:
+            line.take(data)
+        return len(line.waiting) - len(line.answers) < WINDOW
 
     def collect(self, line: Line, number: int) -> list[str] | None:
         """The service's answer fields (["P"] or ["B", rcode, cache, answer, authority]) for a
