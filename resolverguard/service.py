@@ -30,7 +30,7 @@ from resolverguard.model import TFLiteScorer, load_model
 from resolverguard.pipeline import Pipeline, build_pipeline, list_copies, prebuilt_lists, subscribed
 from resolverguard.server import DnsServer
 from resolverguard.steps.metrics import Metrics
-from resolverguard.steps.querylog import FLUSH_SECONDS, QueryLog
+from resolverguard.steps.querylog import HandOverTimer, QueryLog
 from resolverguard.subscriptions import (
     Downloader,
     FetchResult,
@@ -91,7 +91,7 @@ class Service:
             shortcut=self.pipeline.shortcut,
         )
         self.reloads = 0
-        self._flusher: asyncio.TimerHandle | None = None
+        self._flusher = HandOverTimer(lambda: self.pipeline.log)  # kept records reach the writer when traffic stops
         self._refresher: asyncio.Future[None] | None = None
         self._updating = asyncio.Lock()
         self.control: ControlServer | None = None
@@ -121,7 +121,7 @@ class Service:
         else:
             with self.worker.bind_lock:  # one worker binds at a time: see WorkerRole.bind_lock
                 await self.server.start()
-        self._flush_log_later()
+        self._flusher.start()
         self.say_lists()
         self._refresher = asyncio.ensure_future(self._refresh_lists())
         await self._start_control()
@@ -377,15 +377,8 @@ class Service:
             async with self._updating:
                 await self._update_lists(fetch=False)
 
-    def _flush_log_later(self) -> None:
-        """Kept query-log records reach the writer within FLUSH_SECONDS even when traffic stops
-        (without waiting for it: the writer flushes on its own clock)."""
-        self.pipeline.log.hand_over()
-        self._flusher = asyncio.get_running_loop().call_later(FLUSH_SECONDS, self._flush_log_later)
-
     async def stop(self, grace: float = 5.0) -> None:
-        if self._flusher is not None:
-            self._flusher.cancel()
+        self._flusher.stop()
         if self._refresher is not None:
             self._refresher.cancel()
         if self._pause_timer is not None:

@@ -37,7 +37,10 @@ import struct
 from _blake2 import blake2b  # hashlib's blake2b without hashlib's OpenSSL import (~4 ms on every reload)
 from array import array
 from bisect import bisect_left
-from typing import Any, NamedTuple
+
+TYPE_CHECKING = False  # no typing at run time: the module imports this file again on every Unbound reload
+if TYPE_CHECKING:
+    from typing import Any
 
 MAGIC = b"RGGATE1\0"
 _M64 = (1 << 64) - 1
@@ -45,7 +48,7 @@ _MULT = 0x9E3779B97F4A7C15  # = resolverguard.ngrams: the featurizer's constants
 _ORDER_SALT = 0x632BE59BD9B4E019
 _SUFFIX_SALT = 0x2545F4914F6CDD1D
 _LDH_LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")  # = resolverguard.names
-CLEARED, ABOVE, ASK = "cleared", "above", "ask"  # Gate.decide
+CLEARED, ABOVE, ASK, LISTED = "cleared", "above", "ask", "listed"  # Gate.decide
 _LETTERS, _DIGITS, _VOWELS = "abcdefghijklmnopqrstuvwxyz", "0123456789", "aeiou"
 
 
@@ -96,7 +99,7 @@ class Featurizer:
 
     __slots__ = (
         "charset", "maxlen", "orders", "bits", "weights", "dense", "bias", "tables", "low", "_table", "_dot", "_end",
-        "_shift", "_not_letters", "_not_digits", "_not_vowels", "_not_hyphen", "_high",
+        "_shift", "_classes", "_entropy_terms", "_high",
     )  # fmt: skip
 
     def __init__(
@@ -121,16 +124,19 @@ class Featurizer:
             table[ord(char)] = index
         self._table = bytes(table)
         self._dot = self.charset.index(".") + 2 if "." in self.charset else -1
-        codes = {c: self.charset.index(c) + 2 for c in self.charset}
-
-        def others(keep: str) -> bytes:  # every code but those of `keep`: translate(None, it) keeps `keep`
-            kept = {codes[c] for c in keep if c in codes}
-            return bytes(i for i in range(256) if i not in kept)
-
-        self._not_letters = others(_LETTERS)
-        self._not_digits = others(_DIGITS)
-        self._not_vowels = others(_VOWELS)
-        self._not_hyphen = others("-")
+        classes = bytearray(b"o" * 256)  # code -> its class: vowel, other letter, digit, hyphen, other
+        for index, char in enumerate(self.charset, start=2):
+            if char in _LETTERS:
+                classes[index] = ord("v") if char in _VOWELS else ord("l")
+            elif char in _DIGITS or char == "-":
+                classes[index] = ord("d") if char in _DIGITS else ord("h")
+        self._classes = bytes(classes)
+        # p * log2(p) for a character seen n times in a label of length L, by L then n: the same
+        # float the sum would compute on the spot, without the division and the logarithm
+        self._entropy_terms = tuple(
+            tuple((n / max(length, 1)) * math.log2(n / max(length, 1)) if n else 0.0 for n in range(length + 1))
+            for length in range(self.maxlen + 1)
+        )
         self._end = len(self.charset) + 2
         if not self.tables:
             self.tables = make_tables(self.weights, self.bits, self.orders)
@@ -214,13 +220,13 @@ class Featurizer:
         length = len(label)
         safe = max(length, 1)
         entropy = 0.0
-        for c in sorted(set(label)):  # (the numpy featurizer's order: by code)
-            p = label.count(c) / safe
-            entropy -= p * math.log2(p)
-        letters = len(label.translate(None, self._not_letters))
-        digits = len(label.translate(None, self._not_digits))
-        vowels = len(label.translate(None, self._not_vowels))
-        hyphens = len(label.translate(None, self._not_hyphen))
+        terms = self._entropy_terms[length]
+        for n in map(label.count, sorted(set(label))):  # (the numpy featurizer's order: by code)
+            entropy -= terms[n]
+        classes = label.translate(self._classes)
+        vowels = classes.count(b"v")
+        letters = vowels + classes.count(b"l")
+        digits, hyphens = classes.count(b"d"), classes.count(b"h")
         features = array("f", (length / 32.0, entropy / 5.0, digits / safe, vowels / max(letters, 1), hyphens / safe))
         d = self.dense
         return features[0] * d[0] + features[1] * d[1] + features[2] * d[2] + features[3] * d[3] + features[4] * d[4]
@@ -246,20 +252,42 @@ def low_table(t1: Any, t2: Any, t3: Any) -> array[float]:
     return out
 
 
-class Gate(NamedTuple):
-    """What the module decides alone: `clears(qname)` is True only when the service would pass it."""
+class Gate:
+    """What the module decides alone: `decide(qname)` says CLEARED only when the service would pass it.
+    (A plain class, not a NamedTuple: no typing at run time.)"""
 
-    featurizer: Featurizer
-    threshold: float  # logit: below it the name is cleared
-    form: str  # "registrable" or "label": what the model scores
-    check_dynamic_dns: bool
-    rules: frozenset[str]  # ICANN public suffix rules without wildcard or exception
-    tricky_tlds: frozenset[str]  # TLDs with wildcard or exception rules: asked, not cleared
-    dynamic_dns: frozenset[str]
-    dynamic_depths: tuple[int, ...]
-    local: frozenset[str]
-    deny: Any  # sorted int64 keys (memoryview)
-    log: bool  # the service keeps a query log: cleared names are sent to it
+    __slots__ = (
+        "featurizer", "threshold", "form", "check_dynamic_dns", "rules", "tricky_tlds", "dynamic_dns",
+        "dynamic_depths", "local", "deny", "log",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        featurizer: Featurizer,
+        threshold: float,  # logit: below it the name is cleared
+        form: str,  # "registrable" or "label": what the model scores
+        check_dynamic_dns: bool,
+        rules: frozenset[str],  # ICANN public suffix rules without wildcard or exception
+        tricky_tlds: frozenset[str],  # TLDs with wildcard or exception rules: asked, not cleared
+        dynamic_dns: frozenset[str],
+        dynamic_depths: tuple[int, ...],
+        local: frozenset[str],
+        deny: Any,  # sorted int64 keys (memoryview)
+        log: bool,  # the service keeps a query log: cleared names are sent to it
+    ) -> None:
+        self.featurizer, self.threshold, self.form, self.check_dynamic_dns = (
+            featurizer,
+            threshold,
+            form,
+            check_dynamic_dns,
+        )
+        self.rules, self.tricky_tlds, self.dynamic_dns, self.dynamic_depths = (
+            rules,
+            tricky_tlds,
+            dynamic_dns,
+            dynamic_depths,
+        )
+        self.local, self.deny, self.log = local, deny, log
 
     def text(self, qname: str) -> str | None:
         """The text the model would score for `qname` (`NameParser`), or None when the name is not
@@ -300,10 +328,13 @@ class Gate(NamedTuple):
         return False
 
     def decide(self, qname: str) -> str:
-        """CLEARED (pass: the service would), ABOVE (the gate ran and the CNN must decide) or ASK
-        (listed or not an ordinary name: the service decides everything)."""
+        """CLEARED (pass: the service would), ABOVE (the gate ran and the CNN must decide), LISTED
+        (on a deny list: the service decides, and the module asks before resolving it) or ASK (not an
+        ordinary name: the service decides everything)."""
+        if self.listed(qname):
+            return LISTED
         text = self.text(qname)
-        if text is None or self.listed(qname):
+        if text is None:
             return ASK
         return CLEARED if self.featurizer.logit(text) < self.threshold else ABOVE
 

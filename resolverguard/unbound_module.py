@@ -13,12 +13,33 @@ once dies importing it again (numpy/numpy#28271); one LiteRT interpreter shared 
 gives wrong scores. The standard library survives re-initialisation, and the model lives in the
 service, where all of Unbound's threads share one batching event loop.
 
-Only queries a client waits for are asked about; Unbound's own lookups (nameserver addresses while
-recursing, DNSSEC keys, prefetch of a name already decided) pass, so recursion costs no extra round trips.
+Only queries a client waits for are asked about, and Unbound's prefetches; Unbound's own lookups
+(nameserver addresses while recursing, DNSSEC keys) pass, so recursion costs no extra round trips.
+A prefetch (`prefetch: yes`: a hit in the last tenth of a cached answer's TTL looks the name up
+again, no client waiting) is asked as for a client of the default group: passed unasked, it put
+the real answer of a sinkholed name over the sinkhole in Unbound's cache (a test holds it).
 
-Fail open: when the service is down, slow (RESOLVERGUARD_TIMEOUT, default 0.25 s) or answers
-nonsense, the name passes and is counted (`passed_unasked`, logged every 1,000 and at unload); a
-thread that could not connect tries again after RETRY_SECONDS, not on every query.
+Resolving while the service decides (issue #17: a round trip on Unbound's thread for every asked
+name held never-seen names to ~0.2x plain Unbound): by default (RESOLVERGUARD_ASK=parallel) the
+module sends the name to the service without waiting (one line on the thread's connection, numbered)
+and hands the query on to the iterator at once; when the iterator is done (MODULE_EVENT_MODDONE) it
+collects the verdict, by then usually there, waiting only for what is left of the timeout since it
+asked. A block replaces the iterator's answer with the service's records. So that the real answer
+of a name that will be blocked never reaches Unbound's cache (another client would get it from there),
+the query is marked `no_cache_store` while it is asked, and the module stores the answer itself once
+the verdict is known: the real one on pass, the block when it holds for every client. The cost: the
+upstream sees a name that is then blocked (the client never gets its answer). Names the module knows
+are on a deny list, and every name while there is no gate snapshot (the module cannot tell), are
+asked first, as with RESOLVERGUARD_ASK=first for all names: the query waits for the verdict and a
+blocked name is never resolved. So are names asked while WINDOW names of the same thread wait for
+the service's answer: that holds Unbound to the service's pace (without it, a busy service fell behind,
+its answers came after the timeout and names passed unscored).
+
+Fail open: when the service is down, slow (no verdict RESOLVERGUARD_TIMEOUT, default 0.25 s, after
+the name was asked) or answers nonsense, the name passes and is counted (`passed_unasked` when it
+could not be asked, `late` when no verdict came; logged every 1,000 and at unload). A thread whose
+connection broke or gave no verdict in time drops it (the names it still waits for pass) and tries
+again after RETRY_SECONDS, not on every query, so a service that hangs costs one timeout a second.
 
 First stage (issue #17): most never-seen names never reach the service. The service writes a
 snapshot beside its socket (`<socket>.gate`: the linear n-gram gate, the deny keys of every list,
@@ -36,14 +57,17 @@ in a global set by `init_standard` and dropped by `deinit` (a reload runs both).
 
 from __future__ import annotations
 
-import importlib.util
+# What an `unbound-control reload` imports again each time, so the cheapest forms: `_socket` and
+# `_thread` (no socket.py, selectors, threading), the loader without importlib.util, no typing at run time.
+import _socket as socket
+import math
 import os
-import socket
+import select
 import struct
 import sys
-import threading
 import time
-from typing import Any
+from _thread import get_ident
+from importlib.machinery import SourceFileLoader
 
 from unboundmodule import (  # Unbound's own, on its PYTHONPATH
     MODULE_ERROR,
@@ -62,23 +86,32 @@ from unboundmodule import (  # Unbound's own, on its PYTHONPATH
     storeQueryInCache,
 )
 
-SOCKET_ENV, TIMEOUT_ENV = "RESOLVERGUARD_SOCKET", "RESOLVERGUARD_TIMEOUT"
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+SOCKET_ENV, TIMEOUT_ENV, ASK_ENV = "RESOLVERGUARD_SOCKET", "RESOLVERGUARD_TIMEOUT", "RESOLVERGUARD_ASK"
 DEFAULT_SOCKET = "/run/resolverguard/unbound.sock"
 RETRY_SECONDS = 1.0
 REPORT_EVERY = 1000
 SNAPSHOT_CHECK_SECONDS = 1.0
+TICKET = "resolverguard"  # the key of a parallel ask's (line, number) in Unbound's per-query dict
+WINDOW = 32  # names of one thread the service has not answered yet, at most (VerdictClient.room)
+SWEEP_AT, SWEEP_GRACE = 4096, 5.0  # numbers held on one line before the stale are swept; their age then
 
 
 def _load_gate_code() -> Any:
     """resolverguard/unbound_gate.py, from beside this file (Unbound runs this file as `__main__`
     with no package around it; the gate code is standard library only as well)."""
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "unbound_gate.py")
-    spec = importlib.util.spec_from_file_location("resolverguard_unbound_gate", path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {path}")
-    code = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = code  # (dataclasses look their module up while the file runs)
-    spec.loader.exec_module(code)
+    name, path = (
+        "resolverguard_unbound_gate",
+        os.path.join(os.path.dirname(os.path.abspath(__file__)), "unbound_gate.py"),
+    )
+    loader = SourceFileLoader(name, path)
+    code = type(sys)(name)
+    code.__file__, code.__loader__ = path, loader
+    sys.modules[name] = code  # (a class defined while the file runs may look its module up)
+    loader.exec_module(code)
     return code
 
 
@@ -129,52 +162,144 @@ class FirstStage:
         self.gate = None
 
 
+class Line:
+    """One Unbound thread's connection to the service: the numbers it asked and still waits for
+    (with their deadlines), the answers read for them, and the bytes of an answer not read whole."""
+
+    __slots__ = ("sock", "poller", "buffer", "waiting", "answers", "number", "closed")
+
+    def __init__(self, sock: socket.socket, number: int) -> None:
+        self.sock, self.number, self.closed = sock, number, False
+        self.poller = select.poll()
+        self.poller.register(sock.fileno(), select.POLLIN)
+        self.buffer = b""
+        self.waiting: dict[int, float] = {}  # number -> monotonic deadline
+        self.answers: dict[int, list[str]] = {}
+
+    def take(self, data: bytes) -> None:
+        """Files the answer lines in `data` ("NUMBER <TAB> answer") under their numbers; answers
+        nobody waits for any more (given up at the deadline) are dropped."""
+        *lines, self.buffer = (self.buffer + data).split(b"\n")
+        for raw in lines:
+            number, _, answer = raw.partition(b"\t")
+            try:
+                n = int(number)
+            except ValueError:
+                continue
+            if n in self.waiting:
+                self.answers[n] = answer.decode("ascii", "replace").split("\t")
+
+    def sweep(self, now: float) -> None:
+        """Forgets numbers whose query never came back for its verdict (Unbound dropped it)."""
+        for n in [n for n, deadline in self.waiting.items() if deadline + SWEEP_GRACE < now]:
+            del self.waiting[n]
+            self.answers.pop(n, None)
+
+
 class VerdictClient:
     """One connection per Unbound thread (keyed by thread id: `threading.local` is unreliable in
-    Unbound's embedded Python), each used by its own thread only."""
+    Unbound's embedded Python), each used by its own thread only. `send` asks without waiting and
+    returns a ticket; `collect` gets the verdict for a ticket; `ask` does both at once."""
 
     def __init__(self, path: str, timeout: float) -> None:
         self.path, self.timeout = path, timeout
-        self._sockets: dict[int, socket.socket] = {}
+        self._lines: dict[int, Line] = {}
         self._retry_at: dict[int, float] = {}
+        self._numbers: dict[int, int] = {}  # the last number each thread used (a new connection goes on from it)
         self._warned: set[int] = set()  # threads that said their service is unreachable, this outage
-        self.passed_unasked = self.asked = 0
+        self.passed_unasked = self.asked = self.late = 0
+
+    def send(self, qname: str, qtype: int, client: str, above: bool = False) -> tuple[Line, int] | None:
+        """Asks about a name without waiting for the answer: (line, number) to collect it with, or
+        None when it could not be asked (the caller passes the name). `above`: the first stage ran
+        and the name is above its gate (the service does not run it again)."""
+        me = get_ident()
+        line = self._lines.get(me) or self._connect(me)
+        if line is None:
+            self._unasked()
+            return None
+        line.number += 1
+        flag = "a" if above else "-"
+        try:
+            line.sock.sendall(f"{qname}\t{qtype}\t{client}\t{flag}\t{line.number}\n".encode("ascii", "replace"))
+        except OSError as err:  # the kernel's send timeout included: the service stopped reading
+            self._drop(me, line, f"{type(err).__name__}: {err}")
+            self._unasked()
+            return None
+        now = time.monotonic()
+        if len(line.waiting) >= SWEEP_AT:
+            line.sweep(now)
+        line.waiting[line.number] = now + self.timeout
+        self.asked += 1
+        return line, line.number
+
+    def room(self) -> bool:
+        """May this thread ask one more name without waiting? Not when WINDOW of its names wait for
+        the service's answer (answers read but not yet collected do not count: those names wait for
+        the upstream): the next one is asked first (the query waits), which holds Unbound to the
+        pace of the service instead of queueing names faster than it decides them."""
+        line = self._lines.get(get_ident())
+        if line is None or len(line.waiting) - len(line.answers) < WINDOW:
+            return True
+        try:  # what has come in meanwhile, without waiting
+            data = line.sock.recv(65536, socket.MSG_DONTWAIT)
+        except OSError:  # nothing yet (BlockingIOError) or broken (the next send finds out)
+            return False
+        if data:
+            line.take(data)
+        return len(line.waiting) - len(line.answers) < WINDOW
+
+    def collect(self, line: Line, number: int) -> list[str] | None:
+        """The service's answer fields (["P"] or ["B", rcode, cache, answer, authority]) for a
+        ticket, waiting at most until its deadline; None when there is none (the caller passes)."""
+        answers = line.answers
+        while number not in answers:
+            deadline = line.waiting.get(number)
+            if deadline is None or line.closed:  # swept, or its connection broke or was dropped
+                self._late()
+                return None
+            if not self._read(line, deadline):
+                if not line.closed:  # a service this slow is treated as down, as one that stopped
+                    self._drop(get_ident(), line, f"no verdict within {self.timeout} s")
+                self._late()
+                return None
+        del line.waiting[number]
+        return answers.pop(number)
 
     def ask(self, qname: str, qtype: int, client: str, above: bool = False) -> list[str] | None:
-        """The service's answer fields (["P"] or ["B", rcode, cache, answer, authority]), or None
-        when it could not be asked (the caller passes the name). `above`: the first stage ran and
-        the name is above its gate (the service does not run it again)."""
-        me = threading.get_ident()
-        sock = self._sockets.get(me) or self._connect(me)
-        if sock is None:
-            self._unasked()
-            return None
-        try:
-            flag = "\ta" if above else ""
-            sock.sendall(f"{qname}\t{qtype}\t{client}{flag}\n".encode("ascii", "replace"))
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = sock.recv(4096)
-                if not chunk:
-                    raise ConnectionError("verdict service closed the connection")
-                data += chunk
-        except OSError as err:  # timeout included: the connection is out of step now, drop it
-            self._drop(me, f"{type(err).__name__}: {err}")
-            self._unasked()
-            return None
-        self.asked += 1
-        return data[:-1].decode("ascii", "replace").split("\t")
+        """`send` and `collect` at once: the query waits for its verdict."""
+        ticket = self.send(qname, qtype, client, above)
+        return self.collect(*ticket) if ticket is not None else None
 
-    def _connect(self, me: int) -> socket.socket | None:
+    def _read(self, line: Line, deadline: float) -> bool:
+        """Reads what the service has answered so far, or waits for more until `deadline`: False
+        at the deadline or when the connection broke (then dropped)."""
+        try:
+            data = line.sock.recv(65536, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            line.poller.poll(math.ceil(left * 1000))
+            return True
+        except OSError as err:
+            self._drop(get_ident(), line, f"{type(err).__name__}: {err}")
+            return False
+        if not data:
+            self._drop(get_ident(), line, "the verdict service closed the connection")
+            return False
+        line.take(data)
+        return True
+
+    def _connect(self, me: int) -> Line | None:
         if time.monotonic() < self._retry_at.get(me, 0.0):
             return None
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            # The kernel's timeouts on a blocking socket, not Python's (settimeout polls before every
-            # send and recv: two more system calls per name on the Unbound thread). A timeout is then
-            # an OSError (EAGAIN) like any other failure: the name passes.
+            # The kernel's send timeout on a blocking socket, not Python's (settimeout polls before
+            # every send: one more system call per name on the Unbound thread). Reads never block
+            # (MSG_DONTWAIT, then poll for what is left of the deadline).
             timeval = struct.pack("ll", int(self.timeout), int(self.timeout % 1 * 1_000_000))
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
             sock.connect(self.path)
         except OSError as err:
@@ -185,13 +310,16 @@ class VerdictClient:
                 self._warned.add(me)
             return None
         self._warned.discard(me)
-        self._sockets[me] = sock
-        return sock
+        line = self._lines[me] = Line(sock, self._numbers.get(me, 0))
+        return line
 
-    def _drop(self, me: int, why: str) -> None:
-        sock = self._sockets.pop(me, None)
-        if sock is not None:
-            sock.close()
+    def _drop(self, me: int, line: Line, why: str) -> None:
+        """Closes a broken connection; the names it waits for pass (`collect` sees it closed)."""
+        line.closed = True
+        line.sock.close()
+        self._numbers[me] = line.number
+        if self._lines.get(me) is line:
+            del self._lines[me]
         self._retry_at[me] = time.monotonic() + RETRY_SECONDS
         log_warn(f"resolverguard: verdict service {self.path}: {why}; names pass unscored")
 
@@ -200,23 +328,35 @@ class VerdictClient:
         if self.passed_unasked % REPORT_EVERY == 1:
             log_info(f"resolverguard: passed_unasked={self.passed_unasked} (verdict service down)")
 
+    def _late(self) -> None:
+        self.late += 1
+        if self.late % REPORT_EVERY == 1:
+            log_info(f"resolverguard: late={self.late} (no verdict within {self.timeout} s: names passed)")
+
     def close(self) -> None:
-        for sock in list(self._sockets.values()):
-            sock.close()
-        self._sockets.clear()
+        for line in list(self._lines.values()):
+            line.closed = True
+            line.sock.close()
+        self._lines.clear()
 
 
 _client: VerdictClient | None = None  # see the module docstring: Unbound's API leaves no other home
 _first: FirstStage | None = None
+_parallel = True  # RESOLVERGUARD_ASK: resolve while the service decides (see the module docstring)
 
 
 def init_standard(id: int, env: Any) -> bool:  # noqa: A002 - Unbound's signature
-    global _client, _first
+    global _client, _first, _parallel
     timeout = float(os.environ.get(TIMEOUT_ENV, "0.25"))
     path = os.environ.get(SOCKET_ENV, DEFAULT_SOCKET)
+    ask = os.environ.get(ASK_ENV, "parallel")
+    if ask not in ("parallel", "first"):
+        log_warn(f"resolverguard: {ASK_ENV}={ask!r}: not 'parallel' or 'first'; asking first")
+    _parallel = ask == "parallel"
     _client = VerdictClient(path, timeout)
     _first = FirstStage(path)
-    log_info(f"resolverguard: module loaded, verdict service {_client.path}")
+    how = "in parallel" if _parallel else "first"
+    log_info(f"resolverguard: module loaded, verdict service {_client.path}, asking {how}")
     return True
 
 
@@ -225,7 +365,7 @@ def deinit(id: int) -> bool:  # noqa: A002 - Unbound's signature
     if _client is not None and _first is not None:
         log_info(
             f"resolverguard: module unloaded, asked={_client.asked} passed_unasked={_client.passed_unasked} "
-            f"cleared={_first.cleared} logged={_first.logged} log_dropped={_first.log_dropped}"
+            f"late={_client.late} cleared={_first.cleared} logged={_first.logged} log_dropped={_first.log_dropped}"
         )
         _client.close()
         _first.close()
@@ -245,16 +385,17 @@ def client_of(qstate: Any) -> str:
 
 
 def operate(id: int, event: int, qstate: Any, qdata: Any) -> bool:  # noqa: A002 - Unbound's signature
-    if event == MODULE_EVENT_MODDONE:  # the iterator resolved a name we passed
-        qstate.ext_state[id] = MODULE_FINISHED
+    if event == MODULE_EVENT_MODDONE:  # the iterator resolved a name we passed (or asked about in parallel)
+        ticket = qdata.get(TICKET) if qdata else None
+        qstate.ext_state[id] = resolved(qstate, ticket) if ticket is not None else MODULE_FINISHED
         return True
     if event not in (MODULE_EVENT_NEW, MODULE_EVENT_PASS):
         qstate.ext_state[id] = MODULE_ERROR
         return True
     client = client_of(qstate)
-    if client == "-" or _client is None or _first is None:
-        # No client waits for it: Unbound's own lookups (nameserver addresses, DNSSEC keys, prefetch
-        # of a name already decided). The client's own query is what is filtered; these pass unasked.
+    if (client == "-" and not qstate.prefetch_leeway) or _client is None or _first is None:
+        # No client waits for it and it is no prefetch: Unbound's own lookups (nameserver addresses,
+        # DNSSEC keys). The client's own query is what is filtered; these pass unasked.
         qstate.ext_state[id] = MODULE_WAIT_MODULE
         return True
     qinfo = qstate.qinfo
@@ -268,12 +409,32 @@ def operate(id: int, event: int, qstate: Any, qdata: Any) -> bool:  # noqa: A002
             _first.log(qname, qinfo.qtype, client)
         qstate.ext_state[id] = MODULE_WAIT_MODULE
         return True
+    if _parallel and gate is not None and decided != gatecode.LISTED and _client.room():
+        ticket = _client.send(qname, qinfo.qtype, client, decided == gatecode.ABOVE)
+        if ticket is not None:  # the verdict is collected when the iterator is done (`resolved`)
+            qstate.no_cache_store = 1
+            qdata[TICKET] = ticket
+        qstate.ext_state[id] = MODULE_WAIT_MODULE
+        return True
     answer = _client.ask(qname, qinfo.qtype, client, decided == gatecode.ABOVE)
     if answer is None or answer[0] != "B" or len(answer) != 5:
         qstate.ext_state[id] = MODULE_WAIT_MODULE  # pass: on to the iterator
         return True
     qstate.ext_state[id] = block(qstate, int(answer[1]), answer[2] == "1", answer[3], answer[4])
     return True
+
+
+def resolved(qstate: Any, ticket: tuple[Line, int]) -> int:
+    """The iterator is done with a name asked in parallel: its verdict decides the answer. A block
+    replaces the iterator's; on pass (or no verdict in time) the iterator's answer goes out and into
+    Unbound's cache, which the iterator left alone (`no_cache_store`)."""
+    answer = _client.collect(*ticket) if _client is not None else None
+    if answer is not None and answer[0] == "B" and len(answer) == 5:
+        return block(qstate, int(answer[1]), answer[2] == "1", answer[3], answer[4])
+    msg = qstate.return_msg
+    if msg is not None and msg.rep is not None and qstate.return_rcode == RCODE_NOERROR:
+        storeQueryInCache(qstate, msg.qinfo, msg.rep, 0)
+    return int(MODULE_FINISHED)
 
 
 def block(qstate: Any, rcode: int, cache: bool, answer: str, authority: str) -> int:

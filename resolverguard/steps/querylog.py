@@ -15,6 +15,7 @@ and DNS service goes on. A crash (not a stop) can lose the last fraction of a se
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import multiprocessing
@@ -44,7 +45,16 @@ from resolverguard.logwriter import (
 )
 from resolverguard.store import QueryStore
 
-__all__ = ["FLUSH_SECONDS", "QueryLog", "QueryLogStep", "client_for_log", "line_of", "record_of", "timestamp"]
+__all__ = [
+    "FLUSH_SECONDS",
+    "HandOverTimer",
+    "QueryLog",
+    "QueryLogStep",
+    "client_for_log",
+    "line_of",
+    "record_of",
+    "timestamp",
+]
 
 BATCH = 256  # records per hand-over: one message to the writer instead of one per query
 SYNC_SECONDS = 120.0  # how long a flush or stop waits for a writer that is alive to write its backlog
@@ -301,3 +311,24 @@ class QueryLogStep:
             raise
         finally:
             self._log.add(record_of(request, self._clock(), self._wall()))
+
+
+class HandOverTimer:
+    """Hands a query log's kept records to its writer every FLUSH_SECONDS on the running event loop,
+    so lines reach the file even when traffic stops: the one timer `resolverguard serve` and the
+    Unbound verdict service both run. It never waits for the writer (`QueryLog.hand_over`), so the
+    loop is not held; `log_of` is asked each time because a reload swaps the log."""
+
+    def __init__(self, log_of: Callable[[], QueryLog]) -> None:
+        self._log_of = log_of
+        self._timer: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        """Hands over now, then every FLUSH_SECONDS until `stop` (call it on the loop)."""
+        self._log_of().hand_over()
+        self._timer = asyncio.get_running_loop().call_later(FLUSH_SECONDS, self.start)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
