@@ -235,3 +235,44 @@ def test_reused_answer_equals_a_freshly_patched_one() -> None:
             query.add_ar(EDNS0(udp_len=1232))
         packet = query.pack()
         assert entry.serve(packet, edns, elapsed) == served_wire(layout, packet, edns, elapsed)
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["plain", "big", "nxdomain", "out_of_bailiwick", "huge_ttl", "cut", "servfail", "mx", "any"],
+)
+def test_a_miss_is_stored_from_the_forwarders_read_as_from_its_own(kind: str) -> None:
+    """The answer cache stores a miss from the records the forwarder read (`layout_of`): the same
+    layout, byte for byte, as reading the answer again (`wire_layout`), for every kind of answer
+    the test upstream gives and every kind of client query (EDNS or not, DO, letter case)."""
+    from dnslib import EDNS0, DNSRecord
+
+    from resolverguard.replies import edns_record, forwarded, forwarded_read
+    from resolverguard.steps.answers import layout_of, wire_layout
+    from resolverguard.wire import parse_query
+
+    knobs = {"huge_ttl": {"ttl": 2**31 + 5}, "servfail": {"rcode": 2}, "nxdomain": {"tld_soa": True}}
+    upstream = Upstream(**knobs.get(kind, {kind: True} if kind in ("big", "out_of_bailiwick", "cut") else {}))
+    qtype = {"mx": "MX", "any": "ANY"}.get(kind, "A")
+    name = "nxname.example.com" if kind == "nxdomain" else "WwW.Example.com"
+    compared = 0
+    for edns, do in ((False, False), (True, False), (True, True)):
+        query = DNSRecord.question(name, qtype)
+        if edns:
+            query.add_ar(EDNS0(udp_len=1400, flags="do" if do else ""))
+        for upstream_edns in (False, True):
+            asked = DNSRecord.question(name, qtype)
+            if upstream_edns:
+                asked.add_ar(EDNS0(udp_len=1232))
+            answer, head = upstream.answer(bytes(asked.pack())), parse_query(bytes(query.pack()))
+            assert head is not None
+            read = forwarded_read(answer, head)
+            assert (read[0] if read else None) == forwarded(answer, head)
+            if read is None:
+                assert kind == "cut"
+                continue
+            for lo, hi in ((0, 2**31 - 1), (60, 120)):
+                expected = wire_layout(read[0], lo, hi, edns_record(do))
+                assert layout_of(read[0], read[1], lo, hi, edns_record(do)) == expected
+                compared += expected is not None
+    assert compared == (0 if kind == "cut" else 12)

@@ -25,7 +25,7 @@ from resolverguard.chain import Reply, Request
 from resolverguard.config import EncryptedUpstream, EncryptedUpstreamsConfig, Endpoint, Upstream
 from resolverguard.errors import UpstreamError
 from resolverguard.steps.encrypted import DohClient, DotClient, padded, tls_context
-from resolverguard.wire import ANY, RCODE_MASK, REFUSED, SERVFAIL, Flag, QueryHead, rcode_name
+from resolverguard.wire import ANY, RCODE_MASK, REFUSED, SERVFAIL, Flag, Message, QueryHead, rcode_name
 
 _TC = int(Flag.TC) >> 8  # the bit in byte 2 of the header (a plain int)
 _QR = int(Flag.QR) >> 8
@@ -246,7 +246,14 @@ class UpstreamForwarder:
     async def resolve(self, packet: bytes, question: bytes | None = None, head: QueryHead | None = None) -> bytes:
         """The first usable answer, with the client's ID restored; UpstreamError if none.
         `question`: the packet's raw question section, when the caller has already read it.
-        `head`: the client's query, to pass the answer on as ours (`replies.forwarded`).
+        `head`: the client's query, to pass the answer on as ours (`replies.forwarded`)."""
+        return (await self.resolve_read(packet, question, head))[0]
+
+    async def resolve_read(
+        self, packet: bytes, question: bytes | None = None, head: QueryHead | None = None
+    ) -> tuple[bytes, Message | None]:
+        """`resolve`, and with `head` the answer's records as read on the way (for the answer
+        cache: `Request.answer_read`), else None.
 
         The next upstream is tried at once (issue #14) after a reply that is malformed or cut
         mid-record, one with our ID that answers another question (while another upstream is
@@ -265,12 +272,12 @@ class UpstreamForwarder:
                     answer, wire, qid = await self._udp(server, packet, question, more)
                     if answer[2] & _TC:
                         answer = await asyncio.wait_for(self._tcp(server, wire, qid, question), self.timeout)
-                answer = packet[:2] + answer[2:]
+                answer, message = packet[:2] + answer[2:], None
                 if head is not None:
-                    ours = replies.forwarded(answer, head)
-                    if ours is None:
+                    read = replies.forwarded_read(answer, head)
+                    if read is None:
                         raise UpstreamError("malformed reply")
-                    answer = ours
+                    answer, message = read
             except (TimeoutError, OSError, UpstreamError, asyncio.IncompleteReadError) as err:
                 self.health.failed(server)
                 problems.append(f"{server}: {type(err).__name__} {err}".strip())
@@ -286,7 +293,7 @@ class UpstreamForwarder:
             if server in self._told:
                 del self._told[server]
                 self._say_line(f"upstream {server} answers again")
-            return answer
+            return answer, message
         raise UpstreamError("; ".join(problems))
 
     async def _encrypted(
@@ -448,11 +455,13 @@ class UpstreamStep:
             if request.head.qtype == ANY:
                 return replies.minimal_any(request.head)
             question = request.head.question if request.parsed is None else None
-            answer = await self._forwarder.resolve(request.packet, question, request.head)
+            answer, message = await self._forwarder.resolve_read(request.packet, question, request.head)
         except UpstreamError as err:
             request.upstream_error, request.upstream_rcode = str(err), "SERVFAIL"
             return replies.empty(request.head, SERVFAIL)
         finally:
             request.upstream_seconds = time.perf_counter() - started
         request.upstream_rcode = rcode_name(answer)
+        if message is not None:
+            request.answer_read = answer, message
         return answer
