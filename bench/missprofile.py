@@ -172,7 +172,7 @@ async def waits(n: int) -> list[tuple[str, float, str]]:
     deadlines = Deadlines(2.0)
 
     def timer_new() -> None:
-        deadlines.expire(loop, loop.create_future())
+        deadlines.done(deadlines.expire(loop, loop.create_future()))
 
     rows.append(
         (

@@ -122,35 +122,49 @@ class Deadlines:
     """The UDP queries' timeouts, kept by one timer instead of one per query.
 
     Every query of a forwarder waits the same `timeout`, so deadlines come in the order the
-    queries were sent: a FIFO of (deadline, future) and one timer armed for the oldest one expire
-    each query at its own deadline, as a timer per query would. A timer per query (`call_later`
-    and its `cancel`) cost ~3.5 us of a ~100 us miss (bench/missprofile.py); an append costs a
-    tenth of that. Answered queries stay in the FIFO (done) until their deadline passes."""
+    queries were sent: a FIFO of (deadline, ticket) and one timer armed for the oldest one expire
+    each query at its own deadline, as a timer per query would. A query's future is held by its
+    ticket only while it waits (`done` drops it): the FIFO holds floats and ints alone, which the
+    garbage collector stops tracking, so the answered queries it keeps until their deadline pass
+    are never walked by a collection (holding the futures there promoted thousands of them into
+    the old generations). A timer per query (`call_later` and its `cancel`) also cost more than
+    an append and a dict entry (bench/missprofile.py)."""
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
-        self._queue: deque[tuple[float, asyncio.Future[bytes]]] = deque()
+        self._queue: deque[tuple[float, int]] = deque()
+        self._waiting: dict[int, asyncio.Future[bytes]] = {}
+        self._tickets = 0
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def expire(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[bytes]) -> None:
-        """Fails `future` with TimeoutError `timeout` seconds from now unless it is done by then."""
+    def expire(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[bytes]) -> int:
+        """Fails `future` with TimeoutError `timeout` seconds from now unless `done` is called
+        first with the ticket returned."""
         if loop is not self._loop:  # (a forwarder used from another loop: that loop's timer)
             self._reset()
             self._loop = loop
-        self._queue.append((loop.time() + self.timeout, future))
+        self._tickets += 1
+        ticket = self._tickets
+        self._waiting[ticket] = future
+        self._queue.append((loop.time() + self.timeout, ticket))
         if self._timer is None:
             self._timer = loop.call_at(self._queue[0][0], self._sweep)
+        return ticket
+
+    def done(self, ticket: int) -> None:
+        """The query no longer waits (answered, failed, or timed out)."""
+        self._waiting.pop(ticket, None)
 
     def _sweep(self) -> None:
         self._timer = None
-        loop, queue = self._loop, self._queue
+        loop, queue, waiting = self._loop, self._queue, self._waiting
         if loop is None:
             return
         now = loop.time() + CLOCK_SLACK  # loops round timers to their resolution (uvloop: 1 ms)
-        while queue and (queue[0][0] <= now or queue[0][1].done()):
-            future = queue.popleft()[1]
-            if not future.done():
+        while queue and (queue[0][0] <= now or queue[0][1] not in waiting):
+            future = waiting.pop(queue.popleft()[1], None)
+            if future is not None and not future.done():
                 future.set_exception(TimeoutError(f"no answer in {self.timeout:g} s"))
         if queue:
             self._timer = loop.call_at(queue[0][0], self._sweep)
@@ -165,6 +179,7 @@ class Deadlines:
             self._timer.cancel()
             self._timer = None
         self._queue.clear()
+        self._waiting.clear()
 
 
 class UpstreamHealth:
@@ -372,12 +387,13 @@ class UpstreamForwarder:
         future: asyncio.Future[bytes] = channel.loop.create_future()
         channel.pending[qid] = (question, future, fail_fast)
         channel.uses += 1
-        self._deadlines.expire(channel.loop, future)
+        ticket = self._deadlines.expire(channel.loop, future)
         try:
             channel.sock.send(wire)
             return await future, wire, qid
         finally:
             del channel.pending[qid]  # a reply after this (a late one) finds no one and is dropped
+            self._deadlines.done(ticket)
             self._close_when_idle(channel)
 
     def close(self) -> None:
