@@ -69,10 +69,10 @@ class Resumed:
     """The rest of a UDP query's coroutine after it first waits, driven from the done callback of
     what it waits on, without a Task.
 
-    `finish` (a Task) cost ~11 us per waiting query: the Task, its registration in asyncio's weak
-    set of all tasks, `ensure_future`'s checks, a wrapper frame per resume, and its done callback's
-    own loop turn (bench/missprofile.py: a never-seen name's miss is ~100 us of Python, most of it
-    the forwarding). What a Task does that matters here is small: resume the coroutine when the
+    `finish` (a Task) cost ~8 us per waiting query against ~2.6 here (bench/missprofile.py, under
+    load): the Task, its registration in asyncio's weak set of all tasks, `ensure_future`'s checks,
+    a wrapper frame per resume, and its done callback's own loop turn; a never-seen name's miss is
+    ~60-100 us of Python, most of it the forwarding. What a Task does that matters here is small: resume the coroutine when the
     future it yielded is done (`await future` reads the result itself), or on the next loop turn
     after a bare `yield`. The query's coroutine never raises (`DnsServer.answer` turns errors into
     SERVFAIL); anything that escapes anyway goes to the loop's exception handler, as an unretrieved

@@ -128,7 +128,7 @@ class Deadlines:
     garbage collector stops tracking, so the answered queries it keeps until their deadline pass
     are never walked by a collection (holding the futures there promoted thousands of them into
     the old generations). A timer per query (`call_later` and its `cancel`) also cost more than
-    an append and a dict entry (bench/missprofile.py)."""
+    an append and a dict entry (bench/missprofile.py: 0.53 against 0.35 us under load)."""
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
