@@ -14,6 +14,7 @@ them, and the server's CPU per answered query (its worker and writer processes i
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import subprocess
@@ -29,12 +30,14 @@ import compare as C  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def start(tree: Path, work: Path, port: int, upstream: int, workers: int = 1, log: str = "") -> Any:
+def start(
+    tree: Path, work: Path, port: int, upstream: int, workers: int = 1, log: str = "", scoring: bool = True
+) -> Any:
     """`resolverguard serve` from `tree` (its own package first on the path), policy as compare's."""
     policy = work / f"rg-{port}.yaml"
     query_log = f"{{path: '{work}/queries-{port}.jsonl', writer: {log}}}" if log else "off"
     policy.write_text(
-        f"upstreams: ['127.0.0.1:{upstream}']\nscoring: true\nquery_log: {query_log}\n"
+        f"upstreams: ['127.0.0.1:{upstream}']\nscoring: {str(scoring).lower()}\nquery_log: {query_log}\n"
         f"rate_limit:\n  qps: 0\nlimits:\n  max_inflight: 8192\nworkers: {workers}\n"
     )
     cmd = [sys.executable, "-m", "resolverguard", "serve", "--config", str(policy), "--listen", f"127.0.0.1:{port}"]
@@ -53,9 +56,11 @@ def main() -> None:
     p.add_argument("--tree", action="append", default=[], help="another checkout to measure beside this one")
     p.add_argument("--writer", action="append", default=[], help="query_log.writer of (d'): process (default), thread")
     p.add_argument("--skip-workers", action="store_true", help="no (e) rows")
+    p.add_argument("--plain", action="store_true", help="(c) rows too: each tree with scoring off")
+    p.add_argument("--no-log", action="store_true", help="no (d') rows")
     p.add_argument("--out", help="write the table to bench/results/OUT.md too")
     a = p.parse_args()
-    a.writer = a.writer or ["process"]
+    a.writer = [] if a.no_log else a.writer or ["process"]
     trees = [ROOT, *(Path(t).resolve() for t in a.tree)]
     work = Path(tempfile.mkdtemp(prefix="rg-standalone-"))
     misses = int(a.seconds * 200_000)
@@ -81,6 +86,10 @@ def main() -> None:
                 rows[f"(e) {tag}"] = C.measure(
                     f"(e) {tag}", procs[-1], port, files, a.seconds, {}, sources=C.one_client_per_worker(2)
                 )
+            if a.plain:
+                port = C.free_port()
+                procs.append(start(tree, work, port, nsd_port, scoring=False))
+                rows[f"(c) {tag}"] = C.measure(f"(c) {tag}", procs[-1], port, files, a.seconds, latency_qps)
             for writer in a.writer:
                 port = C.free_port()
                 procs.append(start(tree, work, port, nsd_port, log=writer))
@@ -138,26 +147,32 @@ def write(
         pairs = [(f"(d)/(b) {tag}", d, b, ">= 0.5")]
         if f"(e) {tag}" in rows:
             pairs.append((f"(e)/(b2) {tag}", rows[f"(e) {tag}"], b2, ">= 0.5"))
+        if f"(c) {tag}" in rows:
+            pairs += [(f"(c)/(b) {tag}", rows[f"(c) {tag}"], b, ""), (f"(d)/(c) {tag}", d, rows[f"(c) {tag}"], "")]
         pairs += [(f"(d')/(d) {tag} {w}", rows[f"(d') {tag} {w}"], d, ">= 0.9") for w in a.writer]
         for name, x, y, target in pairs:
             cells = [C.ratio(x[k]["qps"], y[k]["qps"]) for k in kinds]
             cpu = [C.ratio(cpu_us(y, k), cpu_us(x, k)) for k in kinds]
             lines.append(f"| {name} | {cells[0]} | {cells[1]} | {target} | {cpu[0]}, {cpu[1]} |")
-    added = {
-        k: round((rows[f"(d) {trees[0].name}"][k].get("p99_ms") or 0) - (upstream[k].get("p99_ms") or 0), 3)
-        for k in kinds
-    }
-    lines += [
-        "",
-        f"Added p99 of (d) {trees[0].name} over NSD's own at 20% of its peak "
-        f"({', '.join(f'{k} {v:.0f} qps' for k, v in latency_qps.items())}): hits {added['hits']} ms, "
-        f"misses {added['misses']} ms (target <= 0.5 ms).",
-        "",
-    ]
+    for tree in trees:  # each tree's (d) ran at the same rate (20% of the first tree's peak)
+        added = {
+            k: round((rows[f"(d) {tree.name}"][k].get("p99_ms") or 0) - (upstream[k].get("p99_ms") or 0), 3)
+            for k in kinds
+        }
+        lines += [
+            "",
+            f"Added p99 of (d) {tree.name} over NSD's own at 20% of {trees[0].name}'s peak "
+            f"({', '.join(f'{k} {v:.0f} qps' for k, v in latency_qps.items())}): hits {added['hits']} ms, "
+            f"misses {added['misses']} ms (target <= 0.5 ms).",
+        ]
+    lines.append("")
     text = "\n".join(lines)
     print(text)
     if a.out:
         (ROOT / "bench" / "results" / f"{a.out}.md").write_text(text)
+        raw = {"rows": rows, "upstream_latency": upstream, "latency_qps": latency_qps, "load_before": load_before}
+        raw["load_after"], raw["trees"] = C.load_average(), [str(t) for t in trees]
+        (ROOT / "bench" / "results" / f"{a.out}.json").write_text(json.dumps(raw, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from dnslib import DNSRecord
 from resolverguard.groups import ClientGroup
 from resolverguard.names import RegistrableName
 from resolverguard.verdicts import Verdict
-from resolverguard.wire import QueryHead
+from resolverguard.wire import Message, QueryHead
 
 
 @dataclass(slots=True)
@@ -49,6 +49,9 @@ class Request:
     internal_error: str | None = None  # a bug below the query log; the server answers SERVFAIL
     notes: dict[str, object] = field(default_factory=dict)
     parsed: DNSRecord | None = None  # the full dnslib parse, made only when a step needs it
+    # The upstream's answer as passed on and its records, as the forwarder read them (the answer
+    # cache reads them from here instead of reading the answer again)
+    answer_read: tuple[bytes, Message] | None = None
 
     @property
     def query(self) -> DNSRecord:

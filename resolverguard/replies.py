@@ -38,6 +38,7 @@ from resolverguard.wire import (
     Name,
     QueryHead,
     Rclass,
+    Record,
     read_message,
     read_name,
     within,
@@ -146,6 +147,14 @@ def forwarded(answer: bytes, head: QueryHead) -> bytes | None:
     answer for www.example.org reached the client); TTLs of 2^31 or more are 0 (RFC 2181 8); the
     header is ours (RA set, AA and Z cleared, RD and CD as the client sent them: RFC 1035, 4035
     3.2.2); the upstream's OPT is replaced by ours, so EDNS looks the same on every path."""
+    read = forwarded_read(answer, head)
+    return read[0] if read is not None else None
+
+
+def forwarded_read(answer: bytes, head: QueryHead) -> tuple[bytes, Message] | None:
+    """`forwarded`, with the records of the answer as passed on (where each one's TTL field is,
+    as `read_message` would read them): the answer cache stores a miss's answer from these
+    instead of reading it again (`steps.answers.layout_of`)."""
     answer = bytes(answer)  # (names read from it must be hashable)
     message = read_message(answer)
     if message is None:
@@ -234,28 +243,33 @@ _FROM_UPSTREAM = int(Flag.TC | Flag.AD | 0x000F)  # what the upstream decides: T
 _TTL_ZERO = bytes(4)
 
 
-def _ours(wire: bytes, message: Message, head: QueryHead) -> bytes | None:
-    """The header, TTLs and OPT rewritten in place (no re-encoding)."""
+def _ours(wire: bytes, message: Message, head: QueryHead) -> tuple[bytes, Message] | None:
+    """The header, TTLs and OPT rewritten in place (no re-encoding), and the records of the result."""
     out = bytearray(wire)
     flags = _QR_RA | head.flags & _COPIED | (wire[2] << 8 | wire[3]) & _FROM_UPSTREAM
     out[2:4] = flags.to_bytes(2, "big")
-    extended, opt_at = 0, None
-    for r in message.records:
+    extended, opt_at, records = 0, None, message.records
+    for r in records:
         if r.rtype == OPT:
             if opt_at is not None or r is not message.records[-1]:
                 return None  # one OPT, last (RFC 6891 6.1.1)
             extended, opt_at = wire[r.ttl_at], r.start
         elif r.ttl >= 0x80000000:  # RFC 2181 8: the top bit set means 0
             out[r.ttl_at : r.ttl_at + 4] = _TTL_ZERO
+            records = tuple(x._replace(ttl=0) if x is r else x for x in records)
     additional = int.from_bytes(wire[10:12], "big")
     if opt_at is not None:
         del out[opt_at:]
         additional -= 1
+        records = records[:-1]
     if head.edns:
+        start = len(out)
         out += b"\x00" + struct.pack("!HHBBHH", OPT, 1232, extended, 0, EDNS_DO if head.do else 0, 0)
         additional += 1
+        ttl = int.from_bytes(out[start + 5 : start + 9], "big")
+        records += (Record(ADDITIONAL, start, (), OPT, ttl, start + 5, start + 11, start + 11),)
     out[10:12] = additional.to_bytes(2, "big")
-    return bytes(out)
+    return bytes(out), Message(message.question_end, records, message.qname)
 
 
 def suffix_offset(question: bytes, labels: int) -> int:

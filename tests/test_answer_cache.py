@@ -235,3 +235,79 @@ def test_reused_answer_equals_a_freshly_patched_one() -> None:
             query.add_ar(EDNS0(udp_len=1232))
         packet = query.pack()
         assert entry.serve(packet, edns, elapsed) == served_wire(layout, packet, edns, elapsed)
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["plain", "big", "nxdomain", "out_of_bailiwick", "huge_ttl", "cut", "servfail", "mx", "any"],
+)
+def test_a_miss_is_stored_from_the_forwarders_read_as_from_its_own(kind: str) -> None:
+    """The answer cache stores a miss from the records the forwarder read (`layout_of`): the same
+    layout, byte for byte, as reading the answer again (`wire_layout`), for every kind of answer
+    the test upstream gives and every kind of client query (EDNS or not, DO, letter case)."""
+    from dnslib import EDNS0, DNSRecord
+
+    from resolverguard.replies import edns_record, forwarded, forwarded_read
+    from resolverguard.steps.answers import layout_of, wire_layout
+    from resolverguard.wire import parse_query
+
+    knobs = {"huge_ttl": {"ttl": 2**31 + 5}, "servfail": {"rcode": 2}, "nxdomain": {"tld_soa": True}}
+    upstream = Upstream(**knobs.get(kind, {kind: True} if kind in ("big", "out_of_bailiwick", "cut") else {}))
+    qtype = {"mx": "MX", "any": "ANY"}.get(kind, "A")
+    name = "nxname.example.com" if kind == "nxdomain" else "WwW.Example.com"
+    compared = 0
+    for edns, do in ((False, False), (True, False), (True, True)):
+        query = DNSRecord.question(name, qtype)
+        if edns:
+            query.add_ar(EDNS0(udp_len=1400, flags="do" if do else ""))
+        for upstream_edns in (False, True):
+            asked = DNSRecord.question(name, qtype)
+            if upstream_edns:
+                asked.add_ar(EDNS0(udp_len=1232))
+            answer, head = upstream.answer(bytes(asked.pack())), parse_query(bytes(query.pack()))
+            assert head is not None
+            read = forwarded_read(answer, head)
+            assert (read[0] if read else None) == forwarded(answer, head)
+            if read is None:
+                assert kind == "cut"
+                continue
+            for lo, hi in ((0, 2**31 - 1), (60, 120)):
+                expected = wire_layout(read[0], lo, hi, edns_record(do))
+                assert layout_of(read[0], read[1], lo, hi, edns_record(do)) == expected
+                compared += expected is not None
+    assert compared == (0 if kind == "cut" else 12)
+
+
+def test_an_answer_never_asked_again_is_not_walked_by_the_garbage_collector() -> None:
+    """Every miss stores an answer, and most are never asked again: until its first hit it is a
+    plain tuple the collector stops tracking (full collections walked two objects per stored
+    answer and their pauses set a miss's p99); its first hit serves it as before."""
+    import gc
+
+    from dnslib import QTYPE, RR, A, DNSRecord
+
+    from resolverguard.chain import Request
+    from resolverguard.steps.answers import AnswerCache, cache_key
+    from resolverguard.wire import parse_query
+
+    cache = AnswerCache(AnswerCacheConfig(), clock=Clock())
+    query = DNSRecord.question("once.example.com", "A")
+    answer = query.reply()
+    answer.add_answer(RR("once.example.com", QTYPE.A, rdata=A("192.0.2.7"), ttl=300))
+    packet = bytes(query.pack())
+    head = parse_query(packet)
+    assert head is not None
+    assert cache.put(Request(head, packet, ("127.0.0.1", 1), "udp", 0.0), bytes(answer.pack())) is not None
+    gc.collect()
+    stored = cache._entries.get(cache_key(head))
+    assert type(stored) is tuple and not gc.is_tracked(stored)
+    again = DNSRecord.question("ONCE.example.com", "A")
+    again_packet = bytes(again.pack())
+    again_head = parse_query(again_packet)
+    assert again_head is not None
+    served = cache.get(Request(again_head, again_packet, ("127.0.0.1", 1), "udp", 0.0))
+    assert served is not None
+    reply = dns.message.from_wire(served[0])
+    assert reply.id == again.header.id and reply.question[0].name.to_text() == "ONCE.example.com."
+    assert [rd.to_text() for rr in reply.answer for rd in rr] == ["192.0.2.7"]
+    assert cache.entry_for(Request(again_head, again_packet, ("127.0.0.1", 1), "udp", 0.0)) is not None

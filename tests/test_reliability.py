@@ -107,6 +107,25 @@ def test_inflight_bound_sheds_with_servfail_instead_of_queueing(tmp_path: Path) 
     assert fast == [dns.rcode.SERVFAIL] * 16  # shed at once; 4 still wait on the dead upstream
 
 
+def test_stop_waits_for_the_queries_in_flight_and_no_longer(tmp_path: Path) -> None:
+    """UDP queries waiting on the upstream are not tasks (server.Resumed): stop still waits for
+    them (their log lines are written), and returns once they are done, not after the whole grace."""
+    with run_upstream(Upstream(delay=0.5)) as slow:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        with run_resolver(config_for(slow), tmp_path / "q.log") as r:
+            for i in range(3):
+                sock.sendto(dns.message.make_query(f"late{i}.example.com", "A").to_wire(), (r.host, r.port))
+            deadline = time.monotonic() + 5
+            while len(slow.queries) < 3 and time.monotonic() < deadline:  # all three are in flight
+                time.sleep(0.01)
+            started = time.monotonic()
+        took = time.monotonic() - started
+        sock.close()
+    logged = [json.loads(line)["qname"] for line in (tmp_path / "q.log").read_text().splitlines()]
+    assert sorted(logged) == [f"late{i}.example.com" for i in range(3)]
+    assert 0.2 < took < 3.0  # the grace is 5 s
+
+
 def test_tcp_connection_bound(upstream, tmp_path: Path) -> None:
     cfg = config_for(upstream, limits=Limits(max_tcp_connections=2, tcp_idle_timeout=5))
     with run_resolver(cfg, tmp_path / "q.log") as r:

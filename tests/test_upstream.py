@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
 
 from dnsfixtures import UPSTREAM_A, Upstream, run_upstream
-from dnslib import DNSRecord
+from dnslib import QTYPE, RR, A, DNSRecord
 
 from resolverguard.config import Endpoint
+from resolverguard.errors import UpstreamError
 from resolverguard.steps.upstream import RandomIds, UpstreamForwarder
 
 
@@ -79,8 +85,6 @@ def test_failed_upstream_is_tried_last_until_its_backoff_ends() -> None:
 
 
 def test_dead_first_upstream_costs_one_timeout_not_one_per_query() -> None:
-    import time
-
     with run_upstream(Upstream(silent=True)) as dead, run_upstream(Upstream()) as good:
 
         async def run() -> list[float]:
@@ -98,3 +102,125 @@ def test_dead_first_upstream_costs_one_timeout_not_one_per_query() -> None:
         took = asyncio.run(run())
     assert took[0] >= 0.3 and all(t < 0.2 for t in took[1:])  # only the first query waited
     assert len(dead.queries) == 1 and len(good.queries) == 6
+
+
+@contextlib.contextmanager
+def spoofing_upstream() -> Iterator[tuple[int, list[str]]]:
+    """An upstream that, before each real answer, sends what an off-path attacker would: the real
+    answer from another port (another address), the answer with a wrong ID, and an answer to
+    another question with the right ID; the real answer comes last. `sent` names what was sent."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    server.settimeout(0.1)
+    attacker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    attacker.bind(("127.0.0.1", 0))
+    sent: list[str] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                data, addr = server.recvfrom(65535)
+            except (TimeoutError, OSError):
+                continue
+            query = DNSRecord.parse(data)
+            real = query.reply()
+            real.add_answer(RR(query.q.qname, QTYPE.A, rdata=A(UPSTREAM_A), ttl=60))
+            forged = query.reply()
+            forged.add_answer(RR(query.q.qname, QTYPE.A, rdata=A("203.0.113.66"), ttl=86400))
+            attacker.sendto(forged.pack(), addr)  # right ID and question, wrong source port
+            forged.header.id ^= 0x5A5A
+            server.sendto(forged.pack(), addr)  # wrong ID
+            other = DNSRecord.question("evil.example.net")
+            other.header.id = query.header.id
+            lie = other.reply()
+            lie.add_answer(RR("evil.example.net", QTYPE.A, rdata=A("203.0.113.66"), ttl=86400))
+            server.sendto(lie.pack(), addr)  # right ID, another question
+            time.sleep(0.01)  # the forgeries are read first
+            server.sendto(real.pack(), addr)
+            sent.append(str(query.q.qname))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1], sent
+    finally:
+        stop.set()
+        thread.join(2)
+        server.close()
+        attacker.close()
+
+
+def test_forged_replies_are_ignored_and_the_real_one_taken() -> None:
+    """Anti-spoofing over real sockets: a reply must come from the upstream's address, carry our
+    ID and answer our question; anything else is dropped while the query keeps waiting."""
+    errors: list[dict[str, object]] = []
+    with spoofing_upstream() as (port, sent):
+
+        async def run() -> list[DNSRecord]:
+            asyncio.get_running_loop().set_exception_handler(lambda _, context: errors.append(context))
+            forwarder = UpstreamForwarder((Endpoint("127.0.0.1", port),), timeout=2.0, pool=2)
+            answers = await asyncio.gather(*(forwarder.resolve(query(f"f{i}.example.com", i)) for i in range(8)))
+            forwarder.close()
+            return [DNSRecord.parse(a) for a in answers]
+
+        answers = asyncio.run(run())
+    assert len(sent) == 8 and not errors
+    for i, answer in enumerate(answers):
+        assert answer.header.id == i and str(answer.q.qname) == f"f{i}.example.com."
+        assert [str(rr.rdata) for rr in answer.rr] == [UPSTREAM_A]
+
+
+def test_a_reply_after_the_timeout_is_dropped_quietly() -> None:
+    """A query that timed out fails over (here: SERVFAIL, UpstreamError); its late reply finds
+    no one waiting and is dropped without an error, and the same sockets answer the next query."""
+    errors: list[dict[str, object]] = []
+    with run_upstream(Upstream(delay=0.5)) as slow:
+
+        async def run() -> tuple[list[BaseException | bytes], float, bytes]:
+            asyncio.get_running_loop().set_exception_handler(lambda _, context: errors.append(context))
+            forwarder = UpstreamForwarder((Endpoint("127.0.0.1", slow.port),), timeout=0.2, pool=1)
+            started = time.monotonic()
+            asked = (forwarder.resolve(query(f"l{i}.example.com", i)) for i in range(5))
+            late = await asyncio.wait_for(asyncio.gather(*asked, return_exceptions=True), 5)  # (a bug hangs)
+            took = time.monotonic() - started
+            await asyncio.sleep(0.6)  # the late replies arrive meanwhile
+            forwarder.timeout = forwarder._deadlines.timeout = 2.0
+            answer = await forwarder.resolve(query("after.example.com", 77))
+            forwarder.close()
+            return late, took, answer
+
+        late, took, answer = asyncio.run(run())
+    assert all(isinstance(x, UpstreamError) and "no answer in 0.2 s" in str(x) for x in late)
+    assert 0.19 <= took < 0.45  # each at its own deadline (one timer for all), not later
+    assert DNSRecord.parse(answer).header.id == 77 and not errors
+
+
+def test_deadlines_expire_each_query_at_its_own_time() -> None:
+    """One timer for every query: queries sent over time against a silent upstream each fail
+    `timeout` after they were sent, and answered ones never fail."""
+    with run_upstream(Upstream(silent=True)) as dead, run_upstream(Upstream()) as good:
+
+        async def one(forwarder: UpstreamForwarder, name: str, qid: int) -> float:
+            started = time.monotonic()
+            with contextlib.suppress(UpstreamError):
+                await forwarder.resolve(query(name, qid))
+            return time.monotonic() - started
+
+        async def run() -> tuple[list[float], list[float], int]:
+            silent = UpstreamForwarder((Endpoint("127.0.0.1", dead.port),), timeout=0.3)
+            answering = UpstreamForwarder((Endpoint("127.0.0.1", good.port),), timeout=0.3)
+            waits = []
+            for i in range(6):
+                waits.append(asyncio.ensure_future(one(silent, f"d{i}.example.com", i)))
+                await asyncio.sleep(0.05)
+            fine = [await one(answering, f"g{i}.example.com", i) for i in range(20)]
+            timed = list(await asyncio.wait_for(asyncio.gather(*waits), 5))  # (a bug would hang here)
+            await asyncio.sleep(0.4)  # every deadline has passed: nothing is kept
+            left = len(answering._deadlines) + len(silent._deadlines)
+            silent.close(), answering.close()
+            return timed, fine, left
+
+        timed, fine, left = asyncio.run(run())
+    assert all(0.29 <= t < 0.45 for t in timed), timed
+    assert all(t < 0.25 for t in fine) and left == 0

@@ -15,21 +15,36 @@ from __future__ import annotations
 import asyncio
 import struct
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-
-from cachetools import LRUCache
+from typing import Generic, TypeVar
 
 from resolverguard.chain import Next, Reply, Request
 from resolverguard.config import AnswerCacheConfig
 from resolverguard.replies import edns_record
-from resolverguard.wire import NOERROR, NXDOMAIN, OPT, RCODE_MASK, SOA, Flag, QueryHead, rcode_name
+from resolverguard.wire import (
+    ADDITIONAL,
+    ANSWER,
+    AUTHORITY,
+    NOERROR,
+    NXDOMAIN,
+    OPT,
+    RCODE_MASK,
+    SOA,
+    Flag,
+    Message,
+    QueryHead,
+    Record,
+    rcode_name,
+)
 
 # Bytes, not a tuple of tuples: cached answers then hold no objects the garbage collector tracks.
 TTL_FIELD = struct.Struct("!HI")
 _TC, _RD = int(Flag.TC) >> 8, int(Flag.RD) >> 8  # bits of header byte 2, as plain ints
 _CD = int(Flag.CD)  # a bit of header byte 3
 TTL_LIMIT = 0x7FFFFFFF  # RFC 2181 8: TTLs are 31 bits
+V = TypeVar("V")
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,31 +122,46 @@ def wire_layout(wire: bytes, min_ttl: int = 0, max_ttl: int = TTL_LIMIT, edns_op
         if qd != 1:
             return None
         at = _skip_name(wire, 12) + 4
-        question_end, ttls, opt_at, answer_ttl, soa = at, [], None, None, None
+        question_end, records = at, []
         for index in range(an + ns + ar):
             start = at
             at = _skip_name(wire, at)
             rtype, _, ttl, rdlength = _RECORD_HEAD.unpack_from(wire, at)
-            if rtype == OPT:
-                if index != an + ns + ar - 1:
-                    return None
-                opt_at = start
-            else:
-                ttls.append((at + 4, ttl))
-            if index < an:
-                answer_ttl = ttl if answer_ttl is None else min(answer_ttl, ttl)
-            elif index < an + ns and rtype == SOA and soa is None and rdlength >= 22:
-                soa = (ttl, struct.unpack("!I", wire[at + 6 + rdlength : at + 10 + rdlength])[0])  # MINIMUM
+            section = ANSWER if index < an else AUTHORITY if index < an + ns else ADDITIONAL
+            records.append(Record(section, start, (), rtype, ttl, at + 4, at + 10, at + 10 + rdlength))
             at += 10 + rdlength
         if at != len(wire):
             return None
-        if opt_at is not None:
-            wire = wire[:10] + (ar - 1).to_bytes(2, "big") + wire[12:opt_at]
-        packed = b"".join(TTL_FIELD.pack(offset, min(max(ttl, min_ttl), max_ttl)) for offset, ttl in ttls)
-        clamped = any(not min_ttl <= ttl <= max_ttl for _, ttl in ttls)
-        return WireLayout(wire, question_end, packed, edns_opt, answer_ttl, soa, clamped)
+        return layout_of(wire, Message(question_end, tuple(records)), min_ttl, max_ttl, edns_opt)
     except (IndexError, ValueError, struct.error):
         return None
+
+
+def layout_of(
+    wire: bytes, message: Message, min_ttl: int = 0, max_ttl: int = TTL_LIMIT, edns_opt: bytes = b""
+) -> WireLayout | None:
+    """`wire_layout` of an answer already read (`message` describes `wire`: the forwarder's
+    `replies.forwarded_read` reads every upstream answer in full, so a miss need not read it twice)."""
+    ttls, opt_at, answer_ttl, soa = [], None, None, None
+    records = message.records
+    last = len(records) - 1
+    for index, r in enumerate(records):
+        if r.rtype == OPT:
+            if index != last:
+                return None
+            opt_at = r.start
+        else:
+            ttls.append((r.ttl_at, r.ttl))
+        if r.section == ANSWER:
+            answer_ttl = r.ttl if answer_ttl is None else min(answer_ttl, r.ttl)
+        elif r.section == AUTHORITY and r.rtype == SOA and soa is None and r.end - r.rdata_at >= 22:
+            soa = (r.ttl, int.from_bytes(wire[r.end - 4 : r.end], "big"))  # MINIMUM
+    if opt_at is not None:
+        ar = int.from_bytes(wire[10:12], "big")
+        wire = wire[:10] + (ar - 1).to_bytes(2, "big") + wire[12:opt_at]
+    packed = b"".join(TTL_FIELD.pack(offset, min(max(ttl, min_ttl), max_ttl)) for offset, ttl in ttls)
+    clamped = any(not min_ttl <= ttl <= max_ttl for _, ttl in ttls)
+    return WireLayout(wire, message.question_end, packed, edns_opt, answer_ttl, soa, clamped)
 
 
 def served_wire(layout: WireLayout, query_packet: bytes, client_edns: bool, elapsed: int) -> bytes:
@@ -166,6 +196,66 @@ def cacheable_ttl(layout: WireLayout, cfg: AnswerCacheConfig) -> int | None:
     return int(min(soa_ttl, minimum, cfg.negative_max_ttl))
 
 
+class Lru(Generic[V]):
+    """Least recently used first out, on an OrderedDict: every operation is one or two C calls.
+    cachetools' LRUCache does its insert bookkeeping in Python (a size per item, a second ordered
+    dict): an insert with an eviction, which every miss makes once the cache is full, cost twice
+    as much (bench/missprofile.py: 0.62 against 0.29 us under load)."""
+
+    __slots__ = ("_items", "maxsize")
+
+    def __init__(self, maxsize: int) -> None:
+        self._items: OrderedDict[bytes, V] = OrderedDict()
+        self.maxsize = maxsize
+
+    def get(self, key: bytes) -> V | None:
+        """The value (now the most recently used), or None."""
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def __setitem__(self, key: bytes, value: V) -> None:
+        items = self._items
+        items[key] = value
+        items.move_to_end(key)
+        if len(items) > self.maxsize:
+            items.popitem(last=False)
+
+    def __delitem__(self, key: bytes) -> None:
+        del self._items[key]
+
+    def __contains__(self, key: bytes) -> bool:
+        return key in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+# A stored answer until its first hit: WireLayout's fields, then when it was stored and its TTL.
+_Fresh = tuple[bytes, int, bytes, bytes, "int | None", "tuple[int, int] | None", bool, float, int]
+
+
+def _fresh(layout: WireLayout, stored: float, ttl: int) -> _Fresh:
+    """An answer as the cache stores it until it is first served: a plain tuple of bytes, ints and
+    None, which the garbage collector stops tracking once it has seen it. Every miss stores one,
+    and most are never asked again (a never-seen name): as an `_Entry` and a `WireLayout` each was
+    two objects every full collection walked, ~20,000 of them in a full cache, and those pauses
+    (~10 ms idle, more under load) are what set a miss's p99 at low load (bench/missprofile.py).
+    A NamedTuple would not do: the collector untracks exact tuples only."""
+    return (
+        layout.wire,
+        layout.question_end,
+        layout.ttls,
+        layout.opt,
+        layout.answer_ttl,
+        layout.soa,
+        layout.clamped,
+        stored,
+        ttl,
+    )
+
+
 PREFETCH_FRACTION = 0.1  # refresh in the last tenth of the TTL
 PREFETCH_MIN_TTL = 10  # answers kept for less are not worth a refresh
 
@@ -177,7 +267,8 @@ class AnswerCache:
         """`source`: where the answers come from (the upstreams); answers from other servers are
         not carried across a reload."""
         self.cfg, self.clock, self.source = cfg, clock, source
-        self._entries: LRUCache[bytes, _Entry] = LRUCache(maxsize=max(1, cfg.size))
+        # An answer is stored as a plain tuple (`_fresh`) and becomes an `_Entry` on its first hit.
+        self._entries: Lru[_Entry | _Fresh] = Lru(max(1, cfg.size))
         self._refreshing: set[bytes] = set()
         self.hits = self.misses = self.prefetches = 0
 
@@ -198,7 +289,8 @@ class AnswerCache:
         if request.packet[12 : 12 + len(question)] != question:
             return None  # an unusual query (compressed question): its bytes cannot be patched in
         key, now = cache_key(request.head), self.clock()
-        entry = self._entries.get(key)
+        found = self._entries.get(key)
+        entry = found if found is None or isinstance(found, _Entry) else self._kept(key, found)
         if entry is None or now - entry.stored >= entry.ttl:
             if entry is not None:
                 del self._entries[key]
@@ -223,7 +315,16 @@ class AnswerCache:
 
     def entry_for(self, request: Request) -> _Entry | None:
         """The entry a query is answered from (no expiry check: see `unchanged_until`)."""
-        return self._entries.get(cache_key(request.head)) if self.cfg.size > 0 else None
+        if self.cfg.size <= 0:
+            return None
+        key = cache_key(request.head)
+        found = self._entries.get(key)
+        return found if found is None or isinstance(found, _Entry) else self._kept(key, found)
+
+    def _kept(self, key: bytes, fresh: _Fresh) -> _Entry:
+        """The entry an answer stored by `put` becomes when it is first served (see `_fresh`)."""
+        entry = self._entries[key] = _Entry(WireLayout(*fresh[:7]), fresh[7], fresh[8])
+        return entry
 
     def reuse_bounds(self, entry: _Entry, reply: bytes) -> tuple[float, float] | None:
         """Until when (this cache's clock) `entry` serves `reply` again to a query with the same
@@ -240,12 +341,16 @@ class AnswerCache:
     def refreshed(self, request: Request) -> None:
         self._refreshing.discard(cache_key(request.head))
 
-    def put(self, request: Request, answer: bytes) -> _Entry | None:
+    def put(self, request: Request, answer: bytes) -> WireLayout | None:
         """Stores an upstream answer, read once on the wire (misses only, never on the hit path);
-        the entry stored, or None when the answer may not be cached."""
+        its layout, or None when the answer may not be cached."""
         if self.cfg.size <= 0:
             return None
-        layout = wire_layout(answer, self.cfg.min_ttl, self.cfg.max_ttl, edns_record(request.head.do))
+        read, opt = request.answer_read, edns_record(request.head.do)
+        if read is not None and read[0] is answer:  # the forwarder read it already (a miss)
+            layout = layout_of(answer, read[1], self.cfg.min_ttl, self.cfg.max_ttl, opt)
+        else:
+            layout = wire_layout(answer, self.cfg.min_ttl, self.cfg.max_ttl, opt)
         if layout is None:
             return None
         ttl = cacheable_ttl(layout, self.cfg)
@@ -253,10 +358,10 @@ class AnswerCache:
             return None
         key = cache_key(request.head)
         old = self._entries.get(key)
-        if old is not None:
+        if isinstance(old, _Entry):
             old.retired = True
-        entry = self._entries[key] = _Entry(layout, self.clock(), ttl)
-        return entry
+        self._entries[key] = _fresh(layout, self.clock(), ttl)
+        return layout
 
 
 class AnswerCacheStep:
@@ -275,10 +380,12 @@ class AnswerCacheStep:
             return answer
         reply = await next_step(request)
         if reply is not None and request.upstream_error is None:  # (a model error does not spoil an answer)
-            entry = self._cache.put(request, reply)
+            layout = self._cache.put(request, reply)
             question = request.head.question
-            if entry is not None and entry.layout.clamped and request.packet[12 : 12 + len(question)] == question:
-                return entry.serve(request.packet, request.head.edns, 0)  # as a hit would be: TTLs clamped
+            if layout is not None and layout.clamped and request.packet[12 : 12 + len(question)] == question:
+                entry = self._cache.entry_for(request)
+                if entry is not None:
+                    return entry.serve(request.packet, request.head.edns, 0)  # as a hit would be: TTLs clamped
         return reply
 
     def _refresh_later(self, request: Request, next_step: Next) -> None:
