@@ -183,6 +183,7 @@ class LineMaker:
         self._privacy, self._tail = privacy, tail
         self._middles: dict[tuple[Any, ...], str] = {}
         self._rests: dict[tuple[Any, ...], str] = {}
+        self._shapes: dict[tuple[Any, ...], tuple[str, str, str]] = {}  # (client, shape) -> entry_line's parts
         self._second, self._second_text = -1, ""
 
     def line(self, record: QueryRecord) -> str:
@@ -196,8 +197,25 @@ class LineMaker:
         wall, client, latency, shape = entry
         found = seen.get(id(shape))
         if found is None or found[0] != client:
-            found = seen[id(shape)] = (client, *self._parts(expand(entry)))
+            found = seen[id(shape)] = self._shape_parts(entry)
         return self._assemble(wall, latency, found[1], found[2])
+
+    def _shape_parts(self, entry: QueryEntry) -> tuple[str, str, str]:
+        """(client, middle, rest) of a shape met the first time in a batch, memoised by its content
+        (one key instead of `_parts`' two)."""
+        client, shape = entry[1], entry[3]
+        notes = shape[11]
+        # the notes' types too: True == 1 == 1.0 as keys, but not as JSON
+        key = (client, shape) if notes is None else (client, shape[:11], *notes.items(), *map(type, notes.values()))
+        try:
+            found = self._shapes.get(key)
+        except TypeError:  # a note whose value is not hashable
+            return (client, *self._parts(expand(entry)))
+        if found is None:
+            if len(self._shapes) >= MAX_PARTS:
+                self._shapes.clear()
+            found = self._shapes[key] = (client, *self._parts(expand(entry)))
+        return found
 
     def _parts(self, record: QueryRecord) -> tuple[str, str]:
         """The parts of the line that repeat: from the client to the upstream rcode, and the rest."""

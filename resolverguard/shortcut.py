@@ -64,6 +64,7 @@ class ReplyShortcut:
     ) -> None:
         self._answers, self._verdicts, self._pause, self._log, self._form = answers, verdicts, pause, log, form
         self._size, self._wall, self._watch = size, wall, watch
+        self._log_add = log.add if log is not None else None
         # packet[2:] -> (reply[2:], until, log shape of the chain's answer, answer-cache entry or
         # None, hard, the chain's request when a watch reads it): the reply stands until `until`; an
         # entry's reply is re-served with its TTLs counted again (as the cache itself does) until `hard`
@@ -101,9 +102,9 @@ class ReplyShortcut:
             self._answers.hits += 1
         if learned is not None and watch is not None:
             watch.seen_as(learned, client[0], started, reply)
-        if shape is not None and self._log is not None:
+        if shape is not None and self._log_add is not None:
             # the chain's shape (one shared object) with this query's time, client and latency
-            self._log.add((self._wall(), client[0], clock() - started, shape))
+            self._log_add((self._wall(), client[0], clock() - started, shape))
         return reply
 
     def learn(self, request: Request, reply: bytes | None) -> None:
