@@ -534,6 +534,7 @@ class RecordWriter:
         self._makers: dict[str, LineMaker] = {}
         self._family: Path | None = None
         self._hints: FamilyHints | None = None
+        self._hint_memo: dict[str, tuple[str, float]] = {}  # label -> (family, p)
 
     def use_family(self, path: Path | None) -> None:
         """The family head (models/family.tflite) whose hint a flagged name's line gets. Made here,
@@ -544,6 +545,7 @@ class RecordWriter:
         if path == self._family:
             return
         self._family, self._hints = path, None
+        self._hint_memo.clear()
         from resolverguard.steps.family import FamilyHints  # numpy and LiteRT only where hints are made
 
         try:
@@ -554,19 +556,32 @@ class RecordWriter:
     def _hinted(self, items: list[Any]) -> list[Any]:
         """The batch with the family hint in the notes of every flagged name's record (a blocking or
         logging verdict, or one monitor mode would have blocked, of a scored name), as the family
-        step added them before; a failing family head leaves the lines without."""
+        step added them before; a failing family head leaves the lines without. A label's hint is
+        remembered (it depends on the label alone), and a shape met again in the batch gets the same
+        hinted shape (so the line maker meets it again too): repeats of a flagged name cost no model call."""
         flagged = [i for i, item in enumerate(items) if type(item) is tuple and _flagged(item)]
         if not flagged or self._hints is None:
             return items
-        try:
-            found = self._hints.hints([items[i][3][3] for i in flagged])
-        except Exception:  # noqa: BLE001 - a hint must never cost a line
-            return items
+        memo = self._hint_memo
+        if len(memo) >= MAX_PARTS:
+            memo.clear()
+        labels = list(dict.fromkeys(label for i in flagged if (label := items[i][3][3]) not in memo))
+        if labels:
+            try:
+                found = self._hints.hints(labels)
+            except Exception:  # noqa: BLE001 - a hint must never cost a line
+                return items
+            memo.update(zip(labels, found, strict=True))
         items = list(items)
-        for i, (family, p) in zip(flagged, found, strict=True):
+        hinted: dict[int, QueryShape] = {}
+        for i in flagged:
             wall, client, latency, shape = items[i]
-            notes = {**(shape[11] or {}), "family_hint": family, "family_p": round(p, 4)}
-            items[i] = (wall, client, latency, (*shape[:11], notes))
+            new = hinted.get(id(shape))
+            if new is None:
+                family, p = memo[shape[3]]
+                notes = {**(shape[11] or {}), "family_hint": family, "family_p": round(p, 4)}
+                new = hinted[id(shape)] = (*shape[:11], notes)
+            items[i] = (wall, client, latency, new)
         return items
 
     def client(self, address: str) -> str | None:
@@ -661,6 +676,7 @@ def serve_inbox(inbox: Any, answer: Callable[[Message], None], writer: RecordWri
 FRAME = struct.Struct("<IB")  # a message's length and codec, before its bytes
 MARSHAL, PICKLE = 0, 1
 PIPE_BYTES = 1 << 20  # the pipe's buffer asked for (Linux' default cap): ~30 k queries before a write waits
+GC_THRESHOLD = 200_000  # the writer process's first-generation threshold (see writer_process)
 F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (named in the fcntl module from Python 3.10 on Linux only)
 
 
@@ -755,9 +771,14 @@ def writer_process(inbox: Any, outbox: Any, config: QueryLogConfig, store: Query
     """A child process's main: messages come over a pipe (`inbox`, the reading end of a
     multiprocessing pipe, see PipeSender); what it has to say goes back to the resolver, which
     prints it."""
+    import gc
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the resolver decides when the writer stops
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload of the resolver is not the writer's
+    # A batch is thousands of tuples alive at once: at the default threshold (700) the collector ran
+    # several times a batch and, as the memos grew, walked LiteRT's and numpy's objects too (~12% of
+    # the writer's CPU in py-spy, issue #17). What it writes makes no cycles; a rare error may.
+    gc.set_threshold(GC_THRESHOLD, 20, 100)
     writer = RecordWriter(config, store, lambda text: outbox.put(("said", text)))
     serve_inbox(PipeInbox(inbox.fileno()), outbox.put, writer)
