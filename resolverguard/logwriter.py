@@ -86,6 +86,7 @@ QueryShape = tuple[
     str | None,  # would (monitor mode)
     str | None,  # error
     dict[str, Any] | None,  # notes
+    int | None,  # serial: unique among the shapes of one resolver process (QueryLog.shape_of); None: none
 ]
 QueryEntry = tuple[float, str, float, QueryShape]  # wall clock, client address, latency (seconds), shape
 # A message to the writer: ("batch", extra fields, [QueryEntry | event dict]), ("family", path as text or
@@ -96,7 +97,7 @@ Message = tuple[Any, ...]
 def expand(entry: QueryEntry) -> QueryRecord:
     """The full record of a handed-over entry (what lines, rows and hints are made from)."""
     wall, client, latency, shape = entry
-    return (wall, client, *shape[:8], latency, *shape[8:])
+    return (wall, client, *shape[:8], latency, *shape[8:12])
 
 
 def client_for_log(address: str, privacy: ClientPrivacy) -> str | None:
@@ -183,7 +184,7 @@ class LineMaker:
         self._privacy, self._tail = privacy, tail
         self._middles: dict[tuple[Any, ...], str] = {}
         self._rests: dict[tuple[Any, ...], str] = {}
-        self._shapes: dict[tuple[Any, ...], tuple[str, str, str]] = {}  # (client, shape) -> entry_line's parts
+        self._shapes: dict[tuple[str, int], tuple[str, str, str]] = {}  # (client, serial) -> entry_line's parts
         self._second, self._second_text = -1, ""
 
     def line(self, record: QueryRecord) -> str:
@@ -201,20 +202,18 @@ class LineMaker:
         return self._assemble(wall, latency, found[1], found[2])
 
     def _shape_parts(self, entry: QueryEntry) -> tuple[str, str, str]:
-        """(client, middle, rest) of a shape met the first time in a batch, memoised by its content
-        (one key instead of `_parts`' two)."""
-        client, shape = entry[1], entry[3]
-        notes = shape[11]
-        # the notes' types too: True == 1 == 1.0 as keys, but not as JSON
-        key = (client, shape) if notes is None else (client, shape[:11], *notes.items(), *map(type, notes.values()))
-        try:
-            found = self._shapes.get(key)
-        except TypeError:  # a note whose value is not hashable
+        """(client, middle, rest) of a shape met the first time in a batch. A shape with a serial
+        (the repeat shortcut's, handed over again and again; it never changes) is remembered by it: a
+        key of two small values, where a key of its content took ~30% of the writer's CPU. One maker
+        per set of extra fields: one per worker, whose serials are its own."""
+        client, serial = entry[1], entry[3][12]
+        if serial is None:  # a chain's answer: handed over once (its parts' memos still help)
             return (client, *self._parts(expand(entry)))
+        found = self._shapes.get((client, serial))
         if found is None:
             if len(self._shapes) >= MAX_PARTS:
                 self._shapes.clear()
-            found = self._shapes[key] = (client, *self._parts(expand(entry)))
+            found = self._shapes[client, serial] = (client, *self._parts(expand(entry)))
         return found
 
     def _parts(self, record: QueryRecord) -> tuple[str, str]:
@@ -580,7 +579,7 @@ class RecordWriter:
             if new is None:
                 family, p = memo[shape[3]]
                 notes = {**(shape[11] or {}), "family_hint": family, "family_p": round(p, 4)}
-                new = hinted[id(shape)] = (*shape[:11], notes)
+                new = hinted[id(shape)] = (*shape[:11], notes, None)  # (no serial: its lines differ)
             items[i] = (wall, client, latency, new)
         return items
 

@@ -39,7 +39,7 @@ from resolverguard.names import InputForm
 from resolverguard.steps.answers import AnswerCache, _Entry
 from resolverguard.steps.cache import VerdictCache
 from resolverguard.steps.pause import PauseSwitch
-from resolverguard.steps.querylog import QueryLog, shape_of
+from resolverguard.steps.querylog import QueryLog
 from resolverguard.steps.watch import ClientWatchStep
 
 NEVER = float("inf")
@@ -139,7 +139,7 @@ class ReplyShortcut:
             return
         if len(self._known) >= self._size:
             self._forget_expired()
-        shape = shape_of(request) if self._log is not None else None
+        shape = self._log.shape_of(request) if self._log is not None else None
         learned = request if self._watch is not None else None
         self._known[request.packet[2:]] = (reply[2:], until, shape, entry, hard, learned)
 

@@ -25,7 +25,15 @@ from hypothesis import strategies as st
 from test_querylog import _RECORDS
 
 from resolverguard.config import ClientPrivacy, LogWriter, QueryLogConfig
-from resolverguard.logwriter import LineMaker, QueryEntry, client_for_log, expand, frame_of, line_of_record
+from resolverguard.logwriter import (
+    LineMaker,
+    QueryEntry,
+    client_for_log,
+    event_line,
+    expand,
+    frame_of,
+    line_of_record,
+)
 from resolverguard.steps.querylog import QueryLog
 from resolverguard.verdicts import Action
 
@@ -33,15 +41,16 @@ ROOT = Path(__file__).resolve().parent.parent
 OTHER_CLIENT = "10.9.8.7"
 
 
-def entry_of_record(record: tuple[Any, ...]) -> QueryEntry:
+def entry_of_record(record: tuple[Any, ...], serial: int | None) -> QueryEntry:
     """The entry the loop would hand over for a full record (record_of's layout)."""
-    return (record[0], record[1], record[10], (*record[2:10], *record[11:]))  # type: ignore[return-value]
+    return (record[0], record[1], record[10], (*record[2:10], *record[11:], serial))  # type: ignore[return-value]
 
 
-def batch_of(records: list[Any]) -> list[QueryEntry]:
+def batch_of(records: list[Any], serials: int | None = 1000) -> list[QueryEntry]:
     """Entries with the repeats a real batch has: each shape again (the same object, as the repeat
-    shortcut hands it over) a second later, and once from another client."""
-    entries = [entry_of_record(r) for r in records]
+    shortcut hands it over) a second later, and once from another client; shapes with serials from
+    `serials` on (the shortcut's) or without (the chain's)."""
+    entries = [entry_of_record(r, None if serials is None else serials + n) for n, r in enumerate(records)]
     return (
         entries
         + [(wall + 1.0, client, latency, shape) for wall, client, latency, shape in entries]
@@ -57,11 +66,12 @@ def batch_of(records: list[Any]) -> list[QueryEntry]:
 )
 def test_entry_lines_are_the_reference_lines(records: list[Any], privacy: ClientPrivacy, tail: str) -> None:
     """`LineMaker.entry_line` (memo by shape within a batch, by content across batches) gives
-    `line_of_record`'s bytes for every entry, a shape met again from another client included."""
+    `line_of_record`'s bytes for every entry, a shape met again from another client included, and
+    a batch that meets the same serials again."""
     maker = LineMaker(privacy, tail)
-    for _ in range(2):  # the second batch: new `seen`, the content memo
+    for serials in (1000, 1000, None, None):  # a second batch: new `seen`, the serial memo or the parts' memos
         seen: dict[int, tuple[str, str, str]] = {}
-        for entry in batch_of(records):
+        for entry in batch_of(records, serials):
             reference = line_of_record(expand(entry), client_for_log(entry[1], privacy), tail)
             assert maker.entry_line(entry, seen) == reference
 
@@ -72,25 +82,28 @@ def test_entry_lines_are_the_reference_lines(records: list[Any], privacy: Client
 @given(st.lists(_RECORDS, min_size=1, max_size=40))
 def test_the_writer_process_writes_the_thread_writers_bytes(tmp_path_factory: Any, records: list[Any]) -> None:
     """The same entries and events through the pipe to a writer process and through the queue to a
-    writer thread give the same file, byte for byte; an event marshal refuses (an enum value) goes
-    pickled."""
+    writer thread give the reference lines (`line_of_record`), byte for byte, chain and shortcut
+    shapes alike; an event marshal refuses (an enum value) goes pickled."""
     work = tmp_path_factory.mktemp("writers")
     event = {"event": "client_flagged", "client": "192.0.2.7", "action": Action.LOG, "names": ["a.example"]}
     with pytest.raises(ValueError):
         __import__("marshal").dumps(event)
     assert frame_of(("batch", None, [event]))[4] == 1  # (the pickle codec)
-    files = {}
+    # (the fields written without escaping hold enum values: no arbitrary text there)
+    records = [(*r[:11], "too_short" if r[11] else None, "sinkhole" if r[12] else None, *r[13:]) for r in records]
+    entries = batch_of(records) + batch_of(records, None)
+    expected = [line_of_record(expand(entry), entry[1], "") for entry in entries]
+    expected.insert(1, event_line(event, None))
     for writer in (LogWriter.PROCESS, LogWriter.THREAD):
-        path = files[writer] = work / f"{writer.value}.jsonl"
+        path = work / f"{writer.value}.jsonl"
         log = QueryLog(QueryLogConfig(path=str(path), writer=writer, max_bytes=0))
-        for n, entry in enumerate(batch_of(records)):
+        for n, entry in enumerate(entries):
             log.add(entry)
             if n == 0:
                 log.write(event)
         log.close()
-        assert log.lost == 0
-    assert files[LogWriter.PROCESS].read_bytes() == files[LogWriter.THREAD].read_bytes()
-    assert len(files[LogWriter.PROCESS].read_text().splitlines()) == 3 * len(records) + 1
+        assert log.lost == 0 and log.written == len(expected)
+        assert path.read_bytes() == "".join(expected).encode(), writer
 
 
 def ask_until_stopped(port: int, worker: int, stopped: threading.Event, limit: int) -> tuple[int, set[str]]:

@@ -154,7 +154,7 @@ def test_the_writer_adds_family_hints_to_flagged_lines_only(tmp_path: Path, writ
 
     def record(qname: str, label: str | None, score: float | None, action: str, would: str | None = None) -> Any:
         notes = {"answer_cache": "hit"} if action == "pass" else None
-        shape = ("udp", qname, "A", label, score, action, "model", "NOERROR", None, would, None, notes)
+        shape = ("udp", qname, "A", label, score, action, "model", "NOERROR", None, would, None, notes, None)
         return (1.8e9, "127.0.0.1", 0.001, shape)  # an entry, as the log step hands it over
 
     lines = {}

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import multiprocessing
 import queue
 import sys
@@ -103,6 +104,7 @@ class QueryLog:
         self.store = _used(store)
         self._stderr, self._forward, self._extra = stderr, forward, extra or None
         self._pending: list[Any] = []
+        self._serials = itertools.count(time.monotonic_ns())
         self._batch = BATCH  # entries per hand-over (PROCESS_BATCH to a writer process)
         self._synced = 0
         self._behind = False  # batches are being dropped (said once per episode)
@@ -180,6 +182,14 @@ class QueryLog:
             self._pipe.put(message)
         elif self._inbox is not None:
             self._inbox.put(message)
+
+    def shape_of(self, request: Request) -> QueryShape:
+        """`shape_of` with a serial, for the repeat shortcut, which hands the shape over again and again:
+        the writer remembers the shape's line parts by it. Unique within this process and never
+        reused: it counts on from the monotonic clock's nanoseconds when the log opened, so a log
+        opened by a reload (a worker's forwards to the same writer) starts past every serial an
+        earlier one gave (it would take more than one shape a nanosecond to catch up)."""
+        return shape_of(request, next(self._serials))
 
     def add(self, record: QueryEntry) -> None:
         """Keeps one query's entry (`entry_of`, or a repeat's: resolverguard.shortcut); never raises."""
@@ -330,9 +340,10 @@ def _qtype_name(qtype: int) -> str:
     return str(QTYPE.get(qtype, str(qtype)))
 
 
-def shape_of(request: Request) -> QueryShape:
+def shape_of(request: Request, serial: int | None = None) -> QueryShape:
     """What the log keeps of a query on the event loop, beyond its time, client and latency: plain
-    values only, so that building the line and the row happens in the writer."""
+    values only, so that building the line and the row happens in the writer. `serial`: see
+    `QueryLog.shape_of`."""
     verdict, name = request.verdict, request.name
     return (
         request.transport,
@@ -347,12 +358,13 @@ def shape_of(request: Request) -> QueryShape:
         verdict.would.value if verdict and verdict.would else None,
         request.error,
         request.notes or None,
+        serial,
     )
 
 
-def entry_of(request: Request, now: float, wall: float) -> QueryEntry:
+def entry_of(request: Request, now: float, wall: float, serial: int | None = None) -> QueryEntry:
     """The query's entry as the log step hands it over (~0.8 us, `now` on the monotonic clock)."""
-    return (wall, request.client[0], now - request.started, shape_of(request))
+    return (wall, request.client[0], now - request.started, shape_of(request, serial))
 
 
 def record_of(request: Request, now: float, wall: float) -> QueryRecord:
@@ -379,4 +391,4 @@ class QueryLogStep:
             request.internal_error = f"{type(err).__name__}: {err}"
             raise
         finally:
-            self._log.add(entry_of(request, self._clock(), self._wall()))
+            self._log.add(entry_of(request, self._clock(), self._wall()))  # (handed over once: no serial)
