@@ -2,12 +2,22 @@
 
 Why a writer apart from the event loop (issue #17): building each JSON line on the loop cost ~4 us
 of a ~19 us cached answer, and writing the file more; bench/compare.py (d')/(d) was 0.66. The loop
-now keeps only a tuple per query (`QueryRecord`, ~0.7 us) and hands batches of them over; this
+now keeps only a small tuple per query (`QueryEntry`: time, client, latency and the query's shape,
+which a repeat answered by resolverguard.shortcut shares) and hands batches of them over; this
 module turns them into lines and rows, batched, in a child process (`query_log.writer: process`,
-the default with a query store: the work runs on another core and never takes the resolver's GIL)
-or a thread (`thread`, the default for a file alone: it shares the GIL, but a line now costs ~1 us
-(`LineMaker`), less than a process's pickling and waking). With `workers: N`
-the workers send their batches to the parent, which runs this writer in a thread of its own.
+the default for a file or a store: the work runs on another core and never takes the resolver's
+GIL) or a thread (`thread`, the default for standard output alone). To a process the loop writes
+marshalled batches to a pipe itself (`PipeSender`): a multiprocessing queue pickled in a feeder
+thread of the resolver's process, which took the GIL from the loop at every batch, and full
+15-field records cost three times the bytes. With `workers: N` the workers send their batches to
+the parent, which runs this writer in a thread of its own.
+
+Measured end to end before these changes (py-spy on a server under dnsperf, hits): the loop spent
+~5% in the queue's hand-over (its lock, waking the feeder thread) and the writer process ~10 us a
+line, mostly the family model run again for every repeat of a flagged name in each batch, a content
+key per line and the garbage collector (several collections per batch); the writer's CPU competed
+with the resolver and the client on a 2-core machine. Now: hints remembered per label, line parts
+remembered per shape serial, a high gc threshold in the writer process.
 
 What the file writer promised before and still does: it never raises into the caller (a full disk
 or unwritable file is said once per outage and its lines are counted in `lost`), the file rotates

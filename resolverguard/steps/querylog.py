@@ -2,15 +2,17 @@
 reads to see why.
 
 The log step is the outermost link, so it sees the final verdict, the upstream rcode and the full
-latency, and it logs even when an inner step failed. On the event loop it only keeps a tuple of
-plain values per query (`record_of`); the lines and the store's rows are made and written by one
-writer off the loop (resolverguard.logwriter; `query_log.writer: auto`, the default: a thread for a
-file alone, whose lines cost ~1 us each, and a child process when a query store is on, whose rows
-cost ~8 us; a process costs more CPU in all, pickling and waking included: bench/standalone.py
-measured +14.5 us per cached answer against +6.3 us for a thread, issue #17), which gets the records
-in batches of BATCH or every FLUSH_SECONDS (the service hands them over on a timer, and on stop and
-reload). Logging never raises into the DNS path: an unwritable log or store is said once on stderr
-and DNS service goes on. A crash (not a stop) can lose the last fraction of a second.
+latency, and it logs even when an inner step failed. On the event loop it only keeps a small tuple
+per query (`entry_of`: time, client, latency and the query's shape; a repeat answered by the
+shortcut hands over its shared shape again); the lines and the store's rows are made and written by
+one writer off the loop (resolverguard.logwriter; `query_log.writer: auto`, the default: a child
+process for a file or a store, which gets batches of PROCESS_BATCH entries over a pipe the loop
+writes itself, so lines cost the loop ~0.3-0.5 us and the writer's ~1-2.5 us run on another core
+and never take the resolver's GIL; a thread for standard output alone, in batches of BATCH; issue
+#17). Batches also go every FLUSH_SECONDS (the service hands them over on a timer, and on stop and
+reload). Logging never raises into the DNS path: an unwritable log or store, a writer that is
+behind or gone, is said once on stderr, counted in `lost` (`resolverguard status`), and DNS
+service goes on. A crash (not a stop) can lose the last fraction of a second.
 """
 
 from __future__ import annotations
@@ -126,7 +128,7 @@ class QueryLog:
 
     def _start_writer(self) -> None:
         where = self.config.writer
-        if where is LogWriter.THREAD or (where is LogWriter.AUTO and self.store is None):
+        if where is LogWriter.THREAD or (where is LogWriter.AUTO and self.store is None and self.config.path == "-"):
             self._inbox, self._outbox = queue.SimpleQueue(), queue.SimpleQueue()
             writer = RecordWriter(self.config, self.store, lambda text: self._outbox.put(("said", text)))
             self._writer = threading.Thread(
