@@ -825,8 +825,8 @@ def write_watch(runs: dict[str, list[dict[str, Any]]], a: argparse.Namespace, lo
 STORE_TARGET = "d's"
 LOG_TARGETS = {  # key: (row, start_resolverguard keywords)
     "d": ("(d) full chain, no query log", {}),
-    "d'": ("(d') + query log file (writer: process)", {"log": True, "writer": "process"}),
-    "d't": ("(d't) + query log file, writer: thread (the default without a store)", {"log": True, "writer": "thread"}),
+    "d'": ("(d') + query log file (writer: process, the default)", {"log": True, "writer": "process"}),
+    "d't": ("(d't) + query log file, writer: thread", {"log": True, "writer": "thread"}),
     "d's": (
         "(d's) + query log file + query store (writer: process, the default with a store)",
         {"log": True, "store": True},
@@ -843,16 +843,17 @@ def compare_log(work: Path, files: dict[str, Path], a: argparse.Namespace) -> No
     ports = {k: free_port() for k in ("nsd", *LOG_TARGETS)}
     procs = [start_nsd(work, ports["nsd"])]
     runs: dict[str, list[dict[str, Any]]] = {k: [] for k in LOG_TARGETS}
-    load_before = os.getloadavg()
+    load_before, loads = os.getloadavg(), []
     try:
         wait_ready(ports["nsd"])
         targets = {}
         for key, (_, options) in LOG_TARGETS.items():
             targets[key] = start_resolverguard(work, ports[key], ports["nsd"], True, **options)  # type: ignore[arg-type]
             procs.append(targets[key])
-        for _ in range(2):
+        for _ in range(a.rounds):
             for key, proc in targets.items():
                 runs[key].append(measure(key, proc, ports[key], files, a.seconds, {}))
+            loads.append(os.getloadavg())
     finally:
         for proc in procs:
             proc.terminate()
@@ -889,26 +890,29 @@ def compare_log(work: Path, files: dict[str, Path], a: argparse.Namespace) -> No
         "cpu_us_per_query": cpu_us,
         "cpu_ratios": cpu_ratios,
         "load": [load_before, load_after],
+        "load_per_round": loads,
         "store_rows": stored,
     }
     (out / "compare_log.json").write_text(json.dumps(payload, indent=2) + "\n")
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     lines = [
         f"# Query log and query store cost (bench/compare.py --log), {stamp}, {os.cpu_count()} cores, "
-        f"dnsperf -c 8 -q 500, {a.seconds:g} s per run, each target measured twice in turn",
+        f"dnsperf -c 8 -q 500, {a.seconds:g} s per run, each target measured {a.rounds} times in turn",
         "",
         f"Load average (1/5/15 min) before: {' '.join(f'{x:.2f}' for x in load_before)}, after: "
-        f"{' '.join(f'{x:.2f}' for x in load_after)} (other work shared the machine; ratios from one run).",
+        f"{' '.join(f'{x:.2f}' for x in load_after)}; 1-min after each round: "
+        f"{', '.join(f'{x[0]:.2f}' for x in loads)} (other work shared the machine; ratios from one run).",
         "",
-        "| target | hits QPS, run 1 / run 2 | misses QPS, run 1 / run 2 | CPU us per query (hits, misses) |",
+        "| target | hits QPS, each run | misses QPS, each run | CPU us per query (hits, misses) |",
         "|---|---:|---:|---:|",
     ]
+
+    def each(key: str, kind: str) -> str:
+        return " / ".join(f"{r[kind]['qps']:.0f}" for r in runs[key])
+
     for key, (row, _) in LOG_TARGETS.items():
-        one, two = runs[key]
         lines.append(
-            f"| {row} | {one['hits']['qps']:.0f} / {two['hits']['qps']:.0f} "
-            f"| {one['misses']['qps']:.0f} / {two['misses']['qps']:.0f} "
-            f"| {cpu_us[key]['hits']}, {cpu_us[key]['misses']} |"
+            f"| {row} | {each(key, 'hits')} | {each(key, 'misses')} | {cpu_us[key]['hits']}, {cpu_us[key]['misses']} |"
         )
     lines += ["", "| QPS ratio (summed runs) | hits | misses |", "|---|---:|---:|"]
     lines += [f"| {name} | {r['hits']} | {r['misses']} |" for name, r in ratios.items()]

@@ -3,8 +3,8 @@
     python bench/log_writer.py [--records 200000]
 
 bench/compare.py --log measures the whole server under dnsperf, which a loaded machine distorts a
-lot; this one feeds the real `QueryLog` records (`record_of` of a real request, as the log step
-makes them) and reads CPU time: the resolver's process (the loop's `record_of` + `add` and the
+lot; this one feeds the real `QueryLog` records (`entry_of` of a real request, as the log step
+makes them) and reads CPU time: the resolver's process (the loop's `entry_of` + `add` and the
 hand-over, queue threads included) and the writer (a child process: its rusage once it exited; a
 thread: the difference to a run with the file off). Rows: file only, file + store, both writers.
 Results to bench/results/log_writer.{md,json}.
@@ -31,7 +31,7 @@ from dnslib import DNSRecord  # noqa: E402
 from resolverguard.chain import Request  # noqa: E402
 from resolverguard.config import LogWriter, QueryLogConfig, QueryStoreConfig  # noqa: E402
 from resolverguard.names import RegistrableName  # noqa: E402
-from resolverguard.steps.querylog import QueryLog, record_of  # noqa: E402
+from resolverguard.steps.querylog import QueryLog, entry_of  # noqa: E402
 from resolverguard.verdicts import Action, Reason, Verdict  # noqa: E402
 from resolverguard.wire import parse_query  # noqa: E402
 
@@ -58,14 +58,14 @@ def run(work: Path, writer: LogWriter, store: bool, records: int, requests: list
     log = QueryLog(log_cfg, store=store_cfg)
     child_before, began, wall = children_cpu(), time.process_time(), time.perf_counter()
     for i in range(records):
-        log.add(record_of(requests[i % len(requests)], 10.0005, 1_800_000_000.0 + i * 0.001))
+        log.add(entry_of(requests[i % len(requests)], 10.0005, 1_800_000_000.0 + i * 0.001))
     loop_cpu = time.process_time() - began
     log.close()  # hands over the rest and waits until every line and row is written
     total_cpu = time.process_time() - began
     return {
         "writer": writer.value,
         "store": store,
-        "loop_us": round(loop_cpu / records * 1e6, 2),  # on the loop: record_of + add (+ queue threads)
+        "loop_us": round(loop_cpu / records * 1e6, 2),  # on the loop: entry_of + add (+ queue threads)
         "process_us": round(total_cpu / records * 1e6, 2),  # all of the resolver's process
         "child_us": round((children_cpu() - child_before) / records * 1e6, 2),  # the writer process
         "seconds": round(time.perf_counter() - wall, 2),
@@ -96,7 +96,7 @@ def main() -> None:
         f"# Query log cost per query (bench/log_writer.py), {stamp}, {os.cpu_count()} cores, "
         f"{args.records:,} records; load average {' '.join(f'{x:.2f}' for x in load)}",
         "",
-        "CPU microseconds per query. `loop`: what the event loop spends (record_of + add, and the queue's",
+        "CPU microseconds per query. `loop`: what the event loop spends (entry_of + add, and the queue's",
         "threads); `resolver process`: everything in the resolver's process; `writer process`: the child",
         "that makes the lines and rows (0 for a thread writer: its work is in the resolver's process).",
         "",

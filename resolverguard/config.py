@@ -470,7 +470,7 @@ class ClientPrivacy(str, Enum):
 class LogWriter(str, Enum):
     """Where the query log's writer runs (bench/standalone.py and bench/log_writer.py measure them)."""
 
-    AUTO = "auto"  # a thread for a file alone, a process when a query store is on
+    AUTO = "auto"  # a process for a file or a query store, a thread for standard output alone
     PROCESS = "process"  # a child process: formatting and disk never take the resolver's GIL
     THREAD = "thread"  # a thread in the resolver's process
 

@@ -2,12 +2,22 @@
 
 Why a writer apart from the event loop (issue #17): building each JSON line on the loop cost ~4 us
 of a ~19 us cached answer, and writing the file more; bench/compare.py (d')/(d) was 0.66. The loop
-now keeps only a tuple per query (`QueryRecord`, ~0.7 us) and hands batches of them over; this
+now keeps only a small tuple per query (`QueryEntry`: time, client, latency and the query's shape,
+which a repeat answered by resolverguard.shortcut shares) and hands batches of them over; this
 module turns them into lines and rows, batched, in a child process (`query_log.writer: process`,
-the default with a query store: the work runs on another core and never takes the resolver's GIL)
-or a thread (`thread`, the default for a file alone: it shares the GIL, but a line now costs ~1 us
-(`LineMaker`), less than a process's pickling and waking). With `workers: N`
-the workers send their batches to the parent, which runs this writer in a thread of its own.
+the default for a file or a store: the work runs on another core and never takes the resolver's
+GIL) or a thread (`thread`, the default for standard output alone). To a process the loop writes
+marshalled batches to a pipe itself (`PipeSender`): a multiprocessing queue pickled in a feeder
+thread of the resolver's process, which took the GIL from the loop at every batch, and full
+15-field records cost three times the bytes. With `workers: N` the workers send their batches to
+the parent, which runs this writer in a thread of its own.
+
+Measured end to end before these changes (py-spy on a server under dnsperf, hits): the loop spent
+~5% in the queue's hand-over (its lock, waking the feeder thread) and the writer process ~10 us a
+line, mostly the family model run again for every repeat of a flagged name in each batch, a content
+key per line and the garbage collector (several collections per batch); the writer's CPU competed
+with the resolver and the client on a 2-core machine. Now: hints remembered per label, line parts
+remembered per shape serial, a high gc threshold in the writer process.
 
 What the file writer promised before and still does: it never raises into the caller (a full disk
 or unwritable file is said once per outage and its lines are counted in `lost`), the file rotates
@@ -21,11 +31,16 @@ import contextlib
 import functools
 import ipaddress
 import json
+import marshal
 import math
 import os
+import pickle
 import queue
+import select
+import struct
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -64,9 +79,35 @@ QueryRecord = tuple[
     str | None,  # error
     dict[str, Any] | None,  # notes
 ]
-# A message to the writer: ("batch", extra fields, [QueryRecord | event dict]), ("family", path or None:
-# the family head whose hints flagged names get), ("sync", n) or ("stop", n).
+# What the event loop hands over per query: its own values and the query's shape, the part of the record
+# that repeats. A repeat answered by resolverguard.shortcut hands over the shape its chain answer made
+# (one shared object), so a hit costs the loop one small tuple, and a batch of repeats pickles (or
+# marshals) each shape once (issue #17).
+QueryShape = tuple[
+    str,  # transport
+    str,  # qname
+    str,  # qtype
+    str | None,  # the label that was scored
+    float | None,  # score
+    str,  # action
+    str,  # reason
+    str | None,  # upstream rcode
+    str | None,  # why the name was not scored
+    str | None,  # would (monitor mode)
+    str | None,  # error
+    dict[str, Any] | None,  # notes
+    int | None,  # serial: unique among the shapes of one resolver process (QueryLog.shape_of); None: none
+]
+QueryEntry = tuple[float, str, float, QueryShape]  # wall clock, client address, latency (seconds), shape
+# A message to the writer: ("batch", extra fields, [QueryEntry | event dict]), ("family", path as text or
+# None: the family head whose hints flagged names get), ("sync", n) or ("stop", n).
 Message = tuple[Any, ...]
+
+
+def expand(entry: QueryEntry) -> QueryRecord:
+    """The full record of a handed-over entry (what lines, rows and hints are made from)."""
+    wall, client, latency, shape = entry
+    return (wall, client, *shape[:8], latency, *shape[8:12])
 
 
 def client_for_log(address: str, privacy: ClientPrivacy) -> str | None:
@@ -153,12 +194,40 @@ class LineMaker:
         self._privacy, self._tail = privacy, tail
         self._middles: dict[tuple[Any, ...], str] = {}
         self._rests: dict[tuple[Any, ...], str] = {}
+        self._shapes: dict[tuple[str, int], tuple[str, str, str]] = {}  # (client, serial) -> entry_line's parts
         self._second, self._second_text = -1, ""
 
     def line(self, record: QueryRecord) -> str:
-        whole = int(record[0])
-        if whole != self._second:
-            self._second, self._second_text = whole, f'{{"time":"{_second(whole)}.'
+        middle, rest = self._parts(record)
+        return self._assemble(record[0], record[10], middle, rest)
+
+    def entry_line(self, entry: QueryEntry, seen: dict[int, tuple[str, str, str]]) -> str:
+        """`line` of a handed-over entry. `seen`: the parts of the shapes met in this batch, by the
+        shape's id (one object per repeat of a name in a batch: resolverguard.shortcut, and marshal
+        and pickle keep that), valid while the batch lives; a hit then costs no memo key at all."""
+        wall, client, latency, shape = entry
+        found = seen.get(id(shape))
+        if found is None or found[0] != client:
+            found = seen[id(shape)] = self._shape_parts(entry)
+        return self._assemble(wall, latency, found[1], found[2])
+
+    def _shape_parts(self, entry: QueryEntry) -> tuple[str, str, str]:
+        """(client, middle, rest) of a shape met the first time in a batch. A shape with a serial
+        (the repeat shortcut's, handed over again and again; it never changes) is remembered by it: a
+        key of two small values, where a key of its content took ~30% of the writer's CPU. One maker
+        per set of extra fields: one per worker, whose serials are its own."""
+        client, serial = entry[1], entry[3][12]
+        if serial is None:  # a chain's answer: handed over once (its parts' memos still help)
+            return (client, *self._parts(expand(entry)))
+        found = self._shapes.get((client, serial))
+        if found is None:
+            if len(self._shapes) >= MAX_PARTS:
+                self._shapes.clear()
+            found = self._shapes[client, serial] = (client, *self._parts(expand(entry)))
+        return found
+
+    def _parts(self, record: QueryRecord) -> tuple[str, str]:
+        """The parts of the line that repeat: from the client to the upstream rcode, and the rest."""
         middle = self._middles.get(record[1:10])  # client .. upstream rcode
         if middle is None:
             middle = self._middle(record)
@@ -171,9 +240,15 @@ class LineMaker:
             key, rest = (), None
         if rest is None:
             rest = self._rest(record, key)
-        ms, fraction = divmod(round(record[10] * 1e6), 1000)  # `millis`, inlined (~15% of a line)
+        return middle, rest
+
+    def _assemble(self, wall: float, latency: float, middle: str, rest: str) -> str:
+        whole = int(wall)
+        if whole != self._second:
+            self._second, self._second_text = whole, f'{{"time":"{_second(whole)}.'
+        ms, fraction = divmod(round(latency * 1e6), 1000)  # `millis`, inlined (~15% of a line)
         return (
-            f'{self._second_text}{_MILLIS[int((record[0] - whole) * 1000)]}+00:00",{middle}'
+            f'{self._second_text}{_MILLIS[int((wall - whole) * 1000)]}+00:00",{middle}'
             f',"latency_ms":{ms}.{_FRACTIONS[fraction]}{rest}'
         )
 
@@ -198,10 +273,11 @@ class LineMaker:
         return client_for_log(address, self._privacy)
 
 
-def _flagged(record: QueryRecord) -> bool:
+def _flagged(entry: QueryEntry) -> bool:
     """Does this query's line get a family hint (see `RecordWriter._hinted`)?"""
-    flagged = record[7] != "pass" or record[12] is not None
-    return flagged and record[8] != "error" and bool(record[5]) and record[6] is not None
+    shape = entry[3]
+    flagged = shape[5] != "pass" or shape[9] is not None
+    return flagged and shape[6] != "error" and bool(shape[3]) and shape[4] is not None
 
 
 def with_client(record: dict[str, Any], client: Callable[[str], str | None]) -> dict[str, Any]:
@@ -217,19 +293,20 @@ def event_line(record: dict[str, Any], extra: dict[str, Any] | None) -> str:
     return _ENCODE({**record, **(extra or {})}) + "\n"
 
 
-def stored_of(record: QueryRecord, client: str | None) -> StoredQuery:
+def stored_of(entry: QueryEntry, client: str | None) -> StoredQuery:
     """The query's row for the store."""
-    score = record[6]
+    wall, _, latency, shape = entry
+    score = shape[4]
     return (
-        record[0],
+        wall,
         client,
-        record[3],
-        record[4],
-        record[7],
-        record[8],
+        shape[1],
+        shape[2],
+        shape[5],
+        shape[6],
         score if score is None or math.isfinite(score) else None,
-        record[9],
-        round(record[10] * 1000, 3),
+        shape[7],
+        round(latency * 1000, 3),
     )
 
 
@@ -466,6 +543,7 @@ class RecordWriter:
         self._makers: dict[str, LineMaker] = {}
         self._family: Path | None = None
         self._hints: FamilyHints | None = None
+        self._hint_memo: dict[str, tuple[str, float]] = {}  # label -> (family, p)
 
     def use_family(self, path: Path | None) -> None:
         """The family head (models/family.tflite) whose hint a flagged name's line gets. Made here,
@@ -476,6 +554,7 @@ class RecordWriter:
         if path == self._family:
             return
         self._family, self._hints = path, None
+        self._hint_memo.clear()
         from resolverguard.steps.family import FamilyHints  # numpy and LiteRT only where hints are made
 
         try:
@@ -486,18 +565,32 @@ class RecordWriter:
     def _hinted(self, items: list[Any]) -> list[Any]:
         """The batch with the family hint in the notes of every flagged name's record (a blocking or
         logging verdict, or one monitor mode would have blocked, of a scored name), as the family
-        step added them before; a failing family head leaves the lines without."""
+        step added them before; a failing family head leaves the lines without. A label's hint is
+        remembered (it depends on the label alone), and a shape met again in the batch gets the same
+        hinted shape (so the line maker meets it again too): repeats of a flagged name cost no model call."""
         flagged = [i for i, item in enumerate(items) if type(item) is tuple and _flagged(item)]
         if not flagged or self._hints is None:
             return items
-        try:
-            found = self._hints.hints([items[i][5] for i in flagged])
-        except Exception:  # noqa: BLE001 - a hint must never cost a line
-            return items
+        memo = self._hint_memo
+        if len(memo) >= MAX_PARTS:
+            memo.clear()
+        labels = list(dict.fromkeys(label for i in flagged if (label := items[i][3][3]) not in memo))
+        if labels:
+            try:
+                found = self._hints.hints(labels)
+            except Exception:  # noqa: BLE001 - a hint must never cost a line
+                return items
+            memo.update(zip(labels, found, strict=True))
         items = list(items)
-        for i, (family, p) in zip(flagged, found, strict=True):
-            record = items[i]
-            items[i] = (*record[:14], {**(record[14] or {}), "family_hint": family, "family_p": round(p, 4)})
+        hinted: dict[int, QueryShape] = {}
+        for i in flagged:
+            wall, client, latency, shape = items[i]
+            new = hinted.get(id(shape))
+            if new is None:
+                family, p = memo[shape[3]]
+                notes = {**(shape[11] or {}), "family_hint": family, "family_p": round(p, 4)}
+                new = hinted[id(shape)] = (*shape[:11], notes, None)  # (no serial: its lines differ)
+            items[i] = (wall, client, latency, new)
         return items
 
     def client(self, address: str) -> str | None:
@@ -515,13 +608,14 @@ class RecordWriter:
         if self._hints is not None:
             items = self._hinted(items)
         lines, store = [], self.store
+        seen: dict[int, tuple[str, str, str]] = {}  # the parts of this batch's shapes (LineMaker.entry_line)
         tail = extra_json(extra)
         maker = self._makers.get(tail)
         if maker is None:  # one per set of extra fields (one per worker)
             maker = self._makers[tail] = LineMaker(self._privacy, tail)
         for item in items:
             if type(item) is tuple:
-                lines.append(maker.line(item))
+                lines.append(maker.entry_line(item, seen))
                 if store is not None:
                     store.add(stored_of(item, self.client(item[1])))
             else:
@@ -542,6 +636,13 @@ class RecordWriter:
         if self.store is not None:
             self.store.close()
 
+    def count_lost(self, records: int) -> None:
+        """Records that never became lines (a batch the writer failed on)."""
+        if self.file.config.path is None and self.store is not None:
+            self.store.lost += records
+        else:
+            self.file.lost += records
+
     @property
     def counts(self) -> tuple[int, int]:
         """(written, lost) lines of the file, or rows of the store when there is no file."""
@@ -560,9 +661,13 @@ def serve_inbox(inbox: Any, answer: Callable[[Message], None], writer: RecordWri
         except queue.Empty:
             message = None
         if message is not None and message[0] == "batch":
-            writer.write(message[1], message[2])
+            try:
+                writer.write(message[1], message[2])
+            except Exception as err:  # noqa: BLE001 - a bug in one batch must not end the writer
+                writer.count_lost(len(message[2]))
+                answer(("said", f"query log: a batch was not written ({type(err).__name__}: {err}); counted in lost"))
         elif message is not None and message[0] == "family":
-            writer.use_family(message[1])
+            writer.use_family(None if message[1] is None else Path(message[1]))
         elif message is not None:
             if message[0] == "stop":
                 writer.close()
@@ -577,9 +682,112 @@ def serve_inbox(inbox: Any, answer: Callable[[Message], None], writer: RecordWri
             flushed = time.monotonic()
 
 
+FRAME = struct.Struct("<IB")  # a message's length and codec, before its bytes
+MARSHAL, PICKLE = 0, 1
+PIPE_BYTES = 1 << 20  # the pipe's buffer asked for (Linux' default cap): ~30 k queries before a write waits
+GC_THRESHOLD = 200_000  # the writer process's first-generation threshold (see writer_process)
+F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (named in the fcntl module from Python 3.10 on Linux only)
+
+
+def frame_of(message: Message) -> bytes:
+    """A message as bytes for the pipe: marshal (a batch of entries in ~0.14 us each, half of pickle's
+    ~0.3 us and a third of what pickling full records cost; repeated shapes are written once), or
+    pickle for what marshal refuses (an event field of another type)."""
+    try:
+        body, codec = marshal.dumps(message), MARSHAL
+    except ValueError:
+        body, codec = pickle.dumps(message, pickle.HIGHEST_PROTOCOL), PICKLE
+    return FRAME.pack(len(body), codec) + body
+
+
+class PipeSender:
+    """The resolver's end of the pipe to a writer process. Why a pipe and not a multiprocessing
+    queue (issue #17): a queue pickles in a feeder thread of the resolver's process, and every batch
+    woke that thread, which then took the GIL from the event loop; here the loop itself marshals a
+    batch and writes it without blocking: what the pipe cannot take now stays in `unsent` and goes
+    with the next hand-over."""
+
+    def __init__(self, fd: int) -> None:
+        os.set_blocking(fd, False)
+        with contextlib.suppress(OSError):
+            import fcntl
+
+            fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_BYTES)
+        self._fd, self._unsent = fd, bytearray()
+
+    @property
+    def unsent(self) -> int:
+        """Bytes handed over that the pipe has not taken yet."""
+        return len(self._unsent)
+
+    def put(self, message: Message) -> None:
+        """Sends what the pipe takes now; raises OSError (BrokenPipeError) when the writer is gone."""
+        self._unsent += frame_of(message)
+        self.send()
+
+    def send(self) -> None:
+        while self._unsent:
+            try:
+                sent = os.write(self._fd, self._unsent)
+            except BlockingIOError:
+                return
+            del self._unsent[:sent]
+
+    def drain(self, deadline: float, alive: Callable[[], bool]) -> bool:
+        """Waits (up to `deadline`, while the writer lives) until the pipe took everything."""
+        while self._unsent and alive() and (left := deadline - time.monotonic()) > 0:
+            select.select([], [self._fd], [], min(left, 1.0))
+            self.send()
+        return not self._unsent
+
+
+class PipeInbox:
+    """The writer process's end of the pipe: `get` as a queue's, framed messages in order. The end of
+    the pipe (the resolver is gone without a stop) reads as a stop: what came is written."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd, self._buffer, self._ready = fd, bytearray(), deque[Message]()
+
+    def get(self, timeout: float) -> Message:
+        deadline = time.monotonic() + timeout
+        while not self._ready:
+            readable, _, _ = select.select([self._fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not readable:
+                raise queue.Empty
+            chunk = os.read(self._fd, PIPE_BYTES)
+            if not chunk:
+                self._ready.append(("stop", 0))
+                break
+            self._buffer += chunk
+            self._split()
+        return self._ready.popleft()
+
+    def _split(self) -> None:
+        buffer, at = self._buffer, 0
+        with memoryview(buffer) as view:
+            while len(buffer) - at >= FRAME.size:
+                size, codec = FRAME.unpack_from(buffer, at)
+                end = at + FRAME.size + size
+                if end > len(buffer):
+                    break
+                with view[at + FRAME.size : end] as body:
+                    self._ready.append(marshal.loads(body) if codec == MARSHAL else pickle.loads(body))
+                at = end
+        del buffer[:at]
+
+
 def writer_process(inbox: Any, outbox: Any, config: QueryLogConfig, store: QueryStoreConfig | None) -> None:
-    """A child process's main: what it has to say goes back to the resolver, which prints it."""
+    """A child process's main: messages come over a pipe (`inbox`, the reading end of a
+    multiprocessing pipe, see PipeSender); what it has to say goes back to the resolver, which
+    prints it."""
+    import gc
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the resolver decides when the writer stops
-    serve_inbox(inbox, outbox.put, RecordWriter(config, store, lambda text: outbox.put(("said", text))))
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload of the resolver is not the writer's
+    # A batch is thousands of tuples alive at once: at the default threshold (700) the collector ran
+    # several times a batch and, as the memos grew, walked LiteRT's and numpy's objects too (~12% of
+    # the writer's CPU in py-spy, issue #17). What it writes makes no cycles; a rare error may.
+    gc.set_threshold(GC_THRESHOLD, 20, 100)
+    writer = RecordWriter(config, store, lambda text: outbox.put(("said", text)))
+    serve_inbox(PipeInbox(inbox.fileno()), outbox.put, writer)

@@ -305,9 +305,10 @@ class Service:
             lists = self.pipeline.groups.default.lists
             state = f"paused, {switch.remaining():.0f} s left" if switch.active else "blocking"
             sync = "" if self.sync is None else f"; redis sync {'up' if self.sync.connected.is_set() else 'down'}"
+            lost = self.pipeline.log.lost  # (a dead writer, a full disk, a writer far behind: issue #17)
             return (
                 f"ok: {state}; {lists.allowed_count} allowed, {lists.denied_count} denied rules; {self.reloads} reloads"
-                f"{sync}"
+                f"{sync}{f'; query log {lost} lines lost' if lost else ''}"
             )
         if words == ["lists", "update"]:
             results = await self.update_lists()

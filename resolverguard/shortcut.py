@@ -34,12 +34,12 @@ import time
 from collections.abc import Callable
 
 from resolverguard.chain import Request
-from resolverguard.logwriter import QueryRecord
+from resolverguard.logwriter import QueryShape
 from resolverguard.names import InputForm
 from resolverguard.steps.answers import AnswerCache, _Entry
 from resolverguard.steps.cache import VerdictCache
 from resolverguard.steps.pause import PauseSwitch
-from resolverguard.steps.querylog import QueryLog, record_of
+from resolverguard.steps.querylog import QueryLog
 from resolverguard.steps.watch import ClientWatchStep
 
 NEVER = float("inf")
@@ -64,10 +64,11 @@ class ReplyShortcut:
     ) -> None:
         self._answers, self._verdicts, self._pause, self._log, self._form = answers, verdicts, pause, log, form
         self._size, self._wall, self._watch = size, wall, watch
-        # packet[2:] -> (reply[2:], until, log record of the chain's answer, answer-cache entry or
+        self._log_add = log.add if log is not None else None
+        # packet[2:] -> (reply[2:], until, log shape of the chain's answer, answer-cache entry or
         # None, hard, the chain's request when a watch reads it): the reply stands until `until`; an
         # entry's reply is re-served with its TTLs counted again (as the cache itself does) until `hard`
-        self._known: dict[bytes, tuple[bytes, float, QueryRecord | None, _Entry | None, float, Request | None]] = {}
+        self._known: dict[bytes, tuple[bytes, float, QueryShape | None, _Entry | None, float, Request | None]] = {}
         self.served = 0
 
     def __len__(self) -> int:
@@ -82,7 +83,7 @@ class ReplyShortcut:
         watch = self._watch
         if watch is not None and watch.holds_queries():
             return None
-        tail, until, record, entry, hard, learned = found
+        tail, until, shape, entry, hard, learned = found
         clock = self._answers.clock
         started = clock()
         if started >= until:
@@ -91,7 +92,7 @@ class ReplyShortcut:
                 return None
             elapsed = int(started - entry.stored)  # a new second: the TTLs counted again, as `get` would
             tail = entry.serve(packet, len(tail) + 2 != len(entry.layout.wire), elapsed)[2:]
-            self._known[key] = (tail, min(entry.stored + elapsed + 1, hard), record, entry, hard, learned)
+            self._known[key] = (tail, min(entry.stored + elapsed + 1, hard), shape, entry, hard, learned)
         elif entry is not None and entry.retired:
             del self._known[key]
             return None
@@ -101,9 +102,9 @@ class ReplyShortcut:
             self._answers.hits += 1
         if learned is not None and watch is not None:
             watch.seen_as(learned, client[0], started, reply)
-        if record is not None and self._log is not None:
-            # the chain's record with this query's time, client and latency (record_of's layout)
-            self._log.add((self._wall(), client[0], *record[2:10], clock() - started, *record[11:]))
+        if shape is not None and self._log_add is not None:
+            # the chain's shape (one shared object) with this query's time, client and latency
+            self._log_add((self._wall(), client[0], clock() - started, shape))
         return reply
 
     def learn(self, request: Request, reply: bytes | None) -> None:
@@ -138,9 +139,9 @@ class ReplyShortcut:
             return
         if len(self._known) >= self._size:
             self._forget_expired()
-        record = record_of(request, 0.0, 0.0) if self._log is not None else None
+        shape = self._log.shape_of(request) if self._log is not None else None
         learned = request if self._watch is not None else None
-        self._known[request.packet[2:]] = (reply[2:], until, record, entry, hard, learned)
+        self._known[request.packet[2:]] = (reply[2:], until, shape, entry, hard, learned)
 
     def _verdict_until(self, request: Request) -> float:
         """When the score's verdict-cache entry expires, on the answer cache's clock."""

@@ -154,8 +154,8 @@ def test_the_writer_adds_family_hints_to_flagged_lines_only(tmp_path: Path, writ
 
     def record(qname: str, label: str | None, score: float | None, action: str, would: str | None = None) -> Any:
         notes = {"answer_cache": "hit"} if action == "pass" else None
-        return (1.8e9, "127.0.0.1", "udp", qname, "A", label, score, action, "model", "NOERROR", 0.001, None, would,
-                None, notes)  # fmt: skip
+        shape = ("udp", qname, "A", label, score, action, "model", "NOERROR", None, would, None, notes, None)
+        return (1.8e9, "127.0.0.1", 0.001, shape)  # an entry, as the log step hands it over
 
     lines = {}
     for family in (DATA / "family2.tflite", DIGITS_MODEL):  # (a detector is not a family head)

@@ -2,15 +2,17 @@
 reads to see why.
 
 The log step is the outermost link, so it sees the final verdict, the upstream rcode and the full
-latency, and it logs even when an inner step failed. On the event loop it only keeps a tuple of
-plain values per query (`record_of`); the lines and the store's rows are made and written by one
-writer off the loop (resolverguard.logwriter; `query_log.writer: auto`, the default: a thread for a
-file alone, whose lines cost ~1 us each, and a child process when a query store is on, whose rows
-cost ~8 us; a process costs more CPU in all, pickling and waking included: bench/standalone.py
-measured +14.5 us per cached answer against +6.3 us for a thread, issue #17), which gets the records
-in batches of BATCH or every FLUSH_SECONDS (the service hands them over on a timer, and on stop and
-reload). Logging never raises into the DNS path: an unwritable log or store is said once on stderr
-and DNS service goes on. A crash (not a stop) can lose the last fraction of a second.
+latency, and it logs even when an inner step failed. On the event loop it only keeps a small tuple
+per query (`entry_of`: time, client, latency and the query's shape; a repeat answered by the
+shortcut hands over its shared shape again); the lines and the store's rows are made and written by
+one writer off the loop (resolverguard.logwriter; `query_log.writer: auto`, the default: a child
+process for a file or a store, which gets batches of PROCESS_BATCH entries over a pipe the loop
+writes itself, so lines cost the loop ~0.3-0.5 us and the writer's ~1-2.5 us run on another core
+and never take the resolver's GIL; a thread for standard output alone, in batches of BATCH; issue
+#17). Batches also go every FLUSH_SECONDS (the service hands them over on a timer, and on stop and
+reload). Logging never raises into the DNS path: an unwritable log or store, a writer that is
+behind or gone, is said once on stderr, counted in `lost` (`resolverguard status`), and DNS
+service goes on. A crash (not a stop) can lose the last fraction of a second.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import multiprocessing
 import queue
 import sys
@@ -34,9 +37,13 @@ from resolverguard.config import LogWriter, QueryLogConfig, QueryStoreConfig
 from resolverguard.logwriter import (
     FLUSH_SECONDS,
     Message,
+    PipeSender,
+    QueryEntry,
     QueryRecord,
+    QueryShape,
     RecordWriter,
     client_for_log,
+    expand,
     extra_json,
     line_of_record,
     serve_inbox,
@@ -51,14 +58,21 @@ __all__ = [
     "QueryLog",
     "QueryLogStep",
     "client_for_log",
+    "entry_of",
     "line_of",
     "record_of",
+    "shape_of",
     "timestamp",
 ]
 
-BATCH = 256  # records per hand-over: one message to the writer instead of one per query
+BATCH = 256  # records per hand-over to a writer thread: one message to the writer instead of one per query
+# ... and to a writer process: it makes a line of a shape met earlier in the batch at half the cost, and
+# more repeat in a larger batch (Zipf(1.1) over 10k names: 54% of 256 entries are the first of their
+# shape in the batch, 40% of 1024, 28% of 4096); a thread's batch holds the GIL while it is written.
+PROCESS_BATCH = 2048
 SYNC_SECONDS = 120.0  # how long a flush or stop waits for a writer that is alive to write its backlog
 MAX_BACKLOG = 1000  # batches waiting for the writer (~256 k queries, tens of MB) before new ones are dropped
+MAX_UNSENT = 64 << 20  # bytes a writer process's pipe has not taken (~2 M queries) before new batches are dropped
 
 
 class QueryLog:
@@ -94,14 +108,20 @@ class QueryLog:
         self.store = _used(store)
         self._stderr, self._forward, self._extra = stderr, forward, extra or None
         self._pending: list[Any] = []
+        self._serials = itertools.count(time.monotonic_ns())
+        self._batch = BATCH  # entries per hand-over (PROCESS_BATCH to a writer process)
         self._synced = 0
         self._behind = False  # batches are being dropped (said once per episode)
         self._lock = threading.Lock()  # flush and close may come from another thread than the loop
-        self._inbox: Any = None
+        self._inbox: Any = None  # the thread writer's queue
+        self._pipe: PipeSender | None = None  # the writer process's pipe
+        self._pipe_end: Any = None  # (its multiprocessing connection, closed with the log)
         self._family: Path | None = None
         self._outbox: Any = None
         self._writer: threading.Thread | multiprocessing.process.BaseProcess | None = None
         self.written = self._writer_lost = self._dropped = 0
+        self._handed = 0  # records handed to this log's own writer
+        self._gone = False  # the writer died: what comes is counted in `lost` (said once)
         if forward is not None or not self.enabled:
             return
         if self.store is not None and self.store.path is not None:
@@ -110,7 +130,7 @@ class QueryLog:
 
     def _start_writer(self) -> None:
         where = self.config.writer
-        if where is LogWriter.THREAD or (where is LogWriter.AUTO and self.store is None):
+        if where is LogWriter.THREAD or (where is LogWriter.AUTO and self.store is None and self.config.path == "-"):
             self._inbox, self._outbox = queue.SimpleQueue(), queue.SimpleQueue()
             writer = RecordWriter(self.config, self.store, lambda text: self._outbox.put(("said", text)))
             self._writer = threading.Thread(
@@ -118,14 +138,18 @@ class QueryLog:
             )
         else:
             ctx = multiprocessing.get_context("spawn")  # a fork would copy the model and the lists
-            self._inbox, self._outbox = ctx.Queue(), ctx.Queue()
+            reading, self._pipe_end = ctx.Pipe(duplex=False)
+            self._outbox = ctx.Queue()
             self._writer = ctx.Process(
                 target=writer_process,
-                args=(self._inbox, self._outbox, self.config, self.store),
+                args=(reading, self._outbox, self.config, self.store),
                 name="resolverguard-log",
                 daemon=True,
             )
         self._writer.start()
+        if self._pipe_end is not None:
+            reading.close()  # the child has its own: a writer that dies breaks the pipe (EPIPE, counted)
+            self._pipe, self._batch = PipeSender(self._pipe_end.fileno()), PROCESS_BATCH
 
     @property
     def lost(self) -> int:
@@ -151,14 +175,30 @@ class QueryLog:
         """The family head whose hints the writer adds to flagged names' lines (`RecordWriter.use_family`);
         told again after a reload that changes it. A worker's log forwards records only: the parent's
         writer is told by resolverguard.workers."""
-        if path != self._family and self._inbox is not None:
-            self._family = path
-            self._inbox.put(("family", path))
+        if path == self._family or (self._inbox is None and self._pipe is None):
+            return
+        self._family = path
+        self._put(("family", None if path is None else str(path)))
 
-    def add(self, record: QueryRecord) -> None:
-        """Keeps one query's record; never raises."""
+    def _put(self, message: Message) -> None:
+        """A message to this log's own writer, in order with the batches."""
+        if self._pipe is not None:
+            self._pipe.put(message)
+        elif self._inbox is not None:
+            self._inbox.put(message)
+
+    def shape_of(self, request: Request) -> QueryShape:
+        """`shape_of` with a serial, for the repeat shortcut, which hands the shape over again and again:
+        the writer remembers the shape's line parts by it. Unique within this process and never
+        reused: it counts on from the monotonic clock's nanoseconds when the log opened, so a log
+        opened by a reload (a worker's forwards to the same writer) starts past every serial an
+        earlier one gave (it would take more than one shape a nanosecond to catch up)."""
+        return shape_of(request, next(self._serials))
+
+    def add(self, record: QueryEntry) -> None:
+        """Keeps one query's entry (`entry_of`, or a repeat's: resolverguard.shortcut); never raises."""
         self._pending.append(record)
-        if len(self._pending) >= BATCH:
+        if len(self._pending) >= self._batch:
             self.hand_over()
 
     def write(self, record: dict[str, Any]) -> None:
@@ -173,23 +213,47 @@ class QueryLog:
         if self._outbox is not None:
             self._say_what_the_writer_said()
         if not self._pending:
+            if self._pipe is not None and self._pipe.unsent:
+                self._send(self._pipe.send, 0)  # what the pipe could not take at the last hand-over
             return
         batch, self._pending = self._pending, []
         message = ("batch", self._extra, batch)
-        try:
-            if self._forward is not None:
-                self._forward(message)
-                self.written += len(batch)
-            elif self._inbox is not None:
-                if self._inbox.qsize() >= MAX_BACKLOG:  # the writer cannot keep up: answers come first
-                    self._dropped += len(batch)
-                    self._behind = self._behind or self._say_once("query log: the writer is behind; lines dropped")
-                    return
-                self._behind = False
-                self._inbox.put(message)
-        except Exception as err:  # noqa: BLE001 - a writer that is gone must not break DNS
+        if self._forward is not None:
+            self._send(lambda: self._forward(message), len(batch))  # type: ignore[misc]
+            return
+        if self._gone or (self._pipe is None and self._inbox is None):
             self._dropped += len(batch)
-            self._say(f"query log: cannot hand over to the writer ({type(err).__name__}: {err}); DNS continues")
+            return
+        behind = self._pipe.unsent >= MAX_UNSENT if self._pipe is not None else self._inbox.qsize() >= MAX_BACKLOG
+        if behind:  # the writer cannot keep up: answers come first
+            self._dropped += len(batch)
+            self._behind = self._behind or self._say_once("query log: the writer is behind; lines dropped")
+            return
+        self._behind = False
+        self._send(lambda: self._put(message), len(batch))
+
+    def _send(self, send: Callable[[], None], records: int) -> None:
+        """Runs a hand-over; a writer that is gone (a broken pipe: killed, crashed) is said once, its
+        records from then on are counted in `lost` (with those it may not have written: handed over
+        since it last said how many it wrote), and DNS goes on."""
+        try:
+            send()
+        except Exception as err:  # noqa: BLE001 - a writer that is gone must not break DNS
+            self._dropped += records
+            if self._forward is not None:
+                self._say(f"query log: cannot hand over to the writer ({type(err).__name__}: {err}); DNS continues")
+                return
+            self._gone, unwritten = True, max(0, self._handed - self.written - self._writer_lost)
+            self._dropped += unwritten
+            self._say(
+                f"query log: the writer is gone ({type(err).__name__}: {err}); up to {unwritten} lines it had not"
+                " written and every line from now on are counted in lost; DNS service continues"
+            )
+            return
+        if self._forward is not None:
+            self.written += records
+        else:
+            self._handed += records
 
     def flush(self) -> None:
         """Hands over and waits (up to SYNC_SECONDS) until the writer has written everything so
@@ -199,24 +263,36 @@ class QueryLog:
             self._sync("sync")
 
     def _sync(self, kind: str) -> None:
-        if self._inbox is None or self._writer is None or not self._writer.is_alive():
+        writer = self._writer
+        if (self._inbox is None and self._pipe is None) or writer is None or self._gone:
+            return
+        if not writer.is_alive():
+            self._send(self._writer_died, 0)
             return
         self._synced += 1
-        self._inbox.put((kind, self._synced))
         deadline = time.monotonic() + SYNC_SECONDS
+        self._send(lambda: self._put((kind, self._synced)), 0)
+        if self._pipe is not None and not self._gone and not self._pipe.drain(deadline, writer.is_alive):
+            self._send(self._writer_died if not writer.is_alive() else self._pipe.send, 0)
+        if self._gone:
+            return
         while (left := deadline - time.monotonic()) > 0:
             try:
                 message = self._outbox.get(timeout=min(left, 1.0))
             except queue.Empty:
-                if self._writer.is_alive():
+                if writer.is_alive():
                     continue  # a backlog on a busy machine: wait while the writer lives
-                break
+                self._send(self._writer_died, 0)
+                return
             if message[0] == "said":
                 self._say(message[1])
             elif message[0] == "synced" and message[1] == self._synced:
                 self.written, self._writer_lost = message[2], message[3]
                 return
         self._say("query log: the writer did not answer; lines may be missing")
+
+    def _writer_died(self) -> None:
+        raise ChildProcessError(f"exit code {getattr(self._writer, 'exitcode', None)}")
 
     def _say_what_the_writer_said(self) -> None:
         with contextlib.suppress(queue.Empty, OSError, ValueError):
@@ -247,10 +323,10 @@ class QueryLog:
             self._writer = None
             if self._outbox is not None:
                 self._say_what_the_writer_said()
-            for channel in (self._inbox, self._outbox):
-                if hasattr(channel, "close"):  # a process's queues have a feeder thread and a pipe
+            for channel in (self._pipe_end, self._outbox):
+                if hasattr(channel, "close"):  # a process's queue has a feeder thread and a pipe
                     channel.close()
-            self._inbox = None
+            self._inbox = self._pipe = self._pipe_end = None
 
 
 def open_log(config: QueryLogConfig, store: QueryStoreConfig | None) -> QueryLog:
@@ -268,13 +344,12 @@ def _qtype_name(qtype: int) -> str:
     return str(QTYPE.get(qtype, str(qtype)))
 
 
-def record_of(request: Request, now: float, wall: float) -> QueryRecord:
-    """What the log keeps of a query on the event loop: plain values only (~0.7 us), so that
-    building the line and the row happens in the writer."""
+def shape_of(request: Request, serial: int | None = None) -> QueryShape:
+    """What the log keeps of a query on the event loop, beyond its time, client and latency: plain
+    values only, so that building the line and the row happens in the writer. `serial`: see
+    `QueryLog.shape_of`."""
     verdict, name = request.verdict, request.name
     return (
-        wall,
-        request.client[0],
         request.transport,
         name.qname if name else request.qname.rstrip("."),
         _qtype_name(request.qtype),
@@ -283,12 +358,22 @@ def record_of(request: Request, now: float, wall: float) -> QueryRecord:
         verdict.action.value if verdict else "servfail",
         verdict.reason.value if verdict else "error",
         request.upstream_rcode,
-        now - request.started,
         name.unscored.value if name and name.unscored else None,
         verdict.would.value if verdict and verdict.would else None,
         request.error,
         request.notes or None,
+        serial,
     )
+
+
+def entry_of(request: Request, now: float, wall: float, serial: int | None = None) -> QueryEntry:
+    """The query's entry as the log step hands it over (~0.8 us, `now` on the monotonic clock)."""
+    return (wall, request.client[0], now - request.started, shape_of(request, serial))
+
+
+def record_of(request: Request, now: float, wall: float) -> QueryRecord:
+    """The query's full record, as the writer makes it of the entry (for tests and `explain`)."""
+    return expand(entry_of(request, now, wall))
 
 
 def line_of(request: Request, now: float, wall: float, log: QueryLog) -> str:
@@ -310,7 +395,7 @@ class QueryLogStep:
             request.internal_error = f"{type(err).__name__}: {err}"
             raise
         finally:
-            self._log.add(record_of(request, self._clock(), self._wall()))
+            self._log.add(entry_of(request, self._clock(), self._wall()))  # (handed over once: no serial)
 
 
 class HandOverTimer:

@@ -1,0 +1,205 @@
+"""The query log's writer process (resolverguard.logwriter): the entries the event loop hands over
+over a pipe become the lines a thread writer makes of them, nothing handed over is lost on a SIGHUP
+reload or on SIGTERM under load, and a writer that dies is said and counted while DNS goes on."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import dns.message
+import dns.query
+import pytest
+from dnsfixtures import Upstream, free_port, run_upstream, start_serving, wait_for
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from test_querylog import _RECORDS
+
+from resolverguard.config import ClientPrivacy, LogWriter, QueryLogConfig
+from resolverguard.logwriter import (
+    LineMaker,
+    QueryEntry,
+    client_for_log,
+    event_line,
+    expand,
+    frame_of,
+    line_of_record,
+)
+from resolverguard.steps.querylog import QueryLog
+from resolverguard.verdicts import Action
+
+ROOT = Path(__file__).resolve().parent.parent
+OTHER_CLIENT = "10.9.8.7"
+
+
+def entry_of_record(record: tuple[Any, ...], serial: int | None) -> QueryEntry:
+    """The entry the loop would hand over for a full record (record_of's layout)."""
+    return (record[0], record[1], record[10], (*record[2:10], *record[11:], serial))  # type: ignore[return-value]
+
+
+def batch_of(records: list[Any], serials: int | None = 1000) -> list[QueryEntry]:
+    """Entries with the repeats a real batch has: each shape again (the same object, as the repeat
+    shortcut hands it over) a second later, and once from another client; shapes with serials from
+    `serials` on (the shortcut's) or without (the chain's)."""
+    entries = [entry_of_record(r, None if serials is None else serials + n) for n, r in enumerate(records)]
+    return (
+        entries
+        + [(wall + 1.0, client, latency, shape) for wall, client, latency, shape in entries]
+        + [(wall, OTHER_CLIENT, latency, shape) for wall, _, latency, shape in entries]
+    )
+
+
+@settings(deadline=None)  # (a loaded machine: the first example can take long)
+@given(
+    st.lists(_RECORDS, min_size=1, max_size=20),
+    st.sampled_from(list(ClientPrivacy)),
+    st.sampled_from(["", ',"worker":1']),
+)
+def test_entry_lines_are_the_reference_lines(records: list[Any], privacy: ClientPrivacy, tail: str) -> None:
+    """`LineMaker.entry_line` (memo by shape within a batch, by content across batches) gives
+    `line_of_record`'s bytes for every entry, a shape met again from another client included, and
+    a batch that meets the same serials again."""
+    maker = LineMaker(privacy, tail)
+    for serials in (1000, 1000, None, None):  # a second batch: new `seen`, the serial memo or the parts' memos
+        seen: dict[int, tuple[str, str, str]] = {}
+        for entry in batch_of(records, serials):
+            reference = line_of_record(expand(entry), client_for_log(entry[1], privacy), tail)
+            assert maker.entry_line(entry, seen) == reference
+
+
+@settings(  # each example starts a writer process: few, and no shrinking
+    max_examples=4, deadline=None, phases=[Phase.explicit, Phase.generate], suppress_health_check=[HealthCheck.too_slow]
+)
+@given(st.lists(_RECORDS, min_size=1, max_size=40))
+def test_the_writer_process_writes_the_thread_writers_bytes(tmp_path_factory: Any, records: list[Any]) -> None:
+    """The same entries and events through the pipe to a writer process and through the queue to a
+    writer thread give the reference lines (`line_of_record`), byte for byte, chain and shortcut
+    shapes alike; an event marshal refuses (an enum value) goes pickled."""
+    work = tmp_path_factory.mktemp("writers")
+    event = {"event": "client_flagged", "client": "192.0.2.7", "action": Action.LOG, "names": ["a.example"]}
+    with pytest.raises(ValueError):
+        __import__("marshal").dumps(event)
+    assert frame_of(("batch", None, [event]))[4] == 1  # (the pickle codec)
+    # (the fields written without escaping hold enum values: no arbitrary text there)
+    records = [(*r[:11], "too_short" if r[11] else None, "sinkhole" if r[12] else None, *r[13:]) for r in records]
+    entries = batch_of(records) + batch_of(records, None)
+    expected = [line_of_record(expand(entry), entry[1], "") for entry in entries]
+    expected.insert(1, event_line(event, None))
+    for writer in (LogWriter.PROCESS, LogWriter.THREAD):
+        path = work / f"{writer.value}.jsonl"
+        log = QueryLog(QueryLogConfig(path=str(path), writer=writer, max_bytes=0))
+        for n, entry in enumerate(entries):
+            log.add(entry)
+            if n == 0:
+                log.write(event)
+        log.close()
+        assert log.lost == 0 and log.written == len(expected)
+        assert path.read_bytes() == "".join(expected).encode(), writer
+
+
+def ask_until_stopped(port: int, worker: int, stopped: threading.Event, limit: int) -> tuple[int, set[str]]:
+    """Queries (a name each, and each name again: the repeat shortcut's path) until `stopped`:
+    how many were sent and the names of those answered."""
+    sent, answered = 0, set()
+    while not stopped.is_set() and sent < limit:
+        name = f"w{worker}-{sent // 2}.example.com"
+        query = dns.message.make_query(name, "A")
+        sent += 1
+        try:
+            dns.query.udp(query, "127.0.0.1", port=port, timeout=0.5)
+            answered.add(name)
+        except Exception:  # noqa: BLE001 - the server stopping mid-run is the point of these tests
+            pass
+    return sent, answered
+
+
+def logged_names(path: Path) -> list[str]:
+    return [json.loads(line)["qname"] for line in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("reloads", [0, 3])
+def test_nothing_handed_to_the_writer_process_is_lost_on_sighup_and_sigterm(tmp_path: Path, reloads: int) -> None:
+    """With the writer in a process, every query answered before SIGTERM has its line (both times
+    a name was asked: once through the chain, once through the repeat shortcut), across SIGHUP
+    reloads that keep the log, and no line is written twice."""
+    port, policy, log = free_port(), tmp_path / "policy.yaml", tmp_path / "q.jsonl"
+    stopped = threading.Event()
+    with run_upstream(Upstream()) as up:
+        text = (
+            f"upstreams: ['127.0.0.1:{up.port}']\nquery_log: {{path: '{log}', writer: process}}\n"
+            "rate_limit: {qps: 0}\n"
+        )
+        policy.write_text(text)
+        proc = start_serving(policy, port)
+        with concurrent.futures.ThreadPoolExecutor(6) as pool:
+            futures = [pool.submit(ask_until_stopped, port, w, stopped, 3000) for w in range(6)]
+            time.sleep(0.5)
+            for n in range(reloads):
+                policy.write_text(text + f"lists:\n  deny: [reload{n}.example]\n")  # a reload that keeps the log
+                proc.send_signal(signal.SIGHUP)
+                wait_for(proc, "reloaded")
+                time.sleep(0.3)
+            time.sleep(0.5)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
+            stopped.set()
+            results = [f.result() for f in futures]
+    sent = sum(r[0] for r in results)
+    answered = set().union(*(r[1] for r in results))
+    logged = logged_names(log)
+    assert len(answered) > 0 and sum(r[0] for r in results) < 6 * 3000  # the stop came under load
+    assert answered <= set(logged)  # every answered query was logged
+    assert len(logged) <= sent and max(logged.count(n) for n in set(logged)) <= 2  # each query once at most
+    assert sum(logged.count(n) == 2 for n in answered) > len(answered) // 2  # repeats logged too
+
+
+def writer_pid(server: int) -> int:
+    """The query log's writer process among the server's children (the other is multiprocessing's
+    resource tracker)."""
+    for child in Path(f"/proc/{server}/task/{server}/children").read_text().split():
+        command = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ")
+        if b"spawn_main" in command:
+            return int(child)
+    raise AssertionError("no writer process")
+
+
+def test_a_writer_process_that_dies_is_said_and_counted_and_dns_goes_on(tmp_path: Path) -> None:
+    """SIGKILL to the writer: answers go on, the resolver says once that the writer is gone, and
+    `status` counts the lines lost."""
+    port, policy, log, sock = free_port(), tmp_path / "policy.yaml", tmp_path / "q.jsonl", tmp_path / "c.sock"
+    with run_upstream(Upstream()) as up:
+        policy.write_text(
+            f"upstreams: ['127.0.0.1:{up.port}']\nquery_log: {{path: '{log}', writer: process}}\n"
+            f"control_socket: {sock}\nrate_limit: {{qps: 0}}\n"
+        )
+        proc = start_serving(policy, port)
+        try:
+            for n in range(20):
+                dns.query.udp(dns.message.make_query(f"before{n}.example.com", "A"), "127.0.0.1", port=port, timeout=5)
+            os.kill(writer_pid(proc.pid), signal.SIGKILL)
+            for n in range(3000):  # past a batch, so that a hand-over meets the broken pipe
+                query = dns.message.make_query(f"a{n}.example.com", "A")
+                assert dns.query.udp(query, "127.0.0.1", port=port, timeout=5).answer
+            said = wait_for(proc, "the writer is gone", timeout=10)
+            assert "DNS service continues" in said
+            status = subprocess.run(
+                [sys.executable, "-m", "resolverguard", "status", "--socket", str(sock)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                cwd=ROOT,
+            ).stdout
+            lost = re.search(r"query log (\d+) lines lost", status)
+            assert lost is not None and int(lost.group(1)) >= 2048, status
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
