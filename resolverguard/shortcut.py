@@ -68,6 +68,7 @@ class ReplyShortcut:
         self._size, self._wall, self._watch = size, wall, watch
         # asked before each repeat: only a watch that may block (quarantine) can hold queries back
         self._holds = watch.holds_queries if watch is not None and watch.blocks else None
+        self._seen = watch.seen_repeat if watch is not None else None  # told of each repeat
         # packet[2:] -> (reply[2:], until, log record of the chain's answer, answer-cache entry or
         # None, hard, what the answer tells the watch or None): the reply stands until `until`; an
         # entry's reply is re-served with its TTLs counted again (as the cache itself does) until `hard`
@@ -103,8 +104,9 @@ class ReplyShortcut:
         self.served += 1
         if entry is not None:
             self._answers.hits += 1
-        if repeat is not None and self._watch is not None:
-            self._watch.seen_repeat(repeat, client[0], started)
+        seen = self._seen
+        if repeat is not None and seen is not None:
+            seen(repeat, client[0], started)
         if record is not None and self._log is not None:
             # the chain's record with this query's time, client and latency (record_of's layout)
             self._log.add((self._wall(), client[0], *record[2:10], clock() - started, *record[11:]))
