@@ -342,14 +342,34 @@ class _Resolved:
         self.last = now
 
 
+# A new name in a client's ring until it is asked again: when it resolved, and whether the model
+# found it suspicious (`_Evidence.entry` makes it a _Resolved when it is)
+_Fresh = tuple[float, bool]
+
+
 @dataclass(slots=True)
 class _Evidence:
     """One client's window of unknown NXDOMAIN names and its ring of newly resolved names."""
 
     names: deque[tuple[float, NameFacts, float]]  # (when, facts, points)
-    resolved: dict[str, _Resolved]  # new names that resolved for it (nobody else had), oldest first
+    resolved: dict[str, _Resolved | _Fresh]  # new names that resolved for it (nobody else had), oldest first
     c2_marked: int = 0  # likely C2 names this client's flags recorded (at most max_c2_per_flag per flag)
     probed: dict[str, _Resolved] = field(default_factory=dict)  # quarantined look-alikes since the flag
+
+    def entry(self, key: str) -> _Resolved | None:
+        """The ring's entry for `key`, made a _Resolved on first use. Most new names are never
+        asked again (a page's long tail), and a _Resolved per new name was an object that
+        lived until the ring let it go, which made the garbage collector's full passes come
+        more often on a stream of new names (bench/results/watch_cost.md); a (float, bool)
+        tuple it stops tracking at its first pass."""
+        found = self.resolved.get(key)
+        if found is None or isinstance(found, _Resolved):
+            return found
+        entry = self.resolved[key] = _Resolved(found[0], key, found[1])  # (its place in the ring kept)
+        return entry
+
+    def entries(self) -> list[_Resolved]:
+        return [entry for entry in map(self.entry, list(self.resolved)) if entry is not None]
 
     def prune(self, now: float, window: float) -> None:
         while self.names and now - self.names[0][0] > window:
@@ -405,11 +425,15 @@ class WatchState:
     flagged: dict[str, Flag] = field(default_factory=dict)
     likely_c2: OrderedDict[str, LikelyC2] = field(default_factory=OrderedDict)
     # registrable -> the one client that resolved it, or "" once several have; `known_order` holds the
-    # same names with their labels, oldest first, so the oldest goes first in O(1) without an
-    # OrderedDict's upkeep, and its label leaves `known_labels` as the very string that entered
-    # (no second partition and hash: together ~0.4 us of a never-seen name's ~2.7, measured)
+    # same names, oldest first, and `known_order_labels` their labels, so the oldest goes first in
+    # O(1) without an OrderedDict's upkeep, and its label leaves `known_labels` as the very string
+    # that entered (no second partition and hash: together ~0.4 us of a never-seen name's ~2.7,
+    # measured). Two deques of strings, not one of (name, label) tuples: a tuple per new name was
+    # one more object the collector counted (~5% more collections on a stream of new names,
+    # bench/results/watch_cost.md); strings it does not track.
     known: dict[str, str] = field(default_factory=dict)
-    known_order: deque[tuple[str, str]] = field(default_factory=deque)
+    known_order: deque[str] = field(default_factory=deque)
+    known_order_labels: deque[str] = field(default_factory=deque)
     # the labels of the oldest `labels_counted` names of `known_order` (the rest: `_count_labels`)
     known_labels: NearbyLabels = field(default_factory=NearbyLabels)
     labels_counted: int = 0
@@ -462,7 +486,7 @@ class WatchState:
             return True  # new (first is None), or another client's until now
         evidence = self.clients.get(client)
         entry = evidence.resolved.get(key) if evidence is not None else None
-        return entry is not None and entry.lookups < 2
+        return entry is not None and (isinstance(entry, tuple) or entry.lookups < 2)  # tuple: asked once
 
     def observe(
         self, events: Iterator[Event[T]], found: list[LikelyC2], raised: list[tuple[Flag, T]]
@@ -493,7 +517,7 @@ class WatchState:
                 self._new_name(client, key, score, when)
             elif first == client:
                 evidence = clients.get(client)
-                entry = evidence.resolved.get(key) if evidence is not None else None
+                entry = evidence.entry(key) if evidence is not None else None
                 if evidence is not None and entry is not None and entry.lookups < 2:
                     found += self._asked_again(client, evidence, entry, when)
                     if self.raised:
@@ -515,9 +539,9 @@ class WatchState:
         on a stream of never-seen names and no unknown NXDOMAIN of a client not flagged (a flagged
         client's misses: bench/compare.py --watch) a name comes and goes uncounted, which saved
         ~1 us of its ~2.7 us in the watch (measured in process)."""
-        order, labels, start = self.known_order, self.known_labels, self.labels_counted
+        order, labels, start = self.known_order_labels, self.known_labels, self.labels_counted
         end = min(len(order), start + most)
-        for _, label in islice(order, start, end):
+        for label in islice(order, start, end):
             labels.add(label)
         self.labels_counted = end
         return end == len(order)
@@ -525,22 +549,23 @@ class WatchState:
     def _new_name(self, client: str, key: str, score: float | None, when: float) -> None:
         """A name nobody on the network resolved recently: this client's now (`known`, the oldest
         forgotten first), and the newest in its ring of new names, where a flag looks for its C2."""
-        known, order = self.known, self.known_order
+        known, order, order_labels = self.known, self.known_order, self.known_order_labels
         while len(known) >= self.limits.known_names and order:
-            old, label = order.popleft()
+            old, label = order.popleft(), order_labels.popleft()
             known.pop(old, None)
             if self.labels_counted:  # the oldest names are the counted ones
                 self.labels_counted -= 1
                 self.known_labels.remove(label)
         known[key] = client
-        order.append((key, key.partition(".")[0]))
+        order.append(key)
+        order_labels.append(key.partition(".")[0])
         suspicious = (
             score is not None and self.rule.suspicious_score is not None and score >= self.rule.suspicious_score
         )
         ring = self._evidence_for(client).resolved
         if len(ring) >= self.limits.recent_resolved:
             del ring[next(iter(ring))]  # a small dict: walking its few deleted slots is cheap
-        ring[key] = _Resolved(when, key, suspicious)
+        ring[key] = (when, suspicious)  # a _Resolved if it is asked again (`_Evidence.entry`)
 
     def _asked_again(self, client: str, evidence: _Evidence, entry: _Resolved, when: float) -> list[LikelyC2]:
         """The one client that resolved a new name asks for it again: perhaps a beacon."""
@@ -648,7 +673,7 @@ class WatchState:
         evidence = self.clients.get(flag.client)
         if evidence is None:
             return []
-        return self._mark_c2(flag, list(evidence.resolved.values()), evidence, flag.since)
+        return self._mark_c2(flag, evidence.entries(), evidence, flag.since)
 
     def _mark_c2(
         self,
@@ -732,7 +757,7 @@ class WatchState:
         client before the flag (in its ring) and is asked again now is the beacon of a C2 found
         before the walk gave the client away."""
         evidence = self.clients.get(flag.client)
-        entry = None if evidence is None else evidence.resolved.get(key)
+        entry = None if evidence is None else evidence.entry(key)
         if evidence is not None and entry is not None:
             entry.asked(self.clock())
             return False, self._mark_c2(flag, [entry], evidence, self.clock())

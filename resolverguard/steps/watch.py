@@ -167,8 +167,8 @@ class ClientWatchStep:
             if first == client:
                 evidence = state.clients.get(client)
                 entry = evidence.resolved.get(key) if evidence is not None else None
-                if entry is None or entry.lookups >= 2:
-                    return  # this client's name, and no beacon to find in it
+                if entry is None or (not isinstance(entry, tuple) and entry.lookups >= 2):
+                    return  # this client's name, and no beacon to find in it (a tuple: asked once)
         elif self._exempt and _exempt(client, self._exempt):
             return
         inbox = self._inbox
