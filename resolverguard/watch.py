@@ -341,6 +341,15 @@ class _Resolved:
             self.lookups += 1
         self.last = now
 
+    def asked_soon(self, now: float) -> bool:
+        """`asked` for a lookup within BEACON_GAP of the last one (True), which counts for nothing
+        but its time: noted on the answer's way out, not sent to the step's inbox and its loop
+        callback (~3 us each, and a client asks a fresh name again and again in seconds)."""
+        if now - max(self.when, self.last) >= BEACON_GAP:
+            return False
+        self.last = now
+        return True
+
 
 # A new name in a client's ring until it is asked again: when it resolved, and whether the model
 # found it suspicious (`_Evidence.entry` makes it a _Resolved when it is)
@@ -471,7 +480,8 @@ class WatchState:
         nothing more for a name several clients use or a name of this client's already asked again:
         two to four dict operations. True when `observe` has more to read, in the answers' order: a
         name new to the network, one another client resolved first, or this client's own new name
-        asked again (a beacon?). Read later in a batch instead, a cached answer's name had left the
+        asked again BEACON_GAP or more after its last lookup (a beacon?; one asked sooner only has
+        its time noted, `_Resolved.asked_soon`). Read later in a batch instead, a cached answer's name had left the
         CPU cache by then: the watch's share of the server's CPU on cached answers grew from 2.8% to
         4.1% (py-spy, bench/compare.py's hits). `ClientWatchStep.seen_repeat` has these lines
         written out (a call less per cached answer): keep the two alike."""
@@ -485,8 +495,10 @@ class WatchState:
         if first != client:
             return True  # new (first is None), or another client's until now
         evidence = self.clients.get(client)
-        entry = evidence.resolved.get(key) if evidence is not None else None
-        return entry is not None and (isinstance(entry, tuple) or entry.lookups < 2)  # tuple: asked once
+        if evidence is None or key not in evidence.resolved:
+            return False
+        entry = evidence.entry(key)  # asked again: a _Resolved from now on
+        return entry is not None and entry.lookups < 2 and not entry.asked_soon(when)
 
     def observe(
         self, events: Iterator[Event[T]], found: list[LikelyC2], raised: list[tuple[Flag, T]]

@@ -164,11 +164,13 @@ class ClientWatchStep:
             first = state.known.get(key)
             if first == "":
                 return  # several clients resolve it: nothing more to read
-            if first == client:
+            if first == client:  # this client's own new name: a beacon?
                 evidence = state.clients.get(client)
-                entry = evidence.resolved.get(key) if evidence is not None else None
-                if entry is None or (not isinstance(entry, tuple) and entry.lookups >= 2):
-                    return  # this client's name, and no beacon to find in it (a tuple: asked once)
+                if evidence is None or key not in evidence.resolved:
+                    return
+                entry = evidence.entry(key)
+                if entry is None or entry.lookups >= 2 or entry.asked_soon(started):
+                    return
         elif self._exempt and _exempt(client, self._exempt):
             return
         inbox = self._inbox
