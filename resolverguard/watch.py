@@ -367,10 +367,11 @@ class _Evidence:
 
     def entry(self, key: str) -> _Resolved | None:
         """The ring's entry for `key`, made a _Resolved on first use. Most new names are never
-        asked again (a page's long tail), and a _Resolved per new name was an object that
-        lived until the ring let it go, which made the garbage collector's full passes come
-        more often on a stream of new names (bench/results/watch_cost.md); a (float, bool)
-        tuple it stops tracking at its first pass."""
+        asked again (a page's long tail), and a _Resolved per new name was an object the
+        collector kept walking until the ring let it go; a (float, bool) tuple it stops
+        tracking at its first pass. (With the known names' tuples, `WatchState.known_order`:
+        ~7% more collections per never-seen name with the watch on, ~1% without them;
+        bench/results/watch_cost.md.)"""
         found = self.resolved.get(key)
         if found is None or isinstance(found, _Resolved):
             return found
@@ -438,8 +439,7 @@ class WatchState:
     # O(1) without an OrderedDict's upkeep, and its label leaves `known_labels` as the very string
     # that entered (no second partition and hash: together ~0.4 us of a never-seen name's ~2.7,
     # measured). Two deques of strings, not one of (name, label) tuples: a tuple per new name was
-    # one more object the collector counted (~5% more collections on a stream of new names,
-    # bench/results/watch_cost.md); strings it does not track.
+    # one more object the collector counted (see `_Evidence.entry`); strings it does not track.
     known: dict[str, str] = field(default_factory=dict)
     known_order: deque[str] = field(default_factory=deque)
     known_order_labels: deque[str] = field(default_factory=deque)

@@ -119,8 +119,9 @@ class ClientWatchStep:
         (`seen_repeat`: the same name, verdict, rcode and records every time), or None: nothing
         (NODATA, an answer of ours, a name with no registrable, a group whose watch is off).
         Why not the chain's Request: ~6 objects the collector walks per kept answer (Request,
-        head, name, verdict, notes), which made the server's garbage collections ~45% slower
-        end to end with the watch on (bench/results/watch_cost.md); this tuple is one."""
+        head, name, verdict, notes): with them the server tracked ~20k objects more and ran 5x
+        the young collections on cached answers (bench/results/watch_cost.md); this tuple the
+        collector stops tracking at its first pass."""
         name = request.name
         if reply is None or name is None or name.label is None or len(reply) < 12:
             return None
@@ -151,9 +152,9 @@ class ClientWatchStep:
     def seen_repeat(self, repeat: Repeat, client: str, started: float) -> None:
         """An answer as `repeat_of` read it, for `client` at `started`: a resolved name's common
         cases read at once (`WatchState.answered`'s dict operations, written out here: this runs
-        for every cached answer, and a call more was a third of the watch's ~0.3 us on one,
-        measured); the rest to the inbox, read after the answer has left (`_drain`): an
-        NXDOMAIN's typo check costs ~10-40 us."""
+        for every cached answer, and the call was ~70 ns of ~250, measured in process); the
+        rest to the inbox, read after the answer has left (`_drain`): an NXDOMAIN's typo check
+        costs ~10-40 us."""
         key, score, resolved, group = repeat
         if resolved:  # WatchState.answered
             state = self.state
