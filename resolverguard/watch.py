@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
+from sys import intern
 from typing import TypeVar
 
 import numpy as np
@@ -568,7 +569,7 @@ class WatchState:
             if self.labels_counted:  # the oldest names are the counted ones
                 self.labels_counted -= 1
                 self.known_labels.remove(label)
-        known[key] = client
+        known[key] = intern(client)  # one string per client, which `answered` compares answers with
         order.append(key)
         order_labels.append(key.partition(".")[0])
         suspicious = (
