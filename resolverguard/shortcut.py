@@ -18,7 +18,9 @@ record it made, and serves `ID + reply[2:]` while nothing the chain read could c
   belongs to one pipeline: a reload or a list update starts an empty one;
 - with the client watch: only while the watch's way in has nothing to do (nobody flagged in
   quarantine, no likely C2 to block: `ClientWatchStep.holds_queries`), and the watch is told of
-  every repeat as of the chain's answer (`seen_as`), so it reads every answer either way;
+  every repeat as of the chain's answer (`seen_repeat`, with what `repeat_of` read from the
+  chain's answer once: a small tuple, not the chain's Request, which the collector would walk),
+  so it reads every answer either way;
 - a pause (which turns blocks into passes) turns it off while it lasts.
 
 What it does not redo: the caches' LRU order (a name served here is touched once a second, when
@@ -40,7 +42,7 @@ from resolverguard.steps.answers import AnswerCache, _Entry
 from resolverguard.steps.cache import VerdictCache
 from resolverguard.steps.pause import PauseSwitch
 from resolverguard.steps.querylog import QueryLog
-from resolverguard.steps.watch import ClientWatchStep
+from resolverguard.steps.watch import ClientWatchStep, Repeat
 
 NEVER = float("inf")
 CLOCK_MARGIN = 0.001  # a bound read from the verdict cache's clock ends this much earlier on ours
@@ -65,10 +67,13 @@ class ReplyShortcut:
         self._answers, self._verdicts, self._pause, self._log, self._form = answers, verdicts, pause, log, form
         self._size, self._wall, self._watch = size, wall, watch
         self._log_add = log.add if log is not None else None
+        # asked before each repeat: only a watch that may block (quarantine) can hold queries back
+        self._holds = watch.holds_queries if watch is not None and watch.blocks else None
+        self._seen = watch.seen_repeat if watch is not None else None  # told of each repeat
         # packet[2:] -> (reply[2:], until, log shape of the chain's answer, answer-cache entry or
-        # None, hard, the chain's request when a watch reads it): the reply stands until `until`; an
+        # None, hard, what the answer tells the watch or None): the reply stands until `until`; an
         # entry's reply is re-served with its TTLs counted again (as the cache itself does) until `hard`
-        self._known: dict[bytes, tuple[bytes, float, QueryShape | None, _Entry | None, float, Request | None]] = {}
+        self._known: dict[bytes, tuple[bytes, float, QueryShape | None, _Entry | None, float, Repeat | None]] = {}
         self.served = 0
 
     def __len__(self) -> int:
@@ -80,10 +85,10 @@ class ReplyShortcut:
         found = self._known.get(key)
         if found is None or self._pause.until:
             return None
-        watch = self._watch
-        if watch is not None and watch.holds_queries():
+        holds = self._holds
+        if holds is not None and holds():
             return None
-        tail, until, shape, entry, hard, learned = found
+        tail, until, shape, entry, hard, repeat = found
         clock = self._answers.clock
         started = clock()
         if started >= until:
@@ -92,7 +97,7 @@ class ReplyShortcut:
                 return None
             elapsed = int(started - entry.stored)  # a new second: the TTLs counted again, as `get` would
             tail = entry.serve(packet, len(tail) + 2 != len(entry.layout.wire), elapsed)[2:]
-            self._known[key] = (tail, min(entry.stored + elapsed + 1, hard), shape, entry, hard, learned)
+            self._known[key] = (tail, min(entry.stored + elapsed + 1, hard), shape, entry, hard, repeat)
         elif entry is not None and entry.retired:
             del self._known[key]
             return None
@@ -100,8 +105,9 @@ class ReplyShortcut:
         self.served += 1
         if entry is not None:
             self._answers.hits += 1
-        if learned is not None and watch is not None:
-            watch.seen_as(learned, client[0], started, reply)
+        seen = self._seen
+        if repeat is not None and seen is not None:
+            seen(repeat, client[0], started)
         if shape is not None and self._log_add is not None:
             # the chain's shape (one shared object) with this query's time, client and latency
             self._log_add((self._wall(), client[0], clock() - started, shape))
@@ -112,7 +118,7 @@ class ReplyShortcut:
         verdict = request.verdict
         if reply is None or verdict is None or self._pause.until:
             return
-        if self._watch is not None and self._watch.holds_queries():
+        if self._holds is not None and self._holds():
             return
         if request.model_error is not None or request.upstream_error is not None or request.internal_error is not None:
             return
@@ -140,8 +146,8 @@ class ReplyShortcut:
         if len(self._known) >= self._size:
             self._forget_expired()
         shape = self._log.shape_of(request) if self._log is not None else None
-        learned = request if self._watch is not None else None
-        self._known[request.packet[2:]] = (reply[2:], until, shape, entry, hard, learned)
+        repeat = self._watch.repeat_of(request, reply) if self._watch is not None else None
+        self._known[request.packet[2:]] = (reply[2:], until, shape, entry, hard, repeat)
 
     def _verdict_until(self, request: Request) -> float:
         """When the score's verdict-cache entry expires, on the answer cache's clock."""

@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
+from sys import intern
 from typing import TypeVar
 
 import numpy as np
@@ -341,15 +342,45 @@ class _Resolved:
             self.lookups += 1
         self.last = now
 
+    def asked_soon(self, now: float) -> bool:
+        """`asked` for a lookup within BEACON_GAP of the last one (True), which counts for nothing
+        but its time: noted on the answer's way out, not sent to the step's inbox and its loop
+        callback (~3 us each, and a client asks a fresh name again and again in seconds)."""
+        if now - max(self.when, self.last) >= BEACON_GAP:
+            return False
+        self.last = now
+        return True
+
+
+# A new name in a client's ring until it is asked again: when it resolved, and whether the model
+# found it suspicious (`_Evidence.entry` makes it a _Resolved when it is)
+_Fresh = tuple[float, bool]
+
 
 @dataclass(slots=True)
 class _Evidence:
     """One client's window of unknown NXDOMAIN names and its ring of newly resolved names."""
 
     names: deque[tuple[float, NameFacts, float]]  # (when, facts, points)
-    resolved: dict[str, _Resolved]  # new names that resolved for it (nobody else had), oldest first
+    resolved: dict[str, _Resolved | _Fresh]  # new names that resolved for it (nobody else had), oldest first
     c2_marked: int = 0  # likely C2 names this client's flags recorded (at most max_c2_per_flag per flag)
     probed: dict[str, _Resolved] = field(default_factory=dict)  # quarantined look-alikes since the flag
+
+    def entry(self, key: str) -> _Resolved | None:
+        """The ring's entry for `key`, made a _Resolved on first use. Most new names are never
+        asked again (a page's long tail), and a _Resolved per new name was an object the
+        collector kept walking until the ring let it go; a (float, bool) tuple it stops
+        tracking at its first pass. (With the known names' tuples, `WatchState.known_order`:
+        ~7% more collections per never-seen name with the watch on, ~1% without them;
+        bench/results/watch_cost.md.)"""
+        found = self.resolved.get(key)
+        if found is None or isinstance(found, _Resolved):
+            return found
+        entry = self.resolved[key] = _Resolved(found[0], key, found[1])  # (its place in the ring kept)
+        return entry
+
+    def entries(self) -> list[_Resolved]:
+        return [entry for entry in map(self.entry, list(self.resolved)) if entry is not None]
 
     def prune(self, now: float, window: float) -> None:
         while self.names and now - self.names[0][0] > window:
@@ -405,11 +436,14 @@ class WatchState:
     flagged: dict[str, Flag] = field(default_factory=dict)
     likely_c2: OrderedDict[str, LikelyC2] = field(default_factory=OrderedDict)
     # registrable -> the one client that resolved it, or "" once several have; `known_order` holds the
-    # same names with their labels, oldest first, so the oldest goes first in O(1) without an
-    # OrderedDict's upkeep, and its label leaves `known_labels` as the very string that entered
-    # (no second partition and hash: together ~0.4 us of a never-seen name's ~2.7, measured)
+    # same names, oldest first, and `known_order_labels` their labels, so the oldest goes first in
+    # O(1) without an OrderedDict's upkeep, and its label leaves `known_labels` as the very string
+    # that entered (no second partition and hash: together ~0.4 us of a never-seen name's ~2.7,
+    # measured). Two deques of strings, not one of (name, label) tuples: a tuple per new name was
+    # one more object the collector counted (see `_Evidence.entry`); strings it does not track.
     known: dict[str, str] = field(default_factory=dict)
-    known_order: deque[tuple[str, str]] = field(default_factory=deque)
+    known_order: deque[str] = field(default_factory=deque)
+    known_order_labels: deque[str] = field(default_factory=deque)
     # the labels of the oldest `labels_counted` names of `known_order` (the rest: `_count_labels`)
     known_labels: NearbyLabels = field(default_factory=NearbyLabels)
     labels_counted: int = 0
@@ -447,9 +481,11 @@ class WatchState:
         nothing more for a name several clients use or a name of this client's already asked again:
         two to four dict operations. True when `observe` has more to read, in the answers' order: a
         name new to the network, one another client resolved first, or this client's own new name
-        asked again (a beacon?). Read later in a batch instead, a cached answer's name had left the
+        asked again BEACON_GAP or more after its last lookup (a beacon?; one asked sooner only has
+        its time noted, `_Resolved.asked_soon`). Read later in a batch instead, a cached answer's name had left the
         CPU cache by then: the watch's share of the server's CPU on cached answers grew from 2.8% to
-        4.1% (py-spy, bench/compare.py's hits)."""
+        4.1% (py-spy, bench/compare.py's hits). `ClientWatchStep.seen_repeat` has these lines
+        written out (a call less per cached answer): keep the two alike."""
         last = self.last_answer
         last[client] = when
         if len(last) > 2 * self.limits.max_clients:
@@ -460,8 +496,10 @@ class WatchState:
         if first != client:
             return True  # new (first is None), or another client's until now
         evidence = self.clients.get(client)
-        entry = evidence.resolved.get(key) if evidence is not None else None
-        return entry is not None and entry.lookups < 2
+        if evidence is None or key not in evidence.resolved:
+            return False
+        entry = evidence.entry(key)  # asked again: a _Resolved from now on
+        return entry is not None and entry.lookups < 2 and not entry.asked_soon(when)
 
     def observe(
         self, events: Iterator[Event[T]], found: list[LikelyC2], raised: list[tuple[Flag, T]]
@@ -492,7 +530,7 @@ class WatchState:
                 self._new_name(client, key, score, when)
             elif first == client:
                 evidence = clients.get(client)
-                entry = evidence.resolved.get(key) if evidence is not None else None
+                entry = evidence.entry(key) if evidence is not None else None
                 if evidence is not None and entry is not None and entry.lookups < 2:
                     found += self._asked_again(client, evidence, entry, when)
                     if self.raised:
@@ -514,9 +552,9 @@ class WatchState:
         on a stream of never-seen names and no unknown NXDOMAIN of a client not flagged (a flagged
         client's misses: bench/compare.py --watch) a name comes and goes uncounted, which saved
         ~1 us of its ~2.7 us in the watch (measured in process)."""
-        order, labels, start = self.known_order, self.known_labels, self.labels_counted
+        order, labels, start = self.known_order_labels, self.known_labels, self.labels_counted
         end = min(len(order), start + most)
-        for _, label in islice(order, start, end):
+        for label in islice(order, start, end):
             labels.add(label)
         self.labels_counted = end
         return end == len(order)
@@ -524,22 +562,23 @@ class WatchState:
     def _new_name(self, client: str, key: str, score: float | None, when: float) -> None:
         """A name nobody on the network resolved recently: this client's now (`known`, the oldest
         forgotten first), and the newest in its ring of new names, where a flag looks for its C2."""
-        known, order = self.known, self.known_order
+        known, order, order_labels = self.known, self.known_order, self.known_order_labels
         while len(known) >= self.limits.known_names and order:
-            old, label = order.popleft()
+            old, label = order.popleft(), order_labels.popleft()
             known.pop(old, None)
             if self.labels_counted:  # the oldest names are the counted ones
                 self.labels_counted -= 1
                 self.known_labels.remove(label)
-        known[key] = client
-        order.append((key, key.partition(".")[0]))
+        known[key] = intern(client)  # one string per client, which `answered` compares answers with
+        order.append(key)
+        order_labels.append(key.partition(".")[0])
         suspicious = (
             score is not None and self.rule.suspicious_score is not None and score >= self.rule.suspicious_score
         )
         ring = self._evidence_for(client).resolved
         if len(ring) >= self.limits.recent_resolved:
             del ring[next(iter(ring))]  # a small dict: walking its few deleted slots is cheap
-        ring[key] = _Resolved(when, key, suspicious)
+        ring[key] = (when, suspicious)  # a _Resolved if it is asked again (`_Evidence.entry`)
 
     def _asked_again(self, client: str, evidence: _Evidence, entry: _Resolved, when: float) -> list[LikelyC2]:
         """The one client that resolved a new name asks for it again: perhaps a beacon."""
@@ -647,7 +686,7 @@ class WatchState:
         evidence = self.clients.get(flag.client)
         if evidence is None:
             return []
-        return self._mark_c2(flag, list(evidence.resolved.values()), evidence, flag.since)
+        return self._mark_c2(flag, evidence.entries(), evidence, flag.since)
 
     def _mark_c2(
         self,
@@ -731,7 +770,7 @@ class WatchState:
         client before the flag (in its ring) and is asked again now is the beacon of a C2 found
         before the walk gave the client away."""
         evidence = self.clients.get(flag.client)
-        entry = None if evidence is None else evidence.resolved.get(key)
+        entry = None if evidence is None else evidence.entry(key)
         if evidence is not None and entry is not None:
             entry.asked(self.clock())
             return False, self._mark_c2(flag, [entry], evidence, self.clock())

@@ -9,6 +9,7 @@ upstream: every reply and every log line (but its time and latency) must be the 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 from collections.abc import Iterable
 from dataclasses import replace
@@ -19,7 +20,17 @@ import dns.query
 import pytest
 from dnsfixtures import DIGITS_MODEL, Upstream, run_resolver, run_upstream
 
-from resolverguard.config import CacheConfig, ClientWatchConfig, Config, Endpoint, ListsConfig, WatchAction, load_config
+from resolverguard.chain import Request
+from resolverguard.config import (
+    CacheConfig,
+    ClientWatchConfig,
+    Config,
+    Endpoint,
+    ListsConfig,
+    QueryLogConfig,
+    WatchAction,
+    load_config,
+)
 from resolverguard.model import load_model
 from resolverguard.pipeline import Pipeline, build_pipeline
 from resolverguard.server import DnsServer
@@ -192,6 +203,47 @@ def test_with_the_client_watch_replies_and_what_the_watch_learns_are_the_chains(
     assert fast.watch.known == slow.watch.known  # who resolved what: repeats told to the watch too
     assert fast.watch.last_answer == slow.watch.last_answer and len(fast.watch.last_answer) == 4
     assert without_timing(tmp_path / "fast.log") == without_timing(tmp_path / "slow.log")
+
+
+def test_with_the_client_watch_a_kept_answer_holds_nothing_the_collector_walks() -> None:
+    """With the watch on, the shortcut keeps per answer what the watch reads of its repeats: kept
+    as the chain's Request (head, name, verdict, notes), ~6 objects per answer that every garbage
+    collection walked, it made the server's collections slower and more frequent end to end
+    (bench/results/watch_cost.md). What it keeps must be untracked once collected, as the reply
+    bytes are; and the repeats must still reach the watch (the client's last answer moves)."""
+    with run_upstream(Upstream(ttl=300)) as up:
+        cfg = Config(
+            upstreams=(Endpoint("127.0.0.1", up.port),),
+            query_log=QueryLogConfig(path=None),  # (a log record is kept per answer too: not the watch's)
+            client_watch=ClientWatchConfig(enabled=True),
+        )
+        clock = Clock()
+        fast = build_pipeline(cfg, load_model(DIGITS_MODEL))
+        fast.answers.clock = clock
+        fast.cache._clock = clock
+        assert fast.shortcut is not None and fast.watch is not None
+        server = DnsServer(fast.chain, (), cfg.limits, fast.gates, shortcut=fast.shortcut, clock=clock)
+        names = [f"www.site{chr(97 + i)}.com" for i in range(20)]  # no digit: the digits model passes them
+
+        async def run() -> None:
+            for _ in range(3):  # the chain, the chain from its caches (learned), then the shortcut
+                clock.now += 0.1
+                for name in names:
+                    packet = dns.message.make_query(name, "A", id=7).to_wire()
+                    server.accept_udp(Sent(), packet, ("127.0.0.1", 5353))  # type: ignore[arg-type]
+                    await settle([server])
+                    await asyncio.sleep(0)
+
+        asyncio.run(run())
+        fast.forwarder.close()
+    assert fast.shortcut.served == len(names)
+    assert fast.watch.last_answer == {"127.0.0.1": clock.now}  # told of the repeats
+    gc.collect()
+    kept = [table for table in vars(fast.shortcut).values() if isinstance(table, dict)]
+    held = [x for table in kept for entry in table.values() if isinstance(entry, tuple) for x in entry]
+    assert len(held) >= 6 * len(names)  # the table of kept answers was found
+    assert not [x for x in held if isinstance(x, Request)]
+    assert not [x for x in held if isinstance(x, tuple) and gc.is_tracked(x)]
 
 
 def test_not_built_where_the_decision_depends_on_the_client_or_when_turned_off(tmp_path: Path) -> None:

@@ -175,7 +175,15 @@ def test_memory_stays_bounded_under_100k_clients(popular: PopularNames) -> None:
         state.resolved(client, f"n{i}.net")
     assert len(state.clients) == limits.max_clients and len(state.flagged) <= limits.max_flagged
     assert len(state.known) <= limits.known_names
-    held = deep_size(state.clients, state.flagged, state.known, state.known_order, state.known_labels, state.likely_c2)
+    held = deep_size(
+        state.clients,
+        state.flagged,
+        state.known,
+        state.known_order,
+        state.known_order_labels,
+        state.known_labels,
+        state.likely_c2,
+    )
     assert held <= limits.bytes_bound(state.rule.window_names)
 
 

@@ -23,6 +23,7 @@ import time
 from collections import Counter as Tally
 from collections.abc import Callable
 from dataclasses import replace
+from sys import intern
 from typing import TYPE_CHECKING, Any, TextIO
 
 from resolverguard.addresses import client_ip, networks, within
@@ -42,6 +43,9 @@ if TYPE_CHECKING:
 _NXDOMAIN, _NOERROR = 3, 0
 _MODEL_REASONS = (Reason.MODEL, Reason.CACHE)
 _PASS, _LOG = Action.PASS, Action.LOG
+# What an answer tells the watch (`ClientWatchStep.repeat_of`): the watch key, the model's score,
+# whether it resolved (else an NXDOMAIN or the model's sinkhole), the client's group
+Repeat = tuple[str, "float | None", bool, "ClientGroup | None"]
 
 
 def watch_rule(cfg: ClientWatchConfig, named: dict[str, float]) -> WatchRule:
@@ -87,7 +91,8 @@ class ClientWatchStep:
         self.cfg, self.state, self._log, self._metrics, self._hints = cfg, state, log, metrics, hints
         self._hook, self._stderr, self._wall, self._resolve_aside = hook, stderr, wall, resolve_aside
         self._exempt = networks(cfg.exempt_clients)
-        self._blocks = blocks
+        self._last_bound = 2 * state.limits.max_clients  # (WatchState.answered)
+        self.blocks = blocks
         self._probes: set[asyncio.Task[None]] = set()
         self._inbox: list[tuple[str, str, float | None, float | None, ClientGroup | None]] = []  # see _drain
 
@@ -101,22 +106,29 @@ class ClientWatchStep:
         """Whether the way in may change an answer now (a flagged client or a likely C2 to block):
         then every query walks the chain (the repeat shortcut asks this first)."""
         state = self.state
-        return bool(state.flagged or state.likely_c2) and self._blocks
+        return self.blocks and bool(state.flagged or state.likely_c2)
 
     def seen(self, request: Request, reply: Reply) -> None:
         """On the way out: what the answer says (a name resolved, an NXDOMAIN, the model's sinkhole).
-        Runs for every answer, cached ones too: a resolved name's common cases are read at once
-        (`WatchState.answered`, a few dict operations); the rest goes to the inbox, read after the
-        answer has left (`_drain`)."""
-        self.seen_as(request, request.client[0], request.started, reply)
+        Runs for every answer, cached ones too (the repeat shortcut's: `seen_repeat`)."""
+        repeat = self.repeat_of(request, reply)
+        if repeat is not None:
+            self.seen_repeat(repeat, request.client[0], request.started)
 
-    def seen_as(self, request: Request, client: str, started: float, reply: Reply) -> None:
-        """`seen` for `client` at `started`: the repeat shortcut tells the watch of a repeat with the
-        request the chain answered first (same name, verdict and reply), so the watch reads every
-        answer whichever way it was made."""
+    def repeat_of(self, request: Request, reply: Reply) -> Repeat | None:
+        """What this answer tells the watch, kept by the repeat shortcut for each repeat of it
+        (`seen_repeat`: the same name, verdict, rcode and records every time), or None: nothing
+        (NODATA, an answer of ours, a name with no registrable, a group whose watch is off).
+        The key is interned: the known names' dict then holds the very string every repeat
+        carries, and a lookup in it (~50k names, out of the CPU cache under load) compares
+        identities, not the two strings' bytes (~300 against ~370-600 ns, measured).
+        Why not the chain's Request: ~6 objects the collector walks per kept answer (Request,
+        head, name, verdict, notes): with them the server tracked ~20k objects more and ran 5x
+        the young collections on cached answers (bench/results/watch_cost.md); this tuple the
+        collector stops tracking at its first pass."""
         name = request.name
         if reply is None or name is None or name.label is None or len(reply) < 12:
-            return
+            return None
         verdict = request.verdict
         action = verdict.action if verdict is not None else _PASS
         if action is _PASS or action is _LOG:  # an answer we did not make ourselves
@@ -125,29 +137,51 @@ class ClientWatchStep:
                 key = name.registrable
                 if key in DYNAMIC_DNS_SUFFIXES:
                     key = watch_key(name)
-                if key is not None and self.state.answered(client, key, started):
-                    inbox = self._inbox
-                    if not inbox:
-                        asyncio.get_running_loop().call_soon(self._drain)
-                    inbox.append((client, key, request.score, started, request.group))
-            elif rcode == _NXDOMAIN:
-                self._later(request, client)
-        elif verdict is not None and verdict.reason in _MODEL_REASONS:
-            self._later(request, client)  # the model sinkholed it: evidence as good as an NXDOMAIN
+                return None if key is None else (intern(key), request.score, True, self._tag(request))
+            if rcode != _NXDOMAIN:
+                return None
+        elif verdict is None or verdict.reason not in _MODEL_REASONS:
+            return None  # the model's sinkhole (below) is evidence as good as an NXDOMAIN
+        if not self._group_watch(request).enabled:
+            return None
+        key = watch_key(name)
+        return None if key is None else (intern(key), request.score, False, self._tag(request))
 
-    def _later(self, request: Request, client: str) -> None:
-        """An NXDOMAIN (or the model's sinkhole) into the inbox, for the rule to read later (its
-        typo check costs ~10-40 us)."""
-        if not self._group_watch(request).enabled or (self._exempt and _exempt(client, self._exempt)):
-            return
-        assert request.name is not None
-        key = watch_key(request.name)
-        if key is None:
+    def _tag(self, request: Request) -> ClientGroup | None:
+        """The client's group, None for the default one (whose watch is this step's `cfg`): a
+        tuple of a string, a float, a bool and None is one the collector stops walking."""
+        group = request.group
+        return None if group is None or group.watch is self.cfg else group
+
+    def seen_repeat(self, repeat: Repeat, client: str, started: float) -> None:
+        """An answer as `repeat_of` read it, for `client` at `started`: a resolved name's common
+        cases read at once (`WatchState.answered`'s dict operations, written out here: this runs
+        for every cached answer, and the call was ~70 ns of ~250, measured in process); the
+        rest to the inbox, read after the answer has left (`_drain`): an NXDOMAIN's typo check
+        costs ~10-40 us."""
+        key, score, resolved, group = repeat
+        if resolved:  # WatchState.answered
+            state = self.state
+            last = state.last_answer
+            last[client] = started
+            if len(last) > self._last_bound:
+                last.clear()  # bounded, crudely (WatchState.answered)
+            first = state.known.get(key)
+            if first == "":
+                return  # several clients resolve it: nothing more to read
+            if first == client:  # this client's own new name: a beacon?
+                evidence = state.clients.get(client)
+                if evidence is None or key not in evidence.resolved:
+                    return
+                entry = evidence.entry(key)
+                if entry is None or entry.lookups >= 2 or entry.asked_soon(started):
+                    return
+        elif self._exempt and _exempt(client, self._exempt):
             return
         inbox = self._inbox
         if not inbox:
             asyncio.get_running_loop().call_soon(self._drain)
-        inbox.append((client, key, request.score, None, request.group))
+        inbox.append((client, key, score, started if resolved else None, group))
 
     def _drain(self) -> None:
         """What the answers of a turn of the loop said, read in their order once they have left
