@@ -52,6 +52,15 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "benign.txt.gz"
 
 
+# dnsperf's summary lines: (key, pattern of its one number), read by every bench that runs dnsperf
+DNSPERF_TOTALS = (
+    ("qps", r"Queries per second:\s+([\d.]+)"),
+    ("sent", r"Queries sent:\s+(\d+)"),
+    ("completed", r"Queries completed:\s+(\d+)"),
+    ("lost", r"Queries lost:\s+(\d+)"),
+)
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -273,12 +282,7 @@ def dnsperf(
         cmd += ["-Q", str(int(qps)), "-v"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60).stdout
     result: dict[str, Any] = {}
-    for key, pattern in (
-        ("qps", r"Queries per second:\s+([\d.]+)"),
-        ("sent", r"Queries sent:\s+(\d+)"),
-        ("completed", r"Queries completed:\s+(\d+)"),
-        ("lost", r"Queries lost:\s+(\d+)"),
-    ):
+    for key, pattern in DNSPERF_TOTALS:
         match = re.search(pattern, out)
         result[key] = float(match.group(1)) if match else None
     if qps:  # verbose lines: "> NOERROR name A 0.000123"

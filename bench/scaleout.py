@@ -52,10 +52,12 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
 
 import dns.exception  # noqa: E402
 import dns.message  # noqa: E402
 import dns.query  # noqa: E402
+from compare import DNSPERF_TOTALS  # noqa: E402
 from dnsfixtures import Upstream, free_port, run_upstream, stop_server  # noqa: E402
 from fleetfixtures import dnsdist_config, wait_listening  # noqa: E402
 
@@ -234,12 +236,7 @@ def dnsperf(port: int, queries: Path, a: argparse.Namespace, group: CpuGroup) ->
     out: dict[str, Any] = {"qps": 0.0, "sent": 0, "completed": 0, "lost": 0, "not_noerror": 0}
     for p in procs:
         text, _ = p.communicate(timeout=a.seconds + 30)
-        for key, pattern in (
-            ("qps", r"Queries per second:\s+([\d.]+)"),
-            ("sent", r"Queries sent:\s+(\d+)"),
-            ("completed", r"Queries completed:\s+(\d+)"),
-            ("lost", r"Queries lost:\s+(\d+)"),
-        ):
+        for key, pattern in DNSPERF_TOTALS:
             found = re.search(pattern, text)
             out[key] += float(found.group(1)) if key == "qps" and found else int(found.group(1)) if found else 0
         codes = re.search(r"Response codes:\s+(.*)", text)
