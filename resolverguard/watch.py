@@ -53,6 +53,7 @@ BEACON_GAP = 2.0  # seconds between two lookups of a name for the second to coun
 MIN_TYPO_LENGTH = 5  # shorter labels are one edit from too many real names (measured: bench/watch_rule.py)
 
 LABELS_PER_TURN = 4096  # known names' labels counted at most per turn of the loop (~1-2 ms; WatchState.observe)
+ADOPT_SLACK = 1.0  # seconds: a fleet finding read twice (catch-up and publish) is the same one, not an extension
 T = TypeVar("T")
 # What an answer said (WatchState.observe): client, registrable, score, when it resolved (None: an
 # NXDOMAIN), and a tag of the caller's that comes back with a flag the event raised
@@ -810,9 +811,10 @@ class WatchState:
     # -- what another instance found (resolverguard.sync) --------------------------------------
     def adopt_c2(self, name: str, client: str, until: float) -> bool:
         """A likely C2 another instance found, blocked here until `until` (this state's clock);
-        True when it is new here or lasts longer than what was known."""
+        True when it is new here or lasts longer than what was known (by more than ADOPT_SLACK:
+        the same finding, read twice, maps its wall-clock end onto this clock a little apart)."""
         known = self.likely_c2.get(name)
-        if until <= self.clock() or (known is not None and known.until >= until):
+        if until <= self.clock() or (known is not None and known.until >= until - ADOPT_SLACK):
             return False
         while name not in self.likely_c2 and len(self.likely_c2) >= self.limits.max_c2:
             self.likely_c2.popitem(last=False)
@@ -824,7 +826,7 @@ class WatchState:
         here too, with the names that convinced the other instance as its cluster."""
         known = self.flagged.get(client)
         now = self.clock()
-        if until <= now or (known is not None and known.until >= until):
+        if until <= now or (known is not None and known.until >= until - ADOPT_SLACK):
             return False
         flagged = self.flagged
         while client not in flagged and len(flagged) >= self.limits.max_flagged:

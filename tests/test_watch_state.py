@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from resolverguard.watch import (
+    ADOPT_SLACK,
     BEACON_GAP,
     LABELS_PER_TURN,
     NearbyLabels,
@@ -195,6 +196,19 @@ def test_a_flood_of_new_clients_cannot_evict_a_flag(popular: PopularNames) -> No
         state.nxdomain(f"10.1.{i >> 8}.{i & 255}", "zzqqwvbn.com", None)
     assert state.flag_of("10.0.0.1") is not None
     assert all(state.flag_of(f"10.1.{i >> 8}.{i & 255}") is None for i in range(1000))
+
+
+def test_a_fleet_finding_read_twice_is_adopted_once_and_a_real_extension_again(popular: PopularNames) -> None:
+    """Catch-up and the publish can both deliver one finding; its end, mapped from wall clock onto
+    this clock at two moments, differs by microseconds: that is no news (CI saw it counted twice)."""
+    clock = Clock()
+    state = state_for(popular, clock)
+    assert state.adopt_c2("c2.example", "10.0.0.1", clock.now + 600)
+    assert not state.adopt_c2("c2.example", "10.0.0.1", clock.now + 600.000_3)
+    assert state.adopt_c2("c2.example", "10.0.0.1", clock.now + 600 + 2 * ADOPT_SLACK)
+    assert state.adopt_flag("10.0.0.2", ["qzkvbrtw.com"], clock.now + 600, 3.0)
+    assert not state.adopt_flag("10.0.0.2", ["qzkvbrtw.com"], clock.now + 600.000_3, 3.0)
+    assert state.adopt_flag("10.0.0.2", ["qzkvbrtw.com"], clock.now + 600 + 2 * ADOPT_SLACK, 3.0)
 
 
 def _one_edit_away(a: str) -> set[str]:
