@@ -452,9 +452,9 @@ def settle_memory() -> None:
     memos and caches that fill with traffic, and after a freeze the collector's own rule (a full
     pass only when what is new exceeds a quarter of the old) rarely holds it back, since the old is
     frozen and not counted. Measured with gc.callbacks on a server under never-seen names (issue
-    #17, the p99 at 20% load): 4 full passes of 5-15 ms each in ~25 s of traffic at Python's default,
-    1 at this setting; each stalls every query that arrives meanwhile. Cycles still get collected,
-    only later; reference counting frees everything else at once."""
+    #17, the p99 at 20% load): over a start and ~25 s of traffic, 4 full passes of 5-15 ms each
+    (the one here included) at Python's default, 1 at this setting; each stalls every query that
+    arrives meanwhile. Cycles still get collected, only later; reference counting frees the rest."""
     gc.unfreeze()
     gc.collect()
     gc.freeze()
