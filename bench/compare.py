@@ -13,8 +13,11 @@ over the same query files: `hits` (Zipf over ~10k benign names; every name is as
 timed run, so it measures the steady state of an office whose popular names are cached) and
 `misses` (every registrable name unique, so every query is scored and forwarded). For each: QPS,
 server CPU seconds (Unbound and the verdict service together for the module), peak RSS, and p50/p99
-latency measured in a second run (on names of their own) at 20% of (d)'s peak QPS; the module's added
-p99 is (m) against (b) at 20% of (m)'s peak. Then 100 reloads under load (`unbound-control reload` and
+latency measured in a second run (on names of their own, after a second of quiet and a warm-up
+second: `settled_latency`) at 20% of (d)'s peak QPS, (d)'s in rounds in turn with the upstream's
+own (`paired_latency`: the added p99); the module's added p99 is (m) against (b) at 20% of (m)'s
+peak. `--standalone` leaves out the module rows and the reloads (results/compare_standalone.*).
+Then 100 reloads under load (`unbound-control reload` and
 SIGHUP alternated, under dnsperf at 20% of (m2)'s miss peak) for (b2) and (m2): queries lost, whether
 Unbound is still up.
 
@@ -329,10 +332,13 @@ def measure(
     latency_qps: dict[str, float],
     helpers: tuple[subprocess.Popen[bytes], ...] = (),
     sources: tuple[str, ...] = (),
+    upstream: int | None = None,
 ) -> dict[str, Any]:
     """Peak QPS and CPU per query file, then p50/p99 at `latency_qps` on the latency names;
     `helpers`: processes whose CPU counts too (the module's verdict service); `sources`: the
-    client addresses dnsperf asks from (see `dnsperf`)."""
+    client addresses dnsperf asks from (see `dnsperf`); `upstream`: the port of the upstream the
+    target forwards to, whose own latency is then measured in turn with the target's
+    (`paired_latency`: the added p99)."""
     pids = [proc.pid, *(h.pid for h in helpers)]
     wait_ready(port)
     time.sleep(2.0)  # with workers, the first to answer may not be the last to start
@@ -350,11 +356,83 @@ def measure(
         peak = dnsperf(port, path, seconds, sources=sources)
         peak["cpu_s"] = round(sum(cpu_seconds(p) for p in pids) - cpu, 2)
         if latency_qps.get(kind):
-            latency = dnsperf(port, path.with_name(f"{kind}.latency.txt"), 5, latency_qps[kind], sources)
-            peak.update({k: v for k, v in latency.items() if k.endswith("_ms")})
+            names = path.with_name(f"{kind}.latency.txt")
+            if upstream is None:
+                latency = settled_latency(port, names, latency_qps[kind], sources)
+            else:
+                latency = paired_latency(port, upstream, names, latency_qps[kind], sources)
+            peak.update({k: v for k, v in latency.items() if k.endswith("_ms") or k == "latency_rounds"})
         out[kind] = peak
     out["peak_rss_mb"] = round(max(peak_rss_mb(p) for p in pids), 1)
     return out
+
+
+LATENCY_SETTLE = 1.0  # seconds of quiet between a peak run and a latency run
+LATENCY_WARMUP = 1.0  # seconds at the latency rate, on names of their own, not counted
+LATENCY_ROUNDS = 3  # paired rounds: the target, then its upstream, on the same names
+LATENCY_SECONDS = 3.0  # per round
+
+
+def latency_slice(names: Path, part: int, qps: float, seconds: float) -> Path:
+    """Part `part` of a latency file: enough names for `seconds` at `qps` that no other part of the
+    same run asks, so a never-seen name stays never seen (dnsperf reads its file from the top every
+    run: a warm-up or a second round on the whole file would turn misses into cache hits)."""
+    count = int(qps * seconds * 1.2) + 100
+    lines = names.read_text().splitlines(keepends=True)
+    if names.name.startswith("hits"):  # repeats are the point of the hits file
+        return names
+    if (part + 1) * count > len(lines):
+        raise RuntimeError(f"{names} holds {len(lines)} names, part {part} needs {(part + 1) * count}")
+    out = names.with_name(f"{names.stem}.part{part}.txt")
+    out.write_text("".join(lines[part * count : (part + 1) * count]))
+    return out
+
+
+def settled_latency(
+    port: int, names: Path, qps: float, sources: tuple[str, ...], seconds: float = 5.0
+) -> dict[str, Any]:
+    """p50/p99 at `qps` measured as a steady state (issue #17: the latency run used to start the
+    moment the peak run ended, and its first second carried the peak's tail: queues, the client's
+    own start, a collector pass over what the peak left; on this 2-core machine those alone made
+    a p99 of several ms). A second of quiet, then a warm-up second on other names, then the run."""
+    time.sleep(LATENCY_SETTLE)
+    dnsperf(port, latency_slice(names, 0, qps, LATENCY_WARMUP), LATENCY_WARMUP, qps, sources)
+    return dnsperf(port, latency_slice(names, 1, qps, seconds), seconds, qps, sources)
+
+
+def paired_latency(
+    port: int, upstream: int, names: Path, qps: float, sources: tuple[str, ...], rounds: int = LATENCY_ROUNDS
+) -> dict[str, Any]:
+    """The target's p50/p99 and its upstream's at the same rate on the same names, in turn, for
+    `rounds` rounds (after `settled_latency`'s quiet and warm-up); the medians over the rounds and
+    `added_p99_ms`, the median of each round's target p99 minus upstream p99. Why in turn: on a
+    shared 2-core machine the upstream's own p99 moved from 0.09 to 2 ms between two runs a minute
+    apart, so an upstream measured once, at the end of the bench, was a different machine's."""
+    time.sleep(LATENCY_SETTLE)
+    dnsperf(port, latency_slice(names, 0, qps, LATENCY_WARMUP), LATENCY_WARMUP, qps, sources)
+    each = []
+    for r in range(rounds):
+        part = latency_slice(names, 1 + r, qps, LATENCY_SECONDS)
+        mine = dnsperf(port, part, LATENCY_SECONDS, qps, sources)
+        theirs = dnsperf(upstream, part, LATENCY_SECONDS, qps)
+        each.append({"target": mine, "upstream": theirs})
+    out: dict[str, Any] = {"latency_rounds": each}
+    for key in ("p50_ms", "p99_ms"):
+        out[key] = median([r["target"].get(key) for r in each])
+        out[f"upstream_{key}"] = median([r["upstream"].get(key) for r in each])
+    out["added_p99_ms"] = median(
+        [
+            r["target"]["p99_ms"] - r["upstream"]["p99_ms"]
+            for r in each
+            if "p99_ms" in r["target"] and "p99_ms" in r["upstream"]
+        ]
+    )
+    return out
+
+
+def median(values: list[float | None]) -> float | None:
+    known = sorted(v for v in values if v is not None)
+    return round(known[len(known) // 2], 3) if known else None
 
 
 def reload_under_load(
@@ -415,6 +493,11 @@ def main() -> None:
     )
     p.add_argument("--log", action="store_true", help="only (d) against (d') log file, (d't) thread, (d's) store")
     p.add_argument(
+        "--standalone",
+        action="store_true",
+        help="no module rows and no reloads: (a), (b), (b2), (c), (d), (e), (d'), (f); to compare_standalone.{md,json}",
+    )
+    p.add_argument(
         "--module", action="store_true", help="only Unbound: (b), (n) do-nothing module, (m); 1 and 2 threads"
     )
     p.add_argument("--rows", default="", help="with --module: only these rows (unbound,noop,module,unbound2,...)")
@@ -459,7 +542,13 @@ def main() -> None:
         full = measure("(d) resolverguard full chain", procs[-1], ports["rg_full"], files, a.seconds, {})
         latency_qps = {k: 0.2 * (full[k]["qps"] or 0) for k in files}
         results["rg_full"] = measure(
-            "(d) resolverguard full chain", procs[-1], ports["rg_full"], files, a.seconds, latency_qps
+            "(d) resolverguard full chain",
+            procs[-1],
+            ports["rg_full"],
+            files,
+            a.seconds,
+            latency_qps,
+            upstream=ports["nsd"],
         )
         procs.append(start_resolverguard(work, ports["rg_plain"], ports["nsd"], False))
         results["rg_plain"] = measure(
@@ -483,42 +572,19 @@ def main() -> None:
         results["rg_list"] = measure(
             "(f) full chain + 1M-entry blocklist", procs[-1], ports["rg_list"], files, a.seconds, latency_qps
         )
-        # The module: its own peak first, then latency at 20% of it for the module and plain Unbound alike.
-        service, sock = start_verdicts(work, "m")
-        procs.append(service)
-        procs.append(start_unbound(work, ports["module"], ports["nsd"], verdicts=sock))
-        module = measure("(m) Unbound + module, 1 thread", procs[-1], ports["module"], files, a.seconds, {}, (service,))
-        module_qps = {k: 0.2 * (module[k]["qps"] or 0) for k in files}
-        results["module"] = measure(
-            "(m) Unbound + module, 1 thread", procs[-1], ports["module"], files, a.seconds, module_qps, (service,)
-        )
-        procs.append(start_unbound(work, ports["unbound"], ports["nsd"]))
-        results["unbound"] = measure(
-            "(b) Unbound forwarder, 1 thread", procs[-1], ports["unbound"], files, a.seconds, module_qps
-        )
-        service2, sock2 = start_verdicts(work, "m2")
-        procs.append(service2)
-        procs.append(start_unbound(work, ports["module2"], ports["nsd"], threads=2, verdicts=sock2))
-        module2 = procs[-1]
-        results["module2"] = measure(
-            "(m2) Unbound + module, 2 threads", module2, ports["module2"], files, a.seconds, module_qps, (service2,)
-        )
-        procs.append(start_unbound(work, ports["unbound2"], ports["nsd"], threads=2))
-        unbound2 = procs[-1]
-        results["unbound2"] = measure(
-            "(b2) Unbound forwarder, 2 threads", unbound2, ports["unbound2"], files, a.seconds, module_qps
-        )
+        if a.standalone:  # plain Unbound at (d)'s latency rate, for the ratios with 1 and 2 threads
+            module_qps = {}
+            for key, label, threads in (
+                ("unbound", "(b) Unbound forwarder, 1 thread", 1),
+                ("unbound2", "(b2) Unbound forwarder, 2 threads", 2),
+            ):
+                procs.append(start_unbound(work, ports[key], ports["nsd"], threads=threads))
+                results[key] = measure(label, procs[-1], ports[key], files, a.seconds, latency_qps)
+        else:
+            module_qps = module_and_reloads(work, ports, procs, files, a, results)
         results["upstream_latency"] = {
             k: dnsperf(ports["nsd"], v.with_name(f"{k}.latency.txt"), 5, latency_qps[k]) for k, v in files.items()
         }
-        reload_qps = 0.2 * (results["module2"]["misses"]["qps"] or 0)
-        reload_names = files["misses"].with_name("misses.latency.txt")
-        results["reload_module2"] = reload_under_load(
-            work, ports["module2"], module2, reload_names, reload_qps, a.reloads
-        )
-        results["reload_unbound2"] = reload_under_load(
-            work, ports["unbound2"], unbound2, reload_names, reload_qps, a.reloads
-        )
     finally:
         for proc in procs:
             proc.terminate()
@@ -558,6 +624,50 @@ MODULE_RATIOS = {
     "(m2)/(b2)": ("module2", "unbound2"),
     "(m2)/(n2)": ("module2", "noop2"),
 }
+
+
+def module_and_reloads(
+    work: Path,
+    ports: dict[str, int],
+    procs: list[subprocess.Popen[bytes]],
+    files: dict[str, Path],
+    a: argparse.Namespace,
+    results: dict[str, Any],
+) -> dict[str, float]:
+    """The Unbound rows of the full run, (m), (b), (m2), (b2), then the reloads under load; returns
+    the rate their latency was measured at (20% of (m)'s peak). Started processes go to `procs`."""
+    # The module: its own peak first, then latency at 20% of it for the module and plain Unbound alike.
+    service, sock = start_verdicts(work, "m")
+    procs.append(service)
+    procs.append(start_unbound(work, ports["module"], ports["nsd"], verdicts=sock))
+    module = measure("(m) Unbound + module, 1 thread", procs[-1], ports["module"], files, a.seconds, {}, (service,))
+    module_qps = {k: 0.2 * (module[k]["qps"] or 0) for k in files}
+    results["module"] = measure(
+        "(m) Unbound + module, 1 thread", procs[-1], ports["module"], files, a.seconds, module_qps, (service,)
+    )
+    procs.append(start_unbound(work, ports["unbound"], ports["nsd"]))
+    results["unbound"] = measure(
+        "(b) Unbound forwarder, 1 thread", procs[-1], ports["unbound"], files, a.seconds, module_qps
+    )
+    service2, sock2 = start_verdicts(work, "m2")
+    procs.append(service2)
+    procs.append(start_unbound(work, ports["module2"], ports["nsd"], threads=2, verdicts=sock2))
+    module2 = procs[-1]
+    results["module2"] = measure(
+        "(m2) Unbound + module, 2 threads", module2, ports["module2"], files, a.seconds, module_qps, (service2,)
+    )
+    procs.append(start_unbound(work, ports["unbound2"], ports["nsd"], threads=2))
+    unbound2 = procs[-1]
+    results["unbound2"] = measure(
+        "(b2) Unbound forwarder, 2 threads", unbound2, ports["unbound2"], files, a.seconds, module_qps
+    )
+    reload_qps = 0.2 * (results["module2"]["misses"]["qps"] or 0)
+    reload_names = files["misses"].with_name("misses.latency.txt")
+    results["reload_module2"] = reload_under_load(work, ports["module2"], module2, reload_names, reload_qps, a.reloads)
+    results["reload_unbound2"] = reload_under_load(
+        work, ports["unbound2"], unbound2, reload_names, reload_qps, a.reloads
+    )
+    return module_qps
 
 
 def round_misses(path: Path, r: int) -> Path:
@@ -984,12 +1094,14 @@ def write(
 ) -> None:
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
+    pairs = {name: (x, y) for name, (x, y) in RATIOS.items() if x in results and y in results}
     ratios = {
-        kind: {name: ratio(results[x][kind]["qps"], results[y][kind]["qps"]) for name, (x, y) in RATIOS.items()}
+        kind: {name: ratio(results[x][kind]["qps"], results[y][kind]["qps"]) for name, (x, y) in pairs.items()}
         for kind in ("hits", "misses")
     }
-    added = {
-        kind: round(
+    added = {  # measured in turn with the upstream (paired_latency); else against its one run at the end
+        kind: results["rg_full"][kind].get("added_p99_ms")
+        or round(
             (results["rg_full"][kind].get("p99_ms") or 0) - (results["upstream_latency"][kind].get("p99_ms") or 0), 3
         )
         for kind in ("hits", "misses")
@@ -1006,10 +1118,12 @@ def write(
         "latency_qps": latency_qps,
         "module_latency_qps": module_qps,
         "added_p99_ms": added,
-        "module_added_p99_ms": added_p99(results, "module", "unbound"),
-        "module2_added_p99_ms": added_p99(results, "module2", "unbound2"),
     }
-    (out / "compare.json").write_text(json.dumps(payload, indent=2))
+    if not a.standalone:
+        payload["module_added_p99_ms"] = added_p99(results, "module", "unbound")
+        payload["module2_added_p99_ms"] = added_p99(results, "module2", "unbound2")
+    name = "compare_standalone" if a.standalone else "compare"
+    (out / f"{name}.json").write_text(json.dumps(payload, indent=2))
     lines = [
         f"# resolverguard vs Unbound (bench/compare.py), {payload['date']}, {payload['cores']} cores, "
         f"dnsperf -c 8 -q 500, {a.seconds:g} s per run, loopback only",
@@ -1024,7 +1138,7 @@ def write(
         "| peak RSS MB |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for key in TARGETS:
+    for key in (key for key in TARGETS if key in results):
         r = results[key]
         lines.append(
             f"| {r['target']} | {r['hits']['qps'] or 0:.0f} | {r['hits']['cpu_s']} "
@@ -1033,15 +1147,35 @@ def write(
             f"| {r['peak_rss_mb']} |"
         )
     lines += ["", "| ratio (same run) | hits | misses |", "|---|---|---|"]
-    for name in RATIOS:
-        lines.append(f"| {name} | {ratios['hits'][name]} | {ratios['misses'][name]} |")
-    m1, m2 = payload["module_added_p99_ms"], payload["module2_added_p99_ms"]
+    for pair in pairs:
+        lines.append(f"| {pair} | {ratios['hits'][pair]} | {ratios['misses'][pair]} |")
+
+    def paired(key: str) -> str:
+        return " / ".join(f"{kind} {results['rg_full'][kind].get(key, '-')} ms" for kind in ("hits", "misses"))
+
     lines += [
         "",
-        f"Latency runs (names of their own): resolverguard standalone at 20% of (d)'s peak "
+        f"Latency runs (names of their own, each after {LATENCY_SETTLE:g} s of quiet and a {LATENCY_WARMUP:g} s"
+        f" warm-up on other names): resolverguard standalone at 20% of (d)'s peak "
         f"({', '.join(f'{k} {v:.0f} qps' for k, v in latency_qps.items())}); (d)'s p99 minus the upstream's own "
-        f"p99 at that rate: hits {added['hits']} ms, misses {added['misses']} ms. Unbound with and without the "
-        f"module at 20% of (m)'s peak ({', '.join(f'{k} {v:.0f} qps' for k, v in module_qps.items())}); added "
+        f"p99 at that rate, measured in turn on the same names ({LATENCY_ROUNDS} rounds of {LATENCY_SECONDS:g} s,"
+        f" the median round): hits {added['hits']} ms, misses {added['misses']} ms"
+        f" ((d) p99 {paired('p99_ms')}, upstream p99 {paired('upstream_p99_ms')}).",
+    ]
+    if not a.standalone:
+        lines += module_latency_and_reloads(results, payload, module_qps)
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def module_latency_and_reloads(
+    results: dict[str, Any], payload: dict[str, Any], module_qps: dict[str, float]
+) -> list[str]:
+    """The full run's lines on the module's added latency and the reloads under load."""
+    m1, m2 = payload["module_added_p99_ms"], payload["module2_added_p99_ms"]
+    lines = [
+        f"Unbound with and without the module at 20% of (m)'s peak"
+        f" ({', '.join(f'{k} {v:.0f} qps' for k, v in module_qps.items())}); added "
         f"p99, (m) - (b): hits {m1['hits']} ms, misses {m1['misses']} ms; (m2) - (b2): hits {m2['hits']} ms, "
         f"misses {m2['misses']} ms.",
         "",
@@ -1055,8 +1189,7 @@ def write(
             f"| {label} | {r['reloads']} | {r['qps']} | {r['sent']} | {r['completed']} | {r['lost']} "
             f"| {r['control_failures']} | {r['alive']} | {r['answers_after']} |"
         )
-    (out / "compare.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    return lines
 
 
 if __name__ == "__main__":

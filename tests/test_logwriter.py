@@ -76,6 +76,23 @@ def test_entry_lines_are_the_reference_lines(records: list[Any], privacy: Client
             assert maker.entry_line(entry, seen) == reference
 
 
+@settings(deadline=None)
+@given(
+    st.lists(_RECORDS, min_size=1, max_size=20),
+    st.sampled_from(list(ClientPrivacy)),
+    st.sampled_from(["", ',"worker":1']),
+)
+def test_a_batch_of_entries_makes_the_reference_lines(records: list[Any], privacy: ClientPrivacy, tail: str) -> None:
+    """`LineMaker.lines` (the writer's one loop over a batch of queries) gives `line_of_record`'s
+    bytes in order, across a change of second within the batch and from one batch to the next."""
+    maker = LineMaker(privacy, tail)
+    for serials in (1000, 1000, None):
+        entries = batch_of(records, serials)
+        out: list[str] = []
+        maker.lines(entries, {}, out)
+        assert out == [line_of_record(expand(e), client_for_log(e[1], privacy), tail) for e in entries]
+
+
 @settings(  # each example starts a writer process: few, and no shrinking
     max_examples=4, deadline=None, phases=[Phase.explicit, Phase.generate], suppress_health_check=[HealthCheck.too_slow]
 )
