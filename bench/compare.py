@@ -251,13 +251,23 @@ def peak_rss_mb(pid: int) -> float:
 
 
 def dnsperf(
-    port: int, queries: Path, seconds: float, qps: float | None = None, sources: tuple[str, ...] = ()
+    port: int,
+    queries: Path,
+    seconds: float,
+    qps: float | None = None,
+    sources: tuple[str, ...] = (),
+    warmup: float = 0.0,
 ) -> dict[str, Any]:
     """dnsperf's peak (or, with `qps`, latency) run. `sources`: client addresses to ask from, one
     dnsperf each (the 8 sockets and the rate split between them), summed: with `workers` each
-    client's queries reach one worker (resolverguard.reuseport), so one address would load one."""
+    client's queries reach one worker (resolverguard.reuseport), so one address would load one.
+    `warmup`: with `qps`, the run is that much longer and the answers of its first `warmup` seconds
+    (dnsperf prints them in the order they came) are left out of p50/p99: dnsperf starting its
+    sockets and threads, and a server's first queries after a pause, are not the server's latency."""
     if len(sources) > 1:
         return _summed(port, queries, seconds, qps, sources)
+    if qps and warmup:
+        seconds += warmup
     cmd = [
         "dnsperf",
         *(["-a", sources[0]] if sources else []),
@@ -287,9 +297,11 @@ def dnsperf(
         result[key] = float(match.group(1)) if match else None
     if qps:  # verbose lines: "> NOERROR name A 0.000123"
         lat = sorted(
-            float(line.rsplit(None, 1)[1])
-            for line in out.splitlines()
-            if line.startswith("> ") and re.match(r".*\s[\d.]+$", line)
+            [
+                float(line.rsplit(None, 1)[1])
+                for line in out.splitlines()
+                if line.startswith("> ") and re.match(r".*\s[\d.]+$", line)
+            ][int(qps * warmup) :]
         )
         if lat:
             result["p50_ms"] = round(lat[len(lat) // 2] * 1000, 3)
@@ -560,12 +572,46 @@ MODULE_RATIOS = {
 }
 
 
-def round_misses(path: Path, r: int) -> Path:
+def round_misses(path: Path, r: int, kind: str = "misses") -> Path:
     """The misses file with every name made new for round `r` (a prefix on the first label): a row
     measured again must not find the names of its last round in its cache."""
-    out = path.with_name(f"misses.r{r}.txt")
+    out = path.with_name(f"{kind}.r{r}.txt")
     out.write_text("".join(f"r{r}-{line}\n" for line in path.read_text().splitlines()))
     return out
+
+
+LATENCY_SECONDS, LATENCY_WARMUP = 4.0, 1.0  # each latency run of --module, and what it leaves out first
+
+
+def latency_rounds(
+    rows: tuple[Any, ...],
+    ports: dict[str, int],
+    files: dict[str, Path],
+    qps: dict[str, float],
+    rounds: int,
+    results: dict[str, Any],
+) -> None:
+    """p50/p99 of every row at the same rate, measured `rounds` times in turn (each round starting
+    one row later, never-seen names new each round), each run's first LATENCY_WARMUP seconds left
+    out; a row's p50 and p99 are the medians of its rounds. Why: one 5 s run per row, as before,
+    put whatever else the shared machine did in those seconds into that row's p99 (plain Unbound's
+    own p99 on cached names ranged 1-6 ms between runs, with no Python in the path), and the
+    first second of a run held most of the outliers."""
+    per: dict[str, dict[str, list[dict[str, float]]]] = {key: {kind: [] for kind in files} for key, *_ in rows}
+    for r in range(rounds):
+        for key, *_ in rows[r % len(rows) :] + rows[: r % len(rows)]:
+            for kind in files:
+                names = files[kind].with_name(f"{kind}.latency.txt")
+                if kind == "misses" and r:
+                    names = round_misses(names, r, "latency")
+                per[key][kind].append(dnsperf(ports[key], names, LATENCY_SECONDS, qps[kind], warmup=LATENCY_WARMUP))
+    for key, kinds in per.items():
+        for kind, runs in kinds.items():
+            for k in ("p50_ms", "p99_ms"):
+                got = sorted(run[k] for run in runs if k in run)
+                if got:
+                    results[key][kind][k] = got[len(got) // 2]
+                    results[key][kind].setdefault("rounds_ms", {})[k] = got
 
 
 def compare_module(work: Path, files: dict[str, Path], a: argparse.Namespace, misses: int) -> None:
@@ -615,10 +661,7 @@ def compare_module(work: Path, files: dict[str, Path], a: argparse.Namespace, mi
                         best[kind] = got[kind]
         first = "module" if "module" in results else rows[0][0]
         module_qps = {k: 0.2 * (results[first][k]["qps"] or 0) for k in files}
-        for key, *_ in rows:  # latency at 20% of (m)'s best peak, on names of their own
-            for kind in files:
-                latency = dnsperf(ports[key], files[kind].with_name(f"{kind}.latency.txt"), 5, module_qps[kind])
-                results[key][kind].update({k: v for k, v in latency.items() if k.endswith("_ms")})
+        latency_rounds(rows, ports, files, module_qps, a.rounds, results)
         reload_qps = 0.2 * (results["module2" if "module2" in results else first]["misses"]["qps"] or 0)
         names = files["misses"].with_name("misses.latency.txt")
         for key in [k for k in ("unbound2", "noop2", "old2", "module2") if k in results] if a.reloads else ():
@@ -683,6 +726,16 @@ def compare_module(work: Path, files: dict[str, Path], a: argparse.Namespace, mi
     ]
     lines += ["", f"Added p99 at 20% of (m)'s peak ({', '.join(f'{k} {v:.0f} qps' for k, v in module_qps.items())}): "]
     lines += [f"{n}: hits {v['hits']} ms, misses {v['misses']} ms; " for n, v in payload["added_p99_ms"].items()]
+    lines += [
+        "",
+        f"p50/p99: medians of {a.rounds} latency rounds in turn, {LATENCY_SECONDS:g} s each after {LATENCY_WARMUP:g} s "
+        "left out; p99 ms per round: "
+        + "; ".join(
+            f"{key} hits {results[key]['hits'].get('rounds_ms', {}).get('p99_ms')} "
+            f"misses {results[key]['misses'].get('rounds_ms', {}).get('p99_ms')}"
+            for key, *_ in rows
+        ),
+    ]
     if a.reloads:
         lines += [
             "",
