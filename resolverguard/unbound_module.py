@@ -360,7 +360,7 @@ def init_standard(id: int, env: Any) -> bool:  # noqa: A002 - Unbound's signatur
     if ask not in ("parallel", "first"):
         log_warn(f"resolverguard: {ASK_ENV}={ask!r}: not 'parallel' or 'first'; asking first")
     _parallel = ask == "parallel"
-    _client = VerdictClient(path, timeout, int(os.environ.get(WINDOW_ENV, WINDOW)))
+    _client = VerdictClient(path, timeout, max(1, int(os.environ.get(WINDOW_ENV, WINDOW))))
     _first = FirstStage(path)
     how = "in parallel" if _parallel else "first"
     log_info(f"resolverguard: module loaded, verdict service {_client.path}, asking {how}")
