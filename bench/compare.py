@@ -591,27 +591,52 @@ def latency_rounds(
     rounds: int,
     results: dict[str, Any],
 ) -> None:
-    """p50/p99 of every row at the same rate, measured `rounds` times in turn (each round starting
-    one row later, never-seen names new each round), each run's first LATENCY_WARMUP seconds left
-    out; a row's p50 and p99 are the medians of its rounds. Why: one 5 s run per row, as before,
-    put whatever else the shared machine did in those seconds into that row's p99 (plain Unbound's
-    own p99 on cached names ranged 1-6 ms between runs, with no Python in the path), and the
-    first second of a run held most of the outliers."""
-    per: dict[str, dict[str, list[dict[str, float]]]] = {key: {kind: [] for kind in files} for key, *_ in rows}
+    """p50/p99 at the same rate for every row against plain Unbound with its thread count, each
+    pair measured at the same time (two dnsperf at once, on names of their own), `rounds` times in
+    turn, each run's first LATENCY_WARMUP seconds left out. A row's added p99 is the median over the
+    rounds of its p99 minus the base's p99 of the same seconds; its p50/p99, the medians of its runs.
+
+    Why: one 5 s run per row, one row after the other, as before, put whatever else the shared
+    machine did in those seconds into that row's p99 alone: plain Unbound's own p99 on cached names
+    (no Python anywhere in the path) ranged 2-57 ms between runs at load 5, the module's "added" p99
+    swung from -46 to +47 ms, and the first second of a run held most of the outliers. Measured at
+    the same time, a burst of the machine's other work lands on both sides of the difference."""
+    keys = [key for key, *_ in rows]
+    base = {key: "unbound2" if key.endswith("2") else "unbound" for key in keys if not key.startswith("unbound")}
+    pairs = [(x, y) for x, y in base.items() if y in keys] or [(key, "") for key in keys]
+    runs: dict[str, dict[str, list[float]]] = {key: {} for key in keys}
+    added: dict[str, dict[str, list[float]]] = {x: {kind: [] for kind in files} for x, _ in pairs}
+    count = 0
     for r in range(rounds):
-        for key, *_ in rows[r % len(rows) :] + rows[: r % len(rows)]:
+        for x, y in pairs[r % len(pairs) :] + pairs[: r % len(pairs)]:
+            count += 1
             for kind in files:
                 names = files[kind].with_name(f"{kind}.latency.txt")
-                if kind == "misses" and r:
-                    names = round_misses(names, r, "latency")
-                per[key][kind].append(dnsperf(ports[key], names, LATENCY_SECONDS, qps[kind], warmup=LATENCY_WARMUP))
-    for key, kinds in per.items():
-        for kind, runs in kinds.items():
-            for k in ("p50_ms", "p99_ms"):
-                got = sorted(run[k] for run in runs if k in run)
-                if got:
-                    results[key][kind][k] = got[len(got) // 2]
-                    results[key][kind].setdefault("rounds_ms", {})[k] = got
+                if kind == "misses":  # never-seen names: new for every pair and round (the base runs in several)
+                    names = round_misses(names, count, "latency")
+                both = [key for key in (x, y) if key]
+                with concurrent.futures.ThreadPoolExecutor(len(both)) as pool:
+                    started = [
+                        pool.submit(dnsperf, ports[key], names, LATENCY_SECONDS, qps[kind], (), LATENCY_WARMUP)
+                        for key in both
+                    ]
+                    got = {key: future.result() for key, future in zip(both, started, strict=True)}
+                for key, run in got.items():
+                    for k in ("p50_ms", "p99_ms"):
+                        if k in run:
+                            runs[key].setdefault(f"{kind} {k}", []).append(run[k])
+                if y and "p99_ms" in got[x] and "p99_ms" in got[y]:
+                    added[x][kind].append(round(got[x]["p99_ms"] - got[y]["p99_ms"], 3))
+    for key, measured in runs.items():
+        for name, values in measured.items():
+            kind, k = name.split()
+            results[key][kind][k] = sorted(values)[len(values) // 2]
+            results[key][kind].setdefault("rounds_ms", {})[k] = values
+    for x, kinds in added.items():
+        for kind, values in kinds.items():
+            if values:
+                results[x][kind]["added_p99_ms"] = sorted(values)[len(values) // 2]
+                results[x][kind].setdefault("rounds_ms", {})["added_p99_ms"] = values
 
 
 def compare_module(work: Path, files: dict[str, Path], a: argparse.Namespace, misses: int) -> None:
@@ -728,11 +753,14 @@ def compare_module(work: Path, files: dict[str, Path], a: argparse.Namespace, mi
     lines += [f"{n}: hits {v['hits']} ms, misses {v['misses']} ms; " for n, v in payload["added_p99_ms"].items()]
     lines += [
         "",
-        f"p50/p99: medians of {a.rounds} latency rounds in turn, {LATENCY_SECONDS:g} s each after {LATENCY_WARMUP:g} s "
-        "left out; p99 ms per round: "
+        f"p50/p99: each row measured at the same time as plain Unbound with its thread count, {a.rounds} rounds "
+        f"in turn, {LATENCY_SECONDS:g} s each after {LATENCY_WARMUP:g} s left out; medians of the runs, added p99 "
+        "the median of the same-time differences. Per run, p99 ms (added p99 ms): "
         + "; ".join(
             f"{key} hits {results[key]['hits'].get('rounds_ms', {}).get('p99_ms')} "
-            f"misses {results[key]['misses'].get('rounds_ms', {}).get('p99_ms')}"
+            f"({results[key]['hits'].get('rounds_ms', {}).get('added_p99_ms', '-')}) "
+            f"misses {results[key]['misses'].get('rounds_ms', {}).get('p99_ms')} "
+            f"({results[key]['misses'].get('rounds_ms', {}).get('added_p99_ms', '-')})"
             for key, *_ in rows
         ),
     ]
@@ -1025,11 +1053,14 @@ RATIOS = {  # name: (numerator, denominator), all from the same run
 
 
 def added_p99(results: dict[str, Any], target: str, base: str) -> dict[str, float]:
-    """p99 of `target` minus p99 of `base` (both measured at the same rate), per query file."""
-    return {
-        kind: round((results[target][kind].get("p99_ms") or 0) - (results[base][kind].get("p99_ms") or 0), 3)
-        for kind in ("hits", "misses")
-    }
+    """p99 of `target` minus p99 of `base` (both measured at the same rate), per query file: the
+    median of the differences measured at the same time when there are some (`latency_rounds`)."""
+    out = {}
+    for kind in ("hits", "misses"):
+        paired = results[target][kind].get("added_p99_ms") if base.startswith("unbound") else None
+        plain = (results[target][kind].get("p99_ms") or 0) - (results[base][kind].get("p99_ms") or 0)
+        out[kind] = round(paired if paired is not None else plain, 3)
+    return out
 
 
 def write(
