@@ -581,6 +581,7 @@ def round_misses(path: Path, r: int, kind: str = "misses") -> Path:
 
 
 LATENCY_SECONDS, LATENCY_WARMUP = 4.0, 1.0  # each latency run of --module, and what it leaves out first
+WARM_SECONDS = 1.0  # --module: never-seen names through each row before its first timed round (r0 names)
 
 
 def latency_rounds(
@@ -674,6 +675,10 @@ def compare_module(work: Path, files: dict[str, Path], a: argparse.Namespace, mi
                 start_unbound(work, ports[key], ports["nsd"], extra, threads, verdicts=verdicts, script=script)
             )
             servers[key] = procs[-1]
+        warm = round_misses(files["misses"], 0, "warm")  # names no timed round asks ("r0-" prefix)
+        for key, *_ in rows:  # every row's first never-seen names (a verdict service's first model calls) untimed
+            wait_ready(ports[key])
+            dnsperf(ports[key], warm, WARM_SECONDS)
         for r in range(a.rounds):  # rounds in turn, each starting one row later: the machine's drift hits all
             round_files = files if r == 0 else {"hits": files["hits"], "misses": round_misses(files["misses"], r)}
             for key, label, _, _ in rows[r % len(rows) :] + rows[: r % len(rows)]:
