@@ -254,13 +254,23 @@ def peak_rss_mb(pid: int) -> float:
 
 
 def dnsperf(
-    port: int, queries: Path, seconds: float, qps: float | None = None, sources: tuple[str, ...] = ()
+    port: int,
+    queries: Path,
+    seconds: float,
+    qps: float | None = None,
+    sources: tuple[str, ...] = (),
+    warmup: float = 0.0,
 ) -> dict[str, Any]:
     """dnsperf's peak (or, with `qps`, latency) run. `sources`: client addresses to ask from, one
     dnsperf each (the 8 sockets and the rate split between them), summed: with `workers` each
-    client's queries reach one worker (resolverguard.reuseport), so one address would load one."""
+    client's queries reach one worker (resolverguard.reuseport), so one address would load one.
+    `warmup`: with `qps`, the run is that much longer and the answers of its first `warmup` seconds
+    (dnsperf prints them in the order they came) are left out of p50/p99: dnsperf starting its
+    sockets and threads, and a server's first queries after a pause, are not the server's latency."""
     if len(sources) > 1:
         return _summed(port, queries, seconds, qps, sources)
+    if qps and warmup:
+        seconds += warmup
     cmd = [
         "dnsperf",
         *(["-a", sources[0]] if sources else []),
@@ -290,9 +300,11 @@ def dnsperf(
         result[key] = float(match.group(1)) if match else None
     if qps:  # verbose lines: "> NOERROR name A 0.000123"
         lat = sorted(
-            float(line.rsplit(None, 1)[1])
-            for line in out.splitlines()
-            if line.startswith("> ") and re.match(r".*\s[\d.]+$", line)
+            [
+                float(line.rsplit(None, 1)[1])
+                for line in out.splitlines()
+                if line.startswith("> ") and re.match(r".*\s[\d.]+$", line)
+            ][int(qps * warmup) :]
         )
         if lat:
             result["p50_ms"] = round(lat[len(lat) // 2] * 1000, 3)
@@ -670,12 +682,72 @@ def module_and_reloads(
     return module_qps
 
 
-def round_misses(path: Path, r: int) -> Path:
+def round_misses(path: Path, r: int, kind: str = "misses") -> Path:
     """The misses file with every name made new for round `r` (a prefix on the first label): a row
     measured again must not find the names of its last round in its cache."""
-    out = path.with_name(f"misses.r{r}.txt")
+    out = path.with_name(f"{kind}.r{r}.txt")
     out.write_text("".join(f"r{r}-{line}\n" for line in path.read_text().splitlines()))
     return out
+
+
+LATENCY_SECONDS, LATENCY_WARMUP = 4.0, 1.0  # each latency run of --module, and what it leaves out first
+WARM_SECONDS = 1.0  # --module: never-seen names through each row before its first timed round (r0 names)
+
+
+def latency_rounds(
+    rows: tuple[Any, ...],
+    ports: dict[str, int],
+    files: dict[str, Path],
+    qps: dict[str, float],
+    rounds: int,
+    results: dict[str, Any],
+) -> None:
+    """p50/p99 at the same rate for every row against plain Unbound with its thread count, each
+    pair measured at the same time (two dnsperf at once, on names of their own), `rounds` times in
+    turn, each run's first LATENCY_WARMUP seconds left out. A row's added p99 is the median over the
+    rounds of its p99 minus the base's p99 of the same seconds; its p50/p99, the medians of its runs.
+
+    Why: one 5 s run per row, one row after the other, as before, put whatever else the shared
+    machine did in those seconds into that row's p99 alone: plain Unbound's own p99 on cached names
+    (no Python anywhere in the path) ranged 2-57 ms between runs at load 5, the module's "added" p99
+    swung from -46 to +47 ms, and the first second of a run held most of the outliers. Measured at
+    the same time, a burst of the machine's other work lands on both sides of the difference."""
+    keys = [key for key, *_ in rows]
+    base = {key: "unbound2" if key.endswith("2") else "unbound" for key in keys if not key.startswith("unbound")}
+    pairs = [(x, y) for x, y in base.items() if y in keys] or [(key, "") for key in keys]
+    runs: dict[str, dict[str, list[float]]] = {key: {} for key in keys}
+    added: dict[str, dict[str, list[float]]] = {x: {kind: [] for kind in files} for x, _ in pairs}
+    count = 0
+    for r in range(rounds):
+        for x, y in pairs[r % len(pairs) :] + pairs[: r % len(pairs)]:
+            count += 1
+            for kind in files:
+                names = files[kind].with_name(f"{kind}.latency.txt")
+                if kind == "misses":  # never-seen names: new for every pair and round (the base runs in several)
+                    names = round_misses(names, count, "latency")
+                both = [key for key in (x, y) if key]
+                with concurrent.futures.ThreadPoolExecutor(len(both)) as pool:
+                    started = [
+                        pool.submit(dnsperf, ports[key], names, LATENCY_SECONDS, qps[kind], (), LATENCY_WARMUP)
+                        for key in both
+                    ]
+                    got = {key: future.result() for key, future in zip(both, started, strict=True)}
+                for key, run in got.items():
+                    for k in ("p50_ms", "p99_ms"):
+                        if k in run:
+                            runs[key].setdefault(f"{kind} {k}", []).append(run[k])
+                if y and "p99_ms" in got[x] and "p99_ms" in got[y]:
+                    added[x][kind].append(round(got[x]["p99_ms"] - got[y]["p99_ms"], 3))
+    for key, measured in runs.items():
+        for name, values in measured.items():
+            kind, k = name.split()
+            results[key][kind][k] = sorted(values)[len(values) // 2]
+            results[key][kind].setdefault("rounds_ms", {})[k] = values
+    for x, kinds in added.items():
+        for kind, values in kinds.items():
+            if values:
+                results[x][kind]["added_p99_ms"] = sorted(values)[len(values) // 2]
+                results[x][kind].setdefault("rounds_ms", {})["added_p99_ms"] = values
 
 
 def compare_module(work: Path, files: dict[str, Path], a: argparse.Namespace, misses: int) -> None:
@@ -713,6 +785,10 @@ def compare_module(work: Path, files: dict[str, Path], a: argparse.Namespace, mi
                 start_unbound(work, ports[key], ports["nsd"], extra, threads, verdicts=verdicts, script=script)
             )
             servers[key] = procs[-1]
+        warm = round_misses(files["misses"], 0, "warm")  # names no timed round asks ("r0-" prefix)
+        for key, *_ in rows:  # every row's first never-seen names (a verdict service's first model calls) untimed
+            wait_ready(ports[key])
+            dnsperf(ports[key], warm, WARM_SECONDS)
         for r in range(a.rounds):  # rounds in turn, each starting one row later: the machine's drift hits all
             round_files = files if r == 0 else {"hits": files["hits"], "misses": round_misses(files["misses"], r)}
             for key, label, _, _ in rows[r % len(rows) :] + rows[: r % len(rows)]:
@@ -725,10 +801,7 @@ def compare_module(work: Path, files: dict[str, Path], a: argparse.Namespace, mi
                         best[kind] = got[kind]
         first = "module" if "module" in results else rows[0][0]
         module_qps = {k: 0.2 * (results[first][k]["qps"] or 0) for k in files}
-        for key, *_ in rows:  # latency at 20% of (m)'s best peak, on names of their own
-            for kind in files:
-                latency = dnsperf(ports[key], files[kind].with_name(f"{kind}.latency.txt"), 5, module_qps[kind])
-                results[key][kind].update({k: v for k, v in latency.items() if k.endswith("_ms")})
+        latency_rounds(rows, ports, files, module_qps, a.rounds, results)
         reload_qps = 0.2 * (results["module2" if "module2" in results else first]["misses"]["qps"] or 0)
         names = files["misses"].with_name("misses.latency.txt")
         for key in [k for k in ("unbound2", "noop2", "old2", "module2") if k in results] if a.reloads else ():
@@ -793,6 +866,19 @@ def compare_module(work: Path, files: dict[str, Path], a: argparse.Namespace, mi
     ]
     lines += ["", f"Added p99 at 20% of (m)'s peak ({', '.join(f'{k} {v:.0f} qps' for k, v in module_qps.items())}): "]
     lines += [f"{n}: hits {v['hits']} ms, misses {v['misses']} ms; " for n, v in payload["added_p99_ms"].items()]
+    lines += [
+        "",
+        f"p50/p99: each row measured at the same time as plain Unbound with its thread count, {a.rounds} rounds "
+        f"in turn, {LATENCY_SECONDS:g} s each after {LATENCY_WARMUP:g} s left out; medians of the runs, added p99 "
+        "the median of the same-time differences. Per run, p99 ms (added p99 ms): "
+        + "; ".join(
+            f"{key} hits {results[key]['hits'].get('rounds_ms', {}).get('p99_ms')} "
+            f"({results[key]['hits'].get('rounds_ms', {}).get('added_p99_ms', '-')}) "
+            f"misses {results[key]['misses'].get('rounds_ms', {}).get('p99_ms')} "
+            f"({results[key]['misses'].get('rounds_ms', {}).get('added_p99_ms', '-')})"
+            for key, *_ in rows
+        ),
+    ]
     if a.reloads:
         lines += [
             "",
@@ -1082,11 +1168,14 @@ RATIOS = {  # name: (numerator, denominator), all from the same run
 
 
 def added_p99(results: dict[str, Any], target: str, base: str) -> dict[str, float]:
-    """p99 of `target` minus p99 of `base` (both measured at the same rate), per query file."""
-    return {
-        kind: round((results[target][kind].get("p99_ms") or 0) - (results[base][kind].get("p99_ms") or 0), 3)
-        for kind in ("hits", "misses")
-    }
+    """p99 of `target` minus p99 of `base` (both measured at the same rate), per query file: the
+    median of the differences measured at the same time when there are some (`latency_rounds`)."""
+    out = {}
+    for kind in ("hits", "misses"):
+        paired = results[target][kind].get("added_p99_ms") if base.startswith("unbound") else None
+        plain = (results[target][kind].get("p99_ms") or 0) - (results[base][kind].get("p99_ms") or 0)
+        out[kind] = round(paired if paired is not None else plain, 3)
+    return out
 
 
 def write(

@@ -8,11 +8,14 @@ with that reason (the service's protocol and the module's imports are checked ev
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
+import string
 import subprocess
 import sys
 import threading
@@ -86,14 +89,17 @@ def run_unbound(
     timeout: float = 3.0,
     ask: str = "parallel",
     extra: str = "",
+    window: int | None = None,
 ) -> Iterator[Unbound]:
-    """`extra`: more `server:` lines, two-space indented."""
+    """`extra`: more `server:` lines, two-space indented; `window`: RESOLVERGUARD_WINDOW."""
     port = free_port()
     conf = unbound_conf(work, port, upstream, threads, extra)
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": DIST_PACKAGES}
     env["RESOLVERGUARD_SOCKET"] = str(socket_path)
     env["RESOLVERGUARD_ASK"] = ask
     env["RESOLVERGUARD_TIMEOUT"] = str(timeout)  # 3 s: a busy test machine must not turn a slow verdict into a pass
+    if window is not None:
+        env["RESOLVERGUARD_WINDOW"] = str(window)
     proc = subprocess.Popen([UNBOUND, "-d", "-c", str(conf)], env=env, stderr=subprocess.DEVNULL)
     unbound = Unbound(port, conf, work / "unbound.log", proc)
     try:
@@ -261,6 +267,33 @@ def test_a_name_asked_in_parallel_that_passes_is_stored_in_unbounds_cache_by_the
         counts = module_counts(unbound)
     assert upstream.queries.count(f"{DGA}.") == 1
     assert counts["asked"] == 1 and counts["late"] == 0 and counts["passed_unasked"] == 0
+
+
+@needs_unbound
+def test_a_full_window_waits_for_room_and_every_name_is_still_resolved_while_the_service_decides(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    """RESOLVERGUARD_WINDOW=1 and names asked at once: while one name waits for the service, the next
+    waits for that answer and is then asked in parallel, so every name reaches the upstream, blocked
+    ones too (asked first instead, as the module did before, a blocked name never would), and every
+    answer is the service's verdict: none late, none passed unasked."""
+    rng = random.Random(5)
+    names = ["".join(rng.choice(string.ascii_lowercase + string.digits) for _ in range(14)) + ".com" for _ in range(40)]
+    sock = tmp_path / "verdicts.sock"
+    with run_service(tmp_path, sock), run_unbound(tmp_path, upstream.port, sock, window=1) as unbound:
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            got = pool.map(lambda name: addresses(unbound.ask(name, timeout=10)), names)
+            answers = dict(zip(names, got, strict=True))
+        counts = module_counts(unbound)
+    actions = {x["qname"]: x["action"] for x in logged(tmp_path)}
+    blocked = {name for name, answer in answers.items() if answer == ["0.0.0.0"]}
+    assert blocked == {name for name in names if actions.get(name) == "sinkhole"}
+    assert all(actions.get(name) in ("pass", "log") for name in set(names) - blocked)  # log: flagged, not blocked
+    assert all(answer in (["0.0.0.0"], [UPSTREAM_A]) for answer in answers.values())
+    assert len(blocked) >= 5  # blocked names were among them
+    assert all(f"{name}." in upstream.queries for name in names)  # resolved while the service decided
+    assert counts["late"] == 0 and counts["passed_unasked"] == 0
+    assert counts["asked"] + counts["cleared"] == len(names)
 
 
 @needs_unbound
