@@ -111,7 +111,7 @@ class ClientWatchStep:
     def seen(self, request: Request, reply: Reply) -> None:
         """On the way out: what the answer says (a name resolved, an NXDOMAIN, the model's sinkhole).
         Runs for every answer, cached ones too (the repeat shortcut's: `seen_repeat`)."""
-        repeat = self.repeat_of(request, reply)
+        repeat = self._read(request, reply)
         if repeat is not None:
             self.seen_repeat(repeat, request.client[0], request.started)
 
@@ -119,13 +119,21 @@ class ClientWatchStep:
         """What this answer tells the watch, kept by the repeat shortcut for each repeat of it
         (`seen_repeat`: the same name, verdict, rcode and records every time), or None: nothing
         (NODATA, an answer of ours, a name with no registrable, a group whose watch is off).
-        The key is interned: the known names' dict then holds the very string every repeat
-        carries, and a lookup in it (~50k names, out of the CPU cache under load) compares
-        identities, not the two strings' bytes (~300 against ~370-600 ns, measured).
+        The key is interned: the string the name parser made (and its memo hands out again), so
+        mostly the very string the known names hold, and a lookup compares identities. Only
+        here, once per kept answer: interning every answer's key (`seen`, `_read`) was, for a
+        never-seen name, an insert into the interpreter's big dict of interned strings, and a
+        delete when the name left the known names, both out of the CPU cache; with quiet
+        repeats (`seen_repeat`) a cached answer looks its name up at most once a second.
         Why not the chain's Request: ~6 objects the collector walks per kept answer (Request,
         head, name, verdict, notes): with them the server tracked ~20k objects more and ran 5x
         the young collections on cached answers (bench/results/watch_cost.md); this tuple the
         collector stops tracking at its first pass."""
+        repeat = self._read(request, reply)
+        return None if repeat is None else (intern(repeat[0]), repeat[1], repeat[2], repeat[3])
+
+    def _read(self, request: Request, reply: Reply) -> Repeat | None:
+        """`repeat_of`, the key as the name parser made it."""
         name = request.name
         if reply is None or name is None or name.label is None or len(reply) < 12:
             return None
@@ -137,7 +145,7 @@ class ClientWatchStep:
                 key = name.registrable
                 if key in DYNAMIC_DNS_SUFFIXES:
                     key = watch_key(name)
-                return None if key is None else (intern(key), request.score, True, self._tag(request))
+                return None if key is None else (key, request.score, True, self._tag(request))
             if rcode != _NXDOMAIN:
                 return None
         elif verdict is None or verdict.reason not in _MODEL_REASONS:
@@ -145,7 +153,7 @@ class ClientWatchStep:
         if not self._group_watch(request).enabled:
             return None
         key = watch_key(name)
-        return None if key is None else (intern(key), request.score, False, self._tag(request))
+        return None if key is None else (key, request.score, False, self._tag(request))
 
     def _tag(self, request: Request) -> ClientGroup | None:
         """The client's group, None for the default one (whose watch is this step's `cfg`): a
