@@ -20,7 +20,9 @@ record it made, and serves `ID + reply[2:]` while nothing the chain read could c
   quarantine, no likely C2 to block: `ClientWatchStep.holds_queries`), and the watch is told of
   every repeat as of the chain's answer (`seen_repeat`, with what `repeat_of` read from the
   chain's answer once: a small tuple, not the chain's Request, which the collector would walk),
-  so it reads every answer either way;
+  so it reads every answer either way; a repeat the watch calls quiet for its client (a name
+  that is no news but its time) has only that time noted here, by the next repeats of that
+  client within the second (`seen_repeat` is asked again each second);
 - a pause (which turns blocks into passes) turns it off while it lasts.
 
 What it does not redo: the caches' LRU order (a name served here is touched once a second, when
@@ -47,6 +49,7 @@ from resolverguard.steps.watch import ClientWatchStep, Repeat
 NEVER = float("inf")
 CLOCK_MARGIN = 0.001  # a bound read from the verdict cache's clock ends this much earlier on ours
 LEARNABLE_NOTES = frozenset(("answer_cache",))  # notes that depend on the name only
+_Kept = tuple[bytes, float, QueryShape | None, _Entry | None, float, Repeat | None, str | None]  # see _known
 
 
 class ReplyShortcut:
@@ -70,10 +73,14 @@ class ReplyShortcut:
         # asked before each repeat: only a watch that may block (quarantine) can hold queries back
         self._holds = watch.holds_queries if watch is not None and watch.blocks else None
         self._seen = watch.seen_repeat if watch is not None else None  # told of each repeat
+        # a quiet repeat's time goes straight to the watch's last answers (`reply`)
+        self._last_answer = watch.state.last_answer if watch is not None else {}
+        self._last_bound = watch.last_bound if watch is not None else 0
         # packet[2:] -> (reply[2:], until, log shape of the chain's answer, answer-cache entry or
-        # None, hard, what the answer tells the watch or None): the reply stands until `until`; an
-        # entry's reply is re-served with its TTLs counted again (as the cache itself does) until `hard`
-        self._known: dict[bytes, tuple[bytes, float, QueryShape | None, _Entry | None, float, Repeat | None]] = {}
+        # None, hard, what the answer tells the watch or None, the client it is quiet for or None):
+        # the reply stands until `until`; an entry's reply is re-served with its TTLs counted again
+        # (as the cache itself does) until `hard`
+        self._known: dict[bytes, _Kept] = {}
         self.served = 0
 
     def __len__(self) -> int:
@@ -88,16 +95,17 @@ class ReplyShortcut:
         holds = self._holds
         if holds is not None and holds():
             return None
-        tail, until, shape, entry, hard, repeat = found
+        tail, until, shape, entry, hard, repeat, quiet = found
         clock = self._answers.clock
         started = clock()
+        renew = False
         if started >= until:
             if entry is None or entry.retired or started >= hard:
                 del self._known[key]
                 return None
             elapsed = int(started - entry.stored)  # a new second: the TTLs counted again, as `get` would
             tail = entry.serve(packet, len(tail) + 2 != len(entry.layout.wire), elapsed)[2:]
-            self._known[key] = (tail, min(entry.stored + elapsed + 1, hard), shape, entry, hard, repeat)
+            until, quiet, renew = min(entry.stored + elapsed + 1, hard), None, True  # the watch asked again
         elif entry is not None and entry.retired:
             del self._known[key]
             return None
@@ -105,9 +113,18 @@ class ReplyShortcut:
         self.served += 1
         if entry is not None:
             self._answers.hits += 1
-        seen = self._seen
-        if repeat is not None and seen is not None:
-            seen(repeat, client[0], started)
+        if repeat is not None and self._seen is not None:
+            host = client[0]
+            if quiet is not None and host == quiet:
+                # nothing for the watch but the time (`ClientWatchStep.seen_repeat`'s first lines)
+                last = self._last_answer
+                last[host] = started
+                if len(last) > self._last_bound:
+                    last.clear()
+            elif self._seen(repeat, host, started) and quiet is None:
+                quiet, renew = host, True  # (the first quiet client of the second keeps it)
+        if renew:
+            self._known[key] = (tail, until, shape, entry, hard, repeat, quiet)
         if shape is not None and self._log_add is not None:
             # the chain's shape (one shared object) with this query's time, client and latency
             self._log_add((self._wall(), client[0], clock() - started, shape))
@@ -147,7 +164,7 @@ class ReplyShortcut:
             self._forget_expired()
         shape = self._log.shape_of(request) if self._log is not None else None
         repeat = self._watch.repeat_of(request, reply) if self._watch is not None else None
-        self._known[request.packet[2:]] = (reply[2:], until, shape, entry, hard, repeat)
+        self._known[request.packet[2:]] = (reply[2:], until, shape, entry, hard, repeat, None)
 
     def _verdict_until(self, request: Request) -> float:
         """When the score's verdict-cache entry expires, on the answer cache's clock."""

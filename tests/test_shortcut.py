@@ -205,6 +205,58 @@ def test_with_the_client_watch_replies_and_what_the_watch_learns_are_the_chains(
     assert without_timing(tmp_path / "fast.log") == without_timing(tmp_path / "slow.log")
 
 
+def test_with_the_client_watch_a_quiet_repeat_is_read_again_the_next_second(tmp_path: Path) -> None:
+    """A repeat the watch calls quiet for its client (a name two clients resolve) has only its time
+    noted by that client's next repeats (no known-names lookup per cached answer); the watch reads
+    it again each second. Here the name leaves the watch's known names (`known_names: 2`, two new
+    names after it): the chain tells the watch at once that it is new again, the shortcut within
+    the second, and from then on both know the same names again (fails when quiet lasts)."""
+    name, clients = "www.example.com", ("127.0.0.1", "127.0.0.2")
+    with run_upstream(Upstream(ttl=300)) as up:
+        cfg = Config(
+            upstreams=(Endpoint("127.0.0.1", up.port),),
+            client_watch=ClientWatchConfig(enabled=True, known_names=2),
+        )
+        clock = Clock()
+        fast, slow = pipeline_for(cfg, tmp_path / "fast.log", clock), pipeline_for(cfg, tmp_path / "slow.log", clock)
+        assert fast.shortcut is not None and fast.watch is not None and slow.watch is not None
+        servers = {
+            "fast": DnsServer(fast.chain, (), cfg.limits, fast.gates, shortcut=fast.shortcut, clock=clock),
+            "slow": DnsServer(slow.chain, (), cfg.limits, slow.gates, clock=clock),
+        }
+        sent = {"fast": Sent(), "slow": Sent()}
+        known: list[tuple[bool, bool]] = []  # (fast knows the name, slow knows it) after each step
+
+        async def ask(qname: str, client: str) -> None:
+            for key, server in servers.items():
+                packet = dns.message.make_query(qname, "A", id=7).to_wire()
+                server.accept_udp(sent[key], packet, (client, 5353))  # type: ignore[arg-type]
+                await settle(servers.values())
+                for _ in range(3):  # the watch's inbox is read on the next turns of the loop
+                    await asyncio.sleep(0)
+
+        async def run() -> None:
+            for client in clients:  # shared: quiet for both from now on
+                await ask(name, client)
+            await ask(name, clients[0])  # the shortcut's: quiet
+            for other in ("new-one.example.net", "new-two.example.org"):  # the name leaves the known names
+                await ask(other, clients[0])
+            await ask(name, clients[0])
+            known.append(("example.com" in fast.watch.known, "example.com" in slow.watch.known))
+            clock.now += 1.0
+            await ask(name, clients[0])
+            known.append(("example.com" in fast.watch.known, "example.com" in slow.watch.known))
+
+        asyncio.run(run())
+        fast.log.close(), slow.log.close()
+        fast.forwarder.close(), slow.forwarder.close()
+    assert fast.shortcut.served >= 3, fast.shortcut.served
+    assert sent["fast"].replies == sent["slow"].replies
+    assert known == [(False, True), (True, True)]  # a second late at most
+    assert fast.watch.known == slow.watch.known
+    assert fast.watch.last_answer == slow.watch.last_answer
+
+
 def test_with_the_client_watch_a_kept_answer_holds_nothing_the_collector_walks() -> None:
     """With the watch on, the shortcut keeps per answer what the watch reads of its repeats: kept
     as the chain's Request (head, name, verdict, notes), ~6 objects per answer that every garbage

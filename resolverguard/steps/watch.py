@@ -91,7 +91,7 @@ class ClientWatchStep:
         self.cfg, self.state, self._log, self._metrics, self._hints = cfg, state, log, metrics, hints
         self._hook, self._stderr, self._wall, self._resolve_aside = hook, stderr, wall, resolve_aside
         self._exempt = networks(cfg.exempt_clients)
-        self._last_bound = 2 * state.limits.max_clients  # (WatchState.answered)
+        self.last_bound = 2 * state.limits.max_clients  # last_answer's bound (WatchState.answered)
         self.blocks = blocks
         self._probes: set[asyncio.Task[None]] = set()
         self._inbox: list[tuple[str, str, float | None, float | None, ClientGroup | None]] = []  # see _drain
@@ -111,7 +111,7 @@ class ClientWatchStep:
     def seen(self, request: Request, reply: Reply) -> None:
         """On the way out: what the answer says (a name resolved, an NXDOMAIN, the model's sinkhole).
         Runs for every answer, cached ones too (the repeat shortcut's: `seen_repeat`)."""
-        repeat = self.repeat_of(request, reply)
+        repeat = self._read(request, reply)
         if repeat is not None:
             self.seen_repeat(repeat, request.client[0], request.started)
 
@@ -119,13 +119,21 @@ class ClientWatchStep:
         """What this answer tells the watch, kept by the repeat shortcut for each repeat of it
         (`seen_repeat`: the same name, verdict, rcode and records every time), or None: nothing
         (NODATA, an answer of ours, a name with no registrable, a group whose watch is off).
-        The key is interned: the known names' dict then holds the very string every repeat
-        carries, and a lookup in it (~50k names, out of the CPU cache under load) compares
-        identities, not the two strings' bytes (~300 against ~370-600 ns, measured).
+        The key is interned: the string the name parser made (and its memo hands out again), so
+        mostly the very string the known names hold, and a lookup compares identities. Only
+        here, once per kept answer: interning every answer's key (`seen`, `_read`) was, for a
+        never-seen name, an insert into the interpreter's big dict of interned strings, and a
+        delete when the name left the known names, both out of the CPU cache; with quiet
+        repeats (`seen_repeat`) a cached answer looks its name up at most once a second.
         Why not the chain's Request: ~6 objects the collector walks per kept answer (Request,
         head, name, verdict, notes): with them the server tracked ~20k objects more and ran 5x
         the young collections on cached answers (bench/results/watch_cost.md); this tuple the
         collector stops tracking at its first pass."""
+        repeat = self._read(request, reply)
+        return None if repeat is None else (intern(repeat[0]), repeat[1], repeat[2], repeat[3])
+
+    def _read(self, request: Request, reply: Reply) -> Repeat | None:
+        """`repeat_of`, the key as the name parser made it."""
         name = request.name
         if reply is None or name is None or name.label is None or len(reply) < 12:
             return None
@@ -137,7 +145,7 @@ class ClientWatchStep:
                 key = name.registrable
                 if key in DYNAMIC_DNS_SUFFIXES:
                     key = watch_key(name)
-                return None if key is None else (intern(key), request.score, True, self._tag(request))
+                return None if key is None else (key, request.score, True, self._tag(request))
             if rcode != _NXDOMAIN:
                 return None
         elif verdict is None or verdict.reason not in _MODEL_REASONS:
@@ -145,7 +153,7 @@ class ClientWatchStep:
         if not self._group_watch(request).enabled:
             return None
         key = watch_key(name)
-        return None if key is None else (intern(key), request.score, False, self._tag(request))
+        return None if key is None else (key, request.score, False, self._tag(request))
 
     def _tag(self, request: Request) -> ClientGroup | None:
         """The client's group, None for the default one (whose watch is this step's `cfg`): a
@@ -153,35 +161,44 @@ class ClientWatchStep:
         group = request.group
         return None if group is None or group.watch is self.cfg else group
 
-    def seen_repeat(self, repeat: Repeat, client: str, started: float) -> None:
+    def seen_repeat(self, repeat: Repeat, client: str, started: float) -> bool:
         """An answer as `repeat_of` read it, for `client` at `started`: a resolved name's common
         cases read at once (`WatchState.answered`'s dict operations, written out here: this runs
         for every cached answer, and the call was ~70 ns of ~250, measured in process); the
         rest to the inbox, read after the answer has left (`_drain`): an NXDOMAIN's typo check
-        costs ~10-40 us."""
+        costs ~10-40 us. True when this client's next repeats of the answer have nothing to tell
+        but their time (`last_answer`: the repeat shortcut then notes it itself, `ReplyShortcut.reply`,
+        ~120 ns of ~250-550 saved per cached answer, measured in process): a name several clients resolve, or one
+        of this client's own that is no longer new (out of its ring, or asked again already).
+        That lasts until the name leaves the known names (the oldest of `known_names` new ones)
+        or another client resolves it first after that; the repeat shortcut asks again each
+        second, so what it skips is at most a second of that."""
         key, score, resolved, group = repeat
         if resolved:  # WatchState.answered
             state = self.state
             last = state.last_answer
             last[client] = started
-            if len(last) > self._last_bound:
+            if len(last) > self.last_bound:
                 last.clear()  # bounded, crudely (WatchState.answered)
             first = state.known.get(key)
             if first == "":
-                return  # several clients resolve it: nothing more to read
+                return True  # several clients resolve it: nothing more to read
             if first == client:  # this client's own new name: a beacon?
                 evidence = state.clients.get(client)
                 if evidence is None or key not in evidence.resolved:
-                    return
+                    return True
                 entry = evidence.entry(key)
-                if entry is None or entry.lookups >= 2 or entry.asked_soon(started):
-                    return
+                if entry is None or entry.lookups >= 2:
+                    return True
+                if entry.asked_soon(started):
+                    return False  # (its time noted: not quiet, the next one may be a beacon)
         elif self._exempt and _exempt(client, self._exempt):
-            return
+            return False
         inbox = self._inbox
         if not inbox:
             asyncio.get_running_loop().call_soon(self._drain)
         inbox.append((client, key, score, started if resolved else None, group))
+        return False
 
     def _drain(self) -> None:
         """What the answers of a turn of the loop said, read in their order once they have left
