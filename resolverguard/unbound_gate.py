@@ -22,17 +22,17 @@ scores with the same cascade (`CascadeScorer`), so a cleared name gets the same 
 a test holds the two to it. The featurizer here repeats `NgramHasher` step by step; a parity test
 holds it to the numpy one.
 
-The snapshot (little-endian): MAGIC, a u32 header length, a JSON header, then at the offsets the header
+The snapshot (little-endian): MAGIC, a u32 header length, a header (a dict in `marshal`'s format 4:
+no `json` to import again on every Unbound reload, ~10 ms there), then at the offsets the header
 names, the float32 weights (2**bits) and the sorted int64 deny keys (`resolverguard.lists.domain_key`).
 It is read whole (a few MB for a million-entry list) instead of mapped, so a reload has nothing to unmap.
 """
 
 from __future__ import annotations
 
-import json
+import marshal
 import math
 import os
-import re
 import struct
 from _blake2 import blake2b  # hashlib's blake2b without hashlib's OpenSSL import (~4 ms on every reload)
 from array import array
@@ -42,12 +42,13 @@ TYPE_CHECKING = False  # no typing at run time: the module imports this file aga
 if TYPE_CHECKING:
     from typing import Any
 
-MAGIC = b"RGGATE1\0"
+MAGIC = b"RGGATE2\0"  # 2: the header is marshal's (1 was JSON)
+_HEADER_VERSION = 4  # marshal's format version, the same in every Python 3 from 3.4
 _M64 = (1 << 64) - 1
 _MULT = 0x9E3779B97F4A7C15  # = resolverguard.ngrams: the featurizer's constants
 _ORDER_SALT = 0x632BE59BD9B4E019
 _SUFFIX_SALT = 0x2545F4914F6CDD1D
-_LDH_LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")  # = resolverguard.names
+_LDH_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_-"  # = resolverguard.names._LDH_LABEL (ldh_label)
 CLEARED, ABOVE, ASK, LISTED = "cleared", "above", "ask", "listed"  # Gate.decide
 _LETTERS, _DIGITS, _VOWELS = "abcdefghijklmnopqrstuvwxyz", "0123456789", "aeiou"
 
@@ -58,14 +59,14 @@ def write_snapshot(path: str | os.PathLike[str], header: dict[str, Any], section
     head = dict(header)
     start, blob = 0, b""
     for _ in range(3):  # the offsets depend on the header's own length: settle them
-        blob = json.dumps(head, sort_keys=True).encode()
+        blob = marshal.dumps(head, _HEADER_VERSION)
         start = -(-(len(MAGIC) + 4 + len(blob)) // 8) * 8
         at, places = start, {}
         for name, data in sections.items():
             places[name] = [at, len(data)]
             at += -(-len(data) // 8) * 8
         head["sections"] = places
-    blob = json.dumps(head, sort_keys=True).encode()
+    blob = marshal.dumps(head, _HEADER_VERSION)
     if len(MAGIC) + 4 + len(blob) > start:
         raise ValueError("snapshot header grew while placing its sections")
     tmp = os.fspath(path) + ".tmp"
@@ -289,36 +290,54 @@ class Gate:
         )
         self.local, self.deny, self.log = local, deny, log
 
+    def registrable(self, qname: str) -> str | None:
+        """The registrable name `NameParser` finds for `qname` (the longest ICANN public suffix that
+        leaves a label in front, and that label), or None when the name is not an ordinary one (those
+        are asked: the service's name rules decide)."""
+        return self._registrable(qname.lower().rstrip("."))
+
+    def _registrable(self, name: str) -> str | None:
+        # One pass of str.find over the dots instead of split and a join per suffix (the same
+        # suffixes, longest first: `labels[i:]` joined is the text after the i-th dot).
+        if not name or len(name) > 253 or ".." in name or name[0] == ".":
+            return None
+        last = name.rfind(".")
+        if last < 0:
+            return None
+        tld = name[last + 1 :]
+        if tld == "arpa" or tld in self.local or tld in self.tricky_tlds or name.endswith(".home.arpa"):
+            return None
+        starts, dot = [0], name.find(".")
+        while dot >= 0:
+            starts.append(dot + 1)
+            dot = name.find(".", dot + 1)
+        if self.check_dynamic_dns:  # the last n labels (the whole name when it has fewer)
+            dynamic, count = self.dynamic_dns, len(starts)
+            if any(name[starts[max(count - n, 0)] :] in dynamic for n in self.dynamic_depths):
+                return None
+        rules = self.rules
+        for i in range(1, len(starts)):
+            if name[starts[i] :] in rules:
+                front = starts[i - 1]
+                return name[front:] if ldh_label(name[front : starts[i] - 1]) else None
+        return None  # the name is a suffix itself, or its TLD is unknown: asked
+
     def text(self, qname: str) -> str | None:
         """The text the model would score for `qname` (`NameParser`), or None when the name is not
         an ordinary one (those are asked: the service's name rules decide)."""
-        name = qname.lower().rstrip(".")
-        if not name or len(name) > 253:
-            return None
-        labels = name.split(".")
-        if len(labels) < 2 or "" in labels:
-            return None
-        tld = labels[-1]
-        if tld == "arpa" or tld in self.local or tld in self.tricky_tlds or name.endswith(".home.arpa"):
-            return None
-        if self.check_dynamic_dns and any(".".join(labels[-n:]) in self.dynamic_dns for n in self.dynamic_depths):
-            return None
-        rules = self.rules
-        for i in range(1, len(labels)):  # the longest public suffix that leaves a label in front
-            if ".".join(labels[i:]) in rules:
-                registrable = ".".join(labels[i - 1 :])
-                label = labels[i - 1]
-                if not _LDH_LABEL.match(label):
-                    return None
-                return registrable if self.form == "registrable" else label
-        return None  # the name is a suffix itself, or its TLD is unknown: asked
+        registrable = self.registrable(qname)
+        if registrable is None or self.form == "registrable":
+            return registrable
+        return registrable.partition(".")[0]
 
     def listed(self, qname: str) -> bool:
         """Is the name or a parent domain on any deny list (any group, exact or covering)?"""
+        return self._listed(qname.lower().rstrip("."))
+
+    def _listed(self, name: str) -> bool:
         keys = self.deny
         if not len(keys):
             return False
-        name = qname.lower().rstrip(".")
         while name:
             key = blake_key(name)
             i = bisect_left(keys, key)
@@ -327,16 +346,31 @@ class Gate:
             name = name.partition(".")[2]
         return False
 
+    def judge(self, qname: str) -> tuple[str, str | None]:
+        """`decide`, and the registrable name when the gate ran (the module sends it with ABOVE, so
+        the service need not walk the public suffix list again); the name is lowered once for both."""
+        name = qname.lower().rstrip(".")
+        if self._listed(name):
+            return LISTED, None
+        registrable = self._registrable(name)
+        if registrable is None:
+            return ASK, None
+        text = registrable if self.form == "registrable" else registrable.partition(".")[0]
+        return (CLEARED if self.featurizer.logit(text) < self.threshold else ABOVE), registrable
+
     def decide(self, qname: str) -> str:
         """CLEARED (pass: the service would), ABOVE (the gate ran and the CNN must decide), LISTED
         (on a deny list: the service decides, and the module asks before resolving it) or ASK (not an
         ordinary name: the service decides everything)."""
-        if self.listed(qname):
-            return LISTED
-        text = self.text(qname)
-        if text is None:
-            return ASK
-        return CLEARED if self.featurizer.logit(text) < self.threshold else ABOVE
+        return self.judge(qname)[0]
+
+
+def ldh_label(label: str) -> bool:
+    """`resolverguard.names._LDH_LABEL.match(label)` without `re` (imported again on every Unbound
+    reload): 1-63 of [a-z0-9_-], no hyphen first or last; `$` also matches before a final newline."""
+    if label[-1:] == "\n":
+        label = label[:-1]
+    return 0 < len(label) <= 63 and label[0] != "-" and label[-1] != "-" and not label.strip(_LDH_CHARS)
 
 
 def read_snapshot(path: str | os.PathLike[str]) -> tuple[Gate | None, str]:
@@ -351,7 +385,9 @@ def read_snapshot(path: str | os.PathLike[str]) -> tuple[Gate | None, str]:
         return None, "not a gate snapshot"
     try:
         (size,) = struct.unpack_from("<I", data, len(MAGIC))
-        head = json.loads(data[len(MAGIC) + 4 : len(MAGIC) + 4 + size])
+        head = marshal.loads(data[len(MAGIC) + 4 : len(MAGIC) + 4 + size])
+        if type(head) is not dict:
+            raise ValueError("the header is no table")
         if not head.get("enabled"):
             return None, f"gate off: {head.get('why_off', 'no reason given')}"
         view = memoryview(data)
@@ -395,6 +431,6 @@ def read_snapshot(path: str | os.PathLike[str]) -> tuple[Gate | None, str]:
             deny,
             bool(head["log"]),
         )
-    except (KeyError, ValueError, TypeError, struct.error) as err:
+    except (KeyError, ValueError, TypeError, EOFError, struct.error) as err:
         return None, f"unreadable gate snapshot: {type(err).__name__}: {err}"
     return gate, f"gate on (model {head.get('model_version', '?')}, {len(deny)} deny keys)"

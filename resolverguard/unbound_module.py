@@ -212,19 +212,20 @@ class VerdictClient:
         self._warned: set[int] = set()  # threads that said their service is unreachable, this outage
         self.passed_unasked = self.asked = self.late = 0
 
-    def send(self, qname: str, qtype: int, client: str, above: bool = False) -> tuple[Line, int] | None:
+    def send(self, qname: str, qtype: int, client: str, above: str | None = None) -> tuple[Line, int] | None:
         """Asks about a name without waiting for the answer: (line, number) to collect it with, or
-        None when it could not be asked (the caller passes the name). `above`: the first stage ran
-        and the name is above its gate (the service does not run it again)."""
+        None when it could not be asked (the caller passes the name). `above`: the first stage ran,
+        the name is above its gate and this is its registrable name (the service runs neither the
+        gate nor its public suffix walk again)."""
         me = get_ident()
         line = self._lines.get(me) or self._connect(me)
         if line is None:
             self._unasked()
             return None
         line.number += 1
-        flag = "a" if above else "-"
+        gate = f"a\t{line.number}\t{above}" if above else f"-\t{line.number}"
         try:
-            line.sock.sendall(f"{qname}\t{qtype}\t{client}\t{flag}\t{line.number}\n".encode("ascii", "replace"))
+            line.sock.sendall(f"{qname}\t{qtype}\t{client}\t{gate}\n".encode("ascii", "replace"))
         except OSError as err:  # the kernel's send timeout included: the service stopped reading
             self._drop(me, line, f"{type(err).__name__}: {err}")
             self._unasked()
@@ -273,7 +274,7 @@ class VerdictClient:
         del line.waiting[number]
         return answers.pop(number)
 
-    def ask(self, qname: str, qtype: int, client: str, above: bool = False) -> list[str] | None:
+    def ask(self, qname: str, qtype: int, client: str, above: str | None = None) -> list[str] | None:
         """`send` and `collect` at once: the query waits for its verdict."""
         ticket = self.send(qname, qtype, client, above)
         return self.collect(*ticket) if ticket is not None else None
@@ -409,7 +410,7 @@ def operate(id: int, event: int, qstate: Any, qdata: Any) -> bool:  # noqa: A002
     qname = qinfo.qname_str
     _first.refresh()
     gate = _first.gate
-    decided = gate.decide(qname) if gate is not None else gatecode.ASK
+    decided, registrable = gate.judge(qname) if gate is not None else (gatecode.ASK, None)
     if decided == gatecode.CLEARED:  # the service would pass it: on to the iterator at once
         _first.cleared += 1
         if gate.log:
@@ -417,13 +418,13 @@ def operate(id: int, event: int, qstate: Any, qdata: Any) -> bool:  # noqa: A002
         qstate.ext_state[id] = MODULE_WAIT_MODULE
         return True
     if _parallel and gate is not None and decided != gatecode.LISTED and _client.room():
-        ticket = _client.send(qname, qinfo.qtype, client, decided == gatecode.ABOVE)
+        ticket = _client.send(qname, qinfo.qtype, client, registrable if decided == gatecode.ABOVE else None)
         if ticket is not None:  # the verdict is collected when the iterator is done (`resolved`)
             qstate.no_cache_store = 1
             qdata[TICKET] = ticket
         qstate.ext_state[id] = MODULE_WAIT_MODULE
         return True
-    answer = _client.ask(qname, qinfo.qtype, client, decided == gatecode.ABOVE)
+    answer = _client.ask(qname, qinfo.qtype, client, registrable if decided == gatecode.ABOVE else None)
     if answer is None or answer[0] != "B" or len(answer) != 5:
         qstate.ext_state[id] = MODULE_WAIT_MODULE  # pass: on to the iterator
         return True
