@@ -140,3 +140,88 @@ def test_the_gate_lets_at_most_its_share_of_calibration_names_through_to_the_cnn
         threshold = gate_threshold(logits, fpr)
         above = int((logits >= threshold).sum())
         assert above <= fpr * len(logits) and above >= fpr * len(logits) - 1  # the lowest such gate
+
+
+def reference_text(gate: Gate, qname: str) -> str | None:
+    """`Gate.text` as it was before the one-pass rewrite (split, a join per suffix, the regex):
+    the rewrite must decide every name exactly as this did."""
+    import re
+
+    ldh = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")
+    name = qname.lower().rstrip(".")
+    if not name or len(name) > 253:
+        return None
+    labels = name.split(".")
+    if len(labels) < 2 or "" in labels:
+        return None
+    tld = labels[-1]
+    if tld == "arpa" or tld in gate.local or tld in gate.tricky_tlds or name.endswith(".home.arpa"):
+        return None
+    if gate.check_dynamic_dns and any(".".join(labels[-n:]) in gate.dynamic_dns for n in gate.dynamic_depths):
+        return None
+    for i in range(1, len(labels)):
+        if ".".join(labels[i:]) in gate.rules:
+            registrable, label = ".".join(labels[i - 1 :]), labels[i - 1]
+            if not ldh.match(label):
+                return None
+            return registrable if gate.form == "registrable" else label
+    return None
+
+
+def test_the_gate_decides_and_scores_every_name_exactly_as_before_its_runtime_rewrite(tmp_path: Path) -> None:
+    gate, why = snapshot_gate(tmp_path, "query_log: off\nlists:\n  deny: [gardenshop.com]\n")
+    assert gate is not None, why
+    rng = random.Random(5)
+    names = sample_names(2000, 6)
+    names += [f"www.{n}" for n in names[:300]] + [f"a.b.{n}." for n in names[:300]] + [n.upper() for n in names[:100]]
+    odd_chars = string.ascii_letters + string.digits + "-_.~\n ü"
+    names += ["".join(rng.choice(odd_chars) for _ in range(rng.randint(1, 40))) + ".com" for _ in range(1000)]
+    names += ["abc\n.com", "\n.com", "a\n\n.com", "-a.com", "a-.com", "a" * 63 + ".com", "a" * 64 + ".com"]
+    names += ["x." * 130 + "com", "host.ddns.net", "ddns.net", "a.b.duckdns.org", "www.gardenshop.com", "co.uk"]
+    names += ["foo.kawasaki.jp", "foo.bazar", "a..b.com", ".a.com", "com", "", ".", "localhost", "x.home.arpa"]
+    judged = above = cleared = 0
+    for name in names:
+        text = reference_text(gate, name)
+        decision, registrable = gate.judge(name)
+        if gate.listed(name):
+            assert (decision, registrable) == (LISTED, None), name
+            continue
+        assert gate.text(name) == text, name
+        if text is None:
+            assert (decision, registrable) == (ASK, None), name
+            continue
+        assert registrable is not None
+        assert text == (registrable if gate.form == "registrable" else registrable.split(".")[0])
+        logit = gate.featurizer.logit(text)  # the featurizer is untouched: the same float, compared exactly
+        assert decision == (CLEARED if logit < gate.threshold else ABOVE), name
+        assert decision == gate.decide(name)
+        judged += 1
+        above += decision == ABOVE
+        cleared += decision == CLEARED
+    assert judged > 0.5 * len(names) and above > 100 and cleared > 100  # not vacuous: both ways, many names
+
+
+def test_the_service_takes_the_modules_registrable_name_and_gets_the_parsers_name(tmp_path: Path) -> None:
+    from resolverguard.steps.names import NameStep
+    from resolverguard.unboundservice import ModuleNameStep, VerdictService
+
+    gate, _ = snapshot_gate(tmp_path)
+    assert gate is not None
+    parser = NameParser()
+    step = ModuleNameStep(NameStep(parser))
+    names = sample_names(500, 8) + [f"WWW.{n}." for n in sample_names(200, 9)] + ["a.b.foo.co.uk"]
+    taken = 0
+    for i, name in enumerate(names):
+        decision, registrable = gate.judge(name)
+        line = f"{name}\t1\t10.0.0.1\ta\t{i + 1}\t{registrable or ''}".encode()
+        request, number = VerdictService.request(line)
+        assert request is not None and number == str(i + 1).encode() and request.client == ("10.0.0.1", 0)
+        step.check(request)
+        assert request.name == parser.parse(name), name
+        taken += registrable is not None
+    assert taken > 0.9 * len(names)
+    # a registrable name that is not the asked name's is not believed: the parser decides
+    request, _ = VerdictService.request(b"www.example.com\t1\t-\ta\t7\tother.org")
+    assert request is not None
+    step.check(request)
+    assert request.name == parser.parse("www.example.com")
