@@ -100,7 +100,7 @@ class Featurizer:
 
     __slots__ = (
         "charset", "maxlen", "orders", "bits", "weights", "dense", "bias", "tables", "low", "_table", "_dot", "_end",
-        "_shift", "_classes", "_entropy_terms", "_high",
+        "_shift", "_classes", "_entropy_terms", "_high", "_k4", "_k5_by_last",
     )  # fmt: skip
 
     def __init__(
@@ -147,6 +147,9 @@ class Featurizer:
         high = [(o, (o * _ORDER_SALT * _MULT) & _M64) for o in self.orders if o > 3]
         self._high: tuple[tuple[int, int], ...] = tuple(high)  # (order, salt * mult) above order 3
         self._shift = shift
+        if self.orders == (1, 2, 3, 4, 5):  # `_hashed_fast`'s constants: a 5-gram's product from its 4-gram's
+            (_, self._k4), (_, k5) = high
+            self._k5_by_last = tuple(last * _MULT + k5 for last in range(64))
 
     def logit(self, text: str) -> float:
         """The linear stage's logit of `text`, as `LinearWeights.logits` computes it (the float32
@@ -169,12 +172,15 @@ class Featurizer:
         g = [0, 0, *raw, self._end]
         c3 = [(a << 12) | (b << 6) | c for a, b, c in zip(g, g[1:], g[2:], strict=False)]
         total = sum(map(self.low.__getitem__, c3))
-        weights, shift, m64, mult = self.weights, self._shift, _M64, _MULT
-        (_, k4), (_, k5) = self._high
+        weights, shift, m64, mult, k4, k5 = self.weights, self._shift, _M64, _MULT, self._k4, self._k5_by_last
+        # p = a 4-gram's code times the multiplier; the 5-gram that goes on with e has the code
+        # (c4 << 6) | e, so its product is (p << 6) + e * mult: one big multiplication per position
+        # instead of two (the same integers, so the same buckets and the same float sum, in order)
+        products = [((x << 6) | d) * mult for x, d in zip(c3[1:], g[4:], strict=False)]
         total += sum(
             [
-                weights[((c4 * mult + k4) & m64) >> shift] + weights[((((c4 << 6) | e) * mult + k5) & m64) >> shift]
-                for c4, e in zip([(x << 6) | d for x, d in zip(c3[1:], g[4:], strict=False)], g[5:], strict=False)
+                weights[((p + k4) & m64) >> shift] + weights[(((p << 6) + k5[e]) & m64) >> shift]
+                for p, e in zip(products, g[5:], strict=False)
             ]
         )
         if len(raw) >= 2:  # the name's last 4-gram (pad, c1, c2, end at the least)

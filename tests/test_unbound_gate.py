@@ -11,6 +11,7 @@ import gzip
 import random
 import string
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -225,3 +226,42 @@ def test_the_service_takes_the_modules_registrable_name_and_gets_the_parsers_nam
     assert request is not None
     step.check(request)
     assert request.name == parser.parse("www.example.com")
+
+
+def reference_hashed_fast(f: Any, raw: bytes) -> float:
+    """`Featurizer._hashed_fast` as it was before one multiplication per position was saved (two
+    big products per position): the rewrite must give the very same float."""
+    from resolverguard.unbound_gate import _M64, _MULT
+
+    g = [0, 0, *raw, f._end]
+    c3 = [(a << 12) | (b << 6) | c for a, b, c in zip(g, g[1:], g[2:], strict=False)]
+    total = sum(map(f.low.__getitem__, c3))
+    weights, shift, m64, mult = f.weights, f._shift, _M64, _MULT
+    (_, k4), (_, k5) = f._high
+    total += sum(
+        [
+            weights[((c4 * mult + k4) & m64) >> shift] + weights[((((c4 << 6) | e) * mult + k5) & m64) >> shift]
+            for c4, e in zip([(x << 6) | d for x, d in zip(c3[1:], g[4:], strict=False)], g[5:], strict=False)
+        ]
+    )
+    if len(raw) >= 2:
+        last4 = (c3[-2] << 6) | g[-1]
+        total += weights[((last4 * mult + k4) & m64) >> shift]
+    return float(total + weights[f._suffix_index(raw, True)])
+
+
+def test_the_gate_scores_are_bit_identical_to_before_its_runtime_rewrite(tmp_path: Path) -> None:
+    gate, why = snapshot_gate(tmp_path)
+    assert gate is not None, why
+    f = gate.featurizer
+    rng = random.Random(11)
+    texts = [t for t in (gate.text(n) for n in sample_names(2000, 12)) if t is not None]
+    texts += ["".join(rng.choice(string.ascii_letters + string.digits + "-_.~ü") for _ in range(rng.randint(1, 60)))]
+    texts += ["a", "ab", "abc", "abcd", "x" * (f.maxlen - 1), "x" * f.maxlen, "x" * (f.maxlen + 5)]
+    exact = 0
+    for text in texts:
+        raw = text.encode("ascii", "replace")[: f.maxlen].translate(f._table)
+        before = (reference_hashed_fast(f, raw) if len(raw) < f.maxlen else f._hashed_any(raw)) + f._dense_sum(raw)
+        assert f.logit(text) == before + f.bias, text  # ==: the same float, bit for bit
+        exact += len(raw) < f.maxlen
+    assert exact > 3000  # the rewritten path ran on thousands of names
