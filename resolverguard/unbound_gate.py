@@ -135,8 +135,10 @@ class Featurizer:
         self._classes = bytes(classes)
         # p * log2(p) for a character seen n times in a label of length L, by L then n: the same
         # float the sum would compute on the spot, without the division and the logarithm
+        # (list comprehensions, not generators: built on every snapshot read, i.e. on every Unbound reload)
+        log2 = math.log2
         self._entropy_terms = tuple(
-            tuple((n / max(length, 1)) * math.log2(n / max(length, 1)) if n else 0.0 for n in range(length + 1))
+            (0.0, *[(n / max(length, 1)) * log2(n / max(length, 1)) for n in range(1, length + 1)])
             for length in range(self.maxlen + 1)
         )
         self._end = len(self.charset) + 2

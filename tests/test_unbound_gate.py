@@ -8,6 +8,7 @@ Every gate here is the one the service writes to a snapshot and reads back, as t
 from __future__ import annotations
 
 import gzip
+import math
 import random
 import string
 from pathlib import Path
@@ -287,3 +288,8 @@ def test_the_gate_scores_are_bit_identical_to_before_its_runtime_rewrite(tmp_pat
         assert f.logit(text) == before + f.bias, text  # ==: the same float, bit for bit
         exact += len(raw) < f.maxlen
     assert exact > 3000  # the rewritten path ran on thousands of names
+    entropy_terms = tuple(
+        tuple((n / max(length, 1)) * math.log2(n / max(length, 1)) if n else 0.0 for n in range(length + 1))
+        for length in range(f.maxlen + 1)
+    )  # the table as it was built before
+    assert f._entropy_terms == entropy_terms
