@@ -33,6 +33,8 @@ from compare import (
     free_port,
     load_average,
     miss_names,
+    query_files,
+    reload_under_load,
     start_nsd,
     start_unbound,
     start_verdicts,
@@ -152,6 +154,32 @@ def reload_part(work: Path, reloads: int) -> str:
     )
 
 
+def lost_part(work: Path, reloads: int, qps: float) -> str:
+    """Answers lost while `reloads` reloads (bench/compare.py's reload_under_load) hit plain Unbound
+    and Unbound with the module, 2 threads each, one after the other, on never-seen names at `qps`."""
+    files = query_files(work, 1000, random.Random(11), int((reloads * 0.2 + 6) * qps * 1.5))
+    nsd_port = free_port()
+    procs = [start_nsd(work, nsd_port)]
+    said = []
+    try:
+        wait_ready(nsd_port)
+        service, sock = start_verdicts(work, "lost")
+        procs.append(service)
+        for name, verdicts in (("unbound2", None), ("module2", sock)):
+            port = free_port()
+            unbound = start_unbound(work, port, nsd_port, "", 2, verdicts=verdicts)
+            procs.append(unbound)
+            got = reload_under_load(work, port, unbound, files["misses"], qps, reloads)
+            said.append(f"{name} lost {got['lost']} of {got['sent']} (alive {got['alive']})")
+            unbound.terminate()
+            unbound.wait(10)
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(10)
+    return f"lost: {reloads} reloads at {qps:.0f} qps: " + ", ".join(said)
+
+
 def ask_until_answered(port: int, name: str) -> None:
     import socket
 
@@ -175,6 +203,7 @@ def main() -> None:
     p.add_argument("--parts", default="gate,service,reload")
     p.add_argument("--names", type=int, default=20000)
     p.add_argument("--reloads", type=int, default=10)
+    p.add_argument("--qps", type=float, default=1200.0, help="lost: dnsperf's rate while reloading")
     a = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="rg-micro-"))
     parts: dict[str, Any] = {
@@ -182,6 +211,7 @@ def main() -> None:
         "service": lambda: service_part(work, a.names),
         "service-bare": lambda: service_part(work, a.names, bare=True),
         "reload": lambda: reload_part(work, a.reloads),
+        "lost": lambda: lost_part(work, a.reloads, a.qps),
     }
     for part in a.parts.split(","):
         print(f"{parts[part]()}; load {load_average()}", flush=True)
