@@ -109,8 +109,8 @@ def service_part(work: Path, n: int, bare: bool = False) -> str:
     best, writes = float("inf"), 0
     for round_ in range(3):  # new names each pass: none from the verdict cache
         asked = names(n, f"s{round_}x")
-        tail = "" if bare else "\t{}"  # the module sends the registrable name its gate found (here: the name)
-        lines = [f"{name}.\t1\t127.0.0.1\ta\t{i + 1}{tail.format(name)}\n".encode() for i, name in enumerate(asked)]
+        gate = "a" if bare else "a={}"  # the module sends the registrable name its gate found (here: the name)
+        lines = [f"{name}.\t1\t127.0.0.1\t{gate.format(name)}\t{i + 1}\n".encode() for i, name in enumerate(asked)]
         batches = [b"".join(lines[i : i + 64]) for i in range(0, n, 64)]
         seconds, writes = asyncio.run(drive_service(service, batches, n))
         best = min(best, seconds)

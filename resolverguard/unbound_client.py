@@ -224,9 +224,9 @@ class VerdictClient:
             self._unasked()
             return None
         line.number += 1
-        gate = f"a\t{line.number}\t{above}" if above else f"-\t{line.number}"
+        gate = f"a={above}" if above else "-"
         try:
-            line.sock.sendall(f"{qname}\t{qtype}\t{client}\t{gate}\n".encode("ascii", "replace"))
+            line.sock.sendall(f"{qname}\t{qtype}\t{client}\t{gate}\t{line.number}\n".encode("ascii", "replace"))
         except OSError as err:  # the kernel's send timeout included: the service stopped reading
             self._drop(me, line, f"{type(err).__name__}: {err}")
             self._unasked()

@@ -11,14 +11,15 @@ names asked in the same loop turn are scored in one batch (`resolverguard.batchi
 
 The protocol is one line each way per query, on one connection per Unbound thread:
 
-    ask:    QNAME <TAB> QTYPE <TAB> CLIENT-ADDRESS-or-"-" [<TAB> GATE [<TAB> NUMBER [<TAB> REGISTRABLE]]] <LF>
+    ask:    QNAME <TAB> QTYPE <TAB> CLIENT-ADDRESS-or-"-" [<TAB> GATE [<TAB> NUMBER]] <LF>
     answer: [NUMBER <TAB>] "P" <LF>                              pass: Unbound resolves as usual
             [NUMBER <TAB>] "B" <TAB> RCODE <TAB> CACHE <TAB> ANSWER <TAB> AUTHORITY <LF>
 
 GATE is "a" when the module's first stage ran and the name is above its gate (the service does not
-run the gate again), "-" otherwise. REGISTRABLE, with "a" only: the registrable name the module's
-gate found for QNAME (its name rules are `NameParser`'s, a test holds them alike), so the service does
-not walk the public suffix list again for it. The module numbers its lines (NUMBER) and asks without waiting
+run the gate again), "a=REGISTRABLE" the same with the registrable name the module's gate found for
+QNAME (its name rules are `NameParser`'s, a test holds them alike), so the service does not walk the
+public suffix list again (a service older than that reads "a=..." as "-": it runs its own gate, and
+still numbers its answers), "-" otherwise. The module numbers its lines (NUMBER) and asks without waiting
 (it resolves the name meanwhile, see `unbound_module.py`); a numbered line's answer starts with its
 number and may come before the answers to earlier lines (a verdict from a list or the verdict cache
 does not wait for the model's batch). Answers to unnumbered lines come in no set order either: send
@@ -274,10 +275,10 @@ class VerdictService:
     def request(line: bytes) -> tuple[Request | None, bytes]:
         """The request for one line, and its number (b"" when the line has none); a fourth field
         "a" says the module's gate ran and the name is above it (the gate is not run again here),
-        and a sixth, with it, is the registrable name the gate found (`ModuleNameStep`)."""
+        "a=REGISTRABLE" the same with the registrable name the gate found (`ModuleNameStep`)."""
         fields = line.decode("ascii", "replace").split("\t")
         count = len(fields)
-        number = fields[4].encode() if count in (5, 6) and fields[4].isdigit() else b""
+        number = fields[4].encode() if count == 5 and fields[4].isdigit() else b""
         if count < 3:
             return None, number
         qname, qtype, client = fields[0], fields[1], fields[2]
@@ -286,10 +287,12 @@ class VerdictService:
         except ValueError:
             return None, number
         request = Request(head, b"", (client if client != "-" else "", 0), "unbound", time.monotonic())
-        if count > 3 and fields[3] == "a":
-            request.notes["gate"] = "above"
-            if count == 6 and fields[5]:
-                request.notes["registrable"] = fields[5]
+        if count > 3 and fields[3][:1] == "a":
+            gate, _, registrable = fields[3].partition("=")
+            if gate == "a":
+                request.notes["gate"] = "above"
+                if registrable:
+                    request.notes["registrable"] = registrable
         return request, number
 
     def log_cleared(self, data: bytes) -> None:

@@ -215,7 +215,7 @@ def test_the_service_takes_the_modules_registrable_name_and_gets_the_parsers_nam
     taken = 0
     for i, name in enumerate(names):
         decision, registrable = gate.judge(name)
-        line = f"{name}\t1\t10.0.0.1\ta\t{i + 1}\t{registrable or ''}".encode()
+        line = f"{name}\t1\t10.0.0.1\ta={registrable or ''}\t{i + 1}".encode()
         request, number = VerdictService.request(line)
         assert request is not None and number == str(i + 1).encode() and request.client == ("10.0.0.1", 0)
         step.check(request)
@@ -223,8 +223,8 @@ def test_the_service_takes_the_modules_registrable_name_and_gets_the_parsers_nam
         taken += registrable is not None
     assert taken > 0.9 * len(names)
     # a registrable name that is not the asked name's is not believed: the parser decides
-    request, _ = VerdictService.request(b"www.example.com\t1\t-\ta\t7\tother.org")
-    assert request is not None
+    request, _ = VerdictService.request(b"www.example.com\t1\t-\ta=other.org\t7")
+    assert request is not None and request.notes["gate"] == "above"
     step.check(request)
     assert request.name == parser.parse("www.example.com")
 
