@@ -57,7 +57,7 @@ _LETTERS, _DIGITS, _VOWELS = "abcdefghijklmnopqrstuvwxyz", "0123456789", "aeiou"
 def write_snapshot(path: str | os.PathLike[str], header: dict[str, Any], sections: dict[str, bytes]) -> None:
     """Writes the snapshot atomically (a rename), so the module never reads half of one. `sections`:
     named byte strings (each 8-byte aligned in the file); the header says where each one lies."""
-    head = dict(header)
+    head = plain(header)
     start, blob = 0, b""
     for _ in range(3):  # the offsets depend on the header's own length: settle them
         blob = marshal.dumps(head, _HEADER_VERSION)
@@ -77,6 +77,23 @@ def write_snapshot(path: str | os.PathLike[str], header: dict[str, Any], section
         for data in sections.values():
             out.write(data + b"\0" * (-len(data) % 8))
     os.replace(tmp, path)
+
+
+def plain(value: Any) -> Any:
+    """The header with plain Python values only: marshal takes no subclass (numpy's float64 is one,
+    which json took), so a float, int or str subclass becomes its base type; tuples become lists."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, bool) or value is None:
+        return value
+    for kind in (int, float, str):
+        if isinstance(value, kind):
+            return kind(value)
+    if hasattr(value, "item"):  # a numpy scalar that is no float subclass (float32)
+        return plain(value.item())
+    raise TypeError(f"snapshot header: {type(value).__name__} is no plain value")
 
 
 def blake_key(domain: str) -> int:

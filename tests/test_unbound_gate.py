@@ -293,3 +293,18 @@ def test_the_gate_scores_are_bit_identical_to_before_its_runtime_rewrite(tmp_pat
         for length in range(f.maxlen + 1)
     )  # the table as it was built before
     assert f._entropy_terms == entropy_terms
+
+
+def test_a_header_with_numpy_values_is_written_plain_and_read_back(tmp_path: Path) -> None:
+    from resolverguard.unbound_gate import write_snapshot
+
+    header = {"enabled": False, "why_off": "test", "threshold": np.float64(1.5), "bias": np.float32(0.25)}
+    write_snapshot(tmp_path / "n.gate", header | {"orders": (1, 2), "bits": np.int64(4)}, {"weights": b"\0" * 8})
+    gate, why = read_snapshot(tmp_path / "n.gate")
+    assert gate is None and why == "gate off: test"  # read back: the header parsed
+    import marshal
+
+    data = (tmp_path / "n.gate").read_bytes()
+    head = marshal.loads(data[12 : 12 + int.from_bytes(data[8:12], "little")])
+    assert head["threshold"] == 1.5 and head["bias"] == 0.25 and head["bits"] == 4 and head["orders"] == [1, 2]
+    assert type(head["bits"]) is int and type(head["threshold"]) is float
