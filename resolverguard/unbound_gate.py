@@ -22,50 +22,52 @@ scores with the same cascade (`CascadeScorer`), so a cleared name gets the same 
 a test holds the two to it. The featurizer here repeats `NgramHasher` step by step; a parity test
 holds it to the numpy one.
 
-The snapshot (little-endian): MAGIC, a u32 header length, a JSON header, then at the offsets the header
+The snapshot (little-endian): MAGIC, a u32 header length, a header (a dict in `marshal`'s format 4:
+no `json` to import again on every Unbound reload, ~10 ms there), then at the offsets the header
 names, the float32 weights (2**bits) and the sorted int64 deny keys (`resolverguard.lists.domain_key`).
 It is read whole (a few MB for a million-entry list) instead of mapped, so a reload has nothing to unmap.
 """
 
 from __future__ import annotations
 
-import json
+import marshal
 import math
 import os
-import re
 import struct
+from _bisect import bisect_left  # (bisect.py only re-exports it)
 from _blake2 import blake2b  # hashlib's blake2b without hashlib's OpenSSL import (~4 ms on every reload)
-from array import array
-from bisect import bisect_left
 
 TYPE_CHECKING = False  # no typing at run time: the module imports this file again on every Unbound reload
 if TYPE_CHECKING:
+    from array import array
     from typing import Any
 
-MAGIC = b"RGGATE1\0"
+MAGIC = b"RGGATE2\0"  # 2: the header is marshal's (1 was JSON)
+_HEADER_VERSION = 4  # marshal's format version, the same in every Python 3 from 3.4
 _M64 = (1 << 64) - 1
 _MULT = 0x9E3779B97F4A7C15  # = resolverguard.ngrams: the featurizer's constants
 _ORDER_SALT = 0x632BE59BD9B4E019
 _SUFFIX_SALT = 0x2545F4914F6CDD1D
-_LDH_LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")  # = resolverguard.names
+_LDH_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_-"  # = resolverguard.names._LDH_LABEL (ldh_label)
 CLEARED, ABOVE, ASK, LISTED = "cleared", "above", "ask", "listed"  # Gate.decide
+_FLOAT32 = struct.Struct("5f")  # the dense features, rounded to float32 (no `array`: it imports collections)
 _LETTERS, _DIGITS, _VOWELS = "abcdefghijklmnopqrstuvwxyz", "0123456789", "aeiou"
 
 
 def write_snapshot(path: str | os.PathLike[str], header: dict[str, Any], sections: dict[str, bytes]) -> None:
     """Writes the snapshot atomically (a rename), so the module never reads half of one. `sections`:
     named byte strings (each 8-byte aligned in the file); the header says where each one lies."""
-    head = dict(header)
+    head = plain(header)
     start, blob = 0, b""
     for _ in range(3):  # the offsets depend on the header's own length: settle them
-        blob = json.dumps(head, sort_keys=True).encode()
+        blob = marshal.dumps(head, _HEADER_VERSION)
         start = -(-(len(MAGIC) + 4 + len(blob)) // 8) * 8
         at, places = start, {}
         for name, data in sections.items():
             places[name] = [at, len(data)]
             at += -(-len(data) // 8) * 8
         head["sections"] = places
-    blob = json.dumps(head, sort_keys=True).encode()
+    blob = marshal.dumps(head, _HEADER_VERSION)
     if len(MAGIC) + 4 + len(blob) > start:
         raise ValueError("snapshot header grew while placing its sections")
     tmp = os.fspath(path) + ".tmp"
@@ -75,6 +77,23 @@ def write_snapshot(path: str | os.PathLike[str], header: dict[str, Any], section
         for data in sections.values():
             out.write(data + b"\0" * (-len(data) % 8))
     os.replace(tmp, path)
+
+
+def plain(value: Any) -> Any:
+    """The header with plain Python values only: marshal takes no subclass (numpy's float64 is one,
+    which json took), so a float, int or str subclass becomes its base type; tuples become lists."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, bool) or value is None:
+        return value
+    for kind in (int, float, str):
+        if isinstance(value, kind):
+            return kind(value)
+    if hasattr(value, "item"):  # a numpy scalar that is no float subclass (float32)
+        return plain(value.item())
+    raise TypeError(f"snapshot header: {type(value).__name__} is no plain value")
 
 
 def blake_key(domain: str) -> int:
@@ -99,7 +118,7 @@ class Featurizer:
 
     __slots__ = (
         "charset", "maxlen", "orders", "bits", "weights", "dense", "bias", "tables", "low", "_table", "_dot", "_end",
-        "_shift", "_classes", "_entropy_terms", "_high",
+        "_shift", "_classes", "_entropy_terms", "_high", "_k4", "_k5_by_last",
     )  # fmt: skip
 
     def __init__(
@@ -133,8 +152,10 @@ class Featurizer:
         self._classes = bytes(classes)
         # p * log2(p) for a character seen n times in a label of length L, by L then n: the same
         # float the sum would compute on the spot, without the division and the logarithm
+        # (list comprehensions, not generators: built on every snapshot read, i.e. on every Unbound reload)
+        log2 = math.log2
         self._entropy_terms = tuple(
-            tuple((n / max(length, 1)) * math.log2(n / max(length, 1)) if n else 0.0 for n in range(length + 1))
+            (0.0, *[(n / max(length, 1)) * log2(n / max(length, 1)) for n in range(1, length + 1)])
             for length in range(self.maxlen + 1)
         )
         self._end = len(self.charset) + 2
@@ -146,6 +167,9 @@ class Featurizer:
         high = [(o, (o * _ORDER_SALT * _MULT) & _M64) for o in self.orders if o > 3]
         self._high: tuple[tuple[int, int], ...] = tuple(high)  # (order, salt * mult) above order 3
         self._shift = shift
+        if self.orders == (1, 2, 3, 4, 5):  # `_hashed_fast`'s constants: a 5-gram's product from its 4-gram's
+            (_, self._k4), (_, k5) = high
+            self._k5_by_last = tuple(last * _MULT + k5 for last in range(64))
 
     def logit(self, text: str) -> float:
         """The linear stage's logit of `text`, as `LinearWeights.logits` computes it (the float32
@@ -168,12 +192,15 @@ class Featurizer:
         g = [0, 0, *raw, self._end]
         c3 = [(a << 12) | (b << 6) | c for a, b, c in zip(g, g[1:], g[2:], strict=False)]
         total = sum(map(self.low.__getitem__, c3))
-        weights, shift, m64, mult = self.weights, self._shift, _M64, _MULT
-        (_, k4), (_, k5) = self._high
+        weights, shift, m64, mult, k4, k5 = self.weights, self._shift, _M64, _MULT, self._k4, self._k5_by_last
+        # p = a 4-gram's code times the multiplier; the 5-gram that goes on with e has the code
+        # (c4 << 6) | e, so its product is (p << 6) + e * mult: one big multiplication per position
+        # instead of two (the same integers, so the same buckets and the same float sum, in order)
+        products = [((x << 6) | d) * mult for x, d in zip(c3[1:], g[4:], strict=False)]
         total += sum(
             [
-                weights[((c4 * mult + k4) & m64) >> shift] + weights[((((c4 << 6) | e) * mult + k5) & m64) >> shift]
-                for c4, e in zip([(x << 6) | d for x, d in zip(c3[1:], g[4:], strict=False)], g[5:], strict=False)
+                weights[((p + k4) & m64) >> shift] + weights[(((p << 6) + k5[e]) & m64) >> shift]
+                for p, e in zip(products, g[5:], strict=False)
             ]
         )
         if len(raw) >= 2:  # the name's last 4-gram (pad, c1, c2, end at the least)
@@ -227,7 +254,9 @@ class Featurizer:
         vowels = classes.count(b"v")
         letters = vowels + classes.count(b"l")
         digits, hyphens = classes.count(b"d"), classes.count(b"h")
-        features = array("f", (length / 32.0, entropy / 5.0, digits / safe, vowels / max(letters, 1), hyphens / safe))
+        features: tuple[float, ...] = _FLOAT32.unpack(
+            _FLOAT32.pack(length / 32.0, entropy / 5.0, digits / safe, vowels / max(letters, 1), hyphens / safe)
+        )  # (the C cast array("f") made: the same float32 values, faster too)
         d = self.dense
         return features[0] * d[0] + features[1] * d[1] + features[2] * d[2] + features[3] * d[3] + features[4] * d[4]
 
@@ -235,6 +264,8 @@ class Featurizer:
 def make_tables(weights: Any, bits: int, orders: tuple[int, ...]) -> tuple[Any, ...]:
     """Weights by n-gram code for orders 1-3 (64**order entries each; an order not used: empty).
     The service writes these into the snapshot (`table_bytes`): slow in pure Python (~0.1 s)."""
+    from array import array  # (not at the top: the module never runs this, and array imports collections)
+
     return tuple(
         array("f", [weights[gram_index(c, order, bits)] for c in range(64**order)] if order in orders else [])
         for order in (1, 2, 3)
@@ -245,6 +276,8 @@ def low_table(t1: Any, t2: Any, t3: Any) -> array[float]:
     """Orders 1-3 summed by trigram code (a, b, c): the weights of the unigram c, the bigram (b, c)
     and the trigram; for (0, 0, c), only the unigram and the bigram (pad, c) (see `_hashed_fast`).
     Float64: the three float32 weights add exactly. The service makes the same table with numpy."""
+    from array import array
+
     out = array("d", bytes(8 * 64**3))
     for code in range(64**3):
         c, bc = code & 63, code & 4095
@@ -289,36 +322,54 @@ class Gate:
         )
         self.local, self.deny, self.log = local, deny, log
 
+    def registrable(self, qname: str) -> str | None:
+        """The registrable name `NameParser` finds for `qname` (the longest ICANN public suffix that
+        leaves a label in front, and that label), or None when the name is not an ordinary one (those
+        are asked: the service's name rules decide)."""
+        return self._registrable(qname.lower().rstrip("."))
+
+    def _registrable(self, name: str) -> str | None:
+        # One pass of str.find over the dots instead of split and a join per suffix (the same
+        # suffixes, longest first: `labels[i:]` joined is the text after the i-th dot).
+        if not name or len(name) > 253 or ".." in name or name[0] == ".":
+            return None
+        last = name.rfind(".")
+        if last < 0:
+            return None
+        tld = name[last + 1 :]
+        if tld == "arpa" or tld in self.local or tld in self.tricky_tlds or name.endswith(".home.arpa"):
+            return None
+        starts, dot = [0], name.find(".")
+        while dot >= 0:
+            starts.append(dot + 1)
+            dot = name.find(".", dot + 1)
+        if self.check_dynamic_dns:  # the last n labels (the whole name when it has fewer)
+            dynamic, count = self.dynamic_dns, len(starts)
+            if any(name[starts[max(count - n, 0)] :] in dynamic for n in self.dynamic_depths):
+                return None
+        rules = self.rules
+        for i in range(1, len(starts)):
+            if name[starts[i] :] in rules:
+                front = starts[i - 1]
+                return name[front:] if ldh_label(name[front : starts[i] - 1]) else None
+        return None  # the name is a suffix itself, or its TLD is unknown: asked
+
     def text(self, qname: str) -> str | None:
         """The text the model would score for `qname` (`NameParser`), or None when the name is not
         an ordinary one (those are asked: the service's name rules decide)."""
-        name = qname.lower().rstrip(".")
-        if not name or len(name) > 253:
-            return None
-        labels = name.split(".")
-        if len(labels) < 2 or "" in labels:
-            return None
-        tld = labels[-1]
-        if tld == "arpa" or tld in self.local or tld in self.tricky_tlds or name.endswith(".home.arpa"):
-            return None
-        if self.check_dynamic_dns and any(".".join(labels[-n:]) in self.dynamic_dns for n in self.dynamic_depths):
-            return None
-        rules = self.rules
-        for i in range(1, len(labels)):  # the longest public suffix that leaves a label in front
-            if ".".join(labels[i:]) in rules:
-                registrable = ".".join(labels[i - 1 :])
-                label = labels[i - 1]
-                if not _LDH_LABEL.match(label):
-                    return None
-                return registrable if self.form == "registrable" else label
-        return None  # the name is a suffix itself, or its TLD is unknown: asked
+        registrable = self.registrable(qname)
+        if registrable is None or self.form == "registrable":
+            return registrable
+        return registrable.partition(".")[0]
 
     def listed(self, qname: str) -> bool:
         """Is the name or a parent domain on any deny list (any group, exact or covering)?"""
+        return self._listed(qname.lower().rstrip("."))
+
+    def _listed(self, name: str) -> bool:
         keys = self.deny
         if not len(keys):
             return False
-        name = qname.lower().rstrip(".")
         while name:
             key = blake_key(name)
             i = bisect_left(keys, key)
@@ -327,16 +378,31 @@ class Gate:
             name = name.partition(".")[2]
         return False
 
+    def judge(self, qname: str) -> tuple[str, str | None]:
+        """`decide`, and the registrable name when the gate ran (the module sends it with ABOVE, so
+        the service need not walk the public suffix list again); the name is lowered once for both."""
+        name = qname.lower().rstrip(".")
+        if self._listed(name):
+            return LISTED, None
+        registrable = self._registrable(name)
+        if registrable is None:
+            return ASK, None
+        text = registrable if self.form == "registrable" else registrable.partition(".")[0]
+        return (CLEARED if self.featurizer.logit(text) < self.threshold else ABOVE), registrable
+
     def decide(self, qname: str) -> str:
         """CLEARED (pass: the service would), ABOVE (the gate ran and the CNN must decide), LISTED
         (on a deny list: the service decides, and the module asks before resolving it) or ASK (not an
         ordinary name: the service decides everything)."""
-        if self.listed(qname):
-            return LISTED
-        text = self.text(qname)
-        if text is None:
-            return ASK
-        return CLEARED if self.featurizer.logit(text) < self.threshold else ABOVE
+        return self.judge(qname)[0]
+
+
+def ldh_label(label: str) -> bool:
+    """`resolverguard.names._LDH_LABEL.match(label)` without `re` (imported again on every Unbound
+    reload): 1-63 of [a-z0-9_-], no hyphen first or last; `$` also matches before a final newline."""
+    if label[-1:] == "\n":
+        label = label[:-1]
+    return 0 < len(label) <= 63 and label[0] != "-" and label[-1] != "-" and not label.strip(_LDH_CHARS)
 
 
 def read_snapshot(path: str | os.PathLike[str]) -> tuple[Gate | None, str]:
@@ -351,7 +417,9 @@ def read_snapshot(path: str | os.PathLike[str]) -> tuple[Gate | None, str]:
         return None, "not a gate snapshot"
     try:
         (size,) = struct.unpack_from("<I", data, len(MAGIC))
-        head = json.loads(data[len(MAGIC) + 4 : len(MAGIC) + 4 + size])
+        head = marshal.loads(data[len(MAGIC) + 4 : len(MAGIC) + 4 + size])
+        if type(head) is not dict:
+            raise ValueError("the header is no table")
         if not head.get("enabled"):
             return None, f"gate off: {head.get('why_off', 'no reason given')}"
         view = memoryview(data)
@@ -395,6 +463,6 @@ def read_snapshot(path: str | os.PathLike[str]) -> tuple[Gate | None, str]:
             deny,
             bool(head["log"]),
         )
-    except (KeyError, ValueError, TypeError, struct.error) as err:
+    except (KeyError, ValueError, TypeError, EOFError, struct.error) as err:
         return None, f"unreadable gate snapshot: {type(err).__name__}: {err}"
     return gate, f"gate on (model {head.get('model_version', '?')}, {len(deny)} deny keys)"

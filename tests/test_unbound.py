@@ -403,7 +403,9 @@ def test_unbound_module_prints_lines_that_unbound_checkconf_accepts(tmp_path: Pa
     assert check.returncode == 0, check.stderr + check.stdout
 
 
-@pytest.mark.parametrize("path", [MODULE_FILE, MODULE_FILE.with_name("unbound_gate.py")])
+@pytest.mark.parametrize(
+    "path", [MODULE_FILE, MODULE_FILE.with_name("unbound_client.py"), MODULE_FILE.with_name("unbound_gate.py")]
+)
 def test_the_module_imports_only_the_standard_library_and_unbounds_own(path: Path) -> None:
     """What keeps `unbound-control reload` safe: Unbound re-initialises Python, and numpy (or anything
     that loads it: LiteRT, resolverguard itself) cannot be imported twice in one process. The module

@@ -8,9 +8,11 @@ Every gate here is the one the service writes to a snapshot and reads back, as t
 from __future__ import annotations
 
 import gzip
+import math
 import random
 import string
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -140,3 +142,169 @@ def test_the_gate_lets_at_most_its_share_of_calibration_names_through_to_the_cnn
         threshold = gate_threshold(logits, fpr)
         above = int((logits >= threshold).sum())
         assert above <= fpr * len(logits) and above >= fpr * len(logits) - 1  # the lowest such gate
+
+
+def reference_text(gate: Gate, qname: str) -> str | None:
+    """`Gate.text` as it was before the one-pass rewrite (split, a join per suffix, the regex):
+    the rewrite must decide every name exactly as this did."""
+    import re
+
+    ldh = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")
+    name = qname.lower().rstrip(".")
+    if not name or len(name) > 253:
+        return None
+    labels = name.split(".")
+    if len(labels) < 2 or "" in labels:
+        return None
+    tld = labels[-1]
+    if tld == "arpa" or tld in gate.local or tld in gate.tricky_tlds or name.endswith(".home.arpa"):
+        return None
+    if gate.check_dynamic_dns and any(".".join(labels[-n:]) in gate.dynamic_dns for n in gate.dynamic_depths):
+        return None
+    for i in range(1, len(labels)):
+        if ".".join(labels[i:]) in gate.rules:
+            registrable, label = ".".join(labels[i - 1 :]), labels[i - 1]
+            if not ldh.match(label):
+                return None
+            return registrable if gate.form == "registrable" else label
+    return None
+
+
+def test_the_gate_decides_and_scores_every_name_exactly_as_before_its_runtime_rewrite(tmp_path: Path) -> None:
+    gate, why = snapshot_gate(tmp_path, "query_log: off\nlists:\n  deny: [gardenshop.com]\n")
+    assert gate is not None, why
+    rng = random.Random(5)
+    names = sample_names(2000, 6)
+    names += [f"www.{n}" for n in names[:300]] + [f"a.b.{n}." for n in names[:300]] + [n.upper() for n in names[:100]]
+    odd_chars = string.ascii_letters + string.digits + "-_.~\n ü"
+    names += ["".join(rng.choice(odd_chars) for _ in range(rng.randint(1, 40))) + ".com" for _ in range(1000)]
+    names += ["abc\n.com", "\n.com", "a\n\n.com", "-a.com", "a-.com", "a" * 63 + ".com", "a" * 64 + ".com"]
+    names += ["x." * 130 + "com", "host.ddns.net", "ddns.net", "a.b.duckdns.org", "www.gardenshop.com", "co.uk"]
+    names += ["foo.kawasaki.jp", "foo.bazar", "a..b.com", ".a.com", "com", "", ".", "localhost", "x.home.arpa"]
+    judged = above = cleared = 0
+    for name in names:
+        text = reference_text(gate, name)
+        decision, registrable = gate.judge(name)
+        if gate.listed(name):
+            assert (decision, registrable) == (LISTED, None), name
+            continue
+        assert gate.text(name) == text, name
+        if text is None:
+            assert (decision, registrable) == (ASK, None), name
+            continue
+        assert registrable is not None
+        assert text == (registrable if gate.form == "registrable" else registrable.split(".")[0])
+        logit = gate.featurizer.logit(text)  # the featurizer is untouched: the same float, compared exactly
+        assert decision == (CLEARED if logit < gate.threshold else ABOVE), name
+        assert decision == gate.decide(name)
+        judged += 1
+        above += decision == ABOVE
+        cleared += decision == CLEARED
+    assert judged > 0.5 * len(names) and above > 100 and cleared > 100  # not vacuous: both ways, many names
+
+
+def test_the_service_takes_the_modules_registrable_name_and_gets_the_parsers_name(tmp_path: Path) -> None:
+    from resolverguard.steps.names import NameStep
+    from resolverguard.unboundservice import ModuleNameStep, VerdictService
+
+    gate, _ = snapshot_gate(tmp_path)
+    assert gate is not None
+    parser = NameParser()
+    step = ModuleNameStep(NameStep(parser))
+    names = sample_names(500, 8) + [f"WWW.{n}." for n in sample_names(200, 9)] + ["a.b.foo.co.uk"]
+    taken = 0
+    for i, name in enumerate(names):
+        decision, registrable = gate.judge(name)
+        line = f"{name}\t1\t10.0.0.1\ta={registrable or ''}\t{i + 1}".encode()
+        request, number = VerdictService.request(line)
+        assert request is not None and number == str(i + 1).encode() and request.client == ("10.0.0.1", 0)
+        step.check(request)
+        assert request.name == parser.parse(name), name
+        taken += registrable is not None
+    assert taken > 0.9 * len(names)
+    # a registrable name that is not the asked name's is not believed: the parser decides
+    request, _ = VerdictService.request(b"www.example.com\t1\t-\ta=other.org\t7")
+    assert request is not None and request.notes["gate"] == "above"
+    step.check(request)
+    assert request.name == parser.parse("www.example.com")
+
+
+def reference_hashed_fast(f: Any, raw: bytes) -> float:
+    """`Featurizer._hashed_fast` as it was before one multiplication per position was saved (two
+    big products per position): the rewrite must give the very same float."""
+    from resolverguard.unbound_gate import _M64, _MULT
+
+    g = [0, 0, *raw, f._end]
+    c3 = [(a << 12) | (b << 6) | c for a, b, c in zip(g, g[1:], g[2:], strict=False)]
+    total = sum(map(f.low.__getitem__, c3))
+    weights, shift, m64, mult = f.weights, f._shift, _M64, _MULT
+    (_, k4), (_, k5) = f._high
+    total += sum(
+        [
+            weights[((c4 * mult + k4) & m64) >> shift] + weights[((((c4 << 6) | e) * mult + k5) & m64) >> shift]
+            for c4, e in zip([(x << 6) | d for x, d in zip(c3[1:], g[4:], strict=False)], g[5:], strict=False)
+        ]
+    )
+    if len(raw) >= 2:
+        last4 = (c3[-2] << 6) | g[-1]
+        total += weights[((last4 * mult + k4) & m64) >> shift]
+    return float(total + weights[f._suffix_index(raw, True)])
+
+
+def reference_dense_sum(f: Any, raw: bytes) -> float:
+    """`Featurizer._dense_sum` as it was before (float32 rounding through `array("f")`, not struct)."""
+    from array import array
+
+    dot = raw.find(f._dot)
+    label = raw[:dot] if dot >= 0 else raw
+    length = len(label)
+    safe = max(length, 1)
+    entropy = 0.0
+    terms = f._entropy_terms[length]
+    for n in map(label.count, sorted(set(label))):
+        entropy -= terms[n]
+    classes = label.translate(f._classes)
+    vowels = classes.count(b"v")
+    letters = vowels + classes.count(b"l")
+    digits, hyphens = classes.count(b"d"), classes.count(b"h")
+    features = array("f", (length / 32.0, entropy / 5.0, digits / safe, vowels / max(letters, 1), hyphens / safe))
+    d = f.dense
+    return features[0] * d[0] + features[1] * d[1] + features[2] * d[2] + features[3] * d[3] + features[4] * d[4]
+
+
+def test_the_gate_scores_are_bit_identical_to_before_its_runtime_rewrite(tmp_path: Path) -> None:
+    gate, why = snapshot_gate(tmp_path)
+    assert gate is not None, why
+    f = gate.featurizer
+    rng = random.Random(11)
+    texts = [t for t in (gate.text(n) for n in sample_names(2000, 12)) if t is not None]
+    texts += ["".join(rng.choice(string.ascii_letters + string.digits + "-_.~ü") for _ in range(rng.randint(1, 60)))]
+    texts += ["a", "ab", "abc", "abcd", "x" * (f.maxlen - 1), "x" * f.maxlen, "x" * (f.maxlen + 5)]
+    exact = 0
+    for text in texts:
+        raw = text.encode("ascii", "replace")[: f.maxlen].translate(f._table)
+        hashed = reference_hashed_fast(f, raw) if len(raw) < f.maxlen else f._hashed_any(raw)
+        before = hashed + reference_dense_sum(f, raw)
+        assert f.logit(text) == before + f.bias, text  # ==: the same float, bit for bit
+        exact += len(raw) < f.maxlen
+    assert exact > 3000  # the rewritten path ran on thousands of names
+    entropy_terms = tuple(
+        tuple((n / max(length, 1)) * math.log2(n / max(length, 1)) if n else 0.0 for n in range(length + 1))
+        for length in range(f.maxlen + 1)
+    )  # the table as it was built before
+    assert f._entropy_terms == entropy_terms
+
+
+def test_a_header_with_numpy_values_is_written_plain_and_read_back(tmp_path: Path) -> None:
+    from resolverguard.unbound_gate import write_snapshot
+
+    header = {"enabled": False, "why_off": "test", "threshold": np.float64(1.5), "bias": np.float32(0.25)}
+    write_snapshot(tmp_path / "n.gate", header | {"orders": (1, 2), "bits": np.int64(4)}, {"weights": b"\0" * 8})
+    gate, why = read_snapshot(tmp_path / "n.gate")
+    assert gate is None and why == "gate off: test"  # read back: the header parsed
+    import marshal
+
+    data = (tmp_path / "n.gate").read_bytes()
+    head = marshal.loads(data[12 : 12 + int.from_bytes(data[8:12], "little")])
+    assert head["threshold"] == 1.5 and head["bias"] == 0.25 and head["bits"] == 4 and head["orders"] == [1, 2]
+    assert type(head["bits"]) is int and type(head["threshold"]) is float
