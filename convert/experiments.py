@@ -52,11 +52,11 @@ def fold_result(run: Path, variant: str = "logit", trusted_only: bool = False) -
     held = (s.part == TEST) & np.isin(s.family, s.held_out)
     # The long-tail target as an operating point: the threshold at which 0.1% of the long-tail
     # calibration half is flagged, i.e. how much a sinkhole set exactly at that target would catch.
-    at_target = calibrate(s.score[(s.family == BENIGN_DNS_ONLY) & ~s.long_tail()], [TAIL_TARGET])
+    at_target = calibrate(s.score[(s.family == BENIGN_DNS_ONLY) & s.tail_half() & s.judged()], [TAIL_TARGET])
     recall_at_target = family_recall(s, held, {"tail_target": next(iter(at_target.values()))})
     tail = s.score[s.long_tail()]
     uncleaned = s.score[s.long_tail_uncleaned()]
-    machine = s.score[np.isin(s.family, (BENIGN_MACHINE, BENIGN_DNS_MACHINE))]
+    machine = s.score[np.isin(s.family, (BENIGN_MACHINE, BENIGN_DNS_MACHINE)) & s.judged()]
     return {
         "families": {f: v | recall_at_target[f] | {"fold": run.name} for f, v in family_recall(s, held, named).items()},
         "tail": {a: float((tail >= t).mean()) for a, t in named.items()},

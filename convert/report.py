@@ -234,7 +234,7 @@ def calibration(run: Path, variant: str) -> dict[str, Any]:
         "calibration (validation benign + half of the long tail)": val,
         "test benign": s.score[s.rows(TEST) & (s.y == 0)],
         "long tail (one DNS list only, cleaned; the half not calibrated on)": s.score[s.long_tail()],
-        "machine-made (removed by the cleaning rule)": s.score[s.family == BENIGN_MACHINE],
+        "machine-made (removed by the cleaning rule)": s.score[(s.family == BENIGN_MACHINE) & s.judged()],
     }
     return {name: threshold_support(scores, named) for name, scores in sets.items()}
 
@@ -263,7 +263,8 @@ def previous_model(run: Path, previous: Path = PREVIOUS) -> str:
     content = (previous / "tflite" / "dynamic-int8.tflite").read_bytes()
     s = Scores.load(run)
     parts = []
-    for name, mask in (("long-tail test half", s.long_tail()), ("machine-made", s.family == BENIGN_MACHINE)):
+    machine = (s.family == BENIGN_MACHINE) & s.judged()
+    for name, mask in (("long-tail test half", s.long_tail()), ("machine-made", machine)):
         texts = s.labels[mask].tolist()
         if meta.get("input", {}).get("form", "label") == "label":
             texts = [t.split(".", 1)[0] for t in texts]

@@ -308,7 +308,7 @@ class Gate:
             if ".".join(labels[i:]) in rules:
                 registrable = ".".join(labels[i - 1 :])
                 label = labels[i - 1]
-                if not _LDH_LABEL.match(label):
+                if not _LDH_LABEL.match(label) or label.startswith("xn--"):  # (= NameParser: unscored)
                     return None
                 return registrable if self.form == "registrable" else label
         return None  # the name is a suffix itself, or its TLD is unknown: asked

@@ -98,8 +98,8 @@ def test_cleaning_rule_removes_machine_made_labels_only() -> None:
 def test_loader_pools_benign_names_by_source_and_cleaning(sourced_dir: Path) -> None:
     data = load(sourced_dir)
     pool = dict(zip(data.labels.tolist(), data.family.tolist(), strict=True))
-    assert {pool[NameParser().model_input(n)] for n in MACHINE} == {BENIGN_MACHINE}
-    assert {pool[NameParser().model_input(n)] for n in HUMAN} == {BENIGN}
+    assert {pool[NameParser(punycode=True).model_input(n)] for n in MACHINE} == {BENIGN_MACHINE}
+    assert {pool[NameParser(punycode=True).model_input(n)] for n in HUMAN} == {BENIGN}
     assert pool["onlycloudflare"] == BENIGN_DNS_ONLY and pool["bothdnslists"] == BENIGN
     assert pool["e89d45b16370ee7e43daeaf6ce8d"] == BENIGN_MACHINE  # cleaned in the long-tail pool too
     lists = load(sourced_dir, cleaning="lists")
@@ -150,7 +150,7 @@ def test_calibration_rests_on_the_names_it_reports() -> None:
 
 def test_loader_uses_the_resolver_name_step(data_dir: Path) -> None:
     data = load(data_dir)
-    parser = NameParser()
+    parser = NameParser(punycode=True)
     dyn = data.labels[data.family == "dyn"]
     assert len(dyn) > 150 and all("." not in label for label in dyn.tolist())  # label under ddns.net
     with gzip.open(data_dir / "benign.txt.gz", "rt") as handle:
