@@ -360,8 +360,23 @@ def main(argv: list[str] | None = None) -> None:
         ev, rows, experiments, kinds_from_manifest(DEFAULT_DATA_DIR), meta, a, first_design, previous, partial
     )
     text = text.replace("\n## Reproduce", "\n" + vetting_section(previous, cleaning) + "\n\n## Reproduce", 1)
+    text = text.replace("\n## Reproduce", "\n" + idn_section(previous, a.default, a.variant) + "\n\n## Reproduce", 1)
     (a.out / "REPORT.md").write_text(text)
     print(text[:3000])
+
+
+def idn_section(previous: Previous, default: Path, variant: str) -> str:
+    """The session-7 section (punycode names, the full-size ensembles): from its runs when they exist,
+    else carried from the previous report."""
+    from convert.idn import END, START, section
+
+    if not (Path("runs") / "e-f1-mean-lfo0" / "scores.npz").exists():
+        text = previous.text
+        if START not in text or END not in text:
+            return "(the session-7 punycode and ensemble runs were not run: `python -m convert.idn`)"
+        body = text[text.index(START) + len(START) : text.index(END)].strip()
+        return f"{START}\n{label_carried(body, previous.version)}\n{END}"
+    return section(Path("runs"), default, variant)
 
 
 def vetting_section(previous: Previous, cleaning: str) -> str:

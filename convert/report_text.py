@@ -625,3 +625,42 @@ on, at these pool thresholds. It is not the TPR@1e-4 read off the test set's own
 
 {SHIPPED}
 """
+
+
+IDN = """## Punycode names, and the CNN + linear ensemble at full size (#13, session 7)
+
+**Punycode names are outside the model's domain.** The models read LDH characters. A punycode label
+(`xn--...`) is Unicode encoded into them, random-looking by construction, and no DGA family in the data
+uses them (charbot, a benign name with two characters changed, makes a few from IDN names). Since this
+session serving passes such a name unscored (`resolverguard.names.Unscored.PUNYCODE`: the query log and
+`explain` say "internationalized label (punycode): outside the model's domain"), still subject to the
+lists and the client watch; a name under an IDN suffix with an LDH label (`sberbank.xn--p1ai`) is
+scored as before. Training data keeps them (the splits of the runs already trained stay the same);
+`convert.evaluate.Scores` leaves benign punycode names out of every pool (calibration, long tail,
+trusted test). Held-out DGA names that are punycode stay counted, as the model scored them (serving
+passes them: a miss). The same trained models, recalibrated once with the punycode names in the pools
+("before") and once without ("after"); long-tail rates are over the names the model judges, and the
+long-tail punycode names (passed unscored now) are counted apart:
+
+{POLICY}
+
+What it changes for the shipped CNN: its thresholds (`runs/cnn`, quantized scores): {SHIPPED}.
+The CNN never put a punycode name near its sinkhole threshold; the linear stage did, and leaving them
+out is what lets its threshold drop onto the names it is meant to judge. The policy's cost: a DGA that
+registers IDN names is not judged by the model (lists, feeds and the client watch still see it).
+
+**The CNN + linear stage at full size.** The full-size CNN folds (`f-suffix`) beside the linear stage
+(`v-ng1`) and their combinations (`convert/ensemble.py`, same folds, no new training): `e-f1-mean`, the
+mean of the two logits; `e-f1-max`, the larger of the two rarities; `e-f1-cmean`, the mean behind the
+linear stage as a gate at benign FPR 0.05 (names under it pass without the CNN). All under the
+punycode policy; random split: the shipped run `runs/cnn` with `v-ng1-rand` (the same split; `runs/gate`,
+the linear stage shipped as `models/default.gate.npz`, is the same training run).
+
+{ENSEMBLES}
+
+{CASCADE}
+
+Families whose unseen recall at sinkhole moved by 0.1 or more from `f-suffix` to `e-f1-mean`: {MOVED}.
+
+{SHIPPED_ENSEMBLE}
+"""
