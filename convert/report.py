@@ -348,6 +348,7 @@ def main(argv: list[str] | None = None) -> None:
     parity = json.loads((a.default / "tflite" / "parity.json").read_text())
     ev["parity"] = parity
     ev["replaced"] = replaced(previous, ev["model_version"])
+    ev["shipped_ensemble"] = shipped_ensemble(meta, configs())
     (a.out / "eval.json").write_text(json.dumps(ev, indent=2))
     plot_roc(
         {f"{r['arch']} (fold 0, {r['train_rows'] // 1000}k names)": Path(COMPARE[r["arch"]]) for r in fresh_rows}
@@ -363,6 +364,37 @@ def main(argv: list[str] | None = None) -> None:
     text = text.replace("\n## Reproduce", "\n" + idn_section(previous, a.default, a.variant) + "\n\n## Reproduce", 1)
     (a.out / "REPORT.md").write_text(text)
     print(text[:3000])
+
+
+def shipped_ensemble(meta: dict[str, Any], found: dict[str, list[Path]]) -> dict[str, Any] | None:
+    """When the shipped scorer is the CNN + linear ensemble (models/default.json `ensemble`): its
+    leave-family-out figures (the same combination of the same fold models, `e-f1-cmean`), its
+    random-split and long-tail figures (written by convert.ship) and its cost (bench/ensemble.py)."""
+    from convert.idn import ENSEMBLE
+
+    spec = meta.get("ensemble")
+    if not spec or ENSEMBLE not in found:
+        return None
+    r = summarise(found[ENSEMBLE])
+    bench = Path("bench/results/ensemble.json")
+    speed = {}
+    if bench.exists():
+        rows = {row["names"]: row for row in json.loads(bench.read_text())["rows"]}
+        for key, name in (("popular", "popular labels"), ("random", "random labels")):
+            if name in rows:
+                speed |= {f"{key}_us_b1": rows[name]["ensemble_us_b1"], f"{key}_ratio_b1": rows[name]["ratio_b1"]}
+    return {
+        "config": ENSEMBLE,
+        "lofo": {
+            "mean": r["mean_recall"]["sinkhole"],
+            "n90": r["families_ge_0.9"]["sinkhole"],
+            "n": r["n_families"],
+            "folds": r["folds"],
+        },
+        "random_split": spec.get("random_split", {}),
+        "thresholds": meta.get("thresholds", {}),
+        "speed": speed,
+    }
 
 
 def idn_section(previous: Previous, default: Path, variant: str) -> str:
