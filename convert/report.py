@@ -348,7 +348,7 @@ def main(argv: list[str] | None = None) -> None:
     parity = json.loads((a.default / "tflite" / "parity.json").read_text())
     ev["parity"] = parity
     ev["replaced"] = replaced(previous, ev["model_version"])
-    ev["shipped_ensemble"] = shipped_ensemble(meta, configs())
+    ev["shipped_ensemble"] = shipped_ensemble(meta, configs(Path("runs"), "*-lfo[0-9]"))
     (a.out / "eval.json").write_text(json.dumps(ev, indent=2))
     plot_roc(
         {f"{r['arch']} (fold 0, {r['train_rows'] // 1000}k names)": Path(COMPARE[r["arch"]]) for r in fresh_rows}
