@@ -122,6 +122,8 @@ def model_figures(models: Path = ROOT / "models") -> str:
         else "machine-made labels removed by their shape"
     )
     carried = f", figures of model `{chosen['carried_from']}`: not rerun" if chosen.get("carried_from") else ""
+    if ev.get("shipped_ensemble"):
+        return ensemble_figures(ev, meta, parity, cleaning)
     return (
         f"`models/default.tflite` is `{meta['model_version']}`: {parity.get('bytes', 0) / 1024:.0f} KB, "
         f"~{parity.get('us_per_name_batch1', float('nan')):.0f} us per name in LiteRT at batch 1. In short "
@@ -136,6 +138,37 @@ def model_figures(models: Path = ROOT / "models") -> str:
         f"it blocks on average only {mean * 100:.0f}% of their names at the sinkhole threshold and "
         f"{log * 100:.0f}% at the log threshold; {n90} of {nfam} families are blocked >= 90% (the targets were "
         f"60% and 30 families: {met}; the report says what limits it)."
+    )
+
+
+def ensemble_figures(ev: dict[str, Any], meta: dict[str, Any], parity: dict[str, Any], cleaning: str) -> str:
+    """The model paragraph when the shipped scorer is the CNN + linear stage ensemble (#13 session 7)."""
+    ens = ev["shipped_ensemble"]
+    facts, lofo, speed = ens["random_split"], ens["lofo"], ens.get("speed") or {}
+    sink = meta["threshold_support"]["fpr_1e-4"]
+    met = "met" if lofo["mean"] >= 0.6 and lofo["n90"] >= 30 else "not met"
+    cost = (
+        f"~{speed['popular_us_b1']:.0f} us per name at batch 1 on popular names ({speed['popular_ratio_b1']:.2f}x "
+        f"the CNN alone), ~{speed['random_us_b1']:.0f} us on random-looking ones (`bench/results/ensemble.md`)"
+        if speed
+        else "cost not measured (bench/ensemble.py)"
+    )
+    return (
+        f"`models/default.tflite` is `{meta['model_version']}`: the character CNN "
+        f"({parity.get('bytes', 0) / 1024:.0f} KB, LiteRT) and the linear n-gram stage beside it "
+        "(`models/default.gate.npz`); the linear stage scores every name, and only names over its gate "
+        "reach the CNN, which then scores the mean of the two logits: "
+        f"{cost}. Names whose label is punycode (`xn--`) are not scored: they pass, logged as such. In short "
+        "(figures from `models/eval.json` and `models/default.json`, written by `convert.report` and "
+        f"`convert.ship`): thresholds are calibrated on ~{sink['n'] / 1000:.0f}k benign names (trusted top-list "
+        f"names plus half of the long-tail names only one DNS-volume list knows, {cleaning}), so the `sinkhole` "
+        f"threshold (FPR 1e-4) rests on {sink['flagged']} names. At it the scorer blocks "
+        f"{facts['tail_sinkhole'] * 100:.3f}% of long-tail benign names it never saw and logs "
+        f"{facts['tail_log'] * 100:.2f}% (`log`, FPR 1e-3). On a random split its TPR at FPR 1e-4 is "
+        f"{facts['tpr_1e-4']:.2f} (the CNN alone {facts['cnn_tpr_1e-4']:.2f}). On families it has **never seen** "
+        f"(5-fold leave-family-out, `{ens['config']}`) it blocks on average only {lofo['mean'] * 100:.0f}% of their "
+        f"names at the sinkhole threshold; {lofo['n90']} of {lofo['n']} families are blocked >= 90% (the targets "
+        f"were 60% and 30 families: {met}; the report says what limits it)."
     )
 
 

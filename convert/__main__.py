@@ -35,7 +35,9 @@ def finish() -> None:
     for run in (ROOT / r for r in report.COMPARE.values()):  # size and speed for the comparison table
         if (run / "scores.npz").exists() and not (run / "tflite" / "parity.json").exists():
             quantize.quantize_run(run, (VARIANT,))
-    ship.ship(DEFAULT_RUN, VARIANT, ROOT / "models" / "default.tflite")
+    # The CNN + linear stage ensemble (#13 session 7) when the linear stage of the same split was trained.
+    linear = ROOT / "runs" / "gate" if (ROOT / "runs" / "gate" / "linear.npz").exists() else None
+    ship.ship(DEFAULT_RUN, VARIANT, ROOT / "models" / "default.tflite", linear)
     if (ROOT / "runs" / "gate" / "linear.npz").exists():  # the Unbound module's gate (models/default.gate.*)
         gate.export_gate(ROOT / "runs" / "gate", ROOT / "models" / "default.tflite")
     for name in ("family.tflite", "family.json"):  # the family head (convert.family), if it was trained

@@ -78,7 +78,7 @@ def family_of(path: Path) -> str:
 def load(data_dir: Path = DEFAULT_DATA_DIR, form: InputForm = InputForm.LABEL, cleaning: str = "shape") -> Dataset:
     """Loads `benign.txt.gz` and `dga/**/*.txt.gz` from `data_dir` into one deduplicated Dataset;
     `cleaning` is the benign cleaning rule (see `vetted_pools`)."""
-    parser = NameParser()
+    parser = NameParser(punycode=True)  # punycode labels stay in the data; Scores leaves them out of the pools
 
     def scored(name: str) -> str | None:
         return parser.model_input(name, form)

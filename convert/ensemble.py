@@ -13,6 +13,8 @@ fold's calibration pool, recall on the families that fold never saw.
   with the joint threshold calibrated afterwards so the union still flags FPR 1e-4.
 * `cascade-<q>`: the linear stage alone answers every name below its own FPR-`q` threshold (pass);
   the names above it, and only those, get the CNN's score. `cascade_share` says how many reach the CNN.
+* `cascade-mean-<q>`: the same gate, and the names above it get the `mean` (the shipped scorer's form
+  since #13 session 7 when the report says so: `resolverguard.model.EnsembleScorer`).
 """
 
 from __future__ import annotations
@@ -56,6 +58,11 @@ def combined(how: str, a: Scores, b: Scores) -> tuple[npt.NDArray[np.float64], d
         return (logit(a) + logit(b)) / 2.0, {}
     if how == "max":
         return np.maximum(rarity(a), rarity(b)), {}
+    if how.startswith("cascade-mean-"):  # the gate first, then the mean for the names above it
+        q = float(how.rsplit("-", 1)[1])
+        gate = calibrate(b.score[b.calibration()], [q])[fpr_name(q)]
+        reach = b.score >= gate
+        return np.where(reach, (logit(a) + logit(b)) / 2.0, FLOOR), {"gate": gate, "q": q, **shares(b, reach)}
     if how.startswith("cascade-"):
         q = float(how.split("-", 1)[1])
         gate = calibrate(b.score[b.calibration()], [q])[fpr_name(q)]
@@ -169,6 +176,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", help="configuration name to write")
     p.add_argument("--folds", default="0,1,2,3,4,rand", help="fold numbers (runs <name>-lfo<k>) or run suffixes")
     p.add_argument("--root", type=Path, default=Path("runs"))
+    p.add_argument("--cnn-rand", type=Path, help="the CNN's random-split run when not <cnn>-rand (f-suffix: runs/cnn)")
     p.add_argument("--report", metavar="GLOB", help="print the stage experiments' tables for these fold runs")
     p.add_argument("--cascades", default="", help="with --report: comma-separated cascade configurations")
     p.add_argument("--speed", type=Path, help="with --report: a linear.npz to time")
@@ -183,6 +191,8 @@ def main(argv: list[str] | None = None) -> None:
     for k in a.folds.split(","):
         tail = f"lfo{k}" if k.isdigit() else k
         cnn, linear = a.root / f"{a.cnn}-{tail}", a.root / f"{a.linear}-{tail}"
+        if tail == "rand" and a.cnn_rand is not None:
+            cnn = a.cnn_rand
         if not (cnn / "scores.npz").exists() or not (linear / "scores.npz").exists():
             continue
         s_cnn, s_lin, info = load_pair(cnn, linear)

@@ -36,9 +36,13 @@ class Scores:
     part: npt.NDArray[np.int8]
     score: npt.NDArray[np.float32]
     held_out: tuple[str, ...]
+    # False (the serving policy, #13): benign names whose scored label is punycode (`xn--`) are outside
+    # the model's domain and leave every benign pool (calibration, long tail, test); True: the pools
+    # as before, to measure what the policy changes (convert.idn).
+    judge_punycode: bool = False
 
     @classmethod
-    def load(cls, run: Path, variant: str | None = None) -> Scores:
+    def load(cls, run: Path, variant: str | None = None, judge_punycode: bool = False) -> Scores:
         """The run's Keras scores; `tempered`: the same with the fitted temperature; or the scores of
         a quantized `variant` (see convert.quantize)."""
         z = np.load(run / "scores.npz")
@@ -50,27 +54,41 @@ class Scores:
             score = np.load(run / "tempered.scores.npy")
         elif variant:
             score = np.load(run / "tflite" / f"{variant}.scores.npy")
-        return cls(z["labels"], z["y"], z["family"], z["part"], score, tuple(info.get("held_out", ())))
+        held = tuple(info.get("held_out", ()))
+        return cls(z["labels"], z["y"], z["family"], z["part"], score, held, judge_punycode)
+
+    def punycode(self) -> npt.NDArray[np.bool_]:
+        """Rows whose scored label is punycode (resolverguard.names.is_punycode): serving passes them
+        unscored, whatever the model would say."""
+        return np.char.startswith(self.labels.astype(np.str_), "xn--")
+
+    def judged(self) -> npt.NDArray[np.bool_]:
+        """Rows the model judges in serving: every DGA row (a DGA name serving passes unscored is a
+        miss, and stays counted as the model scored it), and benign rows unless punycode."""
+        if self.judge_punycode:
+            return np.ones(len(self.labels), dtype=bool)
+        return ~self.punycode() | (self.y == 1)
 
     def calibration(self) -> npt.NDArray[np.bool_]:
         """The benign names thresholds are calibrated on: the validation benign names and one half of
         the long-tail names. The trusted lists alone under-represent what a resolver sees (CDN, API and
         regional names only one DNS-volume list knows); with half of those the calibration pool is
         ~185k names, so FPR 1e-4 rests on ~18 of them. The other half is the long-tail test set."""
-        return (self.rows(VAL) & (self.y == 0)) | ((self.family == BENIGN_DNS_ONLY) & self.tail_half())
+        pool = (self.rows(VAL) & (self.y == 0)) | ((self.family == BENIGN_DNS_ONLY) & self.tail_half())
+        return pool & self.judged()
 
     def long_tail(self) -> npt.NDArray[np.bool_]:
         """The long-tail test names: the half of the one-DNS-list names never calibrated on."""
-        return (self.family == BENIGN_DNS_ONLY) & ~self.tail_half()
+        return (self.family == BENIGN_DNS_ONLY) & ~self.tail_half() & self.judged()
 
     def long_tail_uncleaned(self) -> npt.NDArray[np.bool_]:
         """The same test half with the names the cleaning rule removed put back: the long-tail rate
         nobody can say the cleaning made look better."""
-        return np.isin(self.family, (BENIGN_DNS_ONLY, BENIGN_DNS_MACHINE)) & ~self.tail_half()
+        return np.isin(self.family, (BENIGN_DNS_ONLY, BENIGN_DNS_MACHINE)) & ~self.tail_half() & self.judged()
 
     def removed_calibration_half(self) -> npt.NDArray[np.bool_]:
         """The removed long-tail names of the calibration half: what the pool held before cleaning."""
-        return (self.family == BENIGN_DNS_MACHINE) & self.tail_half()
+        return (self.family == BENIGN_DNS_MACHINE) & self.tail_half() & self.judged()
 
     def tail_half(self) -> npt.NDArray[np.bool_]:
         """A fixed half by a hash of the label (the part before the first dot), the same in every run
@@ -78,7 +96,7 @@ class Scores:
         return np.array([zlib.crc32(t.split(".", 1)[0].encode()) % 2 == 0 for t in self.labels.tolist()], dtype=bool)
 
     def rows(self, part: int, seen_only: bool = True) -> npt.NDArray[np.bool_]:
-        mask = (self.part == part) & ~np.isin(self.family, BENIGN_FAMILIES[1:])
+        mask = (self.part == part) & ~np.isin(self.family, BENIGN_FAMILIES[1:]) & self.judged()
         return mask & ~np.isin(self.family, self.held_out) if seen_only else mask
 
 

@@ -43,20 +43,23 @@ def configs(root: Path = Path("runs"), pattern: str = "[xf]-*-lfo[0-9]") -> dict
     return out
 
 
-def fold_result(run: Path, variant: str = "logit", trusted_only: bool = False) -> dict[str, Any]:
+def fold_result(
+    run: Path, variant: str = "logit", trusted_only: bool = False, judge_punycode: bool = False
+) -> dict[str, Any]:
     """One fold model: recall of its held-out families and long-tail rates at its own thresholds
-    (`trusted_only`: calibrated on the trusted validation benign names alone, the first design)."""
-    s = Scores.load(run, variant)
+    (`trusted_only`: calibrated on the trusted validation benign names alone, the first design;
+    `judge_punycode`: punycode benign names kept in the pools, as before #13's serving policy)."""
+    s = Scores.load(run, variant, judge_punycode)
     val_benign = s.score[s.rows(VAL) & (s.y == 0)] if trusted_only else s.score[s.calibration()]
     named = {a: calibrate(val_benign)[n] for a, n in DEFAULT_ACTIONS.items()}
     held = (s.part == TEST) & np.isin(s.family, s.held_out)
     # The issue's long-tail target as an operating point: the threshold at which 0.1% of the long-tail
     # calibration half is flagged, i.e. how much a sinkhole set exactly at that target would catch.
-    at_target = calibrate(s.score[(s.family == BENIGN_DNS_ONLY) & ~s.long_tail()], [TAIL_TARGET])
+    at_target = calibrate(s.score[(s.family == BENIGN_DNS_ONLY) & s.tail_half() & s.judged()], [TAIL_TARGET])
     recall_at_target = family_recall(s, held, {"tail_target": next(iter(at_target.values()))})
     tail = s.score[s.long_tail()]
     uncleaned = s.score[s.long_tail_uncleaned()]
-    machine = s.score[np.isin(s.family, (BENIGN_MACHINE, BENIGN_DNS_MACHINE))]
+    machine = s.score[np.isin(s.family, (BENIGN_MACHINE, BENIGN_DNS_MACHINE)) & s.judged()]
     return {
         "families": {f: v | recall_at_target[f] | {"fold": run.name} for f, v in family_recall(s, held, named).items()},
         "tail": {a: float((tail >= t).mean()) for a, t in named.items()},
@@ -70,9 +73,11 @@ def fold_result(run: Path, variant: str = "logit", trusted_only: bool = False) -
     }
 
 
-def summarise(runs: list[Path], variant: str = "logit", trusted_only: bool = False) -> dict[str, Any]:
+def summarise(
+    runs: list[Path], variant: str = "logit", trusted_only: bool = False, judge_punycode: bool = False
+) -> dict[str, Any]:
     """Mean family recall over the folds' held-out families, with the long-tail rates."""
-    folds = [fold_result(r, variant, trusted_only) for r in runs]
+    folds = [fold_result(r, variant, trusted_only, judge_punycode) for r in runs]
     families = {f: v for fold in folds for f, v in fold["families"].items()}
     rec = {a: [v[a] for v in families.values()] for a in (*DEFAULT_ACTIONS, "tail_target")}
     easy = [v["sinkhole"] for f, v in families.items() if f not in HARD]

@@ -72,10 +72,10 @@ def export_gate(run: Path, model: Path, fpr: float = 0.05, check_cnn: bool = Tru
         "reach_long_tail": float(reach[scores.long_tail()].mean()),
         "reach_dga_test": float(reach[dga & ~calibration].mean()) if (dga & ~calibration).any() else None,
     }
+    weights, facts_path = gate_files(model)
+    stage.save(weights)  # first: a shipped ensemble (resolverguard.model.EnsembleScorer) loads it
     if check_cnn:
         facts |= cnn_check(model, texts, reach)
-    weights, facts_path = gate_files(model)
-    stage.save(weights)
     facts_path.write_text(json.dumps(facts, indent=2) + "\n", encoding="utf-8")
     return facts
 

@@ -234,7 +234,7 @@ def calibration(run: Path, variant: str) -> dict[str, Any]:
         "calibration (validation benign + half of the long tail)": val,
         "test benign": s.score[s.rows(TEST) & (s.y == 0)],
         "long tail (one DNS list only, cleaned; the half not calibrated on)": s.score[s.long_tail()],
-        "machine-made (removed by the cleaning rule)": s.score[s.family == BENIGN_MACHINE],
+        "machine-made (removed by the cleaning rule)": s.score[(s.family == BENIGN_MACHINE) & s.judged()],
     }
     return {name: threshold_support(scores, named) for name, scores in sets.items()}
 
@@ -263,7 +263,8 @@ def previous_model(run: Path, previous: Path = PREVIOUS) -> str:
     content = (previous / "tflite" / "dynamic-int8.tflite").read_bytes()
     s = Scores.load(run)
     parts = []
-    for name, mask in (("long-tail test half", s.long_tail()), ("machine-made", s.family == BENIGN_MACHINE)):
+    machine = (s.family == BENIGN_MACHINE) & s.judged()
+    for name, mask in (("long-tail test half", s.long_tail()), ("machine-made", machine)):
         texts = s.labels[mask].tolist()
         if meta.get("input", {}).get("form", "label") == "label":
             texts = [t.split(".", 1)[0] for t in texts]
@@ -347,6 +348,7 @@ def main(argv: list[str] | None = None) -> None:
     parity = json.loads((a.default / "tflite" / "parity.json").read_text())
     ev["parity"] = parity
     ev["replaced"] = replaced(previous, ev["model_version"])
+    ev["shipped_ensemble"] = shipped_ensemble(meta, configs(Path("runs"), "*-lfo[0-9]"))
     (a.out / "eval.json").write_text(json.dumps(ev, indent=2))
     plot_roc(
         {f"{r['arch']} (fold 0, {r['train_rows'] // 1000}k names)": Path(COMPARE[r["arch"]]) for r in fresh_rows}
@@ -359,8 +361,54 @@ def main(argv: list[str] | None = None) -> None:
         ev, rows, experiments, kinds_from_manifest(DEFAULT_DATA_DIR), meta, a, first_design, previous, partial
     )
     text = text.replace("\n## Reproduce", "\n" + vetting_section(previous, cleaning) + "\n\n## Reproduce", 1)
+    text = text.replace("\n## Reproduce", "\n" + idn_section(previous, a.default, a.variant) + "\n\n## Reproduce", 1)
     (a.out / "REPORT.md").write_text(text)
     print(text[:3000])
+
+
+def shipped_ensemble(meta: dict[str, Any], found: dict[str, list[Path]]) -> dict[str, Any] | None:
+    """When the shipped scorer is the CNN + linear ensemble (models/default.json `ensemble`): its
+    leave-family-out figures (the same combination of the same fold models, `e-f1-cmean`), its
+    random-split and long-tail figures (written by convert.ship) and its cost (bench/ensemble.py)."""
+    from convert.idn import ENSEMBLE
+
+    spec = meta.get("ensemble")
+    if not spec or ENSEMBLE not in found:
+        return None
+    r = summarise(found[ENSEMBLE])
+    bench = Path("bench/results/ensemble.json")
+    speed = {}
+    if bench.exists():
+        rows = {row["names"]: row for row in json.loads(bench.read_text())["rows"]}
+        for key, name in (("popular", "popular labels"), ("random", "random labels")):
+            if name in rows:
+                speed |= {f"{key}_us_b1": rows[name]["ensemble_us_b1"], f"{key}_ratio_b1": rows[name]["ratio_b1"]}
+    return {
+        "config": ENSEMBLE,
+        "lofo": {
+            "mean": r["mean_recall"]["sinkhole"],
+            "n90": r["families_ge_0.9"]["sinkhole"],
+            "n": r["n_families"],
+            "folds": r["folds"],
+        },
+        "random_split": spec.get("random_split", {}),
+        "thresholds": meta.get("thresholds", {}),
+        "speed": speed,
+    }
+
+
+def idn_section(previous: Previous, default: Path, variant: str) -> str:
+    """The session-7 section (punycode names, the full-size ensembles): from its runs when they exist,
+    else carried from the previous report."""
+    from convert.idn import END, START, section
+
+    if not (Path("runs") / "e-f1-mean-lfo0" / "scores.npz").exists():
+        text = previous.text
+        if START not in text or END not in text:
+            return "(the session-7 punycode and ensemble runs were not run: `python -m convert.idn`)"
+        body = text[text.index(START) + len(START) : text.index(END)].strip()
+        return f"{START}\n{label_carried(body, previous.version)}\n{END}"
+    return section(Path("runs"), default, variant)
 
 
 def vetting_section(previous: Previous, cleaning: str) -> str:

@@ -56,9 +56,41 @@ def targets(ev: dict[str, Any], chosen: dict[str, Any], us1: float | None) -> st
         ("random split, families trained on: TPR at FPR 1e-4 >= 0.8", f"{tpr4:.3f}", tpr4 >= 0.8),
         ("LiteRT batch 1 <= ~20 us per name", f"{us1:.1f} us" if us1 else "n/a", bool(us1 and us1 <= 21.0)),
     ]
+    ens = ev.get("shipped_ensemble")
+    if ens:  # the shipped scorer is the CNN + linear ensemble: its own figures, the CNN's in the rows after
+        rows = _ensemble_targets(ens) + [(f"... the CNN alone: {n}", v, ok) for n, v, ok in rows]
     lines = ["| target | measured | |", "|---|---|---|"]
     lines += [f"| {name} | {value} | {_met(ok)} |" for name, value, ok in rows]
     return "\n".join(lines)
+
+
+def _ensemble_targets(ens: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """The targets of the shipped scorer when it is the ensemble (`convert.report`: `shipped_ensemble`)."""
+    lofo, facts, speed = ens["lofo"], ens["random_split"], ens.get("speed") or {}
+    note = f" (`{ens['config']}`, {lofo['folds']} folds, the same models as the shipped ensemble's parts)"
+    us1 = speed.get("popular_us_b1")
+    cost = (
+        f"{us1:.1f} us on popular labels ({speed['popular_ratio_b1']:.2f}x the CNN alone in the same run), "
+        f"{speed['random_us_b1']:.1f} us on random ones ({speed['random_ratio_b1']:.2f}x; `bench/ensemble.py`)"
+        if us1
+        else "n/a (run bench/ensemble.py)"
+    )
+    return [
+        (
+            "5-fold leave-family-out mean family recall at sinkhole >= 0.6",
+            f"{lofo['mean']:.3f}{note}",
+            lofo["mean"] >= 0.6,
+        ),
+        (f"families >= 0.9 recall at sinkhole, of {lofo['n']} (target 30)", f"{lofo['n90']}{note}", lofo["n90"] >= 30),
+        ("long-tail benign sinkholed <= 0.1%", f"{facts['tail_sinkhole'] * 100:.3f}%", facts["tail_sinkhole"] <= 0.001),
+        ("long-tail benign logged <= 1%", _pct(facts["tail_log"]), facts["tail_log"] <= 0.01),
+        (
+            "random split, families trained on: TPR at FPR 1e-4 >= 0.8",
+            f"{facts['tpr_1e-4']:.3f}",
+            facts["tpr_1e-4"] >= 0.8,
+        ),
+        ("batch 1 <= ~20 us per name", cost, bool(us1 and us1 <= 21.0)),
+    ]
 
 
 CAL_POOL = "calibration (validation benign + half of the long tail)"
@@ -95,6 +127,8 @@ def against_previous(ev: dict[str, Any], previous: dict[str, Any], experiments: 
     side read from the models/eval.json it replaces), and why it replaced it."""
     if not previous.get("thresholds") or CAL_POOL not in previous.get("calibration", {}):
         return "No previous report (models/eval.json) to compare with."
+    if ev.get("shipped_ensemble"):
+        return _against_cnn(ev, previous, experiments)
     pv = previous.get("model_version", "?")
     names = [
         "benign cleaning rule (training and calibration names)",
@@ -121,6 +155,56 @@ model on this model's held-out names, at its own shipped thresholds (needs it in
 {ev["dns_only_benign"]["flagged"]["sinkhole"] * 100:.3f}%, logged {_pct(ev["dns_only_benign"]["flagged"]["log"])}.
 
 **Why this model replaced the previous one.** {REPLACED.format(more="more" if more else "fewer", tail="more" if tail_more else "no more")}
+Dynamic-DNS home servers pass (probe below, and `tests/test_shipped_model.py`)."""
+    )
+
+
+def _against_cnn(ev: dict[str, Any], previous: dict[str, Any], experiments: dict[str, dict[str, Any]]) -> str:
+    """The shipped ensemble next to the CNN alone it is built on (session 7): same split, same CNN file."""
+    ens, pv = ev["shipped_ensemble"], previous.get("model_version", "?")
+    facts, lofo = ens["random_split"], ens["lofo"]
+    cnn = experiments.get("f-suffix", {})
+    cnn_lofo = (
+        f"{cnn['mean_recall']['sinkhole']:.3f}, {cnn['families_ge_0.9']['sinkhole']} of {cnn['n_families']} (`f-suffix`)"
+        if cnn
+        else "n/a"
+    )
+    dns = ev["dns_only_benign"]["flagged"]
+    rows = [
+        ("scorer", "the CNN", "the same CNN file + the linear stage (`models/default.gate.npz`), mean of the logits"),
+        (
+            "sinkhole / log threshold",
+            f"{ev['thresholds']['sinkhole']:.6f} / {ev['thresholds']['log']:.6f}",
+            f"{ens['thresholds']['sinkhole']:.6f} / {ens['thresholds']['log']:.6f}",
+        ),
+        (
+            "random split, families trained on: TPR at FPR 1e-4 (quantized CNN)",
+            f"{facts['cnn_tpr_1e-4']:.3f}",
+            f"{facts['tpr_1e-4']:.3f}",
+        ),
+        (
+            "long-tail test half sinkholed / logged",
+            f"{dns['sinkhole'] * 100:.3f}% / {_pct(dns['log'])}",
+            f"{facts['tail_sinkhole'] * 100:.3f}% / {_pct(facts['tail_log'])}",
+        ),
+        (
+            "leave-family-out mean recall at sinkhole, families >= 0.9",
+            cnn_lofo,
+            f"{lofo['mean']:.3f}, {lofo['n90']} of {lofo['n']} (`{ens['config']}`)",
+        ),
+    ]
+    lines = [f"| | `{pv}` (the CNN alone) | this model |", "|---|---|---|"]
+    lines += [f"| {n} | {o} | {w} |" for n, o, w in rows]
+    return (
+        "\n".join(lines)
+        + """
+
+**Why this model replaced the CNN alone.** The same CNN file, now combined with the linear n-gram stage
+that already shipped as the Unbound gate: on the same five folds and the same random split, the mean
+of the two logits is ahead of the CNN alone on families never seen and on the families trained on, with
+the long tail still under its targets (section "Punycode names, and the CNN + linear ensemble"). The
+gate in front keeps a lone miss about as cheap as the CNN alone. The rest of this report (calibration,
+per-family tables, parity) describes the CNN part unless it says otherwise.
 Dynamic-DNS home servers pass (probe below, and `tests/test_shipped_model.py`)."""
     )
 
@@ -361,7 +445,7 @@ names or on names never trained or calibrated on.
 | unseen families with recall >= 0.9 at sinkhole / at log | {chosen.get("families_ge_0.9", {}).get("sinkhole", 0)} / {chosen.get("families_ge_0.9", {}).get("log", 0)} of {chosen.get("n_families", 0)} |
 | ROC AUC, random split, families trained on (test) | {ev["auc_trained"]:.4f} |
 | TPR at FPR 1e-2 / 1e-3 / 1e-4, families trained on (test) | {tt["fpr_1e-2"]:.3f} / {tt["fpr_1e-3"]:.3f} / {tt["fpr_1e-4"]:.3f} |
-| shipped thresholds (`log` = fpr_1e-3, `sinkhole` = fpr_1e-4) | log {ev["thresholds"]["log"]:.6f}, sinkhole {ev["thresholds"]["sinkhole"]:.6f} |
+| {"the CNN part's thresholds (the shipped ensemble's: Summary above)" if ev.get("shipped_ensemble") else "shipped thresholds"} (`log` = fpr_1e-3, `sinkhole` = fpr_1e-4) | log {ev["thresholds"]["log"]:.6f}, sinkhole {ev["thresholds"]["sinkhole"]:.6f} |
 | the sinkhole threshold rests on | {sink["flagged"]} of {sink["n"]:,} calibration names (FPR 95% interval {sink["ci95"][0]:.1e}..{sink["ci95"][1]:.1e}) |
 | long-tail benign (one DNS list only, cleaned, never trained or calibrated on) sinkholed / logged | {dns["flagged"]["sinkhole"] * 100:.3f}% / {_pct(dns["flagged"]["log"])} of {dns["n"]:,} |
 | `.tflite` size | {shipped.get("bytes", 0) / 1024:.1f} KB |
@@ -624,4 +708,43 @@ taken out. The "test DGA" column counts the random split's test names of the fam
 on, at these pool thresholds. It is not the TPR@1e-4 read off the test set's own ROC.
 
 {SHIPPED}
+"""
+
+
+IDN = """## Punycode names, and the CNN + linear ensemble at full size (#13, session 7)
+
+**Punycode names are outside the model's domain.** The models read LDH characters. A punycode label
+(`xn--...`) is Unicode encoded into them, random-looking by construction, and no DGA family in the data
+uses them (charbot, a benign name with two characters changed, makes a few from IDN names). Since this
+session serving passes such a name unscored (`resolverguard.names.Unscored.PUNYCODE`: the query log and
+`explain` say "internationalized label (punycode): outside the model's domain"), still subject to the
+lists and the client watch; a name under an IDN suffix with an LDH label (`sberbank.xn--p1ai`) is
+scored as before. Training data keeps them (the splits of the runs already trained stay the same);
+`convert.evaluate.Scores` leaves benign punycode names out of every pool (calibration, long tail,
+trusted test). Held-out DGA names that are punycode stay counted, as the model scored them (serving
+passes them: a miss). The same trained models, recalibrated once with the punycode names in the pools
+("before") and once without ("after"); long-tail rates are over the names the model judges, and the
+long-tail punycode names (passed unscored now) are counted apart:
+
+{POLICY}
+
+What it changes for the shipped CNN: its thresholds (`runs/cnn`, quantized scores): {SHIPPED}.
+The CNN never put a punycode name near its sinkhole threshold; the linear stage did, and leaving them
+out is what lets its threshold drop onto the names it is meant to judge. The policy's cost: a DGA that
+registers IDN names is not judged by the model (lists, feeds and the client watch still see it).
+
+**The CNN + linear stage at full size.** The full-size CNN folds (`f-suffix`) beside the linear stage
+(`v-ng1`) and their combinations (`convert/ensemble.py`, same folds, no new training): `e-f1-mean`, the
+mean of the two logits; `e-f1-max`, the larger of the two rarities; `e-f1-cmean`, the mean behind the
+linear stage as a gate at benign FPR 0.05 (names under it pass without the CNN). All under the
+punycode policy; random split: the shipped run `runs/cnn` with `v-ng1-rand` (the same split; `runs/gate`,
+the linear stage shipped as `models/default.gate.npz`, is the same training run).
+
+{ENSEMBLES}
+
+{CASCADE}
+
+Families whose unseen recall at sinkhole moved by 0.1 or more from `f-suffix` to `e-f1-mean`: {MOVED}.
+
+{SHIPPED_ENSEMBLE}
 """

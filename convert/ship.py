@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -66,14 +67,79 @@ def ship_metadata(run: Path, variant: str, lite_scores: npt.NDArray[np.float32])
     )
 
 
-def ship(run: Path, variant: str, out: Path) -> dict[str, Any]:
-    """Copies the variant to `out` with its metadata; refuses a variant that failed parity."""
+GATE_FPR = 0.05  # the linear stage's gate (= convert.gate's default: the Unbound gate is the same one)
+
+
+def ensemble_metadata(
+    run: Path, linear_run: Path, out: Path, lite_scores: npt.NDArray[np.float32], temperature: float
+) -> tuple[npt.NDArray[np.float32], dict[str, Any]]:
+    """The shipped scorer as the CNN + linear stage (`resolverguard.model.EnsembleScorer`, the
+    configuration `e-f1-cmean` of models/REPORT.md): its scores on the run's names, computed with
+    serving's own function from the quantized CNN's scores and the linear stage as serving loads it,
+    and the `ensemble` metadata (the gate, the CNN's own thresholds, random-split facts)."""
+    from convert.evaluate import tpr_at_fpr
+    from convert.gate import gate_threshold, stage_logits
+    from convert.splits import TEST
+    from resolverguard.gatestage import gate_files
+    from resolverguard.model import ENSEMBLE_HOW, ensemble_scores, linear_digest
+    from resolverguard.ngrams import LinearWeights
+
+    s = Scores.load(run)
+    linear_info = json.loads((linear_run / "run.json").read_text())
+    if linear_info.get("data_digest") != json.loads((run / "run.json").read_text()).get("data_digest"):
+        raise SystemExit(f"{linear_run} was not trained on the data {run} was")
+    stage = LinearWeights.load(linear_run / "linear.npz")
+    linear = stage_logits(stage, s.labels.tolist())
+    pool = s.calibration()
+    gate = gate_threshold(linear[pool], GATE_FPR)
+    scores = ensemble_scores(lite_scores, linear, gate, temperature)
+    cnn_thresholds = calibrate(lite_scores[pool])
+    ours = calibrate(scores[pool])
+    test = s.rows(TEST) & ~np.isin(s.family, json.loads((run / "run.json").read_text()).get("exclude", []))
+    tail = s.long_tail()
+    facts = {
+        "tpr_1e-4": tpr_at_fpr(s.y[test], scores[test], 1e-4),
+        "cnn_tpr_1e-4": tpr_at_fpr(s.y[test], lite_scores[test], 1e-4),
+        "tail_sinkhole": float((scores[tail] >= ours[DEFAULT_ACTIONS["sinkhole"]]).mean()),
+        "tail_log": float((scores[tail] >= ours[DEFAULT_ACTIONS["log"]]).mean()),
+        "reach_calibration": float((linear[pool] >= gate).mean()),
+    }
+    spec = {
+        "how": ENSEMBLE_HOW,
+        "meaning": "names whose linear-stage logit is under the gate (benign FPR "
+        f"{GATE_FPR}) score 0 and never reach the CNN; the others score sigmoid((T * CNN logit + linear "
+        "logit) / 2), T the CNN's temperature.",
+        "linear": gate_files(out)[0].name,
+        "linear_sha256": linear_digest(stage),
+        "linear_run": linear_run.name,
+        "gate_logit": gate,
+        "gate_fpr": GATE_FPR,
+        "cnn_temperature": temperature,
+        "cnn_thresholds": {**cnn_thresholds, **{a: cnn_thresholds[n] for a, n in DEFAULT_ACTIONS.items()}},
+        "calibration_names": int(pool.sum()),
+        "random_split": facts,
+    }
+    return scores, spec
+
+
+def ship(run: Path, variant: str, out: Path, linear_run: Path | None = None) -> dict[str, Any]:
+    """Copies the variant to `out` with its metadata; refuses a variant that failed parity. With
+    `linear_run` (a linear-stage run on the same data: runs/gate) the shipped scorer is the ensemble,
+    whose thresholds the metadata then carries (the CNN's own in `ensemble.cnn_thresholds`)."""
     parity = json.loads((run / "tflite" / "parity.json").read_text()).get(variant, {})
     if not parity.get("ok"):
         raise SystemExit(f"refusing to ship {variant}: parity check failed or missing: {parity}")
     content = (run / "tflite" / f"{variant}.tflite").read_bytes()
     lite_scores = np.load(run / "tflite" / f"{variant}.scores.npy")
+    spec = None
+    if linear_run is not None:
+        temperature = json.loads((run / "tflite" / "temperature.json").read_text())["temperature"]
+        lite_scores, spec = ensemble_metadata(run, linear_run, out, lite_scores, temperature)
     meta = ship_metadata(run, variant, lite_scores)
+    if spec is not None:
+        arch = f"{meta.architecture}+linear"
+        version = meta.model_version.replace(meta.architecture, arch, 1)
+        meta = replace(meta, model_version=version, architecture=arch, extra={**(meta.extra or {}), "ensemble": spec})
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(content)
     meta.write(out, content)
@@ -85,8 +151,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--run", type=Path, required=True)
     p.add_argument("--variant", default="dynamic-int8")
     p.add_argument("--out", type=Path, default=Path("models/default.tflite"))
+    p.add_argument("--linear", type=Path, help="a linear-stage run (runs/gate): ship the CNN + linear ensemble")
     a = p.parse_args(argv)
-    meta = ship(a.run, a.variant, a.out)
+    meta = ship(a.run, a.variant, a.out, a.linear)
     print(json.dumps({k: meta[k] for k in ("model_version", "thresholds")}, indent=2))
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import site
 import sys
 import sysconfig
@@ -200,6 +201,111 @@ class TFLiteScorer:
         return scores[:, 0]
 
 
+ENSEMBLE_HOW = "cascade-mean"
+
+
+def linear_digest(stage: Any) -> str:
+    """sha256 of the linear stage's weights as serving holds them (the `.npz` zip is not byte-stable)."""
+    h = hashlib.sha256()
+    for part in (stage.weights.astype(np.float16), stage.dense.astype(np.float32), np.float64(stage.bias)):
+        h.update(np.ascontiguousarray(part).tobytes())
+    return h.hexdigest()
+
+
+def cnn_logits(p: npt.NDArray[np.float32], temperature: float) -> npt.NDArray[np.float64]:
+    """The CNN's logit from its tempered float32 output: T * logit(p), p kept off 0 and 1 in float32."""
+    one = np.float32(1.0)
+    q = np.clip(p, np.nextafter(np.float32(0.0), one), np.nextafter(one, np.float32(0.0))).astype(np.float64)
+    return temperature * (np.log(q) - np.log1p(-q))
+
+
+def ensemble_scores(
+    cnn_p: npt.NDArray[np.float32], linear: npt.NDArray[np.float64], gate: float, temperature: float
+) -> npt.NDArray[np.float32]:
+    """The shipped combination (#13, models/REPORT.md): names whose linear-stage logit is under the gate
+    score 0 (pass, as the Unbound gate clears them); the others sigmoid of the mean of the two logits.
+    `cnn_p` is read only where the gate lets a name through. Training (convert.ship) calibrates the
+    thresholds with this very function."""
+    out = np.zeros(len(linear), dtype=np.float32)
+    reach = linear >= gate
+    if reach.any():
+        z = (cnn_logits(cnn_p[reach], temperature) + linear[reach]) / 2.0
+        out[reach] = (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
+    return out
+
+
+_P_LOW = float(np.nextafter(np.float32(0.0), np.float32(1.0)))  # (cnn_logits' clip, as Python floats)
+_P_HIGH = float(np.nextafter(np.float32(1.0), np.float32(0.0)))
+
+
+def _featurizer(stage: Any) -> Any:
+    """The pure-Python featurizer of the Unbound gate over this stage, its order 1-3 tables made in
+    numpy (`gatestage.gram_tables`, ~50 ms; in pure Python they cost seconds)."""
+    from resolverguard.gatestage import gram_tables, low_table
+    from resolverguard.unbound_gate import Featurizer
+
+    tables = gram_tables(stage)
+    view = memoryview(tables).cast("f")
+    split = (view[:64], view[64 : 64 + 64**2], view[64 + 64**2 :])
+    low = memoryview(low_table(tables)).cast("d") if stage.hasher.orders == (1, 2, 3, 4, 5) else None
+    h = stage.hasher
+    weights = memoryview(stage.weights.astype(np.float32).tobytes()).cast("f")
+    dense = tuple(float(x) for x in stage.dense)
+    return Featurizer(h.encoder.charset, h.encoder.maxlen, h.orders, h.bits, weights, dense, stage.bias, split, low)
+
+
+class EnsembleScorer(TFLiteScorer):
+    """The CNN and the linear n-gram stage (`models/default.gate.npz`) as one scorer, when the metadata
+    has `ensemble`: measured ahead of the CNN alone on families never seen and on the random split
+    (models/REPORT.md, #13 session 7). The linear stage runs first on every name (pure Python for one
+    name, `resolverguard.unbound_gate.Featurizer`, numpy for a batch); only names at or above its gate
+    (~5% of benign names) reach the CNN, so a lone miss costs about what the CNN alone did."""
+
+    def __init__(self, model_path: Path, metadata: ModelMetadata) -> None:
+        super().__init__(model_path, metadata)
+        from resolverguard.ngrams import LinearWeights
+
+        spec = (metadata.extra or {}).get("ensemble", {})
+        where = str(metadata_path(model_path))
+        if spec.get("how") != ENSEMBLE_HOW or not isinstance(spec.get("linear"), str):
+            raise ModelError(f"{where}: ensemble: 'how' must be {ENSEMBLE_HOW!r} with a 'linear' file")
+        try:
+            self.gate, self.temperature = float(spec["gate_logit"]), float(spec["cnn_temperature"])
+        except (KeyError, TypeError, ValueError):
+            raise ModelError(f"{where}: ensemble: 'gate_logit' and 'cnn_temperature' must be numbers") from None
+        self.linear = LinearWeights.load(model_path.parent / spec["linear"])
+        if linear_digest(self.linear) != spec.get("linear_sha256"):
+            raise ModelError(f"{where}: ensemble: {spec['linear']} is not the linear stage it was calibrated with")
+        self.featurizer = _featurizer(self.linear)
+
+    def _score_one(self, text: str) -> float:
+        """`ensemble_scores` for one name in Python floats: a lone miss (the usual case on a lightly
+        loaded resolver) pays no numpy call overhead. A test holds it to the batch path."""
+        linear = self.featurizer.logit(text)
+        if linear < self.gate:
+            return 0.0
+        p = min(max(float(super().score([text])[0]), _P_LOW), _P_HIGH)
+        z = (self.temperature * (math.log(p) - math.log1p(-p)) + linear) / 2.0
+        return 1.0 / (1.0 + math.exp(-z))
+
+    def linear_logits(self, texts: Sequence[str]) -> npt.NDArray[np.float64]:
+        if len(texts) == 1:  # numpy's per-call overhead is ~4x the pure-Python featurizer for one name
+            return np.array([self.featurizer.logit(texts[0])], dtype=np.float64)
+        return self.linear.logits(texts)
+
+    def score(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        if not texts:
+            return np.zeros(0, dtype=np.float32)
+        if len(texts) == 1:
+            return np.array([self._score_one(texts[0])], dtype=np.float32)
+        linear = self.linear_logits(texts)
+        reach = linear >= self.gate
+        cnn_p = np.zeros(len(texts), dtype=np.float32)
+        if reach.any():
+            cnn_p[reach] = super().score([t for t, r in zip(texts, reach.tolist(), strict=True) if r])
+        return ensemble_scores(cnn_p, linear, self.gate, self.temperature)
+
+
 def shipped(filename: str) -> Path | None:
     """A file of the shipped `models/`: in the source tree, or where `pip install .` put the
     package's data files (`<base>/share/resolverguard/models`, see pyproject's data-files)."""
@@ -236,4 +342,7 @@ def load_model(path: Path | None = None) -> TFLiteScorer:
     model_path = path or default_model_path()
     if not model_path.exists():
         raise ModelError(f"{model_path}: model file not found")
-    return TFLiteScorer(model_path, load_metadata(metadata_path(model_path)))
+    metadata = load_metadata(metadata_path(model_path))
+    if (metadata.extra or {}).get("ensemble"):
+        return EnsembleScorer(model_path, metadata)
+    return TFLiteScorer(model_path, metadata)

@@ -119,6 +119,15 @@ class Unscored(str, Enum):
     REVERSE = "reverse lookup (arpa)"
     LOCAL = "local name"
     IS_SUFFIX = "name is a public suffix"
+    PUNYCODE = "internationalized label (punycode): outside the model's domain"
+
+
+def is_punycode(label: str) -> bool:
+    """Is this label an IDNA A-label (`xn--...`)? The model reads LDH characters; an A-label is Unicode
+    encoded into them, random-looking by construction (`xn--38jxbj0vre5b1otb0ex220...`), and no DGA
+    family in the training data uses them, so a score of one measures the encoding, not the name.
+    #13 found such names among the few that set the linear stage's sinkhole threshold."""
+    return label.startswith("xn--")
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,8 +149,16 @@ class RegistrableName:
 class NameParser:
     """Reduces a query name to the label the model scores, using the bundled Public Suffix List."""
 
-    def __init__(self, private_suffixes: PrivateSuffixMode = PrivateSuffixMode.DYNAMIC_DNS, memo: int = 16384) -> None:
-        self._mode = private_suffixes
+    def __init__(
+        self,
+        private_suffixes: PrivateSuffixMode = PrivateSuffixMode.DYNAMIC_DNS,
+        memo: int = 16384,
+        punycode: bool = False,
+    ) -> None:
+        """`punycode` True: punycode labels are returned for scoring like any other (training data
+        keeps them, so the splits of runs already trained stay the same; `convert.evaluate.Scores`
+        then leaves them out of every benign pool). Serving leaves it False: they are `Unscored.PUNYCODE`."""
+        self._mode, self._punycode = private_suffixes, punycode
         self._all = PublicSuffixList(accept_unknown=False)
         self._icann = PublicSuffixList(accept_unknown=False, only_icann=True)
         # Two PSL walks cost ~30 us and popular names repeat all day: keep recent answers (bounded).
@@ -161,6 +178,8 @@ class NameParser:
         label = registrable.split(".", 1)[0]
         if not _LDH_LABEL.match(label):
             return RegistrableName(name, registrable, None, Unscored.NOT_HOSTNAME)
+        if is_punycode(label) and not self._punycode:
+            return RegistrableName(name, registrable, None, Unscored.PUNYCODE)
         return RegistrableName(name, registrable, label)
 
     def model_input(self, name: str, form: InputForm = InputForm.LABEL) -> str | None:

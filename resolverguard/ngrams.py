@@ -4,9 +4,10 @@ A linear model over hashed n-grams costs a few microseconds per name in a batch,
 (no TensorFlow, no scikit-learn at serving), so it could answer the confident names before the CNN.
 Training (`convert/ngram.py`) builds its sparse matrix from `NgramHasher.hashed`, and `LinearWeights`
 sums the saved weights at the same indices: the two cannot drift, and a parity test holds them to it.
-It is not wired into the resolver: measured as a cascade stage and in an ensemble it did not earn its
-place (models/REPORT.md, "A linear n-gram stage ..."); it lives here, numpy only, so that a first
-stage, if a cheaper featurizer makes one pay, is built on exactly what was trained.
+It ships beside the CNN (`models/default.gate.npz`): the Unbound module's gate, and since #13 session 7
+half of the shipped scorer (`resolverguard.model.EnsembleScorer`: at full size the mean of the two
+logits beat the CNN alone, models/REPORT.md); for one name serving uses the pure-Python twin in
+`resolverguard.unbound_gate.Featurizer`, held to this one by a parity test.
 
 A name goes through the model's `NameEncoder` first (same charset, left padding, truncation), then:
 

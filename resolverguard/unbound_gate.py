@@ -351,7 +351,10 @@ class Gate:
         for i in range(1, len(starts)):
             if name[starts[i] :] in rules:
                 front = starts[i - 1]
-                return name[front:] if ldh_label(name[front : starts[i] - 1]) else None
+                label = name[front : starts[i] - 1]
+                if not ldh_label(label) or label.startswith("xn--"):  # (= NameParser: unscored)
+                    return None
+                return name[front:]
         return None  # the name is a suffix itself, or its TLD is unknown: asked
 
     def text(self, qname: str) -> str | None:

@@ -139,6 +139,15 @@ def test_explain_shows_the_decision(tmp_path: Path) -> None:
     assert fields["action"].strip() == "pass (reason: allow list)"
 
 
+def test_explain_says_a_punycode_name_is_not_scored() -> None:
+    """#13: the shipped model does not judge IDN labels; explain says so instead of showing a score."""
+    shown = rg("explain", "www.xn--38jxbj0vre5b1otb0ex220bmxbtxcxz2a4jzj6xfqj2m3civ9f.com")
+    assert shown.returncode == 0, shown.stderr
+    fields = dict(line.split(":", 1) for line in shown.stdout.splitlines())
+    assert "punycode" in fields["scored"] and fields["score"].strip() == "-"
+    assert fields["action"].strip() == "pass (reason: not scored)"
+
+
 def test_top_summarises_a_log_the_resolver_wrote(tmp_path: Path) -> None:
     from dataclasses import replace
 

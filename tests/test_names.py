@@ -22,7 +22,7 @@ parser = NameParser()
         ("d3ihxdd7hx1jxn.cloudfront.net", "cloudfront.net", "cloudfront"),  # CDN names are not DGA
         ("uhegidiq.bazar", "uhegidiq.bazar", "uhegidiq"),  # unknown TLD: last label stands in
         ("_dmarc.example.com", "example.com", "example"),
-        ("xn--bcher-kva.de", "xn--bcher-kva.de", "xn--bcher-kva"),
+        ("sberbank.xn--p1ai", "sberbank.xn--p1ai", "sberbank"),  # an IDN suffix: the label is LDH
     ],
 )
 def test_registrable_label(qname: str, registrable: str, label: str) -> None:
@@ -44,11 +44,19 @@ def test_registrable_label(qname: str, registrable: str, label: str) -> None:
         ("a..b.com", Unscored.NOT_HOSTNAME),
         ("", Unscored.NOT_HOSTNAME),
         ("x" * 64 + ".com", Unscored.NOT_HOSTNAME),
+        ("www.xn--bcher-kva.de", Unscored.PUNYCODE),
     ],
 )
 def test_unscored_names_say_why(qname: str, why: Unscored) -> None:
     name = parser.parse(qname)
     assert name.label is None and name.unscored is why
+
+
+def test_training_keeps_punycode_labels_serving_does_not() -> None:
+    """Training data keeps them (the splits of trained runs stay the same); only serving passes them."""
+    name = NameParser(punycode=True).parse("www.xn--bcher-kva.de")
+    assert (name.registrable, name.label, name.unscored) == ("xn--bcher-kva.de", "xn--bcher-kva", None)
+    assert parser.parse("www.xn--bcher-kva.de").registrable == "xn--bcher-kva.de"
 
 
 def test_private_suffix_modes() -> None:

@@ -294,6 +294,27 @@ def test_unscored_names_pass_and_say_why(upstream, tmp_path: Path) -> None:
     assert {x["reason"] for x in lines} == {"not scored"} and {x["action"] for x in lines} == {"pass"}
 
 
+def test_punycode_names_pass_unscored_under_the_shipped_model(upstream, tmp_path: Path) -> None:
+    """#13: an IDN (punycode) label is outside the model's domain: passed, logged as not scored and why,
+    even where the shipped model's score of it would cross the threshold (an ASCII name over it is logged)."""
+    from resolverguard.model import load_model
+    from resolverguard.names import Unscored
+    from resolverguard.verdicts import Action, Threshold
+
+    idn_text = "xn--38jxbj0vre5b1otb0ex220bmxbtxcxz2a4jzj6xfqj2m3civ9f.com"  # a long-tail name, #13
+    idn = f"www.{idn_text}"
+    would = float(load_model(None).score([idn_text])[0])
+    cfg = config_for(upstream, thresholds=(Threshold(Action.LOG, would / 2),), private_zones=False)
+    with run_resolver(cfg, tmp_path / "q.log") as r:
+        idn_reply, ascii_reply = ask(r, idn), ask(r, "xkq3vbh7tz.com")
+    assert addresses(idn_reply) == [UPSTREAM_A] and addresses(ascii_reply) == [UPSTREAM_A]
+    by_name = {x["qname"]: x for x in r.log_lines()}
+    line = by_name[idn]
+    assert (line["action"], line["reason"], line["unscored"]) == ("pass", "not scored", Unscored.PUNYCODE.value)
+    assert line.get("score") is None and "punycode" in line["unscored"]
+    assert by_name["xkq3vbh7tz.com"]["action"] == "log"  # the same threshold, an LDH name: the model judges it
+
+
 def test_many_queries_in_flight_do_not_wait_for_a_slow_one(upstream, tmp_path: Path) -> None:
     """A query stuck on a dead first upstream must not delay others answered by the failover."""
     import concurrent.futures

@@ -65,3 +65,39 @@ def test_home_servers_under_dynamic_dns_are_not_sinkholed(model) -> None:
     parser, form = NameParser(), model.metadata.input_form
     scores = model.score([parser.model_input(n, form) or "" for n in HOME_SERVERS])
     assert (scores < model.metadata.thresholds["sinkhole"]).all(), dict(zip(HOME_SERVERS, scores.tolist(), strict=True))
+
+
+def test_the_shipped_scorer_is_the_ensemble_its_metadata_describes(model) -> None:
+    """#13 session 7: the CNN + linear stage, one name at a time (pure Python) as in a batch (numpy),
+    names under the gate at 0 without the CNN, the others the mean of the two logits."""
+    import numpy as np
+
+    from resolverguard.model import EnsembleScorer, TFLiteScorer, cnn_logits, load_metadata, metadata_path
+
+    assert isinstance(model, EnsembleScorer)
+    spec = model.metadata.extra["ensemble"]
+    assert spec["cnn_thresholds"]["sinkhole"] != model.metadata.thresholds["sinkhole"]
+    parser, form = NameParser(), model.metadata.input_form
+    texts = [parser.model_input(n, form) or "" for n in BENIGN + HOME_SERVERS + DGA]
+    batch = model.score(texts)
+    assert batch.tolist() == [float(model.score([t])[0]) for t in texts]  # the two paths agree exactly
+    linear = model.linear.logits(texts)
+    cnn = TFLiteScorer(model.path, load_metadata(metadata_path(model.path))).score(texts)
+    under = linear < spec["gate_logit"]
+    assert under.any() and (~under).any() and (batch[under] == 0.0).all()
+    z = (cnn_logits(cnn[~under], spec["cnn_temperature"]) + linear[~under]) / 2.0
+    assert np.allclose(batch[~under], 1.0 / (1.0 + np.exp(-z)), rtol=0, atol=1e-6)
+
+
+def test_an_ensemble_refuses_a_linear_stage_it_was_not_calibrated_with(tmp_path: Path) -> None:
+    import shutil
+
+    from resolverguard.errors import ModelError
+    from resolverguard.ngrams import LinearWeights
+
+    for name in ("default.tflite", "default.json", "default.gate.npz"):
+        shutil.copy(ROOT / "models" / name, tmp_path / name)
+    stage = LinearWeights.load(tmp_path / "default.gate.npz")
+    LinearWeights(stage.hasher, stage.weights, stage.dense, stage.bias + 1.0).save(tmp_path / "default.gate.npz")
+    with pytest.raises(ModelError, match="not the linear stage it was calibrated with"):
+        load_model(tmp_path / "default.tflite")
