@@ -385,8 +385,9 @@ class LogFile:
         """Appends a batch of lines, rotating where a line takes the file past max_bytes (so a
         file outgrows it by one line at most, as when lines came one at a time)."""
         limit = self.config.max_bytes
-        if not limit or self._handle is sys.stdout:
-            self.write_line("".join(lines))
+        text = "".join(lines)
+        if not limit or self._handle is sys.stdout or self._size + len(text) < limit:
+            self.write_line(text, len(lines))  # the common batch: one join, one write, no count of lines
             return
         start, size = 0, self._size
         for n, line in enumerate(lines):
@@ -397,9 +398,11 @@ class LogFile:
         if start < len(lines):
             self.write_line("".join(lines[start:]))
 
-    def write_line(self, line: str) -> None:
-        """Appends finished JSON lines (one or a batch; rotating as needed); never raises."""
-        count = line.count("\n")
+    def write_line(self, line: str, count: int | None = None) -> None:
+        """Appends finished JSON lines (one or a batch; rotating as needed); never raises. `count`:
+        how many lines `line` holds, when the caller knows (counting them cost ~0.1 us a line)."""
+        if count is None:
+            count = line.count("\n")
         if self.config.path is None:
             return
         if self._handle is None and self.config.path != "-":
@@ -638,7 +641,7 @@ class RecordWriter:
         maker = self._makers.get(tail)
         if maker is None:  # one per set of extra fields (one per worker)
             maker = self._makers[tail] = LineMaker(self._privacy, tail)
-        if store is None and all(type(item) is tuple for item in items):
+        if store is None and dict not in set(map(type, items)):  # (a generator's `all` cost ~0.1 us an item)
             maker.lines(items, seen, lines)  # queries only, no store: the common batch, in one loop
             items = []
         for item in items:
