@@ -190,6 +190,8 @@ def latency_texts() -> tuple[str, ...]:
     """`_latency_text` of 0 .. LATENCY_TABLE - 1 us, made once in the writer (not at import: the
     resolver and its workers import this module too)."""
     return tuple(map(_latency_text, range(LATENCY_TABLE)))
+
+
 MAX_PARTS = 65536  # memoised line parts before the memo starts over (a flood of new names)
 
 
