@@ -89,7 +89,7 @@ def test_a_batch_of_entries_makes_the_reference_lines(records: list[Any], privac
     for serials in (1000, 1000, None):
         entries = batch_of(records, serials)
         out: list[str] = []
-        maker.lines(entries, {}, out)
+        maker.lines(entries, out)
         assert out == [line_of_record(expand(e), client_for_log(e[1], privacy), tail) for e in entries]
 
 
@@ -121,6 +121,20 @@ def test_the_writer_process_writes_the_thread_writers_bytes(tmp_path_factory: An
         log.close()
         assert log.lost == 0 and log.written == len(expected)
         assert path.read_bytes() == "".join(expected).encode(), writer
+
+
+@pytest.mark.parametrize(
+    "latency", [0.0, 0.0000005, 0.0000015, 0.0199994, 0.0199995, 0.02, 0.0200004, 0.123456, 31.0, -0.000001]
+)
+def test_a_batch_writes_every_latency_as_the_reference_does(latency: float) -> None:
+    """`LineMaker.lines` takes latencies under LATENCY_TABLE us from a table: at its edges, at
+    ties of the rounding, past it and below zero (a table index from the end) the text is
+    `line_of_record`'s."""
+    record = (1.7e9 + 0.25, "192.0.2.1", "udp", "a.example", "A", "a", 0.5, "pass", "scored", "NOERROR", latency)
+    entries = batch_of([(*record, None, None, None, None)])
+    out: list[str] = []
+    LineMaker(ClientPrivacy.FULL).lines(entries, out)
+    assert out == [line_of_record(expand(e), e[1], "") for e in entries]
 
 
 def ask_until_stopped(port: int, worker: int, stopped: threading.Event, limit: int) -> tuple[int, set[str]]:

@@ -69,6 +69,9 @@ BATCH = 256  # records per hand-over to a writer thread: one message to the writ
 # ... and to a writer process: it makes a line of a shape met earlier in the batch at half the cost, and
 # more repeat in a larger batch (Zipf(1.1) over 10k names: 54% of 256 entries are the first of their
 # shape in the batch, 40% of 1024, 28% of 4096); a thread's batch holds the GIL while it is written.
+# 8192 was tried (issue #17, bench/log_batch_ab.py): the writer's CPU per hit in a served process fell
+# 0.2-0.7 us in 6 rounds of 6, but the resolver's own rose in one A/B of two, compare --log's CPU per hit
+# was no lower, and the loop marshals a batch in one go (~2-3 ms at 8192): kept at 2048.
 PROCESS_BATCH = 2048
 SYNC_SECONDS = 120.0  # how long a flush or stop waits for a writer that is alive to write its backlog
 MAX_BACKLOG = 1000  # batches waiting for the writer (~256 k queries, tens of MB) before new ones are dropped
