@@ -32,7 +32,7 @@ from resolverguard.groups import GroupDirectory
 from resolverguard.lists import DomainLists, RuleSet, Tier
 from resolverguard.model import TFLiteScorer
 from resolverguard.names import _DYNAMIC_DNS_DEPTHS, DYNAMIC_DNS_SUFFIXES, LOCAL_SUFFIXES, PrivateSuffixMode
-from resolverguard.ngrams import _MULT, _ORDER_SALT, LinearWeights
+from resolverguard.ngrams import LinearWeights, gram_tables, low_table
 from resolverguard.unbound_gate import Gate, read_snapshot, write_snapshot
 
 GATE_FORMAT = "resolverguard-gate/1"
@@ -132,28 +132,6 @@ def deny_keys(groups: GroupDirectory) -> bytes:
     parts += [np.frombuffer(rules.exact.keys, dtype=np.int64) for rules in _deny_rule_sets(groups)]
     keys = np.unique(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
     return keys.astype("<i8").tobytes()
-
-
-def gram_tables(stage: LinearWeights) -> bytes:
-    """The stage's weight of every n-gram code of order 1, 2 and 3 (64**order codes each), so the
-    module looks these up instead of hashing them (`unbound_gate.Featurizer`)."""
-    shift = np.uint64(64 - stage.hasher.bits)
-    out = []
-    with np.errstate(over="ignore"):
-        for order in (1, 2, 3):
-            codes = np.arange(64**order, dtype=np.uint64)
-            index = ((codes + np.uint64(order) * _ORDER_SALT) * _MULT) >> shift
-            out.append(stage.weights[index.astype(np.int64)].astype("<f4"))
-    return np.concatenate(out).tobytes()
-
-
-def low_table(tables: bytes) -> bytes:
-    """`unbound_gate.low_table` in numpy: orders 1-3 summed by trigram code, float64."""
-    flat = np.frombuffer(tables, dtype="<f4").astype(np.float64)
-    t1, t2, t3 = flat[:64], flat[64 : 64 + 64**2], flat[64 + 64**2 :]
-    codes = np.arange(64**3)
-    out = t1[codes & 63] + t2[codes & 4095] + np.where(codes >> 6 != 0, t3, 0.0)
-    return bytes(out.astype("<f8").tobytes())
 
 
 def write_gate_snapshot(

@@ -240,8 +240,8 @@ _P_HIGH = float(np.nextafter(np.float32(1.0), np.float32(0.0)))
 
 def _featurizer(stage: Any) -> Any:
     """The pure-Python featurizer of the Unbound gate over this stage, its order 1-3 tables made in
-    numpy (`gatestage.gram_tables`, ~50 ms; in pure Python they cost seconds)."""
-    from resolverguard.gatestage import gram_tables, low_table
+    numpy (`ngrams.gram_tables`, ~50 ms; in pure Python they cost seconds)."""
+    from resolverguard.ngrams import gram_tables, low_table
     from resolverguard.unbound_gate import Featurizer
 
     tables = gram_tables(stage)

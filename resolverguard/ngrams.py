@@ -177,3 +177,25 @@ class LinearWeights:
     def score(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         """P(DGA) per name, the `Scorer` protocol."""
         return (1.0 / (1.0 + np.exp(-self.logits(texts)))).astype(np.float32)
+
+
+def gram_tables(stage: LinearWeights) -> bytes:
+    """The stage's weight of every n-gram code of order 1, 2 and 3 (64**order codes each), so the
+    module looks these up instead of hashing them (`unbound_gate.Featurizer`)."""
+    shift = np.uint64(64 - stage.hasher.bits)
+    out = []
+    with np.errstate(over="ignore"):
+        for order in (1, 2, 3):
+            codes = np.arange(64**order, dtype=np.uint64)
+            index = ((codes + np.uint64(order) * _ORDER_SALT) * _MULT) >> shift
+            out.append(stage.weights[index.astype(np.int64)].astype("<f4"))
+    return np.concatenate(out).tobytes()
+
+
+def low_table(tables: bytes) -> bytes:
+    """`unbound_gate.low_table` in numpy: orders 1-3 summed by trigram code, float64."""
+    flat = np.frombuffer(tables, dtype="<f4").astype(np.float64)
+    t1, t2, t3 = flat[:64], flat[64 : 64 + 64**2], flat[64 + 64**2 :]
+    codes = np.arange(64**3)
+    out = t1[codes & 63] + t2[codes & 4095] + np.where(codes >> 6 != 0, t3, 0.0)
+    return bytes(out.astype("<f8").tobytes())
