@@ -261,11 +261,12 @@ def section(
     return f"{START}\n{text.strip()}\n{END}"
 
 
-def splice(report: Path, text: str) -> None:
-    """Replaces the section between the markers in `report`, or adds it before `## Reproduce`."""
+def splice(report: Path, text: str, start: str = START, end: str = END) -> None:
+    """Replaces the section between the markers in `report`, or adds it before `## Reproduce`
+    (also for the other generated sections, e.g. `convert.idn`'s, with their own markers)."""
     old = report.read_text()
-    if START in old and END in old:
-        new = old[: old.index(START)] + text + old[old.index(END) + len(END) :]
+    if start in old and end in old:
+        new = old[: old.index(start)] + text + old[old.index(end) + len(end) :]
     elif "\n## Reproduce" in old:
         at = old.index("\n## Reproduce")
         new = old[:at] + "\n" + text + "\n" + old[at:]
