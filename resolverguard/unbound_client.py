@@ -212,6 +212,12 @@ class VerdictClient:
         self._numbers: dict[int, int] = {}  # the last number each thread used (a new connection goes on from it)
         self._warned: set[int] = set()  # threads that said their service is unreachable, this outage
         self.passed_unasked = self.asked = self.late = 0
+        # Client queries handed on to the iterator (`handed`) and back from it (`returned`): the
+        # difference at `deinit` is what Unbound held when a reload hit. Unbound 1.17 frees those
+        # queries unanswered before it unloads the module (daemon_cleanup, then modstack_setup), as
+        # plain Unbound does, so the module can neither answer nor pass them: this count is the
+        # reload's lost answers (issue #17: it matched dnsperf's lost count on every reload probed).
+        self.handed = self.returned = 0
 
     def send(self, qname: str, qtype: int, client: str, above: str | None = None) -> tuple[Line, int] | None:
         """Asks about a name without waiting for the answer: (line, number) to collect it with, or
@@ -374,7 +380,8 @@ def deinit(id: int) -> bool:  # noqa: A002 - Unbound's signature
     if _client is not None and _first is not None:
         log_info(
             f"resolverguard: module unloaded, asked={_client.asked} passed_unasked={_client.passed_unasked} "
-            f"late={_client.late} cleared={_first.cleared} logged={_first.logged} log_dropped={_first.log_dropped}"
+            f"late={_client.late} cleared={_first.cleared} logged={_first.logged} log_dropped={_first.log_dropped} "
+            f"in_flight={_client.handed - _client.returned}"
         )
         _client.close()
         _first.close()
@@ -395,6 +402,8 @@ def client_of(qstate: Any) -> str:
 
 def operate(id: int, event: int, qstate: Any, qdata: Any) -> bool:  # noqa: A002 - Unbound's signature
     if event == MODULE_EVENT_MODDONE:  # the iterator resolved a name we passed (or asked about in parallel)
+        if _client is not None:
+            _client.returned += 1
         ticket = qdata.get(TICKET) if qdata else None
         qstate.ext_state[id] = resolved(qstate, ticket) if ticket is not None else MODULE_FINISHED
         return True
@@ -405,6 +414,8 @@ def operate(id: int, event: int, qstate: Any, qdata: Any) -> bool:  # noqa: A002
     if (client == "-" and not qstate.prefetch_leeway) or _client is None or _first is None:
         # No client waits for it and it is no prefetch: Unbound's own lookups (nameserver addresses,
         # DNSSEC keys). The client's own query is what is filtered; these pass unasked.
+        if _client is not None:
+            _client.handed += 1
         qstate.ext_state[id] = MODULE_WAIT_MODULE
         return True
     qinfo = qstate.qinfo
@@ -416,6 +427,7 @@ def operate(id: int, event: int, qstate: Any, qdata: Any) -> bool:  # noqa: A002
         _first.cleared += 1
         if gate.log:
             _first.log(qname, qinfo.qtype, client)
+        _client.handed += 1
         qstate.ext_state[id] = MODULE_WAIT_MODULE
         return True
     if _parallel and gate is not None and decided != gatecode.LISTED and _client.room():
@@ -423,10 +435,12 @@ def operate(id: int, event: int, qstate: Any, qdata: Any) -> bool:  # noqa: A002
         if ticket is not None:  # the verdict is collected when the iterator is done (`resolved`)
             qstate.no_cache_store = 1
             qdata[TICKET] = ticket
+        _client.handed += 1
         qstate.ext_state[id] = MODULE_WAIT_MODULE
         return True
     answer = _client.ask(qname, qinfo.qtype, client, registrable if decided == gatecode.ABOVE else None)
     if answer is None or answer[0] != "B" or len(answer) != 5:
+        _client.handed += 1
         qstate.ext_state[id] = MODULE_WAIT_MODULE  # pass: on to the iterator
         return True
     qstate.ext_state[id] = block(qstate, int(answer[1]), answer[2] == "1", answer[3], answer[4])

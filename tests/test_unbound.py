@@ -384,6 +384,88 @@ def test_reload_and_sighup_under_queries_keep_unbound_up_and_every_answer_right(
     assert "fatal" not in unbound.log_text()
 
 
+def wait_for_log(unbound: Unbound, text: str, count: int = 1, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while unbound.log_text().count(text) < count:
+        assert unbound.proc.poll() is None and time.monotonic() < deadline, unbound.log_text()[-3000:]
+        time.sleep(0.02)
+
+
+def unload_counts(unbound: Unbound) -> dict[str, int]:
+    """The counters of the module's first unload line (the first reload's)."""
+    wait_for_log(unbound, "module unloaded")
+    line = next(x for x in unbound.log_text().splitlines() if "module unloaded" in x)
+    return {k: int(v) for k, v in (word.split("=") for word in line.split() if "=" in word)}
+
+
+@needs_unbound
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_reload_answers_a_name_that_awaits_its_verdict_with_the_verdict(
+    tmp_path: Path, upstream: Upstream, threads: int
+) -> None:
+    """Issue #17's guess for the answers lost under reloads: a query waiting for its verdict when
+    the reload hits is dropped with the module. It is not: the upstream has answered, the Unbound
+    thread waits for the verdict (here: the service is stopped) and finishes that query, with the
+    service's verdict, before it takes the reload; the module counts nothing in flight."""
+    sock = tmp_path / "verdicts.sock"
+    with run_service(tmp_path, sock) as service, run_unbound(tmp_path, upstream.port, sock, threads) as unbound:
+        assert addresses(unbound.ask(f"warm.{DGA}")) == ["0.0.0.0"]  # the service is up and connected
+        service.send_signal(signal.SIGSTOP)
+        try:
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                pending = pool.submit(lambda: addresses(unbound.ask(f"pending.{DGA}", timeout=10)))
+                deadline = time.monotonic() + 10
+                while f"pending.{DGA}." not in upstream.queries:  # resolved: now it waits for its verdict
+                    assert time.monotonic() < deadline and not pending.done()
+                    time.sleep(0.02)
+                time.sleep(0.3)
+                unbound.proc.send_signal(signal.SIGHUP)
+                time.sleep(0.5)
+                assert not pending.done(), "answered while the service was stopped"
+                service.send_signal(signal.SIGCONT)
+                assert pending.result() == ["0.0.0.0"]  # the verdict, not a pass for want of one
+        finally:
+            service.send_signal(signal.SIGCONT)
+        wait_for_log(unbound, "start of service", 2)
+        counts = unload_counts(unbound)
+        assert addresses(unbound.ask(f"after.{DGA}")) == ["0.0.0.0"]
+    assert counts["in_flight"] == 0 and counts["late"] == 0 and counts["passed_unasked"] == 0
+
+
+@needs_unbound
+def test_the_answers_a_reload_loses_are_the_queries_unbound_held_and_the_module_counts_them(
+    tmp_path: Path,
+) -> None:
+    """What a reload does lose: queries Unbound still resolves (here the upstream answers 2 s late).
+    Unbound 1.17 frees them unanswered before it unloads the module (plain Unbound too), so no module
+    can answer them; the module's unload line says how many there were (`in_flight`), which is how
+    the bench's lost answers were traced to them."""
+    names = [f"held{i}.{DGA}" for i in range(3)] + [f"held{i}.{CLEARED}" for i in range(3)]
+    sock = tmp_path / "verdicts.sock"
+    with (
+        run_upstream(Upstream(delay=2.0)) as slow,
+        run_service(tmp_path, sock),
+        run_unbound(tmp_path, slow.port, sock) as unbound,
+        concurrent.futures.ThreadPoolExecutor(len(names)) as pool,
+    ):
+        asked = [pool.submit(unbound.ask, name, "A", 6.0) for name in names]
+        deadline = time.monotonic() + 10
+        while not all(f"{name}." in slow.queries for name in names):
+            assert time.monotonic() < deadline, slow.queries
+            time.sleep(0.02)
+        unbound.control("reload")
+        wait_for_log(unbound, "start of service", 2)
+        counts = unload_counts(unbound)
+        lost = 0
+        for query in asked:
+            with contextlib.suppress(dns.exception.Timeout):
+                query.result()
+                continue
+            lost += 1
+        assert unbound.proc.poll() is None
+    assert lost == len(names) and counts["in_flight"] == len(names)
+
+
 @needs_unbound
 def test_unbound_module_prints_lines_that_unbound_checkconf_accepts(tmp_path: Path) -> None:
     sock = tmp_path / "v.sock"
