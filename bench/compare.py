@@ -473,12 +473,27 @@ def reload_under_load(
     lost = re.search(r"Queries lost:\s+(\d+)", out)
     result["lost"] = int(lost.group(1)) if lost else None
     result["alive"] = proc.poll() is None
+    result["in_flight"] = held_at_reloads(work / f"unbound-{port}.log")
     try:
         wait_ready(port, timeout=5)
         result["answers_after"] = True
     except RuntimeError:
         result["answers_after"] = False
     return result
+
+
+def held_at_reloads(log: Path) -> int | None:
+    """The queries the resolverguard module counted in flight (handed to the iterator, not back)
+    at each of its unloads, summed: what Unbound freed unanswered when the reloads hit (issue #17).
+    None for a row without the module."""
+    counts = [
+        int(word.split("=", 1)[1])
+        for line in (log.read_text(errors="replace").splitlines() if log.exists() else [])
+        if "resolverguard: module unloaded" in line
+        for word in line.split()
+        if word.startswith("in_flight=")
+    ]
+    return sum(counts) if counts else None
 
 
 def load_average() -> str:
@@ -882,13 +897,15 @@ def compare_module(work: Path, files: dict[str, Path], a: argparse.Namespace, mi
     if a.reloads:
         lines += [
             "",
-            "| reloads under load | reloads | qps | sent | answered | lost | control failed | alive | answers after |",
+            "| reloads under load | reloads | qps | sent | answered | lost | in flight at the reloads (module's count)"
+            " | control failed | alive | answers after |",
         ]
-        lines += ["|---|---|---|---|---|---|---|---|---|"]
+        lines += ["|---|---|---|---|---|---|---|---|---|---|"]
         for key in [k for k in ("unbound2", "noop2", "old2", "module2") if f"reload_{k}" in results]:
             r = results[f"reload_{key}"]
             lines.append(
                 f"| {key} | {r['reloads']} | {r['qps']} | {r['sent']} | {r['completed']} | {r['lost']} "
+                f"| {r.get('in_flight') if r.get('in_flight') is not None else '-'} "
                 f"| {r['control_failures']} | {r['alive']} | {r['answers_after']} |"
             )
     (out / f"module_{a.tag}.md").write_text("\n".join(lines) + "\n")
@@ -1269,13 +1286,15 @@ def module_latency_and_reloads(
         f"misses {m2['misses']} ms.",
         "",
         "| reloads under load (`unbound-control reload` and SIGHUP alternated, 0.1 s apart; dnsperf on never-seen"
-        " names) | reloads | qps | sent | answered | lost | control failed | alive after | answers after |",
-        "|---|---|---|---|---|---|---|---|---|",
+        " names) | reloads | qps | sent | answered | lost | in flight at the reloads (module's count) | control failed"
+        " | alive after | answers after |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key, label in (("reload_unbound2", "(b2) Unbound, 2 threads"), ("reload_module2", "(m2) + module, 2 threads")):
         r = results[key]
         lines.append(
             f"| {label} | {r['reloads']} | {r['qps']} | {r['sent']} | {r['completed']} | {r['lost']} "
+            f"| {r.get('in_flight') if r.get('in_flight') is not None else '-'} "
             f"| {r['control_failures']} | {r['alive']} | {r['answers_after']} |"
         )
     return lines
