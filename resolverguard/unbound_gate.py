@@ -119,7 +119,7 @@ class Featurizer:
 
     __slots__ = (
         "charset", "maxlen", "orders", "bits", "weights", "dense", "bias", "tables", "low", "_table", "_dot", "_end",
-        "_shift", "_classes", "_entropy_terms", "_high", "_lanes",
+        "_shift", "_classes", "_entropy_terms", "_high", "_lanes", "_suffixes",
     )  # fmt: skip
 
     def __init__(
@@ -170,6 +170,7 @@ class Featurizer:
         self._shift = shift
         lanes = self.orders == (1, 2, 3, 4, 5) and self.bits <= 32 and sys.byteorder == "little"  # (32-bit words)
         self._lanes = _Lanes(self.maxlen, self._high, self.bits) if lanes else None
+        self._suffixes: dict[bytes, int] = {}
 
     def logit(self, text: str) -> float:
         """The linear stage's logit of `text`, as `LinearWeights.logits` computes it (the float32
@@ -241,11 +242,17 @@ class Featurizer:
         """The hashed token of everything after the first dot (`NgramHasher._suffix_code`): the
         suffix's codes as a base-64 number, of which only the last 11 digits survive modulo 2**64."""
         first = raw.find(self._dot)
-        code = 0
-        if first >= 0:
-            for c in raw[max(first, len(raw) - 11) :]:
+        tail = raw[max(first, len(raw) - 11) :] if first >= 0 else b""
+        index = self._suffixes.get(tail)  # (a few suffixes carry most names: remembered, a bounded few)
+        if index is None:
+            code = 0
+            for c in tail:
                 code = (code << 6) | c
-        return ((((code + _SUFFIX_SALT) & _M64) * _MULT) & _M64) >> self._shift
+            index = ((((code + _SUFFIX_SALT) & _M64) * _MULT) & _M64) >> self._shift
+            if len(self._suffixes) >= 4096:
+                self._suffixes.clear()
+            self._suffixes[tail] = index
+        return index
 
     def _dense_sum(self, raw: bytes) -> float:
         """The label's shape features (length, entropy, digit, vowel and hyphen shares), each rounded
