@@ -267,7 +267,11 @@ class EnsembleScorer(TFLiteScorer):
     has `ensemble`: measured ahead of the CNN alone on families never seen and on the random split
     (models/REPORT.md, #13 session 7). The linear stage runs first on every name (pure Python for one
     name, `resolverguard.unbound_gate.Featurizer`, numpy for a batch); only names at or above its gate
-    (~5% of benign names) reach the CNN, so a lone miss costs about what the CNN alone did."""
+    (~5% of benign names) reach the CNN. A name is encoded once for both stages (#17: the second
+    encoding, the reference numpy featurizer's orders 1-3 and the batch checks of a lone call: a
+    random-looking name 34.1 -> 23.5 us alone, 13.6 -> 9.0 in batches of 64, bench/results/ensemble_std5.md);
+    `ngrams.RowLinear` reads the CNN's rows, and
+    the scores are the ones the reference computes, bit for bit (tests/test_shipped_model.py)."""
 
     def __init__(self, model_path: Path, metadata: ModelMetadata) -> None:
         super().__init__(model_path, metadata)
