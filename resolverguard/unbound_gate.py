@@ -37,6 +37,7 @@ import struct
 import sys
 from _bisect import bisect_left  # (bisect.py only re-exports it)
 from _blake2 import blake2b  # hashlib's blake2b without hashlib's OpenSSL import (~4 ms on every reload)
+from _operator import itemgetter  # (operator.py only re-exports it)
 
 TYPE_CHECKING = False  # no typing at run time: the module imports this file again on every Unbound reload
 if TYPE_CHECKING:
@@ -214,7 +215,10 @@ class Featurizer:
             products = ((x4 & lanes.mask[n4]) * _MULT + lanes.k4[n4]) | ((x5 * _MULT + lanes.k5[n4 - 1]) << (96 * n4))
             found |= ((products >> self._shift) & lanes.bucket[2 * n4 - 1]) << (96 * (n + 1))
         words = memoryview(found.to_bytes(12 * (n + 2 * n4 if n4 else n + 1), "little")).cast("I")[::3]
-        total = sum(map(self.low.__getitem__, words[: n + 1])) + sum(map(self.weights.__getitem__, words[n + 1 :]))
+        if n < 3:  # (itemgetter of one index gives no tuple)
+            total = sum(map(self.low.__getitem__, words[: n + 1])) + sum(map(self.weights.__getitem__, words[n + 1 :]))
+        else:  # (~0.3 us faster than map over 50 indices)
+            total = sum(itemgetter(*words[: n + 1])(self.low)) + sum(itemgetter(*words[n + 1 :])(self.weights))
         return float(total + self.weights[self._suffix_index(raw, True)])
 
     def _hashed_any(self, raw: bytes) -> float:
