@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from resolverguard.encoding import NameEncoder
+from resolverguard.encoding import PAD, NameEncoder
 from resolverguard.errors import ModelError
 from resolverguard.names import InputForm
 
@@ -184,9 +184,17 @@ class TFLiteScorer:
         self._resize(len(texts))
         for row, text in zip(self._rows, texts, strict=False):
             self.encoder.encode_one(text, row)
-        self._interp.set_tensor(self._in, self._rows)
+        return self._invoke(self._rows)
+
+    def outputs_of_rows(self, rows: npt.NDArray[np.int32]) -> npt.NDArray[np.float32]:
+        """`outputs` of rows already encoded by this model's encoder (the ensemble encodes once for both stages)."""
+        self._resize(len(rows))
+        return self._invoke(np.ascontiguousarray(rows, dtype=np.int32))
+
+    def _invoke(self, rows: npt.NDArray[np.int32]) -> npt.NDArray[np.float32]:
+        self._interp.set_tensor(self._in, rows)
         self._interp.invoke()
-        out = np.array(self._interp.get_tensor(self._out), dtype=np.float32).reshape(len(texts), -1)
+        out = np.array(self._interp.get_tensor(self._out), dtype=np.float32).reshape(len(rows), -1)
         if not np.all(np.isfinite(out)):
             raise ModelError("model returned a non-finite output")
         return out
@@ -259,11 +267,15 @@ class EnsembleScorer(TFLiteScorer):
     has `ensemble`: measured ahead of the CNN alone on families never seen and on the random split
     (models/REPORT.md, #13 session 7). The linear stage runs first on every name (pure Python for one
     name, `resolverguard.unbound_gate.Featurizer`, numpy for a batch); only names at or above its gate
-    (~5% of benign names) reach the CNN, so a lone miss costs about what the CNN alone did."""
+    (~5% of benign names) reach the CNN. A name is encoded once for both stages (#17: the second
+    encoding, the reference numpy featurizer's orders 1-3 and the batch checks of a lone call: a
+    random-looking name 34.1 -> 23.5 us alone, 13.6 -> 9.0 in batches of 64, bench/results/ensemble_std5.md);
+    `ngrams.RowLinear` reads the CNN's rows, and
+    the scores are the ones the reference computes, bit for bit (tests/test_shipped_model.py)."""
 
     def __init__(self, model_path: Path, metadata: ModelMetadata) -> None:
         super().__init__(model_path, metadata)
-        from resolverguard.ngrams import LinearWeights
+        from resolverguard.ngrams import LinearWeights, RowLinear
 
         spec = (metadata.extra or {}).get("ensemble", {})
         where = str(metadata_path(model_path))
@@ -277,16 +289,41 @@ class EnsembleScorer(TFLiteScorer):
         if linear_digest(self.linear) != spec.get("linear_sha256"):
             raise ModelError(f"{where}: ensemble: {spec['linear']} is not the linear stage it was calibrated with")
         self.featurizer = _featurizer(self.linear)
+        # one encoding for both stages when they read the same rows (the shipped pair does)
+        self.rows = RowLinear(self.linear) if self.linear.hasher.encoder == self.encoder else None
 
     def _score_one(self, text: str) -> float:
         """`ensemble_scores` for one name in Python floats: a lone miss (the usual case on a lightly
         loaded resolver) pays no numpy call overhead. A test holds it to the batch path."""
-        linear = self.featurizer.logit(text)
-        if linear < self.gate:
-            return 0.0
-        p = min(max(float(super().score([text])[0]), _P_LOW), _P_HIGH)
+        if self.rows is None:
+            linear = self.featurizer.logit(text)
+            if linear < self.gate:
+                return 0.0
+            p = float(super().score([text])[0])
+        else:  # one encoding for both stages, and the interpreter's output read as one float
+            raw = self.encoder.raw(text)
+            linear = self.featurizer.logit_of_raw(raw)
+            if linear < self.gate:
+                return 0.0
+            p = self._cnn_one(raw)
+        p = min(max(p, _P_LOW), _P_HIGH)
         z = (self.temperature * (math.log(p) - math.log1p(-p)) + linear) / 2.0
         return 1.0 / (1.0 + math.exp(-z))
+
+    def _cnn_one(self, raw: bytes) -> float:
+        """`TFLiteScorer.score` of one encoded name (`NameEncoder.raw`), the same float, without
+        the batch path's array checks (~3 us of a ~12 us call)."""
+        self._resize(1)
+        self._rows[0] = np.frombuffer(raw.rjust(self.encoder.maxlen, bytes([PAD])), dtype=np.uint8)
+        self._interp.set_tensor(self._in, self._rows)
+        self._interp.invoke()
+        out = self._interp.get_tensor(self._out)
+        if out.size != 1:
+            raise ModelError(f"{self.path}: a detector has one output per name, this one has {out.size}")
+        p = float(out.reshape(-1)[0])
+        if not math.isfinite(p):
+            raise ModelError("model returned a non-finite output")
+        return p
 
     def linear_logits(self, texts: Sequence[str]) -> npt.NDArray[np.float64]:
         if len(texts) == 1:  # numpy's per-call overhead is ~4x the pure-Python featurizer for one name
@@ -298,12 +335,25 @@ class EnsembleScorer(TFLiteScorer):
             return np.zeros(0, dtype=np.float32)
         if len(texts) == 1:
             return np.array([self._score_one(texts[0])], dtype=np.float32)
-        linear = self.linear_logits(texts)
+        if self.rows is None:
+            linear = self.linear_logits(texts)
+            reach = linear >= self.gate
+            cnn_p = np.zeros(len(texts), dtype=np.float32)
+            if reach.any():
+                cnn_p[reach] = super().score([t for t, r in zip(texts, reach.tolist(), strict=True) if r])
+            return ensemble_scores(cnn_p, linear, self.gate, self.temperature)
+        rows = self.encoder.encode(texts)
+        linear = self.rows.logits(texts, rows)
         reach = linear >= self.gate
         cnn_p = np.zeros(len(texts), dtype=np.float32)
         if reach.any():
-            cnn_p[reach] = super().score([t for t, r in zip(texts, reach.tolist(), strict=True) if r])
+            cnn_p[reach] = self._detector(self.outputs_of_rows(rows[reach]))
         return ensemble_scores(cnn_p, linear, self.gate, self.temperature)
+
+    def _detector(self, scores: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        if scores.shape[1] != 1:
+            raise ModelError(f"{self.path}: a detector has one output per name, this one has {scores.shape[1]}")
+        return scores[:, 0]
 
 
 def shipped(filename: str) -> Path | None:

@@ -128,3 +128,35 @@ def test_random_names_use_the_suffix_pool_and_the_alphabets() -> None:
         assert suffix in suffixes and 1 <= len(label) <= 12 and set(label) <= allowed
         assert not label.startswith("-") and not label.endswith("-")
     assert len(set(names.tolist())) > 290  # random, not a handful of repeats
+
+
+def reference_dense(hasher: NgramHasher, x: np.ndarray) -> np.ndarray:
+    """`NgramHasher._dense` as it was before #17's serving rewrite (each class's columns summed, -inf masked)."""
+    n, vocab = len(x), hasher.encoder.vocab_size
+    label = (x != 0) & (np.cumsum(x == hasher._dot, axis=1) == 0)
+    length = label.sum(axis=1)
+    safe = np.maximum(length, 1).astype(np.float64)
+    counts = np.bincount((np.arange(n)[:, None] * vocab + x)[label], minlength=n * vocab).reshape(n, vocab)
+    p = counts / safe[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        entropy = -np.where(p > 0, p * np.log2(p), 0.0).sum(axis=1)
+    out = np.zeros((n, len(DENSE)), dtype=np.float32)
+    out[:, 0], out[:, 1] = length / 32.0, entropy / 5.0
+    letters = np.maximum(counts[:, hasher._indices(string.ascii_lowercase)].sum(axis=1), 1)
+    out[:, 2] = counts[:, hasher._indices(string.digits)].sum(axis=1) / safe
+    out[:, 3] = counts[:, hasher._indices("aeiou")].sum(axis=1) / letters
+    out[:, 4] = counts[:, hasher._indices("-")].sum(axis=1) / safe
+    return out
+
+
+def test_the_dense_features_are_what_they_were_before_the_rewrite() -> None:
+    """Bit for bit (`==`): thresholds were calibrated on these floats."""
+    hasher = NgramHasher()
+    rng = random.Random(4)
+    texts, _ = names(5)
+    texts += ["".join(rng.choice(string.printable + "ü.-") for _ in range(rng.randint(0, 70))) for _ in range(2000)]
+    texts += ["", ".", "a.", ".a", "-", "---.com", "a" * 60, "aeiou-12.x"]
+    for size in (1, 5, 32, 64):
+        for i in range(0, len(texts), size):
+            x = hasher.encoder.encode(texts[i : i + size])
+            assert (hasher._dense(x) == reference_dense(hasher, x)).all(), texts[i : i + size]

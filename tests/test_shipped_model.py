@@ -101,3 +101,63 @@ def test_an_ensemble_refuses_a_linear_stage_it_was_not_calibrated_with(tmp_path:
     LinearWeights(stage.hasher, stage.weights, stage.dense, stage.bias + 1.0).save(tmp_path / "default.gate.npz")
     with pytest.raises(ModelError, match="not the linear stage it was calibrated with"):
         load_model(tmp_path / "default.tflite")
+
+
+def reference_ensemble(model, texts: list[str]):
+    """`EnsembleScorer.score` as it was before it encoded once for both stages (#17): the reference
+    numpy linear stage (`LinearWeights.logits`, what convert.ship calibrated the thresholds on) for a
+    batch, the pure-Python featurizer for one name, and the CNN from the texts on the names over the
+    gate, as one call (a dynamic-range quantized model's output may depend on its batch)."""
+    import numpy as np
+
+    from resolverguard.model import TFLiteScorer, ensemble_scores
+
+    if len(texts) == 1:
+        linear = np.array([model.featurizer.logit(texts[0])], dtype=np.float64)
+    else:
+        linear = model.linear.logits(texts)
+    reach = linear >= model.gate
+    cnn_p = np.zeros(len(texts), dtype=np.float32)
+    if reach.any():
+        cnn_p[reach] = TFLiteScorer.score(model, [t for t, r in zip(texts, reach.tolist(), strict=True) if r])
+    return ensemble_scores(cnn_p, linear, model.gate, model.temperature), linear
+
+
+def test_the_ensemble_scores_what_it_scored_before_its_serving_rewrite(model) -> None:
+    """Bit for bit (`==`), alone and in the batches the server makes, on benign names, random labels
+    and odd inputs (empty, non-ASCII, over maxlen: the paths that fall back)."""
+    import random
+    import string
+
+    import numpy as np
+
+    rng = random.Random(17)
+    alphabet = string.ascii_lowercase + string.digits
+    words = ["shop", "news", "mail", "cloud", "green", "river", "blue", "city", "home", "garden", "book", "travel"]
+    texts = [f"{rng.choice(words)}{rng.choice(words)}{rng.randint(0, 999)}.com" for _ in range(600)]
+    texts += ["".join(rng.choice(alphabet) for _ in range(rng.randint(6, 30))) + ".net" for _ in range(600)]
+    texts += ["".join(rng.choice(string.printable + "ü") for _ in range(rng.randint(0, 70))) for _ in range(200)]
+    texts += ["", "a", "ab", "abc", "abcd.e", "x" * 47, "x" * 48, "q7" * 40 + ".com", ".", "a.b.c.d"]
+    texts += list(BENIGN) + list(DGA)
+    rng.shuffle(texts)
+    reached = 0
+    for size in (1, 2, 7, 32, 64):
+        for i in range(0, len(texts) if size > 1 else 400, size):
+            batch = texts[i : i + size]
+            expected, linear = reference_ensemble(model, batch)
+            assert model.score(batch).tolist() == expected.tolist(), batch
+            if size > 1 and model.rows is not None:
+                rows = model.encoder.encode(batch)
+                assert (model.rows.logits(batch, rows) == linear).all(), batch
+            reached += int((linear >= model.gate).sum())
+    assert model.rows is not None and model.rows.fast  # the shipped pair takes the new paths
+    assert reached > 1000  # names reached the CNN, on every path
+    assert np.array_equal(model.encoder.encode(texts[:50]), np.stack([_row(model, t) for t in texts[:50]]))
+
+
+def _row(model, text: str):
+    import numpy as np
+
+    row = np.zeros(model.encoder.maxlen, dtype=np.int32)
+    model.encoder.encode_one(text, row)
+    return row
