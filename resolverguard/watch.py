@@ -448,6 +448,11 @@ class WatchState:
     # the labels of the oldest `labels_counted` names of `known_order` (the rest: `_count_labels`)
     known_labels: NearbyLabels = field(default_factory=NearbyLabels)
     labels_counted: int = 0
+    # names that have left `known`, ever: a name leaves no other way (oldest first, `_new_name`), so
+    # while this stands still every name `known` held stands as it was but for "" (several clients),
+    # and what `ClientWatchStep.seen_repeat` said of its repeats still holds (the repeat shortcut
+    # keeps a quiet client across seconds on it)
+    known_left: int = 0
     last_answer: dict[str, float] = field(default_factory=dict)  # client -> when a name last resolved for it
     raised: list[Flag] = field(default_factory=list)  # flags `resolved` raised, for the step to announce
     flags_raised: int = 0
@@ -567,6 +572,7 @@ class WatchState:
         while len(known) >= self.limits.known_names and order:
             old = order.popleft()
             known.pop(old, None)
+            self.known_left += 1
             if self.labels_counted:  # the oldest names are the counted ones
                 self.labels_counted -= 1
                 self.known_labels.remove(old.partition(".")[0])

@@ -171,8 +171,9 @@ class ClientWatchStep:
         ~120 ns of ~250-550 saved per cached answer, measured in process): a name several clients resolve, or one
         of this client's own that is no longer new (out of its ring, or asked again already).
         That lasts until the name leaves the known names (the oldest of `known_names` new ones)
-        or another client resolves it first after that; the repeat shortcut asks again each
-        second, so what it skips is at most a second of that."""
+        or another client resolves it first after that; the repeat shortcut asks again at the
+        next second once any known name has left (`WatchState.known_left`), so what it skips is
+        at most a second of that."""
         key, score, resolved, group = repeat
         if resolved:  # WatchState.answered
             state = self.state
