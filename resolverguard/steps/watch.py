@@ -97,9 +97,12 @@ class ClientWatchStep:
         self._inbox: list[tuple[str, str, float | None, float | None, ClientGroup | None]] = []  # see _drain
 
     def check(self, request: Request) -> Outcome:
-        """On the way in: nothing to do unless someone is flagged or a likely C2 is known."""
-        if self.holds_queries():
-            self._decide(request)
+        """On the way in: nothing to do unless someone is flagged or a likely C2 is known
+        (`holds_queries`, written out: this runs for every answer the chain makes)."""
+        if self.blocks:
+            state = self.state
+            if state.flagged or state.likely_c2:
+                self._decide(request)
         return None
 
     def holds_queries(self) -> bool:
