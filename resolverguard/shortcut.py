@@ -22,7 +22,8 @@ record it made, and serves `ID + reply[2:]` while nothing the chain read could c
   chain's answer once: a small tuple, not the chain's Request, which the collector would walk),
   so it reads every answer either way; a repeat the watch calls quiet for its client (a name
   that is no news but its time) has only that time noted here, by the next repeats of that
-  client within the second (`seen_repeat` is asked again each second);
+  client, until a known name leaves the watch (`WatchState.known_left`: the only way what
+  `seen_repeat` said can change), and then from the next second on it is asked again;
 - a pause (which turns blocks into passes) turns it off while it lasts.
 
 What it does not redo: the caches' LRU order (a name served here is touched once a second, when
@@ -49,7 +50,7 @@ from resolverguard.steps.watch import ClientWatchStep, Repeat
 NEVER = float("inf")
 CLOCK_MARGIN = 0.001  # a bound read from the verdict cache's clock ends this much earlier on ours
 LEARNABLE_NOTES = frozenset(("answer_cache",))  # notes that depend on the name only
-_Kept = tuple[bytes, float, QueryShape | None, _Entry | None, float, Repeat | None, str | None]  # see _known
+_Kept = tuple[bytes, float, QueryShape | None, _Entry | None, float, Repeat | None, str | None, int]  # see _known
 
 
 class ReplyShortcut:
@@ -76,10 +77,11 @@ class ReplyShortcut:
         # a quiet repeat's time goes straight to the watch's last answers (`reply`)
         self._last_answer = watch.state.last_answer if watch is not None else {}
         self._last_bound = watch.last_bound if watch is not None else 0
+        self._state = watch.state if watch is not None else None
         # packet[2:] -> (reply[2:], until, log shape of the chain's answer, answer-cache entry or
-        # None, hard, what the answer tells the watch or None, the client it is quiet for or None):
-        # the reply stands until `until`; an entry's reply is re-served with its TTLs counted again
-        # (as the cache itself does) until `hard`
+        # None, hard, what the answer tells the watch or None, the client it is quiet for or None,
+        # the watch's `known_left` when it said so): the reply stands until `until`; an entry's
+        # reply is re-served with its TTLs counted again (as the cache itself does) until `hard`
         self._known: dict[bytes, _Kept] = {}
         self.served = 0
 
@@ -95,7 +97,7 @@ class ReplyShortcut:
         holds = self._holds
         if holds is not None and holds():
             return None
-        tail, until, shape, entry, hard, repeat, quiet = found
+        tail, until, shape, entry, hard, repeat, quiet, left = found
         clock = self._answers.clock
         started = clock()
         renew = False
@@ -105,7 +107,9 @@ class ReplyShortcut:
                 return None
             elapsed = int(started - entry.stored)  # a new second: the TTLs counted again, as `get` would
             tail = entry.serve(packet, len(tail) + 2 != len(entry.layout.wire), elapsed)[2:]
-            until, quiet, renew = min(entry.stored + elapsed + 1, hard), None, True  # the watch asked again
+            until, renew = min(entry.stored + elapsed + 1, hard), True
+            if quiet is not None and self._state is not None and self._state.known_left != left:
+                quiet = None  # a known name has left since: the watch is asked again
         elif entry is not None and entry.retired:
             del self._known[key]
             return None
@@ -121,10 +125,10 @@ class ReplyShortcut:
                 last[host] = started
                 if len(last) > self._last_bound:
                     last.clear()
-            elif self._seen(repeat, host, started) and quiet is None:
-                quiet, renew = host, True  # (the first quiet client of the second keeps it)
+            elif self._seen(repeat, host, started) and quiet is None and self._state is not None:
+                quiet, renew, left = host, True, self._state.known_left  # (the first quiet client keeps it)
         if renew:
-            self._known[key] = (tail, until, shape, entry, hard, repeat, quiet)
+            self._known[key] = (tail, until, shape, entry, hard, repeat, quiet, left)
         if shape is not None and self._log_add is not None:
             # the chain's shape (one shared object) with this query's time, client and latency
             self._log_add((self._wall(), client[0], clock() - started, shape))
@@ -164,7 +168,7 @@ class ReplyShortcut:
             self._forget_expired()
         shape = self._log.shape_of(request) if self._log is not None else None
         repeat = self._watch.repeat_of(request, reply) if self._watch is not None else None
-        self._known[request.packet[2:]] = (reply[2:], until, shape, entry, hard, repeat, None)
+        self._known[request.packet[2:]] = (reply[2:], until, shape, entry, hard, repeat, None, 0)
 
     def _verdict_until(self, request: Request) -> float:
         """When the score's verdict-cache entry expires, on the answer cache's clock."""

@@ -181,7 +181,6 @@ def test_memory_stays_bounded_under_100k_clients(popular: PopularNames) -> None:
         state.flagged,
         state.known,
         state.known_order,
-        state.known_order_labels,
         state.known_labels,
         state.likely_c2,
     )
@@ -280,3 +279,27 @@ def test_a_typo_check_after_a_long_stream_of_new_names_counts_their_labels_a_tur
     assert turns == math.ceil(backlog / LABELS_PER_TURN) - 1
     window = [facts.key for _, facts, _ in state.clients["10.0.0.1"].names]
     assert window == ["qzkvbrtwxy.com"]  # the typo counted nothing; the unknown name after it did
+
+
+def test_a_counted_label_leaves_with_the_last_known_name_that_has_it(popular: PopularNames) -> None:
+    """A known name's label is counted (a typo check needed it) and leaves `known_labels` when the
+    name leaves the known names, the oldest first; a label two registrables share (shop.com,
+    shop.net) stays while one of them is known. Typos of a name gone are evidence again."""
+    clock = Clock()
+    state = WatchState(WatchRule(), WatchLimits(known_names=4), popular, clock)
+    for name in ("qzvbrtkwmn.com", "qzvbrtkwmn.net", "xwplmkrtzq.org", "vbnmzqtrwk.biz"):
+        state.resolved("10.0.0.9", name)
+    typos = ["qzvbrtkwnm.info", "xwplmkrtq.info", "vbnmzqtrwkk.info"]  # swap, deletion, insertion
+    for typo in typos:
+        clock.now += 1
+        assert state.nxdomain("10.0.0.1", typo, None) is None
+    assert "10.0.0.1" not in state.clients and state.labels_counted == 4
+    state.resolved("10.0.0.9", "mmmmmmmmmm.com")  # qzvbrtkwmn.com leaves; its label stays (.net)
+    clock.now += 1
+    assert state.nxdomain("10.0.0.2", "qzvbrtkwnm.biz", None) is None and "10.0.0.2" not in state.clients
+    for name in ("nnnnnnnnnn.com", "oooooooooo.com", "pppppppppp.com"):  # the other three leave
+        state.resolved("10.0.0.9", name)
+    assert len(state.known_labels) == 1 and "mmmmmmmmmm" in state.known_labels  # counted at the .biz check
+    walked = [typo.replace(".info", ".cc") for typo in typos]
+    assert walk(state, clock, "10.0.0.3", walked) is not None  # no typos any more: evidence, a flag
+    assert [facts.key for facts in state.flag_of("10.0.0.3").names] == walked[: len(state.clients["10.0.0.3"].names)]

@@ -97,9 +97,12 @@ class ClientWatchStep:
         self._inbox: list[tuple[str, str, float | None, float | None, ClientGroup | None]] = []  # see _drain
 
     def check(self, request: Request) -> Outcome:
-        """On the way in: nothing to do unless someone is flagged or a likely C2 is known."""
-        if self.holds_queries():
-            self._decide(request)
+        """On the way in: nothing to do unless someone is flagged or a likely C2 is known
+        (`holds_queries`, written out: this runs for every answer the chain makes)."""
+        if self.blocks:
+            state = self.state
+            if state.flagged or state.likely_c2:
+                self._decide(request)
         return None
 
     def holds_queries(self) -> bool:
@@ -171,8 +174,9 @@ class ClientWatchStep:
         ~120 ns of ~250-550 saved per cached answer, measured in process): a name several clients resolve, or one
         of this client's own that is no longer new (out of its ring, or asked again already).
         That lasts until the name leaves the known names (the oldest of `known_names` new ones)
-        or another client resolves it first after that; the repeat shortcut asks again each
-        second, so what it skips is at most a second of that."""
+        or another client resolves it first after that; the repeat shortcut asks again at the
+        next second once any known name has left (`WatchState.known_left`), so what it skips is
+        at most a second of that."""
         key, score, resolved, group = repeat
         if resolved:  # WatchState.answered
             state = self.state
