@@ -19,16 +19,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import standalone as S
 from compare import (
     ROOT,
     cpu_seconds,
@@ -55,18 +54,6 @@ def cnn_alone(models: Path, out: Path) -> Path:
     return path
 
 
-def start(work: Path, port: int, upstream: int, workers: int, model: Path, tree: Path) -> subprocess.Popen[bytes]:
-    policy = work / f"rg-{port}.yaml"
-    policy.write_text(
-        f"upstreams: ['127.0.0.1:{upstream}']\nscoring: true\nquery_log: off\nmodel: '{model}'\n"
-        f"rate_limit:\n  qps: 0\nlimits:\n  max_inflight: 8192\nworkers: {workers}\n"
-    )
-    cmd = [sys.executable, "-m", "resolverguard", "serve", "--config", str(policy), "--listen", f"127.0.0.1:{port}"]
-    env = dict(os.environ, PYTHONPATH=str(tree))
-    log = (work / f"rg-{port}.log").open("w")
-    return subprocess.Popen(cmd, cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=log)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rounds", type=int, default=3)
@@ -91,12 +78,14 @@ def main() -> None:
         models = ROOT / "models"
         servers = {
             "b2": start_unbound(work, ports["b2"], upstream, threads=a.workers),
-            "e": start(work, ports["e"], upstream, a.workers, models / "default.tflite", ROOT),
-            "e-cnn": start(work, ports["e-cnn"], upstream, a.workers, cnn_alone(models, work), ROOT),
+            "e": S.start(ROOT, work, ports["e"], upstream, a.workers, model=models / "default.tflite"),
+            "e-cnn": S.start(ROOT, work, ports["e-cnn"], upstream, a.workers, model=cnn_alone(models, work)),
         }
         if a.tree:
             tree = a.tree.resolve()
-            servers["e-tree"] = start(work, ports["e-tree"], upstream, a.workers, tree / "models/default.tflite", tree)
+            servers["e-tree"] = S.start(
+                tree, work, ports["e-tree"], upstream, a.workers, model=tree / "models/default.tflite"
+            )
         procs += servers.values()
         for t in targets:
             wait_ready(ports[t])

@@ -31,14 +31,23 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def start(
-    tree: Path, work: Path, port: int, upstream: int, workers: int = 1, log: str = "", scoring: bool = True
+    tree: Path,
+    work: Path,
+    port: int,
+    upstream: int,
+    workers: int = 1,
+    log: str = "",
+    scoring: bool = True,
+    model: Path | None = None,
 ) -> Any:
-    """`resolverguard serve` from `tree` (its own package first on the path), policy as compare's."""
+    """`resolverguard serve` from `tree` (its own package first on the path), policy as compare's;
+    `model` serves another model file than the tree's shipped one (bench/model_ab.py)."""
     policy = work / f"rg-{port}.yaml"
     query_log = f"{{path: '{work}/queries-{port}.jsonl', writer: {log}}}" if log else "off"
     policy.write_text(
         f"upstreams: ['127.0.0.1:{upstream}']\nscoring: {str(scoring).lower()}\nquery_log: {query_log}\n"
         f"rate_limit:\n  qps: 0\nlimits:\n  max_inflight: 8192\nworkers: {workers}\n"
+        + (f"model: '{model}'\n" if model else "")
     )
     cmd = [sys.executable, "-m", "resolverguard", "serve", "--config", str(policy), "--listen", f"127.0.0.1:{port}"]
     env = dict(os.environ, PYTHONPATH=str(tree))

@@ -89,7 +89,8 @@ def _ensemble_targets(ens: dict[str, Any]) -> list[tuple[str, str, bool]]:
             f"{facts['tpr_1e-4']:.3f}",
             facts["tpr_1e-4"] >= 0.8,
         ),
-        ("batch 1 <= ~20 us per name", cost, bool(us1 and us1 <= 21.0)),
+        # Judged on the dearer of the two kinds of names: random-looking ones reach the CNN as well.
+        ("batch 1 <= ~20 us per name", cost, bool(us1 and max(us1, speed["random_us_b1"]) <= 21.0)),
     ]
 
 
