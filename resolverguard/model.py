@@ -275,7 +275,7 @@ class EnsembleScorer(TFLiteScorer):
 
     def __init__(self, model_path: Path, metadata: ModelMetadata) -> None:
         super().__init__(model_path, metadata)
-        from resolverguard.ngrams import LinearWeights, RowLinear
+        from resolverguard.ngrams import LinearWeights, RowLinear, native_linear
 
         spec = (metadata.extra or {}).get("ensemble", {})
         where = str(metadata_path(model_path))
@@ -291,6 +291,11 @@ class EnsembleScorer(TFLiteScorer):
         self.featurizer = _featurizer(self.linear)
         # one encoding for both stages when they read the same rows (the shipped pair does)
         self.rows = RowLinear(self.linear) if self.linear.hasher.encoder == self.encoder else None
+        self.linear_one = native_linear(self.linear, self.featurizer)  # featurizer.logit_of_raw, in C when built
+        # a lone name's CNN input: its codes in the low byte of each int32 (no array made per name)
+        self._one = bytearray(4 * self.encoder.maxlen)
+        self._one_row = np.frombuffer(self._one, dtype=np.int32).reshape(1, self.encoder.maxlen)
+        self._one_low = 0 if sys.byteorder == "little" else 3
 
     def _score_one(self, text: str) -> float:
         """`ensemble_scores` for one name in Python floats: a lone miss (the usual case on a lightly
@@ -302,7 +307,7 @@ class EnsembleScorer(TFLiteScorer):
             p = float(super().score([text])[0])
         else:  # one encoding for both stages, and the interpreter's output read as one float
             raw = self.encoder.raw(text)
-            linear = self.featurizer.logit_of_raw(raw)
+            linear = self.linear_one(raw)
             if linear < self.gate:
                 return 0.0
             p = self._cnn_one(raw)
@@ -312,15 +317,17 @@ class EnsembleScorer(TFLiteScorer):
 
     def _cnn_one(self, raw: bytes) -> float:
         """`TFLiteScorer.score` of one encoded name (`NameEncoder.raw`), the same float, without
-        the batch path's array checks (~3 us of a ~12 us call)."""
-        self._resize(1)
-        self._rows[0] = np.frombuffer(raw.rjust(self.encoder.maxlen, bytes([PAD])), dtype=np.uint8)
-        self._interp.set_tensor(self._in, self._rows)
+        the batch path's array checks (~3 us of a ~12 us call): the codes go into a row kept for
+        it (a bytearray under an int32 view: one slice assignment, no array made per name)."""
+        if self._batch != 1:
+            self._resize(1)
+        self._one[self._one_low :: 4] = raw.rjust(self.encoder.maxlen, bytes([PAD]))
+        self._interp.set_tensor(self._in, self._one_row)
         self._interp.invoke()
         out = self._interp.get_tensor(self._out)
         if out.size != 1:
             raise ModelError(f"{self.path}: a detector has one output per name, this one has {out.size}")
-        p = float(out.reshape(-1)[0])
+        p = float(out.item())
         if not math.isfinite(p):
             raise ModelError("model returned a non-finite output")
         return p

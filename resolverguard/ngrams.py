@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import functools
 import string
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -273,3 +274,42 @@ class RowLinear:
         dense = h._dense(rows[:, first - 1 :])
         out: npt.NDArray[np.float64] = total + dense.astype(np.float64) @ self._dense + self.stage.bias
         return out
+
+
+def native_linear(stage: LinearWeights, featurizer: Any) -> Callable[[bytes], float]:
+    """The linear stage's logit of one encoded name (`NameEncoder.raw`): `featurizer.logit_of_raw`
+    (`resolverguard.unbound_gate.Featurizer` over this stage), in C where the extension is built.
+
+    Why (#13): a lone random-looking name reaches both stages, and the pure-Python featurizer (~10 us)
+    cost more than the CNN call (~7 us): batch 1 was 21-24 us per name against the 20 us target
+    (bench/results/ensemble_ens6.md). `resolverguard._ngramc` gives the very same float (its file says
+    why; a test compares the two with `==`), from the featurizer's own tables. It is used only when
+    that holds: the stored weights are float16 values (a loaded stage, not one being fit), orders 1-5,
+    codes under 64; names of `maxlen` characters or more go back to the featurizer. Without the
+    extension (no C compiler at install time) the featurizer itself is returned."""
+    try:
+        from resolverguard._ngramc import Linear
+    except ImportError:
+        return cast(Callable[[bytes], float], featurizer.logit_of_raw)
+    h = stage.hasher
+    exact = bool(np.array_equal(stage.weights.astype(np.float16).astype(np.float32), stage.weights))
+    if not exact or h.orders != (1, 2, 3, 4, 5) or h.encoder.vocab_size >= 63 or featurizer.low is None:
+        return cast(Callable[[bytes], float], featurizer.logit_of_raw)
+    width = h.encoder.maxlen + 1
+    terms = np.zeros((width, width), dtype=np.float64)
+    for length, row in enumerate(featurizer._entropy_terms):  # the featurizer's floats, not recomputed
+        terms[length, : len(row)] = row
+    native = Linear(
+        low=featurizer.low,
+        weights=np.ascontiguousarray(stage.weights, dtype=np.float32),
+        terms=terms,
+        classes=featurizer._classes,
+        dense=tuple(featurizer.dense),
+        bias=featurizer.bias,
+        maxlen=h.encoder.maxlen,
+        bits=h.bits,
+        end=featurizer._end,
+        dot=featurizer._dot,
+        fallback=featurizer.logit_of_raw,
+    )
+    return cast(Callable[[bytes], float], native.logit)
