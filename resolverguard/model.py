@@ -265,13 +265,16 @@ def _featurizer(stage: Any) -> Any:
 class EnsembleScorer(TFLiteScorer):
     """The CNN and the linear n-gram stage (`models/default.gate.npz`) as one scorer, when the metadata
     has `ensemble`: measured ahead of the CNN alone on families never seen and on the random split
-    (models/REPORT.md, #13 session 7). The linear stage runs first on every name (pure Python for one
-    name, `resolverguard.unbound_gate.Featurizer`, numpy for a batch); only names at or above its gate
+    (models/REPORT.md, #13 session 7). The linear stage runs first on every name (for one name in C,
+    `ngrams.native_linear`, else the pure-Python `resolverguard.unbound_gate.Featurizer`, the same float;
+    numpy for a batch); only names at or above its gate
     (~5% of benign names) reach the CNN. A name is encoded once for both stages (#17: the second
     encoding, the reference numpy featurizer's orders 1-3 and the batch checks of a lone call: a
     random-looking name 34.1 -> 23.5 us alone, 13.6 -> 9.0 in batches of 64, bench/results/ensemble_std5.md);
     `ngrams.RowLinear` reads the CNN's rows, and
-    the scores are the ones the reference computes, bit for bit (tests/test_shipped_model.py)."""
+    the scores are the ones the reference computes, bit for bit (tests/test_shipped_model.py). With the
+    C stage a lone random-looking name costs ~10.5 us instead of ~21-23, a popular one ~1.5 instead of
+    ~9.7 (bench/results/ensemble_ens6.md; tests/test_ngramc.py holds it to the old path with `==`)."""
 
     def __init__(self, model_path: Path, metadata: ModelMetadata) -> None:
         super().__init__(model_path, metadata)
@@ -301,7 +304,7 @@ class EnsembleScorer(TFLiteScorer):
         """`ensemble_scores` for one name in Python floats: a lone miss (the usual case on a lightly
         loaded resolver) pays no numpy call overhead. A test holds it to the batch path."""
         if self.rows is None:
-            linear = self.featurizer.logit(text)
+            linear = self.linear_one(self.linear.hasher.encoder.raw(text))
             if linear < self.gate:
                 return 0.0
             p = float(super().score([text])[0])
@@ -334,7 +337,7 @@ class EnsembleScorer(TFLiteScorer):
 
     def linear_logits(self, texts: Sequence[str]) -> npt.NDArray[np.float64]:
         if len(texts) == 1:  # numpy's per-call overhead is ~4x the pure-Python featurizer for one name
-            return np.array([self.featurizer.logit(texts[0])], dtype=np.float64)
+            return np.array([self.linear_one(self.linear.hasher.encoder.raw(texts[0]))], dtype=np.float64)
         return self.linear.logits(texts)
 
     def score(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
