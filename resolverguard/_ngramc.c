@@ -191,9 +191,13 @@ static PyObject *Linear_logit(Linear *self, PyObject *raw) {
         PyErr_SetString(PyExc_TypeError, "logit() takes the encoded name as bytes");
         return NULL;
     }
+    if (self->low == NULL || self->fallback == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Linear was not initialised");
+        return NULL;
+    }
     const unsigned char *r = (const unsigned char *)PyBytes_AS_STRING(raw);
     Py_ssize_t n = PyBytes_GET_SIZE(raw);
-    int ok = self->low != NULL && n < self->maxlen;
+    int ok = n < self->maxlen;
     for (Py_ssize_t i = 0; ok && i < n; i++) ok = r[i] < 64;
     if (!ok) return PyObject_CallOneArg(self->fallback, raw);
     double h = hashed(self, r, n);

@@ -144,3 +144,5 @@ def test_the_c_stage_refuses_tables_of_the_wrong_size(model: EnsembleScorer) -> 
         linear(**args)
     with pytest.raises(ValueError, match="out of range"):
         linear(**(args | {"bits": 40}))
+    with pytest.raises(RuntimeError, match="not initialised"):
+        linear.__new__(linear).logit(b"ab")  # no tables: an error, never a crash
