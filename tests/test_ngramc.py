@@ -68,7 +68,8 @@ def test_the_shipped_scorer_uses_the_c_stage_and_it_gives_the_featurizers_float(
         raw = model.encoder.raw(text)
         assert model.linear_one(raw) == model.featurizer.logit_of_raw(raw), text  # ==: bit for bit
     # and both are the reference numpy stage's figures (what convert.ship calibrated on)
-    np.testing.assert_allclose([model.featurizer.logit(t) for t in texts], model.linear.logits(texts), rtol=0, atol=1e-9)
+    python = [model.featurizer.logit(t) for t in texts]
+    np.testing.assert_allclose(python, model.linear.logits(texts), rtol=0, atol=1e-9)
 
 
 @given(st.text(alphabet=string.ascii_lowercase + string.digits + "-_.ü", max_size=60))
