@@ -273,8 +273,9 @@ class EnsembleScorer(TFLiteScorer):
     random-looking name 34.1 -> 23.5 us alone, 13.6 -> 9.0 in batches of 64, bench/results/ensemble_std5.md);
     `ngrams.RowLinear` reads the CNN's rows, and
     the scores are the ones the reference computes, bit for bit (tests/test_shipped_model.py). With the
-    C stage a lone random-looking name costs ~10.5 us instead of ~21-23, a popular one ~1.5 instead of
-    ~9.7 (bench/results/ensemble_ens6.md; tests/test_ngramc.py holds it to the old path with `==`)."""
+    C stage a lone random-looking name costs 10.5-12.8 us instead of 20.9-24.4, a popular one 1.4-1.9
+    instead of 9.6-10.6 (bench/results/ensemble_ens6.md; tests/test_ngramc.py holds it to the old path
+    with `==`)."""
 
     def __init__(self, model_path: Path, metadata: ModelMetadata) -> None:
         super().__init__(model_path, metadata)
