@@ -74,8 +74,14 @@ BATCH = 256  # records per hand-over to a writer thread: one message to the writ
 # was no lower, and the loop marshals a batch in one go (~2-3 ms at 8192): kept at 2048.
 PROCESS_BATCH = 2048
 SYNC_SECONDS = 120.0  # how long a flush or stop waits for a writer that is alive to write its backlog
-MAX_BACKLOG = 1000  # batches waiting for the writer (~256 k queries, tens of MB) before new ones are dropped
-MAX_UNSENT = 64 << 20  # bytes a writer process's pipe has not taken (~2 M queries) before new batches are dropped
+MAX_BACKLOG = 1000  # batches waiting for a writer thread (~256 k queries, tens of MB) before new ones are dropped
+# A writer process's backlog (`query_log.backlog_mb`, 64 MB by default: ~1.6 M cached answers at ~40 bytes
+# each, ~1 min of a saturated 2-core machine's hits with the writer at `priority: idle` and given no CPU at
+# all) is its pipe's buffer (a quarter of the backlog, 1 MB at most) and the bytes the pipe has not taken
+# (PipeSender.unsent). Past it, new batches are dropped and counted in `lost` (said on stderr, in
+# `resolverguard status` and in the metrics), never waited for: the loop would otherwise hold every client's
+# answer for a log line (a slow or hung disk, a writer stopped).
+PIPE_SHARE = 4
 
 
 class QueryLog:
@@ -115,6 +121,8 @@ class QueryLog:
         self._batch = BATCH  # entries per hand-over (PROCESS_BATCH to a writer process)
         self._synced = 0
         self._behind = False  # batches are being dropped (said once per episode)
+        self._dropped_behind = 0  # `_dropped` when the episode began
+        self._max_unsent = 0  # a writer process's backlog beyond its pipe (set when the pipe is made)
         self._lock = threading.Lock()  # flush and close may come from another thread than the loop
         self._inbox: Any = None  # the thread writer's queue
         self._pipe: PipeSender | None = None  # the writer process's pipe
@@ -152,13 +160,19 @@ class QueryLog:
         self._writer.start()
         if self._pipe_end is not None:
             reading.close()  # the child has its own: a writer that dies breaks the pipe (EPIPE, counted)
-            self._pipe, self._batch = PipeSender(self._pipe_end.fileno()), PROCESS_BATCH
+            self._pipe = PipeSender(self._pipe_end.fileno(), self.config.backlog_bytes // PIPE_SHARE)
+            self._batch, self._max_unsent = PROCESS_BATCH, max(0, self.config.backlog_bytes - self._pipe.capacity)
 
     @property
     def lost(self) -> int:
         """Records that never became lines: the writer's failures (as of the last flush) and
         batches dropped here because the writer was gone or too far behind."""
         return self._writer_lost + self._dropped
+
+    @property
+    def backlog(self) -> int:
+        """Bytes of lines handed over that a writer process's pipe has not taken yet (held here)."""
+        return self._pipe.unsent if self._pipe is not None else 0
 
     @property
     def enabled(self) -> bool:
@@ -227,12 +241,18 @@ class QueryLog:
         if self._gone or (self._pipe is None and self._inbox is None):
             self._dropped += len(batch)
             return
-        behind = self._pipe.unsent >= MAX_UNSENT if self._pipe is not None else self._inbox.qsize() >= MAX_BACKLOG
+        behind = (
+            self._pipe.unsent >= self._max_unsent if self._pipe is not None else self._inbox.qsize() >= MAX_BACKLOG
+        )
         if behind:  # the writer cannot keep up: answers come first
+            if not self._behind:
+                self._behind, self._dropped_behind = True, self._dropped
+                self._say_once("query log: the writer is behind (its backlog is full); lines dropped")
             self._dropped += len(batch)
-            self._behind = self._behind or self._say_once("query log: the writer is behind; lines dropped")
             return
-        self._behind = False
+        if self._behind:
+            self._behind = False
+            self._say(f"query log: the writer caught up; {self._dropped - self._dropped_behind} lines were dropped")
         self._send(lambda: self._put(message), len(batch))
 
     def _send(self, send: Callable[[], None], records: int) -> None:
