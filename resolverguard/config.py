@@ -500,7 +500,7 @@ class QueryLogConfig:
         LogWriter.AUTO, _enum(LogWriter), "auto, process or thread: where lines (and store rows) are made and written"
     )
     priority: LogPriority = key(
-        LogPriority.NORMAL, _enum(LogPriority), "normal, low or idle: the CPU priority of a writer process"
+        LogPriority.LOW, _enum(LogPriority), "normal, low or idle: the CPU priority of a writer process"
     )
     backlog_bytes: int = key(
         64 * 1024 * 1024,

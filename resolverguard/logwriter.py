@@ -19,6 +19,12 @@ key per line and the garbage collector (several collections per batch); the writ
 with the resolver and the client on a 2-core machine. Now: hints remembered per label, line parts
 remembered per shape serial, a high gc threshold in the writer process.
 
+A writer process runs at a lower CPU priority than the resolver (`query_log.priority: low`, nice +10,
+the default): its ~2.4-3 us of CPU a line in a served process was taken from the answers on a
+machine whose cores are busy (bench/results/log_cost_log5.md); at nice +10 a burst's answers take the
+CPU and the writer catches up after it, its backlog held by the resolver up to `query_log.backlog_mb`
+(bench/results/log_cost_log6.md).
+
 What the file writer promised before and still does: it never raises into the caller (a full disk
 or unwritable file is said once per outage and its lines are counted in `lost`), the file rotates
 by size, a failed flush never leaves a torn line, and everything handed over is written on flush,
