@@ -11,8 +11,10 @@ writes itself, so lines cost the loop ~0.3-0.5 us and the writer's ~1-2.5 us run
 and never take the resolver's GIL; a thread for standard output alone, in batches of BATCH; issue
 #17). Batches also go every FLUSH_SECONDS (the service hands them over on a timer, and on stop and
 reload). Logging never raises into the DNS path: an unwritable log or store, a writer that is
-behind or gone, is said once on stderr, counted in `lost` (`resolverguard status`), and DNS
-service goes on. A crash (not a stop) can lose the last fraction of a second.
+behind past `query_log.backlog_mb` or gone, is said on stderr, counted in `lost` (`resolverguard
+status`, the metrics), and DNS service goes on. The writer process runs at a lower CPU priority
+(`query_log.priority: low`), so in a burst the answers take the CPU and the resolver holds its
+backlog. A crash (not a stop) can lose the last fraction of a second.
 """
 
 from __future__ import annotations
