@@ -163,7 +163,8 @@ class QueryLog:
         if self._pipe_end is not None:
             reading.close()  # the child has its own: a writer that dies breaks the pipe (EPIPE, counted)
             self._pipe = PipeSender(self._pipe_end.fileno(), self.config.backlog_bytes // PIPE_SHARE)
-            self._batch, self._max_unsent = PROCESS_BATCH, max(0, self.config.backlog_bytes - self._pipe.capacity)
+            # (at least a byte: a backlog smaller than the pipe granted is full when the pipe is)
+            self._batch, self._max_unsent = PROCESS_BATCH, max(1, self.config.backlog_bytes - self._pipe.capacity)
 
     @property
     def lost(self) -> int:
