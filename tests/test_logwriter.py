@@ -300,7 +300,7 @@ def test_a_burst_the_writer_cannot_take_is_held_and_written_in_full(tmp_path: Pa
 def test_past_its_bound_the_backlog_drops_lines_and_counts_them(tmp_path: Path) -> None:
     """`backlog_mb` bounds what the resolver holds for a stopped writer: past it new lines are
     dropped, said on stderr and counted in the metrics, the backlog stops growing, and DNS goes on;
-    when the writer catches up it is said with the count, and lines written + lines lost = queries."""
+    when the writer has room again it is said with the count, and lines written + lines lost = queries."""
     log = tmp_path / "q.jsonl"
     backlog = int(0.05 * 1024 * 1024)
     with run_upstream(Upstream()) as up:
@@ -330,7 +330,7 @@ def test_past_its_bound_the_backlog_drops_lines_and_counts_them(tmp_path: Path) 
                 time.sleep(0.2)
             after = [f"after{n}.example.com" for n in range(CHUNK)]
             ask_names(port, after)  # the next hand-over says the episode is over
-            caught_up = wait_for(proc, "caught up")
+            caught_up = wait_for(proc, "has room again")
             lost = int(scrape(metrics)["resolverguard_query_log_lost_lines"])
             assert f"{lost} lines were dropped" in caught_up
         finally:

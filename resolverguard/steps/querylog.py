@@ -78,12 +78,12 @@ PROCESS_BATCH = 2048
 SYNC_SECONDS = 120.0  # how long a flush or stop waits for a writer that is alive to write its backlog
 MAX_BACKLOG = 1000  # batches waiting for a writer thread (~256 k queries, tens of MB) before new ones are dropped
 # A writer process's backlog (`query_log.backlog_mb`, 64 MB by default: ~1.6 M cached answers at ~40 bytes
-# each, ~1 min of a saturated 2-core machine's hits with the writer at `priority: idle` and given no CPU at
-# all) is its pipe's buffer (a quarter of the backlog, 1 MB at most) and the bytes the pipe has not taken
-# (PipeSender.unsent). Past it, new batches are dropped and counted in `lost` (said on stderr, in
-# `resolverguard status` and in the metrics), never waited for: the loop would otherwise hold every client's
-# answer for a log line (a slow or hung disk, a writer stopped).
-PIPE_SHARE = 4
+# each; 45 s of saturation did not fill it, a 4 MB one filled in 18 s at `priority: low` on a loaded 2-core
+# machine, bench/results/log_cost_log6.md) is its pipe's buffer (PIPE_SHARE of the backlog, 1 MB at most)
+# and the bytes the pipe has not taken (PipeSender.unsent). Past it, new batches are dropped and counted in
+# `lost` (said on stderr, in `resolverguard status` and in the metrics), never waited for: the loop would
+# otherwise hold every client's answer for a log line (a slow or hung disk, a writer stopped).
+PIPE_SHARE = 4  # the pipe asks backlog / PIPE_SHARE
 
 
 class QueryLog:
@@ -255,7 +255,8 @@ class QueryLog:
             return
         if self._behind:
             self._behind = False
-            self._say(f"query log: the writer caught up; {self._dropped - self._dropped_behind} lines were dropped")
+            dropped = self._dropped - self._dropped_behind
+            self._say(f"query log: the writer has room again; {dropped} lines were dropped while it was behind")
         self._send(lambda: self._put(message), len(batch))
 
     def _send(self, send: Callable[[], None], records: int) -> None:
