@@ -244,9 +244,7 @@ class QueryLog:
         if self._gone or (self._pipe is None and self._inbox is None):
             self._dropped += len(batch)
             return
-        behind = (
-            self._pipe.unsent >= self._max_unsent if self._pipe is not None else self._inbox.qsize() >= MAX_BACKLOG
-        )
+        behind = self._pipe.unsent >= self._max_unsent if self._pipe is not None else self._inbox.qsize() >= MAX_BACKLOG
         if behind:  # the writer cannot keep up: answers come first
             if not self._behind:
                 self._behind, self._dropped_behind = True, self._dropped
