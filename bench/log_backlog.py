@@ -19,6 +19,7 @@ import json
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -132,6 +133,7 @@ def main() -> None:
         for proc in procs:
             proc.terminate()
             proc.wait(30)
+        shutil.rmtree(work, ignore_errors=True)  # the logs of a long run are GBs
     qps = {k: sum(r["qps"] or 0 for r in v) for k, v in runs.items()}
     ratios = {f"({k})/(d)": compare.ratio(qps[k], qps["d"]) for k in keys if k != "d" and "d" in keys}
     out = ROOT / "bench" / "results"
