@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import functools
 import gzip
 import json
 import os
@@ -44,6 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -198,9 +200,11 @@ def start_resolverguard(
     writer: str = "auto",
     store: bool = False,
     shortcut: bool = True,
+    priority: str = "",
 ) -> subprocess.Popen[bytes]:
     policy = work / f"rg-{port}.yaml"
-    query_log = f"{{path: '{work}/queries-{port}.jsonl', writer: {writer}}}" if log else "off"
+    set_priority = f", priority: {priority}" if priority else ""
+    query_log = f"{{path: '{work}/queries-{port}.jsonl', writer: {writer}{set_priority}}}" if log else "off"
     if store:
         query_log += f"\nquery_store: '{work}/store-{port}.db'"
     lists = f"lists:\n  deny_files: ['{deny_file}']\n" if deny_file else ""
@@ -345,12 +349,15 @@ def measure(
     helpers: tuple[subprocess.Popen[bytes], ...] = (),
     sources: tuple[str, ...] = (),
     upstream: int | None = None,
+    settle: Callable[[], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Peak QPS and CPU per query file, then p50/p99 at `latency_qps` on the latency names;
     `helpers`: processes whose CPU counts too (the module's verdict service); `sources`: the
     client addresses dnsperf asks from (see `dnsperf`); `upstream`: the port of the upstream the
     target forwards to, whose own latency is then measured in turn with the target's
-    (`paired_latency`: the added p99)."""
+    (`paired_latency`: the added p99); `settle`: waits after each peak run until the target is
+    done with it (a query log's writer behind the answers: `log_settled`) and says how long it took;
+    the CPU is read after it, so work deferred past the run still counts."""
     pids = [proc.pid, *(h.pid for h in helpers)]
     wait_ready(port)
     time.sleep(2.0)  # with workers, the first to answer may not be the last to start
@@ -366,6 +373,8 @@ def measure(
                 )
         cpu = sum(cpu_seconds(p) for p in pids)
         peak = dnsperf(port, path, seconds, sources=sources)
+        if settle is not None:
+            peak.update(settle())
         peak["cpu_s"] = round(sum(cpu_seconds(p) for p in pids) - cpu, 2)
         if latency_qps.get(kind):
             names = path.with_name(f"{kind}.latency.txt")
@@ -520,6 +529,11 @@ def main() -> None:
     )
     p.add_argument("--log", action="store_true", help="only (d) against (d') log file, (d't) thread, (d's) store")
     p.add_argument(
+        "--priority",
+        action="store_true",
+        help="with --log: (d) against (d') with the writer process at priority normal, low (d'l) and idle (d'i)",
+    )
+    p.add_argument(
         "--standalone",
         action="store_true",
         help="no module rows and no reloads: (a), (b), (b2), (c), (d), (e), (d'), (f); to compare_standalone.{md,json}",
@@ -537,7 +551,11 @@ def main() -> None:
     p.add_argument(
         "--baseline", type=Path, help="with --module: rows (o)/(o2), the module and service of this checkout"
     )
-    p.add_argument("--tag", default="run", help="with --module: results go to bench/results/module_TAG.{md,json}")
+    p.add_argument(
+        "--tag",
+        default="run",
+        help="results go to bench/results/module_TAG.{md,json} (--module), compare_log_TAG (--log)",
+    )
     a = p.parse_args()
     if a.rounds is None:
         a.rounds = 3 if a.module else 4
@@ -1051,42 +1069,69 @@ LOG_TARGETS = {  # key: (row, start_resolverguard keywords)
 }
 
 
+PRIORITY_TARGETS = {  # --log --priority: the writer process at each query_log.priority (issue #17)
+    "d": ("(d) full chain, no query log", {}),
+    "d'": ("(d') + query log file, writer process, priority: normal", {"log": True, "priority": "normal"}),
+    "d'l": ("(d'l) + query log file, writer process, priority: low (nice 10)", {"log": True, "priority": "low"}),
+    "d'i": ("(d'i) + query log file, writer process, priority: idle (SCHED_IDLE)", {"log": True, "priority": "idle"}),
+}
+LOG_QUIET_S = 1.0  # a log file unchanged this long has caught up (the writer flushes every 0.5 s)
+
+
+def log_settled(path: Path, limit: float = 300.0) -> dict[str, Any]:
+    """How long after a peak run the query log file kept changing (`log_lag_s`): the writer writing
+    the backlog it could not write during the run (with `priority: idle` it gets the CPU only once
+    the burst ends). The file is caught up once unchanged for LOG_QUIET_S (it may rotate meanwhile)."""
+    start = changed = time.monotonic()
+    last: tuple[int, int] | None = None
+    while (now := time.monotonic()) - start < limit:
+        try:
+            stat = path.stat()
+            seen = (stat.st_size, stat.st_mtime_ns)
+        except FileNotFoundError:  # rotating
+            seen = (-1, -1)
+        if seen != last:
+            last, changed = seen, now
+        elif now - changed >= LOG_QUIET_S:
+            break
+        time.sleep(0.05)
+    return {"log_lag_s": round(changed - start, 2)}
+
+
 def compare_log(work: Path, files: dict[str, Path], a: argparse.Namespace) -> None:
     """What the query log and the query store cost (issues #16, #17): (d) against (d') with the
     log file, (d't) with its writer in a thread and (d's) with the store as well, each measured
     twice in turn (d, d', d't, d's, d, ...) so that drift in the machine's load hits all alike;
     QPS ratios of the summed runs, to results/compare_log.{md,json}. The load average is
     written beside them: on a shared machine, ratios from one run are what to compare."""
-    ports = {k: free_port() for k in ("nsd", *LOG_TARGETS)}
+    log_targets = PRIORITY_TARGETS if a.priority else LOG_TARGETS
+    ports = {k: free_port() for k in ("nsd", *log_targets)}
     procs = [start_nsd(work, ports["nsd"])]
-    runs: dict[str, list[dict[str, Any]]] = {k: [] for k in LOG_TARGETS}
+    runs: dict[str, list[dict[str, Any]]] = {k: [] for k in log_targets}
     load_before, loads = os.getloadavg(), []
     try:
         wait_ready(ports["nsd"])
         targets = {}
-        for key, (_, options) in LOG_TARGETS.items():
+        for key, (_, options) in log_targets.items():
             targets[key] = start_resolverguard(work, ports[key], ports["nsd"], True, **options)  # type: ignore[arg-type]
             procs.append(targets[key])
         for _ in range(a.rounds):
             for key, proc in targets.items():
-                runs[key].append(measure(key, proc, ports[key], files, a.seconds, {}))
+                logged = work / f"queries-{ports[key]}.jsonl"
+                settle = functools.partial(log_settled, logged) if log_targets[key][1].get("log") else None
+                runs[key].append(measure(key, proc, ports[key], files, a.seconds, {}, settle=settle))
             loads.append(os.getloadavg())
     finally:
         for proc in procs:
             proc.terminate()
             proc.wait(10)
     load_after = os.getloadavg()
-    stored = stored_rows(work / f"store-{ports[STORE_TARGET]}.db")
+    stored = stored_rows(work / f"store-{ports[STORE_TARGET]}.db") if STORE_TARGET in ports else None
     total = {k: {kind: sum(r[kind]["qps"] or 0 for r in v) for kind in files} for k, v in runs.items()}
-    ratios = {
-        name: {kind: ratio(total[x][kind], total[y][kind]) for kind in files}
-        for name, x, y in (
-            ("(d')/(d)", "d'", "d"),
-            ("(d't)/(d)", "d't", "d"),
-            ("(d's)/(d)", "d's", "d"),
-            ("(d's)/(d')", "d's", "d'"),
-        )
-    }
+    pairs = [(f"({x})/({y})", x, y) for x in log_targets if x != "d" for y in ("d",)]
+    if not a.priority:
+        pairs.append(("(d's)/(d')", "d's", "d'"))
+    ratios = {name: {kind: ratio(total[x][kind], total[y][kind]) for kind in files} for name, x, y in pairs}
     # CPU per answered query (the server and its children: the writer process is counted): the cost
     # itself, which a loaded machine distorts far less than the QPS it allows.
     cpu_us = {
@@ -1097,8 +1142,12 @@ def compare_log(work: Path, files: dict[str, Path], a: argparse.Namespace) -> No
         for k, v in runs.items()
     }
     cpu_ratios = {
-        name: {kind: ratio(cpu_us[y][kind], cpu_us[x][kind]) for kind in files}
-        for name, x, y in (("(d')/(d)", "d'", "d"), ("(d't)/(d)", "d't", "d"), ("(d's)/(d)", "d's", "d"))
+        name: {kind: ratio(cpu_us[y][kind], cpu_us[x][kind]) for kind in files} for name, x, y in pairs if y == "d"
+    }
+    lags = {  # seconds the log file kept changing after each peak run (`log_settled`)
+        k: {kind: [r[kind]["log_lag_s"] for r in v] for kind in files}
+        for k, v in runs.items()
+        if "log_lag_s" in v[0]["hits"]
     }
     out = ROOT / "bench" / "results"
     payload = {
@@ -1109,8 +1158,10 @@ def compare_log(work: Path, files: dict[str, Path], a: argparse.Namespace) -> No
         "load": [load_before, load_after],
         "load_per_round": loads,
         "store_rows": stored,
+        "log_lag_s": lags,
     }
-    (out / "compare_log.json").write_text(json.dumps(payload, indent=2) + "\n")
+    name = "compare_log" if a.tag == "run" else f"compare_log_{a.tag}"
+    (out / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     lines = [
         f"# Query log and query store cost (bench/compare.py --log), {stamp}, {os.cpu_count()} cores, "
@@ -1127,7 +1178,7 @@ def compare_log(work: Path, files: dict[str, Path], a: argparse.Namespace) -> No
     def each(key: str, kind: str) -> str:
         return " / ".join(f"{r[kind]['qps']:.0f}" for r in runs[key])
 
-    for key, (row, _) in LOG_TARGETS.items():
+    for key, (row, _) in log_targets.items():
         lines.append(
             f"| {row} | {each(key, 'hits')} | {each(key, 'misses')} | {cpu_us[key]['hits']}, {cpu_us[key]['misses']} |"
         )
@@ -1140,8 +1191,18 @@ def compare_log(work: Path, files: dict[str, Path], a: argparse.Namespace) -> No
         "|---|---:|---:|",
     ]
     lines += [f"| {name} | {r['hits']} | {r['misses']} |" for name, r in cpu_ratios.items()]
-    lines += ["", f"Rows in (d's)'s store at the end: {stored} (every query it answered, warm-ups included).", ""]
-    (out / "compare_log.md").write_text("\n".join(lines))
+    lines += [
+        "",
+        "| log lag after each peak run: seconds the file kept changing (less 0-0.5 s of flush timer) | hits | misses |",
+        "|---|---:|---:|",
+    ]
+    lines += [
+        f"| ({k}) | {' / '.join(map(str, v['hits']))} | {' / '.join(map(str, v['misses']))} |" for k, v in lags.items()
+    ]
+    if stored is not None:
+        lines += ["", f"Rows in (d's)'s store at the end: {stored} (every query it answered, warm-ups included)."]
+    lines.append("")
+    (out / f"{name}.md").write_text("\n".join(lines))
     print("\n".join(lines))
 
 

@@ -475,6 +475,15 @@ class LogWriter(str, Enum):
     THREAD = "thread"  # a thread in the resolver's process
 
 
+class LogPriority(str, Enum):
+    """The CPU priority of a writer process (issue #17: the log is worth less than the answers; on a
+    machine whose cores are busy the writer's CPU is taken from the resolver and its clients)."""
+
+    NORMAL = "normal"  # the resolver's own
+    LOW = "low"  # nice +10 (resolverguard.logwriter.LOW_NICE)
+    IDLE = "idle"  # SCHED_IDLE: CPU time no other process wants; it catches up when a burst ends
+
+
 @dataclass(frozen=True, slots=True)
 class QueryLogConfig:
     path: str | None = path_key("-", _log_target, "a file, '-' for standard output, off for none")
@@ -489,6 +498,16 @@ class QueryLogConfig:
     clients: ClientPrivacy = key(ClientPrivacy.FULL, _enum(ClientPrivacy), "full, truncate (/24, /48) or omit")
     writer: LogWriter = key(
         LogWriter.AUTO, _enum(LogWriter), "auto, process or thread: where lines (and store rows) are made and written"
+    )
+    priority: LogPriority = key(
+        LogPriority.LOW, _enum(LogPriority), "normal, low or idle: the CPU priority of a writer process"
+    )
+    backlog_bytes: int = key(
+        64 * 1024 * 1024,
+        lambda v: int(_number(0.01, 16_384)(v) * 1024 * 1024),
+        "MB the resolver holds for a writer process that is behind (its pipe included); past it lines are dropped",
+        yaml="backlog_mb",
+        shown="64",
     )
 
 

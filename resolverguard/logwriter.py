@@ -19,6 +19,12 @@ key per line and the garbage collector (several collections per batch); the writ
 with the resolver and the client on a 2-core machine. Now: hints remembered per label, line parts
 remembered per shape serial, a high gc threshold in the writer process.
 
+A writer process runs at a lower CPU priority than the resolver (`query_log.priority: low`, nice +10,
+the default): its ~2.4-3 us of CPU a line in a served process was taken from the answers on a
+machine whose cores are busy (bench/results/log_cost_log5.md); at nice +10 a burst's answers take the
+CPU and the writer catches up after it, its backlog held by the resolver up to `query_log.backlog_mb`
+(bench/results/log_cost_log6.md).
+
 What the file writer promised before and still does: it never raises into the caller (a full disk
 or unwritable file is said once per outage and its lines are counted in `lost`), the file rotates
 by size, a failed flush never leaves a torn line, and everything handed over is written on flush,
@@ -46,7 +52,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from resolverguard.config import ClientPrivacy, QueryLogConfig, QueryStoreConfig
+from resolverguard.config import ClientPrivacy, LogPriority, QueryLogConfig, QueryStoreConfig
 from resolverguard.store import QueryStore, StoredQuery, StoreError
 
 if TYPE_CHECKING:
@@ -739,7 +745,8 @@ FRAME = struct.Struct("<IB")  # a message's length and codec, before its bytes
 MARSHAL, PICKLE = 0, 1
 PIPE_BYTES = 1 << 20  # the pipe's buffer asked for (Linux' default cap): ~30 k queries before a write waits
 GC_THRESHOLD = 200_000  # the writer process's first-generation threshold (see writer_process)
-F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (named in the fcntl module from Python 3.10 on Linux only)
+F_SETPIPE_SZ, F_GETPIPE_SZ = 1031, 1032  # as the fcntl module names them from Python 3.10 on Linux only
+PAGE = 4096  # the smallest pipe buffer Linux grants
 
 
 def frame_of(message: Message) -> bytes:
@@ -758,14 +765,20 @@ class PipeSender:
     queue (issue #17): a queue pickles in a feeder thread of the resolver's process, and every batch
     woke that thread, which then took the GIL from the event loop; here the loop itself marshals a
     batch and writes it without blocking: what the pipe cannot take now stays in `unsent` and goes
-    with the next hand-over."""
+    with the next hand-over. `unsent` is not bounded here: the caller decides what a full one means
+    (QueryLog: `query_log.backlog_mb`, then lines are dropped and counted).
 
-    def __init__(self, fd: int) -> None:
+    `pipe_bytes`: the pipe's buffer asked for (PIPE_BYTES at most; a small backlog asks less, so the
+    pipe never holds more than the backlog allows); `capacity` is what the kernel granted."""
+
+    def __init__(self, fd: int, pipe_bytes: int = PIPE_BYTES) -> None:
         os.set_blocking(fd, False)
-        with contextlib.suppress(OSError):
+        self.capacity = PIPE_BYTES  # (what a pipe holds where its size cannot be read: an upper bound)
+        with contextlib.suppress(OSError, ImportError):
             import fcntl
 
-            fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_BYTES)
+            fcntl.fcntl(fd, F_SETPIPE_SZ, max(PAGE, min(pipe_bytes, PIPE_BYTES)))
+            self.capacity = fcntl.fcntl(fd, F_GETPIPE_SZ)
         self._fd, self._unsent = fd, bytearray()
 
     @property
@@ -829,6 +842,25 @@ class PipeInbox:
         del buffer[:at]
 
 
+LOW_NICE = 10  # `priority: low`: CFS gives a nice-10 process ~1/10 of a nice-0 one's share when both want a core
+
+
+def lower_priority(priority: LogPriority) -> str | None:
+    """Lowers this process's CPU priority as `query_log.priority` asks (issue #17: the writer's lines
+    are worth less than answers; on a machine whose cores are all busy, a burst's answers then take
+    the CPU and the writer catches up when it ends, its backlog held in the pipe and the resolver's
+    bounded `PipeSender`). Returns what went wrong, if anything: a priority not granted leaves the
+    writer at the resolver's own and is said, never fatal."""
+    try:
+        if priority is LogPriority.IDLE:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # lowering is always allowed on Linux
+        elif priority is LogPriority.LOW:
+            os.nice(LOW_NICE)
+    except (OSError, AttributeError) as err:  # AttributeError: no sched_setscheduler (not Linux)
+        return f"query log: writer priority {priority.value} not set ({err}); it runs at the resolver's"
+    return None
+
+
 def writer_process(inbox: Any, outbox: Any, config: QueryLogConfig, store: QueryStoreConfig | None) -> None:
     """A child process's main: messages come over a pipe (`inbox`, the reading end of a
     multiprocessing pipe, see PipeSender); what it has to say goes back to the resolver, which
@@ -843,4 +875,6 @@ def writer_process(inbox: Any, outbox: Any, config: QueryLogConfig, store: Query
     # the writer's CPU in py-spy, issue #17). What it writes makes no cycles; a rare error may.
     gc.set_threshold(GC_THRESHOLD, 20, 100)
     writer = RecordWriter(config, store, lambda text: outbox.put(("said", text)))
+    if (problem := lower_priority(config.priority)) is not None:
+        outbox.put(("said", problem))
     serve_inbox(PipeInbox(inbox.fileno()), outbox.put, writer)

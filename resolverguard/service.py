@@ -80,6 +80,8 @@ class Service:
         self.metrics = Metrics() if cfg.metrics is not None else None
         self._copies: Copies = list_copies(cfg)  # the downloaded copies the running lists were read from
         self.pipeline: Pipeline = build_pipeline(cfg, model, self._query_log, self.metrics, stderr=stderr)
+        if self.metrics is not None:
+            self.metrics.watch_log(lambda: self.pipeline.log)
         self.server = DnsServer(
             self.pipeline.chain,
             cfg.listen,

@@ -51,6 +51,8 @@ def check(path: Path) -> subprocess.CompletedProcess[str]:
         ("query_store:\n  path: q.db\n  gateway: ''\n", 3, "query_store.gateway", "not a gateway name"),
         ("query_store:\n  gateway: -gw\n", 2, "query_store.gateway", "not a gateway name"),
         ("query_store:\n  gateway: " + "g" * 64 + "\n", 2, "query_store.gateway", "not a gateway name"),
+        ("query_log:\n  path: q.jsonl\n  priority: lowest\n", 3, "query_log.priority", "not one of"),
+        ("query_log:\n  path: q.jsonl\n  backlog_mb: 0\n", 3, "query_log.backlog_mb", "between"),
     ],
 )
 def test_errors_name_file_line_and_key(tmp_path: Path, text: str, line: int, key: str | None, problem: str) -> None:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ from test_querylog import _RECORDS
 
 from resolverguard.config import ClientPrivacy, LogWriter, QueryLogConfig
 from resolverguard.logwriter import (
+    FLUSH_SECONDS,
+    LOW_NICE,
     LineMaker,
     QueryEntry,
     client_for_log,
@@ -234,3 +237,137 @@ def test_a_writer_process_that_dies_is_said_and_counted_and_dns_goes_on(tmp_path
         finally:
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(30) == 0
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The query log's gauges from the server's /metrics."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    return {m[1]: float(m[2]) for m in re.finditer(r"^(resolverguard_query_log_\w+) (\S+)$", text, re.M)}
+
+
+def ask_names(port: int, names: list[str]) -> None:
+    """Asks each name once; every one must be answered (the log must never hold an answer back)."""
+    for name in names:
+        assert dns.query.udp(dns.message.make_query(name, "A"), "127.0.0.1", port=port, timeout=5).answer
+
+
+def serve_logged(tmp_path: Path, upstream: int, log: Path, extra: str) -> tuple[subprocess.Popen[str], int, int]:
+    """A server with a query log file written by a writer process (`extra`: more query_log keys) and
+    metrics: (process, DNS port, metrics port)."""
+    port, metrics, policy = free_port(), free_port(), tmp_path / "policy.yaml"
+    policy.write_text(
+        f"upstreams: ['127.0.0.1:{upstream}']\nquery_log: {{path: '{log}', writer: process{extra}}}\n"
+        f"rate_limit: {{qps: 0}}\nmetrics:\n  listen: 127.0.0.1:{metrics}\n"
+    )
+    return start_serving(policy, port), port, metrics
+
+
+CHUNK = 300  # names asked between two looks at the metrics (each look waits for a hand-over)
+
+
+def test_a_burst_the_writer_cannot_take_is_held_and_written_in_full(tmp_path: Path) -> None:
+    """A writer given no CPU during a burst (stopped: what `priority: idle` amounts to on busy cores):
+    the resolver holds what the pipe cannot take (the backlog gauge shows it), answers every query,
+    and once the writer runs again every line is written, none twice, none lost."""
+    log = tmp_path / "q.jsonl"
+    with run_upstream(Upstream()) as up:
+        proc, port, metrics = serve_logged(tmp_path, up.port, log, ", priority: idle, backlog_mb: 0.25")
+        asked: list[str] = []
+        try:
+            writer = writer_pid(proc.pid)
+            os.kill(writer, signal.SIGSTOP)
+            try:
+                while len(asked) < 20 * CHUNK:
+                    names = [f"burst{len(asked) + n}.example.com" for n in range(CHUNK)]
+                    ask_names(port, names)
+                    asked += names
+                    time.sleep(2 * FLUSH_SECONDS)  # a hand-over
+                    gauges = scrape(metrics)
+                    assert gauges["resolverguard_query_log_lost_lines"] == 0
+                    if gauges["resolverguard_query_log_backlog_bytes"] > 0:  # the pipe is full: held here
+                        break
+                else:
+                    raise AssertionError(f"the pipe took {len(asked)} queries without a backlog: {gauges}")
+            finally:
+                os.kill(writer, signal.SIGCONT)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(60) == 0
+    logged = logged_names(log)
+    assert sorted(logged) == sorted(asked)
+
+
+def test_past_its_bound_the_backlog_drops_lines_and_counts_them(tmp_path: Path) -> None:
+    """`backlog_mb` bounds what the resolver holds for a stopped writer: past it new lines are
+    dropped, said on stderr and counted in the metrics, the backlog stops growing, and DNS goes on;
+    when the writer has room again it is said with the count, and lines written + lines lost = queries."""
+    log = tmp_path / "q.jsonl"
+    backlog = int(0.05 * 1024 * 1024)
+    with run_upstream(Upstream()) as up:
+        proc, port, metrics = serve_logged(tmp_path, up.port, log, ", backlog_mb: 0.05")
+        asked: list[str] = []
+        held: list[float] = []  # the backlog at each look once lines are being dropped
+        try:
+            writer = writer_pid(proc.pid)
+            os.kill(writer, signal.SIGSTOP)
+            try:
+                while len(held) < 3 and len(asked) < 20 * CHUNK:
+                    names = [f"full{len(asked) + n}.example.com" for n in range(CHUNK)]
+                    ask_names(port, names)
+                    asked += names
+                    time.sleep(2 * FLUSH_SECONDS)
+                    gauges = scrape(metrics)
+                    if gauges["resolverguard_query_log_lost_lines"] > 0:
+                        held.append(gauges["resolverguard_query_log_backlog_bytes"])
+                assert len(held) == 3, f"{len(asked)} queries and no line dropped: {gauges}"
+                assert "the writer is behind" in wait_for(proc, "query log:")
+            finally:
+                os.kill(writer, signal.SIGCONT)
+            assert held[0] == held[-1] > 0  # bounded: once dropping, it no longer grows
+            deadline = time.monotonic() + 30
+            while scrape(metrics)["resolverguard_query_log_backlog_bytes"] > 0:
+                assert time.monotonic() < deadline, "the writer never caught up"
+                time.sleep(0.2)
+            after = [f"after{n}.example.com" for n in range(CHUNK)]
+            ask_names(port, after)  # the next hand-over says the episode is over
+            caught_up = wait_for(proc, "has room again")
+            lost = int(scrape(metrics)["resolverguard_query_log_lost_lines"])
+            assert f"{lost} lines were dropped" in caught_up
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(60) == 0
+    logged = logged_names(log)
+    assert len(logged) == len(set(logged)) == len(asked) + len(after) - lost
+    assert set(after) <= set(logged) and set(logged) <= set(asked + after)
+    assert held[0] < backlog + batch_bytes(log, CHUNK)  # the bound, overshot by the batch that reached it at most
+
+
+def batch_bytes(log: Path, count: int) -> int:
+    """What the loop hands over for the last `count` lines of `log` (each name asked once: the chain's
+    entries, their shapes in full): the most one hand-over between two looks adds to the backlog."""
+    fields = ("transport", "qname", "qtype", "scored", "score", "action", "reason", "upstream_rcode")
+    rows = [json.loads(line) for line in log.read_text().splitlines()[-count:]]
+    extra = ("unscored", "would", "error")
+    entries = [(0.0, r["client"], 0.0, (*(r[f] for f in fields), *map(r.get, extra), None, None)) for r in rows]
+    return len(frame_of(("batch", None, entries)))
+
+
+@pytest.mark.parametrize("priority", ["low", "idle"])
+def test_the_writer_process_runs_at_the_priority_asked(tmp_path: Path, priority: str) -> None:
+    """`query_log.priority`: low is nice +10 to the resolver's, idle is SCHED_IDLE; the resolver
+    itself keeps its own."""
+    with run_upstream(Upstream()) as up:
+        proc, port, _ = serve_logged(tmp_path, up.port, tmp_path / "q.jsonl", f", priority: {priority}")
+        try:
+            ask_names(port, ["one.example.com"])
+            writer, own = writer_pid(proc.pid), os.getpriority(os.PRIO_PROCESS, proc.pid)
+            wanted = (os.SCHED_IDLE, own) if priority == "idle" else (os.SCHED_OTHER, own + LOW_NICE)
+            deadline = time.monotonic() + 30  # the writer sets it once started (spawned: its imports first)
+            while (found := (os.sched_getscheduler(writer), os.getpriority(os.PRIO_PROCESS, writer))) != wanted:
+                assert time.monotonic() < deadline, f"writer at (policy, nice) {found}, not {wanted}"
+                time.sleep(0.1)
+            assert os.sched_getscheduler(proc.pid) == os.SCHED_OTHER and own == os.getpriority(os.PRIO_PROCESS, 0)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(60) == 0
+    assert logged_names(tmp_path / "q.jsonl") == ["one.example.com"]

@@ -9,14 +9,25 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from resolverguard.chain import Next, Reply, Request
 
 SCORE_BUCKETS = (0.01, 0.1, 0.5, 0.9, 0.99, 0.999, 0.9999, 0.99999, 1.0)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 INFERENCE_BUCKETS = (0.00001, 0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.005)
+
+
+class LogState(Protocol):
+    """What the metrics read of the query log (resolverguard.steps.querylog.QueryLog)."""
+
+    @property
+    def lost(self) -> int: ...
+
+    @property
+    def backlog(self) -> int: ...
 
 
 class Metrics:
@@ -53,6 +64,22 @@ class Metrics:
         self.latency = Histogram(
             "resolverguard_query_seconds", "Time from arrival to answer", buckets=LATENCY_BUCKETS, registry=r
         )
+
+    def watch_log(self, log_of: Callable[[], LogState]) -> None:
+        """Gauges of the query log read when scraped (`log_of`: a reload may swap the log), so that a
+        log line dropped is never silent (issue #17: the writer at a low priority falls behind in a
+        burst; past `query_log.backlog_mb` lines are dropped rather than answers held)."""
+        r = self.registry
+        Gauge(
+            "resolverguard_query_log_lost_lines",
+            "Query log lines lost by the current log (dropped while its writer was behind or gone, or not written)",
+            registry=r,
+        ).set_function(lambda: log_of().lost)
+        Gauge(
+            "resolverguard_query_log_backlog_bytes",
+            "Bytes of query log lines held for a writer process that is behind (beyond its pipe)",
+            registry=r,
+        ).set_function(lambda: log_of().backlog)
 
     def serve(self, host: str, port: int) -> None:
         start_http_server(port, host, registry=self.registry)

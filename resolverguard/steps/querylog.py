@@ -11,8 +11,10 @@ writes itself, so lines cost the loop ~0.3-0.5 us and the writer's ~1-2.5 us run
 and never take the resolver's GIL; a thread for standard output alone, in batches of BATCH; issue
 #17). Batches also go every FLUSH_SECONDS (the service hands them over on a timer, and on stop and
 reload). Logging never raises into the DNS path: an unwritable log or store, a writer that is
-behind or gone, is said once on stderr, counted in `lost` (`resolverguard status`), and DNS
-service goes on. A crash (not a stop) can lose the last fraction of a second.
+behind past `query_log.backlog_mb` or gone, is said on stderr, counted in `lost` (`resolverguard
+status`, the metrics), and DNS service goes on. The writer process runs at a lower CPU priority
+(`query_log.priority: low`), so in a burst the answers take the CPU and the resolver holds its
+backlog. A crash (not a stop) can lose the last fraction of a second.
 """
 
 from __future__ import annotations
@@ -74,8 +76,14 @@ BATCH = 256  # records per hand-over to a writer thread: one message to the writ
 # was no lower, and the loop marshals a batch in one go (~2-3 ms at 8192): kept at 2048.
 PROCESS_BATCH = 2048
 SYNC_SECONDS = 120.0  # how long a flush or stop waits for a writer that is alive to write its backlog
-MAX_BACKLOG = 1000  # batches waiting for the writer (~256 k queries, tens of MB) before new ones are dropped
-MAX_UNSENT = 64 << 20  # bytes a writer process's pipe has not taken (~2 M queries) before new batches are dropped
+MAX_BACKLOG = 1000  # batches waiting for a writer thread (~256 k queries, tens of MB) before new ones are dropped
+# A writer process's backlog (`query_log.backlog_mb`, 64 MB by default: ~1.6 M cached answers at ~40 bytes
+# each; 45 s of saturation did not fill it, a 4 MB one filled in 18 s at `priority: low` on a loaded 2-core
+# machine, bench/results/log_cost_log6.md) is its pipe's buffer (PIPE_SHARE of the backlog, 1 MB at most)
+# and the bytes the pipe has not taken (PipeSender.unsent). Past it, new batches are dropped and counted in
+# `lost` (said on stderr, in `resolverguard status` and in the metrics), never waited for: the loop would
+# otherwise hold every client's answer for a log line (a slow or hung disk, a writer stopped).
+PIPE_SHARE = 4  # the pipe asks backlog / PIPE_SHARE
 
 
 class QueryLog:
@@ -115,6 +123,8 @@ class QueryLog:
         self._batch = BATCH  # entries per hand-over (PROCESS_BATCH to a writer process)
         self._synced = 0
         self._behind = False  # batches are being dropped (said once per episode)
+        self._dropped_behind = 0  # `_dropped` when the episode began
+        self._max_unsent = 0  # a writer process's backlog beyond its pipe (set when the pipe is made)
         self._lock = threading.Lock()  # flush and close may come from another thread than the loop
         self._inbox: Any = None  # the thread writer's queue
         self._pipe: PipeSender | None = None  # the writer process's pipe
@@ -152,13 +162,20 @@ class QueryLog:
         self._writer.start()
         if self._pipe_end is not None:
             reading.close()  # the child has its own: a writer that dies breaks the pipe (EPIPE, counted)
-            self._pipe, self._batch = PipeSender(self._pipe_end.fileno()), PROCESS_BATCH
+            self._pipe = PipeSender(self._pipe_end.fileno(), self.config.backlog_bytes // PIPE_SHARE)
+            # (at least a byte: a backlog smaller than the pipe granted is full when the pipe is)
+            self._batch, self._max_unsent = PROCESS_BATCH, max(1, self.config.backlog_bytes - self._pipe.capacity)
 
     @property
     def lost(self) -> int:
         """Records that never became lines: the writer's failures (as of the last flush) and
         batches dropped here because the writer was gone or too far behind."""
         return self._writer_lost + self._dropped
+
+    @property
+    def backlog(self) -> int:
+        """Bytes of lines handed over that a writer process's pipe has not taken yet (held here)."""
+        return self._pipe.unsent if self._pipe is not None else 0
 
     @property
     def enabled(self) -> bool:
@@ -227,12 +244,17 @@ class QueryLog:
         if self._gone or (self._pipe is None and self._inbox is None):
             self._dropped += len(batch)
             return
-        behind = self._pipe.unsent >= MAX_UNSENT if self._pipe is not None else self._inbox.qsize() >= MAX_BACKLOG
+        behind = self._pipe.unsent >= self._max_unsent if self._pipe is not None else self._inbox.qsize() >= MAX_BACKLOG
         if behind:  # the writer cannot keep up: answers come first
+            if not self._behind:
+                self._behind, self._dropped_behind = True, self._dropped
+                self._say_once("query log: the writer is behind (its backlog is full); lines dropped")
             self._dropped += len(batch)
-            self._behind = self._behind or self._say_once("query log: the writer is behind; lines dropped")
             return
-        self._behind = False
+        if self._behind:
+            self._behind = False
+            dropped = self._dropped - self._dropped_behind
+            self._say(f"query log: the writer has room again; {dropped} lines were dropped while it was behind")
         self._send(lambda: self._put(message), len(batch))
 
     def _send(self, send: Callable[[], None], records: int) -> None:
