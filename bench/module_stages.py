@@ -24,6 +24,7 @@ the bench lock: `flock /work/notes/bench.lock python bench/module_stages.py`.
 from __future__ import annotations
 
 import argparse
+import bisect
 import concurrent.futures
 import os
 import re
@@ -131,18 +132,24 @@ def analyse(module_trace: Path, service_trace: Path, e2e: dict[str, float]) -> d
             batches.append((int(f[1]), int(f[2]), int(f[0])))
     batches.sort()
     starts = [b[0] for b in batches]
-    import bisect
-
+    parts: dict[str, list[float]] = {}
+    for line in module_trace.read_text().splitlines():
+        if line.startswith("part\t"):
+            _, name, start, end = line.split("\t")
+            parts.setdefault(name, []).append((int(end) - int(start)) / 1e3)
     rows: dict[str, dict[str, float]] = {}
-    asked_names = {}
-    for number, (name, s0, s1) in sends.items():
-        asked_names[name] = number
+    asked_names = {name: number for number, (name, *_) in sends.items()}
     for name, latency in e2e.items():
         op = ops.get(name, {})
         if NEW not in op or MODDONE not in op:
             continue
         new, done = op[NEW], op[MODDONE]
-        row = {"t": new[0] / 1e9, "e2e": latency, "module_span": (done[1] - new[0]) / 1e6, "new_op": (new[1] - new[0]) / 1e6}
+        row = {
+            "t": new[0] / 1e9,
+            "e2e": latency,
+            "module_span": (done[1] - new[0]) / 1e6,
+            "new_op": (new[1] - new[0]) / 1e6,
+        }
         row["outside"] = latency - row["module_span"]
         row["moddone_op"] = (done[1] - done[0]) / 1e6
         number = asked_names.get(name)
@@ -166,21 +173,41 @@ def analyse(module_trace: Path, service_trace: Path, e2e: dict[str, float]) -> d
             row["asked"] = 1
         rows[name] = row
     span = ((last or 0) - (first or 0)) / 1e9
-    return {"rows": rows, "span_s": span, "busy_s": busy / 1e9, "waited_s": waited / 1e9}
+    part_us = {k: [round(pct(v, q), 1) for q in (0.5, 0.9, 0.99)] for k, v in parts.items()}
+    return {"rows": rows, "span_s": span, "busy_s": busy / 1e9, "waited_s": waited / 1e9, "parts_us": part_us}
 
 
 def summary(result: dict[str, Any], plain: dict[str, float]) -> list[str]:
     rows = result["rows"]
     asked = [r for r in rows.values() if r.get("asked")]
     cleared = [r for r in rows.values() if not r.get("asked")]
-    keys = ["e2e", "outside", "module_span", "new_op", "moddone_op", "gate", "upstream", "wait", "to_svc",
-            "svc_to_batch", "model", "batch_size", "batch_to_write", "svc", "back", "verdict_after_moddone"]  # fmt: skip
+    keys = [
+        "e2e",
+        "outside",
+        "module_span",
+        "new_op",
+        "moddone_op",
+        "gate",
+        "upstream",
+        "wait",
+        "to_svc",
+        "svc_to_batch",
+        "model",
+        "batch_size",
+        "batch_to_write",
+        "svc",
+        "back",
+        "verdict_after_moddone",
+    ]
+    beside = list(plain.values())
     out = [
         f"names with a latency and a trace: {len(rows)} (asked {len(asked)}, cleared {len(cleared)}); "
-        f"plain Unbound beside it p50/p99 {pct(list(plain.values()), 0.5):.3f}/{pct(list(plain.values()), 0.99):.3f} ms",
+        f"plain Unbound beside it p50/p99 {pct(beside, 0.5):.3f}/{pct(beside, 0.99):.3f} ms",
         f"Unbound's thread: {result['span_s']:.2f} s traced, in the module {result['busy_s']:.3f} s "
         f"({100 * result['busy_s'] / max(result['span_s'], 1e-9):.1f}%), of it waiting for verdicts "
         f"{result['waited_s']:.3f} s ({100 * result['waited_s'] / max(result['span_s'], 1e-9):.1f}%)",
+        "",
+        f"parts of the NEW op, us p50/p90/p99: {result.get('parts_us', {})}",
         "",
         "| ms | " + " | ".join(keys) + " |",
         "|---|" + "---|" * len(keys),
@@ -222,7 +249,9 @@ def main() -> None:
         procs.append(service)
         script = MODULE if a.untraced else BENCH / "traced_module.py"
         extra_env = dict(kv.split("=", 1) for kv in a.env.split(",") if kv)
-        os.environ.update(RESOLVERGUARD_TRACE=str(module_trace), RESOLVERGUARD_CLIENT_DIR=str(a.client_dir), **extra_env)
+        os.environ.update(
+            RESOLVERGUARD_TRACE=str(module_trace), RESOLVERGUARD_CLIENT_DIR=str(a.client_dir), **extra_env
+        )
         procs.append(start_unbound(work, ports["module"], ports["nsd"], verdicts=sock, script=script))
         unbound = procs[-1]
         procs.append(start_unbound(work, ports["plain"], ports["nsd"]))

@@ -79,6 +79,22 @@ def _resolved(original: Any) -> Any:
     return resolved
 
 
+def _part(name: str, original: Any) -> Any:
+    def part(*args: Any) -> Any:
+        start = now()
+        out = original(*args)
+        events.append(f"part\t{name}\t{start}\t{now()}")
+        return out
+
+    return part
+
+
+if os.environ.get("RESOLVERGUARD_TRACE_PARTS"):  # the NEW op's parts too (each adds its own timing cost)
+    client.client_of = _part("client_of", client.client_of)
+    if hasattr(client, "unwaited"):
+        client.unwaited = _part("unwaited", client.unwaited)
+    client.gatecode.Gate.judge = _part("judge", client.gatecode.Gate.judge)
+    client.FirstStage.refresh = _part("refresh", client.FirstStage.refresh)
 client.VerdictClient.send = _send(client.VerdictClient.send)
 client.VerdictClient.room = _room(client.VerdictClient.room)
 client.Line.take = _take(client.Line.take)
