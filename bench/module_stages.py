@@ -177,6 +177,43 @@ def analyse(module_trace: Path, service_trace: Path, e2e: dict[str, float]) -> d
     return {"rows": rows, "span_s": span, "busy_s": busy / 1e9, "waited_s": waited / 1e9, "parts_us": part_us}
 
 
+def covered(intervals: list[tuple[int, int]], start: int, end: int) -> int:
+    """Nanoseconds of [start, end) that the sorted, non-overlapping `intervals` cover."""
+    i = max(0, bisect.bisect_left(intervals, (start, start)) - 1)
+    total = 0
+    while i < len(intervals) and intervals[i][0] < end:
+        total += max(0, min(intervals[i][1], end) - max(intervals[i][0], start))
+        i += 1
+    return total
+
+
+def slow_share(module_trace: Path, rows: dict[str, dict[str, float]]) -> str:
+    """What Unbound's thread did while the slowest 1% of names were in the module: run Python (any
+    query's operate), of it wait for verdicts (any query's), or neither (Unbound's own C work, or
+    no CPU at all)."""
+    ops: list[tuple[int, int]] = []
+    waits: list[tuple[int, int]] = []
+    for line in module_trace.read_text().splitlines():
+        kind, *f = line.split("\t")
+        if kind == "op":
+            ops.append((int(f[2]), int(f[3])))
+        elif kind == "resolved":
+            waits.append((int(f[1]), int(f[2])))
+    ops.sort()
+    waits.sort()
+    every = sorted(rows.values(), key=lambda r: r["e2e"])
+    slow = every[-max(1, len(every) // 100) :]
+    spans = [(int(r["t"] * 1e9), int(r["t"] * 1e9 + r["module_span"] * 1e6)) for r in slow]
+    total = sum(b - a for a, b in spans) or 1
+    python = sum(covered(ops, a, b) for a, b in spans)
+    blocked = sum(covered(waits, a, b) for a, b in spans)
+    return (
+        f"while the slowest 1% ({len(slow)}) were in the module ({total / 1e6:.0f} ms summed), Unbound's thread ran "
+        f"Python {100 * python / total:.1f}% of the time (of it blocked on verdicts {100 * blocked / total:.1f}%), "
+        f"neither {100 * (total - python) / total:.1f}% (Unbound's own work, or no CPU)"
+    )
+
+
 def summary(result: dict[str, Any], plain: dict[str, float]) -> list[str]:
     rows = result["rows"]
     asked = [r for r in rows.values() if r.get("asked")]
@@ -207,6 +244,7 @@ def summary(result: dict[str, Any], plain: dict[str, float]) -> list[str]:
         f"({100 * result['busy_s'] / max(result['span_s'], 1e-9):.1f}%), of it waiting for verdicts "
         f"{result['waited_s']:.3f} s ({100 * result['waited_s'] / max(result['span_s'], 1e-9):.1f}%)",
         "",
+        result.get("slow_share", ""),
         f"parts of the NEW op, us p50/p90/p99: {result.get('parts_us', {})}",
         "",
         "| ms | " + " | ".join(keys) + " |",
@@ -288,6 +326,7 @@ def main() -> None:
         result = {"rows": rows, "span_s": 0.0, "busy_s": 0.0, "waited_s": 0.0}
     else:
         result = analyse(module_trace, service_trace, e2e)
+        result["slow_share"] = slow_share(module_trace, result["rows"])
     (work / "rows.json").write_text(__import__("json").dumps(result))
     lines = [
         f"module_stages: client {a.client_dir}, {a.qps:g} qps, {a.rounds} x {a.seconds:g} s, env {a.env or '-'}, "
