@@ -11,6 +11,8 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
+from resolverguard.handoff import Handoff
+
 T = TypeVar("T")
 
 
@@ -26,7 +28,7 @@ class MicroBatcher(Generic[T]):
 
     def submit(self, text: str) -> asyncio.Future[T]:
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
+        future: asyncio.Future[T] = Handoff(loop=loop)
         self._texts.append(text)
         self._futures.append(future)
         if len(self._texts) >= self.max_batch:
@@ -57,4 +59,4 @@ class MicroBatcher(Generic[T]):
             return
         for future, value in zip(futures, results, strict=True):
             if not future.done():
-                future.set_result(value)
+                future.set_result(value)  # a UDP query runs on from here to its upstream send (a Handoff)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from resolverguard.addresses import IPNetwork, client_ip, within
 from resolverguard.chain import Gate, Next, Request
 from resolverguard.config import Endpoint, Limits
+from resolverguard.handoff import Handoff
 from resolverguard.proxyheader import FIXED, ProxyHeader, header_size, read_proxy_header
 from resolverguard.replies import badvers, header_only, truncated
 from resolverguard.reuseport import steer_by_client
@@ -86,7 +87,10 @@ class Resumed:
 
     def wait(self, waiting_on: Any) -> None:
         """Resumes the coroutine once `waiting_on` (what its `send` yielded) allows."""
-        if getattr(waiting_on, "_asyncio_future_blocking", False):  # `await future` yields the future
+        if type(waiting_on) is Handoff:  # resumed by whoever settles it, in that same callback
+            waiting_on._asyncio_future_blocking = False
+            waiting_on.direct = self._step
+        elif getattr(waiting_on, "_asyncio_future_blocking", False):  # `await future` yields the future
             waiting_on._asyncio_future_blocking = False
             waiting_on.add_done_callback(self._step)
         elif waiting_on is None:  # a bare yield (`asyncio.sleep(0)`): the next loop turn
