@@ -50,9 +50,23 @@ def main() -> None:
         C.wait_ready(port)
         time.sleep(2.0)
         spy = subprocess.Popen(
-            [str(SPY), "record", "-p", str(procs[-1].pid), "-r", str(a.rate), "-d", str(int(a.seconds)),
-             "--format", "raw", "-o", str(raw), "--gil"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                str(SPY),
+                "record",
+                "-p",
+                str(procs[-1].pid),
+                "-r",
+                str(a.rate),
+                "-d",
+                str(int(a.seconds)),
+                "--format",
+                "raw",
+                "-o",
+                str(raw),
+                "--gil",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         time.sleep(0.3)
         peak = C.dnsperf(port, misses, a.seconds)

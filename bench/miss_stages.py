@@ -44,7 +44,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compare as C  # noqa: E402
 
-TRACER = r'''
+TRACER = r"""
 import gc, os, sys, time, types, atexit
 if "serve" in sys.argv and os.environ.get("RG_STAGES_LOG"):
     from resolverguard import server as _S, batching as _B
@@ -91,7 +91,8 @@ if "serve" in sys.argv and os.environ.get("RG_STAGES_LOG"):
 
     _orig_answer_udp = _S.DnsServer._answer_udp
     def _answer_udp(self, transport, packet, client, sender):
-        rec = {"accept": _accept[0], "waits": [], "resumes": [], "batch": None, "sent": None, "cpu": _cpu(), "own": 0.0, "own_wall": 0.0}
+        rec = {"accept": _accept[0], "waits": [], "resumes": [], "batch": None, "sent": None}
+        rec.update(cpu=_cpu(), own=0.0, own_wall=0.0)
         return _traced(_orig_answer_udp(self, transport, packet, client, sender), rec)
     _S.DnsServer._answer_udp = _answer_udp
 
@@ -113,12 +114,19 @@ if "serve" in sys.argv and os.environ.get("RG_STAGES_LOG"):
     _orig_flush = _B.MicroBatcher.flush
     def _flush(self):
         recs = self.__dict__.pop("_trace", [])
-        started, cpu = _clock(), _cpu()
-        _orig_flush(self)
-        ended = _clock()
-        batch = (started, ended, len(recs), _cpu() - cpu)
+        run, timed = self.run, []
+        def _timed(texts):  # the model's own run: with a Handoff, the flush also runs the queries on
+            started, cpu = _clock(), _cpu()
+            out = run(texts)
+            timed.append((started, _clock(), len(texts), _cpu() - cpu))
+            return out
+        self.run = _timed
+        try:
+            _orig_flush(self)
+        finally:
+            self.run = run
         for rec in recs:
-            rec["batch"] = batch
+            rec["batch"] = timed[0] if timed else None
     _B.MicroBatcher.flush = _flush
 
     _orig_udp = _U.UpstreamForwarder._udp
@@ -140,13 +148,13 @@ if "serve" in sys.argv and os.environ.get("RG_STAGES_LOG"):
             out.write(json.dumps({"queries": [dict(zip(keys, r)) for r in _records], "gc": _gcs}))
     import json
     atexit.register(_dump)
-'''
+"""
 
 STAGES = (
     "to first wait",
     "model queue",
     "model batch",
-    "batch to resume",
+    "batch to resume (incl. the batch's earlier queries run on)",
     "model to send",
     "upstream",
     "read to resume",
@@ -163,14 +171,14 @@ def stages(rec: dict[str, Any]) -> dict[str, float] | None:
     """A scored and forwarded query's stages in ms (two waits: the model's batch, the upstream)."""
     if len(rec["waits"]) != 2 or rec["batch"] is None or rec["sent"] is None:
         return None
-    (w1, w2), ((r1, _), (r2, read)) = rec["waits"], rec["resumes"]
+    (w1, _), ((r1, _), (r2, read)) = rec["waits"], rec["resumes"]
     b0, b1, _, bcpu = rec["batch"]
     ms = 1000.0
     return {
         "to first wait": (w1 - rec["accept"]) * ms,
         "model queue": (b0 - w1) * ms,
         "model batch": (b1 - b0) * ms,
-        "batch to resume": (r1 - b1) * ms,
+        "batch to resume (incl. the batch's earlier queries run on)": (r1 - b1) * ms,
         "model to send": (rec["sent"] - r1) * ms,
         "upstream": (read - rec["sent"]) * ms,
         "read to resume": (r2 - read) * ms,
@@ -193,8 +201,14 @@ def analyse(trace: dict[str, Any], window: tuple[float, float] | None = None) ->
     rows = [s for s in map(stages, trace["queries"]) if s is not None]
     other = len(trace["queries"]) - len(rows)
     out: dict[str, Any] = {"queries": len(rows), "blocked": other}
-    out["stages"] = {k: {"p50": pct([r[k] for r in rows], 0.5), "p99": pct([r[k] for r in rows], 0.99),
-                         "max": max((r[k] for r in rows), default=float("nan"))} for k in STAGES}
+    out["stages"] = {
+        k: {
+            "p50": pct([r[k] for r in rows], 0.5),
+            "p99": pct([r[k] for r in rows], 0.99),
+            "max": max((r[k] for r in rows), default=float("nan")),
+        }
+        for k in STAGES
+    }
     cut = pct([r["inside (accept to reply)"] for r in rows], 0.99)
     slow = [r for r in rows if r["inside (accept to reply)"] >= cut]
     out["slowest_1pct_mean"] = {k: sum(r[k] for r in slow) / max(1, len(slow)) for k in STAGES}
@@ -204,15 +218,20 @@ def analyse(trace: dict[str, Any], window: tuple[float, float] | None = None) ->
     last = max((q["end"] for q in trace["queries"]), default=0.0)
     gcs = [(g, (e - s) * 1000) for s, e, g in trace["gc"] if first <= s <= last]
     out["gc"] = {
-        str(gen): {"count": sum(1 for g, _ in gcs if g == gen), "max_ms": max((ms for g, ms in gcs if g == gen), default=0.0),
-                   "total_ms": sum(ms for g, ms in gcs if g == gen)}
+        str(gen): {
+            "count": sum(1 for g, _ in gcs if g == gen),
+            "max_ms": max((ms for g, ms in gcs if g == gen), default=0.0),
+            "total_ms": sum(ms for g, ms in gcs if g == gen),
+        }
         for gen in (0, 1, 2)
     }
     out["seconds"] = last - first
     return out
 
 
-def run_tree(tree: Path, work: Path, nsd: int, names: Path, qps: float, seconds: float, tag: str) -> dict[str, Any]:
+def run_tree(
+    tree: Path, work: Path, nsd: int, names: Path, qps: float, seconds: float, tag: str, peak: Path | None
+) -> dict[str, Any]:
     """One server from `tree` with the tracer, warm-up then the measured run; NSD in turn."""
     site = work / "site"
     site.mkdir(exist_ok=True)
@@ -225,7 +244,9 @@ def run_tree(tree: Path, work: Path, nsd: int, names: Path, qps: float, seconds:
     )
     env = {**os.environ, "RG_STAGES_LOG": str(log), "PYTHONPATH": f"{site}{os.pathsep}{tree}"}
     cmd = [sys.executable, "-m", "resolverguard", "serve", "--config", str(policy), "--listen", f"127.0.0.1:{port}"]
-    proc = subprocess.Popen(cmd, cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=(work / f"rg-{tag}.log").open("w"))
+    proc = subprocess.Popen(
+        cmd, cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=(work / f"rg-{tag}.log").open("w")
+    )
     try:
         C.wait_ready(port)
         time.sleep(1.0)
@@ -234,13 +255,14 @@ def run_tree(tree: Path, work: Path, nsd: int, names: Path, qps: float, seconds:
         part = C.latency_slice(names, 1, qps, seconds)
         client = C.dnsperf(port, part, seconds, qps)
         upstream = C.dnsperf(nsd, part, seconds, qps)
+        top = C.dnsperf(port, peak, seconds) if peak is not None else {}
     finally:
         proc.terminate()
         proc.wait(30)
     trace = json.loads(log.read_text())
     # the warm-up's queries are left out: the measured run's are the last `completed`
-    trace["queries"] = trace["queries"][-int(client.get("completed") or 0) :]
-    return {"tree": str(tree), "client": client, "upstream": upstream, "inside": analyse(trace)}
+    trace["queries"] = trace["queries"][: -int(top.get("completed") or 0) or None][-int(client.get("completed") or 0) :]
+    return {"tree": str(tree), "client": client, "upstream": upstream, "peak": top, "inside": analyse(trace)}
 
 
 def main() -> None:
@@ -249,13 +271,16 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--tree", action="append", type=Path)
     p.add_argument("--out", default="miss_stages")
+    p.add_argument("--peak", action="store_true", help="then each tree's peak QPS on never-seen names (dnsperf)")
     a = p.parse_args()
     trees = a.tree or [C.ROOT]
     work = Path(tempfile.mkdtemp(prefix="rg-stages-"))
     rng = random.Random(11)
     names = work / "misses.latency.txt"
     count = int(a.qps * (a.seconds + 1) * 1.2 + 200) * (2 + 1)
-    names.write_text("".join(f"{n} A\n" for n in C.miss_names(C.benign_names(10_000, rng), count * len(trees), rng, "s")))
+    names.write_text(
+        "".join(f"{n} A\n" for n in C.miss_names(C.benign_names(10_000, rng), count * len(trees), rng, "s"))
+    )
     nsd = C.free_port()
     load_before = C.load_average()
     nsd_proc = C.start_nsd(work, nsd)
@@ -266,7 +291,13 @@ def main() -> None:
             own = names.with_name(f"misses-{i}.latency.txt")  # each tree its own never-seen names
             lines = names.read_text().splitlines(keepends=True)
             own.write_text("".join(lines[i * count : (i + 1) * count]))
-            results.append(run_tree(tree.resolve(), work, nsd, own, a.qps, a.seconds, str(i)))
+            peak = None
+            if a.peak:
+                peak = work / f"peak-{i}.txt"
+                peak.write_text(
+                    "".join(f"{n} A\n" for n in C.miss_names(C.benign_names(10_000, rng), 300_000, rng, f"p{i}x"))
+                )
+            results.append(run_tree(tree.resolve(), work, nsd, own, a.qps, a.seconds, str(i), peak))
     finally:
         nsd_proc.terminate()
         nsd_proc.wait(10)
@@ -277,21 +308,33 @@ def main() -> None:
 
 
 def report(payload: dict[str, Any]) -> str:
-    lines = [f"load before {payload['load'][0]}, after {payload['load'][1]}; {payload['qps']:.0f} qps, {payload['seconds']} s"]
+    lines = [
+        f"load before {payload['load'][0]}, after {payload['load'][1]};"
+        f" {payload['qps']:.0f} qps, {payload['seconds']} s"
+    ]
     for run in payload["runs"]:
         inside, client, up = run["inside"], run["client"], run["upstream"]
         lines.append(
             f"\n{run['tree']}: dnsperf p50/p99 {client.get('p50_ms')}/{client.get('p99_ms')} ms, NSD alone"
-            f" {up.get('p50_ms')}/{up.get('p99_ms')} ms; {inside['queries']} traced ({inside['blocked']} blocked by the model, not forwarded),"
+            f" {up.get('p50_ms')}/{up.get('p99_ms')} ms; {inside['queries']} traced"
+            f" ({inside['blocked']} blocked by the model, not forwarded),"
             f" batch mean {inside['batch_sizes']['mean']:.2f} max {inside['batch_sizes']['max']}"
+            + (f"; peak on never-seen names {run['peak'].get('qps')} qps" if run.get("peak") else "")
         )
         lines.append("| stage | p50 ms | p99 ms | max ms | slowest 1% mean ms |")
         lines.append("|---|---:|---:|---:|---:|")
         for k in STAGES:
             s = inside["stages"][k]
-            lines.append(f"| {k} | {s['p50']:.3f} | {s['p99']:.3f} | {s['max']:.3f} | {inside['slowest_1pct_mean'][k]:.3f} |")
-        lines.append("gc during the run: " + ", ".join(
-            f"gen{g} {v['count']}x max {v['max_ms']:.2f} ms total {v['total_ms']:.1f} ms" for g, v in inside["gc"].items()))
+            lines.append(
+                f"| {k} | {s['p50']:.3f} | {s['p99']:.3f} | {s['max']:.3f} | {inside['slowest_1pct_mean'][k]:.3f} |"
+            )
+        lines.append(
+            "gc during the run: "
+            + ", ".join(
+                f"gen{g} {v['count']}x max {v['max_ms']:.2f} ms total {v['total_ms']:.1f} ms"
+                for g, v in inside["gc"].items()
+            )
+        )
     return "\n".join(lines)
 
 

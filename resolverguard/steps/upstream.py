@@ -118,7 +118,7 @@ class Channel:
                     elif waiting[2]:  # our ID, from the upstream's address, but not an answer to our question
                         del pending[qid]
                         waiting[1].set_exception(UpstreamError("reply that is not an answer to the question"))
-            if not pending or sock.fileno() < 0:  # (a query resumed here may retire this socket)
+            if not pending:  # (also when a query resumed here retired and closed this socket)
                 return
 
     def close(self) -> None:
