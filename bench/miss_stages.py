@@ -272,7 +272,11 @@ def main() -> None:
     p.add_argument("--tree", action="append", type=Path)
     p.add_argument("--out", default="miss_stages")
     p.add_argument("--peak", action="store_true", help="then each tree's peak QPS on never-seen names (dnsperf)")
+    p.add_argument("--summary", type=Path, help="only print the report of a results file written before")
     a = p.parse_args()
+    if a.summary:
+        print(report(json.loads(a.summary.read_text())))
+        return
     trees = a.tree or [C.ROOT]
     work = Path(tempfile.mkdtemp(prefix="rg-stages-"))
     rng = random.Random(11)
@@ -307,6 +311,33 @@ def main() -> None:
     print(report(payload))
 
 
+def by_tree(payload: dict[str, Any]) -> list[str]:
+    """Each tree's medians over its runs (trees alternated in one run of this script)."""
+    trees: dict[str, list[dict[str, Any]]] = {}
+    for run in payload["runs"]:
+        trees.setdefault(run["tree"], []).append(run)
+    lines = [
+        "| tree | runs | dnsperf p99 ms | NSD alone p99 ms | inside p99 ms | slowest 1% inside ms"
+        " | model batch CPU p99 ms | peak never-seen qps |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for tree, runs in trees.items():
+
+        def med(get: Any, runs: list[dict[str, Any]] = runs) -> float:
+            values = sorted(v for v in (get(r) for r in runs) if v is not None)
+            return values[len(values) // 2] if values else float("nan")
+
+        lines.append(
+            f"| {Path(tree).name} | {len(runs)} | {med(lambda r: r['client'].get('p99_ms')):.3f}"
+            f" | {med(lambda r: r['upstream'].get('p99_ms')):.3f}"
+            f" | {med(lambda r: r['inside']['stages']['inside (accept to reply)']['p99']):.3f}"
+            f" | {med(lambda r: r['inside']['slowest_1pct_mean']['inside (accept to reply)']):.3f}"
+            f" | {med(lambda r: r['inside']['stages']['model batch CPU']['p99']):.3f}"
+            f" | {med(lambda r: (r.get('peak') or {}).get('qps')):.0f} |"
+        )
+    return lines
+
+
 def report(payload: dict[str, Any]) -> str:
     lines = [
         f"load before {payload['load'][0]}, after {payload['load'][1]};"
@@ -335,7 +366,7 @@ def report(payload: dict[str, Any]) -> str:
                 for g, v in inside["gc"].items()
             )
         )
-    return "\n".join(lines)
+    return "\n".join([*lines, "", "Medians per tree:", *by_tree(payload)])
 
 
 if __name__ == "__main__":
