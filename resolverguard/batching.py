@@ -2,7 +2,8 @@
 
 A burst of unseen names costs one interpreter invoke, not one each. A lone name is flushed on the
 next loop turn, so batching adds no waiting of its own; `max_delay` can hold a batch open a little
-longer (bounded) to gather more names under load.
+longer (bounded) to gather more names under load. The futures are `handoff.Handoff`s: a UDP query
+runs on from the flush itself, not a loop turn later.
 """
 
 from __future__ import annotations
