@@ -253,9 +253,15 @@ def run_tree(
         C.dnsperf(port, C.latency_slice(names, 0, qps, 1.0), 1.0, qps)
         time.sleep(0.5)
         part = C.latency_slice(names, 1, qps, seconds)
+        cpu = C.cpu_seconds(proc.pid)
         client = C.dnsperf(port, part, seconds, qps)
+        client["server_cpu_us_per_query"] = (C.cpu_seconds(proc.pid) - cpu) / max(1, client.get("completed") or 0) * 1e6
         upstream = C.dnsperf(nsd, part, seconds, qps)
-        top = C.dnsperf(port, peak, seconds) if peak is not None else {}
+        top: dict[str, Any] = {}
+        if peak is not None:
+            cpu = C.cpu_seconds(proc.pid)
+            top = C.dnsperf(port, peak, seconds)
+            top["server_cpu_us_per_query"] = (C.cpu_seconds(proc.pid) - cpu) / max(1, top.get("completed") or 0) * 1e6
     finally:
         proc.terminate()
         proc.wait(30)
@@ -318,8 +324,8 @@ def by_tree(payload: dict[str, Any]) -> list[str]:
         trees.setdefault(run["tree"], []).append(run)
     lines = [
         "| tree | runs | dnsperf p99 ms | NSD alone p99 ms | inside p99 ms | slowest 1% inside ms"
-        " | model batch CPU p99 ms | peak never-seen qps |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        " | model batch CPU p99 ms | peak never-seen qps | server CPU us/query at the rate | at the peak |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for tree, runs in trees.items():
 
@@ -333,7 +339,9 @@ def by_tree(payload: dict[str, Any]) -> list[str]:
             f" | {med(lambda r: r['inside']['stages']['inside (accept to reply)']['p99']):.3f}"
             f" | {med(lambda r: r['inside']['slowest_1pct_mean']['inside (accept to reply)']):.3f}"
             f" | {med(lambda r: r['inside']['stages']['model batch CPU']['p99']):.3f}"
-            f" | {med(lambda r: (r.get('peak') or {}).get('qps')):.0f} |"
+            f" | {med(lambda r: (r.get('peak') or {}).get('qps')):.0f}"
+            f" | {med(lambda r: r['client'].get('server_cpu_us_per_query')):.1f}"
+            f" | {med(lambda r: (r.get('peak') or {}).get('server_cpu_us_per_query')):.1f} |"
         )
     return lines
 
@@ -355,6 +363,8 @@ def report(payload: dict[str, Any]) -> str:
         lines.append("| stage | p50 ms | p99 ms | max ms | slowest 1% mean ms |")
         lines.append("|---|---:|---:|---:|---:|")
         for k in STAGES:
+            if k not in inside["stages"]:  # (a file from an earlier version of this script)
+                continue
             s = inside["stages"][k]
             lines.append(
                 f"| {k} | {s['p50']:.3f} | {s['p99']:.3f} | {s['max']:.3f} | {inside['slowest_1pct_mean'][k]:.3f} |"
