@@ -6,7 +6,7 @@ Starts NSD and resolverguard (d) (compare.start_resolverguard: full chain, shipp
 log off) from `--tree`, drives it at its peak with dnsperf on never-seen names (compare's
 miss_names, as its misses file) and samples it with `py-spy record --format raw` meanwhile (the
 GIL-holding thread only: idle waits in epoll are not CPU). Prints each function's share of the
-samples, self and inclusive, and the collapsed stacks go to bench/results/<out>.txt.
+samples, self and inclusive, to bench/results/<out>.md (the collapsed stacks stay in the work folder).
 """
 
 from __future__ import annotations
@@ -76,9 +76,11 @@ def main() -> None:
             proc.terminate()
             proc.wait(10)
     text = raw.read_text()
-    (C.ROOT / "bench" / "results" / f"{a.out}.txt").write_text(text)
-    print(f"load before {load}, after {C.load_average()}; (d) on misses {peak.get('qps')} qps under py-spy")
-    print(summary(text, a.top))
+    head = f"load before {load}, after {C.load_average()}; (d) on misses {peak.get('qps')} qps under py-spy"
+    out = f"# py-spy on (d) under never-seen names (bench/miss_spy.py)\n\n{head}\n\n{summary(text, a.top)}\n"
+    (C.ROOT / "bench" / "results" / f"{a.out}.md").write_text(out)
+    print(out)
+    print(f"collapsed stacks: {raw}")
 
 
 def summary(text: str, top: int) -> str:
