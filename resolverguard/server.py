@@ -75,9 +75,10 @@ class Resumed:
     a wrapper frame per resume, and its done callback's own loop turn; a never-seen name's miss is
     ~60-100 us of Python, most of it the forwarding. What a Task does that matters here is small:
     resume the coroutine when the future it yielded is done (`await future` reads the result
-    itself), or on the next loop turn after a bare `yield`. A `handoff.Handoff` (the model's batch,
-    the upstream's answer) resumes it itself, in the callback that settles it. The query's coroutine never raises
-    (`DnsServer.answer` turns errors into SERVFAIL); anything that escapes anyway goes to the
+    itself), or on the next loop turn after a bare `yield`. A `handoff.Handoff` (the model's
+    batch, the upstream's answer) resumes it itself, in the callback that settles it. The query's
+    coroutine never raises (`DnsServer._answer_udp` turns errors into SERVFAIL); anything that
+    escapes anyway goes to the
     loop's exception handler, as an unretrieved Task exception would. Nothing on the UDP path
     needs `asyncio.current_task()` (None here)."""
 
