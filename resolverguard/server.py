@@ -78,9 +78,8 @@ class Resumed:
     itself), or on the next loop turn after a bare `yield`. A `handoff.Handoff` (the model's
     batch, the upstream's answer) resumes it itself, in the callback that settles it. The query's
     coroutine never raises (`DnsServer._answer_udp` turns errors into SERVFAIL); anything that
-    escapes anyway goes to the
-    loop's exception handler, as an unretrieved Task exception would. Nothing on the UDP path
-    needs `asyncio.current_task()` (None here)."""
+    escapes anyway goes to the loop's exception handler, as an unretrieved Task exception would.
+    Nothing on the UDP path needs `asyncio.current_task()` (None here)."""
 
     __slots__ = ("_coro", "_done")
 
