@@ -77,7 +77,7 @@ class Resumed:
     resume the coroutine when the future it yielded is done (`await future` reads the result
     itself), or on the next loop turn after a bare `yield`. A `handoff.Handoff` (the model's
     batch, the upstream's answer) resumes it itself, in the callback that settles it. The query's
-    coroutine never raises (`DnsServer._answer_udp` turns errors into SERVFAIL); anything that
+    coroutine never raises (`DnsServer.answer` turns errors into SERVFAIL); anything that
     escapes anyway goes to the loop's exception handler, as an unretrieved Task exception would.
     Nothing on the UDP path needs `asyncio.current_task()` (None here)."""
 
@@ -328,12 +328,7 @@ class DnsServer:
     async def _answer_udp(
         self, transport: asyncio.DatagramTransport, packet: bytes, client: tuple[str, int], sender: tuple[str, int]
     ) -> None:
-        """`answer` and the send, as one coroutine (one frame less per query, resumed twice on a miss)."""
-        try:
-            reply = await self._answer(packet, client, "udp")
-        except Exception:  # noqa: BLE001 - as `answer`: one query's bug must not take the listener down
-            self._report_bug()
-            reply = header_only(packet, SERVFAIL)
+        reply = await self.answer(packet, client, "udp")
         if reply is not None and not transport.is_closing():
             transport.sendto(reply, sender)
 
