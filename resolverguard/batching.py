@@ -2,7 +2,8 @@
 
 A burst of unseen names costs one interpreter invoke, not one each. A lone name is flushed on the
 next loop turn, so batching adds no waiting of its own; `max_delay` can hold a batch open a little
-longer (bounded) to gather more names under load.
+longer (bounded) to gather more names under load. The futures are `handoff.Handoff`s: a UDP query
+runs on from the flush itself, not a loop turn later.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
+
+from resolverguard.handoff import Handoff
 
 T = TypeVar("T")
 
@@ -26,7 +29,7 @@ class MicroBatcher(Generic[T]):
 
     def submit(self, text: str) -> asyncio.Future[T]:
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
+        future: asyncio.Future[T] = Handoff(loop=loop)
         self._texts.append(text)
         self._futures.append(future)
         if len(self._texts) >= self.max_batch:
@@ -57,4 +60,4 @@ class MicroBatcher(Generic[T]):
             return
         for future, value in zip(futures, results, strict=True):
             if not future.done():
-                future.set_result(value)
+                future.set_result(value)  # a UDP query runs on from here to its upstream send (a Handoff)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from resolverguard.addresses import IPNetwork, client_ip, within
 from resolverguard.chain import Gate, Next, Request
 from resolverguard.config import Endpoint, Limits
+from resolverguard.handoff import Handoff
 from resolverguard.proxyheader import FIXED, ProxyHeader, header_size, read_proxy_header
 from resolverguard.replies import badvers, header_only, truncated
 from resolverguard.reuseport import steer_by_client
@@ -74,10 +75,11 @@ class Resumed:
     a wrapper frame per resume, and its done callback's own loop turn; a never-seen name's miss is
     ~60-100 us of Python, most of it the forwarding. What a Task does that matters here is small:
     resume the coroutine when the future it yielded is done (`await future` reads the result
-    itself), or on the next loop turn after a bare `yield`. The query's coroutine never raises
-    (`DnsServer.answer` turns errors into SERVFAIL); anything that escapes anyway goes to the
-    loop's exception handler, as an unretrieved Task exception would. Nothing on the UDP path
-    needs `asyncio.current_task()` (None here)."""
+    itself), or on the next loop turn after a bare `yield`. A `handoff.Handoff` (the model's
+    batch, the upstream's answer) resumes it itself, in the callback that settles it. The query's
+    coroutine never raises (`DnsServer.answer` turns errors into SERVFAIL); anything that
+    escapes anyway goes to the loop's exception handler, as an unretrieved Task exception would.
+    Nothing on the UDP path needs `asyncio.current_task()` (None here)."""
 
     __slots__ = ("_coro", "_done")
 
@@ -86,7 +88,10 @@ class Resumed:
 
     def wait(self, waiting_on: Any) -> None:
         """Resumes the coroutine once `waiting_on` (what its `send` yielded) allows."""
-        if getattr(waiting_on, "_asyncio_future_blocking", False):  # `await future` yields the future
+        if type(waiting_on) is Handoff:  # resumed by whoever settles it, in that same callback
+            waiting_on._asyncio_future_blocking = False
+            waiting_on.direct = self._step
+        elif getattr(waiting_on, "_asyncio_future_blocking", False):  # `await future` yields the future
             waiting_on._asyncio_future_blocking = False
             waiting_on.add_done_callback(self._step)
         elif waiting_on is None:  # a bare yield (`asyncio.sleep(0)`): the next loop turn

@@ -83,3 +83,22 @@ def test_burst_of_unseen_names_over_sockets_is_scored_in_batches(tmp_path: Path)
     for line in lines:  # every query got the score of its own name
         assert abs(line["score"] - len(line["scored"]) / 100) < 1e-6
     assert sum(len(b) for b in scorer.batches) == 200
+
+
+def test_a_few_names_together_are_scored_one_by_one_and_more_as_one_batch() -> None:
+    """Below `SINGLES_BELOW` the lone-name path is cheaper than a batch (steps/score.py)."""
+    from resolverguard.steps.score import SINGLES_BELOW
+
+    scorer = LengthScorer()
+
+    async def run(count: int) -> list[float]:
+        batcher = batch_scorer(scorer, max_batch=64)
+        return list(await asyncio.gather(*(batcher.submit("y" * n) for n in range(1, count + 1))))
+
+    few = asyncio.run(run(SINGLES_BELOW - 1))
+    assert [len(b) for b in scorer.batches] == [1] * (SINGLES_BELOW - 1)
+    assert np.allclose(few, [n / 100 for n in range(1, SINGLES_BELOW)])
+    scorer.batches.clear()
+    more = asyncio.run(run(SINGLES_BELOW))
+    assert [len(b) for b in scorer.batches] == [SINGLES_BELOW]
+    assert np.allclose(more, [n / 100 for n in range(1, SINGLES_BELOW + 1)])

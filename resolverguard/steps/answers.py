@@ -142,16 +142,20 @@ def layout_of(
 ) -> WireLayout | None:
     """`wire_layout` of an answer already read (`message` describes `wire`: the forwarder's
     `replies.forwarded_read` reads every upstream answer in full, so a miss need not read it twice)."""
-    ttls, opt_at, answer_ttl, soa = [], None, None, None
+    fields, opt_at, answer_ttl, soa, clamped = [], None, None, None, False
     records = message.records
     last = len(records) - 1
-    for index, r in enumerate(records):
+    pack = TTL_FIELD.pack
+    for index, r in enumerate(records):  # one pass (the TTL fields packed here: no second walk)
         if r.rtype == OPT:
             if index != last:
                 return None
             opt_at = r.start
         else:
-            ttls.append((r.ttl_at, r.ttl))
+            ttl = r.ttl
+            if not min_ttl <= ttl <= max_ttl:
+                ttl, clamped = min(max(ttl, min_ttl), max_ttl), True
+            fields.append(pack(r.ttl_at, ttl))
         if r.section == ANSWER:
             answer_ttl = r.ttl if answer_ttl is None else min(answer_ttl, r.ttl)
         elif r.section == AUTHORITY and r.rtype == SOA and soa is None and r.end - r.rdata_at >= 22:
@@ -159,9 +163,7 @@ def layout_of(
     if opt_at is not None:
         ar = int.from_bytes(wire[10:12], "big")
         wire = wire[:10] + (ar - 1).to_bytes(2, "big") + wire[12:opt_at]
-    packed = b"".join(TTL_FIELD.pack(offset, min(max(ttl, min_ttl), max_ttl)) for offset, ttl in ttls)
-    clamped = any(not min_ttl <= ttl <= max_ttl for _, ttl in ttls)
-    return WireLayout(wire, message.question_end, packed, edns_opt, answer_ttl, soa, clamped)
+    return WireLayout(wire, message.question_end, b"".join(fields), edns_opt, answer_ttl, soa, clamped)
 
 
 def served_wire(layout: WireLayout, query_packet: bytes, client_edns: bool, elapsed: int) -> bytes:
