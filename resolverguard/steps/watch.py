@@ -245,10 +245,15 @@ class ClientWatchStep:
             first = state.known.get(key)
             if first == "":
                 return True  # several clients resolve it: nothing more to read
-            if first == client:  # this client's own new name: a beacon?
-                quiet = self._own_again(client, key, started)
-                if quiet is not None:
-                    return quiet
+            if first == client:  # this client's own new name: a beacon? (`_own_again`, written out)
+                evidence = state.clients.get(client)
+                if evidence is None or key not in evidence.resolved:
+                    return True
+                entry = evidence.entry(key)
+                if entry is None or entry.lookups >= 2:
+                    return True
+                if entry.asked_soon(started):
+                    return False  # (its time noted: not quiet, the next one may be a beacon)
         elif self._exempt and _exempt(client, self._exempt):
             return False
         inbox = self._inbox
@@ -260,7 +265,9 @@ class ClientWatchStep:
     def _own_again(self, client: str, key: str, started: float) -> bool | None:
         """A client's own new name resolved for it again (`WatchState.answered`'s last lines): True
         when nothing is left to read (out of its ring, or asked again already), False when only its
-        time was noted (not quiet: the next lookup may be a beacon), None: for the drain."""
+        time was noted (not quiet: the next lookup may be a beacon), None: for the drain. (The
+        same lines are written out in `seen_repeat`, where they are the cached answers' common
+        case: one client's names on compare.py's hits.)"""
         evidence = self.state.clients.get(client)
         if evidence is None or key not in evidence.resolved:
             return True
