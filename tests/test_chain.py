@@ -77,3 +77,24 @@ def test_a_watcher_reads_the_reply_its_run_ends_with_whoever_made_it() -> None:
     assert asyncio.run(link([Watch("w")], last)(request())) == b"upstream"
     assert asyncio.run(link([Watch("w"), Answer()], last)(request())) == b"sinkhole"  # a later check answered
     assert replies == [("w", b"upstream"), ("w", b"sinkhole")]
+
+
+def test_a_watcher_that_changes_nothing_on_the_way_in_is_only_told_of_replies() -> None:
+    asked: list[str] = []
+
+    class Watch:
+        def __init__(self, changes: bool) -> None:
+            self.changes_way_in = changes
+
+        def check(self, _: Request) -> None:
+            asked.append(f"check {self.changes_way_in}")
+
+        def seen(self, _: Request, reply: bytes | None) -> None:
+            asked.append(f"seen {self.changes_way_in} {reply!r}")
+
+    async def last(_: Request) -> bytes:
+        return b"upstream"
+
+    assert asyncio.run(link([Watch(False), Watch(True)], last)(request())) == b"upstream"
+    assert asyncio.run(link([Watch(False)], last)(request())) == b"upstream"
+    assert asked == ["check True", "seen False b'upstream'", "seen True b'upstream'", "seen False b'upstream'"]

@@ -96,6 +96,11 @@ class ClientWatchStep:
         self._probes: set[asyncio.Task[None]] = set()
         self._inbox: list[tuple[str, str, float | None, float | None, ClientGroup | None]] = []  # see _drain
 
+    @property
+    def changes_way_in(self) -> bool:
+        """False when no group quarantines: the chain then leaves `check` out (resolverguard.chain)."""
+        return self.blocks
+
     def check(self, request: Request) -> Outcome:
         """On the way in: nothing to do unless someone is flagged or a likely C2 is known
         (`holds_queries`, written out: this runs for every answer the chain makes)."""
@@ -113,10 +118,63 @@ class ClientWatchStep:
 
     def seen(self, request: Request, reply: Reply) -> None:
         """On the way out: what the answer says (a name resolved, an NXDOMAIN, the model's sinkhole).
-        Runs for every answer, cached ones too (the repeat shortcut's: `seen_repeat`)."""
-        repeat = self._read(request, reply)
-        if repeat is not None:
-            self.seen_repeat(repeat, request.client[0], request.started)
+        Runs for every answer the chain makes (the repeat shortcut's: `seen_repeat`), so for every
+        never-seen name: `_read` and `seen_repeat` are written out here, without the Repeat tuple
+        between them (keep the three alike). Through them it was ~175 bytecodes and five calls per
+        never-seen name; this, ~135 and none (with `WatchState._flagged_nx` and the chain leaving out
+        the idle `check`: -3.6k of the watch's ~17k instructions per never-seen name, counted by
+        bench/watch_grind.py; bench/results/watch_cost_watch7.md)."""
+        name = request.name
+        if reply is None or name is None or name.label is None or len(reply) < 12:
+            return
+        verdict = request.verdict
+        action = verdict.action if verdict is not None else _PASS
+        if action is _PASS or action is _LOG:  # an answer we did not make ourselves
+            rcode = reply[3] & 0x0F
+            if rcode == _NOERROR and (reply[6] or reply[7]):  # records: it resolved (NODATA says nothing)
+                key = name.registrable
+                if key in DYNAMIC_DNS_SUFFIXES:
+                    key = watch_key(name)
+                if key is None:
+                    return
+                client, started, state = request.client[0], request.started, self.state
+                last = state.last_answer  # WatchState.answered, as in seen_repeat
+                last[client] = started
+                if len(last) > self.last_bound:
+                    last.clear()
+                first = state.known.get(key)
+                if first == "" or (first == client and self._own_again(client, key, started) is not None):
+                    return
+                group, inbox = request.group, self._inbox  # (`_tag`, `_enqueue`)
+                if not inbox:
+                    asyncio.get_running_loop().call_soon(self._drain)
+                inbox.append(
+                    (client, key, request.score, started, None if group is None or group.watch is self.cfg else group)
+                )
+                return
+            if rcode != _NXDOMAIN:
+                return
+        elif verdict is None or verdict.reason not in _MODEL_REASONS:
+            return  # the model's sinkhole (below) is evidence as good as an NXDOMAIN
+        group = request.group
+        if not (self.cfg if group is None else group.watch).enabled:
+            return
+        key = name.registrable  # (`watch_key`: the label is there)
+        if key in DYNAMIC_DNS_SUFFIXES:
+            key = watch_key(name)
+        if key is None:
+            return
+        client = request.client[0]
+        if self._exempt and _exempt(client, self._exempt):
+            return
+        self._enqueue((client, key, request.score, None, None if group is None or group.watch is self.cfg else group))
+
+    def _enqueue(self, event: tuple[str, str, float | None, float | None, ClientGroup | None]) -> None:
+        """An answer for the drain to read once the answers of this turn of the loop have left."""
+        inbox = self._inbox
+        if not inbox:
+            asyncio.get_running_loop().call_soon(self._drain)
+        inbox.append(event)
 
     def repeat_of(self, request: Request, reply: Reply) -> Repeat | None:
         """What this answer tells the watch, kept by the repeat shortcut for each repeat of it
@@ -187,7 +245,7 @@ class ClientWatchStep:
             first = state.known.get(key)
             if first == "":
                 return True  # several clients resolve it: nothing more to read
-            if first == client:  # this client's own new name: a beacon?
+            if first == client:  # this client's own new name: a beacon? (`_own_again`, written out)
                 evidence = state.clients.get(client)
                 if evidence is None or key not in evidence.resolved:
                     return True
@@ -203,6 +261,22 @@ class ClientWatchStep:
             asyncio.get_running_loop().call_soon(self._drain)
         inbox.append((client, key, score, started if resolved else None, group))
         return False
+
+    def _own_again(self, client: str, key: str, started: float) -> bool | None:
+        """A client's own new name resolved for it again (`WatchState.answered`'s last lines): True
+        when nothing is left to read (out of its ring, or asked again already), False when only its
+        time was noted (not quiet: the next lookup may be a beacon), None: for the drain. (The
+        same lines are written out in `seen_repeat`, where they are the cached answers' common
+        case: one client's names on compare.py's hits.)"""
+        evidence = self.state.clients.get(client)
+        if evidence is None or key not in evidence.resolved:
+            return True
+        entry = evidence.entry(key)
+        if entry is None or entry.lookups >= 2:
+            return True
+        if entry.asked_soon(started):
+            return False
+        return None
 
     def _drain(self) -> None:
         """What the answers of a turn of the loop said, read in their order once they have left
