@@ -84,5 +84,6 @@ def time_gate(gate: Any, asked: list[str]) -> None:
         f"(pure Python: _hashed {best_us(f._hashed, raws)}, _dense_sum {best_us(f._dense_sum, raws)}) us"
     )
 
+
 if __name__ == "__main__":
     main()

@@ -334,7 +334,9 @@ def test_the_gates_c_featurizer_gives_the_pure_python_float_bit_for_bit(tmp_path
     odd_chars = string.ascii_letters + string.digits + "-_.~\n ü\x00\x7f"
     texts += ["".join(rng.choice(odd_chars) for _ in range(rng.randint(0, 70))) for _ in range(1000)]
     texts += ["", ".", "a", "ab", "abc", "a.", ".a", "-", "e" * 30, "0123456789-_" * 3, "a" * 12 + "." + "b" * 30]
-    texts += ["x" * k for k in range(f.maxlen - 3, f.maxlen + 3)] + ["y" * k + ".com" for k in range(f.maxlen - 7, f.maxlen)]
+    texts += ["x" * k for k in range(f.maxlen - 3, f.maxlen + 3)] + [
+        "y" * k + ".com" for k in range(f.maxlen - 7, f.maxlen)
+    ]
     for text in texts:
         assert gate.featurizer.logit(text) == python.featurizer.logit(text), text  # ==: the same float
     for name in names + ["gardenshop.com", "a.b.co.uk", "host.ddns.net", "x" * 64 + ".com", "UPPER.COM."]:
