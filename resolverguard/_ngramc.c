@@ -14,6 +14,12 @@ Python code computes them: the entropy summed by ascending code, the five featur
 (as `struct.pack("f")` rounds), their products summed left to right; `-ffp-contract=off` (setup.py)
 keeps the compiler from fusing a multiply and an add into one rounding. Names of `maxlen` characters or
 more (no padding column) and bytes outside the 64 codes go to the Python fallback the object holds.
+
+Also the Unbound module's first stage (`unbound_gate.Featurizer`, gate6), inside Unbound, which
+finalises and re-initialises Python in the same process on every `unbound-control reload`: so no static
+type and no state outside the module (multi-phase init, a heap type made by each import), and the
+tables are copied from any buffer (the snapshot's memoryviews; numpy would not survive the reload).
+The type takes part in GC: the featurizer holds this object, whose fallback is the featurizer's method.
 */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
