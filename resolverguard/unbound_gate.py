@@ -56,6 +56,7 @@ _LDH_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_-"  # = resolverguard.names._
 CLEARED, ABOVE, ASK, LISTED = "cleared", "above", "ask", "listed"  # Gate.decide
 _FLOAT32 = struct.Struct("5f")  # the dense features, rounded to float32 (no `array`: it imports collections)
 _LETTERS, _DIGITS, _VOWELS = "abcdefghijklmnopqrstuvwxyz", "0123456789", "aeiou"
+_HAVE_GC = 1 << 14  # Py_TPFLAGS_HAVE_GC
 NATIVE_ENV = "RESOLVERGUARD_GATE_C"  # "off": the pure-Python featurizer even where the C one is built
 
 
@@ -338,7 +339,10 @@ def native_linear_type() -> Any:
             loader.exec_module(module)
         except (ImportError, OSError):
             return None
-        return getattr(module, "Linear", None)
+        linear = getattr(module, "Linear", None)
+        # Only a build that takes part in GC (Py_TPFLAGS_HAVE_GC): the featurizer and its C object hold
+        # each other, and an older build (ens6's) leaked that cycle, the snapshot with it, on every reread.
+        return linear if linear is not None and linear.__flags__ & _HAVE_GC else None
     return None
 
 
