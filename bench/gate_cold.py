@@ -6,7 +6,8 @@
 back: hot caches), then one name at a time after 32 MB were written (the CPU caches emptied, as
 other processes on a shared machine leave them) and after a 0.3 ms sleep (a name every 0.3 ms:
 the module's rate at 20% load); then the featurizer's parts, hot. Why: in Unbound the gate took
-~40 us per name (bench/module_stages.py's parts) where module_micro measured ~6 us.
+~40 us per name (bench/module_stages.py's parts) where module_micro measured ~6 us. Since gate6 the
+same run times the gate with the C featurizer (`_ngramc`, where built) and with the pure-Python one.
 """
 
 from __future__ import annotations
@@ -49,30 +50,38 @@ def one_by_one_us(fn: Callable[[Any], Any], items: list[Any], between: Callable[
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--names", type=int, default=3000)
+    p.add_argument("--python-only", action="store_true", help="only the pure-Python featurizer (as before gate6)")
     a = p.parse_args()
     service = service_in(Path(tempfile.mkdtemp(prefix="rg-gate-cold-")))
-    gate, why = read_snapshot(service.snapshot)
-    assert gate is not None, why
-    f = gate.featurizer
     asked = names(a.names, "c")
+    load = load_average()
+    print(f"gate_cold: {len(asked)} never-seen names, load {load}")
+    for native in (True, False) if not a.python_only else (False,):  # the same run: C (where built), then Python
+        gate, why = read_snapshot(service.snapshot, native=native)
+        assert gate is not None, why
+        print(f"-- {why}")
+        time_gate(gate, asked)
+    print(f"load after: {load_average()}")
+
+
+def time_gate(gate: Any, asked: list[str]) -> None:
+    f = gate.featurizer
     lowered = [n.lower().rstrip(".") for n in asked]
     texts = [r if gate.form == "registrable" else r.partition(".")[0] for r in map(gate._registrable, lowered) if r]
     raws = [t.encode("ascii", "replace")[: f.maxlen].translate(f._table) for t in texts]
-    load = load_average()
     junk = bytearray(32 << 20)
 
     def flush_caches() -> None:
         junk[::64] = bytes(len(junk) // 64)
 
     third = len(asked) // 3
-    print(f"gate_cold: {len(asked)} never-seen names, load {load}")
     print(f"judge hot (back to back, best of 5): {best_us(gate.judge, asked)} us")
     print(f"judge after 32 MB written, p50/p90: {one_by_one_us(gate.judge, asked[:third], flush_caches)} us")
     slept = one_by_one_us(gate.judge, asked[third : 2 * third], lambda: time.sleep(0.0003))
     print(f"judge after a 0.3 ms sleep, p50/p90: {slept} us")
     print(
         f"parts hot: _registrable {best_us(gate._registrable, lowered)}, logit {best_us(f.logit, texts)} "
-        f"(_hashed {best_us(f._hashed, raws)}, _dense_sum {best_us(f._dense_sum, raws)}) us"
+        f"(pure Python: _hashed {best_us(f._hashed, raws)}, _dense_sum {best_us(f._dense_sum, raws)}) us"
     )
 
 

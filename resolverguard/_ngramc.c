@@ -14,6 +14,12 @@ Python code computes them: the entropy summed by ascending code, the five featur
 (as `struct.pack("f")` rounds), their products summed left to right; `-ffp-contract=off` (setup.py)
 keeps the compiler from fusing a multiply and an add into one rounding. Names of `maxlen` characters or
 more (no padding column) and bytes outside the 64 codes go to the Python fallback the object holds.
+
+Also the Unbound module's first stage (`unbound_gate.Featurizer`, gate6), inside Unbound, which
+finalises and re-initialises Python in the same process on every `unbound-control reload`: so no static
+type and no state outside the module (multi-phase init, a heap type made by each import), and the
+tables are copied from any buffer (the snapshot's memoryviews; numpy would not survive the reload).
+The type takes part in GC: the featurizer holds this object, whose fallback is the featurizer's method.
 */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -107,14 +113,6 @@ static int Linear_init(Linear *self, PyObject *args, PyObject *kwds) {
     return 0;
 }
 
-static void Linear_dealloc(Linear *self) {
-    PyMem_Free(self->low);
-    PyMem_Free(self->weights);
-    PyMem_Free(self->terms);
-    Py_XDECREF(self->fallback);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
 static inline uint64_t bucket(uint64_t code, int shift) { return (code * MULT) >> shift; }
 
 /* orders 1-5 and the suffix token of a padded name of n < maxlen codes, each < 64 */
@@ -205,36 +203,70 @@ static PyObject *Linear_logit(Linear *self, PyObject *raw) {
     return PyFloat_FromDouble((h + d) + self->bias);
 }
 
+static int Linear_traverse(Linear *self, visitproc visit, void *arg) {
+    Py_VISIT(Py_TYPE(self)); /* a heap type: its instances hold it */
+    Py_VISIT(self->fallback);
+    return 0;
+}
+
+static int Linear_clear(Linear *self) {
+    Py_CLEAR(self->fallback); /* (the Unbound module's featurizer holds this object, which holds its method) */
+    return 0;
+}
+
+static void Linear_dealloc(Linear *self) {
+    PyTypeObject *type = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    Linear_clear(self);
+    PyMem_Free(self->low);
+    PyMem_Free(self->weights);
+    PyMem_Free(self->terms);
+    type->tp_free((PyObject *)self);
+    Py_DECREF(type);
+}
+
 static PyMethodDef Linear_methods[] = {
     {"logit", (PyCFunction)Linear_logit, METH_O, "The logit of one encoded name (NameEncoder.raw)."},
     {NULL, NULL, 0, NULL},
 };
 
-static PyTypeObject LinearType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "resolverguard._ngramc.Linear",
-    .tp_basicsize = sizeof(Linear),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "The linear stage's tables, and its logit of one encoded name.",
-    .tp_new = PyType_GenericNew,
-    .tp_init = (initproc)Linear_init,
-    .tp_dealloc = (destructor)Linear_dealloc,
-    .tp_methods = Linear_methods,
+/* A heap type made by each import (multi-phase init, PEP 489), no static type and no module state:
+   Unbound finalises and re-initialises Python in the same process on every `unbound-control reload`,
+   and a static type readied in the first interpreter would keep that interpreter's objects. */
+static PyType_Slot Linear_slots[] = {
+    {Py_tp_doc, "The linear stage's tables, and its logit of one encoded name."},
+    {Py_tp_new, PyType_GenericNew},
+    {Py_tp_init, Linear_init},
+    {Py_tp_dealloc, Linear_dealloc},
+    {Py_tp_traverse, Linear_traverse},
+    {Py_tp_clear, Linear_clear},
+    {Py_tp_methods, Linear_methods},
+    {0, NULL},
+};
+
+static PyType_Spec Linear_spec = {
+    .name = "resolverguard._ngramc.Linear",
+    .basicsize = sizeof(Linear),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .slots = Linear_slots,
+};
+
+static int exec_module(PyObject *m) {
+    PyObject *type = PyType_FromModuleAndSpec(m, &Linear_spec, NULL);
+    if (type == NULL) return -1;
+    int rc = PyModule_AddObjectRef(m, "Linear", type);
+    Py_DECREF(type);
+    return rc;
+}
+
+static PyModuleDef_Slot module_slots[] = {
+    {Py_mod_exec, exec_module},
+    {0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, .m_name = "resolverguard._ngramc",
-    .m_doc = "The linear stage of one name in C (see _ngramc.c).", .m_size = -1,
+    .m_doc = "The linear stage of one name in C (see _ngramc.c).", .m_size = 0, .m_slots = module_slots,
 };
 
-PyMODINIT_FUNC PyInit__ngramc(void) {
-    if (PyType_Ready(&LinearType) < 0) return NULL;
-    PyObject *m = PyModule_Create(&module);
-    if (m == NULL) return NULL;
-    Py_INCREF(&LinearType);
-    if (PyModule_AddObject(m, "Linear", (PyObject *)&LinearType) < 0) {
-        Py_DECREF(&LinearType);
-        Py_DECREF(m);
-        return NULL;
-    }
-    return m;
-}
+PyMODINIT_FUNC PyInit__ngramc(void) { return PyModuleDef_Init(&module); }

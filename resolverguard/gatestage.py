@@ -151,6 +151,9 @@ def write_gate_snapshot(
             "maxlen": hasher.encoder.maxlen,
             "orders": list(hasher.orders),
             "bits": hasher.bits,
+            # every weight a float16 value (a loaded stage): the module's C featurizer then gives
+            # the pure-Python float bit for bit (unbound_gate.Featurizer._native_logit)
+            "weights_float16": bool(np.array_equal(stage.weights.astype(np.float16).astype(np.float32), stage.weights)),
             "dense": [float(v) for v in stage.dense.astype(np.float32)],
             "bias": float(stage.bias),
             "threshold": gate.threshold,

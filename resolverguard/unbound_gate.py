@@ -20,7 +20,9 @@ the module reads it and clears a name only when the service, asked, would certai
 Everything else (listed, unscored, uncertain names) is asked as before and the CNN decides. The service
 scores with the same cascade (`CascadeScorer`), so a cleared name gets the same verdict either way:
 a test holds the two to it. The featurizer here repeats `NgramHasher` step by step; a parity test
-holds it to the numpy one.
+holds it to the numpy one. Where the package's C extension is built (`_ngramc.c`, beside this file)
+the featurizer's logit runs in C from the snapshot's own buffers, the same float bit for bit (gate6:
+~0.4 us instead of ~15-50 us a name on Unbound's thread; `native_linear_type`).
 
 The snapshot (little-endian): MAGIC, a u32 header length, a header (a dict in `marshal`'s format 4:
 no `json` to import again on every Unbound reload, ~10 ms there), then at the offsets the header
@@ -54,6 +56,8 @@ _LDH_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_-"  # = resolverguard.names._
 CLEARED, ABOVE, ASK, LISTED = "cleared", "above", "ask", "listed"  # Gate.decide
 _FLOAT32 = struct.Struct("5f")  # the dense features, rounded to float32 (no `array`: it imports collections)
 _LETTERS, _DIGITS, _VOWELS = "abcdefghijklmnopqrstuvwxyz", "0123456789", "aeiou"
+_HAVE_GC = 1 << 14  # Py_TPFLAGS_HAVE_GC
+NATIVE_ENV = "RESOLVERGUARD_GATE_C"  # "off": the pure-Python featurizer even where the C one is built
 
 
 def write_snapshot(path: str | os.PathLike[str], header: dict[str, Any], sections: dict[str, bytes]) -> None:
@@ -120,7 +124,7 @@ class Featurizer:
 
     __slots__ = (
         "charset", "maxlen", "orders", "bits", "weights", "dense", "bias", "tables", "low", "_table", "_dot", "_end",
-        "_shift", "_classes", "_entropy_terms", "_high", "_lanes", "_suffixes",
+        "_shift", "_classes", "_entropy_terms", "_high", "_lanes", "_suffixes", "_raw_logit",
     )  # fmt: skip
 
     def __init__(
@@ -134,10 +138,13 @@ class Featurizer:
         bias: float,
         tables: tuple[Any, ...] = (),
         low: Any = None,
+        native: Any = None,
     ) -> None:
         """`weights`: a float32 sequence of 2**bits (memoryview or array); `tables`: weights by code
         for orders 1, 2, 3; `low`: their sums by trigram code (`low_table`); both made here, slowly,
-        when not given (the service writes them into the snapshot)."""
+        when not given (the service writes them into the snapshot). `native`: `_ngramc.Linear`
+        (`native_linear_type`), given only when the weights are float16 values (see `_native_logit`);
+        `logit` then runs in C, the same float."""
         self.charset, self.maxlen, self.orders, self.bits = charset, maxlen, orders, bits
         self.weights, self.dense, self.bias, self.tables, self.low = weights, dense, bias, tables, low
         table = bytearray([1] * 256)  # 1 = UNKNOWN, 0 = padding, charset from 2 (resolverguard.encoding)
@@ -172,11 +179,43 @@ class Featurizer:
         lanes = self.orders == (1, 2, 3, 4, 5) and self.bits <= 32 and sys.byteorder == "little"  # (32-bit words)
         self._lanes = _Lanes(self.maxlen, self._high, self.bits) if lanes else None
         self._suffixes: dict[bytes, int] = {}
+        self._raw_logit = self.logit_of_raw
+        if native is not None and self._lanes is not None and self.low is not None and self._end < 64:
+            self._raw_logit = self._native_logit(native)
+
+    def _native_logit(self, native: Any) -> Any:
+        """`logit_of_raw` in C (`resolverguard/_ngramc.c`): ~0.4 us a name instead of ~10-60 us.
+
+        Why (#17): this stage runs on Unbound's thread for every never-seen name, and its pure-Python
+        featurizer was the biggest piece of the module's own Python there (bench/results/module_mod6.md).
+        The C type copies this featurizer's own tables from their buffers (the snapshot's memoryviews;
+        no numpy, which a reload of Unbound's Python would not survive) and gives the very float
+        `logit_of_raw` gives, provided every weight is a float16 value (its sums are then exact in
+        any order: the service says so in the snapshot); names it cannot take (maxlen characters or
+        more, codes of 64 and up) it hands back to `logit_of_raw`."""
+        width = self.maxlen + 1
+        flat: list[float] = []
+        for row in self._entropy_terms:  # the featurizer's own floats, by length then count
+            flat += row
+            flat += [0.0] * (width - len(row))
+        return native(
+            self.low,
+            self.weights,
+            struct.pack(f"={len(flat)}d", *flat),
+            self._classes,
+            tuple(self.dense),
+            self.bias,
+            self.maxlen,
+            self.bits,
+            self._end,
+            self._dot,
+            self.logit_of_raw,
+        ).logit
 
     def logit(self, text: str) -> float:
         """The linear stage's logit of `text`, as `LinearWeights.logits` computes it (the float32
         weights summed in float64; float32-rounded dense features)."""
-        return self.logit_of_raw(text.encode("ascii", "replace")[: self.maxlen].translate(self._table))
+        return self._raw_logit(text.encode("ascii", "replace")[: self.maxlen].translate(self._table))
 
     def logit_of_raw(self, raw: bytes) -> float:
         """`logit` of a name already encoded (`NameEncoder.raw`: the same table, so the same bytes)."""
@@ -278,6 +317,33 @@ class Featurizer:
         )  # (the C cast array("f") made: the same float32 values, faster too)
         d = self.dense
         return features[0] * d[0] + features[1] * d[1] + features[2] * d[2] + features[3] * d[3] + features[4] * d[4]
+
+
+def native_linear_type() -> Any:
+    """`resolverguard._ngramc.Linear` (`Featurizer._native_logit`), loaded from beside this file as
+    the module loads this file (no package around it inside Unbound), or None: not built (no C
+    compiler at install time), or turned off (RESOLVERGUARD_GATE_C=off). The extension keeps no
+    state across Unbound's reloads of Python (multi-phase init, a heap type: see `_ngramc.c`)."""
+    if os.environ.get(NATIVE_ENV, "").lower() == "off":
+        return None
+    from importlib.machinery import EXTENSION_SUFFIXES, ExtensionFileLoader, ModuleSpec  # (imported already)
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    for suffix in EXTENSION_SUFFIXES:
+        path = os.path.join(here, "_ngramc" + suffix)
+        if not os.path.isfile(path):
+            continue
+        try:
+            loader = ExtensionFileLoader("resolverguard._ngramc", path)
+            module = loader.create_module(ModuleSpec("resolverguard._ngramc", loader, origin=path))
+            loader.exec_module(module)
+        except (ImportError, OSError):
+            return None
+        linear = getattr(module, "Linear", None)
+        # Only a build that takes part in GC (Py_TPFLAGS_HAVE_GC): the featurizer and its C object hold
+        # each other, and an older build (ens6's) leaked that cycle, the snapshot with it, on every reread.
+        return linear if linear is not None and linear.__flags__ & _HAVE_GC else None
+    return None
 
 
 class _Lanes:
@@ -444,9 +510,11 @@ def ldh_label(label: str) -> bool:
     return 0 < len(label) <= 63 and label[0] != "-" and label[-1] != "-" and not label.strip(_LDH_CHARS)
 
 
-def read_snapshot(path: str | os.PathLike[str]) -> tuple[Gate | None, str]:
+def read_snapshot(path: str | os.PathLike[str], native: bool = True) -> tuple[Gate | None, str]:
     """(the gate, why) from a snapshot file: (None, why) when there is none, it is unreadable or
-    the service said the gate is off; the module then asks about every name, as before."""
+    the service said the gate is off; the module then asks about every name, as before. `native`:
+    the featurizer runs in C where the extension is built and the service wrote float16 weights
+    (`native_linear_type`); the pure-Python one otherwise (or with native=False), the same floats."""
     try:
         with open(path, "rb") as handle:
             data = handle.read()
@@ -488,6 +556,7 @@ def read_snapshot(path: str | os.PathLike[str]) -> tuple[Gate | None, str]:
             float(head["bias"]),
             tables,
             low,
+            native_linear_type() if native and head.get("weights_float16") is True else None,
         )
         gate = Gate(
             featurizer,
@@ -504,4 +573,5 @@ def read_snapshot(path: str | os.PathLike[str]) -> tuple[Gate | None, str]:
         )
     except (KeyError, ValueError, TypeError, EOFError, struct.error) as err:
         return None, f"unreadable gate snapshot: {type(err).__name__}: {err}"
-    return gate, f"gate on (model {head.get('model_version', '?')}, {len(deny)} deny keys)"
+    c = "C" if featurizer._raw_logit != featurizer.logit_of_raw else "Python"
+    return gate, f"gate on (model {head.get('model_version', '?')}, {len(deny)} deny keys, featurizer in {c})"

@@ -147,3 +147,46 @@ def test_the_c_stage_refuses_tables_of_the_wrong_size(model: EnsembleScorer) -> 
         linear(**(args | {"bits": 40}))
     with pytest.raises(RuntimeError, match="not initialised"):
         linear.__new__(linear).logit(b"ab")  # no tables: an error, never a crash
+
+
+def test_a_c_stage_in_a_cycle_with_its_fallback_is_collected(model: EnsembleScorer) -> None:
+    """The Unbound module's featurizer holds its C stage, whose fallback is the featurizer's own method
+    (gate6): a cycle through the C object, reread with every new snapshot. The type takes part in GC,
+    so the cycle (and its ~3 MB of copied tables) is freed, not leaked."""
+    import gc
+    import weakref
+
+    linear = needs_c()
+    f = model.featurizer
+
+    class Holder:
+        def fallback(self, raw: bytes) -> float:
+            return f.logit_of_raw(raw)
+
+    holder = Holder()
+    width = f.maxlen + 1
+    terms = np.zeros((width, width), dtype=np.float64)
+    for length, row in enumerate(f._entropy_terms):
+        terms[length, : len(row)] = row
+    weights = memoryview(np.ascontiguousarray(model.linear.weights, dtype=np.float32).tobytes()).cast("f")
+    holder.stage = linear(  # type: ignore[attr-defined]
+        f.low,
+        weights,
+        terms.tobytes(),
+        f._classes,
+        tuple(f.dense),
+        f.bias,
+        f.maxlen,
+        18,
+        f._end,
+        f._dot,
+        holder.fallback,
+    )
+    raw = (
+        b"\x05" * f.maxlen
+    )  # maxlen codes, no padding column: the C code: its fallback, a method of the holder, answers
+    assert holder.stage.logit(raw) == f.logit_of_raw(raw)  # type: ignore[attr-defined]
+    gone = weakref.ref(holder)
+    del holder
+    gc.collect()
+    assert gone() is None

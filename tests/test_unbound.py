@@ -31,6 +31,7 @@ import dns.rdatatype
 import pytest
 from dnsfixtures import ROOT, UPSTREAM_A, Upstream, free_port, run_upstream, wait_for
 
+from resolverguard.unbound_gate import NATIVE_ENV, native_linear_type
 from resolverguard.unboundservice import MODULE_FILE
 
 UNBOUND = shutil.which("unbound") or "/usr/sbin/unbound"
@@ -98,6 +99,8 @@ def run_unbound(
     env["RESOLVERGUARD_SOCKET"] = str(socket_path)
     env["RESOLVERGUARD_ASK"] = ask
     env["RESOLVERGUARD_TIMEOUT"] = str(timeout)  # 3 s: a busy test machine must not turn a slow verdict into a pass
+    if NATIVE_ENV in os.environ:  # RESOLVERGUARD_GATE_C=off: the tests run the pure-Python first stage too
+        env[NATIVE_ENV] = os.environ[NATIVE_ENV]
     if window is not None:
         env["RESOLVERGUARD_WINDOW"] = str(window)
     proc = subprocess.Popen([UNBOUND, "-d", "-c", str(conf)], env=env, stderr=subprocess.DEVNULL)
@@ -378,6 +381,9 @@ def test_reload_and_sighup_under_queries_keep_unbound_up_and_every_answer_right(
         assert unbound.proc.poll() is None, unbound.log_text()
         assert unbound.log_text().count("resolverguard: module loaded") == 7  # started, then 6 reloads
         assert unbound.log_text().count("gate on") == 7  # the first stage too, after every reload
+        # in C where the extension is built (gate6): a new module and type in every new interpreter
+        featurizer = "featurizer in C" if native_linear_type() is not None else "featurizer in Python"
+        assert unbound.log_text().count(featurizer) == 7
         assert addresses(unbound.ask(f"after.{DGA}")) == ["0.0.0.0"]
     wrong = f"{results.count(False)} of {len(results)} wrong or lost; unbound log: {unbound.log_text()[-3000:]}"
     assert len(results) >= 20 and all(results), wrong

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import os
 import random
 import string
 from pathlib import Path
@@ -309,3 +310,87 @@ def test_a_header_with_numpy_values_is_written_plain_and_read_back(tmp_path: Pat
     head = marshal.loads(data[12 : 12 + int.from_bytes(data[8:12], "little")])
     assert head["threshold"] == 1.5 and head["bias"] == 0.25 and head["bits"] == 4 and head["orders"] == [1, 2]
     assert type(head["bits"]) is int and type(head["threshold"]) is float
+
+
+def built_c() -> bool:
+    """The C featurizer is there (the extension built, RESOLVERGUARD_GATE_C not "off")."""
+    from resolverguard.unbound_gate import native_linear_type
+
+    return native_linear_type() is not None
+
+
+def test_the_gates_c_featurizer_gives_the_pure_python_float_bit_for_bit(tmp_path: Path) -> None:
+    """gate6: the module's gate runs its featurizer in C (`_ngramc.Linear` made from the snapshot's
+    own buffers) where the extension is built; the float must be the pure-Python one, so a name is
+    cleared or asked exactly as before. Both gates read the same snapshot file."""
+    gate, why = snapshot_gate(tmp_path, "query_log: off\nlists:\n  deny: [gardenshop.com]\n")
+    python, why_python = read_snapshot(tmp_path / "s.gate", native=False)
+    assert gate is not None and python is not None, why
+    assert why.endswith(f"featurizer in {'C' if built_c() else 'Python'})") and why_python.endswith("in Python)")
+    f = gate.featurizer
+    rng = random.Random(21)
+    names = sample_names(3000, 22) + [f"www.{n}" for n in sample_names(300, 23)]
+    texts = [t for t in map(gate.text, names) if t is not None]
+    odd_chars = string.ascii_letters + string.digits + "-_.~\n ü\x00\x7f"
+    texts += ["".join(rng.choice(odd_chars) for _ in range(rng.randint(0, 70))) for _ in range(1000)]
+    texts += ["", ".", "a", "ab", "abc", "a.", ".a", "-", "e" * 30, "0123456789-_" * 3, "a" * 12 + "." + "b" * 30]
+    texts += ["x" * k for k in range(f.maxlen - 3, f.maxlen + 3)] + [
+        "y" * k + ".com" for k in range(f.maxlen - 7, f.maxlen)
+    ]
+    for text in texts:
+        assert gate.featurizer.logit(text) == python.featurizer.logit(text), text  # ==: the same float
+    for name in names + ["gardenshop.com", "a.b.co.uk", "host.ddns.net", "x" * 64 + ".com", "UPPER.COM."]:
+        assert gate.judge(name) == python.judge(name), name
+    cleared = sum(python.featurizer.logit(t) < python.threshold for t in texts)
+    assert 0 < cleared < len(texts) - 1000  # both sides of the gate, many names: not vacuous
+
+
+def test_a_snapshot_without_float16_weights_keeps_the_pure_python_featurizer(tmp_path: Path) -> None:
+    """The C sums the weights in another order than the Python code; that gives the same float only
+    when every weight is a float16 value, which the service checks and writes into the header. A
+    snapshot that does not say so (an older service, or a stage being fit) gets the Python featurizer."""
+    import marshal
+
+    from resolverguard.unbound_gate import write_snapshot
+
+    gate, why = snapshot_gate(tmp_path)
+    assert gate is not None, why
+    data = (tmp_path / "s.gate").read_bytes()
+    head = marshal.loads(data[12 : 12 + int.from_bytes(data[8:12], "little")])
+    assert head["weights_float16"] is True
+    sections = {name: data[at : at + size] for name, (at, size) in head.pop("sections").items()}
+    for value in (False, None):
+        if value is None:
+            del head["weights_float16"]
+        else:
+            head["weights_float16"] = value
+        write_snapshot(tmp_path / "old.gate", head, sections)
+        old, why_old = read_snapshot(tmp_path / "old.gate")
+        assert old is not None and why_old.endswith("featurizer in Python)"), why_old
+        assert old.featurizer.logit("xkq3vbh7tzpq.com") == gate.featurizer.logit("xkq3vbh7tzpq.com")
+
+
+def test_the_gate_runs_in_c_in_a_process_without_numpy(tmp_path: Path) -> None:
+    """As Unbound loads it: unbound_gate.py from its file, no package, no numpy (a reload of Unbound's
+    Python would not survive numpy): the C featurizer is made from the snapshot's buffers alone."""
+    import subprocess
+    import sys
+
+    gate, why = snapshot_gate(tmp_path)
+    assert gate is not None, why
+    script = (
+        "import sys\n"
+        "from importlib.machinery import SourceFileLoader\n"
+        f"loader = SourceFileLoader('gatecode', {str(ROOT / 'resolverguard' / 'unbound_gate.py')!r})\n"
+        "code = type(sys)('gatecode'); code.__file__ = loader.path; sys.modules['gatecode'] = code\n"
+        "loader.exec_module(code)\n"
+        f"gate, why = code.read_snapshot({str(tmp_path / 's.gate')!r})\n"
+        "print(why); print(repr(gate.featurizer.logit('xkq3vbh7tzpq.com')))\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('numpy', 'resolverguard')))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # (nothing of resolverguard's package)
+    out = subprocess.run([sys.executable, "-S", "-c", script], capture_output=True, text=True, env=env, check=True)
+    said, logit, modules = out.stdout.splitlines()
+    assert said.endswith(f"featurizer in {'C' if built_c() else 'Python'})"), out.stdout + out.stderr
+    assert float(logit) == gate.featurizer.logit("xkq3vbh7tzpq.com")  # repr round-trips: the same float
+    assert modules == "[]"  # neither numpy nor resolverguard's package (the extension is loaded from its file)
