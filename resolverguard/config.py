@@ -165,6 +165,12 @@ def _number(low: float, high: float, integer: bool = False) -> Callable[[Any], A
     return convert
 
 
+def _megabytes(low: float, high: float) -> Callable[[Any], int]:
+    """A size the YAML gives in MB (`max_mb`, `backlog_mb`), kept in bytes."""
+    number = _number(low, high)
+    return lambda value: int(number(value) * 1024 * 1024)
+
+
 def _list_of(convert: Callable[[Any], T]) -> Callable[[Any], tuple[T, ...]]:
     def each(value: Any) -> tuple[T, ...]:
         if isinstance(value, str):
@@ -489,7 +495,7 @@ class QueryLogConfig:
     path: str | None = path_key("-", _log_target, "a file, '-' for standard output, off for none")
     max_bytes: int = key(
         50 * 1024 * 1024,
-        lambda v: int(_number(0, 100_000)(v) * 1024 * 1024),
+        _megabytes(0, 100_000),
         "rotate when a file grows past this many MB (0: never)",
         yaml="max_mb",
         shown="50",
@@ -504,7 +510,7 @@ class QueryLogConfig:
     )
     backlog_bytes: int = key(
         64 * 1024 * 1024,
-        lambda v: int(_number(0.01, 16_384)(v) * 1024 * 1024),
+        _megabytes(0.01, 16_384),
         "MB the resolver holds for a writer process that is behind (its pipe included); past it lines are dropped",
         yaml="backlog_mb",
         shown="64",
@@ -521,7 +527,7 @@ class QueryStoreConfig:
     retention_days: int = key(30, _number(1, 3660, integer=True), "days kept; older days are dropped whole")
     max_bytes: int = key(
         1024 * 1024 * 1024,
-        lambda v: int(_number(0, 10_000_000)(v) * 1024 * 1024),
+        _megabytes(0, 10_000_000),
         "drop the oldest days while the store holds more than this many MB (0: no bound)",
         yaml="max_mb",
         shown="1024",
