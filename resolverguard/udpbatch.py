@@ -1,0 +1,195 @@
+"""The UDP listener's socket, read and written many datagrams at a time (issue #17).
+
+asyncio's datagram transport (and uvloop's) makes one `recvfrom` per datagram and one `sendto` per
+reply, and each reply is sent the moment it is ready, between the Python work of other queries: on
+never-seen names the reply's `sendto` alone was a fifth of the server's samples
+(bench/results/miss_spy_handoff.md), since on loopback a send runs the receiver's side of the stack
+and wakes the client in the sender's own system call. Here the loop's reader callback reads up to
+`BATCH` datagrams with one `recvmmsg`, and replies are queued and sent together with one `sendmmsg`
+(`resolverguard/_udpbatch.c`, Linux; elsewhere, without the compiled module, or with
+RESOLVERGUARD_NO_MMSG set, the same loop one system call per datagram).
+
+When queued replies go out, so that batching costs no loop turn of latency:
+- at the end of the read callback, for the replies its datagrams made at once (hits, blocks);
+- at the start of the next read callback, before any new datagram is looked at, and otherwise in a
+  `call_soon` callback: the replies of queries resumed elsewhere (the upstream's reader, the
+  model's batch: `resolverguard.handoff`) never wait behind new queries' work.
+A send buffer that is full (EAGAIN) keeps the rest queued until the socket is writable again; past
+`max_queued` the oldest are dropped and counted (`dropped`). A datagram the kernel refuses (an
+unreachable address) is counted in `failed` and the others still go; an error on the socket when
+reading (as an ICMP error reported late) is ignored, as asyncio's `error_received` was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import Callable
+from typing import Any
+
+try:
+    from resolverguard._udpbatch import recv_many, send_many
+except ImportError:  # no C compiler at install time (setup.py), or not Linux: one system call per datagram
+    recv_many = send_many = None
+
+BATCH = 32  # datagrams read per wake-up (libuv's read loop, behind uvloop's transport, also reads 32)
+SLOT = 4096  # bytes per datagram read; longer ones are dropped (counted): no DNS query over UDP is that long
+MAX_QUEUED = 8192  # replies kept while the send buffer is full (the server's own max_inflight default)
+NO_MMSG = "RESOLVERGUARD_NO_MMSG"  # set (not "" or "0"): the one-call-per-datagram path, even where C is built
+
+Address = Any  # (host, port) or (host, port, flowinfo, scope_id), as the socket module writes them
+Datagrams = list[tuple[bytes, Address]]
+
+
+def batched() -> bool:
+    """Do recvmmsg/sendmmsg serve here (the compiled module is there, on Linux, and not turned off)?"""
+    return recv_many is not None and os.environ.get(NO_MMSG, "") in ("", "0")
+
+
+class DatagramIO:
+    """Reads and writes one non-blocking UDP socket in batches: the C module's recvmmsg/sendmmsg, or
+    the same contract in Python, one system call per datagram (`native=False`)."""
+
+    def __init__(self, sock: socket.socket, batch: int = BATCH, native_io: bool | None = None) -> None:
+        self.sock, self.batch, self.fd, self.family = sock, batch, sock.fileno(), int(sock.family)
+        self.native = batched() if native_io is None else native_io and recv_many is not None
+        self._buffer = bytearray(SLOT * batch) if self.native else bytearray()
+
+    def receive(self) -> tuple[Datagrams, int]:
+        """(the datagrams waiting, up to `batch`; how many were too long and left out). OSError
+        when the socket reports an error before any datagram."""
+        if self.native:
+            return recv_many(self.fd, self._buffer, SLOT, self.batch)  # type: ignore[no-any-return]
+        out: Datagrams = []
+        too_large = 0
+        for _ in range(self.batch):
+            try:
+                data, address = self.sock.recvfrom(65535)
+            except BlockingIOError:
+                break
+            except OSError:
+                if out:
+                    break  # (the error is the next call's, as recvmmsg leaves it)
+                raise
+            if len(data) > SLOT:
+                too_large += 1
+            else:
+                out.append((data, address))
+        return out, too_large
+
+    def send(self, items: Datagrams) -> tuple[int, int]:
+        """Sends `items` in order: (how many are done, sent or failed; how many failed). Fewer than
+        all are done only when the send buffer is full."""
+        if self.native:
+            return send_many(self.fd, self.family, items, 0)  # type: ignore[no-any-return]
+        failed, sendto = 0, self.sock.sendto
+        for at, (data, address) in enumerate(items):
+            try:
+                sendto(data, address)
+            except BlockingIOError:
+                return at, failed
+            except (OSError, TypeError, ValueError, OverflowError):  # refused, or not an address
+                failed += 1
+        return len(items), failed
+
+
+class UdpListener:
+    """One UDP listening socket served by the loop's reader callback (see the module's docstring).
+    `on_datagram(listener, packet, address)` is called for each datagram; it answers with
+    `listener.sendto`, at once or later, as with an asyncio datagram transport."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        on_datagram: Callable[[UdpListener, bytes, Address], None],
+        batch: int = BATCH,
+        max_queued: int = MAX_QUEUED,
+        native_io: bool | None = None,
+    ) -> None:
+        sock.setblocking(False)
+        self.sock, self._on_datagram, self.max_queued = sock, on_datagram, max_queued
+        self.io = DatagramIO(sock, batch, native_io)
+        self._loop = asyncio.get_running_loop()
+        self._queue: Datagrams = []
+        self._reading = self._flush_soon = self._writable_wait = self._closed = False
+        self.too_large = self.failed = self.dropped = 0  # datagrams: left out, refused by the kernel, not sent
+        self._loop.add_reader(sock.fileno(), self._readable)
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """The socket and its address, as a transport's `get_extra_info` says them."""
+        if name == "socket":
+            return self.sock
+        if name == "sockname":
+            return self.sock.getsockname()
+        return default
+
+    def is_closing(self) -> bool:
+        return self._closed
+
+    def sendto(self, data: bytes, address: Address) -> None:
+        """Queues one reply; it goes out with the others of this loop turn (see the module)."""
+        if self._closed:
+            return
+        self._queue.append((data, address))
+        if not (self._reading or self._flush_soon or self._writable_wait):
+            self._flush_soon = True
+            self._loop.call_soon(self._flush_queued)
+
+    def _readable(self) -> None:
+        if self._queue and not self._writable_wait:
+            self.flush()  # replies of queries resumed since the last read: before any new work
+        try:
+            datagrams, too_large = self.io.receive()
+        except OSError:  # an error the socket reports (ICMP for an earlier reply): nothing to answer
+            return
+        self.too_large += too_large
+        self._reading = True
+        try:
+            for data, address in datagrams:
+                try:
+                    self._on_datagram(self, data, address)
+                except Exception as err:  # noqa: BLE001 - one datagram's bug must not stop the reading
+                    self._loop.call_exception_handler({"message": "a UDP datagram failed", "exception": err})
+        finally:
+            self._reading = False
+        if self._queue and not self._writable_wait:
+            self.flush()
+
+    def _flush_queued(self) -> None:
+        self._flush_soon = False
+        if not self._writable_wait:
+            self.flush()
+
+    def flush(self) -> None:
+        """Sends what is queued; what the send buffer cannot take now waits for it to drain."""
+        queue = self._queue
+        if not queue or self._closed:
+            return
+        done, failed = self.io.send(queue)
+        self.failed += failed
+        if done >= len(queue):
+            queue.clear()
+            if self._writable_wait:
+                self._writable_wait = False
+                self._loop.remove_writer(self.sock.fileno())
+            return
+        del queue[:done]
+        if len(queue) > self.max_queued:  # a client that does not read its replies: drop the oldest
+            self.dropped += len(queue) - self.max_queued
+            del queue[: len(queue) - self.max_queued]
+        if not self._writable_wait:
+            self._writable_wait = True
+            self._loop.add_writer(self.sock.fileno(), self.flush)
+
+    def close(self) -> None:
+        """Stops reading; replies still queued get one last try, then the socket is closed."""
+        if self._closed:
+            return
+        self.flush()
+        self._closed = True
+        fd = self.sock.fileno()
+        self._loop.remove_reader(fd)
+        if self._writable_wait:
+            self._loop.remove_writer(fd)
+        self.sock.close()
