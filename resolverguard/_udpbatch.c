@@ -25,7 +25,8 @@ No module state (multi-phase init), as `_ngramc.c`.
 
 #define CHUNK 64 /* messages per system call (the stack arrays below) */
 
-static PyObject *address_of(const struct sockaddr_storage *ss) {
+static PyObject *address_of(const struct sockaddr_storage *ss, socklen_t len) {
+    if (len == 0) Py_RETURN_NONE; /* (a connected peer without an address: a socketpair) */
     char host[INET6_ADDRSTRLEN + IF_NAMESIZE + 2];
     if (ss->ss_family == AF_INET) {
         const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
@@ -50,8 +51,13 @@ static PyObject *address_of(const struct sockaddr_storage *ss) {
 }
 
 /* Writes `addr` (a tuple as above) into `ss` for a socket of `family`; 0, or -1 (no Python error
-   set: the caller counts the datagram as failed). An IPv4 host on an IPv6 socket is v4-mapped. */
+   set: the caller counts the datagram as failed). An IPv4 host on an IPv6 socket is v4-mapped.
+   None: no address (`*len` 0), the socket's connected peer. */
 static int sockaddr_of(PyObject *addr, int family, struct sockaddr_storage *ss, socklen_t *len) {
+    if (addr == Py_None) {
+        *len = 0;
+        return 0;
+    }
     if (!PyTuple_Check(addr) || PyTuple_GET_SIZE(addr) < 2) return -1;
     const char *host = PyUnicode_Check(PyTuple_GET_ITEM(addr, 0)) ? PyUnicode_AsUTF8(PyTuple_GET_ITEM(addr, 0)) : NULL;
     if (host == NULL) {
@@ -149,7 +155,7 @@ static PyObject *recv_many(PyObject *self, PyObject *args) {
             continue;
         }
         PyObject *data = PyBytes_FromStringAndSize(iovs[i].iov_base, (Py_ssize_t)msgs[i].msg_len);
-        PyObject *addr = data ? address_of(&addrs[i]) : NULL;
+        PyObject *addr = data ? address_of(&addrs[i], msgs[i].msg_hdr.msg_namelen) : NULL;
         PyObject *pair = addr ? PyTuple_Pack(2, data, addr) : NULL;
         Py_XDECREF(data);
         Py_XDECREF(addr);
@@ -163,7 +169,7 @@ static PyObject *recv_many(PyObject *self, PyObject *args) {
 
 PyDoc_STRVAR(send_many_doc,
 "send_many(fd, family, items, start) -> (next, failed)\n\n"
-"Sends items[start:] (a list of (bytes, address)) from non-blocking socket `fd` of `family`, in\n"
+"Sends items[start:] (a list of (bytes, address); address None: the connected peer) from non-blocking socket `fd` of `family`, in\n"
 "sendmmsg calls of up to 64. Stops at the first datagram the socket cannot take now (its send\n"
 "buffer is full: EAGAIN), whose index is `next` (len(items) once all are done). A datagram the\n"
 "kernel refuses for any other reason (an address it cannot reach, one that is not an address, a\n"
@@ -205,7 +211,7 @@ static PyObject *send_many(PyObject *self, PyObject *args) {
             memset(&msgs[n], 0, sizeof msgs[n]);
             msgs[n].msg_hdr.msg_iov = &iovs[n];
             msgs[n].msg_hdr.msg_iovlen = 1;
-            msgs[n].msg_hdr.msg_name = &addrs[n];
+            msgs[n].msg_hdr.msg_name = len ? &addrs[n] : NULL;
             msgs[n].msg_hdr.msg_namelen = len;
             n++;
         }

@@ -38,7 +38,7 @@ SLOT = 4096  # bytes per datagram read; longer ones are dropped (counted): no DN
 MAX_QUEUED = 8192  # replies kept while the send buffer is full (the server's own max_inflight default)
 NO_MMSG = "RESOLVERGUARD_NO_MMSG"  # set (not "" or "0"): the one-call-per-datagram path, even where C is built
 
-Address = Any  # (host, port) or (host, port, flowinfo, scope_id), as the socket module writes them
+Address = Any  # (host, port) or (host, port, flowinfo, scope_id), as the socket module writes them; None: connected
 Datagrams = list[tuple[bytes, Address]]
 
 
@@ -83,10 +83,13 @@ class DatagramIO:
         all are done only when the send buffer is full."""
         if self.native:
             return send_many(self.fd, self.family, items, 0)  # type: ignore[no-any-return]
-        failed, sendto = 0, self.sock.sendto
+        failed, sock = 0, self.sock
         for at, (data, address) in enumerate(items):
             try:
-                sendto(data, address)
+                if address is None:  # (the connected peer, as the C module's None)
+                    sock.send(data)
+                else:
+                    sock.sendto(data, address)
             except BlockingIOError:
                 return at, failed
             except (OSError, TypeError, ValueError, OverflowError):  # refused, or not an address
