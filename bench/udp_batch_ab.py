@@ -72,6 +72,8 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--seconds", type=float, default=3.0)
     p.add_argument("--no-latency", action="store_true")
+    p.add_argument("--no-peaks", action="store_true", help="latency only, at --latency-qps")
+    p.add_argument("--latency-qps", default="", help="HITS,MISSES: the latency runs' rates (default 20%% of (d))")
     p.add_argument("--out", help="bench/results/OUT.md and OUT.json")
     a = p.parse_args()
     trees = [t.resolve() for t in a.trees]
@@ -85,7 +87,9 @@ def main() -> None:
     qps: dict[str, float] = {}
     try:
         C.wait_ready(nsd_port)
-        for r in range(a.rounds):
+        if a.latency_qps:
+            qps = dict(zip(KINDS, (float(x) for x in a.latency_qps.split(",")), strict=True))
+        for r in range(0 if a.no_peaks else a.rounds):
             order = trees if r % 2 == 0 else trees[::-1]
             for tree in order:
                 for workers, row in ((1, "d"), (2, "e")):
@@ -138,8 +142,8 @@ def write(
         each = ", ".join(f"{r['misses']['qps'] or 0:.0f}" for r in rows)
         lines.append(f"| {key} | {' | '.join(cells)} | {each} |")
     lines += ["", "| ratio, per round then median | hits | misses | misses per round |", "|---|---:|---:|---|"]
-    b2 = runs["(b2)"]
-    for tree in trees:
+    b2 = runs.get("(b2)", [])
+    for tree in trees if b2 else ():
         for row in ("e", "d"):
             mine = runs[f"({row}) {tree.name}"]
             per = {k: [(x[k]["qps"] or 0) / (y[k]["qps"] or 1) for x, y in zip(mine, b2, strict=True)] for k in KINDS}
