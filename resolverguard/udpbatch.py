@@ -9,11 +9,14 @@ and wakes the client in the sender's own system call. Here the loop's reader cal
 (`resolverguard/_udpbatch.c`, Linux; elsewhere, without the compiled module, or with
 RESOLVERGUARD_NO_MMSG set, the same loop one system call per datagram).
 
-When queued replies go out, so that batching costs no loop turn of latency:
-- at the end of the read callback, for the replies its datagrams made at once (hits, blocks);
-- at the start of the next read callback, before any new datagram is looked at, and otherwise in a
-  `call_soon` callback: the replies of queries resumed elsewhere (the upstream's reader, the
-  model's batch: `resolverguard.handoff`) never wait behind new queries' work.
+Which replies are batched, so that batching costs no latency:
+- the replies the read callback's own datagrams make at once (hits, blocks, refusals) are queued
+  and sent together at its end;
+- a reply made anywhere else (a query resumed by the upstream's reader or the model's batch:
+  `resolverguard.handoff`) is sent at once, as the transport did. Queued for a `call_soon` flush
+  instead, it waited behind whatever the ready queue held before it, the model's next batch
+  included: at 20% load the misses' added p99 was worse in 9 of 11 paired runs
+  (bench/results/miss_mmsg8.md), for a saving that only shows at the peak.
 A send buffer that is full (EAGAIN) keeps the rest queued until the socket is writable again; past
 `max_queued` the oldest are dropped and counted (`dropped`). A datagram the kernel refuses (an
 unreachable address) is counted in `failed` and the others still go; an error on the socket when
@@ -115,7 +118,7 @@ class UdpListener:
         self.io = DatagramIO(sock, batch, native_io)
         self._loop = asyncio.get_running_loop()
         self._queue: Datagrams = []
-        self._reading = self._flush_soon = self._writable_wait = self._closed = False
+        self._reading = self._writable_wait = self._closed = False
         self.too_large = self.failed = self.dropped = 0  # datagrams: left out, refused by the kernel, not sent
         self._loop.add_reader(sock.fileno(), self._readable)
 
@@ -131,17 +134,23 @@ class UdpListener:
         return self._closed
 
     def sendto(self, data: bytes, address: Address) -> None:
-        """Queues one reply; it goes out with the others of this loop turn (see the module)."""
+        """Sends one reply: with the others of the read callback that made it, else at once (see
+        the module); behind the ones already waiting for room in the send buffer."""
         if self._closed:
             return
-        self._queue.append((data, address))
-        if not (self._reading or self._flush_soon or self._writable_wait):
-            self._flush_soon = True
-            self._loop.call_soon(self._flush_queued)
+        queue = self._queue
+        if self._reading or queue:
+            queue.append((data, address))
+            if len(queue) > self.max_queued + self.max_queued // 4:  # (in steps: each trim moves the list)
+                self._trim()
+            return
+        done, failed = self.io.send([(data, address)])
+        self.failed += failed
+        if not done:  # the send buffer is full
+            self._queue.append((data, address))
+            self._wait_for_room()
 
     def _readable(self) -> None:
-        if self._queue and not self._writable_wait:
-            self.flush()  # replies of queries resumed since the last read: before any new work
         try:
             datagrams, too_large = self.io.receive()
         except OSError:  # an error the socket reports (ICMP for an earlier reply): nothing to answer
@@ -159,11 +168,6 @@ class UdpListener:
         if self._queue and not self._writable_wait:
             self.flush()
 
-    def _flush_queued(self) -> None:
-        self._flush_soon = False
-        if not self._writable_wait:
-            self.flush()
-
     def flush(self) -> None:
         """Sends what is queued; what the send buffer cannot take now waits for it to drain."""
         queue = self._queue
@@ -178,9 +182,18 @@ class UdpListener:
                 self._loop.remove_writer(self.sock.fileno())
             return
         del queue[:done]
-        if len(queue) > self.max_queued:  # a client that does not read its replies: drop the oldest
-            self.dropped += len(queue) - self.max_queued
-            del queue[: len(queue) - self.max_queued]
+        self._trim()
+        self._wait_for_room()
+
+    def _trim(self) -> None:
+        """A send buffer that stays full (a client that does not read its replies): the oldest
+        replies beyond `max_queued` are dropped, and counted."""
+        over = len(self._queue) - self.max_queued
+        if over > 0:
+            self.dropped += over
+            del self._queue[:over]
+
+    def _wait_for_room(self) -> None:
         if not self._writable_wait:
             self._writable_wait = True
             self._loop.add_writer(self.sock.fileno(), self.flush)
