@@ -217,13 +217,13 @@ static PyObject *send_many(PyObject *self, PyObject *args) {
         }
         int done = 0;
         while (done < n) {
+            /* The GIL is kept: the call never blocks (MSG_DONTWAIT), and the iovecs point into
+               bytes objects that only the list holds, which another thread could change meanwhile. */
             int sent, err = 0;
-            Py_BEGIN_ALLOW_THREADS
             do {
                 sent = sendmmsg(fd, msgs + done, (unsigned)(n - done), MSG_DONTWAIT);
             } while (sent < 0 && errno == EINTR);
             err = errno;
-            Py_END_ALLOW_THREADS
             if (sent > 0) {
                 done += sent;
             } else if (err == EAGAIN || err == EWOULDBLOCK) {
