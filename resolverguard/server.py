@@ -17,7 +17,7 @@ import time
 import traceback
 import types
 from collections.abc import Callable, Coroutine, Generator, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from resolverguard.addresses import IPNetwork, client_ip, within
 from resolverguard.chain import Gate, Next, Request
@@ -26,6 +26,7 @@ from resolverguard.handoff import Handoff
 from resolverguard.proxyheader import FIXED, ProxyHeader, header_size, read_proxy_header
 from resolverguard.replies import badvers, header_only, truncated
 from resolverguard.reuseport import steer_by_client
+from resolverguard.udpbatch import Address, UdpListener
 from resolverguard.wire import IGNORE, NOTIMP, OPCODE_QUERY, REFUSED, SERVFAIL, parse_query, read_unusual
 
 if TYPE_CHECKING:
@@ -36,6 +37,15 @@ UDP_MAX_SIZE = 4096  # clamp of the client's advertised EDNS size (DNS flag day 
 UDP_RECEIVE_BUFFER = 4 * 1024 * 1024  # absorbs bursts so one client's burst does not drop another's query
 TCP_MAX_PIPELINE = 32  # queries in flight on one TCP connection; the reader waits beyond that
 BUG_REPORT_SECONDS = 10.0  # at most one traceback per this many seconds
+
+
+class ReplySender(Protocol):
+    """Where a UDP query's reply goes: the listener (`udpbatch.UdpListener`) or, in benches and
+    tests that hand datagrams in themselves, anything with a transport's `sendto`."""
+
+    def sendto(self, data: bytes, address: Any) -> None: ...
+
+    def is_closing(self) -> bool: ...
 
 
 @types.coroutine
@@ -153,7 +163,7 @@ class DnsServer:
         self.shed = 0  # queries answered SERVFAIL at once because max_inflight was reached
         self._inflight = 0  # UDP queries waiting (for an upstream, the model's batch), see `Resumed`
         self._drained: asyncio.Future[None] | None = None  # set when `_inflight` drops to 0 (stop)
-        self._udp: list[asyncio.DatagramTransport] = []
+        self._udp: list[UdpListener] = []
         self._tcp: list[asyncio.Server] = []
         self._connections: set[asyncio.Task[None]] = set()
         self._tcp_clients: dict[str, int] = {}  # open TCP connections per client address
@@ -174,22 +184,27 @@ class DnsServer:
                         raise
 
     async def _listen(self, ep: Endpoint) -> None:
-        loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if ":" in ep.host else socket.AF_INET
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _UdpListener(self), local_addr=(ep.host, ep.port), family=family, reuse_port=self.reuse_port
-        )
-        with contextlib.suppress(OSError):
-            transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
-        port = transport.get_extra_info("sockname")[1]
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            if self.reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((ep.host, ep.port))
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
+            transport = UdpListener(sock, self._datagram)
+        except BaseException:
+            sock.close()
+            raise
+        port = sock.getsockname()[1]
         try:
             tcp = await asyncio.start_server(self._serve_tcp, ep.host, port, family=family, reuse_port=self.reuse_port)
         except OSError:
             transport.close()
             raise
         if self.steer > 1:
-            for sock in (transport.get_extra_info("socket"), *tcp.sockets):
-                self._steer_clients(sock)
+            for each in (sock, *tcp.sockets):
+                self._steer_clients(each)
         self._udp.append(transport)
         self._tcp.append(tcp)
         self.bound.append((ep.host, port))
@@ -240,7 +255,10 @@ class DnsServer:
         ip = client_ip(address)
         return ip is not None and within(ip, self.proxies)
 
-    def accept_udp(self, transport: asyncio.DatagramTransport, packet: bytes, client: tuple[str, int]) -> None:
+    def _datagram(self, listener: UdpListener, packet: bytes, address: Address) -> None:
+        self.accept_udp(listener, packet, address[:2])
+
+    def accept_udp(self, transport: ReplySender, packet: bytes, client: tuple[str, int]) -> None:
         """Starts answering one datagram, or sheds it with SERVFAIL when too many are in flight.
         From a proxy, the client is the one its header names; the reply goes to the proxy."""
         sender = client
@@ -326,7 +344,7 @@ class DnsServer:
         return reply
 
     async def _answer_udp(
-        self, transport: asyncio.DatagramTransport, packet: bytes, client: tuple[str, int], sender: tuple[str, int]
+        self, transport: ReplySender, packet: bytes, client: tuple[str, int], sender: tuple[str, int]
     ) -> None:
         reply = await self.answer(packet, client, "udp")
         if reply is not None and not transport.is_closing():
@@ -424,19 +442,3 @@ class DnsServer:
             self._tcp_clients[address] = left
         else:
             self._tcp_clients.pop(address, None)
-
-
-class _UdpListener(asyncio.DatagramProtocol):
-    def __init__(self, server: DnsServer) -> None:
-        self._server = server
-        self._transport: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        if self._transport is not None:
-            self._server.accept_udp(self._transport, data, addr[:2])
-
-    def error_received(self, exc: Exception) -> None:  # ICMP errors for earlier replies: nothing to do
-        pass
