@@ -142,8 +142,10 @@ class ClientWatchStep:
                 last[client] = started
                 if len(last) > self.last_bound:
                     last.clear()
-                first = state.known.get(key)
-                if first == "" or (first == client and self._own_again(client, key, started) is not None):
+                first = state.known.get(key)  # None, the common case (a never-seen name): no == with None
+                if first is not None and (
+                    first == "" or (first == client and self._own_again(client, key, started) is not None)
+                ):
                     return
                 group, inbox = request.group, self._inbox  # (`_tag`, written out)
                 if not inbox:
