@@ -72,8 +72,7 @@ def walk():
     junk[::64] = junk[64::64] + junk[:64:64]  # every cache line of it read and written
 
 
-def touch(request, reply):
-    """What the server itself read of the answer and its request just before (kept hot for `seen`)."""
+def touch(request, reply):  # what the server itself read of the answer and its request just before
     name, verdict = request.name, request.verdict
     return name.label, name.registrable, verdict.action, verdict.reason, request.client[0], request.group, reply[3]
 
