@@ -119,7 +119,7 @@ def main() -> None:
     a = p.parse_args()
     first, second = a.targets
     kinds = a.kinds.split(",")
-    bad_target = any(t.partition("@")[0] not in ("d", "g") for t in a.targets)
+    bad_target = any(t.partition("@")[0].split("+")[0] not in ("d", "g") for t in a.targets)
     if first == second or bad_target or not set(kinds) <= {"hits", "misses"}:
         sys.exit("two different targets, d or g each, optionally @DIR; kinds: misses and/or hits")
     work = Path(tempfile.mkdtemp(prefix="rg-watchpairs-"))
