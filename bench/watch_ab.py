@@ -31,12 +31,14 @@ from compare import ROOT, asked_once, cpu_seconds, dnsperf, free_port, query_fil
 
 def start(work: Path, port: int, upstream: int, target: str) -> subprocess.Popen[bytes]:
     kind, _, tree = target.partition("@")
+    kind, *extra = kind.split("+")  # g+known_names=1000: one more client_watch key (as bench/watch_grind.py)
     source = Path(tree).resolve() if tree else ROOT
     policy = work / f"rg-{port}.yaml"
     policy.write_text(
         f"upstreams: ['127.0.0.1:{upstream}']\nscoring: true\nquery_log: off\n"
         "rate_limit:\n  qps: 0\nlimits:\n  max_inflight: 8192\nworkers: 1\n"
         + ("client_watch:\n  enabled: true\n  action: log\n" if kind == "g" else "")
+        + "".join(f"  {k}: {v}\n" for k, _, v in (e.partition("=") for e in extra))
     )
     cmd = [sys.executable, "-m", "resolverguard", "serve", "--config", str(policy), "--listen", f"127.0.0.1:{port}"]
     env = dict(os.environ, PYTHONPATH=str(source))
@@ -50,7 +52,8 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seconds", type=float, default=4.0)
     a = p.parse_args()
-    if any(t.partition("@")[0] not in ("d", "g") for t in a.targets) or len(set(a.targets)) != len(a.targets):
+    kinds = [t.partition("@")[0].split("+")[0] for t in a.targets]
+    if any(k not in ("d", "g") for k in kinds) or len(set(a.targets)) != len(a.targets):
         sys.exit("targets: d or g, each optionally @DIR, each once")
     work = Path(tempfile.mkdtemp(prefix="rg-watchab-"))
     files = query_files(work, 200_000, random.Random(7), int(a.seconds * 20_000) * (a.rounds + 1))

@@ -364,7 +364,7 @@ class _Evidence:
 
     names: deque[tuple[float, NameFacts, float]]  # (when, facts, points)
     resolved: dict[str, _Resolved | _Fresh]  # new names that resolved for it (nobody else had), oldest first
-    client: str  # its address, interned: the one string the known names hold for it (`_new_name`)
+    client: str  # its address, interned: the one string the known names hold for it (`observe`)
     c2_marked: int = 0  # likely C2 names this client's flags recorded (at most max_c2_per_flag per flag)
     probed: dict[str, _Resolved] = field(default_factory=dict)  # quarantined look-alikes since the flag
 
@@ -441,7 +441,7 @@ class WatchState:
     # same names, oldest first, so the oldest goes first in O(1) without an OrderedDict's upkeep (a
     # deque of strings: a tuple per new name was one more object the collector counted, see
     # `_Evidence.entry`). A name's label is cut from it when it is counted and again when it leaves
-    # (`_count_labels`, `_new_name`), not kept beside it: a copy per known name was ~55 bytes x 50k
+    # (`_count_labels`, `observe`), not kept beside it: a copy per known name was ~55 bytes x 50k
     # names of memory written for each never-seen name and read again when it left, while on a
     # flagged client's stream of new names no label is ever counted.
     known: dict[str, str] = field(default_factory=dict)
@@ -449,7 +449,7 @@ class WatchState:
     # the labels of the oldest `labels_counted` names of `known_order` (the rest: `_count_labels`)
     known_labels: NearbyLabels = field(default_factory=NearbyLabels)
     labels_counted: int = 0
-    # names that have left `known`, ever: a name leaves no other way (oldest first, `_new_name`), so
+    # names that have left `known`, ever: a name leaves no other way (oldest first, `observe`), so
     # while this stands still every name `known` held stands as it was but for "" (several clients),
     # and what `ClientWatchStep.seen_repeat` said of its repeats still holds (the repeat shortcut
     # keeps a quiet client across seconds on it)
@@ -520,28 +520,89 @@ class WatchState:
         needs more than LABELS_PER_TURN known names' labels counted first (`_count_labels`) is
         handed back unread, the events after it left in `events`: the caller reads them on a
         later turn of the loop, so that counting a long backlog never holds the loop for long.
-        A never-seen name goes to `_new_name`; on a stream of them (a flagged client's misses) the
-        watch's share of the server's CPU went from 3.1% to 1.9% (py-spy, bench/compare.py)."""
+        A never-seen name becomes this client's in `known` (the oldest forgotten first) and the newest
+        in its ring of new names, where a flag looks for its C2. That, and a flagged client's
+        NXDOMAIN (`_flagged_nx`), are the two events of compare.py --watch's misses, one per answer:
+        both are written out here, with the clock read once per call, one tuple for all of a call's
+        flagged NXDOMAINs and the client's place in `clients` moved once per run of its events
+        (was a call, a clock read, a tuple and a move each: bench/results/watch_watch8.md)."""
         known, clients, order, flagged = self.known, self.clients, self.known_order, self.flagged
+        rule, limits = self.rule, self.limits
+        bound, recent, threshold = limits.known_names, limits.recent_resolved, rule.suspicious_score
+        window, window_names = rule.window_seconds, rule.window_names
+        now: float | None = None  # the rule's clock, read once per call (a turn's answers left together)
+        only = (0.0, _ONLY_WHEN, 0.0)  # a flagged client's NXDOMAIN at `now` (set with it): one tuple for all
+        # the client last moved to the end of `clients` here, and its evidence: it is still the last
+        # one until another client's evidence is touched (then None), so its next event moves nothing
+        moved: str | None = None
+        moved_evidence: _Evidence | None = None
         for client, key, score, when, tag in events:
             if when is None:
-                if flagged and self._flagged_nx(client, key):
-                    continue  # its time noted (a flagged client's misses: a stream of these)
+                flag = flagged.get(client) if flagged else None
+                if flag is not None:  # (`_flagged_nx`, written out: a flagged client's misses are a stream of these)
+                    if now is None:
+                        now = self.clock()
+                        only = (now, _ONLY_WHEN, 0.0)
+                    if now < flag.until:
+                        if key in known:
+                            continue
+                        if client == moved and moved_evidence is not None:
+                            evidence = moved_evidence
+                        else:
+                            found_evidence = clients.get(client)
+                            if found_evidence is None:
+                                evidence = self._evidence_for(client)
+                            else:
+                                evidence = found_evidence
+                                clients.move_to_end(client)
+                            moved, moved_evidence = client, evidence
+                        names = evidence.names
+                        while names and now - names[0][0] > window:  # (`_Evidence.prune`)
+                            names.popleft()
+                        names.append(only)  # only the time counts now (the C2's burst)
+                        if len(names) > window_names:
+                            names.popleft()
+                        continue
+                moved = moved_evidence = None  # (`nxdomain` may touch any client's evidence)
                 behind = self.labels_counted < len(order) and self._typo_check_ahead(client, key)
                 if behind and not self._count_labels(LABELS_PER_TURN):
                     return client, key, score, when, tag
-                flag = self.nxdomain(client, key, score)
-                if flag is not None:
-                    raised.append((flag, tag))
+                raised_flag = self.nxdomain(client, key, score)
+                if raised_flag is not None:
+                    raised.append((raised_flag, tag))
                 continue
             first = known.get(key)
-            if first is None:
-                self._new_name(client, key, score, when)
+            if first is None:  # a name new to the network: this client's now
+                while len(known) >= bound and order:
+                    old = order.popleft()
+                    known.pop(old, None)
+                    self.known_left += 1
+                    if self.labels_counted:  # the oldest names are the counted ones
+                        self.labels_counted -= 1
+                        self.known_labels.remove(old.partition(".")[0])
+                if client == moved and moved_evidence is not None:
+                    evidence = moved_evidence
+                else:
+                    found_evidence = clients.get(client)
+                    if found_evidence is None:
+                        evidence = self._evidence_for(client)
+                    else:
+                        evidence = found_evidence
+                        clients.move_to_end(client)
+                    moved, moved_evidence = client, evidence
+                known[key] = evidence.client  # one string per client, which `answered` compares answers with
+                order.append(key)
+                ring = evidence.resolved
+                if len(ring) >= recent:
+                    del ring[next(iter(ring))]  # a small dict: walking its few deleted slots is cheap
+                # a _Resolved if it is asked again (`_Evidence.entry`)
+                ring[key] = (when, score is not None and threshold is not None and score >= threshold)
             elif first == client:
-                evidence = clients.get(client)
-                entry = evidence.entry(key) if evidence is not None else None
-                if evidence is not None and entry is not None and entry.lookups < 2:
-                    found += self._asked_again(client, evidence, entry, when)
+                client_evidence = clients.get(client)
+                entry = client_evidence.entry(key) if client_evidence is not None else None
+                if client_evidence is not None and entry is not None and entry.lookups < 2:
+                    moved = moved_evidence = None
+                    found += self._asked_again(client, client_evidence, entry, when)
                     if self.raised:
                         raised += ((flag, tag) for flag in self.raised)
                         self.raised.clear()
@@ -597,30 +658,6 @@ class WatchState:
             add(key.partition(".")[0])
         self.labels_counted = end
         return end == len(order)
-
-    def _new_name(self, client: str, key: str, score: float | None, when: float) -> None:
-        """A name nobody on the network resolved recently: this client's now (`known`, the oldest
-        forgotten first), and the newest in its ring of new names, where a flag looks for its C2."""
-        known, order, limits, clients = self.known, self.known_order, self.limits, self.clients
-        while len(known) >= limits.known_names and order:
-            old = order.popleft()
-            known.pop(old, None)
-            self.known_left += 1
-            if self.labels_counted:  # the oldest names are the counted ones
-                self.labels_counted -= 1
-                self.known_labels.remove(old.partition(".")[0])
-        evidence = clients.get(client)
-        if evidence is None:
-            evidence = self._evidence_for(client)
-        else:
-            clients.move_to_end(client)  # (`_evidence_for`, written out: this runs for every new name)
-        known[key] = evidence.client  # one string per client, which `answered` compares answers with
-        order.append(key)
-        ring, threshold = evidence.resolved, self.rule.suspicious_score
-        if len(ring) >= limits.recent_resolved:
-            del ring[next(iter(ring))]  # a small dict: walking its few deleted slots is cheap
-        # a _Resolved if it is asked again (`_Evidence.entry`)
-        ring[key] = (when, score is not None and threshold is not None and score >= threshold)
 
     def _asked_again(self, client: str, evidence: _Evidence, entry: _Resolved, when: float) -> list[LikelyC2]:
         """The one client that resolved a new name asks for it again: perhaps a beacon."""
