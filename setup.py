@@ -1,7 +1,9 @@
-"""The one compiled part: the linear stage of one name in C (`resolverguard/_ngramc.c`, #13: batch 1).
+"""The compiled parts: the linear stage of one name in C (`resolverguard/_ngramc.c`, #13: batch 1) and the
+query log's per-query work (`resolverguard/_logc.c`, #17: packing on the event loop, lines in the writer).
 
-Everything else is in pyproject.toml. The extension is optional: without a C compiler (or Python's
-headers) the install goes on and serving uses the pure-Python featurizer, the same floats, slower.
+Everything else is in pyproject.toml. The extensions are optional: without a C compiler (or Python's
+headers) the install goes on and serving uses the pure-Python featurizer (the same floats) and the
+pure-Python log writer (the same lines), slower.
 `-ffp-contract=off`: no fused multiply-add, so the floats stay the pure-Python featurizer's bit for bit.
 """
 
@@ -13,4 +15,6 @@ FLAGS = [] if sys.platform == "win32" else ["-O2", "-ffp-contract=off", "-fno-fa
 
 NGRAMC = Extension("resolverguard._ngramc", ["resolverguard/_ngramc.c"], extra_compile_args=FLAGS, optional=True)
 
-setup(ext_modules=[NGRAMC])
+LOGC = Extension("resolverguard._logc", ["resolverguard/_logc.c"], extra_compile_args=FLAGS, optional=True)
+
+setup(ext_modules=[NGRAMC, LOGC])

@@ -50,7 +50,8 @@ from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, BinaryIO, TextIO, cast
 
 from resolverguard.config import ClientPrivacy, LogPriority, QueryLogConfig, QueryStoreConfig
 from resolverguard.store import QueryStore, StoredQuery, StoreError
@@ -199,6 +200,24 @@ def latency_texts() -> tuple[str, ...]:
 
 
 MAX_PARTS = 65536  # memoised line parts before the memo starts over (a flood of new names)
+RECORD = struct.Struct("<ddII")  # a packed query (_logc.c's Record): wall clock, latency, shape's and client's index
+MAX_KNOWN = 65536  # shapes' serials the loop remembers its writer has, before both start over (PipeSender)
+NATIVE = object()  # "the C extension where it is built" (LineMaker, PipeSender): tests pass None for Python
+
+
+def native_log() -> ModuleType | None:
+    """resolverguard._logc (setup.py builds it where a C compiler is), or None: the pure-Python paths,
+    the same lines."""
+    try:
+        from resolverguard import _logc
+    except ImportError:
+        return None
+    return _logc
+
+
+def unpacked(records: bytes, shapes: list[QueryShape], clients: list[str]) -> list[QueryEntry]:
+    """The entries of a packed batch (`_logc.pack`), as the loop handed them over."""
+    return [(wall, clients[c], latency, shapes[s]) for wall, latency, s, c in RECORD.iter_unpack(records)]
 
 
 class LineMaker:
@@ -212,12 +231,17 @@ class LineMaker:
     costs two memo lookups, the time (its second made once a second) and the latency; the bytes are
     the reference's (tests/test_querylog.py checks them on random records)."""
 
-    def __init__(self, privacy: ClientPrivacy, tail: str = "") -> None:
+    def __init__(self, privacy: ClientPrivacy, tail: str = "", native: ModuleType | None | object = NATIVE) -> None:
+        """`native`: resolverguard._logc or None (the pure-Python paths); by default the one built."""
         self._privacy, self._tail = privacy, tail
         self._middles: dict[tuple[Any, ...], str] = {}
         self._rests: dict[tuple[Any, ...], str] = {}
         self._shapes: dict[tuple[str, int], tuple[str, str, str]] = {}  # (client, serial) -> entry_line's parts
         self._second, self._second_text = -1, ""
+        self._native = native_log() if native is NATIVE else cast(ModuleType | None, native)
+        self._client_texts: dict[str, str] = {}  # address -> `client_text` (render's parts)
+        self._mids: dict[tuple[Any, ...], str] = {}  # transport .. upstream rcode -> `shape_texts`' first part
+        self._texts: dict[int, tuple[str, str]] = {}  # serial -> `shape_texts`
 
     def line(self, record: QueryRecord) -> str:
         middle, rest = self._parts(record)
@@ -282,6 +306,10 @@ class LineMaker:
         middle = self._middles.get(record[1:10])  # client .. upstream rcode
         if middle is None:
             middle = self._middle(record)
+        return middle, self._rest_of(record)
+
+    def _rest_of(self, record: QueryRecord) -> str:
+        """The part after the latency (unscored .. notes, the extra fields, the line's end), memoised."""
         notes = record[14]
         # the notes' types too: True == 1 == 1.0 as keys, but not as JSON
         key = record[11:14] if not notes else (*record[11:14], *notes.items(), *map(type, notes.values()))
@@ -291,7 +319,56 @@ class LineMaker:
             key, rest = (), None
         if rest is None:
             rest = self._rest(record, key)
-        return middle, rest
+        return rest
+
+    def render(self, records: bytes, shapes: list[QueryShape], clients: list[str]) -> bytes:
+        """The lines of a packed batch (`RECORD`s whose shape and client are indexes into `shapes`
+        and `clients`, see `_logc.pack`), as bytes: in C (`_logc.render`, ~0.1 us a line) from the
+        parts this maker memoises once per shape and client, or, without the extension or for
+        what it leaves to Python (`_logc.c` says what), by `lines`: the same bytes."""
+        native = self._native
+        if native is not None:
+            texts = list(map(self.shape_texts, shapes))
+            mids, rests = [mid for mid, _ in texts], [rest for _, rest in texts]
+            data: bytes | None = native.render(records, mids, rests, list(map(self.client_text, clients)), _second)
+            if data is not None:
+                return data
+        out: list[str] = []
+        self.lines(unpacked(records, shapes, clients), out)
+        return "".join(out).encode()
+
+    def client_text(self, address: str) -> str:
+        """The line's client field as the privacy setting allows (`"client":"192.0.2.0/24"`), memoised."""
+        found = self._client_texts.get(address)
+        if found is None:
+            client = self._client(address)
+            found = '"client":' + ("null" if client is None else _STRING(client))
+            if len(self._client_texts) >= MAX_PARTS:
+                self._client_texts.clear()
+            self._client_texts[address] = found
+        return found
+
+    def shape_texts(self, shape: QueryShape) -> tuple[str, str]:
+        """A shape's parts of the line without the client: from the transport to the upstream rcode
+        (`,"transport":...,"upstream_rcode":...`), and the rest; by its serial for the shortcut's
+        shapes (met again and again), else by content."""
+        serial = shape[12]
+        found = self._texts.get(serial) if serial is not None else None
+        if found is None:
+            record: QueryRecord = (0.0, "", *shape[:8], 0.0, *shape[8:12])
+            mid = self._mids.get(shape[:8])
+            if mid is None:
+                reference = line_of_record((0.0, "", *shape[:8], 0.0, None, None, None, None), None, "")
+                mid = reference[reference.index(',"transport":') : reference.rindex(',"latency_ms":')]
+                if len(self._mids) >= MAX_PARTS:
+                    self._mids.clear()
+                self._mids[shape[:8]] = mid
+            found = (mid, self._rest_of(record))
+            if serial is not None:
+                if len(self._texts) >= MAX_PARTS:
+                    self._texts.clear()
+                self._texts[serial] = found
+        return found
 
     def _assemble(self, wall: float, latency: float, middle: str, rest: str) -> str:
         whole = int(wall)
@@ -361,7 +438,7 @@ class LogFile:
 
     def __init__(self, config: QueryLogConfig, say: Callable[[str], None]) -> None:
         self.config, self._say, self._failing = config, say, False
-        self._handle: TextIO | None = None
+        self._handle: BinaryIO | TextIO | None = None  # (TextIO: standard output)
         self._size = 0
         self._good: int | None = None  # file size after the last flush that reached it: a line boundary
         self._unflushed = 0  # lines buffered since then
@@ -376,7 +453,7 @@ class LogFile:
         path = Path(str(self.config.path))
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._handle = open(path, "a", encoding="utf-8", buffering=_BUFFER_BYTES)  # noqa: SIM115 - lives with the writer
+            self._handle = open(path, "ab", buffering=_BUFFER_BYTES)  # noqa: SIM115 - lives with the writer
             self._size = self._good = path.stat().st_size
         except OSError as err:
             self._handle = None
@@ -410,27 +487,28 @@ class LogFile:
             self._say(f"query log {self.config.path}: {err}; DNS service continues")
 
     def write_lines(self, lines: list[str]) -> None:
-        """Appends a batch of lines, rotating where a line takes the file past max_bytes (so a
-        file outgrows it by one line at most, as when lines came one at a time)."""
+        """Appends a batch of lines (`write_data`)."""
+        self.write_data("".join(lines).encode(), len(lines))
+
+    def write_data(self, data: bytes, count: int) -> None:
+        """Appends `count` finished JSON lines given as bytes (a batch: one write), rotating where a
+        line takes the file past max_bytes (so a file outgrows it by one line at most, as when lines
+        came one at a time)."""
         limit = self.config.max_bytes
-        text = "".join(lines)
-        if not limit or self._handle is sys.stdout or self._size + len(text) < limit:
-            self.write_line(text, len(lines))  # the common batch: one join, one write, no count of lines
+        if not limit or self._handle is sys.stdout or self._size + len(data) < limit:
+            self._write(data, count)  # the common batch: one write, no count of lines
             return
         start, size = 0, self._size
-        for n, line in enumerate(lines):
-            size += len(line)
-            if size >= limit:
-                self.write_line("".join(lines[start : n + 1]))  # rotates
-                start, size = n + 1, self._size
-        if start < len(lines):
-            self.write_line("".join(lines[start:]))
+        while start < len(data):
+            end = data.find(b"\n", start + max(0, limit - size - 1)) + 1 or len(data)  # the line past the limit
+            self._write(data[start:end], data.count(b"\n", start, end))  # rotates at the limit
+            start, size = end, self._size
 
     def write_line(self, line: str, count: int | None = None) -> None:
-        """Appends finished JSON lines (one or a batch; rotating as needed); never raises. `count`:
-        how many lines `line` holds, when the caller knows (counting them cost ~0.1 us a line)."""
-        if count is None:
-            count = line.count("\n")
+        """Appends finished JSON lines (one or a batch; rotating as needed); never raises."""
+        self.write_data(line.encode(), line.count("\n") if count is None else count)
+
+    def _write(self, data: bytes, count: int) -> None:
         if self.config.path is None:
             return
         if self._handle is None and self.config.path != "-":
@@ -441,12 +519,15 @@ class LogFile:
         try:
             if self._handle is None:
                 raise OSError("log file is not open")
-            self._handle.write(line)
+            if self._handle is sys.stdout:
+                cast(TextIO, self._handle).write(data.decode())
+            else:
+                cast(BinaryIO, self._handle).write(data)
         except (OSError, ValueError) as err:
             self.lost += count
             self._broken(err)
             return
-        self._size += len(line)  # JSON lines are ASCII: characters are bytes
+        self._size += len(data)
         self.written += count
         self._unflushed += count
         if self.config.max_bytes and self._size >= self.config.max_bytes and self._handle is not sys.stdout:
@@ -582,7 +663,9 @@ class RecordWriter:
         store: QueryStoreConfig | None,
         say: Callable[[str], None],
         clock: Callable[[], float] = time.time,
+        native: ModuleType | None | object = NATIVE,
     ) -> None:
+        """`native`: resolverguard._logc or None (the pure-Python paths); by default the one built."""
         self.file = LogFile(config, say)
         self.store = StoreFeed(store, say, clock) if store is not None and store.path is not None else None
         self._privacy, self._say = config.clients, say
@@ -591,6 +674,8 @@ class RecordWriter:
         self._family: Path | None = None
         self._hints: FamilyHints | None = None
         self._hint_memo: dict[str, tuple[str, float]] = {}  # label -> (family, p)
+        self._native = native_log() if native is NATIVE else cast(ModuleType | None, native)
+        self._known: dict[int, QueryShape] = {}  # serial -> shape, of the shapes packed batches sent (write_packed)
 
     def use_family(self, path: Path | None) -> None:
         """The family head (models/family.tflite) whose hint a flagged name's line gets. Made here,
@@ -659,16 +744,53 @@ class RecordWriter:
             found = self._clients[address] = client_for_log(address, self._privacy)
         return found
 
+    def _maker(self, extra: dict[str, Any] | None) -> LineMaker:
+        """The line maker of a set of extra fields (one per worker)."""
+        tail = extra_json(extra)
+        maker = self._makers.get(tail)
+        if maker is None:
+            maker = self._makers[tail] = LineMaker(self._privacy, tail, self._native)
+        return maker
+
+    def write_packed(
+        self, extra: dict[str, Any] | None, records: bytes, slots: list[Any], clients: list[str], reset: bool
+    ) -> None:
+        """A packed batch from the loop (`PipeSender`: `_logc.pack`): a slot is a shape, or the serial
+        of a shape an earlier batch sent (kept in `_known` until the loop says `reset`)."""
+        known = self._known
+        if reset:
+            known.clear()
+        shapes = []
+        for slot in slots:
+            if type(slot) is int:
+                slot = known[slot]
+            elif slot[12] is not None:
+                known[slot[12]] = slot
+            shapes.append(slot)
+        self._write_shapes(extra, records, shapes, clients)
+
+    def _write_shapes(
+        self, extra: dict[str, Any] | None, records: bytes, shapes: list[QueryShape], clients: list[str]
+    ) -> None:
+        if not records:
+            return
+        if self._hints is not None:  # per shape, not per query
+            shapes = [item[3] for item in self._hinted([(0.0, "", 0.0, shape) for shape in shapes])]
+        if self.store is not None:
+            for entry in unpacked(records, shapes, clients):
+                self.store.add(stored_of(entry, self.client(entry[1])))
+        self.file.write_data(self._maker(extra).render(records, shapes, clients), len(records) // RECORD.size)
+
     def write(self, extra: dict[str, Any] | None, items: list[Any]) -> None:
+        if self._native is not None and (packed := self._native.pack(items, None)) is not None:
+            self._write_shapes(extra, *packed)  # queries only (a thread's batch, a worker's): in C
+            return
         if self._hints is not None:
             items = self._hinted(items)
         lines: list[str] = []
         store = self.store
         seen: dict[int, tuple[str, str, str]] = {}  # the parts of this batch's shapes (LineMaker.entry_line)
-        tail = extra_json(extra)
-        maker = self._makers.get(tail)
-        if maker is None:  # one per set of extra fields (one per worker)
-            maker = self._makers[tail] = LineMaker(self._privacy, tail)
+        maker = self._maker(extra)
         if store is None and dict not in set(map(type, items)):  # (a generator's `all` cost ~0.1 us an item)
             maker.lines(items, lines)  # queries only, no store: the common batch, in one loop
             items = []
@@ -725,6 +847,12 @@ def serve_inbox(inbox: Any, answer: Callable[[Message], None], writer: RecordWri
             except Exception as err:  # noqa: BLE001 - a bug in one batch must not end the writer
                 writer.count_lost(len(message[2]))
                 answer(("said", f"query log: a batch was not written ({type(err).__name__}: {err}); counted in lost"))
+        elif message is not None and message[0] == "entries":
+            try:
+                writer.write_packed(*message[1:])
+            except Exception as err:  # noqa: BLE001 - as a batch
+                writer.count_lost(len(message[2]) // RECORD.size)
+                answer(("said", f"query log: a batch was not written ({type(err).__name__}: {err}); counted in lost"))
         elif message is not None and message[0] == "family":
             writer.use_family(None if message[1] is None else Path(message[1]))
         elif message is not None:
@@ -771,8 +899,11 @@ class PipeSender:
     `pipe_bytes`: the pipe's buffer asked for (PIPE_BYTES at most; a small backlog asks less, so the
     pipe never holds more than the backlog allows); `capacity` is what the kernel granted."""
 
-    def __init__(self, fd: int, pipe_bytes: int = PIPE_BYTES) -> None:
+    def __init__(self, fd: int, pipe_bytes: int = PIPE_BYTES, native: ModuleType | None | object = NATIVE) -> None:
         os.set_blocking(fd, False)
+        self._native = native_log() if native is NATIVE else cast(ModuleType | None, native)
+        self._known: set[int] = set()  # serials of the shapes the writer has (`frame`)
+        self._reset = False  # `_known` started over: the next packed batch tells the writer
         self.capacity = PIPE_BYTES  # (what a pipe holds where its size cannot be read: an upper bound)
         with contextlib.suppress(OSError, ImportError):
             import fcntl
@@ -788,8 +919,25 @@ class PipeSender:
 
     def put(self, message: Message) -> None:
         """Sends what the pipe takes now; raises OSError (BrokenPipeError) when the writer is gone."""
-        self._unsent += frame_of(message)
+        self._unsent += self.frame(message)
         self.send()
+
+    def frame(self, message: Message) -> bytes:
+        """`frame_of` the message; a batch of queries only, packed where the C extension is built
+        (`_logc.pack`, ~0.05 us a query where marshalling its tuple cost ~0.2 and unmarshalling it
+        in the writer ~0.5): ("entries", extra, records, slots, clients, reset). A slot is a shape
+        met the first time in the batch, or the serial of a shortcut's shape sent before; the
+        serials sent are remembered (MAX_KNOWN, then forgotten together with the writer: `reset`)."""
+        if message[0] != "batch" or self._native is None:
+            return frame_of(message)
+        if len(self._known) >= MAX_KNOWN:
+            self._known.clear()
+            self._reset = True
+        packed = self._native.pack(message[2], self._known)
+        if packed is None:  # an event in the batch
+            return frame_of(message)
+        reset, self._reset = self._reset, False
+        return frame_of(("entries", message[1], *packed, reset))
 
     def send(self) -> None:
         while self._unsent:
