@@ -206,22 +206,57 @@ static double round_even(double x) {
 
 #define PUT(p, s) (memcpy((p), (s), sizeof(s) - 1), (p) + sizeof(s) - 1)
 
+/* The (mid, rest) texts of each slot: from `texts` by serial (an int slot: a shape the writer has),
+   else from `make(slot)`. Held (new references) in `held`, since `make` may change `texts`.
+   Returns 1, 0 (a text Python must handle: no error set) or -1 (an error). */
+static int slot_texts(PyObject *slots, PyObject *texts, PyObject *make, PyObject **held, Text *mid, Text *rest,
+                      Py_ssize_t *mid_max, Py_ssize_t *rest_max) {
+    Py_ssize_t n = PyList_GET_SIZE(slots);
+    *mid_max = *rest_max = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *slot = PyList_GET_ITEM(slots, i), *pair = NULL;
+        if (PyLong_CheckExact(slot)) {
+            pair = PyDict_GetItemWithError(texts, slot);
+            if (pair == NULL && PyErr_Occurred()) return -1;
+            Py_XINCREF(pair);
+        }
+        if (pair == NULL) pair = PyObject_CallOneArg(make, slot);
+        if (pair == NULL) return -1;
+        held[i] = pair;
+        if (!PyTuple_CheckExact(pair) || PyTuple_GET_SIZE(pair) != 2) return 0;
+        PyObject *m = PyTuple_GET_ITEM(pair, 0), *r = PyTuple_GET_ITEM(pair, 1);
+        if (!PyUnicode_CheckExact(m) || !PyUnicode_IS_ASCII(m) || !PyUnicode_CheckExact(r) || !PyUnicode_IS_ASCII(r))
+            return 0;
+        mid[i] = (Text){(const char *)PyUnicode_DATA(m), PyUnicode_GET_LENGTH(m)};
+        rest[i] = (Text){(const char *)PyUnicode_DATA(r), PyUnicode_GET_LENGTH(r)};
+        if (mid[i].size > *mid_max) *mid_max = mid[i].size;
+        if (rest[i].size > *rest_max) *rest_max = rest[i].size;
+    }
+    return 1;
+}
+
 static PyObject *render(PyObject *self, PyObject *args) {
-    PyObject *records, *mids, *rests, *clients, *second;
-    if (!PyArg_ParseTuple(args, "SO!O!O!O:render", &records, &PyList_Type, &mids, &PyList_Type, &rests, &PyList_Type,
-                          &clients, &second))
+    PyObject *records, *slots_list, *clients, *texts, *make, *second, *buffer;
+    if (!PyArg_ParseTuple(args, "SO!O!O!OOO!:render", &records, &PyList_Type, &slots_list, &PyList_Type, &clients,
+                          &PyDict_Type, &texts, &make, &second, &PyByteArray_Type, &buffer))
         return NULL;
     Py_ssize_t size = PyBytes_GET_SIZE(records), n = size / (Py_ssize_t)sizeof(Record);
-    Py_ssize_t slots = PyList_GET_SIZE(mids);
-    if (size % (Py_ssize_t)sizeof(Record) || PyList_GET_SIZE(rests) != slots) {
-        PyErr_SetString(PyExc_ValueError, "render: records and parts do not match");
+    Py_ssize_t slots = PyList_GET_SIZE(slots_list);
+    if (size % (Py_ssize_t)sizeof(Record)) {
+        PyErr_SetString(PyExc_ValueError, "render: records are not whole");
         return NULL;
     }
-    Text *mid = NULL, *rest = NULL, *client = NULL;
+    Text *mid = PyMem_Calloc(slots > 0 ? slots : 1, sizeof(Text));
+    Text *rest = PyMem_Calloc(slots > 0 ? slots : 1, sizeof(Text));
+    PyObject **held = PyMem_Calloc(slots > 0 ? slots : 1, sizeof(PyObject *));
+    Text *client = NULL;
     Py_ssize_t mid_max, rest_max, client_max;
     PyObject *out = NULL, *head = NULL;
-    int ok = texts_of(mids, &mid, &mid_max);
-    if (ok == 1) ok = texts_of(rests, &rest, &rest_max);
+    int ok = -1;
+    if (mid == NULL || rest == NULL || held == NULL)
+        PyErr_NoMemory();
+    else
+        ok = slot_texts(slots_list, texts, make, held, mid, rest, &mid_max, &rest_max);
     if (ok == 1) ok = texts_of(clients, &client, &client_max);
     if (ok <= 0) goto done; /* -1: an error set; 0: a part that is not ASCII (Python's job) */
     const char *in = PyBytes_AS_STRING(records);
@@ -231,9 +266,10 @@ static PyObject *render(PyObject *self, PyObject *args) {
         PyErr_NoMemory();
         goto done;
     }
-    out = PyBytes_FromStringAndSize(NULL, n * line_max);
-    if (out == NULL) goto done;
-    char *p = PyBytes_AS_STRING(out);
+    /* into the caller's buffer, grown here and kept: a new ~0.5 MB object per batch cost more in page
+       faults (the allocator maps it fresh each time) than making its lines */
+    if (PyByteArray_GET_SIZE(buffer) < n * line_max && PyByteArray_Resize(buffer, n * line_max) < 0) goto done;
+    char *start = PyByteArray_AS_STRING(buffer), *p = start;
     long long current = -1;
     const char *head_text = NULL;
     Py_ssize_t head_size = 0;
@@ -282,16 +318,17 @@ static PyObject *render(PyObject *self, PyObject *args) {
         memcpy(p, rest[r.slot].text, rest[r.slot].size);
         p += rest[r.slot].size;
     }
-    if (_PyBytes_Resize(&out, p - PyBytes_AS_STRING(out)) < 0) out = NULL;
+    out = PyLong_FromSsize_t(p - start);
     goto done;
 python:
-    Py_CLEAR(out);
     out = Py_NewRef(Py_None);
     goto done;
 fail:
-    Py_CLEAR(out);
 done:
     Py_XDECREF(head);
+    if (held != NULL)
+        for (Py_ssize_t i = 0; i < slots; i++) Py_XDECREF(held[i]);
+    PyMem_Free(held);
     PyMem_Free(mid);
     PyMem_Free(rest);
     PyMem_Free(client);
@@ -303,7 +340,8 @@ static PyMethodDef methods[] = {
     {"pack", pack, METH_VARARGS,
      "pack(items, known) -> (records, slots, clients) or None: a batch of queries' entries as RECORD bytes."},
     {"render", render, METH_VARARGS,
-     "render(records, mids, rests, clients, second) -> bytes or None: the batch's JSON lines."},
+     "render(records, slots, clients, texts, make, second, buffer) -> the length of the batch's JSON lines written"
+     " at the start of buffer, or None."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -242,6 +242,7 @@ class LineMaker:
         self._client_texts: dict[str, str] = {}  # address -> `client_text` (render's parts)
         self._mids: dict[tuple[Any, ...], str] = {}  # transport .. upstream rcode -> `shape_texts`' first part
         self._texts: dict[int, tuple[str, str]] = {}  # serial -> `shape_texts`
+        self._buffer = bytearray()  # `_logc.render` writes a batch's lines here
 
     def line(self, record: QueryRecord) -> str:
         middle, rest = self._parts(record)
@@ -321,20 +322,30 @@ class LineMaker:
             rest = self._rest(record, key)
         return rest
 
-    def render(self, records: bytes, shapes: list[QueryShape], clients: list[str]) -> bytes:
-        """The lines of a packed batch (`RECORD`s whose shape and client are indexes into `shapes`
-        and `clients`, see `_logc.pack`), as bytes: in C (`_logc.render`, ~0.1 us a line) from the
-        parts this maker memoises once per shape and client, or, without the extension or for
-        what it leaves to Python (`_logc.c` says what), by `lines`: the same bytes."""
+    def render(
+        self, records: bytes, slots: list[Any], clients: list[str], shape_of: Callable[[Any], QueryShape]
+    ) -> bytes | memoryview:
+        """The lines of a packed batch (`RECORD`s whose shape and client are indexes into `slots` and
+        `clients`, see `_logc.pack`; `shape_of` makes a slot's shape), as bytes: in C (`_logc.render`,
+        ~0.1 us a line), which takes a slot that is a serial straight from this maker's memo of
+        `shape_texts` (a shortcut's shape in a batch costs no Python), or, without the extension
+        or for what it leaves to Python (`_logc.c` says what), by `lines`: the same bytes."""
         native = self._native
         if native is not None:
-            texts = list(map(self.shape_texts, shapes))
-            mids, rests = [mid for mid, _ in texts], [rest for _, rest in texts]
-            data: bytes | None = native.render(records, mids, rests, list(map(self.client_text, clients)), _second)
-            if data is not None:
-                return data
+            texts = self.shape_texts
+            size: int | None = native.render(
+                records,
+                slots,
+                list(map(self.client_text, clients)),
+                self._texts,
+                lambda slot: texts(shape_of(slot)),
+                _second,
+                self._buffer,
+            )
+            if size is not None:
+                return memoryview(self._buffer)[:size]  # (released by the caller before the next batch)
         out: list[str] = []
-        self.lines(unpacked(records, shapes, clients), out)
+        self.lines(unpacked(records, list(map(shape_of, slots)), clients), out)
         return "".join(out).encode()
 
     def client_text(self, address: str) -> str:
@@ -490,7 +501,7 @@ class LogFile:
         """Appends a batch of lines (`write_data`)."""
         self.write_data("".join(lines).encode(), len(lines))
 
-    def write_data(self, data: bytes, count: int) -> None:
+    def write_data(self, data: bytes | memoryview, count: int) -> None:
         """Appends `count` finished JSON lines given as bytes (a batch: one write), rotating where a
         line takes the file past max_bytes (so a file outgrows it by one line at most, as when lines
         came one at a time)."""
@@ -498,7 +509,7 @@ class LogFile:
         if not limit or self._handle is sys.stdout or self._size + len(data) < limit:
             self._write(data, count)  # the common batch: one write, no count of lines
             return
-        start, size = 0, self._size
+        data, start, size = bytes(data), 0, self._size  # (a rotation: `find` below)
         while start < len(data):
             end = data.find(b"\n", start + max(0, limit - size - 1)) + 1 or len(data)  # the line past the limit
             self._write(data[start:end], data.count(b"\n", start, end))  # rotates at the limit
@@ -508,7 +519,7 @@ class LogFile:
         """Appends finished JSON lines (one or a batch; rotating as needed); never raises."""
         self.write_data(line.encode(), line.count("\n") if count is None else count)
 
-    def _write(self, data: bytes, count: int) -> None:
+    def _write(self, data: bytes | memoryview, count: int) -> None:
         if self.config.path is None:
             return
         if self._handle is None and self.config.path != "-":
@@ -520,7 +531,7 @@ class LogFile:
             if self._handle is None:
                 raise OSError("log file is not open")
             if self._handle is sys.stdout:
-                cast(TextIO, self._handle).write(data.decode())
+                cast(TextIO, self._handle).write(bytes(data).decode())
             else:
                 cast(BinaryIO, self._handle).write(data)
         except (OSError, ValueError) as err:
@@ -687,6 +698,7 @@ class RecordWriter:
             return
         self._family, self._hints = path, None
         self._hint_memo.clear()
+        self._makers.clear()  # a hinted shape keeps its serial: the makers' memos by serial hold its parts
         from resolverguard.steps.family import FamilyHints  # numpy and LiteRT only where hints are made
 
         try:
@@ -729,7 +741,7 @@ class RecordWriter:
             if new is None:
                 family, p = memo[shape[3]]
                 notes = {**(shape[11] or {}), "family_hint": family, "family_p": round(p, 4)}
-                new = hinted[id(shape)] = (*shape[:11], notes, None)  # (no serial: its lines differ)
+                new = hinted[id(shape)] = (*shape[:11], notes, shape[12])  # (see use_family)
             items[i] = (wall, client, latency, new)
         return items
 
@@ -760,30 +772,49 @@ class RecordWriter:
         known = self._known
         if reset:
             known.clear()
-        shapes = []
-        for slot in slots:
-            if type(slot) is int:
-                slot = known[slot]
-            elif slot[12] is not None:
-                known[slot[12]] = slot
-            shapes.append(slot)
-        self._write_shapes(extra, records, shapes, clients)
+        fresh = [slot for slot in slots if type(slot) is tuple]
+        for shape in fresh:
+            if shape[12] is not None:
+                known[shape[12]] = shape
+        self._write_slots(extra, records, slots, clients, fresh)
 
-    def _write_shapes(
-        self, extra: dict[str, Any] | None, records: bytes, shapes: list[QueryShape], clients: list[str]
+    def _write_slots(
+        self, extra: dict[str, Any] | None, records: bytes, slots: list[Any], clients: list[str], fresh: list[Any]
     ) -> None:
+        """Lines (and rows) of a packed batch. The family hints of the shapes sent in full are made for
+        them all in one call (`_hinted`); a shape sent by serial has its hinted line parts memoised
+        by the line maker, or (rarely: a memo started over) is hinted alone."""
         if not records:
             return
-        if self._hints is not None:  # per shape, not per query
-            shapes = [item[3] for item in self._hinted([(0.0, "", 0.0, shape) for shape in shapes])]
+        hinted: dict[int, QueryShape] = {}
+        if self._hints is not None and fresh:
+            wrapped = [(0.0, "", 0.0, shape) for shape in fresh]
+            hinted = {id(old[3]): new[3] for old, new in zip(wrapped, self._hinted(wrapped), strict=True)}
+        known = self._known
+
+        def shape_of(slot: Any) -> QueryShape:
+            shape: QueryShape = known[slot] if type(slot) is int else slot
+            found = hinted.get(id(shape))
+            if found is None and self._hints is not None:
+                found = hinted[id(shape)] = self._hinted([(0.0, "", 0.0, shape)])[0][3]
+            return shape if found is None else found
+
+        maker = self._maker(extra)
         if self.store is not None:
+            shapes = list(map(shape_of, slots))
             for entry in unpacked(records, shapes, clients):
                 self.store.add(stored_of(entry, self.client(entry[1])))
-        self.file.write_data(self._maker(extra).render(records, shapes, clients), len(records) // RECORD.size)
+        data = maker.render(records, slots, clients, shape_of)
+        try:
+            self.file.write_data(data, len(records) // RECORD.size)
+        finally:
+            if isinstance(data, memoryview):
+                data.release()
 
     def write(self, extra: dict[str, Any] | None, items: list[Any]) -> None:
         if self._native is not None and (packed := self._native.pack(items, None)) is not None:
-            self._write_shapes(extra, *packed)  # queries only (a thread's batch, a worker's): in C
+            records, slots, clients = packed  # queries only (a thread's batch, a worker's): in C
+            self._write_slots(extra, records, slots, clients, slots)
             return
         if self._hints is not None:
             items = self._hinted(items)
