@@ -199,6 +199,7 @@ def latency_texts() -> tuple[str, ...]:
     return tuple(map(_latency_text, range(LATENCY_TABLE)))
 
 
+NO_SECOND = -(2**63)  # (no wall clock's second: -1 is 1969-12-31T23:59:59)
 MAX_PARTS = 65536  # memoised line parts before the memo starts over (a flood of new names)
 RECORD = struct.Struct("<ddII")  # a packed query (_logc.c's Record): wall clock, latency, shape's and client's index
 MAX_KNOWN = 65536  # shapes' serials the loop remembers its writer has, before both start over (PipeSender)
@@ -237,7 +238,7 @@ class LineMaker:
         self._middles: dict[tuple[Any, ...], str] = {}
         self._rests: dict[tuple[Any, ...], str] = {}
         self._shapes: dict[tuple[str, int], tuple[str, str, str]] = {}  # (client, serial) -> entry_line's parts
-        self._second, self._second_text = -1, ""
+        self._second, self._second_text = NO_SECOND, ""
         self._native = native_log() if native is NATIVE else cast(ModuleType | None, native)
         self._client_texts: dict[str, str] = {}  # address -> `client_text` (render's parts)
         self._mids: dict[tuple[Any, ...], str] = {}  # transport .. upstream rcode -> `shape_texts`' first part
@@ -280,9 +281,9 @@ class LineMaker:
             whole = int(wall)
             if whole != second:
                 second, head = whole, f'{{"time":"{_second(whole)}.'
-            us = round(latency * 1e6)
+            us, ms = round(latency * 1e6), int((wall - whole) * 1000)
             append(
-                f"{head}{millis[int((wall - whole) * 1000)]}{found[1]}"
+                f"{head}{millis[ms] if ms >= 0 else f'{ms:03d}'}{found[1]}"  # (below 0: a wall clock before 1970)
                 f"{latencies[us] if 0 <= us < table else _latency_text(us)}{found[2]}"
             )
         self._second, self._second_text = second, head
@@ -387,7 +388,8 @@ class LineMaker:
             self._second, self._second_text = whole, f'{{"time":"{_second(whole)}.'
         ms, fraction = divmod(round(latency * 1e6), 1000)  # `millis`, inlined (~15% of a line)
         return (
-            f'{self._second_text}{_MILLIS[int((wall - whole) * 1000)]}+00:00",{middle}'
+            f"{self._second_text}{_MILLIS[at] if (at := int((wall - whole) * 1000)) >= 0 else f'{at:03d}'}"
+            f'+00:00",{middle}'
             f',"latency_ms":{ms}.{_FRACTIONS[fraction]}{rest}'
         )
 
@@ -930,9 +932,16 @@ class PipeSender:
     `pipe_bytes`: the pipe's buffer asked for (PIPE_BYTES at most; a small backlog asks less, so the
     pipe never holds more than the backlog allows); `capacity` is what the kernel granted."""
 
-    def __init__(self, fd: int, pipe_bytes: int = PIPE_BYTES, native: ModuleType | None | object = NATIVE) -> None:
+    def __init__(
+        self,
+        fd: int,
+        pipe_bytes: int = PIPE_BYTES,
+        native: ModuleType | None | object = NATIVE,
+        max_known: int = MAX_KNOWN,
+    ) -> None:
         os.set_blocking(fd, False)
         self._native = native_log() if native is NATIVE else cast(ModuleType | None, native)
+        self._max_known = max_known
         self._known: set[int] = set()  # serials of the shapes the writer has (`frame`)
         self._reset = False  # `_known` started over: the next packed batch tells the writer
         self.capacity = PIPE_BYTES  # (what a pipe holds where its size cannot be read: an upper bound)
@@ -961,7 +970,7 @@ class PipeSender:
         serials sent are remembered (MAX_KNOWN, then forgotten together with the writer: `reset`)."""
         if message[0] != "batch" or self._native is None:
             return frame_of(message)
-        if len(self._known) >= MAX_KNOWN:
+        if len(self._known) >= self._max_known:
             self._known.clear()
             self._reset = True
         packed = self._native.pack(message[2], self._known)
@@ -992,6 +1001,7 @@ class PipeInbox:
 
     def __init__(self, fd: int) -> None:
         self._fd, self._buffer, self._ready = fd, bytearray(), deque[Message]()
+        self._space = bytearray(PIPE_BYTES)  # read into, kept: a new 1 MB bytes per read cost page faults
 
     def get(self, timeout: float) -> Message:
         deadline = time.monotonic() + timeout
@@ -999,11 +1009,12 @@ class PipeInbox:
             readable, _, _ = select.select([self._fd], [], [], max(0.0, deadline - time.monotonic()))
             if not readable:
                 raise queue.Empty
-            chunk = os.read(self._fd, PIPE_BYTES)
-            if not chunk:
+            size = os.readv(self._fd, [self._space])
+            if not size:
                 self._ready.append(("stop", 0))
                 break
-            self._buffer += chunk
+            with memoryview(self._space) as view, view[:size] as chunk:
+                self._buffer += chunk
             self._split()
         return self._ready.popleft()
 
