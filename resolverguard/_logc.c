@@ -336,6 +336,226 @@ done:
     return out;
 }
 
+/* Packer: the event loop's pending queries, packed as they come (`add`: one C call a query, no
+   tuple kept, nothing for the garbage collector to walk), taken as `pack`'s result at the hand-over.
+   `full` is called once `limit` queries are pending (QueryLog.hand_over). */
+typedef struct {
+    PyObject_HEAD
+    Record *records;
+    Py_ssize_t count, capacity;
+    Seen *table; /* shape -> slot (the shapes are held by `shapes`) */
+    size_t table_size;
+    PyObject *shapes, *clients, *client_index, *last_client, *full;
+    uint32_t last_index;
+    Py_ssize_t limit;
+} Packer;
+
+static int Packer_reset(Packer *self) {
+    PyObject *shapes = PyList_New(0), *clients = PyList_New(0), *index = PyDict_New();
+    if (shapes == NULL || clients == NULL || index == NULL) {
+        Py_XDECREF(shapes);
+        Py_XDECREF(clients);
+        Py_XDECREF(index);
+        return -1;
+    }
+    Py_XSETREF(self->shapes, shapes);
+    Py_XSETREF(self->clients, clients);
+    Py_XSETREF(self->client_index, index);
+    Py_CLEAR(self->last_client);
+    if (self->table != NULL) memset(self->table, 0, self->table_size * sizeof(Seen));
+    self->count = 0;
+    return 0;
+}
+
+static int Packer_init(Packer *self, PyObject *args, PyObject *kwds) {
+    static char *names[] = {"limit", "full", NULL};
+    Py_ssize_t limit;
+    PyObject *full;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "nO:Packer", names, &limit, &full)) return -1;
+    self->limit = limit > 0 ? limit : 1;
+    Py_XSETREF(self->full, Py_NewRef(full));
+    return Packer_reset(self);
+}
+
+static int Packer_grow_table(Packer *self) {
+    size_t size = self->table_size ? self->table_size * 2 : 1024;
+    Seen *table = PyMem_Calloc(size, sizeof(Seen));
+    if (table == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (size_t i = 0; i < self->table_size; i++) {
+        if (self->table[i].key == NULL) continue;
+        size_t at = pointer_hash(self->table[i].key) & (size - 1);
+        while (table[at].key != NULL) at = (at + 1) & (size - 1);
+        table[at] = self->table[i];
+    }
+    PyMem_Free(self->table);
+    self->table = table;
+    self->table_size = size;
+    return 0;
+}
+
+static uint32_t Packer_client(Packer *self, PyObject *client, int *failed) {
+    if (self->last_client != NULL &&
+        (client == self->last_client || PyUnicode_Compare(client, self->last_client) == 0))
+        return self->last_index;
+    PyObject *found = PyDict_GetItemWithError(self->client_index, client);
+    uint32_t index;
+    if (found != NULL) {
+        index = (uint32_t)PyLong_AsSize_t(found);
+    } else {
+        if (PyErr_Occurred()) goto fail;
+        index = (uint32_t)PyList_GET_SIZE(self->clients);
+        PyObject *number = PyLong_FromSize_t(index);
+        if (number == NULL) goto fail;
+        int bad = PyDict_SetItem(self->client_index, client, number) < 0 || PyList_Append(self->clients, client) < 0;
+        Py_DECREF(number);
+        if (bad) goto fail;
+    }
+    Py_XSETREF(self->last_client, Py_NewRef(client));
+    self->last_index = index;
+    return index;
+fail:
+    *failed = 1;
+    return 0;
+}
+
+static PyObject *Packer_add(Packer *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "add(wall, client, latency, shape)");
+        return NULL;
+    }
+    PyObject *client = args[1], *shape = args[3];
+    if (!PyUnicode_CheckExact(client) || !PyTuple_CheckExact(shape) || PyTuple_GET_SIZE(shape) != SHAPE_FIELDS) {
+        PyErr_SetString(PyExc_TypeError, "add: a client (str) and a shape (a 13-tuple)");
+        return NULL;
+    }
+    Record record = {PyFloat_AsDouble(args[0]), PyFloat_AsDouble(args[2]), 0, 0};
+    if (PyErr_Occurred()) return NULL;
+    if ((size_t)(PyList_GET_SIZE(self->shapes) + 1) * 2 > self->table_size && Packer_grow_table(self) < 0) return NULL;
+    size_t at = pointer_hash(shape) & (self->table_size - 1);
+    while (self->table[at].key != NULL && self->table[at].key != shape) at = (at + 1) & (self->table_size - 1);
+    if (self->table[at].key == NULL) {
+        if (PyList_Append(self->shapes, shape) < 0) return NULL;
+        self->table[at].key = shape;
+        self->table[at].slot = (uint32_t)(PyList_GET_SIZE(self->shapes) - 1);
+    }
+    record.slot = self->table[at].slot;
+    int failed = 0;
+    record.client = Packer_client(self, client, &failed);
+    if (failed) return NULL;
+    if (self->count == self->capacity) {
+        Py_ssize_t capacity = self->capacity ? self->capacity * 2 : 1024;
+        Record *grown = PyMem_Realloc(self->records, capacity * sizeof(Record));
+        if (grown == NULL) return PyErr_NoMemory();
+        self->records = grown;
+        self->capacity = capacity;
+    }
+    self->records[self->count++] = record;
+    if (self->count >= self->limit && self->full != Py_None) {
+        PyObject *done = PyObject_CallNoArgs(self->full);
+        if (done == NULL) return NULL;
+        Py_DECREF(done);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *Packer_take(Packer *self, PyObject *known) {
+    if (known != Py_None && !PySet_CheckExact(known)) {
+        PyErr_SetString(PyExc_TypeError, "take: known must be a set or None");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(self->shapes);
+    PyObject *slots = PyList_New(n), *records = NULL, *result = NULL;
+    if (slots == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *slot = slot_of(PyList_GET_ITEM(self->shapes, i), known);
+        if (slot == NULL) goto done;
+        PyList_SET_ITEM(slots, i, slot);
+    }
+    records = PyBytes_FromStringAndSize((const char *)self->records, self->count * (Py_ssize_t)sizeof(Record));
+    if (records == NULL) goto done;
+    result = PyTuple_Pack(3, records, slots, self->clients);
+    if (result != NULL && Packer_reset(self) < 0) Py_CLEAR(result);
+done:
+    Py_XDECREF(slots);
+    Py_XDECREF(records);
+    return result;
+}
+
+static PyObject *Packer_clear_all(Packer *self, PyObject *unused) {
+    if (Packer_reset(self) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static Py_ssize_t Packer_len(Packer *self) { return self->count; }
+
+static int Packer_traverse(Packer *self, visitproc visit, void *arg) {
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->shapes);
+    Py_VISIT(self->clients);
+    Py_VISIT(self->client_index);
+    Py_VISIT(self->last_client);
+    Py_VISIT(self->full);
+    return 0;
+}
+
+static int Packer_clear(Packer *self) {
+    Py_CLEAR(self->shapes);
+    Py_CLEAR(self->clients);
+    Py_CLEAR(self->client_index);
+    Py_CLEAR(self->last_client);
+    Py_CLEAR(self->full); /* (QueryLog holds this object, which holds its hand_over) */
+    return 0;
+}
+
+static void Packer_dealloc(Packer *self) {
+    PyTypeObject *type = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    Packer_clear(self);
+    PyMem_Free(self->records);
+    PyMem_Free(self->table);
+    type->tp_free((PyObject *)self);
+    Py_DECREF(type);
+}
+
+static PyMethodDef Packer_methods[] = {
+    {"add", (PyCFunction)(void (*)(void))Packer_add, METH_FASTCALL,
+     "add(wall, client, latency, shape): one query; calls full() when limit are pending."},
+    {"take", (PyCFunction)Packer_take, METH_O,
+     "take(known) -> (records, slots, clients), as pack returns them; nothing is pending after."},
+    {"clear", (PyCFunction)Packer_clear_all, METH_NOARGS, "Drops what is pending."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot Packer_slots[] = {
+    {Py_tp_doc, "The event loop's pending queries, packed as they come (see _logc.c)."},
+    {Py_tp_new, PyType_GenericNew},
+    {Py_tp_init, Packer_init},
+    {Py_tp_dealloc, Packer_dealloc},
+    {Py_tp_traverse, Packer_traverse},
+    {Py_tp_clear, Packer_clear},
+    {Py_tp_methods, Packer_methods},
+    {Py_sq_length, Packer_len},
+    {0, NULL},
+};
+
+static PyType_Spec Packer_spec = {
+    .name = "resolverguard._logc.Packer",
+    .basicsize = sizeof(Packer),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .slots = Packer_slots,
+};
+
+static int exec_module(PyObject *m) {
+    PyObject *type = PyType_FromModuleAndSpec(m, &Packer_spec, NULL);
+    if (type == NULL) return -1;
+    int rc = PyModule_AddObjectRef(m, "Packer", type);
+    Py_DECREF(type);
+    return rc;
+}
+
 static PyMethodDef methods[] = {
     {"pack", pack, METH_VARARGS,
      "pack(items, known) -> (records, slots, clients) or None: a batch of queries' entries as RECORD bytes."},
@@ -346,6 +566,7 @@ static PyMethodDef methods[] = {
 };
 
 static PyModuleDef_Slot module_slots[] = {
+    {Py_mod_exec, exec_module},
     {0, NULL},
 };
 

@@ -962,6 +962,20 @@ class PipeSender:
         self._unsent += self.frame(message)
         self.send()
 
+    def put_packed(self, extra: dict[str, Any] | None, packer: Any) -> None:
+        """Sends the queries a `_logc.Packer` holds (QueryLog.add_query), as `frame` packs a batch."""
+        packed = packer.take(self._known_set())
+        reset, self._reset = self._reset, False
+        self._unsent += frame_of(("entries", extra, *packed, reset))
+        self.send()
+
+    def _known_set(self) -> set[int]:
+        """The serials the writer has, started over (with the writer: `reset`) when MAX_KNOWN."""
+        if len(self._known) >= self._max_known:
+            self._known.clear()
+            self._reset = True
+        return self._known
+
     def frame(self, message: Message) -> bytes:
         """`frame_of` the message; a batch of queries only, packed where the C extension is built
         (`_logc.pack`, ~0.05 us a query where marshalling its tuple cost ~0.2 and unmarshalling it
@@ -970,10 +984,7 @@ class PipeSender:
         serials sent are remembered (MAX_KNOWN, then forgotten together with the writer: `reset`)."""
         if message[0] != "batch" or self._native is None:
             return frame_of(message)
-        if len(self._known) >= self._max_known:
-            self._known.clear()
-            self._reset = True
-        packed = self._native.pack(message[2], self._known)
+        packed = self._native.pack(message[2], self._known_set())
         if packed is None:  # an event in the batch
             return frame_of(message)
         reset, self._reset = self._reset, False
