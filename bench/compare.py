@@ -1116,7 +1116,10 @@ def compare_log(work: Path, files: dict[str, Path], a: argparse.Namespace) -> No
         log_targets = {
             "d": LOG_TARGETS["d"],
             "d'": LOG_TARGETS["d'"],
-            "d'0": (f"(d'0) (d') served from {a.baseline}", {"log": True, "writer": "process", "root": a.baseline.resolve()}),
+            "d'0": (
+                f"(d'0) (d') served from {a.baseline}",
+                {"log": True, "writer": "process", "root": a.baseline.resolve()},
+            ),
         }
     ports = {k: free_port() for k in ("nsd", *log_targets)}
     procs = [start_nsd(work, ports["nsd"])]
