@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import ipaddress
 import json
 import marshal
@@ -210,10 +211,9 @@ def native_log() -> ModuleType | None:
     """resolverguard._logc (setup.py builds it where a C compiler is), or None: the pure-Python paths,
     the same lines."""
     try:
-        from resolverguard import _logc
+        return importlib.import_module("resolverguard._logc")
     except ImportError:
         return None
-    return _logc
 
 
 def unpacked(records: bytes, shapes: list[QueryShape], clients: list[str]) -> list[QueryEntry]:

@@ -453,3 +453,41 @@ def test_a_packed_batch_rotates_the_file_where_a_line_passes_its_size(tmp_path: 
     for f in kept[:-1]:  # (the last one is still being written)
         size, last = f.stat().st_size, f.read_text().splitlines(keepends=True)[-1]
         assert 8000 <= size < 8000 + len(last)
+
+
+@settings(  # each example starts a writer process: few, and no shrinking
+    max_examples=3,
+    deadline=None,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(st.lists(_RECORDS, min_size=1, max_size=30))
+def test_the_loop_without_the_c_extension_hands_over_the_same_lines(
+    tmp_path_factory: Any, monkeypatch: pytest.MonkeyPatch, records: list[Any]
+) -> None:
+    """As if `_logc` was never built (setup.py without a compiler) in the resolver: queries kept as
+    tuples and marshalled (`add_query` is `add`), to a writer process (which has it) and to a writer
+    thread (no C at all): the reference lines, with an event in order among them, as with it."""
+    work = tmp_path_factory.mktemp("no-c")
+    records = [(*r[:11], "too_short" if r[11] else None, "sinkhole" if r[12] else None, *r[13:]) for r in records]
+    entries = batch_of(records) + batch_of(records, None)
+    event = {"event": "client_flagged", "client": "192.0.2.7", "names": ["a.example"]}
+    expected = [line_of_record(expand(entry), entry[1], "") for entry in entries]
+    expected.insert(2, event_line(event, None))
+    for hidden in (False, True):
+        with monkeypatch.context() as patch:
+            if hidden:
+                patch.setitem(sys.modules, "resolverguard._logc", None)
+            for writer in (LogWriter.PROCESS, LogWriter.THREAD):
+                path = work / f"{writer.value}-{hidden}.jsonl"
+                log = QueryLog(QueryLogConfig(path=str(path), writer=writer, max_bytes=0))
+                assert (log.add_query == log._add_entry) == (
+                    hidden or writer is LogWriter.THREAD or native_log() is None
+                )  # noqa: SLF001
+                for n, entry in enumerate(entries):
+                    log.add_query(*entry)
+                    if n == 1:
+                        log.write(event)
+                log.close()
+                assert log.lost == 0 and log.written == len(expected)
+                assert path.read_bytes() == "".join(expected).encode(), (writer, hidden)
