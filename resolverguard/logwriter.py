@@ -25,6 +25,17 @@ machine whose cores are busy (bench/results/log_cost_log5.md); at nice +10 a bur
 CPU and the writer catches up after it, its backlog held by the resolver up to `query_log.backlog_mb`
 (bench/results/log_cost_log6.md).
 
+The per-query work in C where the extension is built (`resolverguard/_logc.c`; issue #17, part 3:
+the log still cost ~18-22% of a cached answer's CPU, resolver and writer together): the loop packs
+each query as it comes into a 24-byte record (`_logc.Packer`, `RECORD`: no tuple kept, a shape sent
+once per batch, a shortcut's shape by its serial once the writer has it), and the writer makes the
+batch's lines into one buffer (`_logc.render`) from the parts it memoises per shape and client, and
+writes it as bytes in one call. Measured in process (bench/log_hits_cpu.py, Zipf hits): the loop
+0.27 -> ~0.2 us and the writer 1.3 -> 0.5 us a query; where that went before (marshal 0.2, unmarshal
+0.55, the Python line loop 0.85, join and text write 0.4 us) and the served figures are in
+bench/results/log_logc8.md. Without the extension: the tuples, marshal and `LineMaker.lines`, the
+same bytes (tests/test_logwriter.py compares C, Python and `line_of_record`).
+
 What the file writer promised before and still does: it never raises into the caller (a full disk
 or unwritable file is said once per outage and its lines are counted in `lost`), the file rotates
 by size, a failed flush never leaves a torn line, and everything handed over is written on flush,
