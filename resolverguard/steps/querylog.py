@@ -7,16 +7,16 @@ per query (`entry_of`: time, client, latency and the query's shape; a repeat ans
 shortcut hands over its shared shape again); the lines and the store's rows are made and written by
 one writer off the loop (resolverguard.logwriter; `query_log.writer: auto`, the default: a child
 process for a file or a store, which gets batches of PROCESS_BATCH entries over a pipe the loop
-writes itself, so lines cost the loop ~0.3-0.5 us and the writer's ~1-2.5 us run on another core
-and never take the resolver's GIL; a thread for standard output alone, in batches of BATCH; issue
-#17). Where the C extension is built, a query for a writer process is packed as it comes
-(`add_query`: `_logc.Packer`, see resolverguard.logwriter) and its line made in C: ~0.2 us on the
-loop and ~0.5 us in the writer per cached answer. Batches also go every FLUSH_SECONDS (the service hands them over on a timer, and on stop and
-reload). Logging never raises into the DNS path: an unwritable log or store, a writer that is
-behind past `query_log.backlog_mb` or gone, is said on stderr, counted in `lost` (`resolverguard
-status`, the metrics), and DNS service goes on. The writer process runs at a lower CPU priority
-(`query_log.priority: low`), so in a burst the answers take the CPU and the resolver holds its
-backlog. A crash (not a stop) can lose the last fraction of a second.
+writes itself, so lines cost the loop ~0.3-0.5 us and the writer's ~1-2.5 us run on another core and
+never take the resolver's GIL; a thread for standard output alone, in batches of BATCH; issue #17).
+Where the C extension is built, a query for a writer process is packed as it comes (`add_query`:
+`_logc.Packer`, see resolverguard.logwriter) and its line made in C: ~0.2 us on the loop and ~0.5 us
+in the writer per cached answer. Batches also go every FLUSH_SECONDS (the service hands them over on
+a timer, and on stop and reload). Logging never raises into the DNS path: an unwritable log or
+store, a writer that is behind past `query_log.backlog_mb` or gone, is said on stderr, counted in
+`lost` (`resolverguard status`, the metrics), and DNS service goes on. The writer process runs at a
+lower CPU priority (`query_log.priority: low`), so in a burst the answers take the CPU and the
+resolver holds its backlog. A crash (not a stop) can lose the last fraction of a second.
 """
 
 from __future__ import annotations
