@@ -1,9 +1,10 @@
-"""The compiled parts: the linear stage of one name in C (`resolverguard/_ngramc.c`, #13: batch 1), and
-recvmmsg/sendmmsg for the UDP listener (`resolverguard/_udpbatch.c`, #17: never-seen names).
+"""The compiled parts: the linear stage of one name in C (`resolverguard/_ngramc.c`, #13: batch 1),
+recvmmsg/sendmmsg for the UDP listener (`resolverguard/_udpbatch.c`, #17), and the query log's
+per-query work (`resolverguard/_logc.c`, #17: packing on the event loop, lines in the writer).
 
-Everything else is in pyproject.toml. Both extensions are optional: without a C compiler (or Python's
-headers) the install goes on and serving uses the pure-Python featurizer (the same floats, slower)
-and one system call per datagram (resolverguard/udpbatch.py).
+Everything else is in pyproject.toml. The extensions are optional: without a C compiler (or Python's
+headers) the install goes on and serving uses the pure-Python featurizer (the same floats), one system
+call per datagram (resolverguard/udpbatch.py) and the pure-Python log writer (the same lines), slower.
 `-ffp-contract=off`: no fused multiply-add, so the floats stay the pure-Python featurizer's bit for bit.
 """
 
@@ -17,4 +18,6 @@ NGRAMC = Extension("resolverguard._ngramc", ["resolverguard/_ngramc.c"], extra_c
 
 UDPBATCH = Extension("resolverguard._udpbatch", ["resolverguard/_udpbatch.c"], extra_compile_args=FLAGS, optional=True)
 
-setup(ext_modules=[NGRAMC, UDPBATCH])
+LOGC = Extension("resolverguard._logc", ["resolverguard/_logc.c"], extra_compile_args=FLAGS, optional=True)
+
+setup(ext_modules=[NGRAMC, UDPBATCH, LOGC])

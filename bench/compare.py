@@ -201,7 +201,9 @@ def start_resolverguard(
     store: bool = False,
     shortcut: bool = True,
     priority: str = "",
+    root: Path | None = None,
 ) -> subprocess.Popen[bytes]:
+    """`root`: another checkout to serve from (its own PYTHONPATH and cwd; --log --baseline)."""
     policy = work / f"rg-{port}.yaml"
     set_priority = f", priority: {priority}" if priority else ""
     query_log = f"{{path: '{work}/queries-{port}.jsonl', writer: {writer}{set_priority}}}" if log else "off"
@@ -215,7 +217,10 @@ def start_resolverguard(
         + ("" if shortcut else "answer_cache:\n  repeat_shortcut: false\n")
     )
     cmd = [sys.executable, "-m", "resolverguard", "serve", "--config", str(policy), "--listen", f"127.0.0.1:{port}"]
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=(work / f"rg-{port}.log").open("w"))
+    env = None if root is None else {**os.environ, "PYTHONPATH": str(root)}
+    return subprocess.Popen(
+        cmd, cwd=root or ROOT, env=env, stdout=subprocess.DEVNULL, stderr=(work / f"rg-{port}.log").open("w")
+    )
 
 
 def wait_ready(port: int, timeout: float = 120.0) -> None:
@@ -549,7 +554,9 @@ def main() -> None:
         "--unbound-extra", default="", help="with --module: more server: lines for every Unbound, ';'-separated"
     )
     p.add_argument(
-        "--baseline", type=Path, help="with --module: rows (o)/(o2), the module and service of this checkout"
+        "--baseline",
+        type=Path,
+        help="with --module: rows (o)/(o2), the module and service of this checkout; with --log: (d'0), its (d')",
     )
     p.add_argument(
         "--tag",
@@ -1105,6 +1112,15 @@ def compare_log(work: Path, files: dict[str, Path], a: argparse.Namespace) -> No
     QPS ratios of the summed runs, to results/compare_log.{md,json}. The load average is
     written beside them: on a shared machine, ratios from one run are what to compare."""
     log_targets = PRIORITY_TARGETS if a.priority else LOG_TARGETS
+    if a.baseline is not None:  # same-run A/B of a change in the log: (d) and (d') here, (d'0) from the baseline
+        log_targets = {
+            "d": LOG_TARGETS["d"],
+            "d'": LOG_TARGETS["d'"],
+            "d'0": (
+                f"(d'0) (d') served from {a.baseline}",
+                {"log": True, "writer": "process", "root": a.baseline.resolve()},
+            ),
+        }
     ports = {k: free_port() for k in ("nsd", *log_targets)}
     procs = [start_nsd(work, ports["nsd"])]
     runs: dict[str, list[dict[str, Any]]] = {k: [] for k in log_targets}
@@ -1129,7 +1145,9 @@ def compare_log(work: Path, files: dict[str, Path], a: argparse.Namespace) -> No
     stored = stored_rows(work / f"store-{ports[STORE_TARGET]}.db") if STORE_TARGET in ports else None
     total = {k: {kind: sum(r[kind]["qps"] or 0 for r in v) for kind in files} for k, v in runs.items()}
     pairs = [(f"({x})/({y})", x, y) for x in log_targets if x != "d" for y in ("d",)]
-    if not a.priority:
+    if a.baseline is not None:
+        pairs.append(("(d')/(d'0)", "d'", "d'0"))
+    elif not a.priority:
         pairs.append(("(d's)/(d')", "d's", "d'"))
     ratios = {name: {kind: ratio(total[x][kind], total[y][kind]) for kind in files} for name, x, y in pairs}
     # CPU per answered query (the server and its children: the writer process is counted): the cost

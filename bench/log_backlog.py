@@ -36,12 +36,15 @@ TARGETS = {  # key: (row, query_log.priority or None: no log)
     "d'l": ("(d'l) + query log file, writer process, priority: low (nice 10)", "low"),
     "d'i": ("(d'i) + query log file, writer process, priority: idle (SCHED_IDLE)", "idle"),
     "d'": ("(d') + query log file, writer process, priority: normal", "normal"),
+    "d'l0": ("(d'l0) = (d'l) served from --baseline (another checkout)", "low"),
 }
 
 
-def start(work: Path, port: int, upstream: int, priority: str | None, backlog_mb: float) -> subprocess.Popen[bytes]:
+def start(
+    work: Path, port: int, upstream: int, priority: str | None, backlog_mb: float, root: Path = ROOT
+) -> subprocess.Popen[bytes]:
     """compare.py's (d) policy, with a log file that never rotates (its lines are counted) and a
-    control socket (`status` says the lines lost)."""
+    control socket (`status` says the lines lost); served from `root` (its own PYTHONPATH)."""
     log = (
         f"{{path: '{work}/q-{port}.jsonl', writer: process, max_mb: 0, priority: {priority}, backlog_mb: {backlog_mb}}}"
     )
@@ -51,7 +54,10 @@ def start(work: Path, port: int, upstream: int, priority: str | None, backlog_mb
         f"rate_limit:\n  qps: 0\nlimits:\n  max_inflight: 8192\ncontrol_socket: {work}/c-{port}.sock\n"
     )
     cmd = [sys.executable, "-m", "resolverguard", "serve", "--config", str(policy), "--listen", f"127.0.0.1:{port}"]
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=(work / f"rg-{port}.log").open("w"))
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    return subprocess.Popen(
+        cmd, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=(work / f"rg-{port}.log").open("w")
+    )
 
 
 def behind_at(stderr: Path, start: float, stop: threading.Event, found: list[float]) -> None:
@@ -114,6 +120,7 @@ def main() -> None:
     p.add_argument("--backlog-mb", type=float, default=64.0, help="query_log.backlog_mb of the logged targets")
     p.add_argument("--targets", default="d,d'l,d'i", help="which of: " + ", ".join(TARGETS))
     p.add_argument("--tag", default="run")
+    p.add_argument("--baseline", type=Path, default=ROOT, help="the checkout (d'l0) is served from")
     a = p.parse_args()
     keys = a.targets.split(",")
     work = Path(tempfile.mkdtemp(prefix="rg-backlog-"))
@@ -123,7 +130,12 @@ def main() -> None:
     runs: dict[str, list[dict[str, Any]]] = {k: [] for k in keys}
     try:
         compare.wait_ready(ports["nsd"])
-        servers = {k: start(work, ports[k], ports["nsd"], TARGETS[k][1], a.backlog_mb) for k in keys}
+        servers = {
+            k: start(
+                work, ports[k], ports["nsd"], TARGETS[k][1], a.backlog_mb, a.baseline.resolve() if k == "d'l0" else ROOT
+            )
+            for k in keys
+        }
         procs += servers.values()
         for _ in range(a.rounds):
             for k in keys:

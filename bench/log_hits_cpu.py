@@ -38,8 +38,9 @@ def writer_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def one(entries: int) -> dict[str, float]:
-    """One run in this process (the checkout on PYTHONPATH): CPU us per entry, loop and writer."""
+def one(entries: int, misses: bool = False) -> dict[str, float]:
+    """One run in this process (the checkout on PYTHONPATH): CPU us per entry, loop and writer.
+    `misses`: every entry a never-seen name's, as the chain hands it over (a shape of its own, no serial)."""
     from resolverguard.config import LogWriter, QueryLogConfig
     from resolverguard.steps.querylog import QueryLog
 
@@ -50,6 +51,11 @@ def one(entries: int) -> dict[str, float]:
         for i in range(NAMES)
     ]
     picks = rng.choices(shapes, weights=[1 / (rank + 1) ** 1.1 for rank in range(NAMES)], k=entries)
+    if misses:
+        picks = [
+            ("udp", f"m{n}.example.com", "A", f"m{n}", 0.01, "pass", "model", "NOERROR", *[None] * 5)
+            for n in range(entries)
+        ]
     start = time.time()
     client = ("127", "0", "0", "1")  # joined for each entry: a new string, as each packet's address is
     batch = [(start + n * 2e-5, ".".join(client), 5e-5 + rng.random() * 3e-4, s) for n, s in enumerate(picks)]
@@ -75,9 +81,11 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--source", type=Path, action="append", default=[], help="another checkout to compare")
     p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--misses", action="store_true", help="never-seen names (the chain's entries) instead of hits")
+    p.add_argument("--tag", default="", help="results to bench/results/log_hits_cpu_TAG.{md,json}")
     a = p.parse_args()
     if a.one:
-        print(json.dumps(one(a.entries)))
+        print(json.dumps(one(a.entries, a.misses)))
         return
     trees = [ROOT, *(s.resolve() for s in a.source)]
     runs: dict[str, list[dict[str, float]]] = {str(t): [] for t in trees}
@@ -86,20 +94,22 @@ def main() -> None:
         for tree in trees:
             env = {**os.environ, "PYTHONPATH": str(tree)}
             cmd = [sys.executable, str(Path(__file__).resolve()), "--one", "--entries", str(a.entries)]
+            cmd += ["--misses"] if a.misses else []
             out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True, timeout=600).stdout
             runs[str(tree)].append(json.loads(out.strip().splitlines()[-1]))
     load_after = os.getloadavg()
     median = {t: {k: statistics.median(r[k] for r in v) for k in ("loop_us", "writer_us")} for t, v in runs.items()}
     out = ROOT / "bench" / "results"
-    (out / "log_hits_cpu.json").write_text(
+    (out / f"log_hits_cpu{'_' + a.tag if a.tag else ''}.json").write_text(
         json.dumps({"runs": runs, "median": median, "load": [load_before, load_after], "entries": a.entries}, indent=2)
         + "\n"
     )
+    what = "chain entries of never-seen names" if a.misses else f"shortcut entries (Zipf 1.1 over {NAMES} names)"
     lines = [
         "# Query log CPU per cached answer (bench/log_hits_cpu.py), "
         + time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "",
-        f"{a.entries} shortcut entries (Zipf 1.1 over {NAMES} names) per run, {a.rounds} rounds in turn; load average "
+        f"{a.entries} {what} per run, {a.rounds} rounds in turn; load average "
         f"before {' '.join(f'{x:.2f}' for x in load_before)}, after {' '.join(f'{x:.2f}' for x in load_after)}.",
         "",
         "| checkout | loop us per entry (median; each run) | writer process us per entry (median; each run) |",
@@ -110,7 +120,7 @@ def main() -> None:
         writers = " / ".join(f"{r['writer_us']:.3f}" for r in values)
         loop, writer = median[tree]["loop_us"], median[tree]["writer_us"]
         lines.append(f"| {tree} | {loop:.3f} ({loops}) | {writer:.3f} ({writers}) |")
-    (out / "log_hits_cpu.md").write_text("\n".join(lines) + "\n")
+    (out / f"log_hits_cpu{'_' + a.tag if a.tag else ''}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

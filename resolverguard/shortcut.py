@@ -70,7 +70,7 @@ class ReplyShortcut:
     ) -> None:
         self._answers, self._verdicts, self._pause, self._log, self._form = answers, verdicts, pause, log, form
         self._size, self._wall, self._watch = size, wall, watch
-        self._log_add = log.add if log is not None else None
+        self._log_add = log.add_query if log is not None else None
         # asked before each repeat: only a watch that may block (quarantine) can hold queries back
         self._holds = watch.holds_queries if watch is not None and watch.blocks else None
         self._seen = watch.seen_repeat if watch is not None else None  # told of each repeat
@@ -131,7 +131,7 @@ class ReplyShortcut:
             self._known[key] = (tail, until, shape, entry, hard, repeat, quiet, left)
         if shape is not None and self._log_add is not None:
             # the chain's shape (one shared object) with this query's time, client and latency
-            self._log_add((self._wall(), client[0], clock() - started, shape))
+            self._log_add(self._wall(), client[0], clock() - started, shape)
         return reply
 
     def learn(self, request: Request, reply: bytes | None) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import marshal
 import os
 import re
 import signal
@@ -28,14 +29,18 @@ from test_querylog import _RECORDS
 from resolverguard.config import ClientPrivacy, LogWriter, QueryLogConfig
 from resolverguard.logwriter import (
     FLUSH_SECONDS,
+    FRAME,
     LOW_NICE,
     LineMaker,
+    PipeSender,
     QueryEntry,
+    RecordWriter,
     client_for_log,
     event_line,
     expand,
     frame_of,
     line_of_record,
+    native_log,
 )
 from resolverguard.steps.querylog import QueryLog
 from resolverguard.verdicts import Action
@@ -371,3 +376,118 @@ def test_the_writer_process_runs_at_the_priority_asked(tmp_path: Path, priority:
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(60) == 0
     assert logged_names(tmp_path / "q.jsonl") == ["one.example.com"]
+
+
+NATIVES = [None, *([native_log()] if native_log() is not None else [])]  # the pure-Python paths, and C where built
+
+
+def packed_lines(batches: list[list[Any]], privacy: ClientPrivacy, tail: str, native: Any, work: Path) -> bytes:
+    """The file a writer (`native`: C or None) makes of the batches the loop's end of the pipe packs
+    (C where built: the writer also reads a packed batch without it), with a table of serials small
+    enough to start over mid-way."""
+    reading, writing = os.pipe()
+    sender = PipeSender(writing, native=native_log(), max_known=3)
+    path = work / f"{'c' if native else 'py'}-{privacy.value}.jsonl"
+    writer = RecordWriter(QueryLogConfig(path=str(path), clients=privacy, max_bytes=0), None, print, native=native)
+    for batch in batches:
+        message = marshal.loads(sender.frame(("batch", {"worker": 1} if tail else None, batch))[FRAME.size :])
+        if message[0] == "entries":
+            writer.write_packed(*message[1:])
+        else:
+            writer.write(message[1], message[2])
+    writer.close()
+    os.close(reading)
+    os.close(writing)
+    return path.read_bytes()
+
+
+@settings(deadline=None, max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(_RECORDS, min_size=1, max_size=20),
+    st.sampled_from(list(ClientPrivacy)),
+    st.sampled_from(["", ',"worker":1']),
+)
+def test_packed_batches_make_the_reference_lines_with_and_without_c(
+    tmp_path_factory: Any, records: list[Any], privacy: ClientPrivacy, tail: str
+) -> None:
+    """A packed batch (`_logc.pack`: a shape once per batch, a shortcut's shape by serial once sent,
+    the writer's table of them started over) becomes `line_of_record`'s bytes, made in C
+    (`_logc.render`) and in Python alike; shapes met again in later batches, from another client."""
+    work = tmp_path_factory.mktemp("packed")
+    batches = [batch_of(records), batch_of(records), batch_of(records, None), batch_of(records, 5000)]
+    expected = "".join(
+        line_of_record(expand(e), client_for_log(e[1], privacy), tail) for batch in batches for e in batch
+    ).encode()
+    for native in NATIVES:
+        assert packed_lines(batches, privacy, tail, native, work) == expected, native
+
+
+@pytest.mark.parametrize(
+    ("wall", "latency"),
+    [(1.7e9 + 0.9995, 0.0199995), (0.0, 0.0), (-1.25, 0.001), (1.7e9, -0.000001), (1.7e9, 1e12), (2.5e9 + 0.001, 31.0)],
+)
+def test_packed_lines_outside_what_c_takes_are_pythons(tmp_path: Path, wall: float, latency: float) -> None:
+    """What `_logc.render` leaves to Python (a wall clock below 0, a latency below 0, past its table
+    or a large one) and what it takes at its edges make the reference line either way."""
+    record = (wall, "192.0.2.1", "udp", "a.example", "A", "a", 0.5, "pass", "scored", "NOERROR", latency)
+    batches = [batch_of([(*record, None, None, None, None)])]
+    expected = "".join(line_of_record(expand(e), e[1], "") for e in batches[0]).encode()
+    for native in NATIVES:
+        assert packed_lines(batches, ClientPrivacy.FULL, "", native, tmp_path) == expected, native
+
+
+def test_a_packed_batch_rotates_the_file_where_a_line_passes_its_size(tmp_path: Path) -> None:
+    """A batch of queries (one write) is cut where a line takes the file past max_bytes, as lines
+    one at a time were: each file outgrows it by one line at most, every line is kept, in order."""
+    path = tmp_path / "q.jsonl"
+    log = QueryLog(QueryLogConfig(path=str(path), max_bytes=8000, keep=20), stderr=sys.stderr)
+    shape = ("udp", "a.example", "A", "a", 0.5, "pass", "scored", "NOERROR", None, None, None, None, 7)
+    for n in range(300):
+        log.add((1.7e9 + n, "192.0.2.1", 0.001, shape))
+    log.close()
+    files = [Path(f"{path}.{n}") for n in range(20, 0, -1)] + [path]
+    kept = [f for f in files if f.exists()]
+    lines = [line for f in kept for line in f.read_text().splitlines(keepends=True)]
+    assert log.written == 300 and log.lost == 0 and len(lines) == 300 and len(kept) > 3
+    assert [json.loads(line)["time"] for line in lines] == sorted(json.loads(line)["time"] for line in lines)
+    for f in kept[:-1]:  # (the last one is still being written)
+        size, last = f.stat().st_size, f.read_text().splitlines(keepends=True)[-1]
+        assert 8000 <= size < 8000 + len(last)
+
+
+@settings(  # each example starts a writer process: few, and no shrinking
+    max_examples=3,
+    deadline=None,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(st.lists(_RECORDS, min_size=1, max_size=30))
+def test_the_loop_without_the_c_extension_hands_over_the_same_lines(
+    tmp_path_factory: Any, monkeypatch: pytest.MonkeyPatch, records: list[Any]
+) -> None:
+    """As if `_logc` was never built (setup.py without a compiler) in the resolver: queries kept as
+    tuples and marshalled (`add_query` is `add`), to a writer process (which has it) and to a writer
+    thread (no C at all): the reference lines, with an event in order among them, as with it."""
+    work = tmp_path_factory.mktemp("no-c")
+    records = [(*r[:11], "too_short" if r[11] else None, "sinkhole" if r[12] else None, *r[13:]) for r in records]
+    entries = batch_of(records) + batch_of(records, None)
+    event = {"event": "client_flagged", "client": "192.0.2.7", "names": ["a.example"]}
+    expected = [line_of_record(expand(entry), entry[1], "") for entry in entries]
+    expected.insert(2, event_line(event, None))
+    for hidden in (False, True):
+        with monkeypatch.context() as patch:
+            if hidden:
+                patch.setitem(sys.modules, "resolverguard._logc", None)
+            for writer in (LogWriter.PROCESS, LogWriter.THREAD):
+                path = work / f"{writer.value}-{hidden}.jsonl"
+                log = QueryLog(QueryLogConfig(path=str(path), writer=writer, max_bytes=0))
+                assert (log.add_query == log._add_entry) == (
+                    hidden or writer is LogWriter.THREAD or native_log() is None
+                )  # noqa: SLF001
+                for n, entry in enumerate(entries):
+                    log.add_query(*entry)
+                    if n == 1:
+                        log.write(event)
+                log.close()
+                assert log.lost == 0 and log.written == len(expected)
+                assert path.read_bytes() == "".join(expected).encode(), (writer, hidden)
