@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+_MISSING = object()  # (values may be None)
 
 
 class BoundedMemo(Generic[T]):
@@ -21,11 +22,11 @@ class BoundedMemo(Generic[T]):
         self._old: dict[str, T] = {}
 
     def __call__(self, key: str) -> T:
-        try:
-            return self._young[key]
-        except KeyError:
-            pass
-        found = self._old.pop(key) if key in self._old else self._compute(key)
+        found = self._young.get(key, _MISSING)  # (not `try: [key]`: a raised KeyError cost ~0.5 us per new key)
+        if found is not _MISSING:
+            return found  # type: ignore[return-value]
+        old = self._old
+        found = old.pop(key) if key in old else self._compute(key)
         if len(self._young) >= self._half:
             self._old, self._young = self._young, {}
         self._young[key] = found

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TextIO
 from resolverguard.addresses import IPNetwork, client_ip, within
 from resolverguard.chain import Gate, Next, Request
 from resolverguard.config import Endpoint, Limits
-from resolverguard.handoff import Handoff
+from resolverguard.handoff import Handoff, ReplyHold
 from resolverguard.proxyheader import FIXED, ProxyHeader, header_size, read_proxy_header
 from resolverguard.replies import badvers, header_only, truncated
 from resolverguard.reuseport import steer_by_client
@@ -91,16 +91,19 @@ class Resumed:
     escapes anyway goes to the loop's exception handler, as an unretrieved Task exception would.
     Nothing on the UDP path needs `asyncio.current_task()` (None here)."""
 
-    __slots__ = ("_coro", "_done")
+    __slots__ = ("_coro", "_done", "_hold")
 
-    def __init__(self, coro: Coroutine[Any, Any, None], done: Callable[[], None]) -> None:
-        self._coro, self._done = coro, done
+    def __init__(
+        self, coro: Coroutine[Any, Any, None], done: Callable[[], None], hold: ReplyHold | None = None
+    ) -> None:
+        self._coro, self._done, self._hold = coro, done, hold  # `hold`: where its reply goes (a listener)
 
     def wait(self, waiting_on: Any) -> None:
         """Resumes the coroutine once `waiting_on` (what its `send` yielded) allows."""
         if type(waiting_on) is Handoff:  # resumed by whoever settles it, in that same callback
             waiting_on._asyncio_future_blocking = False
             waiting_on.direct = self._step
+            waiting_on.reply_hold = self._hold
         elif getattr(waiting_on, "_asyncio_future_blocking", False):  # `await future` yields the future
             waiting_on._asyncio_future_blocking = False
             waiting_on.add_done_callback(self._step)
@@ -292,7 +295,7 @@ class DnsServer:
         except StopIteration:
             return  # answered without waiting (a cache hit, a block): nothing to keep
         self._inflight += 1
-        Resumed(answering, self._resumed_done).wait(waiting_on)
+        Resumed(answering, self._resumed_done, transport if type(transport) is UdpListener else None).wait(waiting_on)
 
     async def answer(self, packet: bytes, client: tuple[str, int], transport: str) -> bytes | None:
         """The reply to one packet, or None to stay silent. Never raises: a bug anywhere below

@@ -15,7 +15,6 @@ than one OPT): those go through dnslib's parser, which then decides between an a
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from enum import IntEnum
 from typing import NamedTuple
 
@@ -96,8 +95,11 @@ _PRINTABLE = frozenset(range(33, 127)) - {ord("."), ord("\\")}
 _PRINTABLE_BYTES = bytes(sorted(_PRINTABLE))  # for bytes.translate: what is left is not printable
 
 
-@dataclass(frozen=True, slots=True)
-class QueryHead:
+class QueryHead(NamedTuple):
+    """The head of a query, read once per datagram. A NamedTuple, not a frozen dataclass (as
+    `Record`): a frozen dataclass's `__init__` sets each of its ten fields through
+    `object.__setattr__`, ~0.8 us against ~0.2 here, on every query, hits included."""
+
     id: int
     flags: int  # the 16 header flag bits as sent
     qname: str  # presentation form with the trailing dot, as dnslib writes it
@@ -277,9 +279,9 @@ class Record(NamedTuple):
     end: int  # offset just after it
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
-    """A message read in full: the question's end and every record, in order."""
+class Message(NamedTuple):
+    """A message read in full: the question's end and every record, in order. A NamedTuple for
+    the reason `QueryHead` is one: a miss makes two (`read_message`, `replies._ours`)."""
 
     question_end: int
     records: tuple[Record, ...]

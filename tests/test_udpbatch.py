@@ -47,7 +47,7 @@ def native_io(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
 
 @contextmanager
 def serving(
-    upstream_port: int, host: str = "127.0.0.1"
+    upstream_port: int, host: str = "127.0.0.1", pool: int = 32
 ) -> Iterator[tuple[DnsServer, list[dict[str, Any]], asyncio.AbstractEventLoop]]:
     """A DnsServer in a thread: names starting with "nx" answered NXDOMAIN at once (in the read
     callback), the others forwarded to the test upstream (answered from its reader, later)."""
@@ -56,7 +56,7 @@ def serving(
     loop.set_exception_handler(lambda _, context: errors.append(context))
 
     async def build() -> Callable[[Request], Any]:
-        step = UpstreamStep(UpstreamForwarder((Endpoint("127.0.0.1", upstream_port),), 3.0))
+        step = UpstreamStep(UpstreamForwarder((Endpoint("127.0.0.1", upstream_port),), 3.0, pool=pool))
 
         async def chain(request: Request) -> bytes | None:
             if request.head.qname.startswith("nx"):
@@ -315,3 +315,28 @@ def test_replies_of_a_burst_leave_in_few_send_calls() -> None:
             got = burst("127.0.0.1", server.bound[0][1], [q.to_wire() for q in asked])
     check_answers(asked, got)
     assert sum(calls) == 200 and len(calls) <= 200 // udpbatch.BATCH + 2
+
+
+def test_replies_to_forwarded_names_leave_together_from_the_upstream_reader() -> None:
+    """The upstream's reader holds the listener (handoff.ReplyHold) while it reads the answers that
+    are there: the replies of the queries it resumes leave in one sendmmsg, not one call each (one
+    pooled socket, so the upstream's answers to a burst pile up on it while the server is busy)."""
+    if not NATIVE:
+        pytest.skip("_udpbatch not built (no C compiler)")
+    calls: list[int] = []
+    real = udpbatch.send_many
+
+    def counting(fd: int, family: int, items: list[Any], start: int) -> Any:
+        calls.append(len(items))
+        return real(fd, family, items, start)
+
+    asked = queries([f"www{i}.example.com" for i in range(200)])
+    with pytest.MonkeyPatch.context() as mp, run_upstream(Upstream()) as up:
+        mp.setattr(udpbatch, "send_many", counting)
+        mp.delenv(udpbatch.NO_MMSG, raising=False)
+        with serving(up.port, pool=1) as (server, errors, loop):
+            loop.call_soon_threadsafe(time.sleep, 0.5)
+            got = burst("127.0.0.1", server.bound[0][1], [q.to_wire() for q in asked])
+    check_answers(asked, got)
+    assert not errors
+    assert sum(calls) == 200 and len(calls) < 200 and max(calls) > 1

@@ -24,7 +24,7 @@ from resolverguard import replies
 from resolverguard.chain import Reply, Request
 from resolverguard.config import EncryptedUpstream, EncryptedUpstreamsConfig, Endpoint, Upstream
 from resolverguard.errors import UpstreamError
-from resolverguard.handoff import Handoff
+from resolverguard.handoff import Handoff, ReplyHold
 from resolverguard.steps.encrypted import DohClient, DotClient, padded, tls_context
 from resolverguard.wire import ANY, RCODE_MASK, REFUSED, SERVFAIL, Flag, Message, QueryHead, rcode_name
 
@@ -97,6 +97,16 @@ class Channel:
         reply from here (`handoff.Handoff`). Stops once nobody waits here any more rather than on
         an empty read: its BlockingIOError cost ~1.6 us per wake-up (bench/missprofile.py), and
         the loop's readiness is level-triggered, so a datagram left (late, stray) wakes it again."""
+        held: list[ReplyHold] = []
+        try:
+            self._read(held)
+        finally:
+            for hold in held:
+                hold.release()
+
+    def _read(self, held: list[ReplyHold]) -> None:
+        """`_readable`'s loop; the reply senders of the queries it resumes are held (`held`), so
+        their replies go out together when it ends (`handoff.ReplyHold`)."""
         sock, pending = self.sock, self.pending
         while True:
             try:
@@ -114,7 +124,12 @@ class Channel:
                 if waiting is not None and not waiting[1].done():
                     if matches(data, qid, waiting[0]):
                         del pending[qid]  # answered: a second reply finds no one
-                        waiting[1].set_result(data)  # its query runs on from here (a Handoff)
+                        future = waiting[1]
+                        hold = getattr(future, "reply_hold", None)
+                        if hold is not None and hold not in held:
+                            hold.hold()
+                            held.append(hold)
+                        future.set_result(data)  # its query runs on from here (a Handoff)
                     elif waiting[2]:  # our ID, from the upstream's address, but not an answer to our question
                         del pending[qid]
                         waiting[1].set_exception(UpstreamError("reply that is not an answer to the question"))
