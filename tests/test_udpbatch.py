@@ -294,11 +294,9 @@ def test_the_fallback_is_taken_when_asked() -> None:
         sock.close()
 
 
-def test_replies_of_a_burst_leave_in_few_send_calls() -> None:
-    """What the batching is for: with recvmmsg/sendmmsg, 200 answers made in the read callback go
-    out in far fewer system calls than one each (counted by wrapping the C module's send_many)."""
-    if not NATIVE:
-        pytest.skip("_udpbatch not built (no C compiler)")
+def count_send_calls(mp: pytest.MonkeyPatch) -> list[int]:
+    """Wraps the C module's send_many: the sizes of the batches it is asked to send, in order (the
+    batched path forced on)."""
     calls: list[int] = []
     real = udpbatch.send_many
 
@@ -306,10 +304,19 @@ def test_replies_of_a_burst_leave_in_few_send_calls() -> None:
         calls.append(len(items))
         return real(fd, family, items, start)
 
+    mp.setattr(udpbatch, "send_many", counting)
+    mp.delenv(udpbatch.NO_MMSG, raising=False)
+    return calls
+
+
+def test_replies_of_a_burst_leave_in_few_send_calls() -> None:
+    """What the batching is for: with recvmmsg/sendmmsg, 200 answers made in the read callback go
+    out in far fewer system calls than one each (counted by wrapping the C module's send_many)."""
+    if not NATIVE:
+        pytest.skip("_udpbatch not built (no C compiler)")
     asked = queries([f"nx{i}.example.com" for i in range(200)])
     with pytest.MonkeyPatch.context() as mp, run_upstream(Upstream()) as up:
-        mp.setattr(udpbatch, "send_many", counting)
-        mp.delenv(udpbatch.NO_MMSG, raising=False)
+        calls = count_send_calls(mp)
         with serving(up.port) as (server, _, loop):
             loop.call_soon_threadsafe(time.sleep, 0.5)  # the server busy while the whole burst arrives
             got = burst("127.0.0.1", server.bound[0][1], [q.to_wire() for q in asked])
@@ -323,17 +330,9 @@ def test_replies_to_forwarded_names_leave_together_from_the_upstream_reader() ->
     pooled socket, so the upstream's answers to a burst pile up on it while the server is busy)."""
     if not NATIVE:
         pytest.skip("_udpbatch not built (no C compiler)")
-    calls: list[int] = []
-    real = udpbatch.send_many
-
-    def counting(fd: int, family: int, items: list[Any], start: int) -> Any:
-        calls.append(len(items))
-        return real(fd, family, items, start)
-
     asked = queries([f"www{i}.example.com" for i in range(200)])
     with pytest.MonkeyPatch.context() as mp, run_upstream(Upstream()) as up:
-        mp.setattr(udpbatch, "send_many", counting)
-        mp.delenv(udpbatch.NO_MMSG, raising=False)
+        calls = count_send_calls(mp)
         with serving(up.port, pool=1) as (server, errors, loop):
             loop.call_soon_threadsafe(time.sleep, 0.5)
             got = burst("127.0.0.1", server.bound[0][1], [q.to_wire() for q in asked])
