@@ -47,7 +47,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from lists import write_hosts
 
@@ -368,19 +368,7 @@ def measure(
     time.sleep(2.0)  # with workers, the first to answer may not be the last to start
     out: dict[str, Any] = {"target": name}
     for kind, path in files.items():
-        if kind == "hits":  # steady state: every name asked once before the timed run
-            for source in sources or ("127.0.0.1",):  # each worker's answer cache, when clients are steered
-                subprocess.run(
-                    ["dnsperf", "-a", source, "-s", "127.0.0.1", "-p", str(port)]
-                    + ["-d", str(path.with_name("warm.txt")), "-n", "1"],
-                    capture_output=True,
-                    timeout=120,
-                )
-        cpu = sum(cpu_seconds(p) for p in pids)
-        peak = dnsperf(port, path, seconds, sources=sources)
-        if settle is not None:
-            peak.update(settle())
-        peak["cpu_s"] = round(sum(cpu_seconds(p) for p in pids) - cpu, 2)
+        peak = peak_run(pids, port, kind, path, seconds, sources, settle)
         if latency_qps.get(kind):
             names = path.with_name(f"{kind}.latency.txt")
             if upstream is None:
@@ -393,10 +381,37 @@ def measure(
     return out
 
 
+def peak_run(
+    pids: list[int],
+    port: int,
+    kind: str,
+    path: Path,
+    seconds: float,
+    sources: tuple[str, ...] = (),
+    settle: Callable[[], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """One peak run of `measure` (dnsperf's totals and the CPU seconds of `pids` over it); for `hits`,
+    after every name was asked once (the steady state of an office whose popular names are cached)."""
+    if kind == "hits":
+        for source in sources or ("127.0.0.1",):  # each worker's answer cache, when clients are steered
+            subprocess.run(
+                ["dnsperf", "-a", source, "-s", "127.0.0.1", "-p", str(port)]
+                + ["-d", str(path.with_name("warm.txt")), "-n", "1"],
+                capture_output=True,
+                timeout=120,
+            )
+    cpu = sum(cpu_seconds(p) for p in pids)
+    peak = dnsperf(port, path, seconds, sources=sources)
+    if settle is not None:
+        peak.update(settle())
+    peak["cpu_s"] = round(sum(cpu_seconds(p) for p in pids) - cpu, 2)
+    return peak
+
+
 LATENCY_SETTLE = 1.0  # seconds of quiet between a peak run and a latency run
 LATENCY_WARMUP = 1.0  # seconds at the latency rate, on names of their own, not counted
 LATENCY_ROUNDS = 3  # paired rounds: the target, then its upstream, on the same names
-LATENCY_SECONDS = 3.0  # per round
+LATENCY_SECONDS = 4.0  # per round (paired_latency's, and each latency run of --module)
 
 
 def latency_slice(names: Path, part: int, qps: float, seconds: float) -> Path:
@@ -530,7 +545,8 @@ def main() -> None:
         "--rounds",
         type=int,
         default=None,
-        help="--watch: rounds of (d) and (g) in turn (4); --module: rounds in turn, each row's best kept (3)",
+        help="--watch: rounds of (d) and (g) in turn (4); --module: rounds in turn, each row's best kept (3);"
+        " the full run and --standalone: peak rounds of every row in turn, medians (3)",
     )
     p.add_argument("--log", action="store_true", help="only (d) against (d') log file, (d't) thread, (d's) store")
     p.add_argument(
@@ -565,7 +581,7 @@ def main() -> None:
     )
     a = p.parse_args()
     if a.rounds is None:
-        a.rounds = 3 if a.module else 4
+        a.rounds = 4 if a.watch or a.log else 3
     for tool in ("nsd", "unbound", "dnsperf"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is not installed: sudo apt-get install -y nsd unbound dnsperf")
@@ -586,6 +602,7 @@ def main() -> None:
     ports = {k: free_port() for k in keys}
     blocklist = write_hosts(work / "hosts-1m.txt", 1_000_000, random.Random(1))
     procs = [start_nsd(work, ports["nsd"])]
+    running: dict[str, Running] = {}  # the rows measured again in --rounds, as they were started
     try:
         wait_ready(ports["nsd"])
         results = {"upstream": measure("(a) NSD alone", procs[0], ports["nsd"], files, a.seconds, {})}
@@ -602,28 +619,22 @@ def main() -> None:
             latency_qps,
             upstream=ports["nsd"],
         )
-        procs.append(start_resolverguard(work, ports["rg_plain"], ports["nsd"], False))
-        results["rg_plain"] = measure(
-            "(c) resolverguard, scoring off", procs[-1], ports["rg_plain"], files, a.seconds, latency_qps
-        )
-        procs.append(start_resolverguard(work, ports["rg_workers"], ports["nsd"], True, workers=2))
-        results["rg_workers"] = measure(
-            "(e) resolverguard full chain, workers: 2 (dnsperf from 2 client addresses)",
-            procs[-1],
-            ports["rg_workers"],
-            files,
-            a.seconds,
-            latency_qps,
-            sources=one_client_per_worker(2),
-        )
-        procs.append(start_resolverguard(work, ports["rg_log"], ports["nsd"], True, log=True))
-        results["rg_log"] = measure(
-            "(d') full chain + query log file", procs[-1], ports["rg_log"], files, a.seconds, latency_qps
-        )
-        procs.append(start_resolverguard(work, ports["rg_list"], ports["nsd"], True, deny_file=blocklist))
-        results["rg_list"] = measure(
-            "(f) full chain + 1M-entry blocklist", procs[-1], ports["rg_list"], files, a.seconds, latency_qps
-        )
+        running["rg_full"] = Running(procs[-1], ports["rg_full"])
+        scoring = functools.partial(start_resolverguard, scoring=True)
+        for key, label, start, sources in (
+            ("rg_plain", "(c) resolverguard, scoring off", functools.partial(start_resolverguard, scoring=False), ()),
+            (
+                "rg_workers",
+                "(e) resolverguard full chain, workers: 2 (dnsperf from 2 client addresses)",
+                functools.partial(scoring, workers=2),
+                one_client_per_worker(2),
+            ),
+            ("rg_log", "(d') full chain + query log file", functools.partial(scoring, log=True), ()),
+            ("rg_list", "(f) full chain + 1M-entry blocklist", functools.partial(scoring, deny_file=blocklist), ()),
+        ):
+            procs.append(start(work, ports[key], ports["nsd"]))
+            results[key] = measure(label, procs[-1], ports[key], files, a.seconds, latency_qps, sources=sources)
+            running[key] = Running(procs[-1], ports[key], sources=sources)
         if a.standalone:  # plain Unbound at (d)'s latency rate, for the ratios with 1 and 2 threads
             module_qps = {}
             for key, label, threads in (
@@ -632,8 +643,12 @@ def main() -> None:
             ):
                 procs.append(start_unbound(work, ports[key], ports["nsd"], threads=threads))
                 results[key] = measure(label, procs[-1], ports[key], files, a.seconds, latency_qps)
+                running[key] = Running(procs[-1], ports[key])
         else:
-            module_qps = module_and_reloads(work, ports, procs, files, a, results)
+            module_qps = module_rows(work, ports, procs, files, a, results, running)
+        peak_rounds(running, files, a, results)
+        if not a.standalone:
+            reloads(work, ports, running, files, a, results)
         results["upstream_latency"] = {
             k: dnsperf(ports["nsd"], v.with_name(f"{k}.latency.txt"), 5, latency_qps[k]) for k, v in files.items()
         }
@@ -643,13 +658,52 @@ def main() -> None:
             proc.wait(10)
     results["misses_file"] = misses
     results["load"] = {"before": load_before, "after": load_average()}
-    largest = max(r["misses"]["sent"] or 0 for r in results.values() if isinstance(r, dict) and "misses" in r)
+    largest = max(
+        max([r["misses"]["sent"] or 0] + [each["sent"] or 0 for each in r["misses"].get("rounds", [])])
+        for r in results.values()
+        if isinstance(r, dict) and "misses" in r
+    )
     if largest >= misses:
         sys.exit(
             f"a target asked {largest:.0f} misses from a {misses}-name file: rerun with --misses {2 * largest:.0f}"
         )
     results["misses_largest_volume"] = largest
     write(results, a, latency_qps, module_qps)
+
+
+class Running(NamedTuple):
+    """A row of the default run as it was started, so `peak_rounds` can measure it again."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    helpers: tuple[subprocess.Popen[bytes], ...] = ()
+    sources: tuple[str, ...] = ()
+
+
+def peak_rounds(
+    running: dict[str, Running], files: dict[str, Path], a: argparse.Namespace, results: dict[str, Any]
+) -> None:
+    """Rounds 2..`--rounds` of every row's peak, the rows in turn (each round starting one row
+    later, on never-seen names new to that round); a row's QPS and CPU become the medians of its
+    rounds, and `ratio_of` takes a ratio round by round. Why: one 5 s run per row, rows a minute
+    apart, put the machine's swings into single rows ((b2) misses 21k in one run, 30-34k in the
+    others, moved (e)/(b2) from 0.39 to 0.49 between two idle runs)."""
+    keys = list(running)
+    for r in range(1, a.rounds):
+        names = {"hits": files["hits"], "misses": round_misses(files["misses"], r)}
+        for key in keys[r % len(keys) :] + keys[: r % len(keys)]:
+            row = running[key]
+            pids = [row.proc.pid, *(h.pid for h in row.helpers)]
+            for kind, path in names.items():
+                got = peak_run(pids, row.port, kind, path, a.seconds, row.sources)
+                results[key][kind].setdefault("rounds", []).append(got)
+    for key in keys:
+        for kind in files:
+            r = results[key][kind]
+            each = [{k: r[k] for k in ("qps", "sent", "completed", "lost", "cpu_s")}, *r.get("rounds", [])]
+            r["rounds"] = each
+            r["qps"] = median([x["qps"] for x in each])
+            r["cpu_s"] = median([x["cpu_s"] for x in each])
 
 
 MODULE_ROWS = (  # key, label, threads, module
@@ -678,16 +732,17 @@ MODULE_RATIOS = {
 }
 
 
-def module_and_reloads(
+def module_rows(
     work: Path,
     ports: dict[str, int],
     procs: list[subprocess.Popen[bytes]],
     files: dict[str, Path],
     a: argparse.Namespace,
     results: dict[str, Any],
+    running: dict[str, Running],
 ) -> dict[str, float]:
-    """The Unbound rows of the full run, (m), (b), (m2), (b2), then the reloads under load; returns
-    the rate their latency was measured at (20% of (m)'s peak). Started processes go to `procs`."""
+    """The Unbound rows of the full run, (m), (b), (m2), (b2); returns the rate their latency was
+    measured at (20% of (m)'s peak). Started processes go to `procs` and `running`."""
     # The module: its own peak first, then latency at 20% of it for the module and plain Unbound alike.
     service, sock = start_verdicts(work, "m")
     procs.append(service)
@@ -697,29 +752,43 @@ def module_and_reloads(
     results["module"] = measure(
         "(m) Unbound + module, 1 thread", procs[-1], ports["module"], files, a.seconds, module_qps, (service,)
     )
+    running["module"] = Running(procs[-1], ports["module"], (service,))
     procs.append(start_unbound(work, ports["unbound"], ports["nsd"]))
     results["unbound"] = measure(
         "(b) Unbound forwarder, 1 thread", procs[-1], ports["unbound"], files, a.seconds, module_qps
     )
+    running["unbound"] = Running(procs[-1], ports["unbound"])
     service2, sock2 = start_verdicts(work, "m2")
     procs.append(service2)
     procs.append(start_unbound(work, ports["module2"], ports["nsd"], threads=2, verdicts=sock2))
-    module2 = procs[-1]
     results["module2"] = measure(
-        "(m2) Unbound + module, 2 threads", module2, ports["module2"], files, a.seconds, module_qps, (service2,)
+        "(m2) Unbound + module, 2 threads", procs[-1], ports["module2"], files, a.seconds, module_qps, (service2,)
     )
+    running["module2"] = Running(procs[-1], ports["module2"], (service2,))
     procs.append(start_unbound(work, ports["unbound2"], ports["nsd"], threads=2))
-    unbound2 = procs[-1]
     results["unbound2"] = measure(
-        "(b2) Unbound forwarder, 2 threads", unbound2, ports["unbound2"], files, a.seconds, module_qps
+        "(b2) Unbound forwarder, 2 threads", procs[-1], ports["unbound2"], files, a.seconds, module_qps
     )
+    running["unbound2"] = Running(procs[-1], ports["unbound2"])
+    return module_qps
+
+
+def reloads(
+    work: Path,
+    ports: dict[str, int],
+    running: dict[str, Running],
+    files: dict[str, Path],
+    a: argparse.Namespace,
+    results: dict[str, Any],
+) -> None:
+    """`--reloads` reloads under load for (m2) and (b2), at 20% of (m2)'s miss peak, last (a reload
+    empties Unbound's cache)."""
     reload_qps = 0.2 * (results["module2"]["misses"]["qps"] or 0)
     reload_names = files["misses"].with_name("misses.latency.txt")
-    results["reload_module2"] = reload_under_load(work, ports["module2"], module2, reload_names, reload_qps, a.reloads)
-    results["reload_unbound2"] = reload_under_load(
-        work, ports["unbound2"], unbound2, reload_names, reload_qps, a.reloads
-    )
-    return module_qps
+    for key in ("module2", "unbound2"):
+        results[f"reload_{key}"] = reload_under_load(
+            work, ports[key], running[key].proc, reload_names, reload_qps, a.reloads
+        )
 
 
 def round_misses(path: Path, r: int, kind: str = "misses") -> Path:
@@ -730,7 +799,6 @@ def round_misses(path: Path, r: int, kind: str = "misses") -> Path:
     return out
 
 
-LATENCY_SECONDS, LATENCY_WARMUP = 4.0, 1.0  # each latency run of --module, and what it leaves out first
 WARM_SECONDS = 1.0  # --module: never-seen names through each row before its first timed round (r0 names)
 
 
@@ -1237,6 +1305,14 @@ def ratio(x: float | None, y: float | None) -> float | None:
     return round(x / y, 3) if x and y else None
 
 
+def ratio_of(x: dict[str, Any], y: dict[str, Any]) -> float | None:
+    """x's QPS over y's: the median of the ratios round by round where both were measured in
+    `peak_rounds`, else the ratio of their one run."""
+    if "rounds" in x and "rounds" in y:
+        return median([ratio(p["qps"], q["qps"]) for p, q in zip(x["rounds"], y["rounds"], strict=False)])
+    return ratio(x["qps"], y["qps"])
+
+
 TARGETS = (
     "upstream",
     "unbound",
@@ -1281,7 +1357,7 @@ def write(
     out.mkdir(parents=True, exist_ok=True)
     pairs = {name: (x, y) for name, (x, y) in RATIOS.items() if x in results and y in results}
     ratios = {
-        kind: {name: ratio(results[x][kind]["qps"], results[y][kind]["qps"]) for name, (x, y) in pairs.items()}
+        kind: {name: ratio_of(results[x][kind], results[y][kind]) for name, (x, y) in pairs.items()}
         for kind in ("hits", "misses")
     }
     added = {  # measured in turn with the upstream (paired_latency); else against its one run at the end
@@ -1323,6 +1399,11 @@ def write(
         "| peak RSS MB |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    rounds_said = (
+        f"; QPS and CPU: medians of {a.rounds} rounds of every row in turn, ratios the medians of the rounds' ratios"
+        if a.rounds > 1
+        else ""
+    )
     for key in (key for key in TARGETS if key in results):
         r = results[key]
         lines.append(
@@ -1331,9 +1412,15 @@ def write(
             f"| {r['misses']['cpu_s']} | {r['misses'].get('p50_ms', '-')}/{r['misses'].get('p99_ms', '-')} "
             f"| {r['peak_rss_mb']} |"
         )
-    lines += ["", "| ratio (same run) | hits | misses |", "|---|---|---|"]
-    for pair in pairs:
-        lines.append(f"| {pair} | {ratios['hits'][pair]} | {ratios['misses'][pair]} |")
+    lines += ["", f"| ratio (same run{rounds_said}) | hits | misses | misses per round |", "|---|---|---|---|"]
+    for pair, (x, y) in pairs.items():
+        per_round = ", ".join(
+            f"{ratio(p['qps'], q['qps'])}"
+            for p, q in zip(
+                results[x]["misses"].get("rounds", []), results[y]["misses"].get("rounds", []), strict=False
+            )
+        )
+        lines.append(f"| {pair} | {ratios['hits'][pair]} | {ratios['misses'][pair]} | {per_round or '-'} |")
 
     def paired(key: str) -> str:
         return " / ".join(f"{kind} {results['rg_full'][kind].get(key, '-')} ms" for kind in ("hits", "misses"))
