@@ -19,7 +19,8 @@ own (`paired_latency`: the added p99); the module's added p99 is (m) against (b)
 peak. `--standalone` leaves out the module rows and the reloads (results/compare_standalone.*).
 Then 100 reloads under load (`unbound-control reload` and
 SIGHUP alternated, under dnsperf at 20% of (m2)'s miss peak) for (b2) and (m2): queries lost, whether
-Unbound is still up.
+Unbound is still up; then 100 more with a client that asks again after 1 s as stub resolvers do
+(`bench/reload_retry.py`): lookups that failed after 3 tries.
 
 Fair to Unbound: it gets the receive buffer resolverguard sets (`so-rcvbuf: 4m`), and the misses file
 holds more names than any target asks in a run (checked; the run fails otherwise), so no miss becomes
@@ -783,11 +784,23 @@ def reloads(
 ) -> None:
     """`--reloads` reloads under load for (m2) and (b2), at 20% of (m2)'s miss peak, last (a reload
     empties Unbound's cache)."""
+    from reload_retry import retry_under_reloads  # (it imports this file)
+
     reload_qps = 0.2 * (results["module2"]["misses"]["qps"] or 0)
     reload_names = files["misses"].with_name("misses.latency.txt")
-    for key in ("module2", "unbound2"):
+    names = [line.split()[0] for line in reload_names.read_text().splitlines()]
+    count = int(reload_qps * (a.reloads * 0.2 + 4)) + 10
+    for i, key in enumerate(("module2", "unbound2")):
         results[f"reload_{key}"] = reload_under_load(
             work, ports[key], running[key].proc, reload_names, reload_qps, a.reloads
+        )
+        results[f"reload_{key}"]["retrying"] = retry_under_reloads(  # the lookups of a client that asks again
+            work,
+            ports[key],
+            running[key].proc,
+            [f"rt-{n}" for n in names[i * count : (i + 1) * count]],
+            reload_qps,
+            a.reloads,
         )
 
 
@@ -1440,6 +1453,11 @@ def write(
     print("\n".join(lines))
 
 
+def retried(r: dict[str, Any] | None) -> str:
+    """The retrying client's lookups under the reloads, for the table: lookups, retried, failed."""
+    return f"{r['lookups']}, {r['retried']}, {r['failed'] + r['servfail']}" if r else "-"
+
+
 def module_latency_and_reloads(
     results: dict[str, Any], payload: dict[str, Any], module_qps: dict[str, float]
 ) -> list[str]:
@@ -1453,15 +1471,16 @@ def module_latency_and_reloads(
         "",
         "| reloads under load (`unbound-control reload` and SIGHUP alternated, 0.1 s apart; dnsperf on never-seen"
         " names) | reloads | qps | sent | answered | lost | in flight at the reloads (module's count) | control failed"
-        " | alive after | answers after |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        " | alive after | answers after | a client that retries (`bench/reload_retry.py`, 1 s, 3 tries): lookups,"
+        " answered after a retry, failed |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key, label in (("reload_unbound2", "(b2) Unbound, 2 threads"), ("reload_module2", "(m2) + module, 2 threads")):
         r = results[key]
         lines.append(
             f"| {label} | {r['reloads']} | {r['qps']} | {r['sent']} | {r['completed']} | {r['lost']} "
             f"| {r.get('in_flight') if r.get('in_flight') is not None else '-'} "
-            f"| {r['control_failures']} | {r['alive']} | {r['answers_after']} |"
+            f"| {r['control_failures']} | {r['alive']} | {r['answers_after']} | {retried(r.get('retrying'))} |"
         )
     return lines
 

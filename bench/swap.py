@@ -192,8 +192,7 @@ def main() -> None:
     rows = "\n".join(f"| {k} | {v} |" for k, v in result.items())
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     (out / f"{name}.md").write_text(
-        f"# List swap under load (bench/swap.py --via {a.via}, {when})\n\n"
-        f"| measure | value |\n|---|---|\n{rows}\n"
+        f"# List swap under load (bench/swap.py --via {a.via}, {when})\n\n| measure | value |\n|---|---|\n{rows}\n"
     )
     print(json.dumps(result, indent=2))
     with contextlib.suppress(OSError):
