@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import subprocess
 import sys
 import tempfile
 import time
@@ -64,7 +65,10 @@ def upstream(work: Path, delay: str) -> Iterator[int]:
             yield stub.port
 
 
-def one_row(work: Path, up: int, module: bool, names: Path, qps: float, reloads: int) -> dict[str, Any]:
+@contextmanager
+def unbound_two_threads(work: Path, up: int, module: bool) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """Unbound with 2 threads forwarding to `up` (with the module and its verdict service when
+    `module`), ready: its port and process."""
     port, procs = free_port(), []
     verdicts = None
     if module:
@@ -73,11 +77,16 @@ def one_row(work: Path, up: int, module: bool, names: Path, qps: float, reloads:
     procs.append(start_unbound(work, port, up, "", 2, verdicts=verdicts))
     try:
         wait_ready(port)
-        return reload_under_load(work, port, procs[-1], names, qps, reloads)
+        yield port, procs[-1]
     finally:
         for proc in procs:
             proc.terminate()
             proc.wait(10)
+
+
+def one_row(work: Path, up: int, module: bool, names: Path, qps: float, reloads: int) -> dict[str, Any]:
+    with unbound_two_threads(work, up, module) as (port, proc):
+        return reload_under_load(work, port, proc, names, qps, reloads)
 
 
 def main() -> None:

@@ -35,12 +35,11 @@ from compare import (
     load_average,
     query_files,
     start_nsd,
-    start_unbound,
-    start_verdicts,
     unbound_conf,
     wait_ready,
 )
 from dnslib import DNSRecord
+from reload_losses import unbound_two_threads
 
 
 @dataclass
@@ -161,18 +160,8 @@ def retry_under_reloads(
 
 
 def one_row(work: Path, upstream: int, module: bool, names: list[str], a: argparse.Namespace) -> dict[str, Any]:
-    port, procs = free_port(), []
-    verdicts = None
-    if module:
-        service, verdicts = start_verdicts(work, f"r{port}")
-        procs.append(service)
-    procs.append(start_unbound(work, port, upstream, "", 2, verdicts=verdicts))
-    try:
-        return retry_under_reloads(work, port, procs[-1], names, a.qps, a.reloads, a.timeout, a.tries)
-    finally:
-        for proc in procs:
-            proc.terminate()
-            proc.wait(10)
+    with unbound_two_threads(work, upstream, module) as (port, proc):
+        return retry_under_reloads(work, port, proc, names, a.qps, a.reloads, a.timeout, a.tries)
 
 
 def main() -> None:
