@@ -336,6 +336,268 @@ done:
     return out;
 }
 
+/* shape_texts: a shape's (mid, rest) parts of the line (LineMaker.shape_texts), made here for a shape the
+   writer meets the first time (every never-seen name's; ~4 us in Python, issue #17), the same bytes as
+   line_of_record: a str from the wire through json's encode_basestring_ascii (escaped the same way, below),
+   the score as repr(round(score, 6)), a note's value as json's encoder writes a str, an int, a float, a bool
+   or None. Anything else (a part that is not ASCII, a value of another type) returns None: Python's job. */
+typedef struct {
+    char *data; /* `first`, or a PyMem block once the text outgrows it */
+    Py_ssize_t size, capacity;
+    char first[512];
+} Out;
+
+static void out_init(Out *o) {
+    o->data = o->first;
+    o->size = 0;
+    o->capacity = (Py_ssize_t)sizeof(o->first);
+}
+
+static void out_free(Out *o) {
+    if (o->data != o->first) PyMem_Free(o->data);
+}
+
+static int out_reserve(Out *o, Py_ssize_t more) {
+    if (o->size + more <= o->capacity) return 0;
+    Py_ssize_t capacity = o->capacity;
+    while (capacity < o->size + more) capacity *= 2;
+    char *grown = PyMem_Malloc(capacity);
+    if (grown == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    memcpy(grown, o->data, o->size);
+    out_free(o);
+    o->data = grown;
+    o->capacity = capacity;
+    return 0;
+}
+
+static int out_put(Out *o, const char *text, Py_ssize_t size) {
+    if (out_reserve(o, size) < 0) return -1;
+    memcpy(o->data + o->size, text, size);
+    o->size += size;
+    return 0;
+}
+
+#define OUT_PUT(o, s) out_put((o), (s), (Py_ssize_t)sizeof(s) - 1)
+
+/* 1: ASCII str written raw (an f-string's `{value}` of a str); 0: not an ASCII str; -1: an error. */
+static int out_raw(Out *o, PyObject *s) {
+    if (!PyUnicode_CheckExact(s) || !PyUnicode_IS_ASCII(s)) return 0;
+    return out_put(o, (const char *)PyUnicode_DATA(s), PyUnicode_GET_LENGTH(s)) < 0 ? -1 : 1;
+}
+
+/* 1: an ASCII str as json.encoder.encode_basestring_ascii writes it (quoted); 0: not an ASCII str. */
+static int out_string(Out *o, PyObject *s) {
+    static const char hex[] = "0123456789abcdef";
+    if (!PyUnicode_CheckExact(s) || !PyUnicode_IS_ASCII(s)) return 0;
+    const unsigned char *text = (const unsigned char *)PyUnicode_DATA(s);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(s);
+    if (n > (PY_SSIZE_T_MAX - 2) / 6 || out_reserve(o, 6 * n + 2) < 0) return -1;
+    char *p = o->data + o->size;
+    *p++ = '"';
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char c = text[i];
+        if (c >= ' ' && c <= '~' && c != '\\' && c != '"') {
+            *p++ = (char)c;
+            continue;
+        }
+        *p++ = '\\';
+        switch (c) {
+            case '\\': *p++ = '\\'; break;
+            case '"': *p++ = '"'; break;
+            case '\b': *p++ = 'b'; break;
+            case '\f': *p++ = 'f'; break;
+            case '\n': *p++ = 'n'; break;
+            case '\r': *p++ = 'r'; break;
+            case '\t': *p++ = 't'; break;
+            default:
+                *p++ = 'u';
+                *p++ = '0';
+                *p++ = '0';
+                *p++ = hex[c >> 4];
+                *p++ = hex[c & 15];
+        }
+    }
+    *p++ = '"';
+    o->size = p - o->data;
+    return 1;
+}
+
+/* `null` or out_string. */
+static int out_string_or_null(Out *o, PyObject *s) {
+    if (s == Py_None) return OUT_PUT(o, "null") < 0 ? -1 : 1;
+    return out_string(o, s);
+}
+
+/* A repr() of an object (a float's or an int's), ASCII. */
+static int out_repr(Out *o, PyObject *value) {
+    PyObject *text = PyObject_Repr(value);
+    if (text == NULL) return -1;
+    int done = out_raw(o, text);
+    Py_DECREF(text);
+    return done;
+}
+
+/* repr(round(x, 6)) from the 6-decimal digits that round() itself rounds to (_Py_dg_dtoa, mode 3, as
+   PyOS_double_to_string's 'f' makes them): the shortest repr of that double is those digits without their
+   trailing zeros (two decimals of <= 6 places and |x| < 1e9 are more than an ulp apart), written as repr
+   writes it: fixed, or with an exponent below 1e-4 ("1.5e-05"). 0: |x| >= 1e9 (Python's job). */
+static int out_rounded(Out *o, double x) {
+    if (!(fabs(x) < 1e9)) return 0;
+    char *text = PyOS_double_to_string(x, 'f', 6, 0, NULL);
+    if (text == NULL) return -1;
+    char digits[48];
+    const char *p = text;
+    Py_ssize_t n = 0;
+    if (*p == '-') digits[n++] = *p++;
+    const char *point = strchr(p, '.');
+    const char *fraction = point + 1;
+    int keep = 6;
+    while (keep > 0 && fraction[keep - 1] == '0') keep--;
+    int zero = point - p == 1 && p[0] == '0';
+    int first = 0; /* the fraction's first non-zero digit */
+    while (first < keep && fraction[first] == '0') first++;
+    if (zero && keep > 0 && first >= 4) { /* below 1e-4: d[.ddd]e-0N */
+        digits[n++] = fraction[first];
+        if (keep - first > 1) {
+            digits[n++] = '.';
+            memcpy(digits + n, fraction + first + 1, keep - first - 1);
+            n += keep - first - 1;
+        }
+        memcpy(digits + n, first == 4 ? "e-05" : "e-06", 4);
+        n += 4;
+    } else {
+        memcpy(digits + n, p, point - p + 1); /* the integer part and the point */
+        n += point - p + 1;
+        if (keep == 0) digits[n++] = '0';
+        memcpy(digits + n, fraction, keep);
+        n += keep;
+    }
+    PyMem_Free(text);
+    return out_put(o, digits, n) < 0 ? -1 : 1;
+}
+
+/* The score: null (None, NaN, an infinity) or repr(round(score, 6)); 0 for a score that is not a float. */
+static int out_score(Out *o, PyObject *score) {
+    if (score == Py_None || (PyFloat_CheckExact(score) && !isfinite(PyFloat_AS_DOUBLE(score))))
+        return OUT_PUT(o, "null") < 0 ? -1 : 1;
+    if (!PyFloat_CheckExact(score)) return 0;
+    return out_rounded(o, PyFloat_AS_DOUBLE(score));
+}
+
+/* A note's value as json's encoder writes it: a str, None, a bool, an int, a float (NaN and the infinities
+   as the encoder spells them); 0 for another type (a dict, a list: Python's job). */
+static int out_json(Out *o, PyObject *value) {
+    if (PyUnicode_CheckExact(value)) return out_string(o, value);
+    if (value == Py_None) return OUT_PUT(o, "null") < 0 ? -1 : 1;
+    if (value == Py_True) return OUT_PUT(o, "true") < 0 ? -1 : 1;
+    if (value == Py_False) return OUT_PUT(o, "false") < 0 ? -1 : 1;
+    if (PyLong_CheckExact(value)) return out_repr(o, value);
+    if (PyFloat_CheckExact(value)) {
+        double x = PyFloat_AS_DOUBLE(value);
+        if (isnan(x)) return OUT_PUT(o, "NaN") < 0 ? -1 : 1;
+        if (isinf(x)) return (x > 0 ? OUT_PUT(o, "Infinity") : OUT_PUT(o, "-Infinity")) < 0 ? -1 : 1;
+        return out_repr(o, value);
+    }
+    return 0;
+}
+
+#define TRY(call)                          \
+    do {                                   \
+        int done_ = (call);                \
+        if (done_ <= 0) return done_;      \
+    } while (0)
+
+/* `,"transport":...,"upstream_rcode":...` (line_of_record's text between the client and the latency). */
+static int shape_mid(Out *o, PyObject *shape) {
+    PyObject *const *f = &PyTuple_GET_ITEM(shape, 0);
+    TRY(OUT_PUT(o, ",\"transport\":\"") < 0 ? -1 : 1);
+    TRY(out_raw(o, f[0]));
+    TRY(OUT_PUT(o, "\",\"qname\":") < 0 ? -1 : 1);
+    TRY(out_string(o, f[1]));
+    TRY(OUT_PUT(o, ",\"qtype\":") < 0 ? -1 : 1);
+    TRY(out_string(o, f[2]));
+    TRY(OUT_PUT(o, ",\"scored\":") < 0 ? -1 : 1);
+    TRY(out_string_or_null(o, f[3]));
+    TRY(OUT_PUT(o, ",\"score\":") < 0 ? -1 : 1);
+    TRY(out_score(o, f[4]));
+    TRY(OUT_PUT(o, ",\"action\":\"") < 0 ? -1 : 1);
+    TRY(out_raw(o, f[5]));
+    TRY(OUT_PUT(o, "\",\"reason\":\"") < 0 ? -1 : 1);
+    TRY(out_raw(o, f[6]));
+    TRY(OUT_PUT(o, "\",\"upstream_rcode\":") < 0 ? -1 : 1);
+    return out_string_or_null(o, f[7]);
+}
+
+/* Python's truth of an optional part (None, "" and {} leave it out): 1 true, 0 false, -1 not sure. */
+static int present(PyObject *value) {
+    if (value == Py_None) return 0;
+    if (PyUnicode_CheckExact(value)) return PyUnicode_GET_LENGTH(value) > 0;
+    if (PyDict_CheckExact(value)) return PyDict_GET_SIZE(value) > 0;
+    return -1;
+}
+
+/* unscored .. notes, the extra fields (`tail`), the line's end (line_of_record's text after the latency). */
+static int shape_rest(Out *o, PyObject *shape, PyObject *tail) {
+    PyObject *const *f = &PyTuple_GET_ITEM(shape, 0);
+    static const char *const keys[] = {",\"unscored\":\"", ",\"would\":\""};
+    for (int k = 0; k < 2; k++) {
+        int has = present(f[8 + k]);
+        if (has < 0) return 0;
+        if (has) {
+            TRY(out_put(o, keys[k], (Py_ssize_t)strlen(keys[k])) < 0 ? -1 : 1);
+            TRY(out_raw(o, f[8 + k]));
+            TRY(OUT_PUT(o, "\"") < 0 ? -1 : 1);
+        }
+    }
+    int has = present(f[10]);
+    if (has < 0) return 0;
+    if (has) {
+        TRY(OUT_PUT(o, ",\"error\":") < 0 ? -1 : 1);
+        TRY(out_string(o, f[10]));
+    }
+    has = present(f[11]);
+    if (has < 0) return 0;
+    if (has) {
+        PyObject *key, *value;
+        Py_ssize_t at = 0;
+        while (PyDict_Next(f[11], &at, &key, &value)) {
+            TRY(OUT_PUT(o, ",") < 0 ? -1 : 1);
+            TRY(out_string(o, key));
+            TRY(OUT_PUT(o, ":") < 0 ? -1 : 1);
+            TRY(out_json(o, value));
+        }
+    }
+    TRY(out_raw(o, tail));
+    return OUT_PUT(o, "}\n") < 0 ? -1 : 1;
+}
+
+static PyObject *shape_texts(PyObject *self, PyObject *args) {
+    PyObject *shape, *tail;
+    if (!PyArg_ParseTuple(args, "O!U:shape_texts", &PyTuple_Type, &shape, &tail)) return NULL;
+    if (PyTuple_GET_SIZE(shape) != SHAPE_FIELDS) Py_RETURN_NONE;
+    Out mid, rest;
+    out_init(&mid);
+    out_init(&rest);
+    PyObject *result = NULL;
+    int done = shape_mid(&mid, shape);
+    if (done > 0) done = shape_rest(&rest, shape, tail);
+    if (done > 0) {
+        PyObject *m = PyUnicode_DecodeASCII(mid.data, mid.size, NULL);
+        PyObject *r = m == NULL ? NULL : PyUnicode_DecodeASCII(rest.data, rest.size, NULL);
+        if (r != NULL) result = PyTuple_Pack(2, m, r);
+        Py_XDECREF(m);
+        Py_XDECREF(r);
+    } else if (done == 0) {
+        result = Py_NewRef(Py_None);
+    }
+    out_free(&mid);
+    out_free(&rest);
+    return result;
+}
+
 /* Packer: the event loop's pending queries, packed as they come (`add`: one C call a query, no
    tuple kept, nothing for the garbage collector to walk), taken as `pack`'s result at the hand-over.
    `full` is called once `limit` queries are pending (QueryLog.hand_over). */
@@ -559,6 +821,8 @@ static int exec_module(PyObject *m) {
 static PyMethodDef methods[] = {
     {"pack", pack, METH_VARARGS,
      "pack(items, known) -> (records, slots, clients) or None: a batch of queries' entries as RECORD bytes."},
+    {"shape_texts", shape_texts, METH_VARARGS,
+     "shape_texts(shape, tail) -> (mid, rest) as LineMaker.shape_texts makes them, or None (Python's job)."},
     {"render", render, METH_VARARGS,
      "render(records, slots, clients, texts, make, second, buffer) -> the length of the batch's JSON lines written"
      " at the start of buffer, or None."},

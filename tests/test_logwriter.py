@@ -491,3 +491,63 @@ def test_the_loop_without_the_c_extension_hands_over_the_same_lines(
                 log.close()
                 assert log.lost == 0 and log.written == len(expected)
                 assert path.read_bytes() == "".join(expected).encode(), (writer, hidden)
+
+
+_ANY_TEXT = st.one_of(st.none(), st.text(st.characters(max_codepoint=0x80), max_size=8), st.text(max_size=4))
+_SCORES = st.one_of(
+    st.none(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.floats(0, 1),
+    st.floats(-1e-4, 1e-4),
+    st.integers(0, 10**7).map(lambda n: n / 1e6),
+    st.integers(0, 10**7).map(lambda n: n / 1e6 + 5e-7),
+    st.integers(-1, 1),
+)
+_NOTE_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    _ANY_TEXT,
+    st.lists(st.integers()),
+)
+_SHAPES = st.tuples(
+    st.sampled_from(["udp", "tcp", "dot"]),
+    st.text(st.characters(max_codepoint=0x80), max_size=20),
+    st.sampled_from(["A", "AAAA", "TYPE65280"]),
+    _ANY_TEXT,
+    _SCORES,
+    st.sampled_from(["pass", "sinkhole", "log"]),
+    st.sampled_from(["model", "cache", "error"]),
+    _ANY_TEXT,
+    st.one_of(st.none(), st.just(""), st.just("too_short")),
+    st.one_of(st.none(), st.just(""), st.just("sinkhole")),
+    _ANY_TEXT,
+    st.one_of(
+        st.none(), st.dictionaries(st.text(st.characters(max_codepoint=0x80), max_size=5), _NOTE_VALUES, max_size=3)
+    ),
+    st.one_of(st.none(), st.integers(0, 2**40)),
+)
+
+
+@pytest.mark.skipif(native_log() is None, reason="the C extension is not built")
+@settings(max_examples=2000, deadline=None)
+@given(_SHAPES, st.sampled_from(["", ',"worker":1']))
+def test_a_new_shapes_texts_in_c_are_pythons(shape: Any, tail: str) -> None:
+    """`_logc.shape_texts` (a shape the writer meets the first time: every never-seen name) gives
+    the parts `line_of_record` makes, byte for byte: control characters and quotes escaped as
+    json's encoder escapes them, the score as repr(round(score, 6)) (below 1e-4 with an exponent,
+    ties, huge ones), a note's value of any JSON type; what it leaves to Python (not ASCII, a
+    list) is None."""
+    made = native_log().shape_texts(shape, tail)  # type: ignore[union-attr]
+    python = LineMaker(ClientPrivacy.FULL, tail, None)._python_texts(shape)  # noqa: SLF001
+    if made is not None:
+        assert made == python
+    texts = [x for x in (*shape[:4], *shape[5:11]) if x is not None]
+    score = shape[4]
+    if (
+        all(x.isascii() for x in texts)
+        and (score is None or (type(score) is float and not abs(score) >= 1e9))
+        and not shape[11]
+    ):
+        assert made is not None  # (the common shapes are C's)
