@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -551,3 +552,36 @@ def test_a_new_shapes_texts_in_c_are_pythons(shape: Any, tail: str) -> None:
         and not shape[11]
     ):
         assert made is not None  # (the common shapes are C's)
+
+
+def test_a_repeat_logged_with_the_clocks_read_in_c_has_its_time_and_latency(tmp_path: Path) -> None:
+    """A repeat the shortcut answers is logged by `Packer.add_since` (the wall clock and the latency
+    read in C, not by Python's time calls) where a writer process takes the log: each repeat's line has
+    a time within the moments its query was sent and answered, a latency within that span, and the
+    rest of the chain's line for the name."""
+    port, policy, log = free_port(), tmp_path / "policy.yaml", tmp_path / "q.jsonl"
+    with run_upstream(Upstream()) as up:
+        policy.write_text(
+            f"upstreams: ['127.0.0.1:{up.port}']\nquery_log: {{path: '{log}', writer: process}}\n"
+            "rate_limit: {qps: 0}\n"
+        )
+        proc = start_serving(policy, port)
+        try:
+            spans = []
+            for _ in range(6):  # the first through the chain, the next once the shortcut has learnt it
+                before = time.time()
+                dns.query.udp(dns.message.make_query("repeat.example", "A"), "127.0.0.1", port=port, timeout=5)
+                spans.append((before, time.time()))
+                time.sleep(0.05)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(lines) == len(spans)
+    for line, (before, after) in zip(lines, spans, strict=True):
+        when = datetime.fromisoformat(line["time"]).timestamp()
+        assert before - 0.001 <= when <= after  # (the line's time is truncated to the millisecond)
+        assert 0 <= line["latency_ms"] <= (after - before) * 1000
+    assert any(line.get("answer_cache") == "hit" for line in lines[1:])  # repeats the shortcut answered
+    keep = ("client", "qname", "qtype", "action", "reason", "upstream_rcode", "transport")
+    assert all({k: line[k] for k in keep} == {k: lines[0][k] for k in keep} for line in lines)
