@@ -207,21 +207,192 @@ static double round_even(double x) {
 
 #define PUT(p, s) (memcpy((p), (s), sizeof(s) - 1), (p) + sizeof(s) - 1)
 
-/* The (mid, rest) texts of each slot: from `texts` by serial (an int slot: a shape the writer has),
-   else from `make(slot)`. Held (new references) in `held`, since `make` may change `texts`.
-   Returns 1, 0 (a text Python must handle: no error set) or -1 (an error). */
-static int slot_texts(PyObject *slots, PyObject *texts, PyObject *make, PyObject **held, Text *mid, Text *rest,
+/* Texts: serial -> (mid, rest), the line maker's memo of its shapes' parts (LineMaker._texts) kept for
+   `render`: the key, the parts' characters and their lengths inline in one table entry, where a dict cost
+   render ~5 cache misses a slot (the entry, the key's int, the pair, both strings; in a served writer, run
+   between the resolver's bursts, most of its time, issue #17). Serials are ints of 64 bits (a larger one
+   is not kept: its shape's parts are made again). Only exact str parts are kept; `ascii` says whether
+   render may copy them. */
+typedef struct {
+    int64_t key;
+    int used, ascii;
+    const char *mid, *rest;
+    Py_ssize_t mid_size, rest_size;
+    PyObject *pair;
+} TextEntry;
+
+typedef struct {
+    PyObject_HEAD
+    TextEntry *table;
+    size_t size; /* a power of two, or 0 */
+    Py_ssize_t count;
+} Texts;
+
+static size_t key_hash(int64_t key) {
+    uint64_t x = (uint64_t)key * 0x9e3779b97f4a7c15ULL;
+    return (size_t)(x ^ (x >> 29));
+}
+
+static TextEntry *Texts_find(Texts *self, int64_t key) {
+    if (self->size == 0) return NULL;
+    size_t at = key_hash(key) & (self->size - 1);
+    while (self->table[at].used) {
+        if (self->table[at].key == key) return &self->table[at];
+        at = (at + 1) & (self->size - 1);
+    }
+    return NULL;
+}
+
+/* A serial as a 64-bit key: 1, 0 (not an int of 64 bits: not kept), -1 an error. */
+static int key_of(PyObject *serial, int64_t *key) {
+    if (!PyLong_CheckExact(serial)) return 0;
+    int overflow = 0;
+    long long value = PyLong_AsLongLongAndOverflow(serial, &overflow);
+    if (value == -1 && PyErr_Occurred()) return -1;
+    if (overflow) return 0;
+    *key = (int64_t)value;
+    return 1;
+}
+
+static int Texts_grow(Texts *self) {
+    size_t size = self->size ? self->size * 2 : 1024;
+    TextEntry *table = PyMem_Calloc(size, sizeof(TextEntry));
+    if (table == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (size_t i = 0; i < self->size; i++) {
+        if (!self->table[i].used) continue;
+        size_t at = key_hash(self->table[i].key) & (size - 1);
+        while (table[at].used) at = (at + 1) & (size - 1);
+        table[at] = self->table[i];
+    }
+    PyMem_Free(self->table);
+    self->table = table;
+    self->size = size;
+    return 0;
+}
+
+static PyObject *Texts_get(Texts *self, PyObject *serial) {
+    int64_t key;
+    int is_key = key_of(serial, &key);
+    if (is_key < 0) return NULL;
+    TextEntry *found = is_key ? Texts_find(self, key) : NULL;
+    return Py_NewRef(found != NULL ? found->pair : Py_None);
+}
+
+static int Texts_set(Texts *self, PyObject *serial, PyObject *pair) {
+    if (pair == NULL) {
+        PyErr_SetString(PyExc_TypeError, "Texts: nothing is deleted but by clear()");
+        return -1;
+    }
+    if (!PyTuple_CheckExact(pair) || PyTuple_GET_SIZE(pair) != 2 || !PyUnicode_CheckExact(PyTuple_GET_ITEM(pair, 0)) ||
+        !PyUnicode_CheckExact(PyTuple_GET_ITEM(pair, 1))) {
+        PyErr_SetString(PyExc_TypeError, "Texts: a value is a (str, str) tuple");
+        return -1;
+    }
+    int64_t key;
+    int is_key = key_of(serial, &key);
+    if (is_key <= 0) return is_key; /* (a serial past 64 bits: not kept) */
+    TextEntry *entry = Texts_find(self, key);
+    if (entry == NULL) {
+        if ((size_t)(self->count + 1) * 2 > self->size && Texts_grow(self) < 0) return -1;
+        size_t at = key_hash(key) & (self->size - 1);
+        while (self->table[at].used) at = (at + 1) & (self->size - 1);
+        entry = &self->table[at];
+        entry->used = 1;
+        entry->key = key;
+        entry->pair = NULL;
+        self->count++;
+    }
+    PyObject *mid = PyTuple_GET_ITEM(pair, 0), *rest = PyTuple_GET_ITEM(pair, 1);
+    Py_XSETREF(entry->pair, Py_NewRef(pair));
+    entry->ascii = PyUnicode_IS_ASCII(mid) && PyUnicode_IS_ASCII(rest);
+    entry->mid = entry->ascii ? (const char *)PyUnicode_DATA(mid) : NULL;
+    entry->rest = entry->ascii ? (const char *)PyUnicode_DATA(rest) : NULL;
+    entry->mid_size = PyUnicode_GET_LENGTH(mid);
+    entry->rest_size = PyUnicode_GET_LENGTH(rest);
+    return 0;
+}
+
+static void Texts_release(Texts *self) {
+    TextEntry *table = self->table;
+    size_t size = self->size;
+    self->table = NULL;
+    self->size = 0;
+    self->count = 0;
+    for (size_t i = 0; i < size; i++)
+        if (table[i].used) Py_XDECREF(table[i].pair);
+    PyMem_Free(table);
+}
+
+static PyObject *Texts_clear_all(Texts *self, PyObject *unused) {
+    Texts_release(self);
+    Py_RETURN_NONE;
+}
+
+static Py_ssize_t Texts_len(Texts *self) { return self->count; }
+
+static int Texts_traverse(Texts *self, visitproc visit, void *arg) {
+    Py_VISIT(Py_TYPE(self));
+    for (size_t i = 0; i < self->size; i++)
+        if (self->table[i].used) Py_VISIT(self->table[i].pair);
+    return 0;
+}
+
+static int Texts_clear(Texts *self) {
+    Texts_release(self);
+    return 0;
+}
+
+static void Texts_dealloc(Texts *self) {
+    PyTypeObject *type = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    Texts_release(self);
+    type->tp_free((PyObject *)self);
+    Py_DECREF(type);
+}
+
+static PyMethodDef Texts_methods[] = {
+    {"get", (PyCFunction)Texts_get, METH_O, "get(serial) -> (mid, rest) or None."},
+    {"clear", (PyCFunction)Texts_clear_all, METH_NOARGS, "Forgets every serial."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot Texts_slots[] = {
+    {Py_tp_doc, "serial -> (mid, rest): the line maker's memo, read by render without a dict (see _logc.c)."},
+    {Py_tp_new, PyType_GenericNew},
+    {Py_tp_dealloc, Texts_dealloc},
+    {Py_tp_traverse, Texts_traverse},
+    {Py_tp_clear, Texts_clear},
+    {Py_tp_methods, Texts_methods},
+    {Py_mp_ass_subscript, Texts_set},
+    {Py_mp_length, Texts_len},
+    {0, NULL},
+};
+
+static PyType_Spec Texts_spec = {
+    .name = "resolverguard._logc.Texts",
+    .basicsize = sizeof(Texts),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .slots = Texts_slots,
+};
+
+/* The (mid, rest) texts of each slot. First every slot Python makes (`make(slot)`: a shape sent in full, or
+   a serial `texts` does not have), held (new references) in `held`; then, with no Python code left to run
+   (which could change `texts`), the serials' texts straight from its table, borrowed. Returns 1, 0 (a text
+   Python must handle, or a serial `texts` lost meanwhile: no error set) or -1 (an error). */
+static int slot_texts(PyObject *slots, Texts *texts, PyObject *make, PyObject **held, Text *mid, Text *rest,
                       Py_ssize_t *mid_max, Py_ssize_t *rest_max) {
     Py_ssize_t n = PyList_GET_SIZE(slots);
     *mid_max = *rest_max = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *slot = PyList_GET_ITEM(slots, i), *pair = NULL;
-        if (PyLong_CheckExact(slot)) {
-            pair = PyDict_GetItemWithError(texts, slot);
-            if (pair == NULL && PyErr_Occurred()) return -1;
-            Py_XINCREF(pair);
-        }
-        if (pair == NULL) pair = PyObject_CallOneArg(make, slot);
+        PyObject *slot = PyList_GET_ITEM(slots, i);
+        int64_t key;
+        int is_key = key_of(slot, &key);
+        if (is_key < 0) return -1;
+        if (is_key && Texts_find(texts, key) != NULL) continue;
+        PyObject *pair = PyObject_CallOneArg(make, slot);
         if (pair == NULL) return -1;
         held[i] = pair;
         if (!PyTuple_CheckExact(pair) || PyTuple_GET_SIZE(pair) != 2) return 0;
@@ -230,6 +401,16 @@ static int slot_texts(PyObject *slots, PyObject *texts, PyObject *make, PyObject
             return 0;
         mid[i] = (Text){(const char *)PyUnicode_DATA(m), PyUnicode_GET_LENGTH(m)};
         rest[i] = (Text){(const char *)PyUnicode_DATA(r), PyUnicode_GET_LENGTH(r)};
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (held[i] == NULL) {
+            int64_t key;
+            if (key_of(PyList_GET_ITEM(slots, i), &key) <= 0) return 0;
+            TextEntry *entry = Texts_find(texts, key);
+            if (entry == NULL || !entry->ascii) return 0; /* (texts started over while Python made others) */
+            mid[i] = (Text){entry->mid, entry->mid_size};
+            rest[i] = (Text){entry->rest, entry->rest_size};
+        }
         if (mid[i].size > *mid_max) *mid_max = mid[i].size;
         if (rest[i].size > *rest_max) *rest_max = rest[i].size;
     }
@@ -238,9 +419,17 @@ static int slot_texts(PyObject *slots, PyObject *texts, PyObject *make, PyObject
 
 static PyObject *render(PyObject *self, PyObject *args) {
     PyObject *records, *slots_list, *clients, *texts, *make, *second, *buffer;
-    if (!PyArg_ParseTuple(args, "SO!O!O!OOO!:render", &records, &PyList_Type, &slots_list, &PyList_Type, &clients,
-                          &PyDict_Type, &texts, &make, &second, &PyByteArray_Type, &buffer))
+    if (!PyArg_ParseTuple(args, "SO!O!OOOO!:render", &records, &PyList_Type, &slots_list, &PyList_Type, &clients,
+                          &texts, &make, &second, &PyByteArray_Type, &buffer))
         return NULL;
+    PyObject *texts_type = PyObject_GetAttrString(self, "Texts"); /* (self: this module) */
+    if (texts_type == NULL) return NULL;
+    int is_texts = Py_IS_TYPE(texts, (PyTypeObject *)texts_type);
+    Py_DECREF(texts_type);
+    if (!is_texts) {
+        PyErr_SetString(PyExc_TypeError, "render: texts must be a _logc.Texts");
+        return NULL;
+    }
     Py_ssize_t size = PyBytes_GET_SIZE(records), n = size / (Py_ssize_t)sizeof(Record);
     Py_ssize_t slots = PyList_GET_SIZE(slots_list);
     if (size % (Py_ssize_t)sizeof(Record)) {
@@ -257,7 +446,7 @@ static PyObject *render(PyObject *self, PyObject *args) {
     if (mid == NULL || rest == NULL || held == NULL)
         PyErr_NoMemory();
     else
-        ok = slot_texts(slots_list, texts, make, held, mid, rest, &mid_max, &rest_max);
+        ok = slot_texts(slots_list, (Texts *)texts, make, held, mid, rest, &mid_max, &rest_max);
     if (ok == 1) ok = texts_of(clients, &client, &client_max);
     if (ok <= 0) goto done; /* -1: an error set; 0: a part that is not ASCII (Python's job) */
     const char *in = PyBytes_AS_STRING(records);
@@ -852,12 +1041,16 @@ static PyType_Spec Packer_spec = {
     .slots = Packer_slots,
 };
 
-static int exec_module(PyObject *m) {
-    PyObject *type = PyType_FromModuleAndSpec(m, &Packer_spec, NULL);
+static int add_type(PyObject *m, PyType_Spec *spec, const char *name) {
+    PyObject *type = PyType_FromModuleAndSpec(m, spec, NULL);
     if (type == NULL) return -1;
-    int rc = PyModule_AddObjectRef(m, "Packer", type);
+    int rc = PyModule_AddObjectRef(m, name, type);
     Py_DECREF(type);
     return rc;
+}
+
+static int exec_module(PyObject *m) {
+    return add_type(m, &Packer_spec, "Packer") < 0 || add_type(m, &Texts_spec, "Texts") < 0 ? -1 : 0;
 }
 
 static PyMethodDef methods[] = {

@@ -69,6 +69,7 @@ from resolverguard.config import ClientPrivacy, LogPriority, QueryLogConfig, Que
 from resolverguard.store import QueryStore, StoredQuery, StoreError
 
 if TYPE_CHECKING:
+    from resolverguard._logc import Texts
     from resolverguard.steps.family import FamilyHints
 
 FLUSH_SECONDS = 0.5
@@ -253,7 +254,8 @@ class LineMaker:
         self._native = native_log() if native is NATIVE else cast(ModuleType | None, native)
         self._client_texts: dict[str, str] = {}  # address -> `client_text` (render's parts)
         self._mids: dict[tuple[Any, ...], str] = {}  # transport .. upstream rcode -> `shape_texts`' first part
-        self._texts: dict[int, tuple[str, str]] = {}  # serial -> `shape_texts`
+        # serial -> `shape_texts`: where render reads it, a table of its own (`_logc.Texts`: no dict, see _logc.c)
+        self._texts: dict[int, tuple[str, str]] | Texts = self._native.Texts() if self._native is not None else {}
         self._buffer = bytearray()  # `_logc.render` writes a batch's lines here
 
     def line(self, record: QueryRecord) -> str:

@@ -382,12 +382,14 @@ def test_the_writer_process_runs_at_the_priority_asked(tmp_path: Path, priority:
 NATIVES = [None, *([native_log()] if native_log() is not None else [])]  # the pure-Python paths, and C where built
 
 
-def packed_lines(batches: list[list[Any]], privacy: ClientPrivacy, tail: str, native: Any, work: Path) -> bytes:
+def packed_lines(
+    batches: list[list[Any]], privacy: ClientPrivacy, tail: str, native: Any, work: Path, max_known: int = 3
+) -> bytes:
     """The file a writer (`native`: C or None) makes of the batches the loop's end of the pipe packs
     (C where built: the writer also reads a packed batch without it), with a table of serials small
-    enough to start over mid-way."""
+    enough to start over mid-way (`max_known`)."""
     reading, writing = os.pipe()
-    sender = PipeSender(writing, native=native_log(), max_known=3)
+    sender = PipeSender(writing, native=native_log(), max_known=max_known)
     path = work / f"{'c' if native else 'py'}-{privacy.value}.jsonl"
     writer = RecordWriter(QueryLogConfig(path=str(path), clients=privacy, max_bytes=0), None, print, native=native)
     for batch in batches:
@@ -585,3 +587,42 @@ def test_a_repeat_logged_with_the_clocks_read_in_c_has_its_time_and_latency(tmp_
     assert any(line.get("answer_cache") == "hit" for line in lines[1:])  # repeats the shortcut answered
     keep = ("client", "qname", "qtype", "action", "reason", "upstream_rcode", "transport")
     assert all({k: line[k] for k in keep} == {k: lines[0][k] for k in keep} for line in lines)
+
+
+@pytest.mark.parametrize("parts", [1, 2, 5])
+def test_packed_lines_are_the_reference_when_the_memos_start_over_mid_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, parts: int
+) -> None:
+    """The line maker's memos started over while a batch is made (MAX_PARTS small: `_logc.render`'s
+    table of serials' texts cleared by the Python that makes a new shape's, after render looked a
+    serial up): the batch goes the Python way or C's, and makes the reference lines either way."""
+    monkeypatch.setattr("resolverguard.logwriter.MAX_PARTS", parts)
+    records = [
+        (1.7e9 + n, "192.0.2.1", "udp", f"n{n}.example", "A", f"n{n}", n / 10, "pass", "model", "NOERROR", 0.001)
+        + (None, None, None, None)
+        for n in range(6)
+    ]
+    batches = [batch_of(records), batch_of(records), batch_of(records)[::-1], batch_of(records, None)]
+    expected = "".join(line_of_record(expand(e), e[1], "") for batch in batches for e in batch).encode()
+    for native in NATIVES:
+        assert packed_lines(batches, ClientPrivacy.FULL, "", native, tmp_path, max_known=1000) == expected, native
+
+
+@pytest.mark.skipif(native_log() is None, reason="the C extension is not built")
+def test_the_texts_table_keeps_what_a_dict_would_for_64_bit_serials() -> None:
+    """`_logc.Texts` (the serials' line parts as render reads them): set, get, replaced, counted and
+    cleared as a dict; a serial past 64 bits or a value that is not two str is not kept."""
+    texts = native_log().Texts()  # type: ignore[union-attr]
+    serials = [0, 1, -5, 2**63 - 1, -(2**63), *range(10**15, 10**15 + 3000)]
+    for n, serial in enumerate(serials):
+        texts[serial] = (f"m{n}", "rest\u00e9" if n % 7 == 0 else "}\n")
+    texts[1] = ("again", "}\n")
+    texts[2**64] = ("big", "}\n")
+    assert len(texts) == len(serials) and texts.get(2**64) is None and texts.get(7) is None
+    assert texts.get(1) == ("again", "}\n") and texts.get(serials[7]) == ("m7", "rest\u00e9")
+    kept = [(n, s) for n, s in enumerate(serials) if n != 1]
+    assert all(texts.get(s) == (f"m{n}", "rest\u00e9" if n % 7 == 0 else "}\n") for n, s in kept)
+    with pytest.raises(TypeError):
+        texts[3] = ("only one",)  # type: ignore[assignment]
+    texts.clear()
+    assert len(texts) == 0 and texts.get(0) is None
