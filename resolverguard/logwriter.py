@@ -796,7 +796,8 @@ class RecordWriter:
         known = self._known
         if reset:
             known.clear()
-        fresh = [slot for slot in slots if type(slot) is tuple]
+        native = self._native
+        fresh = native.fresh(slots) if native is not None else [slot for slot in slots if type(slot) is tuple]
         for shape in fresh:
             if shape[12] is not None:
                 known[shape[12]] = shape
