@@ -69,6 +69,7 @@ from resolverguard.config import ClientPrivacy, LogPriority, QueryLogConfig, Que
 from resolverguard.store import QueryStore, StoredQuery, StoreError
 
 if TYPE_CHECKING:
+    from resolverguard._logc import Texts
     from resolverguard.steps.family import FamilyHints
 
 FLUSH_SECONDS = 0.5
@@ -253,7 +254,8 @@ class LineMaker:
         self._native = native_log() if native is NATIVE else cast(ModuleType | None, native)
         self._client_texts: dict[str, str] = {}  # address -> `client_text` (render's parts)
         self._mids: dict[tuple[Any, ...], str] = {}  # transport .. upstream rcode -> `shape_texts`' first part
-        self._texts: dict[int, tuple[str, str]] = {}  # serial -> `shape_texts`
+        # serial -> `shape_texts`: where render reads it, a table of its own (`_logc.Texts`: no dict, see _logc.c)
+        self._texts: dict[int, tuple[str, str]] | Texts = self._native.Texts() if self._native is not None else {}
         self._buffer = bytearray()  # `_logc.render` writes a batch's lines here
 
     def line(self, record: QueryRecord) -> str:
@@ -374,24 +376,33 @@ class LineMaker:
     def shape_texts(self, shape: QueryShape) -> tuple[str, str]:
         """A shape's parts of the line without the client: from the transport to the upstream rcode
         (`,"transport":...,"upstream_rcode":...`), and the rest; by its serial for the shortcut's
-        shapes (met again and again), else by content."""
+        shapes (met again and again). A shape met the first time (every never-seen name's) is made
+        in C (`_logc.shape_texts`, ~0.3 us where `_python_texts` took ~4: issue #17, the log's
+        cost on misses), or by Python for what the C code leaves to it: the same bytes."""
         serial = shape[12]
-        found = self._texts.get(serial) if serial is not None else None
-        if found is None:
-            record: QueryRecord = (0.0, "", *shape[:8], 0.0, *shape[8:12])
-            mid = self._mids.get(shape[:8])
-            if mid is None:
-                reference = line_of_record((0.0, "", *shape[:8], 0.0, None, None, None, None), None, "")
-                mid = reference[reference.index(',"transport":') : reference.rindex(',"latency_ms":')]
-                if len(self._mids) >= MAX_PARTS:
-                    self._mids.clear()
-                self._mids[shape[:8]] = mid
-            found = (mid, self._rest_of(record))
-            if serial is not None:
-                if len(self._texts) >= MAX_PARTS:
-                    self._texts.clear()
-                self._texts[serial] = found
-        return found
+        if serial is not None and (found := self._texts.get(serial)) is not None:
+            return found
+        native = self._native
+        made: tuple[str, str] | None = native.shape_texts(shape, self._tail) if native is not None else None
+        if made is None:
+            made = self._python_texts(shape)
+        if serial is not None:
+            if len(self._texts) >= MAX_PARTS:
+                self._texts.clear()
+            self._texts[serial] = made
+        return made
+
+    def _python_texts(self, shape: QueryShape) -> tuple[str, str]:
+        """`shape_texts` from `line_of_record` itself, its parts memoised by content."""
+        record: QueryRecord = (0.0, "", *shape[:8], 0.0, *shape[8:12])
+        mid = self._mids.get(shape[:8])
+        if mid is None:
+            reference = line_of_record((0.0, "", *shape[:8], 0.0, None, None, None, None), None, "")
+            mid = reference[reference.index(',"transport":') : reference.rindex(',"latency_ms":')]
+            if len(self._mids) >= MAX_PARTS:
+                self._mids.clear()
+            self._mids[shape[:8]] = mid
+        return mid, self._rest_of(record)
 
     def _assemble(self, wall: float, latency: float, middle: str, rest: str) -> str:
         whole = int(wall)
@@ -785,7 +796,8 @@ class RecordWriter:
         known = self._known
         if reset:
             known.clear()
-        fresh = [slot for slot in slots if type(slot) is tuple]
+        native = self._native
+        fresh = native.fresh(slots) if native is not None else [slot for slot in slots if type(slot) is tuple]
         for shape in fresh:
             if shape[12] is not None:
                 known[shape[12]] = shape

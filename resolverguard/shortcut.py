@@ -50,6 +50,7 @@ from resolverguard.steps.watch import ClientWatchStep, Repeat
 NEVER = float("inf")
 CLOCK_MARGIN = 0.001  # a bound read from the verdict cache's clock ends this much earlier on ours
 LEARNABLE_NOTES = frozenset(("answer_cache",))  # notes that depend on the name only
+_MONOTONIC = time.monotonic  # the answer cache's clock unless a test drives its own (`reply`: the log's clocks in C)
 _Kept = tuple[bytes, float, QueryShape | None, _Entry | None, float, Repeat | None, str | None, int]  # see _known
 
 
@@ -71,6 +72,8 @@ class ReplyShortcut:
         self._answers, self._verdicts, self._pause, self._log, self._form = answers, verdicts, pause, log, form
         self._size, self._wall, self._watch = size, wall, watch
         self._log_add = log.add_query if log is not None else None
+        # the same with the clocks read in C, while they are time's own (tests drive theirs): `reply`
+        self._log_since = log.add_since if log is not None and wall is time.time else None
         # asked before each repeat: only a watch that may block (quarantine) can hold queries back
         self._holds = watch.holds_queries if watch is not None and watch.blocks else None
         self._seen = watch.seen_repeat if watch is not None else None  # told of each repeat
@@ -131,7 +134,10 @@ class ReplyShortcut:
             self._known[key] = (tail, until, shape, entry, hard, repeat, quiet, left)
         if shape is not None and self._log_add is not None:
             # the chain's shape (one shared object) with this query's time, client and latency
-            self._log_add(self._wall(), client[0], clock() - started, shape)
+            if clock is _MONOTONIC and self._log_since is not None:
+                self._log_since(client[0], started, shape)
+            else:
+                self._log_add(self._wall(), client[0], clock() - started, shape)
         return reply
 
     def learn(self, request: Request, reply: bytes | None) -> None:

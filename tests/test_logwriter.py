@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -381,12 +382,14 @@ def test_the_writer_process_runs_at_the_priority_asked(tmp_path: Path, priority:
 NATIVES = [None, *([native_log()] if native_log() is not None else [])]  # the pure-Python paths, and C where built
 
 
-def packed_lines(batches: list[list[Any]], privacy: ClientPrivacy, tail: str, native: Any, work: Path) -> bytes:
+def packed_lines(
+    batches: list[list[Any]], privacy: ClientPrivacy, tail: str, native: Any, work: Path, max_known: int = 3
+) -> bytes:
     """The file a writer (`native`: C or None) makes of the batches the loop's end of the pipe packs
     (C where built: the writer also reads a packed batch without it), with a table of serials small
-    enough to start over mid-way."""
+    enough to start over mid-way (`max_known`)."""
     reading, writing = os.pipe()
-    sender = PipeSender(writing, native=native_log(), max_known=3)
+    sender = PipeSender(writing, native=native_log(), max_known=max_known)
     path = work / f"{'c' if native else 'py'}-{privacy.value}.jsonl"
     writer = RecordWriter(QueryLogConfig(path=str(path), clients=privacy, max_bytes=0), None, print, native=native)
     for batch in batches:
@@ -491,3 +494,135 @@ def test_the_loop_without_the_c_extension_hands_over_the_same_lines(
                 log.close()
                 assert log.lost == 0 and log.written == len(expected)
                 assert path.read_bytes() == "".join(expected).encode(), (writer, hidden)
+
+
+_ANY_TEXT = st.one_of(st.none(), st.text(st.characters(max_codepoint=0x80), max_size=8), st.text(max_size=4))
+_SCORES = st.one_of(
+    st.none(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.floats(0, 1),
+    st.floats(-1e-4, 1e-4),
+    st.integers(0, 10**7).map(lambda n: n / 1e6),
+    st.integers(0, 10**7).map(lambda n: n / 1e6 + 5e-7),
+    st.integers(-1, 1),
+)
+_NOTE_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    _ANY_TEXT,
+    st.lists(st.integers()),
+)
+_SHAPES = st.tuples(
+    st.sampled_from(["udp", "tcp", "dot"]),
+    st.text(st.characters(max_codepoint=0x80), max_size=20),
+    st.sampled_from(["A", "AAAA", "TYPE65280"]),
+    _ANY_TEXT,
+    _SCORES,
+    st.sampled_from(["pass", "sinkhole", "log"]),
+    st.sampled_from(["model", "cache", "error"]),
+    _ANY_TEXT,
+    st.one_of(st.none(), st.just(""), st.just("too_short")),
+    st.one_of(st.none(), st.just(""), st.just("sinkhole")),
+    _ANY_TEXT,
+    st.one_of(
+        st.none(), st.dictionaries(st.text(st.characters(max_codepoint=0x80), max_size=5), _NOTE_VALUES, max_size=3)
+    ),
+    st.one_of(st.none(), st.integers(0, 2**40)),
+)
+
+
+@pytest.mark.skipif(native_log() is None, reason="the C extension is not built")
+@settings(max_examples=2000, deadline=None)
+@given(_SHAPES, st.sampled_from(["", ',"worker":1']))
+def test_a_new_shapes_texts_in_c_are_pythons(shape: Any, tail: str) -> None:
+    """`_logc.shape_texts` (a shape the writer meets the first time: every never-seen name) gives
+    the parts `line_of_record` makes, byte for byte: control characters and quotes escaped as
+    json's encoder escapes them, the score as repr(round(score, 6)) (below 1e-4 with an exponent,
+    ties, huge ones), a note's value of any JSON type; what it leaves to Python (not ASCII, a
+    list) is None."""
+    made = native_log().shape_texts(shape, tail)  # type: ignore[union-attr]
+    python = LineMaker(ClientPrivacy.FULL, tail, None)._python_texts(shape)  # noqa: SLF001
+    if made is not None:
+        assert made == python
+    texts = [x for x in (*shape[:4], *shape[5:11]) if x is not None]
+    score = shape[4]
+    if (
+        all(x.isascii() for x in texts)
+        and (score is None or (type(score) is float and not abs(score) >= 1e9))
+        and not shape[11]
+    ):
+        assert made is not None  # (the common shapes are C's)
+
+
+def test_a_repeat_logged_with_the_clocks_read_in_c_has_its_time_and_latency(tmp_path: Path) -> None:
+    """A repeat the shortcut answers is logged by `Packer.add_since` (the wall clock and the latency
+    read in C, not by Python's time calls) where a writer process takes the log: each repeat's line has
+    a time within the moments its query was sent and answered, a latency within that span, and the
+    rest of the chain's line for the name."""
+    port, policy, log = free_port(), tmp_path / "policy.yaml", tmp_path / "q.jsonl"
+    with run_upstream(Upstream()) as up:
+        policy.write_text(
+            f"upstreams: ['127.0.0.1:{up.port}']\nquery_log: {{path: '{log}', writer: process}}\n"
+            "rate_limit: {qps: 0}\n"
+        )
+        proc = start_serving(policy, port)
+        try:
+            spans = []
+            for _ in range(6):  # the first through the chain, the next once the shortcut has learnt it
+                before = time.time()
+                dns.query.udp(dns.message.make_query("repeat.example", "A"), "127.0.0.1", port=port, timeout=5)
+                spans.append((before, time.time()))
+                time.sleep(0.05)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(lines) == len(spans)
+    for line, (before, after) in zip(lines, spans, strict=True):
+        when = datetime.fromisoformat(line["time"]).timestamp()
+        assert before - 0.001 <= when <= after  # (the line's time is truncated to the millisecond)
+        assert 0 <= line["latency_ms"] <= (after - before) * 1000
+    assert any(line.get("answer_cache") == "hit" for line in lines[1:])  # repeats the shortcut answered
+    keep = ("client", "qname", "qtype", "action", "reason", "upstream_rcode", "transport")
+    assert all({k: line[k] for k in keep} == {k: lines[0][k] for k in keep} for line in lines)
+
+
+@pytest.mark.parametrize("parts", [1, 2, 5])
+def test_packed_lines_are_the_reference_when_the_memos_start_over_mid_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, parts: int
+) -> None:
+    """The line maker's memos started over while a batch is made (MAX_PARTS small: `_logc.render`'s
+    table of serials' texts cleared by the Python that makes a new shape's, after render looked a
+    serial up): the batch goes the Python way or C's, and makes the reference lines either way."""
+    monkeypatch.setattr("resolverguard.logwriter.MAX_PARTS", parts)
+    records = [
+        (1.7e9 + n, "192.0.2.1", "udp", f"n{n}.example", "A", f"n{n}", n / 10, "pass", "model", "NOERROR", 0.001)
+        + (None, None, None, None)
+        for n in range(6)
+    ]
+    batches = [batch_of(records), batch_of(records), batch_of(records)[::-1], batch_of(records, None)]
+    expected = "".join(line_of_record(expand(e), e[1], "") for batch in batches for e in batch).encode()
+    for native in NATIVES:
+        assert packed_lines(batches, ClientPrivacy.FULL, "", native, tmp_path, max_known=1000) == expected, native
+
+
+@pytest.mark.skipif(native_log() is None, reason="the C extension is not built")
+def test_the_texts_table_keeps_what_a_dict_would_for_64_bit_serials() -> None:
+    """`_logc.Texts` (the serials' line parts as render reads them): set, get, replaced, counted and
+    cleared as a dict; a serial past 64 bits or a value that is not two str is not kept."""
+    texts = native_log().Texts()  # type: ignore[union-attr]
+    serials = [0, 1, -5, 2**63 - 1, -(2**63), *range(10**15, 10**15 + 3000)]
+    for n, serial in enumerate(serials):
+        texts[serial] = (f"m{n}", "rest\u00e9" if n % 7 == 0 else "}\n")
+    texts[1] = ("again", "}\n")
+    texts[2**64] = ("big", "}\n")
+    assert len(texts) == len(serials) and texts.get(2**64) is None and texts.get(7) is None
+    assert texts.get(1) == ("again", "}\n") and texts.get(serials[7]) == ("m7", "rest\u00e9")
+    kept = [(n, s) for n, s in enumerate(serials) if n != 1]
+    assert all(texts.get(s) == (f"m{n}", "rest\u00e9" if n % 7 == 0 else "}\n") for n, s in kept)
+    with pytest.raises(TypeError):
+        texts[3] = ("only one",)  # type: ignore[assignment]
+    texts.clear()
+    assert len(texts) == 0 and texts.get(0) is None

@@ -143,6 +143,10 @@ class QueryLog:
         # where the extension is built and a writer process takes them (no tuple kept per query, no
         # Python call: the loop's side of a cached answer's log line was ~0.6-0.9 us), else `add`.
         self.add_query: Callable[[float, str, float, QueryShape], None] = self._add_entry
+        # `add_query(time.time(), client, time.monotonic() - started, shape)` with both clocks read in C
+        # (`_logc.Packer.add_since`), where there is a packer: the repeat shortcut's way in (its two clock
+        # calls were ~70 of the ~150 ns its log call cost a cached answer); None: use `add_query`.
+        self.add_since: Callable[[str, float, QueryShape], None] | None = None
         if forward is not None or not self.enabled:
             return
         if self.store is not None and self.store.path is not None:
@@ -176,7 +180,7 @@ class QueryLog:
             native = native_log()
             if native is not None:  # queries packed as they come: one C call each (`add_query`)
                 self._packer = native.Packer(PROCESS_BATCH, self.hand_over)
-                self.add_query = self._packer.add
+                self.add_query, self.add_since = self._packer.add, self._packer.add_since
 
     @property
     def lost(self) -> int:
