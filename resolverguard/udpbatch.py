@@ -37,9 +37,9 @@ from collections.abc import Callable
 from typing import Any
 
 try:
-    from resolverguard._udpbatch import recv_many, send_many
+    from resolverguard._udpbatch import recv_many, send_connected, send_many
 except ImportError:  # no C compiler at install time (setup.py), or not Linux: one system call per datagram
-    recv_many = send_many = None
+    recv_many = send_many = send_connected = None
 
 BATCH = 32  # datagrams read per wake-up (libuv's read loop, behind uvloop's transport, also reads 32)
 SLOT = 4096  # bytes per datagram read; longer ones are dropped (counted): no DNS query over UDP is that long
@@ -53,6 +53,24 @@ Datagrams = list[tuple[bytes, Address]]
 def batched() -> bool:
     """Do recvmmsg/sendmmsg serve here (the compiled module is there, on Linux, and not turned off)?"""
     return recv_many is not None and os.environ.get(NO_MMSG, "") in ("", "0")
+
+
+def send_all(
+    sock: socket.socket, datagrams: list[bytes], start: int = 0, native: bool | None = None
+) -> tuple[int, int]:
+    """Sends datagrams[start:] on a connected non-blocking socket, in order, with one `sendmmsg` per
+    64 (`_udpbatch.send_connected`) or one `send` each (`native=False`, or without the C module):
+    (the index of the first datagram not sent, its errno), or (len(datagrams), 0) when all went.
+    Each datagram's fate is known, as with a `send` each (the upstream forwarder's batches,
+    `steps.upstream.UpstreamForwarder.hold`, fail that one query and send the rest)."""
+    if batched() if native is None else native and send_connected is not None:
+        return send_connected(sock.fileno(), datagrams, start)  # type: ignore[no-any-return]
+    for at in range(start, len(datagrams)):
+        try:
+            sock.send(datagrams[at])
+        except OSError as err:
+            return at, err.errno or 0
+    return len(datagrams), 0
 
 
 class DatagramIO:

@@ -26,6 +26,7 @@ from resolverguard.config import EncryptedUpstream, EncryptedUpstreamsConfig, En
 from resolverguard.errors import UpstreamError
 from resolverguard.handoff import Handoff, ReplyHold
 from resolverguard.steps.encrypted import DohClient, DotClient, padded, tls_context
+from resolverguard.udpbatch import batched, send_all
 from resolverguard.wire import ANY, RCODE_MASK, REFUSED, SERVFAIL, Flag, Message, QueryHead, rcode_name
 
 _TC = int(Flag.TC) >> 8  # the bit in byte 2 of the header (a plain int)
@@ -245,7 +246,25 @@ class UpstreamForwarder:
     reader registration each time, more than the rest of the forwarding.
 
     tls:// and https:// upstreams (steps/encrypted.py) keep one shared connection each and go
-    through the same order, health and failover as plain ones."""
+    through the same order, health and failover as plain ones.
+
+    Held (`hold`/`release`: the model's batch holds it while it resumes its queries,
+    `batching.MicroBatcher`), the UDP queries made meanwhile to one upstream all take ONE socket
+    of its pool, drawn at random once for the batch, and leave together in one `sendmmsg` at the
+    release (`udpbatch.send_all`); their answers come back on that socket, read in one wake-up,
+    and their replies leave in one `sendmmsg` too (`handoff.ReplyHold`). Why (issue #17): at the
+    peak a never-seen name's upstream `send` (a system call that, on loopback, runs the
+    upstream's receive path and wakes it) and its answer's own wake-up and reply `sendmmsg` of one
+    datagram were the largest items left on the miss path (bench/results/miss_miss11.md).
+    What it costs the anti-spoofing defence: every query still has its own random ID, and the
+    socket is still a random one of the pool, whose ports are random and replaced after
+    `max_uses` queries; only the queries of one batch share it. A blind spoofer's chance per
+    forged datagram is (queries waiting on the port it hits) / 65536 per port, so summed over the
+    pool it is the same as with a socket per query; what changes is that the queries of one
+    batch stand or fall together against a spoofer who somehow learnt their port (one on the path
+    sees everything anyway). A socket may pass `max_uses` by up to a batch (checked when drawn).
+    Not held (a query that did not wait for the model, a retry on the next upstream), a query
+    takes a random socket of its own and is sent at once, as before."""
 
     def __init__(
         self,
@@ -268,6 +287,10 @@ class UpstreamForwarder:
         self._bootstrap = Bootstrap(bootstrap, timeout) if bootstrap else None
         self._told: dict[Upstream, str] = {}  # the last problem said of each encrypted upstream
         self._deadlines = Deadlines(timeout)
+        self._held = 0  # `hold` calls not yet released
+        # while held: per upstream, the batch's socket, its queries as sent, and their futures
+        self._outbox: dict[Endpoint, tuple[Channel, list[bytes], list[asyncio.Future[bytes]]]] = {}
+        self._native = batched()
 
     @classmethod
     def carried(
@@ -397,6 +420,38 @@ class UpstreamForwarder:
             self._close_when_idle(used_up)
         return pool[at]
 
+    def hold(self) -> None:
+        """From now to the matching `release`, UDP queries to one upstream share one socket and
+        are sent together at the release (see the class docstring)."""
+        self._held += 1
+
+    def release(self) -> None:
+        """Ends a `hold`; at the last one, sends each upstream's batch (one `sendmmsg` each)."""
+        self._held -= 1
+        if self._held or not self._outbox:
+            return
+        outbox, self._outbox = self._outbox, {}
+        for channel, wires, futures in outbox.values():
+            self._send_batch(channel, wires, futures)
+
+    def _send_batch(self, channel: Channel, wires: list[bytes], futures: list[asyncio.Future[bytes]]) -> None:
+        """Sends a batch; a datagram the kernel refuses fails its own query (as its own `send`
+        raising would have), and the rest still go."""
+        at, native = 0, self._native
+        while at < len(wires):
+            at, err = send_all(channel.sock, wires, at, native)
+            if at < len(wires):
+                if not futures[at].done():
+                    futures[at].set_exception(OSError(err, os.strerror(err)))  # (BlockingIOError for EAGAIN)
+                at += 1
+
+    def _batch_channel(self, server: Endpoint) -> tuple[Channel, list[bytes], list[asyncio.Future[bytes]]]:
+        """The held batch's socket for `server` (drawn once per batch) and its queue."""
+        batch = self._outbox.get(server)
+        if batch is None:
+            batch = self._outbox[server] = (self._channel(server), [], [])
+        return batch
+
     @staticmethod
     def _close_when_idle(channel: Channel) -> None:
         if channel.retired and not channel.pending:
@@ -405,8 +460,10 @@ class UpstreamForwarder:
     async def _udp(
         self, server: Endpoint, packet: bytes, question: bytes, fail_fast: bool = False
     ) -> tuple[bytes, bytes, int]:
-        """One UDP exchange: (answer, the query as sent, its ID)."""
-        channel = self._channel(server)
+        """One UDP exchange: (answer, the query as sent, its ID). Held, the query joins the
+        batch's socket and is sent at the release (see the class docstring)."""
+        batch = self._batch_channel(server) if self._held else None
+        channel = self._channel(server) if batch is None else batch[0]
         qid = self._ids.draw()
         while qid in channel.pending:
             qid = self._ids.draw()
@@ -416,7 +473,11 @@ class UpstreamForwarder:
         channel.uses += 1
         ticket = self._deadlines.expire(channel.loop, future)
         try:
-            channel.sock.send(wire)
+            if batch is None:
+                channel.sock.send(wire)
+            else:
+                batch[1].append(wire)
+                batch[2].append(future)
             return await future, wire, qid
         finally:
             # a reply after this (a late one) finds no one and is dropped; the reader took out the
