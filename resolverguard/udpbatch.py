@@ -37,9 +37,9 @@ from collections.abc import Callable
 from typing import Any
 
 try:
-    from resolverguard._udpbatch import recv_many, send_connected, send_many
+    from resolverguard._udpbatch import recv_connected, recv_many, send_connected, send_many
 except ImportError:  # no C compiler at install time (setup.py), or not Linux: one system call per datagram
-    recv_many = send_many = send_connected = None
+    recv_many = send_many = send_connected = recv_connected = None
 
 BATCH = 32  # datagrams read per wake-up (libuv's read loop, behind uvloop's transport, also reads 32)
 SLOT = 4096  # bytes per datagram read; longer ones are dropped (counted): no DNS query over UDP is that long
@@ -71,6 +71,33 @@ def send_all(
         except OSError as err:
             return at, err.errno or 0
     return len(datagrams), 0
+
+
+ANY_SIZE = 65536  # bytes per datagram read by `receive_all`: any UDP datagram fits
+
+
+def receive_all(
+    sock: socket.socket, buffer: bytearray, count: int, native: bool | None = None
+) -> tuple[list[bytes], OSError | None]:
+    """Up to `count` datagrams waiting on a connected non-blocking socket, with one `recvmmsg`
+    (`_udpbatch.recv_connected`, into `buffer` of count * ANY_SIZE bytes) or one `recv` each
+    (`native=False`, or without the C module), and the error the socket reported (an ICMP port
+    unreachable), if any: before them from the C module (the kernel keeps an error met after a
+    datagram for the next call), wherever it came in the loop of `recv`s."""
+    if batched() if native is None else native and recv_connected is not None:
+        try:
+            return recv_connected(sock.fileno(), buffer, ANY_SIZE, count), None
+        except OSError as err:
+            return [], err
+    out: list[bytes] = []
+    for _ in range(count):
+        try:
+            out.append(sock.recv(ANY_SIZE))
+        except BlockingIOError:
+            break
+        except OSError as err:
+            return out, err
+    return out, None
 
 
 class DatagramIO:

@@ -26,7 +26,7 @@ from resolverguard.config import EncryptedUpstream, EncryptedUpstreamsConfig, En
 from resolverguard.errors import UpstreamError
 from resolverguard.handoff import Handoff, ReplyHold
 from resolverguard.steps.encrypted import DohClient, DotClient, padded, tls_context
-from resolverguard.udpbatch import batched, send_all
+from resolverguard.udpbatch import ANY_SIZE, batched, receive_all, send_all
 from resolverguard.wire import ANY, RCODE_MASK, REFUSED, SERVFAIL, Flag, Message, QueryHead, rcode_name
 
 _TC = int(Flag.TC) >> 8  # the bit in byte 2 of the header (a plain int)
@@ -74,11 +74,29 @@ class RandomIds:
         return self._bytes[self._at - 2] << 8 | self._bytes[self._at - 1]
 
 
+READ_BATCH = 16  # answers read per system call (`udpbatch.receive_all`)
+
+
+class ReadBuffer:
+    """Where a forwarder's sockets read their answers with one `recvmmsg` (`udpbatch.receive_all`):
+    READ_BATCH datagrams of any size, 1 MiB, made at the first read and shared by the forwarder's
+    sockets (a read is over before another starts: it runs in one callback)."""
+
+    def __init__(self, native: bool) -> None:
+        self.native, self._buffer = native, bytearray()
+
+    def read(self, sock: socket.socket) -> tuple[list[bytes], OSError | None]:
+        if self.native and not self._buffer:
+            self._buffer = bytearray(READ_BATCH * ANY_SIZE)
+        return receive_all(sock, self._buffer, READ_BATCH, self.native)
+
+
 class Channel:
     """One connected UDP socket to one upstream, shared by up to `max_uses` queries in turn and
     matched by ID and question; the kernel drops datagrams from any other address."""
 
-    def __init__(self, server: Endpoint) -> None:
+    def __init__(self, server: Endpoint, reader: ReadBuffer | None = None) -> None:
+        self.reader = reader or ReadBuffer(batched())
         self.loop = asyncio.get_running_loop()
         self.sock = socket.socket(socket.AF_INET6 if ":" in server.host else socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setblocking(False)
@@ -95,9 +113,12 @@ class Channel:
 
     def _readable(self) -> None:
         """Reads the answers that are there and hands each to its query, which runs on to its
-        reply from here (`handoff.Handoff`). Stops once nobody waits here any more rather than on
-        an empty read: its BlockingIOError cost ~1.6 us per wake-up (bench/missprofile.py), and
-        the loop's readiness is level-triggered, so a datagram left (late, stray) wakes it again."""
+        reply from here (`handoff.Handoff`). Stops once nobody waits here any more, or when a read
+        got fewer answers than it could take (the socket was empty then), rather than on an empty
+        read: its BlockingIOError cost ~1.6 us per wake-up (bench/missprofile.py), and the loop's
+        readiness is level-triggered, so a datagram left (late, stray) wakes it again. A model
+        batch's queries share a socket (`UpstreamForwarder.hold`): their answers are read with one
+        `recvmmsg` each READ_BATCH (`udpbatch.receive_all`)."""
         held: list[ReplyHold] = []
         try:
             self._read(held)
@@ -108,34 +129,37 @@ class Channel:
     def _read(self, held: list[ReplyHold]) -> None:
         """`_readable`'s loop; the reply senders of the queries it resumes are held (`held`), so
         their replies go out together when it ends (`handoff.ReplyHold`)."""
-        sock, pending = self.sock, self.pending
+        sock, pending, reader = self.sock, self.pending, self.reader
         while True:
-            try:
-                data = sock.recv(65535)
-            except BlockingIOError:
-                return
-            except OSError as err:  # ICMP port unreachable: everyone waiting here fails over at once
+            datagrams, err = reader.read(sock)
+            for data in datagrams:
+                self._answered(data, held)
+            if err is not None:  # ICMP port unreachable: everyone waiting here fails over at once
                 for _, future, _ in list(pending.values()):
                     if not future.done():
                         future.set_exception(err)
                 return
-            if len(data) >= 12:
-                qid = data[0] << 8 | data[1]
-                waiting = pending.get(qid)
-                if waiting is not None and not waiting[1].done():
-                    if matches(data, qid, waiting[0]):
-                        del pending[qid]  # answered: a second reply finds no one
-                        future = waiting[1]
-                        hold = getattr(future, "reply_hold", None)
-                        if hold is not None and hold not in held:
-                            hold.hold()
-                            held.append(hold)
-                        future.set_result(data)  # its query runs on from here (a Handoff)
-                    elif waiting[2]:  # our ID, from the upstream's address, but not an answer to our question
-                        del pending[qid]
-                        waiting[1].set_exception(UpstreamError("reply that is not an answer to the question"))
-            if not pending:  # (also when a query resumed here retired and closed this socket)
+            if not pending or len(datagrams) < READ_BATCH:  # (also when a query resumed here closed this socket)
                 return
+
+    def _answered(self, data: bytes, held: list[ReplyHold]) -> None:
+        """Hands one datagram to the query it answers, if any waits for it."""
+        pending = self.pending
+        if len(data) >= 12:
+            qid = data[0] << 8 | data[1]
+            waiting = pending.get(qid)
+            if waiting is not None and not waiting[1].done():
+                if matches(data, qid, waiting[0]):
+                    del pending[qid]  # answered: a second reply finds no one
+                    future = waiting[1]
+                    hold = getattr(future, "reply_hold", None)
+                    if hold is not None and hold not in held:
+                        hold.hold()
+                        held.append(hold)
+                    future.set_result(data)  # its query runs on from here (a Handoff)
+                elif waiting[2]:  # our ID, from the upstream's address, but not an answer to our question
+                    del pending[qid]
+                    waiting[1].set_exception(UpstreamError("reply that is not an answer to the question"))
 
     def close(self) -> None:
         if self.sock.fileno() >= 0:
@@ -291,6 +315,7 @@ class UpstreamForwarder:
         # while held: per upstream, the batch's socket, its queries as sent, and their futures
         self._outbox: dict[Endpoint, tuple[Channel, list[bytes], list[asyncio.Future[bytes]]]] = {}
         self._native = batched()
+        self._reader = ReadBuffer(self._native)  # shared by the pool's sockets
 
     @classmethod
     def carried(
@@ -411,11 +436,11 @@ class UpstreamForwarder:
         a socket that has had its `max_uses` leaves the pool and a new port takes its place."""
         pool = self._pools.setdefault(server, [])
         if len(pool) < self.pool_size:
-            pool.append(Channel(server))
+            pool.append(Channel(server, self._reader))
             return pool[-1]
         at = self._ids.draw() % len(pool)
         if pool[at].uses >= self.max_uses:
-            used_up, pool[at] = pool[at], Channel(server)
+            used_up, pool[at] = pool[at], Channel(server, self._reader)
             used_up.retired = True
             self._close_when_idle(used_up)
         return pool[at]
