@@ -41,7 +41,11 @@ try:
 except ImportError:  # no C compiler at install time (setup.py), or not Linux: one system call per datagram
     recv_many = send_many = send_connected = recv_connected = None
 
-BATCH = 32  # datagrams read per wake-up (libuv's read loop, behind uvloop's transport, also reads 32)
+# Datagrams read per wake-up. 64, not libuv's 32 (uvloop's transport): at the peak on never-seen names
+# (with a model batch's upstream queries sharing a socket, steps/upstream.py) `workers: 2` answered
+# 17.5k against 14.0k qps at 32 (bench/miss_cpu.py, bench/results/miss_miss11.md): bigger model
+# batches, fewer loop turns per query. At light load a read holds a datagram or two either way.
+BATCH = 64
 SLOT = 4096  # bytes per datagram read; longer ones are dropped (counted): no DNS query over UDP is that long
 MAX_QUEUED = 8192  # replies kept while the send buffer is full (the server's own max_inflight default)
 NO_MMSG = "RESOLVERGUARD_NO_MMSG"  # set (not "" or "0"): the one-call-per-datagram path, even where C is built
