@@ -137,7 +137,7 @@ def test_a_model_batch_sends_its_upstream_queries_from_one_socket(
     held: bool, monkeypatch: pytest.MonkeyPatch, no_mmsg: str
 ) -> None:
     """MicroBatcher holds the forwarder (`holds`) while its batch's queries run on: 96 names that
-    reach the server together (batches of up to 32 datagrams) leave from a few sockets, one per
+    reach the server together (read 64 at a time: udpbatch.BATCH) leave from a few sockets, one per
     batch, not from a random one of the pool's 32 each; every client gets its own answer."""
     if no_mmsg:
         monkeypatch.setenv(udpbatch.NO_MMSG, no_mmsg)
@@ -169,6 +169,6 @@ def test_a_model_batch_sends_its_upstream_queries_from_one_socket(
     ports = {port for _, port in up.sources}
     assert errors == []
     if held:
-        assert len(ports) <= 8, ports  # (96 / 32 = 3 batches, and a few more should the reads split)
+        assert len(ports) <= 8, ports  # (96 / 64: 2 batches, and a few more should the reads split)
     else:
         assert len(ports) >= 16  # a random socket of 32 each
