@@ -33,6 +33,12 @@ def main() -> None:
     p.add_argument("--tree", type=Path, default=C.ROOT)
     p.add_argument("--out", default="miss_spy")
     p.add_argument("--top", type=int, default=45)
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="every non-idle sample, not only the GIL holder's (system calls and native code that release the GIL)",
+    )
+    p.add_argument("--native", action="store_true", help="py-spy --native: C frames too")
     a = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="rg-spy-"))
     rng = random.Random(5)
@@ -63,7 +69,8 @@ def main() -> None:
                 "raw",
                 "-o",
                 str(raw),
-                "--gil",
+                *(["--nonblocking"] if a.all else ["--gil"]),
+                *(["--native"] if a.native else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -238,9 +238,106 @@ static PyObject *send_many(PyObject *self, PyObject *args) {
     return Py_BuildValue("(ni)", total, failed);
 }
 
+
+PyDoc_STRVAR(recv_connected_doc,
+"recv_connected(fd, buffer, slot, count) -> datagrams\n\n"
+"Up to `count` datagrams waiting on non-blocking connected socket `fd`, read by one recvmmsg into\n"
+"`buffer` (writable, at least slot * count bytes): a list of bytes, empty when nothing waits. No\n"
+"addresses (the kernel lets only the connected peer's datagrams in). A datagram longer than `slot`\n"
+"is left out (give 65536 to take any). OSError when the socket reports an error before any datagram\n"
+"(an ICMP port unreachable for an earlier query), as recv() would raise it.");
+
+static PyObject *recv_connected(PyObject *self, PyObject *args) {
+    int fd;
+    Py_buffer buf;
+    Py_ssize_t slot, count;
+    if (!PyArg_ParseTuple(args, "iw*nn", &fd, &buf, &slot, &count)) return NULL;
+    if (slot <= 0 || count <= 0 || count > CHUNK || slot * count > buf.len) {
+        PyBuffer_Release(&buf);
+        return PyErr_Format(PyExc_ValueError, "need 0 < count <= %d and slot * count <= len(buffer)", CHUNK);
+    }
+    struct mmsghdr msgs[CHUNK];
+    struct iovec iovs[CHUNK];
+    memset(msgs, 0, sizeof(struct mmsghdr) * (size_t)count);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        iovs[i].iov_base = (char *)buf.buf + i * slot;
+        iovs[i].iov_len = (size_t)slot;
+        msgs[i].msg_hdr.msg_iov = &iovs[i];
+        msgs[i].msg_hdr.msg_iovlen = 1;
+    }
+    int got;
+    do {
+        got = recvmmsg(fd, msgs, (unsigned)count, MSG_DONTWAIT, NULL);
+    } while (got < 0 && errno == EINTR);
+    if (got < 0) {
+        PyBuffer_Release(&buf);
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return PyList_New(0);
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    PyObject *out = PyList_New(0);
+    for (int i = 0; out != NULL && i < got; i++) {
+        if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) continue;
+        PyObject *data = PyBytes_FromStringAndSize(iovs[i].iov_base, (Py_ssize_t)msgs[i].msg_len);
+        if (data == NULL || PyList_Append(out, data) < 0) Py_CLEAR(out);
+        Py_XDECREF(data);
+    }
+    PyBuffer_Release(&buf);
+    return out;
+}
+
+PyDoc_STRVAR(send_connected_doc,
+"send_connected(fd, datagrams, start) -> (next, errno)\n\n"
+"Sends datagrams[start:] (a list of bytes) from non-blocking connected socket `fd` to its peer,\n"
+"in sendmmsg calls of up to 64, in order. Stops at the first datagram the kernel does not take\n"
+"(EAGAIN included): `next` is its index and `errno` why; (len(datagrams), 0) once all are sent.\n"
+"So each datagram's fate is known, as with one send() each: the upstream forwarder's batch\n"
+"(`steps.upstream.UpstreamForwarder.hold`) fails that one query and goes on with the next.");
+
+static PyObject *send_connected(PyObject *self, PyObject *args) {
+    int fd;
+    PyObject *items;
+    Py_ssize_t start;
+    if (!PyArg_ParseTuple(args, "iO!n", &fd, &PyList_Type, &items, &start)) return NULL;
+    Py_ssize_t total = PyList_GET_SIZE(items), at = start < 0 ? 0 : start;
+    struct mmsghdr msgs[CHUNK];
+    struct iovec iovs[CHUNK];
+    while (at < total) {
+        int n = 0;
+        for (Py_ssize_t i = at; i < total && n < CHUNK; i++, n++) {
+            char *data;
+            Py_ssize_t size;
+            if (PyBytes_AsStringAndSize(PyList_GET_ITEM(items, i), &data, &size) < 0) return NULL;
+            iovs[n].iov_base = data;
+            iovs[n].iov_len = (size_t)size;
+            memset(&msgs[n], 0, sizeof msgs[n]);
+            msgs[n].msg_hdr.msg_iov = &iovs[n];
+            msgs[n].msg_hdr.msg_iovlen = 1;
+        }
+        /* The GIL is kept, as in send_many: MSG_DONTWAIT never blocks, and the iovecs point into
+           bytes objects that only the list holds. */
+        int sent;
+        do {
+            sent = sendmmsg(fd, msgs, (unsigned)n, MSG_DONTWAIT);
+        } while (sent < 0 && errno == EINTR);
+        if (sent < 0) return Py_BuildValue("(ni)", at, errno); /* the datagram at `at` was refused */
+        at += sent;
+        if (sent < n) { /* stopped short: the next one's error, from a call of its own */
+            struct mmsghdr *next = msgs + sent;
+            do {
+                sent = sendmmsg(fd, next, 1, MSG_DONTWAIT);
+            } while (sent < 0 && errno == EINTR);
+            if (sent < 0) return Py_BuildValue("(ni)", at, errno);
+            at += sent;
+        }
+    }
+    return Py_BuildValue("(ni)", total, 0);
+}
+
 static PyMethodDef methods[] = {
     {"recv_many", recv_many, METH_VARARGS, recv_many_doc},
     {"send_many", send_many, METH_VARARGS, send_many_doc},
+    {"send_connected", send_connected, METH_VARARGS, send_connected_doc},
+    {"recv_connected", recv_connected, METH_VARARGS, recv_connected_doc},
     {NULL, NULL, 0, NULL},
 };
 #else

@@ -3,7 +3,9 @@
 A burst of unseen names costs one interpreter invoke, not one each. A lone name is flushed on the
 next loop turn, so batching adds no waiting of its own; `max_delay` can hold a batch open a little
 longer (bounded) to gather more names under load. The futures are `handoff.Handoff`s: a UDP query
-runs on from the flush itself, not a loop turn later.
+runs on from the flush itself, not a loop turn later, to its upstream query; `holds` (the upstream
+forwarder) are held while the batch's queries run on, so those queries leave together
+(`steps.upstream.UpstreamForwarder.hold`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
-from resolverguard.handoff import Handoff
+from resolverguard.handoff import Handoff, ReplyHold
 
 T = TypeVar("T")
 
@@ -20,8 +22,14 @@ T = TypeVar("T")
 class MicroBatcher(Generic[T]):
     """Collects texts and runs `run` on them together; each caller awaits its own result, in order."""
 
-    def __init__(self, run: Callable[[list[str]], Sequence[T]], max_batch: int = 64, max_delay: float = 0.0) -> None:
-        self.run, self.max_batch, self.max_delay = run, max_batch, max_delay
+    def __init__(
+        self,
+        run: Callable[[list[str]], Sequence[T]],
+        max_batch: int = 64,
+        max_delay: float = 0.0,
+        holds: Sequence[ReplyHold] = (),
+    ) -> None:
+        self.run, self.max_batch, self.max_delay, self.holds = run, max_batch, max_delay, tuple(holds)
         self._texts: list[str] = []
         self._futures: list[asyncio.Future[T]] = []
         self._timer: asyncio.Handle | asyncio.TimerHandle | None = None
@@ -58,6 +66,13 @@ class MicroBatcher(Generic[T]):
                 if not future.done():
                     future.set_exception(err)
             return
-        for future, value in zip(futures, results, strict=True):
-            if not future.done():
-                future.set_result(value)  # a UDP query runs on from here to its upstream send (a Handoff)
+        holds = self.holds
+        for hold in holds:
+            hold.hold()
+        try:
+            for future, value in zip(futures, results, strict=True):
+                if not future.done():
+                    future.set_result(value)  # a UDP query runs on from here to its upstream query (a Handoff)
+        finally:
+            for hold in holds:
+                hold.release()

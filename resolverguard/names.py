@@ -216,6 +216,15 @@ class NameParser:
 
     @staticmethod
     def _under_dynamic_dns(name: str) -> bool:
-        """Is the name at or under a dynamic-DNS suffix? (Its last labels, as many as a suffix has.)"""
-        labels = name.split(".")
-        return any(".".join(labels[-n:]) in DYNAMIC_DNS_SUFFIXES for n in _DYNAMIC_DNS_DEPTHS)
+        """Is the name at or under a dynamic-DNS suffix? (Its last labels, as many as a suffix has.)
+        The tails are cut with `rfind`, not by splitting the name and joining labels in a generator:
+        every never-seen name comes here (0.90 -> 0.75 us for a 3-label name; py-spy put the
+        generator at ~4% of a miss's samples in bench/hotpath.py, which timeit does not confirm)."""
+        end = len(name)
+        for depth in range(1, _DYNAMIC_DNS_DEPTHS[-1] + 1):
+            end = name.rfind(".", 0, end)
+            if depth in _DYNAMIC_DNS_DEPTHS and name[end + 1 :] in DYNAMIC_DNS_SUFFIXES:
+                return True
+            if end < 0:  # (the whole name was that tail)
+                return False
+        return False

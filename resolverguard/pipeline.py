@@ -174,10 +174,21 @@ def groups_for(
     return GroupDirectory(groups, default)
 
 
-def decision_steps(cfg: Config, model: TFLiteScorer, groups: GroupDirectory, cache: VerdictCache) -> list[Step | Check]:
-    """The steps that decide a verdict (shared by serving and `resolverguard explain`)."""
+def decision_steps(
+    cfg: Config,
+    model: TFLiteScorer,
+    groups: GroupDirectory,
+    cache: VerdictCache,
+    forwarder: UpstreamForwarder | None = None,
+) -> list[Step | Check]:
+    """The steps that decide a verdict (shared by serving and `resolverguard explain`). `forwarder`:
+    the upstream forwarder the scored queries go on to, held while a model batch's queries run on,
+    so they leave together (`UpstreamForwarder.hold`)."""
     form = model.metadata.input_form
-    scoring: list[Step | Check] = [CacheStep(cache, form), ScoreStep(model, form, cache)] if cfg.scoring else []
+    holds = (forwarder,) if forwarder is not None else ()
+    scoring: list[Step | Check] = (
+        [CacheStep(cache, form), ScoreStep(model, form, cache, holds=holds)] if cfg.scoring else []
+    )
     return [
         GroupStep(groups),
         NameStep(NameParser(cfg.private_suffixes)),
@@ -265,7 +276,7 @@ def build_pipeline(
     local = local_zone_for(cfg)
     if local.records or local.private:  # local names are answered before any decision: never scored
         steps.append(LocalAnswerStep(local, cfg.local_records.ttl))
-    steps += decision_steps(cfg, model, groups, cache)  # group, name, lists, verdict cache, score, policy
+    steps += decision_steps(cfg, model, groups, cache, forwarder)  # group, name, lists, verdict cache, score, policy
     watch, hook, watch_step = None, None, None
     if cfg.client_watch.enabled or any(g.client_watch.enabled for g in cfg.groups):
         # After the verdict (an allow-listed name is never touched, and the watch may block), before the

@@ -37,11 +37,15 @@ from collections.abc import Callable
 from typing import Any
 
 try:
-    from resolverguard._udpbatch import recv_many, send_many
+    from resolverguard._udpbatch import recv_connected, recv_many, send_connected, send_many
 except ImportError:  # no C compiler at install time (setup.py), or not Linux: one system call per datagram
-    recv_many = send_many = None
+    recv_many = send_many = send_connected = recv_connected = None
 
-BATCH = 32  # datagrams read per wake-up (libuv's read loop, behind uvloop's transport, also reads 32)
+# Datagrams read per wake-up. 64, not libuv's 32 (uvloop's transport): at the peak on never-seen names
+# (with a model batch's upstream queries sharing a socket, steps/upstream.py) `workers: 2` answered
+# 17.5k against 14.0k qps at 32 (bench/miss_cpu.py, bench/results/miss_miss11.md): bigger model
+# batches, fewer loop turns per query. At light load a read holds a datagram or two either way.
+BATCH = 64
 SLOT = 4096  # bytes per datagram read; longer ones are dropped (counted): no DNS query over UDP is that long
 MAX_QUEUED = 8192  # replies kept while the send buffer is full (the server's own max_inflight default)
 NO_MMSG = "RESOLVERGUARD_NO_MMSG"  # set (not "" or "0"): the one-call-per-datagram path, even where C is built
@@ -53,6 +57,51 @@ Datagrams = list[tuple[bytes, Address]]
 def batched() -> bool:
     """Do recvmmsg/sendmmsg serve here (the compiled module is there, on Linux, and not turned off)?"""
     return recv_many is not None and os.environ.get(NO_MMSG, "") in ("", "0")
+
+
+def send_all(
+    sock: socket.socket, datagrams: list[bytes], start: int = 0, native: bool | None = None
+) -> tuple[int, int]:
+    """Sends datagrams[start:] on a connected non-blocking socket, in order, with one `sendmmsg` per
+    64 (`_udpbatch.send_connected`) or one `send` each (`native=False`, or without the C module):
+    (the index of the first datagram not sent, its errno), or (len(datagrams), 0) when all went.
+    Each datagram's fate is known, as with a `send` each (the upstream forwarder's batches,
+    `steps.upstream.UpstreamForwarder.hold`, fail that one query and send the rest)."""
+    if batched() if native is None else native and send_connected is not None:
+        return send_connected(sock.fileno(), datagrams, start)  # type: ignore[no-any-return]
+    for at in range(start, len(datagrams)):
+        try:
+            sock.send(datagrams[at])
+        except OSError as err:
+            return at, err.errno or 0
+    return len(datagrams), 0
+
+
+ANY_SIZE = 65536  # bytes per datagram read by `receive_all`: any UDP datagram fits
+
+
+def receive_all(
+    sock: socket.socket, buffer: bytearray, count: int, native: bool | None = None
+) -> tuple[list[bytes], OSError | None]:
+    """Up to `count` datagrams waiting on a connected non-blocking socket, with one `recvmmsg`
+    (`_udpbatch.recv_connected`, into `buffer` of count * ANY_SIZE bytes) or one `recv` each
+    (`native=False`, or without the C module), and the error the socket reported (an ICMP port
+    unreachable), if any: before them from the C module (the kernel keeps an error met after a
+    datagram for the next call), wherever it came in the loop of `recv`s."""
+    if batched() if native is None else native and recv_connected is not None:
+        try:
+            return recv_connected(sock.fileno(), buffer, ANY_SIZE, count), None
+        except OSError as err:
+            return [], err
+    out: list[bytes] = []
+    for _ in range(count):
+        try:
+            out.append(sock.recv(ANY_SIZE))
+        except BlockingIOError:
+            break
+        except OSError as err:
+            return out, err
+    return out, None
 
 
 class DatagramIO:

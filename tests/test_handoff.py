@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import dns.message
 import dns.query
+import pytest
 from dnsfixtures import UPSTREAM_A, Upstream, run_upstream
 
+from resolverguard import udpbatch
 from resolverguard.batching import MicroBatcher
 from resolverguard.chain import Request
 from resolverguard.config import Endpoint
@@ -37,6 +41,12 @@ def serving(chain, errors: list[dict[str, object]]) -> Iterator[int]:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
+
+
+@pytest.fixture(params=["", "1"], ids=["mmsg", "fallback"])
+def no_mmsg(request: pytest.FixtureRequest) -> str:
+    """RESOLVERGUARD_NO_MMSG as a test sets it: "" (the C module where built) or "1" (one call each)."""
+    return str(request.param)
 
 
 def ask(port: int, names: list[str]) -> list[dns.message.Message]:
@@ -100,3 +110,65 @@ def test_a_scored_query_runs_on_to_its_upstream_inside_the_batch_that_scored_it(
         assert answer.question[0].name.to_text() == name + "." and answer.answer[0][0].to_text() == UPSTREAM_A
     assert at_flush_end[-1][0] == len(names) and errors == []
     assert all(scored == sent for scored, sent in at_flush_end), at_flush_end
+
+
+def burst(port: int, names: list[str], timeout: float = 10.0) -> list[dns.message.Message | None]:
+    """Every query sent from a socket of its own before any reply is read; the replies, in order."""
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in names]
+    asked = [dns.message.make_query(n, "A") for n in names]
+    try:
+        for sock, query in zip(socks, asked, strict=True):
+            sock.sendto(query.to_wire(), ("127.0.0.1", port))
+        got: list[dns.message.Message | None] = []
+        for sock in socks:
+            sock.settimeout(timeout)
+            try:
+                got.append(dns.message.from_wire(sock.recv(65535)))
+            except TimeoutError:
+                got.append(None)
+        return got
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+@pytest.mark.parametrize("held", [True, False], ids=["held", "not-held"])
+def test_a_model_batch_sends_its_upstream_queries_from_one_socket(
+    held: bool, monkeypatch: pytest.MonkeyPatch, no_mmsg: str
+) -> None:
+    """MicroBatcher holds the forwarder (`holds`) while its batch's queries run on: 96 names that
+    reach the server together (read 64 at a time: udpbatch.BATCH) leave from a few sockets, one per
+    batch, not from a random one of the pool's 32 each; every client gets its own answer."""
+    if no_mmsg:
+        monkeypatch.setenv(udpbatch.NO_MMSG, no_mmsg)
+    errors: list[dict[str, object]] = []
+    busy: list[asyncio.AbstractEventLoop] = []
+    with run_upstream(Upstream()) as up:
+
+        async def chain():
+            busy.append(asyncio.get_running_loop())
+            forwarder = UpstreamForwarder((Endpoint("127.0.0.1", up.port),), 3.0, pool=32, max_uses=10_000)
+            step = UpstreamStep(forwarder)
+            batcher: MicroBatcher[float] = MicroBatcher(
+                lambda texts: [0.5] * len(texts), holds=(forwarder,) if held else ()
+            )
+
+            async def scored_then_forwarded(request: Request) -> bytes | None:
+                await batcher.submit(request.qname)
+                return await step(request)
+
+            return scored_then_forwarded
+
+        with serving(chain, errors) as port:
+            busy[0].call_soon_threadsafe(time.sleep, 0.5)  # the server busy while the whole burst arrives
+            names = [f"b{i}.example.com" for i in range(96)]
+            answers = burst(port, names)
+    for name, answer in zip(names, answers, strict=True):
+        assert answer is not None, name
+        assert answer.question[0].name.to_text() == name + "." and answer.answer[0][0].to_text() == UPSTREAM_A
+    ports = {port for _, port in up.sources}
+    assert errors == []
+    if held:
+        assert len(ports) <= 8, ports  # (96 / 64: 2 batches, and a few more should the reads split)
+    else:
+        assert len(ports) >= 16  # a random socket of 32 each

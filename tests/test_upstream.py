@@ -8,10 +8,13 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
+import pytest
 from dnsfixtures import UPSTREAM_A, Upstream, run_upstream
 from dnslib import QTYPE, RR, A, DNSRecord
 
+from resolverguard import udpbatch
 from resolverguard.config import Endpoint
 from resolverguard.errors import UpstreamError
 from resolverguard.steps.upstream import RandomIds, UpstreamForwarder
@@ -224,3 +227,124 @@ def test_deadlines_expire_each_query_at_its_own_time() -> None:
         timed, fine, left = asyncio.run(run())
     assert all(0.29 <= t < 0.45 for t in timed), timed
     assert all(t < 0.25 for t in fine) and left == 0
+
+
+# -- a model batch's queries: one socket, one sendmmsg (UpstreamForwarder.hold) --------------------
+
+NATIVE = udpbatch.send_connected is not None
+
+
+@pytest.fixture(params=[pytest.param(True, marks=pytest.mark.skipif(not NATIVE, reason="no _udpbatch")), False])
+def native_io(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Each test twice: with sendmmsg/recvmmsg, and with RESOLVERGUARD_NO_MMSG set (one call each)."""
+    if request.param:
+        monkeypatch.delenv(udpbatch.NO_MMSG, raising=False)
+    else:
+        monkeypatch.setenv(udpbatch.NO_MMSG, "1")
+    return bool(request.param)
+
+
+@dataclass
+class RecordingUpstream(Upstream):
+    """A test upstream that also keeps the ID each UDP query arrived with."""
+
+    ids: list[int] = field(default_factory=list)
+
+    def answer(self, data: bytes) -> bytes:
+        self.ids.append(data[0] << 8 | data[1])
+        return super().answer(data)
+
+
+def held_batch(port: int, packets: list[bytes], pool: int = 32, timeout: float = 2.0) -> list[bytes | BaseException]:
+    """`packets` resolved as one held batch (all asked between `hold` and `release`)."""
+
+    async def run() -> list[bytes | BaseException]:
+        forwarder = UpstreamForwarder((Endpoint("127.0.0.1", port),), timeout=timeout, pool=pool)
+        forwarder.hold()
+        tasks = [asyncio.ensure_future(forwarder.resolve(p)) for p in packets]
+        await asyncio.sleep(0)  # each task runs up to its upstream query, kept while held
+        assert all(not t.done() for t in tasks)
+        forwarder.release()
+        try:
+            return await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            forwarder.close()
+
+    return asyncio.run(run())
+
+
+def test_a_held_batch_shares_one_source_port_with_an_id_per_query(
+    native_io: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """40 queries asked while held: one source port (a random socket of the pool), a distinct random
+    ID each on the wire, every client's own ID and question in its answer; with the C module they
+    leave in one sendmmsg (counted by wrapping it)."""
+    calls: list[int] = []
+    if native_io:
+        real = udpbatch.send_connected
+
+        def counting(fd: int, datagrams: list[bytes], start: int) -> tuple[int, int]:
+            calls.append(len(datagrams) - start)
+            return real(fd, datagrams, start)
+
+        monkeypatch.setattr(udpbatch, "send_connected", counting)
+    names = [f"h{i}.example.com" for i in range(40)]
+    with run_upstream(RecordingUpstream()) as up:
+        answers = held_batch(up.port, [query(n, 500 + i) for i, n in enumerate(names)])
+    for i, (name, wire) in enumerate(zip(names, answers, strict=True)):
+        assert isinstance(wire, bytes), wire
+        answer = DNSRecord.parse(wire)
+        assert answer.header.id == 500 + i and str(answer.q.qname) == name + "."
+        assert str(answer.rr[0].rdata) == UPSTREAM_A
+    assert len(up.sources) == 40 and len(set(up.sources)) == 1
+    assert len(set(up.ids)) == 40 and not set(up.ids) & set(range(500, 540))  # our own IDs, not the clients'
+    assert calls == ([40] if native_io else [])
+
+
+@dataclass
+class HugerUpstream(Upstream):
+    """Answers of 400 A records (~6.4 KB): over the listener's 4096-byte read slot."""
+
+    def answer(self, data: bytes) -> bytes:
+        reply = DNSRecord.parse(super().answer(data))
+        for i in range(150):
+            reply.add_answer(RR(reply.q.qname, QTYPE.A, rdata=A(f"203.0.113.{i}"), ttl=300))
+        return bytes(reply.pack())
+
+
+def test_answers_over_4_kb_are_read_whole_from_a_held_batch(native_io: bool) -> None:
+    """The batch's answers are read with one recvmmsg into slots that fit any datagram: ~6 KB
+    answers (over the listener's 4096-byte slot) arrive whole."""
+    names = [f"big{i}.example.com" for i in range(6)]
+    with run_upstream(HugerUpstream(huge=True)) as up:
+        answers = held_batch(up.port, [query(n, i) for i, n in enumerate(names)])
+    for name, wire in zip(names, answers, strict=True):
+        assert isinstance(wire, bytes) and len(wire) > 6000, wire
+        answer = DNSRecord.parse(wire)
+        assert str(answer.q.qname) == name + "." and len(answer.rr) == 400
+
+
+def test_a_datagram_the_kernel_refuses_fails_its_own_query_only(native_io: bool) -> None:
+    """One query of the batch too long for UDP (EMSGSIZE): that one fails (UpstreamError, as its
+    own send raising would), the ones before and after it are answered."""
+    packets = [query(f"ok{i}.example.com", i) for i in range(6)]
+    packets[3] += bytes(70_000)  # (the question is read from the front; the datagram cannot be sent)
+    with run_upstream(Upstream()) as up:
+        answers = held_batch(up.port, packets)
+    assert isinstance(answers[3], UpstreamError) and "Message too long" in str(answers[3]), answers[3]
+    for i in (0, 1, 2, 4, 5):
+        assert isinstance(answers[i], bytes) and DNSRecord.parse(answers[i]).header.id == i
+    assert len(up.sources) == 5
+
+
+def test_a_held_batch_to_a_closed_port_fails_at_once_not_at_the_timeout(native_io: bool) -> None:
+    """ICMP port unreachable on the batch's socket: every query of it fails over at once (the
+    read reports the error), not after the 3 s timeout."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.bind(("127.0.0.1", 0))
+    closed = probe.getsockname()[1]
+    probe.close()
+    started = time.monotonic()
+    answers = held_batch(closed, [query(f"c{i}.example.com", i) for i in range(5)], timeout=3.0)
+    assert all(isinstance(a, UpstreamError) for a in answers), answers
+    assert time.monotonic() - started < 2.0

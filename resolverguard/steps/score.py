@@ -8,9 +8,11 @@ Names are scored in micro-batches (resolverguard.batching): a burst of unseen na
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 from resolverguard.batching import MicroBatcher
 from resolverguard.chain import Outcome, Request
+from resolverguard.handoff import ReplyHold
 from resolverguard.model import Scorer
 from resolverguard.names import InputForm
 from resolverguard.steps.cache import VerdictCache
@@ -26,14 +28,18 @@ SINGLES_BELOW = 8
 
 
 def batch_scorer(
-    scorer: Scorer, max_batch: int = 64, max_delay: float = 0.0, singles_below: int = SINGLES_BELOW
+    scorer: Scorer,
+    max_batch: int = 64,
+    max_delay: float = 0.0,
+    singles_below: int = SINGLES_BELOW,
+    holds: Sequence[ReplyHold] = (),
 ) -> MicroBatcher[float]:
     def scores(texts: list[str]) -> list[float]:
         if len(texts) < singles_below:
             return [float(scorer.score([text])[0]) for text in texts]
         return [float(x) for x in scorer.score(texts).tolist()]
 
-    return MicroBatcher(scores, max_batch, max_delay)
+    return MicroBatcher(scores, max_batch, max_delay, holds)
 
 
 class ScoreStep:
@@ -46,8 +52,10 @@ class ScoreStep:
         cache: VerdictCache | None = None,
         max_batch: int = 64,
         max_delay: float = 0.0,
+        holds: Sequence[ReplyHold] = (),
     ) -> None:
-        self._batcher, self._form = batch_scorer(scorer, max_batch, max_delay), form
+        """`holds`: held while a batch's queries run on (the upstream forwarder: `MicroBatcher`)."""
+        self._batcher, self._form = batch_scorer(scorer, max_batch, max_delay, holds=holds), form
         self._cache = cache if cache is not None else VerdictCache(0, 0)  # (an empty cache is falsy)
 
     def check(self, request: Request) -> Outcome:

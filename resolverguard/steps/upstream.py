@@ -26,6 +26,7 @@ from resolverguard.config import EncryptedUpstream, EncryptedUpstreamsConfig, En
 from resolverguard.errors import UpstreamError
 from resolverguard.handoff import Handoff, ReplyHold
 from resolverguard.steps.encrypted import DohClient, DotClient, padded, tls_context
+from resolverguard.udpbatch import ANY_SIZE, batched, receive_all, send_all
 from resolverguard.wire import ANY, RCODE_MASK, REFUSED, SERVFAIL, Flag, Message, QueryHead, rcode_name
 
 _TC = int(Flag.TC) >> 8  # the bit in byte 2 of the header (a plain int)
@@ -73,11 +74,29 @@ class RandomIds:
         return self._bytes[self._at - 2] << 8 | self._bytes[self._at - 1]
 
 
+READ_BATCH = 16  # answers read per system call (`udpbatch.receive_all`)
+
+
+class ReadBuffer:
+    """Where a forwarder's sockets read their answers with one `recvmmsg` (`udpbatch.receive_all`):
+    READ_BATCH datagrams of any size, 1 MiB, made at the first read and shared by the forwarder's
+    sockets (a read is over before another starts: it runs in one callback)."""
+
+    def __init__(self, native: bool) -> None:
+        self.native, self._buffer = native, bytearray()
+
+    def read(self, sock: socket.socket) -> tuple[list[bytes], OSError | None]:
+        if self.native and not self._buffer:
+            self._buffer = bytearray(READ_BATCH * ANY_SIZE)
+        return receive_all(sock, self._buffer, READ_BATCH, self.native)
+
+
 class Channel:
     """One connected UDP socket to one upstream, shared by up to `max_uses` queries in turn and
     matched by ID and question; the kernel drops datagrams from any other address."""
 
-    def __init__(self, server: Endpoint) -> None:
+    def __init__(self, server: Endpoint, reader: ReadBuffer | None = None) -> None:
+        self.reader = reader or ReadBuffer(batched())
         self.loop = asyncio.get_running_loop()
         self.sock = socket.socket(socket.AF_INET6 if ":" in server.host else socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setblocking(False)
@@ -94,9 +113,12 @@ class Channel:
 
     def _readable(self) -> None:
         """Reads the answers that are there and hands each to its query, which runs on to its
-        reply from here (`handoff.Handoff`). Stops once nobody waits here any more rather than on
-        an empty read: its BlockingIOError cost ~1.6 us per wake-up (bench/missprofile.py), and
-        the loop's readiness is level-triggered, so a datagram left (late, stray) wakes it again."""
+        reply from here (`handoff.Handoff`). Stops once nobody waits here any more, or when a read
+        got fewer answers than it could take (the socket was empty then), rather than on an empty
+        read: its BlockingIOError cost ~1.6 us per wake-up (bench/missprofile.py), and the loop's
+        readiness is level-triggered, so a datagram left (late, stray) wakes it again. A model
+        batch's queries share a socket (`UpstreamForwarder.hold`): their answers are read with one
+        `recvmmsg` each READ_BATCH (`udpbatch.receive_all`)."""
         held: list[ReplyHold] = []
         try:
             self._read(held)
@@ -107,34 +129,37 @@ class Channel:
     def _read(self, held: list[ReplyHold]) -> None:
         """`_readable`'s loop; the reply senders of the queries it resumes are held (`held`), so
         their replies go out together when it ends (`handoff.ReplyHold`)."""
-        sock, pending = self.sock, self.pending
+        sock, pending, reader = self.sock, self.pending, self.reader
         while True:
-            try:
-                data = sock.recv(65535)
-            except BlockingIOError:
-                return
-            except OSError as err:  # ICMP port unreachable: everyone waiting here fails over at once
+            datagrams, err = reader.read(sock)
+            for data in datagrams:
+                self._answered(data, held)
+            if err is not None:  # ICMP port unreachable: everyone waiting here fails over at once
                 for _, future, _ in list(pending.values()):
                     if not future.done():
                         future.set_exception(err)
                 return
-            if len(data) >= 12:
-                qid = data[0] << 8 | data[1]
-                waiting = pending.get(qid)
-                if waiting is not None and not waiting[1].done():
-                    if matches(data, qid, waiting[0]):
-                        del pending[qid]  # answered: a second reply finds no one
-                        future = waiting[1]
-                        hold = getattr(future, "reply_hold", None)
-                        if hold is not None and hold not in held:
-                            hold.hold()
-                            held.append(hold)
-                        future.set_result(data)  # its query runs on from here (a Handoff)
-                    elif waiting[2]:  # our ID, from the upstream's address, but not an answer to our question
-                        del pending[qid]
-                        waiting[1].set_exception(UpstreamError("reply that is not an answer to the question"))
-            if not pending:  # (also when a query resumed here retired and closed this socket)
+            if not pending or len(datagrams) < READ_BATCH:  # (also when a query resumed here closed this socket)
                 return
+
+    def _answered(self, data: bytes, held: list[ReplyHold]) -> None:
+        """Hands one datagram to the query it answers, if any waits for it."""
+        pending = self.pending
+        if len(data) >= 12:
+            qid = data[0] << 8 | data[1]
+            waiting = pending.get(qid)
+            if waiting is not None and not waiting[1].done():
+                if matches(data, qid, waiting[0]):
+                    del pending[qid]  # answered: a second reply finds no one
+                    future = waiting[1]
+                    hold = getattr(future, "reply_hold", None)
+                    if hold is not None and hold not in held:
+                        hold.hold()
+                        held.append(hold)
+                    future.set_result(data)  # its query runs on from here (a Handoff)
+                elif waiting[2]:  # our ID, from the upstream's address, but not an answer to our question
+                    del pending[qid]
+                    waiting[1].set_exception(UpstreamError("reply that is not an answer to the question"))
 
     def close(self) -> None:
         if self.sock.fileno() >= 0:
@@ -245,7 +270,25 @@ class UpstreamForwarder:
     reader registration each time, more than the rest of the forwarding.
 
     tls:// and https:// upstreams (steps/encrypted.py) keep one shared connection each and go
-    through the same order, health and failover as plain ones."""
+    through the same order, health and failover as plain ones.
+
+    Held (`hold`/`release`: the model's batch holds it while it resumes its queries,
+    `batching.MicroBatcher`), the UDP queries made meanwhile to one upstream all take ONE socket
+    of its pool, drawn at random once for the batch, and leave together in one `sendmmsg` at the
+    release (`udpbatch.send_all`); their answers come back on that socket, read in one wake-up,
+    and their replies leave in one `sendmmsg` too (`handoff.ReplyHold`). Why (issue #17): at the
+    peak a never-seen name's upstream `send` (a system call that, on loopback, runs the
+    upstream's receive path and wakes it) and its answer's own wake-up and reply `sendmmsg` of one
+    datagram were the largest items left on the miss path (bench/results/miss_miss11.md).
+    What it costs the anti-spoofing defence: every query still has its own random ID, and the
+    socket is still a random one of the pool, whose ports are random and replaced after
+    `max_uses` queries; only the queries of one batch share it. A blind spoofer's chance per
+    forged datagram is (queries waiting on the port it hits) / 65536 per port, so summed over the
+    pool it is the same as with a socket per query; what changes is that the queries of one
+    batch stand or fall together against a spoofer who somehow learnt their port (one on the path
+    sees everything anyway). A socket may pass `max_uses` by up to a batch (checked when drawn).
+    Not held (a query that did not wait for the model, a retry on the next upstream), a query
+    takes a random socket of its own and is sent at once, as before."""
 
     def __init__(
         self,
@@ -268,6 +311,11 @@ class UpstreamForwarder:
         self._bootstrap = Bootstrap(bootstrap, timeout) if bootstrap else None
         self._told: dict[Upstream, str] = {}  # the last problem said of each encrypted upstream
         self._deadlines = Deadlines(timeout)
+        self._held = 0  # `hold` calls not yet released
+        # while held: per upstream, the batch's socket, its queries as sent, and their futures
+        self._outbox: dict[Endpoint, tuple[Channel, list[bytes], list[asyncio.Future[bytes]]]] = {}
+        self._native = batched()
+        self._reader = ReadBuffer(self._native)  # shared by the pool's sockets
 
     @classmethod
     def carried(
@@ -388,14 +436,46 @@ class UpstreamForwarder:
         a socket that has had its `max_uses` leaves the pool and a new port takes its place."""
         pool = self._pools.setdefault(server, [])
         if len(pool) < self.pool_size:
-            pool.append(Channel(server))
+            pool.append(Channel(server, self._reader))
             return pool[-1]
         at = self._ids.draw() % len(pool)
         if pool[at].uses >= self.max_uses:
-            used_up, pool[at] = pool[at], Channel(server)
+            used_up, pool[at] = pool[at], Channel(server, self._reader)
             used_up.retired = True
             self._close_when_idle(used_up)
         return pool[at]
+
+    def hold(self) -> None:
+        """From now to the matching `release`, UDP queries to one upstream share one socket and
+        are sent together at the release (see the class docstring)."""
+        self._held += 1
+
+    def release(self) -> None:
+        """Ends a `hold`; at the last one, sends each upstream's batch (one `sendmmsg` each)."""
+        self._held -= 1
+        if self._held or not self._outbox:
+            return
+        outbox, self._outbox = self._outbox, {}
+        for channel, wires, futures in outbox.values():
+            self._send_batch(channel, wires, futures)
+
+    def _send_batch(self, channel: Channel, wires: list[bytes], futures: list[asyncio.Future[bytes]]) -> None:
+        """Sends a batch; a datagram the kernel refuses fails its own query (as its own `send`
+        raising would have), and the rest still go."""
+        at, native = 0, self._native
+        while at < len(wires):
+            at, err = send_all(channel.sock, wires, at, native)
+            if at < len(wires):
+                if not futures[at].done():
+                    futures[at].set_exception(OSError(err, os.strerror(err)))  # (BlockingIOError for EAGAIN)
+                at += 1
+
+    def _batch_channel(self, server: Endpoint) -> tuple[Channel, list[bytes], list[asyncio.Future[bytes]]]:
+        """The held batch's socket for `server` (drawn once per batch) and its queue."""
+        batch = self._outbox.get(server)
+        if batch is None:
+            batch = self._outbox[server] = (self._channel(server), [], [])
+        return batch
 
     @staticmethod
     def _close_when_idle(channel: Channel) -> None:
@@ -405,8 +485,10 @@ class UpstreamForwarder:
     async def _udp(
         self, server: Endpoint, packet: bytes, question: bytes, fail_fast: bool = False
     ) -> tuple[bytes, bytes, int]:
-        """One UDP exchange: (answer, the query as sent, its ID)."""
-        channel = self._channel(server)
+        """One UDP exchange: (answer, the query as sent, its ID). Held, the query joins the
+        batch's socket and is sent at the release (see the class docstring)."""
+        batch = self._batch_channel(server) if self._held else None
+        channel = self._channel(server) if batch is None else batch[0]
         qid = self._ids.draw()
         while qid in channel.pending:
             qid = self._ids.draw()
@@ -416,7 +498,11 @@ class UpstreamForwarder:
         channel.uses += 1
         ticket = self._deadlines.expire(channel.loop, future)
         try:
-            channel.sock.send(wire)
+            if batch is None:
+                channel.sock.send(wire)
+            else:
+                batch[1].append(wire)
+                batch[2].append(future)
             return await future, wire, qid
         finally:
             # a reply after this (a late one) finds no one and is dropped; the reader took out the
