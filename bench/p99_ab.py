@@ -159,11 +159,12 @@ RT = ("nice", "-n", "-10")  # --rt: dnsperf's priority in the latency runs (not 
 
 
 def realtime(pid: int, on: bool) -> None:
-    """--rt: every thread of `pid` in SCHED_FIFO (on) or back to SCHED_OTHER, so that no other
-    work on the machine (other sessions' tests) delays it; only the latency runs use it (at the
-    peak both cores would be held from everyone else). Only the servers: dnsperf with -Q keeps
-    a core busy between its sends, and in SCHED_FIFO it kept the server off its core for up to
-    20 ms (tried: p99 16.7 ms); it gets nice -10 instead."""
+    """--rt: every thread of `pid` (and its children) in SCHED_FIFO (on) or back to SCHED_OTHER,
+    so that no other work on the machine delays it: what is left of its time is its own. Only
+    (d), and only for the latency runs (at the peak both cores would be held from everyone else).
+    dnsperf with -Q keeps a core busy between its sends: in SCHED_FIFO it kept the server off its
+    core for up to 20 ms (tried: p99 16.7 ms), so it gets nice -10 instead; NSD stays as it is
+    (its answer leg is then the machine's, and its own p99 is measured as before)."""
     policy = ["-f", "-p", "10"] if on else ["-o", "-p", "0"]
     for each in C.family(pid):  # (NSD answers from a child process)
         subprocess.run(["chrt", "-a", *policy, str(each)], check=True, stdout=subprocess.DEVNULL)
@@ -295,7 +296,7 @@ def one_round(
     a: argparse.Namespace,
 ) -> dict[str, Any]:
     """One tree's fresh server: its peak, then its latency and NSD's (`nsd`: port, pid)."""
-    nsd, nsd_pid = nsd
+    nsd, _ = nsd
     port = C.free_port()
     log = work / f"watch-{tree.name}-{part}.log" if a.watch or a.trace else None
     proc = start(tree, work, port, nsd, log, a.trace)
@@ -312,7 +313,6 @@ def one_round(
         time.sleep(C.LATENCY_SETTLE)
         if a.rt:
             realtime(proc.pid, True)
-            realtime(nsd_pid, True)
         latencies(port, C.latency_slice(names, 3 * part, rate, C.LATENCY_WARMUP), C.LATENCY_WARMUP, rate, a.rt)
         measured = C.latency_slice(names, 3 * part + 1, rate, a.seconds)
         recorder = record_scheduler(work, part) if a.perf else None
@@ -323,8 +323,6 @@ def one_round(
             recorder.send_signal(2)
             recorder.wait(60)
         theirs, _ = latencies(nsd, measured, a.seconds, rate, a.rt)
-        if a.rt:
-            realtime(nsd_pid, False)
         cpu = C.cpu_seconds(proc.pid)
     finally:
         proc.terminate()
@@ -444,7 +442,7 @@ def write(runs: list[dict[str, Any]], trees: list[Path], a: argparse.Namespace, 
         f"Load average before {load_before}, after {load_after}. {a.rounds} rounds; each tree's server fresh per"
         f" round: peak {a.peak_seconds:g} s on never-seen names, then {a.seconds:g} s at {runs[0]['qps']:.0f} qps"
         f" and NSD alone on the same names right after. Watcher: {'on' if a.watch else 'off'}; latency runs in"
-        f" {'SCHED_FIFO (the server and NSD; dnsperf nice -10)' if a.rt else 'SCHED_OTHER'}.",
+        f" {'SCHED_FIFO for (d), nice -10 for dnsperf' if a.rt else 'SCHED_OTHER'}.",
         "",
         "| tree | peak QPS (median) | p50 ms | p99 ms | added p99 ms (median) | added p99 per round | >1 ms per round"
         " | NSD >1 ms | slow answers in 10 ms windows (largest) |",
