@@ -1,6 +1,6 @@
 """What the slowest 1% of (d)'s answers at 20% load are made of, for several checkouts (issue #17).
 
-    python bench/p99_ab.py [TREE ...] [--rounds 3] [--seconds 4] [--qps N] [--watch] [--out NAME]
+    python bench/p99_ab.py [TREE ...] [--rounds 3] [--seconds 4] [--qps N] [--watch | --trace] [--rt] [--out NAME]
 
 For each tree (this checkout first, then the others), (d) (the full chain, 1 worker, as
 bench/standalone.py starts it) on never-seen names: its peak QPS (3 s, per round, so a change that
@@ -19,12 +19,25 @@ late, with the process's CPU meanwhile (below a quarter of the lag: the process 
 the machine's stall); those of the measured seconds are summed per run. The watcher costs the
 server a wake-up every 2 ms: compare trees with it on in both, or off in both.
 
-Results to bench/results/OUT.{md,json} (OUT default p99_ab), raw latencies to the json.
+`--trace` (no watcher thread): the same collections, the loop's Python callbacks (the listener's
+and the upstream sockets' readers, the model's batch, the upstream timer's sweep, and any
+`module:Class.method` in RG_P99_WRAP) that took over 0.3 ms, with their own CPU time, and every
+query's four moments keyed by its question (never-seen names are unique): read from the client,
+sent upstream, the upstream's answer read, the reply sent. Per run: the callbacks over 1 ms of CPU
+(the server's own stalls), and each leg's p50/p99 (`to_upstream`: our first steps and the model's
+batch; `upstream`: NSD and the wake-up on its answer; `to_reply`: our last steps), with which leg
+was longest for the slowest 1% of queries. `--rt`: (d) in SCHED_FIFO for the latency runs (and
+dnsperf at nice -10), so no other work on the machine takes its core: what is left is its own.
+`--perf`: `perf sched record -a` during each measured (d) run (the files stay in the work dir).
+
+Results to bench/results/OUT.{md,json} (OUT default p99_ab); every answer's latency (dnsperf's order)
+and the trace's events to OUT.raw.json.gz.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import random
@@ -43,6 +56,7 @@ import compare as C  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 WINDOW_S = 0.010  # slow answers this close in time are one burst
 SLOW_OVER_NSD_MS = 0.5  # an answer this much slower than NSD's own p99 of the round is "slow"
+RAW = ("raw_ms", "raw_nsd_ms", "events")  # kept apart (OUT.raw.json.gz): ~0.5 MB a run
 PEAK_NAMES = 60_000  # never-seen names per peak run (more than (d) answers in 3 s here: ~30k)
 
 WATCHER = """
@@ -429,6 +443,14 @@ def burst_text(b: dict[str, Any]) -> str:
 def write(runs: list[dict[str, Any]], trees: list[Path], a: argparse.Namespace, load_before: str) -> None:
     out = ROOT / "bench" / "results"
     load_after = C.load_average()
+    raw = {
+        "runs": [
+            {k: r.get(k) for k in ("tree", "round", "qps", "began", "raw_ms", "raw_nsd_ms", "events")} for r in runs
+        ]
+    }
+    with gzip.open(out / f"{a.out}.raw.json.gz", "wt") as f:  # every answer's latency, the trace's events
+        json.dump(raw, f)
+    runs = [{k: v for k, v in r.items() if k not in RAW} for r in runs]
     (out / f"{a.out}.json").write_text(
         json.dumps(
             {"runs": runs, "load": [load_before, load_after], "args": vars(a) | {"trees": [str(t) for t in trees]}}
@@ -441,7 +463,8 @@ def write(runs: list[dict[str, Any]], trees: list[Path], a: argparse.Namespace, 
         "",
         f"Load average before {load_before}, after {load_after}. {a.rounds} rounds; each tree's server fresh per"
         f" round: peak {a.peak_seconds:g} s on never-seen names, then {a.seconds:g} s at {runs[0]['qps']:.0f} qps"
-        f" and NSD alone on the same names right after. Watcher: {'on' if a.watch else 'off'}; latency runs in"
+        f" and NSD alone on the same names right after. Watcher: {'on' if a.watch else 'off'},"
+        f" trace: {'on' if a.trace else 'off'}; latency runs in"
         f" {'SCHED_FIFO for (d), nice -10 for dnsperf' if a.rt else 'SCHED_OTHER'}.",
         "",
         "| tree | peak QPS (median) | p50 ms | p99 ms | added p99 ms (median) | added p99 per round | >1 ms per round"
