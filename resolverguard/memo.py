@@ -16,10 +16,17 @@ _MISSING = object()  # (values may be None)
 
 
 class BoundedMemo(Generic[T]):
+    """At a turnover the old generation is not freed at once but emptied two entries per new key
+    (`_retired`): freeing a whole generation (8,192 parsed names) held the event loop ~1.6 ms, a
+    stall every few seconds under never-seen names (issue #17, bench/results/p99_p99s11.md). A
+    generation takes `size // 2` new keys to fill, so the retired one is empty before the next,
+    and the keys held (retired ones included) never exceed `size`."""
+
     def __init__(self, compute: Callable[[str], T], size: int = 65536) -> None:
         self._compute, self._half = compute, max(1, size // 2)
         self._young: dict[str, T] = {}
         self._old: dict[str, T] = {}
+        self._retired: dict[str, T] = {}
 
     def __call__(self, key: str) -> T:
         found = self._young.get(key, _MISSING)  # (not `try: [key]`: a raised KeyError cost ~0.5 us per new key)
@@ -27,8 +34,13 @@ class BoundedMemo(Generic[T]):
             return found  # type: ignore[return-value]
         old = self._old
         found = old.pop(key) if key in old else self._compute(key)
-        if len(self._young) >= self._half:
-            self._old, self._young = self._young, {}
+        if len(self._young) >= self._half:  # (the retired one is empty by now: see the class)
+            self._retired, self._old, self._young = old, self._young, {}
+        retired = self._retired
+        if retired:
+            retired.popitem()
+            if retired:
+                retired.popitem()
         self._young[key] = found
         return found
 

@@ -180,7 +180,13 @@ class Deadlines:
     garbage collector stops tracking, so the answered queries it keeps until their deadline pass
     are never walked by a collection (holding the futures there promoted thousands of them into
     the old generations). A timer per query (`call_later` and its `cancel`) also cost more than
-    an append and a dict entry (bench/missprofile.py: 0.53 against 0.35 us under load)."""
+    an append and a dict entry (bench/missprofile.py: 0.53 against 0.35 us under load).
+
+    The answered queries at the head of the FIFO are dropped as new ones come (`expire`), not
+    all at the sweep: left to the sweep, the timer found `timeout` seconds of them there (~4,000
+    at 2,000 qps) and held the loop ~2.3 ms every 2 s for it, a stall in the p99 at 20% load
+    (issue #17, bench/results/p99_p99s11.md). A query still waiting at the head keeps the
+    ones behind it until its own deadline, as before."""
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
@@ -197,9 +203,11 @@ class Deadlines:
             self._reset()
             self._loop = loop
         self._tickets += 1
-        ticket = self._tickets
-        self._waiting[ticket] = future
-        self._queue.append((loop.time() + self.timeout, ticket))
+        ticket, queue, waiting = self._tickets, self._queue, self._waiting
+        while queue and queue[0][1] not in waiting:  # the answered oldest, dropped a few at a time
+            queue.popleft()
+        waiting[ticket] = future
+        queue.append((loop.time() + self.timeout, ticket))
         if self._timer is None:
             self._timer = loop.call_at(self._queue[0][0], self._sweep)
         return ticket
