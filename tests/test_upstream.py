@@ -297,7 +297,9 @@ def test_a_held_batch_shares_one_source_port_with_an_id_per_query(
         assert answer.header.id == 500 + i and str(answer.q.qname) == name + "."
         assert str(answer.rr[0].rdata) == UPSTREAM_A
     assert len(up.sources) == 40 and len(set(up.sources)) == 1
-    assert len(set(up.ids)) == 40 and not set(up.ids) & set(range(500, 540))  # our own IDs, not the clients'
+    # our own random IDs, not the clients': a random one falls among the clients' 40 now and then
+    # (~2.4% of runs), 4 or more only if they were passed on (chance ~1e-8)
+    assert len(set(up.ids)) == 40 and len(set(up.ids) & set(range(500, 540))) < 4
     assert calls == ([40] if native_io else [])
 
 
