@@ -115,26 +115,30 @@ PyDoc_STRVAR(recv_many_doc,
 "address), empty when nothing waits. A datagram longer than `slot` is left out and counted in\n"
 "`too_large`. OSError for any other failure (nothing read).");
 
-static PyObject *recv_many(PyObject *self, PyObject *args) {
+/* recv_many's and recv_connected's read: parses (fd, buffer, slot, count), points an iovec of `slot`
+   bytes of the buffer (and an address slot where `addrs`) at each of `count` messages, and reads them
+   with one non-blocking recvmmsg. Returns how many were read (the caller then releases `buf`), or -1
+   with the buffer released: a Python error set, or none when nothing waits (EAGAIN). */
+static int recv_into(PyObject *args, Py_buffer *buf, struct mmsghdr *msgs, struct iovec *iovs,
+                     struct sockaddr_storage *addrs) {
     int fd;
-    Py_buffer buf;
     Py_ssize_t slot, count;
-    if (!PyArg_ParseTuple(args, "iw*nn", &fd, &buf, &slot, &count)) return NULL;
-    if (slot <= 0 || count <= 0 || count > CHUNK || slot * count > buf.len) {
-        PyBuffer_Release(&buf);
-        return PyErr_Format(PyExc_ValueError, "need 0 < count <= %d and slot * count <= len(buffer)", CHUNK);
+    if (!PyArg_ParseTuple(args, "iw*nn", &fd, buf, &slot, &count)) return -1;
+    if (slot <= 0 || count <= 0 || count > CHUNK || slot * count > buf->len) {
+        PyBuffer_Release(buf);
+        PyErr_Format(PyExc_ValueError, "need 0 < count <= %d and slot * count <= len(buffer)", CHUNK);
+        return -1;
     }
-    struct mmsghdr msgs[CHUNK];
-    struct iovec iovs[CHUNK];
-    struct sockaddr_storage addrs[CHUNK];
     memset(msgs, 0, sizeof(struct mmsghdr) * (size_t)count);
     for (Py_ssize_t i = 0; i < count; i++) {
-        iovs[i].iov_base = (char *)buf.buf + i * slot;
+        iovs[i].iov_base = (char *)buf->buf + i * slot;
         iovs[i].iov_len = (size_t)slot;
         msgs[i].msg_hdr.msg_iov = &iovs[i];
         msgs[i].msg_hdr.msg_iovlen = 1;
-        msgs[i].msg_hdr.msg_name = &addrs[i];
-        msgs[i].msg_hdr.msg_namelen = sizeof addrs[i];
+        if (addrs != NULL) {
+            msgs[i].msg_hdr.msg_name = &addrs[i];
+            msgs[i].msg_hdr.msg_namelen = sizeof addrs[i];
+        }
     }
     int got;
     Py_BEGIN_ALLOW_THREADS
@@ -143,10 +147,19 @@ static PyObject *recv_many(PyObject *self, PyObject *args) {
     } while (got < 0 && errno == EINTR);
     Py_END_ALLOW_THREADS
     if (got < 0) {
-        PyBuffer_Release(&buf);
-        if (errno == EAGAIN || errno == EWOULDBLOCK) return Py_BuildValue("([]i)", 0);
-        return PyErr_SetFromErrno(PyExc_OSError);
+        PyBuffer_Release(buf);
+        if (errno != EAGAIN && errno != EWOULDBLOCK) PyErr_SetFromErrno(PyExc_OSError);
     }
+    return got;
+}
+
+static PyObject *recv_many(PyObject *self, PyObject *args) {
+    Py_buffer buf;
+    struct mmsghdr msgs[CHUNK];
+    struct iovec iovs[CHUNK];
+    struct sockaddr_storage addrs[CHUNK];
+    int got = recv_into(args, &buf, msgs, iovs, addrs);
+    if (got < 0) return PyErr_Occurred() ? NULL : Py_BuildValue("([]i)", 0);
     PyObject *out = PyList_New(0);
     int too_large = 0;
     for (int i = 0; out != NULL && i < got; i++) {
@@ -248,32 +261,11 @@ PyDoc_STRVAR(recv_connected_doc,
 "(an ICMP port unreachable for an earlier query), as recv() would raise it.");
 
 static PyObject *recv_connected(PyObject *self, PyObject *args) {
-    int fd;
     Py_buffer buf;
-    Py_ssize_t slot, count;
-    if (!PyArg_ParseTuple(args, "iw*nn", &fd, &buf, &slot, &count)) return NULL;
-    if (slot <= 0 || count <= 0 || count > CHUNK || slot * count > buf.len) {
-        PyBuffer_Release(&buf);
-        return PyErr_Format(PyExc_ValueError, "need 0 < count <= %d and slot * count <= len(buffer)", CHUNK);
-    }
     struct mmsghdr msgs[CHUNK];
     struct iovec iovs[CHUNK];
-    memset(msgs, 0, sizeof(struct mmsghdr) * (size_t)count);
-    for (Py_ssize_t i = 0; i < count; i++) {
-        iovs[i].iov_base = (char *)buf.buf + i * slot;
-        iovs[i].iov_len = (size_t)slot;
-        msgs[i].msg_hdr.msg_iov = &iovs[i];
-        msgs[i].msg_hdr.msg_iovlen = 1;
-    }
-    int got;
-    do {
-        got = recvmmsg(fd, msgs, (unsigned)count, MSG_DONTWAIT, NULL);
-    } while (got < 0 && errno == EINTR);
-    if (got < 0) {
-        PyBuffer_Release(&buf);
-        if (errno == EAGAIN || errno == EWOULDBLOCK) return PyList_New(0);
-        return PyErr_SetFromErrno(PyExc_OSError);
-    }
+    int got = recv_into(args, &buf, msgs, iovs, NULL);
+    if (got < 0) return PyErr_Occurred() ? NULL : PyList_New(0);
     PyObject *out = PyList_New(0);
     for (int i = 0; out != NULL && i < got; i++) {
         if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) continue;

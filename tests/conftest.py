@@ -17,6 +17,13 @@ if os.environ.get("CI"):
     settings.load_profile("ci")
 
 
+def native_mmsg() -> bool:
+    """Whether the UDP batch extension is built here."""
+    from resolverguard import udpbatch
+
+    return udpbatch.recv_many is not None and udpbatch.send_connected is not None
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _own_control_sockets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Servers the tests start open their control socket in the default place unless told
@@ -32,3 +39,22 @@ def _own_control_sockets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+@pytest.fixture(
+    params=[
+        pytest.param(True, marks=pytest.mark.skipif(not native_mmsg(), reason="_udpbatch not built (no C compiler)")),
+        False,
+    ],
+    ids=["mmsg", "fallback"],
+)
+def native_io(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Each test twice: with recvmmsg/sendmmsg (resolverguard/_udpbatch.c), and with
+    RESOLVERGUARD_NO_MMSG set (the fallback: one system call per datagram)."""
+    from resolverguard import udpbatch
+
+    if request.param:
+        monkeypatch.delenv(udpbatch.NO_MMSG, raising=False)
+    else:
+        monkeypatch.setenv(udpbatch.NO_MMSG, "1")
+    return bool(request.param)

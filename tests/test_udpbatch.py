@@ -29,20 +29,6 @@ from resolverguard.steps.upstream import UpstreamForwarder, UpstreamStep
 from resolverguard.wire import NXDOMAIN
 
 NATIVE = udpbatch.recv_many is not None
-PATHS = [
-    pytest.param(True, marks=pytest.mark.skipif(not NATIVE, reason="_udpbatch not built (no C compiler)")),
-    False,
-]
-
-
-@pytest.fixture(params=PATHS, ids=["mmsg", "fallback"])
-def native_io(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
-    """Each test twice: with recvmmsg/sendmmsg, and with RESOLVERGUARD_NO_MMSG set (the fallback)."""
-    if request.param:
-        monkeypatch.delenv(udpbatch.NO_MMSG, raising=False)
-    else:
-        monkeypatch.setenv(udpbatch.NO_MMSG, "1")
-    return bool(request.param)
 
 
 @contextmanager

@@ -231,18 +231,6 @@ def test_deadlines_expire_each_query_at_its_own_time() -> None:
 
 # -- a model batch's queries: one socket, one sendmmsg (UpstreamForwarder.hold) --------------------
 
-NATIVE = udpbatch.send_connected is not None
-
-
-@pytest.fixture(params=[pytest.param(True, marks=pytest.mark.skipif(not NATIVE, reason="no _udpbatch")), False])
-def native_io(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
-    """Each test twice: with sendmmsg/recvmmsg, and with RESOLVERGUARD_NO_MMSG set (one call each)."""
-    if request.param:
-        monkeypatch.delenv(udpbatch.NO_MMSG, raising=False)
-    else:
-        monkeypatch.setenv(udpbatch.NO_MMSG, "1")
-    return bool(request.param)
-
 
 @dataclass
 class RecordingUpstream(Upstream):
