@@ -95,8 +95,8 @@ class Channel:
     """One connected UDP socket to one upstream, shared by up to `max_uses` queries in turn and
     matched by ID and question; the kernel drops datagrams from any other address."""
 
-    def __init__(self, server: Endpoint, reader: ReadBuffer | None = None) -> None:
-        self.reader = reader or ReadBuffer(batched())
+    def __init__(self, server: Endpoint, reader: ReadBuffer) -> None:
+        self.reader = reader  # the forwarder's, shared by its pool
         self.loop = asyncio.get_running_loop()
         self.sock = socket.socket(socket.AF_INET6 if ":" in server.host else socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setblocking(False)
