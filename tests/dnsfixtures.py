@@ -293,11 +293,14 @@ def free_port() -> int:
     raise RuntimeError("no free port below the ephemeral range")
 
 
-def wait_for(proc: subprocess.Popen[str], text: str, lines: int = 10, timeout: float = 60.0) -> str:
-    """Reads the process's stderr until a line contains `text` (LiteRT may print an INFO line first).
+def wait_for(proc: subprocess.Popen[str], text: str, lines: int = 10, timeout: float = 60.0, count: int = 1) -> str:
+    """Reads the process's stderr until `text` has appeared `count` times (LiteRT may print an INFO line first).
 
-    The reads run in a helper thread joined with a deadline, so a server that is stuck (or never
-    prints the line) fails the test after `timeout` seconds instead of hanging the suite."""
+    Occurrences are counted in the text read, not per line: with `workers: 2` two processes share the
+    pipe and LiteRT's C logger writes its line in pieces, so one worker's "listening on" can land in
+    the middle of the other's line, leaving a bare newline after it. The reads run in a helper thread
+    joined with a deadline, so a server that is stuck (or never prints the line) fails the test after
+    `timeout` seconds instead of hanging the suite."""
     found: list[str] = []
     seen: list[str] = []
 
@@ -305,7 +308,7 @@ def wait_for(proc: subprocess.Popen[str], text: str, lines: int = 10, timeout: f
         for _ in range(lines):
             line = proc.stderr.readline() if proc.stderr else ""
             seen.append(line)
-            if text in line:
+            if "".join(seen).count(text) >= count:
                 found.append(line)
                 return
             if not line:
@@ -317,12 +320,12 @@ def wait_for(proc: subprocess.Popen[str], text: str, lines: int = 10, timeout: f
     if found:
         return found[0]
     if reader.is_alive():
-        raise AssertionError(f"no {text!r} within {timeout:g} s; stderr so far: {''.join(seen)!r}")
+        raise AssertionError(f"no {text!r} x{count} within {timeout:g} s; stderr so far: {''.join(seen)!r}")
     raise AssertionError(f"never saw {text!r}; stderr: {''.join(seen)!r}")
 
 
-def start_serving(policy: Path, port: int, model: Path = DIGITS_MODEL) -> subprocess.Popen[str]:
-    """`resolverguard serve` as a real process on 127.0.0.1:port, once it says it is listening."""
+def start_serving(policy: Path, port: int, model: Path = DIGITS_MODEL, workers: int = 1) -> subprocess.Popen[str]:
+    """`resolverguard serve` as a real process on 127.0.0.1:port, once each of its `workers` says it is listening."""
     cmd = [
         sys.executable,
         "-m",
@@ -336,5 +339,5 @@ def start_serving(policy: Path, port: int, model: Path = DIGITS_MODEL) -> subpro
         str(model),
     ]
     proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True)
-    wait_for(proc, "listening on")
+    wait_for(proc, "listening on", lines=10 * workers, count=workers)
     return proc

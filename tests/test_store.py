@@ -28,7 +28,6 @@ from dnsfixtures import (
     run_resolver,
     run_upstream,
     start_serving,
-    wait_for,
 )
 from test_watch import C2, INFECTED, OTHER, addresses, ask, config_for, find_c2_and_beacon
 
@@ -242,9 +241,8 @@ def test_with_two_workers_the_parent_writes_every_query_once_to_the_store(upstre
         f"workers: 2\nupstreams: ['127.0.0.1:{upstream.port}']\nquery_log: off\nquery_store: {db}\n"
         "rate_limit: {qps: 0}\n"
     )
-    proc = start_serving(policy, port)
+    proc = start_serving(policy, port, workers=2)
     try:
-        wait_for(proc, "listening on", lines=40)  # the second worker (lines from both may come first)
         for i in range(60):
             assert addresses(ask_from(f"w{i}.example.com", port)) == [UPSTREAM_A]
     finally:

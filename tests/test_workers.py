@@ -24,8 +24,7 @@ def test_two_workers_share_the_port_and_lose_no_log_line(tmp_path: Path) -> None
             f"workers: 2\nupstreams: ['127.0.0.1:{up.port}']\nquery_log: {log}\nrate_limit: {{qps: 0}}\n"
             "control_socket: off\n"  # not the default path, which other servers on this machine may use
         )
-        proc = start_serving(policy, port)
-        wait_for(proc, "listening on", lines=40)  # the second worker (lines from both may come first)
+        proc = start_serving(policy, port, workers=2)
 
         def one(i: int) -> list[str]:
             query, client = dns.message.make_query(f"h{i}.example.com", "A"), f"127.0.1.{10 + i % 20}"
@@ -58,8 +57,7 @@ def test_the_control_socket_reaches_every_worker(tmp_path: Path) -> None:
             f"workers: 2\nupstreams: ['127.0.0.1:{up.port}']\nquery_log: {log}\nrate_limit: {{qps: 0}}\n"
             f"control_socket: {sock}\nanswer_cache: {{size: 0}}\nlists:\n  deny: [blocked.example]\n"
         )
-        proc = start_serving(policy, port)
-        wait_for(proc, "listening on", lines=40)  # the second worker (lines from both may come first)
+        proc = start_serving(policy, port, workers=2)
 
         def rg(*args: str) -> str:
             cmd = [sys.executable, "-m", "resolverguard", *args, "--socket", str(sock)]
@@ -116,8 +114,7 @@ def test_lists_update_through_the_parent_reaches_every_worker_and_downloads_once
             f"lists:\n  deny_files: [{{url: '{lists.url('/deny.txt')}', format: domains}}]\n"
         )
         subprocess.run([sys.executable, "-m", "resolverguard", "lists", "update", "--config", str(policy)], timeout=60)
-        proc = start_serving(policy, port)
-        wait_for(proc, "listening on", lines=40)  # the second worker (lines from both may come first)
+        proc = start_serving(policy, port, workers=2)
         try:
             lists.files["/deny.txt"] = Served(b"new.example\n", etag='"v2"')
             lists.requests.clear()
@@ -159,9 +156,8 @@ def test_each_client_lands_on_one_worker_whose_watch_flags_its_walk_and_blocks_i
             f"workers: 2\nupstreams: ['127.0.0.1:{up.port}']\nupstream_timeout: 0.5\nquery_log: {log}\n"
             "rate_limit: {qps: 0}\nclient_watch:\n  enabled: true\n  action: quarantine\n"
         )
-        proc = start_serving(policy, port)
+        proc = start_serving(policy, port, workers=2)
         try:
-            wait_for(proc, "listening on", lines=40)  # the second worker (lines from both may come first)
             r = RunningResolverAt("127.0.0.1", port)
             for i in range(6):  # each client asks from a new source port every time
                 for client in clients[1:]:
