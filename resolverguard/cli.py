@@ -20,6 +20,7 @@ from resolverguard.config import Config, load_config, resolve_thresholds
 from resolverguard.errors import ConfigError, ResolverGuardError
 from resolverguard.model import default_model_path, load_metadata, load_model, metadata_path
 from resolverguard.names import NameParser
+from resolverguard.nativelog import line_buffer_native_stderr
 from resolverguard.pipeline import groups_for, resolv_conf_upstreams
 from resolverguard.service import Service, run_event_loop, run_until_signalled
 from resolverguard.verdicts import DEFAULT_THRESHOLDS, Policy
@@ -358,6 +359,7 @@ def cmd_score(args: argparse.Namespace, stdin: TextIO = sys.stdin, stdout: TextI
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    line_buffer_native_stderr()  # before LiteRT's first log line: see resolverguard.nativelog
     cfg = load_config(args.config) if args.config else Config()
     cfg = cfg.with_overrides(args.listen, args.upstream)
     if args.model:

@@ -52,8 +52,10 @@ def worker_main(
     control: Path | None = None,
 ) -> None:
     from resolverguard.model import load_model
+    from resolverguard.nativelog import line_buffer_native_stderr
     from resolverguard.service import Service, WorkerRole, run_event_loop, run_until_signalled
 
+    line_buffer_native_stderr()  # a spawned worker is a new process: the parent's setting is not inherited
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
     cfg = worker_config(config_path, overrides, index)
     role = WorkerRole(index, lines.put, control, bind_lock, workers)
