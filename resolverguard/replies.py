@@ -159,7 +159,10 @@ def forwarded_read(answer: bytes, head: QueryHead) -> tuple[bytes, Message] | No
     message = read_message(answer)
     if message is None:
         return None
-    keep = bailiwick(answer, message)
+    try:
+        keep = bailiwick(answer, message)
+    except (ValueError, IndexError):  # a CNAME/DNAME/NS/MX/SRV target that does not read: malformed
+        return None
     if not all(keep):
         rebuilt = _without(answer, keep)
         message = read_message(rebuilt) if rebuilt is not None else None
@@ -251,8 +254,8 @@ def _ours(wire: bytes, message: Message, head: QueryHead) -> tuple[bytes, Messag
     extended, opt_at, records = 0, None, message.records
     for r in records:
         if r.rtype == OPT:
-            if opt_at is not None or r is not message.records[-1]:
-                return None  # one OPT, last (RFC 6891 6.1.1)
+            if opt_at is not None or r is not message.records[-1] or r.section != ADDITIONAL:
+                return None  # one OPT, last, in the additional section (RFC 6891 6.1.1)
             extended, opt_at = wire[r.ttl_at], r.start
         elif r.ttl >= 0x80000000:  # RFC 2181 8: the top bit set means 0
             out[r.ttl_at : r.ttl_at + 4] = _TTL_ZERO

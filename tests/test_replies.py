@@ -162,3 +162,50 @@ def test_bailiwick_fast_path_keeps_exactly_what_the_full_walk_keeps(records: lis
     message = read_message(wire)
     assert message is not None
     assert replies.bailiwick(wire, message) == bailiwick_walk(wire, message)
+
+
+def rich_answer(name: str = "www.example.com.") -> bytes:
+    """An upstream answer with every kind of record `forwarded_read` walks: a CNAME chain, an MX,
+    NS in the authority section with their addresses, and an OPT record."""
+    query = dns.message.make_query(name, "A", use_edns=0)
+    query.id = 4242
+    answer = dns.message.make_response(query)
+    answer.answer.append(dns.rrset.from_text(name, 300, "IN", "CNAME", "alias.example.com."))
+    answer.answer.append(dns.rrset.from_text("alias.example.com.", 300, "IN", "A", "192.0.2.7"))
+    answer.answer.append(dns.rrset.from_text(name, 300, "IN", "MX", "10 mail.example.com."))
+    answer.authority.append(dns.rrset.from_text("example.com.", 300, "IN", "NS", "ns1.example.com."))
+    answer.additional.append(dns.rrset.from_text("ns1.example.com.", 300, "IN", "A", "192.0.2.53"))
+    return answer.to_wire()
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.data())
+def test_a_damaged_upstream_answer_is_read_or_refused_never_raises(data: st.DataObject) -> None:
+    """Bad input from an upstream is a malformed reply (the next upstream, or SERVFAIL), never an
+    exception out of the query: bytes overwritten anywhere after the header's ID."""
+    wire = bytearray(rich_answer())
+    for _ in range(data.draw(st.integers(1, 4))):
+        at = data.draw(st.integers(2, len(wire) - 1))
+        wire[at] = data.draw(st.integers(0, 255))
+    read = replies.forwarded_read(bytes(wire), head_for("www.example.com", use_edns=0))
+    assert read is None or isinstance(read[0], bytes)
+
+
+def test_a_pointing_record_whose_target_does_not_read_is_malformed() -> None:
+    """An MX whose target is a forward compression pointer (found by a helper on main: ValueError)."""
+    wire = bytearray(rich_answer())
+    at = wire.index(b"\x04mail")  # the MX target's first label: make it a pointer past the end
+    wire[at : at + 2] = b"\xff\xff"
+    assert replies.forwarded_read(bytes(wire), head_for("www.example.com", use_edns=0)) is None
+
+
+def test_an_opt_record_outside_the_additional_section_is_malformed() -> None:
+    """A question for the root, answered by an OPT record (owned by the root) in the answer section
+    and no additional records (found by a helper on main: the additional count went negative and
+    the query died of an OverflowError instead of failing over)."""
+    query = dns.message.make_query(".", "NS")
+    query.id = 4242
+    wire = bytearray(dns.message.make_response(query).to_wire())
+    wire[6:8] = (1).to_bytes(2, "big")  # ANCOUNT 1: the OPT below
+    wire += b"\x00" + (41).to_bytes(2, "big") + (1232).to_bytes(2, "big") + bytes(6)
+    assert replies.forwarded_read(bytes(wire), head_for(".", "NS")) is None
