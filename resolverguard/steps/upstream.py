@@ -372,7 +372,7 @@ class UpstreamForwarder:
                         answer = await asyncio.wait_for(self._tcp(server, wire, qid, question), self.timeout)
                 answer, message = packet[:2] + answer[2:], None
                 if head is not None:
-                    read = replies.forwarded_read(answer, head)
+                    read = replies.forwarded_read(answer, head, self._native)
                     if read is None:
                         raise UpstreamError("malformed reply")
                     answer, message = read
