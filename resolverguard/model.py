@@ -296,6 +296,8 @@ class EnsembleScorer(TFLiteScorer):
         # one encoding for both stages when they read the same rows (the shipped pair does)
         self.rows = RowLinear(self.linear) if self.linear.hasher.encoder == self.encoder else None
         self.linear_one = native_linear(self.linear, self.featurizer)  # featurizer.logit_of_raw, in C when built
+        # the batch's linear stage one name at a time in C, where it is built (see `score`)
+        self._linear_c = self.rows is not None and self.linear_one != self.featurizer.logit_of_raw
         # a lone name's CNN input: its codes in the low byte of each int32 (no array made per name)
         self._one = bytearray(4 * self.encoder.maxlen)
         self._one_row = np.frombuffer(self._one, dtype=np.int32).reshape(1, self.encoder.maxlen)
@@ -353,12 +355,30 @@ class EnsembleScorer(TFLiteScorer):
             if reach.any():
                 cnn_p[reach] = super().score([t for t, r in zip(texts, reach.tolist(), strict=True) if r])
             return ensemble_scores(cnn_p, linear, self.gate, self.temperature)
+        if self._linear_c:
+            raws = [self.encoder.raw(text) for text in texts]
+            if max(map(len, raws)) < self.encoder.maxlen:  # (else RowLinear: it reads those its own way)
+                return self._score_raws(raws)
         rows = self.encoder.encode(texts)
         linear = self.rows.logits(texts, rows)
         reach = linear >= self.gate
         cnn_p = np.zeros(len(texts), dtype=np.float32)
         if reach.any():
             cnn_p[reach] = self._detector(self.outputs_of_rows(rows[reach]))
+        return ensemble_scores(cnn_p, linear, self.gate, self.temperature)
+
+    def _score_raws(self, raws: list[bytes]) -> npt.NDArray[np.float32]:
+        """`score` of a batch with the linear stage in C, one name at a time: the same floats as
+        `RowLinear` (both are the reference's bit for bit, tests/test_shipped_model.py), at ~0.5-1 us a
+        name against numpy's 3.6 (batches of 64) to 25 (of 4) us (#17, bench/results/miss_rd12.md);
+        only the names that reach the CNN are made into rows."""
+        one = self.linear_one
+        linear = np.array([one(raw) for raw in raws], dtype=np.float64)
+        reach = linear >= self.gate
+        cnn_p = np.zeros(len(raws), dtype=np.float32)
+        if reach.any():
+            rows = self.encoder.rows_of_raw([raw for raw, r in zip(raws, reach.tolist(), strict=True) if r])
+            cnn_p[reach] = self._detector(self.outputs_of_rows(rows))
         return ensemble_scores(cnn_p, linear, self.gate, self.temperature)
 
     def _detector(self, scores: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
