@@ -372,14 +372,13 @@ class EnsembleScorer(TFLiteScorer):
         `RowLinear` (both are the reference's bit for bit, tests/test_shipped_model.py), at ~0.5-1 us a
         name against numpy's 3.6 (batches of 64) to 25 (of 4) us (#17, bench/results/miss_rd12.md);
         only the names that reach the CNN are made into rows."""
-        one = self.linear_one
-        linear = np.array([one(raw) for raw in raws], dtype=np.float64)
-        reach = linear >= self.gate
+        one, gate = self.linear_one, self.gate
+        logits = [one(raw) for raw in raws]
+        reach = [i for i, logit in enumerate(logits) if logit >= gate]  # (Python floats: no numpy call)
         cnn_p = np.zeros(len(raws), dtype=np.float32)
-        if reach.any():
-            rows = self.encoder.rows_of_raw([raw for raw, r in zip(raws, reach.tolist(), strict=True) if r])
-            cnn_p[reach] = self._detector(self.outputs_of_rows(rows))
-        return ensemble_scores(cnn_p, linear, self.gate, self.temperature)
+        if reach:
+            cnn_p[reach] = self._detector(self.outputs_of_rows(self.encoder.rows_of_raw([raws[i] for i in reach])))
+        return ensemble_scores(cnn_p, np.array(logits, dtype=np.float64), gate, self.temperature)
 
     def _detector(self, scores: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         if scores.shape[1] != 1:
