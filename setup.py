@@ -1,7 +1,7 @@
 """The compiled parts: the linear stage of one name in C (`resolverguard/_ngramc.c`, #13: batch 1),
 recvmmsg/sendmmsg for the UDP listener (`resolverguard/_udpbatch.c`, #17), and the query log's
 per-query work (`resolverguard/_logc.c`, #17: packing on the event loop, lines in the writer), and
-an upstream answer's read, bailiwick check and rewrite (`resolverguard/_answerc.c`, #17).
+an upstream answer's read, bailiwick check and rewrite (`resolverguard/_wirec.c`, #17).
 
 Everything else is in pyproject.toml. The extensions are optional: without a C compiler (or Python's
 headers) the install goes on and serving uses the pure-Python featurizer (the same floats), one system
@@ -22,6 +22,6 @@ UDPBATCH = Extension("resolverguard._udpbatch", ["resolverguard/_udpbatch.c"], e
 
 LOGC = Extension("resolverguard._logc", ["resolverguard/_logc.c"], extra_compile_args=FLAGS, optional=True)
 
-ANSWERC = Extension("resolverguard._answerc", ["resolverguard/_answerc.c"], extra_compile_args=FLAGS, optional=True)
+WIREC = Extension("resolverguard._wirec", ["resolverguard/_wirec.c"], extra_compile_args=FLAGS, optional=True)
 
-setup(ext_modules=[NGRAMC, UDPBATCH, LOGC, ANSWERC])
+setup(ext_modules=[NGRAMC, UDPBATCH, LOGC, WIREC])

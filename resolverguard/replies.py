@@ -44,8 +44,8 @@ from resolverguard.wire import (
     within,
 )
 
-try:  # the same reading in C (resolverguard/_answerc.c); without a C compiler at install, Python alone
-    from resolverguard._answerc import forwarded_read as _forwarded_read_c
+try:  # the same reading in C (resolverguard/_wirec.c); without a C compiler at install, Python alone
+    from resolverguard._wirec import forwarded_read as _forwarded_read_c
 except ImportError:
     _forwarded_read_c = None
 
@@ -162,9 +162,9 @@ def forwarded_read(answer: bytes, head: QueryHead, native: bool = True) -> tuple
     instead of reading it again (`steps.answers.layout_of`).
 
     `native` (and the C module built): the usual answer is read, checked and rewritten by
-    `_answerc.forwarded_read`, the same steps in C (~9% of a never-seen name's CPU in Python,
+    `_wirec.forwarded_read`, the same steps in C (~9% of a never-seen name's CPU in Python,
     bench/results/miss_rd12.md); it hands anything unusual (records out of the bailiwick, more
-    than 128 records, ...) back to the Python below, which decides as before. tests/test_answerc.py
+    than 128 records, ...) back to the Python below, which decides as before. tests/test_wirec.py
     holds the two to the same result on random and malformed answers."""
     if native and _forwarded_read_c is not None:
         read: tuple[bytes, Message] | None | bool = _forwarded_read_c(

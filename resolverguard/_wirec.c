@@ -13,7 +13,7 @@ Whenever the Python code would do anything but answer plainly, this gives the me
 a target name that does not read (the Python code raises), more than MAX_RECORDS records (its
 loops are quadratic: bounded here), an additional count that does not fit 16 bits. `None` is given
 only where `forwarded_read` answers None: the message does not read (`read_message`) or an OPT
-that is not the last record (`_ours`). tests/test_answerc.py compares both on random and
+that is not the last record (`_ours`). tests/test_wirec.py compares both on random and
 malformed answers (hypothesis), and the forwarder runs either (RESOLVERGUARD_NO_MMSG: Python).
 
 No module state (multi-phase init), as `_ngramc.c`.
@@ -390,7 +390,7 @@ PyDoc_STRVAR(forwarded_read_doc,
 "forwarded_read(answer, flags, edns, do, Record, Message) -> (bytes, Message) | None | False\n\n"
 "`replies.forwarded_read(answer, head)` for a query head's `flags`, `edns` and `do`: the answer as\n"
 "passed on and its records (as `wire.Record` and `wire.Message`), None when it is malformed, or\n"
-"False when the Python code must decide (see _answerc.c).");
+"False when the Python code must decide (see _wirec.c).");
 
 static PyObject *forwarded_read(PyObject *self, PyObject *args) {
     Py_buffer view;
@@ -443,17 +443,93 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(parse_query_doc,
+"parse_query(QueryHead, packet) -> QueryHead | None\n\n"
+"`wire.parse_query_python(packet)`: the head of a plain one-question query (a `QueryHead`), or None\n"
+"when it needs the full parser. The same checks in the same order, the same fields.");
+
+/* `wire.parse_query_python`, step for step (tests/test_wirec.py holds the two to the same result). */
+static PyObject *parse_query(PyObject *self, PyObject *args) {
+    Py_buffer view;
+    PyTypeObject *head_type;
+    if (!PyArg_ParseTuple(args, "O!y*", &PyType_Type, &head_type, &view)) return NULL;
+    if (!PyType_IsSubtype(head_type, &PyTuple_Type)) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_TypeError, "QueryHead must be a NamedTuple");
+        return NULL;
+    }
+    const unsigned char *p = view.buf;
+    Py_ssize_t size = view.len, at = 12;
+    char name[4 * 255 + 8]; /* presentation form: a byte is at most 4 characters ("\\ddd") */
+    Py_ssize_t n = 0;
+    int labels = 0;
+    if (size < 17) goto none;
+    if (get16(p + 4) != 1 || get16(p + 6) || get16(p + 8) || get16(p + 10) > 1) goto none;
+    for (;;) {
+        if (at >= size) goto none;
+        unsigned length = p[at];
+        if (length == 0) {
+            at++;
+            break;
+        }
+        if (length > 63) goto none; /* compression pointer or a label too long: the full parser decides */
+        Py_ssize_t end = at + 1 + length;
+        if (end > size || end - 12 > 254) goto none;
+        if (labels++) name[n++] = '.';
+        for (Py_ssize_t i = at + 1; i < end; i++) {
+            unsigned char b = p[i];
+            if (b >= 33 && b <= 126 && b != '.' && b != '\\') {
+                name[n++] = (char)b;
+            } else { /* `wire.label_text`: \ddd */
+                name[n++] = '\\';
+                name[n++] = (char)('0' + b / 100);
+                name[n++] = (char)('0' + b / 10 % 10);
+                name[n++] = (char)('0' + b % 10);
+            }
+        }
+        at = end;
+    }
+    if (at + 4 > size) goto none;
+    unsigned qtype = get16(p + at), qclass = get16(p + at + 2), udp_size = 512, version = 0;
+    Py_ssize_t question_end = at + 4;
+    int edns = 0, do_bit = 0;
+    if (get16(p + 10)) { /* one OPT record: root name, type 41, class = UDP size, TTL = ext-rcode/version/flags */
+        if (question_end >= size || p[question_end] != 0 || question_end + 11 > size) goto none;
+        const unsigned char *o = p + question_end + 1;
+        if (get16(o) != 41 || question_end + 11 + (Py_ssize_t)get16(o + 8) != size) goto none;
+        edns = 1;
+        udp_size = get16(o + 2);
+        do_bit = (o[6] & 0x80) != 0; /* EDNS_DO, 0x8000 of the TTL's low half */
+        version = o[5];
+    } else if (question_end != size) {
+        goto none;
+    }
+    name[n++] = '.';
+    PyObject *items[10] = {
+        PyLong_FromLong((long)get16(p)), PyLong_FromLong((long)get16(p + 2)), PyUnicode_DecodeASCII(name, n, NULL),
+        PyLong_FromLong((long)qtype), PyLong_FromLong((long)qclass),
+        PyBytes_FromStringAndSize((const char *)p + 12, question_end - 12), PyBool_FromLong(edns),
+        PyLong_FromLong((long)udp_size), PyBool_FromLong(do_bit), PyLong_FromLong((long)version),
+    };
+    PyBuffer_Release(&view);
+    return named(head_type, 10, items);
+none:
+    PyBuffer_Release(&view);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"forwarded_read", forwarded_read, METH_VARARGS, forwarded_read_doc},
+    {"parse_query", parse_query, METH_VARARGS, parse_query_doc},
     {NULL, NULL, 0, NULL},
 };
 
 static PyModuleDef_Slot module_slots[] = {{0, NULL}};
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, .m_name = "resolverguard._answerc",
-    .m_doc = "An upstream's answer read, checked and rewritten in C (see _answerc.c).", .m_size = 0,
+    PyModuleDef_HEAD_INIT, .m_name = "resolverguard._wirec",
+    .m_doc = "An upstream's answer read, checked and rewritten in C (see _wirec.c).", .m_size = 0,
     .m_methods = methods, .m_slots = module_slots,
 };
 
-PyMODINIT_FUNC PyInit__answerc(void) { return PyModuleDef_Init(&module); }
+PyMODINIT_FUNC PyInit__wirec(void) { return PyModuleDef_Init(&module); }

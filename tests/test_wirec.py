@@ -1,4 +1,4 @@
-"""The upstream answer read in C (resolverguard/_answerc.c) against the Python it replaces
+"""The upstream answer read in C (resolverguard/_wirec.c) against the Python it replaces
 (`replies._forwarded_read`): on every answer, malformed or not, the C code gives the same bytes and
 records, the same None, or hands the answer back (False) to the Python code; never anything else,
 and never where the Python code would not have answered plainly. A security check (the bailiwick,
@@ -12,13 +12,14 @@ import dns.flags
 import dns.message
 import dns.rrset
 import pytest
+from fuzzing import packets
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from resolverguard import replies
-from resolverguard.wire import Message, QueryHead, Record
+from resolverguard.wire import Message, QueryHead, Record, parse_query_python
 
-answerc = pytest.importorskip("resolverguard._answerc")
+wirec = pytest.importorskip("resolverguard._wirec")
 
 _NAMES = [
     "www.example.com.",
@@ -55,7 +56,7 @@ def head(flags: int, edns: bool, do: bool) -> QueryHead:
 
 def check(wire: bytes, query: QueryHead) -> object:
     """The C result, after holding it to the Python one."""
-    got = answerc.forwarded_read(wire, query.flags, query.edns, query.do, Record, Message)
+    got = wirec.forwarded_read(wire, query.flags, query.edns, query.do, Record, Message)
     try:
         want = replies._forwarded_read(wire, query)
     except Exception:  # noqa: BLE001 - whatever the Python code raises, C must hand it back
@@ -211,6 +212,58 @@ def test_out_of_bailiwick_records_are_left_to_python_and_stripped() -> None:
     recs = [("answer", "www.example.com.", "A", 300), ("answer", "victim.org.", "A", 300)]
     wire = built(recs, "www.example.com.", 0x8180, -1)
     query = head(0x0100, False, False)
-    assert answerc.forwarded_read(wire, query.flags, query.edns, query.do, Record, Message) is False
+    assert wirec.forwarded_read(wire, query.flags, query.edns, query.do, Record, Message) is False
     read = replies.forwarded_read(wire, query)
     assert read is not None and len(read[1].records) == 1
+
+
+# -- the query's head: wire.parse_query in C against wire.parse_query_python -----------------------
+
+
+def same_head(packet: bytes) -> None:
+    got = wirec.parse_query(QueryHead, packet)
+    want = parse_query_python(packet)
+    assert got == want, packet
+    if got is not None:
+        assert type(got) is QueryHead and [type(x) for x in got] == [type(x) for x in want]
+
+
+@settings(max_examples=4000, deadline=None)
+@given(packets)
+@example(b"\x00\x01\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x03a.b\x03com\x00\x00\x01\x00\x01")
+@example(
+    b"\x00\x01\x01\x00\x00\x01\x00\x00\x00\x00\x00\x01\x00\x00\x01\x00\x01\x00\x00\x29\x04\xd0\x00\x01\x80\x00\x00\x00"
+)
+def test_c_reads_query_heads_as_python_does(packet: bytes) -> None:
+    same_head(packet)
+    same_head(packet + b"\x00")
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.lists(st.binary(min_size=1, max_size=63), max_size=6),
+    st.integers(0, 0xFFFF),
+    st.integers(0, 0xFFFF),
+    st.booleans(),
+    st.integers(0, 0xFFFF),
+    st.integers(0, 0xFFFFFFFF),
+    st.binary(max_size=6),
+)
+def test_c_reads_built_queries_as_python_does(
+    labels: list[bytes], flags: int, qtype: int, opt: bool, size: int, ttl: int, rdata: bytes
+) -> None:
+    """Any bytes in labels (escaped `\\ddd`), any flags and type, an OPT with any size, TTL (DO,
+    version) and options."""
+    name = b"".join(bytes([len(x)]) + x for x in labels) + b"\x00"
+    packet = struct.pack("!HHHHHH", 0x1234, flags, 1, 0, 0, int(opt)) + name + struct.pack("!HH", qtype, 1)
+    if opt:
+        packet += b"\x00" + struct.pack("!HHIH", 41, size, ttl, len(rdata)) + rdata
+    same_head(packet)
+    for cut in range(12, len(packet)):
+        same_head(packet[:cut])
+
+
+def test_the_server_reads_queries_in_c_where_built() -> None:
+    import resolverguard.wire as wire
+
+    assert wire.parse_query is not parse_query_python and wire.parse_query(b"") is None
