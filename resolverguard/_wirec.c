@@ -518,7 +518,54 @@ none:
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(matches_doc,
+"matches(answer, qid, question) -> bool\n\n"
+"`steps.upstream.matches_python`: is `answer` a reply to our query `qid` for the same question (the\n"
+"name compared without ASCII case)? The same checks in the same order.");
+
+static int answer_matches(const unsigned char *a, Py_ssize_t alen, unsigned long qid, const unsigned char *q,
+                          Py_ssize_t qlen) {
+    if (alen < 12 || get16(a) != qid || !(a[2] & 0x80)) return 0;
+    if (a[4] == 0 && a[5] == 0) return (a[3] & 0x0F) != 0; /* FORMERR/REFUSED/NOTIMP may echo no question */
+    if (a[4] != 0 || a[5] != 1 || alen - 12 < qlen) return 0;
+    for (Py_ssize_t i = 0; i < qlen; i++) {
+        unsigned char x = a[12 + i], y = q[i];
+        x = (x >= 'A' && x <= 'Z') ? (unsigned char)(x + 32) : x;
+        y = (y >= 'A' && y <= 'Z') ? (unsigned char)(y + 32) : y;
+        if (x != y) return 0;
+    }
+    return 1;
+}
+
+/* METH_FASTCALL: it runs once per upstream answer, and tuple parsing was most of its cost. */
+static PyObject *matches(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "matches(answer, qid, question)");
+        return NULL;
+    }
+    int overflow = 0;
+    long long id = PyLong_AsLongLongAndOverflow(args[1], &overflow);
+    if (id == -1 && PyErr_Occurred()) return NULL;
+    if (overflow || id < 0 || id > 0xFFFF) Py_RETURN_FALSE; /* (no 16-bit ID equals it) */
+    unsigned long qid = (unsigned long)id;
+    if (PyBytes_CheckExact(args[0]) && PyBytes_CheckExact(args[2]))
+        return PyBool_FromLong(answer_matches((const unsigned char *)PyBytes_AS_STRING(args[0]), PyBytes_GET_SIZE(args[0]),
+                                              qid, (const unsigned char *)PyBytes_AS_STRING(args[2]),
+                                              PyBytes_GET_SIZE(args[2])));
+    Py_buffer answer, question;
+    if (PyObject_GetBuffer(args[0], &answer, PyBUF_SIMPLE) < 0) return NULL;
+    if (PyObject_GetBuffer(args[2], &question, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&answer);
+        return NULL;
+    }
+    int ok = answer_matches(answer.buf, answer.len, qid, question.buf, question.len);
+    PyBuffer_Release(&answer);
+    PyBuffer_Release(&question);
+    return PyBool_FromLong(ok);
+}
+
 static PyMethodDef methods[] = {
+    {"matches", (PyCFunction)(void (*)(void))matches, METH_FASTCALL, matches_doc},
     {"forwarded_read", forwarded_read, METH_VARARGS, forwarded_read_doc},
     {"parse_query", parse_query, METH_VARARGS, parse_query_doc},
     {NULL, NULL, 0, NULL},

@@ -265,5 +265,37 @@ def test_c_reads_built_queries_as_python_does(
 
 def test_the_server_reads_queries_in_c_where_built() -> None:
     import resolverguard.wire as wire
+    from resolverguard.steps import upstream
 
     assert wire.parse_query is not parse_query_python and wire.parse_query(b"") is None
+    assert upstream.matches is not upstream.matches_python
+
+
+# -- is it our answer: steps.upstream.matches in C against matches_python ---------------------------
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    st.binary(max_size=40),
+    st.integers(0, 0xFFFF),
+    st.binary(max_size=24),
+    st.sampled_from([b"", b"\x00\x00", b"\x00\x01", b"\x00\x02", b"\x01\x01"]),
+    st.booleans(),
+)
+@example(
+    b"\x12\x34\x80\x00\x00\x01\x00\x00\x00\x00\x00\x00\x03WwW\x00\x00\x01\x00\x01",
+    0x1234,
+    b"\x03www\x00\x00\x01\x00\x01",
+    b"",
+    False,
+)
+def test_c_matches_answers_as_python_does(answer: bytes, qid: int, question: bytes, count: bytes, same: bool) -> None:
+    """Random bytes, and answers made to carry our ID, QR, a question count and (in any letter
+    case) our question, or a cut of it."""
+    from resolverguard.steps.upstream import matches_python
+
+    made = answer[:2] if len(answer) >= 2 and not same else struct.pack("!H", qid)
+    made += bytes([answer[2] | 0x80 if len(answer) > 2 else 0x80, answer[3] if len(answer) > 3 else 0])
+    made += (count or answer[4:6]).ljust(2, b"\x00") + b"\x00" * 6 + question.swapcase()[: len(answer)] + answer
+    for packet in (answer, made, made[: len(answer) % (len(made) + 1)]):
+        assert wirec.matches(packet, qid, question) == matches_python(packet, qid, question), packet
