@@ -267,8 +267,8 @@ class EnsembleScorer(TFLiteScorer):
     has `ensemble`: measured ahead of the CNN alone on families never seen and on the random split
     (models/REPORT.md, #13 session 7). The linear stage runs first on every name (for one name in C,
     `ngrams.native_linear`, else the pure-Python `resolverguard.unbound_gate.Featurizer`, the same float;
-    numpy for a batch); only names at or above its gate
-    (~5% of benign names) reach the CNN. A name is encoded once for both stages (#17: the second
+    for a batch the C stage name by name where it is built, else numpy's `ngrams.RowLinear`); only
+    names at or above its gate (~5% of benign names) reach the CNN. A name is encoded once for both stages (#17: the second
     encoding, the reference numpy featurizer's orders 1-3 and the batch checks of a lone call: a
     random-looking name 34.1 -> 23.5 us alone, 13.6 -> 9.0 in batches of 64, bench/results/ensemble_std5.md);
     `ngrams.RowLinear` reads the CNN's rows, and
@@ -370,7 +370,7 @@ class EnsembleScorer(TFLiteScorer):
     def _score_raws(self, raws: list[bytes]) -> npt.NDArray[np.float32]:
         """`score` of a batch with the linear stage in C, one name at a time: the same floats as
         `RowLinear` (both are the reference's bit for bit, tests/test_shipped_model.py), at ~0.5-1 us a
-        name against numpy's 3.6 (batches of 64) to 25 (of 4) us (#17, bench/results/miss_rd12.md);
+        name against numpy's 3.6 (batches of 64) to 25 (of 4) us (#17, bench/results/miss_rd12b.md);
         only the names that reach the CNN are made into rows."""
         one, gate = self.linear_one, self.gate
         logits = [one(raw) for raw in raws]

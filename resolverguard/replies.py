@@ -163,7 +163,7 @@ def forwarded_read(answer: bytes, head: QueryHead, native: bool = True) -> tuple
 
     `native` (and the C module built): the usual answer is read, checked and rewritten by
     `_wirec.forwarded_read`, the same steps in C (~9% of a never-seen name's CPU in Python,
-    bench/results/miss_rd12.md); it hands anything unusual (records out of the bailiwick, more
+    bench/results/miss_rd12b.md); it hands anything unusual (records out of the bailiwick, more
     than 128 records, ...) back to the Python below, which decides as before. tests/test_wirec.py
     holds the two to the same result on random and malformed answers."""
     if native and _forwarded_read_c is not None:
