@@ -268,8 +268,8 @@ class EnsembleScorer(TFLiteScorer):
     (models/REPORT.md, #13 session 7). The linear stage runs first on every name (for one name in C,
     `ngrams.native_linear`, else the pure-Python `resolverguard.unbound_gate.Featurizer`, the same float;
     for a batch the C stage name by name where it is built, else numpy's `ngrams.RowLinear`); only
-    names at or above its gate (~5% of benign names) reach the CNN. A name is encoded once for both stages (#17: the second
-    encoding, the reference numpy featurizer's orders 1-3 and the batch checks of a lone call: a
+    names at or above its gate (~5% of benign names) reach the CNN. A name is encoded once for both
+    stages (#17: the second encoding, the reference numpy featurizer's orders 1-3 and the batch checks of a lone call: a
     random-looking name 34.1 -> 23.5 us alone, 13.6 -> 9.0 in batches of 64, bench/results/ensemble_std5.md);
     `ngrams.RowLinear` reads the CNN's rows, and
     the scores are the ones the reference computes, bit for bit (tests/test_shipped_model.py). With the
