@@ -267,9 +267,9 @@ class EnsembleScorer(TFLiteScorer):
     has `ensemble`: measured ahead of the CNN alone on families never seen and on the random split
     (models/REPORT.md, #13 session 7). The linear stage runs first on every name (for one name in C,
     `ngrams.native_linear`, else the pure-Python `resolverguard.unbound_gate.Featurizer`, the same float;
-    numpy for a batch); only names at or above its gate
-    (~5% of benign names) reach the CNN. A name is encoded once for both stages (#17: the second
-    encoding, the reference numpy featurizer's orders 1-3 and the batch checks of a lone call: a
+    for a batch the C stage name by name where it is built, else numpy's `ngrams.RowLinear`); only
+    names at or above its gate (~5% of benign names) reach the CNN. A name is encoded once for both
+    stages (#17: the second encoding, the reference numpy featurizer's orders 1-3 and the batch checks of a lone call: a
     random-looking name 34.1 -> 23.5 us alone, 13.6 -> 9.0 in batches of 64, bench/results/ensemble_std5.md);
     `ngrams.RowLinear` reads the CNN's rows, and
     the scores are the ones the reference computes, bit for bit (tests/test_shipped_model.py). With the
@@ -296,6 +296,8 @@ class EnsembleScorer(TFLiteScorer):
         # one encoding for both stages when they read the same rows (the shipped pair does)
         self.rows = RowLinear(self.linear) if self.linear.hasher.encoder == self.encoder else None
         self.linear_one = native_linear(self.linear, self.featurizer)  # featurizer.logit_of_raw, in C when built
+        # the batch's linear stage one name at a time in C, where it is built (see `score`)
+        self._linear_c = self.rows is not None and self.linear_one != self.featurizer.logit_of_raw
         # a lone name's CNN input: its codes in the low byte of each int32 (no array made per name)
         self._one = bytearray(4 * self.encoder.maxlen)
         self._one_row = np.frombuffer(self._one, dtype=np.int32).reshape(1, self.encoder.maxlen)
@@ -353,6 +355,10 @@ class EnsembleScorer(TFLiteScorer):
             if reach.any():
                 cnn_p[reach] = super().score([t for t, r in zip(texts, reach.tolist(), strict=True) if r])
             return ensemble_scores(cnn_p, linear, self.gate, self.temperature)
+        if self._linear_c:
+            raws = [self.encoder.raw(text) for text in texts]
+            if max(map(len, raws)) < self.encoder.maxlen:  # (else RowLinear: it reads those its own way)
+                return self._score_raws(raws)
         rows = self.encoder.encode(texts)
         linear = self.rows.logits(texts, rows)
         reach = linear >= self.gate
@@ -360,6 +366,19 @@ class EnsembleScorer(TFLiteScorer):
         if reach.any():
             cnn_p[reach] = self._detector(self.outputs_of_rows(rows[reach]))
         return ensemble_scores(cnn_p, linear, self.gate, self.temperature)
+
+    def _score_raws(self, raws: list[bytes]) -> npt.NDArray[np.float32]:
+        """`score` of a batch with the linear stage in C, one name at a time: the same floats as
+        `RowLinear` (both are the reference's bit for bit, tests/test_shipped_model.py), at ~0.5-1 us a
+        name against numpy's 3.6 (batches of 64) to 25 (of 4) us (#17, bench/results/miss_rd12b.md);
+        only the names that reach the CNN are made into rows."""
+        one, gate = self.linear_one, self.gate
+        logits = [one(raw) for raw in raws]
+        reach = [i for i, logit in enumerate(logits) if logit >= gate]  # (Python floats: no numpy call)
+        cnn_p = np.zeros(len(raws), dtype=np.float32)
+        if reach:
+            cnn_p[reach] = self._detector(self.outputs_of_rows(self.encoder.rows_of_raw([raws[i] for i in reach])))
+        return ensemble_scores(cnn_p, np.array(logits, dtype=np.float64), gate, self.temperature)
 
     def _detector(self, scores: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         if scores.shape[1] != 1:

@@ -213,7 +213,10 @@ def low_table(tables: bytes) -> bytes:
 
 
 class RowLinear:
-    """`LinearWeights.logits` from rows the CNN's encoder already made, for serving's batches.
+    """`LinearWeights.logits` from rows the CNN's encoder already made, for serving's batches where
+    the C stage (`native_linear`) is not built, or for a batch with a name of `maxlen` characters or
+    more: with it, `model.EnsembleScorer._score_raws` calls it name by name, the same floats, 5-25x
+    faster at batches of 64 to 4 (bench/results/miss_rd12b.md).
 
     Why (#17): at the server's batches (~32 names, one per datagram uvloop reads in a turn) the
     reference path cost as much as the CNN, re-encoding every name and hashing orders 1-3 that a

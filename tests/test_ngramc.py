@@ -90,6 +90,24 @@ def _shared_model() -> EnsembleScorer:
     return cached
 
 
+def test_a_batch_scored_with_the_c_stage_scores_what_numpys_stage_scored(model: EnsembleScorer) -> None:
+    """The server's batches take the C stage one name at a time (`EnsembleScorer._score_raws`);
+    `RowLinear`'s numpy batch gave the same scores, bit for bit, on every batch size."""
+    needs_c()
+    assert model._linear_c
+    rng = random.Random(31)
+    texts = random_labels(1500, rng) + popular_labels(1500, rng) + odd_names(model.encoder.maxlen, rng)
+    rng.shuffle(texts)
+    for size in (2, 3, 7, 32, 64):
+        for i in range(0, len(texts), size):
+            batch = texts[i : i + size]
+            model._linear_c = True
+            got = model.score(batch).tolist()
+            model._linear_c = False
+            assert got == model.score(batch).tolist(), batch
+    model._linear_c = True
+
+
 def test_a_lone_name_scores_what_it_scored_before(model: EnsembleScorer) -> None:
     """The old path of one name: the pure-Python featurizer from the text, then the CNN from the text
     through `TFLiteScorer.score`, combined by `ensemble_scores`. Random and popular labels, alone and
