@@ -317,7 +317,8 @@ static PyObject *ours(Reader *r, const Rec *recs, int n, int qname, Py_ssize_t q
     unsigned extended = 0;
     for (int i = 0; i < n; i++) {
         if (recs[i].rtype == T_OPT) {
-            if (opt_at >= 0 || i != n - 1) Py_RETURN_NONE; /* one OPT, last (RFC 6891 6.1.1) */
+            if (opt_at >= 0 || i != n - 1 || recs[i].section != ADDITIONAL)
+                Py_RETURN_NONE; /* one OPT, last, in the additional section (RFC 6891 6.1.1) */
             extended = w[recs[i].ttl_at];
             opt_at = recs[i].start;
         }

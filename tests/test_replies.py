@@ -199,7 +199,9 @@ def test_a_pointing_record_whose_target_does_not_read_is_malformed() -> None:
     assert replies.forwarded_read(bytes(wire), head_for("www.example.com", use_edns=0)) is None
 
 
-def test_an_opt_record_outside_the_additional_section_is_malformed() -> None:
+@pytest.mark.parametrize("edns", [-1, 0])
+@pytest.mark.parametrize("native", [True, False])
+def test_an_opt_record_outside_the_additional_section_is_malformed(edns: int, native: bool) -> None:
     """A question for the root, answered by an OPT record (owned by the root) in the answer section
     and no additional records (found by a helper on main: the additional count went negative and
     the query died of an OverflowError instead of failing over)."""
@@ -208,4 +210,4 @@ def test_an_opt_record_outside_the_additional_section_is_malformed() -> None:
     wire = bytearray(dns.message.make_response(query).to_wire())
     wire[6:8] = (1).to_bytes(2, "big")  # ANCOUNT 1: the OPT below
     wire += b"\x00" + (41).to_bytes(2, "big") + (1232).to_bytes(2, "big") + bytes(6)
-    assert replies.forwarded_read(bytes(wire), head_for(".", "NS")) is None
+    assert replies.forwarded_read(bytes(wire), head_for(".", "NS", use_edns=edns), native=native) is None
