@@ -159,3 +159,18 @@ def test_native_name_holds_only_text() -> None:
             native(*bad, *(None,) * (3 - len(bad)))
     with pytest.raises(AttributeError):
         native("a", None, None).label = "x"  # type: ignore[misc]
+
+
+def test_without_the_extension_names_are_the_dataclass() -> None:
+    """Where `_namec` is not built (no C compiler), serving parses into the dataclass: same fields."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; sys.modules['resolverguard._namec'] = None\n"
+        "from resolverguard.names import NameParser, PyRegistrableName, RegistrableName\n"
+        "assert RegistrableName is PyRegistrableName\n"
+        "n = NameParser().parse('www.Example.com.')\n"
+        "assert type(n) is PyRegistrableName and (n.registrable, n.label) == ('example.com', 'example')\n"
+    )
+    subprocess.run([sys.executable, "-c", probe], check=True)
