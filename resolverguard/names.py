@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import Enum
+from typing import TYPE_CHECKING
 
 from publicsuffixlist import PublicSuffixList
 
@@ -131,8 +132,16 @@ def is_punycode(label: str) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
-class RegistrableName:
-    """What the name step learned about one query name."""
+class PyRegistrableName:
+    """What the name step learned about one query name.
+
+    Served as `RegistrableName`: `resolverguard._namec.RegistrableName` where the extension is
+    built, the same fields, equality, hash, repr and `model_input`, but an object the garbage
+    collector does not track. The name memo keeps one per never-seen name, and as this dataclass
+    they were nearly all of what the middle generation's collections walked: 0.5-1.9 ms each, a
+    few times in 4 s at ~1,500 never-seen names/s, the event loop held meanwhile (issue #17,
+    bench/results/p99_gc12.md). This class is the reference (tests compare the two) and what
+    serving uses without a C compiler."""
 
     qname: str  # lowercased, no trailing dot
     registrable: str | None  # eTLD+1 (or label + private suffix), None when not scored
@@ -144,6 +153,15 @@ class RegistrableName:
         if self.label is None:
             return None
         return self.label if form is InputForm.LABEL else self.registrable
+
+
+if TYPE_CHECKING:
+    RegistrableName = PyRegistrableName
+else:
+    try:
+        from resolverguard._namec import RegistrableName
+    except ImportError:
+        RegistrableName = PyRegistrableName
 
 
 class NameParser:

@@ -111,3 +111,66 @@ def test_dynamic_dns_shortcut_matches_two_walks_on_label_mixes(labels: list[str]
     name = ".".join(labels)
     if name:
         assert suffix_lists()[2]._registrable(name) == two_walks(name)
+
+
+def _native() -> Any:
+    return pytest.importorskip("resolverguard._namec", reason="the C extension is not built (setup.py)")
+
+
+@given(st.sampled_from(["www.google.co.uk", "localhost", "abc.ddns.net", "a..b", "www.xn--bcher-kva.de"]) | st.text())
+def test_native_name_is_the_dataclass_field_for_field(text: str) -> None:
+    """`_namec.RegistrableName` (what serving uses where built) against the reference dataclass:
+    the same fields, equality, hash, repr (but the class's name), answer of `model_input`, pickle."""
+    import pickle
+
+    from resolverguard.names import PyRegistrableName
+
+    native = _native().RegistrableName
+    made = parser.parse(text)
+    fields = (made.qname, made.registrable, made.label, made.unscored)
+    c, py = native(*fields), PyRegistrableName(*fields)
+    assert type(made) is native and made == c and (made != c) is False and hash(c) == hash(py)
+    assert repr(c) == repr(py).removeprefix("Py") and pickle.loads(pickle.dumps(c)) == c
+    assert all(c.model_input(form) == py.model_input(form) for form in InputForm)
+    assert c != py and c != fields  # (the dataclass's rule: the same class, then the fields)
+    assert native(qname=made.qname, registrable=made.registrable, label=made.label) == native(*fields[:3], None)
+
+
+def test_name_memo_values_are_not_tracked_by_the_collector() -> None:
+    """What the name memo keeps per never-seen name is no work for the garbage collector (issue #17:
+    as tracked dataclasses they were what every middle-generation collection walked)."""
+    import gc
+
+    _native()
+    fresh = NameParser(memo=256)
+    names = [fresh.parse(f"n{i}.example.com") for i in range(100)]
+    assert not any(gc.is_tracked(n) for n in names)
+    assert not any(gc.is_tracked(n) for n in fresh.parse._young.values())
+    ids = {id(n) for n in names}
+    assert not any(id(o) in ids for o in gc.get_objects())
+
+
+def test_native_name_holds_only_text() -> None:
+    """Untracked, it must not be able to hold a reference cycle: every field is str (Unscored is one)
+    or None, qname a str."""
+    native = _native().RegistrableName
+    for bad in ([1], ({},), ("a", ["b"], None), ("a", None, None, 3)):
+        with pytest.raises(TypeError):
+            native(*bad, *(None,) * (3 - len(bad)))
+    with pytest.raises(AttributeError):
+        native("a", None, None).label = "x"  # type: ignore[misc]
+
+
+def test_without_the_extension_names_are_the_dataclass() -> None:
+    """Where `_namec` is not built (no C compiler), serving parses into the dataclass: same fields."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; sys.modules['resolverguard._namec'] = None\n"
+        "from resolverguard.names import NameParser, PyRegistrableName, RegistrableName\n"
+        "assert RegistrableName is PyRegistrableName\n"
+        "n = NameParser().parse('www.Example.com.')\n"
+        "assert type(n) is PyRegistrableName and (n.registrable, n.label) == ('example.com', 'example')\n"
+    )
+    subprocess.run([sys.executable, "-c", probe], check=True)
