@@ -788,11 +788,12 @@ is their mean without the LM, the shipped scorer's form at budget size):
   `llr_sqrt`) are worse: short benign labels are the least predictable per symbol, so they set the
   threshold. Order 4 is the best of 3-6 under both `llr` and `llr_class`.
 * **What limits it is what the session-4 and -5 sections found**: the names its sinkhole thresholds rest
-  on (the 18 highest calibration names of each fold model), from the long-tail half: {SETTERS}. They are
-  random strings (the `ym` + 8 characters `.ru` series, digit-mixed labels on cheap TLDs), and a model
-  of what benign labels look like ranks them exactly where it ranks a random DGA name. Families the LM
-  catches where the linear stage does not are few; moved by 0.2 or more, `v-ng1` -> `lm4c-llr_class`:
-  {MOVES_LM}.
+  on (the 18 highest calibration names of each fold model; how many from the long-tail half): {SETTERS}.
+  Long digit strings (phone numbers, numeric Chinese sites, in the trusted half too: a uniform draw over
+  10 digits is what they look like to this score) and random strings on cheap TLDs (with `llr`, the
+  uniform over all 38 symbols, the `ym` + 8 characters `.ru` series led); a model of what benign labels
+  look like ranks them where it ranks a random DGA name. No family gains 0.2 or more over the linear
+  stage; moved by 0.2 or more, `v-ng1` -> `lm4c-llr_class`: {MOVES_LM}.
 * **Combined it adds nothing outside the noise.** The best row, `c-ng-lm4c-w1`, is 0.294 against the
   linear stage's 0.289 (+0.005; differences under ~0.02 are noise, and it was picked among 8 LM variants
   and several weights on these same folds), the same 6 families >= 0.9, and it costs random-split
@@ -808,8 +809,8 @@ is their mean without the LM, the shipped scorer's form at budget size):
   today's 12.6 us. In pure Python it is 23-54 us per name (orders 3-5).
 
 **Not kept**: no combination is ahead of the linear stage alone by more than the noise, and each costs
-random-split TPR. The LM would help if the calibration pool's top were vetted (the same conclusion as
-session 5): with junk random strings in the pool, every family-agnostic randomness score shares the
+random-split TPR. A benign LM could only help once the calibration pool's top is vetted (the same
+conclusion as session 5; not measured here): with junk random strings in the pool, every family-agnostic randomness score shares the
 threshold with them. Reproduce (after `convert/sweep.sh`'s `vetted` runs `v-ng1-*`, `v-suffix-*`):
 `python -m convert.charlm fit --out lm4c --order 4 --form registrable --cleaning lists` (one fit, every
 fold; `lm3`..`lm6` for the other orders), `python -m convert.charlm combine --members v-ng1,lm4c-llr_class
