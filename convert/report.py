@@ -362,6 +362,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     text = text.replace("\n## Reproduce", "\n" + vetting_section(previous, cleaning) + "\n\n## Reproduce", 1)
     text = text.replace("\n## Reproduce", "\n" + idn_section(previous, a.default, a.variant) + "\n\n## Reproduce", 1)
+    text = text.replace("\n## Reproduce", "\n" + charlm_section(previous) + "\n\n## Reproduce", 1)
     (a.out / "REPORT.md").write_text(text)
     print(text[:3000])
 
@@ -409,6 +410,19 @@ def idn_section(previous: Previous, default: Path, variant: str) -> str:
         body = text[text.index(START) + len(START) : text.index(END)].strip()
         return f"{START}\n{label_carried(body, previous.version)}\n{END}"
     return section(Path("runs"), default, variant)
+
+
+def charlm_section(previous: Previous) -> str:
+    """The session-12 section (the benign character LM): from its runs when they exist, else carried."""
+    from convert.charlm import END, START, section
+
+    if not (Path("runs") / "c-3-lm4c-w1-lfo0" / "scores.npz").exists():
+        text = previous.text
+        if START not in text or END not in text:
+            return "(the character-LM runs were not run: `python -m convert.charlm`)"
+        body = text[text.index(START) + len(START) : text.index(END)].strip()
+        return f"{START}\n{label_carried(body, previous.version)}\n{END}"
+    return section(Path("runs"))
 
 
 def vetting_section(previous: Previous, cleaning: str) -> str:

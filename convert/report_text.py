@@ -749,3 +749,70 @@ Families whose unseen recall at sinkhole moved by 0.1 or more from `f-suffix` to
 
 {SHIPPED_ENSEMBLE}
 """
+
+CHARLM = """## A family-agnostic member: a character language model of benign labels (#13, session 12)
+
+**Why.** Both shipped members are discriminative: trained against the training families, on a held-out
+family they know only what resembles the families they saw. A generative model of BENIGN labels alone
+never sees a DGA family, so its recall on a held-out family is its recall on any family.
+
+**What** (`convert/charlm.py`, an experiment, not served). An interpolated Kneser-Ney character n-gram
+model (orders 1..k, one start mark `^`, end mark `$`, discounts n1/(n1+2 n2) per order) fitted on the
+82,296 trusted benign TRAINING labels of the split (the label before the first dot; no calibration,
+test, long-tail or DGA name; the same rows in every fold, checked), in backoff form (one table lookup
+per order). A label's scores, higher = less like a benign label: `nll`, mean negative log-likelihood
+per symbol (length-normalised); `llr`, log P_uniform - log P_lm with the uniform over the model's 38
+symbols (length-aware); `llr_sqrt`, `llr` / sqrt(symbols); `llr_class`, `llr` with the uniform over
+the label's own character classes (26 letters, 10 digits, hyphen), so an all-letter random label is not
+made to look benign by the digits it lacks. Each score is a run of its own, calibrated on each fold's
+calibration pool like a trained model. Combinations (`python -m convert.charlm combine`): `mean` of
+logits as `convert.ensemble` (the LM mapped to a logit by a 2-parameter logistic fit on the fold's
+validation rows of the families it trained on; `-w` the LM's weight), `max` of calibration rarities.
+The CNN (`v-suffix`: budget protocol, 120,000 names, 4 epochs, width 64) and linear (`v-ng1`) folds
+were retrained this session with `convert/sweep.sh`'s `vetted` arguments (list cleaning) and reproduce
+the session-5 figures (0.187 and 0.289). Columns as in the sections above; random split: the `-rand` runs.
+
+**The LM alone** (orders 3-6 and the four scores, with the two trained members for reference):
+
+{ALONE}
+
+**Combined** with the linear stage (`c-ng-*`) and with the budget CNN + linear stage (`c-3-*`; `v-e1-mean`
+is their mean without the LM, the shipped scorer's form at budget size):
+
+{COMBINED}
+
+* **Alone, the LM is behind the linear stage on families it never saw** (best, `lm4c-llr_class`, 0.216
+  against 0.289, 3 families >= 0.9 against 6), ahead of the budget CNN (0.187) at the lowest long-tail
+  sinkhole rate of any row (0.009%). Its unseen recall is its seen recall, as hypothesised, but that
+  recall is low: the random split TPR@1e-4 is 0.41 (linear 0.53). Length-normalised scores (`nll`,
+  `llr_sqrt`) are worse: short benign labels are the least predictable per symbol, so they set the
+  threshold. Order 4 is the best of 3-6 under both `llr` and `llr_class`.
+* **What limits it is what the session-4 and -5 sections found**: the names its sinkhole thresholds rest
+  on (the 18 highest calibration names of each fold model; how many from the long-tail half): {SETTERS}.
+  Long digit strings (phone numbers, numeric Chinese sites, in the trusted half too: a uniform draw over
+  10 digits is what they look like to this score) and random strings on cheap TLDs (with `llr`, the
+  uniform over all 38 symbols, the `ym` + 8 characters `.ru` series led); a model of what benign labels
+  look like ranks them where it ranks a random DGA name. No family gains 0.2 or more over the linear
+  stage; moved by 0.2 or more, `v-ng1` -> `lm4c-llr_class`: {MOVES_LM}.
+* **Combined it adds nothing outside the noise.** The best row, `c-ng-lm4c-w1`, is 0.294 against the
+  linear stage's 0.289 (+0.005; differences under ~0.02 are noise, and it was picked among 8 LM variants
+  and several weights on these same folds), the same 6 families >= 0.9, and it costs random-split
+  TPR@1e-4 (0.488 against 0.532). With the CNN as third member (`c-3-lm4c-w1` 0.275 against `v-e1-mean`
+  0.267) the same. `max` of rarities is lower everywhere. Moved by 0.1 or more, `v-ng1` ->
+  `c-ng-lm4c-w1`: {MOVES_MEAN}.
+* **Serving cost, estimated, not built.** In backoff form a name costs one lookup per order tried plus
+  one backoff weight per miss: measured on the fold-0 names (order 5), 20 lookups for a benign test
+  label and 89 for a DGA one (9.9 and 17.5 symbols). The C linear stage (`resolverguard/_ngramc.c`,
+  3 lookups per symbol) costs 0.57 us per name at batch 1 (shipped gate, 4,000 names, best of 5, nice 19,
+  load 3.4-4.7), so a C table of the LM (an open-addressing hash of the ~540k order-5 grams and
+  histories, ~6-12 MB; order 4: ~175k) would cost ~0.3-1.5 us per name, within the 20 us target beside
+  today's 12.6 us. In pure Python it is 23-54 us per name (orders 3-5).
+
+**Not kept**: no combination is ahead of the linear stage alone by more than the noise, and each costs
+random-split TPR. A benign LM could only help once the calibration pool's top is vetted (the same
+conclusion as session 5; not measured here): with junk random strings in the pool, every family-agnostic randomness score shares the
+threshold with them. Reproduce (after `convert/sweep.sh`'s `vetted` runs `v-ng1-*`, `v-suffix-*`):
+`python -m convert.charlm fit --out lm4c --order 4 --form registrable --cleaning lists` (one fit, every
+fold; `lm3`..`lm6` for the other orders), `python -m convert.charlm combine --members v-ng1,lm4c-llr_class
+--how mean --out c-ng-lm4c-w1` (and the other rows' members, `--how`, `--weights`), then
+`python -m convert.charlm section --splice models/REPORT.md`."""
