@@ -570,14 +570,14 @@ class DomainLists:
     # What each list file held and skipped, for `resolverguard check` and the log.
     reports: tuple[ListReport, ...] = field(default=(), repr=False, compare=False)
     listed_memo: BoundedMemo[Verdict | None] = field(init=False, repr=False, compare=False)
-    # (tier, its rules) of the tiers that have rules, in order: what `_listed` walks
-    _active: tuple[tuple[int, RuleSet], ...] = field(init=False, repr=False, compare=False)
+    # the tiers that have rules, in order, as `_decide` takes them: what `_listed` walks
+    _active: list[tuple[Any, ...]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # The lists never change under a running pipeline (a reload builds new ones), so the
         # verdict for a name can be remembered: popular names cost one dict lookup.
         object.__setattr__(self, "listed_memo", BoundedMemo(self._listed, 16384))
-        object.__setattr__(self, "_active", tuple((tier, rules) for tier, rules in enumerate(self.tiers) if rules))
+        object.__setattr__(self, "_active", [(tier,) for tier, rules in enumerate(self.tiers) if rules])
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickled without the memo (lists are built in a helper process and sent back: see
@@ -613,13 +613,7 @@ class DomainLists:
         """`_decide` over every tier, for any client: the empty tiers were left out once for all
         (`_active`), where `_decide` asked each tier's three sets their size on every never-seen
         name (#17: ~2-3% of a miss's samples, bench/results/miss_spy_rd12b_after.md)."""
-        suffixes: list[tuple[str, int]] | None = None
-        for tier, rules in self._active:
-            suffixes = suffixes if suffixes is not None else suffix_keys(qname)
-            if rules.match(qname, suffixes) is not None:
-                allowed = tier in (Tier.FIRST_ALLOW, Tier.ALLOW)
-                return _ALLOWED if allowed else Verdict(self.deny_action, Reason.DENY_LIST)
-        return None
+        return self._decide(qname, self._active)
 
     def _decide(self, qname: str, order: list[tuple[Any, ...]]) -> Verdict | None:
         """First tier with a matching rule decides (`order`: tier index, then extra rule sets)."""
