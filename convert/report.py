@@ -93,6 +93,14 @@ class Previous:
         block = self.text[at : stop if stop >= 0 else len(self.text)].strip()
         return label_carried(block, self.version)
 
+    def marked(self, start: str, end: str, missing: str) -> str:
+        """A generated section (between its `start` and `end` marks) carried from the previous report
+        and labelled so, when its runs are not here; `missing` when that report has none either."""
+        if start not in self.text or end not in self.text:
+            return missing
+        body = self.text[self.text.index(start) + len(start) : self.text.index(end)].strip()
+        return f"{start}\n{label_carried(body, self.version)}\n{end}"
+
     def table_in(self, heading: str) -> str:
         """The first Markdown table (with a carried label right above it, if it had one) of the
         previous report's section `heading`, labelled as carried."""
@@ -404,11 +412,8 @@ def idn_section(previous: Previous, default: Path, variant: str) -> str:
     from convert.idn import END, START, section
 
     if not (Path("runs") / "e-f1-mean-lfo0" / "scores.npz").exists():
-        text = previous.text
-        if START not in text or END not in text:
-            return "(the session-7 punycode and ensemble runs were not run: `python -m convert.idn`)"
-        body = text[text.index(START) + len(START) : text.index(END)].strip()
-        return f"{START}\n{label_carried(body, previous.version)}\n{END}"
+        missing = "(the session-7 punycode and ensemble runs were not run: `python -m convert.idn`)"
+        return previous.marked(START, END, missing)
     return section(Path("runs"), default, variant)
 
 
@@ -417,11 +422,7 @@ def charlm_section(previous: Previous) -> str:
     from convert.charlm import END, START, section
 
     if not (Path("runs") / "c-3-lm4c-w1-lfo0" / "scores.npz").exists():
-        text = previous.text
-        if START not in text or END not in text:
-            return "(the character-LM runs were not run: `python -m convert.charlm`)"
-        body = text[text.index(START) + len(START) : text.index(END)].strip()
-        return f"{START}\n{label_carried(body, previous.version)}\n{END}"
+        return previous.marked(START, END, "(the character-LM runs were not run: `python -m convert.charlm`)")
     return section(Path("runs"))
 
 
@@ -433,11 +434,7 @@ def vetting_section(previous: Previous, cleaning: str) -> str:
     from convert.vetting import END, START, section
 
     if not (Path("runs") / f"{VETTED}-lfo0" / "scores.npz").exists():
-        text = previous.text
-        if START not in text or END not in text:
-            return "(the list-level cleaning runs were not run)"
-        body = text[text.index(START) + len(START) : text.index(END)].strip()
-        return f"{START}\n{label_carried(body, previous.version)}\n{END}"
+        return previous.marked(START, END, "(the list-level cleaning runs were not run)")
     shipped = None
     if cleaning == "lists":
         lines = previous.section("**The shipped model, recalibrated without retraining.**", END).splitlines()

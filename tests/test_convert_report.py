@@ -170,3 +170,13 @@ def test_a_configuration_with_some_folds_is_named_not_summarised(tmp_path: Path)
         note.strip()
         == "Partly rerun, left out of the tables until all 5 folds exist: `f-suffix` (2 of 5 folds, lists cleaning)."
     )
+
+
+def test_a_generated_section_without_its_runs_is_carried_between_its_marks_or_named_missing() -> None:
+    """`Previous.marked`: what the idn, vetting and charlm sections fall back to when their runs are gone."""
+    start, end = "<!-- x: generated -->", "<!-- /x -->"
+    previous = Previous(OLD, {}, f"intro\n{start}\n| a | b |\n{end}\nrest")
+    carried = previous.marked(start, end, "missing")
+    assert carried.startswith(start + "\n") and carried.endswith("\n" + end)
+    assert "| a | b |" in carried and OLD in carried and "intro" not in carried and "rest" not in carried
+    assert Previous(OLD, {}, f"intro\n{start}\nno end").marked(start, end, "missing") == "missing"
