@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,5 +191,9 @@ def load_cached(data_dir: Path, form: InputForm, cache_dir: Path | None, cleanin
         return Dataset(z["labels"], z["y"], z["family"], str(z["digest"]))
     data = load(data_dir, form, cleaning)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    np.savez(path, labels=data.labels, y=data.y, family=data.family, digest=np.array(data.digest))
+    # Written aside and renamed: runs started together (sweep.sh, a helper's fold) must never read a
+    # half-written cache (a BadZipFile took down a training run that way).
+    part = path.with_name(f"{path.stem}.{os.getpid()}.part.npz")
+    np.savez(part, labels=data.labels, y=data.y, family=data.family, digest=np.array(data.digest))
+    os.replace(part, path)
     return data

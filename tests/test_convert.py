@@ -26,6 +26,7 @@ from convert.data import (  # noqa: E402
     InputForm,
     NameParser,
     load,
+    load_cached,
 )
 from convert.evaluate import calibrate, fpr_interval, threshold_support  # noqa: E402
 from convert.experiments import summarise  # noqa: E402
@@ -146,6 +147,15 @@ def test_calibration_rests_on_the_names_it_reports() -> None:
     narrow, wide = fpr_interval(20, 200_000), fpr_interval(2, 20_000)
     assert narrow[1] - narrow[0] < wide[1] - wide[0]
     assert fpr_interval(0, 3000)[0] == 0.0 and fpr_interval(0, 3000)[1] == pytest.approx(3.69 / 3000, rel=0.01)
+
+
+def test_data_cache_is_renamed_into_place_and_read_back(data_dir: Path, tmp_path: Path) -> None:
+    """Runs started together share the cache: it appears whole or not at all (no half-written file)."""
+    first = load_cached(data_dir, InputForm.REGISTRABLE, tmp_path)
+    written = list(tmp_path.iterdir())
+    assert len(written) == 1 and written[0].suffix == ".npz" and ".part" not in written[0].name
+    again = load_cached(data_dir, InputForm.REGISTRABLE, tmp_path)
+    assert (again.labels == first.labels).all() and again.digest == first.digest
 
 
 def test_loader_uses_the_resolver_name_step(data_dir: Path) -> None:
