@@ -288,7 +288,7 @@ def report(names: list[str], root: Path) -> str:
         runs = [root / f"{name}-lfo{k}" for k in range(5) if (root / f"{name}-lfo{k}" / "scores.npz").exists()]
         if not runs:
             continue
-        r = summarise(runs)
+        r = summarise(runs, rule="pooled")
         per_fold: dict[str, list[float]] = {}
         for fam in r["families"].values():
             per_fold.setdefault(fam["fold"], []).append(fam["sinkhole"])
@@ -318,7 +318,7 @@ COMBINED += ("c-3-lm4c-w1", "c-3-lm4c-w0.5", "c-3-lm4c-max")
 def family_moves(root: Path, before: str, after: str, step: float = 0.1) -> str:
     from convert.experiments import summarise
 
-    a, b = (summarise([root / f"{n}-lfo{k}" for k in range(5)])["families"] for n in (before, after))
+    a, b = (summarise([root / f"{n}-lfo{k}" for k in range(5)], rule="pooled")["families"] for n in (before, after))
     moved = [
         f"{f} {a[f]['sinkhole']:.2f} -> {b[f]['sinkhole']:.2f}"
         for f in sorted(a)

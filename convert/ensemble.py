@@ -161,7 +161,7 @@ def report(
 
     found = configs(root, configs_pattern)
     names = [n for n in only if n in found] if only else list(found)
-    results = {name: summarise(found[name]) for name in names}
+    results = {name: summarise(found[name], rule="pooled") for name in names}
     parts = [fold_table(results, root), "", cascade_table(root, cascades)]
     if stage is not None:
         parts += ["", speed_text(stage)]

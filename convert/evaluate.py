@@ -14,7 +14,7 @@ import glob
 import json
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,10 @@ from convert.splits import TEST, VAL
 
 FPR_TARGETS = (1e-2, 1e-3, 1e-4)
 DEFAULT_ACTIONS = {"log": "fpr_1e-3", "sinkhole": "fpr_1e-4"}
+THRESHOLD_RULES = ("guarded", "pooled", "trusted")  # Scores.thresholds
+# The issue's long-tail bounds are ten times the trusted FPR targets: sinkhole 1e-4 -> 0.1% of the long
+# tail, log 1e-3 -> 1% (Scores.thresholds).
+LONG_TAIL_BOUND = 10.0
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,8 @@ class Scores:
     # the model's domain and leave every benign pool (calibration, long tail, test); True: the pools
     # as before, to measure what the policy changes (convert.idn).
     judge_punycode: bool = False
+    # tail_half, computed once: every threshold, pool and long-tail rate of a fold needs it (1.2M labels).
+    _memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def load(cls, run: Path, variant: str | None = None, judge_punycode: bool = False) -> Scores:
@@ -70,12 +76,46 @@ class Scores:
         return ~self.punycode() | (self.y == 1)
 
     def calibration(self) -> npt.NDArray[np.bool_]:
-        """The benign names thresholds are calibrated on: the validation benign names and one half of
-        the long-tail names. The trusted lists alone under-represent what a resolver sees (CDN, API and
-        regional names only one DNS-volume list knows); with half of those the calibration pool is
-        ~185k names, so FPR 1e-4 rests on ~18 of them. The other half is the long-tail test set."""
-        pool = (self.rows(VAL) & (self.y == 0)) | ((self.family == BENIGN_DNS_ONLY) & self.tail_half())
-        return pool & self.judged()
+        """Every benign name a threshold may be set on: the trusted validation names and one half of
+        the long-tail names (the pool the linear stage's gate and the ensemble's rarities use)."""
+        return self.trusted_calibration() | self.tail_calibration()
+
+    def trusted_calibration(self) -> npt.NDArray[np.bool_]:
+        """The validation benign names (trusted lists): what an FPR target is a rate of."""
+        return self.rows(VAL) & (self.y == 0)
+
+    def tail_calibration(self) -> npt.NDArray[np.bool_]:
+        """The long-tail half thresholds are checked against: names only one DNS-volume list knows,
+        the CDN, API and regional names the trusted lists under-represent. The other half is the
+        long-tail test set."""
+        return (self.family == BENIGN_DNS_ONLY) & self.tail_half() & self.judged()
+
+    def thresholds(
+        self, score: npt.NDArray[Any] | None = None, fprs: Sequence[float] = FPR_TARGETS, rule: str = "guarded"
+    ) -> dict[str, float]:
+        """For each target FPR f, the lowest threshold that flags at most f of the trusted validation
+        names AND keeps the long-tail half under ten times f (the issue's bounds: 0.1% at the sinkhole's
+        1e-4, 1% at the log's 1e-3) with 95% confidence (`tail_budget`).
+
+        Why two sets (#13 session 13): a threshold set on the pooled names rested on the ~18 highest,
+        nearly all random strings the DNS-volume lists carry (live DGA, ad-fraud): the threshold then
+        measured the lists' junk, and held the long tail at a fifth of its bound while unseen families
+        went uncaught. The trusted names keep the FPR meaning; the tail budget keeps the long-tail
+        promise, with the margin the names it rests on allow.
+
+        `rule` "pooled" (sessions 4-12: FPR f of the trusted and tail names together) and "trusted" (the
+        first design: trusted names alone) are kept to measure what this rule changes."""
+        score = self.score if score is None else score
+        if rule == "pooled":
+            return calibrate(score[self.calibration()], fprs)
+        if rule == "trusted":
+            return calibrate(score[self.trusted_calibration()], fprs)
+        trusted = calibrate(score[self.trusted_calibration()], fprs)
+        tail = np.sort(score[self.tail_calibration()])[::-1]
+        return {
+            fpr_name(f): max(trusted[fpr_name(f)], _threshold(tail, tail_budget(LONG_TAIL_BOUND * f, len(tail))))
+            for f in fprs
+        }
 
     def long_tail(self) -> npt.NDArray[np.bool_]:
         """The long-tail test names: the half of the one-DNS-list names never calibrated on."""
@@ -93,7 +133,12 @@ class Scores:
     def tail_half(self) -> npt.NDArray[np.bool_]:
         """A fixed half by a hash of the label (the part before the first dot), the same in every run
         and input form."""
-        return np.array([zlib.crc32(t.split(".", 1)[0].encode()) % 2 == 0 for t in self.labels.tolist()], dtype=bool)
+        if "tail_half" not in self._memo:
+            self._memo["tail_half"] = np.array(
+                [zlib.crc32(t.split(".", 1)[0].encode()) % 2 == 0 for t in self.labels.tolist()], dtype=bool
+            )
+        half: npt.NDArray[np.bool_] = self._memo["tail_half"]
+        return half
 
     def rows(self, part: int, seen_only: bool = True) -> npt.NDArray[np.bool_]:
         mask = (self.part == part) & ~np.isin(self.family, BENIGN_FAMILIES[1:]) & self.judged()
@@ -108,14 +153,25 @@ def calibrate(benign_scores: npt.NDArray[np.float32], fprs: Sequence[float] = FP
     """For each target FPR, the lowest threshold at which at most that share of these benign names
     score at or above it. Rests on `len(benign_scores) * fpr` names: say so wherever it is used."""
     ordered = np.sort(benign_scores)[::-1]
-    out = {}
-    for fpr in fprs:
-        k = int(np.floor(fpr * len(ordered)))  # benign names allowed at or above the threshold
-        # The next value above the k-th score in the scores' own precision: serving compares float32
-        # scores with the threshold in float32, where a float64 step above would round back onto it.
-        t = float(np.nextafter(ordered[k], ordered.dtype.type(2.0))) if k < len(ordered) else 0.0
-        out[fpr_name(fpr)] = min(t, 1.0)
-    return out
+    return {fpr_name(fpr): _threshold(ordered, int(np.floor(fpr * len(ordered)))) for fpr in fprs}
+
+
+def _threshold(ordered: npt.NDArray[Any], k: int) -> float:
+    """The lowest threshold at which at most `k` of these scores (sorted, highest first) are at or above."""
+    # The next value above the k-th score in the scores' own precision: serving compares float32
+    # scores with the threshold in float32, where a float64 step above would round back onto it.
+    t = float(np.nextafter(ordered[k], ordered.dtype.type(2.0))) if k < len(ordered) else 0.0
+    return min(t, 1.0)
+
+
+def tail_budget(bound: float, n: int, level: float = 0.95) -> int:
+    """The most of `n` calibration names a threshold may flag so that the rate it implies on names it
+    never saw stays under `bound` at `level`: the upper end of the Clopper-Pearson interval of
+    k of n. On ~66,000 long-tail names and a 0.1% bound: 50 names (0.076%)."""
+    k = int(np.floor(bound * n))
+    while k > 0 and fpr_interval(k, n, level)[1] > bound:
+        k -= 1
+    return k
 
 
 def fpr_interval(flagged: int, n: int, level: float = 0.95) -> tuple[float, float]:
@@ -189,7 +245,7 @@ def evaluate_run(run: Path, variant: str | None = None) -> dict[str, Any]:
     test = s.rows(TEST)
     excluded = tuple(json.loads((run / "run.json").read_text()).get("exclude", ()))
     trained = test & ~np.isin(s.family, excluded)
-    thresholds = calibrate(s.score[s.calibration()])
+    thresholds = s.thresholds()
     thresholds.update({action: thresholds[name] for action, name in DEFAULT_ACTIONS.items()})
     y, sc = s.y[test], s.score[test]
     n_benign = int((y == 0).sum())
@@ -238,7 +294,7 @@ def evaluate_lfo(runs: Sequence[Path], variant: str | None = None) -> dict[str, 
     per_family: dict[str, dict[str, Any]] = {}
     for run in runs:
         s = Scores.load(run, variant)
-        thresholds = calibrate(s.score[s.calibration()])
+        thresholds = s.thresholds()
         named = {action: thresholds[name] for action, name in DEFAULT_ACTIONS.items()}
         held = (s.part == TEST) & np.isin(s.family, s.held_out)
         for fam, rec in family_recall(s, held, named).items():

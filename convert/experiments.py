@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from convert.data import BENIGN_DNS_MACHINE, BENIGN_DNS_ONLY, BENIGN_MACHINE
-from convert.evaluate import DEFAULT_ACTIONS, Scores, calibrate, family_recall
-from convert.splits import TEST, VAL
+from convert.evaluate import DEFAULT_ACTIONS, THRESHOLD_RULES, Scores, calibrate, family_recall
+from convert.splits import TEST
 
 LFO_RUN = re.compile(r"^(?P<config>.+)-lfo(?P<fold>\d)$")
 CHOSEN = "x-suffix"  # the configuration shipped (runs/cnn); chosen by the table on the budget protocol
@@ -44,14 +44,15 @@ def configs(root: Path = Path("runs"), pattern: str = "[xf]-*-lfo[0-9]") -> dict
 
 
 def fold_result(
-    run: Path, variant: str = "logit", trusted_only: bool = False, judge_punycode: bool = False
+    run: Path, variant: str = "logit", rule: str = "guarded", judge_punycode: bool = False
 ) -> dict[str, Any]:
     """One fold model: recall of its held-out families and long-tail rates at its own thresholds
-    (`trusted_only`: calibrated on the trusted validation benign names alone, the first design;
-    `judge_punycode`: punycode benign names kept in the pools, as before #13's serving policy)."""
+    (`rule`: how they are set, see `Scores.thresholds`; `judge_punycode`: punycode benign names kept
+    in the pools, as before #13's serving policy)."""
     s = Scores.load(run, variant, judge_punycode)
-    val_benign = s.score[s.rows(VAL) & (s.y == 0)] if trusted_only else s.score[s.calibration()]
-    named = {a: calibrate(val_benign)[n] for a, n in DEFAULT_ACTIONS.items()}
+    thresholds = s.thresholds(rule=rule)
+    named = {a: thresholds[n] for a, n in DEFAULT_ACTIONS.items()}
+    val_benign = s.score[s.calibration() if rule == "pooled" else s.trusted_calibration()]
     held = (s.part == TEST) & np.isin(s.family, s.held_out)
     # The issue's long-tail target as an operating point: the threshold at which 0.1% of the long-tail
     # calibration half is flagged, i.e. how much a sinkhole set exactly at that target would catch.
@@ -74,15 +75,16 @@ def fold_result(
 
 
 def summarise(
-    runs: list[Path], variant: str = "logit", trusted_only: bool = False, judge_punycode: bool = False
+    runs: list[Path], variant: str = "logit", rule: str = "guarded", judge_punycode: bool = False
 ) -> dict[str, Any]:
     """Mean family recall over the folds' held-out families, with the long-tail rates."""
-    folds = [fold_result(r, variant, trusted_only, judge_punycode) for r in runs]
+    folds = [fold_result(r, variant, rule, judge_punycode) for r in runs]
     families = {f: v for fold in folds for f, v in fold["families"].items()}
     rec = {a: [v[a] for v in families.values()] for a in (*DEFAULT_ACTIONS, "tail_target")}
     easy = [v["sinkhole"] for f, v in families.items() if f not in HARD]
     info = folds[0]["info"] if folds else {}
     return {
+        "rule": rule,
         "folds": len(folds),
         "families": families,
         "n_families": len(families),
@@ -167,17 +169,33 @@ def fold_table(results: dict[str, dict[str, Any]], root: Path = Path("runs")) ->
     return "\n".join(lines)
 
 
-def first_design_table(results: dict[str, dict[str, Any]]) -> str:
-    """The same runs with thresholds from the trusted validation benign names alone."""
+def threshold_rules(found: dict[str, list[Path]]) -> dict[str, dict[str, Any]]:
+    """Each configuration with all its folds, its thresholds set by each rule of `Scores.thresholds`
+    (the same fold models: only how the thresholds are set differs)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, runs in sorted(found.items()):
+        if len(runs) >= FOLDS:
+            for rule in THRESHOLD_RULES:
+                r = summarise(runs, rule=rule)
+                out[f"{name}/{rule}"] = {k: v for k, v in r.items() if k != "families"} | {"config_name": name}
+    return out
+
+
+def rules_table(results: dict[str, dict[str, Any]]) -> str:
+    """The threshold rules side by side, per configuration."""
     lines = [
-        "| configuration | mean recall @sinkhole | families >= 0.9 | mean recall @log | long tail sinkholed / logged |",
-        "|---|---|---|---|---|",
+        "| configuration | thresholds | mean recall @sinkhole | families >= 0.9 @sinkhole | mean recall @log "
+        "| families >= 0.9 @log | long tail sinkholed / logged | long tail uncleaned: sinkholed / logged |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for name, r in results.items():
+    for key, r in results.items():
+        name, rule = key.split("/")
         lines.append(
-            f"| {carried_label(name, r)} | {r['mean_recall']['sinkhole']:.3f} "
-            f"| {r['families_ge_0.9']['sinkhole']}/{r['n_families']} "
-            f"| {r['mean_recall']['log']:.3f} | {r['tail']['sinkhole'] * 100:.3f}% / {r['tail']['log'] * 100:.2f}% |"
+            f"| {carried_label(name, r)} | {rule} | {r['mean_recall']['sinkhole']:.3f} "
+            f"| {r['families_ge_0.9']['sinkhole']}/{r['n_families']} | {r['mean_recall']['log']:.3f} "
+            f"| {r['families_ge_0.9']['log']}/{r['n_families']} "
+            f"| {r['tail']['sinkhole'] * 100:.3f}% / {r['tail']['log'] * 100:.2f}% "
+            f"| {r['tail_uncleaned']['sinkhole'] * 100:.3f}% / {r['tail_uncleaned']['log'] * 100:.2f}% |"
         )
     return "\n".join(lines)
 

@@ -69,7 +69,7 @@ def fold_facts(run: Path) -> dict[str, int]:
 
 def policy_row(name: str, runs: list[Path], root: Path) -> str:
     """One configuration before and after the policy, on the same models."""
-    before, after = summarise(runs, judge_punycode=True), summarise(runs)
+    before, after = summarise(runs, rule="pooled", judge_punycode=True), summarise(runs, rule="pooled")
     facts = [fold_facts(r) for r in runs]
     total = {k: sum(f[k] for f in facts) for k in facts[0]}
     rand = root / RAND.get(name, f"{name}-rand")
@@ -122,7 +122,7 @@ def ensemble_table(root: Path, names: tuple[str, ...]) -> str:
     for name in names:
         if name not in found:
             continue
-        r = summarise(found[name])
+        r = summarise(found[name], rule="pooled")
         per_fold: dict[str, list[float]] = {}
         for fam in r["families"].values():
             per_fold.setdefault(fam["fold"], []).append(fam["sinkhole"])
@@ -159,7 +159,7 @@ def family_changes(root: Path, a: str, b: str) -> str:
     found = configs(root, "*-lfo[0-9]")
     if a not in found or b not in found:
         return ""
-    ra, rb = summarise(found[a])["families"], summarise(found[b])["families"]
+    ra, rb = summarise(found[a], rule="pooled")["families"], summarise(found[b], rule="pooled")["families"]
     moved = sorted(
         ((f, ra[f]["sinkhole"], rb[f]["sinkhole"]) for f in ra.keys() & rb.keys()),
         key=lambda x: x[2] - x[1],

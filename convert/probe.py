@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from convert.data import InputForm, NameParser
-from convert.evaluate import DEFAULT_ACTIONS, Scores, calibrate
+from convert.evaluate import DEFAULT_ACTIONS, Scores
 from convert.experiments import CHOSEN
 from resolverguard.encoding import NameEncoder
 
@@ -54,7 +54,7 @@ def main() -> None:
         z = model.predict(encoder.encode([parser.model_input(n, form) or "" for n in NAMES]), verbose=0).ravel()
         p = 1.0 / (1.0 + np.exp(-z.astype(np.float64)))
         s = Scores.load(run, "logit")
-        thresholds = calibrate(s.score[s.calibration()])
+        thresholds = s.thresholds()
         named = {action: thresholds[n] for action, n in DEFAULT_ACTIONS.items()}
         columns[name] = [f"{v:.3f} {_action(v, named)}" for v in p]
     print("| name | " + " | ".join(columns) + " |")

@@ -27,7 +27,6 @@ from convert.data import BENIGN_DNS_ONLY, BENIGN_MACHINE, DEFAULT_DATA_DIR, beni
 from convert.evaluate import (
     FPR_TARGETS,
     Scores,
-    calibrate,
     evaluate_lfo,
     evaluate_run,
     fpr_name,
@@ -36,8 +35,9 @@ from convert.evaluate import (
     threshold_setters,
     threshold_support,
 )
-from convert.experiments import CHOSEN, FOLDS, FULL, carried_label, configs, summarise
-from convert.splits import TEST, VAL
+from convert.experiments import CHOSEN, FOLDS, FULL, carried_label, configs, summarise, threshold_rules
+from convert.report_text import CAL_TAIL, CAL_TRUSTED
+from convert.splits import TEST
 
 # The architecture comparison: the chosen data configuration, fold 0's families held out, the same
 # 60k training names and 3 epochs for each (the recurrent models cost 5-10x the CNN on this CPU).
@@ -68,12 +68,13 @@ class Previous:
         found = re.search(r"Model version `([^`]+)`", text)
         return cls(str(ev.get("model_version") or (found[1] if found else "unknown")), ev, text)
 
-    def carry(self, fresh: dict[str, dict[str, Any]], key: str) -> dict[str, dict[str, Any]]:
+    def carry(self, fresh: dict[str, dict[str, Any]], key: str, rule: str | None = None) -> dict[str, dict[str, Any]]:
         """`fresh` results by name, then those of `self.eval[key]` that were not rerun, each marked
-        with the model version they were measured for."""
+        with the model version they were measured for; with `rule`, only those whose thresholds were
+        set by that rule (`Scores.thresholds`; results before session 13 name none: "pooled")."""
         out = dict(fresh)
         for name, r in self.eval.get(key, {}).items():
-            if name not in fresh:
+            if name not in fresh and (rule is None or r.get("rule", "pooled") == rule):
                 out[name] = r | {"carried_from": r.get("carried_from", self.version)}
         return out
 
@@ -232,14 +233,14 @@ def kinds_from_manifest(data_dir: Path) -> dict[str, str]:
 
 
 def calibration(run: Path, variant: str) -> dict[str, Any]:
-    """The shipped thresholds (calibrated on the validation benign names with the shipped file's own
-    scores) and what they do on each benign set, with the 95% interval of each rate."""
+    """The shipped thresholds (`Scores.thresholds` with the shipped file's own scores) and what they
+    do on each benign set, with the 95% interval of each rate."""
     s = Scores.load(run, variant)
-    val = s.score[s.calibration()]
-    thresholds = calibrate(val)
+    thresholds = s.thresholds()
     named = {fpr_name(f): thresholds[fpr_name(f)] for f in FPR_TARGETS}
     sets = {
-        "calibration (validation benign + half of the long tail)": val,
+        CAL_TRUSTED: s.score[s.trusted_calibration()],
+        CAL_TAIL: s.score[s.tail_calibration()],
         "test benign": s.score[s.rows(TEST) & (s.y == 0)],
         "long tail (one DNS list only, cleaned; the half not calibrated on)": s.score[s.long_tail()],
         "machine-made (removed by the cleaning rule)": s.score[(s.family == BENIGN_MACHINE) & s.judged()],
@@ -247,10 +248,11 @@ def calibration(run: Path, variant: str) -> dict[str, Any]:
     return {name: threshold_support(scores, named) for name, scores in sets.items()}
 
 
-def trusted_only(run: Path, variant: str) -> dict[str, float]:
-    """The first design, for the record: thresholds from the trusted validation benign names alone."""
+def pooled(run: Path, variant: str) -> dict[str, float]:
+    """The rule of sessions 4-12, for the record: thresholds at FPR f of the trusted and long-tail
+    calibration names together."""
     s = Scores.load(run, variant)
-    thresholds = calibrate(s.score[s.rows(VAL) & (s.y == 0)])
+    thresholds = s.thresholds(rule="pooled")
     tail = s.score[s.long_tail()]
     return {
         "long_tail_sinkhole": float((tail >= thresholds["fpr_1e-4"]).mean()),
@@ -331,24 +333,25 @@ def main(argv: list[str] | None = None) -> None:
     ev["model_version"] = meta.get("model_version", "?")
     found = {name: runs for name, runs in configs().items() if len(runs) >= FOLDS}
     partial = {name: runs for name, runs in configs().items() if len(runs) < FOLDS}
-    fresh = {name: summarise(runs) for name, runs in found.items()}
-    experiments = previous.carry(fresh, "experiments")
-    first_design = previous.carry(
-        {name: summarise(runs, trusted_only=True) for name, runs in found.items()}, "experiments_trusted_only"
+    # The experiments table keeps the rule the configurations were chosen under (pooled calibration,
+    # sessions 4-12); the chosen configuration's and the shipped scorer's figures use the shipped rule.
+    fresh = {name: summarise(runs, rule="pooled") for name, runs in found.items()}
+    experiments = previous.carry(fresh, "experiments", rule="pooled")
+    shipped_rule = previous.carry(
+        {name: summarise(runs) for name, runs in found.items()}, "experiments_guarded", rule="guarded"
     )
-    ev["chosen"] = FULL if FULL in experiments else CHOSEN
-    chosen = experiments.get(ev["chosen"], {})
+    ev["chosen"] = FULL if FULL in experiments or FULL in shipped_rule else CHOSEN
+    chosen = shipped_rule.get(ev["chosen"]) or experiments.get(ev["chosen"], {})
     if "carried_from" in chosen and previous.eval.get("chosen") == ev["chosen"]:
         ev["leave_family_out"] = previous.eval.get("leave_family_out", {})
     else:
         ev["leave_family_out"] = chosen.get("families", {})
     ev["experiments"] = {n: {k: v for k, v in r.items() if k != "families"} for n, r in experiments.items()}
-    ev["experiments_trusted_only"] = {
-        n: {k: v for k, v in r.items() if k != "families"} for n, r in first_design.items()
-    }
+    ev["experiments_guarded"] = {n: {k: v for k, v in r.items() if k != "families"} for n, r in shipped_rule.items()}
+    ev["threshold_rules"] = previous.carry(threshold_rules(configs(Path("runs"), "*-lfo[0-9]")), "threshold_rules")
     ev["comparison"] = rows
     ev["calibration"] = calibration(a.default, a.variant)
-    ev["trusted_only"] = trusted_only(a.default, a.variant)
+    ev["pooled"] = pooled(a.default, a.variant)
     ev["previous"] = previous_model(a.default)
     cleaning = json.loads((a.default / "run.json").read_text()).get("cleaning", "shape")
     ev["cleaning_rule"] = cleaning
@@ -366,7 +369,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     plot_families(ev["family_recall"], ev["leave_family_out"], "sinkhole", a.out / "families.png")
     text = render(
-        ev, rows, experiments, kinds_from_manifest(DEFAULT_DATA_DIR), meta, a, first_design, previous, partial
+        ev, rows, experiments, kinds_from_manifest(DEFAULT_DATA_DIR), meta, a, shipped_rule, previous, partial
     )
     text = text.replace("\n## Reproduce", "\n" + vetting_section(previous, cleaning) + "\n\n## Reproduce", 1)
     text = text.replace("\n## Reproduce", "\n" + idn_section(previous, a.default, a.variant) + "\n\n## Reproduce", 1)
@@ -455,13 +458,13 @@ def render(
     kinds: dict[str, str],
     meta: dict[str, Any],
     a: argparse.Namespace,
-    first_design: dict[str, dict[str, Any]],
+    shipped_rule: dict[str, dict[str, Any]],
     previous: Previous,
     partial: dict[str, list[Path]],
 ) -> str:
-    from convert.experiments import first_design_table
+    from convert.experiments import rules_table
     from convert.experiments import table as experiments_table
-    from convert.report_text import narrative
+    from convert.report_text import RULES, narrative
 
     table = "\n".join(
         ["| threshold | test FPR | benign flagged | test TPR |", "|---|---|---|---|"]
@@ -489,7 +492,8 @@ def render(
         variant=a.variant,
         experiments=experiments,
         experiments_table=experiments_table(experiments) + partial_note(partial),
-        first_design_table=first_design_table(first_design),
+        shipped_rule=shipped_rule,
+        rules_section=RULES.format(table=rules_table(ev["threshold_rules"])),
         comparison=comparison_table(rows),
         threshold_table=table,
         calibration_table=calibration_table(ev["calibration"]),

@@ -2,9 +2,10 @@
 
     python -m convert.ship --run runs/cnn --variant dynamic-int8 --out models/default.tflite
 
-Thresholds are calibrated on the validation benign names with the SHIPPED (quantized) model's own
-scores, so the false-positive rates in the metadata are those of the file that serves, not of the
-Keras model it came from.
+Thresholds are calibrated (`convert.evaluate.Scores.thresholds`: the trusted validation benign names,
+guarded by the long-tail calibration half) with the SHIPPED (quantized) model's own scores, so the
+false-positive rates in the metadata are those of the file that serves, not of the Keras model it
+came from.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from convert.data import InputForm
-from convert.evaluate import DEFAULT_ACTIONS, FPR_TARGETS, Scores, calibrate, fpr_name, threshold_support
+from convert.evaluate import DEFAULT_ACTIONS, FPR_TARGETS, LONG_TAIL_BOUND, Scores, fpr_name, threshold_support
 from resolverguard.encoding import NameEncoder
 from resolverguard.model import ModelMetadata, load_metadata, metadata_path
 
@@ -31,23 +32,27 @@ def ship_metadata(run: Path, variant: str, lite_scores: npt.NDArray[np.float32])
     families the model trained on (the replay benchmark uses only the others)."""
     info = json.loads((run / "run.json").read_text())
     s = Scores.load(run)
-    val_benign = s.calibration()
-    thresholds = calibrate(lite_scores[val_benign], FPR_TARGETS)
+    thresholds = s.thresholds(lite_scores)
+    named = {fpr_name(f): thresholds[fpr_name(f)] for f in FPR_TARGETS}
     thresholds.update({action: thresholds[name] for action, name in DEFAULT_ACTIONS.items()})
-    support = threshold_support(lite_scores[val_benign], {fpr_name(f): thresholds[fpr_name(f)] for f in FPR_TARGETS})
+    support = threshold_support(lite_scores[s.trusted_calibration()], named)
+    tail = threshold_support(lite_scores[s.tail_calibration()], named)
     trained = info.get("trained_families", [])
     every = sorted(set(s.family[s.y == 1].tolist()) | set(trained))
     extra = {
         "quantization": variant,
         "threshold_meaning": {
-            name: f"score at which {f:g} of the calibration benign names score at or above "
-            f"({sup['n']} names, {sup['flagged']} at or above; FPR 95% interval "
-            f"{sup['ci95'][0]:.1e}..{sup['ci95'][1]:.1e})"
+            name: f"lowest score at which at most {f:g} of the trusted validation benign names score at or "
+            f"above ({sup['n']} names, {sup['flagged']} at or above; FPR 95% interval "
+            f"{sup['ci95'][0]:.1e}..{sup['ci95'][1]:.1e}) and the long-tail calibration half stays under "
+            f"{LONG_TAIL_BOUND * f:g} at 95% confidence ({tl['n']} names, {tl['flagged']} at or above; 95% "
+            f"interval {tl['ci95'][0]:.1e}..{tl['ci95'][1]:.1e})"
             for f in FPR_TARGETS
-            for name, sup in [(fpr_name(f), support[fpr_name(f)])]
+            for name, sup, tl in [(fpr_name(f), support[fpr_name(f)], tail[fpr_name(f)])]
         }
         | {a: f"default '{a}' action = {n}" for a, n in DEFAULT_ACTIONS.items()},
         "threshold_support": support,
+        "tail_support": tail,
         "temperature": json.loads((run / "tflite" / "temperature.json").read_text())["temperature"],
         "training_data_digest": info["data_digest"],
         "training": {
@@ -93,8 +98,8 @@ def ensemble_metadata(
     pool = s.calibration()
     gate = gate_threshold(linear[pool], GATE_FPR)
     scores = ensemble_scores(lite_scores, linear, gate, temperature)
-    cnn_thresholds = calibrate(lite_scores[pool])
-    ours = calibrate(scores[pool])
+    cnn_thresholds = s.thresholds(lite_scores)
+    ours = s.thresholds(scores)
     test = s.rows(TEST) & ~np.isin(s.family, json.loads((run / "run.json").read_text()).get("exclude", []))
     tail = s.long_tail()
     facts = {
@@ -116,7 +121,7 @@ def ensemble_metadata(
         "gate_fpr": GATE_FPR,
         "cnn_temperature": temperature,
         "cnn_thresholds": {**cnn_thresholds, **{a: cnn_thresholds[n] for a, n in DEFAULT_ACTIONS.items()}},
-        "calibration_names": int(pool.sum()),
+        "calibration_names": int(s.trusted_calibration().sum()),
         "random_split": facts,
     }
     return scores, spec

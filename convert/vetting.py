@@ -91,7 +91,7 @@ def tail_rates(runs: list[Path], names: set[str]) -> tuple[dict[str, float], int
     n = 0
     for run in runs:
         s = Scores.load(run, "logit")
-        thresholds = calibrate(s.score[s.calibration()])
+        thresholds = s.thresholds(rule="pooled")
         rows = np.isin(s.labels, list(names))
         n = int(rows.sum())
         for action, name in DEFAULT_ACTIONS.items():
@@ -113,7 +113,7 @@ def config_table(root: Path, names: list[str], reference: str) -> str:
     for name in names:
         if name not in found:
             continue
-        r = summarise(found[name])
+        r = summarise(found[name], rule="pooled")
         tpr = random_split_tpr(root / f"{name}-rand")
         (c, nc), (u, nu) = tail_rates(found[name], cleaned), tail_rates(found[name], uncleaned)
         rule = r["info_cleaning"]

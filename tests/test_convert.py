@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import random
 import string
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +29,11 @@ from convert.data import (  # noqa: E402
     load,
     load_cached,
 )
-from convert.evaluate import calibrate, fpr_interval, threshold_support  # noqa: E402
+from convert.evaluate import Scores, calibrate, fpr_interval, tail_budget, threshold_support  # noqa: E402
 from convert.experiments import summarise  # noqa: E402
 from convert.quantize import quantize_run  # noqa: E402
 from convert.ship import ship  # noqa: E402
+from convert.splits import VAL  # noqa: E402
 from convert.train import TrainConfig, sample_weights, train  # noqa: E402
 from resolverguard.encoding import NameEncoder  # noqa: E402
 from resolverguard.model import ModelMetadata, load_metadata, load_model, metadata_path  # noqa: E402
@@ -147,6 +149,44 @@ def test_calibration_rests_on_the_names_it_reports() -> None:
     narrow, wide = fpr_interval(20, 200_000), fpr_interval(2, 20_000)
     assert narrow[1] - narrow[0] < wide[1] - wide[0]
     assert fpr_interval(0, 3000)[0] == 0.0 and fpr_interval(0, 3000)[1] == pytest.approx(3.69 / 3000, rel=0.01)
+
+
+def test_tail_budget_is_the_most_names_the_interval_allows() -> None:
+    for n, bound in ((66_000, 1e-3), (66_000, 1e-2), (20_000, 1e-3)):
+        k = tail_budget(bound, n)
+        assert 0 < k < bound * n and fpr_interval(k, n)[1] <= bound < fpr_interval(k + 1, n)[1]
+    assert tail_budget(1e-3, 1_000) == 0 and tail_budget(1e-3, 0) == 0  # too few names to promise anything
+
+
+def _pools(trusted: np.ndarray, tail: np.ndarray) -> Scores:
+    """Validation benign names, then long-tail names all in the calibration half (labels chosen so)."""
+    labels = [f"val{i}.com" for i in range(len(trusted))]
+    halves = (f"tail{i}" for i in range(10 * len(tail)))
+    labels += [f"{x}.com" for x in halves if zlib.crc32(x.encode()) % 2 == 0][: len(tail)]
+    family = np.array([BENIGN] * len(trusted) + [BENIGN_DNS_ONLY] * len(tail))
+    part = np.full(len(labels), VAL, dtype=np.int8)
+    score = np.concatenate([trusted, tail]).astype(np.float32)
+    return Scores(np.array(labels), np.zeros(len(labels), dtype=np.int8), family, part, score, ())
+
+
+def test_thresholds_hold_the_trusted_fpr_and_the_long_tail_bound() -> None:
+    """#13 session 13: FPR f of the trusted names, raised only as far as the long tail needs."""
+    rng = np.random.default_rng(3)
+    trusted = rng.random(100_000) * 0.9  # trusted names never above 0.9
+    clean_tail, junk_tail = rng.random(20_000) * 0.9, rng.random(20_000) * 0.9
+    junk_tail[:200] = 0.95 + 0.05 * rng.random(200)  # 1% random-string junk, above every trusted name
+    clean, junk = _pools(trusted, clean_tail), _pools(trusted, junk_tail)
+    assert clean.tail_calibration().sum() == junk.tail_calibration().sum() == 20_000
+    by_trusted = calibrate(clean.score[clean.trusted_calibration()])
+    assert clean.thresholds() == by_trusted  # a clean long tail: the trusted FPR alone sets them
+    guarded = junk.thresholds()
+    for name, f in (("fpr_1e-4", 1e-4), ("fpr_1e-3", 1e-3)):
+        flagged = int((junk_tail >= guarded[name]).sum())
+        assert flagged <= tail_budget(10 * f, 20_000) and guarded[name] > by_trusted[name]
+        assert (trusted >= guarded[name]).mean() <= f
+    # The sessions 4-12 rule (the two pooled) and the first design (trusted alone) stay measurable.
+    assert junk.thresholds(rule="trusted") == by_trusted
+    assert junk.thresholds(rule="pooled") == calibrate(junk.score[junk.calibration()])
 
 
 def test_data_cache_is_renamed_into_place_and_read_back(data_dir: Path, tmp_path: Path) -> None:
