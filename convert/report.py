@@ -271,6 +271,9 @@ def previous_model(run: Path, previous: Path = PREVIOUS) -> str:
     meta = json.loads((previous / "default.json").read_text())
     encoder = NameEncoder(meta["input"]["charset"], meta["input"]["maxlen"])
     content = (previous / "tflite" / "dynamic-int8.tflite").read_bytes()
+    whole = previous / "model" / "default.tflite"  # an ensemble: its files as models/ held them
+    if meta.get("ensemble") and not whole.exists():
+        return "not measured (an ensemble: runs/previous/model/ missing)"
     s = Scores.load(run)
     parts = []
     machine = (s.family == BENIGN_MACHINE) & s.judged()
@@ -278,7 +281,12 @@ def previous_model(run: Path, previous: Path = PREVIOUS) -> str:
         texts = s.labels[mask].tolist()
         if meta.get("input", {}).get("form", "label") == "label":
             texts = [t.split(".", 1)[0] for t in texts]
-        scores = run_tflite(content, encoder.encode(texts))
+        if meta.get("ensemble"):  # the whole scorer, as serving loads it: its thresholds are the ensemble's
+            from resolverguard.model import load_model
+
+            scores = load_model(whole).score(texts)
+        else:
+            scores = run_tflite(content, encoder.encode(texts))
         rates = {a: float((scores >= meta["thresholds"][a]).mean()) for a in ("sinkhole", "log")}
         parts.append(f"{name} sinkholed {rates['sinkhole'] * 100:.3f}%, logged {rates['log'] * 100:.2f}%")
     return f"`{meta['model_version']}`: " + "; ".join(parts)

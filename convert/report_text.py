@@ -707,7 +707,8 @@ or step by step: `python -m convert.train --arch cnn --out runs/cnn ...` (the ar
 `python -m convert.ship --run runs/cnn --variant {variant}`, `python -m convert.probe > runs/probe.md`,
 `python -m convert.report`. `python -m convert.experiments` prints the experiments table alone.
 The comparison with the previous model needs it in `runs/previous/` (`tflite/dynamic-int8.tflite` and
-`default.json` from git history); without it that line says "not measured".
+`default.json` from git history; for an ensemble also `model/` holding its `default.tflite`, `default.json`
+and `default.gate.*`); without it that line says "not measured".
 
 Time on this 2-core CPU, shared with other jobs while it ran (session 3, the first full sweep): about
 95 minutes in all: the 30 experiment runs ~45 min, the shipped run + the architecture comparison + the
