@@ -20,7 +20,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 MODEL_BEGIN, MODEL_END = "<!-- model:begin -->", "<!-- model:end -->"
-CAL_POOL = "calibration (validation benign + half of the long tail)"
+CAL_POOL = "calibration (validation benign + half of the long tail)"  # reports before session 13
+CAL_TRUSTED = "trusted calibration (validation benign)"
 
 
 def _k(qps: float) -> str:
@@ -121,9 +122,9 @@ def model_figures(models: Path = ROOT / "models") -> str:
     meta: dict[str, Any] = json.loads((models / "default.json").read_text())
     variant = meta.get("quantization", "dynamic-int8")
     parity = ev["parity"].get(variant, {})
-    sink = ev["calibration"][CAL_POOL]["fpr_1e-4"]
+    sink = (ev["calibration"].get(CAL_TRUSTED) or ev["calibration"][CAL_POOL])["fpr_1e-4"]
     dns = ev["dns_only_benign"]["flagged"]
-    chosen = ev["experiments"].get(ev["chosen"], {})
+    chosen = ev.get("experiments_guarded", {}).get(ev["chosen"]) or ev["experiments"].get(ev["chosen"], {})
     mean, log = chosen["mean_recall"]["sinkhole"], chosen["mean_recall"]["log"]
     n90, nfam = chosen["families_ge_0.9"]["sinkhole"], chosen["n_families"]
     met = "met" if mean >= 0.6 and n90 >= 30 else "not met"

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from convert.evaluate import DEFAULT_ACTIONS, Scores, calibrate
+from convert.evaluate import DEFAULT_ACTIONS, Scores
 from convert.splits import VAL
 from resolverguard.encoding import NameEncoder
 
@@ -153,7 +153,7 @@ def quantize_run(
     model = tempered(trained, temperature)
     reference = (1.0 / (1.0 + np.exp(-logits / temperature))).astype(np.float32)  # Keras scores, tempered
     np.save(run / "tempered.scores.npy", reference)
-    keras_thresholds = calibrate(reference[cal])
+    keras_thresholds = s.thresholds(reference)  # action changes are counted at the shipped rule's thresholds
     named = {a: keras_thresholds[n] for a, n in DEFAULT_ACTIONS.items()}
     val_rows = np.flatnonzero(s.part == VAL)  # activation ranges from validation names, never test names
     representative = x[np.random.default_rng(0).choice(val_rows, min(500, len(val_rows)), replace=False)]

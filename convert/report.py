@@ -119,7 +119,7 @@ class Previous:
 
 
 REPLACED_KEYS = ("thresholds", "tpr_at_fpr_trained", "auc_trained", "threshold_table", "dns_only_benign")
-REPLACED_KEYS += ("calibration", "cleaning_rule", "chosen")
+REPLACED_KEYS += ("calibration", "cleaning_rule", "chosen", "shipped_ensemble", "threshold_rules")
 
 
 def replaced(previous: Previous, version: str) -> dict[str, Any]:
