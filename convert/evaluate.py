@@ -105,6 +105,8 @@ class Scores:
 
         `rule` "pooled" (sessions 4-12: FPR f of the trusted and tail names together) and "trusted" (the
         first design: trusted names alone) are kept to measure what this rule changes."""
+        if rule not in THRESHOLD_RULES:
+            raise ValueError(f"rule: {rule!r} is not one of {THRESHOLD_RULES}")
         score = self.score if score is None else score
         if rule == "pooled":
             return calibrate(score[self.calibration()], fprs)

@@ -187,6 +187,8 @@ def test_thresholds_hold_the_trusted_fpr_and_the_long_tail_bound() -> None:
     # The sessions 4-12 rule (the two pooled) and the first design (trusted alone) stay measurable.
     assert junk.thresholds(rule="trusted") == by_trusted
     assert junk.thresholds(rule="pooled") == calibrate(junk.score[junk.calibration()])
+    with pytest.raises(ValueError, match="rule"):
+        junk.thresholds(rule="pool")
 
 
 def test_data_cache_is_renamed_into_place_and_read_back(data_dir: Path, tmp_path: Path) -> None:
