@@ -1,6 +1,7 @@
 """What the slowest 1% of (d)'s answers at 20% load are made of, for several checkouts (issue #17).
 
-    python bench/p99_ab.py [TREE ...] [--rounds 3] [--seconds 4] [--qps N] [--watch | --trace] [--rt] [--out NAME]
+    python bench/p99_ab.py [TREE ...] [--rounds 3] [--seconds 4] [--qps N] [--watch | --trace] [--rt]
+                           [--kind misses|hits] [--out NAME]
 
 For each tree (this checkout first, then the others), (d) (the full chain, 1 worker, as
 bench/standalone.py starts it) on never-seen names: its peak QPS (3 s, per round, so a change that
@@ -23,11 +24,17 @@ server a wake-up every 2 ms: compare trees with it on in both, or off in both.
 and the upstream sockets' readers, the model's batch, the upstream timer's sweep, and any
 `module:Class.method` in RG_P99_WRAP) that took over 0.3 ms, with their own CPU time, and every
 query's four moments keyed by its question (never-seen names are unique): read from the client,
-sent upstream, the upstream's answer read, the reply sent. Per run: the callbacks over 1 ms of CPU
-(the server's own stalls), and each leg's p50/p99 (`to_upstream`: our first steps and the model's
-batch; `upstream`: NSD and the wake-up on its answer; `to_reply`: our last steps), with which leg
-was longest for the slowest 1% of queries. `--rt`: (d) in SCHED_FIFO for the latency runs (and
-dnsperf at nice -10), so no other work on the machine takes its core: what is left is its own.
+sent upstream, the upstream's answer read, the reply sent (the client and upstream sockets' batch
+reads and writes are wrapped: udpbatch.DatagramIO, udpbatch.send_all, steps.upstream.ReadBuffer).
+Per run: the callbacks over 1 ms of CPU (the server's own stalls), and each leg's p50/p99
+(`to_upstream`: our first steps and the model's batch; `upstream`: NSD and the wake-up on its
+answer; `to_reply`: our last steps), `own` (read -> reply sent, less the upstream leg: the latency
+resolverguard adds, the direct measure of issue #17's "added p99"), for queries forwarded and for
+those answered here (cached, blocked), with which leg was longest for the slowest 1% and what long
+event (a collection, a callback over 0.3 ms) overlapped them. `--kind hits`: the latency runs on
+cached names (Zipf over ~10k, every name asked once first) instead of never-seen ones. `--rt`: (d)
+in SCHED_FIFO for the latency runs (and dnsperf at nice -10), so no other work on the machine takes
+its core: what is left is its own.
 `--perf`: `perf sched record -a` during each measured (d) run (the files stay in the work dir).
 
 Results to bench/results/OUT.{md,json} (OUT default p99_ab); every answer's latency (dnsperf's order)
@@ -525,6 +532,44 @@ def summary_line(r: dict[str, Any]) -> str:
     return text
 
 
+def legs_table(runs: list[dict[str, Any]], trees: list[Path]) -> list[str]:
+    """--trace: per tree and round, the time inside the server (ms, p50 / p99): our own (read to reply
+    sent, less the upstream leg) for forwarded queries and for those answered here, with the leg
+    that was the longer of ours for the slowest 1%, and what long event overlapped them."""
+    lines = [
+        "Inside the server (--trace; ms, p50 / p99 per round): `own` = read from the client -> reply sent, less"
+        " the upstream leg (sent upstream -> its answer read): the latency resolverguard adds.",
+        "",
+        "| tree | round | forwarded: own | in server | to_upstream | upstream | to_reply | answered here: own"
+        " | slowest 1% of forwarded (own): longer leg; overlapped by |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def pair(v: list[float] | None) -> str:
+        return f"{v[0]:.3f} / {v[1]:.3f}" if v else "-"
+
+    for tree in trees:
+        for r in (r for r in runs if r["tree"] == tree.name):
+            got = r["watch"].get("legs", {})
+            f, h = got.get("forwarded", {}), got.get("here", {})
+            lines.append(
+                f"| {tree.name} | {r['round']} | {pair(f.get('own'))} | {pair(f.get('in_server'))}"
+                f" | {pair(f.get('to_upstream'))} | {pair(f.get('upstream'))} | {pair(f.get('to_reply'))}"
+                f" | {pair(h.get('own'))} | {f.get('slowest_1pct_own_longer_leg', '-')};"
+                f" {f.get('slowest_1pct_during', '-')} |"
+            )
+    for tree in trees:
+        mine = [r["watch"].get("legs", {}) for r in runs if r["tree"] == tree.name]
+        own = [g["forwarded"]["own"][1] for g in mine if "forwarded" in g]
+        here = [g["here"]["own"][1] for g in mine if "here" in g]
+        if own:
+            lines.append(
+                f"\n{tree.name}: own p99 forwarded, median of rounds {statistics.median(own):.3f} ms"
+                + (f", answered here {statistics.median(here):.3f} ms" if here else "")
+            )
+    return lines
+
+
 def burst_text(b: dict[str, Any]) -> str:
     return f"{b['slow']} in {b['windows']} {b['largest']}"
 
@@ -571,6 +616,8 @@ def write(runs: list[dict[str, Any]], trees: list[Path], a: argparse.Namespace, 
             f" | {', '.join(str(r['over_1ms']) for r in mine)} | {', '.join(str(r['nsd_over_1ms']) for r in mine)}"
             f" | {'; '.join(burst_text(r['bursts']) for r in mine)} |"
         )
+    if a.trace:
+        lines += ["", *legs_table(runs, trees)]
     lines += ["", "Per run:", ""] + [f"- {summary_line(r)}" for r in runs] + [""]
     (out / f"{a.out}.md").write_text("\n".join(lines))
     print("\n".join(lines))
