@@ -262,18 +262,6 @@ def _featurizer(stage: Any) -> Any:
     return Featurizer(h.encoder.charset, h.encoder.maxlen, h.orders, h.bits, weights, dense, stage.bias, split, low)
 
 
-# Batches up to this many names are scored one name at a time (`EnsembleScorer._score_one`), the
-# interpreter left at batch 1. The CNN costs ~13-14 us a name at any batch size here (1: 14.3, 8:
-# 14.1, 64: 13.2 us, names over the gate), so a small batch gains nothing from one invoke, and it
-# paid numpy's per-call overhead and a `resize_tensor_input` + `allocate_tensors` each time the size
-# changed (the usual case at light load, between lone names and batches of a few): on never-seen
-# names (bench/compare.py's mix, 58% over the gate), a batch of 2 took 74-81 us against 24-25 one by
-# one, of 8 109-135 against 90-105 (#17, bench/results/p99_p99s13.md). A batch's names wait for
-# the whole batch (`batching.MicroBatcher.flush`): at 20% load the slowest 1% of never-seen names'
-# time in the server was spent there (bench/p99_ab.py --trace). Over 8, the batch path (one invoke).
-LONE_UP_TO = 8
-
-
 class EnsembleScorer(TFLiteScorer):
     """The CNN and the linear n-gram stage (`models/default.gate.npz`) as one scorer, when the metadata
     has `ensemble`: measured ahead of the CNN alone on families never seen and on the random split
@@ -358,8 +346,8 @@ class EnsembleScorer(TFLiteScorer):
     def score(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         if not texts:
             return np.zeros(0, dtype=np.float32)
-        if len(texts) <= LONE_UP_TO:  # (the same floats: tests/test_shipped_model.py)
-            return np.array([self._score_one(text) for text in texts], dtype=np.float32)
+        if len(texts) == 1:
+            return np.array([self._score_one(texts[0])], dtype=np.float32)
         if self.rows is None:
             linear = self.linear_logits(texts)
             reach = linear >= self.gate

@@ -161,24 +161,3 @@ def _row(model, text: str):
     row = np.zeros(model.encoder.maxlen, dtype=np.int32)
     model.encoder.encode_one(text, row)
     return row
-
-
-def test_small_batches_are_scored_name_by_name_with_the_interpreter_left_at_one(model) -> None:
-    """#17: a batch of up to LONE_UP_TO names is scored one name at a time, so the interpreter is not
-    resized (a resize + allocate_tensors each time the size changed) and the floats are the lone
-    path's; a bigger batch still takes one invoke."""
-    import random
-    import string
-
-    from resolverguard.model import LONE_UP_TO
-
-    rng = random.Random(3)
-    texts = ["".join(rng.choice(string.ascii_lowercase) for _ in range(14)) + ".com" for _ in range(4 * LONE_UP_TO)]
-    over = [t for t in texts if model.linear_one(model.encoder.raw(t)) >= model.gate]
-    assert len(over) > LONE_UP_TO  # they reach the CNN
-    for size in range(2, LONE_UP_TO + 1):
-        got = model.score(over[:size])
-        assert model._batch == 1, size
-        assert got.tolist() == [float(model.score([t])[0]) for t in over[:size]]
-    model.score(over[: LONE_UP_TO + 1])
-    assert model._batch == LONE_UP_TO + 1
