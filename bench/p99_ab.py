@@ -596,7 +596,8 @@ def write(runs: list[dict[str, Any]], trees: list[Path], a: argparse.Namespace, 
         f"# (d)'s p99 at a fixed rate, trees in turn (bench/p99_ab.py), {stamp}, {os.cpu_count()} cores",
         "",
         f"Load average before {load_before}, after {load_after}. {a.rounds} rounds; each tree's server fresh per"
-        f" round: peak {a.peak_seconds:g} s on never-seen names, then {a.seconds:g} s at {runs[0]['qps']:.0f} qps"
+        f" round: peak {a.peak_seconds:g} s on {'cached' if a.kind == 'hits' else 'never-seen'} names,"
+        f" then {a.seconds:g} s at {runs[0]['qps']:.0f} qps"
         f" and NSD alone on the same names right after. Watcher: {'on' if a.watch else 'off'},"
         f" trace: {'on' if a.trace else 'off'}; latency runs in"
         f" {'SCHED_FIFO for (d), nice -10 for dnsperf' if a.rt else 'SCHED_OTHER'}.",
