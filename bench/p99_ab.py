@@ -1,6 +1,7 @@
 """What the slowest 1% of (d)'s answers at 20% load are made of, for several checkouts (issue #17).
 
-    python bench/p99_ab.py [TREE ...] [--rounds 3] [--seconds 4] [--qps N] [--watch | --trace] [--rt] [--out NAME]
+    python bench/p99_ab.py [TREE ...] [--rounds 3] [--seconds 4] [--qps N] [--watch | --trace] [--rt]
+                           [--kind misses|hits] [--out NAME]
 
 For each tree (this checkout first, then the others), (d) (the full chain, 1 worker, as
 bench/standalone.py starts it) on never-seen names: its peak QPS (3 s, per round, so a change that
@@ -23,11 +24,17 @@ server a wake-up every 2 ms: compare trees with it on in both, or off in both.
 and the upstream sockets' readers, the model's batch, the upstream timer's sweep, and any
 `module:Class.method` in RG_P99_WRAP) that took over 0.3 ms, with their own CPU time, and every
 query's four moments keyed by its question (never-seen names are unique): read from the client,
-sent upstream, the upstream's answer read, the reply sent. Per run: the callbacks over 1 ms of CPU
-(the server's own stalls), and each leg's p50/p99 (`to_upstream`: our first steps and the model's
-batch; `upstream`: NSD and the wake-up on its answer; `to_reply`: our last steps), with which leg
-was longest for the slowest 1% of queries. `--rt`: (d) in SCHED_FIFO for the latency runs (and
-dnsperf at nice -10), so no other work on the machine takes its core: what is left is its own.
+sent upstream, the upstream's answer read, the reply sent (the client and upstream sockets' batch
+reads and writes are wrapped: udpbatch.DatagramIO, udpbatch.send_all, steps.upstream.ReadBuffer).
+Per run: the callbacks over 1 ms of CPU (the server's own stalls), and each leg's p50/p99
+(`to_upstream`: our first steps and the model's batch; `upstream`: NSD and the wake-up on its
+answer; `to_reply`: our last steps), `own` (read -> reply sent, less the upstream leg: the latency
+resolverguard adds, the direct measure of issue #17's "added p99"), for queries forwarded and for
+those answered here (cached, blocked), with which leg was longest for the slowest 1% and what long
+event (a collection, a callback over 0.3 ms) overlapped them. `--kind hits`: the latency runs on
+cached names (Zipf over ~10k, every name asked once first) instead of never-seen ones. `--rt`: (d)
+in SCHED_FIFO for the latency runs (and dnsperf at nice -10), so no other work on the machine takes
+its core: what is left is its own.
 `--perf`: `perf sched record -a` during each measured (d) run (the files stay in the work dir).
 
 Results to bench/results/OUT.{md,json} (OUT default p99_ab); every answer's latency (dnsperf's order)
@@ -88,20 +95,23 @@ if "serve" in sys.argv:
         threading.Thread(target=_watch, name="p99-watcher", daemon=True).start()
     if os.environ.get("RG_P99_TRACE"):  # the loop's Python callbacks that ran long, by name
         import resolverguard.batching as _b, resolverguard.steps.upstream as _u, resolverguard.udpbatch as _l
-        def _timed(cls, name, count):
+        import resource
+        _usage = lambda: resource.getrusage(resource.RUSAGE_THREAD)
+        def _timed(cls, name, count, label=None):  # cb END_TIME MS NAME:COUNT:CPU_MS:MAJOR_FAULTS:MINOR_FAULTS
             inner = getattr(cls, name)
             def wrapper(self, *args):
-                t0, c0, n = time.perf_counter(), time.thread_time(), count(self)
+                t0, c0, n, u0 = time.perf_counter(), time.thread_time(), count(self), _usage()
                 try:
                     return inner(self, *args)
                 finally:
                     took = time.perf_counter() - t0
                     if took > 0.0003:
-                        cpu = (time.thread_time() - c0) * 1e3
-                        _out.write(f"cb {time.time():.4f} {took * 1e3:.3f} {name}:{n}:{cpu:.3f}\\n")
+                        cpu, u = (time.thread_time() - c0) * 1e3, _usage()
+                        faults = f"{u.ru_majflt - u0.ru_majflt}:{u.ru_minflt - u0.ru_minflt}"
+                        _out.write(f"cb {time.time():.4f} {took * 1e3:.3f} {label or name}:{n}:{cpu:.3f}:{faults}\\n")
             setattr(cls, name, wrapper)
-        _timed(_l.UdpListener, "_readable", lambda s: 0)
-        _timed(_u.Channel, "_readable", lambda s: len(s.pending))
+        _timed(_l.UdpListener, "_readable", lambda s: 0, "listener")
+        _timed(_u.Channel, "_readable", lambda s: len(s.pending), "upstream_read")
         _timed(_u.Deadlines, "_sweep", lambda s: len(s._queue))
         _timed(_b.MicroBatcher, "flush", lambda s: len(s._texts))
         import atexit, collections, importlib
@@ -111,36 +121,51 @@ if "serve" in sys.argv:
                 top = str(dict(kinds.most_common(12))).replace(" ", "")
                 _out.write(f"kinds {time.time():.4f} {g} {sum(kinds.values())}:{top}\\n")
         atexit.register(_kinds)
-        # every query's four moments, keyed by its question (never-seen names: unique): read from
-        # the client (0), sent upstream (1), the upstream's answer read (2), the reply sent (3)
+        # every query's four moments: read from the client (0) and the reply sent (3), keyed by the
+        # client's port and query ID with the question (a cached name is asked many times: pairs are
+        # taken in turn); sent upstream (1) and the upstream's answer read (2), keyed by the question
+        # alone (never-seen names: unique). The server reads and writes its client socket with
+        # udpbatch.DatagramIO (recvmmsg/sendmmsg), sends upstream with udpbatch.send_all (a model
+        # batch's queries, one sendmmsg) or the channel socket's own send (a lone query), and reads
+        # the upstream's answers with steps.upstream.ReadBuffer.read (recvmmsg): those are wrapped.
         import socket as _socket
         _io, _seen = _l.DatagramIO, []
         def _q(d):  # the question: the name to its root label, type and class
-            return d[12 : d.find(0, 12) + 5] if len(d) > 12 else b""
+            return d[12 : d.find(0, 12) + 5].hex() if len(d) > 12 else "-"
+        def _client(d, a):  # the client's port and the query's ID
+            return f"{a[1] if a else 0}:{int.from_bytes(d[:2], 'big') if len(d) > 1 else 0}"
         _receive, _send = _io.receive, _io.send
         def _received(self):
             got = _receive(self)
             now = time.time()
-            _seen.extend((now, 0, _q(d)) for d, a in got[0])
+            _seen.extend((now, 0, _q(d), _client(d, a)) for d, a in got[0])
             return got
         def _sent(self, items):
             now = time.time()
             done = _send(self, items)
-            _seen.extend((now, 3, _q(d)) for d, a in items[: done[0]])
+            _seen.extend((now, 3, _q(d), _client(d, a)) for d, a in items[: done[0]])
             return done
         _io.receive, _io.send = _received, _sent
-        _usend, _urecv = _socket.socket.send, _socket.socket.recv
+        _send_all, _usend = _u.send_all, _socket.socket.send
+        def _upsend_all(sock, datagrams, start=0, native=None):
+            now = time.time()
+            done = _send_all(sock, datagrams, start, native)
+            _seen.extend((now, 1, _q(bytes(d)), "-") for d in datagrams[start : done[0]])
+            return done
         def _upsend(self, data, *args):
-            _seen.append((time.time(), 1, _q(bytes(data))))
+            _seen.append((time.time(), 1, _q(bytes(data)), "-"))
             return _usend(self, data, *args)
-        def _uprecv(self, *args):
-            data = _urecv(self, *args)
-            _seen.append((time.time(), 2, _q(data)))
-            return data
-        _socket.socket.send, _socket.socket.recv = _upsend, _uprecv
+        _u.send_all, _socket.socket.send = _upsend_all, _upsend
+        _read = _u.ReadBuffer.read
+        def _upread(self, sock):
+            got = _read(self, sock)
+            now = time.time()
+            _seen.extend((now, 2, _q(d), "-") for d in got[0])
+            return got
+        _u.ReadBuffer.read = _upread
         def _dump():
             with open(os.environ["RG_P99_LOG"] + ".io", "w") as f:
-                f.writelines(f"{t:.6f} {k} {i.hex()}\\n" for t, k, i in _seen)
+                f.writelines(f"{t:.6f} {k} {q} {c}\\n" for t, k, q, c in _seen)
         atexit.register(_dump)
         for _spec in filter(None, os.environ.get("RG_P99_WRAP", "").split(",")):
             _mod, _qual = _spec.split(":")
@@ -245,39 +270,107 @@ def watched(log: Path, start: float, end: float) -> dict[str, Any]:
         elif kind == "lag":
             lag, cpu = float(values[0]), float(values[1])
             (idle if cpu < 0.25 * lag else busy).append(lag)
-        elif kind == "cb" and float(values[1].rsplit(":", 1)[1]) > 1.0:
-            long_calls.append(float(values[1].rsplit(":", 1)[1]))
+        elif kind == "cb" and float(values[1].split(":")[2]) > 1.0:
+            long_calls.append(float(values[1].split(":")[2]))
     return {
         "gc": {g: {"n": len(v), "total_ms": round(sum(v), 2), "max_ms": max(v, default=0)} for g, v in gcs.items()},
         "late_not_running": {"n": len(idle), "total_ms": round(sum(idle), 1), "max_ms": max(idle, default=0)},
         "late_running": {"n": len(busy), "total_ms": round(sum(busy), 1), "max_ms": max(busy, default=0)},
         "callbacks_over_1ms_cpu": {"n": len(long_calls), "total_ms": round(sum(long_calls), 1)},
-        "legs": legs(Path(f"{log}.io"), start, end),
+        "legs": legs(Path(f"{log}.io"), start, end, log),
     }
 
 
-def legs(io: Path, start: float, end: float) -> dict[str, Any]:
-    """--trace: each answered query's time in the server, split at its upstream send and the
-    upstream's answer (p50/p99 ms of each leg), and which leg was longest for the slowest 1%."""
-    seen: dict[str, dict[int, float]] = {}
+def legs(io: Path, start: float, end: float, log: Path | None = None) -> dict[str, Any]:
+    """--trace: each query read from a client in [start, end] and answered, followed through the
+    server. `forwarded` (sent upstream and its answer read before the reply): p50/p99 ms of the
+    whole time in the server (`in_server`), of its legs (`to_upstream`: our first steps and the
+    model's batch; `upstream`: NSD and our wake-up on its answer; `to_reply`: our last steps), and
+    of `own`, in_server less the upstream leg: the latency resolverguard itself adds. `here`
+    (answered without the upstream: cache hits, blocks): its in_server, all of it our own.
+    For the slowest 1% of each by our own time: which of our legs was the longer, and what the
+    trace (`log`) saw run over 0.3 ms while it was in the server (collections, long callbacks)."""
     if not io.exists():
         return {}
+    waiting: dict[tuple[str, str], list[float]] = {}
+    done: list[tuple[float, float, str]] = []
+    upstream: dict[str, dict[int, float]] = {}
     for line in io.read_text().splitlines():
         parts = line.split()
-        if len(parts) == 3 and start <= float(parts[0]) <= end:
-            seen.setdefault(parts[2], {}).setdefault(int(parts[1]), float(parts[0]))
-    full = [v for v in seen.values() if len(v) == 4]
-    if not full:
-        return {}
-    out: dict[str, Any] = {"queries": len(full)}
-    for name, a, b in (("in_server", 0, 3), ("to_upstream", 0, 1), ("upstream", 1, 2), ("to_reply", 2, 3)):
-        spans = sorted((v[b] - v[a]) * 1e3 for v in full)
-        out[name] = [round(pct(spans, 0.5), 3), round(pct(spans, 0.99), 3)]
-    slowest = sorted(full, key=lambda v: v[3] - v[0])[-max(1, len(full) // 100) :]
-    longest = [max(range(3), key=lambda k, v=v: v[k + 1] - v[k]) for v in slowest]  # type: ignore[misc]
-    names = ("to_upstream", "upstream", "to_reply")
-    out["slowest_1pct_longest_leg"] = {n: longest.count(k) for k, n in enumerate(names)}
+        if len(parts) != 4:
+            continue
+        at, kind, question, client = float(parts[0]), int(parts[1]), parts[2], parts[3]
+        if kind == 0:
+            waiting.setdefault((client, question), []).append(at)
+        elif kind == 3:
+            began = waiting.get((client, question))
+            if began:
+                t0 = began.pop(0)
+                if start <= t0 <= end:
+                    done.append((t0, at, question))
+        else:
+            upstream.setdefault(question, {}).setdefault(kind, at)
+    forwarded: list[tuple[float, float, float, float]] = []
+    here: list[tuple[float, float, float, float]] = []
+    for t0, t3, question in done:
+        up = upstream.get(question, {})
+        if 1 in up and 2 in up and t0 <= up[1] <= up[2] <= t3:
+            forwarded.append((t0, up[1], up[2], t3))
+        else:
+            here.append((t0, t3, t3, t3))
+    stalls = long_events(log) if log is not None else []
+    out: dict[str, Any] = {}
+    for name, rows in (("forwarded", forwarded), ("here", here)):
+        if not rows:
+            continue
+        got: dict[str, Any] = {"queries": len(rows)}
+        spans = {
+            "in_server": [v[3] - v[0] for v in rows],
+            "own": [v[3] - v[0] - (v[2] - v[1]) for v in rows],
+        }
+        if name == "forwarded":
+            spans |= {
+                "to_upstream": [v[1] - v[0] for v in rows],
+                "upstream": [v[2] - v[1] for v in rows],
+                "to_reply": [v[3] - v[2] for v in rows],
+            }
+        for leg, values in spans.items():
+            got[leg] = [round(pct(values, 0.5) * 1e3, 3), round(pct(values, 0.99) * 1e3, 3)]
+        slowest = sorted(rows, key=lambda v: v[3] - v[0] - (v[2] - v[1]))[-max(1, len(rows) // 100) :]
+        if name == "forwarded":
+            longer = ["to_upstream" if v[1] - v[0] >= v[3] - v[2] else "to_reply" for v in slowest]
+            got["slowest_1pct_own_longer_leg"] = {n: longer.count(n) for n in ("to_upstream", "to_reply")}
+            by_all = sorted(rows, key=lambda v: v[3] - v[0])[-max(1, len(rows) // 100) :]
+            longest = [max(range(3), key=lambda k, v=v: v[k + 1] - v[k]) for v in by_all]  # type: ignore[misc]
+            names = ("to_upstream", "upstream", "to_reply")
+            got["slowest_1pct_longest_leg"] = {n: longest.count(k) for k, n in enumerate(names)}
+        got["slowest_1pct_own_ms"] = round(min(v[3] - v[0] - (v[2] - v[1]) for v in slowest) * 1e3, 3)
+        got["slowest_1pct_during"] = during(slowest, stalls)
+        out[name] = got
     return out
+
+
+def long_events(log: Path) -> list[tuple[float, float, str]]:
+    """The trace's collections and callbacks over 0.3 ms: (began, ended, what) in wall-clock seconds."""
+    out = []
+    for line in log.read_text().splitlines() if log.exists() else []:
+        kind, at, *values = line.split()
+        if kind == "gc":
+            out.append((float(at) - float(values[1]) / 1e3, float(at), f"gc{values[0]}"))
+        elif kind == "cb":
+            out.append((float(at) - float(values[0]) / 1e3, float(at), values[1].split(":")[0]))
+    return out
+
+
+def during(rows: list[tuple[float, float, float, float]], stalls: list[tuple[float, float, str]]) -> dict[str, int]:
+    """How many of `rows` (queries: read ... reply sent) had each kind of long event overlap them
+    ("none": none did; a query can count under several)."""
+    counts: dict[str, int] = {}
+    for t0, _, _, t3 in rows:
+        hit = {what for began, ended, what in stalls if began < t3 and ended > t0}
+        for what in hit or {"none"}:
+            counts[what] = counts.get(what, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def record_scheduler(work: Path, part: int) -> subprocess.Popen[bytes]:
@@ -319,11 +412,13 @@ def one_round(
         time.sleep(2.0)
         peak = C.dnsperf(
             port,
-            C.latency_slice(files["misses"], part, PEAK_NAMES / 1.2 / a.peak_seconds - 100, a.peak_seconds),
+            C.latency_slice(files[a.kind], part, PEAK_NAMES / 1.2 / a.peak_seconds - 100, a.peak_seconds),
             a.peak_seconds,
         )
         rate = qps or 0.2 * (peak["qps"] or 0)
-        names = files["misses"].with_name("misses.latency.txt")
+        names = files[a.kind].with_name(f"{a.kind}.latency.txt")
+        if a.kind == "hits":  # steady state: every name asked once before the timed runs
+            C.asked_once(port, files["hits"].with_name("warm.txt"))
         time.sleep(C.LATENCY_SETTLE)
         if a.rt:
             realtime(proc.pid, True)
@@ -381,6 +476,7 @@ def main() -> None:
     p.add_argument("--trace", action="store_true", help="no watcher thread; log GCs and callbacks over 0.3 ms")
     p.add_argument("--rt", action="store_true", help="latency runs in SCHED_FIFO: other work on the machine left out")
     p.add_argument("--perf", action="store_true", help="perf sched record -a during each measured (d) run")
+    p.add_argument("--kind", choices=("misses", "hits"), default="misses", help="never-seen or cached names")
     p.add_argument("--out", default="p99_ab")
     a = p.parse_args()
     trees = [ROOT, *(t.resolve() for t in a.trees)]
@@ -436,6 +532,44 @@ def summary_line(r: dict[str, Any]) -> str:
     return text
 
 
+def legs_table(runs: list[dict[str, Any]], trees: list[Path]) -> list[str]:
+    """--trace: per tree and round, the time inside the server (ms, p50 / p99): our own (read to reply
+    sent, less the upstream leg) for forwarded queries and for those answered here, with the leg
+    that was the longer of ours for the slowest 1%, and what long event overlapped them."""
+    lines = [
+        "Inside the server (--trace; ms, p50 / p99 per round): `own` = read from the client -> reply sent, less"
+        " the upstream leg (sent upstream -> its answer read): the latency resolverguard adds.",
+        "",
+        "| tree | round | forwarded: own | in server | to_upstream | upstream | to_reply | answered here: own"
+        " | slowest 1% of forwarded (own): longer leg; overlapped by |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def pair(v: list[float] | None) -> str:
+        return f"{v[0]:.3f} / {v[1]:.3f}" if v else "-"
+
+    for tree in trees:
+        for r in (r for r in runs if r["tree"] == tree.name):
+            got = r["watch"].get("legs", {})
+            f, h = got.get("forwarded", {}), got.get("here", {})
+            lines.append(
+                f"| {tree.name} | {r['round']} | {pair(f.get('own'))} | {pair(f.get('in_server'))}"
+                f" | {pair(f.get('to_upstream'))} | {pair(f.get('upstream'))} | {pair(f.get('to_reply'))}"
+                f" | {pair(h.get('own'))} | {f.get('slowest_1pct_own_longer_leg', '-')};"
+                f" {f.get('slowest_1pct_during', '-')} |"
+            )
+    for tree in trees:
+        mine = [r["watch"].get("legs", {}) for r in runs if r["tree"] == tree.name]
+        own = [g["forwarded"]["own"][1] for g in mine if "forwarded" in g]
+        here = [g["here"]["own"][1] for g in mine if "here" in g]
+        if own:
+            lines.append(
+                f"\n{tree.name}: own p99 forwarded, median of rounds {statistics.median(own):.3f} ms"
+                + (f", answered here {statistics.median(here):.3f} ms" if here else "")
+            )
+    return lines
+
+
 def burst_text(b: dict[str, Any]) -> str:
     return f"{b['slow']} in {b['windows']} {b['largest']}"
 
@@ -462,7 +596,8 @@ def write(runs: list[dict[str, Any]], trees: list[Path], a: argparse.Namespace, 
         f"# (d)'s p99 at a fixed rate, trees in turn (bench/p99_ab.py), {stamp}, {os.cpu_count()} cores",
         "",
         f"Load average before {load_before}, after {load_after}. {a.rounds} rounds; each tree's server fresh per"
-        f" round: peak {a.peak_seconds:g} s on never-seen names, then {a.seconds:g} s at {runs[0]['qps']:.0f} qps"
+        f" round: peak {a.peak_seconds:g} s on {'cached' if a.kind == 'hits' else 'never-seen'} names,"
+        f" then {a.seconds:g} s at {runs[0]['qps']:.0f} qps"
         f" and NSD alone on the same names right after. Watcher: {'on' if a.watch else 'off'},"
         f" trace: {'on' if a.trace else 'off'}; latency runs in"
         f" {'SCHED_FIFO for (d), nice -10 for dnsperf' if a.rt else 'SCHED_OTHER'}.",
@@ -482,6 +617,8 @@ def write(runs: list[dict[str, Any]], trees: list[Path], a: argparse.Namespace, 
             f" | {', '.join(str(r['over_1ms']) for r in mine)} | {', '.join(str(r['nsd_over_1ms']) for r in mine)}"
             f" | {'; '.join(burst_text(r['bursts']) for r in mine)} |"
         )
+    if a.trace:
+        lines += ["", *legs_table(runs, trees)]
     lines += ["", "Per run:", ""] + [f"- {summary_line(r)}" for r in runs] + [""]
     (out / f"{a.out}.md").write_text("\n".join(lines))
     print("\n".join(lines))
