@@ -43,13 +43,43 @@ def figures(results: Path = ROOT / "bench" / "results") -> str:
         f"{_k(full['hits']['qps'])} queries/s on cached names and {_k(full['misses']['qps'])}/s on never-seen "
         f"names (every one scored and forwarded); `workers: 2` {_k(workers['hits']['qps'])} and "
         f"{_k(workers['misses']['qps'])}; the filter costs {compare['added_p99_ms']['hits']:.2f} ms (cached) and "
-        f"{compare['added_p99_ms']['misses']:.2f} ms (unseen) of p99 latency over the upstream at 20% load; "
+        f"{compare['added_p99_ms']['misses']:.2f} ms (unseen) of p99 latency over the upstream at 20% load"
+        f"{in_server(results)}; "
         f"a {lists['entries']:,}-entry blocklist adds ~{lists['rss_growth_mb']:.0f} MB "
         f"(`bench/results/lists.md`) and changes throughput on cached names by {list_change:.1f}%. "
         f"Unbound, written in C, answers {_k(unbound['hits']['qps'])}/s and {_k(unbound['misses']['qps'])}/s "
         f"in the same run, {slower[0]:.1f} and {slower[1]:.1f} times as many at forwarding alone."
         + module_figures(compare)
         + scaleout_figures(results)
+    )
+
+
+# bench/p99_ab.py --trace runs of the current code: the latency measured inside the server, per query
+IN_SERVER = {"misses": "p99_p99s13_main.json", "hits": "p99_p99s13_hits.json"}
+IN_SERVER_SUMMARY = "p99_p99s13.md"  # what those runs found, and why the tail is what it is
+
+
+def in_server(results: Path) -> str:
+    """The same added latency measured per query inside the server (`own`: read from the client to
+    the reply sent, less the upstream leg; bench/p99_ab.py --trace), median and range over its rounds:
+    a difference of two p99s measured apart swings with the machine."""
+    found = {}
+    for kind, name in IN_SERVER.items():
+        if not (results / name).exists():
+            return ""
+        runs = json.loads((results / name).read_text())["runs"]
+        own = sorted(r["watch"]["legs"]["forwarded" if kind == "misses" else "here"]["own"][1] for r in runs)
+        found[kind] = (own[len(own) // 2], own[0], own[-1], len(own), name)
+
+    def said(kind: str) -> str:
+        mid, lo, hi, n, _ = found[kind]
+        spread = f", {lo:.2f}-{hi:.2f}" if f"{lo:.2f}" != f"{hi:.2f}" else ""
+        return f"{mid:.2f} ms on {kind_names[kind]} (median of {n} rounds{spread})"
+
+    kind_names = {"hits": "cached names", "misses": "never-seen names"}
+    return (
+        f" (measured per query inside the server instead, `bench/results/{IN_SERVER_SUMMARY}`: p99 "
+        f"{said('hits')}, {said('misses')})"
     )
 
 
