@@ -63,7 +63,7 @@ class TrainConfig:
     maxlen: int = 48
     width: int = 0  # filters / units of the architecture; 0 = its default
     balance: str = "class"  # "class": benign vs DGA; "family": and every DGA family weighs the same
-    cleaning: str = "shape"  # the benign cleaning rule, convert.data.vetted_pools: "shape" or "lists"
+    cleaning: str = "shape"  # the benign cleaning rule, convert.data.vetted_pools: one of CLEANING_RULES
     benign_val: float = BENIGN_VAL  # share of trusted benign names kept out of training for calibration
     suffix_dropout: float = 0.0  # form registrable: share of training names given a random suffix
     compounds: bool = False  # add hyphen-free copies of hyphenated benign training labels
