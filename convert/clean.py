@@ -33,7 +33,7 @@ from __future__ import annotations
 import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -114,8 +114,6 @@ COUNTER_MIN = 8  # labels that differ only in a number, under one suffix (`srch1
 RANDOM_MIN_LEN = 10  # letters a label needs before its letter statistics are judged
 RANDOM_QUANTILE = 0.005  # the cut: as unlikely as the 0.5% least likely curated labels of that length
 GENERATOR_MIN_LEN = 8  # a shorter label can be a real name a generator also makes (`hpe`, `emc`)
-TEMPLATE_PREFIX = 2  # templates: labels of one length under one suffix that share this many first characters ...
-TEMPLATE_MIN = 8  # ... of which at least this many, and at least half, have a random-looking rest (`ym4vqrbk9l.ru`)
 _VOWELS = frozenset("aeiouy")
 _ALPHABET = "^$-0123456789abcdefghijklmnopqrstuvwxyz"
 _VOWEL_IDX = np.array([_ALPHABET.index(c) for c in sorted(_VOWELS)])
@@ -183,8 +181,6 @@ class Vetting:
     shared_grams: frozenset[str]
     counter_groups: frozenset[tuple[str, str]]
     generated: frozenset[str]
-    # (suffix, label length, first TEMPLATE_PREFIX characters) of template series; empty unless asked
-    templates: frozenset[tuple[str, int, str]] = frozenset()
 
     def reason(self, entry: Listed) -> str | None:
         label = entry.label
@@ -201,12 +197,7 @@ class Vetting:
             return "series"
         if not entry.curated and _judged(label) and self.bigrams.mean_logp(label) < self.cut:
             return "random"
-        if self.templates and not entry.curated and _template(entry) in self.templates and self._random_rest(label):
-            return "template"
         return None
-
-    def _random_rest(self, label: str) -> bool:
-        return self.bigrams.mean_logp(label[TEMPLATE_PREFIX:]) < self.cut
 
 
 def _grams(label: str, bigrams: LetterBigrams, cut: float) -> set[str]:
@@ -224,35 +215,16 @@ def _grams(label: str, bigrams: LetterBigrams, cut: float) -> set[str]:
     return {flat[i : i + SERIES_GRAM] for i in np.flatnonzero(odd)}
 
 
-def _template(entry: Listed) -> tuple[str, int, str]:
-    return entry.suffix, len(entry.label), entry.label[:TEMPLATE_PREFIX]
-
-
-def _templates(entries: Sequence[Listed], rule: Vetting) -> frozenset[tuple[str, int, str]]:
-    """Series the shared-run rule cannot see: a short fixed prefix and a random rest (`ym` + 8 random
-    characters under .ru, `bp` + 6 under .com). Among the names no curated list carries that the rest
-    of the rule keeps (as for `random`), a group of one suffix, length and prefix is a template when
-    at least TEMPLATE_MIN of its labels, and half of them, read as random after the prefix. Word
-    groups (`ma` + 6 under .com) hold a few such labels among hundreds."""
-    groups: dict[tuple[str, int, str], list[bool]] = defaultdict(list)
-    for e in entries:
-        judged = not e.curated and len(e.label) >= SERIES_GRAM and not e.label.startswith("xn--")
-        if judged and rule.reason(e) is None:
-            groups[_template(e)].append(rule._random_rest(e.label))
-    return frozenset(k for k, odd in groups.items() if sum(odd) >= TEMPLATE_MIN and 2 * sum(odd) >= len(odd))
-
-
 def _counter_stem(label: str) -> str:
     """The label with each number replaced by `#`, when it has a number and >= 3 letters; else ''."""
     stem = re.sub(r"\d+", "#", label)
     return stem if stem != label and sum(c.isalpha() for c in stem) >= 3 else ""
 
 
-def vet(entries: Sequence[Listed], generated: Iterable[str] = (), templates: bool = False) -> Vetting:
+def vet(entries: Sequence[Listed], generated: Iterable[str] = ()) -> Vetting:
     """Fits the rule to a list: the bigram yardstick and its cut on the curated labels, the shared
     runs and number series among all labels, and the names DGA generators produce (`generated`:
-    full names and labels of the generator families, see `generated_names`); with `templates` also
-    the template series (`_templates`; the "templates" cleaning, an experiment of session 13)."""
+    full names and labels of the generator families, see `generated_names`)."""
     curated = [e.label for e in entries if e.curated and not e.label.startswith("xn--")]
     bigrams = LetterBigrams.fit(curated)
     judged = [bigrams.mean_logp(lab) for lab in curated if _judged(lab)]
@@ -265,14 +237,13 @@ def vet(entries: Sequence[Listed], generated: Iterable[str] = (), templates: boo
         stem = _counter_stem(e.label)
         if stem:
             counters[(stem, e.suffix)].add(e.label)
-    rule = Vetting(
+    return Vetting(
         bigrams,
         cut,
         frozenset(g for g, labels in owners.items() if len(labels) >= SERIES_MIN),
         frozenset(k for k, labels in counters.items() if len(labels) >= COUNTER_MIN),
         frozenset(generated),
     )
-    return replace(rule, templates=_templates(entries, rule)) if templates else rule
 
 
 def generated_names(manifest: Path, kinds: tuple[str, ...] = ("char", "hash")) -> Iterator[str]:

@@ -120,13 +120,12 @@ def trusted(entry: Listed) -> bool:
     return entry.curated or len(entry.providers) > 1
 
 
-def vetting(data_dir: Path, entries: list[Listed], templates: bool = False) -> Vetting:
+def vetting(data_dir: Path, entries: list[Listed]) -> Vetting:
     manifest = data_dir / "dga" / "MANIFEST.tsv"
-    return vet(entries, generated_names(manifest) if manifest.exists() else (), templates)
+    return vet(entries, generated_names(manifest) if manifest.exists() else ())
 
 
-# "templates": "lists" plus the template series (convert.clean._templates), an experiment of session 13
-CLEANING_RULES = ("shape", "lists", "templates")
+CLEANING_RULES = ("shape", "lists")
 
 
 def vetted_pools(data_dir: Path, cleaning: str = "lists") -> Iterator[tuple[Listed, str]]:
@@ -138,7 +137,7 @@ def vetted_pools(data_dir: Path, cleaning: str = "lists") -> Iterator[tuple[List
     if cleaning not in CLEANING_RULES:
         raise ValueError(f"cleaning: {cleaning!r} is not one of {CLEANING_RULES}")
     entries = list(read_benign(data_dir))
-    rule = vetting(data_dir, entries, cleaning == "templates") if cleaning != "shape" else None
+    rule = vetting(data_dir, entries) if cleaning == "lists" else None
     for entry in entries:
         if rule is None and machine_made(entry.domain):  # as before session 5: one family, same split
             yield entry, BENIGN_MACHINE
@@ -152,7 +151,7 @@ def benign_pools(data_dir: Path, cleaning: str = "lists") -> Iterator[tuple[str,
     """(domain, pool before cleaning, reason removed or None) for every benign-list name: what
     `convert.clean.cleaning_report` counts."""
     entries = list(read_benign(data_dir))
-    rule = vetting(data_dir, entries, cleaning == "templates") if cleaning != "shape" else None
+    rule = vetting(data_dir, entries) if cleaning == "lists" else None
     for entry in entries:
         why = rule.reason(entry) if rule else machine_made(entry.domain)
         yield entry.domain, BENIGN if trusted(entry) else BENIGN_DNS_ONLY, why

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from convert.clean import COUNTER_MIN, SERIES_MIN, TEMPLATE_MIN, Listed, cleaning_report, generated_names, vet
+from convert.clean import COUNTER_MIN, SERIES_MIN, Listed, cleaning_report, generated_names, vet
 from convert.data import BENIGN, BENIGN_DNS_MACHINE, BENIGN_DNS_ONLY, BENIGN_MACHINE, benign_pools, load
 from convert.evaluate import calibrate, held_out_support
 
@@ -118,28 +118,6 @@ def test_series_need_enough_members(listed: dict[str, list[Listed]]) -> None:
     few = listed["series_tail"][: SERIES_MIN - 1]
     rule = vet([*listed["curated"], *few])
     assert [rule.reason(e) for e in few] == [None] * len(few)
-
-
-def test_template_series_only_under_the_templates_cleaning(listed: dict[str, list[Listed]]) -> None:
-    """A short fixed prefix and a random rest (`ym` + 8 under .ru) is a series the shared-run rule
-    misses; the opt-in "templates" cleaning removes it, and never a word group sharing a prefix."""
-    rng = random.Random(5)
-
-    def rest() -> str:  # six random letters and two digits: too few letters for `random`, digits for `alnum`
-        body = random_label(rng, 6)
-        return f"{body[0]}{rng.randint(0, 9)}{body[1:4]}{rng.randint(0, 9)}{body[4:]}"
-
-    template = [Listed(f"ym{rest()}.ru", CLOUDFLARE) for _ in range(TEMPLATE_MIN)]
-    four = [w for w in WORDS if len(w) == 4]
-    words = [Listed(f"sh{w}{v}.ru", CLOUDFLARE) for w in four for v in four if w != v]  # one group: sh + 8
-    few = [Listed(f"qp{rest()}.de", CLOUDFLARE) for _ in range(TEMPLATE_MIN - 1)]
-    everything = [*listed["curated"], *template, *words, *few]
-    assert [vet(everything).reason(e) for e in template] == [None] * len(template)
-    rule = vet(everything, templates=True)
-    assert [rule.reason(e) for e in template] == ["template"] * len(template)
-    kept = [e for e in words if vet(everything).reason(e) is None]  # (a few read as random to the small list)
-    assert len(kept) > 0.9 * len(words) and [rule.reason(e) for e in kept + few] == [None] * len(kept + few)
-    assert sum(rule.reason(e) is not None for e in listed["curated"]) <= 0.01 * len(listed["curated"])
 
 
 def test_generator_names_come_from_char_and_hash_families_only(tmp_path: Path) -> None:
