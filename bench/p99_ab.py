@@ -36,6 +36,12 @@ cached names (Zipf over ~10k, every name asked once first) instead of never-seen
 in SCHED_FIFO for the latency runs (and dnsperf at nice -10), so no other work on the machine takes
 its core: what is left is its own.
 `--perf`: `perf sched record -a` during each measured (d) run (the files stay in the work dir).
+Also with `--trace` (session 14): every moment is read on the loop thread's CPU clock too, so `own_cpu`
+is the part of `own` the thread was running (the rest: its core taken by the hypervisor or interrupts,
+or a late wake-up), and each long callback's CPU is split into socket sends (the kernel's loopback
+delivery and the receiver's wake-up run inside them), socket reads, the model and collections, the
+rest being the Python steps. `--gaps`: each core's own gaps (`vcpu_gaps`) before and after the rounds.
+bench/p99_wire.py reads the same latency off the wire, socket wait included.
 
 Results to bench/results/OUT.{md,json} (OUT default p99_ab); every answer's latency (dnsperf's order)
 and the trace's events to OUT.raw.json.gz.
@@ -46,6 +52,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import math
 import os
 import random
 import re
@@ -71,11 +78,14 @@ import gc, os, sys, threading, time
 if "serve" in sys.argv:
     _out = open(os.environ["RG_P99_LOG"], "a", buffering=1)
     _gc = [0.0]
+    _parts = {}  # --trace: the running callback's CPU seconds in each kind of work (see _timed)
     def _collected(phase, info):
         if phase == "start":
             _gc[0] = time.perf_counter()
         else:
-            _out.write(f"gc {time.time():.4f} {info['generation']} {(time.perf_counter() - _gc[0]) * 1e3:.3f}\\n")
+            took = time.perf_counter() - _gc[0]
+            _parts["gc"] = _parts.get("gc", 0.0) + took
+            _out.write(f"gc {time.time():.4f} {info['generation']} {took * 1e3:.3f}\\n")
     gc.callbacks.append(_collected)
     def _watch():
         while True:
@@ -97,9 +107,14 @@ if "serve" in sys.argv:
         import resolverguard.batching as _b, resolverguard.steps.upstream as _u, resolverguard.udpbatch as _l
         import resource
         _usage = lambda: resource.getrusage(resource.RUSAGE_THREAD)
-        def _timed(cls, name, count, label=None):  # cb END_TIME MS NAME:COUNT:CPU_MS:MAJOR_FAULTS:MINOR_FAULTS
+        # cb END_TIME MS NAME:COUNT:CPU_MS:MAJOR_FAULTS:MINOR_FAULTS:PARTS, PARTS the callback's CPU ms in
+        # socket sends (the kernel's loopback delivery and the receiver's wake-up run inside them), socket
+        # reads, the model and collections (wall ms), k=v joined by "/"; the rest is the Python steps
+        def _timed(cls, name, count, label=None):
             inner = getattr(cls, name)
             def wrapper(self, *args):
+                outer = dict(_parts)  # a callback run from inside another (a full batch's flush)
+                _parts.clear()
                 t0, c0, n, u0 = time.perf_counter(), time.thread_time(), count(self), _usage()
                 try:
                     return inner(self, *args)
@@ -108,8 +123,31 @@ if "serve" in sys.argv:
                     if took > 0.0003:
                         cpu, u = (time.thread_time() - c0) * 1e3, _usage()
                         faults = f"{u.ru_majflt - u0.ru_majflt}:{u.ru_minflt - u0.ru_minflt}"
-                        _out.write(f"cb {time.time():.4f} {took * 1e3:.3f} {label or name}:{n}:{cpu:.3f}:{faults}\\n")
+                        parts = "/".join(f"{k}={v * 1e3:.3f}" for k, v in sorted(_parts.items()))
+                        _out.write(
+                            f"cb {time.time():.4f} {took * 1e3:.3f} {label or name}:{n}:{cpu:.3f}:{faults}:{parts}\\n"
+                        )
+                    for k, v in _parts.items():
+                        outer[k] = outer.get(k, 0.0) + v
+                    _parts.clear()
+                    _parts.update(outer)
             setattr(cls, name, wrapper)
+        def _part(kind, c0):
+            _parts[kind] = _parts.get(kind, 0.0) + time.thread_time() - c0
+        import resolverguard.model as _model
+        _depth = [0]  # a scorer calling another (the ensemble's CNN) counts once
+        for _scorer in (getattr(_model, n) for n in dir(_model) if n.endswith("Scorer")):
+            if isinstance(_scorer, type) and "score" in vars(_scorer):
+                def _scored(self, *args, _inner=vars(_scorer)["score"]):
+                    c0 = time.thread_time()
+                    _depth[0] += 1
+                    try:
+                        return _inner(self, *args)
+                    finally:
+                        _depth[0] -= 1
+                        if not _depth[0]:
+                            _part("model", c0)
+                _scorer.score = _scored
         _timed(_l.UdpListener, "_readable", lambda s: 0, "listener")
         _timed(_u.Channel, "_readable", lambda s: len(s.pending), "upstream_read")
         _timed(_u.Deadlines, "_sweep", lambda s: len(s._queue))
@@ -135,37 +173,48 @@ if "serve" in sys.argv:
         def _client(d, a):  # the client's port and the query's ID
             return f"{a[1] if a else 0}:{int.from_bytes(d[:2], 'big') if len(d) > 1 else 0}"
         _receive, _send = _io.receive, _io.send
+        _cpu = time.thread_time  # the loop thread's CPU clock beside the wall clock: stops while it is not running
         def _received(self):
+            c0 = _cpu()
             got = _receive(self)
-            now = time.time()
-            _seen.extend((now, 0, _q(d), _client(d, a)) for d, a in got[0])
+            _part("recv", c0)
+            now, cpu = time.time(), _cpu()
+            _seen.extend((now, 0, _q(d), _client(d, a), cpu) for d, a in got[0])
             return got
         def _sent(self, items):
-            now = time.time()
+            now, cpu = time.time(), _cpu()
             done = _send(self, items)
-            _seen.extend((now, 3, _q(d), _client(d, a)) for d, a in items[: done[0]])
+            _part("send", cpu)
+            _seen.extend((now, 3, _q(d), _client(d, a), cpu) for d, a in items[: done[0]])
             return done
         _io.receive, _io.send = _received, _sent
         _send_all, _usend = _u.send_all, _socket.socket.send
         def _upsend_all(sock, datagrams, start=0, native=None):
-            now = time.time()
+            now, cpu = time.time(), _cpu()
             done = _send_all(sock, datagrams, start, native)
-            _seen.extend((now, 1, _q(bytes(d)), "-") for d in datagrams[start : done[0]])
+            _part("send", cpu)
+            _seen.extend((now, 1, _q(bytes(d)), "-", cpu) for d in datagrams[start : done[0]])
             return done
         def _upsend(self, data, *args):
-            _seen.append((time.time(), 1, _q(bytes(data)), "-"))
-            return _usend(self, data, *args)
+            c0 = _cpu()
+            _seen.append((time.time(), 1, _q(bytes(data)), "-", c0))
+            try:
+                return _usend(self, data, *args)
+            finally:
+                _part("send", c0)
         _u.send_all, _socket.socket.send = _upsend_all, _upsend
         _read = _u.ReadBuffer.read
         def _upread(self, sock):
+            c0 = _cpu()
             got = _read(self, sock)
-            now = time.time()
-            _seen.extend((now, 2, _q(d), "-") for d in got[0])
+            _part("recv", c0)
+            now, cpu = time.time(), _cpu()
+            _seen.extend((now, 2, _q(d), "-", cpu) for d in got[0])
             return got
         _u.ReadBuffer.read = _upread
         def _dump():
             with open(os.environ["RG_P99_LOG"] + ".io", "w") as f:
-                f.writelines(f"{t:.6f} {k} {q} {c}\\n" for t, k, q, c in _seen)
+                f.writelines(f"{t:.6f} {k} {q} {c} {u:.6f}\\n" for t, k, q, c, u in _seen)
         atexit.register(_dump)
         for _spec in filter(None, os.environ.get("RG_P99_WRAP", "").split(",")):
             _mod, _qual = _spec.split(":")
@@ -192,6 +241,50 @@ def start(
             env["RG_P99_TRACE"], env["RG_P99_WATCHER"] = "1", "0"
     stderr = (work / f"rg-{port}.log").open("w")
     return subprocess.Popen(cmd, cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+
+
+SPINNER = """
+import json, sys, time
+end, prev, gaps = time.perf_counter() + float(sys.argv[1]), time.perf_counter(), []
+while (now := time.perf_counter()) < end:
+    if now - prev > 2e-5:
+        gaps.append(now - prev)
+    prev = now
+print(json.dumps(gaps))
+"""
+GAP_EDGES_MS = (0.02, 0.1, 0.3, 1.0, 3.0)
+
+
+def vcpu_gaps(seconds: float = 0.9) -> list[dict[str, Any]]:
+    """--gaps: per core, a spinner in SCHED_FIFO (nothing in this machine takes its core but
+    interrupts) writes down every gap in its own running over 20 us: the time the core itself was
+    not running it (the hypervisor's steal, interrupts). 0.9 s, under the kernel's real-time budget
+    (950 ms a second: a longer spin is throttled 50 ms and measures that instead)."""
+    out = []
+    for core in range(os.cpu_count() or 1):
+        cmd = ["taskset", "-c", str(core), "chrt", "-f", "50", sys.executable, "-c", SPINNER, str(seconds)]
+        gaps = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+        bounds = zip(GAP_EDGES_MS, (*GAP_EDGES_MS[1:], 1e9), strict=True)
+        bins = [sum(1 for g in gaps if lo <= g * 1e3 < hi) for lo, hi in bounds]
+        out.append(
+            {
+                "core": core,
+                "seconds": seconds,
+                "lost_share": round(sum(gaps) / seconds, 4),
+                "max_ms": round(max(gaps, default=0.0) * 1e3, 3),
+                "count_from_ms": dict(zip(map(str, GAP_EDGES_MS), bins, strict=True)),
+                "ms_in_gaps_over_0.3ms": round(sum(g for g in gaps if g >= 3e-4) * 1e3, 2),
+            }
+        )
+        time.sleep(0.2)
+    return out
+
+
+def gaps_text(g: list[dict[str, Any]]) -> str:
+    return "; ".join(
+        f"core {c['core']}: {c['lost_share'] * 100:.1f}% lost, max {c['max_ms']} ms, gaps from ms {c['count_from_ms']}"
+        for c in g
+    )
 
 
 RT = ("nice", "-n", "-10")  # --rt: dnsperf's priority in the latency runs (not real-time: it spins)
@@ -259,6 +352,9 @@ def watched(log: Path, start: float, end: float) -> dict[str, Any]:
     idle: list[float] = []
     busy: list[float] = []
     long_calls: list[float] = []
+    # CPU ms of the callbacks over 0.3 ms (and of those over 1 ms of CPU) by kind of work (--trace's PARTS)
+    spent_long: dict[str, float] = {}
+    spent_1ms: dict[str, float] = {}
     if not log.exists():
         return {}
     for line in log.read_text().splitlines():
@@ -270,13 +366,24 @@ def watched(log: Path, start: float, end: float) -> dict[str, Any]:
         elif kind == "lag":
             lag, cpu = float(values[0]), float(values[1])
             (idle if cpu < 0.25 * lag else busy).append(lag)
-        elif kind == "cb" and float(values[1].split(":")[2]) > 1.0:
-            long_calls.append(float(values[1].split(":")[2]))
+        elif kind == "cb":
+            fields = values[1].split(":")
+            cpu = float(fields[2])
+            parts = dict(kv.split("=") for kv in fields[5].split("/") if kv) if len(fields) > 5 else {}
+            for over, sums in ((0.0, spent_long), (1.0, spent_1ms)):
+                if cpu > over:
+                    for k, v in parts.items():
+                        sums[k] = sums.get(k, 0.0) + float(v)
+                    sums["python_rest"] = sums.get("python_rest", 0.0) + cpu - sum(map(float, parts.values()))
+            if cpu > 1.0:
+                long_calls.append(cpu)
     return {
         "gc": {g: {"n": len(v), "total_ms": round(sum(v), 2), "max_ms": max(v, default=0)} for g, v in gcs.items()},
         "late_not_running": {"n": len(idle), "total_ms": round(sum(idle), 1), "max_ms": max(idle, default=0)},
         "late_running": {"n": len(busy), "total_ms": round(sum(busy), 1), "max_ms": max(busy, default=0)},
         "callbacks_over_1ms_cpu": {"n": len(long_calls), "total_ms": round(sum(long_calls), 1)},
+        "callbacks_over_1ms_cpu_ms_in": {k: round(v, 1) for k, v in sorted(spent_1ms.items())},
+        "callbacks_over_0.3ms_cpu_ms_in": {k: round(v, 1) for k, v in sorted(spent_long.items())},
         "legs": legs(Path(f"{log}.io"), start, end, log),
     }
 
@@ -286,68 +393,88 @@ def legs(io: Path, start: float, end: float, log: Path | None = None) -> dict[st
     server. `forwarded` (sent upstream and its answer read before the reply): p50/p99 ms of the
     whole time in the server (`in_server`), of its legs (`to_upstream`: our first steps and the
     model's batch; `upstream`: NSD and our wake-up on its answer; `to_reply`: our last steps), and
-    of `own`, in_server less the upstream leg: the latency resolverguard itself adds. `here`
+    of `own`, in_server less the upstream leg: the latency resolverguard adds. `here`
     (answered without the upstream: cache hits, blocks): its in_server, all of it our own.
-    For the slowest 1% of each by our own time: which of our legs was the longer, and what the
-    trace (`log`) saw run over 0.3 ms while it was in the server (collections, long callbacks)."""
+    `own_cpu`: the same two legs on the loop thread's CPU clock, which stops while the thread is not
+    running: the part of `own` the server spent working (on this query or on those ahead of it),
+    without the time its core was taken from it (the hypervisor's steal, interrupts) or a wake-up
+    was late; `off_cpu` = own - own_cpu per query. For the slowest 1% of each by our own time: which
+    of our legs was the longer, how much of their own time was off the CPU, and what the trace
+    (`log`) saw run over 0.3 ms while it was in the server (collections, long callbacks)."""
     if not io.exists():
         return {}
-    waiting: dict[tuple[str, str], list[float]] = {}
-    done: list[tuple[float, float, str]] = []
-    upstream: dict[str, dict[int, float]] = {}
+    waiting: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    done: list[tuple[float, float, float, float, str]] = []
+    upstream: dict[str, dict[int, tuple[float, float]]] = {}
     for line in io.read_text().splitlines():
         parts = line.split()
-        if len(parts) != 4:
+        if len(parts) not in (4, 5):
             continue
         at, kind, question, client = float(parts[0]), int(parts[1]), parts[2], parts[3]
+        cpu = float(parts[4]) if len(parts) == 5 else float("nan")
         if kind == 0:
-            waiting.setdefault((client, question), []).append(at)
+            waiting.setdefault((client, question), []).append((at, cpu))
         elif kind == 3:
             began = waiting.get((client, question))
             if began:
-                t0 = began.pop(0)
+                t0, c0 = began.pop(0)
                 if start <= t0 <= end:
-                    done.append((t0, at, question))
+                    done.append((t0, at, c0, cpu, question))
         else:
-            upstream.setdefault(question, {}).setdefault(kind, at)
-    forwarded: list[tuple[float, float, float, float]] = []
-    here: list[tuple[float, float, float, float]] = []
-    for t0, t3, question in done:
+            upstream.setdefault(question, {}).setdefault(kind, (at, cpu))
+    # a row: wall-clock read, sent upstream, upstream's answer read, reply sent; then the same on the CPU clock
+    forwarded: list[tuple[float, ...]] = []
+    here: list[tuple[float, ...]] = []
+    for t0, t3, c0, c3, question in done:
         up = upstream.get(question, {})
-        if 1 in up and 2 in up and t0 <= up[1] <= up[2] <= t3:
-            forwarded.append((t0, up[1], up[2], t3))
+        if 1 in up and 2 in up and t0 <= up[1][0] <= up[2][0] <= t3:
+            forwarded.append((t0, up[1][0], up[2][0], t3, c0, up[1][1], up[2][1], c3))
         else:
-            here.append((t0, t3, t3, t3))
+            here.append((t0, t3, t3, t3, c0, c3, c3, c3))
     stalls = long_events(log) if log is not None else []
     out: dict[str, Any] = {}
     for name, rows in (("forwarded", forwarded), ("here", here)):
-        if not rows:
-            continue
-        got: dict[str, Any] = {"queries": len(rows)}
-        spans = {
-            "in_server": [v[3] - v[0] for v in rows],
-            "own": [v[3] - v[0] - (v[2] - v[1]) for v in rows],
-        }
-        if name == "forwarded":
-            spans |= {
-                "to_upstream": [v[1] - v[0] for v in rows],
-                "upstream": [v[2] - v[1] for v in rows],
-                "to_reply": [v[3] - v[2] for v in rows],
-            }
-        for leg, values in spans.items():
-            got[leg] = [round(pct(values, 0.5) * 1e3, 3), round(pct(values, 0.99) * 1e3, 3)]
-        slowest = sorted(rows, key=lambda v: v[3] - v[0] - (v[2] - v[1]))[-max(1, len(rows) // 100) :]
-        if name == "forwarded":
-            longer = ["to_upstream" if v[1] - v[0] >= v[3] - v[2] else "to_reply" for v in slowest]
-            got["slowest_1pct_own_longer_leg"] = {n: longer.count(n) for n in ("to_upstream", "to_reply")}
-            by_all = sorted(rows, key=lambda v: v[3] - v[0])[-max(1, len(rows) // 100) :]
-            longest = [max(range(3), key=lambda k, v=v: v[k + 1] - v[k]) for v in by_all]  # type: ignore[misc]
-            names = ("to_upstream", "upstream", "to_reply")
-            got["slowest_1pct_longest_leg"] = {n: longest.count(k) for k, n in enumerate(names)}
-        got["slowest_1pct_own_ms"] = round(min(v[3] - v[0] - (v[2] - v[1]) for v in slowest) * 1e3, 3)
-        got["slowest_1pct_during"] = during(slowest, stalls)
-        out[name] = got
+        if rows:
+            out[name] = leg_stats(name, rows, stalls)
     return out
+
+
+def own_of(v: tuple[float, ...]) -> float:
+    return v[3] - v[0] - (v[2] - v[1])
+
+
+def own_cpu_of(v: tuple[float, ...]) -> float:
+    return v[7] - v[4] - (v[6] - v[5])
+
+
+def leg_stats(name: str, rows: list[tuple[float, ...]], stalls: list[tuple[float, float, str]]) -> dict[str, Any]:
+    """p50/p99 ms of each leg of `rows` (see `legs`), and what the slowest 1% by own time were made of."""
+    got: dict[str, Any] = {"queries": len(rows)}
+    spans = {"in_server": [v[3] - v[0] for v in rows], "own": [own_of(v) for v in rows]}
+    if not any(map(math.isnan, (own_cpu_of(v) for v in rows))):
+        spans |= {"own_cpu": [own_cpu_of(v) for v in rows], "off_cpu": [own_of(v) - own_cpu_of(v) for v in rows]}
+    if name == "forwarded":
+        spans |= {
+            "to_upstream": [v[1] - v[0] for v in rows],
+            "upstream": [v[2] - v[1] for v in rows],
+            "to_reply": [v[3] - v[2] for v in rows],
+        }
+    for leg, values in spans.items():
+        got[leg] = [round(pct(values, 0.5) * 1e3, 3), round(pct(values, 0.99) * 1e3, 3)]
+    slowest = sorted(rows, key=own_of)[-max(1, len(rows) // 100) :]
+    if name == "forwarded":
+        longer = ["to_upstream" if v[1] - v[0] >= v[3] - v[2] else "to_reply" for v in slowest]
+        got["slowest_1pct_own_longer_leg"] = {n: longer.count(n) for n in ("to_upstream", "to_reply")}
+        by_all = sorted(rows, key=lambda v: v[3] - v[0])[-max(1, len(rows) // 100) :]
+        longest = [max(range(3), key=lambda k, v=v: v[k + 1] - v[k]) for v in by_all]  # type: ignore[misc]
+        names = ("to_upstream", "upstream", "to_reply")
+        got["slowest_1pct_longest_leg"] = {n: longest.count(k) for k, n in enumerate(names)}
+    got["slowest_1pct_own_ms"] = round(own_of(slowest[0]) * 1e3, 3)
+    if "own_cpu" in spans:  # of the slowest 1%'s own time, the share the loop thread was not running
+        off = sum(own_of(v) - own_cpu_of(v) for v in slowest) / max(1e-12, sum(own_of(v) for v in slowest))
+        got["slowest_1pct_off_cpu_share"] = round(off, 3)
+    got["slowest_1pct_during"] = during(slowest, stalls)
+    return got
 
 
 def long_events(log: Path) -> list[tuple[float, float, str]]:
@@ -362,11 +489,11 @@ def long_events(log: Path) -> list[tuple[float, float, str]]:
     return out
 
 
-def during(rows: list[tuple[float, float, float, float]], stalls: list[tuple[float, float, str]]) -> dict[str, int]:
+def during(rows: list[tuple[float, ...]], stalls: list[tuple[float, float, str]]) -> dict[str, int]:
     """How many of `rows` (queries: read ... reply sent) had each kind of long event overlap them
     ("none": none did; a query can count under several)."""
     counts: dict[str, int] = {}
-    for t0, _, _, t3 in rows:
+    for t0, t3 in ((v[0], v[3]) for v in rows):
         hit = {what for began, ended, what in stalls if began < t3 and ended > t0}
         for what in hit or {"none"}:
             counts[what] = counts.get(what, 0) + 1
@@ -477,6 +604,7 @@ def main() -> None:
     p.add_argument("--rt", action="store_true", help="latency runs in SCHED_FIFO: other work on the machine left out")
     p.add_argument("--perf", action="store_true", help="perf sched record -a during each measured (d) run")
     p.add_argument("--kind", choices=("misses", "hits"), default="misses", help="never-seen or cached names")
+    p.add_argument("--gaps", action="store_true", help="before and after the rounds: each core's gaps (vcpu_gaps)")
     p.add_argument("--out", default="p99_ab")
     a = p.parse_args()
     trees = [ROOT, *(t.resolve() for t in a.trees)]
@@ -490,6 +618,7 @@ def main() -> None:
         )
     )
     load_before = C.load_average()
+    gaps = {"before": vcpu_gaps()} if a.gaps else {}
     nsd = C.free_port()
     procs = [C.start_nsd(work, nsd)]
     runs: list[dict[str, Any]] = []
@@ -509,7 +638,9 @@ def main() -> None:
         for proc in procs:
             proc.terminate()
             proc.wait(10)
-    write(runs, trees, a, load_before)
+    if a.gaps:
+        gaps["after"] = vcpu_gaps()
+    write(runs, trees, a, load_before, gaps)
 
 
 def summary_line(r: dict[str, Any]) -> str:
@@ -527,6 +658,9 @@ def summary_line(r: dict[str, Any]) -> str:
             text += f"; late idle {w['late_not_running']} busy {w['late_running']}"
         if w.get("callbacks_over_1ms_cpu"):
             text += f"; callbacks over 1 ms CPU {w['callbacks_over_1ms_cpu']}"
+            if w.get("callbacks_over_1ms_cpu_ms_in"):
+                text += f", their CPU ms in {w['callbacks_over_1ms_cpu_ms_in']}"
+                text += f" (callbacks over 0.3 ms: {w['callbacks_over_0.3ms_cpu_ms_in']})"
         if w.get("legs"):
             text += f"; in the server (p50, p99 ms) {w['legs']}"
     return text
@@ -540,9 +674,13 @@ def legs_table(runs: list[dict[str, Any]], trees: list[Path]) -> list[str]:
         "Inside the server (--trace; ms, p50 / p99 per round): `own` = read from the client -> reply sent, less"
         " the upstream leg (sent upstream -> its answer read): the latency resolverguard adds.",
         "",
-        "| tree | round | forwarded: own | in server | to_upstream | upstream | to_reply | answered here: own"
-        " | slowest 1% of forwarded (own): longer leg; overlapped by |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "`own_cpu`: the same on the loop thread's CPU clock (the time it was running: its work on this query"
+        " and on those ahead of it); the rest of `own` its core was not running it (steal, interrupts, a late"
+        " wake-up).",
+        "",
+        "| tree | round | forwarded: own | own_cpu | in server | to_upstream | upstream | to_reply"
+        " | answered here: own | own_cpu | slowest 1% of forwarded (own): off the CPU; longer leg; overlapped by |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def pair(v: list[float] | None) -> str:
@@ -553,19 +691,28 @@ def legs_table(runs: list[dict[str, Any]], trees: list[Path]) -> list[str]:
             got = r["watch"].get("legs", {})
             f, h = got.get("forwarded", {}), got.get("here", {})
             lines.append(
-                f"| {tree.name} | {r['round']} | {pair(f.get('own'))} | {pair(f.get('in_server'))}"
-                f" | {pair(f.get('to_upstream'))} | {pair(f.get('upstream'))} | {pair(f.get('to_reply'))}"
-                f" | {pair(h.get('own'))} | {f.get('slowest_1pct_own_longer_leg', '-')};"
+                f"| {tree.name} | {r['round']} | {pair(f.get('own'))} | {pair(f.get('own_cpu'))}"
+                f" | {pair(f.get('in_server'))} | {pair(f.get('to_upstream'))} | {pair(f.get('upstream'))}"
+                f" | {pair(f.get('to_reply'))} | {pair(h.get('own'))} | {pair(h.get('own_cpu'))}"
+                f" | {f.get('slowest_1pct_off_cpu_share', '-')}; {f.get('slowest_1pct_own_longer_leg', '-')};"
                 f" {f.get('slowest_1pct_during', '-')} |"
             )
     for tree in trees:
         mine = [r["watch"].get("legs", {}) for r in runs if r["tree"] == tree.name]
         own = [g["forwarded"]["own"][1] for g in mine if "forwarded" in g]
         here = [g["here"]["own"][1] for g in mine if "here" in g]
+        f_cpu = [g["forwarded"]["own_cpu"][1] for g in mine if "own_cpu" in g.get("forwarded", {})]
+        h_cpu = [g["here"]["own_cpu"][1] for g in mine if "own_cpu" in g.get("here", {})]
         if own:
             lines.append(
                 f"\n{tree.name}: own p99 forwarded, median of rounds {statistics.median(own):.3f} ms"
                 + (f", answered here {statistics.median(here):.3f} ms" if here else "")
+            )
+        if f_cpu:
+            lines.append(
+                f"{tree.name}: own_cpu p99 (the loop thread's CPU clock) forwarded, median of rounds"
+                f" {statistics.median(f_cpu):.3f} ms"
+                + (f", answered here {statistics.median(h_cpu):.3f} ms" if h_cpu else "")
             )
     return lines
 
@@ -574,7 +721,9 @@ def burst_text(b: dict[str, Any]) -> str:
     return f"{b['slow']} in {b['windows']} {b['largest']}"
 
 
-def write(runs: list[dict[str, Any]], trees: list[Path], a: argparse.Namespace, load_before: str) -> None:
+def write(
+    runs: list[dict[str, Any]], trees: list[Path], a: argparse.Namespace, load_before: str, gaps: dict[str, Any]
+) -> None:
     out = ROOT / "bench" / "results"
     load_after = C.load_average()
     raw = {
@@ -587,7 +736,12 @@ def write(runs: list[dict[str, Any]], trees: list[Path], a: argparse.Namespace, 
     runs = [{k: v for k, v in r.items() if k not in RAW} for r in runs]
     (out / f"{a.out}.json").write_text(
         json.dumps(
-            {"runs": runs, "load": [load_before, load_after], "args": vars(a) | {"trees": [str(t) for t in trees]}}
+            {
+                "runs": runs,
+                "load": [load_before, load_after],
+                "vcpu_gaps": gaps,
+                "args": vars(a) | {"trees": [str(t) for t in trees]},
+            }
         )
         + "\n"
     )
@@ -617,6 +771,8 @@ def write(runs: list[dict[str, Any]], trees: list[Path], a: argparse.Namespace, 
             f" | {', '.join(str(r['over_1ms']) for r in mine)} | {', '.join(str(r['nsd_over_1ms']) for r in mine)}"
             f" | {'; '.join(burst_text(r['bursts']) for r in mine)} |"
         )
+    for when, g in gaps.items():
+        lines += ["", f"Cores' own gaps {when} the rounds (--gaps: a SCHED_FIFO spinner, 0.9 s a core): {gaps_text(g)}"]
     if a.trace:
         lines += ["", *legs_table(runs, trees)]
     lines += ["", "Per run:", ""] + [f"- {summary_line(r)}" for r in runs] + [""]
