@@ -1,6 +1,6 @@
 """The latency resolverguard adds at 20% load, read off the wire: no hook inside the server (issue #17).
 
-    python bench/p99_wire.py [--rounds 8] [--seconds 3] [--qps N] [--rt] [--out p99_wire]
+    python bench/p99_wire.py [--rounds 8] [--seconds 3] [--qps N] [--kind misses|hits] [--rt] [--out p99_wire]
 
 Needs tcpdump (`.ci/run` does not: this is a bench) besides NSD and dnsperf. Starts NSD (a wildcard
 root zone, as bench/compare.py) and resolverguard (d) (full chain, shipped model, query log off,
@@ -23,7 +23,9 @@ model batches of 12-28 names at 20% load, and rounds differing 3x at the same ra
 evenly (measured here); the rounds differ with the machine: this measures (d) and its baseline on the
 wire in every round, so the figure can be read against how the machine was doing then.
 
-`--rt`: (d) in SCHED_FIFO and dnsperf at nice -10 (as bench/p99_ab.py --rt). Results to
+`--kind hits`: cached names instead (compare.py's Zipf(1.1) over ~10k names, every name asked once
+before the timed run; no upstream leg to take off). `--rt`: (d) in SCHED_FIFO and dnsperf at nice -10
+(as bench/p99_ab.py --rt). Results to
 bench/results/OUT.{md,json}: per round (d)'s own p50/p99/p99.9 and NSD's, their medians over the rounds.
 """
 
@@ -148,18 +150,21 @@ def one_round(work: Path, nsd: int, files: dict[str, Path], part: int, a: argpar
     try:
         C.wait_ready(port)
         time.sleep(1.0)
-        warm = C.latency_slice(files["misses"], 3 * part, a.qps, a.seconds)  # (parts of one size: no overlap)
-        P.latencies(port, warm, 1.0, a.qps, False)  # the server's first never-seen names: untimed
+        if a.kind == "hits":  # the steady state: every name asked once, then the Zipf stream again
+            C.asked_once(port, files["warm"])
+        else:
+            warm = C.latency_slice(files["misses"], 3 * part, a.qps, a.seconds)  # (parts of one size: no overlap)
+            P.latencies(port, warm, 1.0, a.qps, False)  # the server's first never-seen names: untimed
         time.sleep(C.LATENCY_SETTLE)
         if a.rt:
             P.realtime(proc.pid, True)
-        timed = C.latency_slice(files["misses"], 3 * part + 1, a.qps, a.seconds)
+        timed = C.latency_slice(files[a.kind], 3 * part + 1, a.qps, a.seconds)
         mine = on_the_wire(captured(work, f"d-{part}", [port, nsd], port, timed, a), port, nsd)
     finally:
         proc.terminate()
         proc.wait(10)
     time.sleep(C.LATENCY_SETTLE)
-    names = C.latency_slice(files["misses"], 3 * part + 2, a.qps, a.seconds)
+    names = C.latency_slice(files[a.kind], 3 * part + 2, a.qps, a.seconds)
     theirs = on_the_wire(captured(work, f"nsd-{part}", [nsd], nsd, names, a), nsd, None)
     return {"round": part, "qps": a.qps, "d_own": mine, "nsd": theirs, "load": C.load_average()}
 
@@ -170,6 +175,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=3.0)
     p.add_argument("--qps", type=float, default=0.0, help="the rate (default: 20%% of (d)'s peak on never-seen names)")
     p.add_argument("--rt", action="store_true", help="(d) in SCHED_FIFO, dnsperf at nice -10")
+    p.add_argument("--kind", choices=("misses", "hits"), default="misses", help="never-seen or cached names")
     p.add_argument("--out", default="p99_wire")
     a = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="rg-p99wire-"))
@@ -179,6 +185,10 @@ def main() -> None:
     files = {"misses": work / "misses.txt", "peak": work / "peak.txt"}
     files["peak"].write_text("".join(f"{n} A\n" for n in names[:60_000]))
     files["misses"].write_text("".join(f"{n} A\n" for n in names[60_000:]))
+    if a.kind == "hits":  # hits.txt (the Zipf stream) and warm.txt (each of its names once)
+        files |= C.query_files(work, 200_000, random.Random(7))
+        files["warm"] = work / "warm.txt"
+        files["peak"] = files["hits"]
     load_before = C.load_average()
     nsd = C.free_port()
     server = C.start_nsd(work, nsd)
@@ -191,6 +201,8 @@ def main() -> None:
             try:
                 C.wait_ready(port)
                 time.sleep(1.0)
+                if a.kind == "hits":
+                    C.asked_once(port, files["warm"])
                 a.qps = round(0.2 * (C.dnsperf(port, files["peak"], 3.0)["qps"] or 0))
             finally:
                 proc.terminate()
@@ -234,8 +246,8 @@ def write(rounds: list[dict[str, Any]], a: argparse.Namespace, load_before: str)
         f"# The latency (d) adds at a fixed rate, on the wire (bench/p99_wire.py), {stamp}, {os.cpu_count()} cores",
         "",
         f"Load average before {load_before}, after {load_after}. {a.rounds} rounds of {a.seconds:g} s"
-        f" at {a.qps:.0f} qps"
-        f" on never-seen names, (d) then NSD alone, each captured with tcpdump on lo;"
+        f" at {a.qps:.0f} qps on {'cached' if a.kind == 'hits' else 'never-seen'} names"
+        ", (d) then NSD alone, each captured with tcpdump on lo;"
         f" {'(d) in SCHED_FIFO, dnsperf nice -10' if a.rt else 'SCHED_OTHER'}. `own` = (d)'s reply sent - the"
         " client's query sent - (its query to NSD sent -> NSD's answer sent): the time (d) adds, socket wait"
         " included. NSD alone: reply sent - query sent, the same rate, the same round.",

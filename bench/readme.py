@@ -79,7 +79,24 @@ def in_server(results: Path) -> str:
     kind_names = {"hits": "cached names", "misses": "never-seen names"}
     return (
         f" (measured per query inside the server instead, `bench/results/{IN_SERVER_SUMMARY}`: p99 "
-        f"{said('hits')}, {said('misses')})"
+        f"{said('hits')}, {said('misses')}{on_the_wire(results)})"
+    )
+
+
+ON_THE_WIRE = "p99_wire.json"  # bench/p99_wire.py: the same, off a capture on lo, socket wait included
+
+
+def on_the_wire(results: Path) -> str:
+    """The never-seen names' added p99 read off the wire (reply sent - query sent - the upstream leg,
+    the time a query waited in the socket included, no hook in the server), median and range of its rounds."""
+    if not (results / ON_THE_WIRE).exists():
+        return ""
+    found = json.loads((results / ON_THE_WIRE).read_text())
+    own = sorted(r["d_own"]["ms"][1] for r in found["rounds"])
+    return (
+        f"; on the wire, socket wait included, `bench/results/{ON_THE_WIRE.replace('.json', '.md')}`: "
+        f"{found['median_own_p99_ms']:.2f} ms on never-seen names (median of {len(own)} rounds, "
+        f"{own[0]:.2f}-{own[-1]:.2f})"
     )
 
 
