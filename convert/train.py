@@ -53,7 +53,8 @@ class TrainConfig:
     data_dir: Path = DEFAULT_DATA_DIR
     form: InputForm = InputForm.LABEL
     cap: int = 10_000  # DGA names kept per family
-    seed: int = 20261123
+    seed: int = 20261123  # the split, the folds, the subsample and the augmentation
+    init_seed: int = 0  # the weights' initialisation and the batches' order; 0 = `seed` (several seeds, one split)
     epochs: int = 12
     patience: int = 3
     batch_size: int = 512
@@ -171,7 +172,7 @@ def train(cfg: TrainConfig) -> None:
 
     from convert.architectures import build
 
-    keras.utils.set_random_seed(cfg.seed)
+    keras.utils.set_random_seed(cfg.init_seed or cfg.seed)
     cfg.out.mkdir(parents=True, exist_ok=True)
     data, split = prepare(cfg)
     encoder = NameEncoder(maxlen=cfg.maxlen)
@@ -251,7 +252,7 @@ def write_scores(cfg: TrainConfig, model: Any, encoder: NameEncoder, data: Datas
 
 
 INT_OPTIONS = ("cap", "seed", "epochs", "patience", "batch_size", "max_train", "folds", "holdout_fold", "maxlen")
-INT_OPTIONS += ("random_dga",)
+INT_OPTIONS += ("random_dga", "init_seed")
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
