@@ -382,6 +382,7 @@ def main(argv: list[str] | None = None) -> None:
     text = text.replace("\n## Reproduce", "\n" + vetting_section(previous, cleaning) + "\n\n## Reproduce", 1)
     text = text.replace("\n## Reproduce", "\n" + idn_section(previous, a.default, a.variant) + "\n\n## Reproduce", 1)
     text = text.replace("\n## Reproduce", "\n" + charlm_section(previous) + "\n\n## Reproduce", 1)
+    text = text.replace("\n## Reproduce", "\n" + seeds_section(previous) + "\n\n## Reproduce", 1)
     (a.out / "REPORT.md").write_text(text)
     print(text[:3000])
 
@@ -434,6 +435,15 @@ def charlm_section(previous: Previous) -> str:
 
     if not (Path("runs") / "c-3-lm4c-w1-lfo0" / "scores.npz").exists():
         return previous.marked(START, END, "(the character-LM runs were not run: `python -m convert.charlm`)")
+    return section(Path("runs"))
+
+
+def seeds_section(previous: Previous) -> str:
+    """The session-14 section (seeds of the budget CNN): from its runs when they exist, else carried."""
+    from convert.seeds import AVERAGE_CASCADE, END, START, section
+
+    if not (Path("runs") / f"{AVERAGE_CASCADE}-lfo0" / "scores.npz").exists():
+        return previous.marked(START, END, "(the seed runs were not run: `python -m convert.seeds`)")
     return section(Path("runs"))
 
 

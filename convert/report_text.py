@@ -330,7 +330,8 @@ twice as fast. Since session 6 the chosen configuration is trained and calibrate
 cleaning rule (`--cleaning lists`; why: "Against the previous model" above).
 
 Not tried in that session: word-segmentation features, a cheap first stage in front of the CNN, caps
-per family; session 4 measured them (section below). Still not tried: several seeds per configuration."""
+per family; session 4 measured them (section below). Several seeds of one configuration: section "Seeds"
+(session 14)."""
     )
 
 
@@ -459,8 +460,8 @@ BUDGET = """No GPU in this session: everything trained on a 2-core CPU shared wi
 training in total. That forced:
 
 * the **budget protocol** for every experiment (120,000 training names, 4 epochs, width 64, one seed):
-  the leave-family-out figures are those of models smaller and shorter-trained than the shipped one, and
-  differences of 0.01-0.02 between configurations are within seed noise;
+  the leave-family-out figures are those of models smaller and shorter-trained than the shipped one
+  (how far seeds of one configuration land apart: section "Seeds", session 14);
 * the architecture comparison on fold 0 only, 60,000 names and 3 epochs (the LSTMs need 5-10x the
   CNN's time per name), so it ranks the architectures, it does not measure what each could reach;
 * the shipped model trains 8 epochs on all training names of the chosen configuration; the same
@@ -901,3 +902,19 @@ threshold with them. Reproduce (after `convert/sweep.sh`'s `vetted` runs `v-ng1-
 fold; `lm3`..`lm6` for the other orders), `python -m convert.charlm combine --members v-ng1,lm4c-llr_class
 --how mean --out c-ng-lm4c-w1` (and the other rows' members, `--how`, `--weights`), then
 `python -m convert.charlm section --splice models/REPORT.md`."""
+
+
+SEEDS_TEXT = """## Seeds: how far apart one configuration lands, and the seeds' average (#13, session 14)
+
+Every configuration above was trained once. The budget CNN (`v-suffix`: `label.suffix`, suffix dropout
+0.5, 120,000 training names, 4 epochs, width 64, lists cleaning) was trained twice more on the same
+split, folds and names with another initialisation and batch order (`--init-seed 2` and `3`:
+`v-suffix-i2`, `v-suffix-i3`); `s-avg3` is the mean of the three seeds' logits, `s-avg3-cmean` that mean
+in the shipped combination with the linear stage (`cascade-mean-0.05`), `s-one-cmean` the first
+seed alone in it. Guarded thresholds, 5 folds, recall of the families each fold never saw
+(`python -m convert.seeds`):
+
+{TABLE}
+
+The seeds' mean recall at the sinkhole spreads over {SPREAD}. Their average against one seed:
+{GAIN} alone; {GAIN_CASCADE} in the shipped combination. Not kept: a seed average costs one CNN per seed at serving."""

@@ -38,6 +38,12 @@ vetted() {
   for k in 0 1 2 3 4; do run "v-suffix-lfo$k" --holdout-fold "$k" --arch cnn $SUF $B --cleaning lists; done
   run v-suffix-rand --arch cnn $SUF $B --cleaning lists
   $PY -m convert.ensemble --cnn v-suffix --linear v-ng1 --how mean --out v-e1-mean > /dev/null
+  # Session 14: the budget CNN's seed variance: two more initialisations on the same split, their
+  # average alone and with the linear stage (python -m convert.seeds, models/REPORT.md "Seeds").
+  for s in 2 3; do for k in 0 1 2 3 4; do
+    run "v-suffix-i$s-lfo$k" --holdout-fold "$k" --arch cnn $SUF $B --cleaning lists --init-seed "$s"
+  done; done
+  $PY -m convert.seeds combine
   # Session 7: the full-size CNN folds with the linear stage (python -m convert.idn, models/REPORT.md);
   # e-f1-cmean is the shipped scorer's form (resolverguard.model.EnsembleScorer).
   for how in mean max cascade-mean-0.05; do

@@ -248,6 +248,43 @@ def test_init_seed_changes_the_weights_and_keeps_the_split(data_dir: Path, tmp_p
     assert json.loads((runs["b"] / "run.json").read_text())["init_seed"] == 8
 
 
+def test_seed_average_and_its_report_section(sourced_dir: Path, tmp_path: Path) -> None:
+    """convert.seeds on three "seeds" of a tiny fold model (its logits shifted by fixed noise) and a
+    "linear stage": the average is the mean of the logits, the cascade passes what the gate clears,
+    and the section's spread is the seeds' own."""
+    from convert import seeds
+    from convert.ensemble import FLOOR
+    from convert.train import save_scores
+
+    cfg = dict(data_dir=sourced_dir, epochs=1, cap=1000, folds=3, maxlen=32, batch_size=64, cache=None)
+    rng = np.random.default_rng(5)
+    for k in range(3):
+        base = tmp_path / f"base-lfo{k}"
+        train(TrainConfig("cnn", base, holdout_fold=k, form=InputForm.REGISTRABLE, **cfg))  # type: ignore[arg-type]
+        got = np.load(base / "scores.npz")
+        for name in (*seeds.SEEDS, seeds.LINEAR):
+            run = tmp_path / f"{name}-lfo{k}"
+            run.mkdir()
+            noise = rng.normal(0.0, 0.5, len(got["logit"]))
+            save_scores(
+                run, got["labels"], got["y"], got["family"], got["part"], got["logit"].astype(np.float64) + noise
+            )
+            (run / "run.json").write_text((base / "run.json").read_text())
+    seeds.combine(tmp_path, folds=3)
+    for k in range(3):
+        members = [np.load(tmp_path / f"{n}-lfo{k}" / "scores.npz")["logit"] for n in seeds.SEEDS]
+        average = np.load(tmp_path / f"{seeds.AVERAGE}-lfo{k}" / "scores.npz")["logit"]
+        assert np.allclose(average, np.mean(members, axis=0), atol=1e-3)
+        cascade = np.load(tmp_path / f"{seeds.AVERAGE_CASCADE}-lfo{k}" / "scores.npz")["logit"]
+        assert 0 < int((cascade == np.float32(FLOOR)).sum()) < len(cascade)  # the gate passes some, not all
+    text = seeds.section(tmp_path, folds=3)
+    assert text.startswith(seeds.START) and text.endswith(seeds.END)
+    for name in (*seeds.SEEDS, seeds.AVERAGE, seeds.ONE_CASCADE, seeds.AVERAGE_CASCADE, seeds.LINEAR):
+        assert f"| {name} |" in text
+    recalls = [summarise([tmp_path / f"{n}-lfo{k}" for k in range(3)])["mean_recall"]["sinkhole"] for n in seeds.SEEDS]
+    assert f"spreads over {max(recalls) - min(recalls):.3f}" in text
+
+
 def test_suffix_form_with_augmentation_and_family_folds(sourced_dir: Path, tmp_path: Path) -> None:
     """The `label.suffix` input with suffix dropout, compounds and family balance, left out one fold of
     families: the experiments table reads it, and the shipped model scores `label.suffix` strings."""
