@@ -368,12 +368,9 @@ def main(argv: list[str] | None = None) -> None:
     sec.add_argument("--splice", type=Path)
     a, rest = p.parse_known_args(argv)
     if a.cmd == "section":
-        from convert.vetting import splice
+        from convert.vetting import show_section
 
-        text = section(a.root)
-        if a.splice:
-            splice(a.splice, text, START, END)
-        print(text)
+        show_section(section(a.root), a.splice, START, END)
         return
     if a.cmd == "report":
         print(report(a.names, a.root))

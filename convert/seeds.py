@@ -114,12 +114,9 @@ def main(argv: list[str] | None = None) -> None:
     if a.cmd == "combine":
         combine(a.root)
         return
-    from convert.vetting import splice
+    from convert.vetting import show_section
 
-    text = section(a.root)
-    if a.splice:
-        splice(a.splice, text, START, END)
-    print(text)
+    show_section(section(a.root), a.splice, START, END)
 
 
 if __name__ == "__main__":

@@ -261,6 +261,13 @@ def section(
     return f"{START}\n{text.strip()}\n{END}"
 
 
+def show_section(text: str, report: Path | None, start: str, end: str) -> None:
+    """A generated section's `section` command: printed, and spliced into `report` when one is given."""
+    if report is not None:
+        splice(report, text, start, end)
+    print(text)
+
+
 def splice(report: Path, text: str, start: str = START, end: str = END) -> None:
     """Replaces the section between the markers in `report`, or adds it before `## Reproduce`
     (also for the other generated sections, e.g. `convert.idn`'s, with their own markers)."""
@@ -284,10 +291,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--splice", type=Path, help="write the section into this report")
     a = p.parse_args(argv)
     also = tuple(c for c in a.also.split(",") if c)
-    text = section(a.config, [b for b in a.before.split(",") if b], also, a.root)
-    if a.splice:
-        splice(a.splice, text)
-    print(text)
+    show_section(section(a.config, [b for b in a.before.split(",") if b], also, a.root), a.splice, START, END)
 
 
 if __name__ == "__main__":
