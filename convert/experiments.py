@@ -169,14 +169,18 @@ def fold_table(results: dict[str, dict[str, Any]], root: Path = Path("runs")) ->
     return "\n".join(lines)
 
 
-def threshold_rules(found: dict[str, list[Path]]) -> dict[str, dict[str, Any]]:
+def threshold_rules(
+    found: dict[str, list[Path]], known: dict[tuple[str, str], tuple[list[Path], dict[str, Any]]] | None = None
+) -> dict[str, dict[str, Any]]:
     """Each configuration with all its folds, its thresholds set by each rule of `Scores.thresholds`
-    (the same fold models: only how the thresholds are set differs)."""
+    (the same fold models: only how the thresholds are set differs). `known`: summaries already made
+    ((name, rule) -> (their runs, `summarise`'s result)), used where they are of the same runs."""
     out: dict[str, dict[str, Any]] = {}
     for name, runs in sorted(found.items()):
         if len(runs) >= FOLDS:
             for rule in THRESHOLD_RULES:
-                r = summarise(runs, rule=rule)
+                made = (known or {}).get((name, rule))
+                r = made[1] if made is not None and made[0] == runs else summarise(runs, rule=rule)
                 out[f"{name}/{rule}"] = {k: v for k, v in r.items() if k != "families"} | {"config_name": name}
     return out
 

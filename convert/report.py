@@ -345,9 +345,9 @@ def main(argv: list[str] | None = None) -> None:
     # sessions 4-12); the chosen configuration's and the shipped scorer's figures use the shipped rule.
     fresh = {name: summarise(runs, rule="pooled") for name, runs in found.items()}
     experiments = previous.carry(fresh, "experiments", rule="pooled")
-    shipped_rule = previous.carry(
-        {name: summarise(runs) for name, runs in found.items()}, "experiments_guarded", rule="guarded"
-    )
+    guarded = {name: summarise(runs) for name, runs in found.items()}
+    shipped_rule = previous.carry(guarded, "experiments_guarded", rule="guarded")
+    made = {(n, rule): (found[n], r) for rule, got in (("pooled", fresh), ("guarded", guarded)) for n, r in got.items()}
     ev["chosen"] = FULL if FULL in experiments or FULL in shipped_rule else CHOSEN
     chosen = shipped_rule.get(ev["chosen"]) or experiments.get(ev["chosen"], {})
     if "carried_from" in chosen and previous.eval.get("chosen") == ev["chosen"]:
@@ -356,7 +356,8 @@ def main(argv: list[str] | None = None) -> None:
         ev["leave_family_out"] = chosen.get("families", {})
     ev["experiments"] = {n: {k: v for k, v in r.items() if k != "families"} for n, r in experiments.items()}
     ev["experiments_guarded"] = {n: {k: v for k, v in r.items() if k != "families"} for n, r in shipped_rule.items()}
-    ev["threshold_rules"] = previous.carry(threshold_rules(configs(Path("runs"), "*-lfo[0-9]")), "threshold_rules")
+    rules = threshold_rules(configs(Path("runs"), "*-lfo[0-9]"), made)  # (the summaries above not made again)
+    ev["threshold_rules"] = previous.carry(rules, "threshold_rules")
     ev["comparison"] = rows
     ev["calibration"] = calibration(a.default, a.variant)
     ev["pooled"] = pooled(a.default, a.variant)
