@@ -124,8 +124,8 @@ def on_the_wire(pcap: Path, port: int, upstream: int | None) -> dict[str, Any]:
 
 
 def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1e3, 3) if ordered else float("nan")
+    """p99_ab.pct of seconds, in ms."""
+    return round(P.pct(values, q) * 1e3, 3)
 
 
 def captured(work: Path, name: str, ports: list[int], port: int, names: Path, a: argparse.Namespace) -> Path:

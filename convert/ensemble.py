@@ -60,15 +60,25 @@ def combined(how: str, a: Scores, b: Scores) -> tuple[npt.NDArray[np.float64], d
         return np.maximum(rarity(a), rarity(b)), {}
     if how.startswith("cascade-mean-"):  # the gate first, then the mean for the names above it
         q = float(how.rsplit("-", 1)[1])
-        gate = calibrate(b.score[b.calibration()], [q])[fpr_name(q)]
-        reach = b.score >= gate
-        return np.where(reach, (logit(a) + logit(b)) / 2.0, FLOOR), {"gate": gate, "q": q, **shares(b, reach)}
+        value, gate, reach = cascade_mean(logit(a), b, q)
+        return value, {"gate": gate, "q": q, **shares(b, reach)}
     if how.startswith("cascade-"):
         q = float(how.split("-", 1)[1])
         gate = calibrate(b.score[b.calibration()], [q])[fpr_name(q)]
         reach = b.score >= gate
         return np.where(reach, logit(a), FLOOR), {"gate": gate, "q": q, **shares(b, reach)}
     raise SystemExit(f"unknown combination {how!r}")
+
+
+def cascade_mean(
+    cnn: npt.NDArray[np.float64], b: Scores, q: float
+) -> tuple[npt.NDArray[np.float64], float, npt.NDArray[np.bool_]]:
+    """The shipped form (`cascade-mean-<q>`) for any CNN logits `cnn` (one model's, or several seeds'
+    mean: convert.seeds): names under the linear stage `b`'s FPR-`q` gate pass (FLOOR), the others
+    get the mean of the two logits. (value, the gate, which names reached the CNN)."""
+    gate = calibrate(b.score[b.calibration()], [q])[fpr_name(q)]
+    reach = b.score >= gate
+    return np.where(reach, (cnn + logit(b)) / 2.0, FLOOR), gate, reach
 
 
 def shares(s: Scores, reach: npt.NDArray[np.bool_]) -> dict[str, float]:

@@ -37,8 +37,8 @@ def combine(
     """Per fold: the seeds' mean logit (AVERAGE), it in the shipped combination with the linear stage
     (AVERAGE_CASCADE) and the first seed alone in it (ONE_CASCADE), written as runs that
     convert.experiments scores like trained ones."""
-    from convert.ensemble import FLOOR, logit, write
-    from convert.evaluate import Scores, calibrate, fpr_name
+    from convert.ensemble import cascade_mean, logit, write
+    from convert.evaluate import Scores
 
     for k in range(folds):
         members = [Scores.load(root / f"{s}-lfo{k}", "logit") for s in seeds]
@@ -47,10 +47,8 @@ def combine(
             raise SystemExit(f"fold {k}: the seed runs and {linear} were not scored on the same names")
         info = json.loads((root / f"{seeds[0]}-lfo{k}" / "run.json").read_text())
         mean = np.mean([logit(m) for m in members], axis=0)
-        gate = calibrate(stage.score[stage.calibration()], [GATE_Q])[fpr_name(GATE_Q)]
-        reach = stage.score >= gate
-        cascade = np.where(reach, (mean + logit(stage)) / 2.0, FLOOR)
-        one = np.where(reach, (logit(members[0]) + logit(stage)) / 2.0, FLOOR)
+        cascade = cascade_mean(mean, stage, GATE_Q)[0]
+        one = cascade_mean(logit(members[0]), stage, GATE_Q)[0]
         for name, value in ((AVERAGE, mean), (AVERAGE_CASCADE, cascade), (ONE_CASCADE, one)):
             write(root / f"{name}-lfo{k}", members[0], value, info | {"combination": name, "members": list(seeds)})
 
