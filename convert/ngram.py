@@ -72,7 +72,8 @@ class WordFeatures:
 
 
 def design(hasher: NgramHasher, texts: list[str], words: WordFeatures | None = None) -> Any:
-    """The sparse (n, n_features) matrix of n-gram counts and dense features (and word features)."""
+    """The sparse (n, n_features) matrix of n-gram counts (characters', then shapes') and dense
+    features (and word features)."""
     from scipy import sparse
 
     idx, valid = hasher.hashed(texts)
@@ -80,7 +81,7 @@ def design(hasher: NgramHasher, texts: list[str], words: WordFeatures | None = N
     rows = np.repeat(np.arange(n), k)[valid.reshape(-1)]
     grams = sparse.csr_matrix(
         (np.ones(len(rows), dtype=np.float32), (rows, idx.reshape(-1)[valid.reshape(-1)])),
-        shape=(n, 1 << hasher.bits),
+        shape=(n, hasher.n_hashed),
     )
     parts = [grams, sparse.csr_matrix(hasher.dense(texts))]
     if words is not None:
@@ -97,10 +98,17 @@ def fit_linear(x: Any, y: npt.NDArray[Any], w: npt.NDArray[np.float32], c: float
     return model.coef_.reshape(-1), float(model.intercept_[0])
 
 
-def train(cfg: TrainConfig, c: float, bits: int, words: Path | None = None) -> None:
+def train(
+    cfg: TrainConfig,
+    c: float,
+    bits: int,
+    words: Path | None = None,
+    shapes: tuple[int, ...] = (),
+    orders: tuple[int, ...] = (1, 2, 3, 4, 5),
+) -> None:
     cfg.out.mkdir(parents=True, exist_ok=True)
     data, split = prepare(cfg)
-    hasher = NgramHasher(NameEncoder(maxlen=cfg.maxlen), bits=bits)
+    hasher = NgramHasher(NameEncoder(maxlen=cfg.maxlen), orders=orders, bits=bits, shapes=shapes)
     rows = training_rows(cfg, data, split)
     texts, y_train, fam_train = training_texts(cfg, data, rows)
     segment = WordFeatures(words) if words else None
@@ -109,7 +117,7 @@ def train(cfg: TrainConfig, c: float, bits: int, words: Path | None = None) -> N
         design(hasher, texts.tolist(), segment), y_train, sample_weights(y_train, fam_train, cfg.balance), c, cfg.seed
     )
     seconds = time.time() - started
-    n_hash, n_dense = 1 << bits, len(DENSE)
+    n_hash, n_dense = hasher.n_hashed, len(DENSE)
     stage = LinearWeights(
         hasher, coef[:n_hash].astype(np.float16).astype(np.float32), coef[n_hash : n_hash + n_dense], bias
     )
@@ -126,7 +134,8 @@ def train(cfg: TrainConfig, c: float, bits: int, words: Path | None = None) -> N
         "width": bits,
         "C": c,
         "words": str(words) if words else None,
-        "word_weights": dict(zip(WordFeatures.NAMES, coef[n_hash + n_dense :].tolist(), strict=False)),
+        "shapes": list(shapes),
+        "word_weights": dict(zip(WordFeatures.NAMES, coef[n_hash + n_dense :].tolist(), strict=False)) if words else {},
         "held_out": list(split.held_out),
         "trained_families": sorted(set(fam_train.tolist()) - {BENIGN}),
         "train_rows": int(len(texts)),
@@ -157,9 +166,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--C", type=float, default=1.0)
     p.add_argument("--bits", type=int, default=18)
     p.add_argument("--words", type=Path, help="word list (one word a line, .gz or plain): word-segmentation features")
+    p.add_argument("--orders", default="1,2,3,4,5", help="orders of the hashed character n-grams")
+    p.add_argument("--shapes", default="", help="orders of the shape (character-class) n-grams, e.g. 3,4,5,6")
     own, rest = p.parse_known_args(argv)
     cfg = parse_args(["--arch", "cnn", *rest])
-    train(cfg, own.C, own.bits, own.words)
+    shapes = tuple(int(o) for o in own.shapes.split(",") if o)
+    train(cfg, own.C, own.bits, own.words, shapes, tuple(int(o) for o in own.orders.split(",")))
 
 
 if __name__ == "__main__":

@@ -8,8 +8,9 @@ well under a microsecond.
 The float is the pure-Python featurizer's, bit for bit (tests/test_native_linear.py compares them with
 `==`): orders 1-3 are one lookup per character in the float64 table of their sums by trigram code
 (`low_table`), orders 4 and 5 and the suffix token are hashed exactly as `NgramHasher` hashes them
-(uint64 arithmetic wraps as its numpy does), and every weight is a float16 value (a multiple of 2**-24
-under 2**16) whose float64 sum is exact in any order. The dense features are computed in the order the
+(uint64 arithmetic wraps as its numpy does), the shape n-grams (when the stage has them) are one
+lookup per position in the float64 table of their sums by window (`ngrams.shape_table`), and every
+weight is a float16 value (a multiple of 2**-24 under 2**16) whose float64 sum is exact in any order. The dense features are computed in the order the
 Python code computes them: the entropy summed by ascending code, the five features rounded to float32
 (as `struct.pack("f")` rounds), their products summed left to right; `-ffp-contract=off` (setup.py)
 keeps the compiler from fusing a multiply and an add into one rounding. Names of `maxlen` characters or
@@ -37,6 +38,9 @@ typedef struct {
     float *weights;   /* 2**bits hashed weights */
     double *terms;    /* (maxlen + 1) rows of maxlen + 1: p * log2(p) of n of a label of length L */
     unsigned char classes[256]; /* code -> 'v' vowel, 'l' other letter, 'd' digit, 'h' hyphen, else other */
+    double *shape_table;        /* 8**shape_width: the shape n-grams summed by the window of classes (or NULL) */
+    unsigned char shape_classes[256]; /* code -> shape class (ngrams.SHAPE_CLASSES) */
+    int shape_width;
     double dense[5];
     double bias;
     int maxlen, bits, end, dot;
@@ -64,15 +68,17 @@ static void *copy_buffer(PyObject *obj, Py_ssize_t size, const char *what) {
 
 static int Linear_init(Linear *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"low", "weights", "terms", "classes", "dense", "bias", "maxlen", "bits", "end", "dot",
-                             "fallback", NULL};
-    PyObject *low, *weights, *terms, *classes, *fallback;
+                             "fallback", "shape_table", "shape_classes", "shape_width", NULL};
+    PyObject *low, *weights, *terms, *classes, *fallback, *shape_table = NULL, *shape_classes = NULL;
     double d0, d1, d2, d3, d4, bias;
-    int maxlen, bits, end, dot;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOO(ddddd)diiiiO", kwlist, &low, &weights, &terms, &classes, &d0,
-                                     &d1, &d2, &d3, &d4, &bias, &maxlen, &bits, &end, &dot, &fallback))
+    int maxlen, bits, end, dot, shape_width = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOO(ddddd)diiiiO|OOi", kwlist, &low, &weights, &terms, &classes,
+                                     &d0, &d1, &d2, &d3, &d4, &bias, &maxlen, &bits, &end, &dot, &fallback,
+                                     &shape_table, &shape_classes, &shape_width))
         return -1;
-    if (maxlen < 1 || maxlen > 253 || bits < 1 || bits > 32 || end < 0 || end > 63 || dot < -1 || dot > 63) {
-        PyErr_SetString(PyExc_ValueError, "maxlen, bits, end or dot out of range");
+    if (maxlen < 1 || maxlen > 253 || bits < 1 || bits > 32 || end < 0 || end > 63 || dot < -1 || dot > 63 ||
+        shape_width < 0 || shape_width > 6 || (shape_width > 0 && (shape_table == NULL || shape_classes == NULL))) {
+        PyErr_SetString(PyExc_ValueError, "maxlen, bits, end, dot or the shape arguments out of range");
         return -1;
     }
     if (!PyCallable_Check(fallback)) {
@@ -84,11 +90,24 @@ static int Linear_init(Linear *self, PyObject *args, PyObject *kwds) {
     float *w = l ? copy_buffer(weights, ((Py_ssize_t)1 << bits) * (Py_ssize_t)sizeof(float), "weights") : NULL;
     double *t = w ? copy_buffer(terms, rows * (Py_ssize_t)sizeof(double), "terms") : NULL;
     unsigned char *c = t ? copy_buffer(classes, 256, "classes") : NULL;
-    if (c == NULL) {
+    Py_ssize_t shape_size = (Py_ssize_t)1 << (3 * shape_width);
+    double *st = c && shape_width ? copy_buffer(shape_table, shape_size * (Py_ssize_t)sizeof(double), "shape_table")
+                                  : NULL;
+    unsigned char *sc = st ? copy_buffer(shape_classes, 256, "shape_classes") : NULL;
+    if (c == NULL || (shape_width && sc == NULL)) {
         PyMem_Free(l);
         PyMem_Free(w);
         PyMem_Free(t);
+        PyMem_Free(c);
+        PyMem_Free(st);
         return -1;
+    }
+    PyMem_Free(self->shape_table);
+    self->shape_table = st;
+    self->shape_width = shape_width;
+    if (sc) {
+        memcpy(self->shape_classes, sc, 256);
+        PyMem_Free(sc);
     }
     PyMem_Free(self->low);
     PyMem_Free(self->weights);
@@ -140,7 +159,17 @@ static double hashed(const Linear *self, const unsigned char *raw, Py_ssize_t n)
         }
     if (first >= 0)
         for (Py_ssize_t i = (first > n - 11 ? first : n - 11); i < n; i++) code = (code << 6) | raw[i];
-    return total + self->weights[bucket(code + SUFFIX_SALT, shift)];
+    total += self->weights[bucket(code + SUFFIX_SALT, shift)];
+    if (self->shape_width) { /* shape n-grams: one lookup per position, by the window of classes ending there */
+        uint64_t mask = ((uint64_t)1 << (3 * self->shape_width)) - 1, window = 0;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            window = ((window << 3) | self->shape_classes[raw[i]]) & mask;
+            total += self->shape_table[window];
+        }
+        window = ((window << 3) | 7) & mask; /* the end mark (ngrams.SHAPE_END) */
+        total += self->shape_table[window];
+    }
+    return total;
 }
 
 /* length, entropy, digit, vowel and hyphen shares of the label (before the first dot) times their weights */
@@ -221,6 +250,7 @@ static void Linear_dealloc(Linear *self) {
     PyMem_Free(self->low);
     PyMem_Free(self->weights);
     PyMem_Free(self->terms);
+    PyMem_Free(self->shape_table);
     type->tp_free((PyObject *)self);
     Py_DECREF(type);
 }

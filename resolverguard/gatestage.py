@@ -32,7 +32,7 @@ from resolverguard.groups import GroupDirectory
 from resolverguard.lists import DomainLists, RuleSet, Tier
 from resolverguard.model import TFLiteScorer
 from resolverguard.names import _DYNAMIC_DNS_DEPTHS, DYNAMIC_DNS_SUFFIXES, LOCAL_SUFFIXES, PrivateSuffixMode
-from resolverguard.ngrams import LinearWeights, gram_tables, low_table
+from resolverguard.ngrams import LinearWeights, gram_tables, low_table, shape_table
 from resolverguard.unbound_gate import Gate, read_snapshot, write_snapshot
 
 GATE_FORMAT = "resolverguard-gate/1"
@@ -151,6 +151,8 @@ def write_gate_snapshot(
             "maxlen": hasher.encoder.maxlen,
             "orders": list(hasher.orders),
             "bits": hasher.bits,
+            "shapes": list(hasher.shapes),
+            "shape_bits": hasher.shape_bits,
             # every weight a float16 value (a loaded stage): the module's C featurizer then gives
             # the pure-Python float bit for bit (unbound_gate.Featurizer._native_logit)
             "weights_float16": bool(np.array_equal(stage.weights.astype(np.float16).astype(np.float32), stage.weights)),
@@ -170,6 +172,7 @@ def write_gate_snapshot(
             "weights": stage.weights.astype("<f4").tobytes(),
             "tables": tables,
             "low": low_table(tables) if hasher.orders == (1, 2, 3, 4, 5) else b"",
+            "shapes": shape_table(stage),
             "deny": deny_keys(groups),
         }
     write_snapshot(path, header, sections)

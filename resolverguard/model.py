@@ -249,7 +249,7 @@ _P_HIGH = float(np.nextafter(np.float32(1.0), np.float32(0.0)))
 def _featurizer(stage: Any) -> Any:
     """The pure-Python featurizer of the Unbound gate over this stage, its order 1-3 tables made in
     numpy (`ngrams.gram_tables`, ~50 ms; in pure Python they cost seconds)."""
-    from resolverguard.ngrams import gram_tables, low_table
+    from resolverguard.ngrams import gram_tables, low_table, shape_table
     from resolverguard.unbound_gate import Featurizer
 
     tables = gram_tables(stage)
@@ -259,7 +259,11 @@ def _featurizer(stage: Any) -> Any:
     h = stage.hasher
     weights = memoryview(stage.weights.astype(np.float32).tobytes()).cast("f")
     dense = tuple(float(x) for x in stage.dense)
-    return Featurizer(h.encoder.charset, h.encoder.maxlen, h.orders, h.bits, weights, dense, stage.bias, split, low)
+    shapes = memoryview(shape_table(stage)).cast("d") if h.shapes else None
+    return Featurizer(
+        h.encoder.charset, h.encoder.maxlen, h.orders, h.bits, weights, dense, stage.bias, split, low,
+        shapes=h.shapes, shape_bits=h.shape_bits, shape_table=shapes,
+    )  # fmt: skip
 
 
 class EnsembleScorer(TFLiteScorer):

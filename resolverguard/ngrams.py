@@ -14,6 +14,11 @@ A name goes through the model's `NameEncoder` first (same charset, left padding,
 * every n-gram of order 1..5 of `label.suffix` plus an end mark, hashed into `2**bits` buckets;
   an n-gram may start in the padding by one column, which marks the start of the name (`^ab`);
 * the whole suffix as one hashed token (what follows the first dot);
+* optionally (`shapes`, #13 session 15) every n-gram of the name's character CLASSES (vowel, common
+  consonant, rare consonant, digit, hyphen, dot, end mark; `SHAPE_CLASSES`), hashed into a block of
+  their own after the n-grams': an unseen random-letter family shares no 5-gram of letters with the
+  families trained on, but it shares their rhythm of rare consonants and missing vowels
+  (models/REPORT.md: +0.03 leave-family-out recall at the sinkhole threshold);
 * a few dense shape features of the label (before the first dot): length, character entropy,
   digit, vowel and hyphen shares. They live in the columns after the hashed ones.
 """
@@ -41,6 +46,11 @@ _SUFFIX_SALT = np.uint64(0x2545F4914F6CDD1D)
 _POWERS = np.array([pow(64, 253 - j, 1 << 64) for j in range(254)], dtype=np.uint64)
 DENSE = ("length", "entropy", "digits", "vowels", "hyphens")
 LINEAR_FORMAT = "resolverguard-linear/1"
+# Character classes of the shape n-grams (0: padding, 7: the end mark; anything else: 3, rare). The
+# common consonants are the nine most frequent in English text.
+SHAPE_CLASSES = (("aeiou", 1), ("tnshrdlcm", 2), ("bfgjkpqvwxyz", 3), ("0123456789", 4), ("-", 5), (".", 6))
+SHAPE_OTHER, SHAPE_END, SHAPE_BASE = 3, 7, 8
+SHAPE_SALT = 16  # a shape n-gram of order k is salted as a character n-gram of order k + 16 would be
 
 
 @dataclass(frozen=True)
@@ -50,10 +60,17 @@ class NgramHasher:
     encoder: NameEncoder = field(default_factory=NameEncoder)
     orders: tuple[int, ...] = (1, 2, 3, 4, 5)
     bits: int = 18
+    shapes: tuple[int, ...] = ()  # orders of the shape n-grams; () for none
+    shape_bits: int = 14
+
+    @property
+    def n_hashed(self) -> int:
+        """Columns of the hashed n-grams: the characters' block, then the shapes' when there are any."""
+        return (1 << self.bits) + ((1 << self.shape_bits) if self.shapes else 0)
 
     @property
     def n_features(self) -> int:
-        return (1 << self.bits) + len(DENSE)
+        return self.n_hashed + len(DENSE)
 
     def hashed(self, texts: Sequence[str]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
         """(indices, valid), both (n, k): bucket of every n-gram slot and whether the slot holds one."""
@@ -92,7 +109,33 @@ class NgramHasher:
             suffix = self._suffix_code(x[:, :-1])
             cols.append(((suffix * _MULT) >> shift).astype(np.int64)[:, None])
         masks.append(np.ones((n, 1), dtype=bool))
+        if self.shapes:
+            self._shape_grams(self.shape_lookup[x.astype(np.intp)], cols, masks)
         return np.concatenate(cols, axis=1), np.concatenate(masks, axis=1), dense
+
+    def _shape_grams(self, x: npt.NDArray[np.uint64], cols: list[Any], masks: list[Any]) -> None:
+        """The shape n-grams' columns (after the characters' block) and validity, as the characters'."""
+        shift, offset = np.uint64(64 - self.shape_bits), 1 << self.bits
+        code = np.zeros(x.shape, dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            for order in range(1, max(self.shapes) + 1):
+                span = max(x.shape[1] + 1 - order, 0)  # (a batch of one short name has fewer columns)
+                code = code[:, :span] * np.uint64(SHAPE_BASE) + x[:, order - 1 : order - 1 + span]
+                if order in self.shapes:
+                    hashed = (code + np.uint64(order + SHAPE_SALT) * _ORDER_SALT) * _MULT
+                    cols.append((hashed >> shift).astype(np.int64) + offset)
+                    lead = min(1, order - 1)
+                    masks.append(x[:, lead : lead + span] != 0)
+
+    @functools.cached_property
+    def shape_lookup(self) -> npt.NDArray[np.uint64]:
+        """Encoder index (and the end mark, `vocab_size`) -> shape class."""
+        out = np.full(self.encoder.vocab_size + 1, SHAPE_OTHER, dtype=np.uint64)
+        out[PAD] = 0
+        for chars, klass in SHAPE_CLASSES:
+            out[self._indices(chars)] = klass
+        out[self.encoder.vocab_size] = SHAPE_END
+        return out
 
     def _suffix_code(self, x: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
         """A code of everything after the first dot (0 when there is none), salted: the suffix is
@@ -144,7 +187,7 @@ class LinearWeights:
     """The linear stage's file: hashed weights, dense weights, bias, and the hasher's settings."""
 
     hasher: NgramHasher
-    weights: npt.NDArray[np.float32]  # 2**bits
+    weights: npt.NDArray[np.float32]  # hasher.n_hashed: 2**bits, then 2**shape_bits with shapes
     dense: npt.NDArray[np.float32]  # len(DENSE)
     bias: float
 
@@ -156,6 +199,8 @@ class LinearWeights:
             maxlen=np.array(self.hasher.encoder.maxlen),
             orders=np.array(self.hasher.orders, dtype=np.int64),
             bits=np.array(self.hasher.bits),
+            shapes=np.array(self.hasher.shapes, dtype=np.int64),
+            shape_bits=np.array(self.hasher.shape_bits),
             weights=self.weights.astype(np.float16),
             dense=self.dense.astype(np.float32),
             bias=np.array(self.bias, dtype=np.float64),
@@ -168,12 +213,14 @@ class LinearWeights:
                 if str(z["format"]) != LINEAR_FORMAT:
                     raise ModelError(f"{path}: not a resolverguard linear stage (format != {LINEAR_FORMAT!r})")
                 encoder = NameEncoder(str(z["charset"]), int(z["maxlen"]))
-                hasher = NgramHasher(encoder, tuple(int(o) for o in z["orders"]), int(z["bits"]))
+                shapes = tuple(int(o) for o in z["shapes"]) if "shapes" in z else ()  # (none before session 15)
+                shape_bits = int(z["shape_bits"]) if "shape_bits" in z else 14
+                hasher = NgramHasher(encoder, tuple(int(o) for o in z["orders"]), int(z["bits"]), shapes, shape_bits)
                 weights = z["weights"].astype(np.float32)
                 dense, bias = z["dense"].astype(np.float32), float(z["bias"])
         except (OSError, KeyError, ValueError) as err:
             raise ModelError(f"{path}: cannot read the linear stage: {err}") from None
-        if weights.shape != (1 << hasher.bits,) or dense.shape != (len(DENSE),):
+        if weights.shape != (hasher.n_hashed,) or dense.shape != (len(DENSE),):
             raise ModelError(f"{path}: weight shapes do not match the hasher's settings")
         return cls(hasher, weights, dense, bias)
 
@@ -201,6 +248,28 @@ def gram_tables(stage: LinearWeights) -> bytes:
             index = ((codes + np.uint64(order) * _ORDER_SALT) * _MULT) >> shift
             out.append(stage.weights[index.astype(np.int64)].astype("<f4"))
     return np.concatenate(out).tobytes()
+
+
+def shape_table(stage: LinearWeights) -> bytes:
+    """The stage's shape n-grams summed by the window of the last `max(shapes)` classes they end in
+    (`SHAPE_BASE ** width` float64 entries, the newest class in the lowest digit; an n-gram whose
+    second class is padding, as in `NgramHasher`, adds nothing), so serving sums one lookup per
+    position. Empty without shapes. Float64: the float16 weights add exactly."""
+    h = stage.hasher
+    if not h.shapes:
+        return b""
+    width = max(h.shapes)
+    codes = np.arange(SHAPE_BASE**width, dtype=np.uint64)
+    digits = [(codes // np.uint64(SHAPE_BASE**k)) % np.uint64(SHAPE_BASE) for k in range(width)]  # [0]: newest
+    out = np.zeros(len(codes), dtype=np.float64)
+    shift, offset = np.uint64(64 - h.shape_bits), 1 << h.bits
+    with np.errstate(over="ignore"):
+        for order in h.shapes:
+            gram = codes % np.uint64(SHAPE_BASE**order)
+            index = ((gram + np.uint64(order + SHAPE_SALT) * _ORDER_SALT) * _MULT) >> shift
+            valid = digits[order - 1 - min(1, order - 1)] != 0  # the gram's second class (its only one for order 1)
+            out += np.where(valid, stage.weights[index.astype(np.int64) + offset].astype(np.float64), 0.0)
+    return bytes(out.astype("<f8").tobytes())
 
 
 def low_table(tables: bytes) -> bytes:
@@ -233,7 +302,9 @@ class RowLinear:
         self.stage = stage
         h = stage.hasher
         exact = bool(np.array_equal(stage.weights.astype(np.float16).astype(np.float32), stage.weights))
-        self.fast = exact and h.orders == (1, 2, 3, 4, 5) and h.encoder.vocab_size < 63
+        shapes_ok = max(h.shapes, default=0) <= 6  # (the window table has 8**width entries)
+        self.fast = exact and h.orders == (1, 2, 3, 4, 5) and h.encoder.vocab_size < 63 and shapes_ok
+        self._shapes = np.frombuffer(shape_table(stage), dtype="<f8") if h.shapes else None
         low = np.frombuffer(low_table(gram_tables(stage)), dtype="<f8").copy()
         low[0] = 0.0  # (pad, pad, pad): no n-gram; a padding column never follows a character
         self._low = low
@@ -274,8 +345,25 @@ class RowLinear:
                 total += np.where(code >= np.uint64(lead), found, np.float32(0)).sum(axis=1, dtype=np.float64)
             suffix = h._suffix_code(x[:, 1:-1])
             total += weights[((suffix * _MULT) >> shift).astype(np.intp)]
+        if self._shapes is not None:
+            total += self._shape_sums(x[:, 2:])
         dense = h._dense(rows[:, first - 1 :])
         out: npt.NDArray[np.float64] = total + dense.astype(np.float64) @ self._dense + self.stage.bias
+        return out
+
+    def _shape_sums(self, x: npt.NDArray[np.uint64]) -> npt.NDArray[np.float64]:
+        """Each row's shape n-grams from `shape_table`: one lookup per column of the names and the
+        end mark (`x`), by the window of classes ending there (padding before the row)."""
+        h = self.stage.hasher
+        assert self._shapes is not None
+        width = max(h.shapes)
+        n, m = x.shape
+        classes = np.zeros((n, m + width - 1), dtype=np.int64)
+        classes[:, width - 1 :] = h.shape_lookup[x.astype(np.intp)]
+        code = np.zeros((n, m), dtype=np.int64)
+        for j in range(width):
+            code = code * SHAPE_BASE + classes[:, j : j + m]
+        out: npt.NDArray[np.float64] = self._shapes[code].sum(axis=1)
         return out
 
 
@@ -298,13 +386,15 @@ def native_linear(stage: LinearWeights, featurizer: Any) -> Callable[[bytes], fl
     exact = bool(np.array_equal(stage.weights.astype(np.float16).astype(np.float32), stage.weights))
     if not exact or h.orders != (1, 2, 3, 4, 5) or h.encoder.vocab_size >= 63 or featurizer.low is None:
         return cast(Callable[[bytes], float], featurizer.logit_of_raw)
+    if h.shapes and featurizer.shape_table is None:
+        return cast(Callable[[bytes], float], featurizer.logit_of_raw)
     width = h.encoder.maxlen + 1
     terms = np.zeros((width, width), dtype=np.float64)
     for length, row in enumerate(featurizer._entropy_terms):  # the featurizer's floats, not recomputed
         terms[length, : len(row)] = row
     native = Linear(
         low=featurizer.low,
-        weights=np.ascontiguousarray(stage.weights, dtype=np.float32),
+        weights=np.ascontiguousarray(stage.weights[: 1 << h.bits], dtype=np.float32),
         terms=terms,
         classes=featurizer._classes,
         dense=tuple(featurizer.dense),
@@ -314,5 +404,6 @@ def native_linear(stage: LinearWeights, featurizer: Any) -> Callable[[bytes], fl
         end=featurizer._end,
         dot=featurizer._dot,
         fallback=featurizer.logit_of_raw,
+        **featurizer.native_shapes(),
     )
     return cast(Callable[[bytes], float], native.logit)

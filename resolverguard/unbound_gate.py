@@ -57,6 +57,10 @@ CLEARED, ABOVE, ASK, LISTED = "cleared", "above", "ask", "listed"  # Gate.decide
 _FLOAT32 = struct.Struct("5f")  # the dense features, rounded to float32 (no `array`: it imports collections)
 _LETTERS, _DIGITS, _VOWELS = "abcdefghijklmnopqrstuvwxyz", "0123456789", "aeiou"
 _HAVE_GC = 1 << 14  # Py_TPFLAGS_HAVE_GC
+# = resolverguard.ngrams' shape n-grams: classes by character (others 3, padding 0, the end mark 7),
+# base, salt (a shape n-gram of order k is salted as order k + 16)
+_SHAPE_CLASSES = (("aeiou", 1), ("tnshrdlcm", 2), ("bfgjkpqvwxyz", 3), ("0123456789", 4), ("-", 5), (".", 6))
+_SHAPE_OTHER, _SHAPE_END, _SHAPE_BASE, _SHAPE_SALT = 3, 7, 8, 16
 NATIVE_ENV = "RESOLVERGUARD_GATE_C"  # "off": the pure-Python featurizer even where the C one is built
 
 
@@ -125,6 +129,7 @@ class Featurizer:
     __slots__ = (
         "charset", "maxlen", "orders", "bits", "weights", "dense", "bias", "tables", "low", "_table", "_dot", "_end",
         "_shift", "_classes", "_entropy_terms", "_high", "_lanes", "_suffixes", "_raw_logit",
+        "shapes", "shape_bits", "shape_table", "_shape_classes", "_shape_mask",
     )  # fmt: skip
 
     def __init__(
@@ -139,14 +144,30 @@ class Featurizer:
         tables: tuple[Any, ...] = (),
         low: Any = None,
         native: Any = None,
+        shapes: tuple[int, ...] = (),
+        shape_bits: int = 14,
+        shape_table: Any = None,
     ) -> None:
         """`weights`: a float32 sequence of 2**bits (memoryview or array); `tables`: weights by code
         for orders 1, 2, 3; `low`: their sums by trigram code (`low_table`); both made here, slowly,
         when not given (the service writes them into the snapshot). `native`: `_ngramc.Linear`
         (`native_linear_type`), given only when the weights are float16 values (see `_native_logit`);
-        `logit` then runs in C, the same float."""
+        `logit` then runs in C, the same float. `shapes`: the stage's shape n-gram orders (their
+        weights follow the 2**bits in `weights`); `shape_table`: their sums by window
+        (`ngrams.shape_table`), made here, slowly, when not given."""
         self.charset, self.maxlen, self.orders, self.bits = charset, maxlen, orders, bits
+        self.shapes, self.shape_bits, self.shape_table = shapes, shape_bits, shape_table
+        shape_classes = bytearray([_SHAPE_OTHER] * 256)
+        shape_classes[0] = 0
+        for chars, klass in _SHAPE_CLASSES:
+            for char in chars:
+                if char in charset:
+                    shape_classes[charset.index(char) + 2] = klass
+        self._shape_classes = bytes(shape_classes)
+        self._shape_mask = _SHAPE_BASE ** max(shapes, default=0) - 1
         self.weights, self.dense, self.bias, self.tables, self.low = weights, dense, bias, tables, low
+        if shapes and shape_table is None:
+            self.shape_table = self._make_shape_table()
         table = bytearray([1] * 256)  # 1 = UNKNOWN, 0 = padding, charset from 2 (resolverguard.encoding)
         for index, char in enumerate(self.charset, start=2):
             table[ord(char)] = index
@@ -200,7 +221,7 @@ class Featurizer:
             flat += [0.0] * (width - len(row))
         return native(
             self.low,
-            self.weights,
+            self.weights[: 1 << self.bits],
             struct.pack(f"={len(flat)}d", *flat),
             self._classes,
             tuple(self.dense),
@@ -210,7 +231,54 @@ class Featurizer:
             self._end,
             self._dot,
             self.logit_of_raw,
+            **self.native_shapes(),
         ).logit
+
+    def native_shapes(self) -> dict[str, Any]:
+        """The C type's shape arguments: the window table, the classes by code and the window's width."""
+        if not self.shapes:
+            return {}
+        return {"shape_table": self.shape_table, "shape_classes": self._shape_classes, "shape_width": max(self.shapes)}
+
+    def _make_shape_table(self) -> Any:
+        """`ngrams.shape_table` in pure Python (~1 s: tests and stages without a service's snapshot)."""
+        from array import array
+
+        width, base, offset = max(self.shapes), _SHAPE_BASE, 1 << self.bits
+        out = array("d", bytes(8 * base**width))
+        for code in range(base**width):
+            total = 0.0
+            for order in self.shapes:
+                second = (code // base ** (order - 1 - min(1, order - 1))) % base
+                if second:
+                    total += float(self.weights[offset + self._shape_index(code % base**order, order)])
+            out[code] = total
+        return out
+
+    def _shape_index(self, code: int, order: int) -> int:
+        salted = (code + (order + _SHAPE_SALT) * _ORDER_SALT) & _M64
+        return ((salted * _MULT) & _M64) >> (64 - self.shape_bits)
+
+    def _shape_sum(self, raw: bytes) -> float:
+        """The shape n-grams' weights: by the window table for a padded name (one lookup per
+        position), one by one for a name of maxlen characters or more (no padding column: no
+        n-gram starts before it, which the table cannot tell)."""
+        classes = raw.translate(self._shape_classes) + bytes([_SHAPE_END])
+        total = 0.0
+        if len(raw) < self.maxlen:
+            table, mask, code = self.shape_table, self._shape_mask, 0
+            for c in classes:
+                code = ((code << 3) | c) & mask
+                total += table[code]
+            return total
+        offset = 1 << self.bits
+        for order in self.shapes:
+            for i in range(len(classes) - order + 1):
+                code = 0
+                for c in classes[i : i + order]:
+                    code = code * _SHAPE_BASE + c
+                total += float(self.weights[offset + self._shape_index(code, order)])
+        return total
 
     def logit(self, text: str) -> float:
         """The linear stage's logit of `text`, as `LinearWeights.logits` computes it (the float32
@@ -223,8 +291,10 @@ class Featurizer:
 
     def _hashed(self, raw: bytes) -> float:
         if self._lanes is not None and self.low is not None and len(raw) < self.maxlen:
-            return self._hashed_fast(raw, self._lanes)
-        return self._hashed_any(raw)
+            total = self._hashed_fast(raw, self._lanes)
+        else:
+            total = self._hashed_any(raw)
+        return total + self._shape_sum(raw) if self.shapes else total
 
     def _hashed_fast(self, raw: bytes, lanes: _Lanes) -> float:
         """Orders 1-5 of a padded name (shorter than maxlen, the usual case), every position at once.
@@ -539,8 +609,12 @@ def read_snapshot(path: str | os.PathLike[str], native: bool = True) -> tuple[Ga
             return view[at : at + size].cast(kind)
 
         weights, deny, table_view = section("weights", "f"), section("deny", "q"), section("tables", "f")
-        n_weights = 1 << int(head["bits"])
+        shapes, shape_bits = tuple(head.get("shapes", ())), int(head.get("shape_bits", 14))
+        n_weights = (1 << int(head["bits"])) + ((1 << shape_bits) if shapes else 0)
         if len(weights) != n_weights or len(table_view) != 64 + 64**2 + 64**3:
+            raise ValueError("section sizes do not match the header")
+        shape_view = section("shapes", "d") if shapes else None
+        if shape_view is not None and len(shape_view) != _SHAPE_BASE ** max(shapes):
             raise ValueError("section sizes do not match the header")
         tables = (table_view[:64], table_view[64 : 64 + 64**2], table_view[64 + 64**2 :])
         low = section("low", "d") if places.get("low", [0, 0])[1] else None
@@ -557,6 +631,9 @@ def read_snapshot(path: str | os.PathLike[str], native: bool = True) -> tuple[Ga
             tables,
             low,
             native_linear_type() if native and head.get("weights_float16") is True else None,
+            shapes,
+            shape_bits,
+            shape_view,
         )
         gate = Gate(
             featurizer,
