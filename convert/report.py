@@ -384,6 +384,7 @@ def main(argv: list[str] | None = None) -> None:
     text = text.replace("\n## Reproduce", "\n" + idn_section(previous, a.default, a.variant) + "\n\n## Reproduce", 1)
     text = text.replace("\n## Reproduce", "\n" + charlm_section(previous) + "\n\n## Reproduce", 1)
     text = text.replace("\n## Reproduce", "\n" + seeds_section(previous) + "\n\n## Reproduce", 1)
+    text = text.replace("\n## Reproduce", "\n" + shapes_section(previous) + "\n\n## Reproduce", 1)
     (a.out / "REPORT.md").write_text(text)
     print(text[:3000])
 
@@ -445,6 +446,15 @@ def seeds_section(previous: Previous) -> str:
 
     if not (Path("runs") / f"{AVERAGE_CASCADE}-lfo0" / "scores.npz").exists():
         return previous.marked(START, END, "(the seed runs were not run: `python -m convert.seeds`)")
+    return section(Path("runs"))
+
+
+def shapes_section(previous: Previous) -> str:
+    """The session-15 section (shape n-grams in the linear stage): from its runs, else carried."""
+    from convert.shapes import AFTER, END, START, section
+
+    if not (Path("runs") / f"{AFTER}-lfo0" / "scores.npz").exists():
+        return previous.marked(START, END, "(the shape n-gram runs were not run: convert/sweep.sh)")
     return section(Path("runs"))
 
 

@@ -918,3 +918,24 @@ seed alone in it. Guarded thresholds, 5 folds, recall of the families each fold 
 
 The seeds' mean recall at the sinkhole spreads over {SPREAD}. Their average against one seed:
 {GAIN} alone; {GAIN_CASCADE} in the shipped combination. Not kept: a seed average costs one CNN per seed at serving."""
+
+SHAPES_TEXT = """## Shape n-grams in the linear stage (#13, session 15)
+
+The linear stage hashes character 1-5-grams, and a family it never saw shares few of them with those it
+did. A shape n-gram maps each character to its class first (vowel `aeiou`; common consonant
+`tnshrdlcm`; rare consonant or any other character; digit; hyphen; dot; the end mark), so `xkq3vbh7tz`
+and `pwz8jdf2qk` share most of their shape grams and no character 3-gram. `s-shape` is `v-ng1` (same
+split, folds, cleaning, C 0.3) with shape grams of orders 3-6 over `label.suffix` hashed into their own
+2^14 block beside the 2^18 character block (`python -m convert.ngram --shapes 3,4,5,6`; every serving
+path computes them: numpy, the C stage, the Unbound gate with and without its C part;
+tests/test_shapes.py). `e-fs-cmean` is the shipped combination (`cascade-mean-0.05` with the full-size
+CNN folds `f-suffix`) with `s-shape` in place of `v-ng1` (`e-f1-cmean`). Guarded thresholds, 5 folds,
+recall of the families each fold never saw (`python -m convert.shapes section`):
+
+{TABLE}
+
+The shape block moves the linear stage's mean recall at the sinkhole by {GAIN}, and the shipped
+combination's by {GAIN_ENSEMBLE}. Families that moved by 0.1 or more, linear stage: {MOVES}; in the
+shipped combination: {MOVES_ENSEMBLE}.
+
+{VERDICT}"""

@@ -50,6 +50,11 @@ vetted() {
     out=e-f1-${how%-0.05}; out=${out/cascade-mean/cmean}
     $PY -m convert.ensemble --cnn f-suffix --linear v-ng1 --how $how --out "$out" --cnn-rand runs/cnn > /dev/null
   done
+  # Session 15: shape (character-class) n-grams in the linear stage, alone and in the shipped form
+  # (python -m convert.shapes, models/REPORT.md "Shape n-grams").
+  for k in 0 1 2 3 4; do runng "s-shape-lfo$k" --holdout-fold "$k" $NG --cleaning lists --shapes 3,4,5,6; done
+  runng s-shape-rand $NG --cleaning lists --shapes 3,4,5,6
+  $PY -m convert.ensemble --cnn f-suffix --linear s-shape --how cascade-mean-0.05 --out e-fs-cmean --cnn-rand runs/cnn > /dev/null
 }
 case "${STAGE:-all}" in
   ship) shipped; exit 0 ;;

@@ -217,6 +217,8 @@ def linear_digest(stage: Any) -> str:
     h = hashlib.sha256()
     for part in (stage.weights.astype(np.float16), stage.dense.astype(np.float32), np.float64(stage.bias)):
         h.update(np.ascontiguousarray(part).tobytes())
+    if stage.hasher.shapes:  # same-sized weights under other shape orders are another stage
+        h.update(f"shapes={list(stage.hasher.shapes)},{stage.hasher.shape_bits}".encode())
     return h.hexdigest()
 
 

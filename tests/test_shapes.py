@@ -19,7 +19,7 @@ import pytest
 from resolverguard.config import load_config
 from resolverguard.encoding import NameEncoder
 from resolverguard.gatestage import GateModel, write_gate_snapshot
-from resolverguard.model import _featurizer, load_model
+from resolverguard.model import _featurizer, linear_digest, load_model
 from resolverguard.ngrams import DENSE, LinearWeights, NgramHasher, RowLinear, native_linear, shape_table
 from resolverguard.pipeline import groups_for
 from resolverguard.unbound_gate import Featurizer, native_linear_type, read_snapshot
@@ -116,6 +116,12 @@ def test_a_stage_keeps_its_shapes_through_its_file_and_older_files_still_load(tm
     older["weights"] = older["weights"][: 1 << 18]
     np.savez(tmp_path / "older.npz", **older)
     assert LinearWeights.load(tmp_path / "older.npz").hasher.shapes == ()
+
+
+def test_the_digest_a_shipped_ensemble_checks_tells_shape_orders_apart() -> None:
+    a, b = stage_with_shapes(shapes=(3, 5)), stage_with_shapes(shapes=(4, 6))
+    assert np.array_equal(a.weights, b.weights) and linear_digest(a) != linear_digest(b)
+    # (a stage without shapes keeps the digest shipped models carry: tests/test_shipped_model.py loads one)
 
 
 @pytest.mark.parametrize("native", [True, False])
