@@ -183,7 +183,7 @@ def model_figures(models: Path = ROOT / "models") -> str:
     )
     carried = f", figures of model `{chosen['carried_from']}`: not rerun" if chosen.get("carried_from") else ""
     if ev.get("shipped_ensemble"):
-        return ensemble_figures(ev, meta, parity, cleaning)
+        return ensemble_figures(ev, meta, parity, cleaning, linear_kind(models))
     return (
         f"`models/default.tflite` is `{meta['model_version']}`: {parity.get('bytes', 0) / 1024:.0f} KB, "
         f"~{parity.get('us_per_name_batch1', float('nan')):.0f} us per name in LiteRT at batch 1. In short "
@@ -201,7 +201,24 @@ def model_figures(models: Path = ROOT / "models") -> str:
     )
 
 
-def ensemble_figures(ev: dict[str, Any], meta: dict[str, Any], parity: dict[str, Any], cleaning: str) -> str:
+def linear_kind(models: Path) -> str:
+    """What the shipped linear stage hashes, read from its file (shape n-grams since #13 session 15)."""
+    import numpy as np
+
+    gate = models / "default.gate.npz"
+    shapes: list[int] = []
+    if gate.exists():
+        with np.load(gate) as z:
+            shapes = [int(o) for o in z["shapes"]] if "shapes" in z.files else []
+    if not shapes:
+        return "the linear n-gram stage"
+    orders = f"{min(shapes)}-{max(shapes)}"
+    return f"the linear stage of character n-grams and shape (character-class) n-grams of orders {orders}"
+
+
+def ensemble_figures(
+    ev: dict[str, Any], meta: dict[str, Any], parity: dict[str, Any], cleaning: str, linear: str
+) -> str:
     """The model paragraph when the shipped scorer is the CNN + linear stage ensemble (#13 session 7)."""
     ens = ev["shipped_ensemble"]
     facts, lofo, speed = ens["random_split"], ens["lofo"], ens.get("speed") or {}
@@ -214,7 +231,7 @@ def ensemble_figures(ev: dict[str, Any], meta: dict[str, Any], parity: dict[str,
     )
     return (
         f"`models/default.tflite` is `{meta['model_version']}`: the character CNN "
-        f"({parity.get('bytes', 0) / 1024:.0f} KB, LiteRT) and the linear n-gram stage beside it "
+        f"({parity.get('bytes', 0) / 1024:.0f} KB, LiteRT) and {linear} beside it "
         "(`models/default.gate.npz`); the linear stage scores every name, and only names over its gate "
         "reach the CNN, which then scores the mean of the two logits: "
         f"{cost}. Names whose label is punycode (`xn--`) are not scored: they pass, logged as such. In short "

@@ -391,14 +391,15 @@ def main(argv: list[str] | None = None) -> None:
 
 def shipped_ensemble(meta: dict[str, Any], found: dict[str, list[Path]]) -> dict[str, Any] | None:
     """When the shipped scorer is the CNN + linear ensemble (models/default.json `ensemble`): its
-    leave-family-out figures (the same combination of the same fold models, `e-f1-cmean`), its
+    leave-family-out figures (the same combination of the same fold models: `e-f1-cmean`, or
+    `e-fs-cmean` when the shipped linear stage has shape n-grams), its
     random-split and long-tail figures (written by convert.ship) and its cost (bench/ensemble.py)."""
-    from convert.idn import ENSEMBLE
+    from convert.shapes import shipped_combination
 
-    spec = meta.get("ensemble")
-    if not spec or ENSEMBLE not in found:
+    spec, config = meta.get("ensemble"), shipped_combination()
+    if not spec or config not in found:
         return None
-    r = summarise(found[ENSEMBLE])
+    r = summarise(found[config])
     bench = Path("bench/results/ensemble.json")
     speed = {}
     if bench.exists():
@@ -407,7 +408,7 @@ def shipped_ensemble(meta: dict[str, Any], found: dict[str, list[Path]]) -> dict
             if name in rows:
                 speed |= {f"{key}_us_b1": rows[name]["ensemble_us_b1"], f"{key}_ratio_b1": rows[name]["ratio_b1"]}
     return {
-        "config": ENSEMBLE,
+        "config": config,
         "lofo": {
             "mean": r["mean_recall"]["sinkhole"],
             "n90": r["families_ge_0.9"]["sinkhole"],

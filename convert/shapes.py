@@ -68,6 +68,21 @@ def difference(got: dict[str, dict[str, Any]], before: str, after: str) -> str:
     return f"{got[after]['mean_recall']['sinkhole'] - got[before]['mean_recall']['sinkhole']:+.3f}"
 
 
+def alone(got: dict[str, dict[str, Any]], root: Path) -> str:
+    """The linear stage with shapes alone against the shipped combination with it: what the CNN part
+    is kept for."""
+    combined = ENSEMBLES[1]
+    if AFTER not in got or combined not in got:
+        return ""
+    a, b = (got[n]["mean_recall"]["sinkhole"] for n in (AFTER, combined))
+    ta, tb = (random_split_tpr(root / f"{n}-rand") for n in (AFTER, combined))
+    tprs = f"{ta:.3f} against {tb:.3f}" if ta is not None and tb is not None else "not measured"
+    return (
+        f"The linear stage alone (`{AFTER}`) against the combination with the CNN (`{combined}`): mean recall at "
+        f"the sinkhole on families never seen {a:.3f} against {b:.3f}; random split TPR at FPR 1e-4 {tprs}."
+    )
+
+
 def verdict(got: dict[str, dict[str, Any]], root: Path) -> str:
     """Whether the shipped linear stage (`runs/gate`, the ensemble's and the Unbound gate's) carries the
     shape block, read from that run rather than asserted."""
@@ -79,6 +94,13 @@ def verdict(got: dict[str, dict[str, Any]], root: Path) -> str:
             f"{', '.join(map(str, shapes))}; its file carries them and every serving path reads them."
         )
     return "Not shipped: the shipped linear stage (`runs/gate`) has no shape block."
+
+
+def shipped_combination(root: Path = Path("runs")) -> str:
+    """The fold configuration of the shipped scorer's form: the one whose linear stage is the shipped
+    one's kind (`runs/gate` with or without the shape block)."""
+    gate = root / "gate" / "run.json"
+    return ENSEMBLES[1] if gate.exists() and json.loads(gate.read_text()).get("shapes") else ENSEMBLES[0]
 
 
 def section(root: Path = Path("runs"), folds: int = FOLDS) -> str:
@@ -93,6 +115,7 @@ def section(root: Path = Path("runs"), folds: int = FOLDS) -> str:
         "{MOVES}": moves(got, BEFORE, AFTER),
         "{MOVES_ENSEMBLE}": moves(got, "e-f1-cmean", "e-fs-cmean"),
         "{VERDICT}": verdict(got, root),
+        "{ALONE}": alone(got, root),
     }
     text = SHAPES_TEXT
     for key, value in fields.items():

@@ -25,8 +25,9 @@ CHOSEN_ARGS="--arch cnn $SUF --width 64 --cleaning lists"
 shipped() {
   run cnn $CHOSEN_ARGS --epochs 8 --patience 2
   # The Unbound module's gate (convert/gate.py): the linear stage on the shipped CNN's own split and
-  # cleaning, so its FPR-0.05 gate is calibrated on the pool the CNN's thresholds come from.
-  runng gate $NG --cleaning lists
+  # cleaning, so its FPR-0.05 gate is calibrated on the pool the CNN's thresholds come from. With shape
+  # n-grams since session 15 (python -m convert.shapes: s-shape against v-ng1, e-fs-cmean against e-f1-cmean).
+  runng gate $NG --cleaning lists --shapes 3,4,5,6
   # The chosen configuration at the shipped model's size, once per fold: its own leave-family-out recall.
   for k in 0 1 2 3 4; do run "f-suffix-lfo$k" --holdout-fold "$k" $CHOSEN_ARGS --epochs 8 --patience 2; done
 }

@@ -230,11 +230,22 @@ class LinearWeights:
             return np.zeros(0, dtype=np.float64)
         idx, valid, dense = self.hasher.features(texts)
         total: npt.NDArray[np.float64] = np.where(valid, self.weights[idx], np.float32(0)).sum(axis=1, dtype=np.float64)
-        return total + dense.astype(np.float64) @ self.dense.astype(np.float64) + self.bias
+        return total + dense_dot(dense, self.dense) + self.bias
 
     def score(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         """P(DGA) per name, the `Scorer` protocol."""
         return (1.0 / (1.0 + np.exp(-self.logits(texts)))).astype(np.float32)
+
+
+def dense_dot(dense: npt.NDArray[np.float32], weights: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
+    """Each row's dense features times their weights, added left to right in float64 as the C stage
+    and the pure-Python featurizer add them. Not `@`: BLAS picks its order by the batch's size, so a
+    name's logit moved by an ulp with the names batched beside it (seen on the session-15 stage)."""
+    d, w = dense.astype(np.float64), weights.astype(np.float64)
+    out: npt.NDArray[np.float64] = d[:, 0] * w[0]
+    for i in range(1, d.shape[1]):
+        out = out + d[:, i] * w[i]
+    return out
 
 
 def gram_tables(stage: LinearWeights) -> bytes:
@@ -347,8 +358,7 @@ class RowLinear:
             total += weights[((suffix * _MULT) >> shift).astype(np.intp)]
         if self._shapes is not None:
             total += self._shape_sums(x[:, 2:])
-        dense = h._dense(rows[:, first - 1 :])
-        out: npt.NDArray[np.float64] = total + dense.astype(np.float64) @ self._dense + self.stage.bias
+        out: npt.NDArray[np.float64] = total + dense_dot(h._dense(rows[:, first - 1 :]), self._dense) + self.stage.bias
         return out
 
     def _shape_sums(self, x: npt.NDArray[np.uint64]) -> npt.NDArray[np.float64]:

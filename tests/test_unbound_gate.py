@@ -286,6 +286,8 @@ def test_the_gate_scores_are_bit_identical_to_before_its_runtime_rewrite(tmp_pat
     for text in texts:
         raw = text.encode("ascii", "replace")[: f.maxlen].translate(f._table)
         hashed = reference_hashed_fast(f, raw) if len(raw) < f.maxlen else f._hashed_any(raw)
+        if f.shapes:  # (added after the rewrite: tests/test_shapes.py checks them against their definition)
+            hashed = hashed + f._shape_sum(raw)
         before = hashed + reference_dense_sum(f, raw)
         assert f.logit(text) == before + f.bias, text  # ==: the same float, bit for bit
         exact += len(raw) < f.maxlen
