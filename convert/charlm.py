@@ -339,10 +339,9 @@ def section(root: Path = Path("runs")) -> str:
         "{MOVES_LM}": family_moves(root, "v-ng1", "lm4c-llr_class", 0.2),
         "{MOVES_MEAN}": family_moves(root, "v-ng1", "c-ng-lm4c-w1"),
     }
-    text = CHARLM
-    for key, value in fields.items():
-        text = text.replace(key, value)
-    return f"{START}\n{text.strip()}\n{END}"
+    from convert.vetting import filled
+
+    return filled(CHARLM, fields, START, END)
 
 
 def main(argv: list[str] | None = None) -> None:

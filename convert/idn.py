@@ -202,10 +202,9 @@ def section(root: Path = Path("runs"), default: Path = Path("runs/cnn"), variant
         + cascade_table(root, ["e-f1-cmean"]),
         "{SHIPPED_ENSEMBLE}": shipped_ensemble(Path("models")),
     }
-    text = IDN
-    for key, value in fields.items():
-        text = text.replace(key, value)
-    return f"{START}\n{text.strip()}\n{END}"
+    from convert.vetting import filled
+
+    return filled(IDN, fields, START, END)
 
 
 def main(argv: list[str] | None = None) -> None:

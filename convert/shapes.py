@@ -117,10 +117,9 @@ def section(root: Path = Path("runs"), folds: int = FOLDS) -> str:
         "{VERDICT}": verdict(got, root),
         "{ALONE}": alone(got, root),
     }
-    text = SHAPES_TEXT
-    for key, value in fields.items():
-        text = text.replace(key, value)
-    return f"{START}\n{text.strip()}\n{END}"
+    from convert.vetting import filled
+
+    return filled(SHAPES_TEXT, fields, START, END)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -261,6 +261,13 @@ def section(
     return f"{START}\n{text.strip()}\n{END}"
 
 
+def filled(template: str, fields: dict[str, str], start: str, end: str) -> str:
+    """A generated section: `template` with each `{KEY}` of `fields` replaced, between its marks."""
+    for key, value in fields.items():
+        template = template.replace(key, value)
+    return f"{start}\n{template.strip()}\n{end}"
+
+
 def show_section(text: str, report: Path | None, start: str, end: str) -> None:
     """A generated section's `section` command: printed, and spliced into `report` when one is given."""
     if report is not None:

@@ -180,3 +180,22 @@ def test_a_generated_section_without_its_runs_is_carried_between_its_marks_or_na
     assert carried.startswith(start + "\n") and carried.endswith("\n" + end)
     assert "| a | b |" in carried and OLD in carried and "intro" not in carried and "rest" not in carried
     assert Previous(OLD, {}, f"intro\n{start}\nno end").marked(start, end, "missing") == "missing"
+
+
+def test_the_shape_section_reads_which_linear_stage_shipped_from_its_run(tmp_path: Path) -> None:
+    """convert.shapes: the shipped combination and the verdict come from runs/gate/run.json, never
+    from the text; gains and moves from the summaries, "not measured" without them."""
+    from convert.shapes import difference, moves, shipped_combination, verdict
+
+    assert shipped_combination(tmp_path) == "e-f1-cmean" and verdict({}, tmp_path).startswith("Not shipped")
+    (tmp_path / "gate").mkdir()
+    (tmp_path / "gate" / "run.json").write_text(json.dumps({"shapes": []}))
+    assert shipped_combination(tmp_path) == "e-f1-cmean"
+    (tmp_path / "gate" / "run.json").write_text(json.dumps({"shapes": [3, 4]}))
+    assert shipped_combination(tmp_path) == "e-fs-cmean" and "orders 3, 4;" in verdict({}, tmp_path)
+    got = {
+        "a": {"mean_recall": {"sinkhole": 0.30}, "families": {"f": {"sinkhole": 0.10}, "g": {"sinkhole": 0.50}}},
+        "b": {"mean_recall": {"sinkhole": 0.35}, "families": {"f": {"sinkhole": 0.30}, "g": {"sinkhole": 0.55}}},
+    }
+    assert moves(got, "a", "b") == "f 0.10 -> 0.30" and moves(got, "b", "b") == "none"
+    assert difference(got, "a", "b") == "+0.050" and difference(got, "a", "c") == "not measured"
