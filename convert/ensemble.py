@@ -58,6 +58,10 @@ def combined(how: str, a: Scores, b: Scores) -> tuple[npt.NDArray[np.float64], d
         return (logit(a) + logit(b)) / 2.0, {}
     if how == "max":
         return np.maximum(rarity(a), rarity(b)), {}
+    if how.startswith("cascade-wmean-"):  # cascade-wmean-<q>-<w>: the linear stage's logit weighted w
+        q, w = (float(x) for x in how.removeprefix("cascade-wmean-").split("-"))
+        value, gate, reach = cascade_mean(logit(a), b, q, w)
+        return value, {"gate": gate, "q": q, "linear_weight": w, **shares(b, reach)}
     if how.startswith("cascade-mean-"):  # the gate first, then the mean for the names above it
         q = float(how.rsplit("-", 1)[1])
         value, gate, reach = cascade_mean(logit(a), b, q)
@@ -71,14 +75,16 @@ def combined(how: str, a: Scores, b: Scores) -> tuple[npt.NDArray[np.float64], d
 
 
 def cascade_mean(
-    cnn: npt.NDArray[np.float64], b: Scores, q: float
+    cnn: npt.NDArray[np.float64], b: Scores, q: float, w: float = 0.5
 ) -> tuple[npt.NDArray[np.float64], float, npt.NDArray[np.bool_]]:
     """The shipped form (`cascade-mean-<q>`) for any CNN logits `cnn` (one model's, or several seeds'
     mean: convert.seeds): names under the linear stage `b`'s FPR-`q` gate pass (FLOOR), the others
-    get the mean of the two logits. (value, the gate, which names reached the CNN)."""
+    get the mean of the two logits (`w` != 0.5: the linear stage's weighted w, the CNN's 1 - w; an
+    experiment, serving has only the plain mean). (value, the gate, which names reached the CNN)."""
     gate = calibrate(b.score[b.calibration()], [q])[fpr_name(q)]
     reach = b.score >= gate
-    return np.where(reach, (cnn + logit(b)) / 2.0, FLOOR), gate, reach
+    mean = (cnn + logit(b)) / 2.0 if w == 0.5 else (1.0 - w) * cnn + w * logit(b)
+    return np.where(reach, mean, FLOOR), gate, reach
 
 
 def shares(s: Scores, reach: npt.NDArray[np.bool_]) -> dict[str, float]:

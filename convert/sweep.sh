@@ -56,6 +56,9 @@ vetted() {
   for k in 0 1 2 3 4; do runng "s-shape-lfo$k" --holdout-fold "$k" $NG --cleaning lists --shapes 3,4,5,6; done
   runng s-shape-rand $NG --cleaning lists --shapes 3,4,5,6
   $PY -m convert.ensemble --cnn f-suffix --linear s-shape --how cascade-mean-0.05 --out e-fs-cmean --cnn-rand runs/cnn > /dev/null
+  for w in 0.35 0.65 0.8; do  # the linear stage's weight in the mean (an experiment: serving has 0.5)
+    $PY -m convert.ensemble --cnn f-suffix --linear s-shape --how "cascade-wmean-0.05-$w" --out "e-fs-w${w#0.}" --cnn-rand runs/cnn > /dev/null
+  done
 }
 case "${STAGE:-all}" in
   ship) shipped; exit 0 ;;

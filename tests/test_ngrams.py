@@ -88,7 +88,7 @@ def test_cascade_hands_the_cnn_only_names_above_the_linear_gate() -> None:
     """The cascade's first stage passes every name under its own FPR-q threshold (calibrated on the
     calibration benign names only); the rest keep the CNN's score, and the shares say how many."""
     from convert.data import BENIGN, BENIGN_DNS_ONLY
-    from convert.ensemble import FLOOR, combined
+    from convert.ensemble import FLOOR, combined, logit
     from convert.evaluate import Scores
     from convert.splits import TEST, VAL
 
@@ -115,6 +115,13 @@ def test_cascade_hands_the_cnn_only_names_above_the_linear_gate() -> None:
     assert 100 < a.long_tail().sum() < 300
     mean, _ = combined("mean", a, b)
     assert mean[0] == pytest.approx((np.log(cnn[0] / (1 - cnn[0])) + np.log(linear[0] / (1 - linear[0]))) / 2, rel=1e-5)
+    plain, _ = combined("cascade-mean-0.1", a, b)
+    weighted, wfacts = combined("cascade-wmean-0.1-0.8", a, b)
+    assert wfacts["linear_weight"] == 0.8 and wfacts["gate"] == facts["gate"]
+    assert np.array_equal(combined("cascade-wmean-0.1-0.5", a, b)[0], plain)  # 0.5: the shipped mean itself
+    la, lb = logit(a), logit(b)  # (clipped: one linear score is 1.0)
+    np.testing.assert_allclose(weighted[reach], 0.2 * la[reach] + 0.8 * lb[reach], rtol=1e-12)
+    assert np.all(weighted[~reach] == FLOOR)
 
 
 def test_random_names_use_the_suffix_pool_and_the_alphabets() -> None:
