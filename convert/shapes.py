@@ -11,7 +11,7 @@ string family has in common with another one. Orders 3-6 (`--shapes 3,4,5,6`) in
 hashed block beside the 2^18 character block; every serving path computes them
 (tests/test_shapes.py).
 
-The runs (convert/sweep.sh `shapes`): `s-shape` is `v-ng1` with the shape block, the same folds,
+The runs (convert/sweep.sh, in `vetted`): `s-shape` is `v-ng1` with the shape block, the same folds,
 split and cleaning; `e-fs-cmean` is the shipped combination (`cascade-mean-0.05` with the full-size
 CNN folds `f-suffix`) with `s-shape` in place of `v-ng1` (`e-f1-cmean`).
 """
@@ -84,11 +84,15 @@ def alone(got: dict[str, dict[str, Any]], root: Path) -> str:
     )
 
 
-def verdict(got: dict[str, dict[str, Any]], root: Path) -> str:
-    """Whether the shipped linear stage (`runs/gate`, the ensemble's and the Unbound gate's) carries the
-    shape block, read from that run rather than asserted."""
+def gate_shapes(root: Path) -> list[int]:
+    """The shape orders of the shipped linear stage (`runs/gate`, the ensemble's and the Unbound
+    gate's), read from that run rather than asserted; none without the run."""
     gate = root / "gate" / "run.json"
-    shapes = json.loads(gate.read_text()).get("shapes", []) if gate.exists() else []
+    return list(json.loads(gate.read_text()).get("shapes", [])) if gate.exists() else []
+
+
+def verdict(root: Path) -> str:
+    shapes = gate_shapes(root)
     if shapes:
         return (
             f"Shipped: the linear stage of models/default.* (`runs/gate`) is trained with shape orders "
@@ -99,27 +103,25 @@ def verdict(got: dict[str, dict[str, Any]], root: Path) -> str:
 
 def shipped_combination(root: Path = Path("runs")) -> str:
     """The fold configuration of the shipped scorer's form: the one whose linear stage is the shipped
-    one's kind (`runs/gate` with or without the shape block)."""
-    gate = root / "gate" / "run.json"
-    return ENSEMBLES[1] if gate.exists() and json.loads(gate.read_text()).get("shapes") else ENSEMBLES[0]
+    one's kind (with or without the shape block)."""
+    return ENSEMBLES[1] if gate_shapes(root) else ENSEMBLES[0]
 
 
 def section(root: Path = Path("runs"), folds: int = FOLDS) -> str:
     from convert.report_text import SHAPES_TEXT
     from convert.seeds import rows
+    from convert.vetting import filled
 
     got = rows(root, (BEFORE, AFTER, *ENSEMBLES, *WEIGHTED), folds)
     fields = {
         "{TABLE}": table(got, root),
         "{GAIN}": difference(got, BEFORE, AFTER),
-        "{GAIN_ENSEMBLE}": difference(got, "e-f1-cmean", "e-fs-cmean"),
+        "{GAIN_ENSEMBLE}": difference(got, *ENSEMBLES),
         "{MOVES}": moves(got, BEFORE, AFTER),
-        "{MOVES_ENSEMBLE}": moves(got, "e-f1-cmean", "e-fs-cmean"),
-        "{VERDICT}": verdict(got, root),
+        "{MOVES_ENSEMBLE}": moves(got, *ENSEMBLES),
+        "{VERDICT}": verdict(root),
         "{ALONE}": alone(got, root),
     }
-    from convert.vetting import filled
-
     return filled(SHAPES_TEXT, fields, START, END)
 
 

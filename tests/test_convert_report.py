@@ -187,12 +187,12 @@ def test_the_shape_section_reads_which_linear_stage_shipped_from_its_run(tmp_pat
     from the text; gains and moves from the summaries, "not measured" without them."""
     from convert.shapes import difference, moves, shipped_combination, verdict
 
-    assert shipped_combination(tmp_path) == "e-f1-cmean" and verdict({}, tmp_path).startswith("Not shipped")
+    assert shipped_combination(tmp_path) == "e-f1-cmean" and verdict(tmp_path).startswith("Not shipped")
     (tmp_path / "gate").mkdir()
     (tmp_path / "gate" / "run.json").write_text(json.dumps({"shapes": []}))
     assert shipped_combination(tmp_path) == "e-f1-cmean"
     (tmp_path / "gate" / "run.json").write_text(json.dumps({"shapes": [3, 4]}))
-    assert shipped_combination(tmp_path) == "e-fs-cmean" and "orders 3, 4;" in verdict({}, tmp_path)
+    assert shipped_combination(tmp_path) == "e-fs-cmean" and "orders 3, 4;" in verdict(tmp_path)
     got = {
         "a": {"mean_recall": {"sinkhole": 0.30}, "families": {"f": {"sinkhole": 0.10}, "g": {"sinkhole": 0.50}}},
         "b": {"mean_recall": {"sinkhole": 0.35}, "families": {"f": {"sinkhole": 0.30}, "g": {"sinkhole": 0.55}}},
