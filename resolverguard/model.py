@@ -248,7 +248,7 @@ _P_LOW = float(np.nextafter(np.float32(0.0), np.float32(1.0)))  # (cnn_logits' c
 _P_HIGH = float(np.nextafter(np.float32(1.0), np.float32(0.0)))
 
 
-def _featurizer(stage: Any) -> Any:
+def _featurizer(stage: Any, shapes_table: bytes | None = None) -> Any:
     """The pure-Python featurizer of the Unbound gate over this stage, its order 1-3 tables made in
     numpy (`ngrams.gram_tables`, ~50 ms; in pure Python they cost seconds)."""
     from resolverguard.ngrams import gram_tables, low_table, shape_table
@@ -261,7 +261,8 @@ def _featurizer(stage: Any) -> Any:
     h = stage.hasher
     weights = memoryview(stage.weights.astype(np.float32).tobytes()).cast("f")
     dense = tuple(float(x) for x in stage.dense)
-    shapes = memoryview(shape_table(stage)).cast("d") if h.shapes else None
+    table = shapes_table if shapes_table is not None or not h.shapes else shape_table(stage)
+    shapes = memoryview(table).cast("d") if table is not None else None
     return Featurizer(
         h.encoder.charset, h.encoder.maxlen, h.orders, h.bits, weights, dense, stage.bias, split, low,
         shapes=h.shapes, shape_bits=h.shape_bits, shape_table=shapes,
@@ -285,7 +286,7 @@ class EnsembleScorer(TFLiteScorer):
 
     def __init__(self, model_path: Path, metadata: ModelMetadata) -> None:
         super().__init__(model_path, metadata)
-        from resolverguard.ngrams import LinearWeights, RowLinear, native_linear
+        from resolverguard.ngrams import LinearWeights, RowLinear, native_linear, shape_table
 
         spec = (metadata.extra or {}).get("ensemble", {})
         where = str(metadata_path(model_path))
@@ -298,9 +299,10 @@ class EnsembleScorer(TFLiteScorer):
         self.linear = LinearWeights.load(model_path.parent / spec["linear"])
         if linear_digest(self.linear) != spec.get("linear_sha256"):
             raise ModelError(f"{where}: ensemble: {spec['linear']} is not the linear stage it was calibrated with")
-        self.featurizer = _featurizer(self.linear)
+        shapes = shape_table(self.linear) if self.linear.hasher.shapes else None  # (~50 ms: made once for both)
+        self.featurizer = _featurizer(self.linear, shapes)
         # one encoding for both stages when they read the same rows (the shipped pair does)
-        self.rows = RowLinear(self.linear) if self.linear.hasher.encoder == self.encoder else None
+        self.rows = RowLinear(self.linear, shapes) if self.linear.hasher.encoder == self.encoder else None
         self.linear_one = native_linear(self.linear, self.featurizer)  # featurizer.logit_of_raw, in C when built
         # the batch's linear stage one name at a time in C, where it is built (see `score`)
         self._linear_c = self.rows is not None and self.linear_one != self.featurizer.logit_of_raw

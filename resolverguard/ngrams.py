@@ -309,13 +309,16 @@ class RowLinear:
     not loaded), a name of `maxlen` characters or more (no padding column: no start mark) and
     other orders take the reference path. A test compares both on many names with `==`."""
 
-    def __init__(self, stage: LinearWeights) -> None:
+    def __init__(self, stage: LinearWeights, shapes_table: bytes | None = None) -> None:
+        """`shapes_table`: `shape_table(stage)` when the caller has it already."""
         self.stage = stage
         h = stage.hasher
         exact = bool(np.array_equal(stage.weights.astype(np.float16).astype(np.float32), stage.weights))
         shapes_ok = max(h.shapes, default=0) <= 6  # (the window table has 8**width entries)
         self.fast = exact and h.orders == (1, 2, 3, 4, 5) and h.encoder.vocab_size < 63 and shapes_ok
-        self._shapes = np.frombuffer(shape_table(stage), dtype="<f8") if h.shapes else None
+        if h.shapes and shapes_table is None:
+            shapes_table = shape_table(stage)
+        self._shapes = np.frombuffer(shapes_table, dtype="<f8") if h.shapes and shapes_table is not None else None
         low = np.frombuffer(low_table(gram_tables(stage)), dtype="<f8").copy()
         low[0] = 0.0  # (pad, pad, pad): no n-gram; a padding column never follows a character
         self._low = low
