@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 
@@ -42,6 +43,36 @@ def cnn(vocab: int, maxlen: int, width: int = 0) -> keras.Model:
     emb = layers.Embedding(vocab, 32)(inp)
     x = layers.Dense(128, activation="relu")(_ngram_features(emb, width or 128, (2, 3, 4, 5)))
     return keras.Model(inp, _head(x, 0.3), name="cnn")
+
+
+def shape_onehots(vocab: int) -> np.ndarray:
+    """(vocab, 8): each encoder index's character class (`resolverguard.ngrams.SHAPE_CLASSES`, the
+    linear stage's shape n-grams) one-hot; padding all zeros."""
+    from resolverguard.encoding import NameEncoder
+    from resolverguard.ngrams import SHAPE_BASE, NgramHasher
+
+    lookup = NgramHasher(NameEncoder()).shape_lookup[:vocab].astype(np.int64)
+    table = np.eye(SHAPE_BASE, dtype=np.float32)[lookup]
+    table[lookup == 0] = 0.0
+    return table
+
+
+def cnn_shape(vocab: int, maxlen: int, width: int = 0) -> keras.Model:
+    """The CNN with a second branch that sees only each character's class (vowel, common or rare
+    consonant, digit, hyphen, dot: a fixed lookup, not learned), through convolutions of widths 3-6.
+    What one random-string family shares with another it never saw is that rhythm, not its letters
+    (the linear stage's shape n-grams: models/REPORT.md); the branch makes the CNN say it explicitly.
+    Same input as `cnn`, so serving is unchanged."""
+    inp = _inputs(maxlen)
+    emb = layers.Embedding(vocab, 32)(inp)
+    table = shape_onehots(vocab)
+    shape = layers.Embedding(
+        vocab, table.shape[1], embeddings_initializer=keras.initializers.Constant(table), trainable=False, name="shape"
+    )(inp)
+    chars = _ngram_features(emb, width or 128, (2, 3, 4, 5))
+    rhythm = _ngram_features(shape, (width or 128) // 2, (3, 4, 5, 6))
+    x = layers.Dense(128, activation="relu")(layers.Concatenate()([chars, rhythm]))
+    return keras.Model(inp, _head(x, 0.3), name="cnn_shape")
 
 
 @keras.saving.register_keras_serializable(package="resolverguard")
@@ -116,6 +147,7 @@ BUILDERS: dict[str, Callable[..., keras.Model]] = {
     "bilstm": bilstm,
     "cnn_lstm": cnn_lstm,
     "cnn_ngram": cnn_ngram,
+    "cnn_shape": cnn_shape,
 }
 
 

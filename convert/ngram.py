@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from convert.data import BENIGN, Dataset
+from convert.labelstats import LabelStats
 from convert.splits import TEST, TRAIN, Split
 from convert.train import (
     TrainConfig,
@@ -34,6 +36,8 @@ from convert.train import (
 )
 from resolverguard.encoding import NameEncoder
 from resolverguard.ngrams import DENSE, LinearWeights, NgramHasher
+
+Extra = Callable[[list[str]], Any]  # an experiment's feature block: texts -> (n, k) dense or sparse rows
 
 
 class WordFeatures:
@@ -71,9 +75,9 @@ class WordFeatures:
         return np.array([self.one(t) for t in texts], dtype=np.float32).reshape(len(texts), len(self.NAMES))
 
 
-def design(hasher: NgramHasher, texts: list[str], words: WordFeatures | None = None) -> Any:
+def design(hasher: NgramHasher, texts: list[str], extras: Sequence[Extra] = ()) -> Any:
     """The sparse (n, n_features) matrix of n-gram counts (characters', then shapes') and dense
-    features (and word features)."""
+    features (then each experiment's block: word features, label statistics)."""
     from scipy import sparse
 
     idx, valid = hasher.hashed(texts)
@@ -84,8 +88,7 @@ def design(hasher: NgramHasher, texts: list[str], words: WordFeatures | None = N
         shape=(n, hasher.n_hashed),
     )
     parts = [grams, sparse.csr_matrix(hasher.dense(texts))]
-    if words is not None:
-        parts.append(sparse.csr_matrix(words(texts)))
+    parts.extend(sparse.csr_matrix(block(texts)) for block in extras)
     return sparse.hstack(parts, format="csr")
 
 
@@ -105,6 +108,7 @@ def train(
     words: Path | None = None,
     shapes: tuple[int, ...] = (),
     orders: tuple[int, ...] = (1, 2, 3, 4, 5),
+    stats: bool = False,
 ) -> None:
     cfg.out.mkdir(parents=True, exist_ok=True)
     data, split = prepare(cfg)
@@ -112,9 +116,10 @@ def train(
     rows = training_rows(cfg, data, split)
     texts, y_train, fam_train = training_texts(cfg, data, rows)
     segment = WordFeatures(words) if words else None
+    extras: list[Extra] = [b for b in (segment, LabelStats() if stats else None) if b is not None]
     started = time.time()
     coef, bias = fit_linear(
-        design(hasher, texts.tolist(), segment), y_train, sample_weights(y_train, fam_train, cfg.balance), c, cfg.seed
+        design(hasher, texts.tolist(), extras), y_train, sample_weights(y_train, fam_train, cfg.balance), c, cfg.seed
     )
     seconds = time.time() - started
     n_hash, n_dense = hasher.n_hashed, len(DENSE)
@@ -122,8 +127,7 @@ def train(
         hasher, coef[:n_hash].astype(np.float16).astype(np.float32), coef[n_hash : n_hash + n_dense], bias
     )
     stage.save(cfg.out / "linear.npz")
-    extra = (segment, coef[n_hash + n_dense :]) if segment else None
-    write_scores(cfg.out, stage, data, split, extra)
+    write_scores(cfg.out, stage, data, split, (extras, coef[n_hash + n_dense :]) if extras else None)
     info = {
         **asdict(cfg),
         "arch": "ngram_lr",
@@ -136,6 +140,7 @@ def train(
         "words": str(words) if words else None,
         "shapes": list(shapes),
         "word_weights": dict(zip(WordFeatures.NAMES, coef[n_hash + n_dense :].tolist(), strict=False)) if words else {},
+        "stats": stats,
         "held_out": list(split.held_out),
         "trained_families": sorted(set(fam_train.tolist()) - {BENIGN}),
         "train_rows": int(len(texts)),
@@ -150,14 +155,18 @@ def train(
 
 
 def write_scores(
-    out: Path, stage: LinearWeights, data: Dataset, split: Split, extra: tuple[WordFeatures, Any] | None = None
+    out: Path, stage: LinearWeights, data: Dataset, split: Split, extra: tuple[Sequence[Extra], Any] | None = None
 ) -> None:
-    """Like `convert.train.write_scores`: every row not trained on, in the same order."""
+    """Like `convert.train.write_scores`: every row not trained on, in the same order (with the
+    experiment blocks' columns and weights, which no served file holds)."""
     rows = np.flatnonzero(split.part != TRAIN)
     texts = data.labels[rows].tolist()
     logits = np.concatenate([stage.logits(texts[i : i + 8192]) for i in range(0, len(texts), 8192)])
     if extra is not None:
-        logits = logits + extra[0](texts).astype(np.float64) @ extra[1].astype(np.float64)
+        from scipy import sparse
+
+        blocks = sparse.hstack([sparse.csr_matrix(block(texts)) for block in extra[0]], format="csr")
+        logits = logits + blocks.astype(np.float64) @ extra[1].astype(np.float64)
     save_scores(out, data.labels[rows], data.y[rows], data.family[rows], split.part[rows], logits)
 
 
@@ -167,11 +176,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--bits", type=int, default=18)
     p.add_argument("--words", type=Path, help="word list (one word a line, .gz or plain): word-segmentation features")
     p.add_argument("--orders", default="1,2,3,4,5", help="orders of the hashed character n-grams")
+    p.add_argument("--stats", action="store_true", help="binned label statistics x length (convert.labelstats)")
     p.add_argument("--shapes", default="", help="orders of the shape (character-class) n-grams, e.g. 3,4,5,6")
     own, rest = p.parse_known_args(argv)
     cfg = parse_args(["--arch", "cnn", *rest])
     shapes = tuple(int(o) for o in own.shapes.split(",") if o)
-    train(cfg, own.C, own.bits, own.words, shapes, tuple(int(o) for o in own.orders.split(",")))
+    train(cfg, own.C, own.bits, own.words, shapes, tuple(int(o) for o in own.orders.split(",")), own.stats)
 
 
 if __name__ == "__main__":

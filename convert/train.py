@@ -257,7 +257,7 @@ INT_OPTIONS += ("random_dga", "init_seed")
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p = argparse.ArgumentParser(prog="python -m convert.train", description=__doc__.split("\n")[0])
-    p.add_argument("--arch", required=True, choices=["lstm", "cnn", "bilstm", "cnn_lstm", "cnn_ngram"])
+    p.add_argument("--arch", required=True, choices=["lstm", "cnn", "bilstm", "cnn_lstm", "cnn_ngram", "cnn_shape"])
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR)
     p.add_argument("--form", choices=[f.value for f in InputForm], default=InputForm.LABEL.value)

@@ -211,7 +211,7 @@ def test_loader_uses_the_resolver_name_step(data_dir: Path) -> None:
     assert set(data.labels[data.family == BENIGN].tolist()) == {parser.model_input(n) for n in raw}
 
 
-@pytest.mark.parametrize("arch", ["cnn", "lstm", "bilstm", "cnn_lstm", "cnn_ngram"])
+@pytest.mark.parametrize("arch", ["cnn", "lstm", "bilstm", "cnn_lstm", "cnn_ngram", "cnn_shape"])
 def test_architecture_trains_quantizes_and_ships(arch: str, data_dir: Path, tmp_path: Path) -> None:
     run = tmp_path / arch
     train(TrainConfig(arch, run, data_dir=data_dir, epochs=1, cap=1000, folds=3, maxlen=24, batch_size=64, cache=None))
