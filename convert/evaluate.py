@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import glob
 import json
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from convert.data import BENIGN_DNS_MACHINE, BENIGN_DNS_ONLY, BENIGN_FAMILIES
-from convert.splits import TEST, VAL
+from convert.splits import TEST, VAL, tail_hash
 
 FPR_TARGETS = (1e-2, 1e-3, 1e-4)
 DEFAULT_ACTIONS = {"log": "fpr_1e-3", "sinkhole": "fpr_1e-4"}
@@ -136,9 +135,7 @@ class Scores:
         """A fixed half by a hash of the label (the part before the first dot), the same in every run
         and input form."""
         if "tail_half" not in self._memo:
-            self._memo["tail_half"] = np.array(
-                [zlib.crc32(t.split(".", 1)[0].encode()) % 2 == 0 for t in self.labels.tolist()], dtype=bool
-            )
+            self._memo["tail_half"] = tail_hash(self.labels) % 2 == 0
         half: npt.NDArray[np.bool_] = self._memo["tail_half"]
         return half
 

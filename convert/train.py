@@ -35,6 +35,7 @@ from convert.splits import (
     family_folds,
     leave_family_out,
     random_split,
+    with_tail_trained,
 )
 from resolverguard.encoding import NameEncoder
 
@@ -70,6 +71,7 @@ class TrainConfig:
     compounds: bool = False  # add hyphen-free copies of hyphenated benign training labels
     random_dga: int = 0  # add this many random names (convert.augment.random_names) as DGA rows
     exclude: tuple[str, ...] = ("charbot", *WORDLIST)  # families never trained on (still evaluated)
+    tail_train: bool = False  # train on a quarter of the long tail (convert.splits.with_tail_trained)
     cache: Path | None = CACHE_DIR  # where the parsed data is kept between runs; None = parse again
 
 
@@ -81,6 +83,8 @@ def prepare(cfg: TrainConfig) -> tuple[Dataset, Split]:
     if cfg.holdout_fold >= 0:
         held = family_folds(data, cfg.folds, cfg.seed)[cfg.holdout_fold]
         split = leave_family_out(data, split, held)
+    if cfg.tail_train:
+        split = with_tail_trained(data, split)
     return data, split
 
 
@@ -269,6 +273,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--benign-val", type=float, default=defaults.benign_val)
     p.add_argument("--cleaning", choices=CLEANING_RULES, default=defaults.cleaning)
     p.add_argument("--compounds", action="store_true")
+    p.add_argument("--tail-train", action="store_true", help="train on a quarter of the long tail as benign")
     p.add_argument("--exclude", default=",".join(defaults.exclude), help="comma-separated families never trained on")
     a = p.parse_args(argv)
     known = {f.name for f in fields(TrainConfig)}

@@ -324,6 +324,30 @@ def test_long_tail_is_split_between_calibration_and_test(tmp_path: Path) -> None
     assert (halves[0] == halves[1]).all()
 
 
+def test_tail_train_takes_a_quarter_of_the_long_tail_from_the_calibration_half(
+    sourced_dir: Path, tmp_path: Path
+) -> None:
+    """`--tail-train`: the long-tail names whose label hashes to 0 mod 4 (inside the calibration half)
+    are trained on and leave every pool; the test half is the one without it."""
+    pytest.importorskip("sklearn")
+    from convert import ngram
+    from convert.splits import tail_hash
+
+    cfg = dict(data_dir=sourced_dir, cap=1000, folds=3, maxlen=32, cache=None, form=InputForm.REGISTRABLE)
+    runs = {flag: tmp_path / f"tail-{flag}" for flag in (False, True)}
+    for flag, run in runs.items():
+        ngram.train(TrainConfig("cnn", run, tail_train=flag, **cfg), c=1.0, bits=12)  # type: ignore[arg-type]
+    plain, trained = (Scores.load(run) for run in runs.values())
+    tail = plain.labels[plain.family == BENIGN_DNS_ONLY]
+    quarter = set(tail[tail_hash(tail) % 4 == 0].tolist())
+    assert 5 < len(quarter) < len(tail) / 2
+    assert set(plain.labels.tolist()) - set(trained.labels.tolist()) == quarter  # scored: all but those
+    info = [json.loads((run / "run.json").read_text()) for run in runs.values()]
+    assert info[1]["train_rows"] == info[0]["train_rows"] + len(quarter) and info[1]["tail_train"]
+    assert set(trained.labels[trained.long_tail()].tolist()) == set(plain.labels[plain.long_tail()].tolist())
+    assert not quarter & set(trained.labels[trained.calibration()].tolist())
+
+
 def test_punycode_benign_names_leave_every_pool() -> None:
     """#13 session 7: serving does not score punycode labels, so no threshold may rest on them and no
     long-tail rate counts them; `judge_punycode=True` gives the pools as before (to measure the change)."""
