@@ -47,9 +47,13 @@ class Scores:
     _memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
-    def load(cls, run: Path, variant: str | None = None, judge_punycode: bool = False) -> Scores:
+    def load(
+        cls, run: Path, variant: str | None = None, judge_punycode: bool = False, tail_quarter_out: bool = False
+    ) -> Scores:
         """The run's Keras scores; `tempered`: the same with the fitted temperature; or the scores of
-        a quantized `variant` (see convert.quantize)."""
+        a quantized `variant` (see convert.quantize). `tail_quarter_out`: without the long-tail names a
+        `--tail-train` run trains on (`convert.splits.with_tail_trained`), so a run without it is
+        calibrated on the pools such a run has."""
         z = np.load(run / "scores.npz")
         info = json.loads((run / "run.json").read_text())
         score = z["score"]
@@ -60,7 +64,13 @@ class Scores:
         elif variant:
             score = np.load(run / "tflite" / f"{variant}.scores.npy")
         held = tuple(info.get("held_out", ()))
-        return cls(z["labels"], z["y"], z["family"], z["part"], score, held, judge_punycode)
+        labels, y, family, part = z["labels"], z["y"], z["family"], z["part"]
+        if tail_quarter_out:
+            keep = np.ones(len(labels), dtype=bool)
+            tail = np.flatnonzero(family == BENIGN_DNS_ONLY)
+            keep[tail[tail_hash(labels[tail]) % 4 == 0]] = False
+            labels, y, family, part, score = labels[keep], y[keep], family[keep], part[keep], score[keep]
+        return cls(labels, y, family, part, score, held, judge_punycode)
 
     def punycode(self) -> npt.NDArray[np.bool_]:
         """Rows whose scored label is punycode (resolverguard.names.is_punycode): serving passes them

@@ -44,12 +44,16 @@ def configs(root: Path = Path("runs"), pattern: str = "[xf]-*-lfo[0-9]") -> dict
 
 
 def fold_result(
-    run: Path, variant: str = "logit", rule: str = "guarded", judge_punycode: bool = False
+    run: Path,
+    variant: str = "logit",
+    rule: str = "guarded",
+    judge_punycode: bool = False,
+    tail_quarter_out: bool = False,
 ) -> dict[str, Any]:
     """One fold model: recall of its held-out families and long-tail rates at its own thresholds
     (`rule`: how they are set, see `Scores.thresholds`; `judge_punycode`: punycode benign names kept
-    in the pools, as before #13's serving policy)."""
-    s = Scores.load(run, variant, judge_punycode)
+    in the pools, as before #13's serving policy; `tail_quarter_out`: see `Scores.load`)."""
+    s = Scores.load(run, variant, judge_punycode, tail_quarter_out)
     thresholds = s.thresholds(rule=rule)
     named = {a: thresholds[n] for a, n in DEFAULT_ACTIONS.items()}
     val_benign = s.score[s.calibration() if rule == "pooled" else s.trusted_calibration()]
@@ -70,15 +74,20 @@ def fold_result(
         "tail_at_target": float((tail >= next(iter(at_target.values()))).mean()),
         "machine": {a: float((machine >= t).mean()) for a, t in named.items()},
         "calibration_names": int(len(val_benign)),
+        "tail_calibration_names": int(s.tail_calibration().sum()),
         "info": json.loads((run / "run.json").read_text()),
     }
 
 
 def summarise(
-    runs: list[Path], variant: str = "logit", rule: str = "guarded", judge_punycode: bool = False
+    runs: list[Path],
+    variant: str = "logit",
+    rule: str = "guarded",
+    judge_punycode: bool = False,
+    tail_quarter_out: bool = False,
 ) -> dict[str, Any]:
     """Mean family recall over the folds' held-out families, with the long-tail rates."""
-    folds = [fold_result(r, variant, rule, judge_punycode) for r in runs]
+    folds = [fold_result(r, variant, rule, judge_punycode, tail_quarter_out) for r in runs]
     families = {f: v for fold in folds for f, v in fold["families"].items()}
     rec = {a: [v[a] for v in families.values()] for a in (*DEFAULT_ACTIONS, "tail_target")}
     easy = [v["sinkhole"] for f, v in families.items() if f not in HARD]
@@ -98,6 +107,7 @@ def summarise(
         "tail_uncleaned_n": folds[0]["tail_uncleaned_n"] if folds else 0,
         "machine": {a: float(np.mean([f["machine"][a] for f in folds])) for a in DEFAULT_ACTIONS},
         "calibration_names": folds[0]["calibration_names"] if folds else 0,
+        "tail_calibration_names": folds[0]["tail_calibration_names"] if folds else 0,
         "info_cleaning": info.get("cleaning", "shape"),
         "train_rows": info.get("train_rows"),
         "epochs": info.get("epochs_run"),

@@ -385,6 +385,7 @@ def main(argv: list[str] | None = None) -> None:
     text = text.replace("\n## Reproduce", "\n" + charlm_section(previous) + "\n\n## Reproduce", 1)
     text = text.replace("\n## Reproduce", "\n" + seeds_section(previous) + "\n\n## Reproduce", 1)
     text = text.replace("\n## Reproduce", "\n" + shapes_section(previous) + "\n\n## Reproduce", 1)
+    text = text.replace("\n## Reproduce", "\n" + variants_section(previous) + "\n\n## Reproduce", 1)
     (a.out / "REPORT.md").write_text(text)
     print(text[:3000])
 
@@ -456,6 +457,15 @@ def shapes_section(previous: Previous) -> str:
 
     if not (Path("runs") / f"{AFTER}-lfo0" / "scores.npz").exists():
         return previous.marked(START, END, "(the shape n-gram runs were not run: convert/sweep.sh)")
+    return section(Path("runs"))
+
+
+def variants_section(previous: Previous) -> str:
+    """The session-17 section (what else was tried for families never seen): from its runs, else carried."""
+    from convert.variants import END, START, section
+
+    if not (Path("runs") / "s-tail-lfo0" / "scores.npz").exists():
+        return previous.marked(START, END, "(the session-17 runs were not run: convert/sweep.sh)")
     return section(Path("runs"))
 
 

@@ -59,6 +59,30 @@ vetted() {
   for w in 0.35 0.65 0.8; do  # the linear stage's weight in the mean (an experiment: serving has 0.5)
     $PY -m convert.ensemble --cnn f-suffix --linear s-shape --how "cascade-wmean-0.05-$w" --out "e-fs-w${w#0.}" --cnn-rand runs/cnn > /dev/null
   done
+  # Session 17 (python -m convert.variants, models/REPORT.md "What else was tried"): the linear stage's
+  # orders around the shipped ones, label statistics, a quarter of the long tail trained on, the budget
+  # CNN with a character-class branch (and a second seed of it and of v-suffix on the random split),
+  # and the linear stage's weight in the shipped form chosen on the budget folds.
+  for k in 0 1 2 3 4; do
+    runng "s-o14-lfo$k" --holdout-fold "$k" $NG --cleaning lists --orders 1,2,3,4 --shapes 3,4,5,6
+    runng "s-o13-lfo$k" --holdout-fold "$k" $NG --cleaning lists --orders 1,2,3 --shapes 3,4,5,6
+    runng "s-sh26-lfo$k" --holdout-fold "$k" $NG --cleaning lists --shapes 2,3,4,5,6
+    runng "s-sh37-lfo$k" --holdout-fold "$k" $NG --cleaning lists --shapes 3,4,5,6,7
+    runng "s-stats-lfo$k" --holdout-fold "$k" $NG --cleaning lists --shapes 3,4,5,6 --stats
+    runng "s-tail-lfo$k" --holdout-fold "$k" $NG --cleaning lists --shapes 3,4,5,6 --tail-train
+    run "v-cshape-lfo$k" --holdout-fold "$k" --arch cnn_shape $SUF $B --cleaning lists
+  done
+  runng s-tail-rand $NG --cleaning lists --shapes 3,4,5,6 --tail-train
+  run v-cshape-rand --arch cnn_shape $SUF $B --cleaning lists
+  run v-cshape-i2-rand --arch cnn_shape $SUF $B --cleaning lists --init-seed 2
+  run v-suffix-i2-rand --arch cnn $SUF $B --cleaning lists --init-seed 2
+  for cnn in v-suffix v-cshape; do
+    out=e-vs-cmean; [ $cnn = v-cshape ] && out=e-vcs-cmean
+    $PY -m convert.ensemble --cnn $cnn --linear s-shape --how cascade-mean-0.05 --out $out --cnn-rand "runs/$cnn-rand" > /dev/null
+  done
+  for w in 0.35 0.65 0.8; do
+    $PY -m convert.ensemble --cnn v-suffix --linear s-shape --how "cascade-wmean-0.05-$w" --out "e-vs-w${w#0.}" --cnn-rand runs/v-suffix-rand > /dev/null
+  done
 }
 case "${STAGE:-all}" in
   ship) shipped; exit 0 ;;

@@ -346,6 +346,8 @@ def test_tail_train_takes_a_quarter_of_the_long_tail_from_the_calibration_half(
     assert info[1]["train_rows"] == info[0]["train_rows"] + len(quarter) and info[1]["tail_train"]
     assert set(trained.labels[trained.long_tail()].tolist()) == set(plain.labels[plain.long_tail()].tolist())
     assert not quarter & set(trained.labels[trained.calibration()].tolist())
+    # a run without it, read as such a run sees the pools: the same names
+    assert set(Scores.load(runs[False], tail_quarter_out=True).labels.tolist()) == set(trained.labels.tolist())
 
 
 def test_punycode_benign_names_leave_every_pool() -> None:
