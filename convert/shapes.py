@@ -18,7 +18,6 @@ CNN folds `f-suffix`) with `s-shape` in place of `v-ng1` (`e-f1-cmean`).
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -126,15 +125,9 @@ def section(root: Path = Path("runs"), folds: int = FOLDS) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m convert.shapes", description=__doc__.split("\n")[0])
-    sub = p.add_subparsers(dest="cmd", required=True)
-    s = sub.add_parser("section", help="the REPORT.md section (--splice FILE writes it there)")
-    s.add_argument("--root", type=Path, default=Path("runs"))
-    s.add_argument("--splice", type=Path)
-    a = p.parse_args(argv)
-    from convert.vetting import show_section
+    from convert.vetting import section_command
 
-    show_section(section(a.root), a.splice, START, END)
+    section_command("python -m convert.shapes", __doc__ or "", section, START, END, argv)
 
 
 if __name__ == "__main__":

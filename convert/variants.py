@@ -16,7 +16,6 @@ thresholds; recall of the families each fold never saw), from runs in convert/sw
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
 
@@ -163,15 +162,9 @@ def section(root: Path = Path("runs"), folds: int = FOLDS) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m convert.variants", description=__doc__.split("\n")[0])
-    sub = p.add_subparsers(dest="cmd", required=True)
-    s = sub.add_parser("section", help="the REPORT.md section (--splice FILE writes it there)")
-    s.add_argument("--root", type=Path, default=Path("runs"))
-    s.add_argument("--splice", type=Path)
-    a = p.parse_args(argv)
-    from convert.vetting import show_section
+    from convert.vetting import section_command
 
-    show_section(section(a.root), a.splice, START, END)
+    section_command("python -m convert.variants", __doc__ or "", section, START, END, argv)
 
 
 if __name__ == "__main__":

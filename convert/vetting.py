@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -273,6 +274,20 @@ def show_section(text: str, report: Path | None, start: str, end: str) -> None:
     if report is not None:
         splice(report, text, start, end)
     print(text)
+
+
+def section_command(
+    prog: str, doc: str, make: Callable[[Path], str], start: str, end: str, argv: list[str] | None = None
+) -> None:
+    """The whole command line of a module whose only command is `section [--root DIR] [--splice FILE]`."""
+
+    p = argparse.ArgumentParser(prog=prog, description=doc.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("section", help="the REPORT.md section (--splice FILE writes it there)")
+    s.add_argument("--root", type=Path, default=Path("runs"))
+    s.add_argument("--splice", type=Path)
+    a = p.parse_args(argv)
+    show_section(make(a.root), a.splice, start, end)
 
 
 def splice(report: Path, text: str, start: str = START, end: str = END) -> None:
