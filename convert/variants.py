@@ -16,6 +16,7 @@ thresholds; recall of the families each fold never saw), from runs in convert/sw
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +35,14 @@ LINEAR = (
     ("s-stats (+ label statistics x length)", "s-stats", False),
 )
 TAIL = (
-    ("s-shape, all of the calibration half", BASE, False),
+    ("s-shape, the whole calibration half", BASE, False),
     ("s-shape, calibrated on the quarter s-tail keeps", BASE, True),
     ("s-tail (the other quarter trained on)", "s-tail", False),
-    ("v-suffix (budget CNN), calibrated on the quarter", "v-suffix", True),
+    ("v-suffix (budget CNN), the whole calibration half", "v-suffix", False),
+    ("v-suffix, calibrated on the quarter", "v-suffix", True),
     ("v-tail (budget CNN, the quarter trained on)", "v-tail", False),
-    ("e-vs-cmean (shipped form), calibrated on the quarter", "e-vs-cmean", True),
+    ("e-vs-cmean (shipped form), the whole calibration half", "e-vs-cmean", False),
+    ("e-vs-cmean, calibrated on the quarter", "e-vs-cmean", True),
     ("e-vt-cmean (v-tail + s-tail, shipped form)", "e-vt-cmean", False),
 )
 CNN = (
@@ -107,6 +110,17 @@ def rates(got: dict[str, dict[str, Any]], label: str) -> str:
     return f"{got[label]['tail']['sinkhole'] * 100:.3f}% / {got[label]['tail']['log'] * 100:.2f}%"
 
 
+def against(got: dict[str, dict[str, Any]], after: str, before: str, show: Callable[[dict[str, Any]], str]) -> str:
+    if after not in got or before not in got:
+        return "not measured"
+    return f"{show(got[after])} against {show(got[before])}"
+
+
+def tprs(root: Path, after: str, before: str) -> str:
+    a, b = (random_split_tpr(root / f"{n}-rand") for n in (after, before))
+    return "not measured" if a is None or b is None else f"{a:.3f} against {b:.3f}"
+
+
 def guard_binds(root: Path, name: str, folds: int = FOLDS) -> str:
     """In how many folds the long-tail guard, not the trusted FPR, sets the sinkhole threshold."""
     from convert.evaluate import Scores
@@ -149,9 +163,13 @@ def section(root: Path = Path("runs"), folds: int = FOLDS) -> str:
         "{TAIL_TARGET}": change(got, tail, base, "tail_target"),
         "{TAIL_RATES}": rates(got, tail),
         "{BASE_RATES}": rates(got, base),
-        "{TAIL_CNN}": change(got, TAIL[4][0], TAIL[3][0]),
-        "{TAIL_ENSEMBLE}": change(got, TAIL[6][0], TAIL[5][0]),
-        "{ENSEMBLE_RATES}": f"{rates(got, TAIL[6][0])} against {rates(got, TAIL[5][0])}",
+        "{TAIL_CNN_Q}": change(got, TAIL[5][0], TAIL[4][0]),
+        "{TAIL_CNN_B}": change(got, TAIL[5][0], TAIL[3][0]),
+        "{TAIL_ENS_Q}": change(got, TAIL[8][0], TAIL[7][0]),
+        "{TAIL_ENS_B}": change(got, TAIL[8][0], TAIL[6][0]),
+        "{ENS_FAMILIES}": against(got, TAIL[8][0], TAIL[6][0], lambda r: f"{r['families_ge_0.9']['sinkhole']}"),
+        "{ENS_TPR}": tprs(root, "e-vt-cmean", "e-vs-cmean"),
+        "{ENS_RATES}": f"{rates(got, TAIL[8][0])} against {rates(got, TAIL[6][0])}",
         "{BINDS_BASE}": guard_binds(root, BASE, folds),
         "{BINDS_TAIL}": guard_binds(root, "s-tail", folds),
         "{CSHAPE}": change(got, CNN[1][0], CNN[0][0]),
