@@ -83,6 +83,13 @@ vetted() {
   for w in 0.35 0.65 0.8; do
     $PY -m convert.ensemble --cnn v-suffix --linear s-shape --how "cascade-wmean-0.05-$w" --out "e-vs-w${w#0.}" --cnn-rand runs/v-suffix-rand > /dev/null
   done
+  # ... and the quarter of the long tail trained on: the budget CNN, then the full-size CNN and its folds.
+  for k in 0 1 2 3 4; do run "v-tail-lfo$k" --holdout-fold "$k" --arch cnn $SUF $B --cleaning lists --tail-train; done
+  run v-tail-rand --arch cnn $SUF $B --cleaning lists --tail-train
+  $PY -m convert.ensemble --cnn v-tail --linear s-tail --how cascade-mean-0.05 --out e-vt-cmean > /dev/null
+  run cnn-tail $CHOSEN_ARGS --epochs 8 --patience 2 --tail-train
+  for k in 0 1 2 3 4; do run "f-tail-lfo$k" --holdout-fold "$k" $CHOSEN_ARGS --epochs 8 --patience 2 --tail-train; done
+  $PY -m convert.ensemble --cnn f-tail --linear s-tail --how cascade-mean-0.05 --out e-ft-cmean --cnn-rand runs/cnn-tail > /dev/null
 }
 case "${STAGE:-all}" in
   ship) shipped; exit 0 ;;
