@@ -256,10 +256,15 @@ def calibrated(meta: dict[str, Any], cleaning: str) -> str:
             f"half of the long-tail names only one DNS-volume list knows, {cleaning}), so the `sinkhole` "
             f"threshold (FPR 1e-4) rests on {sink['flagged']} names"
         )
+    share = (  # session 18 on: another quarter of the long tail is trained on (convert --tail-train)
+        "a quarter of them, another quarter trained on as benign"
+        if meta.get("training", {}).get("tail_train")
+        else "half of them"
+    )
     return (
         f"the `sinkhole` threshold flags at most 1e-4 of ~{sink['n'] / 1000:.0f}k trusted top-list benign names "
         f"({sink['flagged']} at or above it; {cleaning}) and at most {tail['flagged']} of ~{tail['n'] / 1000:.0f}k "
-        "long-tail names only one DNS-volume list knows (half of them; the most that still keeps the long tail "
+        f"long-tail names only one DNS-volume list knows ({share}; the most that still keeps the long tail "
         "under 0.1% at 95% confidence), whichever is higher; `log` the same at 1e-3 and 1%"
     )
 

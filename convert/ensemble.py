@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", help="configuration name to write")
     p.add_argument("--folds", default="0,1,2,3,4,rand", help="fold numbers (runs <name>-lfo<k>) or run suffixes")
     p.add_argument("--root", type=Path, default=Path("runs"))
-    p.add_argument("--cnn-rand", type=Path, help="the CNN's random-split run when not <cnn>-rand (f-suffix: runs/cnn)")
+    p.add_argument("--cnn-rand", type=Path, help="the CNN's random-split run when not <cnn>-rand (f-tail: runs/cnn)")
     p.add_argument("--report", metavar="GLOB", help="print the stage experiments' tables for these fold runs")
     p.add_argument("--cascades", default="", help="with --report: comma-separated cascade configurations")
     p.add_argument("--speed", type=Path, help="with --report: a linear.npz to time")

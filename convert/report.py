@@ -392,8 +392,8 @@ def main(argv: list[str] | None = None) -> None:
 
 def shipped_ensemble(meta: dict[str, Any], found: dict[str, list[Path]]) -> dict[str, Any] | None:
     """When the shipped scorer is the CNN + linear ensemble (models/default.json `ensemble`): its
-    leave-family-out figures (the same combination of the same fold models: `e-f1-cmean`, or
-    `e-fs-cmean` when the shipped linear stage has shape n-grams), its
+    leave-family-out figures (the same combination of the same fold models,
+    `convert.shapes.shipped_combination`: `e-ft-cmean` since session 18), its
     random-split and long-tail figures (written by convert.ship) and its cost (bench/ensemble.py)."""
     from convert.shapes import shipped_combination
 

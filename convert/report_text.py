@@ -96,7 +96,7 @@ def _ensemble_targets(ens: dict[str, Any]) -> list[tuple[str, str, bool]]:
 
 CAL_POOL = "calibration (validation benign + half of the long tail)"  # reports before session 13
 CAL_TRUSTED = "trusted calibration (validation benign)"
-CAL_TAIL = "long-tail calibration half (one DNS list only, cleaned)"
+CAL_TAIL = "long-tail calibration names (one DNS list only, cleaned, not trained on)"
 
 
 def _cal_sink(ev: dict[str, Any]) -> dict[str, Any]:
@@ -245,8 +245,25 @@ def _against_ensemble(ev: dict[str, Any], previous: dict[str, Any]) -> str:
     ]
     lines = [f"| | previous `{previous.get('model_version', '?')}` | this model |", "|---|---|---|"]
     lines += [f"| {n} | {o} | {w} |" for n, o, w in zip(names, side(old, previous), side(new, ev), strict=True)]
-    why = WHY_THRESHOLDS if new["config"] == old["config"] else WHY_SHAPES
+    why = WHY_THRESHOLDS if new["config"] == old["config"] else WHY_CONFIG.get(new["config"], WHY_SHAPES)
     return "\n".join(lines) + "\n\n" + why
+
+
+# The long-tail pool in the Data section: trained on in part (session 18 on), or never.
+TAIL_UNTRAINED = """* **long tail**: names only ONE DNS-volume list carries. Never trained on. A fixed half of it (by a hash
+  of the label) joins the calibration pool, the other half is the long-tail test set the targets are
+  measured on."""
+TAIL_TRAINED = """* **long tail**: names only ONE DNS-volume list carries. A fixed half of it (by a hash of the label,
+  `convert.splits.tail_hash`) is the long-tail test set the targets are measured on: never trained or
+  calibrated on. Of the other half, one half (a quarter of the long tail, `--tail-train`, session 18) is
+  trained on as benign: the CDN, API and regional variety the trusted lists lack (section "What else
+  was tried for families never seen (#13, session 17)"); the other quarter joins the calibration pool."""
+
+
+def long_tail_pool(meta: dict[str, Any]) -> str:
+    """The Data section's long-tail paragraph, as the shipped run used the pool (its metadata's
+    `training.tail_train`, written by convert.ship)."""
+    return TAIL_TRAINED if meta.get("training", {}).get("tail_train") else TAIL_UNTRAINED
 
 
 # Why the ensemble was retrained under the same configuration (session 13) ...
@@ -264,6 +281,18 @@ beside it (`runs/gate`, also the Unbound module's gate) is now trained with shap
 n-grams in the linear stage"). On the same five folds the combination is ahead on families never seen
 (the last row), at the cost of a little on the random split's families trained on, with the long tail
 still under its targets. The issue chooses by the families never seen, and so did this."""
+
+# ... and why both parts were retrained on a quarter of the long tail (session 18).
+WHY_TAIL = """**Why this model replaced the previous one.** The same configuration, thresholds rule and scorer
+form; both parts (the CNN, `runs/cnn`, and the linear stage, `runs/gate`) are now trained on a quarter of
+the long tail as benign (`--tail-train`, section "What else was tried for families never seen (#13,
+session 17)"), and the thresholds rest on the other quarter (the long-tail calibration names above). On
+the same five folds the combination trained so (`e-ft-cmean`) is ahead of the previous one
+(`e-fs-cmean`) on families never seen, on the random split's families trained on and on the long tail
+(rows above): the model has seen the CDN, API and regional names the trusted lists lack, so fewer of the
+long tail's and the trusted pool's names score high, and the thresholds come down. The long-tail test
+half is still never trained or calibrated on."""
+WHY_CONFIG = {"e-fs-cmean": WHY_SHAPES, "e-ft-cmean": WHY_TAIL}  # the new configuration -> why it shipped
 
 
 # Why the shipped model is the one it is (session 6, #13); the figures are in the table above it and
@@ -514,6 +543,7 @@ def narrative(
     full = ev["chosen"].startswith("f-")
     protocol = "at the shipped model's size: all training names, 8 epochs" if full else "budget protocol"
     reads = "the registrable domain (`label.suffix`)" if form == "registrable" else "the registrable label"
+    tail_pool = long_tail_pool(meta)
     return f"""# The shipped model: `models/default.tflite`
 
 Model version `{meta.get("model_version", "?")}`, architecture `{meta.get("architecture", "?")}`, quantization
@@ -522,7 +552,7 @@ dynamic-DNS providers the name under the provider, e.g. `myhome.ddns.net`). Trai
 `{meta.get("training_data_digest", "?")[:16]}…`. Every figure below was computed by `python -m convert.report`
 from the run directories. Configurations were chosen by **5-fold leave-family-out recall at the
 sinkhole threshold** (never by the random split); thresholds were set on calibration names only (the
-trusted validation benign names, guarded by one half of the long tail, see Splits); all rates are
+trusted validation benign names, guarded by long-tail calibration names, see Splits); all rates are
 measured on TEST names or on names never trained or calibrated on.
 
 ## Summary
@@ -556,10 +586,9 @@ Three benign pools, from `benign_sources.tsv.gz` (which lists vouch for each nam
   (Cloudflare Radar and Umbrella) carry: two independent vantage points, and the variety (CDNs, APIs,
   regional services) the curated lists lack. Training and test benign names and most of the
   calibration pool come from here.
-* **long tail**: names only ONE DNS-volume list carries. Never trained on. A fixed half of it (by a hash
-  of the label) joins the calibration pool, the other half is the long-tail test set the targets are
-  measured on. These lists rank by query volume and contain live DGA, tracking and ad-fraud names (the
-  data README found 125 DGA names in them), so its rates are upper bounds.
+{tail_pool}
+  These lists rank by query volume and contain live DGA, tracking and ad-fraud names (the data README
+  found 125 DGA names in them), so its rates are upper bounds.
 * **machine-made**: names of either pool that the cleaning rule below removes. Scored and reported only.
 
 **The cleaning rule** (`convert/clean.py`) looks at the label's shape, never at a model score or a DGA
@@ -580,7 +609,7 @@ the label noise, not a guarantee. The rates on the removed names are reported wi
 **Splits.** DGA names 70/15/15 per family (at most 10,000 per family); trusted benign 35% training,
 **50% validation**, 15% test. Each threshold is the lowest that flags at most its FPR (1e-4 sinkhole,
 1e-3 log) of the {sink["n"]:,} validation benign names (so 1e-4 rests on {sink["flagged"]} of them) **and** at most
-{tail_sink.get("flagged", "?")} of the {tail_sink.get("n", 0):,} names of one half of the long tail: the most that keeps the
+{tail_sink.get("flagged", "?")} of the {tail_sink.get("n", 0):,} long-tail calibration names: the most that keeps the
 long tail under ten times the FPR (the issue's 0.1% and 1%) at 95% confidence (`Scores.thresholds`;
 section "Thresholds: trusted names, guarded by the long tail"). The other half of the long tail is the
 test set its targets are measured on. Until session 12 the thresholds were set on the two together
@@ -996,11 +1025,11 @@ names and {TAIL_CNN_B} against the shipped practice; the two in the shipped form
 {ENS_TPR}, and the long tail sinkholed / logged at {ENS_RATES}: ahead on each column the issue sets, at
 budget size (at the sinkhole by less than the ~0.02 noise mark; the random-split TPR rests on ~3.5 test
 names, one seed). At full size (all training names, 8 epochs; `f-tail` folds, the random split
-`cnn-tail`), the shipped form trained on the quarter reaches {FULL}; the shipped form without it
-(`e-fs-cmean`, section "Shape n-grams", same data and folds) is the row to hold it against. **The lead for
-the next shipped model**, not shipped in this session (the shipped parts, the gate and the report's
-shipped-form rows have to be rebuilt with `--tail-train` together); its thresholds will rest on 33k
-long-tail calibration names instead of 67k.
+`runs/cnn`, called `cnn-tail` in session 17), the shipped form trained on the quarter reaches {FULL}; the
+shipped form without it (`e-fs-cmean`, section "Shape n-grams", same data and folds) is the row to hold
+it against. **Shipped in session 18** (`runs/cnn`, `runs/gate` and the shipped-form rows rebuilt with
+`--tail-train` together: the first sections of this report); its thresholds rest on 33k long-tail
+calibration names instead of 67k.
 
 **A CNN with a character-class branch** (`--arch cnn_shape`): beside the character embedding, a fixed
 one-hot of each character's class (the shape n-grams' classes) through convolutions of widths 3-6.

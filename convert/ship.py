@@ -3,7 +3,7 @@
     python -m convert.ship --run runs/cnn --variant dynamic-int8 --out models/default.tflite
 
 Thresholds are calibrated (`convert.evaluate.Scores.thresholds`: the trusted validation benign names,
-guarded by the long-tail calibration half) with the SHIPPED (quantized) model's own scores, so the
+guarded by the long-tail calibration names) with the SHIPPED (quantized) model's own scores, so the
 false-positive rates in the metadata are those of the file that serves, not of the Keras model it
 came from.
 """
@@ -44,7 +44,7 @@ def ship_metadata(run: Path, variant: str, lite_scores: npt.NDArray[np.float32])
         "threshold_meaning": {
             name: f"lowest score at which at most {f:g} of the trusted validation benign names score at or "
             f"above ({sup['n']} names, {sup['flagged']} at or above; FPR 95% interval "
-            f"{sup['ci95'][0]:.1e}..{sup['ci95'][1]:.1e}) and the long-tail calibration half stays under "
+            f"{sup['ci95'][0]:.1e}..{sup['ci95'][1]:.1e}) and the long-tail calibration names stay under "
             f"{LONG_TAIL_BOUND * f:g} at 95% confidence ({tl['n']} names, {tl['flagged']} at or above; 95% "
             f"interval {tl['ci95'][0]:.1e}..{tl['ci95'][1]:.1e})"
             for f in FPR_TARGETS
@@ -57,7 +57,7 @@ def ship_metadata(run: Path, variant: str, lite_scores: npt.NDArray[np.float32])
         "training_data_digest": info["data_digest"],
         "training": {
             **{k: info.get(k) for k in ("seed", "cap", "epochs_run", "train_rows", "params", "train_seconds")},
-            **{k: info.get(k) for k in ("balance", "suffix_dropout", "compounds", "width")},
+            **{k: info.get(k) for k in ("balance", "suffix_dropout", "compounds", "width", "tail_train")},
             "families": trained,
             "held_out_families": [f for f in every if f not in trained],
         },

@@ -22,18 +22,35 @@ B="--max-train 120000 --epochs 4 --width 64 --patience 2"
 # rule, `--cleaning lists`, so its thresholds are calibrated on the vetted pool) on all training names:
 # the shipped model.
 CHOSEN_ARGS="--arch cnn $SUF --width 64 --cleaning lists"
+# The shipped linear stage's configuration per fold and on the random split (the ensemble's linear runs).
+tail_linear() {
+  for k in 0 1 2 3 4; do runng "s-tail-lfo$k" --holdout-fold "$k" $NG --cleaning lists --shapes 3,4,5,6 --tail-train; done
+  runng s-tail-rand $NG --cleaning lists --shapes 3,4,5,6 --tail-train  # (= gate, under the name the ensemble reads)
+}
 shipped() {
-  run cnn $CHOSEN_ARGS --epochs 8 --patience 2
-  # The Unbound module's gate (convert/gate.py): the linear stage on the shipped CNN's own split and
-  # cleaning, so its FPR-0.05 gate is calibrated on the pool the CNN's thresholds come from. With shape
-  # n-grams since session 15 (python -m convert.shapes: s-shape against v-ng1, e-fs-cmean against e-f1-cmean).
-  runng gate $NG --cleaning lists --shapes 3,4,5,6
-  # The chosen configuration at the shipped model's size, once per fold: its own leave-family-out recall.
-  for k in 0 1 2 3 4; do run "f-suffix-lfo$k" --holdout-fold "$k" $CHOSEN_ARGS --epochs 8 --patience 2; done
+  # Since session 18 the shipped runs train on a quarter of the long tail (--tail-train,
+  # convert.splits.with_tail_trained; chosen in session 17 by e-vt-cmean against e-vs-cmean, section
+  # "What else was tried for families never seen").
+  run cnn $CHOSEN_ARGS --epochs 8 --patience 2 --tail-train
+  # The Unbound module's gate (convert/gate.py) and the ensemble's linear stage: on the shipped CNN's own
+  # split and cleaning, so its FPR-0.05 gate is calibrated on the pool the CNN's thresholds come from.
+  # With shape n-grams since session 15 (python -m convert.shapes: s-shape against v-ng1, e-fs-cmean
+  # against e-f1-cmean).
+  runng gate $NG --cleaning lists --shapes 3,4,5,6 --tail-train
+  # The shipped configuration at the shipped model's size, once per fold (the CNN and the linear stage),
+  # and their combination in the shipped scorer's form (convert.shapes.shipped_combination): its own
+  # leave-family-out recall.
+  for k in 0 1 2 3 4; do run "f-tail-lfo$k" --holdout-fold "$k" $CHOSEN_ARGS --epochs 8 --patience 2 --tail-train; done
+  tail_linear
+  $PY -m convert.ensemble --cnn f-tail --linear s-tail --how cascade-mean-0.05 --out e-ft-cmean --cnn-rand runs/cnn > /dev/null
 }
 # Session 5: the list-level cleaning rule (convert/clean.py `vet`, --cleaning lists) under the linear
 # stage and the budget CNN, their mean, the same folds (`python -m convert.vetting`, models/REPORT.md).
 vetted() {
+  # The CNN shipped in sessions 6-17 (without --tail-train) and its folds: the sections of those
+  # sessions (idn, shapes, seeds) are built on them.
+  run cnn-suffix $CHOSEN_ARGS --epochs 8 --patience 2
+  for k in 0 1 2 3 4; do run "f-suffix-lfo$k" --holdout-fold "$k" $CHOSEN_ARGS --epochs 8 --patience 2; done
   for k in 0 1 2 3 4; do runng "v-ng1-lfo$k" --holdout-fold "$k" $NG --cleaning lists; done
   runng v-ng1-rand $NG --cleaning lists
   for k in 0 1 2 3 4; do run "v-suffix-lfo$k" --holdout-fold "$k" --arch cnn $SUF $B --cleaning lists; done
@@ -49,15 +66,15 @@ vetted() {
   # e-f1-cmean is the shipped scorer's form (resolverguard.model.EnsembleScorer).
   for how in mean max cascade-mean-0.05; do
     out=e-f1-${how%-0.05}; out=${out/cascade-mean/cmean}
-    $PY -m convert.ensemble --cnn f-suffix --linear v-ng1 --how $how --out "$out" --cnn-rand runs/cnn > /dev/null
+    $PY -m convert.ensemble --cnn f-suffix --linear v-ng1 --how $how --out "$out" --cnn-rand runs/cnn-suffix > /dev/null
   done
   # Session 15: shape (character-class) n-grams in the linear stage, alone and in the shipped form
   # (python -m convert.shapes, models/REPORT.md "Shape n-grams").
   for k in 0 1 2 3 4; do runng "s-shape-lfo$k" --holdout-fold "$k" $NG --cleaning lists --shapes 3,4,5,6; done
   runng s-shape-rand $NG --cleaning lists --shapes 3,4,5,6
-  $PY -m convert.ensemble --cnn f-suffix --linear s-shape --how cascade-mean-0.05 --out e-fs-cmean --cnn-rand runs/cnn > /dev/null
+  $PY -m convert.ensemble --cnn f-suffix --linear s-shape --how cascade-mean-0.05 --out e-fs-cmean --cnn-rand runs/cnn-suffix > /dev/null
   for w in 0.35 0.65 0.8; do  # the linear stage's weight in the mean (an experiment: serving has 0.5)
-    $PY -m convert.ensemble --cnn f-suffix --linear s-shape --how "cascade-wmean-0.05-$w" --out "e-fs-w${w#0.}" --cnn-rand runs/cnn > /dev/null
+    $PY -m convert.ensemble --cnn f-suffix --linear s-shape --how "cascade-wmean-0.05-$w" --out "e-fs-w${w#0.}" --cnn-rand runs/cnn-suffix > /dev/null
   done
   # Session 17 (python -m convert.variants, models/REPORT.md "What else was tried"): the linear stage's
   # orders around the shipped ones, label statistics, a quarter of the long tail trained on, the budget
@@ -69,10 +86,8 @@ vetted() {
     runng "s-sh26-lfo$k" --holdout-fold "$k" $NG --cleaning lists --shapes 2,3,4,5,6
     runng "s-sh37-lfo$k" --holdout-fold "$k" $NG --cleaning lists --shapes 3,4,5,6,7
     runng "s-stats-lfo$k" --holdout-fold "$k" $NG --cleaning lists --shapes 3,4,5,6 --stats
-    runng "s-tail-lfo$k" --holdout-fold "$k" $NG --cleaning lists --shapes 3,4,5,6 --tail-train
     run "v-cshape-lfo$k" --holdout-fold "$k" --arch cnn_shape $SUF $B --cleaning lists
   done
-  runng s-tail-rand $NG --cleaning lists --shapes 3,4,5,6 --tail-train
   run v-cshape-rand --arch cnn_shape $SUF $B --cleaning lists
   run v-cshape-i2-rand --arch cnn_shape $SUF $B --cleaning lists --init-seed 2
   run v-suffix-i2-rand --arch cnn $SUF $B --cleaning lists --init-seed 2
@@ -83,13 +98,12 @@ vetted() {
   for w in 0.35 0.65 0.8; do
     $PY -m convert.ensemble --cnn v-suffix --linear s-shape --how "cascade-wmean-0.05-$w" --out "e-vs-w${w#0.}" --cnn-rand runs/v-suffix-rand > /dev/null
   done
-  # ... and the quarter of the long tail trained on: the budget CNN, then the full-size CNN and its folds.
+  # ... and the quarter of the long tail trained on: the budget CNN beside the linear stage
+  tail_linear
   for k in 0 1 2 3 4; do run "v-tail-lfo$k" --holdout-fold "$k" --arch cnn $SUF $B --cleaning lists --tail-train; done
   run v-tail-rand --arch cnn $SUF $B --cleaning lists --tail-train
   $PY -m convert.ensemble --cnn v-tail --linear s-tail --how cascade-mean-0.05 --out e-vt-cmean > /dev/null
-  run cnn-tail $CHOSEN_ARGS --epochs 8 --patience 2 --tail-train
-  for k in 0 1 2 3 4; do run "f-tail-lfo$k" --holdout-fold "$k" $CHOSEN_ARGS --epochs 8 --patience 2 --tail-train; done
-  $PY -m convert.ensemble --cnn f-tail --linear s-tail --how cascade-mean-0.05 --out e-ft-cmean --cnn-rand runs/cnn-tail > /dev/null
+  # (the full-size CNN with it, its folds and e-ft-cmean: the shipped runs since session 18, shipped() above)
 }
 case "${STAGE:-all}" in
   ship) shipped; exit 0 ;;

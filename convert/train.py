@@ -72,6 +72,7 @@ class TrainConfig:
     random_dga: int = 0  # add this many random names (convert.augment.random_names) as DGA rows
     exclude: tuple[str, ...] = ("charbot", *WORDLIST)  # families never trained on (still evaluated)
     tail_train: bool = False  # train on a quarter of the long tail (convert.splits.with_tail_trained)
+    tail_eighths: int = 2  # how much of it with tail_train, in eighths of the long tail (2: the quarter)
     cache: Path | None = CACHE_DIR  # where the parsed data is kept between runs; None = parse again
 
 
@@ -84,7 +85,7 @@ def prepare(cfg: TrainConfig) -> tuple[Dataset, Split]:
         held = family_folds(data, cfg.folds, cfg.seed)[cfg.holdout_fold]
         split = leave_family_out(data, split, held)
     if cfg.tail_train:
-        split = with_tail_trained(data, split)
+        split = with_tail_trained(data, split, cfg.tail_eighths)
     return data, split
 
 
@@ -274,6 +275,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--cleaning", choices=CLEANING_RULES, default=defaults.cleaning)
     p.add_argument("--compounds", action="store_true")
     p.add_argument("--tail-train", action="store_true", help="train on a quarter of the long tail as benign")
+    p.add_argument("--tail-eighths", type=int, default=defaults.tail_eighths, help="with --tail-train: 1-3 eighths")
     p.add_argument("--exclude", default=",".join(defaults.exclude), help="comma-separated families never trained on")
     a = p.parse_args(argv)
     known = {f.name for f in fields(TrainConfig)}

@@ -34,7 +34,7 @@ from convert.evaluate import Scores, calibrate, fpr_interval, tail_budget, thres
 from convert.experiments import summarise  # noqa: E402
 from convert.quantize import quantize_run  # noqa: E402
 from convert.ship import ship  # noqa: E402
-from convert.splits import VAL  # noqa: E402
+from convert.splits import TRAIN, VAL  # noqa: E402
 from convert.train import TrainConfig, parse_args, sample_weights, train  # noqa: E402
 from resolverguard.encoding import NameEncoder  # noqa: E402
 from resolverguard.model import ModelMetadata, load_metadata, load_model, metadata_path  # noqa: E402
@@ -230,6 +230,7 @@ def test_architecture_trains_quantizes_and_ships(arch: str, data_dir: Path, tmp_
     assert served.shape == (4,) and np.all((served >= 0) & (served <= 1))
     assert lite.dtype == np.float32 and np.isfinite(lite).all()
     assert meta["training"]["families"] == ["dyn", "hexy", "randa"] and meta["training"]["held_out_families"] == []
+    assert meta["training"]["tail_train"] is False  # carried from run.json: the report's Data text reads it
 
 
 def test_init_seed_changes_the_weights_and_keeps_the_split(data_dir: Path, tmp_path: Path) -> None:
@@ -348,6 +349,25 @@ def test_tail_train_takes_a_quarter_of_the_long_tail_from_the_calibration_half(
     assert not quarter & set(trained.labels[trained.calibration()].tolist())
     # a run without it, read as such a run sees the pools: the same names
     assert set(Scores.load(runs[False], tail_quarter_out=True).labels.tolist()) == set(trained.labels.tolist())
+
+
+def test_tail_eighths_take_more_of_the_calibration_half_and_never_the_test_half(sourced_dir: Path) -> None:
+    """`--tail-eighths 3` (an experiment): the quarter plus the eighth hashing to 2 mod 8, all inside
+    the calibration half (even hashes); 2 is the quarter; out of range is refused, not clamped."""
+    from convert.data import load
+    from convert.splits import random_split, tail_hash, with_tail_trained
+
+    data = load(sourced_dir, InputForm.REGISTRABLE)
+    split = random_split(data, 7)
+    tail = np.flatnonzero(data.family == BENIGN_DNS_ONLY)
+    h = tail_hash(data.labels[tail])
+    moved = {k: tail[with_tail_trained(data, split, k).part[tail] == TRAIN] for k in (1, 2, 3)}
+    assert set(moved[2].tolist()) == set(tail[h % 4 == 0].tolist())  # the quarter --tail-train always took
+    assert set(moved[1]) < set(moved[2]) < set(moved[3]) == set(tail[np.isin(h % 8, (0, 2, 4))].tolist())
+    assert (tail_hash(data.labels[moved[3]]) % 2 == 0).all() and len(moved[3]) < (h % 2 == 0).sum()
+    for bad in (0, 4):
+        with pytest.raises(ValueError, match="eighths"):
+            with_tail_trained(data, split, bad)
 
 
 def test_punycode_benign_names_leave_every_pool() -> None:

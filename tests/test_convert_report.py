@@ -193,9 +193,23 @@ def test_the_shape_section_reads_which_linear_stage_shipped_from_its_run(tmp_pat
     assert shipped_combination(tmp_path) == "e-f1-cmean"
     (tmp_path / "gate" / "run.json").write_text(json.dumps({"shapes": [3, 4]}))
     assert shipped_combination(tmp_path) == "e-fs-cmean" and "orders 3, 4;" in verdict(tmp_path)
+    (tmp_path / "gate" / "run.json").write_text(json.dumps({"shapes": [3, 4], "tail_train": True}))
+    assert shipped_combination(tmp_path) == "e-ft-cmean"
     got = {
         "a": {"mean_recall": {"sinkhole": 0.30}, "families": {"f": {"sinkhole": 0.10}, "g": {"sinkhole": 0.50}}},
         "b": {"mean_recall": {"sinkhole": 0.35}, "families": {"f": {"sinkhole": 0.30}, "g": {"sinkhole": 0.55}}},
     }
     assert moves(got, "a", "b") == "f 0.10 -> 0.30" and moves(got, "b", "b") == "none"
     assert difference(got, "a", "b") == "+0.050" and difference(got, "a", "c") == "not measured"
+
+
+def test_the_data_section_says_whether_a_quarter_of_the_long_tail_was_trained_on() -> None:
+    """convert.report_text.long_tail_pool reads the shipped metadata (`training.tail_train`, which
+    convert.ship copies from the run), never a constant: the report must not say 'never trained on'
+    of a model that was."""
+    from convert.report_text import long_tail_pool
+
+    assert "Never trained on" in long_tail_pool({"training": {"tail_train": False}})
+    assert "Never trained on" in long_tail_pool({})
+    trained = long_tail_pool({"training": {"tail_train": True}})
+    assert "a quarter of the long tail" in trained and "Never trained on" not in trained
