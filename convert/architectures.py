@@ -51,7 +51,10 @@ def shape_onehots(vocab: int) -> np.ndarray:
     from resolverguard.encoding import NameEncoder
     from resolverguard.ngrams import SHAPE_BASE, NgramHasher
 
-    lookup = NgramHasher(NameEncoder()).shape_lookup[:vocab].astype(np.int64)
+    encoder = NameEncoder()  # the charset convert.train encodes with; another would misclass every index
+    if vocab != encoder.vocab_size:
+        raise ValueError(f"cnn_shape needs the default charset's vocabulary ({encoder.vocab_size}), got {vocab}")
+    lookup = NgramHasher(encoder).shape_lookup[:vocab].astype(np.int64)
     table = np.eye(SHAPE_BASE, dtype=np.float32)[lookup]
     table[lookup == 0] = 0.0
     return table

@@ -39,6 +39,14 @@ BENIGN_MACHINE = "benign-machine"
 BENIGN_DNS_MACHINE = "benign-dnsonly-machine"
 BENIGN_FAMILIES = (BENIGN, BENIGN_DNS_ONLY, BENIGN_MACHINE, BENIGN_DNS_MACHINE)
 DNS_VOLUME_PROVIDERS = frozenset({"cloudflare", "umbrella"})
+
+
+def dga_families(family: npt.NDArray[np.str_]) -> list[str]:
+    """The DGA families among these rows' families: a run's `trained_families`, which the shipped
+    metadata and the replay benchmark read as DGA (no benign pool: `--tail-train` trains on the long tail)."""
+    return sorted(set(family.tolist()) - set(BENIGN_FAMILIES))
+
+
 DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
 # Feed files keep the feed's labels; these map them to the generator family names.

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from convert.data import BENIGN, Dataset
+from convert.data import Dataset, dga_families
 from convert.labelstats import LabelStats
 from convert.splits import TEST, TRAIN, Split
 from convert.train import (
@@ -142,7 +142,7 @@ def train(
         "word_weights": dict(zip(WordFeatures.NAMES, coef[n_hash + n_dense :].tolist(), strict=False)) if words else {},
         "stats": stats,
         "held_out": list(split.held_out),
-        "trained_families": sorted(set(fam_train.tolist()) - {BENIGN}),
+        "trained_families": dga_families(fam_train),
         "train_rows": int(len(texts)),
         "test_rows": int(split.mask(TEST).sum()),
         "train_seconds": round(seconds, 1),

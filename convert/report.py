@@ -16,6 +16,7 @@ import argparse
 import json
 import re
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from convert.evaluate import (
 from convert.experiments import CHOSEN, FOLDS, FULL, carried_label, configs, summarise, threshold_rules
 from convert.report_text import CAL_TAIL, CAL_TRUSTED
 from convert.splits import TEST
+from convert.variants import guard_binds
 
 # The architecture comparison: the chosen data configuration, fold 0's families held out, the same
 # 60k training names and 3 epochs for each (the recurrent models cost 5-10x the CNN on this CPU).
@@ -349,6 +351,7 @@ def main(argv: list[str] | None = None) -> None:
     shipped_rule = previous.carry(guarded, "experiments_guarded", rule="guarded")
     made = {(n, rule): (found[n], r) for rule, got in (("pooled", fresh), ("guarded", guarded)) for n, r in got.items()}
     ev["chosen"] = FULL if FULL in experiments or FULL in shipped_rule else CHOSEN
+    ev["guard_binds"] = guard_binds(Path("runs"), ev["chosen"])  # what holds the sinkhole threshold
     chosen = shipped_rule.get(ev["chosen"]) or experiments.get(ev["chosen"], {})
     if "carried_from" in chosen and previous.eval.get("chosen") == ev["chosen"]:
         ev["leave_family_out"] = previous.eval.get("leave_family_out", {})
@@ -433,6 +436,12 @@ def idn_section(previous: Previous, default: Path, variant: str) -> str:
     return section(Path("runs"), default, variant)
 
 
+def ran(configs: Iterable[str], root: Path = Path("runs")) -> bool:
+    """Whether every configuration a generated section tables has its first fold: a section is made
+    again only whole, never from the few of its runs a partial rerun (STAGE=ship) happens to share."""
+    return all((root / f"{name}-lfo0" / "scores.npz").exists() for name in configs)
+
+
 def charlm_section(previous: Previous) -> str:
     """The session-12 section (the benign character LM): from its runs when they exist, else carried."""
     from convert.charlm import END, START, section
@@ -453,18 +462,18 @@ def seeds_section(previous: Previous) -> str:
 
 def shapes_section(previous: Previous) -> str:
     """The session-15 section (shape n-grams in the linear stage): from its runs, else carried."""
-    from convert.shapes import AFTER, END, START, section
+    from convert.shapes import AFTER, BEFORE, END, ENSEMBLES, START, WEIGHTED, section
 
-    if not (Path("runs") / f"{AFTER}-lfo0" / "scores.npz").exists():
+    if not ran((BEFORE, AFTER, *ENSEMBLES, *WEIGHTED)):
         return previous.marked(START, END, "(the shape n-gram runs were not run: convert/sweep.sh)")
     return section(Path("runs"))
 
 
 def variants_section(previous: Previous) -> str:
     """The session-17 section (what else was tried for families never seen): from its runs, else carried."""
-    from convert.variants import END, START, section
+    from convert.variants import END, ROWS, START, section
 
-    if not (Path("runs") / "s-tail-lfo0" / "scores.npz").exists():
+    if not ran(name for _, name, _ in ROWS):
         return previous.marked(START, END, "(the session-17 runs were not run: convert/sweep.sh)")
     return section(Path("runs"))
 

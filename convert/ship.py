@@ -11,6 +11,7 @@ came from.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -141,6 +142,10 @@ def ship(run: Path, variant: str, out: Path, linear_run: Path | None = None) -> 
         temperature = json.loads((run / "tflite" / "temperature.json").read_text())["temperature"]
         lite_scores, spec = ensemble_metadata(run, linear_run, out, lite_scores, temperature)
     meta = ship_metadata(run, variant, lite_scores)
+    # The files' digest ends the version: two models of one day and one data set (session 18 retrained
+    # on the same data) must not share it; the report tells a regeneration from a new model by it.
+    files = hashlib.sha256(content + (spec or {}).get("linear_sha256", "").encode()).hexdigest()[:8]
+    meta = replace(meta, model_version=f"{meta.model_version}-{files}")
     if spec is not None:
         arch = f"{meta.architecture}+linear"
         version = meta.model_version.replace(meta.architecture, arch, 1)

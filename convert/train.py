@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from convert.augment import compound_copies, drop_suffixes, random_names
-from convert.data import BENIGN, CLEANING_RULES, DEFAULT_DATA_DIR, Dataset, InputForm, load_cached
+from convert.data import BENIGN, CLEANING_RULES, DEFAULT_DATA_DIR, Dataset, InputForm, dga_families, load_cached
 from convert.splits import (
     BENIGN_VAL,
     TEST,
@@ -210,7 +210,7 @@ def train(cfg: TrainConfig) -> None:
         "cache": str(cfg.cache),
         "form": cfg.form.value,
         "held_out": list(split.held_out),
-        "trained_families": sorted(set(fam_train.tolist()) - {BENIGN}),
+        "trained_families": dga_families(fam_train),
         "train_rows": int(len(texts)),
         "val_rows": int(len(val_rows)),
         "test_rows": int(split.mask(TEST).sum()),

@@ -6,6 +6,7 @@ augmentations, per-family weights, threshold calibration with its interval, the 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import random
 import string
@@ -231,6 +232,8 @@ def test_architecture_trains_quantizes_and_ships(arch: str, data_dir: Path, tmp_
     assert lite.dtype == np.float32 and np.isfinite(lite).all()
     assert meta["training"]["families"] == ["dyn", "hexy", "randa"] and meta["training"]["held_out_families"] == []
     assert meta["training"]["tail_train"] is False  # carried from run.json: the report's Data text reads it
+    # the version ends with the file's digest: two models of one day and data set never share it
+    assert meta["model_version"].endswith("-" + hashlib.sha256(target.read_bytes()).hexdigest()[:8])
 
 
 def test_init_seed_changes_the_weights_and_keeps_the_split(data_dir: Path, tmp_path: Path) -> None:
@@ -345,6 +348,7 @@ def test_tail_train_takes_a_quarter_of_the_long_tail_from_the_calibration_half(
     assert set(plain.labels.tolist()) - set(trained.labels.tolist()) == quarter  # scored: all but those
     info = [json.loads((run / "run.json").read_text()) for run in runs.values()]
     assert info[1]["train_rows"] == info[0]["train_rows"] + len(quarter) and info[1]["tail_train"]
+    assert info[1]["trained_families"] == info[0]["trained_families"]  # the long tail is not a DGA family
     assert set(trained.labels[trained.long_tail()].tolist()) == set(plain.labels[plain.long_tail()].tolist())
     assert not quarter & set(trained.labels[trained.calibration()].tolist())
     # a run without it, read as such a run sees the pools: the same names
@@ -438,3 +442,14 @@ def test_metadata_writer_round_trips(tmp_path: Path) -> None:
     assert back.encoder == meta.encoder and (back.extra or {})["x"] == [1] and back.tflite_sha256
     back.write(tmp_path / "again.tflite", b"model bytes")
     assert (tmp_path / "again.json").read_text() == (tmp_path / "m.json").read_text()
+
+
+def test_the_class_branch_refuses_a_vocabulary_it_cannot_class() -> None:
+    """`cnn_shape` classes each encoder index by the default charset; another vocabulary would put
+    every character in the wrong class silently, so it is refused."""
+    from convert.architectures import shape_onehots
+
+    vocab = NameEncoder().vocab_size
+    assert shape_onehots(vocab).shape == (vocab, 8)
+    with pytest.raises(ValueError, match="charset"):
+        shape_onehots(vocab + 3)

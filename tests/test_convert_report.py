@@ -213,3 +213,14 @@ def test_the_data_section_says_whether_a_quarter_of_the_long_tail_was_trained_on
     assert "Never trained on" in long_tail_pool({})
     trained = long_tail_pool({"training": {"tail_train": True}})
     assert "a quarter of the long tail" in trained and "Never trained on" not in trained
+
+
+def test_a_section_is_made_again_only_when_all_its_configurations_ran(tmp_path: Path) -> None:
+    """convert.report.ran: a partial rerun (STAGE=ship trains s-tail, which the session-17 section
+    also tables) must carry the section, not rebuild it from the one configuration it has."""
+    from convert.report import ran
+
+    assert ran([], tmp_path)
+    (tmp_path / "a-lfo0").mkdir()
+    (tmp_path / "a-lfo0" / "scores.npz").write_bytes(b"")
+    assert ran(["a"], tmp_path) and not ran(["a", "b"], tmp_path)
