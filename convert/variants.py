@@ -60,7 +60,15 @@ WEIGHTS = (
     ("w 0.8", "e-vs-w8", False),
     ("w 1 (the linear stage alone)", BASE, False),
 )
-ROWS = (*LINEAR, *TAIL, *CNN, *WEIGHTS)
+MORE_TAIL = (  # session 18: three eighths of the long tail trained on (--tail-eighths 3), beside the quarter
+    ("s-tail, a quarter", "s-tail", False),
+    ("s-tail3, three eighths", "s-tail3", False),
+    ("v-tail, a quarter", "v-tail", False),
+    ("v-tail3, three eighths", "v-tail3", False),
+    ("e-vt-cmean, a quarter", "e-vt-cmean", False),
+    ("e-vt3-cmean, three eighths", "e-vt3-cmean", False),
+)
+ROWS = (*LINEAR, *TAIL, *CNN, *WEIGHTS, *MORE_TAIL)
 RAND = {"f-tail": "cnn"}  # a configuration's random-split run when it is not `<name>-rand` (the shipped CNN)
 
 
@@ -194,6 +202,12 @@ def section(root: Path = Path("runs"), folds: int = FOLDS) -> str:
         "{CSHAPE}": change(got, CNN[1][0], CNN[0][0]),
         "{CSHAPE_ENSEMBLE}": change(got, CNN[3][0], CNN[2][0]),
         "{SEEDS}": seeds(root),
+        "{MORE_TAIL}": table(got, MORE_TAIL, root),
+        "{MORE_LINEAR}": change(got, MORE_TAIL[1][0], MORE_TAIL[0][0]),
+        "{MORE_CNN}": change(got, MORE_TAIL[3][0], MORE_TAIL[2][0]),
+        "{MORE_ENS}": change(got, MORE_TAIL[5][0], MORE_TAIL[4][0]),
+        "{MORE_TPR}": tprs(root, "e-vt3-cmean", "e-vt-cmean"),
+        "{MORE_RATES}": f"{rates(got, MORE_TAIL[5][0])} against {rates(got, MORE_TAIL[4][0])}",
     }
     return filled(VARIANTS_TEXT, fields, START, END)
 
