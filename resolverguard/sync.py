@@ -80,6 +80,7 @@ VERDICT_BATCH = 500  # most scores in one message (and one stream entry)
 VERDICT_QUEUE = 50_000  # scores waiting to be sent; beyond, dropped (they are a cache: counted, not resent)
 VERDICT_CATCHUP = 50  # stream entries read per call when catching up (the loop answers in between)
 _FAILURES = (RedisError, OSError, asyncio.TimeoutError, ValueError)
+STOP_ROUNDS = 5  # cancellations `stop` sends a task that keeps running (one is enough from Python 3.12)
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,11 +207,20 @@ class FleetSync:
             self._tasks.append(asyncio.ensure_future(self._send_scores()))
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, *_FAILURES):
-                await task
+        """Cancels the link's tasks, again while one runs on: before Python 3.12 `asyncio.wait_for`
+        drops a cancellation that arrives as its call completes (python/cpython#86296), and a task
+        that then loops on (`_publish` back at its queue) would keep shutdown waiting for ever
+        (seen in CI: stop after a finding was written). Each round waits one Redis timeout."""
+        pending = set(self._tasks)
+        for _ in range(STOP_ROUNDS):
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=self.cfg.timeout)
+            if not pending:
+                break
+        for task in self._tasks:  # what a task died of was reported when it happened
+            if task.done() and not task.cancelled():
+                task.exception()
         with contextlib.suppress(*_FAILURES):
             await asyncio.wait_for(self.redis.aclose(), self.cfg.timeout)
 

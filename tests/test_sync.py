@@ -41,7 +41,7 @@ from resolverguard.config import (
     SyncConfig,
     load_config,
 )
-from resolverguard.sync import Finding
+from resolverguard.sync import Finding, FleetSync
 
 
 @pytest.fixture
@@ -399,3 +399,25 @@ def test_sync_config_reads_urls_with_auth_and_tls(tmp_path: Path) -> None:
     short.write_text("sync: redis://127.0.0.1:6379\n")
     assert load_config(short).sync.redis == "redis://127.0.0.1:6379"
     assert not Config().sync.enabled  # off by default
+
+
+def test_stop_cancels_again_a_task_that_dropped_its_cancellation() -> None:
+    """Before Python 3.12 `asyncio.wait_for` can drop a cancellation that arrives as its call ends
+    (python/cpython#86296); CI saw shutdown hang on a sync task that then looped on. `stop` cancels
+    again: the task ends and stop returns (without the second cancel this waits the full 30 s)."""
+    sync = FleetSync(SyncConfig(redis=f"redis://127.0.0.1:{free_port()}/0", timeout=0.2))
+
+    async def stubborn() -> None:
+        with contextlib.suppress(asyncio.CancelledError):  # dropped, as the race drops it
+            await asyncio.sleep(30)
+        await asyncio.sleep(30)  # on to its next wait
+
+    async def run() -> tuple[bool, bool]:
+        task = asyncio.ensure_future(stubborn())
+        sync._tasks = [task]
+        await asyncio.sleep(0)
+        stopping = asyncio.ensure_future(sync.stop())
+        done, _ = await asyncio.wait({stopping}, timeout=10)
+        return stopping in done, task.cancelled()
+
+    assert asyncio.run(run()) == (True, True)
