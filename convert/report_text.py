@@ -250,10 +250,10 @@ def _against_ensemble(ev: dict[str, Any], previous: dict[str, Any]) -> str:
 
 
 # The long-tail pool in the Data section: trained on in part (session 18 on), or never.
-TAIL_UNTRAINED = """* **long tail**: names only ONE DNS-volume list carries. Never trained on. A fixed half of it (by a hash
+TAIL_POOL_NEVER_TRAINED = """* **long tail**: names only ONE DNS-volume list carries. Never trained on. A fixed half of it (by a hash
   of the label) joins the calibration pool, the other half is the long-tail test set the targets are
   measured on."""
-TAIL_TRAINED = """* **long tail**: names only ONE DNS-volume list carries. A fixed half of it (by a hash of the label,
+TAIL_POOL_QUARTER_TRAINED = """* **long tail**: names only ONE DNS-volume list carries. A fixed half of it (by a hash of the label,
   `convert.splits.tail_hash`) is the long-tail test set the targets are measured on: never trained or
   calibrated on. Of the other half, one half (a quarter of the long tail, `--tail-train`, session 18) is
   trained on as benign: the CDN, API and regional variety the trusted lists lack (section "What else
@@ -263,7 +263,7 @@ TAIL_TRAINED = """* **long tail**: names only ONE DNS-volume list carries. A fix
 def long_tail_pool(meta: dict[str, Any]) -> str:
     """The Data section's long-tail paragraph, as the shipped run used the pool (its metadata's
     `training.tail_train`, written by convert.ship)."""
-    return TAIL_TRAINED if meta.get("training", {}).get("tail_train") else TAIL_UNTRAINED
+    return TAIL_POOL_QUARTER_TRAINED if meta.get("training", {}).get("tail_train") else TAIL_POOL_NEVER_TRAINED
 
 
 # Why the ensemble was retrained under the same configuration (session 13) ...
