@@ -218,9 +218,10 @@ class FleetSync:
             _, pending = await asyncio.wait(pending, timeout=self.cfg.timeout)
             if not pending:
                 break
-        for task in self._tasks:  # what a task died of was reported when it happened
-            if task.done() and not task.cancelled():
-                task.exception()
+        for task in self._tasks:  # a link failure was said when it happened; anything else is a bug: raised
+            err = task.exception() if task.done() and not task.cancelled() else None
+            if err is not None and not isinstance(err, _FAILURES):
+                raise err
         with contextlib.suppress(*_FAILURES):
             await asyncio.wait_for(self.redis.aclose(), self.cfg.timeout)
 
