@@ -112,6 +112,12 @@ vetted() {
   runng s-tail3-rand $NG --cleaning lists --shapes 3,4,5,6 --tail-train --tail-eighths 3
   run v-tail3-rand --arch cnn $SUF $B --cleaning lists --tail-train --tail-eighths 3
   $PY -m convert.ensemble --cnn v-tail3 --linear s-tail3 --how cascade-mean-0.05 --out e-vt3-cmean > /dev/null
+  # ... and with the quarter, the budget CNN at width 128 (B's other settings).
+  for k in 0 1 2 3 4; do
+    run "v-tailw128-lfo$k" --holdout-fold "$k" --arch cnn $SUF $B --width 128 --cleaning lists --tail-train
+  done
+  run v-tailw128-rand --arch cnn $SUF $B --width 128 --cleaning lists --tail-train
+  $PY -m convert.ensemble --cnn v-tailw128 --linear s-tail --how cascade-mean-0.05 --out e-vtw128-cmean > /dev/null
 }
 case "${STAGE:-all}" in
   ship) shipped; exit 0 ;;

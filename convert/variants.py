@@ -67,6 +67,8 @@ MORE_TAIL = (  # session 18: three eighths of the long tail trained on (--tail-e
     ("v-tail3, three eighths", "v-tail3", False),
     ("e-vt-cmean, a quarter", "e-vt-cmean", False),
     ("e-vt3-cmean, three eighths", "e-vt3-cmean", False),
+    ("v-tailw128, a quarter, CNN width 128", "v-tailw128", False),
+    ("e-vtw128-cmean, a quarter, CNN width 128", "e-vtw128-cmean", False),
 )
 ROWS = (*LINEAR, *TAIL, *CNN, *WEIGHTS, *MORE_TAIL)
 RAND = {"f-tail": "cnn"}  # a configuration's random-split run when it is not `<name>-rand` (the shipped CNN)
@@ -208,6 +210,9 @@ def section(root: Path = Path("runs"), folds: int = FOLDS) -> str:
         "{MORE_ENS}": change(got, MORE_TAIL[5][0], MORE_TAIL[4][0]),
         "{MORE_TPR}": tprs(root, "e-vt3-cmean", "e-vt-cmean"),
         "{MORE_RATES}": f"{rates(got, MORE_TAIL[5][0])} against {rates(got, MORE_TAIL[4][0])}",
+        "{WIDE_CNN}": change(got, MORE_TAIL[6][0], MORE_TAIL[2][0]),
+        "{WIDE_ENS}": change(got, MORE_TAIL[7][0], MORE_TAIL[4][0]),
+        "{WIDE_TPR}": tprs(root, "e-vtw128-cmean", "e-vt-cmean"),
     }
     return filled(VARIANTS_TEXT, fields, START, END)
 
