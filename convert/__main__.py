@@ -11,6 +11,7 @@ Each step is also its own command: convert.train, convert.quantize, convert.ship
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -43,7 +44,10 @@ def finish() -> None:
     for name in ("family.tflite", "family.json"):  # the family head (convert.family), if it was trained
         if (ROOT / "runs" / "family" / name).exists():
             shutil.copy(ROOT / "runs" / "family" / name, ROOT / "models" / name)
-    report.main(["--default", str(DEFAULT_RUN), "--variant", VARIANT, "--out", str(ROOT / "models")])
+    # The report reads runs/ and bench/results/ relative to the checkout, and writes the run's path
+    # into models/eval.json: relative, so the committed file names no machine's directory.
+    os.chdir(ROOT)
+    report.main(["--default", str(DEFAULT_RUN.relative_to(ROOT)), "--variant", VARIANT, "--out", "models"])
 
 
 if __name__ == "__main__":

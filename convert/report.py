@@ -418,6 +418,7 @@ def shipped_ensemble(meta: dict[str, Any], found: dict[str, list[Path]]) -> dict
             "n90": r["families_ge_0.9"]["sinkhole"],
             "n": r["n_families"],
             "folds": r["folds"],
+            "families": {f: v["sinkhole"] for f, v in r["families"].items()},
         },
         "random_split": spec.get("random_split", {}),
         "thresholds": meta.get("thresholds", {}),

@@ -58,7 +58,10 @@ def ship_metadata(run: Path, variant: str, lite_scores: npt.NDArray[np.float32])
         "training_data_digest": info["data_digest"],
         "training": {
             **{k: info.get(k) for k in ("seed", "cap", "epochs_run", "train_rows", "params", "train_seconds")},
-            **{k: info.get(k) for k in ("balance", "suffix_dropout", "compounds", "width", "tail_train")},
+            **{
+                k: info.get(k)
+                for k in ("balance", "suffix_dropout", "compounds", "width", "tail_train", "tail_eighths")
+            },
             "families": trained,
             "held_out_families": [f for f in every if f not in trained],
         },
@@ -83,7 +86,7 @@ def ensemble_metadata(
     configuration `e-f1-cmean` of models/REPORT.md): its scores on the run's names, computed with
     serving's own function from the quantized CNN's scores and the linear stage as serving loads it,
     and the `ensemble` metadata (the gate, the CNN's own thresholds, random-split facts)."""
-    from convert.evaluate import tpr_at_fpr
+    from convert.evaluate import family_recall, tpr_at_fpr
     from convert.gate import gate_threshold, stage_logits
     from convert.splits import TEST
     from resolverguard.gatestage import gate_files
@@ -109,6 +112,14 @@ def ensemble_metadata(
         "tail_sinkhole": float((scores[tail] >= ours[DEFAULT_ACTIONS["sinkhole"]]).mean()),
         "tail_log": float((scores[tail] >= ours[DEFAULT_ACTIONS["log"]]).mean()),
         "reach_calibration": float((linear[pool] >= gate).mean()),
+        # Per family at the sinkhole, on families it trained on: the report holds the leave-family-out
+        # recall against what the same scorer reaches on a family it has seen.
+        "families_seen": {
+            f: r["sinkhole"]
+            for f, r in family_recall(
+                replace(s, score=scores), test, {"sinkhole": ours[DEFAULT_ACTIONS["sinkhole"]]}
+            ).items()
+        },
     }
     spec = {
         "how": ENSEMBLE_HOW,

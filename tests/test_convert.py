@@ -414,6 +414,8 @@ def test_ship_with_a_linear_stage_serves_the_ensemble(data_dir: Path, tmp_path: 
     assert spec["gate_logit"] == facts["threshold_logit"] and meta["architecture"] == "cnn+linear"
     assert meta["threshold_support"]["fpr_1e-4"]["n"] == spec["calibration_names"]
     assert spec["cnn_thresholds"]["sinkhole"] > 0 and 0 < spec["random_split"]["reach_calibration"] <= 0.06
+    seen = spec["random_split"]["families_seen"]  # the families trained on, for convert.report_text
+    assert set(seen) == {"dyn", "hexy", "randa"} and all(0 <= r <= 1 for r in seen.values())
     model = load_model(target)
     assert isinstance(model, EnsembleScorer) and model.gate == spec["gate_logit"]
     names = ["shopnews.com", "qkzjxwpvbrt.net", "a.de", "0123456789abcdef0123.com", "myhome.ddns.net"]

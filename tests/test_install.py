@@ -120,6 +120,19 @@ def test_readme_figures_are_the_bench_results() -> None:
     assert result.returncode == 0, result.stdout
 
 
+def test_readme_says_what_the_model_reaches_on_families_it_trained_on() -> None:
+    """bench/readme.py's model paragraph reads convert.ship's `families_seen` (none: no sentence)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_readme", ROOT / "bench" / "readme.py")
+    assert spec is not None and spec.loader is not None
+    readme = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(readme)
+    said = readme._seen({"families_seen": {"a": 0.5, "b": 0.95, "c": 0.4, "d": 1.0}})
+    assert "blocks on average 71% of a family's names" in said and "(2 of 4 families >= 90%)" in said
+    assert readme._seen({}) == ""
+
+
 def test_docker_build_context_and_image() -> None:
     """The image installs the package only (no training side) and keeps local environments out of
     the build context (a venv would be sent to the daemon and could shadow the install)."""
