@@ -5,9 +5,11 @@ the Internet, and a short replay through a real `resolverguard serve` counts blo
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import string
 import sys
+from pathlib import Path
 
 import dns.asyncquery
 import dns.message
@@ -115,7 +117,7 @@ def _scored_has_digit(qname: str, role: str) -> bool:
     return any(ch.isdigit() for ch in label)
 
 
-def test_a_short_replay_counts_what_the_resolver_blocked() -> None:
+def test_a_short_replay_counts_what_the_resolver_blocked(tmp_path: Path) -> None:
     trace = generate(SMALL, BENIGN, FAMILIES)
     plan = replay.Plan(ROOT / "examples" / "home-gateway.yaml", DIGITS_MODEL, list(FAMILIES), "test", "test")
     result = asyncio.run(replay.replay(plan, trace))
@@ -140,6 +142,24 @@ def test_a_short_replay_counts_what_the_resolver_blocked() -> None:
     assert health["blocked_by_answers"] == health["blocked_by_log"]
     assert set(health["log_block_reasons"]) <= {"model", "cache"}  # scored now, or a verdict kept from before
     assert health["log_lines"] == len(trace.lookups)
+    # bench/replay_folds.py over this result as two folds, each leaving out one family: every family is
+    # read from the fold that left it out, the benign side summed over the runs
+    import replay_folds
+
+    for k, fam in enumerate(("digitfam", "wordfam")):
+        fold = {
+            **result,
+            "passes": {n: {**r, "families": {fam: r["families"][fam]}} for n, r in result["passes"].items()},
+        }
+        (tmp_path / f"replay-fold{k}.json").write_text(json.dumps(fold))
+    summary = replay_folds.summarise(replay_folds.load(tmp_path))
+    assert summary["folds"] == ["fold0", "fold1"] and summary["families"]["wordfam"]["fold"] == "fold1"
+    off = summary["passes"]["watch off"]
+    assert off["mean_c2_all_share"] == 0.5 and off["families_ge_0.9"] == 1 and off["lowest"][0] == ("wordfam", 0.0)
+    assert (
+        off["benign"]["blocked"] == 2 * p["benign"]["blocked"] and off["benign"]["clients"] == 2 * SMALL.benign_clients
+    )
+    assert "| wordfam | fold1 | 0/" in replay_folds.render(summary)
 
 
 def test_lookups_until_flagged_count_the_clients_dga_lookups_in_log_order() -> None:
