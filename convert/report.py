@@ -372,6 +372,7 @@ def main(argv: list[str] | None = None) -> None:
     ev["parity"] = parity
     ev["replaced"] = replaced(previous, ev["model_version"])
     ev["shipped_ensemble"] = shipped_ensemble(meta, configs(Path("runs"), "*-lfo[0-9]"))
+    ev["replay_folds"] = replay_folds(Path("bench/results/replay-folds.json"))
     (a.out / "eval.json").write_text(json.dumps(ev, indent=2))
     plot_roc(
         {f"{r['arch']} (fold 0, {r['train_rows'] // 1000}k names)": Path(COMPARE[r["arch"]]) for r in fresh_rows}
@@ -423,6 +424,23 @@ def shipped_ensemble(meta: dict[str, Any], found: dict[str, list[Path]]) -> dict
         "random_split": spec.get("random_split", {}),
         "thresholds": meta.get("thresholds", {}),
         "speed": speed,
+    }
+
+
+def replay_folds(path: Path) -> dict[str, Any] | None:
+    """The end-to-end replay of the shipped recipe's fold models on the families each never saw
+    (bench/replay_folds.py): C2 lookups blocked by the model alone and with the client watch."""
+    if not path.exists():
+        return None
+    got = json.loads(path.read_text())
+    passes = got["passes"]
+    return {
+        "families": len(got["families"]),
+        "folds": len(got["folds"]),
+        "model_alone": passes["watch off"]["mean_c2_all_share"],
+        "with_watch": passes["watch on"]["mean_c2_all_share"],
+        "with_watch_ge_0.9": passes["watch on"]["families_ge_0.9"],
+        "benign_blocked": passes["watch on"]["benign"]["blocked"] + passes["watch off"]["benign"]["blocked"],
     }
 
 

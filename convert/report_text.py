@@ -138,6 +138,15 @@ def seen_against_unseen(ev: dict[str, Any]) -> str:
         if best < 0.6
         else "The gap between the two is what generalising better could still gain."
     )
+    replay = ev.get("replay_folds")
+    if replay:
+        verdict += (
+            f" End to end (`bench/results/replay-folds.md`: the {replay['folds']} fold models of the shipped "
+            f"recipe on a replayed small network, each on the families it never saw, {replay['families']} in "
+            f"all), the model alone blocks on average {replay['model_alone']:.0%} of a family's C2 lookups and, "
+            f"with the client watch, {replay['with_watch']:.0%} ({replay['with_watch_ge_0.9']} families >= 90%; "
+            f"benign lookups blocked: {replay['benign_blocked']})."
+        )
     return (
         f"* **What the same models reach on families they trained on** (the random split's test names, "
         f"at each scorer's own sinkhole threshold; the {n} families trained on that have test names, "

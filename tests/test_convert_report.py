@@ -259,4 +259,15 @@ def test_unseen_recall_is_held_against_the_same_families_trained_on() -> None:
     ev["shipped_ensemble"]["random_split"]["families_seen"] = {"a": 0.4, "b": 0.5}
     ev["family_recall"] = fam(a=0.4, b=0.5)
     assert "cannot by itself meet these two targets" in seen_against_unseen(ev)
+    assert "End to end" not in seen_against_unseen(ev)
+    ev["replay_folds"] = {
+        "folds": 5,
+        "families": 47,
+        "model_alone": 0.388,
+        "with_watch": 0.904,
+        "with_watch_ge_0.9": 33,
+        "benign_blocked": 0,
+    }
+    said = seen_against_unseen(ev)
+    assert "blocks on average 39% of a family's C2 lookups and, with the client watch, 90% (33 families" in said
     assert seen_against_unseen(ev | {"shipped_ensemble": {}, "leave_family_out": {}}) == ""
