@@ -133,6 +133,36 @@ def test_readme_says_what_the_model_reaches_on_families_it_trained_on() -> None:
     assert readme._seen({}) == ""
 
 
+def test_readme_replay_sentence_follows_the_results(tmp_path: Path) -> None:
+    """bench/readme.py's client-watch block reads replay.json and replay-folds.json; it says no benign
+    client was touched only when none was, in any pass of either."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("bench_readme", ROOT / "bench" / "readme.py")
+    assert spec is not None and spec.loader is not None
+    readme = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(readme)
+
+    def one(mean: float, blocked: int = 0) -> dict[str, object]:
+        benign = {"blocked": blocked, "flagged": 0}
+        return {"mean_c2_all_share": mean, "min_c2_all_share": mean / 2, "benign": benign}
+
+    params = {"benign_clients": 8, "infected_per_family": 2, "duration": 60.0}
+    shipped = {"trace": {"params": params}, "families": ["w"], "passes": {"watch on": one(0.8), "watch off": one(0.0)}}
+    fold_on = one(0.9) | {"families_ge_0.9": 1, "lowest": [["a", 0.5]]}
+    folds = {"folds": ["fold0"], "families": {"a": {}, "b": {}}, "passes": {"watch on": fold_on, "watch off": one(0.4)}}
+    (tmp_path / "replay.json").write_text(json.dumps(shipped))
+    (tmp_path / "replay-folds.json").write_text(json.dumps(folds))
+    said = readme.replay_figures(tmp_path)
+    assert "the model alone blocks 0% of the C2 lookups of the 1 families" in said and "at least 40%" in said
+    assert "on average 40% of a family's C2 lookups and with the watch 90% (1 families" in said
+    assert "the lowest a 50%" in said and "no benign client is flagged" in said
+    folds["passes"]["watch off"] = one(0.4, blocked=3)
+    (tmp_path / "replay-folds.json").write_text(json.dumps(folds))
+    assert "no benign client" not in readme.replay_figures(tmp_path)
+
+
 def test_docker_build_context_and_image() -> None:
     """The image installs the package only (no training side) and keeps local environments out of
     the build context (a venv would be sent to the daemon and could shadow the install)."""
