@@ -37,6 +37,8 @@ def summarise(runs: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
             if got is None:
                 raise SystemExit(f"{fold}: no '{name}' pass (run bench/replay.py with --passes both)")
             for fam, row in got["families"].items():
+                if families.get(fam, {}).get("fold", fold) != fold:
+                    raise SystemExit(f"{fam} is in {families[fam]['fold']} and {fold}: a family has one fold")
                 families.setdefault(fam, {"fold": fold, "model": run["model"]["version"]})[name] = {
                     k: row[k] for k in ("c2_first_blocked", "c2_first_total", "c2_all_blocked", "c2_all_total")
                 }

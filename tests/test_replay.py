@@ -15,6 +15,7 @@ import dns.asyncquery
 import dns.message
 import dns.rcode
 import dns.rdatatype
+import pytest
 from dnsfixtures import DIGITS_MODEL, ROOT
 
 from resolverguard.model import load_model
@@ -160,6 +161,9 @@ def test_a_short_replay_counts_what_the_resolver_blocked(tmp_path: Path) -> None
         off["benign"]["blocked"] == 2 * p["benign"]["blocked"] and off["benign"]["clients"] == 2 * SMALL.benign_clients
     )
     assert "| wordfam | fold1 | 0/" in replay_folds.render(summary)
+    (tmp_path / "replay-fold2.json").write_text((tmp_path / "replay-fold0.json").read_text())
+    with pytest.raises(SystemExit, match="digitfam is in fold0 and fold2"):
+        replay_folds.summarise(replay_folds.load(tmp_path))
 
 
 def test_lookups_until_flagged_count_the_clients_dga_lookups_in_log_order() -> None:
