@@ -91,9 +91,11 @@ def run_unbound(
     ask: str = "parallel",
     extra: str = "",
     window: int | None = None,
+    port: int | None = None,
 ) -> Iterator[Unbound]:
-    """`extra`: more `server:` lines, two-space indented; `window`: RESOLVERGUARD_WINDOW."""
-    port = free_port()
+    """`extra`: more `server:` lines, two-space indented; `window`: RESOLVERGUARD_WINDOW; `port`: the
+    port to listen on (another process's, with `so-reuseport: yes` in `extra`), else a free one."""
+    port = port or free_port()
     conf = unbound_conf(work, port, upstream, threads, extra)
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": DIST_PACKAGES}
     env["RESOLVERGUARD_SOCKET"] = str(socket_path)
@@ -188,6 +190,32 @@ def test_a_benign_name_resolves_and_a_dga_name_gets_the_sinkhole_stored_in_unbou
     assert dga_a[0]["transport"] == "unbound" and dga_a[0]["client"] == "127.0.0.1"
     benign = next(x for x in lines if x["qname"] == "example.com")
     assert benign["action"] == "pass"
+
+
+@needs_unbound
+def test_two_unbound_processes_on_one_port_each_run_the_module_and_block(tmp_path: Path, upstream: Upstream) -> None:
+    """One Unbound process per core (docs/unbound.md, "More than one core"): two processes of one
+    thread on one port (`so-reuseport`), each with its own embedded Python, both asking one service.
+    Queries from 40 client sockets reach both (the kernel spreads sockets by their addresses); every
+    answer is right, and each process asked the service for the DGA name once, then answered it from
+    its own cache."""
+    sock, port = tmp_path / "verdicts.sock", free_port()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    reuse = "  so-reuseport: yes\n"
+    with (
+        run_service(tmp_path, sock),
+        run_unbound(tmp_path / "a", upstream.port, sock, extra=reuse, port=port) as a,
+        run_unbound(tmp_path / "b", upstream.port, sock, extra=reuse, port=port) as b,
+    ):
+        for _ in range(40):  # dns.query.udp: a new socket (a new source port) for every query
+            assert addresses(a.ask(DGA)) == ["0.0.0.0"]
+            assert addresses(a.ask("example.com")) == [UPSTREAM_A]
+        assert a.proc.poll() is None and b.proc.poll() is None
+        for unbound in (a, b):
+            assert "resolverguard: module loaded" in unbound.log_text()
+    dga_a = [x for x in logged(tmp_path) if x["qname"] == DGA and x["qtype"] == "A"]
+    assert len(dga_a) == 2 and {x["action"] for x in dga_a} == {"sinkhole"}
 
 
 @needs_unbound
