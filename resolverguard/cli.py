@@ -80,6 +80,17 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=cmd_serve)
     module = sub.add_parser("unbound-module", help="print the unbound.conf lines and the path of the Unbound module")
     module.add_argument("--socket", type=Path, help="the verdict service's socket (/run/resolverguard/unbound.sock)")
+    module.add_argument(
+        "--processes",
+        type=process_count,
+        default=1,
+        help="Unbound processes on one port, one per core: also print each extra one's config and unit",
+    )
+    module.add_argument(
+        "--unbound-conf",
+        type=Path,
+        help="the first process's config, which the others include (/etc/unbound/unbound.conf)",
+    )
     module.set_defaults(run=cmd_unbound_module)
     verdicts = sub.add_parser("unbound-service", help="the verdict service the Unbound module asks (docs/unbound.md)")
     verdicts.add_argument("--config", type=Path, help="policy file (YAML); built-in defaults without one")
@@ -387,15 +398,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_unbound_module(args: argparse.Namespace) -> int:
-    from resolverguard.unboundservice import DEFAULT_SOCKET, module_config
+    from resolverguard.unboundconf import DEFAULT_SOCKET, UNBOUND_CONF, module_config
 
-    print(module_config(args.socket or DEFAULT_SOCKET), end="")
+    text = module_config(
+        args.socket or DEFAULT_SOCKET, processes=args.processes, unbound_conf=args.unbound_conf or UNBOUND_CONF
+    )
+    print(text, end="")
     return 0
 
 
 def cmd_unbound_service(args: argparse.Namespace) -> int:
     """The verdict service: the policy's decisions for the Unbound module, on a Unix socket."""
-    from resolverguard.unboundservice import DEFAULT_SOCKET, VerdictService, run_service
+    from resolverguard.unboundconf import DEFAULT_SOCKET
+    from resolverguard.unboundservice import VerdictService, run_service
 
     cfg = load_config(args.config) if args.config else Config()
     if args.model:
@@ -407,6 +422,17 @@ def cmd_unbound_service(args: argparse.Namespace) -> int:
         print(f"resolverguard: cannot listen on {service.path}: {err}", file=sys.stderr)
         return 1
     return 0
+
+
+def process_count(text: str) -> int:
+    """1 to 64: a process per core of any machine that runs this (each holds a Python and a cache)."""
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if not 1 <= count <= 64:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of processes from 1 to 64")
+    return count
 
 
 def bind_hint(err: OSError, cfg: Config) -> str:

@@ -61,11 +61,10 @@ from resolverguard.steps.names import NameStep
 from resolverguard.steps.querylog import HandOverTimer, QueryLog, QueryLogStep
 from resolverguard.steps.score import ScoreStep
 from resolverguard.unbound_gate import Gate
+from resolverguard.unboundconf import DEFAULT_SOCKET
 from resolverguard.verdicts import Action
 from resolverguard.wire import AAAA, NOERROR, NXDOMAIN, REFUSED, SERVFAIL, A, QueryHead
 
-DEFAULT_SOCKET = Path("/run/resolverguard/unbound.sock")
-MODULE_FILE = Path(__file__).resolve().parent / "unbound_module.py"
 PASS_LINE = b"P\n"
 _RCODES = {Action.NXDOMAIN: NXDOMAIN, Action.REFUSE: REFUSED, Action.SERVFAIL: SERVFAIL}
 _SOA_TAIL = "sinkhole.resolverguard.invalid. hostmaster.resolverguard.invalid. 1 3600 600 86400"
@@ -383,24 +382,6 @@ class ModuleConnection(asyncio.Protocol):
         out, self._out = b"".join(self._out), []
         if self._transport is not None and not self._transport.is_closing():
             self._transport.write(out)
-
-
-def module_config(socket_path: Path, module: Path = MODULE_FILE) -> str:
-    """What `resolverguard unbound-module` prints: the lines for unbound.conf and the environment
-    Unbound needs (Debian's embedded Python does not look in dist-packages by itself)."""
-    return (
-        f"# resolverguard module: {module}\n"
-        "# unbound.conf (server: module-config puts the module before the iterator):\n"
-        "server:\n"
-        '    module-config: "python iterator"   # "python validator iterator" with DNSSEC validation\n'
-        "python:\n"
-        f'    python-script: "{module}"\n'
-        "# Unbound's environment (e.g. systemctl edit unbound, [Service] section):\n"
-        "#   Environment=PYTHONPATH=/usr/lib/python3/dist-packages\n"
-        f"#   Environment=RESOLVERGUARD_SOCKET={socket_path}\n"
-        "# and the verdict service it asks (fails open while the service is down):\n"
-        f"#   resolverguard unbound-service --config /etc/resolverguard/policy.yaml --socket {socket_path}\n"
-    )
 
 
 async def run_service(service: VerdictService) -> None:

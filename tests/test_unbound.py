@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import random
+import shlex
 import shutil
 import signal
 import string
@@ -32,7 +33,7 @@ import pytest
 from dnsfixtures import ROOT, UPSTREAM_A, Upstream, free_port, run_upstream, wait_for
 
 from resolverguard.unbound_gate import NATIVE_ENV, native_linear_type
-from resolverguard.unboundservice import MODULE_FILE
+from resolverguard.unboundconf import MODULE_FILE
 
 UNBOUND = shutil.which("unbound") or "/usr/sbin/unbound"
 UNBOUND_CONTROL = shutil.which("unbound-control") or "/usr/sbin/unbound-control"
@@ -68,17 +69,22 @@ class Unbound:
 
 def unbound_conf(work: Path, port: int, upstream: int, threads: int, extra: str = "") -> Path:
     conf = work / "unbound.conf"
-    conf.write_text(
-        f'server:\n  interface: 127.0.0.1@{port}\n  port: {port}\n  do-daemonize: no\n  username: ""\n{extra}'
-        f'  chroot: ""\n  directory: "{work}"\n  pidfile: "{work}/unbound.pid"\n  use-syslog: no\n'
-        f'  logfile: "{work}/unbound.log"\n  verbosity: 1\n  num-threads: {threads}\n'
-        "  do-not-query-localhost: no\n  access-control: 127.0.0.0/8 allow\n  qname-minimisation: no\n"
-        '  module-config: "python iterator"\n'
-        f'python:\n  python-script: "{MODULE_FILE}"\n'
+    module = f'  module-config: "python iterator"\npython:\n  python-script: "{MODULE_FILE}"\n'
+    conf.write_text(unbound_base(work, port, upstream, f"{extra}  num-threads: {threads}\n") + module)
+    return conf
+
+
+def unbound_base(work: Path, port: int, upstream: int, extra: str = "") -> str:
+    """A config of the test's own (its port, directory, log, control socket, upstream), without the
+    module; it ends in `server:` lines, `extra` among them."""
+    return (
         f'remote-control:\n  control-enable: yes\n  control-interface: "{work}/control.sock"\n'
         f'forward-zone:\n  name: "."\n  forward-addr: 127.0.0.1@{upstream}\n'
+        f'server:\n  interface: 127.0.0.1@{port}\n  port: {port}\n  do-daemonize: no\n  username: ""\n{extra}'
+        f'  chroot: ""\n  directory: "{work}"\n  pidfile: "{work}/unbound.pid"\n  use-syslog: no\n'
+        f'  logfile: "{work}/unbound.log"\n  verbosity: 1\n'
+        "  do-not-query-localhost: no\n  access-control: 127.0.0.0/8 allow\n  qname-minimisation: no\n"
     )
-    return conf
 
 
 @contextlib.contextmanager
@@ -91,11 +97,9 @@ def run_unbound(
     ask: str = "parallel",
     extra: str = "",
     window: int | None = None,
-    port: int | None = None,
 ) -> Iterator[Unbound]:
-    """`extra`: more `server:` lines, two-space indented; `window`: RESOLVERGUARD_WINDOW; `port`: the
-    port to listen on (another process's, with `so-reuseport: yes` in `extra`), else a free one."""
-    port = port or free_port()
+    """`extra`: more `server:` lines, two-space indented; `window`: RESOLVERGUARD_WINDOW."""
+    port = free_port()
     conf = unbound_conf(work, port, upstream, threads, extra)
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": DIST_PACKAGES}
     env["RESOLVERGUARD_SOCKET"] = str(socket_path)
@@ -105,11 +109,21 @@ def run_unbound(
         env[NATIVE_ENV] = os.environ[NATIVE_ENV]
     if window is not None:
         env["RESOLVERGUARD_WINDOW"] = str(window)
-    proc = subprocess.Popen([UNBOUND, "-d", "-c", str(conf)], env=env, stderr=subprocess.DEVNULL)
-    unbound = Unbound(port, conf, work / "unbound.log", proc)
+    with started([UNBOUND, "-d", "-c", str(conf)], env, port, conf, work / "unbound.log") as unbound:
+        yield unbound
+
+
+@contextlib.contextmanager
+def started(
+    cmd: list[str], env: dict[str, str], port: int, conf: Path, log: Path, before: int = 0
+) -> Iterator[Unbound]:
+    """Runs `cmd` until the block ends, once its log says one more `start of service` than the
+    `before` it had (processes may share one log file)."""
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
+    unbound = Unbound(port, conf, log, proc)
     try:
         deadline = time.monotonic() + 30
-        while "start of service" not in unbound.log_text():
+        while unbound.log_text().count("start of service") <= before:
             assert proc.poll() is None, f"unbound exited: {unbound.log_text()}"
             assert time.monotonic() < deadline, f"unbound did not start: {unbound.log_text()}"
             time.sleep(0.05)
@@ -192,30 +206,82 @@ def test_a_benign_name_resolves_and_a_dga_name_gets_the_sinkhole_stored_in_unbou
     assert benign["action"] == "pass"
 
 
+def printed_files(text: str) -> dict[str, str]:
+    """`unbound-module`'s output by file: "" for the lines every process's config gets, else the
+    text after each `# ==> ... <==` head, keyed by the path the head names."""
+    files, key = {"": ""}, ""
+    for line in text.splitlines(keepends=True):
+        if line.startswith("# ==> ") and line.rstrip().endswith(" <=="):
+            key = line.rstrip()[len("# ==> ") : -len(" <==")].split(": ", 1)[1]
+            files[key] = ""
+        else:
+            files[key] += line
+    return files
+
+
+def unit_command(unit: str) -> tuple[list[str], dict[str, str]]:
+    """A systemd unit's ExecStart as argv and its Environment= lines, to run it as systemd would."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    cmd: list[str] = []
+    for line in unit.splitlines():
+        if line.startswith("Environment="):
+            key, value = line[len("Environment=") :].split("=", 1)
+            env[key] = value
+        elif line.startswith("ExecStart="):
+            cmd = shlex.split(line[len("ExecStart=") :])
+    return cmd, env
+
+
 @needs_unbound
-def test_two_unbound_processes_on_one_port_each_run_the_module_and_block(tmp_path: Path, upstream: Upstream) -> None:
-    """One Unbound process per core (docs/unbound.md, "More than one core"): two processes of one
-    thread on one port (`so-reuseport`), each with its own embedded Python, both asking one service.
-    Queries from 40 client sockets reach both (the kernel spreads sockets by their addresses); every
-    answer is right, and each process asked the service for the DGA name once, then answered it from
-    its own cache."""
-    sock, port = tmp_path / "verdicts.sock", free_port()
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    reuse = "  so-reuseport: yes\n"
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="needs systemd-analyze (apt-get install systemd)")
+def test_two_unbound_processes_from_the_printed_config_and_unit_share_a_port_and_each_blocks(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    """`unbound-module --processes 2` (docs/unbound.md, "More than one core"): the first process's
+    config is the test's own plus the printed lines, the second is the printed file and is run as its
+    printed unit runs it; Unbound and systemd accept both. Queries from 40 client sockets reach both
+    processes (the kernel spreads sockets by address); each asks the service for the DGA name once,
+    then answers it from its own cache. The control socket stays the first's; a reload of each (the
+    first with unbound-control, the second with SIGHUP, its ExecReload) empties both caches, so each
+    asks once more."""
+    sock, port, conf = tmp_path / "verdicts.sock", free_port(), tmp_path / "unbound.conf"
+    argv = ["unbound-module", "--processes", "2", "--socket", str(sock), "--unbound-conf", str(conf)]
+    out = subprocess.run([sys.executable, "-m", "resolverguard", *argv], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    files = printed_files(out.stdout)
+    second, unit = tmp_path / "unbound-2.conf", "/etc/systemd/system/unbound-2.service"
+    assert set(files) == {"", str(second), unit}
+    conf.write_text(unbound_base(tmp_path, port, upstream.port) + files[""])
+    second.write_text(files[str(second)])
+    (tmp_path / "unbound-2.service").write_text(files[unit])
+    verify = ["systemd-analyze", "verify", str(tmp_path / "unbound-2.service")]
+    checked = subprocess.run(verify, capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0 and not checked.stderr.strip(), checked.stderr
+    cmd, env = unit_command(files[unit])
+    assert cmd == ["/usr/sbin/unbound", "-d", "-p", "-c", str(second)] and env["RESOLVERGUARD_SOCKET"] == str(sock)
+    for path in (conf, second):
+        check = subprocess.run(["unbound-checkconf", str(path)], capture_output=True, text=True, env=env)
+        assert check.returncode == 0, check.stderr + check.stdout
+    env["RESOLVERGUARD_TIMEOUT"] = "3"  # a busy test machine must not turn a slow verdict into a pass
+    log = tmp_path / "unbound.log"
     with (
         run_service(tmp_path, sock),
-        run_unbound(tmp_path / "a", upstream.port, sock, extra=reuse, port=port) as a,
-        run_unbound(tmp_path / "b", upstream.port, sock, extra=reuse, port=port) as b,
+        started([UNBOUND, "-d", "-p", "-c", str(conf)], env, port, conf, log) as a,
+        started([UNBOUND, *cmd[1:]], env, port, second, log, before=1) as b,
     ):
-        for _ in range(40):  # dns.query.udp: a new socket (a new source port) for every query
-            assert addresses(a.ask(DGA)) == ["0.0.0.0"]
-            assert addresses(a.ask("example.com")) == [UPSTREAM_A]
+        assert f"pid {a.proc.pid}" in a.control("status")
+        for round_ in range(2):
+            for _ in range(40):  # dns.query.udp: a new socket (a new source port) for every query
+                assert addresses(a.ask(DGA)) == ["0.0.0.0"]
+                assert addresses(a.ask("example.com")) == [UPSTREAM_A]
+            if round_ == 0:
+                a.control("reload")
+                b.proc.send_signal(signal.SIGHUP)
+                wait_for_log(a, "resolverguard: module loaded", count=4)
         assert a.proc.poll() is None and b.proc.poll() is None
-        for unbound in (a, b):
-            assert "resolverguard: module loaded" in unbound.log_text()
+        assert log.read_text().count("resolverguard: module loaded") == 4
     dga_a = [x for x in logged(tmp_path) if x["qname"] == DGA and x["qtype"] == "A"]
-    assert len(dga_a) == 2 and {x["action"] for x in dga_a} == {"sinkhole"}
+    assert len(dga_a) == 4 and {x["action"] for x in dga_a} == {"sinkhole"}
 
 
 @needs_unbound
@@ -517,6 +583,24 @@ def test_unbound_module_prints_lines_that_unbound_checkconf_accepts(tmp_path: Pa
     env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": DIST_PACKAGES}
     check = subprocess.run(["unbound-checkconf", str(conf)], capture_output=True, text=True, env=env)
     assert check.returncode == 0, check.stderr + check.stdout
+
+
+def test_docs_show_the_second_process_as_unbound_module_prints_it() -> None:
+    """docs/unbound.md quotes the printed files for the default paths; they must not drift apart."""
+    from resolverguard.unboundconf import DEFAULT_SOCKET, module_config
+
+    printed = module_config(DEFAULT_SOCKET, processes=2)
+    block = printed[printed.index("# ==> process 2 of 2") :].split("# then:")[0]
+    doc = (ROOT / "docs" / "unbound.md").read_text()
+    assert "\n".join("    " + line for line in block.splitlines()) in doc
+
+
+@pytest.mark.parametrize("count", ["0", "65", "two"])
+def test_unbound_module_refuses_a_process_count_it_cannot_print(count: str) -> None:
+    argv = [sys.executable, "-m", "resolverguard", "unbound-module", "--processes", count]
+    out = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 2 and not out.stdout
+    assert f"argument --processes: '{count}' is not a number of processes from 1 to 64" in out.stderr
 
 
 @pytest.mark.parametrize(
