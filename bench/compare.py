@@ -477,11 +477,54 @@ def median(values: list[float | None]) -> float | None:
     return round(known[len(known) // 2], 3) if known else None
 
 
+Reload = Callable[[int], bool]  # the i-th reload of a run; False where the reload could not be made
+
+
+def control_or_hup(work: Path, port: int, proc: subprocess.Popen[bytes]) -> Reload:
+    """`unbound-control reload` and SIGHUP alternated, to the one Unbound answering on `port`."""
+
+    def reload(i: int) -> bool:
+        if i % 2:
+            proc.send_signal(signal.SIGHUP)
+            return True
+        control = ["unbound-control", "-c", str(unbound_conf(work, port)), "reload"]
+        return subprocess.run(control, capture_output=True, timeout=30).returncode == 0
+
+    return reload
+
+
+def hup_each(procs: list[subprocess.Popen[bytes]]) -> Reload:
+    """SIGHUP to every process at once: `systemctl reload unbound` with one Unbound process per core
+    (`resolverguard unbound-module --processes N`: the others' units have ReloadPropagatedFrom)."""
+
+    def reload(i: int) -> bool:
+        for proc in procs:
+            proc.send_signal(signal.SIGHUP)
+        return True
+
+    return reload
+
+
 def reload_under_load(
     work: Path, port: int, proc: subprocess.Popen[bytes], queries: Path, qps: float, reloads: int
 ) -> dict[str, Any]:
-    """`reloads` reloads (`unbound-control reload` and SIGHUP alternated, 0.1 s apart) while
-    dnsperf asks at `qps`: queries sent, answered, lost, and whether Unbound is still up."""
+    """`reloads_under_load` of one Unbound, reloaded by `control_or_hup`."""
+    reload = control_or_hup(work, port, proc)
+    return reloads_under_load(port, [proc], [work / f"unbound-{port}.log"], reload, queries, qps, reloads)
+
+
+def reloads_under_load(
+    port: int,
+    procs: list[subprocess.Popen[bytes]],
+    logs: list[Path],
+    reload: Reload,
+    queries: Path,
+    qps: float,
+    reloads: int,
+) -> dict[str, Any]:
+    """`reloads` reloads, 0.1 s apart, while dnsperf asks at `qps`: queries sent, answered, lost, the
+    module's count of queries in flight at the reloads (from the `logs`), and whether every one of
+    the `procs` is still up and `port` still answers."""
     wait_ready(port)
     seconds = reloads * 0.2 + 4  # (each unbound-control call takes its own time too)
     cmd = ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(queries), "-l", str(seconds), "-c", "8"]
@@ -489,11 +532,7 @@ def reload_under_load(
     time.sleep(1.0)
     failed = 0
     for i in range(reloads):
-        if i % 2:
-            proc.send_signal(signal.SIGHUP)
-        else:
-            control = ["unbound-control", "-c", str(unbound_conf(work, port)), "reload"]
-            failed += subprocess.run(control, capture_output=True, timeout=30).returncode != 0
+        failed += not reload(i)
         time.sleep(0.1)
     out, _ = load.communicate(timeout=seconds + 60)
     result: dict[str, Any] = {"reloads": reloads, "qps": round(qps), "control_failures": failed}
@@ -502,8 +541,9 @@ def reload_under_load(
         result[key] = int(match.group(1)) if match else None
     lost = re.search(r"Queries lost:\s+(\d+)", out)
     result["lost"] = int(lost.group(1)) if lost else None
-    result["alive"] = proc.poll() is None
-    result["in_flight"] = held_at_reloads(work / f"unbound-{port}.log")
+    result["alive"] = all(proc.poll() is None for proc in procs)
+    held = [held_at_reloads(log) for log in logs]
+    result["in_flight"] = None if all(h is None for h in held) else sum(h or 0 for h in held)
     try:
         wait_ready(port, timeout=5)
         result["answers_after"] = True
@@ -804,11 +844,12 @@ def reloads(
         )
 
 
-def round_misses(path: Path, r: int, kind: str = "misses") -> Path:
+def round_misses(path: Path, r: int, kind: str = "misses", tag: str = "") -> Path:
     """The misses file with every name made new for round `r` (a prefix on the first label): a row
-    measured again must not find the names of its last round in its cache."""
-    out = path.with_name(f"{kind}.r{r}.txt")
-    out.write_text("".join(f"r{r}-{line}\n" for line in path.read_text().splitlines()))
+    measured again must not find the names of its last round in its cache. `tag`: names of a row's
+    own, where rows share a verdict service (whose cache would flatter the row asked second)."""
+    out = path.with_name(f"{kind}{tag}.r{r}.txt")
+    out.write_text("".join(f"r{r}{tag}-{line}\n" for line in path.read_text().splitlines()))
     return out
 
 

@@ -12,8 +12,17 @@ round on never-seen names of its own (bench/compare.py's files, NSD as the upstr
   (b2)  plain Unbound, 2 threads                 (m2)  + the module, 2 threads
   (bp)  2 plain Unbound processes of 1 thread    (mp)  + the module, 2 processes of 1 thread
 
-Ratios (medians of the rounds' ratios, as compare.py): (m2)/(b2), (mp)/(b2), (mp)/(bp).
-Loopback only; bounded by --seconds per run and --rounds.
+Ratios (medians of the rounds' ratios, as compare.py): (m2)/(b2), (mp)/(b2), (mp)/(bp). Every row
+gets never-seen names of its own in every round: (m2) and (mp) share the verdict service, and its
+verdict cache would otherwise flatter the row asked second.
+
+Then `--reloads` reloads under load per row, last (a reload empties Unbound's caches), at 20% of
+(m2)'s never-seen peak, as bench/compare.py: dnsperf's lost answers and the module's count of queries
+in flight at the reloads, then a client that asks again (bench/reload_retry.py: 1 s, 3 tries). (b2)
+and (m2) are reloaded as compare.py does (`unbound-control reload` and SIGHUP alternated); (bp) and
+(mp) as `systemctl reload unbound` reloads the processes `resolverguard unbound-module --processes 2`
+sets up: SIGHUP to both at once.
+Loopback only; bounded by --seconds per run, --rounds and --reloads.
 """
 
 from __future__ import annotations
@@ -31,12 +40,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare import (  # noqa: E402
+    control_or_hup,
     cpu_seconds,
     dnsperf,
     free_port,
+    hup_each,
     load_average,
     median,
     query_files,
+    reloads_under_load,
     round_misses,
     start_nsd,
     start_unbound,
@@ -82,8 +94,8 @@ def run(a: argparse.Namespace, work: Path) -> dict[str, Any]:
     results: dict[str, dict[str, list[dict[str, Any]]]] = {k: {"hits": [], "misses": []} for k in ROWS}
     keys = list(ROWS)
     for r in range(a.rounds):
-        names = {"hits": files["hits"], "misses": round_misses(files["misses"], r + 1)}
         for key in keys[r % len(keys) :] + keys[: r % len(keys)]:
+            names = {"hits": files["hits"], "misses": round_misses(files["misses"], r + 1, tag=key)}
             port, procs = rows[key]
             pids = [p.pid for p in procs] + ([service.pid] if ROWS[key][3] else [])
             for kind, path in names.items():
@@ -95,6 +107,8 @@ def run(a: argparse.Namespace, work: Path) -> dict[str, Any]:
                 got["cpu_s"] = round(sum(cpu_seconds(p) for p in pids) - before, 2)
                 results[key][kind].append(got)
     alive = {key: all(p.poll() is None for p in procs) for key, (_, procs) in rows.items()}
+    reload_qps = 0.2 * (median([x.get("qps") for x in results["m2"]["misses"]]) or 0)
+    reloads = {key: reload_row(work, key, *rows[key], files["misses"], reload_qps, a.reloads) for key in ROWS}
     everything = [p for _, procs in rows.values() for p in procs] + helpers
     for p in everything:
         p.terminate()
@@ -115,7 +129,26 @@ def run(a: argparse.Namespace, work: Path) -> dict[str, Any]:
             )
             for kind in ("hits", "misses")
         }
-    return {"results": results, "ratios": ratios, "alive": alive}
+    return {"results": results, "ratios": ratios, "alive": alive, "reloads": reloads}
+
+
+def reload_row(
+    work: Path, key: str, port: int, procs: list[subprocess.Popen[bytes]], misses: Path, qps: float, reloads: int
+) -> dict[str, Any]:
+    """dnsperf under `reloads` reloads, then the retrying client under as many, on names of the row's own."""
+    from reload_retry import retry_while_reloading  # (it imports compare)
+
+    if not reloads:
+        return {}
+    dirs = [work / f"{key}-{i}" for i in range(len(procs))]
+    reload = control_or_hup(dirs[0], port, procs[0]) if len(procs) == 1 else hup_each(procs)
+    logs = [d / f"unbound-{port}.log" for d in dirs]
+    out = reloads_under_load(port, procs, logs, reload, round_misses(misses, 90, tag=key), qps, reloads)
+    count = int(qps * (reloads * 0.2 + 4)) + 10
+    names = [f"rt{key}-{line.split()[0]}" for line in misses.read_text().splitlines()[: 2 * count]]
+    names = [n for n in names if len(n.split(".")[0]) <= 63][:count]  # (a DNS label's limit)
+    out["retrying"] = retry_while_reloading(port, procs, reload, names, qps, reloads)
+    return out
 
 
 def write(out: dict[str, Any], a: argparse.Namespace, load: tuple[str, str], path: Path) -> str:
@@ -140,16 +173,45 @@ def write(out: dict[str, Any], a: argparse.Namespace, load: tuple[str, str], pat
     lines += ["", "| ratio (medians of the rounds' ratios) | hits | misses |", "|---|---:|---:|"]
     for name, v in out["ratios"].items():
         lines.append(f"| {name} | {v['hits']:.3f} | {v['misses']:.3f} |")
+    if any(out["reloads"].values()):
+        lines += reload_lines(out["reloads"])
     text = "\n".join(lines) + "\n"
     path.with_suffix(".md").write_text(text)
     path.with_suffix(".json").write_text(json.dumps(out, indent=1) + "\n")
     return text
 
 
+def reload_lines(reloads: dict[str, dict[str, Any]]) -> list[str]:
+    first = next(r for r in reloads.values() if r)
+    lines = [
+        "",
+        f"Reloads under load: {first['reloads']} reloads 0.1 s apart at {first['qps']} qps of never-seen names "
+        "(20% of (m2)'s peak); (b2), (m2): `unbound-control reload` and SIGHUP alternated; (bp), (mp): SIGHUP "
+        "to both processes at once (`systemctl reload unbound` with the units `unbound-module --processes 2` "
+        "prints). Then a client that asks again after 1 s, 3 tries (bench/reload_retry.py), under as many.",
+        "",
+        "| row | sent | answered | lost | in flight at the reloads (module's count) | reload failed | alive after "
+        "| answers after | retrying client: lookups, answered after a retry, SERVFAIL, failed |",
+        "|---|---:|---:|---:|---:|---:|---|---|---|",
+    ]
+    for key, r in reloads.items():
+        if not r:
+            continue
+        t = r["retrying"]
+        flight = "-" if r["in_flight"] is None else r["in_flight"]
+        lines.append(
+            f"| {ROWS[key][0]} | {r['sent']} | {r['completed']} | {r['lost']} | {flight} | {r['control_failures']} "
+            f"| {r['alive'] and t['alive']} | {r['answers_after']} "
+            f"| {t['lookups']}, {t['retried']}, {t['servfail']}, {t['failed']} |"
+        )
+    return lines
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--reloads", type=int, default=100, help="reloads under load per row (0: none)")
     p.add_argument("--tag", default="")
     a = p.parse_args()
     for tool in ("unbound", "nsd", "dnsperf"):

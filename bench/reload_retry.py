@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import os
 import random
-import signal
 import subprocess
 import tempfile
 import threading
@@ -31,11 +30,12 @@ from typing import Any
 
 from compare import (
     ROOT,
+    Reload,
+    control_or_hup,
     free_port,
     load_average,
     query_files,
     start_nsd,
-    unbound_conf,
     wait_ready,
 )
 from dnslib import DNSRecord
@@ -124,15 +124,11 @@ async def drive(port: int, names: list[str], qps: float, seconds: float, timeout
     return tally
 
 
-def reload_loop(work: Path, port: int, proc: subprocess.Popen[bytes], reloads: int, failed: list[int]) -> None:
-    """`compare.reload_under_load`'s reloads: `unbound-control reload` and SIGHUP alternated, 0.1 s apart."""
+def reload_loop(reload: Reload, reloads: int, failed: list[int]) -> None:
+    """`compare.reloads_under_load`'s reloads: a second after the start, 0.1 s apart."""
     time.sleep(1.0)
     for i in range(reloads):
-        if i % 2:
-            proc.send_signal(signal.SIGHUP)
-        else:
-            control = ["unbound-control", "-c", str(unbound_conf(work, port)), "reload"]
-            failed[0] += subprocess.run(control, capture_output=True, timeout=30).returncode != 0
+        failed[0] += not reload(i)
         time.sleep(0.1)
 
 
@@ -146,17 +142,33 @@ def retry_under_reloads(
     timeout: float = 1.0,
     tries: int = 3,
 ) -> dict[str, Any]:
-    """`reloads` reloads of the Unbound `proc` (answering on `port`) while the retrying client asks
-    `names` at `qps`: the tally (`Tally` as a dict), failed control calls, whether it is still up."""
+    """`retry_while_reloading` of one Unbound, reloaded by `compare.control_or_hup`."""
+    reload = control_or_hup(work, port, proc)
+    return retry_while_reloading(port, [proc], reload, names, qps, reloads, timeout, tries)
+
+
+def retry_while_reloading(
+    port: int,
+    procs: list[subprocess.Popen[bytes]],
+    reload: Reload,
+    names: list[str],
+    qps: float,
+    reloads: int,
+    timeout: float = 1.0,
+    tries: int = 3,
+) -> dict[str, Any]:
+    """`reloads` reloads of the Unbound `procs` (answering on `port`) while the retrying client asks
+    `names` at `qps`: the tally (`Tally` as a dict), failed reloads, whether every one is still up."""
     wait_ready(port)
-    seconds = reloads * 0.2 + 4  # as compare.reload_under_load: the reloads and a second either side
+    seconds = reloads * 0.2 + 4  # as compare.reloads_under_load: the reloads and a second either side
     failed = [0]
-    reloader = threading.Thread(target=reload_loop, args=(work, port, proc, reloads, failed))
+    reloader = threading.Thread(target=reload_loop, args=(reload, reloads, failed))
     reloader.start()
     tally = asyncio.run(drive(port, names, qps, seconds, timeout, tries))
     reloader.join()
     out = dict(vars(tally), lookups=tally.first + tally.retried + tally.servfail + tally.failed)
-    return out | {"control_failures": failed[0], "alive": proc.poll() is None, "timeout": timeout, "tries": tries}
+    alive = all(proc.poll() is None for proc in procs)
+    return out | {"control_failures": failed[0], "alive": alive, "timeout": timeout, "tries": tries}
 
 
 def one_row(work: Path, upstream: int, module: bool, names: list[str], a: argparse.Namespace) -> dict[str, Any]:
