@@ -53,6 +53,7 @@ def figures(results: Path = ROOT / "bench" / "results") -> str:
         f"Unbound, written in C, answers {_k(unbound['hits']['qps'])}/s and {_k(unbound['misses']['qps'])}/s "
         f"in the same run, {slower[0]:.1f} and {slower[1]:.1f} times as many at forwarding alone."
         + module_figures(compare)
+        + procs_figures(results)
         + scaleout_figures(results)
     )
 
@@ -109,6 +110,29 @@ def load_note(compare: dict[str, Any]) -> str:
     if not load or float(load["before"].split()[0]) < 1.0:
         return ""
     return f", load average {load['before'].split()[0]} before and {load['after'].split()[0]} after: a busy machine"
+
+
+# bench/module_procs.py runs with every row on names of its own (session 20 on; earlier runs flattered (mp))
+PROCS_RUNS = ("module_procs_run3.json", "module_procs_run4.json")
+
+
+def procs_figures(results: Path) -> str:
+    """The module on two cores as two Unbound processes (docs/unbound.md, "More than one core")."""
+    runs = [json.loads((results / name).read_text()) for name in PROCS_RUNS if (results / name).exists()]
+    if not runs:
+        return ""
+    files = ", ".join(f"`bench/results/{name.replace('.json', '.md')}`" for name in PROCS_RUNS)
+    mp = " and ".join(f"{r['ratios']['(mp)/(b2)']['misses']:.2f}x" for r in runs)
+    m2 = " and ".join(f"{r['ratios']['(m2)/(b2)']['misses']:.2f}x" for r in runs)
+    hits = " and ".join(f"{r['ratios']['(mp)/(b2)']['hits']:.2f}x" for r in runs)
+    retry = [r["reloads"]["mp"]["retrying"] for r in runs]
+    return (
+        f" As two Unbound processes of one thread on one port (`resolverguard unbound-module --processes 2`; "
+        f"{files}): never-seen names {mp} plain Unbound with 2 threads (the 2-thread module {m2} in the same runs), "
+        f"cached names {hits}; under "
+        f"{runs[0]['reloads']['mp']['reloads']} reloads of both, a client that asks again had "
+        f"{sum(t['failed'] for t in retry)} of {sum(t['lookups'] for t in retry):,} lookups fail."
+    )
 
 
 def module_figures(compare: dict[str, Any]) -> str:
