@@ -401,7 +401,9 @@ def cmd_unbound_module(args: argparse.Namespace) -> int:
     from resolverguard.unboundconf import DEFAULT_SOCKET, UNBOUND_CONF, module_config
 
     text = module_config(
-        args.socket or DEFAULT_SOCKET, processes=args.processes, unbound_conf=args.unbound_conf or UNBOUND_CONF
+        args.socket or DEFAULT_SOCKET,
+        processes=args.processes,
+        unbound_conf=(args.unbound_conf or UNBOUND_CONF).absolute(),  # Unbound reads include paths from its own cwd
     )
     print(text, end="")
     return 0

@@ -595,6 +595,30 @@ def test_docs_show_the_second_process_as_unbound_module_prints_it() -> None:
     assert "\n".join("    " + line for line in block.splitlines()) in doc
 
 
+def test_a_relative_unbound_conf_is_printed_as_the_absolute_path_unbound_can_include(tmp_path: Path) -> None:
+    argv = [
+        sys.executable,
+        "-m",
+        "resolverguard",
+        "unbound-module",
+        "--processes",
+        "3",
+        "--unbound-conf",
+        "u/main.conf",
+    ]
+    out = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert out.returncode == 0, out.stderr
+    files = printed_files(out.stdout)
+    assert set(files) - {""} == {
+        str(tmp_path / "u" / "main-2.conf"),
+        str(tmp_path / "u" / "main-3.conf"),
+        "/etc/systemd/system/unbound-2.service",
+        "/etc/systemd/system/unbound-3.service",
+    }
+    assert f'include-toplevel: "{tmp_path / "u" / "main.conf"}"' in files[str(tmp_path / "u" / "main-3.conf")]
+    assert f"-c {tmp_path / 'u' / 'main-3.conf'}" in files["/etc/systemd/system/unbound-3.service"]
+
+
 @pytest.mark.parametrize("count", ["0", "65", "two"])
 def test_unbound_module_refuses_a_process_count_it_cannot_print(count: str) -> None:
     argv = [sys.executable, "-m", "resolverguard", "unbound-module", "--processes", count]
