@@ -835,9 +835,9 @@ def reloads(
             work, ports[key], running[key].proc, reload_names, reload_qps, a.reloads
         )
         results[f"reload_{key}"]["retrying"] = retry_under_reloads(  # the lookups of a client that asks again
-            work,
             ports[key],
-            running[key].proc,
+            [running[key].proc],
+            control_or_hup(work, ports[key], running[key].proc),
             [f"rt-{n}" for n in names[i * count : (i + 1) * count]],
             reload_qps,
             a.reloads,

@@ -136,7 +136,7 @@ def reload_row(
     work: Path, key: str, port: int, procs: list[subprocess.Popen[bytes]], misses: Path, qps: float, reloads: int
 ) -> dict[str, Any]:
     """dnsperf under `reloads` reloads, then the retrying client under as many, on names of the row's own."""
-    from reload_retry import retry_while_reloading  # (it imports compare)
+    from reload_retry import retry_under_reloads  # (it imports compare)
 
     if not reloads:
         return {}
@@ -147,7 +147,7 @@ def reload_row(
     count = int(qps * (reloads * 0.2 + 4)) + 10
     names = [f"rt{key}-{line.split()[0]}" for line in misses.read_text().splitlines()[: 2 * count]]
     names = [n for n in names if len(n.split(".")[0]) <= 63][:count]  # (a DNS label's limit)
-    out["retrying"] = retry_while_reloading(port, procs, reload, names, qps, reloads)
+    out["retrying"] = retry_under_reloads(port, procs, reload, names, qps, reloads)
     return out
 
 

@@ -133,21 +133,6 @@ def reload_loop(reload: Reload, reloads: int, failed: list[int]) -> None:
 
 
 def retry_under_reloads(
-    work: Path,
-    port: int,
-    proc: subprocess.Popen[bytes],
-    names: list[str],
-    qps: float,
-    reloads: int,
-    timeout: float = 1.0,
-    tries: int = 3,
-) -> dict[str, Any]:
-    """`retry_while_reloading` of one Unbound, reloaded by `compare.control_or_hup`."""
-    reload = control_or_hup(work, port, proc)
-    return retry_while_reloading(port, [proc], reload, names, qps, reloads, timeout, tries)
-
-
-def retry_while_reloading(
     port: int,
     procs: list[subprocess.Popen[bytes]],
     reload: Reload,
@@ -173,7 +158,8 @@ def retry_while_reloading(
 
 def one_row(work: Path, upstream: int, module: bool, names: list[str], a: argparse.Namespace) -> dict[str, Any]:
     with unbound_two_threads(work, upstream, module) as (port, proc):
-        return retry_under_reloads(work, port, proc, names, a.qps, a.reloads, a.timeout, a.tries)
+        reload = control_or_hup(work, port, proc)
+        return retry_under_reloads(port, [proc], reload, names, a.qps, a.reloads, a.timeout, a.tries)
 
 
 def main() -> None:
