@@ -863,8 +863,10 @@ def latency_rounds(
     qps: dict[str, float],
     rounds: int,
     results: dict[str, Any],
+    base: dict[str, str] | None = None,
 ) -> None:
-    """p50/p99 at the same rate for every row against plain Unbound with its thread count, each
+    """p50/p99 at the same rate for every row against plain Unbound with its thread count (or the
+    row's `base`: row key -> the key of the row it is measured against), each
     pair measured at the same time (two dnsperf at once, on names of their own), `rounds` times in
     turn, each run's first LATENCY_WARMUP seconds left out. A row's added p99 is the median over the
     rounds of its p99 minus the base's p99 of the same seconds; its p50/p99, the medians of its runs.
@@ -875,7 +877,8 @@ def latency_rounds(
     swung from -46 to +47 ms, and the first second of a run held most of the outliers. Measured at
     the same time, a burst of the machine's other work lands on both sides of the difference."""
     keys = [key for key, *_ in rows]
-    base = {key: "unbound2" if key.endswith("2") else "unbound" for key in keys if not key.startswith("unbound")}
+    if base is None:
+        base = {key: "unbound2" if key.endswith("2") else "unbound" for key in keys if not key.startswith("unbound")}
     pairs = [(x, y) for x, y in base.items() if y in keys] or [(key, "") for key in keys]
     runs: dict[str, dict[str, list[float]]] = {key: {} for key in keys}
     added: dict[str, dict[str, list[float]]] = {x: {kind: [] for kind in files} for x, _ in pairs}

@@ -16,6 +16,10 @@ Ratios (medians of the rounds' ratios, as compare.py): (m2)/(b2), (mp)/(b2), (mp
 gets never-seen names of its own in every round: (m2) and (mp) share the verdict service, and its
 verdict cache would otherwise flatter the row asked second.
 
+Then p50/p99 at 20% of (m2)'s peak, (m2) and (mp) each measured at the same time as (b2)
+(compare.latency_rounds: two dnsperf at once, names of their own, first second left out): the
+module's added p99 with 2 threads against 2 processes.
+
 Then `--reloads` reloads under load per row, last (a reload empties Unbound's caches), at 20% of
 (m2)'s never-seen peak, as bench/compare.py: dnsperf's lost answers and the module's count of queries
 in flight at the reloads, then a client that asks again (bench/reload_retry.py: 1 s, 3 tries). (b2)
@@ -45,6 +49,7 @@ from compare import (  # noqa: E402
     dnsperf,
     free_port,
     hup_each,
+    latency_rounds,
     load_average,
     median,
     query_files,
@@ -63,6 +68,7 @@ ROWS = {  # key: (label, processes, threads each, module)
     "bp": ("(bp) 2 plain Unbound processes of 1 thread, one port (so-reuseport)", 2, 1, False),
     "mp": ("(mp) 2 Unbound processes of 1 thread + module, one port (so-reuseport)", 2, 1, True),
 }
+LATENCY_BASE = {"m2": "b2", "mp": "b2"}  # the rows whose added p99 is measured, against the row beside them
 RATIOS = {"(m2)/(b2)": ("m2", "b2"), "(mp)/(b2)": ("mp", "b2"), "(mp)/(bp)": ("mp", "bp"), "(bp)/(b2)": ("bp", "b2")}
 
 
@@ -106,6 +112,10 @@ def run(a: argparse.Namespace, work: Path) -> dict[str, Any]:
                 got = dnsperf(port, path, a.seconds)
                 got["cpu_s"] = round(sum(cpu_seconds(p) for p in pids) - before, 2)
                 results[key][kind].append(got)
+    latency: dict[str, Any] = {key: {"hits": {}, "misses": {}} for key in ROWS}
+    rate = {kind: 0.2 * (median([x.get("qps") for x in results["m2"][kind]]) or 0) for kind in ("hits", "misses")}
+    ports = {key: port for key, (port, _) in rows.items()}
+    latency_rounds(tuple((key,) for key in ROWS), ports, files, rate, a.rounds, latency, LATENCY_BASE)
     alive = {key: all(p.poll() is None for p in procs) for key, (_, procs) in rows.items()}
     reload_qps = 0.2 * (median([x.get("qps") for x in results["m2"]["misses"]]) or 0)
     reloads = {key: reload_row(work, key, *rows[key], files["misses"], reload_qps, a.reloads) for key in ROWS}
@@ -129,7 +139,14 @@ def run(a: argparse.Namespace, work: Path) -> dict[str, Any]:
             )
             for kind in ("hits", "misses")
         }
-    return {"results": results, "ratios": ratios, "alive": alive, "reloads": reloads}
+    return {
+        "results": results,
+        "ratios": ratios,
+        "alive": alive,
+        "latency": latency,
+        "latency_qps": rate,
+        "reloads": reloads,
+    }
 
 
 def reload_row(
@@ -173,12 +190,33 @@ def write(out: dict[str, Any], a: argparse.Namespace, load: tuple[str, str], pat
     lines += ["", "| ratio (medians of the rounds' ratios) | hits | misses |", "|---|---:|---:|"]
     for name, v in out["ratios"].items():
         lines.append(f"| {name} | {v['hits']:.3f} | {v['misses']:.3f} |")
+    if out.get("latency"):
+        lines += latency_lines(out["latency"], out["latency_qps"])
     if any(out["reloads"].values()):
         lines += reload_lines(out["reloads"])
     text = "\n".join(lines) + "\n"
     path.with_suffix(".md").write_text(text)
     path.with_suffix(".json").write_text(json.dumps(out, indent=1) + "\n")
     return text
+
+
+def latency_lines(latency: dict[str, dict[str, Any]], rate: dict[str, float]) -> list[str]:
+    lines = [
+        "",
+        f"Latency at 20% of (m2)'s peak (hits {rate['hits']:.0f} qps, misses {rate['misses']:.0f} qps), each row "
+        "at the same time as (b2), rounds in turn; added p99 = the median over the rounds of the row's p99 minus "
+        "(b2)'s of the same seconds:",
+        "",
+        "| row | hits p50/p99 ms | added p99 hits ms | misses p50/p99 ms | added p99 misses ms |",
+        "|---|---|---:|---|---:|",
+    ]
+    for key in ("b2", *LATENCY_BASE):
+        h, m = latency[key]["hits"], latency[key]["misses"]
+        lines.append(
+            f"| {ROWS[key][0]} | {h.get('p50_ms')}/{h.get('p99_ms')} | {h.get('added_p99_ms', '-')} "
+            f"| {m.get('p50_ms')}/{m.get('p99_ms')} | {m.get('added_p99_ms', '-')} |"
+        )
+    return lines
 
 
 def reload_lines(reloads: dict[str, dict[str, Any]]) -> list[str]:

@@ -113,7 +113,7 @@ def load_note(compare: dict[str, Any]) -> str:
 
 
 # bench/module_procs.py runs with every row on names of its own (session 20 on; earlier runs flattered (mp))
-PROCS_RUNS = ("module_procs_run3.json", "module_procs_run4.json")
+PROCS_RUNS = ("module_procs_run3.json", "module_procs_run4.json", "module_procs_run5.json")
 
 
 def procs_figures(results: Path) -> str:
@@ -122,9 +122,9 @@ def procs_figures(results: Path) -> str:
     if not runs:
         return ""
     files = ", ".join(f"`bench/results/{name.replace('.json', '.md')}`" for name in PROCS_RUNS)
-    mp = " and ".join(f"{r['ratios']['(mp)/(b2)']['misses']:.2f}x" for r in runs)
-    m2 = " and ".join(f"{r['ratios']['(m2)/(b2)']['misses']:.2f}x" for r in runs)
-    hits = " and ".join(f"{r['ratios']['(mp)/(b2)']['hits']:.2f}x" for r in runs)
+    mp = ", ".join(f"{r['ratios']['(mp)/(b2)']['misses']:.2f}x" for r in runs)
+    m2 = ", ".join(f"{r['ratios']['(m2)/(b2)']['misses']:.2f}x" for r in runs)
+    hits = ", ".join(f"{r['ratios']['(mp)/(b2)']['hits']:.2f}x" for r in runs)
     retry = [r["reloads"]["mp"]["retrying"] for r in runs]
     return (
         f" As two Unbound processes of one thread on one port (`resolverguard unbound-module --processes 2`; "
