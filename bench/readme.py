@@ -131,7 +131,29 @@ def procs_figures(results: Path) -> str:
         f"{files}): never-seen names {mp} plain Unbound with 2 threads (the 2-thread module {m2} in the same runs), "
         f"cached names {hits}; under "
         f"{runs[0]['reloads']['mp']['reloads']} reloads of both, a client that asks again had "
-        f"{sum(t['failed'] for t in retry)} of {sum(t['lookups'] for t in retry):,} lookups fail."
+        f"{sum(t['failed'] for t in retry)} of {sum(t['lookups'] for t in retry):,} lookups fail"
+        f"{storm_figures(results)}."
+    )
+
+
+STORMS = "reload_storm.json"  # bench/reload_storm.py: storms in a row on the same processes
+
+
+def storm_figures(results: Path) -> str:
+    """What the retrying client lost under storms of reloads in a row (docs/unbound.md)."""
+    if not (results / STORMS).exists():
+        return ""
+    found = json.loads((results / STORMS).read_text())
+
+    def failed(key: str) -> str:
+        got = [r["retrying"] for r in found["rows"][key]]
+        return f"{sum(t['failed'] for t in got):,} of {sum(t['lookups'] for t in got):,}"
+
+    storms = len(found["rows"]["mp"])
+    return (
+        f", but under {storms} such storms in a row at {found['qps']:,.0f} names/s "
+        f"(`bench/results/{STORMS.replace('.json', '.md')}`) {failed('mp')} failed with two processes, "
+        f"{failed('m2')} with the 2-thread module and {failed('b2')} with plain Unbound"
     )
 
 
