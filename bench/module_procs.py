@@ -153,7 +153,7 @@ def reload_row(
     work: Path, key: str, port: int, procs: list[subprocess.Popen[bytes]], misses: Path, qps: float, reloads: int
 ) -> dict[str, Any]:
     """dnsperf under `reloads` reloads, then the retrying client under as many, on names of the row's own."""
-    from reload_retry import retry_under_reloads  # (it imports compare)
+    from reload_retry import fresh_names, retry_under_reloads  # (it imports compare)
 
     if not reloads:
         return {}
@@ -162,8 +162,7 @@ def reload_row(
     logs = [d / f"unbound-{port}.log" for d in dirs]
     out = reloads_under_load(port, procs, logs, reload, round_misses(misses, 90, tag=key), qps, reloads)
     count = int(qps * (reloads * 0.2 + 4)) + 10
-    names = [f"rt{key}-{line.split()[0]}" for line in misses.read_text().splitlines()[: 2 * count]]
-    names = [n for n in names if len(n.split(".")[0]) <= 63][:count]  # (a DNS label's limit)
+    names = fresh_names(misses.read_text().splitlines(), f"rt{key}", count)
     out["retrying"] = retry_under_reloads(port, procs, reload, names, qps, reloads)
     return out
 

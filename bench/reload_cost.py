@@ -54,10 +54,10 @@ def reload_row(work: Path, key: str, upstream: int, reloads: int, every: int) ->
     port = free_port()
     proc = start_unbound(work, port, upstream, "", 1, sock, NOOP_MODULE if key == "n" else None)
     log = work / f"unbound-{port}.log"
-    out: list[dict[str, Any]] = [{"reloads": 0, "rss_mb": rss_mb(proc.pid)}]
+    out: list[dict[str, Any]] = []
     try:
         wait_ready(port)
-        out[0]["rss_mb"] = rss_mb(proc.pid)
+        out.append({"reloads": 0, "rss_mb": rss_mb(proc.pid)})
         times: list[float] = []
         for i in range(reloads):
             before = log.read_text(errors="replace").count("start of service")

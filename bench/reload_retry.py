@@ -124,6 +124,13 @@ async def drive(port: int, names: list[str], qps: float, seconds: float, timeout
     return tally
 
 
+def fresh_names(lines: list[str], prefix: str, count: int) -> list[str]:
+    """`count` names of a query file's `lines` made new by `prefix` on the first label, leaving out
+    any whose label would pass DNS's 63 bytes."""
+    names = (f"{prefix}-{line.split()[0]}" for line in lines)
+    return [n for n in names if len(n.split(".")[0]) <= 63][:count]
+
+
 def reload_loop(reload: Reload, reloads: int, failed: list[int]) -> None:
     """`compare.reloads_under_load`'s reloads: a second after the start, 0.1 s apart."""
     time.sleep(1.0)

@@ -36,7 +36,7 @@ from compare import (  # noqa: E402
     wait_ready,
 )
 from module_procs import ROWS, start_row  # noqa: E402
-from reload_retry import retry_under_reloads  # noqa: E402
+from reload_retry import fresh_names, retry_under_reloads  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 KEYS = ("b2", "m2", "mp")
@@ -57,8 +57,7 @@ def storms(
             got = reloads_under_load(
                 port, procs, logs, hup_each(procs), round_misses(misses, storm, tag=key), a.qps, a.reloads
             )
-            names = [f"s{storm}{key}-{line.split()[0]}" for line in lines[: 2 * count]]
-            names = [n for n in names if len(n.split(".")[0]) <= 63][:count]  # (a DNS label's limit)
+            names = fresh_names(lines, f"s{storm}{key}", count)
             got["retrying"] = retry_under_reloads(port, procs, hup_each(procs), names, a.qps, a.reloads)
             out.append(got)
             print(key, storm, {k: got[k] for k in ("lost", "in_flight")}, got["retrying"]["failed"], flush=True)
