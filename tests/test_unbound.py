@@ -33,11 +33,10 @@ import pytest
 from dnsfixtures import ROOT, UPSTREAM_A, Upstream, free_port, run_upstream, wait_for
 
 from resolverguard.unbound_gate import NATIVE_ENV, native_linear_type
-from resolverguard.unboundconf import MODULE_FILE
+from resolverguard.unboundconf import DIST_PACKAGES, MODULE_FILE  # (where Debian puts unboundmodule.py)
 
 UNBOUND = shutil.which("unbound") or "/usr/sbin/unbound"
 UNBOUND_CONTROL = shutil.which("unbound-control") or "/usr/sbin/unbound-control"
-DIST_PACKAGES = "/usr/lib/python3/dist-packages"  # where Debian's python3-unbound puts unboundmodule.py
 needs_unbound = pytest.mark.skipif(
     not Path(UNBOUND).exists() or not Path(DIST_PACKAGES, "unboundmodule.py").exists(),
     reason="needs Debian's unbound and python3-unbound (apt-get install unbound python3-unbound; .ci/run does)",
