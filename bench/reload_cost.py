@@ -8,15 +8,21 @@ Unbound; and `bench/adversarial.py` counts memory over many reloads of `serve`, 
 Here one idle Unbound of one thread (NSD upstream) is sent SIGHUP `--reloads` times, one at a time:
 each time, the seconds until its log says `start of service` again; every `--every` reloads, the
 p50/p90 of those and the process's RSS. Rows: (b) plain Unbound, (n) with bench/noop_module.py (any
-Python module's floor), (m) with resolverguard's module and its verdict service. Loopback only;
-bounded by --reloads.
+Python module's floor), (m) with resolverguard's module and its verdict service. Also per chunk the
+CPU a reload costs the process (user and system ms, /proc), and, with `strace` installed, the system
+calls of `--syscalls` (5) more reloads, counted (`strace -c`): where plain Unbound's reload goes
+(session 21: ~70,000 `getrandom` calls a reload, see docs/unbound.md). Loopback only; bounded by
+--reloads.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -45,8 +51,52 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def reload_row(work: Path, key: str, upstream: int, reloads: int, every: int) -> list[dict[str, Any]]:
-    """SIGHUP, wait for `start of service`, `reloads` times; a summary every `every` reloads."""
+def cpu_parts(pid: int) -> tuple[float, float]:
+    """The process's user and system CPU seconds so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def reload_once(proc: subprocess.Popen[bytes], log: Path, what: str) -> float:
+    """SIGHUP, then the seconds until the log says `start of service` once more."""
+    before = log.read_text(errors="replace").count("start of service")
+    start = time.monotonic()
+    proc.send_signal(signal.SIGHUP)
+    while log.read_text(errors="replace").count("start of service") <= before:
+        if proc.poll() is not None or time.monotonic() - start > 30:
+            raise RuntimeError(f"{what} did not come back from a reload")
+        time.sleep(0.002)
+    return time.monotonic() - start
+
+
+def syscalls_per_reload(
+    proc: subprocess.Popen[bytes], log: Path, what: str, count: int, work: Path
+) -> dict[str, float]:
+    """`strace -c` over `count` reloads: the five most frequent system calls, calls per reload
+    (empty without strace, or with count 0)."""
+    if not count or shutil.which("strace") is None:
+        return {}
+    out = work / f"strace-{proc.pid}.txt"
+    tracer = subprocess.Popen(["strace", "-c", "-f", "-p", str(proc.pid), "-o", str(out)], stderr=subprocess.DEVNULL)
+    time.sleep(1.0)  # (attached to every thread)
+    for _ in range(count):
+        reload_once(proc, log, what)
+    tracer.send_signal(signal.SIGINT)
+    tracer.wait(30)
+    calls: dict[str, float] = {}
+    for line in out.read_text().splitlines():
+        fields = line.split()
+        if len(fields) >= 5 and fields[0][0].isdigit() and fields[3].isdigit() and fields[-1] != "total":
+            calls[fields[-1]] = round(int(fields[3]) / count, 1)
+    return dict(sorted(calls.items(), key=lambda item: -item[1])[:5])
+
+
+def reload_row(
+    work: Path, key: str, upstream: int, reloads: int, every: int, syscalls: int
+) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """SIGHUP, wait for `start of service`, `reloads` times; a summary every `every` reloads (the
+    reloads' CPU included); then the system calls of `syscalls` more."""
     sock = None
     service = None
     if key == "m":
@@ -59,54 +109,68 @@ def reload_row(work: Path, key: str, upstream: int, reloads: int, every: int) ->
         wait_ready(port)
         out.append({"reloads": 0, "rss_mb": rss_mb(proc.pid)})
         times: list[float] = []
+        cpu = cpu_parts(proc.pid)
         for i in range(reloads):
-            before = log.read_text(errors="replace").count("start of service")
-            start = time.monotonic()
-            proc.send_signal(signal.SIGHUP)
-            while log.read_text(errors="replace").count("start of service") <= before:
-                if proc.poll() is not None or time.monotonic() - start > 30:
-                    raise RuntimeError(f"{ROWS[key]} did not come back from reload {i + 1}")
-                time.sleep(0.002)
-            times.append(time.monotonic() - start)
+            times.append(reload_once(proc, log, ROWS[key]))
             if (i + 1) % every == 0:
-                chunk = sorted(times[-every:])
+                chunk, now = sorted(times[-every:]), cpu_parts(proc.pid)
                 out.append(
                     {
                         "reloads": i + 1,
                         "p50_ms": round(chunk[len(chunk) // 2] * 1000, 1),
                         "p90_ms": round(chunk[int(len(chunk) * 0.9)] * 1000, 1),
                         "rss_mb": rss_mb(proc.pid),
+                        "user_ms": round((now[0] - cpu[0]) * 1000 / every, 1),
+                        "sys_ms": round((now[1] - cpu[1]) * 1000 / every, 1),
                     }
                 )
+                cpu = now
+        calls = syscalls_per_reload(proc, log, ROWS[key], syscalls, work)
     finally:
         for p in (proc, service):
             if p is not None:
                 p.terminate()
                 p.wait(10)
-    return out
+    return out, calls
 
 
-def write(rows: dict[str, list[dict[str, Any]]], a: argparse.Namespace, load: tuple[str, str], path: Path) -> str:
+def write(
+    rows: dict[str, list[dict[str, Any]]],
+    calls: dict[str, dict[str, float]],
+    a: argparse.Namespace,
+    load: tuple[str, str],
+    path: Path,
+) -> str:
     lines = [
         f"# What a reload costs Unbound (bench/reload_cost.py), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         "",
         f"One idle Unbound of 1 thread, SIGHUP {a.reloads} times one at a time (each after the last one's "
-        f"`start of service`); per {a.every} reloads: p50/p90 ms until it served again, RSS after. Load average "
-        f"before {load[0]}, after {load[1]}.",
+        f"`start of service`); per {a.every} reloads: p50/p90 ms until it served again, the CPU a reload cost "
+        f"the process (user + system ms, mean), RSS after. Load average before {load[0]}, after {load[1]}.",
         "",
         "| row | RSS at start MB | " + " | ".join(f"after {x['reloads']}" for x in rows["b"][1:]) + " |",
         "|---|---:|" + "---|" * (len(rows["b"]) - 1),
     ]
     for key, got in rows.items():
-        cells = [f"{x['p50_ms']}/{x['p90_ms']} ms, {x['rss_mb']} MB" for x in got[1:]]
+        cells = [
+            f"{x['p50_ms']}/{x['p90_ms']} ms, CPU {x['user_ms']} + {x['sys_ms']} ms, {x['rss_mb']} MB" for x in got[1:]
+        ]
         lines.append(f"| {ROWS[key]} | {got[0]['rss_mb']} | " + " | ".join(cells) + " |")
     for key, got in rows.items():
         growth = (got[-1]["rss_mb"] - got[1]["rss_mb"]) / max(1, got[-1]["reloads"] - got[1]["reloads"]) * 1024
+        user = sum(x["user_ms"] for x in got[1:]) / len(got[1:])
+        system = sum(x["sys_ms"] for x in got[1:]) / len(got[1:])
         lines.append("")
-        lines.append(f"{ROWS[key]}: RSS grows ~{growth:.0f} KB a reload (from reload {got[1]['reloads']} on).")
+        lines.append(
+            f"{ROWS[key]}: RSS grows ~{growth:.0f} KB a reload (from reload {got[1]['reloads']} on); a reload "
+            f"costs ~{user:.1f} ms user + {system:.1f} ms system CPU."
+        )
+        if calls.get(key):
+            counted = ", ".join(f"{name} {n:,.0f}" for name, n in calls[key].items())
+            lines.append(f"System calls per reload (`strace -c`, {a.syscalls} more reloads): {counted}.")
     text = "\n".join(lines) + "\n"
     path.with_suffix(".md").write_text(text)
-    path.with_suffix(".json").write_text(json.dumps({"rows": rows, "load": load}, indent=1) + "\n")
+    path.with_suffix(".json").write_text(json.dumps({"rows": rows, "syscalls": calls, "load": load}, indent=1) + "\n")
     return text
 
 
@@ -114,10 +178,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--reloads", type=int, default=600)
     p.add_argument("--every", type=int, default=100)
+    p.add_argument("--syscalls", type=int, default=5, help="reloads under strace -c after the rest (0: none; slow)")
     p.add_argument("--out", default="reload_cost")
     a = p.parse_args()
     before = load_average()
-    rows = {}
+    rows, calls = {}, {}
     with tempfile.TemporaryDirectory(prefix="rg-reload-cost-", ignore_cleanup_errors=True) as tmp:
         work = Path(tmp)
         upstream = free_port()
@@ -125,12 +190,12 @@ def main() -> None:
         try:
             wait_ready(upstream)
             for key in ROWS:
-                rows[key] = reload_row(work, key, upstream, a.reloads, a.every)
-                print(key, rows[key][-1], flush=True)
+                rows[key], calls[key] = reload_row(work, key, upstream, a.reloads, a.every, a.syscalls)
+                print(key, rows[key][-1], calls[key], flush=True)
         finally:
             nsd.terminate()
             nsd.wait(10)
-    print(write(rows, a, (before, load_average()), RESULTS / a.out))
+    print(write(rows, calls, a, (before, load_average()), RESULTS / a.out))
 
 
 if __name__ == "__main__":
