@@ -521,19 +521,20 @@ def reloads_under_load(
     queries: Path,
     qps: float,
     reloads: int,
+    interval: float = 0.1,
 ) -> dict[str, Any]:
-    """`reloads` reloads, 0.1 s apart, while dnsperf asks at `qps`: queries sent, answered, lost, the
-    module's count of queries in flight at the reloads (from the `logs`), and whether every one of
-    the `procs` is still up and `port` still answers."""
+    """`reloads` reloads, `interval` s apart, while dnsperf asks at `qps`: queries sent, answered,
+    lost, the module's count of queries in flight at the reloads (from the `logs`), and whether every
+    one of the `procs` is still up and `port` still answers."""
     wait_ready(port)
-    seconds = reloads * 0.2 + 4  # (each unbound-control call takes its own time too)
+    seconds = reloads * (interval + 0.1) + 4  # (each unbound-control call takes its own time too)
     cmd = ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(queries), "-l", str(seconds), "-c", "8"]
     load = subprocess.Popen([*cmd, "-Q", str(int(qps)), "-t", "2", "-S", "0"], stdout=subprocess.PIPE, text=True)
     time.sleep(1.0)
     failed = 0
     for i in range(reloads):
         failed += not reload(i)
-        time.sleep(0.1)
+        time.sleep(interval)
     out, _ = load.communicate(timeout=seconds + 60)
     result: dict[str, Any] = {"reloads": reloads, "qps": round(qps), "control_failures": failed}
     for key, pattern in (("sent", r"Queries sent:\s+(\d+)"), ("completed", r"Queries completed:\s+(\d+)")):

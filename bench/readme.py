@@ -137,6 +137,13 @@ def procs_figures(results: Path) -> str:
 
 
 STORMS = "reload_storm.json"  # bench/reload_storm.py: storms in a row on the same processes
+STORMS_APART = "reload_storm_300ms.json"  # the same with the reloads 0.3 s apart (--interval 0.3)
+
+
+def storm_failures(found: dict[str, Any], key: str) -> str:
+    """A row's failed lookups of all its lookups over the storms, as "N of M"."""
+    got = [r["retrying"] for r in found["rows"][key]]
+    return f"{sum(t['failed'] for t in got):,} of {sum(t['lookups'] for t in got):,}"
 
 
 def storm_figures(results: Path) -> str:
@@ -144,17 +151,21 @@ def storm_figures(results: Path) -> str:
     if not (results / STORMS).exists():
         return ""
     found = json.loads((results / STORMS).read_text())
-
-    def failed(key: str) -> str:
-        got = [r["retrying"] for r in found["rows"][key]]
-        return f"{sum(t['failed'] for t in got):,} of {sum(t['lookups'] for t in got):,}"
-
     storms = len(found["rows"]["mp"])
-    return (
+    text = (
         f", but under {storms} such storms in a row at {found['qps']:,.0f} names/s "
-        f"(`bench/results/{STORMS.replace('.json', '.md')}`) {failed('mp')} failed with two processes, "
-        f"{failed('m2')} with the 2-thread module and {failed('b2')} with plain Unbound"
+        f"(`bench/results/{STORMS.replace('.json', '.md')}`) {storm_failures(found, 'mp')} failed with two "
+        "processes (each reloading again before it had answered anything, see docs/unbound.md), "
+        f"{storm_failures(found, 'm2')} with the 2-thread module and {storm_failures(found, 'b2')} with plain Unbound"
     )
+    if (results / STORMS_APART).exists():
+        apart = json.loads((results / STORMS_APART).read_text())
+        where = STORMS_APART.replace(".json", ".md")
+        text += (
+            f"; with the reloads {apart['interval']:g} s apart (`bench/results/{where}`) "
+            f"{storm_failures(apart, 'mp')} and {storm_failures(apart, 'm2')} failed"
+        )
+    return text
 
 
 def module_figures(compare: dict[str, Any]) -> str:

@@ -131,12 +131,12 @@ def fresh_names(lines: list[str], prefix: str, count: int) -> list[str]:
     return [n for n in names if len(n.split(".")[0]) <= 63][:count]
 
 
-def reload_loop(reload: Reload, reloads: int, failed: list[int]) -> None:
-    """`compare.reloads_under_load`'s reloads: a second after the start, 0.1 s apart."""
+def reload_loop(reload: Reload, reloads: int, failed: list[int], interval: float = 0.1) -> None:
+    """`compare.reloads_under_load`'s reloads: a second after the start, `interval` s apart."""
     time.sleep(1.0)
     for i in range(reloads):
         failed[0] += not reload(i)
-        time.sleep(0.1)
+        time.sleep(interval)
 
 
 def retry_under_reloads(
@@ -148,13 +148,15 @@ def retry_under_reloads(
     reloads: int,
     timeout: float = 1.0,
     tries: int = 3,
+    interval: float = 0.1,
 ) -> dict[str, Any]:
-    """`reloads` reloads of the Unbound `procs` (answering on `port`) while the retrying client asks
-    `names` at `qps`: the tally (`Tally` as a dict), failed reloads, whether every one is still up."""
+    """`reloads` reloads of the Unbound `procs` (answering on `port`), `interval` s apart, while the
+    retrying client asks `names` at `qps`: the tally (`Tally` as a dict), failed reloads, whether
+    every one is still up."""
     wait_ready(port)
-    seconds = reloads * 0.2 + 4  # as compare.reloads_under_load: the reloads and a second either side
+    seconds = reloads * (interval + 0.1) + 4  # as compare.reloads_under_load: the reloads and a second either side
     failed = [0]
-    reloader = threading.Thread(target=reload_loop, args=(reload, reloads, failed))
+    reloader = threading.Thread(target=reload_loop, args=(reload, reloads, failed, interval))
     reloader.start()
     tally = asyncio.run(drive(port, names, qps, seconds, timeout, tries))
     reloader.join()

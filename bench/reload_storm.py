@@ -1,15 +1,22 @@
 """Storms of reloads under load: does a client that asks again still get every answer?
 
-    python bench/reload_storm.py [--storms 3] [--reloads 100] [--qps 1840] [--out reload_storm]
+    python bench/reload_storm.py [--storms 3] [--reloads 100] [--interval 0.1] [--qps 1840] [--rows b2,m2,mp]
+                                 [--out reload_storm]
 
 Why (issue #17): bench/module_procs.py runs one storm per row and saw no failed lookup at 1,552-1,951
 never-seen names/s; ad hoc runs at 1,840/s, storm after storm on the same processes, did. Each storm
-is `--reloads` SIGHUPs 0.1 s apart (to every process at once: `systemctl reload unbound`) while
+is `--reloads` SIGHUPs `--interval` s apart (to every process at once: `systemctl reload unbound`) while
 dnsperf asks at `--qps` (lost answers, the module's count of queries in flight), then as many under
 the retrying client of bench/reload_retry.py (1 s, 3 tries: lookups, retried, failed). Rows: (b2)
 plain Unbound with 2 threads, (m2) with the module, (mp) two processes of the module on one port
-(`resolverguard unbound-module --processes 2`); NSD upstream, one verdict service. Loopback only;
-bounded by --storms x --reloads.
+(`resolverguard unbound-module --processes 2`); NSD upstream, one verdict service. Per storm also the
+CPU seconds of the Unbound processes and of the service, and the share of the machine's CPU left idle
+(/proc/stat): a reload costs each process ~30-60 ms of CPU (bench/reload_cost.py), so storms of them
+can starve serving on a small machine (session 21). And from the module's log, the reloads done
+(signals that come during a reload are merged) and the "stalled" ones: unloads at which every query
+the module had seen since it was loaded was still in flight, so Unbound answered none of them
+between two reloads (each then frees one read's worth, 100 datagrams). Loopback only; bounded by
+--storms x --reloads.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare import (  # noqa: E402
+    cpu_seconds,
     free_port,
     hup_each,
     load_average,
@@ -42,23 +50,56 @@ RESULTS = Path(__file__).resolve().parent / "results"
 KEYS = ("b2", "m2", "mp")
 
 
+def cpu_jiffies() -> tuple[int, int]:
+    """The machine's (idle, total) CPU time so far, in clock ticks, all cores (/proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return fields[3] + fields[4], sum(fields[:8])
+
+
+def reload_counts(logs: list[Path]) -> tuple[int, int | None]:
+    """(reloads done, stalled reloads) in these Unbound logs: `start of service` lines, and the
+    module's unloads with queries in flight and none of those it saw since its load answered
+    (None without the module)."""
+    done, stalled, module = 0, 0, False
+    for log in logs:
+        for line in log.read_text(errors="replace").splitlines():
+            done += "start of service" in line
+            if "resolverguard: module unloaded" not in line:
+                continue
+            module = True
+            counts = dict(word.split("=", 1) for word in line.split() if "=" in word)
+            seen = sum(int(counts.get(k, 0)) for k in ("asked", "cleared", "passed_unasked"))
+            stalled += 0 < seen <= int(counts.get("in_flight", 0))
+    return done, stalled if module else None
+
+
 def storms(
-    work: Path, key: str, upstream: int, sock: Path, misses: Path, a: argparse.Namespace
+    work: Path, key: str, upstream: int, sock: Path, misses: Path, a: argparse.Namespace, service: int
 ) -> list[dict[str, Any]]:
     port, procs = start_row(work, key, upstream, sock)
     logs = [work / f"{key}-{i}" / f"unbound-{port}.log" for i in range(len(procs))]
-    count = int(a.qps * (a.reloads * 0.2 + 4)) + 10
+    count = int(a.qps * (a.reloads * (a.interval + 0.1) + 4)) + 10
     lines = misses.read_text().splitlines()
     out = []
     try:
         for storm in range(a.storms):
             for log in logs:  # the module's in-flight count of this storm only
                 log.write_text("")
+            cpu, machine, start = [cpu_seconds(p.pid) for p in procs], cpu_jiffies(), time.monotonic()
+            service_cpu = cpu_seconds(service)
             got = reloads_under_load(
-                port, procs, logs, hup_each(procs), round_misses(misses, storm, tag=key), a.qps, a.reloads
+                port, procs, logs, hup_each(procs), round_misses(misses, storm, tag=key), a.qps, a.reloads, a.interval
             )
             names = fresh_names(lines, f"s{storm}{key}", count)
-            got["retrying"] = retry_under_reloads(port, procs, hup_each(procs), names, a.qps, a.reloads)
+            got["retrying"] = retry_under_reloads(
+                port, procs, hup_each(procs), names, a.qps, a.reloads, interval=a.interval
+            )
+            got["reloads_done"], got["stalled"] = reload_counts(logs)
+            idle, total = (now - then for now, then in zip(cpu_jiffies(), machine, strict=True))
+            got["seconds"] = round(time.monotonic() - start, 1)
+            got["unbound_cpu_s"] = round(sum(cpu_seconds(p.pid) for p in procs) - sum(cpu), 2)
+            got["service_cpu_s"] = round(cpu_seconds(service) - service_cpu, 2) if key != "b2" else None
+            got["machine_idle"] = round(idle / max(total, 1), 3)
             out.append(got)
             print(key, storm, {k: got[k] for k in ("lost", "in_flight")}, got["retrying"]["failed"], flush=True)
     finally:
@@ -72,13 +113,18 @@ def write(rows: dict[str, list[dict[str, Any]]], a: argparse.Namespace, load: tu
     lines = [
         f"# Storms of reloads under load (bench/reload_storm.py), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         "",
-        f"{a.storms} storms in a row on the same processes, each {a.reloads} SIGHUPs 0.1 s apart (to every process "
-        f"at once) at {a.qps:g} never-seen names/s, dnsperf and then the retrying client (1 s, 3 tries). Load average "
-        f"before {load[0]}, after {load[1]}.",
+        f"{a.storms} storms in a row on the same processes, each {a.reloads} SIGHUPs {a.interval:g} s apart (to every "
+        f"process at once) at {a.qps:g} never-seen names/s, dnsperf and then the retrying client (1 s, 3 tries). "
+        f"Load average before {load[0]}, after {load[1]}.",
+        "",
+        "Both halves of a storm (dnsperf, then the retrying client) together: its seconds, the CPU seconds of the "
+        "Unbound processes and of the verdict service, the share of the machine's CPU (all cores) left idle; the "
+        "reloads done (signals sent: 2 x reloads per process) and the stalled ones (the module's unloads with "
+        "every query it had seen since its load still in flight).",
         "",
         "| row | storm | dnsperf sent | lost | in flight (module's count) | retrying: lookups | retried | failed "
-        "| alive |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| alive | seconds | Unbound CPU s | service CPU s | machine idle | reloads done | stalled |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for key, got in rows.items():
         for i, r in enumerate(got):
@@ -86,11 +132,14 @@ def write(rows: dict[str, list[dict[str, Any]]], a: argparse.Namespace, load: tu
             flight = "-" if r["in_flight"] is None else r["in_flight"]
             lines.append(
                 f"| {ROWS[key][0]} | {i + 1} | {r['sent']} | {r['lost']} | {flight} | {t['lookups']} | {t['retried']} "
-                f"| {t['failed']} | {r['alive'] and t['alive']} |"
+                f"| {t['failed']} | {r['alive'] and t['alive']} | {r.get('seconds', '-')} "
+                f"| {r.get('unbound_cpu_s', '-')} | {r.get('service_cpu_s') or '-'} | {r.get('machine_idle', '-')} "
+                f"| {r.get('reloads_done', '-')} | {'-' if r.get('stalled') is None else r['stalled']} |"
             )
     text = "\n".join(lines) + "\n"
     path.with_suffix(".md").write_text(text)
-    path.with_suffix(".json").write_text(json.dumps({"rows": rows, "load": load, "qps": a.qps}, indent=1) + "\n")
+    found = {"rows": rows, "load": load, "qps": a.qps, "interval": a.interval}
+    path.with_suffix(".json").write_text(json.dumps(found, indent=1) + "\n")
     return text
 
 
@@ -98,7 +147,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--storms", type=int, default=3)
     p.add_argument("--reloads", type=int, default=100)
+    p.add_argument("--interval", type=float, default=0.1, help="seconds between a storm's reloads")
     p.add_argument("--qps", type=float, default=1840.0)
+    p.add_argument("--rows", default=",".join(KEYS), help=f"of {','.join(KEYS)}")
     p.add_argument("--out", default="reload_storm")
     a = p.parse_args()
     before = load_average()
@@ -111,8 +162,8 @@ def main() -> None:
         service, sock = start_verdicts(work, "storm")
         try:
             wait_ready(upstream)
-            for key in KEYS:
-                rows[key] = storms(work, key, upstream, sock, files["misses"], a)
+            for key in a.rows.split(","):
+                rows[key] = storms(work, key, upstream, sock, files["misses"], a, service.pid)
         finally:
             for proc in (service, nsd):
                 proc.terminate()
