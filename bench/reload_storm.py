@@ -11,12 +11,12 @@ the retrying client of bench/reload_retry.py (1 s, 3 tries: lookups, retried, fa
 plain Unbound with 2 threads, (m2) with the module, (mp) two processes of the module on one port
 (`resolverguard unbound-module --processes 2`); NSD upstream, one verdict service. Per storm also the
 CPU seconds of the Unbound processes and of the service, and the share of the machine's CPU left idle
-(/proc/stat): a reload costs each process ~30-60 ms of CPU (bench/reload_cost.py), so storms of them
-can starve serving on a small machine (session 21). And from the module's log, the reloads done
-(signals that come during a reload are merged) and the "stalled" ones: unloads at which every query
-the module had seen since it was loaded was still in flight, so Unbound answered none of them
-between two reloads (each then frees one read's worth, 100 datagrams). Loopback only; bounded by
---storms x --reloads.
+(/proc/stat): a reload costs each process ~30-60 ms of CPU (bench/reload_cost.py), and the idle share
+tells a full machine from reloads that are merely long (session 21: ~40% idle). And from the module's
+log, the reloads done (signals that come during a reload are merged) and the "stalled" ones: unloads
+at which every query the module had seen since it was loaded was still in flight, so Unbound answered
+none of them between two reloads (each then frees one read's worth, 100 datagrams). Loopback only;
+bounded by --storms x --reloads.
 """
 
 from __future__ import annotations
