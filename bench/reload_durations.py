@@ -19,23 +19,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import random
 import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare import free_port, load_average, query_files, start_nsd, start_verdicts, wait_ready  # noqa: E402
+from compare import load_average, wait_ready  # noqa: E402
 from module_procs import ROWS, start_row  # noqa: E402
+from module_stages import pct  # noqa: E402
 from reload_retry import drive, fresh_names  # noqa: E402
+from reload_storm import KEYS, each_row  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-KEYS = ("b2", "m2", "mp")
 
 
 class StartWatch:
@@ -83,20 +81,18 @@ def lengths(starts: list[float], signals: list[float]) -> list[float]:
 
 
 def summary(got: list[float], interval: float) -> dict[str, Any]:
-    """Reloads, p10/p50/p90/max ms of their sorted lengths `got`, and how many outlasted the interval."""
-
-    def at(q: float) -> float:
-        return round(got[min(len(got) - 1, int(q * len(got)))] * 1000, 1) if got else 0.0
-
+    """Reloads, p10/p50/p90/max ms of their lengths `got`, and how many outlasted the interval."""
     return {
         "reloads": len(got),
-        **{f"p{round(q * 100)}_ms": at(q) for q in (0.1, 0.5, 0.9)},
-        "max_ms": at(1.0),
+        **{f"p{round(q * 100)}_ms": round(pct(got, q) * 1000, 1) for q in (0.1, 0.5, 0.9)},
+        "max_ms": round(pct(got, 1.0) * 1000, 1),
         "over_interval": sum(g > interval for g in got),
     }
 
 
-def storm(work: Path, key: str, upstream: int, sock: Path, misses: Path, a: argparse.Namespace) -> dict[str, Any]:
+def storm(
+    work: Path, key: str, upstream: int, sock: Path, misses: Path, service: int, a: argparse.Namespace
+) -> dict[str, Any]:
     port, procs = start_row(work, key, upstream, sock)
     logs = [work / f"{key}-{i}" / f"unbound-{port}.log" for i in range(len(procs))]
     seconds = a.reloads * a.interval + 4
@@ -120,7 +116,7 @@ def storm(work: Path, key: str, upstream: int, sock: Path, misses: Path, a: argp
         for proc in procs:
             proc.terminate()
             proc.wait(10)
-    per_process = [summary(sorted(lengths(starts, signals)), a.interval) for starts in watch.starts]
+    per_process = [summary(lengths(starts, signals), a.interval) for starts in watch.starts]
     lookups = sum(tally[k] for k in ("first", "retried", "servfail", "failed"))
     return {"processes": per_process, "lookups": lookups, "retried": tally["retried"], "failed": tally["failed"]}
 
@@ -162,23 +158,7 @@ def main() -> None:
     p.add_argument("--out", default="reload_durations")
     a = p.parse_args()
     before = load_average()
-    rows = {}
-    with tempfile.TemporaryDirectory(prefix="rg-durations-", ignore_cleanup_errors=True) as tmp:
-        work = Path(tmp)
-        files = query_files(work, 1000, random.Random(20261205), misses=300_000)
-        upstream = free_port()
-        helpers: list[subprocess.Popen[bytes]] = [start_nsd(work, upstream)]
-        try:
-            wait_ready(upstream)
-            service, sock = start_verdicts(work, "durations")
-            helpers.append(service)
-            for key in a.rows.split(","):
-                rows[key] = storm(work, key, upstream, sock, files["misses"], a)
-                print(key, rows[key], flush=True)
-        finally:
-            for proc in helpers:
-                proc.terminate()
-                proc.wait(10)
+    rows = each_row(a.rows.split(","), "durations", 20261205, 300_000, lambda *row: storm(*row, a))
     print(write(rows, a, (before, load_average()), RESULTS / a.out))
 
 

@@ -27,6 +27,7 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -73,8 +74,34 @@ def reload_counts(logs: list[Path]) -> tuple[int, int | None]:
     return done, stalled if module else None
 
 
+Row = Callable[
+    [Path, str, int, Path, Path, int], Any
+]  # (work, key, upstream, verdict socket, misses file, service pid)
+
+
+def each_row(keys: list[str], name: str, seed: int, misses: int, measure: Row) -> dict[str, Any]:
+    """NSD and one verdict service in a fresh directory, with `misses` never-seen names (query_files,
+    `seed`), and `measure` run for every row of `keys` against them: {key: what it returned}."""
+    rows = {}
+    with tempfile.TemporaryDirectory(prefix=f"rg-{name}-", ignore_cleanup_errors=True) as tmp:
+        work = Path(tmp)
+        files = query_files(work, 1000, random.Random(seed), misses=misses)
+        upstream = free_port()
+        nsd = start_nsd(work, upstream)
+        service, sock = start_verdicts(work, name)
+        try:
+            wait_ready(upstream)
+            for key in keys:
+                rows[key] = measure(work, key, upstream, sock, files["misses"], service.pid)
+        finally:
+            for proc in (service, nsd):
+                proc.terminate()
+                proc.wait(10)
+    return rows
+
+
 def storms(
-    work: Path, key: str, upstream: int, sock: Path, misses: Path, a: argparse.Namespace, service: int
+    work: Path, key: str, upstream: int, sock: Path, misses: Path, service: int, a: argparse.Namespace
 ) -> list[dict[str, Any]]:
     port, procs = start_row(work, key, upstream, sock)
     logs = [work / f"{key}-{i}" / f"unbound-{port}.log" for i in range(len(procs))]
@@ -153,21 +180,7 @@ def main() -> None:
     p.add_argument("--out", default="reload_storm")
     a = p.parse_args()
     before = load_average()
-    rows = {}
-    with tempfile.TemporaryDirectory(prefix="rg-storm-", ignore_cleanup_errors=True) as tmp:
-        work = Path(tmp)
-        files = query_files(work, 1000, random.Random(20261204), misses=400_000)
-        upstream = free_port()
-        nsd = start_nsd(work, upstream)
-        service, sock = start_verdicts(work, "storm")
-        try:
-            wait_ready(upstream)
-            for key in a.rows.split(","):
-                rows[key] = storms(work, key, upstream, sock, files["misses"], a, service.pid)
-        finally:
-            for proc in (service, nsd):
-                proc.terminate()
-                proc.wait(10)
+    rows = each_row(a.rows.split(","), "storm", 20261204, 400_000, lambda *row: storms(*row, a))
     print(write(rows, a, (before, load_average()), RESULTS / a.out))
 
 
