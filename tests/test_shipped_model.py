@@ -161,3 +161,37 @@ def _row(model, text: str):
     row = np.zeros(model.encoder.maxlen, dtype=np.int32)
     model.encoder.encode_one(text, row)
     return row
+
+
+def test_chunks_cover_a_batch_with_powers_of_two_largest_first() -> None:
+    from resolverguard.model import MAX_CHUNK, chunks
+
+    assert chunks(0) == [] and chunks(1) == [1] and chunks(13) == [8, 4, 1]
+    for n in range(0, 3 * MAX_CHUNK + 2):
+        parts = chunks(n)
+        assert sum(parts) == n and parts == sorted(parts, reverse=True)
+        assert all(p & (p - 1) == 0 and p <= MAX_CHUNK for p in parts)
+        assert len(set(p for p in parts if p < MAX_CHUNK)) == len([p for p in parts if p < MAX_CHUNK])
+
+
+def test_a_name_scores_the_same_in_any_batch_it_rides_in(model) -> None:
+    """The CNN runs a batch as chunks on interpreters of fixed sizes (never resized): a row's output
+    must not depend on its batch's size or on the rows beside it, bit for bit."""
+    import random
+    import string
+
+    import numpy as np
+
+    rng = random.Random(5)
+    alphabet = string.ascii_lowercase + string.digits
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(6, 30))) + ".com" for _ in range(200)]
+    rows = model.encoder.encode(texts)
+    alone = np.concatenate([model.outputs_of_rows(rows[i : i + 1]) for i in range(len(texts))])
+    at = 0
+    for size in (13, 77, 3, 64, 2, 41):  # 200 names in batches of sizes the chunks split differently
+        batch = model.outputs_of_rows(rows[at : at + size])
+        assert batch.shape == (size, 1) and np.array_equal(batch, alone[at : at + size]), size
+        at += size
+    assert at == len(texts)
+    assert model.outputs_of_rows(rows[:0]).shape == (0, 1)
+    assert sorted(model._sized) == [1, 2, 4, 8, 16, 32, 64]  # no more interpreters than the chunk sizes

@@ -20,10 +20,12 @@ from resolverguard.steps.cache import VerdictCache
 # Batches smaller than this are scored one name at a time. Measured on the shipped ensemble
 # (compare's never-seen names, CPU per call, load ~4): one name 19 us; 2 names 219 us as a batch
 # against 75 one by one, 4: 136 / 82, 6: 155 / 120, 8: 159 / 165, 16: 226 / 344. A batch pays
-# numpy's and the interpreter's fixed costs (a resize for each new batch size), a lone name takes
-# the pure-Python path (`EnsembleScorer._score_one`). At 20% load most batches are one name, and
-# the few of 2-6 (datagrams that piled up while the process was not running) were the dearest
-# model calls at the p99 (bench/results/miss_std6.md). A faster lone name moves the crossover up.
+# numpy's and the interpreter's fixed costs (then also a resize for each new batch size: gone since
+# session 22, `TFLiteScorer._invoke`; measured again then, batches of 6 still cost more than 6 lone
+# names, 8 about the same), a lone name takes the pure-Python path (`EnsembleScorer._score_one`). At
+# 20% load most batches are one name, and the few of 2-6 (datagrams that piled up while the process
+# was not running) were the dearest model calls at the p99 (bench/results/miss_std6.md). A faster
+# lone name moves the crossover up.
 SINGLES_BELOW = 8
 
 
