@@ -1,7 +1,7 @@
 """Storms of reloads under load: does a client that asks again still get every answer?
 
     python bench/reload_storm.py [--storms 3] [--reloads 100] [--interval 0.1] [--qps 1840] [--rows b2,m2,mp]
-                                 [--out reload_storm]
+                                 [--settle S] [--out reload_storm]
 
 Why (issue #17): bench/module_procs.py runs one storm per row and saw no failed lookup at 1,552-1,951
 never-seen names/s; ad hoc runs at 1,840/s, storm after storm on the same processes, did. Each storm
@@ -17,6 +17,15 @@ log, the reloads done (signals that come during a reload are merged) and the "st
 at which every query the module had seen since it was loaded was still in flight, so Unbound answered
 none of them between two reloads (each then frees one read's worth, 100 datagrams). Loopback only;
 bounded by --storms x --reloads.
+
+`--settle S`: the storm's reloads are asked of systemd instead (`systemctl reload unbound` every
+`--interval` s) for units whose ExecReload is SIGHUP and then `sleep S`, as `resolverguard
+unbound-module` prints them since session 22. This machine cannot run systemd, so `SystemdJobs` does
+what systemd 252 does with such a unit (Type=notify, as Debian's): one reload job per process at a time
+(the unit is "reloading" while ExecReload runs and, after it, until Unbound's READY=1, which Unbound
+sends at its `start of service`); a request that comes meanwhile is merged into one job that runs
+after (job.c `job_install`: "Merged into running job, re-running"; unit.c `unit_reload`: -EAGAIN while
+reloading).
 """
 
 from __future__ import annotations
@@ -24,8 +33,11 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import signal
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -74,6 +86,67 @@ def reload_counts(logs: list[Path]) -> tuple[int, int | None]:
     return done, stalled if module else None
 
 
+class SystemdJobs:
+    """A `Reload` (compare.hup_each's shape) that asks systemd's way (see the module docstring): per
+    process a job runner that sends SIGHUP, sleeps `settle`, then waits for the reload's `start of
+    service` in the process's log (READY=1); requests that come while a job runs make one more job."""
+
+    def __init__(self, procs: list[subprocess.Popen[bytes]], logs: list[Path], settle: float) -> None:
+        self.procs, self.logs, self.settle = procs, logs, settle
+        self.jobs = [0] * len(procs)  # reloads run, per process
+        self._pending = [False] * len(procs)
+        self._busy = [False] * len(procs)
+        self._changed = threading.Condition()
+        self._stop = False
+        self._threads = [threading.Thread(target=self._run, args=(k,), daemon=True) for k in range(len(procs))]
+        for thread in self._threads:
+            thread.start()
+
+    def __call__(self, i: int) -> bool:
+        with self._changed:
+            self._pending = [True] * len(self.procs)
+            self._changed.notify_all()
+        return True
+
+    def _starts(self, k: int) -> int:
+        return self.logs[k].read_bytes().count(b"start of service")
+
+    def _run(self, k: int) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: self._pending[k] or self._stop)
+                if self._stop:
+                    return
+                self._pending[k], self._busy[k] = False, True
+            before = self._starts(k)
+            self.procs[k].send_signal(signal.SIGHUP)
+            time.sleep(self.settle)
+            deadline = time.monotonic() + 10.0  # (a reload takes ~0.03-0.3 s)
+            while self._starts(k) <= before and time.monotonic() < deadline:
+                time.sleep(0.002)
+            with self._changed:
+                self.jobs[k] += 1
+                self._busy[k] = False
+                self._changed.notify_all()
+
+    def drain(self, timeout: float = 30.0) -> None:
+        """Waits until every requested reload has run."""
+        with self._changed:
+            self._changed.wait_for(lambda: not any(self._pending) and not any(self._busy), timeout)
+
+    def close(self) -> None:
+        with self._changed:
+            self._stop = True
+            self._changed.notify_all()
+        for thread in self._threads:
+            thread.join(15)
+
+
+def reloader(procs: list[subprocess.Popen[bytes]], logs: list[Path], settle: float) -> Callable[[int], bool]:
+    """SIGHUPs as they come (`hup_each`), or through systemd's jobs when `settle` is set."""
+    return SystemdJobs(procs, logs, settle) if settle else hup_each(procs)
+
+
 Row = Callable[
     [Path, str, int, Path, Path, int], Any
 ]  # (work, key, upstream, verdict socket, misses file, service pid)
@@ -114,14 +187,23 @@ def storms(
                 log.write_text("")
             cpu, machine, start = [cpu_seconds(p.pid) for p in procs], cpu_jiffies(), time.monotonic()
             service_cpu = cpu_seconds(service)
-            got = reloads_under_load(
-                port, procs, logs, hup_each(procs), round_misses(misses, storm, tag=key), a.qps, a.reloads, a.interval
-            )
-            names = fresh_names(lines, f"s{storm}{key}", count)
-            got["retrying"] = retry_under_reloads(
-                port, procs, hup_each(procs), names, a.qps, a.reloads, interval=a.interval
-            )
+            jobs = [0] * len(procs)
+            for half in ("dnsperf", "retrying"):
+                reload = reloader(procs, logs, a.settle)
+                if half == "dnsperf":
+                    queries = round_misses(misses, storm, tag=key)
+                    got = reloads_under_load(port, procs, logs, reload, queries, a.qps, a.reloads, a.interval)
+                else:
+                    names = fresh_names(lines, f"s{storm}{key}", count)
+                    got["retrying"] = retry_under_reloads(
+                        port, procs, reload, names, a.qps, a.reloads, interval=a.interval
+                    )
+                if isinstance(reload, SystemdJobs):
+                    reload.drain()
+                    reload.close()
+                    jobs = [j + k for j, k in zip(jobs, reload.jobs, strict=True)]
             got["reloads_done"], got["stalled"] = reload_counts(logs)
+            got["systemd_jobs"] = jobs if a.settle else None
             idle, total = (now - then for now, then in zip(cpu_jiffies(), machine, strict=True))
             got["seconds"] = round(time.monotonic() - start, 1)
             got["unbound_cpu_s"] = round(sum(cpu_seconds(p.pid) for p in procs) - sum(cpu), 2)
@@ -140,13 +222,13 @@ def write(rows: dict[str, list[dict[str, Any]]], a: argparse.Namespace, load: tu
     lines = [
         f"# Storms of reloads under load (bench/reload_storm.py), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         "",
-        f"{a.storms} storms in a row on the same processes, each {a.reloads} SIGHUPs {a.interval:g} s apart (to every "
+        f"{a.storms} storms in a row on the same processes, each {a.reloads} {how(a)} {a.interval:g} s apart (to every "
         f"process at once) at {a.qps:g} never-seen names/s, dnsperf and then the retrying client (1 s, 3 tries). "
         f"Load average before {load[0]}, after {load[1]}.",
         "",
         "Both halves of a storm (dnsperf, then the retrying client) together: its seconds, the CPU seconds of the "
         "Unbound processes and of the verdict service, the share of the machine's CPU (all cores) left idle; the "
-        "reloads done (signals sent: 2 x reloads per process) and the stalled ones (the module's unloads with "
+        "reloads done (2 x reloads requested per process) and the stalled ones (the module's unloads with "
         "every query it had seen since its load still in flight).",
         "",
         "| row | storm | dnsperf sent | lost | in flight (module's count) | retrying: lookups | retried | failed "
@@ -165,9 +247,18 @@ def write(rows: dict[str, list[dict[str, Any]]], a: argparse.Namespace, load: tu
             )
     text = "\n".join(lines) + "\n"
     path.with_suffix(".md").write_text(text)
-    found = {"rows": rows, "load": load, "qps": a.qps, "interval": a.interval}
+    found = {"rows": rows, "load": load, "qps": a.qps, "interval": a.interval, "settle": a.settle}
     path.with_suffix(".json").write_text(json.dumps(found, indent=1) + "\n")
     return text
+
+
+def how(a: argparse.Namespace) -> str:
+    if not a.settle:
+        return "SIGHUPs"
+    return (
+        f"`systemctl reload` requests (systemd's jobs as `SystemdJobs` runs them: ExecReload SIGHUP, then "
+        f"`sleep {a.settle:g}`, then READY=1)"
+    )
 
 
 def main() -> None:
@@ -177,6 +268,7 @@ def main() -> None:
     p.add_argument("--interval", type=float, default=0.1, help="seconds between a storm's reloads")
     p.add_argument("--qps", type=float, default=1840.0)
     p.add_argument("--rows", default=",".join(KEYS), help=f"of {','.join(KEYS)}")
+    p.add_argument("--settle", type=float, default=0.0, help="ask systemd's way, ExecReload's sleep (s)")
     p.add_argument("--out", default="reload_storm")
     a = p.parse_args()
     before = load_average()

@@ -15,6 +15,14 @@ MODULE_FILE = Path(__file__).resolve().parent / "unbound_module.py"
 UNBOUND_CONF = Path("/etc/unbound/unbound.conf")  # Debian's; unbound.service runs it
 DIST_PACKAGES = "/usr/lib/python3/dist-packages"  # Debian's embedded Python does not look there by itself
 FILE_HEAD = "# ==> {} <=="  # one block per file to write, as `head` marks files
+# Seconds each `systemctl reload` of an Unbound unit holds its reload job after the SIGHUP. Why (#17):
+# a SIGHUP that comes while Unbound is still reloading makes it reload again right after, before it
+# has answered what it read, and a storm of them (a script that reloads per change) stalls it: with
+# the module, reloads 0.1 s apart failed lookups after 3 tries, 0.3 s apart none did
+# (bench/results/reload_storm*.md). systemd runs one reload job per unit at a time and merges the
+# requests that come meanwhile into one more, so the sleep keeps reloads this far apart at least.
+RELOAD_SETTLE = 0.3
+RELOAD_LINES = ("ExecReload=+/bin/kill -HUP $MAINPID", f"ExecReload=/bin/sleep {RELOAD_SETTLE:g}")
 
 
 def module_config(
@@ -36,10 +44,13 @@ def module_config(
         f"{one_per_core}"
         "python:\n"
         f'    python-script: "{module}"\n'
-        "# Unbound's environment (e.g. systemctl edit unbound, [Service] section):\n"
+        "# Unbound's environment and reload (e.g. systemctl edit unbound, [Service] section; the empty\n"
+        "# ExecReload= replaces Debian's, then the same SIGHUP and a pause before the next reload):\n"
         f"#   Environment=PYTHONPATH={DIST_PACKAGES}\n"
         f"#   Environment=RESOLVERGUARD_SOCKET={socket_path}\n"
-        "# and the verdict service it asks (fails open while the service is down):\n"
+        "#   ExecReload=\n"
+        + "".join(f"#   {line}\n" for line in RELOAD_LINES)
+        + "# and the verdict service it asks (fails open while the service is down):\n"
         f"#   resolverguard unbound-service --config /etc/resolverguard/policy.yaml --socket {socket_path}\n"
     )
     for k in range(2, processes + 1):
@@ -78,9 +89,7 @@ def extra_process(k: int, processes: int, socket_path: Path, unbound_conf: Path)
         "Restart=on-failure\n"
         f"Environment=PYTHONPATH={DIST_PACKAGES}\n"
         f"Environment=RESOLVERGUARD_SOCKET={socket_path}\n"
-        f"ExecStart=/usr/sbin/unbound -d -p -c {conf}\n"
-        "ExecReload=+/bin/kill -HUP $MAINPID\n"
-        "[Install]\n"
+        f"ExecStart=/usr/sbin/unbound -d -p -c {conf}\n" + "".join(f"{line}\n" for line in RELOAD_LINES) + "[Install]\n"
         "WantedBy=unbound.service\n"
         f"# then: sudo systemctl daemon-reload && sudo systemctl enable --now {unit}\n"
     )

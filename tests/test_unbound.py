@@ -33,7 +33,7 @@ import pytest
 from dnsfixtures import ROOT, UPSTREAM_A, Upstream, free_port, run_upstream, wait_for
 
 from resolverguard.unbound_gate import NATIVE_ENV, native_linear_type
-from resolverguard.unboundconf import DIST_PACKAGES, MODULE_FILE  # (where Debian puts unboundmodule.py)
+from resolverguard.unboundconf import DIST_PACKAGES, MODULE_FILE, RELOAD_SETTLE  # (where Debian puts unboundmodule.py)
 
 UNBOUND = shutil.which("unbound") or "/usr/sbin/unbound"
 UNBOUND_CONTROL = shutil.which("unbound-control") or "/usr/sbin/unbound-control"
@@ -231,6 +231,15 @@ def unit_command(unit: str) -> tuple[list[str], dict[str, str]]:
     return cmd, env
 
 
+def run_exec_reload(unit: str, pid: int) -> None:
+    """A unit's ExecReload= lines, in order, as systemd runs them for `systemctl reload` (the "+"
+    prefix only lifts the sandbox, the empty line resets the list)."""
+    commands = [line[len("ExecReload=") :] for line in unit.splitlines() if line.startswith("ExecReload=")]
+    for command in filter(None, commands):
+        argv = shlex.split(command.lstrip("+").replace("$MAINPID", str(pid)))
+        subprocess.run(argv, check=True, timeout=10)
+
+
 @needs_unbound
 @pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="needs systemd-analyze (apt-get install systemd)")
 def test_two_unbound_processes_from_the_printed_config_and_unit_share_a_port_and_each_blocks(
@@ -241,8 +250,9 @@ def test_two_unbound_processes_from_the_printed_config_and_unit_share_a_port_and
     printed unit runs it; Unbound and systemd accept both. Queries from 40 client sockets reach both
     processes (the kernel spreads sockets by address); each asks the service for the DGA name once,
     then answers it from its own cache. The control socket stays the first's; a reload of each (the
-    first with unbound-control, the second with SIGHUP, its ExecReload) empties both caches, so each
-    asks once more."""
+    first with unbound-control, the second by running its unit's ExecReload lines: SIGHUP, then the
+    pause that keeps reloads apart) empties both caches, so each asks once more. The first unit's
+    drop-in, printed as comments, reloads the same way."""
     sock, port, conf = tmp_path / "verdicts.sock", free_port(), tmp_path / "unbound.conf"
     argv = ["unbound-module", "--processes", "2", "--socket", str(sock), "--unbound-conf", str(conf)]
     out = subprocess.run([sys.executable, "-m", "resolverguard", *argv], cwd=ROOT, capture_output=True, text=True)
@@ -250,6 +260,8 @@ def test_two_unbound_processes_from_the_printed_config_and_unit_share_a_port_and
     files = printed_files(out.stdout)
     second, unit = tmp_path / "unbound-2.conf", "/etc/systemd/system/unbound-2.service"
     assert set(files) == {"", str(second), unit}
+    drop_in = [line.removeprefix("#   ") for line in files[""].splitlines() if line.startswith("#   ExecReload=")]
+    assert drop_in == ["ExecReload=", *(line for line in files[unit].splitlines() if line.startswith("ExecReload="))]
     conf.write_text(unbound_base(tmp_path, port, upstream.port) + files[""])
     second.write_text(files[str(second)])
     (tmp_path / "unbound-2.service").write_text(files[unit])
@@ -275,7 +287,9 @@ def test_two_unbound_processes_from_the_printed_config_and_unit_share_a_port_and
                 assert addresses(a.ask("example.com")) == [UPSTREAM_A]
             if round_ == 0:
                 a.control("reload")
-                b.proc.send_signal(signal.SIGHUP)
+                started_at = time.monotonic()
+                run_exec_reload(files[unit], b.proc.pid)
+                assert time.monotonic() - started_at >= RELOAD_SETTLE  # the job holds for the pause
                 wait_for_log(a, "resolverguard: module loaded", count=4)
         assert a.proc.poll() is None and b.proc.poll() is None
         assert log.read_text().count("resolverguard: module loaded") == 4
