@@ -64,6 +64,13 @@ def side(checkout: Path, seed: int, names: int) -> float:
     return float(json.loads(out.stdout.strip().splitlines()[-1])["us_per_name"])
 
 
+def commit(checkout: Path) -> str:
+    """The checkout's commit, with "+" when its tracked files differ from it."""
+    head = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run(["git", "-C", str(checkout), "diff", "--quiet", "HEAD"], capture_output=True)
+    return head.stdout.strip() + ("+" if dirty.returncode else "")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("baseline", type=Path)
@@ -83,14 +90,16 @@ def main() -> None:
     load_after = Path("/proc/loadavg").read_text().split()[:3]
     median = {k: statistics.median(row[k] for row in rows) for k in ("this", "baseline", "ratio")}
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    results = {"when": when, "baseline": str(a.baseline), "names": a.names, "rounds": rows, "median": median,
+    commits = {name: commit(path) for name, path in sides.items()}
+    results = {"when": when, "commits": commits, "names": a.names, "rounds": rows, "median": median,
                "load_before": load_before, "load_after": load_after}  # fmt: skip
     out = ROOT / "bench" / "results" / a.out
     out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
     lines = [
         f"# The shipped scorer over a busy service's batch sizes (bench/scorer_batches.py, {when})",
         "",
-        f"This checkout against `{a.baseline}`, {a.rounds} rounds of {a.names} random-looking names each, "
+        f"This checkout ({commits['this']}) against {commits['baseline']}, {a.rounds} rounds of {a.names} "
+        "random-looking names each, "
         f"CPU microseconds per name; load average before {' '.join(load_before)}, after {' '.join(load_after)}.",
         "",
         "| round | this | baseline | this / baseline |",
