@@ -494,8 +494,9 @@ def control_or_hup(work: Path, port: int, proc: subprocess.Popen[bytes]) -> Relo
 
 
 def hup_each(procs: list[subprocess.Popen[bytes]]) -> Reload:
-    """SIGHUP to every process at once: `systemctl reload unbound` with one Unbound process per core
-    (`resolverguard unbound-module --processes N`: the others' units have ReloadPropagatedFrom)."""
+    """SIGHUP to every process at once, as `systemctl reload unbound` sends it to one Unbound process
+    per core (`resolverguard unbound-module --processes N`: the others' units have ReloadPropagatedFrom),
+    without the pause their `ExecReload=` keeps after it (bench/reload_storm.py's `SystemdJobs` has it)."""
 
     def reload(i: int) -> bool:
         for proc in procs:

@@ -24,8 +24,9 @@ Then `--reloads` reloads under load per row, last (a reload empties Unbound's ca
 (m2)'s never-seen peak, as bench/compare.py: dnsperf's lost answers and the module's count of queries
 in flight at the reloads, then a client that asks again (bench/reload_retry.py: 1 s, 3 tries). (b2)
 and (m2) are reloaded as compare.py does (`unbound-control reload` and SIGHUP alternated); (bp) and
-(mp) as `systemctl reload unbound` reloads the processes `resolverguard unbound-module --processes 2`
-sets up: SIGHUP to both at once.
+(mp) with bare SIGHUPs to both at once (what `systemctl reload unbound` sent with the units
+`resolverguard unbound-module --processes 2` printed before session 22; their `ExecReload=` now
+sleeps 0.3 s after the signal, which spaces reloads out: bench/reload_storm.py --settle).
 Loopback only; bounded by --seconds per run, --rounds and --reloads.
 """
 
@@ -223,9 +224,10 @@ def reload_lines(reloads: dict[str, dict[str, Any]]) -> list[str]:
     lines = [
         "",
         f"Reloads under load: {first['reloads']} reloads 0.1 s apart at {first['qps']} qps of never-seen names "
-        "(20% of (m2)'s peak); (b2), (m2): `unbound-control reload` and SIGHUP alternated; (bp), (mp): SIGHUP "
-        "to both processes at once (`systemctl reload unbound` with the units `unbound-module --processes 2` "
-        "prints). Then a client that asks again after 1 s, 3 tries (bench/reload_retry.py), under as many.",
+        "(20% of (m2)'s peak); (b2), (m2): `unbound-control reload` and SIGHUP alternated; (bp), (mp): bare "
+        "SIGHUPs to both processes at once (the printed units' `systemctl reload` spaces them 0.3 s apart: "
+        "bench/reload_storm.py --settle). Then a client that asks again after 1 s, 3 tries "
+        "(bench/reload_retry.py), under as many.",
         "",
         "| row | sent | answered | lost | in flight at the reloads (module's count) | reload failed | alive after "
         "| answers after | retrying client: lookups, answered after a retry, SERVFAIL, failed |",

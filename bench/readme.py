@@ -112,8 +112,9 @@ def load_note(compare: dict[str, Any]) -> str:
     return f", load average {load['before'].split()[0]} before and {load['after'].split()[0]} after: a busy machine"
 
 
-# bench/module_procs.py runs with every row on names of its own (session 20 on; earlier runs flattered (mp))
-PROCS_RUNS = ("module_procs_run3.json", "module_procs_run4.json", "module_procs_run5.json")
+# bench/module_procs.py runs with every row on names of its own (session 20 on; earlier runs flattered (mp)),
+# the newest code's (session 22: the first two with --reloads 0)
+PROCS_RUNS = ("module_procs_s22.json", "module_procs_s22b.json", "module_procs_s22c.json")
 
 
 def procs_figures(results: Path) -> str:
@@ -125,15 +126,19 @@ def procs_figures(results: Path) -> str:
     mp = ", ".join(f"{r['ratios']['(mp)/(b2)']['misses']:.2f}x" for r in runs)
     m2 = ", ".join(f"{r['ratios']['(m2)/(b2)']['misses']:.2f}x" for r in runs)
     hits = ", ".join(f"{r['ratios']['(mp)/(b2)']['hits']:.2f}x" for r in runs)
-    retry = [r["reloads"]["mp"]["retrying"] for r in runs]
-    return (
+    reloaded = [r["reloads"]["mp"] for r in runs if r.get("reloads", {}).get("mp")]
+    retry = [r["retrying"] for r in reloaded]
+    text = (
         f" As two Unbound processes of one thread on one port (`resolverguard unbound-module --processes 2`; "
         f"{files}): never-seen names {mp} plain Unbound with 2 threads (the 2-thread module {m2} in the same runs), "
-        f"cached names {hits}; under "
-        f"{runs[0]['reloads']['mp']['reloads']} reloads of both, a client that asks again had "
-        f"{sum(t['failed'] for t in retry)} of {sum(t['lookups'] for t in retry):,} lookups fail"
-        f"{storm_figures(results)}."
+        f"cached names {hits}"
     )
+    if reloaded:
+        text += (
+            f"; under {reloaded[0]['reloads']} reloads of both, a client that asks again had "
+            f"{sum(t['failed'] for t in retry)} of {sum(t['lookups'] for t in retry):,} lookups fail"
+        )
+    return text + f"{storm_figures(results)}."
 
 
 STORMS = "reload_storm.json"  # bench/reload_storm.py: storms in a row on the same processes
