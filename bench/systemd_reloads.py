@@ -1,0 +1,322 @@
+"""Storms of `systemctl reload` through systemd itself, with the units `resolverguard unbound-module
+--processes 2` prints: does a client that asks again still get every answer?
+
+    python bench/systemd_reloads.py [--reloads 100] [--interval 0.1] [--qps 1840] [--storms 2] [--out systemd_reloads]
+
+Why (issue #17): the printed units hold each reload job for 0.3 s after the SIGHUP (`ExecReload=` kill,
+then sleep), so that systemd, which runs one reload job per unit at a time and merges the requests that
+come meanwhile, keeps a storm of reloads from stalling Unbound. bench/reload_storm.py --settle emulates
+those jobs; this asks systemd 252 (Debian 12's). The development machine has no systemd as its init
+and must not boot one (it shares the filesystem, whose /tmp systemd-tmpfiles empties), so the bench
+runs a *user* manager (`systemd --user`) as an unprivileged user (`--user-name`, made if missing): in
+a private mount namespace where /run/systemd/system exists (systemd's "booted" check) and in a cgroup
+of its own delegated to that user. A user manager's job engine is the system manager's: one job per
+unit, Type=notify (Unbound's READY=1 / RELOADING=1), ExecReload=, ReloadPropagatedFrom=, PartOf=.
+
+Rows, each on two Unbound processes of one thread with the module on one port (so-reuseport), NSD
+upstream, one verdict service, all on loopback:
+  (sleep) the printed units: process 1's unit with the printed drop-in's `ExecReload=` lines, process
+          2's unit exactly as printed;
+  (bare)  the same with `ExecReload=` SIGHUP only (Debian's unbound.service; the units printed before
+          session 22).
+Each storm: `systemctl --user --no-block reload unbound.service` every `--interval` s, `--reloads` times
+(the second process reloads through ReloadPropagatedFrom), while the retrying client of
+bench/reload_retry.py (1 s, 3 tries) asks `--qps` never-seen names/s. Per storm: lookups, retried,
+failed; per process the reloads done (`start of service` lines, read every 2 ms) and the shortest and
+median time between two of them. Bounded by --storms x --reloads; writes bench/results/OUT.{md,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import pwd
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from compare import free_port, load_average, query_files, start_nsd, start_verdicts, wait_ready  # noqa: E402
+from reload_durations import StartWatch  # noqa: E402
+from reload_retry import drive, fresh_names  # noqa: E402
+
+from resolverguard.unboundconf import RELOAD_LINES, module_config  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+CGROUP_ROOT = Path("/sys/fs/cgroup/unified")  # Debian 12 hybrid; a unified machine has it at /sys/fs/cgroup
+ROWS = {"sleep": RELOAD_LINES, "bare": RELOAD_LINES[:1]}
+
+
+class UserManager:
+    """`systemd --user` for `user`, and `systemctl --user` against it."""
+
+    def __init__(self, user: str, work: Path) -> None:
+        if subprocess.run(["id", user], capture_output=True).returncode:
+            subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", user], check=True)
+        entry = pwd.getpwnam(user)
+        self.user, self.uid, self.home = user, entry.pw_uid, Path(entry.pw_dir)
+        self.runtime = Path(f"/run/user/{self.uid}")
+        self.runtime.mkdir(parents=True, exist_ok=True)
+        os.chown(self.runtime, entry.pw_uid, entry.pw_gid)
+        self.runtime.chmod(0o700)
+        root = CGROUP_ROOT if CGROUP_ROOT.is_dir() else Path("/sys/fs/cgroup")
+        self.cgroup = root / f"resolverguard-bench-{user}"
+        self.cgroup.mkdir(exist_ok=True)
+        for path in [self.cgroup, *self.cgroup.iterdir()]:  # delegated: the manager makes its own below
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+        self.units = self.home / ".config" / "systemd" / "user"
+        self.units.mkdir(parents=True, exist_ok=True)
+        shutil.chown(self.home / ".config", user, user)
+        shutil.chown(self.units.parent, user, user)
+        shutil.chown(self.units, user, user)
+        script = (
+            "mount -t tmpfs tmpfs /run/systemd && mkdir -p /run/systemd/system && "
+            f"echo $$ > {self.cgroup}/cgroup.procs && exec setsid runuser -u {user} -- /usr/bin/env "
+            f"XDG_RUNTIME_DIR={self.runtime} /lib/systemd/systemd --user --log-target=console"
+        )
+        log = (work / "user-manager.log").open("w")
+        self.proc = subprocess.Popen(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c", script], stdout=log, stderr=log
+        )
+        deadline = time.monotonic() + 30
+        # (not `is-system-running`: outside the namespace systemctl sees no booted systemd, says "offline")
+        while self.ctl("show", "--property=SystemState", "--value").stdout.strip() not in ("running", "degraded"):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.close()
+                raise RuntimeError(f"systemd --user did not start: {(work / 'user-manager.log').read_text()}")
+            time.sleep(0.2)
+
+    def ctl(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+        env = f"XDG_RUNTIME_DIR={self.runtime}"
+        argv = ["runuser", "-u", self.user, "--", "/usr/bin/env", env, "systemctl", "--user", *args]
+        return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=60)
+
+    def install(self, name: str, text: str) -> None:
+        path = self.units / name
+        path.write_text(text)
+        shutil.chown(path, self.user, self.user)
+
+    def close(self) -> None:
+        self.ctl("stop", "unbound.service", "unbound-2.service")
+        self.proc.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(20)
+        kill = self.cgroup / "cgroup.kill"
+        if kill.exists():
+            kill.write_text("1")
+        time.sleep(0.5)
+        for path in sorted(self.cgroup.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+            if path.is_dir():
+                with contextlib.suppress(OSError):
+                    path.rmdir()
+        with contextlib.suppress(OSError):
+            self.cgroup.rmdir()
+
+
+def printed_files(text: str) -> dict[str, str]:
+    """`unbound-module`'s output split at its `# ==> ... <==` lines (the first block under "")."""
+    files: dict[str, list[str]] = {"": []}
+    name = ""
+    for line in text.splitlines():
+        if line.startswith("# ==> ") and line.endswith(" <=="):
+            name = line[len("# ==> ") : -len(" <==")].split(": ", 1)[-1]
+            files[name] = []
+        else:
+            files[name].append(line)
+    return {k: "\n".join(v) + "\n" for k, v in files.items()}
+
+
+def units(work: Path, port: int, upstream: int, sock: Path, reload_lines: tuple[str, ...]) -> dict[str, str]:
+    """Both processes' configs (written) and units (returned), from what `unbound-module` prints."""
+    conf = work / "unbound.conf"
+    printed = printed_files(module_config(sock, processes=2, unbound_conf=conf))
+    second = next(k for k in printed if k.endswith(".conf") and k != "")
+    unit2 = next(v for k, v in printed.items() if k.endswith("unbound-2.service")).split("# then:")[0]
+    main_lines = [line for line in printed[""].splitlines() if not line.startswith("#") and line != "server:"]
+    conf.write_text(
+        f'server:\n  interface: 127.0.0.1@{port}\n  port: {port}\n  username: ""\n  chroot: ""\n'
+        f'  directory: "{work}"\n  use-syslog: no\n  logfile: "{work}/unbound-1.log"\n  so-rcvbuf: 4m\n'
+        "  do-not-query-localhost: no\n  access-control: 127.0.0.0/8 allow\n  qname-minimisation: no\n"
+        + "\n".join(main_lines)
+        + f'\nforward-zone:\n  name: "."\n  forward-addr: 127.0.0.1@{upstream}\nremote-control:\n  control-enable: no\n'
+    )
+    Path(second).write_text(printed[second] + f'server:\n    logfile: "{work}/unbound-2.log"\n')
+    env = [line for line in unit2.splitlines() if line.startswith("Environment=")]
+    unit1 = "\n".join(
+        [
+            "[Unit]",
+            "Description=Unbound DNS server (bench: Debian's unbound.service with the printed drop-in)",
+            "[Service]",
+            "Type=notify",
+            *env,
+            f"ExecStart=/usr/sbin/unbound -d -p -c {conf}",
+            *reload_lines,
+            "",
+        ]
+    )
+    body = [line for line in unit2.splitlines() if not line.startswith("ExecReload=")]
+    at = next(i for i, line in enumerate(body) if line.startswith("ExecStart=")) + 1
+    return {"unbound.service": unit1, "unbound-2.service": "\n".join([*body[:at], *reload_lines, *body[at:]]) + "\n"}
+
+
+def spacing(starts: list[float]) -> dict[str, float | None]:
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    if not gaps:
+        return {"min_s": None, "median_s": None}
+    return {"min_s": round(min(gaps), 3), "median_s": round(statistics.median(gaps), 3)}
+
+
+@contextlib.contextmanager
+def requests(manager: UserManager, reloads: int, interval: float) -> Iterator[list[Any]]:
+    """`systemctl --user --no-block reload unbound.service` every `interval` s on a thread; yields
+    [requests systemctl refused, when the last one was made]."""
+    refused = [0, 0.0]  # refused, and the monotonic time of the last request
+
+    def loop() -> None:
+        time.sleep(1.0)
+        for _ in range(reloads):
+            started = time.monotonic()
+            refused[0] += manager.ctl("--no-block", "reload", "unbound.service").returncode != 0
+            refused[1] = started
+            time.sleep(max(0.0, interval - (time.monotonic() - started)))
+
+    thread = threading.Thread(target=loop)
+    thread.start()
+    try:
+        yield refused
+    finally:
+        thread.join()
+
+
+def storm(manager: UserManager, port: int, logs: list[Path], names: list[str], a: argparse.Namespace) -> dict[str, Any]:
+    seconds = a.reloads * (a.interval + 0.1) + 4
+    with StartWatch(logs) as watch, requests(manager, a.reloads, a.interval) as refused:
+        tally = asyncio.run(drive(port, names, a.qps, seconds, 1.0, 3))
+    deadline = time.monotonic() + 60
+    while "No jobs running" not in manager.ctl("list-jobs").stdout and time.monotonic() < deadline:
+        time.sleep(0.2)
+    alive = all(
+        manager.ctl("is-active", unit).stdout.strip() == "active" for unit in ("unbound.service", "unbound-2.service")
+    )
+    return {
+        "lookups": tally.first + tally.retried + tally.servfail + tally.failed,
+        "retried": tally.retried,
+        "failed": tally.failed + tally.servfail,
+        "refused": refused[0],
+        "alive": alive,
+        "reloads_done": [len(s) for s in watch.starts],
+        # each process's last `start of service` after the last request: > 0 when that request's reload reached it
+        "last_start_after_last_request_s": [round(s[-1] - refused[1], 3) if s else None for s in watch.starts],
+        "spacing": [spacing(s) for s in watch.starts],
+    }
+
+
+def row(
+    manager: UserManager, key: str, work: Path, upstream: int, sock: Path, lines: list[str], a: argparse.Namespace
+) -> list[dict[str, Any]]:
+    own = work / key
+    own.mkdir()
+    port = free_port()
+    for name, text in units(own, port, upstream, sock, ROWS[key]).items():
+        manager.install(name, text)
+    for path in [own, *own.iterdir()]:
+        shutil.chown(path, manager.user, manager.user)
+    manager.ctl("daemon-reload", check=True)
+    manager.ctl("start", "unbound.service", "unbound-2.service", check=True)
+    logs = [own / "unbound-1.log", own / "unbound-2.log"]
+    try:
+        wait_ready(port)
+        out = []
+        for s in range(a.storms):
+            names = fresh_names(lines, f"{key}{s}", int(a.qps * (a.reloads * (a.interval + 0.1) + 4)) + 10)
+            out.append(storm(manager, port, logs, names, a))
+            print(key, s, out[-1], flush=True)
+        return out
+    finally:
+        manager.ctl("stop", "unbound.service", "unbound-2.service")
+
+
+def write(rows: dict[str, list[dict[str, Any]]], a: argparse.Namespace, load: tuple[str, str]) -> str:
+    path = RESULTS / a.out
+    lines = [
+        f"# Storms of `systemctl reload` through systemd itself (bench/systemd_reloads.py), "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        "",
+        f"systemd {a.systemd} as a user manager; two Unbound processes of one thread with the module on one port, "
+        f"their units from `resolverguard unbound-module --processes 2`; {a.storms} storms per row, each "
+        f"{a.reloads} `systemctl --user --no-block reload unbound.service` {a.interval:g} s apart while the retrying "
+        f"client (1 s, 3 tries) asks {a.qps:g} never-seen names/s. Load average before {load[0]}, after {load[1]}.",
+        "",
+        "| row | storm | lookups | retried | failed | requests refused | both alive | reloads done (1 / 2) "
+        "| time between reloads, min / median s (1; 2) | last reload after the last request, s (1 / 2) |",
+        "|---|---:|---:|---:|---:|---:|---|---|---|---|",
+    ]
+    labels = {"sleep": "(sleep) printed: SIGHUP, then sleep 0.3", "bare": "(bare) SIGHUP only"}
+    for key, got in rows.items():
+        for i, r in enumerate(got):
+            gaps = "; ".join(f"{g['min_s']} / {g['median_s']}" for g in r["spacing"])
+            done = " / ".join(str(n) for n in r["reloads_done"])
+            after = " / ".join(str(x) for x in r["last_start_after_last_request_s"])
+            lines.append(
+                f"| {labels[key]} | {i + 1} | {r['lookups']} | {r['retried']} | {r['failed']} | {r['refused']} "
+                f"| {r['alive']} | {done} | {gaps} | {after} |"
+            )
+    text = "\n".join(lines) + "\n"
+    path.with_suffix(".md").write_text(text)
+    found = {"rows": rows, "load": load, "qps": a.qps, "interval": a.interval, "reloads": a.reloads}
+    path.with_suffix(".json").write_text(json.dumps(found, indent=1) + "\n")
+    return text
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--storms", type=int, default=2)
+    p.add_argument("--reloads", type=int, default=100)
+    p.add_argument("--interval", type=float, default=0.1)
+    p.add_argument("--qps", type=float, default=1840.0)
+    p.add_argument("--rows", default="sleep,bare")
+    p.add_argument("--user-name", default="rgbench")
+    p.add_argument("--out", default="systemd_reloads")
+    a = p.parse_args()
+    a.systemd = subprocess.run(["systemctl", "--version"], capture_output=True, text=True).stdout.split("\n")[0]
+    before = load_average()
+    work = Path(tempfile.mkdtemp(prefix="rg-systemd-"))
+    work.chmod(0o755)
+    files = query_files(work, 1000, random.Random(20261204), misses=400_000)
+    lines = files["misses"].read_text().splitlines()
+    upstream = free_port()
+    helpers = [start_nsd(work, upstream)]
+    manager = None
+    try:
+        wait_ready(upstream)
+        service, sock = start_verdicts(work, "systemd")
+        helpers.append(service)
+        for path in work.iterdir():  # Unbound runs as the bench user: the snapshot must be readable
+            if path.name.startswith("verdicts-systemd.sock"):
+                path.chmod(0o666 if path.is_socket() else 0o644)
+        manager = UserManager(a.user_name, work)
+        rows = {key: row(manager, key, work, upstream, sock, lines, a) for key in a.rows.split(",")}
+    finally:
+        if manager is not None:
+            manager.close()
+        for proc in helpers:
+            proc.terminate()
+            proc.wait(10)
+    print(write(rows, a, (before, load_average())))
+
+
+if __name__ == "__main__":
+    main()
