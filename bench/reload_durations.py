@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import signal
 import sys
 import threading
@@ -31,7 +30,7 @@ from compare import load_average, wait_ready  # noqa: E402
 from module_procs import ROWS, start_row  # noqa: E402
 from module_stages import pct  # noqa: E402
 from reload_retry import drive, fresh_names  # noqa: E402
-from reload_storm import KEYS, each_row  # noqa: E402
+from reload_storm import KEYS, each_row, write_results  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -142,11 +141,8 @@ def write(rows: dict[str, dict[str, Any]], a: argparse.Namespace, load: tuple[st
                 f"| {ROWS[key][0]} | {i + 1} | {p['reloads']} | {p['p10_ms']} | {p['p50_ms']} | {p['p90_ms']} "
                 f"| {p['max_ms']} | {p['over_interval']} | {row['lookups']} | {row['retried']} | {row['failed']} |"
             )
-    text = "\n".join(lines) + "\n"
-    path.with_suffix(".md").write_text(text)
     found = {"rows": rows, "load": load, "qps": a.qps, "interval": a.interval, "reloads": a.reloads}
-    path.with_suffix(".json").write_text(json.dumps(found, indent=1) + "\n")
-    return text
+    return write_results(path, lines, found)
 
 
 def main() -> None:

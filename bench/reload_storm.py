@@ -218,6 +218,14 @@ def storms(
     return out
 
 
+def write_results(path: Path, lines: list[str], found: dict[str, Any]) -> str:
+    """A reload bench's table as PATH.md and its figures as PATH.json; the table's text."""
+    text = "\n".join(lines) + "\n"
+    path.with_suffix(".md").write_text(text)
+    path.with_suffix(".json").write_text(json.dumps(found, indent=1) + "\n")
+    return text
+
+
 def write(rows: dict[str, list[dict[str, Any]]], a: argparse.Namespace, load: tuple[str, str], path: Path) -> str:
     lines = [
         f"# Storms of reloads under load (bench/reload_storm.py), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
@@ -245,11 +253,8 @@ def write(rows: dict[str, list[dict[str, Any]]], a: argparse.Namespace, load: tu
                 f"| {r.get('unbound_cpu_s', '-')} | {r.get('service_cpu_s') or '-'} | {r.get('machine_idle', '-')} "
                 f"| {r.get('reloads_done', '-')} | {'-' if r.get('stalled') is None else r['stalled']} |"
             )
-    text = "\n".join(lines) + "\n"
-    path.with_suffix(".md").write_text(text)
     found = {"rows": rows, "load": load, "qps": a.qps, "interval": a.interval, "settle": a.settle}
-    path.with_suffix(".json").write_text(json.dumps(found, indent=1) + "\n")
-    return text
+    return write_results(path, lines, found)
 
 
 def how(a: argparse.Namespace) -> str:

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import pwd
 import random
@@ -52,8 +51,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from compare import free_port, load_average, query_files, start_nsd, start_verdicts, wait_ready  # noqa: E402
 from reload_durations import StartWatch  # noqa: E402
 from reload_retry import drive, fresh_names  # noqa: E402
+from reload_storm import write_results  # noqa: E402
 
-from resolverguard.unboundconf import RELOAD_LINES, module_config  # noqa: E402
+from resolverguard.unboundconf import RELOAD_LINES, module_config, printed_files  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CGROUP_ROOT = Path("/sys/fs/cgroup/unified")  # Debian 12 hybrid; a unified machine has it at /sys/fs/cgroup
@@ -124,19 +124,6 @@ class UserManager:
                     path.rmdir()
         with contextlib.suppress(OSError):
             self.cgroup.rmdir()
-
-
-def printed_files(text: str) -> dict[str, str]:
-    """`unbound-module`'s output split at its `# ==> ... <==` lines (the first block under "")."""
-    files: dict[str, list[str]] = {"": []}
-    name = ""
-    for line in text.splitlines():
-        if line.startswith("# ==> ") and line.endswith(" <=="):
-            name = line[len("# ==> ") : -len(" <==")].split(": ", 1)[-1]
-            files[name] = []
-        else:
-            files[name].append(line)
-    return {k: "\n".join(v) + "\n" for k, v in files.items()}
 
 
 def units(work: Path, port: int, upstream: int, sock: Path, reload_lines: tuple[str, ...]) -> dict[str, str]:
@@ -274,11 +261,8 @@ def write(rows: dict[str, list[dict[str, Any]]], a: argparse.Namespace, load: tu
                 f"| {labels[key]} | {i + 1} | {r['lookups']} | {r['retried']} | {r['failed']} | {r['refused']} "
                 f"| {r['alive']} | {done} | {gaps} | {after} |"
             )
-    text = "\n".join(lines) + "\n"
-    path.with_suffix(".md").write_text(text)
     found = {"rows": rows, "load": load, "qps": a.qps, "interval": a.interval, "reloads": a.reloads}
-    path.with_suffix(".json").write_text(json.dumps(found, indent=1) + "\n")
-    return text
+    return write_results(path, lines, found)
 
 
 def main() -> None:

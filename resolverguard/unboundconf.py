@@ -59,6 +59,21 @@ def module_config(
     return text
 
 
+def printed_files(text: str) -> dict[str, str]:
+    """`module_config`'s text by file: "" for the lines every process's config gets, else the text
+    after each `FILE_HEAD` line, keyed by the path it names (what a user copies where; tests and
+    bench/systemd_reloads.py install them the same way)."""
+    head, tail = FILE_HEAD.split("{}")
+    files, key = {"": ""}, ""
+    for line in text.splitlines(keepends=True):
+        if line.startswith(head) and line.rstrip().endswith(tail):
+            key = line.rstrip()[len(head) : -len(tail)].split(": ", 1)[1]
+            files[key] = ""
+        else:
+            files[key] += line
+    return files
+
+
 def process_conf_path(k: int, unbound_conf: Path = UNBOUND_CONF) -> Path:
     return unbound_conf.with_name(f"{unbound_conf.stem}-{k}{unbound_conf.suffix}")
 

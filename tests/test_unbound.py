@@ -33,7 +33,7 @@ import pytest
 from dnsfixtures import ROOT, UPSTREAM_A, Upstream, free_port, run_upstream, wait_for
 
 from resolverguard.unbound_gate import NATIVE_ENV, native_linear_type
-from resolverguard.unboundconf import DIST_PACKAGES, MODULE_FILE, RELOAD_SETTLE  # (where Debian puts unboundmodule.py)
+from resolverguard.unboundconf import DIST_PACKAGES, MODULE_FILE, RELOAD_SETTLE, printed_files
 
 UNBOUND = shutil.which("unbound") or "/usr/sbin/unbound"
 UNBOUND_CONTROL = shutil.which("unbound-control") or "/usr/sbin/unbound-control"
@@ -203,19 +203,6 @@ def test_a_benign_name_resolves_and_a_dga_name_gets_the_sinkhole_stored_in_unbou
     assert dga_a[0]["transport"] == "unbound" and dga_a[0]["client"] == "127.0.0.1"
     benign = next(x for x in lines if x["qname"] == "example.com")
     assert benign["action"] == "pass"
-
-
-def printed_files(text: str) -> dict[str, str]:
-    """`unbound-module`'s output by file: "" for the lines every process's config gets, else the
-    text after each `# ==> ... <==` head, keyed by the path the head names."""
-    files, key = {"": ""}, ""
-    for line in text.splitlines(keepends=True):
-        if line.startswith("# ==> ") and line.rstrip().endswith(" <=="):
-            key = line.rstrip()[len("# ==> ") : -len(" <==")].split(": ", 1)[1]
-            files[key] = ""
-        else:
-            files[key] += line
-    return files
 
 
 def unit_command(unit: str) -> tuple[list[str], dict[str, str]]:
