@@ -8,10 +8,11 @@ then sleep), so that systemd, which runs one reload job per unit at a time and m
 come meanwhile, keeps a storm of reloads from stalling Unbound. bench/reload_storm.py --settle emulates
 those jobs; this asks systemd 252 (Debian 12's). The development machine has no systemd as its init
 and must not boot one (it shares the filesystem, whose /tmp systemd-tmpfiles empties), so the bench
-runs a *user* manager (`systemd --user`) as an unprivileged user (`--user-name`, made if missing): in
-a private mount namespace where /run/systemd/system exists (systemd's "booted" check) and in a cgroup
-of its own delegated to that user. A user manager's job engine is the system manager's: one job per
-unit, Type=notify (Unbound's READY=1 / RELOADING=1), ExecReload=, ReloadPropagatedFrom=, PartOf=.
+runs a *user* manager (`systemd --user`, tests/systemdfixtures.py) as an unprivileged user
+(`--user-name`, nobody): in a private mount namespace where /run/systemd/system exists (systemd's
+"booted" check) and in a cgroup of its own delegated to that user. A user manager's job engine is
+the system manager's: one job per unit, Type=notify (Unbound's READY=1 / RELOADING=1), ExecReload=,
+ReloadPropagatedFrom=, PartOf=, After=.
 
 Rows, each on two Unbound processes of one thread with the module on one port (so-reuseport), NSD
 upstream, one verdict service, all on loopback:
@@ -31,11 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
-import pwd
 import random
-import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -48,115 +45,18 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from compare import free_port, load_average, query_files, start_nsd, start_verdicts, wait_ready  # noqa: E402
 from reload_durations import StartWatch  # noqa: E402
 from reload_retry import drive, fresh_names  # noqa: E402
 from reload_storm import write_results  # noqa: E402
+from systemdfixtures import UserManager, printed_unbound_units, unavailable  # noqa: E402
 
-from resolverguard.unboundconf import RELOAD_LINES, module_config, printed_files  # noqa: E402
+from resolverguard.unboundconf import RELOAD_LINES  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-CGROUP_ROOT = Path("/sys/fs/cgroup/unified")  # Debian 12 hybrid; a unified machine has it at /sys/fs/cgroup
-ROWS = {"sleep": RELOAD_LINES, "bare": RELOAD_LINES[:1]}
-
-
-class UserManager:
-    """`systemd --user` for `user`, and `systemctl --user` against it."""
-
-    def __init__(self, user: str, work: Path) -> None:
-        if subprocess.run(["id", user], capture_output=True).returncode:
-            subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", user], check=True)
-        entry = pwd.getpwnam(user)
-        self.user, self.uid, self.home = user, entry.pw_uid, Path(entry.pw_dir)
-        self.runtime = Path(f"/run/user/{self.uid}")
-        self.runtime.mkdir(parents=True, exist_ok=True)
-        os.chown(self.runtime, entry.pw_uid, entry.pw_gid)
-        self.runtime.chmod(0o700)
-        root = CGROUP_ROOT if CGROUP_ROOT.is_dir() else Path("/sys/fs/cgroup")
-        self.cgroup = root / f"resolverguard-bench-{user}"
-        self.cgroup.mkdir(exist_ok=True)
-        for path in [self.cgroup, *self.cgroup.iterdir()]:  # delegated: the manager makes its own below
-            os.chown(path, entry.pw_uid, entry.pw_gid)
-        self.units = self.home / ".config" / "systemd" / "user"
-        self.units.mkdir(parents=True, exist_ok=True)
-        shutil.chown(self.home / ".config", user, user)
-        shutil.chown(self.units.parent, user, user)
-        shutil.chown(self.units, user, user)
-        script = (
-            "mount -t tmpfs tmpfs /run/systemd && mkdir -p /run/systemd/system && "
-            f"echo $$ > {self.cgroup}/cgroup.procs && exec setsid runuser -u {user} -- /usr/bin/env "
-            f"XDG_RUNTIME_DIR={self.runtime} /lib/systemd/systemd --user --log-target=console"
-        )
-        log = (work / "user-manager.log").open("w")
-        self.proc = subprocess.Popen(
-            ["unshare", "--mount", "--propagation", "private", "sh", "-c", script], stdout=log, stderr=log
-        )
-        deadline = time.monotonic() + 30
-        # (not `is-system-running`: outside the namespace systemctl sees no booted systemd, says "offline")
-        while self.ctl("show", "--property=SystemState", "--value").stdout.strip() not in ("running", "degraded"):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.close()
-                raise RuntimeError(f"systemd --user did not start: {(work / 'user-manager.log').read_text()}")
-            time.sleep(0.2)
-
-    def ctl(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
-        env = f"XDG_RUNTIME_DIR={self.runtime}"
-        argv = ["runuser", "-u", self.user, "--", "/usr/bin/env", env, "systemctl", "--user", *args]
-        return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=60)
-
-    def install(self, name: str, text: str) -> None:
-        path = self.units / name
-        path.write_text(text)
-        shutil.chown(path, self.user, self.user)
-
-    def close(self) -> None:
-        self.ctl("stop", "unbound.service", "unbound-2.service")
-        self.proc.send_signal(signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(20)
-        kill = self.cgroup / "cgroup.kill"
-        if kill.exists():
-            kill.write_text("1")
-        time.sleep(0.5)
-        for path in sorted(self.cgroup.rglob("*"), key=lambda p: len(p.parts), reverse=True):
-            if path.is_dir():
-                with contextlib.suppress(OSError):
-                    path.rmdir()
-        with contextlib.suppress(OSError):
-            self.cgroup.rmdir()
-
-
-def units(work: Path, port: int, upstream: int, sock: Path, reload_lines: tuple[str, ...]) -> dict[str, str]:
-    """Both processes' configs (written) and units (returned), from what `unbound-module` prints."""
-    conf = work / "unbound.conf"
-    printed = printed_files(module_config(sock, processes=2, unbound_conf=conf))
-    second = next(k for k in printed if k.endswith(".conf") and k != "")
-    unit2 = next(v for k, v in printed.items() if k.endswith("unbound-2.service")).split("# then:")[0]
-    main_lines = [line for line in printed[""].splitlines() if not line.startswith("#") and line != "server:"]
-    conf.write_text(
-        f'server:\n  interface: 127.0.0.1@{port}\n  port: {port}\n  username: ""\n  chroot: ""\n'
-        f'  directory: "{work}"\n  use-syslog: no\n  logfile: "{work}/unbound-1.log"\n  so-rcvbuf: 4m\n'
-        "  do-not-query-localhost: no\n  access-control: 127.0.0.0/8 allow\n  qname-minimisation: no\n"
-        + "\n".join(main_lines)
-        + f'\nforward-zone:\n  name: "."\n  forward-addr: 127.0.0.1@{upstream}\nremote-control:\n  control-enable: no\n'
-    )
-    Path(second).write_text(printed[second] + f'server:\n    logfile: "{work}/unbound-2.log"\n')
-    env = [line for line in unit2.splitlines() if line.startswith("Environment=")]
-    unit1 = "\n".join(
-        [
-            "[Unit]",
-            "Description=Unbound DNS server (bench: Debian's unbound.service with the printed drop-in)",
-            "[Service]",
-            "Type=notify",
-            *env,
-            f"ExecStart=/usr/sbin/unbound -d -p -c {conf}",
-            *reload_lines,
-            "",
-        ]
-    )
-    body = [line for line in unit2.splitlines() if not line.startswith("ExecReload=")]
-    at = next(i for i, line in enumerate(body) if line.startswith("ExecStart=")) + 1
-    return {"unbound.service": unit1, "unbound-2.service": "\n".join([*body[:at], *reload_lines, *body[at:]]) + "\n"}
+# ExecReload= lines per row: None = as printed
+ROWS: dict[str, tuple[str, ...] | None] = {"sleep": None, "bare": RELOAD_LINES[:1]}
 
 
 def spacing(starts: list[float]) -> dict[str, float | None]:
@@ -217,10 +117,9 @@ def row(
     own = work / key
     own.mkdir()
     port = free_port()
-    for name, text in units(own, port, upstream, sock, ROWS[key]).items():
+    for name, text in printed_unbound_units(own, port, upstream, sock, ROWS[key]).items():
         manager.install(name, text)
-    for path in [own, *own.iterdir()]:
-        shutil.chown(path, manager.user, manager.user)
+    manager.give(own, *own.iterdir())
     manager.ctl("daemon-reload", check=True)
     manager.ctl("start", "unbound.service", "unbound-2.service", check=True)
     logs = [own / "unbound-1.log", own / "unbound-2.log"]
@@ -272,9 +171,12 @@ def main() -> None:
     p.add_argument("--interval", type=float, default=0.1)
     p.add_argument("--qps", type=float, default=1840.0)
     p.add_argument("--rows", default="sleep,bare")
-    p.add_argument("--user-name", default="rgbench")
+    p.add_argument("--user-name", default="nobody", help="the user the manager and Unbound run as")
     p.add_argument("--out", default="systemd_reloads")
     a = p.parse_args()
+    why = unavailable(a.user_name)
+    if why:
+        sys.exit(f"systemd_reloads: {why}")
     a.systemd = subprocess.run(["systemctl", "--version"], capture_output=True, text=True).stdout.split("\n")[0]
     before = load_average()
     work = Path(tempfile.mkdtemp(prefix="rg-systemd-"))
@@ -283,6 +185,7 @@ def main() -> None:
     lines = files["misses"].read_text().splitlines()
     upstream = free_port()
     helpers = [start_nsd(work, upstream)]
+    # (Unbound runs as the manager's user: the work directory and the snapshot must be readable)
     manager = None
     try:
         wait_ready(upstream)
@@ -291,7 +194,7 @@ def main() -> None:
         for path in work.iterdir():  # Unbound runs as the bench user: the snapshot must be readable
             if path.name.startswith("verdicts-systemd.sock"):
                 path.chmod(0o666 if path.is_socket() else 0o644)
-        manager = UserManager(a.user_name, work)
+        manager = UserManager(work, a.user_name)
         rows = {key: row(manager, key, work, upstream, sock, lines, a) for key in a.rows.split(",")}
     finally:
         if manager is not None:

@@ -19,9 +19,10 @@ import signal
 import string
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,8 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 from dnsfixtures import ROOT, UPSTREAM_A, Upstream, free_port, run_upstream, wait_for
+from systemdfixtures import UserManager, printed_unbound_units
+from systemdfixtures import unavailable as systemd_unavailable
 
 from resolverguard.unbound_gate import NATIVE_ENV, native_linear_type
 from resolverguard.unboundconf import DIST_PACKAGES, MODULE_FILE, RELOAD_SETTLE, printed_files
@@ -282,6 +285,70 @@ def test_two_unbound_processes_from_the_printed_config_and_unit_share_a_port_and
         assert log.read_text().count("resolverguard: module loaded") == 4
     dga_a = [x for x in logged(tmp_path) if x["qname"] == DGA and x["qtype"] == "A"]
     assert len(dga_a) == 4 and {x["action"] for x in dga_a} == {"sinkhole"}
+
+
+def starts(log: Path) -> int:
+    return log.read_text(errors="replace").count("start of service") if log.exists() else 0
+
+
+def until(done: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+@needs_unbound
+@pytest.mark.skipif(bool(systemd_unavailable()), reason=str(systemd_unavailable()))
+def test_systemd_runs_the_printed_units_and_keeps_a_storm_of_reloads_apart(upstream: Upstream) -> None:
+    """systemd itself (a user manager, tests/systemdfixtures.py) runs both units `unbound-module
+    --processes 2` prints: both processes start (Type=notify), answer and block; `systemctl reload
+    unbound` runs the printed ExecReload= lines (SIGHUP, then the pause) and reloads the second
+    process too, after the first (ReloadPropagatedFrom=, After=); a storm of reload requests 0.1 s
+    apart is merged into fewer reloads, each at least the pause after the last, and the last request
+    still reaches both processes (docs/unbound.md, "What a reload loses")."""
+    work = Path(tempfile.mkdtemp(prefix="rg-systemd-"))  # (pytest's tmp_path is root's alone)
+    work.chmod(0o755)
+    sock, port = work / "verdicts.sock", free_port()
+    manager = None
+    try:
+        with run_service(work, sock):
+            manager = UserManager(work)
+            for name, text in printed_unbound_units(work, port, upstream.port, sock).items():
+                manager.install(name, text)
+            manager.give(work, *work.iterdir())
+            manager.ctl("daemon-reload", check=True)
+            manager.ctl("start", "unbound.service", "unbound-2.service", check=True)  # returns at READY=1
+            logs = [work / "unbound-1.log", work / "unbound-2.log"]
+            until(lambda: [starts(log) for log in logs] == [1, 1])  # (logged just after READY=1)
+
+            def ask(name: str) -> list[str]:
+                query = dns.message.make_query(name, "A")
+                return addresses(dns.query.udp(query, "127.0.0.1", port=port, timeout=3))
+
+            for _ in range(20):  # a new source port per query: both processes get some
+                assert ask(DGA) == ["0.0.0.0"] and ask("example.com") == [UPSTREAM_A]
+            began = time.monotonic()
+            manager.ctl("reload", "unbound.service", check=True)  # waits for its job: SIGHUP, then the pause
+            assert time.monotonic() - began >= RELOAD_SETTLE
+            until(lambda: [starts(log) for log in logs] == [2, 2])
+            for i in range(8):
+                if i == 7:  # a change only the last request can bring (process 2's config includes it)
+                    with (work / "unbound.conf").open("a") as conf:
+                        conf.write('server:\n  local-data: "marker.test. 300 IN A 10.9.9.9"\n')
+                manager.ctl("--no-block", "reload", "unbound.service", check=True)
+                time.sleep(0.1)
+            until(lambda: "No jobs running" in manager.ctl("list-jobs").stdout)
+            done = [starts(log) - 2 for log in logs]
+            assert 1 <= done[0] <= 5 and 1 <= done[1] <= 5, done  # 8 requests, merged into fewer reloads
+            for _ in range(20):  # both processes have the last change
+                assert ask("marker.test") == ["10.9.9.9"]
+                assert ask(DGA) == ["0.0.0.0"] and ask("example.com") == [UPSTREAM_A]
+            assert manager.ctl("is-active", "unbound.service", "unbound-2.service").stdout.split() == ["active"] * 2
+    finally:
+        if manager is not None:
+            manager.close()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 @needs_unbound
