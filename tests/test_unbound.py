@@ -304,9 +304,10 @@ def test_systemd_runs_the_printed_units_and_keeps_a_storm_of_reloads_apart(upstr
     """systemd itself (a user manager, tests/systemdfixtures.py) runs both units `unbound-module
     --processes 2` prints: both processes start (Type=notify), answer and block; `systemctl reload
     unbound` runs the printed ExecReload= lines (SIGHUP, then the pause) and reloads the second
-    process too, after the first (ReloadPropagatedFrom=, After=); a storm of reload requests 0.1 s
-    apart is merged into fewer reloads, each at least the pause after the last, and the last request
-    still reaches both processes (docs/unbound.md, "What a reload loses")."""
+    process too (ReloadPropagatedFrom=); 8 reload requests 0.1 s apart are merged into at most 5
+    reloads per process, and a config change made before the last request still reaches both
+    processes (docs/unbound.md, "What a reload loses"). (The spacing of the reloads is measured by
+    bench/systemd_reloads.py, not asserted here.)"""
     work = Path(tempfile.mkdtemp(prefix="rg-systemd-"))  # (pytest's tmp_path is root's alone)
     work.chmod(0o755)
     sock, port = work / "verdicts.sock", free_port()
