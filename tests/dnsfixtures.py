@@ -17,10 +17,11 @@ import struct
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from dnslib import AAAA, EDNS0, MX, QTYPE, RCODE, RR, SOA, A, DNSError, DNSRecord
 
@@ -32,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
 DIGITS_MODEL = DATA / "digits.tflite"
 UPSTREAM_A = "192.0.2.10"
+T = TypeVar("T")
 
 
 @dataclass
@@ -291,6 +293,18 @@ def free_port() -> int:
             continue
         return port
     raise RuntimeError("no free port below the ephemeral range")
+
+
+def eventually(read: Callable[[], T], timeout: float = 10.0, done: Callable[[T], bool] = bool, step: float = 0.02) -> T:
+    """Reads until `done(value)` or `timeout` seconds, and returns the last value read (the caller
+    asserts on it, so a failure shows what was there). For what another thread or process does in
+    its own time: a writer's batch, a reload on the resolver's loop, a connection to Redis."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = read()
+        if done(value) or time.monotonic() > deadline:
+            return value
+        time.sleep(step)
 
 
 def wait_for(proc: subprocess.Popen[str], text: str, lines: int = 10, timeout: float = 60.0, count: int = 1) -> str:

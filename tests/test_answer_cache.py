@@ -9,7 +9,7 @@ import dns.message
 import dns.query
 import dns.rcode
 import pytest
-from dnsfixtures import UPSTREAM_A, Upstream, run_resolver, run_upstream
+from dnsfixtures import UPSTREAM_A, Upstream, eventually, run_resolver, run_upstream
 
 from resolverguard.config import AnswerCacheConfig, Config, Endpoint, ListsConfig
 
@@ -176,26 +176,15 @@ def test_wire_layout_never_raises_on_garbage(seed: int) -> None:
         wire_layout(bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 80))))
 
 
-def wait_until(condition, seconds: float = 3.0) -> bool:
-    import time
-
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
-
-
 def test_popular_answer_is_refreshed_before_it_expires(setup) -> None:
     r, up, clock = setup()
     ask(r, "www.example.com")
     clock.now += 275  # 25 s of 300 left: inside the last tenth
     late = ask(r, "www.example.com")
     assert late.answer[0].ttl == 25  # the client is answered from the cache at once
-    assert wait_until(lambda: len(up.queries) == 2)  # and the answer is fetched again behind it
-    assert wait_until(lambda: r.service.pipeline.answers.prefetches == 1)
-    assert wait_until(lambda: r.service.pipeline.answers.refreshing == 0)  # the refreshed answer is stored
+    assert eventually(lambda: len(up.queries) == 2)  # and the answer is fetched again behind it
+    assert eventually(lambda: r.service.pipeline.answers.prefetches == 1)
+    assert eventually(lambda: r.service.pipeline.answers.refreshing == 0)  # the refreshed answer is stored
     clock.now += 30  # past the first answer's expiry: the refreshed one serves
     fresh = ask(r, "www.example.com")
     assert 265 <= fresh.answer[0].ttl <= 300 and len(up.queries) == 2
@@ -208,7 +197,7 @@ def test_prefetch_can_be_turned_off(setup) -> None:
     ask(r, "www.example.com")
     clock.now += 275
     assert ask(r, "www.example.com").answer[0].ttl == 25
-    assert not wait_until(lambda: len(up.queries) > 1, seconds=0.5)
+    assert not eventually(lambda: len(up.queries) > 1, 0.5)
     clock.now += 30
     assert ask(r, "www.example.com").answer[0].ttl == 300 and len(up.queries) == 2  # expired: a miss
 

@@ -3,7 +3,6 @@ rate limit, and actions that change what the resolver answers (checked with dnsp
 
 from __future__ import annotations
 
-import time
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +11,7 @@ import dns.message
 import dns.query
 import pytest
 from dashfixtures import PASSWORD, PASSWORD_HASH, Served, serve_dashboard
-from dnsfixtures import UPSTREAM_A
+from dnsfixtures import UPSTREAM_A, eventually
 
 from resolverguard.config import host_gateway_name, load_config
 from resolverguard.errors import ConfigError
@@ -219,10 +218,7 @@ def test_reads_answer_from_the_store_the_resolver_fills(tmp_path: Path) -> None:
         def stats() -> dict[str, object]:
             return dict(script.open("/api/v1/stats?since=1h&buckets=4", headers=auth).json())
 
-        deadline = time.monotonic() + 15
-        while stats()["total"] != 4 and time.monotonic() < deadline:  # the writer batches (~0.5 s)
-            time.sleep(0.2)
-        view = stats()
+        view = eventually(stats, 15, lambda view: view["total"] == 4, 0.2)  # the writer batches (~0.5 s)
         assert view["total"] == 4 and view["by_action"] == {"sinkhole": 3, "pass": 1} and view["clients"] == 1
         assert len(view["series"]) == 4 and sum(b["blocked"] for b in view["series"]) == 3  # type: ignore[attr-defined]
         under = script.open("/api/v1/queries?name=blocked.example", headers=auth).json()

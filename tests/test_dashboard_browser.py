@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ import dns.query
 import dns.rcode
 import pytest
 from dashfixtures import PASSWORD, PASSWORD_HASH, Served, serve_dashboard
-from dnsfixtures import UPSTREAM_A
+from dnsfixtures import UPSTREAM_A, eventually
 
 from resolverguard.config import load_config
 from resolverguard.steps.watch import watch_rule
@@ -63,16 +63,6 @@ def ask(s: Served, name: str, client: str = "127.0.0.1") -> dns.message.Message:
 
 def address(reply: dns.message.Message) -> str:
     return reply.answer[0][0].to_text() if reply.answer else dns.rcode.to_text(reply.rcode())
-
-
-def eventually(check: Callable[[], Any], timeout: float = 15.0) -> Any:
-    """The store is written by the query log's writer in batches (about every half second)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(0.2)
 
 
 @pytest.fixture
@@ -139,7 +129,7 @@ def test_a_user_finds_a_block_allows_it_sees_an_infected_client_and_pauses(
             page.reload()
             return int(page.inner_text("#card-0")) >= 6 and int(page.inner_text("#card-1")) >= 3
 
-        assert eventually(counted), page.inner_text("main")
+        assert eventually(counted, 15.0, step=0.2), page.inner_text("main")
         assert page.locator("#chart rect.b").count() > 0
         assert DGA in page.inner_text("main")  # among the top blocked names
         page.screenshot(path=str(shots / "overview.png"), full_page=True)
@@ -178,7 +168,7 @@ def test_a_user_finds_a_block_allows_it_sees_an_infected_client_and_pauses(
             page.goto(s.web + "/clients")
             return INFECTED in page.inner_text("table.flagged")
 
-        assert eventually(flagged), page.inner_text("main")
+        assert eventually(flagged, 15.0, step=0.2), page.inner_text("main")
         flag_row = page.locator("table.flagged tr", has_text=INFECTED).first
         assert WALK[0] in flag_row.inner_text()
         assert INFECTED in page.locator("table.c2 tr", has_text=C2).first.inner_text()

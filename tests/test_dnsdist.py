@@ -18,7 +18,7 @@ import dns.message
 import dns.query
 import dns.rcode
 import pytest
-from dnsfixtures import UPSTREAM_A, RunningResolver, Upstream, run_resolver, run_upstream
+from dnsfixtures import UPSTREAM_A, RunningResolver, Upstream, eventually, run_resolver, run_upstream
 from fleetfixtures import dnsdist_config, need, run_dnsdist, run_redis
 from test_watch import C2, INFECTED, OTHER, THIRD, addresses, config_for, find_c2_and_beacon
 
@@ -83,11 +83,9 @@ def test_the_client_watch_works_through_dnsdist(upstream: Upstream, tmp_path: Pa
     ):
         front = replace(a, port=port)  # the helper asks host:port: here dnsdist's
         find_c2_and_beacon(front, INFECTED)  # flags it only if both its NXDOMAIN and its beacon reached one instance
-        flagged: list[dict[str, object]] = []
-        deadline = time.monotonic() + 3
-        while not flagged and time.monotonic() < deadline:
-            flagged = [x for r in (a, b) for x in r.log_lines() if x.get("event") == "client_flagged"]
-            time.sleep(0.05)
+        flagged = eventually(
+            lambda: [x for r in (a, b) for x in r.log_lines() if x.get("event") == "client_flagged"], 3, step=0.05
+        )
         assert [x["client"] for x in flagged] == [INFECTED]  # the client itself, not dnsdist
         # the C2 is blocked for every client on the infected client's instance
         home = a if any(x.get("event") == "client_flagged" for x in a.log_lines()) else b
@@ -130,10 +128,7 @@ def test_when_an_instance_dies_its_clients_move_and_the_others_stay(upstream: Up
 def wait_connected(r: RunningResolver) -> None:
     sync = r.service.sync
     assert sync is not None
-    deadline = time.monotonic() + 10
-    while not sync.connected.is_set() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert sync.connected.is_set(), "an instance never connected to Redis"
+    assert eventually(sync.connected.is_set), "an instance never connected to Redis"
 
 
 def test_a_flagged_client_moved_by_dnsdist_stays_quarantined_through_redis(upstream: Upstream, tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 import dns.message
 import dns.query
 import pytest
-from dnsfixtures import Upstream, free_port, run_upstream, start_serving, wait_for
+from dnsfixtures import Upstream, eventually, free_port, run_upstream, start_serving, wait_for
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from test_querylog import _RECORDS
@@ -330,10 +330,10 @@ def test_past_its_bound_the_backlog_drops_lines_and_counts_them(tmp_path: Path) 
             finally:
                 os.kill(writer, signal.SIGCONT)
             assert held[0] == held[-1] > 0  # bounded: once dropping, it no longer grows
-            deadline = time.monotonic() + 30
-            while scrape(metrics)["resolverguard_query_log_backlog_bytes"] > 0:
-                assert time.monotonic() < deadline, "the writer never caught up"
-                time.sleep(0.2)
+            left = eventually(
+                lambda: scrape(metrics)["resolverguard_query_log_backlog_bytes"], 30, lambda b: b == 0, 0.2
+            )
+            assert left == 0, "the writer never caught up"
             after = [f"after{n}.example.com" for n in range(CHUNK)]
             ask_names(port, after)  # the next hand-over says the episode is over
             caught_up = wait_for(proc, "has room again")
@@ -368,10 +368,13 @@ def test_the_writer_process_runs_at_the_priority_asked(tmp_path: Path, priority:
             ask_names(port, ["one.example.com"])
             writer, own = writer_pid(proc.pid), os.getpriority(os.PRIO_PROCESS, proc.pid)
             wanted = (os.SCHED_IDLE, own) if priority == "idle" else (os.SCHED_OTHER, own + LOW_NICE)
-            deadline = time.monotonic() + 30  # the writer sets it once started (spawned: its imports first)
-            while (found := (os.sched_getscheduler(writer), os.getpriority(os.PRIO_PROCESS, writer))) != wanted:
-                assert time.monotonic() < deadline, f"writer at (policy, nice) {found}, not {wanted}"
-                time.sleep(0.1)
+            found = eventually(  # the writer sets it once started (spawned: its imports first)
+                lambda: (os.sched_getscheduler(writer), os.getpriority(os.PRIO_PROCESS, writer)),
+                30,
+                wanted.__eq__,
+                0.1,
+            )
+            assert found == wanted, f"writer at (policy, nice) {found}, not {wanted}"
             assert os.sched_getscheduler(proc.pid) == os.SCHED_OTHER and own == os.getpriority(os.PRIO_PROCESS, 0)
         finally:
             proc.send_signal(signal.SIGTERM)

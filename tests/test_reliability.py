@@ -14,7 +14,7 @@ import dns.message
 import dns.query
 import dns.rcode
 import pytest
-from dnsfixtures import UPSTREAM_A, Upstream, free_port, run_resolver, run_upstream, start_serving, wait_for
+from dnsfixtures import UPSTREAM_A, Upstream, eventually, free_port, run_resolver, run_upstream, start_serving, wait_for
 
 from resolverguard.config import (
     AccessConfig,
@@ -115,9 +115,7 @@ def test_stop_waits_for_the_queries_in_flight_and_no_longer(tmp_path: Path) -> N
         with run_resolver(config_for(slow), tmp_path / "q.log") as r:
             for i in range(3):
                 sock.sendto(dns.message.make_query(f"late{i}.example.com", "A").to_wire(), (r.host, r.port))
-            deadline = time.monotonic() + 5
-            while len(slow.queries) < 3 and time.monotonic() < deadline:  # all three are in flight
-                time.sleep(0.01)
+            eventually(lambda: len(slow.queries) >= 3, 5, step=0.01)  # all three are in flight
             started = time.monotonic()
         took = time.monotonic() - started
         sock.close()

@@ -10,10 +10,9 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import TypeVar
 
 import dns.message
 import dns.query
@@ -24,6 +23,7 @@ from dnsfixtures import (
     ROOT,
     UPSTREAM_A,
     Upstream,
+    eventually,
     free_port,
     run_resolver,
     run_upstream,
@@ -34,7 +34,6 @@ from test_watch import C2, INFECTED, OTHER, addresses, ask, config_for, find_c2_
 from resolverguard.config import QueryStoreConfig
 from resolverguard.store import DAY, QueryRow, QueryStore, StoreError, day_table
 
-T = TypeVar("T")
 TRICKY = ["a%b.example.com", "a_b.example.com", "o'brien.example.com", 'x"y.example.com', "a;b.example.com"]
 
 
@@ -42,16 +41,6 @@ TRICKY = ["a%b.example.com", "a_b.example.com", "o'brien.example.com", 'x"y.exam
 def upstream() -> Iterator[Upstream]:
     with run_upstream(Upstream()) as up:
         yield up
-
-
-def eventually(read: Callable[[], T], done: Callable[[T], bool], wait: float = 10.0) -> T:
-    """Reads until `done` (the writer commits at least every 0.5 s, off the loop)."""
-    deadline = time.monotonic() + wait
-    while True:
-        value = read()
-        if done(value) or time.monotonic() > deadline:
-            return value
-        time.sleep(0.1)
 
 
 def rows_for(path: Path, count: int, **filters: str) -> list[QueryRow]:
@@ -64,7 +53,7 @@ def rows_for(path: Path, count: int, **filters: str) -> list[QueryRow]:
         finally:
             store.close()
 
-    return eventually(read, lambda rows: len(rows) >= count)
+    return eventually(read, done=lambda rows: len(rows) >= count)
 
 
 def ask_from(name: str, port: int, source: str = "127.0.0.1") -> dns.message.Message:
@@ -126,7 +115,7 @@ def test_watch_alerts_reach_the_store(tmp_path: Path) -> None:
             r.service.pipeline.log.flush()
             store = QueryStore.open_for_reading(db)
             try:
-                flagged = eventually(lambda: store.flagged_clients(time.time() - 60), bool)
+                flagged = eventually(lambda: store.flagged_clients(time.time() - 60))
                 c2 = store.likely_c2(time.time() - 60)
                 blocked = store.search(since=time.time() - 60, until=time.time() + 1, name=C2, reason="likely c2")
             finally:
@@ -185,7 +174,9 @@ def test_search_with_sql_metacharacters_is_only_data(upstream: Upstream, tmp_pat
         store = QueryStore.open_for_reading(db)
         now = time.time()
         try:
-            rows = eventually(lambda: store.search(since=now - 60, until=now + 60), lambda x: len(x) >= len(TRICKY))
+            rows = eventually(
+                lambda: store.search(since=now - 60, until=now + 60), done=lambda x: len(x) >= len(TRICKY)
+            )
             assert sorted(r.qname for r in rows) == sorted(TRICKY)
             for name in TRICKY:  # each finds itself only: % and _ are no wildcards, quotes end nothing
                 assert [r.qname for r in store.search(since=now - 60, until=now + 60, name=name)] == [name]

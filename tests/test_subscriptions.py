@@ -12,7 +12,7 @@ from pathlib import Path
 import dns.message
 import dns.query
 import pytest
-from dnsfixtures import UPSTREAM_A, Upstream, run_resolver, run_upstream
+from dnsfixtures import UPSTREAM_A, Upstream, eventually, run_resolver, run_upstream
 from listserver import ListServer, Served, serve_lists
 
 from resolverguard.config import Config, Endpoint, ListsConfig, ListSource, SubscriptionsConfig, load_config
@@ -157,17 +157,13 @@ def test_serving_downloads_refreshes_and_swaps_lists(tmp_path: Path, lists_http:
             subscriptions=subs,
         )
         with run_resolver(cfg, tmp_path / "q.jsonl", stderr=stderr) as r:
-            deadline = time.monotonic() + 20
-            while r.service.pipeline.groups.default.lists.denied_count == 0 and time.monotonic() < deadline:
-                time.sleep(0.05)
+            eventually(lambda: r.service.pipeline.groups.default.lists.denied_count, 20, step=0.05)
             assert query(r.port, "ads.example.com").answer[0].to_text().endswith("0.0.0.0")
             youtube = query(r.port, "youtube.com")
             assert youtube.answer[0].to_text().endswith(UPSTREAM_A)
             assert "youtube.com." in up.queries
             lists_http.files["/filter.txt"] = Served(ADGUARD + b"||newly-listed.example^\n", etag='"v2"')
-            deadline = time.monotonic() + 20
-            while r.service.pipeline.groups.default.lists.denied_count < 8 and time.monotonic() < deadline:
-                time.sleep(0.05)
+            eventually(lambda: r.service.pipeline.groups.default.lists.denied_count >= 8, 20, step=0.05)
             assert query(r.port, "newly-listed.example").answer[0].to_text().endswith("0.0.0.0")
     log = stderr.getvalue()
     assert f"list update: {source.url}: updated (9 entries)" in log
@@ -234,15 +230,11 @@ def test_a_copy_replaced_by_another_worker_is_read_even_when_the_server_says_not
             subscriptions=SubscriptionsConfig(cache_dir=cache, refresh=1.0, timeout=5.0),
         )
         with run_resolver(cfg, tmp_path / "q.jsonl", stderr=io.StringIO()) as r:
-            deadline = time.monotonic() + 20
-            while r.service.pipeline.groups.default.lists.denied_count == 0 and time.monotonic() < deadline:
-                time.sleep(0.05)
+            eventually(lambda: r.service.pipeline.groups.default.lists.denied_count, 20, step=0.05)
             assert r.service.pipeline.groups.default.lists.denied_count == 5
             copy = cached_path(cache, source.url)  # "another worker" stores a newer copy (same ETag meta)
             copy.write_bytes(ADGUARD + b"||from-another-worker.example^\n")
-            deadline = time.monotonic() + 20
-            while r.service.pipeline.groups.default.lists.denied_count == 5 and time.monotonic() < deadline:
-                time.sleep(0.05)
+            eventually(lambda: r.service.pipeline.groups.default.lists.denied_count != 5, 20, step=0.05)
             assert query(r.port, "from-another-worker.example").answer[0].to_text().endswith("0.0.0.0")
     assert [h.get("If-None-Match") for _, h in lists_http.requests][1:2] == ['"v1"']
 

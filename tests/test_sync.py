@@ -9,14 +9,14 @@ import contextlib
 import io
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import dns.exception
 import dns.rcode
 import pytest
-from dnsfixtures import UPSTREAM_A, RunningResolver, Upstream, free_port, run_resolver, run_upstream
+from dnsfixtures import UPSTREAM_A, RunningResolver, Upstream, eventually, free_port, run_resolver, run_upstream
 from fleetfixtures import RedisServer, make_certificates, run_redis
 from listserver import Served, serve_lists
 from test_watch import (
@@ -54,19 +54,10 @@ def synced(up: Upstream, redis: RedisServer, prefix: str = "rg-test") -> Config:
     return replace(config_for(up), sync=SyncConfig(redis=redis.url, prefix=prefix, timeout=0.3))
 
 
-def until(check: Callable[[], bool], timeout: float = 5.0, step: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(step)
-    return True
-
-
 def connected(r: RunningResolver, timeout: float = 10.0) -> None:
     sync = r.service.sync
     assert sync is not None
-    assert until(sync.connected.is_set, timeout), "the instance never connected to Redis"
+    assert eventually(sync.connected.is_set, timeout), "the instance never connected to Redis"
 
 
 def blocked(r: RunningResolver, name: str, client: str) -> bool:
@@ -85,7 +76,7 @@ def infect(r: RunningResolver, client: str = INFECTED) -> None:
     beacon points (test_watch.py), the C2 a likely C2."""
     find_c2_and_beacon(r, client)
     watch = r.service.pipeline.watch
-    assert watch is not None and until(lambda: C2 in watch.likely_c2, 3)
+    assert watch is not None and eventually(lambda: C2 in watch.likely_c2, 3)
 
 
 def test_c2_found_on_one_instance_is_blocked_on_the_other(upstream: Upstream, tmp_path: Path) -> None:
@@ -95,7 +86,7 @@ def test_c2_found_on_one_instance_is_blocked_on_the_other(upstream: Upstream, tm
             assert addresses(ask(b, C2, OTHER)) == [UPSTREAM_A]  # B knows nothing yet
             assert addresses(ask(b, "freshnewsite.org", INFECTED)) == [UPSTREAM_A]
             infect(a)
-            assert until(lambda: blocked(b, C2, OTHER)), "B never blocked the C2 A found"
+            assert eventually(lambda: blocked(b, C2, OTHER)), "B never blocked the C2 A found"
             # the flag travels too: were the infected client to land on B, its new names are quarantined
             assert blocked(b, "anotherfreshsite.org", INFECTED)
             assert addresses(ask(b, "anotherfreshsite.org", THIRD)) == [UPSTREAM_A]
@@ -133,7 +124,7 @@ def test_a_watch_turned_on_by_a_reload_catches_up(upstream: Upstream, tmp_path: 
             policy.write_text(policy.read_text().replace("enabled: false", "enabled: true"))
             b.service.config_path = policy
             assert reload_in_loop(b)
-            assert until(lambda: blocked(b, C2, OTHER)), "B's new watch never caught up from Redis"
+            assert eventually(lambda: blocked(b, C2, OTHER)), "B's new watch never caught up from Redis"
             assert "redis sync up" in asyncio.run_coroutine_threadsafe(b.service.command(["status"]), b.loop).result(5)
 
 
@@ -166,9 +157,9 @@ def test_a_list_is_downloaded_by_one_instance_and_shared(upstream: Upstream, tmp
 
         stderr = io.StringIO()
         with instance(cfg_for("a"), tmp_path / "a.log") as a:
-            assert until(lambda: denied(a) == 2, 20), "A never downloaded the list"
+            assert eventually(lambda: denied(a) == 2, 20), "A never downloaded the list"
             with instance(cfg_for("b"), tmp_path / "b.log", stderr) as b:
-                assert until(lambda: denied(b) == 2, 20), "B never got the list"
+                assert eventually(lambda: denied(b) == 2, 20), "B never got the list"
                 assert blocked(b, "ads.example.com", OTHER)
         assert [path for path, _ in http.requests] == ["/deny.txt"]  # one download for the fleet
         assert "copies another instance downloaded taken from Redis" in stderr.getvalue()
@@ -225,15 +216,17 @@ def test_redis_killed_mid_run_no_answer_lost_and_state_converges(upstream: Upstr
             with Asker([a, b]) as asker:
                 time.sleep(0.3)
                 redis.kill()
-                assert until(lambda: not sync_a.connected.is_set() and not sync_b.connected.is_set(), 5)
+                assert eventually(lambda: not sync_a.connected.is_set() and not sync_b.connected.is_set(), 5)
                 assert registry.get_sample_value("resolverguard_sync_up") == 0
                 assert (registry.get_sample_value("resolverguard_sync_errors_total") or 0) >= 1
                 infect(a)  # found while Redis is away: B cannot know yet...
                 assert addresses(ask(b, C2, OTHER)) == [UPSTREAM_A]
                 time.sleep(0.5)
                 redis.start()  # ...until Redis is back (empty: A writes back what it found)
-                assert until(lambda: sync_a.connected.is_set() and sync_b.connected.is_set(), 40)
-                assert until(lambda: blocked(b, C2, OTHER), 5), "B never learned the C2 A found while Redis was down"
+                assert eventually(lambda: sync_a.connected.is_set() and sync_b.connected.is_set(), 40)
+                assert eventually(lambda: blocked(b, C2, OTHER), 5), (
+                    "B never learned the C2 A found while Redis was down"
+                )
                 assert registry.get_sample_value("resolverguard_sync_up") == 1
                 assert registry.get_sample_value("resolverguard_sync_adopted_total", {"kind": "c2"}) == 1
                 time.sleep(0.3)
@@ -259,13 +252,13 @@ def test_a_hung_redis_is_a_lost_link_not_a_lost_answer(upstream: Upstream, tmp_p
                 redis.pause()
                 try:
                     infect(a)  # found while Redis hangs: its publish times out
-                    assert until(lambda: not sync_a.connected.is_set() and not sync_b.connected.is_set(), 10)
+                    assert eventually(lambda: not sync_a.connected.is_set() and not sync_b.connected.is_set(), 10)
                     assert addresses(ask(b, C2, OTHER)) == [UPSTREAM_A]
                     time.sleep(0.5)
                 finally:
                     redis.resume()
-                assert until(lambda: sync_a.connected.is_set() and sync_b.connected.is_set(), 40)
-                assert until(lambda: blocked(b, C2, OTHER), 5), "B never learned the C2 A found while Redis hung"
+                assert eventually(lambda: sync_a.connected.is_set() and sync_b.connected.is_set(), 40)
+                assert eventually(lambda: blocked(b, C2, OTHER), 5), "B never learned the C2 A found while Redis hung"
                 time.sleep(0.3)
             assert asker.lost == [] and asker.answered == asker.asked and asker.asked > 50
             for err in (err_a, err_b):  # one line for the loss (a timeout) and one for the return
@@ -284,9 +277,9 @@ def test_a_loss_first_seen_as_a_timeout_is_named_again_by_its_definite_cause(
             sync = a.service.sync
             assert sync is not None
             redis.pause()
-            assert until(lambda: not sync.connected.is_set(), 10)
+            assert eventually(lambda: not sync.connected.is_set(), 10)
             redis.kill()  # the stopped process dies: connections refused from now on
-            assert until(lambda: "still cut off, now: ConnectionError" in stderr.getvalue(), 10), stderr.getvalue()
+            assert eventually(lambda: "still cut off, now: ConnectionError" in stderr.getvalue(), 10), stderr.getvalue()
             time.sleep(2.5)  # more refused retries (backoff up to 2 s): no more lines
             lines = [x for x in stderr.getvalue().splitlines() if "redis sync" in x]
             assert sum("unreachable (TimeoutError" in x for x in lines) == 1, lines
@@ -299,12 +292,12 @@ def test_auth_a_wrong_password_is_a_lost_link_not_a_lost_answer(upstream: Upstre
         cfg = synced(upstream, redis)
         with instance(cfg, tmp_path / "a.log") as a, instance(cfg, tmp_path / "b.log") as b:
             infect(a)
-            assert until(lambda: blocked(b, C2, OTHER))
+            assert eventually(lambda: blocked(b, C2, OTHER))
         wrong = replace(cfg, sync=replace(cfg.sync, redis=redis.url.replace("s3cret-fleet", "wrong")))
         stderr = io.StringIO()
         with run_resolver(wrong, tmp_path / "c.log", stderr=stderr) as c:
             assert addresses(ask(c, C2, OTHER)) == [UPSTREAM_A]  # answers on its own state
-            assert until(lambda: "unreachable" in stderr.getvalue(), 5)
+            assert eventually(lambda: "unreachable" in stderr.getvalue(), 5)
         assert "wrong" not in stderr.getvalue()  # the password is never printed
 
 
@@ -327,11 +320,11 @@ def test_the_redis_acl_user_docs_scale_out_gives_is_enough(upstream: Upstream, t
         a_cfg = replace(cfg, subscriptions=replace(subs, cache_dir=tmp_path / "a"))
         with instance(a_cfg, tmp_path / "a.log", stderr) as a:
             infect(a)
-            assert until(lambda: denied(a) == 1, 20)
+            assert eventually(lambda: denied(a) == 1, 20)
             b_cfg = replace(cfg, subscriptions=replace(subs, cache_dir=tmp_path / "b"))
             with instance(b_cfg, tmp_path / "b.log", stderr) as b:
-                assert until(lambda: blocked(b, C2, OTHER))
-                assert until(lambda: denied(b) == 1, 20)
+                assert eventually(lambda: blocked(b, C2, OTHER))
+                assert eventually(lambda: denied(b) == 1, 20)
         assert "unreachable" not in stderr.getvalue() and "NOPERM" not in stderr.getvalue()
         assert len(http.requests) == 1
 
@@ -344,17 +337,17 @@ def test_tls_with_a_private_ca(upstream: Upstream, tmp_path: Path) -> None:
         cfg = replace(cfg, sync=replace(cfg.sync, tls_ca=certs / "ca.pem"))
         with instance(cfg, tmp_path / "a.log") as a, instance(cfg, tmp_path / "b.log") as b:
             infect(a)
-            assert until(lambda: blocked(b, C2, OTHER))
+            assert eventually(lambda: blocked(b, C2, OTHER))
         untrusted = replace(cfg, sync=replace(cfg.sync, tls_ca=None))  # the system's CAs do not know ours
         stderr = io.StringIO()
         with run_resolver(untrusted, tmp_path / "c.log", stderr=stderr) as c:
-            assert until(lambda: "unreachable" in stderr.getvalue(), 5)
+            assert eventually(lambda: "unreachable" in stderr.getvalue(), 5)
             assert addresses(ask(c, C2, OTHER)) == [UPSTREAM_A]
             sync = c.service.sync
             assert sync is not None and not sync.connected.is_set()
             # the cause is named: at once, or, when a busy machine's first handshake timed out, by the
             # retry that met the certificate (the first failure ran out of time before getting that far)
-            assert until(lambda: "certificate" in stderr.getvalue().lower(), 10), stderr.getvalue()
+            assert eventually(lambda: "certificate" in stderr.getvalue().lower(), 10), stderr.getvalue()
 
 
 def test_foreign_messages_on_the_channel_are_ignored() -> None:

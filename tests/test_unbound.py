@@ -22,7 +22,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +31,7 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 import pytest
-from dnsfixtures import ROOT, UPSTREAM_A, Upstream, free_port, run_upstream, wait_for
+from dnsfixtures import ROOT, UPSTREAM_A, Upstream, eventually, free_port, run_upstream, wait_for
 from systemdfixtures import UserManager, printed_unbound_units
 from systemdfixtures import unavailable as systemd_unavailable
 
@@ -291,13 +291,6 @@ def starts(log: Path) -> int:
     return log.read_text(errors="replace").count("start of service") if log.exists() else 0
 
 
-def until(done: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not done():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
 @needs_unbound
 @pytest.mark.skipif(bool(systemd_unavailable()), reason=str(systemd_unavailable()))
 def test_systemd_runs_the_printed_units_and_keeps_a_storm_of_reloads_apart(upstream: Upstream) -> None:
@@ -321,7 +314,7 @@ def test_systemd_runs_the_printed_units_and_keeps_a_storm_of_reloads_apart(upstr
             manager.ctl("daemon-reload", check=True)
             manager.ctl("start", "unbound.service", "unbound-2.service", check=True)  # returns at READY=1
             logs = [work / "unbound-1.log", work / "unbound-2.log"]
-            until(lambda: [starts(log) for log in logs] == [1, 1])  # (logged just after READY=1)
+            assert eventually(lambda: [starts(log) for log in logs] == [1, 1], 30)  # (logged just after READY=1)
 
             def ask(name: str) -> list[str]:
                 query = dns.message.make_query(name, "A")
@@ -332,14 +325,14 @@ def test_systemd_runs_the_printed_units_and_keeps_a_storm_of_reloads_apart(upstr
             began = time.monotonic()
             manager.ctl("reload", "unbound.service", check=True)  # waits for its job: SIGHUP, then the pause
             assert time.monotonic() - began >= RELOAD_SETTLE
-            until(lambda: [starts(log) for log in logs] == [2, 2])
+            assert eventually(lambda: [starts(log) for log in logs] == [2, 2], 30)
             for i in range(8):
                 if i == 7:  # a change only the last request can bring (process 2's config includes it)
                     with (work / "unbound.conf").open("a") as conf:
                         conf.write('server:\n  local-data: "marker.test. 300 IN A 10.9.9.9"\n')
                 manager.ctl("--no-block", "reload", "unbound.service", check=True)
                 time.sleep(0.1)
-            until(lambda: "No jobs running" in manager.ctl("list-jobs").stdout)
+            assert eventually(lambda: "No jobs running" in manager.ctl("list-jobs").stdout, 30, step=0.1)
             done = [starts(log) - 2 for log in logs]
             assert 1 <= done[0] <= 5 and 1 <= done[1] <= 5, done  # 8 requests, merged into fewer reloads
             for _ in range(20):  # both processes have the last change
@@ -386,12 +379,7 @@ def test_a_client_group_in_monitor_mode_is_logged_not_blocked_and_not_cached_for
 def module_counts(unbound: Unbound) -> dict[str, int]:
     """The module's counters from its unload line (a reload unloads it): asked, cleared, logged, ..."""
     unbound.control("reload")
-    deadline = time.monotonic() + 10
-    while "module unloaded" not in unbound.log_text():
-        assert time.monotonic() < deadline, unbound.log_text()
-        time.sleep(0.05)
-    line = next(x for x in unbound.log_text().splitlines() if "module unloaded" in x)
-    return {k: int(v) for k, v in (word.split("=") for word in line.split() if "=" in word)}
+    return unload_counts(unbound)
 
 
 @needs_unbound
@@ -553,10 +541,11 @@ def test_reload_and_sighup_under_queries_keep_unbound_up_and_every_answer_right(
 
 
 def wait_for_log(unbound: Unbound, text: str, count: int = 1, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while unbound.log_text().count(text) < count:
-        assert unbound.proc.poll() is None and time.monotonic() < deadline, unbound.log_text()[-3000:]
-        time.sleep(0.02)
+    def done(log: str) -> bool:
+        assert unbound.proc.poll() is None, log[-3000:]
+        return log.count(text) >= count
+
+    assert done(eventually(unbound.log_text, timeout, done=done)), unbound.log_text()[-3000:]
 
 
 def unload_counts(unbound: Unbound) -> dict[str, int]:
@@ -617,10 +606,7 @@ def test_the_answers_a_reload_loses_are_the_queries_unbound_held_and_the_module_
         concurrent.futures.ThreadPoolExecutor(len(names)) as pool,
     ):
         asked = [pool.submit(unbound.ask, name, "A", 6.0) for name in names]
-        deadline = time.monotonic() + 10
-        while not all(f"{name}." in slow.queries for name in names):
-            assert time.monotonic() < deadline, slow.queries
-            time.sleep(0.02)
+        assert eventually(lambda: all(f"{name}." in slow.queries for name in names)), slow.queries
         unbound.control("reload")
         wait_for_log(unbound, "start of service", 2)
         counts = unload_counts(unbound)

@@ -28,6 +28,7 @@ from dnsfixtures import (
     UPSTREAM_A,
     RunningResolver,
     Upstream,
+    eventually,
     free_port,
     run_resolver,
     run_upstream,
@@ -80,12 +81,7 @@ def addresses(reply: dns.message.Message) -> list[str]:
 
 def events(r: RunningResolver, kind: str, wait: float = 3.0) -> list[dict[str, Any]]:
     """The query log's events of one kind; the watch judges an answer just after sending it."""
-    deadline = time.monotonic() + wait
-    while True:
-        found = [line for line in r.log_lines() if line.get("event") == kind]
-        if found or time.monotonic() > deadline:
-            return found
-        time.sleep(0.05)
+    return eventually(lambda: [line for line in r.log_lines() if line.get("event") == kind], wait, step=0.05)
 
 
 def last_line(r: RunningResolver, name: str, client: str) -> dict[str, Any]:
@@ -132,10 +128,7 @@ def reload_in_loop(r: RunningResolver, timeout: float = 5.0) -> bool:
     """`Service.reload` run on the resolver's own loop, as SIGHUP runs it; its result."""
     done: list[bool] = []
     r.loop.call_soon_threadsafe(lambda: done.append(r.service.reload()))
-    deadline = time.monotonic() + timeout
-    while not done and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert done, "reload did not finish"
+    assert eventually(lambda: done, timeout), "reload did not finish"
     return done[0]
 
 
@@ -230,10 +223,8 @@ def test_watch_sees_nxdomains_served_from_the_answer_cache(upstream: Upstream, t
         asked = len(upstream.queries)
         walk_until_flagged(r, OTHER, rule_of(cfg))  # same family, same names: all from the cache
         assert len(upstream.queries) == asked
-        deadline = time.monotonic() + 3
-        while len(events(r, "client_flagged")) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert sorted(e["client"] for e in events(r, "client_flagged")) == [INFECTED, OTHER]
+        flagged = eventually(lambda: events(r, "client_flagged"), 3, done=lambda found: len(found) >= 2, step=0.05)
+        assert sorted(e["client"] for e in flagged) == [INFECTED, OTHER]
 
 
 def test_allow_list_wins_over_the_watch_and_log_action_blocks_nothing(upstream: Upstream, tmp_path: Path) -> None:
@@ -285,10 +276,8 @@ def test_alert_hook_fires_once_per_flag(upstream: Upstream, tmp_path: Path, hook
         walk_until_flagged(r, INFECTED, rule_of(cfg))
         for name in WALK[names_to_flag(rule_of(cfg)) :] + ["nxmorewalk.com", "nxevenmore.com"]:
             ask(r, name, INFECTED)  # still walking while flagged: no new alert
-        deadline = time.monotonic() + 5
-        while not received and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.5)
+        eventually(lambda: received, 5, step=0.05)
+        time.sleep(0.5)  # a second alert would come by now
     assert len(received) == 1
     assert received[0]["event"] == "client_flagged" and received[0]["client"] == INFECTED
 
@@ -382,10 +371,8 @@ def test_a_real_server_keeps_its_flags_across_sighup_and_runs_the_command_hook_o
         assert addresses(ask(r, C2, OTHER)) == ["0.0.0.0"]
         assert addresses(ask(r, "freshnewsite.org", INFECTED)) == ["0.0.0.0"]
         ask(r, "nxstillwalking.com", INFECTED)
-        deadline = time.monotonic() + 10
-        while not (alerts.exists() and alerts.read_text().strip()) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.5)
+        eventually(lambda: alerts.exists() and alerts.read_text().strip(), 10, step=0.05)
+        time.sleep(0.5)  # a second alert would come by now
     finally:
         proc.terminate()
         proc.wait(10)
