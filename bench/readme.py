@@ -113,8 +113,8 @@ def load_note(compare: dict[str, Any]) -> str:
 
 
 # bench/module_procs.py runs with every row on names of its own (session 20 on; earlier runs flattered (mp)),
-# the newest code's (session 22: the first two with --reloads 0)
-PROCS_RUNS = ("module_procs_s22.json", "module_procs_s22b.json", "module_procs_s22c.json")
+# the newest module code's (session 22, and session 23 on the same module code; all but s22c with --reloads 0)
+PROCS_RUNS = ("module_procs_s22.json", "module_procs_s22b.json", "module_procs_s22c.json", "module_procs_s23.json")
 
 
 def procs_figures(results: Path) -> str:
