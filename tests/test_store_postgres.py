@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 from dashfixtures import PASSWORD, Http, Served, serve_dashboard
-from dnsfixtures import UPSTREAM_A, Upstream, run_resolver, run_upstream
+from dnsfixtures import UPSTREAM_A, Upstream, eventually, run_resolver, run_upstream
 from pgcluster import fresh_database, postgres_cluster
-from test_store import TRICKY, ask_from, eventually
+from test_store import TRICKY, ask_from
 from test_watch import addresses, config_for
 
 from resolverguard.config import QueryStoreConfig
@@ -125,7 +125,7 @@ def test_a_resolver_writes_its_queries_to_postgres(cluster: str, tmp_path: Path)
             r.service.pipeline.log.flush()
             store = QueryStore.open_for_reading(url)
             rows = eventually(
-                lambda: store.search(since=time.time() - 60, until=time.time() + 1), lambda x: len(x) >= 2
+                lambda: store.search(since=time.time() - 60, until=time.time() + 1), done=lambda x: len(x) >= 2
             )
             store.close()
     assert sorted(row.qname for row in rows) == ["o'brien.example.com", "www.example.com"]
@@ -158,7 +158,7 @@ def test_two_gateways_write_to_one_postgres_and_the_dashboard_tells_them_apart(c
             def get(query: str, api: Http = api) -> list[dict[str, object]]:
                 return list(api.open(f"/api/v1/queries?since=1h&{query}", headers=auth).json())
 
-            every = eventually(lambda: get(""), lambda rows: len(rows) >= 3)  # the writers batch (~0.5 s)
+            every = eventually(lambda: get(""), done=lambda rows: len(rows) >= 3)  # the writers batch (~0.5 s)
             assert sorted((str(q["gateway"]), str(q["qname"])) for q in every) == sorted(
                 (g, n) for g, names in asked.items() for n in names
             )

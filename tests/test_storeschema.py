@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dnsfixtures import UPSTREAM_A, Upstream, run_resolver, run_upstream
+from dnsfixtures import UPSTREAM_A, Upstream, eventually, run_resolver, run_upstream
 from pgcluster import fresh_database, postgres_cluster
-from test_store import ask_from, eventually
+from test_store import ask_from
 from test_watch import addresses, config_for
 
 from resolverguard import storeschema
@@ -302,7 +302,7 @@ def test_a_resolver_started_on_an_old_store_migrates_it_and_writes_over_dns(tmp_
             r.service.pipeline.log.flush()
             reader = QueryStore.open_for_reading(target)
             rows = eventually(lambda: reader.search(since=now - 2 * DAY, until=time.time() + 1, limit=1000),
-                              lambda x: len(x) > count)  # fmt: skip
+                              done=lambda x: len(x) > count)  # fmt: skip
             reader.close()
     assert rows[0].qname == "www.example.com" and rows[0].id == count + 1 and len(rows) == count + 1
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 import redis
-from dnsfixtures import DIGITS_MODEL, RunningResolver, Upstream, run_resolver, run_upstream
+from dnsfixtures import DIGITS_MODEL, RunningResolver, Upstream, eventually, run_resolver, run_upstream
 from fleetfixtures import RedisServer, run_redis
-from test_sync import connected, until
+from test_sync import connected
 from test_watch import OTHER, addresses, ask, config_for
 
 from resolverguard.config import Config, SyncConfig
@@ -74,7 +74,7 @@ def test_a_name_scored_on_one_instance_is_a_cache_hit_on_the_other(
             assert len(model_a.texts) == len(NAMES)  # A scored each name once
             sync_b = b.service.sync
             assert sync_b is not None
-            arrived = until(lambda: sync_b.scores_adopted >= len(NAMES), 3)
+            arrived = eventually(lambda: sync_b.scores_adopted >= len(NAMES), 3)
             assert arrived is share
             answers_b = [addresses(ask(b, name, OTHER)) for name in NAMES]
             assert answers_b == answers_a
@@ -94,7 +94,7 @@ def test_an_instance_started_later_takes_the_fleets_recent_scores(upstream: Upst
             for name in NAMES:
                 ask(a, name, OTHER)
             sync_a = a.service.sync
-            assert sync_a is not None and until(lambda: sync_a.scores_sent >= len(NAMES), 3)
+            assert sync_a is not None and eventually(lambda: sync_a.scores_sent >= len(NAMES), 3)
         with instance(cfg, tmp_path / "c.log") as (c, model_c):  # A gone: the stream still has them
             for name in NAMES:
                 ask(c, name, OTHER)
@@ -121,7 +121,7 @@ def test_redis_keeps_no_more_scores_than_the_budget(upstream: Upstream, tmp_path
                 done = sync.scores_sent + sync.scores_dropped
                 a.loop.call_soon_threadsafe(score_many, offered)
                 offered += 3 * VERDICT_BATCH
-                assert until(lambda d=done: sync.scores_sent + sync.scores_dropped >= d + 3 * VERDICT_BATCH, 10)
+                assert eventually(lambda d=done: sync.scores_sent + sync.scores_dropped >= d + 3 * VERDICT_BATCH, 10)
         client = redis.Redis.from_url(server.url)
         assert client.xlen("rg-share:verdict-log") == 2  # budget / batch entries, exactly
         client.close()
@@ -141,6 +141,6 @@ def test_scores_of_another_model_are_ignored(upstream: Upstream, tmp_path: Path)
             sentinel = batch.replace("sharebatests", "sentinel") % (sync.model_id, time.time())
             client.publish("rg-share:verdicts", sentinel)  # after the others: they were read when it is
             client.close()
-            assert until(lambda: sync.scores_adopted == 1, 3)
+            assert eventually(lambda: sync.scores_adopted == 1, 3)
             ask(b, NAMES[1], OTHER)  # share + b + a: the label "sharebatests"
             assert model_b.texts == ["sharebatests"] and sync.scores_adopted == 1
